@@ -1,0 +1,187 @@
+/* gpu/backend.h — the op interface every compute backend implements.
+ *
+ * The model (gpu/model.c), losses, optimizer and stage loops are written once
+ * against this table of functions. Two implementations exist:
+ *   gpu/backend_cpu.c   plain C (+ CBLAS for matrix products): the numerical
+ *                       reference, and the backend on machines without a GPU;
+ *   gpu/cuda/*.cu       CUDA (cuBLASLt, cuDNN, own fused kernels).
+ *
+ * Conventions (as in llm.c):
+ * - Pointers passed to ops are backend memory (host memory for "cpu", device
+ *   memory for "cuda"), except where an argument says "host".
+ * - Shapes are given in the comments, row-major, last index fastest.
+ * - Activations that feed a matrix product or attention are stored in the
+ *   stage's compute dtype `cdt` (DT_BF16 or DT_F32, see SPEC §5); the residual
+ *   stream, LayerNorm statistics, every gradient, every parameter master copy,
+ *   losses and outputs are fp32. Matrix products always accumulate in fp32.
+ * - In backward functions, parameter gradients ACCUMULATE (+=) and input
+ *   gradients OVERWRITE (=) unless the comment says otherwise.
+ * - Ops are asynchronous on "cuda" (one stream per backend); functions that
+ *   return a host value synchronize. A failing CUDA call inside an op is a bug
+ *   or a device fault: the backend prints the call site and exits the process
+ *   (workers are processes so that this loses nothing; see daemon/). Functions
+ *   that can fail for ordinary reasons (allocation, sharing) return NULL / -1
+ *   and write a message to the backend's `err` buffer.
+ */
+#ifndef TRAIND_BACKEND_H
+#define TRAIND_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "gpu/dtype.h"
+
+#define BACKEND_HANDLE_MAX 256   /* text form of a shareable-memory handle */
+#define BACKEND_ERR_MAX 256
+
+/* One contiguous run of parameters that AdamW treats alike. */
+typedef struct {
+    size_t off;     /* element offset into the flat parameter buffer */
+    size_t n;       /* elements */
+    float lr;       /* learning rate for this run, already scheduled */
+    float wd;       /* decoupled weight decay (0 for vectors) */
+} adamw_seg_t;
+
+/* Hand-pose loss terms, fp32, produced by hand_loss (host copy). */
+typedef struct {
+    float total;    /* joint + 0.3*pair + 0.1*conf */
+    float joint;    /* fingertip-weighted mean per-joint L2 (metres) over valid joints */
+    float pair;     /* mean L1 error of the 210 pairwise joint distances (metres) */
+    float conf;     /* BCE of the confidence head against exp(-err/20mm), detached */
+    float valid;    /* number of valid joints that entered the loss */
+} hand_loss_t;
+
+typedef struct backend backend_t;
+struct backend {
+    const char *name;                 /* "cpu" | "cuda" */
+    int device;                       /* device index (cuda), 0 for cpu */
+    char err[BACKEND_ERR_MAX];        /* last ordinary failure */
+    void *impl;                       /* backend private state */
+
+    /* ---- lifetime and memory --------------------------------------------- */
+    void  (*destroy)(backend_t *b);
+    void *(*alloc)(backend_t *b, size_t bytes);                 /* NULL + err on failure; contents undefined */
+    void  (*free)(backend_t *b, void *p);
+    void *(*host_alloc)(backend_t *b, size_t bytes);            /* staging memory (pinned on cuda) */
+    void  (*host_free)(backend_t *b, void *p);
+    void  (*upload)(backend_t *b, void *dst, const void *host_src, size_t bytes);
+    void  (*download)(backend_t *b, void *host_dst, const void *src, size_t bytes); /* synchronizes */
+    void  (*copy)(backend_t *b, void *dst, const void *src, size_t bytes);
+    void  (*zero)(backend_t *b, void *p, size_t bytes);
+    void  (*sync)(backend_t *b);
+    int   (*mem_info)(backend_t *b, size_t *free_bytes, size_t *total_bytes);
+    const char *(*device_name)(backend_t *b);
+
+    /* Memory shared between processes (the resident dataset): POSIX shared
+     * memory on cpu, CUDA IPC on cuda. The owner allocates and gets a text
+     * handle; another process opens the same bytes with it. */
+    void *(*shared_alloc)(backend_t *b, size_t bytes, char handle[BACKEND_HANDLE_MAX]);
+    void  (*shared_free)(backend_t *b, void *p, size_t bytes, const char *handle);  /* owner */
+    void *(*shared_open)(backend_t *b, const char *handle, size_t bytes);
+    void  (*shared_close)(backend_t *b, void *p, size_t bytes);                     /* importer */
+
+    /* ---- data ---------------------------------------------------------------- */
+    /* dst[n,3,H,W] (ddt: bf16|f32) = (src/255 - mean[c]) / std[c], src host u8 [n,H,W,3] RGB. */
+    void (*images_from_u8)(backend_t *b, void *dst, dtype_t ddt, const uint8_t *host_src,
+                           int n, int H, int W, const float mean[3], const float std[3]);
+    /* dst[n] (ddt) = src[n] (sdt); f32<->bf16 and same-type copy. */
+    void (*cast)(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, size_t n);
+    /* Gather whole rows: dst[i] = src[idx[i]], rows of row_bytes; idx backend memory [n]. */
+    void (*gather_rows)(backend_t *b, void *dst, const void *src, const int32_t *idx,
+                        int n, size_t row_bytes);
+
+    /* ---- layers (forward / backward pairs) ------------------------------------ */
+    /* Patch extraction with the batch gather and the dtype conversion fused in:
+     * out[Bn*P, 3*p*p] (cdt) with P = (H/p)*(W/p) patches in row-major order and
+     * columns ordered (c, ky, kx) like a Conv2d weight [D,3,p,p] flattened;
+     * images[N,3,H,W] (idt) indexed by idx[Bn] (NULL: images are the batch). */
+    void (*im2col)(backend_t *b, void *out, dtype_t cdt, const void *images, dtype_t idt,
+                   const int32_t *idx, int Bn, int H, int W, int p);
+
+    /* out[M,N] (odt) = inp[M,K] (cdt) @ w[N,K]^T (cdt) + bias[N] (f32, may be NULL). */
+    void (*matmul_fwd)(backend_t *b, void *out, dtype_t odt, const void *inp, const void *w,
+                       const float *bias, dtype_t cdt, int M, int N, int K);
+    /* dinp[M,K] = dout @ w; dw[N,K] += dout^T @ inp; dbias[N] += sum_m dout.
+     * dout[M,N] f32; inp, w in cdt; any of dinp, dw, dbias may be NULL. */
+    void (*matmul_bwd)(backend_t *b, float *dinp, float *dw, float *dbias, const float *dout,
+                       const void *inp, const void *w, dtype_t cdt, int M, int N, int K);
+
+    /* out[N,C] (odt) = LN(inp[N,C] f32) * w + bias; mean, rstd [N] f32 (may be NULL). */
+    void (*layernorm_fwd)(backend_t *b, void *out, dtype_t odt, float *mean, float *rstd,
+                          const float *inp, const float *w, const float *bias, int N, int C, float eps);
+    /* dinp[N,C] += ...  (ACCUMULATES into the residual-stream gradient); dw, db += . */
+    void (*layernorm_bwd)(backend_t *b, float *dinp, float *dw, float *db, const float *dout,
+                          const float *inp, const float *w, const float *mean, const float *rstd,
+                          int N, int C);
+
+    /* Non-causal multi-head attention, scale 1/sqrt(HS).
+     * qkv[Bn,T,3,NH,HS] (cdt) — the q, k, v projections side by side per token;
+     * out[Bn,T,NH,HS] (cdt); lse[Bn,NH,T] f32 softmax log-sum-exp (may be NULL: inference). */
+    void (*attention_fwd)(backend_t *b, void *out, float *lse, const void *qkv, dtype_t cdt,
+                          int Bn, int T, int NH, int HS);
+    /* dqkv[Bn,T,3,NH,HS] f32 (=) from dout[Bn,T,NH,HS] f32. */
+    void (*attention_bwd)(backend_t *b, float *dqkv, const float *dout, const void *qkv,
+                          const void *out, const float *lse, dtype_t cdt, int Bn, int T, int NH, int HS);
+
+    /* Exact (erf) GELU. out[n] (odt) = gelu(inp[n] (idt)); dinp[n] f32 = dout * gelu'(inp). */
+    void (*gelu_fwd)(backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n);
+    void (*gelu_bwd)(backend_t *b, float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n);
+
+    /* Residual with LayerScale: out[N,C] = res[N,C] + gamma[C] * x[N,C] (x in xdt); out may alias res.
+     * Backward: dx[N,C] f32 = dout * gamma; dgamma[C] += sum_n dout * x (dgamma may be NULL).
+     * The residual's own gradient is dout itself (the model reuses that buffer). */
+    void (*layerscale_fwd)(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
+                           const float *gamma, int N, int C);
+    void (*layerscale_bwd)(backend_t *b, float *dx, float *dgamma, const float *dout,
+                           const void *x, dtype_t xdt, const float *gamma, int N, int C);
+
+    /* Token assembly: x[Bn,T,D] with T = 1+R+P:
+     *   x[b,0]     = cls[D] + pos[0]
+     *   x[b,1+r]   = reg[r]               (r < R; registers get no position embedding)
+     *   x[b,1+R+i] = patches[b,i] + pos[1+i]
+     * Backward: dpatches (=); dcls, dreg, dpos (+=; any may be NULL). */
+    void (*embed_fwd)(backend_t *b, float *x, const float *patches, const float *cls,
+                      const float *reg, const float *pos, int Bn, int P, int R, int D);
+    void (*embed_bwd)(backend_t *b, float *dpatches, float *dcls, float *dreg, float *dpos,
+                      const float *dx, int Bn, int P, int R, int D);
+
+    /* Row slice: out[Bn,D] (dt) = x[Bn,T,D] (dt) at token t; and its adjoint,
+     * dx[Bn,T,D] f32 += scatter of dout[Bn,D] f32 at token t. */
+    void (*token_slice)(backend_t *b, void *out, const void *x, dtype_t dt, int Bn, int T, int D, int t);
+    void (*token_scatter_add)(backend_t *b, float *dx, const float *dout, int Bn, int T, int D, int t);
+
+    /* ---- loss and optimizer ----------------------------------------------------- */
+    /* Hand loss for a batch. pred[Bn,63] f32 joints (m), conf_logit[Bn,21] f32;
+     * targets gathered from the resident labels by idx[Bn]: joints[N,21,3] f32,
+     * valid[N,21] u8 (NULL: all valid), has_hand[N] u8 (NULL: all). Writes
+     * dpred[Bn,63] and dconf[Bn,21] (=, gradients of loss->total; may be NULL)
+     * and returns the terms on the host (synchronizes). */
+    void (*hand_loss)(backend_t *b, hand_loss_t *host_out, float *dpred, float *dconf,
+                      const float *pred, const float *conf_logit, const float *joints,
+                      const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn);
+
+    /* Sum of squares of x[n] f32, deterministic for a given n (fixed reduction order); host result. */
+    double (*sumsq)(backend_t *b, const float *x, size_t n);
+    void (*scale)(backend_t *b, float *x, float s, size_t n);
+
+    /* AdamW over runs of the flat buffers (one launch on cuda), step t >= 1, bias-corrected:
+     *   g = grads*gscale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+     *   p -= lr * (mhat / (sqrt(vhat) + eps) + wd * p)
+     * and, when pc != NULL, pc[i] (cdt) = p[i] (the working copy, same offsets). */
+    void (*adamw)(backend_t *b, float *params, void *pc, dtype_t cdt, const float *grads,
+                  float *m, float *v, const adamw_seg_t *segs, int nsegs,
+                  float beta1, float beta2, float eps, int t, float gscale);
+
+    /* Statistics of x[n] (dt) for the debug report, host result:
+     * out = {sum, sum of squares, min, max, nan count, inf count, zero count} over finite values. */
+    void (*stats)(backend_t *b, double out[7], const void *x, dtype_t dt, size_t n);
+};
+
+/* Backends. NULL on failure with the reason in err. */
+backend_t *backend_cpu_create(char *err, size_t errlen);
+#ifdef TRAIND_CUDA
+backend_t *backend_cuda_create(int device, char *err, size_t errlen);
+#endif
+/* By name: "cpu", "cuda" (device index), or "auto" (cuda when a device is usable, else cpu). */
+backend_t *backend_open(const char *name, int device, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,90 @@
+/* gpu/jobspec.h — a job as submitted (SPEC §4), parsed and validated.
+ *
+ * jobspec_parse() is the one validator: the API calls it on POST /v1/jobs
+ * (and answers 400 naming `field` on failure), the worker calls it again on
+ * the stored spec. Unknown fields are rejected. Defaults are filled in, so a
+ * parsed spec is complete; jobspec_to_json() gives the resolved form that is
+ * stored in the job record. The dtype plan (SPEC §5) is resolved from the
+ * type and `precision` by jobspec_plan(). */
+#ifndef TRAIND_JOBSPEC_H
+#define TRAIND_JOBSPEC_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include "gpu/dtype.h"
+
+#define JS_NAME_MAX 128
+#define JS_PATH_MAX 1024
+
+typedef enum { JOB_TRAIN = 0, JOB_EVAL, JOB_DEBUG, JOB_INFER } job_type_t;
+
+typedef struct {
+    char backbone[32];          /* dinov2-tiny|small|base|large */
+    int hidden, layers, heads;  /* from the backbone name (or the weights' config) */
+    int registers;              /* 0 or 4 */
+    char weights[JS_PATH_MAX];  /* HF dir or traind checkpoint id; "" = random init */
+    int freeze_layers;          /* K: patch/pos/cls/reg + blocks 0..K-1 frozen */
+    int head_hand;              /* heads: ["hand"] */
+} model_spec_t;
+
+typedef struct {
+    double lr_backbone, lr_heads;   /* 1e-5, 1e-3 */
+    double weight_decay;            /* 0.01, matrices only */
+    double beta1, beta2, eps;       /* 0.9, 0.999, 1e-8 */
+    double clip_grad_norm;          /* 1.0; 0 disables */
+    int warmup_steps;               /* 0 */
+    int schedule_cosine;            /* 1 = cosine (default), 0 = constant */
+} optim_spec_t;
+
+/* Per-stage dtype plan (SPEC §5). */
+typedef struct {
+    dtype_t input;       /* encoder input as read from the dataset batch */
+    dtype_t compute;     /* matrix math inputs (accumulate is always fp32) */
+    dtype_t norms;       /* always DT_F32 */
+    dtype_t params;      /* working parameters the matmuls read */
+    dtype_t master;      /* master parameters (train) */
+    dtype_t grads;       /* DT_F32 (train, debug); meaningless otherwise */
+    int has_grads;
+} dtype_plan_t;
+
+typedef struct {
+    job_type_t type;
+    char dataset[JS_NAME_MAX];
+    int priority;
+    char submission_id[JS_NAME_MAX];
+    uint64_t seed;
+    char precision_compute[8];   /* "", "fp32" or "bf16" */
+    model_spec_t model;
+
+    /* train */
+    double split_train[2], split_val[2];   /* fractions [a,b) of the dataset */
+    int batch_size;
+    int epochs;                  /* 0 when steps is given */
+    long steps;                  /* 0 when epochs is given */
+    optim_spec_t optim;
+    long eval_every, checkpoint_every;
+    int keep_checkpoints;
+    char resume_from[JS_NAME_MAX];   /* checkpoint id */
+
+    /* eval / debug / infer */
+    char checkpoint[JS_NAME_MAX];    /* checkpoint id ("" = fresh init / model.weights) */
+    int split_is_val;                /* eval: 1 = the val split (default), 0 = train split */
+    int32_t *indices; int n_indices; /* eval/infer: explicit sample indices (owned) */
+    int batches;                     /* debug */
+    /* infer inline images: u8 HWC, owned */
+    int n_images;
+    uint8_t **images; int *image_h, *image_w;
+    int out_cls, out_patch_tokens;   /* infer "outputs" */
+} jobspec_t;
+
+/* 0 on success; -1 with the offending field's dotted path (e.g. "optim.lr.heads")
+ * and a human message. The caller frees with jobspec_free(). */
+int jobspec_parse(const json_t *in, jobspec_t *out, char *field, size_t fieldlen,
+                  char *msg, size_t msglen);
+void jobspec_free(jobspec_t *js);
+json_t *jobspec_to_json(const jobspec_t *js);        /* resolved spec, new reference */
+dtype_plan_t jobspec_plan(const jobspec_t *js);
+json_t *dtype_plan_to_json(const dtype_plan_t *p);   /* {"encoder_input":"bf16",...} */
+const char *job_type_name(job_type_t t);
+
+#endif
