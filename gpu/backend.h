@@ -4,7 +4,7 @@
  * against this table of functions. Two implementations exist:
  *   gpu/backend_cpu.c   plain C (+ CBLAS for matrix products): the numerical
  *                       reference, and the backend on machines without a GPU;
- *   gpu/cuda/*.cu       CUDA (cuBLASLt, cuDNN, own fused kernels).
+ *   gpu/cuda/ (.cu)       CUDA (cuBLASLt, cuDNN, own fused kernels).
  *
  * Conventions (as in llm.c):
  * - Pointers passed to ops are backend memory (host memory for "cpu", device
