@@ -1,0 +1,55 @@
+/* daemon/config.h — traind's configuration: command-line flags and the
+ * `key = value` config file (same names as the long flags, without "--").
+ *
+ *   listen = 127.0.0.1:8470        state-dir = /var/lib/traind
+ *   backend = auto|cpu|cuda        token-file = /etc/traind/token
+ *   dataset-root = /data           (repeatable)
+ *   devices = 0,1                  memory-reserve-gb = 2
+ *   log-level = debug|info|warn|error
+ *   cancel-grace-s = 60            (SIGKILL a cancelled worker after this)
+ *
+ * Flags override the file; --config FILE is read first wherever it appears. */
+#ifndef TRAIND_CONFIG_H
+#define TRAIND_CONFIG_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#define CFG_MAX_ROOTS 16
+#define CFG_MAX_DEVICES 16
+#define CFG_TOKEN_MAX 256
+
+typedef struct {
+    char listen[256];                       /* host:port; default 127.0.0.1:8470 */
+    char state_dir[PATH_MAX];               /* $STATE_DIRECTORY or ./traind-state */
+    char backend[16];                       /* auto|cpu|cuda */
+    char token_file[PATH_MAX];
+    char token[CFG_TOKEN_MAX];              /* read from token_file; "" = no auth */
+    char dataset_roots[CFG_MAX_ROOTS][PATH_MAX];   /* realpath'd */
+    int n_roots;
+    int devices[CFG_MAX_DEVICES];
+    int n_devices;                          /* 0 = device 0 only */
+    double memory_reserve_gb;               /* per device, kept free for jobs */
+    int log_level;                          /* LOG_DEBUG..LOG_ERROR (daemon/log.h) */
+    double cancel_grace_s;                  /* default 60 */
+    char config_file[PATH_MAX];
+} daemon_cfg_t;
+
+void config_defaults(daemon_cfg_t *c);
+/* Applies one setting by name (flag name without dashes). 0 or -1 + err. */
+int config_set(daemon_cfg_t *c, const char *key, const char *value, char *err, size_t errlen);
+/* Reads a `key = value` file ('#' comments, blank lines). 0 or -1 + err (with line number). */
+int config_load_file(daemon_cfg_t *c, const char *path, char *err, size_t errlen);
+/* Parses the daemon's argv (after the program name). Sets *help / *version when
+ * asked. 0 or -1 + err. */
+int config_parse_args(daemon_cfg_t *c, int argc, char **argv, int *help, int *version,
+                      char *err, size_t errlen);
+/* Final checks and derived values: reads the token file, realpaths the roots,
+ * refuses a non-loopback listen address without a token. 0 or -1 + err. */
+int config_finish(daemon_cfg_t *c, char *err, size_t errlen);
+/* 1 when host (of "host:port") is a loopback address or name. */
+int config_listen_is_loopback(const char *listen);
+void config_usage(FILE *f);
+
+#endif
