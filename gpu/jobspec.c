@@ -1,0 +1,760 @@
+/* gpu/jobspec.c — parse, validate, default and print the job spec of SPEC §4,
+ * and resolve the per-stage dtype plan of SPEC §5.
+ *
+ * Owns: jobspec_parse / jobspec_free / jobspec_to_json / jobspec_plan /
+ * dtype_plan_to_json / job_type_name, and the small base64 codec used for
+ * inline infer images.
+ *
+ * Rules (documented here because the API answers with them):
+ * - Every object is checked for unknown keys; the error names the dotted path
+ *   ("optim.lr.heads", "images[2].width"). Fields of another job type count as
+ *   unknown ("epochs" in an eval job is rejected).
+ * - Numbers: integer fields must be JSON integers; real fields accept any
+ *   JSON number. Ranges are checked and named.
+ * - Defaults: priority 0, seed 0, model.backbone "dinov2-small", registers 0,
+ *   freeze_layers 0, heads ["hand"], split train [0,0.9) val [0.9,1.0),
+ *   batch_size 32 (train) / 64 (eval) / 8 (debug) / 16 (infer), epochs 1 when
+ *   neither epochs nor steps is given, AdamW lr backbone 1e-5 heads 1e-3,
+ *   weight_decay 0.01, betas [0.9,0.999], eps 1e-8, clip_grad_norm 1.0,
+ *   warmup_steps 0, schedule cosine, eval_every 1000, checkpoint_every 1000
+ *   (0 disables the periodic one; both also run at the end), keep_checkpoints 3
+ *   (0 keeps all), eval split "val", debug batches 1, infer outputs ["joints"].
+ * - eval/debug/infer: when "model" is absent and a checkpoint is given, the
+ *   model comes from the checkpoint; the parsed spec then has model.backbone ""
+ *   and jobspec_to_json omits "model".
+ * - infer: exactly one of "indices" and "images"; joints and confidences are
+ *   always produced, "outputs" may add "cls" and "patch_tokens".
+ */
+#include "gpu/jobspec.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JS_MAX_BATCH 4096
+#define JS_MAX_INDICES (1 << 24)
+#define JS_MAX_IMAGES 1024
+#define JS_MAX_IMAGE_SIDE 4096
+
+/* ---- base64 (RFC 4648, standard alphabet) --------------------------------- */
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static int b64_value(unsigned char c) {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+/* Decodes s[len] (padding optional, no whitespace). Returns a malloc'd buffer
+ * and its size in *outlen, or NULL with a message. */
+static uint8_t *b64_decode(const char *s, size_t len, size_t *outlen, char *msg, size_t msglen) {
+    size_t pad = 0;
+    while (len > 0 && s[len - 1] == '=' && pad < 2) { len--; pad++; }
+    if (pad && (len + pad) % 4 != 0) {
+        snprintf(msg, msglen, "base64 padding is misplaced");
+        return NULL;
+    }
+    if (len % 4 == 1) {
+        snprintf(msg, msglen, "base64 length %zu is not a valid encoding", len + pad);
+        return NULL;
+    }
+    size_t n = len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
+    uint8_t *out = malloc(n ? n : 1);
+    if (!out) { snprintf(msg, msglen, "out of memory decoding base64"); return NULL; }
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len; i++) {
+        int v = b64_value((unsigned char)s[i]);
+        if (v < 0) {
+            snprintf(msg, msglen, "invalid base64 character at offset %zu", i);
+            free(out);
+            return NULL;
+        }
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    /* Leftover bits of the last group must be zero (canonical encoding). */
+    if (acc != 0) {
+        snprintf(msg, msglen, "base64 has non-zero trailing bits");
+        free(out);
+        return NULL;
+    }
+    assert(o == n);
+    *outlen = n;
+    return out;
+}
+
+static char *b64_encode(const uint8_t *p, size_t n) {
+    size_t olen = (n + 2) / 3 * 4;
+    char *s = malloc(olen + 1);
+    if (!s) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n) v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n) v |= p[i + 2];
+        s[o++] = b64_alphabet[(v >> 18) & 63];
+        s[o++] = b64_alphabet[(v >> 12) & 63];
+        s[o++] = i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=';
+        s[o++] = i + 2 < n ? b64_alphabet[v & 63] : '=';
+    }
+    s[o] = 0;
+    return s;
+}
+
+/* ---- parse context ------------------------------------------------------------ */
+
+typedef struct {
+    char *field; size_t fieldlen;
+    char *msg; size_t msglen;
+} pctx_t;
+
+__attribute__((format(printf, 3, 4)))
+static int fail(pctx_t *c, const char *field, const char *fmt, ...) {
+    if (c->field && c->fieldlen) snprintf(c->field, c->fieldlen, "%s", field);
+    if (c->msg && c->msglen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->msg, c->msglen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static void path_join(char *out, size_t n, const char *prefix, const char *key) {
+    if (prefix && *prefix) snprintf(out, n, "%s.%s", prefix, key);
+    else snprintf(out, n, "%s", key);
+}
+
+/* Rejects keys of obj that are not in allowed (NULL-terminated). */
+static int check_keys(pctx_t *c, const json_t *obj, const char *prefix, const char *const *allowed) {
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)obj, key, val) {
+        int found = 0;
+        for (int i = 0; allowed[i]; i++)
+            if (strcmp(allowed[i], key) == 0) { found = 1; break; }
+        if (!found) {
+            char p[256];
+            path_join(p, sizeof p, prefix, key);
+            return fail(c, p, "unknown field '%s'", p);
+        }
+    }
+    return 0;
+}
+
+/* Integer field. Absent: *out untouched (the default), returns 0. */
+static int get_long(pctx_t *c, const json_t *obj, const char *prefix, const char *key,
+                    long long lo, long long hi, long long *out) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) return 0;
+    char p[256];
+    path_join(p, sizeof p, prefix, key);
+    if (!json_is_integer(v)) return fail(c, p, "%s must be an integer", p);
+    long long x = json_integer_value(v);
+    if (x < lo || x > hi) return fail(c, p, "%s = %lld is out of range [%lld, %lld]", p, x, lo, hi);
+    *out = x;
+    return 0;
+}
+
+static int get_int(pctx_t *c, const json_t *obj, const char *prefix, const char *key,
+                   long long lo, long long hi, int *out) {
+    long long x = *out;
+    if (get_long(c, obj, prefix, key, lo, hi, &x)) return -1;
+    *out = (int)x;
+    return 0;
+}
+
+static int get_num(pctx_t *c, const json_t *obj, const char *prefix, const char *key,
+                   double lo, double hi, int lo_open, int hi_open, double *out) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) return 0;
+    char p[256];
+    path_join(p, sizeof p, prefix, key);
+    if (!json_is_number(v)) return fail(c, p, "%s must be a number", p);
+    double x = json_number_value(v);
+    if (!isfinite(x) || (lo_open ? x <= lo : x < lo) || (hi_open ? x >= hi : x > hi))
+        return fail(c, p, "%s = %g is out of range %c%g, %g%c", p, x, lo_open ? '(' : '[', lo, hi,
+                    hi_open ? ')' : ']');
+    *out = x;
+    return 0;
+}
+
+/* String field copied into out[outlen]; returns 1 when present, 0 absent, -1 error. */
+static int get_str(pctx_t *c, const json_t *obj, const char *prefix, const char *key,
+                   char *out, size_t outlen, int allow_empty) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) return 0;
+    char p[256];
+    path_join(p, sizeof p, prefix, key);
+    if (!json_is_string(v)) return fail(c, p, "%s must be a string", p);
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (n != strlen(s)) return fail(c, p, "%s contains a NUL character", p);
+    if (n == 0 && !allow_empty) return fail(c, p, "%s must not be empty", p);
+    if (n >= outlen) return fail(c, p, "%s is too long (%zu bytes, at most %zu)", p, n, outlen - 1);
+    memcpy(out, s, n + 1);
+    return 1;
+}
+
+static int get_object(pctx_t *c, const json_t *obj, const char *key, const char *path, json_t **out) {
+    json_t *v = json_object_get(obj, key);
+    *out = NULL;
+    if (!v) return 0;
+    if (!json_is_object(v)) return fail(c, path, "%s must be an object", path);
+    *out = v;
+    return 1;
+}
+
+/* ---- model --------------------------------------------------------------------- */
+
+static const struct { const char *name; int hidden, layers, heads; } js_backbones[] = {
+    {"dinov2-tiny", 64, 2, 2},
+    {"dinov2-small", 384, 12, 6},
+    {"dinov2-base", 768, 12, 12},
+    {"dinov2-large", 1024, 24, 16},
+};
+
+static int set_backbone(model_spec_t *m, const char *name) {
+    for (size_t i = 0; i < sizeof js_backbones / sizeof js_backbones[0]; i++) {
+        if (strcmp(js_backbones[i].name, name) == 0) {
+            snprintf(m->backbone, sizeof m->backbone, "%s", name);
+            m->hidden = js_backbones[i].hidden;
+            m->layers = js_backbones[i].layers;
+            m->heads = js_backbones[i].heads;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int parse_model(pctx_t *c, const json_t *mo, model_spec_t *m) {
+    static const char *const keys[] = {"backbone", "registers", "weights", "freeze_layers", "heads", NULL};
+    if (check_keys(c, mo, "model", keys)) return -1;
+    char name[64] = "dinov2-small";
+    if (get_str(c, mo, "model", "backbone", name, sizeof name, 0) < 0) return -1;
+    if (set_backbone(m, name))
+        return fail(c, "model.backbone",
+                    "model.backbone '%s' is not one of dinov2-tiny, dinov2-small, dinov2-base, dinov2-large",
+                    name);
+    m->registers = 0;
+    if (get_int(c, mo, "model", "registers", 0, 4, &m->registers)) return -1;
+    if (m->registers != 0 && m->registers != 4)
+        return fail(c, "model.registers", "model.registers must be 0 or 4 (got %d)", m->registers);
+    if (get_str(c, mo, "model", "weights", m->weights, sizeof m->weights, 0) < 0) return -1;
+    m->freeze_layers = 0;
+    if (get_int(c, mo, "model", "freeze_layers", 0, m->layers, &m->freeze_layers)) return -1;
+    m->head_hand = 1;
+    json_t *h = json_object_get(mo, "heads");
+    if (h) {
+        if (!json_is_array(h)) return fail(c, "model.heads", "model.heads must be an array of strings");
+        m->head_hand = 0;
+        size_t i;
+        json_t *e;
+        json_array_foreach(h, i, e) {
+            char p[64];
+            snprintf(p, sizeof p, "model.heads[%zu]", i);
+            if (!json_is_string(e)) return fail(c, p, "%s must be a string", p);
+            const char *s = json_string_value(e);
+            if (strcmp(s, "hand") == 0) {
+                if (m->head_hand) return fail(c, p, "%s: head 'hand' is listed twice", p);
+                m->head_hand = 1;
+            } else if (strcmp(s, "object") == 0) {
+                return fail(c, p, "%s: the 'object' head is not supported yet", p);
+            } else {
+                return fail(c, p, "%s: unknown head '%s' (known: hand)", p, s);
+            }
+        }
+        if (!m->head_hand) return fail(c, "model.heads", "model.heads must contain \"hand\"");
+    }
+    return 0;
+}
+
+/* ---- type-specific parts ---------------------------------------------------------- */
+
+static int parse_range(pctx_t *c, const json_t *o, const char *key, double out[2]) {
+    json_t *v = json_object_get(o, key);
+    if (!v) return 0;
+    char p[64];
+    snprintf(p, sizeof p, "split.%s", key);
+    if (!json_is_array(v) || json_array_size(v) != 2)
+        return fail(c, p, "%s must be an array of two fractions [begin, end]", p);
+    double r[2];
+    for (int i = 0; i < 2; i++) {
+        json_t *e = json_array_get(v, (size_t)i);
+        if (!json_is_number(e)) return fail(c, p, "%s[%d] must be a number", p, i);
+        r[i] = json_number_value(e);
+        if (!isfinite(r[i]) || r[i] < 0 || r[i] > 1)
+            return fail(c, p, "%s[%d] = %g is not a fraction in [0, 1]", p, i, r[i]);
+    }
+    if (!(r[0] < r[1])) return fail(c, p, "%s is empty: begin %g must be below end %g", p, r[0], r[1]);
+    out[0] = r[0];
+    out[1] = r[1];
+    return 0;
+}
+
+static int parse_optim(pctx_t *c, const json_t *o, optim_spec_t *op) {
+    static const char *const keys[] = {"lr", "weight_decay", "betas", "eps", "clip_grad_norm",
+                                       "warmup_steps", "schedule", NULL};
+    if (check_keys(c, o, "optim", keys)) return -1;
+    json_t *lr;
+    int r = get_object(c, o, "lr", "optim.lr", &lr);
+    if (r < 0) return -1;
+    if (lr) {
+        static const char *const lkeys[] = {"backbone", "heads", NULL};
+        if (check_keys(c, lr, "optim.lr", lkeys)) return -1;
+        if (get_num(c, lr, "optim.lr", "backbone", 0, 10, 0, 0, &op->lr_backbone)) return -1;
+        if (get_num(c, lr, "optim.lr", "heads", 0, 10, 0, 0, &op->lr_heads)) return -1;
+    }
+    if (get_num(c, o, "optim", "weight_decay", 0, 1, 0, 0, &op->weight_decay)) return -1;
+    json_t *b = json_object_get(o, "betas");
+    if (b) {
+        if (!json_is_array(b) || json_array_size(b) != 2)
+            return fail(c, "optim.betas", "optim.betas must be an array of two numbers [beta1, beta2]");
+        double bb[2];
+        for (int i = 0; i < 2; i++) {
+            json_t *e = json_array_get(b, (size_t)i);
+            if (!json_is_number(e)) return fail(c, "optim.betas", "optim.betas[%d] must be a number", i);
+            bb[i] = json_number_value(e);
+            if (!isfinite(bb[i]) || bb[i] < 0 || bb[i] >= 1)
+                return fail(c, "optim.betas", "optim.betas[%d] = %g is out of range [0, 1)", i, bb[i]);
+        }
+        op->beta1 = bb[0];
+        op->beta2 = bb[1];
+    }
+    if (get_num(c, o, "optim", "eps", 0, 1, 1, 0, &op->eps)) return -1;
+    if (get_num(c, o, "optim", "clip_grad_norm", 0, 1e6, 0, 0, &op->clip_grad_norm)) return -1;
+    if (get_int(c, o, "optim", "warmup_steps", 0, 1000000000, &op->warmup_steps)) return -1;
+    char sched[16] = "";
+    int sr = get_str(c, o, "optim", "schedule", sched, sizeof sched, 0);
+    if (sr < 0) {
+        /* too long or wrong type: keep the message */
+        return -1;
+    }
+    if (sr == 1) {
+        if (strcmp(sched, "cosine") == 0) op->schedule_cosine = 1;
+        else if (strcmp(sched, "constant") == 0) op->schedule_cosine = 0;
+        else return fail(c, "optim.schedule", "optim.schedule must be \"cosine\" or \"constant\"");
+    }
+    return 0;
+}
+
+static int parse_indices(pctx_t *c, const json_t *v, jobspec_t *js) {
+    if (!json_is_array(v)) return fail(c, "indices", "indices must be an array of sample indices");
+    size_t n = json_array_size(v);
+    if (n == 0) return fail(c, "indices", "indices must not be empty");
+    if (n > JS_MAX_INDICES) return fail(c, "indices", "indices has %zu entries (at most %d)", n, JS_MAX_INDICES);
+    js->indices = malloc(n * sizeof(int32_t));
+    if (!js->indices) return fail(c, "indices", "out of memory");
+    js->n_indices = (int)n;
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e) {
+        char p[48];
+        snprintf(p, sizeof p, "indices[%zu]", i);
+        if (!json_is_integer(e)) return fail(c, p, "%s must be an integer", p);
+        long long x = json_integer_value(e);
+        if (x < 0 || x > INT32_MAX) return fail(c, p, "%s = %lld is not a sample index", p, x);
+        js->indices[i] = (int32_t)x;
+    }
+    return 0;
+}
+
+static int parse_images(pctx_t *c, const json_t *v, jobspec_t *js) {
+    if (!json_is_array(v)) return fail(c, "images", "images must be an array of {u8_hwc_b64, height, width}");
+    size_t n = json_array_size(v);
+    if (n == 0) return fail(c, "images", "images must not be empty");
+    if (n > JS_MAX_IMAGES) return fail(c, "images", "images has %zu entries (at most %d)", n, JS_MAX_IMAGES);
+    js->images = calloc(n, sizeof *js->images);
+    js->image_h = calloc(n, sizeof(int));
+    js->image_w = calloc(n, sizeof(int));
+    if (!js->images || !js->image_h || !js->image_w) return fail(c, "images", "out of memory");
+    js->n_images = (int)n;
+    static const char *const keys[] = {"u8_hwc_b64", "height", "width", NULL};
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e) {
+        char p[48];
+        snprintf(p, sizeof p, "images[%zu]", i);
+        if (!json_is_object(e)) return fail(c, p, "%s must be an object {u8_hwc_b64, height, width}", p);
+        if (check_keys(c, e, p, keys)) return -1;
+        int h = 0, w = 0;
+        if (get_int(c, e, p, "height", 1, JS_MAX_IMAGE_SIDE, &h)) return -1;
+        if (get_int(c, e, p, "width", 1, JS_MAX_IMAGE_SIDE, &w)) return -1;
+        char fp[80];
+        if (!h) { snprintf(fp, sizeof fp, "%s.height", p); return fail(c, fp, "%s is required", fp); }
+        if (!w) { snprintf(fp, sizeof fp, "%s.width", p); return fail(c, fp, "%s is required", fp); }
+        snprintf(fp, sizeof fp, "%s.u8_hwc_b64", p);
+        json_t *b = json_object_get(e, "u8_hwc_b64");
+        if (!b) return fail(c, fp, "%s is required", fp);
+        if (!json_is_string(b)) return fail(c, fp, "%s must be a base64 string", fp);
+        char m[160];
+        size_t got = 0;
+        uint8_t *px = b64_decode(json_string_value(b), json_string_length(b), &got, m, sizeof m);
+        if (!px) return fail(c, fp, "%s: %s", fp, m);
+        size_t want = (size_t)h * (size_t)w * 3;
+        if (got != want) {
+            free(px);
+            return fail(c, fp, "%s decodes to %zu bytes, expected height*width*3 = %zu", fp, got, want);
+        }
+        js->images[i] = px;
+        js->image_h[i] = h;
+        js->image_w[i] = w;
+    }
+    return 0;
+}
+
+static int parse_outputs(pctx_t *c, const json_t *v, jobspec_t *js) {
+    if (!json_is_array(v)) return fail(c, "outputs", "outputs must be an array of \"joints\", \"cls\", \"patch_tokens\"");
+    size_t i;
+    json_t *e;
+    int seen_joints = 0;
+    json_array_foreach(v, i, e) {
+        char p[48];
+        snprintf(p, sizeof p, "outputs[%zu]", i);
+        if (!json_is_string(e)) return fail(c, p, "%s must be a string", p);
+        const char *s = json_string_value(e);
+        int *flag = NULL;
+        if (strcmp(s, "joints") == 0) flag = &seen_joints;
+        else if (strcmp(s, "cls") == 0) flag = &js->out_cls;
+        else if (strcmp(s, "patch_tokens") == 0) flag = &js->out_patch_tokens;
+        else return fail(c, p, "%s: unknown output '%s' (known: joints, cls, patch_tokens)", p, s);
+        if (*flag) return fail(c, p, "%s: '%s' is listed twice", p, s);
+        *flag = 1;
+    }
+    return 0;
+}
+
+static void defaults(jobspec_t *js, job_type_t t) {
+    memset(js, 0, sizeof *js);
+    js->type = t;
+    set_backbone(&js->model, "dinov2-small");
+    js->model.head_hand = 1;
+    js->split_train[0] = 0.0; js->split_train[1] = 0.9;
+    js->split_val[0] = 0.9;   js->split_val[1] = 1.0;
+    js->batch_size = t == JOB_TRAIN ? 32 : t == JOB_EVAL ? 64 : t == JOB_DEBUG ? 8 : 16;
+    js->optim.lr_backbone = 1e-5;
+    js->optim.lr_heads = 1e-3;
+    js->optim.weight_decay = 0.01;
+    js->optim.beta1 = 0.9;
+    js->optim.beta2 = 0.999;
+    js->optim.eps = 1e-8;
+    js->optim.clip_grad_norm = 1.0;
+    js->optim.warmup_steps = 0;
+    js->optim.schedule_cosine = 1;
+    js->eval_every = 1000;
+    js->checkpoint_every = 1000;
+    js->keep_checkpoints = 3;
+    js->split_is_val = 1;
+    js->batches = 1;
+}
+
+const char *job_type_name(job_type_t t) {
+    switch (t) {
+    case JOB_TRAIN: return "train";
+    case JOB_EVAL: return "eval";
+    case JOB_DEBUG: return "debug";
+    case JOB_INFER: return "infer";
+    }
+    return "?";
+}
+
+static int parse_body(pctx_t *c, const json_t *in, jobspec_t *js) {
+    if (!json_is_object(in)) return fail(c, "", "the job spec must be a JSON object");
+    json_t *tv = json_object_get(in, "type");
+    if (!tv) return fail(c, "type", "type is required (train, eval, debug or infer)");
+    if (!json_is_string(tv)) return fail(c, "type", "type must be a string");
+    const char *ts = json_string_value(tv);
+    job_type_t t;
+    if (strcmp(ts, "train") == 0) t = JOB_TRAIN;
+    else if (strcmp(ts, "eval") == 0) t = JOB_EVAL;
+    else if (strcmp(ts, "debug") == 0) t = JOB_DEBUG;
+    else if (strcmp(ts, "infer") == 0) t = JOB_INFER;
+    else return fail(c, "type", "type '%s' is not one of train, eval, debug, infer", ts);
+    defaults(js, t);
+
+    static const char *const k_train[] = {"type", "dataset", "priority", "submission_id", "precision", "seed",
+        "model", "split", "batch_size", "epochs", "steps", "optim", "eval_every", "checkpoint_every",
+        "keep_checkpoints", "resume_from", NULL};
+    static const char *const k_eval[] = {"type", "dataset", "priority", "submission_id", "precision", "seed",
+        "model", "checkpoint", "split", "indices", "batch_size", NULL};
+    static const char *const k_debug[] = {"type", "dataset", "priority", "submission_id", "precision", "seed",
+        "model", "checkpoint", "batches", "batch_size", NULL};
+    static const char *const k_infer[] = {"type", "dataset", "priority", "submission_id", "precision", "seed",
+        "model", "checkpoint", "indices", "images", "outputs", "batch_size", NULL};
+    const char *const *keys = t == JOB_TRAIN ? k_train : t == JOB_EVAL ? k_eval : t == JOB_DEBUG ? k_debug : k_infer;
+    if (check_keys(c, in, "", keys)) return -1;
+
+    /* common */
+    int r = get_str(c, in, "", "dataset", js->dataset, sizeof js->dataset, 0);
+    if (r < 0) return -1;
+    if (r == 0) return fail(c, "dataset", "dataset is required");
+    if (get_int(c, in, "", "priority", -1000000, 1000000, &js->priority)) return -1;
+    if (get_str(c, in, "", "submission_id", js->submission_id, sizeof js->submission_id, 0) < 0) return -1;
+    json_t *sv = json_object_get(in, "seed");
+    if (sv) {
+        if (!json_is_integer(sv) || json_integer_value(sv) < 0)
+            return fail(c, "seed", "seed must be a non-negative integer");
+        js->seed = (uint64_t)json_integer_value(sv);
+    }
+    json_t *pr;
+    if (get_object(c, in, "precision", "precision", &pr) < 0) return -1;
+    if (pr) {
+        static const char *const pk[] = {"compute", NULL};
+        if (check_keys(c, pr, "precision", pk)) return -1;
+        if (get_str(c, pr, "precision", "compute", js->precision_compute, sizeof js->precision_compute, 0) < 0)
+            return -1;
+        if (js->precision_compute[0] && strcmp(js->precision_compute, "fp32") != 0 &&
+            strcmp(js->precision_compute, "bf16") != 0)
+            return fail(c, "precision.compute", "precision.compute must be \"fp32\" or \"bf16\"");
+    }
+
+    /* checkpoint (eval/debug/infer) */
+    if (t != JOB_TRAIN)
+        if (get_str(c, in, "", "checkpoint", js->checkpoint, sizeof js->checkpoint, 0) < 0) return -1;
+
+    json_t *mo;
+    if (get_object(c, in, "model", "model", &mo) < 0) return -1;
+    if (mo) {
+        if (parse_model(c, mo, &js->model)) return -1;
+    } else if (t != JOB_TRAIN && js->checkpoint[0]) {
+        js->model.backbone[0] = 0;   /* from the checkpoint */
+        js->model.hidden = js->model.layers = js->model.heads = 0;
+    }
+
+    if (get_int(c, in, "", "batch_size", 1, JS_MAX_BATCH, &js->batch_size)) return -1;
+
+    switch (t) {
+    case JOB_TRAIN: {
+        json_t *sp;
+        if (get_object(c, in, "split", "split", &sp) < 0) return -1;
+        if (sp) {
+            static const char *const sk[] = {"train", "val", NULL};
+            if (check_keys(c, sp, "split", sk)) return -1;
+            if (parse_range(c, sp, "train", js->split_train)) return -1;
+            if (parse_range(c, sp, "val", js->split_val)) return -1;
+        }
+        if (js->split_train[1] > js->split_val[0] && js->split_val[1] > js->split_train[0])
+            return fail(c, "split", "split.train [%g, %g) and split.val [%g, %g) overlap", js->split_train[0],
+                        js->split_train[1], js->split_val[0], js->split_val[1]);
+        int has_e = json_object_get(in, "epochs") != NULL, has_s = json_object_get(in, "steps") != NULL;
+        if (has_e && has_s) return fail(c, "steps", "give either epochs or steps, not both");
+        long long steps = 0;
+        if (get_int(c, in, "", "epochs", 1, 1000000, &js->epochs)) return -1;
+        if (get_long(c, in, "", "steps", 1, 1000000000000LL, &steps)) return -1;
+        js->steps = (long)steps;
+        if (!has_e && !has_s) js->epochs = 1;
+        json_t *op;
+        if (get_object(c, in, "optim", "optim", &op) < 0) return -1;
+        if (op && parse_optim(c, op, &js->optim)) return -1;
+        long long x = js->eval_every;
+        if (get_long(c, in, "", "eval_every", 0, 1000000000000LL, &x)) return -1;
+        js->eval_every = (long)x;
+        x = js->checkpoint_every;
+        if (get_long(c, in, "", "checkpoint_every", 0, 1000000000000LL, &x)) return -1;
+        js->checkpoint_every = (long)x;
+        if (get_int(c, in, "", "keep_checkpoints", 0, 1000000, &js->keep_checkpoints)) return -1;
+        if (get_str(c, in, "", "resume_from", js->resume_from, sizeof js->resume_from, 0) < 0) return -1;
+        break;
+    }
+    case JOB_EVAL: {
+        json_t *sp = json_object_get(in, "split"), *ix = json_object_get(in, "indices");
+        if (sp && ix) return fail(c, "indices", "give either split or indices, not both");
+        if (sp) {
+            if (!json_is_string(sp)) return fail(c, "split", "split must be \"val\" or \"train\"");
+            const char *s = json_string_value(sp);
+            if (strcmp(s, "val") == 0) js->split_is_val = 1;
+            else if (strcmp(s, "train") == 0) js->split_is_val = 0;
+            else return fail(c, "split", "split must be \"val\" or \"train\" (got '%s')", s);
+        }
+        if (ix && parse_indices(c, ix, js)) return -1;
+        break;
+    }
+    case JOB_DEBUG:
+        if (get_int(c, in, "", "batches", 1, 10000, &js->batches)) return -1;
+        break;
+    case JOB_INFER: {
+        json_t *ix = json_object_get(in, "indices"), *im = json_object_get(in, "images");
+        if (ix && im) return fail(c, "images", "give either indices or images, not both");
+        if (!ix && !im) return fail(c, "indices", "infer needs indices or images");
+        if (ix && parse_indices(c, ix, js)) return -1;
+        if (im && parse_images(c, im, js)) return -1;
+        json_t *ou = json_object_get(in, "outputs");
+        if (ou && parse_outputs(c, ou, js)) return -1;
+        break;
+    }
+    }
+    return 0;
+}
+
+int jobspec_parse(const json_t *in, jobspec_t *out, char *field, size_t fieldlen, char *msg, size_t msglen) {
+    pctx_t c = {field, fieldlen, msg, msglen};
+    if (field && fieldlen) field[0] = 0;
+    if (msg && msglen) msg[0] = 0;
+    memset(out, 0, sizeof *out);
+    if (parse_body(&c, in, out)) {
+        jobspec_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+void jobspec_free(jobspec_t *js) {
+    if (!js) return;
+    free(js->indices);
+    if (js->images)
+        for (int i = 0; i < js->n_images; i++) free(js->images[i]);
+    free(js->images);
+    free(js->image_h);
+    free(js->image_w);
+    js->indices = NULL;
+    js->images = NULL;
+    js->image_h = js->image_w = NULL;
+    js->n_indices = js->n_images = 0;
+}
+
+/* ---- printing -------------------------------------------------------------------- */
+
+static json_t *pair(double a, double b) {
+    return json_pack("[ff]", a, b);
+}
+
+static json_t *indices_json(const jobspec_t *js) {
+    json_t *a = json_array();
+    for (int i = 0; i < js->n_indices; i++) json_array_append_new(a, json_integer(js->indices[i]));
+    return a;
+}
+
+json_t *jobspec_to_json(const jobspec_t *js) {
+    json_t *o = json_object();
+    json_object_set_new(o, "type", json_string(job_type_name(js->type)));
+    json_object_set_new(o, "dataset", json_string(js->dataset));
+    json_object_set_new(o, "priority", json_integer(js->priority));
+    if (js->submission_id[0]) json_object_set_new(o, "submission_id", json_string(js->submission_id));
+    json_object_set_new(o, "seed", json_integer((json_int_t)js->seed));
+    if (js->precision_compute[0])
+        json_object_set_new(o, "precision", json_pack("{ss}", "compute", js->precision_compute));
+    if (js->model.backbone[0]) {
+        json_t *m = json_object();
+        json_object_set_new(m, "backbone", json_string(js->model.backbone));
+        json_object_set_new(m, "registers", json_integer(js->model.registers));
+        if (js->model.weights[0]) json_object_set_new(m, "weights", json_string(js->model.weights));
+        json_object_set_new(m, "freeze_layers", json_integer(js->model.freeze_layers));
+        json_t *h = json_array();
+        if (js->model.head_hand) json_array_append_new(h, json_string("hand"));
+        json_object_set_new(m, "heads", h);
+        json_object_set_new(o, "model", m);
+    }
+    json_object_set_new(o, "batch_size", json_integer(js->batch_size));
+    if (js->type != JOB_TRAIN && js->checkpoint[0])
+        json_object_set_new(o, "checkpoint", json_string(js->checkpoint));
+
+    switch (js->type) {
+    case JOB_TRAIN: {
+        json_object_set_new(o, "split", json_pack("{soso}", "train", pair(js->split_train[0], js->split_train[1]),
+                                                  "val", pair(js->split_val[0], js->split_val[1])));
+        if (js->steps) json_object_set_new(o, "steps", json_integer(js->steps));
+        else json_object_set_new(o, "epochs", json_integer(js->epochs));
+        const optim_spec_t *op = &js->optim;
+        json_object_set_new(o, "optim", json_pack("{s{sfsf}sfs[ff]sfsfsiss}",
+            "lr", "backbone", op->lr_backbone, "heads", op->lr_heads,
+            "weight_decay", op->weight_decay,
+            "betas", op->beta1, op->beta2,
+            "eps", op->eps,
+            "clip_grad_norm", op->clip_grad_norm,
+            "warmup_steps", op->warmup_steps,
+            "schedule", op->schedule_cosine ? "cosine" : "constant"));
+        json_object_set_new(o, "eval_every", json_integer(js->eval_every));
+        json_object_set_new(o, "checkpoint_every", json_integer(js->checkpoint_every));
+        json_object_set_new(o, "keep_checkpoints", json_integer(js->keep_checkpoints));
+        if (js->resume_from[0]) json_object_set_new(o, "resume_from", json_string(js->resume_from));
+        break;
+    }
+    case JOB_EVAL:
+        if (js->n_indices) json_object_set_new(o, "indices", indices_json(js));
+        else json_object_set_new(o, "split", json_string(js->split_is_val ? "val" : "train"));
+        break;
+    case JOB_DEBUG:
+        json_object_set_new(o, "batches", json_integer(js->batches));
+        break;
+    case JOB_INFER: {
+        if (js->n_indices) json_object_set_new(o, "indices", indices_json(js));
+        if (js->n_images) {
+            json_t *a = json_array();
+            for (int i = 0; i < js->n_images; i++) {
+                char *s = b64_encode(js->images[i], (size_t)js->image_h[i] * (size_t)js->image_w[i] * 3);
+                json_array_append_new(a, json_pack("{sssisi}", "u8_hwc_b64", s ? s : "", "height",
+                                                   js->image_h[i], "width", js->image_w[i]));
+                free(s);
+            }
+            json_object_set_new(o, "images", a);
+        }
+        json_t *ou = json_array();
+        json_array_append_new(ou, json_string("joints"));
+        if (js->out_cls) json_array_append_new(ou, json_string("cls"));
+        if (js->out_patch_tokens) json_array_append_new(ou, json_string("patch_tokens"));
+        json_object_set_new(o, "outputs", ou);
+        break;
+    }
+    }
+    return o;
+}
+
+/* ---- dtype plan (SPEC §5) ------------------------------------------------------- */
+
+dtype_plan_t jobspec_plan(const jobspec_t *js) {
+    dtype_plan_t p;
+    memset(&p, 0, sizeof p);
+    p.norms = DT_F32;
+    p.grads = DT_F32;
+    switch (js->type) {
+    case JOB_TRAIN:
+        p.compute = DT_BF16; p.master = DT_F32; p.has_grads = 1;
+        break;
+    case JOB_EVAL:
+        p.compute = DT_BF16; p.has_grads = 0;
+        break;
+    case JOB_DEBUG:
+        p.compute = DT_F32; p.master = DT_F32; p.has_grads = 1;
+        break;
+    case JOB_INFER:
+        p.compute = DT_BF16; p.has_grads = 0;
+        break;
+    }
+    if (strcmp(js->precision_compute, "fp32") == 0) p.compute = DT_F32;
+    else if (strcmp(js->precision_compute, "bf16") == 0) p.compute = DT_BF16;
+    /* The encoder sees the batch in the compute dtype (converted per batch
+     * inside im2col), the matmuls read parameters in it. */
+    p.input = p.compute;
+    p.params = p.compute;
+    if (!p.has_grads) p.master = p.params;   /* no optimizer: the working copy is the only copy */
+    return p;
+}
+
+json_t *dtype_plan_to_json(const dtype_plan_t *p) {
+    json_t *o = json_object();
+    json_object_set_new(o, "dataset_images", json_string("bf16"));
+    json_object_set_new(o, "encoder_input", json_string(dtype_name(p->input)));
+    json_object_set_new(o, "matmul_inputs", json_string(dtype_name(p->compute)));
+    json_object_set_new(o, "accumulate", json_string("fp32"));
+    json_object_set_new(o, "norms_softmax_losses", json_string(dtype_name(p->norms)));
+    json_object_set_new(o, "params", json_string(dtype_name(p->params)));
+    json_object_set_new(o, "master_params", p->has_grads ? json_string(dtype_name(p->master)) : json_null());
+    json_object_set_new(o, "grads", p->has_grads ? json_string(dtype_name(p->grads)) : json_null());
+    json_object_set_new(o, "outputs", json_string("fp32"));
+    return o;
+}

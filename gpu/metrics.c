@@ -1,0 +1,264 @@
+/* gpu/metrics.c — MPJPE, PA-MPJPE (similarity Procrustes, Jacobi SVD), PCK,
+ * AUC, per-joint MPJPE and the mean-predictor floor. See gpu/metrics.h for the
+ * definitions. Everything is fp64 on the host; inputs in metres, outputs mm. */
+#include "gpu/metrics.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+const double metrics_pck_mm[METRICS_NPCK] = {5, 10, 15, 20, 30, 40, 50};
+
+/* ---- 3×3 SVD by one-sided Jacobi ------------------------------------------------- */
+
+static void cross3(const double a[3], const double b[3], double o[3]) {
+    o[0] = a[1] * b[2] - a[2] * b[1];
+    o[1] = a[2] * b[0] - a[0] * b[2];
+    o[2] = a[0] * b[1] - a[1] * b[0];
+}
+
+static double det3(const double A[3][3]) {
+    return A[0][0] * (A[1][1] * A[2][2] - A[1][2] * A[2][1]) -
+           A[0][1] * (A[1][0] * A[2][2] - A[1][2] * A[2][0]) +
+           A[0][2] * (A[1][0] * A[2][1] - A[1][1] * A[2][0]);
+}
+
+void metrics_svd3(const double M[3][3], double U[3][3], double S[3], double V[3][3]) {
+    double A[3][3];
+    memcpy(A, M, sizeof A);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) V[i][j] = i == j;
+    /* Rotate column pairs of A (and V) until the columns are orthogonal: A V = U S. */
+    for (int sweep = 0; sweep < 64; sweep++) {
+        int rotated = 0;
+        for (int p = 0; p < 2; p++) {
+            for (int q = p + 1; q < 3; q++) {
+                double al = 0, be = 0, ga = 0;
+                for (int i = 0; i < 3; i++) {
+                    al += A[i][p] * A[i][p];
+                    be += A[i][q] * A[i][q];
+                    ga += A[i][p] * A[i][q];
+                }
+                if (ga == 0 || fabs(ga) <= 1e-15 * sqrt(al * be)) continue;
+                rotated = 1;
+                double zeta = (be - al) / (2 * ga);
+                double t = (zeta >= 0 ? 1.0 : -1.0) / (fabs(zeta) + sqrt(1 + zeta * zeta));
+                double c = 1 / sqrt(1 + t * t), s = c * t;
+                for (int i = 0; i < 3; i++) {
+                    double ap = A[i][p], aq = A[i][q];
+                    A[i][p] = c * ap - s * aq;
+                    A[i][q] = s * ap + c * aq;
+                    double vp = V[i][p], vq = V[i][q];
+                    V[i][p] = c * vp - s * vq;
+                    V[i][q] = s * vp + c * vq;
+                }
+            }
+        }
+        if (!rotated) break;
+    }
+    /* Singular values = column norms; sort descending (columns of A and V alike). */
+    for (int j = 0; j < 3; j++) S[j] = sqrt(A[0][j] * A[0][j] + A[1][j] * A[1][j] + A[2][j] * A[2][j]);
+    for (int a = 0; a < 2; a++)
+        for (int b = a + 1; b < 3; b++)
+            if (S[b] > S[a]) {
+                double t = S[a]; S[a] = S[b]; S[b] = t;
+                for (int i = 0; i < 3; i++) {
+                    t = A[i][a]; A[i][a] = A[i][b]; A[i][b] = t;
+                    t = V[i][a]; V[i][a] = V[i][b]; V[i][b] = t;
+                }
+            }
+    /* U's columns; complete an orthonormal basis where a singular value vanishes. */
+    double tol = S[0] * 1e-12;
+    double u[3][3];   /* u[j] = column j */
+    for (int j = 0; j < 3; j++) {
+        if (S[j] > tol && S[j] > 0) {
+            for (int i = 0; i < 3; i++) u[j][i] = A[i][j] / S[j];
+        } else if (j == 0) {
+            u[0][0] = 1; u[0][1] = 0; u[0][2] = 0;
+        } else if (j == 1) {
+            /* any unit vector orthogonal to u0: cross with the axis least aligned with it */
+            double e[3] = {0, 0, 0};
+            int k = 0;
+            for (int i = 1; i < 3; i++) if (fabs(u[0][i]) < fabs(u[0][k])) k = i;
+            e[k] = 1;
+            cross3(u[0], e, u[1]);
+            double n = sqrt(u[1][0] * u[1][0] + u[1][1] * u[1][1] + u[1][2] * u[1][2]);
+            for (int i = 0; i < 3; i++) u[1][i] /= n;
+        } else {
+            cross3(u[0], u[1], u[2]);
+        }
+    }
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) U[i][j] = u[j][i];
+}
+
+double metrics_procrustes(const double (*pred)[3], const double (*gt)[3], int n, double (*aligned)[3]) {
+    assert(n >= 1);
+    double mp[3] = {0, 0, 0}, mg[3] = {0, 0, 0};
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < 3; k++) { mp[k] += pred[i][k]; mg[k] += gt[i][k]; }
+    for (int k = 0; k < 3; k++) { mp[k] /= n; mg[k] /= n; }
+    /* M = sum_i G_i P_i^T over centred points; we want R with R P ≈ G. */
+    double M[3][3] = {{0}}, var = 0;
+    for (int i = 0; i < n; i++) {
+        double P[3], G[3];
+        for (int k = 0; k < 3; k++) { P[k] = pred[i][k] - mp[k]; G[k] = gt[i][k] - mg[k]; }
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 3; b++) M[a][b] += G[a] * P[b];
+        var += P[0] * P[0] + P[1] * P[1] + P[2] * P[2];
+    }
+    double U[3][3], S[3], V[3][3];
+    metrics_svd3((const double (*)[3])M, U, S, V);
+    /* Proper rotation: flip the smallest singular direction when det(U V^T) < 0. */
+    double d = det3((const double (*)[3])U) * det3((const double (*)[3])V) < 0 ? -1.0 : 1.0;
+    double R[3][3];
+    for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 3; b++)
+            R[a][b] = U[a][0] * V[b][0] + U[a][1] * V[b][1] + d * U[a][2] * V[b][2];
+    double s = var > 0 ? (S[0] + S[1] + d * S[2]) / var : 0;
+    double err = 0;
+    for (int i = 0; i < n; i++) {
+        double P[3] = {pred[i][0] - mp[0], pred[i][1] - mp[1], pred[i][2] - mp[2]};
+        double e2 = 0;
+        for (int a = 0; a < 3; a++) {
+            double x = mg[a] + s * (R[a][0] * P[0] + R[a][1] * P[1] + R[a][2] * P[2]);
+            if (aligned) aligned[i][a] = x;
+            e2 += (x - gt[i][a]) * (x - gt[i][a]);
+        }
+        err += sqrt(e2);
+    }
+    return err / n;
+}
+
+/* ---- accumulation ------------------------------------------------------------------ */
+
+void metrics_acc_init(metrics_acc_t *a, const float *mean_pose) {
+    memset(a, 0, sizeof *a);
+    if (mean_pose) {
+        a->has_mean = 1;
+        for (int i = 0; i < METRICS_JOINTS * 3; i++) a->mean_pose[i] = mean_pose[i];
+    }
+}
+
+static void hist_add(metrics_acc_t *a, double e_mm) {
+    /* smallest k with k/10 >= e, i.e. the first sampled threshold this error meets */
+    if (!(e_mm <= METRICS_AUC_STEPS / 10.0)) return;   /* beyond 50 mm (or NaN) */
+    long k = (long)ceil(e_mm * 10.0);
+    if (k < 0) k = 0;
+    while (k > 0 && (k - 1) / 10.0 >= e_mm) k--;
+    while (k <= METRICS_AUC_STEPS && k / 10.0 < e_mm) k++;
+    if (k <= METRICS_AUC_STEPS) a->hist[k]++;
+}
+
+static double dist_mm(const float *p, const float *g) {
+    double dx = (double)p[0] - g[0], dy = (double)p[1] - g[1], dz = (double)p[2] - g[2];
+    return 1000.0 * sqrt(dx * dx + dy * dy + dz * dz);
+}
+
+void metrics_acc_add(metrics_acc_t *a, const float *pred, const float *gt, const uint8_t *valid,
+                     const uint8_t *has_hand, int n) {
+    for (int s = 0; s < n; s++) {
+        a->samples++;
+        if (has_hand && !has_hand[s]) continue;
+        a->samples_with_hand++;
+        const float *P = pred + (size_t)s * 63, *G = gt + (size_t)s * 63;
+        double pp[METRICS_JOINTS][3], gg[METRICS_JOINTS][3];
+        int nv = 0;
+        for (int j = 0; j < METRICS_JOINTS; j++) {
+            if (valid && !valid[(size_t)s * METRICS_JOINTS + j]) continue;
+            double e = dist_mm(P + 3 * j, G + 3 * j);
+            a->err_sum += e;
+            a->joint_sum[j] += e;
+            a->joint_n[j]++;
+            a->valid_joints++;
+            hist_add(a, e);
+            if (a->has_mean) {
+                float mp[3] = {(float)a->mean_pose[3 * j], (float)a->mean_pose[3 * j + 1],
+                               (float)a->mean_pose[3 * j + 2]};
+                a->mean_err_sum += dist_mm(mp, G + 3 * j);
+            }
+            for (int k = 0; k < 3; k++) { pp[nv][k] = P[3 * j + k]; gg[nv][k] = G[3 * j + k]; }
+            nv++;
+        }
+        if (nv >= 3) {
+            double e = metrics_procrustes((const double (*)[3])pp, (const double (*)[3])gg, nv, NULL);
+            a->pa_sum += 1000.0 * e * nv;
+            a->pa_joints += nv;
+            a->pa_samples++;
+        }
+    }
+}
+
+void metrics_acc_result(const metrics_acc_t *a, metrics_t *m) {
+    memset(m, 0, sizeof *m);
+    m->samples = a->samples;
+    m->samples_with_hand = a->samples_with_hand;
+    m->valid_joints = a->valid_joints;
+    m->pa_samples = a->pa_samples;
+    double nv = (double)a->valid_joints;
+    m->mpjpe = nv > 0 ? a->err_sum / nv : NAN;
+    m->pa_mpjpe = a->pa_joints > 0 ? a->pa_sum / (double)a->pa_joints : NAN;
+    m->mean_pred_mpjpe = a->has_mean && nv > 0 ? a->mean_err_sum / nv : NAN;
+    for (int j = 0; j < METRICS_JOINTS; j++)
+        m->per_joint[j] = a->joint_n[j] ? a->joint_sum[j] / (double)a->joint_n[j] : NAN;
+    /* cumulative PCK curve at k/10 mm */
+    double auc = 0, prev = 0;
+    long cum = 0;
+    for (int k = 0; k <= METRICS_AUC_STEPS; k++) {
+        cum += a->hist[k];
+        double pck = nv > 0 ? cum / nv : NAN;
+        if (k > 0) auc += 0.5 * (prev + pck) * 0.1;
+        prev = pck;
+        for (int t = 0; t < METRICS_NPCK; t++)
+            if (k == (int)lround(metrics_pck_mm[t] * 10)) m->pck[t] = pck;
+    }
+    m->auc = nv > 0 ? auc / (METRICS_AUC_STEPS / 10.0) : NAN;
+}
+
+static json_t *num_or_null(double x) {
+    return isfinite(x) ? json_real(x) : json_null();
+}
+
+json_t *metrics_to_json(const metrics_t *m) {
+    json_t *o = json_object();
+    json_object_set_new(o, "mpjpe_mm", num_or_null(m->mpjpe));
+    json_object_set_new(o, "pa_mpjpe_mm", num_or_null(m->pa_mpjpe));
+    json_t *pck = json_object();
+    for (int t = 0; t < METRICS_NPCK; t++) {
+        char k[16];
+        snprintf(k, sizeof k, "%d", (int)metrics_pck_mm[t]);
+        json_object_set_new(pck, k, num_or_null(m->pck[t]));
+    }
+    json_object_set_new(o, "pck", pck);
+    json_object_set_new(o, "pck_thresholds_mm", json_pack("[iiiiiii]", 5, 10, 15, 20, 30, 40, 50));
+    json_object_set_new(o, "auc_0_50mm", num_or_null(m->auc));
+    json_t *pj = json_array();
+    for (int j = 0; j < METRICS_JOINTS; j++) json_array_append_new(pj, num_or_null(m->per_joint[j]));
+    json_object_set_new(o, "per_joint_mpjpe_mm", pj);
+    json_object_set_new(o, "mean_predictor_mpjpe_mm", num_or_null(m->mean_pred_mpjpe));
+    json_object_set_new(o, "samples", json_integer(m->samples));
+    json_object_set_new(o, "samples_with_hand", json_integer(m->samples_with_hand));
+    json_object_set_new(o, "valid_joints", json_integer(m->valid_joints));
+    json_object_set_new(o, "units", json_string("mm"));
+    return o;
+}
+
+long metrics_mean_pose(const float *joints, const uint8_t *valid, const uint8_t *has_hand,
+                       const int32_t *idx, long n, float *out) {
+    double sum[METRICS_JOINTS * 3] = {0};
+    long cnt[METRICS_JOINTS] = {0}, used = 0;
+    for (long i = 0; i < n; i++) {
+        long s = idx ? idx[i] : i;
+        if (has_hand && !has_hand[s]) continue;
+        used++;
+        for (int j = 0; j < METRICS_JOINTS; j++) {
+            if (valid && !valid[s * METRICS_JOINTS + j]) continue;
+            for (int k = 0; k < 3; k++) sum[3 * j + k] += joints[s * 63 + 3 * j + k];
+            cnt[j]++;
+        }
+    }
+    for (int j = 0; j < METRICS_JOINTS; j++)
+        for (int k = 0; k < 3; k++) out[3 * j + k] = cnt[j] ? (float)(sum[3 * j + k] / cnt[j]) : 0.0f;
+    return used;
+}
