@@ -1,0 +1,133 @@
+/* api/routes_jobs.c — /v1/jobs: submit (201; idempotent 200 with a known
+ * submission_id and the same spec; 409 with another spec), list with
+ * state/type/limit/offset, the job record, cancel, Server-Sent Events,
+ * metric time series and the result document.
+ *
+ * The job body is validated by jobspec_parse (gpu/jobspec.h) inside
+ * daemon_job_submit, which names the offending field; here only the JSON
+ * syntax and the query parameters are checked. */
+#include <stdio.h>
+#include <string.h>
+
+#include "api/api_internal.h"
+#include "daemon/daemon.h"
+
+#define JOB_LIST_MAX 1000
+
+/* Job ids are short tokens; anything else cannot name a job. */
+static int job_param(api_req_t *r) {
+    if (api_name_ok(r->params[0])) return 0;
+    api_reply_error(r, 404, "not_found", "no job with id '%s'", r->params[0]);
+    return -1;
+}
+
+void route_jobs_post(api_req_t *r) {
+    static const char *const q[] = { NULL };
+    if (api_check_query(r, q) < 0) return;
+    json_t *body = api_body_object(r);
+    if (!body) return;
+    daemon_err_t e = {0};
+    int created = 0;
+    json_t *job = daemon_job_submit(r->d, body, &created, &e);
+    json_decref(body);
+    if (!job) { api_reply_daemon_err(r, &e); return; }
+    const char *id = json_string_value(json_object_get(job, "id"));
+    if (id) snprintf(r->location, sizeof r->location, "/v1/jobs/%s", id);
+    api_reply_json(r, created ? 201 : 200, job);
+}
+
+void route_jobs_list(api_req_t *r) {
+    static const char *const q[] = { "state", "type", "limit", "offset", NULL };
+    if (api_check_query(r, q) < 0) return;
+    long long limit = 100, offset = 0;
+    if (api_query_ll(r, "limit", 1, JOB_LIST_MAX, &limit) < 0) return;
+    if (api_query_ll(r, "offset", 0, INT32_MAX, &offset) < 0) return;
+    const char *state = api_query(r, "state"), *type = api_query(r, "type");
+    if (state && !*state) state = NULL;
+    if (type && !*type) type = NULL;
+    daemon_err_t e = {0};
+    json_t *out = daemon_job_list(r->d, state, type, (int)limit, (int)offset, &e);
+    if (!out) api_reply_daemon_err(r, &e);
+    else api_reply_json(r, 200, out);
+}
+
+void route_job_get(api_req_t *r) {
+    static const char *const q[] = { NULL };
+    if (api_check_query(r, q) < 0 || job_param(r) < 0) return;
+    daemon_err_t e = {0};
+    json_t *job = daemon_job_get(r->d, r->params[0], &e);
+    if (!job) api_reply_daemon_err(r, &e);
+    else api_reply_json(r, 200, job);
+}
+
+void route_job_cancel(api_req_t *r) {
+    static const char *const q[] = { NULL };
+    if (api_check_query(r, q) < 0 || job_param(r) < 0) return;
+    /* A body is optional; when given it must be an empty JSON object. */
+    if (r->body_len) {
+        json_t *b = api_body_object(r);
+        if (!b) return;
+        static const char *const none[] = { NULL };
+        int bad = api_check_fields(r, b, "", none);
+        json_decref(b);
+        if (bad < 0) return;
+    }
+    daemon_err_t e = {0};
+    json_t *job = daemon_job_cancel(r->d, r->params[0], &e);
+    if (!job) api_reply_daemon_err(r, &e);
+    else api_reply_json(r, 200, job);
+}
+
+void route_job_events(api_req_t *r) {
+    static const char *const q[] = { "last_event_id", NULL };
+    if (api_check_query(r, q) < 0 || job_param(r) < 0) return;
+    daemon_err_t e = {0};
+    json_t *job = daemon_job_get(r->d, r->params[0], &e);
+    if (!job) { api_reply_daemon_err(r, &e); return; }
+    json_decref(job);
+    int64_t last = 0;
+    const char *h = api_header(r, "Last-Event-ID");
+    const char *qv = api_query(r, "last_event_id");
+    if (h && *h) {
+        last = sse_parse_last_id(h);
+        if (last < 0) {
+            api_reply_error(r, 400, "invalid_field",
+                            "header 'Last-Event-ID' must be a non-negative integer, got '%s'", h);
+            return;
+        }
+    } else if (qv && *qv) {
+        last = sse_parse_last_id(qv);
+        if (last < 0) {
+            api_reply_error(r, 400, "invalid_field",
+                            "query parameter 'last_event_id' must be a non-negative integer, "
+                            "got '%s'", qv);
+            return;
+        }
+    }
+    r->status = 200;
+    r->kind = API_BODY_SSE;
+    snprintf(r->sse_job, sizeof r->sse_job, "%s", r->params[0]);
+    r->sse_last_id = last;
+}
+
+void route_job_metrics(api_req_t *r) {
+    static const char *const q[] = { "name", "since_step", NULL };
+    if (api_check_query(r, q) < 0 || job_param(r) < 0) return;
+    long long since = -1;
+    if (api_query_ll(r, "since_step", -1, INT64_MAX, &since) < 0) return;
+    const char *name = api_query(r, "name");
+    if (name && !*name) name = NULL;
+    daemon_err_t e = {0};
+    json_t *out = daemon_job_metrics(r->d, r->params[0], name, (long)since, &e);
+    if (!out) api_reply_daemon_err(r, &e);
+    else api_reply_json(r, 200, out);
+}
+
+void route_job_result(api_req_t *r) {
+    static const char *const q[] = { NULL };
+    if (api_check_query(r, q) < 0 || job_param(r) < 0) return;
+    daemon_err_t e = {0};
+    json_t *out = daemon_job_result(r->d, r->params[0], &e);
+    if (!out) api_reply_daemon_err(r, &e);
+    else api_reply_json(r, 200, out);
+}

@@ -1,0 +1,73 @@
+/* api/routes_status.c — GET /v1/health, GET /v1/status and GET /metrics.
+ *
+ * /metrics is the Prometheus text exposition (format 0.0.4): the daemon's own
+ * families (jobs by state, step rate, images/s, device memory, dataset bytes;
+ * daemon_metrics_text) followed by the API's request counter
+ * traind_http_requests_total{code="…"}. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_internal.h"
+#include "daemon/daemon.h"
+
+void route_health(api_req_t *r) {
+    api_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+void route_status(api_req_t *r) {
+    static const char *const q[] = { NULL };
+    if (api_check_query(r, q) < 0) return;
+    json_t *st = daemon_status(r->d);
+    if (!st) {
+        api_reply_error(r, 500, "internal", "cannot build the status document");
+        return;
+    }
+    api_reply_json(r, 200, st);
+}
+
+/* Appends the HTTP request counters to b. */
+void api_prom_http(api_server_t *s, prom_buf_t *b) {
+    api_code_count_t c[64];
+    size_t n = api_request_counts(s, c, 64);
+    prom_family(b, "traind_http_requests_total", "counter",
+                "HTTP requests answered, by status code.");
+    for (size_t i = 0; i < n; i++) {
+        char code[16];
+        snprintf(code, sizeof code, "%d", c[i].code);
+        const char *labels[] = { "code", code, NULL };
+        prom_sample(b, "traind_http_requests_total", labels, (double)c[i].n);
+    }
+}
+
+void route_metrics(api_req_t *r) {
+    static const char *const q[] = { NULL };
+    if (api_check_query(r, q) < 0) return;
+    char *own = daemon_metrics_text(r->d);
+    if (!own) {
+        api_reply_error(r, 500, "internal", "cannot build the metrics exposition");
+        return;
+    }
+    prom_buf_t b;
+    prom_init(&b);
+    size_t ol = strlen(own);
+    prom_family(&b, "traind_up", "gauge", "1 while the daemon serves.");
+    prom_sample(&b, "traind_up", NULL, 1);
+    api_prom_http(r->srv, &b);
+    if (b.oom) { free(own); prom_free(&b); api_reply_error(r, 500, "internal", "out of memory"); return; }
+    char *text = malloc(ol + (ol && own[ol - 1] != '\n') + b.len + 1);
+    if (!text) { free(own); prom_free(&b); api_reply_error(r, 500, "internal", "out of memory"); return; }
+    memcpy(text, own, ol);
+    size_t n = ol;
+    if (ol && own[ol - 1] != '\n') text[n++] = '\n';
+    memcpy(text + n, b.buf, b.len);
+    n += b.len;
+    text[n] = 0;
+    free(own);
+    prom_free(&b);
+    r->status = 200;
+    r->kind = API_BODY_TEXT;
+    r->text = text;
+    r->text_len = n;
+    r->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
