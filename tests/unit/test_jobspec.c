@@ -1,0 +1,248 @@
+/* tests/unit/test_jobspec.c — job spec parsing (SPEC §4): valid specs of every
+ * type with their defaults, every kind of invalid field (named by its dotted
+ * path), base64 images, the round trip through jobspec_to_json, and the dtype
+ * plans of SPEC §5. */
+#include <stdlib.h>
+#include <string.h>
+#include "gpu/jobspec.h"
+#include "tests/tap.h"
+
+static int parse_str(const char *text, jobspec_t *js, char *field, char *msg) {
+    json_error_t je;
+    json_t *j = json_loads(text, 0, &je);
+    if (!j) {
+        diag("bad test JSON: %s: %s", text, je.text);
+        return -2;
+    }
+    int r = jobspec_parse(j, js, field, 128, msg, 256);
+    json_decref(j);
+    return r;
+}
+
+/* Expect failure naming `want_field`. */
+static void bad(const char *text, const char *want_field) {
+    jobspec_t js;
+    char field[128], msg[256];
+    int r = parse_str(text, &js, field, msg);
+    ok(r == -1 && strcmp(field, want_field) == 0 && msg[0], "rejects %s -> field '%s'", text, want_field);
+    if (r != -1 || strcmp(field, want_field) != 0) diag("  got r=%d field='%s' msg='%s'", r, field, msg);
+    if (r == 0) jobspec_free(&js);
+}
+
+/* Round trip: parse(to_json(js)) == js (compared through to_json and key fields). */
+static void round_trip(const char *text) {
+    jobspec_t a, b;
+    char field[128], msg[256];
+    if (parse_str(text, &a, field, msg) != 0) {
+        ok(0, "round trip parse %s (%s: %s)", text, field, msg);
+        return;
+    }
+    json_t *ja = jobspec_to_json(&a);
+    int r = jobspec_parse(ja, &b, field, sizeof field, msg, sizeof msg);
+    ok(r == 0, "resolved spec parses again (%s)", r ? msg : "ok");
+    if (r == 0) {
+        json_t *jb = jobspec_to_json(&b);
+        int eq = json_equal(ja, jb);
+        eq = eq && a.type == b.type && a.seed == b.seed && a.batch_size == b.batch_size &&
+             a.steps == b.steps && a.epochs == b.epochs && a.n_indices == b.n_indices &&
+             a.n_images == b.n_images && memcmp(&a.optim, &b.optim, sizeof a.optim) == 0 &&
+             memcmp(&a.model, &b.model, sizeof a.model) == 0 &&
+             a.split_train[0] == b.split_train[0] && a.split_val[1] == b.split_val[1];
+        for (int i = 0; eq && i < a.n_indices; i++) eq = a.indices[i] == b.indices[i];
+        for (int i = 0; eq && i < a.n_images; i++)
+            eq = a.image_h[i] == b.image_h[i] && a.image_w[i] == b.image_w[i] &&
+                 memcmp(a.images[i], b.images[i], (size_t)a.image_h[i] * a.image_w[i] * 3) == 0;
+        ok(eq, "round trip is equal: %s", text);
+        if (!eq) {
+            char *s1 = json_dumps(ja, JSON_SORT_KEYS), *s2 = json_dumps(jb, JSON_SORT_KEYS);
+            diag("  %s\n#  %s", s1, s2);
+            free(s1);
+            free(s2);
+        }
+        json_decref(jb);
+        jobspec_free(&b);
+    }
+    json_decref(ja);
+    jobspec_free(&a);
+}
+
+int main(void) {
+    jobspec_t js;
+    char field[128], msg[256];
+
+    /* ---- a minimal train job gets every default ---- */
+    ok(parse_str("{\"type\":\"train\",\"dataset\":\"d1\"}", &js, field, msg) == 0, "minimal train parses");
+    ok(js.type == JOB_TRAIN && strcmp(js.dataset, "d1") == 0, "type and dataset");
+    ok(strcmp(js.model.backbone, "dinov2-small") == 0 && js.model.hidden == 384 && js.model.layers == 12 &&
+       js.model.heads == 6 && js.model.head_hand == 1, "default backbone dinov2-small with its dims");
+    ok(js.epochs == 1 && js.steps == 0, "default one epoch");
+    ok(js.split_train[0] == 0 && js.split_train[1] == 0.9 && js.split_val[0] == 0.9 && js.split_val[1] == 1.0,
+       "default split 0.9/0.1");
+    ok(js.optim.lr_backbone == 1e-5 && js.optim.lr_heads == 1e-3 && js.optim.weight_decay == 0.01 &&
+       js.optim.beta1 == 0.9 && js.optim.beta2 == 0.999 && js.optim.eps == 1e-8 &&
+       js.optim.clip_grad_norm == 1.0 && js.optim.schedule_cosine == 1, "default AdamW settings");
+    ok(js.batch_size == 32, "default train batch 32");
+    dtype_plan_t p = jobspec_plan(&js);
+    ok(p.input == DT_BF16 && p.compute == DT_BF16 && p.norms == DT_F32 && p.params == DT_BF16 &&
+       p.master == DT_F32 && p.grads == DT_F32 && p.has_grads, "train plan: bf16 compute, fp32 master/grads");
+    json_t *pj = dtype_plan_to_json(&p);
+    ok(pj && strcmp(json_string_value(json_object_get(pj, "encoder_input")), "bf16") == 0 &&
+       strcmp(json_string_value(json_object_get(pj, "grads")), "fp32") == 0, "plan JSON names dtypes");
+    json_decref(pj);
+    jobspec_free(&js);
+
+    /* ---- a full train job ---- */
+    const char *full =
+        "{\"type\":\"train\",\"dataset\":\"dex\",\"priority\":5,\"submission_id\":\"s-1\","
+        "\"precision\":{\"compute\":\"fp32\"},\"seed\":42,"
+        "\"model\":{\"backbone\":\"dinov2-large\",\"registers\":4,\"weights\":\"/w/dinov2\","
+        "\"freeze_layers\":12,\"heads\":[\"hand\"]},"
+        "\"split\":{\"train\":[0,0.8],\"val\":[0.8,1]},\"batch_size\":128,\"steps\":5000,"
+        "\"optim\":{\"lr\":{\"backbone\":2e-5,\"heads\":5e-4},\"weight_decay\":0.05,\"betas\":[0.85,0.99],"
+        "\"eps\":1e-6,\"clip_grad_norm\":0,\"warmup_steps\":100,\"schedule\":\"constant\"},"
+        "\"eval_every\":250,\"checkpoint_every\":500,\"keep_checkpoints\":2,\"resume_from\":\"c-7\"}";
+    ok(parse_str(full, &js, field, msg) == 0, "full train parses (%s)", msg);
+    ok(js.priority == 5 && js.seed == 42 && js.model.registers == 4 && js.model.freeze_layers == 12 &&
+       js.model.layers == 24 && js.batch_size == 128 && js.steps == 5000 && js.epochs == 0 &&
+       js.optim.lr_backbone == 2e-5 && js.optim.beta1 == 0.85 && js.optim.warmup_steps == 100 &&
+       js.optim.schedule_cosine == 0 && js.optim.clip_grad_norm == 0 && js.eval_every == 250 &&
+       js.checkpoint_every == 500 && js.keep_checkpoints == 2 && strcmp(js.resume_from, "c-7") == 0 &&
+       strcmp(js.submission_id, "s-1") == 0 && strcmp(js.model.weights, "/w/dinov2") == 0,
+       "full train fields");
+    p = jobspec_plan(&js);
+    ok(p.compute == DT_F32 && p.params == DT_F32 && p.input == DT_F32 && p.master == DT_F32,
+       "precision.compute fp32 overrides the train plan");
+    jobspec_free(&js);
+    round_trip(full);
+    round_trip("{\"type\":\"train\",\"dataset\":\"d\",\"epochs\":3}");
+
+    /* ---- eval / debug / infer ---- */
+    ok(parse_str("{\"type\":\"eval\",\"dataset\":\"d\",\"checkpoint\":\"c-1\"}", &js, field, msg) == 0,
+       "eval parses");
+    ok(js.split_is_val == 1 && js.batch_size == 64 && js.model.backbone[0] == 0,
+       "eval defaults: val split, batch 64, model from the checkpoint");
+    p = jobspec_plan(&js);
+    ok(p.compute == DT_BF16 && p.params == DT_BF16 && !p.has_grads, "eval plan: bf16 params, no grads");
+    jobspec_free(&js);
+    round_trip("{\"type\":\"eval\",\"dataset\":\"d\",\"checkpoint\":\"c-1\",\"split\":\"train\"}");
+    round_trip("{\"type\":\"eval\",\"dataset\":\"d\",\"checkpoint\":\"c-1\",\"indices\":[3,1,2],\"batch_size\":2}");
+
+    ok(parse_str("{\"type\":\"debug\",\"dataset\":\"d\",\"model\":{\"backbone\":\"dinov2-tiny\"},\"batches\":3}",
+                 &js, field, msg) == 0, "debug parses");
+    p = jobspec_plan(&js);
+    ok(p.input == DT_F32 && p.compute == DT_F32 && p.params == DT_F32 && p.grads == DT_F32 && p.has_grads &&
+       js.batches == 3 && js.model.hidden == 64, "debug plan: all fp32");
+    jobspec_free(&js);
+    round_trip("{\"type\":\"debug\",\"dataset\":\"d\",\"checkpoint\":\"c\",\"batches\":2,\"batch_size\":4}");
+
+    /* infer with an inline 2x2 image: 12 bytes = 16 base64 chars */
+    const uint8_t px[12] = {0, 1, 2, 250, 251, 252, 7, 8, 9, 100, 200, 255};
+    const char *b64 = "AAEC+vv8BwgJZMj/";
+    char buf[512];
+    snprintf(buf, sizeof buf,
+             "{\"type\":\"infer\",\"dataset\":\"d\",\"checkpoint\":\"c\",\"images\":[{\"u8_hwc_b64\":\"%s\","
+             "\"height\":2,\"width\":2}],\"outputs\":[\"joints\",\"cls\"]}", b64);
+    ok(parse_str(buf, &js, field, msg) == 0, "infer with an image parses (%s)", msg);
+    ok(js.n_images == 1 && js.image_h[0] == 2 && js.image_w[0] == 2 && memcmp(js.images[0], px, 12) == 0,
+       "base64 image decoded exactly");
+    ok(js.out_cls == 1 && js.out_patch_tokens == 0, "outputs");
+    p = jobspec_plan(&js);
+    ok(p.compute == DT_BF16 && !p.has_grads, "infer plan: bf16");
+    jobspec_free(&js);
+    round_trip(buf);
+    /* unpadded base64 of 1 byte ("AQ") and 2 bytes ("AQI") lengths: 3 bytes need none */
+    ok(parse_str("{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[{\"u8_hwc_b64\":\"AQID\",\"height\":1,"
+                 "\"width\":1}],\"precision\":{\"compute\":\"fp32\"}}", &js, field, msg) == 0 &&
+       js.images[0][0] == 1 && js.images[0][1] == 2 && js.images[0][2] == 3, "1x1 image");
+    p = jobspec_plan(&js);
+    ok(p.compute == DT_F32 && p.params == DT_F32, "infer fp32 on request");
+    jobspec_free(&js);
+    round_trip("{\"type\":\"infer\",\"dataset\":\"d\",\"indices\":[0,5],\"outputs\":[\"patch_tokens\"]}");
+
+    /* ---- invalid: every kind ---- */
+    bad("[1,2]", "");
+    bad("{\"dataset\":\"d\"}", "type");
+    bad("{\"type\":\"fit\",\"dataset\":\"d\"}", "type");
+    bad("{\"type\":3,\"dataset\":\"d\"}", "type");
+    bad("{\"type\":\"train\"}", "dataset");
+    bad("{\"type\":\"train\",\"dataset\":\"\"}", "dataset");
+    bad("{\"type\":\"train\",\"dataset\":7}", "dataset");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"bogus\":1}", "bogus");
+    bad("{\"type\":\"eval\",\"dataset\":\"d\",\"epochs\":1}", "epochs");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"checkpoint\":\"c\"}", "checkpoint");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"priority\":\"high\"}", "priority");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"seed\":-1}", "seed");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"seed\":1.5}", "seed");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"precision\":{\"compute\":\"fp16\"}}", "precision.compute");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"precision\":{\"dtype\":\"fp32\"}}", "precision.dtype");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"precision\":\"fp32\"}", "precision");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"model\":{\"backbone\":\"vit-b\"}}", "model.backbone");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"model\":{\"registers\":2}}", "model.registers");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"model\":{\"backbone\":\"dinov2-tiny\",\"freeze_layers\":3}}",
+        "model.freeze_layers");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"model\":{\"freeze_layers\":-1}}", "model.freeze_layers");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"model\":{\"heads\":[\"tail\"]}}", "model.heads[0]");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"model\":{\"heads\":[]}}", "model.heads");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"model\":{\"heads\":\"hand\"}}", "model.heads");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"model\":{\"depth\":3}}", "model.depth");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"split\":{\"train\":[0,1.2],\"val\":[0.9,1]}}", "split.train");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"split\":{\"train\":[-0.1,0.5],\"val\":[0.9,1]}}", "split.train");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"split\":{\"train\":[0,0.95],\"val\":[0.9,1]}}", "split");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"split\":{\"train\":[0,0.9],\"val\":[0.95,0.95]}}", "split.val");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"split\":{\"train\":[0.5]}}", "split.train");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"split\":{\"test\":[0,1]}}", "split.test");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"batch_size\":0}", "batch_size");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"batch_size\":4097}", "batch_size");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"batch_size\":8.5}", "batch_size");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"epochs\":2,\"steps\":10}", "steps");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"steps\":0}", "steps");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"epochs\":0}", "epochs");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"optim\":{\"lr\":{\"heads\":-1}}}", "optim.lr.heads");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"optim\":{\"lr\":{\"backbone\":\"x\"}}}", "optim.lr.backbone");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"optim\":{\"lr\":{\"neck\":1}}}", "optim.lr.neck");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"optim\":{\"lr\":0.1}}", "optim.lr");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"optim\":{\"weight_decay\":2}}", "optim.weight_decay");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"optim\":{\"betas\":[0.9,1.0]}}", "optim.betas");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"optim\":{\"betas\":[0.9]}}", "optim.betas");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"optim\":{\"eps\":0}}", "optim.eps");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"optim\":{\"clip_grad_norm\":-1}}", "optim.clip_grad_norm");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"optim\":{\"warmup_steps\":-5}}", "optim.warmup_steps");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"optim\":{\"schedule\":\"linear\"}}", "optim.schedule");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"optim\":{\"momentum\":0.9}}", "optim.momentum");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"eval_every\":-1}", "eval_every");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"keep_checkpoints\":\"all\"}", "keep_checkpoints");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"resume_from\":\"\"}", "resume_from");
+    bad("{\"type\":\"eval\",\"dataset\":\"d\",\"split\":\"test\"}", "split");
+    bad("{\"type\":\"eval\",\"dataset\":\"d\",\"split\":\"val\",\"indices\":[1]}", "indices");
+    bad("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[]}", "indices");
+    bad("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[1,-2]}", "indices[1]");
+    bad("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[1,\"2\"]}", "indices[1]");
+    bad("{\"type\":\"debug\",\"dataset\":\"d\",\"batches\":0}", "batches");
+    bad("{\"type\":\"debug\",\"dataset\":\"d\",\"indices\":[0]}", "indices");
+    bad("{\"type\":\"infer\",\"dataset\":\"d\"}", "indices");
+    bad("{\"type\":\"infer\",\"dataset\":\"d\",\"indices\":[0],\"images\":[]}", "images");
+    bad("{\"type\":\"infer\",\"dataset\":\"d\",\"indices\":[0],\"outputs\":[\"depth\"]}", "outputs[0]");
+    bad("{\"type\":\"infer\",\"dataset\":\"d\",\"indices\":[0],\"outputs\":[\"cls\",\"cls\"]}", "outputs[1]");
+    bad("{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[{\"u8_hwc_b64\":\"AQID\",\"height\":2,\"width\":1}]}",
+        "images[0].u8_hwc_b64");
+    bad("{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[{\"u8_hwc_b64\":\"AQ*D\",\"height\":1,\"width\":1}]}",
+        "images[0].u8_hwc_b64");
+    bad("{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[{\"u8_hwc_b64\":\"AQIDB\",\"height\":1,\"width\":1}]}",
+        "images[0].u8_hwc_b64");
+    bad("{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[{\"u8_hwc_b64\":\"AQID\",\"width\":1}]}",
+        "images[0].height");
+    bad("{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[{\"u8_hwc_b64\":\"AQID\",\"height\":1,\"width\":0}]}",
+        "images[0].width");
+    bad("{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[{\"u8_hwc_b64\":\"AQID\",\"height\":1,\"width\":1,"
+        "\"channels\":3}]}", "images[0].channels");
+    bad("{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[{\"height\":1,\"width\":1}]}", "images[0].u8_hwc_b64");
+    bad("{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[7]}", "images[0]");
+
+    /* a failed parse leaves nothing to free and a later free is harmless */
+    ok(parse_str("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[1,2,-3]}", &js, field, msg) == -1 &&
+       js.indices == NULL, "failed parse frees what it allocated");
+    jobspec_free(&js);
+    ok(strcmp(job_type_name(JOB_INFER), "infer") == 0 && strcmp(job_type_name(JOB_TRAIN), "train") == 0,
+       "job_type_name");
+    return tap_done();
+}
