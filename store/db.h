@@ -63,6 +63,9 @@ typedef struct store store_t;
 store_t *store_open(const char *path, char *err, size_t errlen);
 void store_close(store_t *s);
 int store_user_version(store_t *s);        /* PRAGMA user_version as read from the file */
+/* Called (outside any lock) after every committed transaction that appended
+ * job events, so SSE waiters can wake up (the daemon's event notification). */
+void store_set_event_hook(store_t *s, void (*fn)(void *ud), void *ud);
 
 /* ---- jobs ------------------------------------------------------------------ */
 /* Job states (SPEC §3) and the transitions store_job_set_state allows:
