@@ -1,0 +1,366 @@
+/* tests/unit/test_api_units.c — the pure parts of api/: routing table and
+ * matcher (404/405/Allow, parameter decoding), the error body format, JSON
+ * body and field validation, query integer parsing, resource names, token
+ * comparison and bearer parsing, Prometheus text formatting, SSE framing,
+ * listen address parsing and loopback detection. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_internal.h"
+#include "tests/tap.h"
+
+static int route_of(const char *method, const char *path, char params[][API_PARAM_MAX],
+                    int *np, char *allow, size_t allowlen) {
+    return api_route_match(api_routes, api_nroutes, method, path, params, np, allow, allowlen);
+}
+
+static const char *pattern_of(int idx) { return idx >= 0 ? api_routes[idx].pattern : "(none)"; }
+
+static void test_routes(void) {
+    char p[API_MAX_PARAMS][API_PARAM_MAX], allow[64];
+    int np = -1, idx;
+
+    /* every route of the table is reachable by its own method and a concrete path */
+    static const struct { const char *m, *path, *pattern; int np; const char *p0, *p1; } cases[] = {
+        { "GET", "/v1/health", "/v1/health", 0, NULL, NULL },
+        { "GET", "/v1/status", "/v1/status", 0, NULL, NULL },
+        { "GET", "/metrics", "/metrics", 0, NULL, NULL },
+        { "POST", "/v1/datasets", "/v1/datasets", 0, NULL, NULL },
+        { "GET", "/v1/datasets", "/v1/datasets", 0, NULL, NULL },
+        { "GET", "/v1/datasets/ds1", "/v1/datasets/{name}", 1, "ds1", NULL },
+        { "DELETE", "/v1/datasets/ds1", "/v1/datasets/{name}", 1, "ds1", NULL },
+        { "POST", "/v1/jobs", "/v1/jobs", 0, NULL, NULL },
+        { "GET", "/v1/jobs", "/v1/jobs", 0, NULL, NULL },
+        { "GET", "/v1/jobs/j-000001", "/v1/jobs/{id}", 1, "j-000001", NULL },
+        { "POST", "/v1/jobs/j-1/cancel", "/v1/jobs/{id}/cancel", 1, "j-1", NULL },
+        { "GET", "/v1/jobs/j-1/events", "/v1/jobs/{id}/events", 1, "j-1", NULL },
+        { "GET", "/v1/jobs/j-1/metrics", "/v1/jobs/{id}/metrics", 1, "j-1", NULL },
+        { "GET", "/v1/jobs/j-1/result", "/v1/jobs/{id}/result", 1, "j-1", NULL },
+        { "GET", "/v1/checkpoints", "/v1/checkpoints", 0, NULL, NULL },
+        { "GET", "/v1/checkpoints/c-7", "/v1/checkpoints/{id}", 1, "c-7", NULL },
+        { "DELETE", "/v1/checkpoints/c-7", "/v1/checkpoints/{id}", 1, "c-7", NULL },
+        { "GET", "/v1/checkpoints/c-7/files/model.safetensors",
+          "/v1/checkpoints/{id}/files/{name}", 2, "c-7", "model.safetensors" },
+        { "HEAD", "/v1/status", "/v1/status", 0, NULL, NULL },
+        { "GET", "/v1/jobs/", "/v1/jobs", 0, NULL, NULL },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        idx = route_of(cases[i].m, cases[i].path, p, &np, allow, sizeof allow);
+        int good = idx >= 0 && !strcmp(pattern_of(idx), cases[i].pattern) &&
+                   !strcmp(api_routes[idx].method, !strcmp(cases[i].m, "HEAD") ? "GET" : cases[i].m) &&
+                   np == cases[i].np &&
+                   (!cases[i].p0 || !strcmp(p[0], cases[i].p0)) &&
+                   (!cases[i].p1 || !strcmp(p[1], cases[i].p1));
+        ok(good, "route %s %s -> %s (got %s)", cases[i].m, cases[i].path, cases[i].pattern,
+           pattern_of(idx));
+    }
+    ok(api_nroutes == 18, "18 routes in the table (SPEC §3), got %zu", api_nroutes);
+
+    /* 404: nothing matches */
+    ok(route_of("GET", "/v1/nothing", p, &np, allow, sizeof allow) == -1, "unknown path -> 404");
+    ok(route_of("GET", "/v1/jobs/j-1/unknown", p, &np, allow, sizeof allow) == -1,
+       "unknown sub-resource -> 404");
+    ok(route_of("GET", "/v1/jobs//events", p, &np, allow, sizeof allow) == -1,
+       "empty parameter segment -> 404");
+    ok(route_of("GET", "/", p, &np, allow, sizeof allow) == -1, "root -> 404");
+    ok(route_of("GET", "/v1/checkpoints/c-1/files/a/b", p, &np, allow, sizeof allow) == -1,
+       "file name with a '/' -> 404");
+    ok(route_of("GET", "/v1/checkpoints/c-1/files/..%2Fx", p, &np, allow, sizeof allow) == -1,
+       "encoded '/' in a parameter -> 404");
+    ok(route_of("GET", "/v1/checkpoints/c-1/files/a%2", p, &np, allow, sizeof allow) == -1,
+       "truncated percent escape -> 404");
+    ok(route_of("GET", "/v1/checkpoints/c-1/files/a%zz", p, &np, allow, sizeof allow) == -1,
+       "bad percent escape -> 404");
+    idx = route_of("GET", "/v1/datasets/my%20set", p, &np, allow, sizeof allow);
+    ok(idx >= 0 && !strcmp(p[0], "my set"), "percent-decoded parameter ('%s')", idx >= 0 ? p[0] : "");
+
+    /* 405 with Allow */
+    idx = route_of("PUT", "/v1/jobs", p, &np, allow, sizeof allow);
+    ok(idx == -2, "PUT /v1/jobs -> 405");
+    ok(strstr(allow, "POST") && strstr(allow, "GET") && strstr(allow, "HEAD"),
+       "Allow lists POST, GET, HEAD: '%s'", allow);
+    idx = route_of("POST", "/v1/datasets/x", p, &np, allow, sizeof allow);
+    ok(idx == -2 && strstr(allow, "GET") && strstr(allow, "DELETE") && !strstr(allow, "POST"),
+       "POST /v1/datasets/x -> 405, Allow '%s'", allow);
+    idx = route_of("GET", "/v1/jobs/j-1/cancel", p, &np, allow, sizeof allow);
+    ok(idx == -2 && !strcmp(allow, "POST"), "GET on cancel -> 405, Allow '%s'", allow);
+    idx = route_of("DELETE", "/v1/health", p, &np, allow, sizeof allow);
+    ok(idx == -2 && !strcmp(allow, "GET, HEAD"), "DELETE /v1/health -> 405, Allow '%s'", allow);
+
+    /* a long path parameter is refused rather than truncated */
+    char longp[API_PARAM_MAX + 64];
+    strcpy(longp, "/v1/jobs/");
+    memset(longp + 9, 'a', API_PARAM_MAX + 10);
+    longp[9 + API_PARAM_MAX + 10] = 0;
+    ok(route_of("GET", longp, p, &np, allow, sizeof allow) == -1, "over-long parameter -> 404");
+}
+
+static void test_errors(void) {
+    json_t *b = api_error_body("not_found", "no job j-9");
+    json_t *e = json_object_get(b, "error");
+    ok(json_is_object(e) && json_object_size(b) == 1, "error body is {\"error\":{...}}");
+    ok(!strcmp(json_string_value(json_object_get(e, "code")), "not_found") &&
+       !strcmp(json_string_value(json_object_get(e, "message")), "no job j-9"),
+       "error body carries code and message");
+    json_decref(b);
+
+    b = api_error_body("bad_request", "bad byte \xff here");
+    ok(b && strstr(json_string_value(json_object_get(json_object_get(b, "error"), "message")),
+                   "bad byte ? here"), "invalid UTF-8 in a message is replaced, not dropped");
+    json_decref(b);
+
+    static const struct { int st; const char *code; } m[] = {
+        { 400, "bad_request" }, { 401, "unauthorized" }, { 403, "forbidden" },
+        { 404, "not_found" }, { 405, "method_not_allowed" }, { 409, "conflict" },
+        { 413, "too_large" }, { 422, "unprocessable" }, { 503, "unavailable" },
+        { 507, "insufficient_storage" }, { 500, "internal" },
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
+        ok(!strcmp(api_error_code_for(m[i].st), m[i].code), "status %d -> code %s", m[i].st,
+           m[i].code);
+
+    api_req_t r;
+    memset(&r, 0, sizeof r);
+    r.fd = -1;
+    api_reply_error(&r, 409, "conflict", "dataset %s is used by %d jobs", "ds", 2);
+    ok(r.status == 409 && r.kind == API_BODY_JSON, "api_reply_error sets status and JSON body");
+    const char *msg = json_string_value(json_object_get(json_object_get(r.json, "error"), "message"));
+    ok(msg && !strcmp(msg, "dataset ds is used by 2 jobs"), "formatted message: %s", msg);
+    /* a second reply replaces the first without leaking */
+    api_reply_json(&r, 200, json_pack("{s:s}", "status", "ok"));
+    ok(r.status == 200 && json_object_get(r.json, "status"), "reply replaced");
+    json_decref(r.json);
+}
+
+static api_req_t body_req(const char *body) {
+    api_req_t r;
+    memset(&r, 0, sizeof r);
+    r.fd = -1;
+    r.body = body;
+    r.body_len = body ? strlen(body) : 0;
+    return r;
+}
+
+static const char *err_msg(api_req_t *r) {
+    return json_string_value(json_object_get(json_object_get(r->json, "error"), "message"));
+}
+static const char *err_code(api_req_t *r) {
+    return json_string_value(json_object_get(json_object_get(r->json, "error"), "code"));
+}
+
+static void test_json_in(void) {
+    api_req_t r = body_req("{\"name\": \"x\", ");
+    json_t *j = api_body_object(&r);
+    ok(!j && r.status == 400 && !strcmp(err_code(&r), "bad_request") &&
+       strstr(err_msg(&r), "malformed JSON"), "malformed JSON -> 400 bad_request (%s)", err_msg(&r));
+    json_decref(r.json);
+
+    r = body_req("[1,2]");
+    j = api_body_object(&r);
+    ok(!j && r.status == 400 && strstr(err_msg(&r), "object"), "array body -> 400");
+    json_decref(r.json);
+
+    r = body_req(NULL);
+    j = api_body_object(&r);
+    ok(!j && r.status == 400 && strstr(err_msg(&r), "empty"), "empty body -> 400");
+    json_decref(r.json);
+
+    r = body_req("{\"a\":1,\"a\":2}");
+    j = api_body_object(&r);
+    ok(!j && r.status == 400, "duplicate keys -> 400");
+    json_decref(r.json);
+
+    r = body_req("{\"name\":\"ds\",\"samples\":\"12\",\"extra\":true}");
+    j = api_body_object(&r);
+    ok(j != NULL && r.status == 0, "object body parses");
+    static const char *const allowed[] = { "name", "samples", NULL };
+    ok(api_unknown_field(j, allowed) && !strcmp(api_unknown_field(j, allowed), "extra"),
+       "unknown field found");
+    ok(api_check_fields(&r, j, "synthetic.", allowed) < 0 && r.status == 400 &&
+       !strcmp(err_code(&r), "invalid_field") && strstr(err_msg(&r), "synthetic.extra"),
+       "unknown field -> 400 naming it (%s)", err_msg(&r));
+    json_decref(r.json); r.json = NULL; r.status = 0;
+
+    long long v = 7;
+    ok(api_get_int(&r, j, "", "samples", 0, 1, 100, &v) < 0 && strstr(err_msg(&r), "'samples'") &&
+       strstr(err_msg(&r), "integer") && v == 7, "wrong type -> 400 naming the field (%s)", err_msg(&r));
+    json_decref(r.json); r.json = NULL; r.status = 0;
+    ok(api_get_int(&r, j, "", "missing", 0, 1, 100, &v) < 0 && strstr(err_msg(&r), "missing field"),
+       "missing required field -> 400 (%s)", err_msg(&r));
+    json_decref(r.json); r.json = NULL; r.status = 0;
+    ok(api_get_int(&r, j, "", "missing", 1, 1, 100, &v) == 0 && v == 7 && r.status == 0,
+       "missing optional field leaves the default");
+    const char *s = NULL;
+    ok(api_get_string(&r, j, "", "name", 0, &s) == 0 && s && !strcmp(s, "ds"), "string member");
+    ok(api_get_string(&r, j, "", "extra", 0, &s) < 0 && strstr(err_msg(&r), "must be a string"),
+       "non-string -> 400");
+    json_decref(r.json); r.json = NULL;
+    json_decref(j);
+
+    j = json_pack("{s:i}", "n", 1000);
+    r = body_req(NULL);
+    ok(api_get_int(&r, j, "x.", "n", 0, 1, 100, &v) < 0 && strstr(err_msg(&r), "x.n") &&
+       strstr(err_msg(&r), "[1, 100]"), "out of range -> 400 with bounds (%s)", err_msg(&r));
+    json_decref(r.json);
+    json_decref(j);
+}
+
+static void test_query_and_names(void) {
+    long long x = -5;
+    ok(api_parse_ll(NULL, 0, 10, &x) == 0 && x == -5, "absent query leaves default");
+    ok(api_parse_ll("7", 0, 10, &x) == 1 && x == 7, "7 parses");
+    ok(api_parse_ll("-1", -1, 10, &x) == 1 && x == -1, "-1 parses when allowed");
+    ok(api_parse_ll("11", 0, 10, &x) == -1, "above max rejected");
+    ok(api_parse_ll("-1", 0, 10, &x) == -1, "below min rejected");
+    ok(api_parse_ll("", 0, 10, &x) == -1, "empty rejected");
+    ok(api_parse_ll("5x", 0, 10, &x) == -1, "trailing junk rejected");
+    ok(api_parse_ll(" 5", 0, 10, &x) == -1, "leading space rejected");
+    ok(api_parse_ll("99999999999999999999999", 0, INT64_MAX, &x) == -1, "overflow rejected");
+
+    api_req_t r = body_req(NULL);   /* no connection: every query is absent */
+    x = 3;
+    ok(api_query_ll(&r, "limit", 1, 10, &x) == 0 && x == 3, "api_query_ll without the parameter");
+
+    ok(api_name_ok("ds-1_a.b"), "plain name accepted");
+    ok(!api_name_ok(""), "empty name rejected");
+    ok(!api_name_ok(".hidden"), "leading dot rejected");
+    ok(!api_name_ok(".."), "'..' rejected");
+    ok(!api_name_ok("a/b"), "slash rejected");
+    ok(!api_name_ok("a b"), "space rejected");
+    char longn[200];
+    memset(longn, 'a', 129); longn[129] = 0;
+    ok(!api_name_ok(longn), "129-byte name rejected");
+    longn[128] = 0;
+    ok(api_name_ok(longn), "128-byte name accepted");
+}
+
+static void test_auth(void) {
+    ok(api_token_equal("secret", 6, "secret", 6), "equal tokens");
+    ok(!api_token_equal("secreT", 6, "secret", 6), "last byte differs");
+    ok(!api_token_equal("Secret", 6, "secret", 6), "first byte differs");
+    ok(!api_token_equal("secre", 5, "secret", 6), "prefix is not equal");
+    ok(!api_token_equal("secrets", 7, "secret", 6), "longer is not equal");
+    ok(!api_token_equal("", 0, "secret", 6), "empty is not equal");
+    ok(api_bearer_ok("Bearer secret", "secret"), "Bearer header accepted");
+    ok(api_bearer_ok("bearer   secret  ", "secret"), "scheme case-insensitive, spaces trimmed");
+    ok(!api_bearer_ok("Bearer wrong", "secret"), "wrong token refused");
+    ok(!api_bearer_ok("Basic c2VjcmV0", "secret"), "other scheme refused");
+    ok(!api_bearer_ok("Bearersecret", "secret"), "missing space refused");
+    ok(!api_bearer_ok("Bearer ", "secret"), "empty token refused");
+    ok(!api_bearer_ok(NULL, "secret"), "missing header refused");
+    ok(api_bearer_ok(NULL, NULL) && api_bearer_ok(NULL, ""), "no token configured: open");
+}
+
+static void test_prom(void) {
+    char out[64];
+    size_t n = prom_escape("a\"b\\c\nd", out, sizeof out);
+    ok(n == 10 && !strcmp(out, "a\\\"b\\\\c\\nd"), "label escaping: %s", out);
+    n = prom_escape("abcdef", out, 4);
+    ok(n == 6 && !strcmp(out, "abc"), "escape truncates but reports the full length");
+
+    prom_buf_t b;
+    prom_init(&b);
+    prom_family(&b, "traind_jobs", "gauge", "Jobs by state.");
+    const char *l1[] = { "state", "queued", NULL };
+    prom_sample(&b, "traind_jobs", l1, 3);
+    const char *l2[] = { "device", "0", "kind", "data\"sets", NULL };
+    prom_sample(&b, "traind_gpu_memory_bytes", l2, 1.5e9);
+    prom_sample(&b, "traind_images_per_second", NULL, 12.25);
+    prom_sample(&b, "traind_x", NULL, 1.0 / 0.0);
+    prom_sample(&b, "traind_y", NULL, 0.0 / 0.0);
+    ok(!b.oom && b.buf, "buffer built");
+    const char *want =
+        "# HELP traind_jobs Jobs by state.\n"
+        "# TYPE traind_jobs gauge\n"
+        "traind_jobs{state=\"queued\"} 3\n"
+        "traind_gpu_memory_bytes{device=\"0\",kind=\"data\\\"sets\"} 1500000000\n"
+        "traind_images_per_second 12.25\n"
+        "traind_x +Inf\n"
+        "traind_y NaN\n";
+    ok(b.buf && !strcmp(b.buf, want), "exposition text matches the 0.0.4 format");
+    if (b.buf && strcmp(b.buf, want)) diag("got:\n%s", b.buf);
+    prom_free(&b);
+
+    /* growth across the initial capacity */
+    prom_init(&b);
+    for (int i = 0; i < 500; i++) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", i);
+        const char *l[] = { "code", v, NULL };
+        prom_sample(&b, "traind_http_requests_total", l, i);
+    }
+    ok(!b.oom && b.len > 1024 && strstr(b.buf, "traind_http_requests_total{code=\"499\"} 499\n"),
+       "buffer grows (%zu bytes)", b.len);
+    prom_free(&b);
+}
+
+static void test_sse(void) {
+    char buf[256];
+    size_t n = sse_format_event(buf, sizeof buf, 12, "progress", "{\"step\":3}");
+    ok(!strcmp(buf, "id: 12\nevent: progress\ndata: {\"step\":3}\n\n") && n == strlen(buf),
+       "event framing");
+    n = sse_format_event(buf, sizeof buf, 1, "log", "line1\nline2\r\nline3");
+    ok(!strcmp(buf, "id: 1\nevent: log\ndata: line1\ndata: line2\ndata: line3\n\n"),
+       "multi-line data becomes several data: lines");
+    size_t need = sse_format_event(NULL, 0, 123456789, "state", "{\"state\":\"succeeded\"}");
+    ok(need == strlen("id: 123456789\nevent: state\ndata: {\"state\":\"succeeded\"}\n\n"),
+       "size query without a buffer (%zu)", need);
+    char small[10];
+    n = sse_format_event(small, sizeof small, 5, "metric", "{\"name\":\"loss\"}");
+    ok(n > sizeof small && strlen(small) < sizeof small, "truncation reported like snprintf");
+    n = sse_format_comment(buf, sizeof buf, "heartbeat");
+    ok(!strcmp(buf, ": heartbeat\n\n") && n == 13, "comment framing");
+    ok(sse_parse_last_id("42") == 42, "Last-Event-ID 42");
+    ok(sse_parse_last_id(" 7") == 7, "Last-Event-ID with a leading space");
+    ok(sse_parse_last_id("0") == 0, "Last-Event-ID 0");
+    ok(sse_parse_last_id("-3") == -1, "negative Last-Event-ID rejected");
+    ok(sse_parse_last_id("abc") == -1, "non-numeric Last-Event-ID rejected");
+    ok(sse_parse_last_id(NULL) == -1, "absent Last-Event-ID");
+}
+
+static void test_listen(void) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char err[256];
+    ok(api_parse_listen("127.0.0.1:8470", &ss, &len, err, sizeof err) == 0 &&
+       ss.ss_family == AF_INET && ntohs(((struct sockaddr_in *)&ss)->sin_port) == 8470,
+       "IPv4 host:port");
+    ok(api_parse_listen("[::1]:9000", &ss, &len, err, sizeof err) == 0 &&
+       ss.ss_family == AF_INET6 && ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) == 9000,
+       "[::1]:port");
+    ok(api_parse_listen("localhost:1", &ss, &len, err, sizeof err) == 0 && ss.ss_family == AF_INET,
+       "localhost");
+    ok(api_parse_listen(":0", &ss, &len, err, sizeof err) == 0 && ss.ss_family == AF_INET,
+       ":port means loopback");
+    ok(api_parse_listen("127.0.0.1", &ss, &len, err, sizeof err) < 0 && strstr(err, "host:port"),
+       "missing port rejected: %s", err);
+    ok(api_parse_listen("127.0.0.1:70000", &ss, &len, err, sizeof err) < 0, "port range");
+    ok(api_parse_listen("127.0.0.1:x", &ss, &len, err, sizeof err) < 0, "non-numeric port");
+    ok(api_parse_listen("::1:80", &ss, &len, err, sizeof err) < 0, "bare IPv6 needs brackets");
+    ok(api_parse_listen("[::1:80", &ss, &len, err, sizeof err) < 0, "unclosed bracket");
+    ok(api_parse_listen("example.com:80", &ss, &len, err, sizeof err) < 0, "names are not resolved");
+    ok(api_parse_listen("", &ss, &len, err, sizeof err) < 0, "empty");
+
+    ok(api_listen_is_loopback("127.0.0.1:8470"), "127.0.0.1 is loopback");
+    ok(api_listen_is_loopback("127.1.2.3:1"), "127/8 is loopback");
+    ok(api_listen_is_loopback("[::1]:1"), "::1 is loopback");
+    ok(api_listen_is_loopback("localhost:1"), "localhost is loopback");
+    ok(!api_listen_is_loopback("0.0.0.0:8470"), "0.0.0.0 is not loopback");
+    ok(!api_listen_is_loopback("[::]:8470"), ":: is not loopback");
+    ok(!api_listen_is_loopback("10.0.0.1:8470"), "10.0.0.1 is not loopback");
+    ok(!api_listen_is_loopback("garbage"), "unparsable is not loopback");
+}
+
+int main(void) {
+    test_routes();
+    test_errors();
+    test_json_in();
+    test_query_and_names();
+    test_auth();
+    test_prom();
+    test_sse();
+    test_listen();
+    return tap_done();
+}
