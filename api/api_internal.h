@@ -174,6 +174,8 @@ typedef struct { int code; uint64_t n; } api_code_count_t;
 size_t api_request_counts(api_server_t *s, api_code_count_t *out, size_t max);
 /* 1 once api_stop has begun (SSE streams end). */
 int api_stopping(api_server_t *s);
+/* Open event streams (+1 when one starts, -1 when it is freed). */
+void api_sse_count(api_server_t *s, int delta);
 
 /* ---- handlers ------------------------------------------------------------ */
 void route_health(api_req_t *r);

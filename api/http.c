@@ -32,6 +32,7 @@ struct api_server {
     daemon_t *d;
     char token[CFG_TOKEN_MAX];        /* "" = no authentication */
     atomic_int stopping;
+    atomic_int sse_active;            /* open event streams */
     uint16_t port;
     pthread_mutex_t cnt_mu;
     api_code_count_t counts[API_MAX_CODES];
@@ -143,6 +144,8 @@ size_t api_request_counts(api_server_t *s, api_code_count_t *out, size_t max) {
 }
 
 int api_stopping(api_server_t *s) { return atomic_load(&s->stopping); }
+
+void api_sse_count(api_server_t *s, int delta) { atomic_fetch_add(&s->sse_active, delta); }
 
 uint16_t api_port(const api_server_t *s) { return s ? s->port : 0; }
 
@@ -348,7 +351,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                         API_BODY_MAX);
         return send_reply(s, c, &r, &cr->t0);
     }
-    int idx = api_route_match(api_routes, api_nroutes, method, url, r.params, &r.nparams,
+    /* MHD hands over the path already percent-decoded; the matcher decodes
+     * segments itself, so a literal '%' is escaped again to keep it literal. */
+    char raw[2048];
+    size_t o = 0;
+    for (const char *p = url; *p && o + 4 < sizeof raw; p++) {
+        if (*p == '%') { memcpy(raw + o, "%25", 3); o += 3; }
+        else raw[o++] = *p;
+    }
+    raw[o] = 0;
+    int idx = o + 4 >= sizeof raw ? -1
+            : api_route_match(api_routes, api_nroutes, method, raw, r.params, &r.nparams,
                               r.allow, sizeof r.allow);
     if (idx == -1) {
         api_reply_error(&r, 404, "not_found", "no such endpoint: %s", url);
@@ -409,11 +422,11 @@ api_server_t *api_start(struct daemon *d, const char *listen_addr, char *err, si
     uint16_t port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                               : ntohs(((struct sockaddr_in *)&ss)->sin_port);
     s->mhd = MHD_start_daemon(flags, port, NULL, NULL, on_request, s,
+                              MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONN_LIMIT,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_TIMEOUT_S,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                              MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
                               MHD_OPTION_END);
     if (!s->mhd) {
         snprintf(err, errlen, "cannot listen on %s (address in use or not available)",
@@ -432,6 +445,9 @@ api_server_t *api_start(struct daemon *d, const char *listen_addr, char *err, si
 void api_stop(api_server_t *s) {
     if (!s) return;
     atomic_store(&s->stopping, 1);
+    /* Let open event streams notice and end cleanly (their readers wake at
+     * least every 250 ms), so clients see a complete response. */
+    for (int i = 0; i < 100 && atomic_load(&s->sse_active) > 0; i++) usleep(10000);
     if (s->mhd) {
         MHD_socket fd = MHD_quiesce_daemon(s->mhd);   /* stop accepting */
         MHD_stop_daemon(s->mhd);                      /* ends connections, joins threads */

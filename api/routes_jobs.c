@@ -45,6 +45,18 @@ void route_jobs_list(api_req_t *r) {
     const char *state = api_query(r, "state"), *type = api_query(r, "type");
     if (state && !*state) state = NULL;
     if (type && !*type) type = NULL;
+    if (state && !store_job_state_valid(state)) {
+        api_reply_error(r, 400, "invalid_field", "query parameter 'state': unknown job state '%s' "
+                        "(queued, running, cancelling, succeeded, failed, cancelled, interrupted)",
+                        state);
+        return;
+    }
+    if (type && strcmp(type, "train") && strcmp(type, "eval") && strcmp(type, "debug") &&
+        strcmp(type, "infer")) {
+        api_reply_error(r, 400, "invalid_field", "query parameter 'type': unknown job type '%s' "
+                        "(train, eval, debug, infer)", type);
+        return;
+    }
     daemon_err_t e = {0};
     json_t *out = daemon_job_list(r->d, state, type, (int)limit, (int)offset, &e);
     if (!out) api_reply_daemon_err(r, &e);

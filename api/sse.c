@@ -191,6 +191,7 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
 static void sse_free(void *cls) {
     sse_stream_t *s = cls;
     if (!s) return;
+    if (s->srv) api_sse_count(s->srv, -1);
     free(s->pend);
     free(s);
 }
@@ -206,6 +207,7 @@ struct MHD_Response *sse_response(api_req_t *r) {
     s->last_poll = s->last_out;
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384,
                                                                   sse_reader, s, sse_free);
+    api_sse_count(s->srv, +1);
     if (!resp) { sse_free(s); return NULL; }
     MHD_add_response_header(resp, "Content-Type", "text/event-stream");
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
