@@ -1,0 +1,631 @@
+/* store/dataset.c — scan and validate a dataset directory of safetensors
+ * shards (SPEC §6), compute the resident layout, stream the shards into
+ * backend memory, and write shards. See dataset.h for the format. */
+#define _GNU_SOURCE
+#include "store/dataset.h"
+
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/fsutil.h"
+#include "store/safetensors.h"
+
+__attribute__((format(printf, 3, 4)))
+static int ds_fail(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static const float ds_imagenet_mean[3] = {0.485f, 0.456f, 0.406f};
+static const float ds_imagenet_std[3] = {0.229f, 0.224f, 0.225f};
+
+/* Optional label arrays: name, bit, dtype, per-sample shape (after N). */
+typedef struct {
+    const char *name;
+    unsigned bit;
+    st_dtype_t dtype;
+    int rank;              /* of the per-sample shape */
+    int64_t dims[3];
+    size_t row_bytes;      /* bytes per sample */
+} ds_field_t;
+
+#define DS_NFIELDS 7   /* hand_joints (bit 0 here means "required") + 6 optional */
+static const ds_field_t ds_fields[DS_NFIELDS] = {
+    {"hand_joints", 0, ST_F32, 2, {DS_JOINTS, 3, 0}, DS_JOINTS * 3 * 4},
+    {"hand_joints_valid", DS_F_JOINTS_VALID, ST_U8, 1, {DS_JOINTS, 0, 0}, DS_JOINTS},
+    {"has_hand", DS_F_HAS_HAND, ST_U8, 0, {0, 0, 0}, 1},
+    {"camera_intrinsics", DS_F_INTRINSICS, ST_F32, 2, {3, 3, 0}, 9 * 4},
+    {"object_poses", DS_F_OBJECT_POSES, ST_F32, 3, {DS_MAX_OBJECTS, 3, 4}, DS_MAX_OBJECTS * 12 * 4},
+    {"object_ids", DS_F_OBJECT_IDS, ST_I32, 1, {DS_MAX_OBJECTS, 0, 0}, DS_MAX_OBJECTS * 4},
+    {"num_objects", DS_F_NUM_OBJECTS, ST_I32, 0, {0, 0, 0}, 4},
+};
+
+json_t *ds_fields_to_json(unsigned fields) {
+    json_t *a = json_array();
+    if (!a) return NULL;
+    json_array_append_new(a, json_string("image"));
+    for (int i = 0; i < DS_NFIELDS; i++)
+        if (ds_fields[i].bit == 0 || (fields & ds_fields[i].bit)) json_array_append_new(a, json_string(ds_fields[i].name));
+    return a;
+}
+
+static void ds_shape_str(char *buf, size_t len, const st_tensor_t *t) {
+    size_t o = (size_t)snprintf(buf, len, "%s [", st_dtype_name(t->dtype));
+    for (int i = 0; i < t->rank && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, "%s%lld", i ? "," : "", (long long)t->shape[i]);
+    if (o < len) snprintf(buf + o, len - o, "]");
+}
+
+/* Parse a metadata value "[a,b,c]" into v[3]; positive requires > 0. */
+static int ds_parse_triplet(const char *shard, const char *key, const char *s, float v[3], int positive,
+                            char *err, size_t errlen) {
+    json_error_t je;
+    json_t *j = json_loads(s, 0, &je);
+    int bad = !json_is_array(j) || json_array_size(j) != 3;
+    for (size_t i = 0; !bad && i < 3; i++) {
+        json_t *x = json_array_get(j, i);
+        if (!json_is_number(x)) { bad = 1; break; }
+        double d = json_number_value(x);
+        if (!isfinite(d) || (positive && d <= 0) || fabs(d) > 1e6) { bad = 1; break; }
+        v[i] = (float)d;
+    }
+    json_decref(j);
+    if (bad)
+        return ds_fail(err, errlen, "%s: __metadata__ \"%s\" must be a JSON array of 3 finite numbers%s, got '%.60s'",
+                       shard, key, positive ? " > 0" : "", s);
+    return 0;
+}
+
+/* What one shard holds, validated. */
+typedef struct {
+    int64_t n;
+    int h, w;
+    dtype_t image_dtype;
+    unsigned fields;
+    int has_mean, has_std;
+    float mean[3], std[3];
+} ds_shape_t;
+
+static int ds_check_shard(st_file_t *f, ds_shape_t *s, char *err, size_t errlen) {
+    const char *p = st_path(f);
+    char sh[200];
+    memset(s, 0, sizeof *s);
+    /* every tensor must be one we know */
+    for (int i = 0; i < st_count(f); i++) {
+        const char *nm = st_get(f, i)->name;
+        int known = strcmp(nm, "image") == 0;
+        for (int k = 0; k < DS_NFIELDS && !known; k++) known = strcmp(nm, ds_fields[k].name) == 0;
+        if (!known)
+            return ds_fail(err, errlen, "%s: unknown tensor \"%s\" (expected image, hand_joints, hand_joints_valid, "
+                           "has_hand, camera_intrinsics, object_poses, object_ids, num_objects)", p, nm);
+    }
+    const st_tensor_t *im = st_find(f, "image");
+    if (!im) return ds_fail(err, errlen, "%s: missing required tensor \"image\"", p);
+    ds_shape_str(sh, sizeof sh, im);
+    if (im->rank != 4)
+        return ds_fail(err, errlen, "%s: tensor \"image\" is %s; expected U8 [N,H,W,3] or BF16/F32 [N,3,H,W]", p, sh);
+    if (im->dtype == ST_U8) {
+        if (im->shape[3] != 3)
+            return ds_fail(err, errlen, "%s: tensor \"image\" is %s; U8 images must be [N,H,W,3] RGB", p, sh);
+        s->h = (int)im->shape[1] == im->shape[1] ? (int)im->shape[1] : -1;
+        s->w = (int)im->shape[2] == im->shape[2] ? (int)im->shape[2] : -1;
+        s->image_dtype = DT_U8;
+    } else if (im->dtype == ST_BF16 || im->dtype == ST_F32) {
+        if (im->shape[1] != 3)
+            return ds_fail(err, errlen, "%s: tensor \"image\" is %s; %s images must be [N,3,H,W] normalized", p, sh,
+                           st_dtype_name(im->dtype));
+        s->h = (int)im->shape[2] == im->shape[2] ? (int)im->shape[2] : -1;
+        s->w = (int)im->shape[3] == im->shape[3] ? (int)im->shape[3] : -1;
+        s->image_dtype = im->dtype == ST_BF16 ? DT_BF16 : DT_F32;
+    } else {
+        return ds_fail(err, errlen, "%s: tensor \"image\" has dtype %s; expected U8 [N,H,W,3] or BF16/F32 [N,3,H,W]", p,
+                       st_dtype_name(im->dtype));
+    }
+    if (s->h < 1 || s->w < 1 || s->h > 65536 || s->w > 65536)
+        return ds_fail(err, errlen, "%s: tensor \"image\" is %s; image height and width must be 1..65536", p, sh);
+    s->n = im->shape[0];
+    for (int k = 0; k < DS_NFIELDS; k++) {
+        const ds_field_t *fd = &ds_fields[k];
+        const st_tensor_t *t = st_find(f, fd->name);
+        if (!t) {
+            if (fd->bit == 0) return ds_fail(err, errlen, "%s: missing required tensor \"%s\"", p, fd->name);
+            continue;
+        }
+        s->fields |= fd->bit;
+        char want[64];
+        size_t o = (size_t)snprintf(want, sizeof want, "%s [N", st_dtype_name(fd->dtype));
+        for (int d = 0; d < fd->rank; d++) o += (size_t)snprintf(want + o, sizeof want - o, ",%lld", (long long)fd->dims[d]);
+        snprintf(want + o, sizeof want - o, "]");
+        ds_shape_str(sh, sizeof sh, t);
+        int good = t->dtype == fd->dtype && t->rank == fd->rank + 1;
+        for (int d = 0; good && d < fd->rank; d++) good = t->shape[d + 1] == fd->dims[d];
+        if (!good) return ds_fail(err, errlen, "%s: tensor \"%s\" is %s; expected %s", p, fd->name, sh, want);
+        if (t->shape[0] != s->n)
+            return ds_fail(err, errlen, "%s: tensor \"%s\" has N=%lld but \"image\" has N=%lld", p, fd->name,
+                           (long long)t->shape[0], (long long)s->n);
+    }
+    const char *m = st_meta(f, "mean"), *sd = st_meta(f, "std");
+    if (m) {
+        if (ds_parse_triplet(p, "mean", m, s->mean, 0, err, errlen) != 0) return -1;
+        s->has_mean = 1;
+    }
+    if (sd) {
+        if (ds_parse_triplet(p, "std", sd, s->std, 1, err, errlen) != 0) return -1;
+        s->has_std = 1;
+    }
+    return 0;
+}
+
+static int ds_cmp_name(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int ds_is_shard_name(const char *n) {
+    size_t l = strlen(n);
+    return n[0] != '.' && l > 12 && strcmp(n + l - 12, ".safetensors") == 0;
+}
+
+void ds_info_free(ds_info_t *info) {
+    if (!info) return;
+    free(info->shards);
+    memset(info, 0, sizeof *info);
+}
+
+int ds_scan(const char *dir, ds_info_t *info, char *err, size_t errlen) {
+    memset(info, 0, sizeof *info);
+    DIR *d = opendir(dir);
+    if (!d) return ds_fail(err, errlen, "dataset %s: cannot open directory: %s", dir, strerror(errno));
+    char **names = NULL;
+    int nn = 0, cap = 0, rc = -1;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!ds_is_shard_name(de->d_name)) continue;
+        if (strlen(de->d_name) >= DS_NAME_MAX) {
+            ds_fail(err, errlen, "dataset %s: shard name too long: %.80s...", dir, de->d_name);
+            goto out;
+        }
+        if (nn == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **nw = realloc(names, (size_t)cap * sizeof *nw);
+            if (!nw) {
+                ds_fail(err, errlen, "dataset %s: out of memory", dir);
+                goto out;
+            }
+            names = nw;
+        }
+        if (!(names[nn] = strdup(de->d_name))) {
+            ds_fail(err, errlen, "dataset %s: out of memory", dir);
+            goto out;
+        }
+        nn++;
+    }
+    if (nn == 0) {
+        ds_fail(err, errlen, "dataset %s: no *.safetensors shards in the directory", dir);
+        goto out;
+    }
+    qsort(names, (size_t)nn, sizeof *names, ds_cmp_name);
+    info->shards = calloc((size_t)nn, sizeof *info->shards);
+    if (!info->shards) {
+        ds_fail(err, errlen, "dataset %s: out of memory", dir);
+        goto out;
+    }
+    memcpy(info->mean, ds_imagenet_mean, sizeof info->mean);
+    memcpy(info->std, ds_imagenet_std, sizeof info->std);
+    char path[4096];
+    ds_shape_t first = {0};
+    for (int i = 0; i < nn; i++) {
+        if (fs_join(path, sizeof path, dir, names[i]) != 0) {
+            ds_fail(err, errlen, "dataset %s: path too long", dir);
+            goto out;
+        }
+        st_file_t *f = st_open(path, err, errlen);
+        if (!f) goto out;
+        ds_shape_t s;
+        int r = ds_check_shard(f, &s, err, errlen);
+        uint64_t fb = st_file_size(f);
+        st_close(f);
+        if (r != 0) goto out;
+        if (i == 0) {
+            first = s;
+            if (s.has_mean) memcpy(info->mean, s.mean, sizeof info->mean);
+            if (s.has_std) memcpy(info->std, s.std, sizeof info->std);
+            info->h = s.h;
+            info->w = s.w;
+            info->fields = s.fields;
+        } else {
+            if (s.h != first.h || s.w != first.w) {
+                ds_fail(err, errlen, "%s: images are %dx%d but the first shard %s has %dx%d", path, s.h, s.w, names[0],
+                        first.h, first.w);
+                goto out;
+            }
+            if (s.fields != first.fields) {
+                char a[300], b[300];
+                json_t *ja = ds_fields_to_json(s.fields), *jb = ds_fields_to_json(first.fields);
+                char *sa = json_dumps(ja, JSON_COMPACT), *sb = json_dumps(jb, JSON_COMPACT);
+                snprintf(a, sizeof a, "%s", sa ? sa : "?");
+                snprintf(b, sizeof b, "%s", sb ? sb : "?");
+                free(sa);
+                free(sb);
+                json_decref(ja);
+                json_decref(jb);
+                ds_fail(err, errlen, "%s: has fields %s but the first shard %s has %s", path, a, names[0], b);
+                goto out;
+            }
+            if ((s.has_mean && memcmp(s.mean, info->mean, sizeof s.mean) != 0) ||
+                (s.has_std && memcmp(s.std, info->std, sizeof s.std) != 0)) {
+                ds_fail(err, errlen, "%s: __metadata__ mean/std differ from the first shard %s", path, names[0]);
+                goto out;
+            }
+        }
+        ds_shard_t *sh = &info->shards[i];
+        snprintf(sh->name, sizeof sh->name, "%s", names[i]);
+        sh->n = s.n;
+        sh->image_dtype = s.image_dtype;
+        sh->file_bytes = fb;
+        info->nshards = i + 1;
+        if (__builtin_add_overflow(info->n, s.n, &info->n)) {
+            ds_fail(err, errlen, "dataset %s: sample count overflows", dir);
+            goto out;
+        }
+        info->file_bytes += fb;
+    }
+    if (info->n < 1) {
+        ds_fail(err, errlen, "dataset %s: the shards hold no samples", dir);
+        goto out;
+    }
+    ds_layout_t l;
+    info->resident_bytes = ds_layout_for(&l, info);
+    if (info->resident_bytes == 0) {
+        ds_fail(err, errlen, "dataset %s: %lld samples of %dx%d: resident size overflows", dir, (long long)info->n,
+                info->h, info->w);
+        goto out;
+    }
+    rc = 0;
+out:
+    closedir(d);
+    for (int i = 0; i < nn; i++) free(names[i]);
+    free(names);
+    if (rc != 0) ds_info_free(info);
+    return rc;
+}
+
+/* ---- layout ------------------------------------------------------------------ */
+/* Append an array of n*row bytes at the next aligned offset; 0 on overflow. */
+static int ds_place(size_t *cursor, size_t *off, int64_t n, size_t row) {
+    size_t bytes, start;
+    if (__builtin_mul_overflow((size_t)n, row, &bytes)) return -1;
+    if (__builtin_add_overflow(*cursor, (size_t)DS_ALIGN - 1, &start)) return -1;
+    start &= ~((size_t)DS_ALIGN - 1);
+    if (__builtin_add_overflow(start, bytes, cursor)) return -1;
+    *off = start;
+    return 0;
+}
+
+size_t ds_layout(ds_layout_t *l, int64_t n, int h, int w, unsigned fields) {
+    memset(l, 0, sizeof *l);
+    if (n < 1 || h < 1 || w < 1 || (fields & ~DS_F_ALL)) return 0;
+    l->n = n;
+    l->h = h;
+    l->w = w;
+    l->fields = fields | DS_F_JOINTS_VALID | DS_F_HAS_HAND;
+    memcpy(l->mean, ds_imagenet_mean, sizeof l->mean);
+    memcpy(l->std, ds_imagenet_std, sizeof l->std);
+    size_t cur = 0, img_row;
+    if (__builtin_mul_overflow((size_t)h * 3 * 2, (size_t)w, &img_row)) return 0;
+    int bad = ds_place(&cur, &l->off_images, n, img_row) || ds_place(&cur, &l->off_joints, n, ds_fields[0].row_bytes) ||
+              ds_place(&cur, &l->off_valid, n, ds_fields[1].row_bytes) ||
+              ds_place(&cur, &l->off_has_hand, n, ds_fields[2].row_bytes);
+    if (!bad && (fields & DS_F_INTRINSICS)) bad = ds_place(&cur, &l->off_intrinsics, n, ds_fields[3].row_bytes);
+    if (!bad && (fields & DS_F_OBJECT_POSES)) bad = ds_place(&cur, &l->off_object_poses, n, ds_fields[4].row_bytes);
+    if (!bad && (fields & DS_F_OBJECT_IDS)) bad = ds_place(&cur, &l->off_object_ids, n, ds_fields[5].row_bytes);
+    if (!bad && (fields & DS_F_NUM_OBJECTS)) bad = ds_place(&cur, &l->off_num_objects, n, ds_fields[6].row_bytes);
+    if (bad || cur > (size_t)INT64_MAX - DS_ALIGN) {
+        memset(l, 0, sizeof *l);
+        return 0;
+    }
+    l->total = (cur + DS_ALIGN - 1) & ~((size_t)DS_ALIGN - 1);
+    return l->total;
+}
+
+size_t ds_layout_for(ds_layout_t *l, const ds_info_t *info) {
+    size_t r = ds_layout(l, info->n, info->h, info->w, info->fields);
+    if (r) {
+        memcpy(l->mean, info->mean, sizeof l->mean);
+        memcpy(l->std, info->std, sizeof l->std);
+    }
+    return r;
+}
+
+void ds_view(dataset_t *out, void *base, const ds_layout_t *l) {
+    char *b = base;
+    memset(out, 0, sizeof *out);
+    out->n = l->n;
+    out->h = l->h;
+    out->w = l->w;
+    memcpy(out->mean, l->mean, sizeof out->mean);
+    memcpy(out->std, l->std, sizeof out->std);
+    out->image_dtype = DT_BF16;
+    out->images = b + l->off_images;
+    out->joints = (float *)(void *)(b + l->off_joints);
+    out->joints_valid = (uint8_t *)(b + l->off_valid);
+    out->has_hand = (uint8_t *)(b + l->off_has_hand);
+    out->intrinsics = (l->fields & DS_F_INTRINSICS) ? (float *)(void *)(b + l->off_intrinsics) : NULL;
+    out->object_poses = (l->fields & DS_F_OBJECT_POSES) ? (float *)(void *)(b + l->off_object_poses) : NULL;
+    out->object_ids = (l->fields & DS_F_OBJECT_IDS) ? (int32_t *)(void *)(b + l->off_object_ids) : NULL;
+    out->num_objects = (l->fields & DS_F_NUM_OBJECTS) ? (int32_t *)(void *)(b + l->off_num_objects) : NULL;
+}
+
+json_t *ds_layout_to_json(const ds_layout_t *l) {
+    json_t *fields = json_array();
+    for (int i = 1; i < DS_NFIELDS && fields; i++)
+        if (l->fields & ds_fields[i].bit) json_array_append_new(fields, json_string(ds_fields[i].name));
+    return json_pack("{s:I, s:i, s:i, s:o, s:[f,f,f], s:[f,f,f], s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}, s:I}",
+                     "n", (json_int_t)l->n, "h", l->h, "w", l->w, "fields", fields,
+                     "mean", (double)l->mean[0], (double)l->mean[1], (double)l->mean[2],
+                     "std", (double)l->std[0], (double)l->std[1], (double)l->std[2],
+                     "offsets", "images", (json_int_t)l->off_images, "hand_joints", (json_int_t)l->off_joints,
+                     "hand_joints_valid", (json_int_t)l->off_valid, "has_hand", (json_int_t)l->off_has_hand,
+                     "camera_intrinsics", (json_int_t)l->off_intrinsics,
+                     "object_poses", (json_int_t)l->off_object_poses,
+                     "object_ids", (json_int_t)l->off_object_ids, "num_objects", (json_int_t)l->off_num_objects,
+                     "total", (json_int_t)l->total);
+}
+
+int ds_layout_from_json(const json_t *j, ds_layout_t *l, char *err, size_t errlen) {
+    memset(l, 0, sizeof *l);
+    json_t *jn = json_object_get(j, "n"), *jh = json_object_get(j, "h"), *jw = json_object_get(j, "w"),
+           *jf = json_object_get(j, "fields"), *jm = json_object_get(j, "mean"), *js = json_object_get(j, "std"),
+           *jo = json_object_get(j, "offsets"), *jt = json_object_get(j, "total");
+    if (!json_is_object(j) || !json_is_integer(jn) || !json_is_integer(jh) || !json_is_integer(jw) ||
+        !json_is_array(jf) || !json_is_array(jm) || !json_is_array(js) || !json_is_object(jo) || !json_is_integer(jt))
+        return ds_fail(err, errlen, "dataset layout: needs n, h, w, fields, mean, std, offsets, total");
+    unsigned fields = 0;
+    size_t i;
+    json_t *x;
+    json_array_foreach(jf, i, x) {
+        const char *s = json_string_value(x);
+        int found = 0;
+        for (int k = 1; k < DS_NFIELDS && s; k++)
+            if (strcmp(s, ds_fields[k].name) == 0) { fields |= ds_fields[k].bit; found = 1; }
+        if (!found) return ds_fail(err, errlen, "dataset layout: unknown field %s", s ? s : "(not a string)");
+    }
+    json_int_t n = json_integer_value(jn), h = json_integer_value(jh), w = json_integer_value(jw);
+    if (n < 1 || h < 1 || w < 1 || h > 65536 || w > 65536 || ds_layout(l, n, (int)h, (int)w, fields) == 0)
+        return ds_fail(err, errlen, "dataset layout: bad sizes n=%lld h=%lld w=%lld", (long long)n, (long long)h,
+                       (long long)w);
+    if (json_array_size(jm) != 3 || json_array_size(js) != 3)
+        return ds_fail(err, errlen, "dataset layout: mean and std need 3 numbers");
+    for (int c = 0; c < 3; c++) {
+        json_t *a = json_array_get(jm, (size_t)c), *b = json_array_get(js, (size_t)c);
+        if (!json_is_number(a) || !json_is_number(b) || !(json_number_value(b) > 0))
+            return ds_fail(err, errlen, "dataset layout: bad mean/std");
+        l->mean[c] = (float)json_number_value(a);
+        l->std[c] = (float)json_number_value(b);
+    }
+    static const char *keys[8] = {"images", "hand_joints", "hand_joints_valid", "has_hand", "camera_intrinsics",
+                                  "object_poses", "object_ids", "num_objects"};
+    size_t want[8] = {l->off_images, l->off_joints, l->off_valid, l->off_has_hand, l->off_intrinsics,
+                      l->off_object_poses, l->off_object_ids, l->off_num_objects};
+    for (int k = 0; k < 8; k++) {
+        json_t *o = json_object_get(jo, keys[k]);
+        if (!json_is_integer(o) || (size_t)json_integer_value(o) != want[k])
+            return ds_fail(err, errlen, "dataset layout: offset of %s does not match this build's layout", keys[k]);
+    }
+    if ((size_t)json_integer_value(jt) != l->total)
+        return ds_fail(err, errlen, "dataset layout: total %lld does not match this build's layout (%zu)",
+                       (long long)json_integer_value(jt), l->total);
+    return 0;
+}
+
+/* ---- loading ----------------------------------------------------------------- */
+#define DS_STAGE_BYTES ((size_t)32 << 20)   /* per staging buffer; two of them */
+
+typedef struct {
+    backend_t *be;
+    const ds_layout_t *l;
+    char *base;
+    uint64_t done, total;
+    ds_progress_fn cb;
+    void *ud;
+} ds_loader_t;
+
+static size_t ds_image_file_row(dtype_t dt, int h, int w) {
+    return (size_t)h * (size_t)w * 3 * dtype_size(dt);
+}
+
+/* Read samples [s0, s0+c) of one shard into a staging buffer:
+ * image rows first, then each label array present, each at a 64-byte
+ * aligned position. offs[k] receives the staging offset of field k
+ * (SIZE_MAX when absent). */
+static int ds_read_chunk(st_file_t *f, const ds_shard_t *sh, int h, int w, int64_t s0, int64_t c, char *stage,
+                         size_t offs_img[1], size_t offs[DS_NFIELDS], char *err, size_t errlen) {
+    const st_tensor_t *im = st_find(f, "image");
+    size_t row = ds_image_file_row(sh->image_dtype, h, w), pos = 0;
+    if (st_read_range(f, im, (uint64_t)s0 * row, (size_t)c * row, stage, err, errlen) != 0) return -1;
+    offs_img[0] = 0;
+    pos = ((size_t)c * row + 63) & ~(size_t)63;
+    for (int k = 0; k < DS_NFIELDS; k++) {
+        const st_tensor_t *t = st_find(f, ds_fields[k].name);
+        offs[k] = SIZE_MAX;
+        if (!t) continue;
+        size_t rb = ds_fields[k].row_bytes;
+        if (st_read_range(f, t, (uint64_t)s0 * rb, (size_t)c * rb, stage + pos, err, errlen) != 0) return -1;
+        offs[k] = pos;
+        pos = (pos + (size_t)c * rb + 63) & ~(size_t)63;
+    }
+    return 0;
+}
+
+/* Bytes of staging one sample needs (image in its file dtype + labels). */
+static size_t ds_stage_row(const ds_info_t *info, dtype_t dt) {
+    size_t r = ds_image_file_row(dt, info->h, info->w);
+    for (int k = 0; k < DS_NFIELDS; k++) r += ds_fields[k].row_bytes;
+    return r;
+}
+
+/* Issue the conversion/upload of one chunk of samples (global index g0). */
+static void ds_issue_chunk(ds_loader_t *ld, const ds_shard_t *sh, int64_t g0, int64_t c, char *stage,
+                           size_t off_img, const size_t offs[DS_NFIELDS], void *tmp_f32,
+                           const uint8_t *ones) {
+    backend_t *be = ld->be;
+    const ds_layout_t *l = ld->l;
+    size_t plane = (size_t)l->h * (size_t)l->w * 3;     /* elements per image */
+    char *dimg = ld->base + l->off_images + (size_t)g0 * plane * 2;
+    if (sh->image_dtype == DT_U8) {
+        be->images_from_u8(be, dimg, DT_BF16, (const uint8_t *)(stage + off_img), (int)c, l->h, l->w, l->mean, l->std);
+    } else if (sh->image_dtype == DT_BF16) {
+        be->upload(be, dimg, stage + off_img, (size_t)c * plane * 2);
+    } else {
+        be->upload(be, tmp_f32, stage + off_img, (size_t)c * plane * 4);
+        be->cast(be, dimg, DT_BF16, tmp_f32, DT_F32, (size_t)c * plane);
+    }
+    ld->done += (uint64_t)c * plane * 2;
+    size_t dst_off[DS_NFIELDS] = {l->off_joints, l->off_valid, l->off_has_hand, l->off_intrinsics,
+                                  l->off_object_poses, l->off_object_ids, l->off_num_objects};
+    for (int k = 0; k < DS_NFIELDS; k++) {
+        const ds_field_t *fd = &ds_fields[k];
+        size_t rb = fd->row_bytes, bytes = (size_t)c * rb;
+        char *dst = ld->base + dst_off[k] + (size_t)g0 * rb;
+        if (offs[k] != SIZE_MAX) {
+            be->upload(be, dst, stage + offs[k], bytes);
+            ld->done += bytes;
+        } else if (fd->bit == DS_F_JOINTS_VALID || fd->bit == DS_F_HAS_HAND) {
+            be->upload(be, dst, ones, bytes);      /* absent masks: all ones */
+            ld->done += bytes;
+        }
+    }
+}
+
+int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, const ds_layout_t *l,
+            ds_progress_fn cb, void *ud, volatile int *cancel, char *err, size_t errlen) {
+    if (l->n != info->n || l->h != info->h || l->w != info->w ||
+        (l->fields & ~(DS_F_JOINTS_VALID | DS_F_HAS_HAND)) != (info->fields & ~(DS_F_JOINTS_VALID | DS_F_HAS_HAND)))
+        return ds_fail(err, errlen, "dataset %s: layout does not match the scan", dir);
+    ds_loader_t ld = {.be = be, .l = l, .base = base, .cb = cb, .ud = ud};
+    size_t plane = (size_t)l->h * (size_t)l->w * 3;
+    ld.total = (uint64_t)l->n * (plane * 2 + ds_fields[0].row_bytes + ds_fields[1].row_bytes + ds_fields[2].row_bytes);
+    for (int k = 3; k < DS_NFIELDS; k++)
+        if (l->fields & ds_fields[k].bit) ld.total += (uint64_t)l->n * ds_fields[k].row_bytes;
+
+    /* samples per chunk: bounded by the staging size, for the widest shard dtype */
+    size_t worst = 0;
+    int any_f32 = 0;
+    for (int i = 0; i < info->nshards; i++) {
+        size_t r = ds_stage_row(info, info->shards[i].image_dtype);
+        if (r > worst) worst = r;
+        any_f32 |= info->shards[i].image_dtype == DT_F32;
+    }
+    int64_t chunk = (int64_t)(DS_STAGE_BYTES / worst);
+    if (chunk < 1) chunk = 1;
+    if (chunk > l->n) chunk = l->n;
+    size_t stage_bytes = (size_t)chunk * worst + (DS_NFIELDS + 1) * 64;   /* + alignment slack */
+    char *stage[2] = {be->host_alloc(be, stage_bytes), be->host_alloc(be, stage_bytes)};
+    uint8_t *ones = be->host_alloc(be, (size_t)chunk * DS_JOINTS);
+    void *tmp = any_f32 ? be->alloc(be, (size_t)chunk * plane * 4) : NULL;
+    int rc = -1;
+    st_file_t *f = NULL;
+    if (ones) memset(ones, 1, (size_t)chunk * DS_JOINTS);
+    if (!stage[0] || !stage[1] || !ones || (any_f32 && !tmp)) {
+        ds_fail(err, errlen, "dataset %s: cannot allocate staging memory (%zu bytes): %s", dir, stage_bytes, be->err);
+        goto out;
+    }
+    int64_t g = 0;     /* global sample index */
+    int which = 0;
+    if (cb) cb(ud, 0, ld.total);
+    for (int i = 0; i < info->nshards; i++) {
+        const ds_shard_t *sh = &info->shards[i];
+        char path[4096];
+        if (fs_join(path, sizeof path, dir, sh->name) != 0) {
+            ds_fail(err, errlen, "dataset %s: path too long", dir);
+            goto out;
+        }
+        f = st_open(path, err, errlen);
+        if (!f) goto out;
+        ds_shape_t s;
+        if (ds_check_shard(f, &s, err, errlen) != 0) goto out;
+        if (s.n != sh->n || s.h != info->h || s.w != info->w || s.image_dtype != sh->image_dtype ||
+            s.fields != info->fields) {
+            ds_fail(err, errlen, "%s: shard changed since the dataset was scanned", path);
+            goto out;
+        }
+        for (int64_t s0 = 0; s0 < sh->n; s0 += chunk) {
+            if (cancel && *cancel) {
+                ds_fail(err, errlen, "dataset %s: loading cancelled", dir);
+                rc = DS_LOAD_CANCELLED;
+                goto out;
+            }
+            int64_t c = sh->n - s0 < chunk ? sh->n - s0 : chunk;
+            size_t off_img, offs[DS_NFIELDS];
+            /* read into the buffer the device finished with (see the sync below) */
+            if (ds_read_chunk(f, sh, l->h, l->w, s0, c, stage[which], &off_img, offs, err, errlen) != 0) goto out;
+            /* wait for the previous chunk's device work: afterwards the other
+             * buffer is free for the next read while this chunk converts */
+            be->sync(be);
+            ds_issue_chunk(&ld, sh, g, c, stage[which], off_img, offs, tmp, ones);
+            g += c;
+            which ^= 1;
+            if (cb) cb(ud, ld.done, ld.total);
+        }
+        st_close(f);
+        f = NULL;
+    }
+    be->sync(be);
+    assert(g == l->n);
+    assert(ld.done == ld.total);
+    rc = 0;
+out:
+    if (rc != 0) be->sync(be);   /* nothing may still read the staging buffers */
+    st_close(f);
+    if (tmp) be->free(be, tmp);
+    if (stage[0]) be->host_free(be, stage[0]);
+    if (stage[1]) be->host_free(be, stage[1]);
+    if (ones) be->host_free(be, ones);
+    return rc;
+}
+
+/* ---- writing ----------------------------------------------------------------- */
+int ds_write_shard(const char *path, const ds_shard_data_t *d, char *err, size_t errlen) {
+    if (d->n < 0 || d->h < 1 || d->w < 1)
+        return ds_fail(err, errlen, "%s: bad shard sizes n=%lld h=%d w=%d", path, (long long)d->n, d->h, d->w);
+    if (!d->joints || (!d->image && d->n > 0))
+        return ds_fail(err, errlen, "%s: image and hand_joints are required", path);
+    if (d->image_dtype != DT_U8 && d->image_dtype != DT_BF16 && d->image_dtype != DT_F32)
+        return ds_fail(err, errlen, "%s: image dtype %s not supported (u8, bf16, f32)", path, dtype_name(d->image_dtype));
+    st_writer_t *w = st_writer_new();
+    if (!w) return ds_fail(err, errlen, "%s: out of memory", path);
+    int64_t img_u8[4] = {d->n, d->h, d->w, 3}, img_chw[4] = {d->n, 3, d->h, d->w};
+    st_writer_add_ref(w, "image", st_dtype_from_dt(d->image_dtype), 4, d->image_dtype == DT_U8 ? img_u8 : img_chw,
+                      d->image);
+    const void *arr[DS_NFIELDS] = {d->joints, d->joints_valid, d->has_hand, d->intrinsics, d->object_poses,
+                                   d->object_ids, d->num_objects};
+    for (int k = 0; k < DS_NFIELDS; k++) {
+        if (!arr[k]) continue;
+        int64_t shape[4] = {d->n, 0, 0, 0};
+        for (int q = 0; q < ds_fields[k].rank; q++) shape[q + 1] = ds_fields[k].dims[q];
+        st_writer_add_ref(w, ds_fields[k].name, ds_fields[k].dtype, ds_fields[k].rank + 1, shape, arr[k]);
+    }
+    char buf[128];
+    if (d->mean) {
+        snprintf(buf, sizeof buf, "[%.9g,%.9g,%.9g]", (double)d->mean[0], (double)d->mean[1], (double)d->mean[2]);
+        st_writer_meta(w, "mean", buf);
+    }
+    if (d->std) {
+        snprintf(buf, sizeof buf, "[%.9g,%.9g,%.9g]", (double)d->std[0], (double)d->std[1], (double)d->std[2]);
+        st_writer_meta(w, "std", buf);
+    }
+    st_writer_meta(w, "format", "traind-dataset");
+    int rc = st_writer_write(w, path, err, errlen);
+    st_writer_free(w);
+    return rc;
+}
