@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# tests/integration/30_lifecycle.sh — job lifecycle against a real daemon:
+# queue order by priority (higher first, FIFO within a priority), cancel of a
+# queued job and of a running one (which leaves a checkpoint), eviction refused
+# while jobs use a dataset, `kill -9` of a worker mid-job (job failed, dataset
+# still ready, the next job runs), `kill -9` of the daemon mid-training and a
+# restart on the same state dir (no corruption; the job resumes from its
+# checkpoint under the same id and finishes; the dataset is loaded again).
+. "$(dirname "$0")/lib.sh"
+
+# A train job long enough to be caught mid-run on any machine; these are
+# cancelled or killed, never waited for.
+LONG=1000000
+start_daemon || bail "daemon did not start"
+load_synth syn "$NSAMP" "$IMG" 21
+ok $? "dataset ready"
+
+started_at() { api GET "/v1/jobs/$1"; jb '.started_at // empty'; }
+worker_pid() {   # from the job record, else the daemon's only child
+    api GET "/v1/jobs/$1"
+    local p
+    p=$(jb '.worker_pid // empty')
+    [ -n "$p" ] || p=$(pgrep -P "$DAEMON_PID" | head -n1)
+    printf '%s' "$p"
+}
+
+# ---- priority order and cancel ---------------------------------------------------------
+blk=$(submit "$(train_spec syn $LONG '"checkpoint_every":1000000')")
+is "$STATUS" 201 "blocking train job submitted"
+wait_job_state "$blk" running 60
+ok $? "blocking job is running"
+wait_for 60 _job_step_ge "$blk" 1
+ok $? "blocking job makes progress"
+
+dbg() { printf '{"type":"debug","dataset":"syn","batches":1,"batch_size":4,"priority":%s,"model":{"backbone":"dinov2-tiny","heads":["hand"]}}' "$1"; }
+q1=$(submit "$(dbg 0)"); q2=$(submit "$(dbg 5)"); q3=$(submit "$(dbg 5)"); q4=$(submit "$(dbg 1)")
+q5=$(submit "$(dbg 9)")
+check "five jobs queued behind it" test -n "$q1" -a -n "$q2" -a -n "$q3" -a -n "$q4" -a -n "$q5"
+is "$(job_state "$q1")" queued "a submitted job waits while the device is busy"
+api GET /v1/status
+is "$(jb .queue_length)" 5 "status: queue length 5"
+check "status: the running job with its progress" \
+    jq -e --arg id "$blk" '[.running[]|select(.id==$id)]|length==1 and (.[0].progress.step>=1)' <<<"$BODY"
+
+expect_error 409 conflict "evicting a dataset used by queued/running jobs" DELETE /v1/datasets/syn
+
+api POST "/v1/jobs/$q5/cancel"
+is "$STATUS" 200 "cancel a queued job -> 200"
+is "$(job_state "$q5")" cancelled "queued job is dropped at once (cancelled)"
+check "cancelled queued job never started" test -z "$(started_at "$q5")"
+api GET /v1/status
+is "$(jb .queue_length)" 4 "queue length 4 after the cancel"
+
+step_before=$(job_step "$blk")
+api POST "/v1/jobs/$blk/cancel"
+is "$STATUS" 200 "cancel the running job -> 200 at once"
+check "running job moves through cancelling" jq -e '.state=="cancelling" or .state=="cancelled"' <<<"$BODY"
+is "$(wait_job "$blk" 120)" cancelled "running job ends cancelled"
+api GET "/v1/checkpoints?job=$blk"
+check "the cancelled train job left a checkpoint at or after step $step_before" \
+    jq -e --argjson s "$step_before" '[.checkpoints[].step]|max>=$s' <<<"$BODY"
+ckp=$(jb '.checkpoints|max_by(.step)|.path')
+check "its files are complete" test -s "$ckp/model.safetensors" -a -s "$ckp/state.json" -a -s "$ckp/optimizer.safetensors"
+api GET "/v1/jobs/$blk/events"
+check "events show running -> cancelling -> cancelled" \
+    bash -c 'grep -o "\"state\": *\"[a-z]*\"" <<<"$1" | tr -d " " | tr "\n" , | grep -q "running.*cancelling.*cancelled"' _ "$BODY"
+
+for q in "$q1" "$q2" "$q3" "$q4"; do
+    is "$(wait_job "$q" 300)" succeeded "queued job $q ran"
+done
+order=$(for q in "$q1" "$q2" "$q3" "$q4"; do printf '%s %s\n' "$(started_at "$q")" "$q"; done | sort | awk '{print $2}' | tr '\n' ' ')
+is "$order" "$q2 $q3 $q4 $q1 " "start order: priority 5 (FIFO), then 1, then 0"
+check "sqlite agrees on the start order" \
+    test "$(sql "SELECT group_concat(id,' ') FROM (SELECT id FROM jobs WHERE id IN ('$q1','$q2','$q3','$q4') ORDER BY started, seq);") " = "$order"
+
+# ---- kill -9 of a worker mid-job ----------------------------------------------------------
+vic=$(submit "$(train_spec syn $LONG '"checkpoint_every":1000000')")
+wait_job_state "$vic" running 60 && wait_for 60 _job_step_ge "$vic" 1
+ok $? "victim job running"
+wpid=$(worker_pid "$vic")
+check "worker pid known ($wpid), a child of the daemon" test "$(ps -o ppid= -p "$wpid" 2>/dev/null | tr -d ' ')" = "$DAEMON_PID"
+kill -KILL "$wpid"
+is "$(wait_job "$vic" 60)" failed "job of the killed worker failed"
+api GET "/v1/jobs/$vic"
+check "its error names the signal ($(jb .error))" grep -qiE 'signal 9|SIGKILL|killed' <<<"$(jb .error)"
+is "$(dataset_state syn)" ready "the dataset is still resident and ready"
+nxt=$(submit "$(dbg 0)")
+is "$(wait_job "$nxt" 300)" succeeded "the next job runs"
+check "daemon still serving" daemon_alive
+
+# ---- kill -9 of the daemon mid-training, restart, resume -----------------------------------
+# Steps: enough that the run is still going after its first checkpoint.
+RSTEPS=${TEST_RESUME_STEPS:-400}
+RCK=${TEST_RESUME_CKPT:-20}
+rj=$(submit "$(train_spec syn "$RSTEPS" "\"checkpoint_every\":$RCK,\"submission_id\":\"resume-me\"")")
+is "$STATUS" 201 "long train job submitted"
+has_ckpt() { api GET "/v1/checkpoints?job=$rj"; [ "$(jb '.checkpoints|length')" -ge 1 ] 2>/dev/null; }
+wait_for 300 has_ckpt
+ok $? "first checkpoint recorded"
+wpid=$(worker_pid "$rj")
+kill -KILL "$DAEMON_PID"
+wait "$DAEMON_PID" 2>/dev/null
+killed_step=$(sql "SELECT json_extract(progress,'$.step') FROM jobs WHERE id='$rj';")
+ck_before=$(sql "SELECT max(step) FROM checkpoints WHERE job='$rj';")
+check "job was mid-run when the daemon died (step $killed_step of $RSTEPS)" test "${killed_step:-0}" -lt "$RSTEPS"
+gone() { ! kill -0 "$wpid" 2>/dev/null; }
+wait_for 10 gone
+ok $? "the worker did not outlive its daemon"
+check "sqlite: integrity_check after kill -9" test "$(sql 'PRAGMA integrity_check;')" = ok
+is "$(sql "SELECT state FROM jobs WHERE id='$rj';")" running "store still says running (as the daemon died)"
+
+DAEMON_PID=
+start_daemon || bail "daemon did not restart"
+ok 0 "daemon restarted on the same state dir"
+is "$(wait_dataset syn 120)" ready "the dataset is loaded again after the restart"
+is "$(wait_job "$rj" 900)" succeeded "the interrupted job resumed and finished"
+api GET "/v1/jobs/$rj"
+check "same id, resumed_from its checkpoint" jq -e '.resumed_from|type=="string" and startswith("c-")' <<<"$BODY"
+check "finished at the full step count" jq -e --argjson n "$RSTEPS" '.progress.step==$n' <<<"$BODY"
+api GET "/v1/jobs/$rj/events"
+check "its events record the interruption" grep -q interrupted <<<"$BODY"
+api GET "/v1/jobs/$rj/metrics?name=loss&since_step=0"
+check "no step trained twice into the series beyond the checkpoint (steps strictly increase after resume)" \
+    jq -e --argjson c "${ck_before:-0}" '[.[]|select(.step>$c)|.step] as $s | ($s|length)==($s|unique|length)' <<<"$BODY"
+api POST /v1/jobs "$(train_spec syn "$RSTEPS" "\"checkpoint_every\":$RCK,\"submission_id\":\"resume-me\"")"
+is "$STATUS" 200 "idempotent resubmission after restart returns the existing job"
+is "$(jb .id)" "$rj" "... with the same id"
+check "sqlite: one job row for the submission id" test "$(sql "SELECT count(*) FROM jobs WHERE submission_id='resume-me';")" = 1
+check "sqlite: integrity_check ok" test "$(sql 'PRAGMA integrity_check;')" = ok
+
+stop_daemon TERM
+is "$DAEMON_RC" 0 "traind exits 0 after SIGTERM"
+done_testing
