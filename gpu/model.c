@@ -317,7 +317,7 @@ static int model_build_table(model_t *m) {
 #define BN(suffix) (snprintf(nm, sizeof nm, "encoder.layer.%d.%s", l, suffix), nm)
         /* the block's first tensor starts aligned: the trainable suffix begins at a block boundary */
         tb.off = align_up(tb.off, PARAM_ALIGN);
-        if (l == m->opts.freeze_layers) m->train_off = tb.off;
+        if (l == m->opts.freeze_layers && l > 0) m->train_off = tb.off;
         ADD(BN("norm1.weight"), 1, S1(D), 0, MODEL_GROUP_BACKBONE, INIT_ONE, 1); b->norm1_w = r;
         ADD(BN("norm1.bias"), 1, S1(D), 0, MODEL_GROUP_BACKBONE, INIT_ZERO, 1); b->norm1_b = r;
         /* q, k, v weights adjacent: one [3D, D] matrix; then their biases: one [3D] vector */
