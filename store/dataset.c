@@ -429,7 +429,9 @@ int ds_layout_from_json(const json_t *j, ds_layout_t *l, char *err, size_t errle
 }
 
 /* ---- loading ----------------------------------------------------------------- */
-#define DS_STAGE_BYTES ((size_t)32 << 20)   /* per staging buffer; two of them */
+static size_t ds_stage_bytes = (size_t)32 << 20;   /* per staging buffer; two of them */
+
+void ds_set_stage_bytes(size_t bytes) { ds_stage_bytes = bytes ? bytes : ((size_t)32 << 20); }
 
 typedef struct {
     backend_t *be;
@@ -526,7 +528,7 @@ int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, c
         if (r > worst) worst = r;
         any_f32 |= info->shards[i].image_dtype == DT_F32;
     }
-    int64_t chunk = (int64_t)(DS_STAGE_BYTES / worst);
+    int64_t chunk = (int64_t)(ds_stage_bytes / worst);
     if (chunk < 1) chunk = 1;
     if (chunk > l->n) chunk = l->n;
     size_t stage_bytes = (size_t)chunk * worst + (DS_NFIELDS + 1) * 64;   /* + alignment slack */

@@ -114,6 +114,10 @@ int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base,
             const ds_layout_t *l, ds_progress_fn cb, void *ud, volatile int *cancel,
             char *err, size_t errlen);
 
+/* Size of each of the two staging buffers (default 32 MB; at least one
+ * sample is always staged). For tests that want many chunks; not thread-safe. */
+void ds_set_stage_bytes(size_t bytes);
+
 /* ---- writing ----------------------------------------------------------------- */
 /* One shard's arrays, host memory; NULL optional arrays are not written. */
 typedef struct {
