@@ -1,0 +1,97 @@
+/* gpu/stage_common.h — helpers shared by the four stage loops (internal to
+ * gpu/stage_*.c and gpu/stages.c; not a public interface).
+ *
+ * Owns: the data-order PRNG (xoshiro256** seeded by splitmix64), the
+ * deterministic dataset split, opening the model a stage runs with
+ * (checkpoint, HF weights or a fresh seeded init), the batch label buffers,
+ * the mean pose of a sample range, batched evaluation into metrics_t, and the
+ * small JSON/log/error helpers.
+ *
+ * Split rule (documented for users): a fraction range [a,b) of a dataset of n
+ * samples is the contiguous index range [llround(a*n), llround(b*n)). Ranges
+ * are contiguous, not shuffled, so a dataset stored in recording order keeps
+ * whole sequences out of the training split (no near-duplicate frames leak
+ * into validation); the training ORDER is shuffled per epoch.
+ */
+#ifndef TRAIND_STAGE_COMMON_H
+#define TRAIND_STAGE_COMMON_H
+
+#include <stdint.h>
+#include "gpu/metrics.h"
+#include "gpu/model.h"
+#include "gpu/stages.h"
+#include "store/checkpoint.h"
+
+/* ---- PRNG --------------------------------------------------------------------- */
+typedef struct { uint64_t s[4]; } stage_rng_t;
+void stage_rng_seed(stage_rng_t *r, uint64_t seed);
+uint64_t stage_rng_next(stage_rng_t *r);
+uint64_t stage_rng_below(stage_rng_t *r, uint64_t n);            /* uniform in [0,n), n >= 1 */
+void stage_permute(stage_rng_t *r, int32_t *a, int64_t n);       /* Fisher–Yates in place */
+json_t *stage_rng_to_json(const stage_rng_t *r);                 /* ["%016llx" x4] */
+int stage_rng_from_json(const json_t *j, stage_rng_t *r);        /* 0 / -1 */
+
+/* ---- misc ----------------------------------------------------------------------- */
+void stage_split(int64_t n, const double frac[2], int64_t *begin, int64_t *end);
+double stage_now(void);                                          /* monotonic seconds */
+__attribute__((format(printf, 2, 3))) void stage_log(stage_ctx_t *ctx, const char *fmt, ...);
+__attribute__((format(printf, 3, 4))) int stage_fail(char *err, size_t errlen, const char *fmt, ...);
+json_t *stage_real(double x);                                    /* NaN/Inf -> null */
+
+/* ---- model ---------------------------------------------------------------------- */
+typedef struct {
+    int grads, optimizer, freeze_layers, max_batch, want_hidden;
+    const char *ckpt_dir;       /* load this traind checkpoint (NULL: weights or fresh init) */
+    int load_optimizer;         /* with ckpt_dir: also AdamW moments and step */
+    const float *mean_pose;     /* [63] host, for fresh heads (may be NULL) */
+} stage_model_req_t;
+
+/* Opens the model the stage runs with: config from the checkpoint, else from
+ * model.weights (ctx->weights_path), else from model.backbone; checks the spec's
+ * backbone (when given) against it; loads or seeds the parameters (a fresh init
+ * is never applied over loaded weights). *state gets the checkpoint's
+ * state.json (may be NULL), meta traind's config fields. 0 or -1 with err. */
+int stage_model_open(stage_ctx_t *ctx, const dtype_plan_t *plan, const stage_model_req_t *req,
+                     model_t **out, json_t **state, ckpt_meta_t *meta, char *err, size_t errlen);
+json_t *stage_model_json(const model_t *m, const char *backbone, const char *source);
+
+/* Mean pose of samples idx[0..n) (idx NULL: begin..begin+n) over hands and valid
+ * joints, labels downloaded in bounded chunks. -1 with err on allocation failure. */
+int stage_mean_pose(stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t n, float out[63],
+                    char *err, size_t errlen);
+
+/* ---- batches ---------------------------------------------------------------------- */
+typedef struct {
+    backend_t *be;
+    int cap;
+    int32_t *d_idx;                 /* [cap] backend */
+    float *d_joints;                /* [cap,63] backend, gathered labels */
+    uint8_t *d_valid, *d_has;       /* [cap,21], [cap] backend */
+    float *d_dpred, *d_dconf;       /* [cap,63], [cap,21] backend, loss gradients */
+    float *h_pred, *h_conf, *h_joints;
+    uint8_t *h_valid, *h_has;
+} stage_batch_t;
+
+int stage_batch_init(stage_batch_t *b, backend_t *be, int cap, char *err, size_t errlen);
+void stage_batch_free(stage_batch_t *b);
+/* Uploads idx[n] to d_idx. */
+void stage_batch_set_idx(stage_batch_t *b, const int32_t *idx, int n);
+/* Gathers the labels of d_idx[0..n) from the dataset to the host arrays. */
+void stage_batch_labels(stage_batch_t *b, const dataset_t *ds, int n);
+/* Downloads the model's predictions (and confidence logits) of the last forward. */
+void stage_batch_preds(stage_batch_t *b, const model_t *m, int n);
+
+/* Evaluates the model on idx[0..n) in batches of at most bs (<= the model's
+ * max_batch) into *out; mean_pose (may be NULL) gives the mean-predictor floor;
+ * progress: report batches done through ctx->on_progress (eval stage).
+ * Returns 0, 1 when *ctx->stop was set (partial result discarded), -1 with err. */
+int stage_eval_indices(stage_ctx_t *ctx, model_t *m, stage_batch_t *b, const int32_t *idx, int64_t n,
+                       int bs, const float *mean_pose, int progress, metrics_t *out, char *err, size_t errlen);
+
+/* The four stages (gpu/stage_*.c). */
+int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen);
+int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen);
+int stage_debug(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen);
+int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,213 @@
+/* gpu/stage_infer.c — the infer stage (SPEC §4 infer).
+ *
+ * Inputs: dataset `indices`, or inline u8 HWC RGB `images` of the model's
+ * working size (the dataset's image size), converted per batch on the backend
+ * with be->images_from_u8 using the dataset's mean/std, straight into the
+ * plan's input dtype. Outputs per image: joints [21][3] in metres (camera
+ * frame) and confidences (sigmoid of the confidence head), fp32. Optional
+ * features: "cls" (the pooler output: final LayerNorm of the CLS token, [D])
+ * and "patch_tokens" (last_hidden_state without CLS and registers, [P,D]).
+ * Features over 64 KB in total go to <result_dir>/features.safetensors (F32
+ * "cls" [n,D], "patch_tokens" [n,P,D]; the result names the file), smaller
+ * ones are inline.
+ */
+#include "gpu/stage_common.h"
+#include "store/fsutil.h"
+#include "store/safetensors.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define INFER_INLINE_MAX (64 * 1024)
+
+static json_t *float_array(const float *x, size_t n) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(a, stage_real(x[i]));
+    return a;
+}
+
+int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
+    const jobspec_t *spec = ctx->spec;
+    const dataset_t *ds = ctx->ds;
+    backend_t *be = ctx->be;
+    dtype_plan_t plan = jobspec_plan(spec);
+    int rc = -1, B = spec->batch_size;
+    model_t *m = NULL;
+    json_t *state = NULL, *preds = NULL;
+    float *cls = NULL, *patches = NULL, *hid = NULL;
+    void *d_img = NULL;
+    uint8_t *h_img = NULL;
+    stage_batch_t b;
+    memset(&b, 0, sizeof b);
+    ckpt_meta_t meta;
+    char e2[512];
+    double t0 = stage_now();
+    int from_images = spec->n_images > 0;
+    int64_t n = from_images ? spec->n_images : spec->n_indices;
+    if (n < 1) return stage_fail(err, errlen, "infer needs indices or images");
+
+    /* validate inputs before any allocation of consequence */
+    for (int64_t i = 0; i < n; i++) {
+        if (from_images) {
+            if (spec->image_h[i] != ds->h || spec->image_w[i] != ds->w)
+                return stage_fail(err, errlen, "images[%lld] is %dx%d; the model runs at the dataset's %dx%d",
+                                  (long long)i, spec->image_w[i], spec->image_h[i], ds->w, ds->h);
+        } else if (spec->indices[i] >= ds->n) {
+            return stage_fail(err, errlen, "indices[%lld] = %d is out of range: dataset '%s' has %lld samples",
+                              (long long)i, spec->indices[i], spec->dataset, (long long)ds->n);
+        }
+    }
+
+    int want_hidden = spec->out_patch_tokens;
+    float mean_pose[63], *mp = NULL;
+    if (!ctx->checkpoint_path) {   /* fresh heads start at the default training split's mean pose */
+        int64_t tb, te;
+        stage_split(ds->n, spec->split_train, &tb, &te);
+        if (te > tb) {
+            if (stage_mean_pose(ctx, tb, NULL, te - tb, mean_pose, err, errlen)) return -1;
+            mp = mean_pose;
+        }
+    }
+    stage_model_req_t req = {.grads = 0, .optimizer = 0, .freeze_layers = 0, .max_batch = B,
+                             .want_hidden = want_hidden, .ckpt_dir = ctx->checkpoint_path, .mean_pose = mp};
+    if (stage_model_open(ctx, &plan, &req, &m, &state, &meta, err, errlen)) return -1;
+    int D = m->cfg.hidden, P = m->P, R = m->cfg.registers, T = m->T;
+    if (stage_batch_init(&b, be, B, err, errlen)) goto done;
+    size_t img_elems = (size_t)3 * ds->h * ds->w;
+    if (from_images) {
+        d_img = be->alloc(be, (size_t)B * img_elems * dtype_size(plan.input));
+        h_img = malloc((size_t)B * img_elems);
+        if (!d_img || !h_img) { stage_fail(err, errlen, "out of memory for the image batch"); goto done; }
+    }
+    size_t feat_bytes = ((spec->out_cls ? (size_t)D : 0) + (spec->out_patch_tokens ? (size_t)P * D : 0)) *
+                        sizeof(float) * (size_t)n;
+    int feat_file = feat_bytes > INFER_INLINE_MAX;
+    if (feat_file && !ctx->result_dir) {
+        stage_fail(err, errlen, "infer: %zu bytes of features need a result directory", feat_bytes);
+        goto done;
+    }
+    if (spec->out_cls) cls = malloc((size_t)n * D * sizeof(float));
+    if (spec->out_patch_tokens) {
+        patches = malloc((size_t)n * P * D * sizeof(float));
+        hid = malloc((size_t)B * T * D * sizeof(float));
+    }
+    if ((spec->out_cls && !cls) || (spec->out_patch_tokens && (!patches || !hid))) {
+        stage_fail(err, errlen, "out of memory for %zu bytes of features", feat_bytes);
+        goto done;
+    }
+
+    preds = json_array();
+    double t1 = stage_now();
+    for (int64_t off = 0; off < n; off += B) {
+        if (ctx->stop && *ctx->stop) { stage_fail(err, errlen, "infer cancelled"); rc = 1; goto done; }
+        int c = (int)(n - off < B ? n - off : B);
+        int r;
+        if (from_images) {
+            for (int i = 0; i < c; i++) memcpy(h_img + (size_t)i * img_elems, spec->images[off + i], img_elems);
+            be->images_from_u8(be, d_img, plan.input, h_img, c, ds->h, ds->w, ds->mean, ds->std);
+            r = model_forward(m, d_img, plan.input, NULL, c, want_hidden, e2, sizeof e2);
+        } else {
+            stage_batch_set_idx(&b, spec->indices + off, c);
+            r = model_forward(m, ds->images, ds->image_dtype, b.d_idx, c, want_hidden, e2, sizeof e2);
+        }
+        if (r) { stage_fail(err, errlen, "forward: %s", e2); goto done; }
+        stage_batch_preds(&b, m, c);
+        if (cls) be->download(be, cls + (size_t)off * D, m->pooler, (size_t)c * D * sizeof(float));
+        if (patches) {
+            be->download(be, hid, m->hidden, (size_t)c * T * D * sizeof(float));
+            for (int i = 0; i < c; i++)
+                memcpy(patches + ((size_t)(off + i) * P) * D, hid + ((size_t)i * T + 1 + R) * D,
+                       (size_t)P * D * sizeof(float));
+        }
+        for (int i = 0; i < c; i++) {
+            json_t *o = json_object();
+            if (from_images) json_object_set_new(o, "image", json_integer(off + i));
+            else json_object_set_new(o, "index", json_integer(spec->indices[off + i]));
+            json_t *jt = json_array();
+            for (int j = 0; j < 21; j++) json_array_append_new(jt, float_array(b.h_pred + (size_t)i * 63 + 3 * j, 3));
+            json_object_set_new(o, "joints", jt);
+            float conf[21];
+            for (int j = 0; j < 21; j++) conf[j] = 1.0f / (1.0f + expf(-b.h_conf[(size_t)i * 21 + j]));
+            json_object_set_new(o, "confidence", float_array(conf, 21));
+            if (!feat_file) {
+                if (cls) json_object_set_new(o, "cls", float_array(cls + (size_t)(off + i) * D, (size_t)D));
+                if (patches) {
+                    json_t *pt = json_array();
+                    for (int p = 0; p < P; p++)
+                        json_array_append_new(pt, float_array(patches + ((size_t)(off + i) * P + p) * D, (size_t)D));
+                    json_object_set_new(o, "patch_tokens", pt);
+                }
+            }
+            json_array_append_new(preds, o);
+        }
+        if (ctx->on_progress) {
+            double t = stage_now();
+            stage_progress_t p = {.step = (off + c + B - 1) / B, .total_steps = (n + B - 1) / B, .epoch = 0};
+            p.images_per_s = t > t1 ? (double)(off + c) / (t - t1) : 0;
+            ctx->on_progress(ctx->ud, &p);
+        }
+    }
+    double dt = stage_now() - t1;
+
+    json_t *res = json_object();
+    json_object_set_new(res, "count", json_integer(n));
+    json_object_set_new(res, "predictions", preds);
+    preds = NULL;
+    json_object_set_new(res, "units", json_pack("{ssss}", "joints", "m (camera frame)", "confidence",
+                                                "sigmoid probability"));
+    if (feat_file && (cls || patches)) {
+        char path[1024];
+        if (fs_mkdir_p(ctx->result_dir, 0755, e2, sizeof e2)) {
+            json_decref(res);
+            stage_fail(err, errlen, "infer: %s", e2);
+            goto done;
+        }
+        snprintf(path, sizeof path, "%s/features.safetensors", ctx->result_dir);
+        st_writer_t *w = st_writer_new();
+        json_t *tens = json_object();
+        if (w && cls) {
+            int64_t sh[2] = {n, D};
+            st_writer_add_ref(w, "cls", ST_F32, 2, sh, cls);
+            json_object_set_new(tens, "cls", json_pack("[II]", (json_int_t)n, (json_int_t)D));
+        }
+        if (w && patches) {
+            int64_t sh[3] = {n, P, D};
+            st_writer_add_ref(w, "patch_tokens", ST_F32, 3, sh, patches);
+            json_object_set_new(tens, "patch_tokens", json_pack("[III]", (json_int_t)n, (json_int_t)P, (json_int_t)D));
+        }
+        int wr = w ? st_writer_write(w, path, e2, sizeof e2) : -1;
+        if (!w) snprintf(e2, sizeof e2, "out of memory");
+        st_writer_free(w);
+        if (wr) {
+            json_decref(tens);
+            json_decref(res);
+            stage_fail(err, errlen, "infer: writing %s: %s", path, e2);
+            goto done;
+        }
+        json_object_set_new(res, "features", json_pack("{sssssosI}", "file", "features.safetensors", "path", path,
+                                                       "tensors", tens, "bytes", (json_int_t)feat_bytes));
+    } else if (cls || patches) {
+        json_object_set_new(res, "features", json_pack("{ss}", "inline", "per prediction"));
+    }
+    json_object_set_new(res, "checkpoint", ctx->checkpoint_path ? json_string(ctx->checkpoint_path) : json_null());
+    json_object_set_new(res, "model", stage_model_json(m, meta.backbone, ctx->checkpoint_path ? ctx->checkpoint_path
+                                                                          : ctx->weights_path));
+    json_object_set_new(res, "dtype_plan", dtype_plan_to_json(&plan));
+    json_object_set_new(res, "images_per_s", stage_real(dt > 0 ? n / dt : NAN));
+    json_object_set_new(res, "wall_s", json_real(stage_now() - t0));
+    *result = res;
+    rc = 0;
+done:
+    json_decref(preds);
+    if (d_img) be->free(be, d_img);
+    free(h_img);
+    free(cls);
+    free(patches);
+    free(hid);
+    stage_batch_free(&b);
+    json_decref(state);
+    model_free(m);
+    return rc;
+}

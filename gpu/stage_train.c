@@ -1,0 +1,357 @@
+/* gpu/stage_train.c — the train stage (SPEC §4 train).
+ *
+ * Data: split.train / split.val are contiguous index ranges (stage_common.h).
+ * Order: a permutation of the training range per epoch, drawn with
+ * xoshiro256** from the state the generator had when the epoch began; that
+ * state, the epoch and the position in the permutation go into state.json, so
+ * a resumed run regenerates the same permutation and continues at the same
+ * sample. Batches are batch_size samples; an epoch's last batch may be
+ * smaller (nothing is dropped). steps, or epochs × ceil(n_train/batch_size).
+ *
+ * Step: forward (plan compute dtype) → hand_loss → backward → global grad
+ * norm (backend sumsq) → skip the update with a log line when it is not
+ * finite, else clip (scale clip/norm) → AdamW with per-group lr: linear warmup
+ * over warmup_steps, then cosine from the base lr (update t of T:
+ * 0.5·(1+cos(π·(t−1−W)/(T−W)))) or constant.
+ *
+ * Events: metrics loss, loss_joint, loss_pair, loss_conf, lr (heads),
+ * lr_backbone, grad_norm (every step up to 2000 steps, else every
+ * total/2000), val_mpjpe, val_pa_mpjpe, val_auc, val_mean_predictor_mpjpe
+ * (mm) at every eval_every and at the end; progress at most twice a second;
+ * checkpoints every checkpoint_every, at the end, and when *ctx->stop is set
+ * (the step in flight finishes, a checkpoint is written, return 1). Resume:
+ * ctx->checkpoint_path (for train the resume_from / requeue checkpoint).
+ */
+#include "gpu/stage_common.h"
+#include "store/fsutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct {
+    stage_ctx_t *ctx;
+    model_t *m;
+    ckpt_meta_t meta;
+    stage_batch_t b;
+    int64_t tr_b, tr_e, va_b, va_e, n_train, n_val;
+    int32_t *perm;                  /* [n_train] dataset indices of this epoch's order */
+    int32_t *val_idx;               /* [n_val] */
+    stage_rng_t rng, epoch_rng;     /* generator now / at the start of the epoch */
+    int epoch;                      /* 0-based */
+    int64_t pos;                    /* samples of this epoch consumed */
+    long step, total, last_ckpt_step, best_step;
+    double best_val;
+    float mean_pose[63];
+    json_t *last_val;               /* metrics JSON of the last eval */
+    char last_ckpt_dir[1024];
+} train_t;
+
+static float lr_factor(const jobspec_t *s, long t, long total) {
+    const optim_spec_t *o = &s->optim;
+    if (o->warmup_steps > 0 && t <= o->warmup_steps) return (float)t / (float)o->warmup_steps;
+    if (!o->schedule_cosine) return 1.0f;
+    long span = total - o->warmup_steps;
+    if (span < 1) span = 1;
+    double p = (double)(t - 1 - o->warmup_steps) / (double)span;
+    if (p < 0) p = 0;
+    if (p > 1) p = 1;
+    return (float)(0.5 * (1.0 + cos(M_PI * p)));
+}
+
+static void new_epoch_order(train_t *T) {
+    for (int64_t i = 0; i < T->n_train; i++) T->perm[i] = (int32_t)(T->tr_b + i);
+    T->epoch_rng = T->rng;
+    stage_permute(&T->rng, T->perm, T->n_train);
+}
+
+static json_t *state_json(const train_t *T) {
+    const stage_ctx_t *ctx = T->ctx;
+    json_t *s = json_object();
+    json_object_set_new(s, "version", json_integer(1));
+    json_object_set_new(s, "job", json_string(ctx->job_id ? ctx->job_id : ""));
+    json_object_set_new(s, "step", json_integer(T->step));
+    json_object_set_new(s, "total_steps", json_integer(T->total));
+    json_object_set_new(s, "epoch", json_integer(T->epoch));
+    json_object_set_new(s, "data_position", json_integer(T->pos));
+    json_object_set_new(s, "rng_epoch_start", stage_rng_to_json(&T->epoch_rng));
+    json_object_set_new(s, "n_train", json_integer(T->n_train));
+    json_object_set_new(s, "train_range", json_pack("[II]", (json_int_t)T->tr_b, (json_int_t)T->tr_e));
+    json_object_set_new(s, "val_range", json_pack("[II]", (json_int_t)T->va_b, (json_int_t)T->va_e));
+    json_object_set_new(s, "adam_step", json_integer(T->m->adam_step));
+    json_object_set_new(s, "best_val_mpjpe", stage_real(T->best_val));
+    json_object_set_new(s, "best_step", json_integer(T->best_step));
+    json_object_set_new(s, "dataset", json_pack("{sssIsisi}", "name", ctx->spec->dataset, "samples",
+                                                (json_int_t)ctx->ds->n, "height", ctx->ds->h, "width",
+                                                ctx->ds->w));
+    json_object_set_new(s, "spec", jobspec_to_json(ctx->spec));
+    return s;
+}
+
+static int restore_state(train_t *T, const json_t *st, char *err, size_t errlen) {
+    if (!json_is_object(st)) return stage_fail(err, errlen, "resume: state.json is not an object");
+    json_t *step = json_object_get(st, "step"), *ep = json_object_get(st, "epoch"),
+           *pos = json_object_get(st, "data_position"), *nt = json_object_get(st, "n_train");
+    if (!json_is_integer(step) || !json_is_integer(ep) || !json_is_integer(pos) || !json_is_integer(nt))
+        return stage_fail(err, errlen, "resume: state.json lacks step/epoch/data_position/n_train");
+    if (json_integer_value(nt) != T->n_train)
+        return stage_fail(err, errlen,
+                          "resume: the checkpoint's training split has %lld samples, this job's has %lld "
+                          "(another dataset or split: use model.weights to start from it instead)",
+                          (long long)json_integer_value(nt), (long long)T->n_train);
+    if (stage_rng_from_json(json_object_get(st, "rng_epoch_start"), &T->rng))
+        return stage_fail(err, errlen, "resume: state.json has no valid rng_epoch_start");
+    T->step = (long)json_integer_value(step);
+    T->epoch = (int)json_integer_value(ep);
+    T->pos = json_integer_value(pos);
+    if (T->step < 0 || T->epoch < 0 || T->pos < 0 || T->pos > T->n_train)
+        return stage_fail(err, errlen, "resume: state.json has an out-of-range step/epoch/position");
+    json_t *bv = json_object_get(st, "best_val_mpjpe"), *bs = json_object_get(st, "best_step");
+    T->best_val = json_is_number(bv) ? json_number_value(bv) : NAN;
+    T->best_step = json_is_integer(bs) ? (long)json_integer_value(bs) : -1;
+    new_epoch_order(T);   /* the same permutation the interrupted run was in */
+    return 0;
+}
+
+static int run_val(train_t *T, char *err, size_t errlen) {
+    stage_ctx_t *ctx = T->ctx;
+    if (T->n_val < 1) return 0;
+    metrics_t mt;
+    int r = stage_eval_indices(ctx, T->m, &T->b, T->val_idx, T->n_val, ctx->spec->batch_size, T->mean_pose, 0, &mt,
+                               err, errlen);
+    if (r) return r;
+    if (ctx->on_metric) {
+        ctx->on_metric(ctx->ud, T->step, "val_mpjpe", mt.mpjpe);
+        ctx->on_metric(ctx->ud, T->step, "val_pa_mpjpe", mt.pa_mpjpe);
+        ctx->on_metric(ctx->ud, T->step, "val_auc", mt.auc);
+        ctx->on_metric(ctx->ud, T->step, "val_mean_predictor_mpjpe", mt.mean_pred_mpjpe);
+    }
+    stage_log(ctx, "step %ld: val MPJPE %.2f mm, PA-MPJPE %.2f mm, AUC %.3f (mean predictor %.2f mm)", T->step,
+              mt.mpjpe, mt.pa_mpjpe, mt.auc, mt.mean_pred_mpjpe);
+    if (isfinite(mt.mpjpe) && (!isfinite(T->best_val) || mt.mpjpe < T->best_val)) {
+        T->best_val = mt.mpjpe;
+        T->best_step = T->step;
+    }
+    json_decref(T->last_val);
+    T->last_val = metrics_to_json(&mt);
+    json_object_set_new(T->last_val, "step", json_integer(T->step));
+    return 0;
+}
+
+static int save_ckpt(train_t *T, int with_val, char *err, size_t errlen) {
+    stage_ctx_t *ctx = T->ctx;
+    if (!ctx->checkpoint_root) {
+        stage_log(ctx, "step %ld: no checkpoint root configured; checkpoint skipped", T->step);
+        return 0;
+    }
+    if (T->step == T->last_ckpt_step) return 0;
+    char dir[1024];
+    int w = snprintf(dir, sizeof dir, "%s/%s/%ld", ctx->checkpoint_root, ctx->job_id ? ctx->job_id : "job",
+                     T->step);
+    if (w < 0 || (size_t)w >= sizeof dir) return stage_fail(err, errlen, "checkpoint path too long");
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        /* written by an earlier run of this job at this very step (deterministic: same content) */
+        stage_log(ctx, "step %ld: checkpoint %s exists already; kept", T->step, dir);
+        T->last_ckpt_step = T->step;
+        snprintf(T->last_ckpt_dir, sizeof T->last_ckpt_dir, "%s", dir);
+        return 0;
+    }
+    char parent[1024], e2[512];
+    snprintf(parent, sizeof parent, "%s/%s", ctx->checkpoint_root, ctx->job_id ? ctx->job_id : "job");
+    if (fs_mkdir_p(parent, 0755, e2, sizeof e2)) return stage_fail(err, errlen, "checkpoint: %s", e2);
+    json_t *state = state_json(T);
+    int r = ckpt_save(dir, T->m, &T->meta, state, e2, sizeof e2);
+    json_decref(state);
+    if (r) return stage_fail(err, errlen, "checkpoint at step %ld: %s", T->step, e2);
+    T->last_ckpt_step = T->step;
+    snprintf(T->last_ckpt_dir, sizeof T->last_ckpt_dir, "%s", dir);
+    if (ctx->on_checkpoint) {
+        json_t *mj = NULL;
+        if (with_val && T->last_val) {
+            mj = json_object();
+            json_object_set(mj, "val_mpjpe", json_object_get(T->last_val, "mpjpe_mm"));
+            json_object_set(mj, "val_pa_mpjpe", json_object_get(T->last_val, "pa_mpjpe_mm"));
+            json_object_set(mj, "val_auc", json_object_get(T->last_val, "auc_0_50mm"));
+        }
+        ctx->on_checkpoint(ctx->ud, T->step, dir, mj);
+        json_decref(mj);
+    }
+    stage_log(ctx, "step %ld: checkpoint %s", T->step, dir);
+    return 0;
+}
+
+int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
+    const jobspec_t *spec = ctx->spec;
+    const dataset_t *ds = ctx->ds;
+    backend_t *be = ctx->be;
+    dtype_plan_t plan = jobspec_plan(spec);
+    train_t T;
+    memset(&T, 0, sizeof T);
+    T.ctx = ctx;
+    T.best_val = NAN;
+    T.best_step = -1;
+    T.last_ckpt_step = -1;
+    int rc = -1;
+    char e2[512];
+
+    stage_split(ds->n, spec->split_train, &T.tr_b, &T.tr_e);
+    stage_split(ds->n, spec->split_val, &T.va_b, &T.va_e);
+    T.n_train = T.tr_e - T.tr_b;
+    T.n_val = T.va_e - T.va_b;
+    if (T.n_train < 1)
+        return stage_fail(err, errlen, "split.train [%g, %g) selects no samples of dataset '%s' (%lld samples)",
+                          spec->split_train[0], spec->split_train[1], spec->dataset, (long long)ds->n);
+    if (T.n_val < 1) stage_log(ctx, "split.val selects no samples: no validation");
+    int B = spec->batch_size;
+    long per_epoch = (long)((T.n_train + B - 1) / B);
+    T.total = spec->steps ? spec->steps : (long)spec->epochs * per_epoch;
+
+    T.perm = malloc((size_t)T.n_train * sizeof(int32_t));
+    T.val_idx = malloc((size_t)(T.n_val > 0 ? T.n_val : 1) * sizeof(int32_t));
+    if (!T.perm || !T.val_idx) {
+        stage_fail(err, errlen, "out of memory for the data order (%lld samples)", (long long)T.n_train);
+        goto done;
+    }
+    for (int64_t i = 0; i < T.n_val; i++) T.val_idx[i] = (int32_t)(T.va_b + i);
+    if (stage_mean_pose(ctx, T.tr_b, NULL, T.n_train, T.mean_pose, err, errlen)) goto done;
+    if (stage_batch_init(&T.b, be, B, err, errlen)) goto done;
+
+    stage_model_req_t req = {.grads = 1, .optimizer = 1, .freeze_layers = spec->model.freeze_layers,
+                             .max_batch = B, .want_hidden = 0, .ckpt_dir = ctx->checkpoint_path,
+                             .load_optimizer = 1, .mean_pose = T.mean_pose};
+    json_t *state = NULL;
+    if (stage_model_open(ctx, &plan, &req, &T.m, &state, &T.meta, err, errlen)) goto done;
+    T.meta.freeze_layers = spec->model.freeze_layers;
+    if (ctx->checkpoint_path) {
+        int r = restore_state(&T, state, err, errlen);
+        json_decref(state);
+        if (r) goto done;
+        T.last_ckpt_step = T.step;
+        stage_log(ctx, "resumed from %s at step %ld (epoch %d, position %lld)", ctx->checkpoint_path, T.step,
+                  T.epoch + 1, (long long)T.pos);
+    } else {
+        json_decref(state);
+        stage_rng_seed(&T.rng, spec->seed ^ 0x7261696e64617461ull);   /* "raindata": data stream */
+        new_epoch_order(&T);
+    }
+    stage_log(ctx, "train: %s, %zu parameters (%zu trainable), %lld train / %lld val samples, batch %d, %ld steps, "
+              "compute %s", T.meta.backbone, model_num_params(T.m), model_num_trainable(T.m),
+              (long long)T.n_train, (long long)T.n_val, B, T.total, dtype_name(plan.compute));
+
+    long metric_every = T.total > 2000 ? T.total / 2000 : 1;
+    double t_start = stage_now(), t_train = 0, t_last_progress = 0;
+    long steps_run = 0, images_run = 0, skipped = 0;
+    hand_loss_t hl = {0};
+    double grad_norm = 0;
+    int stopped = 0;
+    float mb = 0, mh = 0;
+
+    while (T.step < T.total) {
+        if (ctx->stop && *ctx->stop) { stopped = 1; break; }
+        if (T.pos >= T.n_train) {
+            T.epoch++;
+            T.pos = 0;
+            new_epoch_order(&T);
+        }
+        double t0 = stage_now();
+        int Bn = (int)(T.n_train - T.pos < B ? T.n_train - T.pos : B);
+        stage_batch_set_idx(&T.b, T.perm + T.pos, Bn);
+        if (model_forward(T.m, ds->images, ds->image_dtype, T.b.d_idx, Bn, 0, e2, sizeof e2)) {
+            stage_fail(err, errlen, "step %ld: forward: %s", T.step + 1, e2);
+            goto done;
+        }
+        be->hand_loss(be, &hl, T.b.d_dpred, T.b.d_dconf, T.m->pred, T.m->conf_logit, ds->joints, ds->joints_valid,
+                      ds->has_hand, T.b.d_idx, Bn);
+        model_zero_grad(T.m);
+        model_backward(T.m, T.b.d_dpred, T.b.d_dconf);
+        grad_norm = sqrt(model_grad_sumsq(T.m));
+        long t = T.step + 1;
+        float f = lr_factor(spec, t, T.total);
+        mb = (float)spec->optim.lr_backbone * f;
+        mh = (float)spec->optim.lr_heads * f;
+        if (!isfinite(grad_norm) || !isfinite(hl.total)) {
+            skipped++;
+            stage_log(ctx, "step %ld: gradient norm %g / loss %g not finite; update skipped", t, grad_norm,
+                      (double)hl.total);
+        } else {
+            float gscale = 1.0f;
+            if (spec->optim.clip_grad_norm > 0 && grad_norm > spec->optim.clip_grad_norm)
+                gscale = (float)(spec->optim.clip_grad_norm / grad_norm);
+            model_adamw_step(T.m, mb, mh, (float)spec->optim.weight_decay, (float)spec->optim.beta1,
+                             (float)spec->optim.beta2, (float)spec->optim.eps, gscale);
+        }
+        T.pos += Bn;
+        T.step = t;
+        steps_run++;
+        images_run += Bn;
+        double t1 = stage_now();
+        t_train += t1 - t0;
+
+        if (ctx->on_metric && (t % metric_every == 0 || t == T.total)) {
+            ctx->on_metric(ctx->ud, t, "loss", hl.total);
+            ctx->on_metric(ctx->ud, t, "loss_joint", hl.joint);
+            ctx->on_metric(ctx->ud, t, "loss_pair", hl.pair);
+            ctx->on_metric(ctx->ud, t, "loss_conf", hl.conf);
+            ctx->on_metric(ctx->ud, t, "lr", mh);
+            ctx->on_metric(ctx->ud, t, "lr_backbone", mb);
+            ctx->on_metric(ctx->ud, t, "grad_norm", grad_norm);
+        }
+        if (ctx->on_progress && (t1 - t_last_progress >= 0.5 || t == T.total || steps_run == 1)) {
+            stage_progress_t p = {.step = t, .total_steps = T.total, .epoch = T.epoch + 1};
+            p.images_per_s = t_train > 0 ? images_run / t_train : 0;
+            p.eta_s = steps_run > 0 ? (t_train / steps_run) * (double)(T.total - t) : 0;
+            ctx->on_progress(ctx->ud, &p);
+            t_last_progress = t1;
+        }
+        if (t < T.total && spec->eval_every > 0 && t % spec->eval_every == 0) {
+            int r = run_val(&T, err, errlen);
+            if (r < 0) goto done;
+            if (r == 1) { stopped = 1; break; }
+        }
+        if (t < T.total && spec->checkpoint_every > 0 && t % spec->checkpoint_every == 0) {
+            int with_val = spec->eval_every > 0 && t % spec->eval_every == 0;
+            if (save_ckpt(&T, with_val, err, errlen)) goto done;
+        }
+    }
+
+    if (!stopped) {
+        int r = run_val(&T, err, errlen);
+        if (r < 0) goto done;
+        if (r == 1) stopped = 1;
+    }
+    if (save_ckpt(&T, !stopped, err, errlen)) goto done;
+    if (stopped) stage_log(ctx, "stopped at step %ld; checkpointed", T.step);
+
+    json_t *res = json_object();
+    json_object_set_new(res, "stopped", json_boolean(stopped));
+    json_object_set_new(res, "step", json_integer(T.step));
+    json_object_set_new(res, "total_steps", json_integer(T.total));
+    json_object_set_new(res, "epoch", json_integer(T.epoch + 1));
+    json_object_set_new(res, "steps_skipped", json_integer(skipped));
+    json_object_set_new(res, "final_loss", stage_real(steps_run ? hl.total : NAN));
+    json_object_set_new(res, "final_grad_norm", stage_real(steps_run ? grad_norm : NAN));
+    json_object_set_new(res, "train_samples", json_integer(T.n_train));
+    json_object_set_new(res, "val_samples", json_integer(T.n_val));
+    json_object_set_new(res, "val", T.last_val ? json_incref(T.last_val) : json_null());
+    json_object_set_new(res, "best_val_mpjpe", stage_real(T.best_val));
+    json_object_set_new(res, "best_step", json_integer(T.best_step));
+    json_object_set_new(res, "checkpoint", T.last_ckpt_dir[0] ? json_string(T.last_ckpt_dir) : json_null());
+    json_object_set_new(res, "images_per_s", stage_real(t_train > 0 ? images_run / t_train : NAN));
+    json_object_set_new(res, "wall_s", json_real(stage_now() - t_start));
+    json_object_set_new(res, "model", stage_model_json(T.m, T.meta.backbone,
+                                                       ctx->checkpoint_path ? ctx->checkpoint_path
+                                                       : ctx->weights_path ? ctx->weights_path : NULL));
+    json_object_set_new(res, "dtype_plan", dtype_plan_to_json(&plan));
+    *result = res;
+    rc = stopped ? 1 : 0;
+done:
+    json_decref(T.last_val);
+    model_free(T.m);
+    stage_batch_free(&T.b);
+    free(T.perm);
+    free(T.val_idx);
+    return rc;
+}

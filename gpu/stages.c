@@ -1,0 +1,354 @@
+/* gpu/stages.c — stage_run (the dispatch of gpu/stages.h) and the helpers the
+ * four stage loops share (gpu/stage_common.h): PRNG, split, model opening,
+ * batch label buffers, mean pose, batched evaluation. */
+#include "gpu/stage_common.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- PRNG: splitmix64 seeding, xoshiro256** -------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void stage_rng_seed(stage_rng_t *r, uint64_t seed) {
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t stage_rng_next(stage_rng_t *r) {
+    uint64_t *s = r->s;
+    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return out;
+}
+
+uint64_t stage_rng_below(stage_rng_t *r, uint64_t n) {
+    assert(n >= 1);
+    uint64_t lim = UINT64_MAX - UINT64_MAX % n;   /* reject the biased tail */
+    uint64_t x;
+    do x = stage_rng_next(r); while (x >= lim);
+    return x % n;
+}
+
+void stage_permute(stage_rng_t *r, int32_t *a, int64_t n) {
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)stage_rng_below(r, (uint64_t)i + 1);
+        int32_t t = a[i]; a[i] = a[j]; a[j] = t;
+    }
+}
+
+json_t *stage_rng_to_json(const stage_rng_t *r) {
+    json_t *a = json_array();
+    for (int i = 0; i < 4; i++) {
+        char h[24];
+        snprintf(h, sizeof h, "%016" PRIx64, r->s[i]);
+        json_array_append_new(a, json_string(h));
+    }
+    return a;
+}
+
+int stage_rng_from_json(const json_t *j, stage_rng_t *r) {
+    if (!json_is_array(j) || json_array_size(j) != 4) return -1;
+    for (int i = 0; i < 4; i++) {
+        const char *s = json_string_value(json_array_get(j, (size_t)i));
+        if (!s || strlen(s) != 16) return -1;
+        char *end;
+        r->s[i] = strtoull(s, &end, 16);
+        if (*end) return -1;
+    }
+    return 0;
+}
+
+/* ---- misc -------------------------------------------------------------------------- */
+
+void stage_split(int64_t n, const double frac[2], int64_t *begin, int64_t *end) {
+    *begin = (int64_t)llround(frac[0] * (double)n);
+    *end = (int64_t)llround(frac[1] * (double)n);
+    if (*begin < 0) *begin = 0;
+    if (*end > n) *end = n;
+    if (*end < *begin) *end = *begin;
+}
+
+double stage_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void stage_log(stage_ctx_t *ctx, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (ctx->on_log) ctx->on_log(ctx->ud, buf);
+}
+
+int stage_fail(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+json_t *stage_real(double x) {
+    return isfinite(x) ? json_real(x) : json_null();
+}
+
+/* ---- model -------------------------------------------------------------------------- */
+
+int stage_model_open(stage_ctx_t *ctx, const dtype_plan_t *plan, const stage_model_req_t *req,
+                     model_t **out, json_t **state, ckpt_meta_t *meta, char *err, size_t errlen) {
+    const jobspec_t *spec = ctx->spec;
+    const dataset_t *ds = ctx->ds;
+    model_config_t cfg;
+    int has_meta = 0;
+    char e2[384];
+    *out = NULL;
+    if (state) *state = NULL;
+    memset(meta, 0, sizeof *meta);
+    const char *src = req->ckpt_dir ? req->ckpt_dir : ctx->weights_path;
+    if (src) {
+        if (ckpt_read_config(src, &cfg, meta, &has_meta, e2, sizeof e2))
+            return stage_fail(err, errlen, "%s", e2);
+        if (!has_meta) snprintf(meta->backbone, sizeof meta->backbone, "%s", spec->model.backbone);
+        if (spec->model.backbone[0] &&
+            (cfg.hidden != spec->model.hidden || cfg.layers != spec->model.layers ||
+             cfg.heads != spec->model.heads || cfg.registers != spec->model.registers))
+            return stage_fail(err, errlen,
+                              "model.backbone %s (registers %d) does not match %s (hidden %d, %d layers, "
+                              "%d heads, %d registers)", spec->model.backbone, spec->model.registers, src,
+                              cfg.hidden, cfg.layers, cfg.heads, cfg.registers);
+        if (has_meta && (fabsf(meta->mean[0] - ds->mean[0]) > 1e-6f || fabsf(meta->std[0] - ds->std[0]) > 1e-6f))
+            stage_log(ctx, "note: the model was trained with mean/std (%.3f, %.3f, %.3f)/(%.3f, %.3f, %.3f), "
+                      "the dataset uses (%.3f, %.3f, %.3f)/(%.3f, %.3f, %.3f)", meta->mean[0], meta->mean[1],
+                      meta->mean[2], meta->std[0], meta->std[1], meta->std[2], ds->mean[0], ds->mean[1],
+                      ds->mean[2], ds->std[0], ds->std[1], ds->std[2]);
+    } else {
+        if (!spec->model.backbone[0])
+            return stage_fail(err, errlen, "no model: give model.backbone, model.weights or a checkpoint");
+        if (model_config_by_name(spec->model.backbone, spec->model.registers, &cfg, e2, sizeof e2))
+            return stage_fail(err, errlen, "%s", e2);
+        snprintf(meta->backbone, sizeof meta->backbone, "%s", spec->model.backbone);
+    }
+    cfg.head_hand = 1;
+    if (req->freeze_layers > cfg.layers)
+        return stage_fail(err, errlen, "model.freeze_layers %d exceeds the model's %d layers",
+                          req->freeze_layers, cfg.layers);
+    model_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.image_h = ds->h;
+    o.image_w = ds->w;
+    o.max_batch = req->max_batch;
+    o.cdt = plan->compute;
+    o.grads = req->grads;
+    o.optimizer = req->optimizer;
+    o.freeze_layers = req->freeze_layers;
+    o.want_hidden = req->want_hidden;
+    model_t *m = model_create(ctx->be, &cfg, &o, e2, sizeof e2);
+    if (!m) return stage_fail(err, errlen, "model: %s", e2);
+    if (req->ckpt_dir) {
+        if (ckpt_load(req->ckpt_dir, m, req->load_optimizer, state, e2, sizeof e2)) {
+            model_free(m);
+            return stage_fail(err, errlen, "%s", e2);
+        }
+    } else if (ctx->weights_path) {
+        if (model_load_hf_dir(m, ctx->weights_path, e2, sizeof e2)) {
+            model_free(m);
+            return stage_fail(err, errlen, "%s", e2);
+        }
+        if (!m->heads_loaded) model_init_heads(m, ctx->spec->seed, req->mean_pose);
+    } else {
+        model_init(m, ctx->spec->seed, req->mean_pose);
+    }
+    if (!(req->ckpt_dir && has_meta)) meta->freeze_layers = req->freeze_layers;   /* else: as trained */
+    meta->head_hand = 1;
+    memcpy(meta->mean, ds->mean, sizeof meta->mean);
+    memcpy(meta->std, ds->std, sizeof meta->std);
+    meta->image_h = ds->h;
+    meta->image_w = ds->w;
+    *out = m;
+    return 0;
+}
+
+json_t *stage_model_json(const model_t *m, const char *backbone, const char *source) {
+    return json_pack("{sssisisisisisIsIsiss}", "backbone", backbone && *backbone ? backbone : "(from weights)",
+                     "hidden", m->cfg.hidden, "layers", m->cfg.layers, "heads", m->cfg.heads,
+                     "registers", m->cfg.registers, "patch", m->cfg.patch,
+                     "params", (json_int_t)model_num_params(m), "trainable_params",
+                     (json_int_t)(m->opts.grads ? model_num_trainable(m) : 0),
+                     "freeze_layers", m->opts.freeze_layers, "source", source ? source : "fresh init");
+}
+
+/* ---- labels --------------------------------------------------------------------------- */
+
+int stage_mean_pose(stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t n, float out[63],
+                    char *err, size_t errlen) {
+    backend_t *be = ctx->be;
+    const dataset_t *ds = ctx->ds;
+    enum { CH = 4096 };
+    stage_batch_t b;
+    if (stage_batch_init(&b, be, CH, err, errlen)) return -1;
+    double sum[63] = {0};
+    long cnt[21] = {0};
+    int32_t *hidx = malloc(CH * sizeof(int32_t));
+    if (!hidx) {
+        stage_batch_free(&b);
+        return stage_fail(err, errlen, "out of memory");
+    }
+    for (int64_t off = 0; off < n; off += CH) {
+        int c = (int)(n - off < CH ? n - off : CH);
+        for (int i = 0; i < c; i++) hidx[i] = idx ? idx[off + i] : (int32_t)(begin + off + i);
+        stage_batch_set_idx(&b, hidx, c);
+        stage_batch_labels(&b, ds, c);
+        for (int s = 0; s < c; s++) {
+            if (!b.h_has[s]) continue;
+            for (int j = 0; j < 21; j++) {
+                if (!b.h_valid[s * 21 + j]) continue;
+                for (int k = 0; k < 3; k++) sum[3 * j + k] += b.h_joints[s * 63 + 3 * j + k];
+                cnt[j]++;
+            }
+        }
+    }
+    for (int j = 0; j < 21; j++)
+        for (int k = 0; k < 3; k++) out[3 * j + k] = cnt[j] ? (float)(sum[3 * j + k] / cnt[j]) : 0.0f;
+    free(hidx);
+    stage_batch_free(&b);
+    return 0;
+}
+
+int stage_batch_init(stage_batch_t *b, backend_t *be, int cap, char *err, size_t errlen) {
+    memset(b, 0, sizeof *b);
+    b->be = be;
+    b->cap = cap;
+    size_t c = (size_t)cap;
+    b->d_idx = be->alloc(be, c * sizeof(int32_t));
+    b->d_joints = be->alloc(be, c * 63 * sizeof(float));
+    b->d_valid = be->alloc(be, c * 21);
+    b->d_has = be->alloc(be, c);
+    b->d_dpred = be->alloc(be, c * 63 * sizeof(float));
+    b->d_dconf = be->alloc(be, c * 21 * sizeof(float));
+    b->h_pred = malloc(c * 63 * sizeof(float));
+    b->h_conf = malloc(c * 21 * sizeof(float));
+    b->h_joints = malloc(c * 63 * sizeof(float));
+    b->h_valid = malloc(c * 21);
+    b->h_has = malloc(c);
+    if (!b->d_idx || !b->d_joints || !b->d_valid || !b->d_has || !b->d_dpred || !b->d_dconf || !b->h_pred ||
+        !b->h_conf || !b->h_joints || !b->h_valid || !b->h_has) {
+        stage_batch_free(b);
+        return stage_fail(err, errlen, "out of memory for batch buffers (%d samples): %s", cap, be->err);
+    }
+    return 0;
+}
+
+void stage_batch_free(stage_batch_t *b) {
+    backend_t *be = b->be;
+    if (!be) return;
+    if (b->d_idx) be->free(be, b->d_idx);
+    if (b->d_joints) be->free(be, b->d_joints);
+    if (b->d_valid) be->free(be, b->d_valid);
+    if (b->d_has) be->free(be, b->d_has);
+    if (b->d_dpred) be->free(be, b->d_dpred);
+    if (b->d_dconf) be->free(be, b->d_dconf);
+    free(b->h_pred);
+    free(b->h_conf);
+    free(b->h_joints);
+    free(b->h_valid);
+    free(b->h_has);
+    memset(b, 0, sizeof *b);
+}
+
+void stage_batch_set_idx(stage_batch_t *b, const int32_t *idx, int n) {
+    assert(n >= 1 && n <= b->cap);
+    b->be->upload(b->be, b->d_idx, idx, (size_t)n * sizeof(int32_t));
+}
+
+void stage_batch_labels(stage_batch_t *b, const dataset_t *ds, int n) {
+    backend_t *be = b->be;
+    be->gather_rows(be, b->d_joints, ds->joints, b->d_idx, n, 63 * sizeof(float));
+    be->gather_rows(be, b->d_valid, ds->joints_valid, b->d_idx, n, 21);
+    be->gather_rows(be, b->d_has, ds->has_hand, b->d_idx, n, 1);
+    be->download(be, b->h_joints, b->d_joints, (size_t)n * 63 * sizeof(float));
+    be->download(be, b->h_valid, b->d_valid, (size_t)n * 21);
+    be->download(be, b->h_has, b->d_has, (size_t)n);
+}
+
+void stage_batch_preds(stage_batch_t *b, const model_t *m, int n) {
+    b->be->download(b->be, b->h_pred, m->pred, (size_t)n * 63 * sizeof(float));
+    b->be->download(b->be, b->h_conf, m->conf_logit, (size_t)n * 21 * sizeof(float));
+}
+
+int stage_eval_indices(stage_ctx_t *ctx, model_t *m, stage_batch_t *b, const int32_t *idx, int64_t n,
+                       int bs, const float *mean_pose, int progress, metrics_t *out, char *err, size_t errlen) {
+    metrics_acc_t acc;
+    metrics_acc_init(&acc, mean_pose);
+    if (bs > b->cap) bs = b->cap;
+    if (bs > m->opts.max_batch) bs = m->opts.max_batch;
+    char e2[256];
+    double t0 = stage_now(), t_last = t0;
+    long nb = (long)((n + bs - 1) / bs), done = 0;
+    for (int64_t off = 0; off < n; off += bs) {
+        if (ctx->stop && *ctx->stop) return 1;
+        int c = (int)(n - off < bs ? n - off : bs);
+        stage_batch_set_idx(b, idx + off, c);
+        if (model_forward(m, ctx->ds->images, ctx->ds->image_dtype, b->d_idx, c, 0, e2, sizeof e2))
+            return stage_fail(err, errlen, "forward: %s", e2);
+        stage_batch_preds(b, m, c);
+        stage_batch_labels(b, ctx->ds, c);
+        metrics_acc_add(&acc, b->h_pred, b->h_joints, b->h_valid, b->h_has, c);
+        done++;
+        double t = stage_now();
+        if (progress && ctx->on_progress && (t - t_last >= 0.5 || done == nb)) {
+            stage_progress_t p = {.step = done, .total_steps = nb, .epoch = 0};
+            p.images_per_s = t > t0 ? (double)(off + c) / (t - t0) : 0;
+            p.eta_s = (t - t0) / (double)done * (double)(nb - done);
+            ctx->on_progress(ctx->ud, &p);
+            t_last = t;
+        }
+    }
+    metrics_acc_result(&acc, out);
+    return 0;
+}
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
+
+int stage_run(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
+    *result = NULL;
+    if (err && errlen) err[0] = 0;
+    if (!ctx || !ctx->be || !ctx->ds || !ctx->spec)
+        return stage_fail(err, errlen, "stage_run: backend, dataset and spec are required");
+    const dataset_t *ds = ctx->ds;
+    if (ds->n < 1 || !ds->images || !ds->joints || !ds->joints_valid || !ds->has_hand)
+        return stage_fail(err, errlen, "dataset '%s' is empty or incomplete", ctx->spec->dataset);
+    if (ds->image_dtype != DT_BF16 && ds->image_dtype != DT_F32)
+        return stage_fail(err, errlen, "dataset images are %s; bf16 or fp32 expected",
+                          dtype_name(ds->image_dtype));
+    switch (ctx->spec->type) {
+    case JOB_TRAIN: return stage_train(ctx, result, err, errlen);
+    case JOB_EVAL: return stage_eval(ctx, result, err, errlen);
+    case JOB_DEBUG: return stage_debug(ctx, result, err, errlen);
+    case JOB_INFER: return stage_infer(ctx, result, err, errlen);
+    }
+    return stage_fail(err, errlen, "unknown job type %d", (int)ctx->spec->type);
+}
