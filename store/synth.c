@@ -282,9 +282,10 @@ int synth_generate(const char *outdir, int64_t samples, int S, uint64_t seed, in
         long long idx;
         if (de->d_name[0] == '.' || l <= 12 || strcmp(de->d_name + l - 12, ".safetensors") != 0) continue;
         if (!synth_is_own_shard(de->d_name, &idx)) {
+            synth_fail(err, errlen, "synth: %s already holds %s, which is not a synth shard; use an empty directory",
+                       outdir, de->d_name);
             closedir(d);
-            return synth_fail(err, errlen, "synth: %s already holds %s, which is not a synth shard; use an empty directory",
-                              outdir, de->d_name);
+            return -1;
         }
     }
     closedir(d);
