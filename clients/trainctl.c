@@ -681,8 +681,8 @@ static void tc_print_result(const json_t *r) {
                    mp < b ? "of it: better" : "of it: not better");
             break;
         }
-    const char *auc[] = {"auc", "auc_0_50"};
-    for (int i = 0; i < 2; i++)
+    const char *auc[] = {"auc_0_50mm", "auc", "auc_0_50"};
+    for (int i = 0; i < 3; i++)
         if (jhas_num(r, auc[i])) { printf("AUC 0-50 mm           %8.3f\n", jnum(r, auc[i])); break; }
     const json_t *pck = json_object_get(r, "pck");
     if (json_is_object(pck)) {
@@ -695,8 +695,11 @@ static void tc_print_result(const json_t *r) {
         printf("PCK                  ");
         size_t i;
         const json_t *v;
+        const json_t *thr = json_object_get(r, "pck_thresholds_mm");
         json_array_foreach(pck, i, v) {
-            if (json_is_number(v)) printf(" %.3f", json_number_value(v));
+            if (json_is_number(v) && json_is_number(json_array_get(thr, i)))
+                printf(" %gmm:%.3f", json_number_value(json_array_get(thr, i)), json_number_value(v));
+            else if (json_is_number(v)) printf(" %.3f", json_number_value(v));
             else printf(" %gmm:%.3f", jnum(v, "threshold_mm"), jnum(v, "value"));
         }
         printf("\n");

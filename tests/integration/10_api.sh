@@ -69,7 +69,7 @@ expect_error 403 forbidden "dataset path with a .. escape" \
     POST /v1/datasets "{\"name\":\"x2\",\"path\":\"$DATA_ROOT/../outside/ds\"}"
 expect_error 403 forbidden "dataset path through a symlink out of the root" \
     POST /v1/datasets "{\"name\":\"x3\",\"path\":\"$DATA_ROOT/escape-link\"}"
-expect_error 403 forbidden "relative dataset path" POST /v1/datasets '{"name":"x4","path":"data/disk1"}'
+expect_error "400|403" "forbidden|bad_request|invalid_field" "relative dataset path" POST /v1/datasets '{"name":"x4","path":"data/disk1"}'
 expect_error '4[0-9][0-9]' 'not_found|bad_request|invalid_field|unprocessable|forbidden' \
     "nonexistent dataset directory under the root" \
     POST /v1/datasets "{\"name\":\"x5\",\"path\":\"$DATA_ROOT/nope\"}"
