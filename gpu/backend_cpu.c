@@ -171,7 +171,18 @@ static void cpu_zero(backend_t *b, void *p, size_t bytes) {
 
 static void cpu_sync(backend_t *b) {}
 
-/* MemAvailable / MemTotal of /proc/meminfo. */
+/* One unsigned number from a file (cgroup limits); 0 when absent or "max". */
+static int cpu_read_u64(const char *path, unsigned long long *v) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int got = fscanf(f, "%llu", v) == 1;
+    fclose(f);
+    return got;
+}
+
+/* MemAvailable / MemTotal of /proc/meminfo, narrowed to the memory cgroup's
+ * limit when there is one (v2 memory.max/current, else v1 limit/usage), since
+ * /proc/meminfo shows the host inside a container. */
 static int cpu_mem_info(backend_t *b, size_t *free_bytes, size_t *total_bytes) {
     FILE *f = fopen("/proc/meminfo", "r");
     if (!f) {
@@ -183,16 +194,28 @@ static int cpu_mem_info(backend_t *b, size_t *free_bytes, size_t *total_bytes) {
     int have_avail = 0, have_total = 0;
     while (fgets(line, sizeof line, f)) {
         unsigned long long kb;
-        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1) { total = kb; have_total = 1; }
-        else if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) { avail = kb; have_avail = 1; }
+        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1) { total = kb * 1024ull; have_total = 1; }
+        else if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) { avail = kb * 1024ull; have_avail = 1; }
     }
     fclose(f);
     if (!have_total || !have_avail) {
         cpu_seterr(b, "cpu: /proc/meminfo lacks %s", have_total ? "MemAvailable" : "MemTotal");
         return -1;
     }
-    if (free_bytes) *free_bytes = (size_t)(avail * 1024ull);
-    if (total_bytes) *total_bytes = (size_t)(total * 1024ull);
+    unsigned long long lim = 0, used = 0;
+    int have_lim = cpu_read_u64("/sys/fs/cgroup/memory.max", &lim) &&
+                   cpu_read_u64("/sys/fs/cgroup/memory.current", &used);
+    if (!have_lim)
+        have_lim = cpu_read_u64("/sys/fs/cgroup/memory/memory.limit_in_bytes", &lim) &&
+                   cpu_read_u64("/sys/fs/cgroup/memory/memory.usage_in_bytes", &used);
+    if (have_lim && lim > 0 && lim < total) {
+        unsigned long long room = used < lim ? lim - used : 0;
+        total = lim;
+        if (room < avail) avail = room;
+    }
+    if (avail > total) avail = total;
+    if (free_bytes) *free_bytes = (size_t)avail;
+    if (total_bytes) *total_bytes = (size_t)total;
     return 0;
 }
 
@@ -267,6 +290,15 @@ static void *cpu_shared_alloc(backend_t *b, size_t bytes, char handle[BACKEND_HA
     }
     if (ftruncate(fd, (off_t)bytes) != 0) {
         cpu_seterr(b, "cpu: shared memory of %zu bytes (ftruncate %s): %s", bytes, name, strerror(errno));
+        close(fd);
+        shm_unlink(name);
+        return NULL;
+    }
+    /* Reserve the pages now: a sparse tmpfs file larger than /dev/shm's free
+     * space would otherwise end in SIGBUS on first touch, not in an error. */
+    int ferr = posix_fallocate(fd, 0, (off_t)bytes);
+    if (ferr != 0 && ferr != EOPNOTSUPP && ferr != EINVAL) {
+        cpu_seterr(b, "cpu: cannot reserve %zu bytes of shared memory in /dev/shm: %s", bytes, strerror(ferr));
         close(fd);
         shm_unlink(name);
         return NULL;
@@ -473,12 +505,13 @@ static void cpu_layernorm_fwd(backend_t *b, void *out, dtype_t odt, float *mean,
             double d = x[j] - mu;
             v += d * d;
         }
-        float m = (float)mu;
-        float r = (float)(1.0 / sqrt(v / C + (double)eps));
-        if (mean) mean[i] = m;
-        if (rstd) rstd[i] = r;
+        double r = 1.0 / sqrt(v / C + (double)eps);
+        if (mean) mean[i] = (float)mu;
+        if (rstd) rstd[i] = (float)r;
+        /* normalized in double: with a large common offset, x - (float)mean would
+         * lose the digits that the variance is made of */
         float *y = odt == DT_F32 ? (float *)out + (size_t)i * C : row;
-        for (int j = 0; j < C; j++) y[j] = (x[j] - m) * r * w[j] + bias[j];
+        for (int j = 0; j < C; j++) y[j] = (float)(((double)x[j] - mu) * r * w[j] + bias[j]);
         if (odt != DT_F32) cpu_from_f32((bf16 *)out + (size_t)i * C, odt, row, (size_t)C);
     }
 }
@@ -492,23 +525,27 @@ static void cpu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, c
     if (N == 0 || C == 0) return;
     for (int i = 0; i < N; i++) {
         const float *x = inp + (size_t)i * C, *g = dout + (size_t)i * C;
-        float m = mean[i], r = rstd[i];
+        /* the saved fp32 mean, refined by the mean residual in double (zero when
+         * the saved mean is exact), so xhat stays right under a large offset */
+        double m = mean[i], r = rstd[i], res = 0;
+        for (int j = 0; j < C; j++) res += (double)x[j] - m;
+        m += res / C;
         double sdn = 0, sdnx = 0;
         for (int j = 0; j < C; j++) {
-            float xh = (x[j] - m) * r;
-            float dn = g[j] * w[j];
+            double xh = ((double)x[j] - m) * r;
+            double dn = (double)g[j] * w[j];
             sdn += dn;
-            sdnx += (double)dn * xh;
-            if (dw) dw[j] += g[j] * xh;
+            sdnx += dn * xh;
+            if (dw) dw[j] += (float)(g[j] * xh);
             if (db) db[j] += g[j];
         }
         if (!dinp) continue;
-        float a = (float)(sdn / C), c2 = (float)(sdnx / C);
+        double a = sdn / C, c2 = sdnx / C;
         float *d = dinp + (size_t)i * C;
         for (int j = 0; j < C; j++) {
-            float xh = (x[j] - m) * r;
-            float dn = g[j] * w[j];
-            d[j] += r * (dn - a - xh * c2);
+            double xh = ((double)x[j] - m) * r;
+            double dn = (double)g[j] * w[j];
+            d[j] += (float)(r * (dn - a - xh * c2));
         }
     }
 }

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -314,6 +315,19 @@ static void test_layernorm(void) {
     be->layernorm_fwd(be, o16, DT_BF16, NULL, NULL, inp, w, b, N, C, eps);
     check_bf16_of("layernorm_fwd -> bf16", o16, out, (size_t)N * C);
 
+    /* a large common offset (1e3 + noise of 1e-2): the variance does not cancel away */
+    for (int i = 0; i < N * C; i++) inp[i] = 1000.0f + frand(-0.01f, 0.01f);
+    be->layernorm_fwd(be, out, DT_F32, mean, rstd, inp, w, b, N, C, eps);
+    for (int i = 0; i < N; i++) {
+        double s = 0, v = 0;
+        for (int j = 0; j < C; j++) s += inp[i * C + j];
+        s /= C;
+        for (int j = 0; j < C; j++) v += (inp[i * C + j] - s) * (inp[i * C + j] - s);
+        double r = 1 / sqrt(v / C + eps);
+        for (int j = 0; j < C; j++) want[i * C + j] = (inp[i * C + j] - s) * r * w[j] + b[j];
+    }
+    check_close("layernorm_fwd with a large offset", out, want, NULL, (size_t)N * C, 1e-5);
+
     ln_ctx c = {.N = 4, .C = 16};
     size_t nc = (size_t)c.N * c.C;
     c.inp = rnew(nc, -1, 2);
@@ -331,6 +345,12 @@ static void test_layernorm(void) {
     fd_check("layernorm_bwd dinp +=", ln_obj, &c, c.inp, nc, di, 1e-2, 1e-2, NULL);
     fd_check("layernorm_bwd dw +=", ln_obj, &c, c.w, c.C, dw, 1e-2, 1e-2, NULL);
     fd_check("layernorm_bwd db +=", ln_obj, &c, c.b, c.C, db, 1e-2, 1e-2, NULL);
+    /* again on rows with a common offset of 300 */
+    for (size_t i = 0; i < nc; i++) c.inp[i] = 300.0f + frand(-1, 1);
+    be->layernorm_fwd(be, c.out, DT_F32, m4, r4, c.inp, c.w, c.b, c.N, c.C, 1e-6f);
+    be->zero(be, di, nc * 4);
+    be->layernorm_bwd(be, di, NULL, NULL, c.R, c.inp, c.w, m4, r4, c.N, c.C);
+    fd_check("layernorm_bwd dinp with an offset of 300 (dw, db NULL)", ln_obj, &c, c.inp, nc, di, 1e-2, 1e-2, NULL);
     free(want);
     tfree_all();
 }
@@ -427,6 +447,25 @@ static void test_attention(void) {
         free(wl);
         tfree_all();
     }
+    /* large scores (|S| ~ 1e3): the stable softmax neither overflows nor loses the result */
+    {
+        const int Bn = 1, T = 9, NH = 2, HS = 8;
+        size_t nq = (size_t)Bn * T * 3 * NH * HS, no = (size_t)Bn * T * NH * HS, nl = (size_t)Bn * NH * T;
+        float *qkv = rnew(nq, -12, 12), *out = tf(no), *lse = tf(nl);
+        be->attention_fwd(be, out, lse, qkv, DT_F32, Bn, T, NH, HS);
+        double *wo = calloc(no, sizeof(double)), *wl = calloc(nl, sizeof(double));
+        attention_naive(wo, wl, qkv, Bn, T, NH, HS);
+        check_close("attention_fwd with scores ~1e3 (stable softmax)", out, wo, NULL, no, 1e-5);
+        check_close("attention_fwd lse with scores ~1e3", lse, wl, NULL, nl, 1e-6);
+        float *dq = tf(nq), *R = rnew(no, -1, 1);
+        be->attention_bwd(be, dq, R, qkv, out, lse, DT_F32, Bn, T, NH, HS);
+        int fin = 1;
+        for (size_t i = 0; i < nq; i++) fin &= isfinite(dq[i]);
+        ok(fin, "attention_bwd with scores ~1e3 stays finite");
+        free(wo);
+        free(wl);
+        tfree_all();
+    }
 }
 
 /* ---- GELU, LayerScale ---------------------------------------------------------------- */
@@ -460,6 +499,8 @@ static void test_gelu(void) {
     check_bf16_of("gelu_fwd bf16 -> bf16", yh, yr, n);
     be->gelu_fwd(be, yf, DT_F32, xh, DT_BF16, n);
     ok(memcmp(yf, yr, n * 4) == 0, "gelu_fwd bf16 -> fp32 is exact on the bf16 values");
+    be->gelu_fwd(be, xr, DT_F32, xr, DT_F32, n);
+    ok(memcmp(xr, yr, n * 4) == 0, "gelu_fwd in place");
 
     gelu_ctx c = {.n = 300};
     c.inp = rnew(c.n, -4, 4);
@@ -801,6 +842,13 @@ static void test_hand_loss(void) {
         fd_check("hand_loss dconf_logit (total)", hl_obj, &c, c.conf, (size_t)c.Bn * 21, dc, 1e-2, 1e-2, NULL);
         free(skip);
 
+        /* prediction exactly on the labels: finite loss and gradients (eps inside the sqrt) */
+        for (int b = 0; b < c.Bn; b++) memcpy(c.pred + b * 63, c.joints + idx[b] * 63, 63 * 4);
+        be->hand_loss(be, &o, dp, dc, c.pred, c.conf, c.joints, c.valid, c.has, c.idx, c.Bn);
+        int fin = isfinite(o.total) && o.joint < 1e-5f && o.pair < 1e-5f;
+        for (int i = 0; i < c.Bn * 63; i++) fin &= isfinite(dp[i]);
+        ok(fin, "hand_loss at pred == labels: joint %.2g pair %.2g, gradients finite", o.joint, o.pair);
+
         /* no valid joint at all: zeros, no NaN */
         memset(c.has, 0, N);
         be->hand_loss(be, &o, dp, dc, c.pred, c.conf, c.joints, c.valid, c.has, c.idx, c.Bn);
@@ -1055,6 +1103,14 @@ static void test_memory_and_sharing(void) {
     ok(be->shared_open(be, handle, n * 4) == NULL && be->err[0], "after shared_free the handle is gone: %s", be->err);
     ok(be->shared_open(be, "../etc/passwd", 16) == NULL && be->err[0], "a malformed handle is refused: %s", be->err);
     ok(be->shared_alloc(be, 0, handle) == NULL && be->err[0], "shared_alloc of 0 bytes is refused: %s", be->err);
+    /* more than /dev/shm holds: an error now, not a SIGBUS on first touch */
+    struct statvfs vs;
+    if (statvfs("/dev/shm", &vs) == 0 && vs.f_blocks > 0) {
+        size_t big = (size_t)vs.f_blocks * vs.f_frsize + ((size_t)1 << 30);
+        void *q = be->shared_alloc(be, big, handle);
+        ok(q == NULL && be->err[0], "shared_alloc beyond /dev/shm's size fails cleanly: %s", q ? "(allocated)" : be->err);
+        if (q) be->shared_free(be, q, big, handle);
+    }
 }
 
 static void test_backend_open(void) {
