@@ -1,0 +1,385 @@
+/* tests/unit/test_stages.c — the four stages on the CPU backend with a bf16
+ * resident dataset (synthetic, loaded by ds_load): train (bf16 plan), eval,
+ * debug (fp32 plan) and infer run without a dtype error — the failure that
+ * motivated traind — and their results carry the documented fields; a train
+ * run stopped and resumed gives exactly the losses of an uninterrupted one;
+ * a checkpoint saved and loaded gives the eval the training run saw; infer
+ * from inline u8 images equals infer from the same dataset samples; bad
+ * inputs give errors, not crashes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gpu/backend.h"
+#include "gpu/stages.h"
+#include "store/dataset.h"
+#include "store/fsutil.h"
+#include "store/safetensors.h"
+#include "store/synth.h"
+#include "tests/tap.h"
+
+#define NS 120       /* samples */
+#define S 28         /* image size: 2x2 patches of 14 */
+
+static backend_t *be;
+static dataset_t ds;
+static char root[256];
+
+/* ---- callbacks: record what a stage reports ---- */
+typedef struct {
+    long step;
+    char name[32];
+    double value;
+} rec_metric_t;
+
+typedef struct {
+    rec_metric_t *m;
+    int nm, capm;
+    char ckpt[8][1024];
+    long ckpt_step[8];
+    int nckpt, nprogress, nlog;
+    long stop_at;                      /* set *stop after this step's "loss" (0: never) */
+    volatile sig_atomic_t stop;
+    stage_progress_t last;
+} rec_t;
+
+static void on_metric(void *ud, long step, const char *name, double v) {
+    rec_t *r = ud;
+    if (r->nm == r->capm) {
+        r->capm = r->capm ? 2 * r->capm : 64;
+        r->m = realloc(r->m, (size_t)r->capm * sizeof *r->m);
+    }
+    rec_metric_t *x = &r->m[r->nm++];
+    x->step = step;
+    snprintf(x->name, sizeof x->name, "%s", name);
+    x->value = v;
+    if (r->stop_at && step == r->stop_at && strcmp(name, "loss") == 0) r->stop = 1;
+}
+static void on_progress(void *ud, const stage_progress_t *p) {
+    rec_t *r = ud;
+    r->nprogress++;
+    r->last = *p;
+}
+static void on_checkpoint(void *ud, long step, const char *dir, const json_t *metrics) {
+    rec_t *r = ud;
+    if (r->nckpt < 8) {
+        snprintf(r->ckpt[r->nckpt], sizeof r->ckpt[0], "%s", dir);
+        r->ckpt_step[r->nckpt] = step;
+    }
+    r->nckpt++;
+}
+static void on_log(void *ud, const char *msg) {
+    rec_t *r = ud;
+    r->nlog++;
+    diag("  log: %s", msg);
+}
+
+static int parse(const char *text, jobspec_t *js) {
+    json_error_t je;
+    json_t *j = json_loads(text, 0, &je);
+    char field[128], msg[256];
+    if (!j) { diag("bad JSON %s", je.text); return -1; }
+    int r = jobspec_parse(j, js, field, sizeof field, msg, sizeof msg);
+    json_decref(j);
+    if (r) diag("spec error %s: %s", field, msg);
+    return r;
+}
+
+/* Runs a stage from a JSON spec; returns stage_run's code. */
+static int run(const char *spec_text, const char *job, const char *ckpt, rec_t *rec, json_t **res, char *err,
+               size_t errlen) {
+    jobspec_t js;
+    if (parse(spec_text, &js)) { snprintf(err, errlen, "spec did not parse"); return -9; }
+    char croot[512], rdir[512];
+    snprintf(croot, sizeof croot, "%s/ckpt", root);
+    snprintf(rdir, sizeof rdir, "%s/results/%s", root, job);
+    stage_ctx_t ctx = {.be = be, .ds = &ds, .spec = &js, .job_id = job, .checkpoint_root = croot,
+                       .checkpoint_path = ckpt, .result_dir = rdir, .stop = &rec->stop, .ud = rec,
+                       .on_progress = on_progress, .on_metric = on_metric, .on_checkpoint = on_checkpoint,
+                       .on_log = on_log};
+    *res = NULL;
+    int r = stage_run(&ctx, res, err, errlen);
+    jobspec_free(&js);
+    return r;
+}
+
+static void rec_free(rec_t *r) { free(r->m); memset(r, 0, sizeof *r); }
+
+/* losses of a run, by step */
+static int losses(const rec_t *r, double *out, int max) {
+    int n = 0;
+    for (int i = 0; i < r->nm; i++)
+        if (strcmp(r->m[i].name, "loss") == 0 && r->m[i].step >= 1 && r->m[i].step <= max) {
+            out[r->m[i].step - 1] = r->m[i].value;
+            n++;
+        }
+    return n;
+}
+
+static int has_num(const json_t *o, const char *k) { return json_is_number(json_object_get(o, k)); }
+static const char *str(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
+
+int main(void) {
+    char err[1024];
+    snprintf(root, sizeof root, "/tmp/traind-test-stages-XXXXXX");
+    if (!mkdtemp(root)) { printf("Bail out! mkdtemp\n"); return 1; }
+    be = backend_cpu_create(err, sizeof err);
+    if (!be) { printf("Bail out! backend: %s\n", err); return 1; }
+
+    /* ---- a synthetic dataset, resident as bf16 ---- */
+    char dsdir[512];
+    snprintf(dsdir, sizeof dsdir, "%s/ds", root);
+    ok(synth_generate(dsdir, NS, S, 7, 50, err, sizeof err) == 0, "synthetic dataset written (%s)", err);
+    ds_info_t info;
+    ok(ds_scan(dsdir, &info, err, sizeof err) == 0, "scan (%s)", err);
+    ds_layout_t lay;
+    ds_layout_for(&lay, &info);
+    void *base = be->alloc(be, lay.total);
+    ok(base && ds_load(be, dsdir, &info, base, &lay, NULL, NULL, NULL, err, sizeof err) == 0, "load (%s)", err);
+    ds_view(&ds, base, &lay);
+    ok(ds.image_dtype == DT_BF16 && ds.n == NS && ds.h == S, "resident images are bf16 [%d,3,%d,%d]", NS, S, S);
+
+    /* ---- train, bf16 plan ---- */
+    rec_t tr = {0};
+    json_t *res;
+    const char *train_spec =
+        "{\"type\":\"train\",\"dataset\":\"syn\",\"seed\":3,\"model\":{\"backbone\":\"dinov2-tiny\"},"
+        "\"batch_size\":8,\"steps\":12,\"eval_every\":6,\"checkpoint_every\":6,"
+        "\"optim\":{\"lr\":{\"backbone\":1e-3,\"heads\":1e-3},\"warmup_steps\":2}}";
+    int r = run(train_spec, "j-train", NULL, &tr, &res, err, sizeof err);
+    ok(r == 0 && res, "train on a bf16 dataset in the bf16 plan runs (%s)", r ? err : "ok");
+    const json_t *plan = json_object_get(res, "dtype_plan");
+    ok(plan && strcmp(str(plan, "encoder_input"), "bf16") == 0 && strcmp(str(plan, "master_params"), "fp32") == 0,
+       "train result carries its dtype plan (bf16 compute, fp32 master)");
+    ok(json_integer_value(json_object_get(res, "step")) == 12 && has_num(res, "final_loss") &&
+       has_num(res, "images_per_s") && has_num(res, "best_val_mpjpe") &&
+       json_is_object(json_object_get(res, "val")) && json_integer_value(json_object_get(res, "train_samples")) == 108,
+       "train result: step, final loss, val metrics, best val, throughput, split sizes");
+    ok(tr.nckpt == 2 && tr.ckpt_step[0] == 6 && tr.ckpt_step[1] == 12, "checkpoints at 6 and at the end (%d)", tr.nckpt);
+    double l_tr[12] = {0};
+    ok(losses(&tr, l_tr, 12) == 12, "a loss metric per step");
+    int nval = 0;
+    for (int i = 0; i < tr.nm; i++) nval += strcmp(tr.m[i].name, "val_mpjpe") == 0;
+    ok(nval == 2, "val_mpjpe at step 6 and at the end");
+    ok(tr.nprogress >= 1 && tr.last.step == 12 && tr.last.total_steps == 12 && tr.last.epoch >= 1,
+       "progress reports step/total/epoch");
+    double train_val = json_number_value(json_object_get(json_object_get(res, "val"), "mpjpe_mm"));
+    char ckpt_final[1024];
+    snprintf(ckpt_final, sizeof ckpt_final, "%s", tr.ckpt[1]);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/state.json", ckpt_final);
+    json_t *st = json_load_file(p, 0, NULL);
+    ok(st && json_integer_value(json_object_get(st, "step")) == 12 &&
+       json_array_size(json_object_get(st, "rng_epoch_start")) == 4 && json_object_get(st, "data_position") &&
+       json_is_object(json_object_get(st, "spec")), "state.json: step, data position, RNG state, spec");
+    json_decref(st);
+    json_decref(res);
+    rec_free(&tr);
+
+    /* ---- eval of the saved checkpoint == the training run's final val ---- */
+    rec_t ev = {0};
+    r = run("{\"type\":\"eval\",\"dataset\":\"syn\",\"checkpoint\":\"c\",\"batch_size\":8}", "j-eval", ckpt_final,
+            &ev, &res, err, sizeof err);
+    ok(r == 0 && res, "eval runs (%s)", r ? err : "ok");
+    ok(res && has_num(res, "mpjpe_mm") && has_num(res, "pa_mpjpe_mm") && has_num(res, "auc_0_50mm") &&
+       has_num(res, "mean_predictor_mpjpe_mm") && json_array_size(json_object_get(res, "per_joint_mpjpe_mm")) == 21 &&
+       has_num(json_object_get(res, "pck"), "5") && has_num(json_object_get(res, "pck"), "50"),
+       "eval result: MPJPE, PA-MPJPE, PCK, AUC, per-joint, mean-predictor floor (mm)");
+    ok(res && strcmp(str(json_object_get(res, "dtype_plan"), "params"), "bf16") == 0, "eval plan: bf16 params");
+    double eval_val = res ? json_number_value(json_object_get(res, "mpjpe_mm")) : -1;
+    ok(eval_val == train_val, "checkpoint save+load gives the identical eval (%.6f vs %.6f mm)", eval_val, train_val);
+    ok(res && json_integer_value(json_object_get(res, "samples")) == 12, "eval on the checkpoint's val split (12)");
+    json_decref(res);
+    rec_free(&ev);
+    r = run("{\"type\":\"eval\",\"dataset\":\"syn\",\"checkpoint\":\"c\",\"indices\":[0,5,7],"
+            "\"precision\":{\"compute\":\"fp32\"}}", "j-eval2", ckpt_final, &ev, &res, err, sizeof err);
+    ok(r == 0 && json_integer_value(json_object_get(res, "samples")) == 3 &&
+       strcmp(str(json_object_get(res, "dtype_plan"), "matmul_inputs"), "fp32") == 0,
+       "eval of explicit indices in fp32 (%s)", r ? err : "ok");
+    json_decref(res);
+    rec_free(&ev);
+
+    /* ---- debug, fp32 plan, on the checkpoint and on a fresh model ---- */
+    rec_t dg = {0};
+    r = run("{\"type\":\"debug\",\"dataset\":\"syn\",\"checkpoint\":\"c\",\"batches\":2,\"batch_size\":4}",
+            "j-debug", ckpt_final, &dg, &res, err, sizeof err);
+    ok(r == 0 && res, "debug (fp32) runs on the bf16 dataset (%s)", r ? err : "ok");
+    if (res) {
+        const json_t *acts = json_object_get(res, "activations"), *params = json_object_get(res, "parameters");
+        int has_block = 0, has_head = 0;
+        for (size_t i = 0; i < json_array_size(acts); i++) {
+            const json_t *a = json_array_get(acts, i);
+            has_block |= strcmp(str(a, "name"), "encoder.layer.1") == 0 && has_num(a, "std") && has_num(a, "mean") &&
+                         json_is_integer(json_object_get(a, "nan")) && has_num(a, "zero_fraction");
+            has_head |= strncmp(str(a, "name"), "heads.hand", 10) == 0;
+        }
+        ok(has_block && has_head, "activation stats per block and per head");
+        int grads = 0, flagged = 0;
+        for (size_t i = 0; i < json_array_size(params); i++) {
+            const json_t *q = json_array_get(params, i);
+            grads += has_num(q, "grad_norm") && has_num(q, "weight_norm");
+            flagged += str(q, "flag") != NULL;
+        }
+        ok(grads > 20 && flagged == (int)json_array_size(params), "weight and gradient norms per tensor, flagged (%d)",
+           grads);
+        const json_t *dv = json_object_get(res, "prediction_diversity");
+        ok(has_num(dv, "std_mm") && str(dv, "flag"), "prediction diversity (%.2f mm, %s)",
+           json_number_value(json_object_get(dv, "std_mm")), str(dv, "flag"));
+        ok(strcmp(str(json_object_get(res, "dtype_plan"), "encoder_input"), "fp32") == 0 &&
+           strcmp(str(json_object_get(res, "dtype_plan"), "grads"), "fp32") == 0 &&
+           json_object_size(json_object_get(res, "stage_plans")) == 4, "debug plan fp32, with every stage's plan");
+    }
+    json_decref(res);
+    rec_free(&dg);
+    r = run("{\"type\":\"debug\",\"dataset\":\"syn\",\"model\":{\"backbone\":\"dinov2-tiny\",\"registers\":4},"
+            "\"batches\":1,\"batch_size\":6}", "j-debug2", NULL, &dg, &res, err, sizeof err);
+    ok(r == 0 && res && json_integer_value(json_object_get(res, "samples")) == 6,
+       "debug of a fresh model with registers (%s)", r ? err : "ok");
+    json_decref(res);
+    rec_free(&dg);
+
+    /* ---- infer: indices vs the same images inline, features inline ---- */
+    rec_t in = {0};
+    r = run("{\"type\":\"infer\",\"dataset\":\"syn\",\"checkpoint\":\"c\",\"indices\":[3,4],"
+            "\"outputs\":[\"joints\",\"cls\",\"patch_tokens\"]}", "j-infer", ckpt_final, &in, &res, err, sizeof err);
+    ok(r == 0 && res, "infer from indices (%s)", r ? err : "ok");
+    json_t *pred0 = res ? json_incref(json_array_get(json_object_get(res, "predictions"), 0)) : NULL;
+    ok(pred0 && json_array_size(json_object_get(pred0, "joints")) == 21 &&
+       json_array_size(json_array_get(json_object_get(pred0, "joints"), 0)) == 3 &&
+       json_array_size(json_object_get(pred0, "confidence")) == 21 &&
+       json_array_size(json_object_get(pred0, "cls")) == 64 &&
+       json_array_size(json_object_get(pred0, "patch_tokens")) == 4,
+       "per image: joints 21x3, confidences, cls [64] and patch tokens [4][64] inline");
+    double c0 = json_number_value(json_array_get(json_object_get(pred0, "confidence"), 0));
+    ok(c0 > 0 && c0 < 1, "confidence is a probability (%.3f)", c0);
+    ok(res && strcmp(str(json_object_get(res, "dtype_plan"), "encoder_input"), "bf16") == 0, "infer plan bf16");
+    json_decref(res);
+    rec_free(&in);
+    /* the u8 image of sample 3, base64 — converted like the dataset was */
+    {
+        uint8_t img[S * S * 3];
+        synth_samples(7, S, 3, 1, img, NULL, NULL, NULL, NULL);
+        static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        size_t n = sizeof img, o = 0;
+        char *b64 = malloc((n + 2) / 3 * 4 + 1);
+        for (size_t i = 0; i < n; i += 3) {
+            uint32_t v = (uint32_t)img[i] << 16 | (i + 1 < n ? (uint32_t)img[i + 1] << 8 : 0) | (i + 2 < n ? img[i + 2] : 0);
+            b64[o++] = A[v >> 18 & 63];
+            b64[o++] = A[v >> 12 & 63];
+            b64[o++] = i + 1 < n ? A[v >> 6 & 63] : '=';
+            b64[o++] = i + 2 < n ? A[v & 63] : '=';
+        }
+        b64[o] = 0;
+        size_t sl = o + 256;
+        char *spec = malloc(sl);
+        snprintf(spec, sl, "{\"type\":\"infer\",\"dataset\":\"syn\",\"checkpoint\":\"c\",\"images\":[{\"u8_hwc_b64\":"
+                 "\"%s\",\"height\":%d,\"width\":%d}]}", b64, S, S);
+        r = run(spec, "j-infer2", ckpt_final, &in, &res, err, sizeof err);
+        json_t *q = res ? json_array_get(json_object_get(res, "predictions"), 0) : NULL;
+        ok(r == 0 && q && json_equal(json_object_get(q, "joints"), json_object_get(pred0, "joints")),
+           "infer of the inline u8 image equals infer of the dataset sample (%s)", r ? err : "ok");
+        json_decref(res);
+        rec_free(&in);
+        /* wrong size */
+        snprintf(spec, sl, "{\"type\":\"infer\",\"dataset\":\"syn\",\"images\":[{\"u8_hwc_b64\":\"AQID\","
+                 "\"height\":1,\"width\":1}],\"model\":{\"backbone\":\"dinov2-tiny\"}}");
+        r = run(spec, "j-infer3", NULL, &in, &res, err, sizeof err);
+        ok(r == -1 && !res && strstr(err, "images[0]"), "an image of another size is refused: %s", err);
+        rec_free(&in);
+        free(spec);
+        free(b64);
+    }
+    json_decref(pred0);
+    /* large features go to a safetensors file */
+    {
+        char spec[2048];
+        int o = snprintf(spec, sizeof spec, "{\"type\":\"infer\",\"dataset\":\"syn\",\"checkpoint\":\"c\","
+                                            "\"outputs\":[\"patch_tokens\"],\"batch_size\":16,\"indices\":[");
+        for (int i = 0; i < 80; i++) o += snprintf(spec + o, sizeof spec - (size_t)o, "%s%d", i ? "," : "", i);
+        snprintf(spec + o, sizeof spec - (size_t)o, "]}");
+        r = run(spec, "j-infer4", ckpt_final, &in, &res, err, sizeof err);
+        const char *path = res ? str(json_object_get(res, "features"), "path") : NULL;
+        ok(r == 0 && path, "80x4x64 patch tokens (80 KB) go to a file (%s)", r ? err : path);
+        st_file_t *f = path ? st_open(path, err, sizeof err) : NULL;
+        const st_tensor_t *t = f ? st_find(f, "patch_tokens") : NULL;
+        ok(t && t->dtype == ST_F32 && t->rank == 3 && t->shape[0] == 80 && t->shape[1] == 4 && t->shape[2] == 64,
+           "features.safetensors holds patch_tokens F32 [80,4,64]");
+        ok(res && json_object_get(json_array_get(json_object_get(res, "predictions"), 0), "patch_tokens") == NULL,
+           "and not inline");
+        st_close(f);
+        json_decref(res);
+        rec_free(&in);
+    }
+
+    /* ---- stop + resume == uninterrupted ---- */
+    const char *rs_spec =
+        "{\"type\":\"train\",\"dataset\":\"syn\",\"seed\":11,\"model\":{\"backbone\":\"dinov2-tiny\"},"
+        "\"batch_size\":16,\"steps\":16,\"eval_every\":0,\"checkpoint_every\":0,"
+        "\"optim\":{\"lr\":{\"backbone\":2e-3,\"heads\":2e-3},\"warmup_steps\":3}}";
+    rec_t full = {0}, part = {0}, rest = {0};
+    r = run(rs_spec, "j-full", NULL, &full, &res, err, sizeof err);
+    ok(r == 0, "uninterrupted 16 steps (2+ epochs of 108 samples) (%s)", r ? err : "ok");
+    json_decref(res);
+    part.stop_at = 9;
+    r = run(rs_spec, "j-part", NULL, &part, &res, err, sizeof err);
+    ok(r == 1 && part.nckpt == 1 && part.ckpt_step[0] == 9, "stop after step 9: returns 1 with a checkpoint");
+    ok(res && json_is_true(json_object_get(res, "stopped")), "the stopped result says so");
+    json_decref(res);
+    char ck[1024];
+    snprintf(ck, sizeof ck, "%s", part.ckpt[0]);
+    r = run(rs_spec, "j-part", ck, &rest, &res, err, sizeof err);
+    ok(r == 0, "resume from the step-9 checkpoint (%s)", r ? err : "ok");
+    json_decref(res);
+    double lf[16] = {0}, lp[16] = {0};
+    int nf = losses(&full, lf, 16), np = losses(&part, lp, 16) + losses(&rest, lp, 16);
+    int same = nf == 16 && np == 16;
+    for (int i = 0; i < 16 && same; i++) same = lf[i] == lp[i];
+    ok(same, "stopped + resumed losses are exactly the uninterrupted ones (%d/%d steps)", nf, np);
+    if (!same)
+        for (int i = 0; i < 16; i++) diag("  step %d: %.9g vs %.9g", i + 1, lf[i], lp[i]);
+    ok(lf[15] < lf[0], "the loss went down (%.4f -> %.4f)", lf[0], lf[15]);
+    rec_free(&full);
+    rec_free(&part);
+    rec_free(&rest);
+
+    /* precision override trains in fp32 */
+    r = run("{\"type\":\"train\",\"dataset\":\"syn\",\"model\":{\"backbone\":\"dinov2-tiny\"},\"batch_size\":8,"
+            "\"steps\":2,\"precision\":{\"compute\":\"fp32\"},\"checkpoint_every\":0}", "j-fp32", NULL, &tr, &res,
+            err, sizeof err);
+    ok(r == 0 && strcmp(str(json_object_get(res, "dtype_plan"), "params"), "fp32") == 0,
+       "train with precision.compute fp32 (%s)", r ? err : "ok");
+    json_decref(res);
+    rec_free(&tr);
+
+    /* ---- errors, not crashes ---- */
+    r = run("{\"type\":\"eval\",\"dataset\":\"syn\",\"checkpoint\":\"c\",\"indices\":[1,500]}", "j-e1", ckpt_final,
+            &ev, &res, err, sizeof err);
+    ok(r == -1 && !res && strstr(err, "indices[1]"), "eval index out of range: %s", err);
+    rec_free(&ev);
+    char nope[600];
+    snprintf(nope, sizeof nope, "%s/no-such-checkpoint", root);
+    r = run("{\"type\":\"eval\",\"dataset\":\"syn\",\"checkpoint\":\"c\"}", "j-e2", nope, &ev, &res, err, sizeof err);
+    ok(r == -1 && !res && err[0], "missing checkpoint: %s", err);
+    rec_free(&ev);
+    r = run("{\"type\":\"train\",\"dataset\":\"syn\",\"model\":{\"backbone\":\"dinov2-tiny\"},"
+            "\"split\":{\"train\":[0,0.001],\"val\":[0.5,1]},\"steps\":1}", "j-e3", NULL, &tr, &res, err, sizeof err);
+    ok(r == -1 && strstr(err, "split.train"), "an empty training split: %s", err);
+    rec_free(&tr);
+    r = run("{\"type\":\"eval\",\"dataset\":\"syn\",\"checkpoint\":\"c\",\"model\":{\"backbone\":\"dinov2-small\"}}",
+            "j-e4", ckpt_final, &ev, &res, err, sizeof err);
+    ok(r == -1 && strstr(err, "does not match"), "a model spec that contradicts the checkpoint: %s", err);
+    rec_free(&ev);
+    r = run("{\"type\":\"train\",\"dataset\":\"syn\",\"model\":{\"backbone\":\"dinov2-tiny\"},\"batch_size\":8,"
+            "\"split\":{\"train\":[0,0.5],\"val\":[0.5,1]},\"steps\":20}", "j-e5", ckpt_final, &tr, &res, err,
+            sizeof err);
+    ok(r == -1 && !res && strstr(err, "resume"), "resuming onto another split size is refused: %s", err);
+    rec_free(&tr);
+
+    be->free(be, base);
+    ds_info_free(&info);
+    be->destroy(be);
+    fs_rm_rf(root, NULL, 0);
+    return tap_done();
+}
