@@ -9,10 +9,21 @@
  *   - every matrix product (linear layers, attention's QK^T and PV per batch
  *     and head) is a cblas_sgemm on fp32 operands (converted copies when the
  *     compute dtype is bf16), i.e. fp32 accumulation;
- *   - norms, softmax, the loss and the optimizer run in fp32 (reductions in
- *     double where that is free), with numerically stable softmax and the
- *     log-sum-exp saved for the backward pass.
- * Shared memory for the resident dataset is POSIX shm (shm_open + mmap).
+ *   - softmax, GELU and the optimizer run in fp32 (reductions in double where
+ *     that is free), the softmax numerically stable with its log-sum-exp saved
+ *     for the backward pass; the hand loss is computed in double.
+ * LayerNorm statistics and normalization are computed in double (the saved
+ * mean/rstd are fp32), so large common offsets in the residual stream do not
+ * cost digits.
+ *
+ * Shared memory for the resident dataset is POSIX shm (shm_open, ftruncate,
+ * posix_fallocate so that an oversized request fails instead of SIGBUS-ing,
+ * mmap MAP_SHARED). The handle is the shm name "/traind-<pid>-<n>-<random>";
+ * daemon/residency.c relies on the "traind-<pid>-" prefix to free the
+ * segments of a daemon that died.
+ *
+ * Scratch: a few growable fp32 buffers per backend (bf16 operands converted
+ * for sgemm, attention's T x T scores); a backend is used by one thread.
  *
  * Ops that receive impossible arguments (a dtype the op does not take,
  * negative sizes) are programming errors: the backend prints the op and
