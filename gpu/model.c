@@ -180,7 +180,7 @@ int model_config_from_hf_dir(const char *dir, model_config_t *cfg, char *err, si
     char cerr[512];
     int rc = model_config_from_hf_json(j, cfg, cerr, sizeof cerr);
     json_decref(j);
-    if (rc < 0) snprintf(err, errlen, "%s: %s", path, cerr);
+    if (rc < 0) snprintf(err, errlen, "%s: %s", path, cerr + (strncmp(cerr, "config.json: ", 13) == 0 ? 13 : 0));
     return rc;
 }
 

@@ -1,0 +1,411 @@
+/* tests/unit/test_checkpoint.c — traind checkpoint directories: save -> load
+ * gives bit-identical parameters, optimizer moments, state and outputs; a
+ * checkpoint is accepted as HF weights (model_load_hf_dir, traind forward,
+ * another working size); saving replaces atomically and leaves no temporary
+ * directory; bad checkpoints (missing file or tensor, wrong shape, truncated
+ * safetensors, bad config.json, wrong hidden_act, mismatched config, bad
+ * state.json, missing heads or optimizer) give clear errors, never a crash. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "gpu/backend.h"
+#include "gpu/forward.h"
+#include "gpu/model.h"
+#include "store/checkpoint.h"
+#include "store/fsutil.h"
+#include "store/safetensors.h"
+#include "tests/tap.h"
+
+#define B 2
+#define IMG 28
+
+static char root[256];
+static backend_t *be;
+
+static model_t *make_model(const model_config_t *cfg, int img, int freeze, int optimizer) {
+    char err[512];
+    model_opts_t mo = {.image_h = img, .image_w = img, .max_batch = B, .cdt = DT_F32,
+                       .grads = optimizer, .optimizer = optimizer, .freeze_layers = freeze, .want_hidden = 1};
+    model_t *m = model_create(be, cfg, &mo, err, sizeof err);
+    if (!m) diag("model_create: %s", err);
+    return m;
+}
+
+static float *dev_images(int img) {
+    size_t n = (size_t)B * 3 * img * img;
+    float *h = malloc(n * sizeof *h);
+    for (size_t k = 0; k < n; k++) h[k] = (float)((k * 2654435761u) % 1000) / 500.0f - 1.0f;
+    float *d = be->alloc(be, n * 4);
+    be->upload(be, d, h, n * 4);
+    free(h);
+    return d;
+}
+
+/* Forward and copy out pred, conf, pooler. */
+static void outputs(model_t *m, const float *imgs, float *out, size_t *n) {
+    char err[256];
+    if (model_forward(m, imgs, DT_F32, NULL, B, 1, err, sizeof err) < 0) { diag("%s", err); *n = 0; return; }
+    size_t k = 0, D = (size_t)m->cfg.hidden;
+    if (m->cfg.head_hand) {
+        be->download(be, out + k, m->pred, B * 63 * 4); k += B * 63;
+        be->download(be, out + k, m->conf_logit, B * 21 * 4); k += B * 21;
+    }
+    be->download(be, out + k, m->pooler, B * D * 4); k += B * D;
+    *n = k;
+}
+
+static int run(const char *cmd) { return system(cmd); }
+
+static int count_tmp_dirs(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, ".tmp")) n++;
+    closedir(d);
+    return n;
+}
+
+/* Rewrites src/model.safetensors into dst without tensor `drop` and with
+ * tensor `reshape` given shape [n] (reading n values of zeros). */
+static int rewrite_model(const char *src, const char *dst, const char *drop, const char *reshape, int64_t n) {
+    char err[512], p[600];
+    snprintf(p, sizeof p, "%s/model.safetensors", src);
+    st_file_t *f = st_open(p, err, sizeof err);
+    if (!f) { diag("%s", err); return -1; }
+    st_writer_t *w = st_writer_new();
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor_t *t = st_get(f, i);
+        if (drop && strcmp(t->name, drop) == 0) continue;
+        if (reshape && strcmp(t->name, reshape) == 0) {
+            float *z = calloc((size_t)n, sizeof *z);
+            st_writer_add(w, t->name, ST_F32, 1, &n, z);
+            free(z);
+            continue;
+        }
+        void *buf = malloc(t->nbytes + 1);
+        st_read(f, t, buf, err, sizeof err);
+        st_writer_add(w, t->name, t->dtype, t->rank, t->shape, buf);
+        free(buf);
+    }
+    snprintf(p, sizeof p, "%s/model.safetensors", dst);
+    int rc = st_writer_write(w, p, err, sizeof err);
+    st_writer_free(w);
+    st_close(f);
+    return rc;
+}
+
+/* Copies checkpoint dir src to dst (fresh). */
+static void copy_ckpt(const char *src, const char *dst) {
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", dst, src, dst);
+    if (run(cmd) != 0) diag("copy failed: %s", cmd);
+}
+
+static void write_text(const char *dir, const char *name, const char *text) {
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    if (f) { fputs(text, f); fclose(f); }
+}
+
+/* Loads dir into a fresh model like `good` expecting failure with `want` in the message. */
+static void expect_fail(const model_config_t *cfg, const char *dir, int load_opt, const char *want, const char *what) {
+    char err[1024] = "";
+    model_t *m = make_model(cfg, IMG, 1, 1);
+    json_t *st = NULL;
+    int rc = m ? ckpt_load(dir, m, load_opt, &st, err, sizeof err) : 0;
+    ok(rc < 0 && strstr(err, want) != NULL, "bad checkpoint (%s) rejected: %s", what, err);
+    json_decref(st);
+    model_free(m);
+}
+
+int main(void) {
+    char err[1024];
+    be = backend_cpu_create(err, sizeof err);
+    if (!ok(be != NULL, "cpu backend")) return tap_done();
+    snprintf(root, sizeof root, "/tmp/traind_test_ckpt_%d", (int)getpid());
+    fs_rm_rf(root, NULL, 0);
+    fs_mkdir_p(root, 0755, NULL, 0);
+    char ck[512], parent[400];
+    snprintf(parent, sizeof parent, "%s/checkpoints/job1", root);
+    snprintf(ck, sizeof ck, "%s/100", parent);
+
+    /* a trained-for-one-step model: registers, block 0 frozen, optimizer state */
+    model_config_t cfg;
+    model_config_by_name("dinov2-tiny", 4, &cfg, err, sizeof err);
+    model_t *m = make_model(&cfg, IMG, 1, 1);
+    if (!ok(m != NULL, "model")) return tap_done();
+    float mean[63];
+    for (int k = 0; k < 63; k++) mean[k] = (k % 3 == 2) ? 0.6f : 0.01f * (float)k;
+    model_init(m, 42, mean);
+    float *imgs = dev_images(IMG), *joints = be->alloc(be, B * 63 * 4);
+    float *dpred = be->alloc(be, B * 63 * 4), *dconf = be->alloc(be, B * 21 * 4);
+    float hj[B * 63];
+    for (int k = 0; k < B * 63; k++) hj[k] = mean[k % 63] + 0.01f * (float)(k % 7);
+    be->upload(be, joints, hj, sizeof hj);
+    char e2[256];
+    for (int s = 0; s < 2; s++) {
+        model_zero_grad(m);
+        model_forward(m, imgs, DT_F32, NULL, B, 0, e2, sizeof e2);
+        hand_loss_t hl;
+        be->hand_loss(be, &hl, dpred, dconf, m->pred, m->conf_logit, joints, NULL, NULL, NULL, B);
+        model_backward(m, dpred, dconf);
+        model_adamw_step(m, 1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1.0f);
+    }
+    ckpt_meta_t meta = {.freeze_layers = 1, .head_hand = 1, .mean = {0.4f, 0.5f, 0.6f}, .std = {0.2f, 0.25f, 0.3f},
+                        .image_h = IMG, .image_w = IMG};
+    snprintf(meta.backbone, sizeof meta.backbone, "dinov2-tiny");
+    json_t *state = json_pack("{s:i, s:i, s:i, s:s}", "step", 100, "epoch", 3, "position", 17, "rng", "abc123");
+
+    ok(ckpt_save(ck, m, &meta, state, err, sizeof err) == 0, "checkpoint saved (%s)", err);
+    const char *files[] = {"model.safetensors", "config.json", "optimizer.safetensors", "state.json"};
+    for (int i = 0; i < 4; i++) {
+        char p[600];
+        snprintf(p, sizeof p, "%s/%s", ck, files[i]);
+        ok(access(p, R_OK) == 0, "checkpoint has %s", files[i]);
+    }
+    ok(count_tmp_dirs(parent) == 0, "no temporary directory left next to the checkpoint");
+
+    /* config.json round trip */
+    model_config_t c2;
+    ckpt_meta_t m2;
+    int has = 0;
+    ok(ckpt_read_config(ck, &c2, &m2, &has, err, sizeof err) == 0 && has, "config.json read back (%s)", err);
+    ok(c2.hidden == 64 && c2.layers == 2 && c2.heads == 2 && c2.registers == 4 && c2.patch == 14 &&
+       c2.image_size == IMG && c2.layer_norm_eps == 1e-6f && c2.head_hand == 1,
+       "config: hidden/layers/heads/registers/patch/image_size/eps/heads round-trip");
+    ok(strcmp(m2.backbone, "dinov2-tiny") == 0 && m2.freeze_layers == 1 && m2.mean[1] == 0.5f &&
+       m2.std[2] == 0.3f && m2.image_h == IMG && m2.image_w == IMG, "traind fields round-trip");
+    {
+        char p[600];
+        snprintf(p, sizeof p, "%s/config.json", ck);
+        char *t = fs_read_file(p, 1 << 20, NULL, NULL, 0);
+        if (!ok(t && strstr(t, "\"model_type\": \"dinov2_with_registers\"") && (strstr(t, "\"layer_norm_eps\": 1e-6,") || strstr(t, "\"layer_norm_eps\": 1e-06,")) &&
+           strstr(t, "\"hidden_act\": \"gelu\"") && strstr(t, "\"num_register_tokens\": 4"),
+           "config.json is a HF Dinov2 config (model_type, eps, hidden_act, registers)"))
+            diag("%s", t ? t : "(none)");
+        free(t);
+    }
+
+    /* load into a fresh model: bit-identical parameters, moments, outputs */
+    model_t *m3 = make_model(&c2, IMG, m2.freeze_layers, 1);
+    model_init(m3, 999, NULL);   /* different weights before loading */
+    json_t *st3 = NULL;
+    ok(ckpt_load(ck, m3, 1, &st3, err, sizeof err) == 0, "checkpoint loaded (%s)", err);
+    ok(st3 && json_equal(st3, state), "state.json round-trips");
+    ok(m3->adam_step == 2, "optimizer step restored (%ld)", m3->adam_step);
+    {
+        size_t np = m->n_params, nt = np - m->train_off;
+        float *a = malloc(np * 4), *b = malloc(np * 4);
+        be->download(be, a, m->params, np * 4);
+        be->download(be, b, m3->params, np * 4);
+        ok(np == m3->n_params && memcmp(a, b, np * 4) == 0, "parameters bit-identical");
+        be->download(be, a, m->adam_m, nt * 4);
+        be->download(be, b, m3->adam_m, nt * 4);
+        int same = memcmp(a, b, nt * 4) == 0;
+        be->download(be, a, m->adam_v, nt * 4);
+        be->download(be, b, m3->adam_v, nt * 4);
+        same = same && memcmp(a, b, nt * 4) == 0;
+        ok(same, "AdamW moments bit-identical");
+        free(a);
+        free(b);
+    }
+    float o1[4096], o2[4096];
+    size_t n1 = 0, n2 = 0;
+    outputs(m, imgs, o1, &n1);
+    outputs(m3, imgs, o2, &n2);
+    ok(n1 > 0 && n1 == n2 && memcmp(o1, o2, n1 * 4) == 0, "outputs bit-identical after save/load (%zu values)", n1);
+    json_decref(st3);
+
+    /* a traind checkpoint is HF weights too: backbone + heads through model_load_hf_dir */
+    model_t *m4 = make_model(&c2, IMG, 0, 0);
+    model_init(m4, 5, NULL);
+    ok(model_load_hf_dir(m4, ck, err, sizeof err) == 0 && m4->heads_loaded, "checkpoint loads as weights with its heads (%s)", err);
+    outputs(m4, imgs, o2, &n2);
+    ok(n1 == n2 && memcmp(o1, o2, n1 * 4) == 0, "same outputs through model_load_hf_dir");
+    model_free(m4);
+
+    /* ... at another working size (position table interpolated) */
+    model_t *m5 = make_model(&c2, 42, 0, 0);
+    ok(m5 && model_load_hf_dir(m5, ck, err, sizeof err) == 0 && m5->T == 1 + 4 + 9,
+       "checkpoint loads at 42 px (%s)", err);
+    model_free(m5);
+
+    /* ... and through traind forward (backbone only) */
+    {
+        char in[600], out[600];
+        snprintf(in, sizeof in, "%s/in.safetensors", root);
+        snprintf(out, sizeof out, "%s/out.safetensors", root);
+        float *hx = malloc((size_t)B * 3 * IMG * IMG * 4);
+        be->download(be, hx, imgs, (size_t)B * 3 * IMG * IMG * 4);
+        st_writer_t *w = st_writer_new();
+        int64_t sh[4] = {B, 3, IMG, IMG};
+        st_writer_add(w, "pixel_values", ST_F32, 4, sh, hx);
+        st_writer_write(w, in, err, sizeof err);
+        st_writer_free(w);
+        free(hx);
+        forward_opts_t fo = {.weights = ck, .input = in, .out = out, .precision = "fp32", .backend = "cpu"};
+        ok(forward_run(&fo, err, sizeof err) == 0, "traind forward on a traind checkpoint (%s)", err);
+        st_file_t *f = st_open(out, err, sizeof err);
+        const st_tensor_t *t = f ? st_find(f, "pooler_output") : NULL;
+        float pool[B * 64];
+        int same = t && t->numel == B * 64 && st_read(f, t, pool, err, sizeof err) == 0 &&
+                   memcmp(pool, o1 + B * 84, sizeof pool) == 0;
+        ok(same, "traind forward pooler_output equals the model's");
+        st_close(f);
+    }
+
+    /* saving again over the same directory replaces it atomically */
+    json_t *state2 = json_pack("{s:i}", "step", 200);
+    ok(ckpt_save(ck, m, &meta, state2, err, sizeof err) == 0, "checkpoint replaced in place (%s)", err);
+    json_t *st4 = NULL;
+    model_t *m6 = make_model(&c2, IMG, 1, 1);
+    ok(ckpt_load(ck, m6, 1, &st4, err, sizeof err) == 0 && json_equal(st4, state2), "the new state is read back");
+    ok(count_tmp_dirs(parent) == 0, "no temporary directory left after replacing");
+    json_decref(st4);
+    json_decref(state2);
+    model_free(m6);
+
+    /* a non-square working size cannot be saved as a HF position table */
+    {
+        model_opts_t mo = {.image_h = 28, .image_w = 42, .max_batch = 1, .cdt = DT_F32};
+        model_t *mr = model_create(be, &cfg, &mo, err, sizeof err);
+        model_init(mr, 1, NULL);
+        char d[600];
+        snprintf(d, sizeof d, "%s/rect", root);
+        ok(ckpt_save(d, mr, NULL, NULL, err, sizeof err) < 0 && strstr(err, "square") && access(d, F_OK) != 0,
+           "non-square save refused (%s)", err);
+        model_free(mr);
+    }
+
+    /* bad checkpoints */
+    char bad[600], cmd[2400];
+    snprintf(bad, sizeof bad, "%s/bad", root);
+
+    copy_ckpt(ck, bad);
+    snprintf(cmd, sizeof cmd, "rm '%s/model.safetensors'", bad);
+    run(cmd);
+    expect_fail(&c2, bad, 1, "model.safetensors", "missing model.safetensors");
+
+    copy_ckpt(ck, bad);
+    rewrite_model(ck, bad, "encoder.layer.1.mlp.fc2.weight", NULL, 0);
+    expect_fail(&c2, bad, 1, "missing tensor \"encoder.layer.1.mlp.fc2.weight\"", "missing tensor");
+
+    copy_ckpt(ck, bad);
+    rewrite_model(ck, bad, NULL, "layernorm.weight", 63);
+    expect_fail(&c2, bad, 1, "\"layernorm.weight\" has shape [63], expected [64]", "wrong shape");
+
+    copy_ckpt(ck, bad);
+    rewrite_model(ck, bad, NULL, "embeddings.position_embeddings", 10);
+    expect_fail(&c2, bad, 1, "position_embeddings", "wrong position table shape");
+
+    copy_ckpt(ck, bad);
+    snprintf(cmd, sizeof cmd, "truncate -s 200000 '%s/model.safetensors'", bad);
+    run(cmd);
+    expect_fail(&c2, bad, 1, "model.safetensors", "truncated model.safetensors");
+
+    copy_ckpt(ck, bad);
+    snprintf(cmd, sizeof cmd, "truncate -s 100 '%s/optimizer.safetensors'", bad);
+    run(cmd);
+    expect_fail(&c2, bad, 1, "optimizer.safetensors", "truncated optimizer.safetensors");
+
+    copy_ckpt(ck, bad);
+    snprintf(cmd, sizeof cmd, "rm '%s/optimizer.safetensors'", bad);
+    run(cmd);
+    expect_fail(&c2, bad, 1, "optimizer.safetensors", "missing optimizer.safetensors");
+    {
+        model_t *mw = make_model(&c2, IMG, 1, 1);
+        err[0] = '\0';
+        ok(ckpt_load(bad, mw, 0, NULL, err, sizeof err) == 0, "without optimizer state it loads as weights (%s)", err);
+        model_free(mw);
+    }
+
+    copy_ckpt(ck, bad);
+    write_text(bad, "config.json", "{\"model_type\": \"dinov2\", \"hidden_size\": 64,");
+    expect_fail(&c2, bad, 1, "bad JSON", "truncated config.json");
+
+    copy_ckpt(ck, bad);
+    write_text(bad, "config.json", "{\"model_type\":\"dinov2_with_registers\",\"hidden_size\":64,\"num_hidden_layers\":2,"
+                                   "\"num_attention_heads\":2,\"num_register_tokens\":4,\"image_size\":28,\"hidden_act\":\"relu\"}");
+    expect_fail(&c2, bad, 1, "hidden_act \"relu\"", "hidden_act relu");
+
+    copy_ckpt(ck, bad);
+    write_text(bad, "config.json", "{\"model_type\":\"dinov2_with_registers\",\"hidden_size\":64,\"num_hidden_layers\":2,"
+                                   "\"num_attention_heads\":2,\"num_register_tokens\":4,\"use_swiglu_ffn\":true}");
+    expect_fail(&c2, bad, 1, "use_swiglu_ffn", "SwiGLU");
+
+    copy_ckpt(ck, bad);
+    write_text(bad, "config.json", "{\"model_type\":\"vit\",\"hidden_size\":64}");
+    expect_fail(&c2, bad, 1, "model_type \"vit\"", "other model_type");
+
+    copy_ckpt(ck, bad);
+    write_text(bad, "config.json", "{\"model_type\":\"dinov2_with_registers\",\"hidden_size\":128,\"num_hidden_layers\":2,"
+                                   "\"num_attention_heads\":2,\"num_register_tokens\":4}");
+    expect_fail(&c2, bad, 1, "hidden 128", "config of another size");
+
+    copy_ckpt(ck, bad);
+    write_text(bad, "config.json", "{\"model_type\":\"dinov2_with_registers\",\"num_hidden_layers\":2}");
+    expect_fail(&c2, bad, 1, "hidden_size", "config without hidden_size");
+
+    copy_ckpt(ck, bad);
+    write_text(bad, "state.json", "[1,2");
+    expect_fail(&c2, bad, 1, "state.json", "bad state.json");
+
+    copy_ckpt(ck, bad);
+    snprintf(cmd, sizeof cmd, "rm '%s/state.json'", bad);
+    run(cmd);
+    expect_fail(&c2, bad, 1, "state.json", "missing state.json");
+
+    /* a HF directory has no heads: not a traind checkpoint for a model with a hand head */
+    {
+        char hf[600];
+        snprintf(hf, sizeof hf, "%s/hf", root);
+        copy_ckpt(ck, hf);
+        rewrite_model(ck, hf, NULL, NULL, 0);
+        snprintf(bad, sizeof bad, "%s/hf_noheads", root);
+        fs_mkdir_p(bad, 0755, NULL, 0);
+        snprintf(cmd, sizeof cmd, "cp '%s/config.json' '%s/state.json' '%s/'", hf, hf, bad);
+        run(cmd);
+        /* drop every heads.* tensor */
+        char p[700];
+        snprintf(p, sizeof p, "%s/model.safetensors", hf);
+        st_file_t *f = st_open(p, err, sizeof err);
+        st_writer_t *w = st_writer_new();
+        for (int i = 0; f && i < st_count(f); i++) {
+            const st_tensor_t *t = st_get(f, i);
+            if (strncmp(t->name, "heads.", 6) == 0) continue;
+            void *buf = malloc(t->nbytes + 1);
+            st_read(f, t, buf, err, sizeof err);
+            st_writer_add(w, t->name, t->dtype, t->rank, t->shape, buf);
+            free(buf);
+        }
+        st_close(f);
+        snprintf(p, sizeof p, "%s/model.safetensors", bad);
+        st_writer_write(w, p, err, sizeof err);
+        st_writer_free(w);
+        expect_fail(&c2, bad, 0, "heads", "HF backbone without heads");
+        model_t *mh = make_model(&c2, IMG, 0, 0);
+        model_init(mh, 3, NULL);
+        err[0] = '\0';
+        ok(model_load_hf_dir(mh, bad, err, sizeof err) == 0 && !mh->heads_loaded,
+           "... but it loads as pretrained backbone weights, heads left as initialized (%s)", err);
+        model_free(mh);
+    }
+    /* partial heads are an error naming the missing one */
+    copy_ckpt(ck, bad);
+    rewrite_model(ck, bad, "heads.hand.conf.fc2.bias", NULL, 0);
+    expect_fail(&c2, bad, 1, "heads.hand.conf.fc2.bias", "one head tensor missing");
+
+    json_decref(state);
+    be->free(be, imgs); be->free(be, joints); be->free(be, dpred); be->free(be, dconf);
+    model_free(m);
+    model_free(m3);
+    be->destroy(be);
+    fs_rm_rf(root, NULL, 0);
+    return tap_done();
+}
