@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -446,16 +447,65 @@ static size_t ds_image_file_row(dtype_t dt, int h, int w) {
     return (size_t)h * (size_t)w * 3 * dtype_size(dt);
 }
 
+/* Parallel pread of one byte range: the bulk of a chunk (the images) is
+ * split over up to DS_READERS threads, which is what it takes to go beyond
+ * one core's copy rate out of the page cache. */
+#define DS_READERS 8
+#define DS_READ_SLICE ((size_t)4 << 20)
+
+typedef struct {
+    st_file_t *f;
+    const st_tensor_t *t;
+    uint64_t off;
+    size_t n;
+    char *dst;
+    int rc;
+    char err[256];
+} ds_slice_t;
+
+static void *ds_slice_main(void *arg) {
+    ds_slice_t *s = arg;
+    s->rc = st_read_range(s->f, s->t, s->off, s->n, s->dst, s->err, sizeof s->err);
+    return NULL;
+}
+
+static int ds_read_parallel(st_file_t *f, const st_tensor_t *t, uint64_t off, size_t n, char *dst, char *err,
+                            size_t errlen) {
+    int k = (int)(n / DS_READ_SLICE);
+    if (k > DS_READERS) k = DS_READERS;
+    if (k <= 1) return st_read_range(f, t, off, n, dst, err, errlen);
+    ds_slice_t sl[DS_READERS];
+    pthread_t th[DS_READERS];
+    int started[DS_READERS] = {0};
+    size_t per = (n + (size_t)k - 1) / (size_t)k;
+    for (int i = 0; i < k; i++) {
+        size_t b = (size_t)i * per, e = b + per < n ? b + per : n;
+        sl[i] = (ds_slice_t){.f = f, .t = t, .off = off + b, .n = e - b, .dst = dst + b};
+        if (i > 0) started[i] = pthread_create(&th[i], NULL, ds_slice_main, &sl[i]) == 0;
+        if (i > 0 && !started[i]) ds_slice_main(&sl[i]);    /* no thread: read it here */
+    }
+    ds_slice_main(&sl[0]);
+    int rc = 0;
+    for (int i = 0; i < k; i++) {
+        if (i > 0 && started[i]) pthread_join(th[i], NULL);
+        if (sl[i].rc != 0 && rc == 0) {
+            rc = -1;
+            snprintf(err, errlen, "%s", sl[i].err);
+        }
+    }
+    return rc;
+}
+
 /* Read samples [s0, s0+c) of one shard into a staging buffer:
  * image rows first, then each label array present, each at a 64-byte
  * aligned position. offs[k] receives the staging offset of field k
  * (SIZE_MAX when absent). */
 static int ds_read_chunk(st_file_t *f, const ds_shard_t *sh, int h, int w, int64_t s0, int64_t c, char *stage,
-                         size_t offs_img[1], size_t offs[DS_NFIELDS], char *err, size_t errlen) {
+                         size_t *off_img, size_t offs[DS_NFIELDS], char *err, size_t errlen) {
     const st_tensor_t *im = st_find(f, "image");
     size_t row = ds_image_file_row(sh->image_dtype, h, w), pos = 0;
-    if (st_read_range(f, im, (uint64_t)s0 * row, (size_t)c * row, stage, err, errlen) != 0) return -1;
-    offs_img[0] = 0;
+    if (ds_read_parallel(f, im, (uint64_t)s0 * row, (size_t)c * row, stage, err, errlen) != 0) return -1;
+    *off_img = 0;
     pos = ((size_t)c * row + 63) & ~(size_t)63;
     for (int k = 0; k < DS_NFIELDS; k++) {
         const st_tensor_t *t = st_find(f, ds_fields[k].name);
@@ -509,6 +559,84 @@ static void ds_issue_chunk(ds_loader_t *ld, const ds_shard_t *sh, int64_t g0, in
     }
 }
 
+/* One planned chunk: samples [s0, s0+c) of shard `shard`, global index g0. */
+typedef struct {
+    int shard;
+    int64_t s0, c, g0;
+} ds_chunk_t;
+
+/* A staging buffer and what the reader put in it. */
+typedef struct {
+    char *mem;
+    int chunk;                 /* chunk index it holds, -1 when free */
+    size_t off_img, offs[DS_NFIELDS];
+} ds_stage_t;
+
+/* The reader thread fills the two staging buffers in turn, ahead of the
+ * main thread that converts/uploads them (double buffering). */
+typedef struct {
+    const char *dir;
+    const ds_info_t *info;
+    const ds_layout_t *l;
+    const ds_chunk_t *plan;
+    int nchunks;
+    ds_stage_t st[2];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;                  /* main -> reader: give up */
+    int failed_at;             /* chunk index the reader failed on, -1 none */
+    char err[512];
+} ds_pipe_t;
+
+static void *ds_reader_main(void *arg) {
+    ds_pipe_t *p = arg;
+    st_file_t *f = NULL;
+    int cur = -1;
+    char err[512];
+    for (int k = 0; k < p->nchunks; k++) {
+        ds_stage_t *b = &p->st[k % 2];
+        pthread_mutex_lock(&p->mu);
+        while (b->chunk != -1 && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
+        int stop = p->stop;
+        pthread_mutex_unlock(&p->mu);
+        if (stop) break;
+        const ds_chunk_t *c = &p->plan[k];
+        const ds_shard_t *sh = &p->info->shards[c->shard];
+        int rc = 0;
+        if (c->shard != cur) {
+            st_close(f);
+            f = NULL;
+            cur = c->shard;
+            char path[4096];
+            ds_shape_t s;
+            if (fs_join(path, sizeof path, p->dir, sh->name) != 0) {
+                ds_fail(err, sizeof err, "dataset %s: path too long", p->dir);
+                rc = -1;
+            } else if (!(f = st_open(path, err, sizeof err)) || ds_check_shard(f, &s, err, sizeof err) != 0) {
+                rc = -1;
+            } else if (s.n != sh->n || s.h != p->info->h || s.w != p->info->w || s.image_dtype != sh->image_dtype ||
+                       s.fields != p->info->fields) {
+                ds_fail(err, sizeof err, "%s: shard changed since the dataset was scanned", path);
+                rc = -1;
+            }
+        }
+        if (rc == 0)
+            rc = ds_read_chunk(f, sh, p->l->h, p->l->w, c->s0, c->c, b->mem, &b->off_img, b->offs, err, sizeof err);
+        pthread_mutex_lock(&p->mu);
+        if (rc != 0) {
+            p->failed_at = k;
+            snprintf(p->err, sizeof p->err, "%s", err);
+        } else {
+            b->chunk = k;
+        }
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        if (rc != 0) break;
+    }
+    st_close(f);
+    return NULL;
+}
+
 int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, const ds_layout_t *l,
             ds_progress_fn cb, void *ud, volatile int *cancel, char *err, size_t errlen) {
     if (l->n != info->n || l->h != info->h || l->w != info->w ||
@@ -531,68 +659,89 @@ int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, c
     int64_t chunk = (int64_t)(ds_stage_bytes / worst);
     if (chunk < 1) chunk = 1;
     if (chunk > l->n) chunk = l->n;
+    if (chunk > INT32_MAX / 2) chunk = INT32_MAX / 2;
+
+    /* the plan: every shard cut into chunks */
+    int64_t nplan = 0;
+    for (int i = 0; i < info->nshards; i++) nplan += (info->shards[i].n + chunk - 1) / chunk;
+    if (nplan > INT32_MAX) return ds_fail(err, errlen, "dataset %s: too many chunks", dir);
+    ds_chunk_t *plan = calloc((size_t)(nplan ? nplan : 1), sizeof *plan);
+    if (!plan) return ds_fail(err, errlen, "dataset %s: out of memory", dir);
+    int np = 0;
+    int64_t g = 0;
+    for (int i = 0; i < info->nshards; i++)
+        for (int64_t s0 = 0; s0 < info->shards[i].n; s0 += chunk) {
+            int64_t c = info->shards[i].n - s0 < chunk ? info->shards[i].n - s0 : chunk;
+            plan[np++] = (ds_chunk_t){.shard = i, .s0 = s0, .c = c, .g0 = g};
+            g += c;
+        }
+    assert(g == l->n);
+
     size_t stage_bytes = (size_t)chunk * worst + (DS_NFIELDS + 1) * 64;   /* + alignment slack */
-    char *stage[2] = {be->host_alloc(be, stage_bytes), be->host_alloc(be, stage_bytes)};
+    ds_pipe_t p = {.dir = dir, .info = info, .l = l, .plan = plan, .nchunks = np, .failed_at = -1};
+    p.st[0] = (ds_stage_t){.mem = be->host_alloc(be, stage_bytes), .chunk = -1};
+    p.st[1] = (ds_stage_t){.mem = be->host_alloc(be, stage_bytes), .chunk = -1};
     uint8_t *ones = be->host_alloc(be, (size_t)chunk * DS_JOINTS);
     void *tmp = any_f32 ? be->alloc(be, (size_t)chunk * plane * 4) : NULL;
-    int rc = -1;
-    st_file_t *f = NULL;
-    if (ones) memset(ones, 1, (size_t)chunk * DS_JOINTS);
-    if (!stage[0] || !stage[1] || !ones || (any_f32 && !tmp)) {
-        ds_fail(err, errlen, "dataset %s: cannot allocate staging memory (%zu bytes): %s", dir, stage_bytes, be->err);
+    int rc = -1, started = 0;
+    pthread_t reader;
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv, NULL);
+    if (!p.st[0].mem || !p.st[1].mem || !ones || (any_f32 && !tmp)) {
+        ds_fail(err, errlen, "dataset %s: cannot allocate staging memory (2 x %zu bytes): %s", dir, stage_bytes, be->err);
         goto out;
     }
-    int64_t g = 0;     /* global sample index */
-    int which = 0;
-    if (cb) cb(ud, 0, ld.total);
-    for (int i = 0; i < info->nshards; i++) {
-        const ds_shard_t *sh = &info->shards[i];
-        char path[4096];
-        if (fs_join(path, sizeof path, dir, sh->name) != 0) {
-            ds_fail(err, errlen, "dataset %s: path too long", dir);
-            goto out;
-        }
-        f = st_open(path, err, errlen);
-        if (!f) goto out;
-        ds_shape_t s;
-        if (ds_check_shard(f, &s, err, errlen) != 0) goto out;
-        if (s.n != sh->n || s.h != info->h || s.w != info->w || s.image_dtype != sh->image_dtype ||
-            s.fields != info->fields) {
-            ds_fail(err, errlen, "%s: shard changed since the dataset was scanned", path);
-            goto out;
-        }
-        for (int64_t s0 = 0; s0 < sh->n; s0 += chunk) {
-            if (cancel && *cancel) {
-                ds_fail(err, errlen, "dataset %s: loading cancelled", dir);
-                rc = DS_LOAD_CANCELLED;
-                goto out;
-            }
-            int64_t c = sh->n - s0 < chunk ? sh->n - s0 : chunk;
-            size_t off_img, offs[DS_NFIELDS];
-            /* read into the buffer the device finished with (see the sync below) */
-            if (ds_read_chunk(f, sh, l->h, l->w, s0, c, stage[which], &off_img, offs, err, errlen) != 0) goto out;
-            /* wait for the previous chunk's device work: afterwards the other
-             * buffer is free for the next read while this chunk converts */
-            be->sync(be);
-            ds_issue_chunk(&ld, sh, g, c, stage[which], off_img, offs, tmp, ones);
-            g += c;
-            which ^= 1;
-            if (cb) cb(ud, ld.done, ld.total);
-        }
-        st_close(f);
-        f = NULL;
+    memset(ones, 1, (size_t)chunk * DS_JOINTS);
+    if (pthread_create(&reader, NULL, ds_reader_main, &p) != 0) {
+        ds_fail(err, errlen, "dataset %s: cannot start the reader thread", dir);
+        goto out;
     }
-    be->sync(be);
-    assert(g == l->n);
+    started = 1;
+    if (cb) cb(ud, 0, ld.total);
+    for (int k = 0; k < np; k++) {
+        if (cancel && *cancel) {
+            ds_fail(err, errlen, "dataset %s: loading cancelled", dir);
+            rc = DS_LOAD_CANCELLED;
+            goto out;
+        }
+        ds_stage_t *b = &p.st[k % 2];
+        pthread_mutex_lock(&p.mu);
+        while (b->chunk != k && p.failed_at != k) pthread_cond_wait(&p.cv, &p.mu);
+        int failed = p.failed_at == k;
+        pthread_mutex_unlock(&p.mu);
+        if (failed) {
+            ds_fail(err, errlen, "%s", p.err);
+            goto out;
+        }
+        const ds_chunk_t *c = &plan[k];
+        ds_issue_chunk(&ld, &info->shards[c->shard], c->g0, c->c, b->mem, b->off_img, b->offs, tmp, ones);
+        /* the device must be done with this buffer before the reader refills
+         * it; meanwhile the reader is filling the other one */
+        be->sync(be);
+        pthread_mutex_lock(&p.mu);
+        b->chunk = -1;
+        pthread_cond_broadcast(&p.cv);
+        pthread_mutex_unlock(&p.mu);
+        if (cb) cb(ud, ld.done, ld.total);
+    }
     assert(ld.done == ld.total);
     rc = 0;
 out:
-    if (rc != 0) be->sync(be);   /* nothing may still read the staging buffers */
-    st_close(f);
+    if (started) {
+        pthread_mutex_lock(&p.mu);
+        p.stop = 1;
+        pthread_cond_broadcast(&p.cv);
+        pthread_mutex_unlock(&p.mu);
+        pthread_join(reader, NULL);
+    }
+    be->sync(be);   /* nothing may still read the staging buffers */
+    pthread_mutex_destroy(&p.mu);
+    pthread_cond_destroy(&p.cv);
     if (tmp) be->free(be, tmp);
-    if (stage[0]) be->host_free(be, stage[0]);
-    if (stage[1]) be->host_free(be, stage[1]);
+    if (p.st[0].mem) be->host_free(be, p.st[0].mem);
+    if (p.st[1].mem) be->host_free(be, p.st[1].mem);
     if (ones) be->host_free(be, ones);
+    free(plan);
     return rc;
 }
 

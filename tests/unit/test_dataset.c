@@ -249,6 +249,28 @@ static void test_float_shards(void) {
     shard_free(&c);
 }
 
+/* A shard big enough that a chunk's image bytes are read by several threads. */
+static void test_parallel_read(void) {
+    char dir[512], err[512];
+    mkdir_in(dir, sizeof dir, "big");
+    shard_t a;
+    shard_make(&a, 70, 224, 224, DT_U8, 1);
+    shard_write(dir, "big.safetensors", &a, NULL, NULL);
+    ds_info_t info;
+    if (!ok(ds_scan(dir, &info, err, sizeof err) == 0, "scan big shard: %s", err)) return;
+    ds_layout_t l;
+    ds_layout_for(&l, &info);
+    void *base = be->alloc(be, l.total);
+    int r = ds_load(be, dir, &info, base, &l, NULL, NULL, NULL, err, sizeof err);
+    ok(r == 0, "load a 10 MB shard with parallel reads: %s", r ? err : "");
+    dataset_t ds;
+    ds_view(&ds, base, &l);
+    check_loaded(&ds, &a, 0, info.mean, info.std, "big u8 shard");
+    be->free(be, base);
+    ds_info_free(&info);
+    shard_free(&a);
+}
+
 static void test_layout(void) {
     ds_layout_t l;
     size_t tot = ds_layout(&l, 1001, 30, 44, DS_F_ALL);
@@ -403,6 +425,7 @@ int main(void) {
     test_layout();
     test_u8();
     test_float_shards();
+    test_parallel_read();
     test_bad_datasets();
     be->destroy(be);
     fs_rm_rf(root, err, sizeof err);
