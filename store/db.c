@@ -730,6 +730,20 @@ out:
     return wend(s, rc, err, errlen);
 }
 
+int store_job_set_worker(store_t *s, const char *id, int pid, char *err, size_t errlen) {
+    if (wbegin(s, 0, err, errlen)) return STORE_ERR;
+    sqlite3_stmt *st;
+    int rc = prep(s->w, "UPDATE jobs SET worker_pid = ?2 WHERE id = ?1;", &st, err, errlen);
+    if (rc == STORE_OK) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+        if (pid > 0) sqlite3_bind_int(st, 2, pid); else sqlite3_bind_null(st, 2);
+        if (sqlite3_step(st) != SQLITE_DONE) rc = dberr(s->w, err, errlen, "worker pid");
+        else if (sqlite3_changes(s->w) == 0) { rc = STORE_NOTFOUND; seterr(err, errlen, "no job %s", id); }
+        sqlite3_finalize(st);
+    }
+    return wend(s, rc, err, errlen);
+}
+
 int store_job_set_progress(store_t *s, const char *id, const json_t *progress, int with_event,
                            char *err, size_t errlen) {
     char *text = doc_text(progress);

@@ -103,6 +103,8 @@ int store_job_list(store_t *s, const char *state, const char *type, int limit, i
  * (compare-and-set), else BADSTATE. */
 int store_job_set_state(store_t *s, const char *id, const char *from, const char *to,
                         const json_t *extra, char *err, size_t errlen);
+/* Records the worker process of a running job (pid <= 0 clears it). */
+int store_job_set_worker(store_t *s, const char *id, int pid, char *err, size_t errlen);
 /* Progress fields (replaces the stored progress object). When with_event, a
  * "progress" event with the same data is appended. */
 int store_job_set_progress(store_t *s, const char *id, const json_t *progress, int with_event,

@@ -1,0 +1,227 @@
+/* daemon/config.c — flags and the `key = value` config file (see config.h). */
+#include "daemon/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "api/api.h"
+#include "daemon/log.h"
+
+__attribute__((format(printf, 3, 4)))
+static int cfg_err(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void config_defaults(daemon_cfg_t *c) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->listen, sizeof c->listen, "%s", API_DEFAULT_LISTEN);
+    const char *sd = getenv("STATE_DIRECTORY");   /* systemd: may be a ':'-separated list */
+    if (sd && *sd) {
+        size_t n = strcspn(sd, ":");
+        snprintf(c->state_dir, sizeof c->state_dir, "%.*s", (int)n, sd);
+    } else {
+        snprintf(c->state_dir, sizeof c->state_dir, "./traind-state");
+    }
+    snprintf(c->backend, sizeof c->backend, "auto");
+    c->log_level = LOG_INFO;
+    c->cancel_grace_s = 60;
+}
+
+static int parse_double(const char *v, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x >= lo && x <= hi)) return -1;
+    *out = x;
+    return 0;
+}
+
+int config_set(daemon_cfg_t *c, const char *key, const char *v, char *err, size_t errlen) {
+#define COPY(dst) do { if (snprintf(dst, sizeof dst, "%s", v) >= (int)sizeof dst) \
+        return cfg_err(err, errlen, "%s: value too long", key); } while (0)
+    if (!strcmp(key, "listen")) COPY(c->listen);
+    else if (!strcmp(key, "state-dir")) COPY(c->state_dir);
+    else if (!strcmp(key, "backend")) {
+        if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto"))
+            return cfg_err(err, errlen, "backend: '%s' is not cpu, cuda or auto", v);
+        COPY(c->backend);
+    } else if (!strcmp(key, "token-file")) COPY(c->token_file);
+    else if (!strcmp(key, "dataset-root")) {
+        if (c->n_roots >= CFG_MAX_ROOTS) return cfg_err(err, errlen, "dataset-root: at most %d", CFG_MAX_ROOTS);
+        if (!*v) return cfg_err(err, errlen, "dataset-root: empty path");
+        COPY(c->dataset_roots[c->n_roots]);
+        c->n_roots++;
+    } else if (!strcmp(key, "devices")) {
+        c->n_devices = 0;
+        const char *p = v;
+        while (*p) {
+            char *end;
+            errno = 0;
+            long d = strtol(p, &end, 10);
+            if (errno || end == p || d < 0 || d > 255 || (*end && *end != ','))
+                return cfg_err(err, errlen, "devices: '%s' is not a list like 0,1", v);
+            if (c->n_devices >= CFG_MAX_DEVICES) return cfg_err(err, errlen, "devices: at most %d", CFG_MAX_DEVICES);
+            for (int i = 0; i < c->n_devices; i++)
+                if (c->devices[i] == d) return cfg_err(err, errlen, "devices: %ld listed twice", d);
+            c->devices[c->n_devices++] = (int)d;
+            p = *end ? end + 1 : end;
+        }
+        if (!c->n_devices) return cfg_err(err, errlen, "devices: empty list");
+    } else if (!strcmp(key, "memory-reserve-gb")) {
+        if (parse_double(v, 0, 1e6, &c->memory_reserve_gb))
+            return cfg_err(err, errlen, "memory-reserve-gb: '%s' is not a number >= 0", v);
+    } else if (!strcmp(key, "log-level")) {
+        int l = log_level_parse(v);
+        if (l < 0) return cfg_err(err, errlen, "log-level: '%s' is not debug, info, warn or error", v);
+        c->log_level = l;
+    } else if (!strcmp(key, "cancel-grace-s")) {
+        if (parse_double(v, 0.1, 86400, &c->cancel_grace_s))
+            return cfg_err(err, errlen, "cancel-grace-s: '%s' is not a number of seconds", v);
+    } else if (!strcmp(key, "config")) COPY(c->config_file);
+    else return cfg_err(err, errlen, "unknown setting '%s'", key);
+    return 0;
+#undef COPY
+}
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1])) s[--n] = 0;
+    return s;
+}
+
+int config_load_file(daemon_cfg_t *c, const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) return cfg_err(err, errlen, "config %s: %s", path, strerror(errno));
+    char line[4096], e2[512];
+    int ln = 0, rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        ln++;
+        if (!strchr(line, '\n') && !feof(f)) { rc = cfg_err(err, errlen, "%s:%d: line too long", path, ln); break; }
+        char *s = trim(line);
+        if (!*s || *s == '#' || *s == ';') continue;
+        char *eq = strchr(s, '=');
+        if (!eq) { rc = cfg_err(err, errlen, "%s:%d: expected 'key = value'", path, ln); break; }
+        *eq = 0;
+        char *k = trim(s), *v = trim(eq + 1);
+        if (strlen(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[strlen(v) - 1] == v[0]) {
+            v[strlen(v) - 1] = 0;
+            v++;
+        }
+        if (!strcmp(k, "config")) { rc = cfg_err(err, errlen, "%s:%d: 'config' cannot be nested", path, ln); break; }
+        if (config_set(c, k, v, e2, sizeof e2)) { rc = cfg_err(err, errlen, "%s:%d: %s", path, ln, e2); break; }
+    }
+    fclose(f);
+    return rc;
+}
+
+static const char *const flag_names[] = {
+    "listen", "state-dir", "backend", "token-file", "dataset-root", "devices",
+    "memory-reserve-gb", "log-level", "cancel-grace-s", "config",
+};
+
+int config_parse_args(daemon_cfg_t *c, int argc, char **argv, int *help, int *version,
+                      char *err, size_t errlen) {
+    *help = *version = 0;
+    /* --config first, so flags override the file wherever they appear */
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--config")) {
+            if (i + 1 >= argc) return cfg_err(err, errlen, "--config needs a file");
+            if (config_load_file(c, argv[i + 1], err, errlen)) return -1;
+            snprintf(c->config_file, sizeof c->config_file, "%s", argv[i + 1]);
+        } else if (!strncmp(a, "--config=", 9)) {
+            if (config_load_file(c, a + 9, err, errlen)) return -1;
+            snprintf(c->config_file, sizeof c->config_file, "%s", a + 9);
+        }
+    }
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { *help = 1; continue; }
+        if (!strcmp(a, "--version") || !strcmp(a, "-V")) { *version = 1; continue; }
+        if (strncmp(a, "--", 2) != 0) return cfg_err(err, errlen, "unexpected argument '%s'", a);
+        char key[64];
+        const char *val = NULL;
+        const char *eq = strchr(a, '=');
+        if (eq) {
+            snprintf(key, sizeof key, "%.*s", (int)(eq - a - 2), a + 2);
+            val = eq + 1;
+        } else {
+            snprintf(key, sizeof key, "%s", a + 2);
+        }
+        int known = 0;
+        for (size_t k = 0; k < sizeof flag_names / sizeof flag_names[0]; k++) known |= !strcmp(key, flag_names[k]);
+        if (!known) return cfg_err(err, errlen, "unknown option '%s' (see --help)", a);
+        if (!val) {
+            if (i + 1 >= argc) return cfg_err(err, errlen, "option --%s needs a value", key);
+            val = argv[++i];
+        }
+        if (!strcmp(key, "config")) continue;
+        if (config_set(c, key, val, err, errlen)) return -1;
+    }
+    return 0;
+}
+
+int config_listen_is_loopback(const char *listen) { return api_listen_is_loopback(listen); }
+
+int config_finish(daemon_cfg_t *c, char *err, size_t errlen) {
+    c->token[0] = 0;
+    if (c->token_file[0]) {
+        FILE *f = fopen(c->token_file, "r");
+        if (!f) return cfg_err(err, errlen, "token-file %s: %s", c->token_file, strerror(errno));
+        char buf[CFG_TOKEN_MAX + 2];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        char *t = trim(buf);
+        if (strlen(t) >= CFG_TOKEN_MAX) return cfg_err(err, errlen, "token-file %s: token longer than %d bytes", c->token_file, CFG_TOKEN_MAX - 1);
+        if (strlen(t) < 8) return cfg_err(err, errlen, "token-file %s: token shorter than 8 characters", c->token_file);
+        for (char *p = t; *p; p++)
+            if (!isgraph((unsigned char)*p)) return cfg_err(err, errlen, "token-file %s: the token must be one word of printable characters", c->token_file);
+        snprintf(c->token, sizeof c->token, "%s", t);
+    }
+    if (!config_listen_is_loopback(c->listen) && !c->token[0])
+        return cfg_err(err, errlen, "refusing to listen on non-loopback address %s without a token (--token-file)", c->listen);
+    for (int i = 0; i < c->n_roots; i++) {
+        char rp[PATH_MAX];
+        if (!realpath(c->dataset_roots[i], rp))
+            return cfg_err(err, errlen, "dataset-root %s: %s", c->dataset_roots[i], strerror(errno));
+        struct stat st;
+        if (stat(rp, &st) || !S_ISDIR(st.st_mode)) return cfg_err(err, errlen, "dataset-root %s: not a directory", rp);
+        snprintf(c->dataset_roots[i], sizeof c->dataset_roots[i], "%s", rp);
+    }
+    if (!c->n_devices) { c->devices[0] = 0; c->n_devices = 1; }
+    log_set_level(c->log_level);
+    return 0;
+}
+
+void config_usage(FILE *f) {
+    fprintf(f,
+        "usage: traind [options]            run the daemon\n"
+        "       traind worker --job FILE ...   run one job (started by the daemon)\n"
+        "       traind synth --out DIR --samples N --image-size S --seed K\n"
+        "       traind forward --weights DIR --input IN --out OUT [--precision fp32|bf16] [--backend cpu|cuda]\n"
+        "       traind --version | --help\n"
+        "\n"
+        "options (also `key = value` lines in --config FILE; flags win):\n"
+        "  --listen HOST:PORT       HTTP address (default %s); non-loopback needs a token\n"
+        "  --state-dir DIR          database and checkpoints ($STATE_DIRECTORY, else ./traind-state)\n"
+        "  --backend cpu|cuda|auto  compute backend (default auto)\n"
+        "  --token-file FILE        bearer token for every path but /v1/health\n"
+        "  --dataset-root DIR       dataset paths must lie under it (repeatable)\n"
+        "  --devices 0,1            devices to use (one running job per device)\n"
+        "  --memory-reserve-gb G    per-device memory kept free for jobs (default 0)\n"
+        "  --log-level L            debug|info|warn|error (default info)\n"
+        "  --cancel-grace-s S       SIGKILL a cancelled worker after S seconds (default 60)\n"
+        "  --config FILE            read settings from FILE\n",
+        API_DEFAULT_LISTEN);
+}

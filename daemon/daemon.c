@@ -1,0 +1,540 @@
+/* daemon/daemon.c — the daemon context: start-up and shutdown, and the
+ * actions the HTTP API calls (see daemon.h). Each action validates, reads or
+ * writes the store, and hands long work to residency.c or sched.c. */
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon/log.h"
+#include "daemon/residency.h"
+#include "daemon/sched.h"
+#include "gpu/jobspec.h"
+#include "store/fsutil.h"
+
+void daemon_err_set(daemon_err_t *e, int status, const char *code, const char *field, const char *fmt, ...) {
+    if (!e) return;
+    e->status = status;
+    snprintf(e->code, sizeof e->code, "%s", code);
+    snprintf(e->field, sizeof e->field, "%s", field ? field : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+}
+
+/* Maps a store failure to an API error. */
+static void store_fail(daemon_err_t *e, int rc, const char *err) {
+    if (rc == STORE_NOTFOUND) daemon_err_set(e, 404, "not_found", "", "%s", err);
+    else if (rc == STORE_CONFLICT || rc == STORE_BADSTATE) daemon_err_set(e, 409, "conflict", "", "%s", err);
+    else daemon_err_set(e, 500, "internal", "", "%s", err);
+}
+
+const char *daemon_token(const daemon_t *d) { return d->cfg.token[0] ? d->cfg.token : NULL; }
+store_t *daemon_store(daemon_t *d) { return d->store; }
+
+/* ---- events -------------------------------------------------------------------------- */
+void daemon_event_notify(daemon_t *d) {
+    pthread_mutex_lock(&d->ev_mu);
+    d->ev_seq++;
+    pthread_cond_broadcast(&d->ev_cv);
+    pthread_mutex_unlock(&d->ev_mu);
+    atomic_fetch_add(&d->events_total, 1);
+}
+
+static void event_hook(void *ud) { daemon_event_notify(ud); }
+
+unsigned long long daemon_event_seq(daemon_t *d) {
+    pthread_mutex_lock(&d->ev_mu);
+    unsigned long long s = d->ev_seq;
+    pthread_mutex_unlock(&d->ev_mu);
+    return s;
+}
+
+int daemon_event_wait(daemon_t *d, unsigned long long *seq, int timeout_ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (timeout_ms < 0) timeout_ms = 0;
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+    int r = 0;
+    pthread_mutex_lock(&d->ev_mu);
+    while (d->ev_seq == *seq && !atomic_load(&d->stopping))
+        if (pthread_cond_timedwait(&d->ev_cv, &d->ev_mu, &ts) == ETIMEDOUT) break;
+    if (d->ev_seq != *seq) { *seq = d->ev_seq; r = 1; }
+    else if (atomic_load(&d->stopping)) r = -1;
+    pthread_mutex_unlock(&d->ev_mu);
+    return r;
+}
+
+/* ---- lifetime ----------------------------------------------------------------------------- */
+daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
+    daemon_t *d = calloc(1, sizeof *d);
+    if (!d) { snprintf(err, errlen, "out of memory"); return NULL; }
+    d->cfg = *cfg;
+    d->started = store_now();
+    pthread_mutex_init(&d->ev_mu, NULL);
+    pthread_cond_init(&d->ev_cv, NULL);
+    char e2[512];
+    if (fs_mkdir_p(cfg->state_dir, 0750, e2, sizeof e2)) { snprintf(err, errlen, "state dir: %s", e2); goto fail; }
+    char sd[PATH_MAX];
+    if (!realpath(cfg->state_dir, sd)) { snprintf(err, errlen, "state dir %s: %s", cfg->state_dir, strerror(errno)); goto fail; }
+    snprintf(d->cfg.state_dir, sizeof d->cfg.state_dir, "%s", sd);
+    if (snprintf(d->checkpoint_root, sizeof d->checkpoint_root, "%s/checkpoints", sd) >= (int)sizeof d->checkpoint_root ||
+        snprintf(d->work_root, sizeof d->work_root, "%s/work", sd) >= (int)sizeof d->work_root) {
+        snprintf(err, errlen, "state dir path too long");
+        goto fail;
+    }
+    if (fs_mkdir_p(d->checkpoint_root, 0750, e2, sizeof e2) || fs_mkdir_p(d->work_root, 0750, e2, sizeof e2)) {
+        snprintf(err, errlen, "%s", e2);
+        goto fail;
+    }
+    ssize_t n = readlink("/proc/self/exe", d->exe, sizeof d->exe - 1);
+    if (n <= 0) { snprintf(err, errlen, "cannot find this binary (/proc/self/exe): %s", strerror(errno)); goto fail; }
+    d->exe[n] = 0;
+
+    char dbpath[PATH_MAX + 16];
+    snprintf(dbpath, sizeof dbpath, "%s/traind.db", sd);
+    d->store = store_open(dbpath, err, errlen);
+    if (!d->store) goto fail;
+    store_set_event_hook(d->store, event_hook, d);
+
+    /* backends: one per device (cpu: one) */
+    for (int i = 0; i < cfg->n_devices; i++) {
+        char be_err[BACKEND_ERR_MAX];
+        backend_t *be = backend_open(cfg->backend, cfg->devices[i], be_err, sizeof be_err);
+        if (!be) { snprintf(err, errlen, "backend %s device %d: %s", cfg->backend, cfg->devices[i], be_err); goto fail; }
+        if (i == 0) snprintf(d->backend_name, sizeof d->backend_name, "%s", be->name);
+        else if (strcmp(d->backend_name, be->name) != 0) {
+            be->destroy(be);
+            snprintf(err, errlen, "device %d opened as %s but device %d as %s", cfg->devices[0], d->backend_name,
+                     cfg->devices[i], be->name);
+            goto fail;
+        }
+        d->be[d->n_dev] = be;
+        d->dev_index[d->n_dev] = strcmp(be->name, "cpu") == 0 ? 0 : cfg->devices[i];
+        d->n_dev++;
+        if (strcmp(be->name, "cpu") == 0) break;   /* the CPU is one device */
+    }
+    for (int i = 0; i < d->n_dev; i++)
+        log_info(NULL, "device %d: %s (%s)", d->dev_index[i], d->be[i]->device_name(d->be[i]), d->backend_name);
+
+    sched_recover(d);
+    d->sched = sched_create(d);
+    if (!d->sched) { snprintf(err, errlen, "out of memory"); goto fail; }
+    d->res = residency_create(d);
+    if (!d->res) { snprintf(err, errlen, "cannot start the dataset loader"); goto fail; }
+    residency_reload_all(d->res);
+    if (sched_start(d->sched, err, errlen)) goto fail;
+    log_info(NULL, "traind %s: state %s, backend %s, %d device(s)", TRAIND_VERSION, sd, d->backend_name, d->n_dev);
+    return d;
+fail:
+    daemon_destroy(d);
+    return NULL;
+}
+
+void daemon_shutdown(daemon_t *d) {
+    if (!d) return;
+    atomic_store(&d->stopping, 1);
+    pthread_mutex_lock(&d->ev_mu);
+    pthread_cond_broadcast(&d->ev_cv);
+    pthread_mutex_unlock(&d->ev_mu);
+    if (d->sched) sched_stop_all(d->sched);
+}
+
+void daemon_destroy(daemon_t *d) {
+    if (!d) return;
+    atomic_store(&d->stopping, 1);
+    if (d->sched) sched_destroy(d->sched);      /* stops workers if still running */
+    d->sched = NULL;
+    if (d->res) residency_destroy(d->res);      /* frees resident memory */
+    d->res = NULL;
+    for (int i = 0; i < d->n_dev; i++)
+        if (d->be[i]) d->be[i]->destroy(d->be[i]);
+    store_close(d->store);
+    pthread_mutex_destroy(&d->ev_mu);
+    pthread_cond_destroy(&d->ev_cv);
+    free(d);
+}
+
+/* ---- datasets ------------------------------------------------------------------------------- */
+int daemon_check_dataset_path(daemon_t *d, const char *path, char *resolved, size_t len, daemon_err_t *e) {
+    return residency_check_path(&d->cfg, path, resolved, len, e);
+}
+
+json_t *daemon_dataset_load(daemon_t *d, const json_t *body, daemon_err_t *e) {
+    if (atomic_load(&d->stopping)) { daemon_err_set(e, 503, "unavailable", "", "the daemon is stopping"); return NULL; }
+    return residency_load(d->res, body, e);
+}
+
+json_t *daemon_dataset_get(daemon_t *d, const char *name, daemon_err_t *e) {
+    char err[256];
+    json_t *rec = NULL;
+    int rc = store_dataset_get(d->store, name, &rec, err, sizeof err);
+    if (rc) {
+        if (rc == STORE_NOTFOUND) daemon_err_set(e, 404, "not_found", "", "no dataset '%s'", name);
+        else store_fail(e, rc, err);
+        return NULL;
+    }
+    residency_decorate(d->res, rec);
+    return rec;
+}
+
+json_t *daemon_dataset_list(daemon_t *d, daemon_err_t *e) {
+    char err[256];
+    json_t *arr = NULL;
+    int rc = store_dataset_list(d->store, &arr, err, sizeof err);
+    if (rc) { store_fail(e, rc, err); return NULL; }
+    size_t i;
+    json_t *rec;
+    json_array_foreach(arr, i, rec) residency_decorate(d->res, rec);
+    return json_pack("{s:o}", "datasets", arr);
+}
+
+int daemon_dataset_delete(daemon_t *d, const char *name, daemon_err_t *e) {
+    return residency_delete(d->res, name, e);
+}
+
+/* ---- jobs ---------------------------------------------------------------------------------- */
+static int checkpoint_exists(daemon_t *d, const char *id) {
+    json_t *c = NULL;
+    char err[256];
+    int rc = store_checkpoint_get(d->store, id, &c, err, sizeof err);
+    json_decref(c);
+    return rc == STORE_OK;
+}
+
+json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_err_t *e) {
+    *created = 0;
+    if (atomic_load(&d->stopping)) { daemon_err_set(e, 503, "unavailable", "", "the daemon is stopping"); return NULL; }
+    if (!json_is_object(body)) { daemon_err_set(e, 400, "bad_request", "", "the body must be a JSON object"); return NULL; }
+    jobspec_t js;
+    memset(&js, 0, sizeof js);
+    char field[128] = "", msg[512] = "";
+    if (jobspec_parse(body, &js, field, sizeof field, msg, sizeof msg)) {
+        daemon_err_set(e, 400, "invalid_field", field, "%s", msg);
+        jobspec_free(&js);
+        return NULL;
+    }
+    json_t *out = NULL;
+    char err[512];
+    json_t *ds = NULL;
+    int rc = store_dataset_get(d->store, js.dataset, &ds, err, sizeof err);
+    if (rc == STORE_NOTFOUND) {
+        daemon_err_set(e, 422, "unprocessable", "dataset", "dataset '%s' is not loaded (POST /v1/datasets first)", js.dataset);
+        goto out;
+    }
+    if (rc) { store_fail(e, rc, err); goto out; }
+    if (!strcmp(json_string_value(json_object_get(ds, "state")), "failed")) {
+        daemon_err_set(e, 422, "unprocessable", "dataset", "dataset '%s' failed to load: %s", js.dataset,
+                       json_string_value(json_object_get(ds, "error")) ?: "unknown error");
+        goto out;
+    }
+    if (js.checkpoint[0] && !checkpoint_exists(d, js.checkpoint)) {
+        daemon_err_set(e, 422, "unprocessable", "checkpoint", "no checkpoint '%s'", js.checkpoint);
+        goto out;
+    }
+    if (js.resume_from[0] && !checkpoint_exists(d, js.resume_from)) {
+        daemon_err_set(e, 422, "unprocessable", "resume_from", "no checkpoint '%s'", js.resume_from);
+        goto out;
+    }
+    if (js.model.weights[0] && !checkpoint_exists(d, js.model.weights)) {
+        struct stat st;
+        char cfgp[JS_PATH_MAX + 16];
+        snprintf(cfgp, sizeof cfgp, "%s/config.json", js.model.weights);
+        if (stat(cfgp, &st) != 0) {
+            daemon_err_set(e, 422, "unprocessable", "model.weights",
+                           "'%s' is neither a checkpoint id nor a directory with config.json", js.model.weights);
+            goto out;
+        }
+    }
+    json_t *spec = jobspec_to_json(&js);
+    dtype_plan_t plan = jobspec_plan(&js);
+    json_t *pj = dtype_plan_to_json(&plan);
+    rc = store_job_insert(d->store, job_type_name(js.type), js.dataset, js.priority,
+                          js.submission_id[0] ? js.submission_id : NULL, spec, pj, &out, created, err, sizeof err);
+    json_decref(spec);
+    json_decref(pj);
+    if (rc == STORE_CONFLICT) {
+        daemon_err_set(e, 409, "conflict", "submission_id", "%s", err);
+        goto out;
+    }
+    if (rc) { store_fail(e, rc, err); goto out; }
+    if (*created) {
+        log_info(json_string_value(json_object_get(out, "id")), "job submitted: %s on %s, priority %d",
+                 job_type_name(js.type), js.dataset, js.priority);
+        sched_kick(d->sched);
+    }
+out:
+    json_decref(ds);
+    jobspec_free(&js);
+    return out;
+}
+
+json_t *daemon_job_get(daemon_t *d, const char *id, daemon_err_t *e) {
+    char err[256];
+    json_t *j = NULL;
+    int rc = store_job_get(d->store, id, &j, err, sizeof err);
+    if (rc == STORE_NOTFOUND) { daemon_err_set(e, 404, "not_found", "", "no job '%s'", id); return NULL; }
+    if (rc) { store_fail(e, rc, err); return NULL; }
+    return j;
+}
+
+json_t *daemon_job_list(daemon_t *d, const char *state, const char *type, int limit, int offset, daemon_err_t *e) {
+    if (state && *state && !store_job_state_valid(state)) {
+        daemon_err_set(e, 400, "invalid_field", "state", "unknown state '%s'", state);
+        return NULL;
+    }
+    if (type && *type && strcmp(type, "train") && strcmp(type, "eval") && strcmp(type, "debug") && strcmp(type, "infer")) {
+        daemon_err_set(e, 400, "invalid_field", "type", "unknown type '%s' (train, eval, debug, infer)", type);
+        return NULL;
+    }
+    if (limit < 0 || limit > 1000) { daemon_err_set(e, 400, "invalid_field", "limit", "limit must be in [0, 1000]"); return NULL; }
+    if (offset < 0) { daemon_err_set(e, 400, "invalid_field", "offset", "offset must be >= 0"); return NULL; }
+    char err[256];
+    json_t *out = NULL;
+    int rc = store_job_list(d->store, state && *state ? state : NULL, type && *type ? type : NULL, limit, offset, &out,
+                            err, sizeof err);
+    if (rc) { store_fail(e, rc, err); return NULL; }
+    return out;
+}
+
+json_t *daemon_job_cancel(daemon_t *d, const char *id, daemon_err_t *e) {
+    char err[256];
+    for (int attempt = 0; attempt < 3; attempt++) {
+        json_t *j = daemon_job_get(d, id, e);
+        if (!j) return NULL;
+        const char *st = json_string_value(json_object_get(j, "state"));
+        if (!strcmp(st, "cancelling")) return j;
+        if (store_job_state_terminal(st)) {
+            daemon_err_set(e, 409, "conflict", "", "job %s is already %s", id, st);
+            json_decref(j);
+            return NULL;
+        }
+        json_decref(j);
+        const char *to = !strcmp(st, "queued") ? "cancelled" : "cancelling";
+        json_t *extra = json_pack("{s:s}", "reason", "cancelled on request");
+        int rc = store_job_set_state(d->store, id, st, to, extra, err, sizeof err);
+        json_decref(extra);
+        if (rc == STORE_BADSTATE) continue;   /* it moved meanwhile (e.g. just started): look again */
+        if (rc) { store_fail(e, rc, err); return NULL; }
+        if (!strcmp(to, "cancelling")) {
+            if (sched_cancel(d->sched, id) != 0) {
+                /* not running here (finished in between): the supervisor records the end */
+                log_warn(id, "cancel: no worker found for the job");
+            }
+        } else {
+            log_info(id, "job cancelled while queued");
+        }
+        return daemon_job_get(d, id, e);
+    }
+    daemon_err_set(e, 409, "conflict", "", "job %s keeps changing state; try again", id);
+    return NULL;
+}
+
+json_t *daemon_job_result(daemon_t *d, const char *id, daemon_err_t *e) {
+    json_t *j = daemon_job_get(d, id, e);
+    if (!j) return NULL;
+    json_t *r = json_object_get(j, "result");
+    if (!r || json_is_null(r)) {
+        const char *st = json_string_value(json_object_get(j, "state"));
+        const char *er = json_string_value(json_object_get(j, "error"));
+        daemon_err_set(e, 409, "conflict", "", "job %s is %s and has no result%s%s", id, st, er ? ": " : "", er ? er : "");
+        json_decref(j);
+        return NULL;
+    }
+    json_incref(r);
+    json_decref(j);
+    return r;
+}
+
+json_t *daemon_job_metrics(daemon_t *d, const char *id, const char *name, long since_step, daemon_err_t *e) {
+    json_t *j = daemon_job_get(d, id, e);
+    if (!j) return NULL;
+    json_decref(j);
+    char err[256];
+    json_t *out = NULL;
+    int rc = store_metrics_query(d->store, id, name && *name ? name : NULL, since_step, &out, err, sizeof err);
+    if (rc) { store_fail(e, rc, err); return NULL; }
+    return out;
+}
+
+json_t *daemon_job_events(daemon_t *d, const char *id, long long after_id, int limit, daemon_err_t *e) {
+    json_t *j = daemon_job_get(d, id, e);
+    if (!j) return NULL;
+    json_decref(j);
+    char err[256];
+    json_t *out = NULL;
+    int rc = store_events_since(d->store, id, after_id, limit, &out, err, sizeof err);
+    if (rc) { store_fail(e, rc, err); return NULL; }
+    return out;
+}
+
+/* ---- checkpoints ------------------------------------------------------------------------------ */
+json_t *daemon_checkpoint_list(daemon_t *d, const char *job, daemon_err_t *e) {
+    char err[256];
+    json_t *arr = NULL;
+    if (job && *job) {
+        json_t *j = daemon_job_get(d, job, e);
+        if (!j) return NULL;
+        json_decref(j);
+    }
+    int rc = store_checkpoint_list(d->store, job && *job ? job : NULL, &arr, err, sizeof err);
+    if (rc) { store_fail(e, rc, err); return NULL; }
+    return json_pack("{s:o}", "checkpoints", arr);
+}
+
+json_t *daemon_checkpoint_get(daemon_t *d, const char *id, daemon_err_t *e) {
+    char err[256];
+    json_t *c = NULL;
+    int rc = store_checkpoint_get(d->store, id, &c, err, sizeof err);
+    if (rc == STORE_NOTFOUND) { daemon_err_set(e, 404, "not_found", "", "no checkpoint '%s'", id); return NULL; }
+    if (rc) { store_fail(e, rc, err); return NULL; }
+    return c;
+}
+
+int daemon_checkpoint_delete(daemon_t *d, const char *id, daemon_err_t *e) {
+    json_t *c = daemon_checkpoint_get(d, id, e);
+    if (!c) return -1;
+    char err[256];
+    int users = 0;
+    int rc = store_checkpoint_in_use(d->store, id, &users, err, sizeof err);
+    if (rc) { store_fail(e, rc, err); json_decref(c); return -1; }
+    if (users > 0) {
+        daemon_err_set(e, 409, "conflict", "", "checkpoint %s is needed by %d queued or running job(s)", id, users);
+        json_decref(c);
+        return -1;
+    }
+    rc = store_checkpoint_delete(d->store, id, err, sizeof err);
+    if (rc) { store_fail(e, rc, err); json_decref(c); return -1; }
+    /* the record goes first: a crash in between leaves stray files, never a record without files */
+    const char *path = json_string_value(json_object_get(c, "path"));
+    size_t rl = strlen(d->checkpoint_root);
+    if (path && strncmp(path, d->checkpoint_root, rl) == 0 && path[rl] == '/' && fs_rm_rf(path, err, sizeof err))
+        log_warn(NULL, "checkpoint %s: %s", id, err);
+    log_info(json_string_value(json_object_get(c, "job")), "checkpoint %s deleted", id);
+    json_decref(c);
+    return 0;
+}
+
+int daemon_checkpoint_file(daemon_t *d, const char *id, const char *name, char *path, size_t pathlen, daemon_err_t *e) {
+    if (!name || !*name || name[0] == '.' || strchr(name, '/') || strlen(name) > 255) {
+        daemon_err_set(e, 404, "not_found", "", "no such file in checkpoint %s", id);
+        return -1;
+    }
+    json_t *c = daemon_checkpoint_get(d, id, e);
+    if (!c) return -1;
+    const char *dir = json_string_value(json_object_get(c, "path"));
+    int n = snprintf(path, pathlen, "%s/%s", dir ? dir : "", name);
+    json_decref(c);
+    struct stat st;
+    if (n < 0 || (size_t)n >= pathlen || lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+        daemon_err_set(e, 404, "not_found", "", "no file '%s' in checkpoint %s", name, id);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- status and metrics ------------------------------------------------------------------------- */
+json_t *daemon_status(daemon_t *d) {
+    json_t *devs = json_array();
+    json_t *running = sched_running(d->sched);
+    for (int i = 0; i < d->n_dev; i++) {
+        size_t fr = 0, tot = 0;
+        int ok = d->be[i]->mem_info(d->be[i], &fr, &tot) == 0;
+        size_t dsb = residency_bytes_on(d->res, i);
+        json_t *job = json_null();
+        size_t k;
+        json_t *r;
+        json_array_foreach(running, k, r)
+            if (json_integer_value(json_object_get(r, "device")) == d->dev_index[i])
+                job = json_string(json_string_value(json_object_get(r, "id")));
+        json_array_append_new(devs, json_pack("{s:i, s:s, s:{s:o, s:o, s:I}, s:o}", "index", d->dev_index[i], "name",
+                                              d->be[i]->device_name(d->be[i]), "memory",
+                                              "total", ok ? json_integer((json_int_t)tot) : json_null(),
+                                              "used", ok ? json_integer((json_int_t)(tot - fr)) : json_null(),
+                                              "datasets", (json_int_t)dsb, "job", job));
+    }
+    json_t *counts = NULL;
+    char err[256];
+    long long queued = 0;
+    if (store_job_counts(d->store, &counts, err, sizeof err) == STORE_OK)
+        queued = json_integer_value(json_object_get(counts, "queued"));
+    json_decref(counts);
+    return json_pack("{s:s, s:f, s:s, s:o, s:o, s:o, s:I, s:b}", "version", TRAIND_VERSION, "uptime_s",
+                     store_now() - d->started, "backend", d->backend_name, "devices", devs,
+                     "datasets", residency_summary(d->res), "running", running, "queue_length", (json_int_t)queued,
+                     "stopping", atomic_load(&d->stopping));
+}
+
+char *daemon_metrics_text(daemon_t *d) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return NULL;
+    char err[256];
+    json_t *counts = NULL;
+    fprintf(f, "# HELP traind_jobs Jobs by state.\n# TYPE traind_jobs gauge\n");
+    if (store_job_counts(d->store, &counts, err, sizeof err) == STORE_OK) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(counts, k, v) fprintf(f, "traind_jobs{state=\"%s\"} %lld\n", k, (long long)json_integer_value(v));
+    }
+    json_decref(counts);
+    fprintf(f, "# HELP traind_jobs_started_total Jobs started since the daemon started.\n"
+               "# TYPE traind_jobs_started_total counter\ntraind_jobs_started_total %lld\n",
+            (long long)atomic_load(&d->jobs_started));
+    fprintf(f, "# HELP traind_jobs_finished_total Jobs finished since the daemon started.\n"
+               "# TYPE traind_jobs_finished_total counter\ntraind_jobs_finished_total %lld\n",
+            (long long)atomic_load(&d->jobs_finished));
+    fprintf(f, "# HELP traind_steps_total Training/eval steps reported by workers.\n"
+               "# TYPE traind_steps_total counter\ntraind_steps_total %lld\n", (long long)atomic_load(&d->steps_total));
+    fprintf(f, "# HELP traind_job_events_total Job events recorded.\n"
+               "# TYPE traind_job_events_total counter\ntraind_job_events_total %lld\n",
+            (long long)atomic_load(&d->events_total));
+    json_t *running = sched_running(d->sched);
+    fprintf(f, "# HELP traind_images_per_second Images per second of running jobs.\n"
+               "# TYPE traind_images_per_second gauge\n");
+    size_t i;
+    json_t *r;
+    json_array_foreach(running, i, r) {
+        json_t *p = json_object_get(r, "progress");
+        fprintf(f, "traind_images_per_second{job=\"%s\",device=\"%lld\"} %.3f\n",
+                json_string_value(json_object_get(r, "id")), (long long)json_integer_value(json_object_get(r, "device")),
+                json_number_value(json_object_get(p, "images_per_s")));
+    }
+    fprintf(f, "# HELP traind_job_step Current step of running jobs.\n# TYPE traind_job_step gauge\n");
+    json_array_foreach(running, i, r)
+        fprintf(f, "traind_job_step{job=\"%s\"} %lld\n", json_string_value(json_object_get(r, "id")),
+                (long long)json_integer_value(json_object_get(json_object_get(r, "progress"), "step")));
+    json_decref(running);
+    fprintf(f, "# HELP traind_device_memory_bytes Device memory.\n# TYPE traind_device_memory_bytes gauge\n");
+    for (int k = 0; k < d->n_dev; k++) {
+        size_t fr = 0, tot = 0;
+        if (d->be[k]->mem_info(d->be[k], &fr, &tot) == 0) {
+            fprintf(f, "traind_device_memory_bytes{device=\"%d\",kind=\"total\"} %zu\n", d->dev_index[k], tot);
+            fprintf(f, "traind_device_memory_bytes{device=\"%d\",kind=\"used\"} %zu\n", d->dev_index[k], tot - fr);
+        }
+        fprintf(f, "traind_device_memory_bytes{device=\"%d\",kind=\"datasets\"} %zu\n", d->dev_index[k],
+                residency_bytes_on(d->res, k));
+    }
+    json_t *sum = residency_summary(d->res);
+    fprintf(f, "# HELP traind_dataset_bytes Resident bytes per dataset (per device).\n# TYPE traind_dataset_bytes gauge\n");
+    json_array_foreach(sum, i, r)
+        fprintf(f, "traind_dataset_bytes{dataset=\"%s\",state=\"%s\"} %lld\n", json_string_value(json_object_get(r, "name")),
+                json_string_value(json_object_get(r, "state")), (long long)json_integer_value(json_object_get(r, "bytes")));
+    json_decref(sum);
+    fprintf(f, "# HELP traind_uptime_seconds Seconds since the daemon started.\n# TYPE traind_uptime_seconds gauge\n"
+               "traind_uptime_seconds %.3f\n", store_now() - d->started);
+    fclose(f);
+    return buf;
+}

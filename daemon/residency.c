@@ -1,0 +1,644 @@
+/* daemon/residency.c — resident datasets owned by the daemon (see residency.h).
+ *
+ * One loader thread takes datasets in request order; the list of datasets and
+ * their live state are guarded by r->mu. Long work (generation, scan, load)
+ * runs without the lock; a delete of a dataset being loaded sets its cancel
+ * flag and waits until the loader lets go of it.
+ */
+#include "daemon/residency.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "daemon/log.h"
+#include "daemon/notify.h"
+#include "daemon/sched.h"
+#include "store/dataset.h"
+#include "store/fsutil.h"
+#include "store/synth.h"
+
+enum { RS_QUEUED, RS_GENERATING, RS_LOADING, RS_READY, RS_FAILED };
+static const char *const phase_names[] = {"queued", "generating", "loading", "ready", "failed"};
+
+typedef struct res_ds {
+    char name[72];
+    char dir[PATH_MAX + 128];    /* shard directory (synthetic: under work/synthetic) */
+    int synthetic;
+    json_t *source;              /* as recorded */
+    int phase;
+    ds_layout_t layout;
+    size_t bytes;                /* resident bytes per device (estimate until scanned) */
+    void *base[CFG_MAX_DEVICES];
+    char handle[CFG_MAX_DEVICES][BACKEND_HANDLE_MAX];
+    uint64_t done, total;        /* load progress (bytes over all devices) */
+    double t0, gbps;
+    int refs;                    /* workers holding it */
+    volatile int cancel;
+    int busy;                    /* the loader works on it (without the lock) */
+    struct res_ds *next;
+} res_ds_t;
+
+struct residency {
+    daemon_t *d;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;           /* loader wake-up and "loader let go" */
+    res_ds_t *list;
+    pthread_t loader;
+    int stop;
+};
+
+static res_ds_t *find(residency_t *r, const char *name) {
+    for (res_ds_t *x = r->list; x; x = x->next)
+        if (strcmp(x->name, name) == 0) return x;
+    return NULL;
+}
+
+static void ds_free_memory(residency_t *r, res_ds_t *x) {
+    for (int s = 0; s < r->d->n_dev; s++)
+        if (x->base[s]) {
+            r->d->be[s]->shared_free(r->d->be[s], x->base[s], x->layout.total, x->handle[s]);
+            x->base[s] = NULL;
+            x->handle[s][0] = 0;
+        }
+}
+
+static void ds_destroy(residency_t *r, res_ds_t *x) {
+    ds_free_memory(r, x);
+    json_decref(x->source);
+    free(x);
+}
+
+/* Bytes that queued/in-progress loads will still allocate (per device), except x. */
+static size_t pending_bytes(residency_t *r, const res_ds_t *except) {
+    size_t p = 0;
+    for (res_ds_t *x = r->list; x; x = x->next)
+        if (x != except && x->phase < RS_READY && !x->base[0]) p += x->bytes;
+    return p;
+}
+
+/* Does `need` more bytes fit on every device? Caller holds r->mu. 0 or -1 with msg. */
+static int fits(residency_t *r, size_t need, const res_ds_t *except, char *msg, size_t msglen) {
+    daemon_t *d = r->d;
+    size_t pending = pending_bytes(r, except);
+    size_t reserve = (size_t)(d->cfg.memory_reserve_gb * 1e9);
+    for (int s = 0; s < d->n_dev; s++) {
+        size_t fr = 0, tot = 0;
+        if (d->be[s]->mem_info(d->be[s], &fr, &tot)) {
+            snprintf(msg, msglen, "device %d: cannot read memory: %s", d->dev_index[s], d->be[s]->err);
+            return -1;
+        }
+        size_t avail = fr > reserve + pending ? fr - reserve - pending : 0;
+        if (strcmp(d->backend_name, "cpu") == 0) {
+            /* POSIX shm lives in /dev/shm: its free space bounds us too */
+            struct statvfs vs;
+            if (statvfs("/dev/shm", &vs) == 0) {
+                size_t shm = (size_t)vs.f_bavail * vs.f_frsize;
+                shm = shm > pending ? shm - pending : 0;
+                if (shm < avail) avail = shm;
+            }
+        }
+        if (need > avail) {
+            snprintf(msg, msglen, "dataset needs %.3f GB per device but device %d has %.3f GB available "
+                     "(free %.3f GB, reserve %.3f GB, other loads %.3f GB)", need / 1e9, d->dev_index[s],
+                     avail / 1e9, fr / 1e9, reserve / 1e9, pending / 1e9);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- path confinement ------------------------------------------------------------- */
+int residency_check_path(const daemon_cfg_t *cfg, const char *path, char *resolved, size_t len,
+                         daemon_err_t *e) {
+    if (!path || !*path) {
+        daemon_err_set(e, 400, "invalid_field", "path", "path must be a non-empty string");
+        return -1;
+    }
+    if (cfg->n_roots == 0) {
+        daemon_err_set(e, 403, "forbidden", "path", "no dataset root is configured (--dataset-root): "
+                       "dataset paths are refused");
+        return -1;
+    }
+    char rp[PATH_MAX];
+    if (!realpath(path, rp)) {
+        /* do not reveal whether paths outside the roots exist */
+        daemon_err_set(e, 403, "forbidden", "path", "path %s is not a directory under a dataset root", path);
+        return -1;
+    }
+    for (int i = 0; i < cfg->n_roots; i++) {
+        const char *root = cfg->dataset_roots[i];
+        size_t n = strlen(root);
+        int under = strncmp(rp, root, n) == 0 && (rp[n] == '/' || rp[n] == 0 || (n == 1 && root[0] == '/'));
+        if (!under) continue;
+        struct stat st;
+        if (stat(rp, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            daemon_err_set(e, 422, "unprocessable", "path", "%s is not a directory", path);
+            return -1;
+        }
+        if (snprintf(resolved, len, "%s", rp) >= (int)len) {
+            daemon_err_set(e, 400, "invalid_field", "path", "path too long");
+            return -1;
+        }
+        return 0;
+    }
+    daemon_err_set(e, 403, "forbidden", "path", "path %s is not a directory under a dataset root", path);
+    return -1;
+}
+
+/* ---- the loader ---------------------------------------------------------------------- */
+typedef struct { residency_t *r; res_ds_t *x; int slot; double last_store; } prog_ud_t;
+
+static void on_load_progress(void *ud, uint64_t done, uint64_t total) {
+    prog_ud_t *p = ud;
+    residency_t *r = p->r;
+    pthread_mutex_lock(&r->mu);
+    p->x->done = (uint64_t)p->slot * p->x->layout.total + done;
+    p->x->total = (uint64_t)r->d->n_dev * p->x->layout.total;
+    double el = store_now() - p->x->t0;
+    if (el > 0) p->x->gbps = (double)p->x->done / el / 1e9;
+    double frac = p->x->total ? (double)p->x->done / (double)p->x->total : 0;
+    double gbps = p->x->gbps;
+    pthread_mutex_unlock(&r->mu);
+    double now = store_now();
+    if (now - p->last_store >= 1.0) {   /* durable progress for other readers, at most 1/s */
+        p->last_store = now;
+        json_t *upd = json_pack("{s:f, s:f}", "progress", frac, "gb_per_s", gbps);
+        char err[256];
+        store_dataset_update(r->d->store, p->x->name, upd, err, sizeof err);
+        json_decref(upd);
+        notify_status("loading dataset %s: %.0f%% (%.2f GB/s)", p->x->name, frac * 100, gbps);
+    }
+}
+
+static int synth_source(const json_t *src, long long *n, int *size, unsigned long long *seed) {
+    const json_t *syn = json_object_get(src, "synthetic");
+    if (!json_is_object(syn)) return 0;
+    *n = json_integer_value(json_object_get(syn, "samples"));
+    *size = (int)json_integer_value(json_object_get(syn, "image_size"));
+    *seed = (unsigned long long)json_integer_value(json_object_get(syn, "seed"));
+    return 1;
+}
+
+/* Generates (synthetic), scans, allocates and loads x. Returns 0, DS_LOAD_CANCELLED or -1 + msg. */
+static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
+    daemon_t *d = r->d;
+    long long n = 0;
+    int size = 0;
+    unsigned long long seed = 0;
+    if (x->synthetic && synth_source(x->source, &n, &size, &seed)) {
+        /* reuse a complete earlier generation of the same source */
+        char marker[PATH_MAX + 256];
+        snprintf(marker, sizeof marker, "%s/.traind-source.json", x->dir);
+        char *want = json_dumps(x->source, JSON_COMPACT | JSON_SORT_KEYS);
+        char *have = fs_read_file(marker, 1 << 16, NULL, NULL, 0);
+        int reuse = want && have && strcmp(want, have) == 0;
+        free(have);
+        if (!reuse) {
+            pthread_mutex_lock(&r->mu);
+            x->phase = RS_GENERATING;
+            pthread_mutex_unlock(&r->mu);
+            log_info(NULL, "dataset %s: generating %lld synthetic samples of %dx%d (seed %llu)", x->name, n, size, size, seed);
+            fs_rm_rf(x->dir, NULL, 0);
+            if (synth_generate(x->dir, n, size, seed, 0, msg, msglen) ||
+                fs_write_file_atomic(marker, want, strlen(want), msg, msglen)) {
+                free(want);
+                return -1;
+            }
+        }
+        free(want);
+        if (x->cancel) return DS_LOAD_CANCELLED;
+    }
+    ds_info_t info;
+    if (ds_scan(x->dir, &info, msg, msglen)) return -1;
+    ds_layout_t l;
+    if (!ds_layout_for(&l, &info)) {
+        ds_info_free(&info);
+        snprintf(msg, msglen, "dataset too large to lay out");
+        return -1;
+    }
+    pthread_mutex_lock(&r->mu);
+    x->bytes = l.total;
+    x->layout = l;
+    int fit = fits(r, l.total, x, msg, msglen);
+    if (fit == 0) {
+        x->phase = RS_LOADING;
+        x->t0 = store_now();
+        x->done = 0;
+        x->total = (uint64_t)d->n_dev * l.total;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (fit) { ds_info_free(&info); return -1; }
+    int rc = 0;
+    for (int s = 0; s < d->n_dev && rc == 0; s++) {
+        char handle[BACKEND_HANDLE_MAX];
+        void *base = d->be[s]->shared_alloc(d->be[s], l.total, handle);
+        if (!base) {
+            snprintf(msg, msglen, "device %d: cannot allocate %.3f GB: %s", d->dev_index[s], l.total / 1e9, d->be[s]->err);
+            rc = -1;
+            break;
+        }
+        pthread_mutex_lock(&r->mu);
+        x->base[s] = base;
+        snprintf(x->handle[s], sizeof x->handle[s], "%s", handle);
+        pthread_mutex_unlock(&r->mu);
+        prog_ud_t pu = {r, x, s, 0};
+        rc = ds_load(d->be[s], x->dir, &info, base, &l, on_load_progress, &pu, &x->cancel, msg, msglen);
+    }
+    ds_info_free(&info);
+    if (rc) {
+        pthread_mutex_lock(&r->mu);
+        ds_free_memory(r, x);
+        pthread_mutex_unlock(&r->mu);
+    }
+    return rc;
+}
+
+static void *loader_main(void *arg) {
+    residency_t *r = arg;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop) {
+        res_ds_t *x = NULL;
+        for (res_ds_t *y = r->list; y; y = y->next)
+            if (y->phase == RS_QUEUED && !y->cancel) { x = y; break; }
+        if (!x) { pthread_cond_wait(&r->cv, &r->mu); continue; }
+        x->busy = 1;
+        pthread_mutex_unlock(&r->mu);
+
+        char msg[1024] = "";
+        double t0 = store_now();
+        int rc = load_one(r, x, msg, sizeof msg);
+        double el = store_now() - t0;
+        char err[256];
+        json_t *upd;
+        if (rc == 0) {
+            double gbps = el > 0 ? (double)x->layout.total * r->d->n_dev / (store_now() - x->t0) / 1e9 : 0;
+            upd = json_pack("{s:s, s:I, s:[i,i], s:o, s:I, s:f, s:f, s:b, s:n}", "state", "ready",
+                            "samples", (json_int_t)x->layout.n, "image_size", x->layout.h, x->layout.w,
+                            "fields", ds_fields_to_json(x->layout.fields), "bytes", (json_int_t)x->layout.total,
+                            "progress", 1.0, "gb_per_s", gbps, "loaded_at", 1, "error");
+            if (store_dataset_update(r->d->store, x->name, upd, err, sizeof err))
+                log_error(NULL, "dataset %s: %s", x->name, err);
+            log_info(NULL, "dataset %s: ready, %lld samples %dx%d, %.3f GB per device, %.2f GB/s (%.1f s)",
+                     x->name, (long long)x->layout.n, x->layout.h, x->layout.w, x->layout.total / 1e9, gbps, el);
+            notify_status("dataset %s ready (%.2f GB/s)", x->name, gbps);
+            pthread_mutex_lock(&r->mu);
+            x->phase = RS_READY;
+            x->gbps = gbps;
+        } else if (rc == DS_LOAD_CANCELLED || x->cancel) {
+            log_info(NULL, "dataset %s: load cancelled", x->name);
+            pthread_mutex_lock(&r->mu);
+            x->phase = RS_FAILED;
+        } else {
+            log_error(NULL, "dataset %s: load failed: %s", x->name, msg);
+            upd = json_pack("{s:s, s:s}", "state", "failed", "error", msg);
+            if (store_dataset_update(r->d->store, x->name, upd, err, sizeof err))
+                log_error(NULL, "dataset %s: %s", x->name, err);
+            json_decref(upd);
+            upd = NULL;
+            pthread_mutex_lock(&r->mu);
+            x->phase = RS_FAILED;
+        }
+        if (rc == 0) json_decref(upd);
+        x->busy = 0;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        if (r->d->sched) sched_kick(r->d->sched);   /* queued jobs may now start (or fail) */
+        pthread_mutex_lock(&r->mu);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+/* POSIX shm segments "traind-<pid>-..." of daemons that are gone (kill -9) are freed. */
+static void sweep_stale_shm(void) {
+    DIR *dir = opendir("/dev/shm");
+    if (!dir) return;
+    struct dirent *de;
+    while ((de = readdir(dir))) {
+        long pid;
+        if (sscanf(de->d_name, "traind-%ld-", &pid) != 1 || pid <= 0) continue;
+        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char name[300];
+        snprintf(name, sizeof name, "/%s", de->d_name);
+        if (shm_unlink(name) == 0) log_info(NULL, "freed stale shared memory %s of a dead daemon (pid %ld)", name, pid);
+    }
+    closedir(dir);
+}
+
+residency_t *residency_create(daemon_t *d) {
+    residency_t *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->d = d;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    if (strcmp(d->backend_name, "cpu") == 0) sweep_stale_shm();
+    if (pthread_create(&r->loader, NULL, loader_main, r)) {
+        pthread_mutex_destroy(&r->mu);
+        pthread_cond_destroy(&r->cv);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void residency_destroy(residency_t *r) {
+    if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    r->stop = 1;
+    for (res_ds_t *x = r->list; x; x = x->next) x->cancel = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->loader, NULL);
+    while (r->list) {
+        res_ds_t *x = r->list;
+        r->list = x->next;
+        ds_destroy(r, x);
+    }
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+}
+
+static int name_ok(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-') return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '-' && s[i] != '_' && s[i] != '.') return 0;
+    return 1;
+}
+
+/* Adds x to the list (caller holds the lock) and wakes the loader. */
+static res_ds_t *enqueue(residency_t *r, const char *name, const char *dir, int synthetic,
+                         const json_t *source, size_t est_bytes) {
+    res_ds_t *x = calloc(1, sizeof *x);
+    if (!x) return NULL;
+    snprintf(x->name, sizeof x->name, "%s", name);
+    snprintf(x->dir, sizeof x->dir, "%s", dir);
+    x->synthetic = synthetic;
+    x->source = json_deep_copy(source);
+    x->phase = RS_QUEUED;
+    x->bytes = est_bytes;
+    x->next = r->list;
+    r->list = x;
+    pthread_cond_broadcast(&r->cv);
+    return x;
+}
+
+static int get_int_field(const json_t *o, const char *key, const char *path, long long lo, long long hi,
+                         long long *out, daemon_err_t *e) {
+    const json_t *v = json_object_get(o, key);
+    if (!v) { daemon_err_set(e, 400, "invalid_field", path, "%s is required", path); return -1; }
+    if (!json_is_integer(v)) { daemon_err_set(e, 400, "invalid_field", path, "%s must be an integer", path); return -1; }
+    long long x = json_integer_value(v);
+    if (x < lo || x > hi) {
+        daemon_err_set(e, 400, "invalid_field", path, "%s must be in [%lld, %lld]", path, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
+    daemon_t *d = r->d;
+    if (!json_is_object(body)) { daemon_err_set(e, 400, "bad_request", "", "the body must be a JSON object"); return NULL; }
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)body, k, v)
+        if (strcmp(k, "name") && strcmp(k, "path") && strcmp(k, "synthetic")) {
+            daemon_err_set(e, 400, "invalid_field", k, "unknown field '%s'", k);
+            return NULL;
+        }
+    const json_t *jn = json_object_get(body, "name");
+    if (!json_is_string(jn)) { daemon_err_set(e, 400, "invalid_field", "name", "name must be a string"); return NULL; }
+    const char *name = json_string_value(jn);
+    if (!name_ok(name)) {
+        daemon_err_set(e, 400, "invalid_field", "name", "name must be 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-'");
+        return NULL;
+    }
+    const json_t *jp = json_object_get(body, "path"), *js = json_object_get(body, "synthetic");
+    if ((jp != NULL) == (js != NULL)) {
+        daemon_err_set(e, 400, "invalid_field", jp ? "synthetic" : "path", "give exactly one of path and synthetic");
+        return NULL;
+    }
+    char dir[PATH_MAX + 128];
+    json_t *source;
+    size_t est = 0;
+    char msg[512];
+    if (jp) {
+        if (!json_is_string(jp)) { daemon_err_set(e, 400, "invalid_field", "path", "path must be a string"); return NULL; }
+        if (residency_check_path(&d->cfg, json_string_value(jp), dir, sizeof dir, e)) return NULL;
+        ds_info_t info;
+        if (ds_scan(dir, &info, msg, sizeof msg)) {
+            daemon_err_set(e, 422, "unprocessable", "path", "%s", msg);
+            return NULL;
+        }
+        ds_layout_t l;
+        est = ds_layout_for(&l, &info);
+        ds_info_free(&info);
+        if (!est) { daemon_err_set(e, 422, "unprocessable", "path", "dataset too large to lay out"); return NULL; }
+        source = json_pack("{s:s}", "path", dir);
+    } else {
+        if (!json_is_object(js)) { daemon_err_set(e, 400, "invalid_field", "synthetic", "synthetic must be an object"); return NULL; }
+        json_object_foreach((json_t *)js, k, v)
+            if (strcmp(k, "samples") && strcmp(k, "image_size") && strcmp(k, "seed")) {
+                char f[96];
+                snprintf(f, sizeof f, "synthetic.%s", k);
+                daemon_err_set(e, 400, "invalid_field", f, "unknown field '%s'", f);
+                return NULL;
+            }
+        long long n, size, seed = 0;
+        if (get_int_field(js, "samples", "synthetic.samples", 1, 100000000, &n, e) ||
+            get_int_field(js, "image_size", "synthetic.image_size", SYNTH_MIN_SIZE, SYNTH_MAX_SIZE, &size, e))
+            return NULL;
+        if (json_object_get(js, "seed") && get_int_field(js, "seed", "synthetic.seed", 0, INT64_MAX, &seed, e)) return NULL;
+        ds_layout_t l;
+        est = ds_layout(&l, n, (int)size, (int)size, DS_F_JOINTS_VALID | DS_F_HAS_HAND | DS_F_INTRINSICS);
+        if (!est) { daemon_err_set(e, 400, "invalid_field", "synthetic.samples", "dataset too large"); return NULL; }
+        source = json_pack("{s:{s:I, s:I, s:I}}", "synthetic", "samples", (json_int_t)n, "image_size", (json_int_t)size,
+                           "seed", (json_int_t)seed);
+        snprintf(dir, sizeof dir, "%s/synthetic/%s", d->work_root, name);
+    }
+    pthread_mutex_lock(&r->mu);
+    if (find(r, name)) {
+        pthread_mutex_unlock(&r->mu);
+        json_decref(source);
+        daemon_err_set(e, 409, "conflict", "name", "dataset '%s' exists", name);
+        return NULL;
+    }
+    if (fits(r, est, NULL, msg, sizeof msg)) {
+        pthread_mutex_unlock(&r->mu);
+        json_decref(source);
+        daemon_err_set(e, 507, "insufficient_storage", "", "%s", msg);
+        return NULL;
+    }
+    char err[256];
+    json_t *rec = NULL;
+    int rc = store_dataset_insert(d->store, name, source, &rec, err, sizeof err);
+    if (rc == STORE_CONFLICT) {
+        pthread_mutex_unlock(&r->mu);
+        json_decref(source);
+        daemon_err_set(e, 409, "conflict", "name", "dataset '%s' exists", name);
+        return NULL;
+    }
+    if (rc != STORE_OK) {
+        pthread_mutex_unlock(&r->mu);
+        json_decref(source);
+        daemon_err_set(e, 500, "internal", "", "%s", err);
+        return NULL;
+    }
+    res_ds_t *x = enqueue(r, name, dir, js != NULL, source, est);
+    pthread_mutex_unlock(&r->mu);
+    json_decref(source);
+    if (!x) { json_decref(rec); daemon_err_set(e, 500, "internal", "", "out of memory"); return NULL; }
+    log_info(NULL, "dataset %s: load requested (%.3f GB per device)", name, est / 1e9);
+    residency_decorate(r, rec);
+    return rec;
+}
+
+void residency_reload_all(residency_t *r) {
+    json_t *all = NULL;
+    char err[256];
+    if (store_dataset_list(r->d->store, &all, err, sizeof err)) {
+        log_error(NULL, "cannot list datasets to reload: %s", err);
+        return;
+    }
+    size_t i;
+    json_t *rec;
+    json_array_foreach(all, i, rec) {
+        const char *name = json_string_value(json_object_get(rec, "name"));
+        const char *state = json_string_value(json_object_get(rec, "state"));
+        json_t *src = json_object_get(rec, "source");
+        if (!name || !state || strcmp(state, "failed") == 0) continue;
+        char dir[PATH_MAX + 128];
+        int synthetic = json_is_object(json_object_get(src, "synthetic"));
+        if (synthetic) snprintf(dir, sizeof dir, "%s/synthetic/%s", r->d->work_root, name);
+        else snprintf(dir, sizeof dir, "%s", json_string_value(json_object_get(src, "path")) ?: "");
+        json_t *upd = json_pack("{s:s, s:f}", "state", "loading", "progress", 0.0);
+        store_dataset_update(r->d->store, name, upd, err, sizeof err);
+        json_decref(upd);
+        pthread_mutex_lock(&r->mu);
+        if (!find(r, name)) enqueue(r, name, dir, synthetic, src, (size_t)json_integer_value(json_object_get(rec, "bytes")));
+        pthread_mutex_unlock(&r->mu);
+        log_info(NULL, "dataset %s: reloading after start", name);
+    }
+    json_decref(all);
+}
+
+int residency_delete(residency_t *r, const char *name, daemon_err_t *e) {
+    daemon_t *d = r->d;
+    char err[256];
+    json_t *rec = NULL;
+    int rc = store_dataset_get(d->store, name, &rec, err, sizeof err);
+    json_decref(rec);
+    if (rc == STORE_NOTFOUND) { daemon_err_set(e, 404, "not_found", "", "no dataset '%s'", name); return -1; }
+    if (rc) { daemon_err_set(e, 500, "internal", "", "%s", err); return -1; }
+    pthread_mutex_lock(&r->mu);
+    res_ds_t *x = find(r, name);
+    int n = 0;
+    if (store_dataset_in_use(d->store, name, &n, err, sizeof err) == STORE_OK && n > 0) {
+        pthread_mutex_unlock(&r->mu);
+        daemon_err_set(e, 409, "conflict", "", "dataset '%s' is used by %d queued or running job(s)", name, n);
+        return -1;
+    }
+    if (x && x->refs > 0) {
+        pthread_mutex_unlock(&r->mu);
+        daemon_err_set(e, 409, "conflict", "", "dataset '%s' is open in %d worker(s)", name, x->refs);
+        return -1;
+    }
+    if (x) {
+        x->cancel = 1;
+        while (x->busy) pthread_cond_wait(&r->cv, &r->mu);
+        res_ds_t **pp = &r->list;
+        while (*pp != x) pp = &(*pp)->next;
+        *pp = x->next;
+    }
+    pthread_mutex_unlock(&r->mu);
+    rc = store_dataset_delete(d->store, name, err, sizeof err);
+    if (x) {
+        if (x->synthetic) fs_rm_rf(x->dir, NULL, 0);
+        ds_destroy(r, x);
+    }
+    if (rc && rc != STORE_NOTFOUND) { daemon_err_set(e, 500, "internal", "", "%s", err); return -1; }
+    log_info(NULL, "dataset %s: deleted", name);
+    return 0;
+}
+
+void residency_decorate(residency_t *r, json_t *rec) {
+    const char *name = json_string_value(json_object_get(rec, "name"));
+    if (!name) return;
+    pthread_mutex_lock(&r->mu);
+    res_ds_t *x = find(r, name);
+    json_t *devs = json_array();
+    if (x) {
+        json_object_set_new(rec, "phase", json_string(phase_names[x->phase]));
+        if (x->phase < RS_READY) {
+            json_object_set_new(rec, "progress", json_real(x->total ? (double)x->done / (double)x->total : 0));
+            json_object_set_new(rec, "gb_per_s", json_real(x->gbps));
+        }
+        for (int s = 0; s < r->d->n_dev; s++)
+            json_array_append_new(devs, json_pack("{s:i, s:I}", "index", r->d->dev_index[s], "bytes",
+                                                  (json_int_t)(x->base[s] ? x->layout.total : 0)));
+        json_object_set_new(rec, "workers", json_integer(x->refs));
+    }
+    json_object_set_new(rec, "devices", devs);
+    pthread_mutex_unlock(&r->mu);
+}
+
+int residency_acquire(residency_t *r, const char *name, int slot, json_t **share, char *msg, size_t msglen) {
+    *share = NULL;
+    pthread_mutex_lock(&r->mu);
+    res_ds_t *x = find(r, name);
+    int rc;
+    if (!x) { snprintf(msg, msglen, "dataset '%s' is not loaded (deleted or never loaded)", name); rc = -1; }
+    else if (x->phase == RS_FAILED) { snprintf(msg, msglen, "dataset '%s' failed to load", name); rc = -1; }
+    else if (x->phase != RS_READY || x->cancel) rc = 1;
+    else {
+        x->refs++;
+        *share = json_pack("{s:s, s:I, s:o}", "handle", x->handle[slot], "bytes", (json_int_t)x->layout.total,
+                           "layout", ds_layout_to_json(&x->layout));
+        rc = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+void residency_release(residency_t *r, const char *name) {
+    pthread_mutex_lock(&r->mu);
+    res_ds_t *x = find(r, name);
+    if (x && x->refs > 0) x->refs--;
+    pthread_mutex_unlock(&r->mu);
+}
+
+size_t residency_bytes_on(residency_t *r, int slot) {
+    size_t b = 0;
+    pthread_mutex_lock(&r->mu);
+    for (res_ds_t *x = r->list; x; x = x->next)
+        if (x->base[slot]) b += x->layout.total;
+    pthread_mutex_unlock(&r->mu);
+    return b;
+}
+
+json_t *residency_summary(residency_t *r) {
+    json_t *a = json_array();
+    pthread_mutex_lock(&r->mu);
+    for (res_ds_t *x = r->list; x; x = x->next) {
+        json_t *o = json_pack("{s:s, s:s, s:I}", "name", x->name,
+                              "state", x->phase == RS_READY ? "ready" : x->phase == RS_FAILED ? "failed" : "loading",
+                              "bytes", (json_int_t)(x->base[0] ? x->layout.total : 0));
+        if (x->phase < RS_READY)
+            json_object_set_new(o, "progress", json_real(x->total ? (double)x->done / (double)x->total : 0));
+        json_array_append_new(a, o);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return a;
+}

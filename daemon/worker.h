@@ -1,0 +1,44 @@
+/* daemon/worker.h — `traind worker`: one job in its own process.
+ *
+ *   traind worker --job FILE [--events-fd N]
+ *
+ * FILE (written by the daemon) is a JSON document:
+ *   {"job_id":"j-000042", "spec":{resolved spec}, "backend":"cpu", "device":0,
+ *    "dataset":{"handle":"/traind-...", "bytes":N, "layout":{ds_layout_to_json}},
+ *    "checkpoint_root":DIR, "result_dir":DIR,
+ *    "weights_path":DIR|null, "checkpoint_path":DIR|null}
+ * The worker opens the backend and the shared dataset, runs stage_run() and
+ * writes one JSON object per line on fd N (default 3):
+ *   {"type":"state","data":{"state":"started"}}
+ *   {"type":"progress","data":{"step","total_steps","epoch","images_per_s","eta_s"}}
+ *   {"type":"metric","data":{"name","step","value"}}
+ *   {"type":"checkpoint","data":{"step","dir","metrics"}}
+ *   {"type":"log","data":{"message"}}
+ *   {"type":"result","data":{...}}
+ *   {"type":"error","data":{"message"}}
+ * Exit status: 0 done (result sent), WORKER_EXIT_STOPPED when stopped by
+ * SIGTERM (a train job after writing a checkpoint), 1 failure (error sent),
+ * 2 usage. The worker dies with the daemon (PR_SET_PDEATHSIG = SIGKILL).
+ *
+ * Test hook: env TRAIND_TEST_FAULT=step:N (or step:N@JOBID to hit one job
+ * only) makes the worker abort (SIGABRT) when it reports step N — used by the
+ * crash tests to kill a worker mid-job deterministically.
+ */
+#ifndef TRAIND_WORKER_H
+#define TRAIND_WORKER_H
+
+#include <sys/types.h>
+
+#define WORKER_EXIT_STOPPED 3
+#define WORKER_EVENTS_FD 3
+
+int worker_main(int argc, char **argv);
+
+/* Daemon side: fork + exec `exe worker --job job_file --events-fd 3` with the
+ * worker's fd 3 the write end of a pipe; *events_fd gets the read end
+ * (O_CLOEXEC). Call from the thread that supervises the worker and lives as
+ * long as it (PR_SET_PDEATHSIG fires when the forking thread exits). Returns
+ * the pid or -1 with err. */
+pid_t worker_spawn(const char *exe, const char *job_file, int *events_fd, char *err, size_t errlen);
+
+#endif
