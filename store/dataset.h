@@ -102,20 +102,24 @@ typedef void (*ds_progress_fn)(void *ud, uint64_t bytes_done, uint64_t bytes_tot
 
 /* Load the shards of dir (as scanned into info) into the allocation at base
  * (backend memory, l->total bytes, l from ds_layout_for(info)). Streams
- * shard by shard in chunks of a bounded number of samples through two
- * be->host_alloc staging buffers (read chunk i+1 while chunk i converts):
- * u8 images by be->images_from_u8 (conversion on the device), BF16/F32 CHW
- * by upload + be->cast; labels as fp32; masks as u8 (all ones when the files
- * have none). Host memory is bounded by the chunk (~64 MB), not the dataset.
- * cb (may be NULL) is called after each chunk. *cancel (may be NULL) is
- * polled between chunks: DS_LOAD_CANCELLED. 0, or -1 with err (a shard that
- * changed since the scan, I/O errors, non-finite labels are kept as they are). */
+ * shard by shard in chunks of a bounded number of samples: a reader thread
+ * fills two be->host_alloc staging buffers in turn (the image bytes of a
+ * chunk with parallel preads) while the calling thread converts/uploads the
+ * other one: u8 images by be->images_from_u8 (conversion on the device),
+ * BF16 CHW by upload, F32 CHW by upload + be->cast; labels as fp32 (bit
+ * exact); masks as u8 (all ones when the files have none). Host memory is
+ * bounded by the two staging buffers (2 x 32 MB), not by the dataset.
+ * Each shard is validated again when opened (a shard replaced since the
+ * scan is an error). cb (may be NULL) is called after each chunk. *cancel
+ * (may be NULL) is polled between chunks: DS_LOAD_CANCELLED. 0, or -1 with
+ * err. Label values are copied as they are (no finiteness check). */
 int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base,
             const ds_layout_t *l, ds_progress_fn cb, void *ud, volatile int *cancel,
             char *err, size_t errlen);
 
 /* Size of each of the two staging buffers (default 32 MB; at least one
- * sample is always staged). For tests that want many chunks; not thread-safe. */
+ * sample is always staged; 0 restores the default). For tests that want
+ * many chunks; set it before loading, not while a load runs. */
 void ds_set_stage_bytes(size_t bytes);
 
 /* ---- writing ----------------------------------------------------------------- */

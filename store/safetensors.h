@@ -20,7 +20,8 @@
  * 12 bytes but F32 [2,2] needs 16`.
  *
  * Data is read with pread (st_read / st_read_range), so a big tensor can be
- * streamed in chunks with bounded host memory; nothing is mmapped.
+ * streamed in chunks with bounded host memory; nothing is mmapped. The read
+ * functions change no state: several threads may read one open file at once.
  */
 #ifndef TRAIND_SAFETENSORS_H
 #define TRAIND_SAFETENSORS_H
