@@ -161,7 +161,8 @@ int model_config_from_hf_json(const json_t *j, model_config_t *cfg, char *err, s
     return 0;
 }
 
-int model_config_from_hf_dir(const char *dir, model_config_t *cfg, char *err, size_t errlen) {
+/* Reads and validates <dir>/config.json; *out (may be NULL) gets the parsed document. */
+static int model_read_hf_config(const char *dir, model_config_t *cfg, json_t **out, char *err, size_t errlen) {
     char path[4096];
     if (fs_join(path, sizeof path, dir, "config.json") < 0) {
         snprintf(err, errlen, "%s: path too long", dir);
@@ -178,10 +179,18 @@ int model_config_from_hf_dir(const char *dir, model_config_t *cfg, char *err, si
         return -1;
     }
     char cerr[512];
-    int rc = model_config_from_hf_json(j, cfg, cerr, sizeof cerr);
-    json_decref(j);
-    if (rc < 0) snprintf(err, errlen, "%s: %s", path, cerr + (strncmp(cerr, "config.json: ", 13) == 0 ? 13 : 0));
-    return rc;
+    if (model_config_from_hf_json(j, cfg, cerr, sizeof cerr) < 0) {
+        snprintf(err, errlen, "%s: %s", path, cerr + (strncmp(cerr, "config.json: ", 13) == 0 ? 13 : 0));
+        json_decref(j);
+        return -1;
+    }
+    if (out) *out = j;
+    else json_decref(j);
+    return 0;
+}
+
+int model_config_from_hf_dir(const char *dir, model_config_t *cfg, char *err, size_t errlen) {
+    return model_read_hf_config(dir, cfg, NULL, err, errlen);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -852,7 +861,14 @@ int model_load_hf_dir(model_t *m, const char *dir, char *err, size_t errlen) {
     model_priv_t *pv = m->priv;
     const model_config_t *c = &m->cfg;
     model_config_t fc;
-    if (model_config_from_hf_dir(dir, &fc, err, errlen) < 0) return -1;
+    json_t *cj = NULL;
+    if (model_read_hf_config(dir, &fc, &cj, err, errlen) < 0) return -1;
+    /* the interpolation variant follows the model class transformers would use; a
+     * config with use_mask_token false has no mask token in its file */
+    const char *mtype = json_string_value(json_object_get(cj, "model_type"));
+    const int antialias = mtype && strcmp(mtype, "dinov2_with_registers") == 0;
+    const int mask_optional = json_is_false(json_object_get(cj, "use_mask_token"));
+    json_decref(cj);
     if (fc.hidden != c->hidden || fc.layers != c->layers || fc.heads != c->heads ||
         fc.mlp_ratio != c->mlp_ratio || fc.patch != c->patch || fc.registers != c->registers) {
         snprintf(err, errlen,
@@ -864,20 +880,6 @@ int model_load_hf_dir(model_t *m, const char *dir, char *err, size_t errlen) {
     }
     if (fc.layer_norm_eps != c->layer_norm_eps) m->cfg.layer_norm_eps = fc.layer_norm_eps;
     m->cfg.image_size = fc.image_size;
-
-    /* the interpolation variant follows the model class transformers would use */
-    int antialias = 0;
-    {
-        char path[4096];
-        if (fs_join(path, sizeof path, dir, "config.json") == 0) {
-            char *text = fs_read_file(path, 1 << 20, NULL, NULL, 0);
-            json_t *j = text ? json_loads(text, 0, NULL) : NULL;
-            const char *mt = json_string_value(json_object_get(j, "model_type"));
-            antialias = mt && strcmp(mt, "dinov2_with_registers") == 0;
-            json_decref(j);
-            free(text);
-        }
-    }
 
     char path[4096];
     if (fs_join(path, sizeof path, dir, "model.safetensors") < 0) {
@@ -930,7 +932,7 @@ int model_load_hf_dir(model_t *m, const char *dir, char *err, size_t errlen) {
         if (is_head && !heads_present) continue;
         const st_tensor_t *t = st_find(f, p->name);
         if (!t) {
-            if (i == pv->i_mask) continue;   /* use_mask_token = false: no mask token in the file */
+            if (i == pv->i_mask && mask_optional) continue;   /* stays zero, as HF would not have it */
             snprintf(err, errlen, "%s: missing tensor \"%s\"", path, p->name);
             goto out;
         }

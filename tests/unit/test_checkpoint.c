@@ -73,7 +73,7 @@ static int count_tmp_dirs(const char *dir) {
 /* Rewrites src/model.safetensors into dst without tensor `drop` and with
  * tensor `reshape` given shape [n] (reading n values of zeros). */
 static int rewrite_model(const char *src, const char *dst, const char *drop, const char *reshape, int64_t n) {
-    char err[512], p[600];
+    char err[512], p[800];
     snprintf(p, sizeof p, "%s/model.safetensors", src);
     st_file_t *f = st_open(p, err, sizeof err);
     if (!f) { diag("%s", err); return -1; }
@@ -99,6 +99,41 @@ static int rewrite_model(const char *src, const char *dst, const char *drop, con
     return rc;
 }
 
+/* Rewrites src/model.safetensors into dst with every tensor stored as BF16 (as HF bf16 checkpoints). */
+static int rewrite_model_bf16(const char *src, const char *dst) {
+    char err[512], p[800];
+    snprintf(p, sizeof p, "%s/model.safetensors", src);
+    st_file_t *f = st_open(p, err, sizeof err);
+    if (!f) { diag("%s", err); return -1; }
+    st_writer_t *w = st_writer_new();
+    for (int i = 0; i < st_count(f); i++) {
+        const st_tensor_t *t = st_get(f, i);
+        float *buf = malloc(t->nbytes + 4);
+        bf16 *hb = malloc((size_t)t->numel * 2 + 2);
+        st_read_f32(f, t, buf, err, sizeof err);
+        for (int64_t k = 0; k < t->numel; k++) hb[k] = f32_to_bf16(buf[k]);
+        st_writer_add(w, t->name, ST_BF16, t->rank, t->shape, hb);
+        free(buf);
+        free(hb);
+    }
+    snprintf(p, sizeof p, "%s/model.safetensors", dst);
+    int rc = st_writer_write(w, p, err, sizeof err);
+    st_writer_free(w);
+    st_close(f);
+    return rc;
+}
+
+/* Sets a top-level boolean in dir/config.json. */
+static void config_set_bool(const char *dir, const char *key, int v) {
+    char p[800];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    json_t *j = json_load_file(p, 0, NULL);
+    if (!j) return;
+    json_object_set_new(j, key, json_boolean(v));
+    json_dump_file(j, p, JSON_INDENT(2));
+    json_decref(j);
+}
+
 /* Copies checkpoint dir src to dst (fresh). */
 static void copy_ckpt(const char *src, const char *dst) {
     char cmd[1200];
@@ -107,7 +142,7 @@ static void copy_ckpt(const char *src, const char *dst) {
 }
 
 static void write_text(const char *dir, const char *name, const char *text) {
-    char p[600];
+    char p[800];
     snprintf(p, sizeof p, "%s/%s", dir, name);
     FILE *f = fopen(p, "w");
     if (f) { fputs(text, f); fclose(f); }
@@ -360,6 +395,39 @@ int main(void) {
     snprintf(cmd, sizeof cmd, "rm '%s/state.json'", bad);
     run(cmd);
     expect_fail(&c2, bad, 1, "state.json", "missing state.json");
+
+
+    /* HF checkpoints in bf16 load too: parameters are exactly the bf16 values */
+    copy_ckpt(ck, bad);
+    rewrite_model_bf16(ck, bad);
+    {
+        model_t *mb = make_model(&c2, IMG, 1, 1);
+        err[0] = '\0';
+        ok(ckpt_load(bad, mb, 0, NULL, err, sizeof err) == 0, "BF16 model.safetensors loads (%s)", err);
+        size_t np = m->n_params;
+        float *a = malloc(np * 4), *b = malloc(np * 4);
+        be->download(be, a, m->params, np * 4);
+        be->download(be, b, mb->params, np * 4);
+        int exact = 1;
+        for (size_t k = 0; k < np; k++)
+            if (b[k] != bf16_round(a[k])) exact = 0;
+        ok(exact, "BF16 tensors are widened exactly");
+        free(a);
+        free(b);
+        model_free(mb);
+    }
+
+    /* the mask token may be absent only where the config says use_mask_token false */
+    copy_ckpt(ck, bad);
+    rewrite_model(ck, bad, "embeddings.mask_token", NULL, 0);
+    expect_fail(&c2, bad, 1, "missing tensor \"embeddings.mask_token\"", "missing mask_token");
+    config_set_bool(bad, "use_mask_token", 0);
+    {
+        model_t *mk = make_model(&c2, IMG, 1, 1);
+        err[0] = '\0';
+        ok(ckpt_load(bad, mk, 1, NULL, err, sizeof err) == 0, "no mask_token with use_mask_token false loads (%s)", err);
+        model_free(mk);
+    }
 
     /* a HF directory has no heads: not a traind checkpoint for a model with a hand head */
     {
