@@ -12,7 +12,7 @@
 #include "api/api_internal.h"
 #include "daemon/daemon.h"
 
-#define JOB_LIST_MAX 1000
+#define JOB_LIST_MAX 10000
 
 /* Job ids are short tokens; anything else cannot name a job. */
 static int job_param(api_req_t *r) {
