@@ -1,0 +1,499 @@
+/* gpu/cuda/attention.cu — non-causal multi-head attention, forward and backward.
+ *
+ * Layouts (gpu/backend.h): qkv[Bn,T,3,NH,HS] (cdt), out[Bn,T,NH,HS] (cdt),
+ * lse[Bn,NH,T] f32 (natural log), dout[Bn,T,NH,HS] f32, dqkv[Bn,T,3,NH,HS] f32.
+ *
+ * Two implementations, chosen per backend (TRAIND_ATTENTION=cublas selects B):
+ *  A. fused (default for HS in {32, 64}): one kernel per direction, no score
+ *     matrix in memory. Forward: a block per (64 queries, head, batch), a
+ *     thread per query row, K/V tiles staged in shared memory as fp32, online
+ *     softmax (flash-attention style), fp32 arithmetic throughout. Backward:
+ *     one launch with two block roles — dQ blocks (thread per query, loop over
+ *     K/V tiles) and dK/dV blocks (thread per key, loop over query tiles) —
+ *     both recomputing P = exp(S - lse) and D = rowsum(dO * O).
+ *  B. cuBLAS (any HS): q, k, v permuted to [Bn*NH,T,HS], strided-batched
+ *     products for S = QK^T and O = PV (fp32 accumulate), a softmax kernel,
+ *     processed in chunks of heads so the score buffer stays bounded. */
+#include <cmath>
+#include "gpu/cuda/cuda_common.h"
+
+static inline cudaStream_t cu_st(backend_t *b) { return cu_impl(b)->stream; }
+
+/* ======================= A. fused kernels ======================= */
+
+#define FA_BQ 64     /* queries per forward block (one per thread) */
+#define FA_BK 64     /* keys per shared-memory tile */
+#define FB_BQ 32     /* queries per tile in the dK/dV role */
+#define FB_BKEY 64   /* keys per dK/dV block, queries per dQ block */
+
+template <int HS>
+__global__ void __launch_bounds__(FA_BQ) cu_attn_fwd_kernel(void *out, float *lse, const void *qkv, dtype_t cdt,
+                                                            int T, int NH, float scale) {
+    __shared__ __align__(16) float Ks[FA_BK][HS];
+    __shared__ __align__(16) float Vs[FA_BK][HS];
+    int bi = blockIdx.z, h = blockIdx.y, i = blockIdx.x * FA_BQ + threadIdx.x;
+    size_t ld3 = (size_t)3 * NH * HS;
+    size_t base = (size_t)bi * T * ld3 + (size_t)h * HS;   /* q of token 0 */
+    bool live = i < T;
+    float q[HS], o[HS];
+    if (live) {
+#pragma unroll
+        for (int d = 0; d < HS; d++) q[d] = cu_ld(qkv, cdt, base + (size_t)i * ld3 + d) * scale;
+    }
+#pragma unroll
+    for (int d = 0; d < HS; d++) o[d] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    for (int j0 = 0; j0 < T; j0 += FA_BK) {
+        int nk = min(FA_BK, T - j0);
+        __syncthreads();
+        for (int e = threadIdx.x; e < FA_BK * HS; e += FA_BQ) {
+            int r = e / HS, d = e % HS;
+            float kv = 0.0f, vv = 0.0f;
+            if (r < nk) {
+                size_t src = base + (size_t)(j0 + r) * ld3 + d;
+                kv = cu_ld(qkv, cdt, src + (size_t)NH * HS);
+                vv = cu_ld(qkv, cdt, src + (size_t)2 * NH * HS);
+            }
+            Ks[r][d] = kv;
+            Vs[r][d] = vv;
+        }
+        __syncthreads();
+        if (!live) continue;
+        for (int c0 = 0; c0 < nk; c0 += 8) {
+            float s[8];
+            float mx = m;
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                float acc = 0.0f;
+                if (c0 + u < nk) {
+                    const float4 *k4 = (const float4 *)Ks[c0 + u];
+#pragma unroll
+                    for (int d4 = 0; d4 < HS / 4; d4++) {
+                        float4 kk = k4[d4];
+                        acc += q[4 * d4] * kk.x + q[4 * d4 + 1] * kk.y + q[4 * d4 + 2] * kk.z + q[4 * d4 + 3] * kk.w;
+                    }
+                    mx = fmaxf(mx, acc);
+                } else {
+                    acc = -INFINITY;
+                }
+                s[u] = acc;
+            }
+            float corr = expf(m - mx);   /* m = -inf on the first keys: corr = 0 */
+            l *= corr;
+#pragma unroll
+            for (int d = 0; d < HS; d++) o[d] *= corr;
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                if (c0 + u >= nk) break;
+                float p = expf(s[u] - mx);
+                l += p;
+                const float4 *v4 = (const float4 *)Vs[c0 + u];
+#pragma unroll
+                for (int d4 = 0; d4 < HS / 4; d4++) {
+                    float4 vv = v4[d4];
+                    o[4 * d4] += p * vv.x;
+                    o[4 * d4 + 1] += p * vv.y;
+                    o[4 * d4 + 2] += p * vv.z;
+                    o[4 * d4 + 3] += p * vv.w;
+                }
+            }
+            m = mx;
+        }
+    }
+    if (!live) return;
+    float inv = 1.0f / l;
+    size_t ob = ((size_t)bi * T + i) * NH * HS + (size_t)h * HS;
+#pragma unroll
+    for (int d = 0; d < HS; d++) cu_st(out, cdt, ob + d, o[d] * inv);
+    if (lse) lse[((size_t)bi * NH + h) * T + i] = m + logf(l);
+}
+
+/* Backward. blockIdx.z = 2*batch + role; role 0: dQ for FB_BKEY queries,
+ * role 1: dK, dV for FB_BKEY keys. Two threads per row (query or key), each
+ * holding half of the head dimension; dot products are completed with one
+ * shuffle between the pair. Dynamic shared memory (floats):
+ *   role 0: Ks[FA_BK][HS], Vs[FA_BK][HS]
+ *   role 1: Qs[FB_BQ][HS], dOs[FB_BQ][HS], Ls[FB_BQ], Ds[FB_BQ] */
+#define FB_THREADS (2 * FB_BKEY)
+
+template <int HS>
+__global__ void __launch_bounds__(FB_THREADS) cu_attn_bwd_kernel(float *dqkv, const float *dout, const void *qkv,
+                                                                 const void *out, const float *lse, dtype_t cdt,
+                                                                 int T, int NH, float scale) {
+    constexpr int HH = HS / 2;
+    extern __shared__ __align__(16) float sm[];
+    int bi = blockIdx.z >> 1, role = blockIdx.z & 1, h = blockIdx.y;
+    size_t ld3 = (size_t)3 * NH * HS, ldo = (size_t)NH * HS;
+    size_t base = (size_t)bi * T * ld3 + (size_t)h * HS;          /* qkv, dqkv: q of token 0 */
+    size_t obase = (size_t)bi * T * ldo + (size_t)h * HS;         /* out, dout: token 0 */
+    const float *L = lse + ((size_t)bi * NH + h) * T;
+    int tid = threadIdx.x, row = tid >> 1, off = (tid & 1) * HH;
+
+    if (role == 0) {
+        float (*Ks)[HS] = (float (*)[HS])sm;
+        float (*Vs)[HS] = (float (*)[HS])(sm + FA_BK * HS);
+        int i = blockIdx.x * FB_BKEY + row;
+        bool live = i < T;
+        float q[HH], g[HH], dq[HH];
+        float li = 0.0f, Di = 0.0f;
+#pragma unroll
+        for (int d = 0; d < HH; d++) {
+            q[d] = live ? cu_ld(qkv, cdt, base + (size_t)i * ld3 + off + d) : 0.0f;
+            g[d] = live ? dout[obase + (size_t)i * ldo + off + d] : 0.0f;
+            Di += live ? g[d] * cu_ld(out, cdt, obase + (size_t)i * ldo + off + d) : 0.0f;
+            dq[d] = 0.0f;
+        }
+        Di += __shfl_xor_sync(0xffffffffu, Di, 1);
+        if (live) li = L[i];
+        for (int j0 = 0; j0 < T; j0 += FA_BK) {
+            int nk = min(FA_BK, T - j0);
+            __syncthreads();
+            for (int e = tid; e < FA_BK * HS; e += FB_THREADS) {
+                int r = e / HS, d = e % HS;
+                float kv = 0.0f, vv = 0.0f;
+                if (r < nk) {
+                    size_t src = base + (size_t)(j0 + r) * ld3 + d;
+                    kv = cu_ld(qkv, cdt, src + ldo);
+                    vv = cu_ld(qkv, cdt, src + 2 * ldo);
+                }
+                Ks[r][d] = kv;
+                Vs[r][d] = vv;
+            }
+            __syncthreads();
+            for (int j = 0; j < nk; j++) {
+                const float4 *k4 = (const float4 *)(Ks[j] + off), *v4 = (const float4 *)(Vs[j] + off);
+                float s = 0.0f, dp = 0.0f;
+#pragma unroll
+                for (int d4 = 0; d4 < HH / 4; d4++) {
+                    float4 kk = k4[d4], vv = v4[d4];
+                    s += q[4 * d4] * kk.x + q[4 * d4 + 1] * kk.y + q[4 * d4 + 2] * kk.z + q[4 * d4 + 3] * kk.w;
+                    dp += g[4 * d4] * vv.x + g[4 * d4 + 1] * vv.y + g[4 * d4 + 2] * vv.z + g[4 * d4 + 3] * vv.w;
+                }
+                s += __shfl_xor_sync(0xffffffffu, s, 1);
+                dp += __shfl_xor_sync(0xffffffffu, dp, 1);
+                float p = expf(s * scale - li);
+                float ds = p * (dp - Di);
+#pragma unroll
+                for (int d4 = 0; d4 < HH / 4; d4++) {
+                    float4 kk = k4[d4];
+                    dq[4 * d4] += ds * kk.x;
+                    dq[4 * d4 + 1] += ds * kk.y;
+                    dq[4 * d4 + 2] += ds * kk.z;
+                    dq[4 * d4 + 3] += ds * kk.w;
+                }
+            }
+        }
+        if (live) {
+            float *dst = dqkv + base + (size_t)i * ld3 + off;
+#pragma unroll
+            for (int d = 0; d < HH; d++) dst[d] = dq[d] * scale;
+        }
+        return;
+    }
+
+    /* role 1: a thread pair per key j */
+    float (*Qs)[HS] = (float (*)[HS])sm;
+    float (*dOs)[HS] = (float (*)[HS])(sm + FB_BQ * HS);
+    float *Ls = sm + 2 * FB_BQ * HS;
+    float *Ds = Ls + FB_BQ;
+    int j = blockIdx.x * FB_BKEY + row;
+    bool live = j < T;
+    float k[HH], v[HH], dk[HH], dv[HH];
+#pragma unroll
+    for (int d = 0; d < HH; d++) {
+        k[d] = live ? cu_ld(qkv, cdt, base + (size_t)j * ld3 + ldo + off + d) : 0.0f;
+        v[d] = live ? cu_ld(qkv, cdt, base + (size_t)j * ld3 + 2 * ldo + off + d) : 0.0f;
+        dk[d] = 0.0f;
+        dv[d] = 0.0f;
+    }
+    for (int i0 = 0; i0 < T; i0 += FB_BQ) {
+        int nq = min(FB_BQ, T - i0);
+        __syncthreads();
+        for (int e = tid; e < FB_BQ * HS; e += FB_THREADS) {
+            int r = e / HS, d = e % HS;
+            float qv = 0.0f, gv = 0.0f;
+            if (r < nq) {
+                qv = cu_ld(qkv, cdt, base + (size_t)(i0 + r) * ld3 + d);
+                gv = dout[obase + (size_t)(i0 + r) * ldo + d];
+            }
+            Qs[r][d] = qv;
+            dOs[r][d] = gv;
+        }
+        if (tid < FB_BQ) {
+            float Dv = 0.0f, lv = 0.0f;
+            if (tid < nq) {
+                const float *gr = dout + obase + (size_t)(i0 + tid) * ldo;
+                size_t orow = obase + (size_t)(i0 + tid) * ldo;
+                for (int d = 0; d < HS; d++) Dv += gr[d] * cu_ld(out, cdt, orow + d);
+                lv = L[i0 + tid];
+            }
+            Ds[tid] = Dv;
+            Ls[tid] = lv;
+        }
+        __syncthreads();
+        for (int r = 0; r < nq; r++) {
+            const float4 *q4 = (const float4 *)(Qs[r] + off), *g4 = (const float4 *)(dOs[r] + off);
+            float s = 0.0f, dp = 0.0f;
+#pragma unroll
+            for (int d4 = 0; d4 < HH / 4; d4++) {
+                float4 qq = q4[d4], gg = g4[d4];
+                s += qq.x * k[4 * d4] + qq.y * k[4 * d4 + 1] + qq.z * k[4 * d4 + 2] + qq.w * k[4 * d4 + 3];
+                dp += gg.x * v[4 * d4] + gg.y * v[4 * d4 + 1] + gg.z * v[4 * d4 + 2] + gg.w * v[4 * d4 + 3];
+            }
+            s += __shfl_xor_sync(0xffffffffu, s, 1);
+            dp += __shfl_xor_sync(0xffffffffu, dp, 1);
+            float p = expf(s * scale - Ls[r]);
+            float ds = p * (dp - Ds[r]);
+#pragma unroll
+            for (int d4 = 0; d4 < HH / 4; d4++) {
+                float4 qq = q4[d4], gg = g4[d4];
+                dv[4 * d4] += p * gg.x; dv[4 * d4 + 1] += p * gg.y; dv[4 * d4 + 2] += p * gg.z; dv[4 * d4 + 3] += p * gg.w;
+                dk[4 * d4] += ds * qq.x; dk[4 * d4 + 1] += ds * qq.y; dk[4 * d4 + 2] += ds * qq.z; dk[4 * d4 + 3] += ds * qq.w;
+            }
+        }
+    }
+    if (live) {
+        float *dst = dqkv + base + (size_t)j * ld3 + off;
+#pragma unroll
+        for (int d = 0; d < HH; d++) {
+            dst[ldo + d] = dk[d] * scale;
+            dst[2 * ldo + d] = dv[d];
+        }
+    }
+}
+
+template <int HS>
+static size_t cu_attn_bwd_smem(void) {
+    size_t r0 = (size_t)2 * FA_BK * HS;
+    size_t r1 = (size_t)2 * FB_BQ * HS + 2 * FB_BQ;
+    return (r0 > r1 ? r0 : r1) * sizeof(float);
+}
+
+template <int HS>
+static void cu_attn_fused_fwd(backend_t *b, void *out, float *lse, const void *qkv, dtype_t cdt,
+                              int Bn, int T, int NH) {
+    dim3 grid((T + FA_BQ - 1) / FA_BQ, NH, Bn);
+    cu_attn_fwd_kernel<HS><<<grid, FA_BQ, 0, cu_st(b)>>>(out, lse, qkv, cdt, T, NH, 1.0f / sqrtf((float)HS));
+    CU_LAUNCH_CHECK();
+}
+
+template <int HS>
+static void cu_attn_fused_bwd(backend_t *b, float *dqkv, const float *dout, const void *qkv, const void *out,
+                              const float *lse, dtype_t cdt, int Bn, int T, int NH) {
+    size_t smem = cu_attn_bwd_smem<HS>();
+    /* per device context, cheap: set on every call */
+    CU_CHECK(cudaFuncSetAttribute(cu_attn_bwd_kernel<HS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid((T + FB_BKEY - 1) / FB_BKEY, NH, 2 * Bn);
+    cu_attn_bwd_kernel<HS><<<grid, FB_THREADS, smem, cu_st(b)>>>(dqkv, dout, qkv, out, lse, cdt, T, NH,
+                                                              1.0f / sqrtf((float)HS));
+    CU_LAUNCH_CHECK();
+}
+
+/* ======================= B. cuBLAS fallback ======================= */
+
+/* dst[(b*NH+h), t, d] (ddt) = src[b, t, part, h, d] (sdt), part-stride NH*HS, token stride ld. */
+__global__ void cu_attn_gather_kernel(void *dst, dtype_t ddt, const void *src, dtype_t sdt, int Bn, int T,
+                                      int NH, int HS, size_t ld, size_t part_off) {
+    size_t n = (size_t)Bn * NH * T * HS;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(e % HS);
+        size_t r = e / HS;
+        int t = (int)(r % T);
+        size_t bh = r / T;
+        int h = (int)(bh % NH), bi = (int)(bh / NH);
+        size_t s = ((size_t)bi * T + t) * ld + part_off + (size_t)h * HS + d;
+        cu_st(dst, ddt, e, cu_ld(src, sdt, s));
+    }
+}
+
+/* Inverse: dst[b, t, part, h, d] = src[(b*NH+h), t, d]. */
+__global__ void cu_attn_scatter_kernel(void *dst, dtype_t ddt, const void *src, dtype_t sdt, int Bn, int T,
+                                       int NH, int HS, size_t ld, size_t part_off) {
+    size_t n = (size_t)Bn * NH * T * HS;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(e % HS);
+        size_t r = e / HS;
+        int t = (int)(r % T);
+        size_t bh = r / T;
+        int h = (int)(bh % NH), bi = (int)(bh / NH);
+        size_t o = ((size_t)bi * T + t) * ld + part_off + (size_t)h * HS + d;
+        cu_st(dst, ddt, o, cu_ld(src, sdt, e));
+    }
+}
+
+static void cu_attn_gather(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, int Bn, int T,
+                           int NH, int HS, size_t ld, size_t part_off) {
+    size_t n = (size_t)Bn * NH * T * HS;
+    cu_attn_gather_kernel<<<cu_blocks(n, 256), 256, 0, cu_st(b)>>>(dst, ddt, src, sdt, Bn, T, NH, HS, ld, part_off);
+    CU_LAUNCH_CHECK();
+}
+
+static void cu_attn_scatter(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, int Bn, int T,
+                            int NH, int HS, size_t ld, size_t part_off) {
+    size_t n = (size_t)Bn * NH * T * HS;
+    cu_attn_scatter_kernel<<<cu_blocks(n, 256), 256, 0, cu_st(b)>>>(dst, ddt, src, sdt, Bn, T, NH, HS, ld, part_off);
+    CU_LAUNCH_CHECK();
+}
+
+/* Row softmax of S[rows, T] (fp32, already scaled): P (pdt) and lse. A warp per row. */
+__global__ void cu_softmax_kernel(void *P, dtype_t pdt, float *lse, const float *S, size_t rows, int T) {
+    size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    const float *s = S + row * T;
+    float mx = -INFINITY;
+    for (int u = lane; u < T; u += 32) mx = fmaxf(mx, s[u]);
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    float sum = 0.0f;
+    for (int u = lane; u < T; u += 32) sum += expf(s[u] - mx);
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    float inv = 1.0f / sum;
+    for (int u = lane; u < T; u += 32) cu_st(P, pdt, row * T + u, expf(s[u] - mx) * inv);
+    if (lse && lane == 0) lse[row] = mx + logf(sum);
+}
+
+/* Backward middle: P = exp(S - lse) (in S, fp32), D = rowsum(P * dP),
+ * dS = P * (dP - D) written to dS (cdt); P also written to Pc (cdt) when Pc != S. */
+__global__ void cu_attn_dsoftmax_kernel(float *S, void *Pc, void *dS, dtype_t cdt, const float *dP,
+                                        const float *lse, size_t rows, int T) {
+    size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    float *s = S + row * T;
+    const float *dp = dP + row * T;
+    float L = lse[row], D = 0.0f;
+    for (int u = lane; u < T; u += 32) {
+        float p = expf(s[u] - L);
+        s[u] = p;
+        D += p * dp[u];
+    }
+    for (int o = 16; o > 0; o >>= 1) D += __shfl_xor_sync(0xffffffffu, D, o);
+    __syncwarp();
+    for (int u = lane; u < T; u += 32) {
+        float p = s[u];
+        float v = p * (dp[u] - D);
+        if ((void *)Pc != (void *)S) cu_st(Pc, cdt, row * T + u, p);
+        cu_st(dS, cdt, row * T + u, v);
+    }
+}
+
+static void cu_gemm_sb(backend_t *b, int ta, int tb, int m, int n, int k, float alpha,
+                       const void *A, int lda, long long sa, const void *B, int ldb, long long sb,
+                       void *C, dtype_t cdt_out, int ldc, long long sc, dtype_t ab, int batch) {
+    float beta = 0.0f;
+    cudaDataType_t at = ab == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    cudaDataType_t ct = cdt_out == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(cu_impl(b)->blas, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                            tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k, &alpha, A, at, lda, sa,
+                                            B, at, ldb, sb, &beta, C, ct, ldc, sc, batch, CUBLAS_COMPUTE_32F,
+                                            CUBLAS_GEMM_DEFAULT));
+}
+
+#define CU_ATTN_CHUNK_BYTES ((size_t)512 << 20)
+
+static void cu_attn_cublas_fwd(backend_t *b, void *out, float *lse, const void *qkv, dtype_t cdt,
+                               int Bn, int T, int NH, int HS) {
+    size_t es = dtype_size(cdt), nbh = (size_t)Bn * NH, per = (size_t)T * HS;
+    size_t ld3 = (size_t)3 * NH * HS;
+    char *qp = (char *)cu_scratch(b, 2, 3 * nbh * per * es);
+    char *kp = qp + nbh * per * es, *vp = kp + nbh * per * es;
+    cu_attn_gather(b, qp, cdt, qkv, cdt, Bn, T, NH, HS, ld3, 0);
+    cu_attn_gather(b, kp, cdt, qkv, cdt, Bn, T, NH, HS, ld3, (size_t)NH * HS);
+    cu_attn_gather(b, vp, cdt, qkv, cdt, Bn, T, NH, HS, ld3, (size_t)2 * NH * HS);
+    size_t tt = (size_t)T * T;
+    size_t per_bh = tt * sizeof(float) + (cdt == DT_BF16 ? tt * 2 : 0);
+    size_t cb = CU_ATTN_CHUNK_BYTES / per_bh;
+    if (cb < 1) cb = 1;
+    if (cb > nbh) cb = nbh;
+    float *S = (float *)cu_scratch(b, 1, cb * per_bh);
+    void *P = cdt == DT_BF16 ? (void *)(S + cb * tt) : (void *)S;
+    float scale = 1.0f / sqrtf((float)HS);
+    for (size_t c0 = 0; c0 < nbh; c0 += cb) {
+        int nb = (int)(nbh - c0 < cb ? nbh - c0 : cb);
+        const char *Q = qp + c0 * per * es, *K = kp + c0 * per * es, *V = vp + c0 * per * es;
+        /* S[t,u] = scale * q_t . k_u   (col-major: C[u,t] = K^T... ) */
+        cu_gemm_sb(b, 1, 0, T, T, HS, scale, K, HS, per, Q, HS, per, S, DT_F32, T, tt, cdt, nb);
+        size_t rows = (size_t)nb * T;
+        cu_softmax_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, cu_st(b)>>>(P, cdt, lse ? lse + c0 * T : NULL, S,
+                                                                           rows, T);
+        CU_LAUNCH_CHECK();
+        /* O[t,d] = sum_u P[t,u] v_u[d], written over this chunk's Q (no longer needed) */
+        cu_gemm_sb(b, 0, 0, HS, T, T, 1.0f, V, HS, per, P, T, tt, (void *)Q, cdt, HS, per, cdt, nb);
+    }
+    cu_attn_scatter(b, out, cdt, qp, cdt, Bn, T, NH, HS, (size_t)NH * HS, 0);
+}
+
+static void cu_attn_cublas_bwd(backend_t *b, float *dqkv, const float *dout, const void *qkv, const float *lse,
+                               dtype_t cdt, int Bn, int T, int NH, int HS) {
+    size_t es = dtype_size(cdt), nbh = (size_t)Bn * NH, per = (size_t)T * HS, n = nbh * per;
+    size_t ld3 = (size_t)3 * NH * HS, ldo = (size_t)NH * HS;
+    char *qp = (char *)cu_scratch(b, 2, 4 * n * es);
+    char *kp = qp + n * es, *vp = kp + n * es, *gp = vp + n * es;
+    cu_attn_gather(b, qp, cdt, qkv, cdt, Bn, T, NH, HS, ld3, 0);
+    cu_attn_gather(b, kp, cdt, qkv, cdt, Bn, T, NH, HS, ld3, ldo);
+    cu_attn_gather(b, vp, cdt, qkv, cdt, Bn, T, NH, HS, ld3, 2 * ldo);
+    cu_attn_gather(b, gp, cdt, dout, DT_F32, Bn, T, NH, HS, ldo, 0);   /* dO in cdt (autocast) */
+    float *dq = (float *)cu_scratch(b, 3, 3 * n * sizeof(float));
+    float *dk = dq + n, *dv = dk + n;
+    size_t tt = (size_t)T * T;
+    size_t per_bh = 2 * tt * sizeof(float) + (cdt == DT_BF16 ? 2 * tt * 2 : 0);
+    size_t cb = CU_ATTN_CHUNK_BYTES / per_bh;
+    if (cb < 1) cb = 1;
+    if (cb > nbh) cb = nbh;
+    float *S = (float *)cu_scratch(b, 1, cb * per_bh);
+    float *dP = S + cb * tt;
+    void *Pc = cdt == DT_BF16 ? (void *)(dP + cb * tt) : (void *)S;
+    void *dS = cdt == DT_BF16 ? (void *)((char *)Pc + cb * tt * 2) : (void *)dP;
+    float scale = 1.0f / sqrtf((float)HS);
+    for (size_t c0 = 0; c0 < nbh; c0 += cb) {
+        int nb = (int)(nbh - c0 < cb ? nbh - c0 : cb);
+        size_t o = c0 * per;
+        const char *Q = qp + o * es, *K = kp + o * es, *V = vp + o * es, *G = gp + o * es;
+        cu_gemm_sb(b, 1, 0, T, T, HS, scale, K, HS, per, Q, HS, per, S, DT_F32, T, tt, cdt, nb);
+        cu_gemm_sb(b, 1, 0, T, T, HS, 1.0f, V, HS, per, G, HS, per, dP, DT_F32, T, tt, cdt, nb);
+        size_t rows = (size_t)nb * T;
+        cu_attn_dsoftmax_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, cu_st(b)>>>(S, Pc, dS, cdt, dP, lse + c0 * T,
+                                                                                 rows, T);
+        CU_LAUNCH_CHECK();
+        /* dV = P^T dO;  dQ = scale dS K;  dK = scale dS^T Q */
+        cu_gemm_sb(b, 0, 1, HS, T, T, 1.0f, G, HS, per, Pc, T, tt, dv + o, DT_F32, HS, per, cdt, nb);
+        cu_gemm_sb(b, 0, 0, HS, T, T, scale, K, HS, per, dS, T, tt, dq + o, DT_F32, HS, per, cdt, nb);
+        cu_gemm_sb(b, 0, 1, HS, T, T, scale, Q, HS, per, dS, T, tt, dk + o, DT_F32, HS, per, cdt, nb);
+    }
+    cu_attn_scatter(b, dqkv, DT_F32, dq, DT_F32, Bn, T, NH, HS, ld3, 0);
+    cu_attn_scatter(b, dqkv, DT_F32, dk, DT_F32, Bn, T, NH, HS, ld3, ldo);
+    cu_attn_scatter(b, dqkv, DT_F32, dv, DT_F32, Bn, T, NH, HS, ld3, 2 * ldo);
+}
+
+/* ======================= entry points ======================= */
+
+static bool cu_attn_use_fused(backend_t *b, int HS) {
+    return cu_impl(b)->attn_mode == CU_ATTN_FUSED && (HS == 32 || HS == 64);
+}
+
+void cu_attention_fwd(backend_t *b, void *out, float *lse, const void *qkv, dtype_t cdt,
+                      int Bn, int T, int NH, int HS) {
+    if (Bn <= 0 || T <= 0 || NH <= 0 || HS <= 0) return;
+    CU_ASSERT(cdt == DT_F32 || cdt == DT_BF16, "attention dtype %d", (int)cdt);
+    CU_ASSERT(NH <= 65535 && Bn <= 65535, "NH=%d Bn=%d", NH, Bn);
+    if (cu_attn_use_fused(b, HS)) {
+        if (HS == 64) cu_attn_fused_fwd<64>(b, out, lse, qkv, cdt, Bn, T, NH);
+        else cu_attn_fused_fwd<32>(b, out, lse, qkv, cdt, Bn, T, NH);
+        return;
+    }
+    cu_attn_cublas_fwd(b, out, lse, qkv, cdt, Bn, T, NH, HS);
+}
+
+void cu_attention_bwd(backend_t *b, float *dqkv, const float *dout, const void *qkv,
+                      const void *out, const float *lse, dtype_t cdt, int Bn, int T, int NH, int HS) {
+    if (Bn <= 0 || T <= 0 || NH <= 0 || HS <= 0) return;
+    CU_ASSERT(cdt == DT_F32 || cdt == DT_BF16, "attention dtype %d", (int)cdt);
+    CU_ASSERT(lse, "attention_bwd needs the forward's lse");
+    CU_ASSERT(NH <= 65535 && 2 * Bn <= 65535, "NH=%d Bn=%d", NH, Bn);
+    if (cu_attn_use_fused(b, HS)) {
+        if (HS == 64) cu_attn_fused_bwd<64>(b, dqkv, dout, qkv, out, lse, cdt, Bn, T, NH);
+        else cu_attn_fused_bwd<32>(b, dqkv, dout, qkv, out, lse, cdt, Bn, T, NH);
+        return;
+    }
+    cu_attn_cublas_bwd(b, dqkv, dout, qkv, lse, cdt, Bn, T, NH, HS);
+}

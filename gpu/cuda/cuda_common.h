@@ -1,0 +1,194 @@
+/* gpu/cuda/cuda_common.h — shared by the CUDA backend's translation units.
+ *
+ * Owns: the error-checking macros (every CUDA / cuBLAS / cuBLASLt call and
+ * every kernel launch is checked; a failure is a bug or a device fault, so the
+ * process prints the call site and exits — see gpu/backend.h), the backend's
+ * private state (cu_impl_t), the scratch-buffer helper, bf16 load/store
+ * helpers for kernels, and the declarations of the op functions that
+ * backend_cuda.cu assembles into the backend_t table.
+ *
+ * Files of the backend:
+ *   backend_cuda.cu     lifetime, memory, IPC sharing, data ops, the op table
+ *   matmul.cu           matrix products through cuBLASLt (+ bias gradient)
+ *   kernels_layers.cu   LayerNorm, GELU, LayerScale, embed, token slice, im2col
+ *   kernels_optim.cu    hand loss, sumsq, scale, AdamW, stats
+ *   attention.cu        fused attention kernels and the cuBLAS fallback
+ */
+#ifndef TRAIND_CUDA_COMMON_H
+#define TRAIND_CUDA_COMMON_H
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstdint>
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cublas_v2.h>
+#include <cublasLt.h>
+
+extern "C" {
+#include "gpu/backend.h"
+}
+
+/* ---- checking ------------------------------------------------------------ */
+
+#define CU_CHECK(call) do {                                                        \
+    cudaError_t e_ = (call);                                                       \
+    if (e_ != cudaSuccess) {                                                       \
+        fprintf(stderr, "traind: CUDA error at %s:%d: %s: %s\n", __FILE__,        \
+                __LINE__, #call, cudaGetErrorString(e_));                          \
+        exit(EXIT_FAILURE);                                                        \
+    }                                                                              \
+} while (0)
+
+#define CUBLAS_CHECK(call) do {                                                    \
+    cublasStatus_t s_ = (call);                                                    \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                             \
+        fprintf(stderr, "traind: cuBLAS error at %s:%d: %s: %s\n", __FILE__,      \
+                __LINE__, #call, cublasGetStatusString(s_));                       \
+        exit(EXIT_FAILURE);                                                        \
+    }                                                                              \
+} while (0)
+
+/* After every kernel launch. */
+#define CU_LAUNCH_CHECK() CU_CHECK(cudaGetLastError())
+
+/* Invariant that bad user input cannot reach (the callers validate). */
+#define CU_ASSERT(cond, ...) do {                                                  \
+    if (!(cond)) {                                                                 \
+        fprintf(stderr, "traind: cuda backend invariant failed at %s:%d: %s: ",   \
+                __FILE__, __LINE__, #cond);                                        \
+        fprintf(stderr, __VA_ARGS__);                                              \
+        fprintf(stderr, "\n");                                                     \
+        exit(EXIT_FAILURE);                                                        \
+    }                                                                              \
+} while (0)
+
+/* ---- private state --------------------------------------------------------- */
+
+#define CU_LT_WORKSPACE (32u << 20)
+#define CU_STAGING_BYTES (32u << 20)   /* per pinned staging buffer (two) */
+#define CU_LT_CACHE 64
+
+typedef struct {
+    /* key */
+    int transa, transb, m, n, k, lda, ldb, ldc;
+    int atype, ctype, dtype_, epilogue, beta1;
+    int valid;
+    long last_use;
+    /* value */
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+} cu_lt_plan_t;
+
+typedef enum { CU_ATTN_FUSED = 0, CU_ATTN_CUBLAS = 1 } cu_attn_mode_t;
+
+typedef struct {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    cublasLtHandle_t lt;
+    void *lt_ws;                        /* cuBLASLt workspace */
+    cu_lt_plan_t plans[CU_LT_CACHE];    /* cached matmul descriptors and algos */
+    long plan_clock;
+
+    /* Scratch slots (device memory, grown on demand; contents undefined). */
+    void *scratch[4];
+    size_t scratch_size[4];
+
+    /* Reduction results (device) and their pinned host mirror. */
+    double *red_dev;                    /* partial sums, CU_RED_BLOCKS * 8 doubles */
+    double *red_host;                   /* pinned, 16 doubles */
+
+    /* images_from_u8: two pinned staging buffers and their reuse events. */
+    uint8_t *staging[2];                /* pinned host */
+    uint8_t *dstage[2];                 /* device */
+    cudaEvent_t staging_free[2];
+    size_t staging_size;
+
+    cu_attn_mode_t attn_mode;
+    char name[256];
+} cu_impl_t;
+
+#define CU_RED_BLOCKS 512
+
+static inline cu_impl_t *cu_impl(backend_t *b) { return (cu_impl_t *)b->impl; }
+
+/* Makes the backend's device current (a process may drive several). */
+static inline void cu_enter(backend_t *b) { CU_CHECK(cudaSetDevice(cu_impl(b)->device)); }
+
+/* Scratch slot `slot` of at least `bytes` (device memory); exits on failure
+ * (an op cannot return an error; the model sizes its own buffers up front). */
+void *cu_scratch(backend_t *b, int slot, size_t bytes);
+
+static inline unsigned cu_blocks(size_t n, unsigned threads) {
+    size_t g = (n + threads - 1) / threads;
+    if (g > 65535u * 32u) g = 65535u * 32u;   /* grid-stride loops cover the rest */
+    return (unsigned)(g ? g : 1);
+}
+
+/* ---- element access (dtype given at run time) ------------------------------- */
+
+__device__ __forceinline__ float cu_ld(const void *p, dtype_t dt, size_t i) {
+    return dt == DT_BF16 ? __bfloat162float(((const __nv_bfloat16 *)p)[i]) : ((const float *)p)[i];
+}
+__device__ __forceinline__ void cu_st(void *p, dtype_t dt, size_t i, float v) {
+    if (dt == DT_BF16) ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+    else ((float *)p)[i] = v;
+}
+
+/* ---- ops implemented in the other files -------------------------------------- */
+
+/* matmul.cu */
+void cu_lt_init(backend_t *b);
+void cu_lt_destroy(backend_t *b);
+void cu_matmul_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, const void *w,
+                   const float *bias, dtype_t cdt, int M, int N, int K);
+void cu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const float *dout,
+                   const void *inp, const void *w, dtype_t cdt, int M, int N, int K);
+/* Column sums: acc[C] += sum_n a[n,c] * (x ? x[n,c] : 1)  (x in xdt), fixed order. */
+void cu_colsum(backend_t *b, float *acc, const float *a, const void *x, dtype_t xdt, int N, int C);
+
+/* kernels_layers.cu */
+void cu_cast(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, size_t n);
+void cu_im2col(backend_t *b, void *out, dtype_t cdt, const void *images, dtype_t idt,
+               const int32_t *idx, int Bn, int H, int W, int p);
+void cu_layernorm_fwd(backend_t *b, void *out, dtype_t odt, float *mean, float *rstd,
+                      const float *inp, const float *w, const float *bias, int N, int C, float eps);
+void cu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const float *dout,
+                      const float *inp, const float *w, const float *mean, const float *rstd,
+                      int N, int C);
+void cu_gelu_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n);
+void cu_gelu_bwd(backend_t *b, float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n);
+void cu_layerscale_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
+                       const float *gamma, int N, int C);
+void cu_layerscale_bwd(backend_t *b, float *dx, float *dgamma, const float *dout,
+                       const void *x, dtype_t xdt, const float *gamma, int N, int C);
+void cu_embed_fwd(backend_t *b, float *x, const float *patches, const float *cls,
+                  const float *reg, const float *pos, int Bn, int P, int R, int D);
+void cu_embed_bwd(backend_t *b, float *dpatches, float *dcls, float *dreg, float *dpos,
+                  const float *dx, int Bn, int P, int R, int D);
+void cu_token_slice(backend_t *b, void *out, const void *x, dtype_t dt, int Bn, int T, int D, int t);
+void cu_token_scatter_add(backend_t *b, float *dx, const float *dout, int Bn, int T, int D, int t);
+/* dst[n,3,H,W] (ddt) from a device u8 [n,H,W,3] buffer. */
+void cu_u8_normalize(backend_t *b, void *dst, dtype_t ddt, const uint8_t *src, size_t n_img,
+                     int H, int W, const float mean[3], const float std[3]);
+
+/* kernels_optim.cu */
+void cu_hand_loss(backend_t *b, hand_loss_t *host_out, float *dpred, float *dconf,
+                  const float *pred, const float *conf_logit, const float *joints,
+                  const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn);
+double cu_sumsq(backend_t *b, const float *x, size_t n);
+void cu_scale(backend_t *b, float *x, float s, size_t n);
+void cu_adamw(backend_t *b, float *params, void *pc, dtype_t cdt, const float *grads,
+              float *m, float *v, const adamw_seg_t *segs, int nsegs,
+              float beta1, float beta2, float eps, int t, float gscale);
+void cu_stats(backend_t *b, double out[7], const void *x, dtype_t dt, size_t n);
+
+/* attention.cu */
+void cu_attention_fwd(backend_t *b, void *out, float *lse, const void *qkv, dtype_t cdt,
+                      int Bn, int T, int NH, int HS);
+void cu_attention_bwd(backend_t *b, float *dqkv, const float *dout, const void *qkv,
+                      const void *out, const float *lse, dtype_t cdt, int Bn, int T, int NH, int HS);
+
+#endif

@@ -1,0 +1,363 @@
+/* gpu/cuda/kernels_layers.cu — the per-layer kernels of the CUDA backend:
+ * dtype cast, u8 image normalization, im2col (gather + conversion fused),
+ * LayerNorm fwd/bwd (a warp per row), exact-erf GELU fwd/bwd, residual +
+ * LayerScale fwd/bwd, token assembly (embed) fwd/bwd, token slice/scatter.
+ * Parameter-gradient reductions are deterministic (fixed-order column sums,
+ * no atomics). Semantics: gpu/backend.h. */
+#include "gpu/cuda/cuda_common.h"
+
+#define CU_T 256
+
+static inline cudaStream_t cu_st(backend_t *b) { return cu_impl(b)->stream; }
+
+/* ---- cast ------------------------------------------------------------------------ */
+
+__global__ void cu_cast_kernel(void *dst, dtype_t ddt, const void *src, dtype_t sdt, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        cu_st(dst, ddt, i, cu_ld(src, sdt, i));
+}
+
+void cu_cast(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, size_t n) {
+    if (!n) return;
+    CU_ASSERT((ddt == DT_F32 || ddt == DT_BF16) && (sdt == DT_F32 || sdt == DT_BF16),
+              "cast %s -> %s", dtype_name(sdt), dtype_name(ddt));
+    if (ddt == sdt) {
+        if (dst != src)
+            CU_CHECK(cudaMemcpyAsync(dst, src, n * dtype_size(ddt), cudaMemcpyDeviceToDevice, cu_st(b)));
+        return;
+    }
+    cu_cast_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(dst, ddt, src, sdt, n);
+    CU_LAUNCH_CHECK();
+}
+
+/* ---- images ------------------------------------------------------------------------ */
+
+struct cu_norm3 { float mean[3], std_[3]; };
+
+/* dst[i,c,y,x] = (src[i,y,x,c]/255 - mean[c]) / std[c] */
+__global__ void cu_u8_normalize_kernel(void *dst, dtype_t ddt, const uint8_t *src, size_t n_px,
+                                       size_t hw, cu_norm3 nm) {
+    for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < n_px; q += (size_t)gridDim.x * blockDim.x) {
+        size_t img = q / hw, px = q % hw;
+        const uint8_t *s = src + q * 3;
+        for (int c = 0; c < 3; c++) {
+            float v = ((float)s[c] / 255.0f - nm.mean[c]) / nm.std_[c];
+            cu_st(dst, ddt, (img * 3 + c) * hw + px, v);
+        }
+    }
+}
+
+void cu_u8_normalize(backend_t *b, void *dst, dtype_t ddt, const uint8_t *src, size_t n_img,
+                     int H, int W, const float mean[3], const float std_[3]) {
+    cu_norm3 nm;
+    for (int c = 0; c < 3; c++) { nm.mean[c] = mean[c]; nm.std_[c] = std_[c]; }
+    size_t hw = (size_t)H * W, n_px = n_img * hw;
+    if (!n_px) return;
+    cu_u8_normalize_kernel<<<cu_blocks(n_px, CU_T), CU_T, 0, cu_st(b)>>>(dst, ddt, src, n_px, hw, nm);
+    CU_LAUNCH_CHECK();
+}
+
+/* out[b*P + py*Wp + px, c*p*p + ky*p + kx] = images[idx[b], c, py*p+ky, px*p+kx] */
+__global__ void cu_im2col_kernel(void *out, dtype_t cdt, const void *images, dtype_t idt,
+                                 const int32_t *idx, int Bn, int H, int W, int p) {
+    int Wp = W / p, P = (H / p) * Wp, cols = 3 * p * p;
+    size_t n = (size_t)Bn * P * cols;
+    for (size_t o = blockIdx.x * (size_t)blockDim.x + threadIdx.x; o < n; o += (size_t)gridDim.x * blockDim.x) {
+        int col = (int)(o % cols);
+        size_t row = o / cols;
+        int pi = (int)(row % P), bi = (int)(row / P);
+        int c = col / (p * p), r = col % (p * p), ky = r / p, kx = r % p;
+        int y = (pi / Wp) * p + ky, x = (pi % Wp) * p + kx;
+        size_t img = idx ? (size_t)idx[bi] : (size_t)bi;
+        cu_st(out, cdt, o, cu_ld(images, idt, ((img * 3 + c) * H + y) * (size_t)W + x));
+    }
+}
+
+void cu_im2col(backend_t *b, void *out, dtype_t cdt, const void *images, dtype_t idt,
+               const int32_t *idx, int Bn, int H, int W, int p) {
+    CU_ASSERT(p > 0 && H >= p && W >= p, "H=%d W=%d p=%d", H, W, p);
+    size_t n = (size_t)Bn * (H / p) * (W / p) * 3 * p * p;
+    if (!n) return;
+    cu_im2col_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(out, cdt, images, idt, idx, Bn, H, W, p);
+    CU_LAUNCH_CHECK();
+}
+
+/* ---- LayerNorm ------------------------------------------------------------------------ */
+
+__device__ __forceinline__ float cu_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* One warp per row: two passes (mean, then centred variance) over the row. */
+__global__ void cu_layernorm_fwd_kernel(void *out, dtype_t odt, float *mean, float *rstd,
+                                        const float *inp, const float *w, const float *bias,
+                                        int N, int C, float eps) {
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const float *x = inp + (size_t)row * C;
+    float s = 0.0f;
+    for (int c = lane; c < C; c += 32) s += x[c];
+    float m = cu_warp_sum(s) / C;
+    float v = 0.0f;
+    for (int c = lane; c < C; c += 32) { float d = x[c] - m; v += d * d; }
+    float rs = 1.0f / sqrtf(cu_warp_sum(v) / C + eps);
+    for (int c = lane; c < C; c += 32) {
+        float y = (x[c] - m) * rs * w[c] + (bias ? bias[c] : 0.0f);
+        cu_st(out, odt, (size_t)row * C + c, y);
+    }
+    if (lane == 0) {
+        if (mean) mean[row] = m;
+        if (rstd) rstd[row] = rs;
+    }
+}
+
+void cu_layernorm_fwd(backend_t *b, void *out, dtype_t odt, float *mean, float *rstd,
+                      const float *inp, const float *w, const float *bias, int N, int C, float eps) {
+    if (N <= 0) return;
+    CU_ASSERT(C > 0 && w, "C=%d", C);
+    int warps = 8;
+    cu_layernorm_fwd_kernel<<<(N + warps - 1) / warps, warps * 32, 0, cu_st(b)>>>(
+        out, odt, mean, rstd, inp, w, bias, N, C, eps);
+    CU_LAUNCH_CHECK();
+}
+
+/* dinp[n,c] += rstd * (dn - mean(dn) - xhat * mean(dn * xhat)),  dn = dout * w */
+__global__ void cu_layernorm_bwd_kernel(float *dinp, const float *dout, const float *inp, const float *w,
+                                        const float *mean, const float *rstd, int N, int C) {
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const float *x = inp + (size_t)row * C, *g = dout + (size_t)row * C;
+    float m = mean[row], rs = rstd[row];
+    float s1 = 0.0f, s2 = 0.0f;
+    for (int c = lane; c < C; c += 32) {
+        float dn = g[c] * w[c], xh = (x[c] - m) * rs;
+        s1 += dn;
+        s2 += dn * xh;
+    }
+    s1 = cu_warp_sum(s1) / C;
+    s2 = cu_warp_sum(s2) / C;
+    float *d = dinp + (size_t)row * C;
+    for (int c = lane; c < C; c += 32) {
+        float dn = g[c] * w[c], xh = (x[c] - m) * rs;
+        d[c] += rs * (dn - s1 - xh * s2);
+    }
+}
+
+#define CU_LN_ROWS 256
+/* Partial column sums for dw (dout * xhat) and db (dout) over a chunk of rows. */
+__global__ void cu_layernorm_dw_kernel(float *part_w, float *part_b, const float *dout, const float *inp,
+                                       const float *mean, const float *rstd, int N, int C) {
+    __shared__ float sw[16][33], sb[16][33];
+    int col = blockIdx.x * 32 + threadIdx.x;
+    int r0 = blockIdx.y * CU_LN_ROWS, r1 = min(N, r0 + CU_LN_ROWS);
+    float aw = 0.0f, ab = 0.0f;
+    if (col < C) {
+        for (int n = r0 + threadIdx.y; n < r1; n += 16) {
+            size_t i = (size_t)n * C + col;
+            float g = dout[i];
+            aw += g * ((inp[i] - mean[n]) * rstd[n]);
+            ab += g;
+        }
+    }
+    sw[threadIdx.y][threadIdx.x] = aw;
+    sb[threadIdx.y][threadIdx.x] = ab;
+    __syncthreads();
+    if (threadIdx.y == 0 && col < C) {
+        float tw = 0.0f, tb = 0.0f;
+        for (int j = 0; j < 16; j++) { tw += sw[j][threadIdx.x]; tb += sb[j][threadIdx.x]; }
+        part_w[(size_t)blockIdx.y * C + col] = tw;
+        part_b[(size_t)blockIdx.y * C + col] = tb;
+    }
+}
+
+__global__ void cu_chunks_add_kernel(float *acc, const float *part, int nchunk, int C) {
+    int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= C) return;
+    float t = 0.0f;
+    for (int j = 0; j < nchunk; j++) t += part[(size_t)j * C + col];
+    acc[col] += t;
+}
+
+void cu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const float *dout,
+                      const float *inp, const float *w, const float *mean, const float *rstd,
+                      int N, int C) {
+    if (N <= 0) return;
+    CU_ASSERT(C > 0 && w && mean && rstd, "layernorm_bwd needs w, mean and rstd");
+    cudaStream_t st = cu_st(b);
+    if (dinp) {
+        int warps = 8;
+        cu_layernorm_bwd_kernel<<<(N + warps - 1) / warps, warps * 32, 0, st>>>(dinp, dout, inp, w, mean, rstd, N, C);
+        CU_LAUNCH_CHECK();
+    }
+    if (dw || db) {
+        int nchunk = (N + CU_LN_ROWS - 1) / CU_LN_ROWS;
+        CU_ASSERT(nchunk <= 65535, "N=%d", N);
+        float *part = (float *)cu_scratch(b, 2, (size_t)2 * nchunk * C * sizeof(float));
+        float *pw = part, *pb = part + (size_t)nchunk * C;
+        dim3 blk(32, 16), grid((C + 31) / 32, nchunk);
+        cu_layernorm_dw_kernel<<<grid, blk, 0, st>>>(pw, pb, dout, inp, mean, rstd, N, C);
+        CU_LAUNCH_CHECK();
+        if (dw) { cu_chunks_add_kernel<<<(C + 127) / 128, 128, 0, st>>>(dw, pw, nchunk, C); CU_LAUNCH_CHECK(); }
+        if (db) { cu_chunks_add_kernel<<<(C + 127) / 128, 128, 0, st>>>(db, pb, nchunk, C); CU_LAUNCH_CHECK(); }
+    }
+}
+
+/* ---- GELU (exact erf) ---------------------------------------------------------------- */
+
+__global__ void cu_gelu_fwd_kernel(void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float x = cu_ld(inp, idt, i);
+        cu_st(out, odt, i, 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)));
+    }
+}
+
+__global__ void cu_gelu_bwd_kernel(float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float x = cu_ld(inp, idt, i);
+        float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+        float pdf = expf(-0.5f * x * x) * 0.39894228040143268f;
+        dinp[i] = dout[i] * (cdf + x * pdf);
+    }
+}
+
+void cu_gelu_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n) {
+    if (!n) return;
+    cu_gelu_fwd_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(out, odt, inp, idt, n);
+    CU_LAUNCH_CHECK();
+}
+
+void cu_gelu_bwd(backend_t *b, float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n) {
+    if (!n) return;
+    cu_gelu_bwd_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(dinp, dout, inp, idt, n);
+    CU_LAUNCH_CHECK();
+}
+
+/* ---- residual + LayerScale ------------------------------------------------------------ */
+
+__global__ void cu_layerscale_fwd_kernel(float *out, const float *res, const void *x, dtype_t xdt,
+                                         const float *gamma, size_t n, int C) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = res[i] + gamma[i % C] * cu_ld(x, xdt, i);
+}
+
+__global__ void cu_layerscale_dx_kernel(float *dx, const float *dout, const float *gamma, size_t n, int C) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dx[i] = dout[i] * gamma[i % C];
+}
+
+void cu_layerscale_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
+                       const float *gamma, int N, int C) {
+    size_t n = (size_t)N * C;
+    if (!n) return;
+    cu_layerscale_fwd_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(out, res, x, xdt, gamma, n, C);
+    CU_LAUNCH_CHECK();
+}
+
+void cu_layerscale_bwd(backend_t *b, float *dx, float *dgamma, const float *dout,
+                       const void *x, dtype_t xdt, const float *gamma, int N, int C) {
+    size_t n = (size_t)N * C;
+    if (!n) return;
+    if (dgamma) cu_colsum(b, dgamma, dout, x, xdt, N, C);
+    if (dx) {
+        cu_layerscale_dx_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(dx, dout, gamma, n, C);
+        CU_LAUNCH_CHECK();
+    }
+}
+
+/* ---- token assembly ----------------------------------------------------------------------- */
+
+__global__ void cu_embed_fwd_kernel(float *x, const float *patches, const float *cls, const float *reg,
+                                    const float *pos, int Bn, int P, int R, int D) {
+    int T = 1 + R + P;
+    size_t n = (size_t)Bn * T * D;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(i % D);
+        size_t bt = i / D;
+        int t = (int)(bt % T), bi = (int)(bt / T);
+        float v;
+        if (t == 0) v = cls[d] + pos[d];
+        else if (t <= R) v = reg[(size_t)(t - 1) * D + d];
+        else {
+            int pi = t - 1 - R;
+            v = patches[((size_t)bi * P + pi) * D + d] + pos[(size_t)(1 + pi) * D + d];
+        }
+        x[i] = v;
+    }
+}
+
+/* Per (token, d): sums over the batch in order; patch gradients copied out. */
+__global__ void cu_embed_bwd_kernel(float *dpatches, float *dcls, float *dreg, float *dpos,
+                                    const float *dx, int Bn, int P, int R, int D) {
+    int T = 1 + R + P;
+    size_t n = (size_t)T * D;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int d = (int)(i % D), t = (int)(i / D);
+        float s = 0.0f;
+        for (int bi = 0; bi < Bn; bi++) {
+            float g = dx[((size_t)bi * T + t) * D + d];
+            s += g;
+            if (t > R && dpatches) dpatches[((size_t)bi * P + (t - 1 - R)) * D + d] = g;
+        }
+        if (t == 0) {
+            if (dcls) dcls[d] += s;
+            if (dpos) dpos[d] += s;
+        } else if (t <= R) {
+            if (dreg) dreg[(size_t)(t - 1) * D + d] += s;
+        } else if (dpos) {
+            dpos[(size_t)(t - R) * D + d] += s;
+        }
+    }
+}
+
+void cu_embed_fwd(backend_t *b, float *x, const float *patches, const float *cls,
+                  const float *reg, const float *pos, int Bn, int P, int R, int D) {
+    size_t n = (size_t)Bn * (1 + R + P) * D;
+    if (!n) return;
+    CU_ASSERT(R == 0 || reg, "R=%d but no register tokens", R);
+    cu_embed_fwd_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(x, patches, cls, reg, pos, Bn, P, R, D);
+    CU_LAUNCH_CHECK();
+}
+
+void cu_embed_bwd(backend_t *b, float *dpatches, float *dcls, float *dreg, float *dpos,
+                  const float *dx, int Bn, int P, int R, int D) {
+    size_t n = (size_t)(1 + R + P) * D;
+    if (!n || Bn <= 0) return;
+    cu_embed_bwd_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(dpatches, dcls, dreg, dpos, dx, Bn, P, R, D);
+    CU_LAUNCH_CHECK();
+}
+
+/* ---- token slice / scatter ---------------------------------------------------------------- */
+
+__global__ void cu_token_slice_kernel(void *out, const void *x, dtype_t dt, int Bn, int T, int D, int t) {
+    size_t n = (size_t)Bn * D;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        size_t bi = i / D, d = i % D, src = (bi * T + t) * D + d;
+        if (dt == DT_BF16) ((uint16_t *)out)[i] = ((const uint16_t *)x)[src];
+        else ((float *)out)[i] = ((const float *)x)[src];
+    }
+}
+
+__global__ void cu_token_scatter_kernel(float *dx, const float *dout, int Bn, int T, int D, int t) {
+    size_t n = (size_t)Bn * D;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        size_t bi = i / D, d = i % D;
+        dx[(bi * T + t) * D + d] += dout[i];
+    }
+}
+
+void cu_token_slice(backend_t *b, void *out, const void *x, dtype_t dt, int Bn, int T, int D, int t) {
+    size_t n = (size_t)Bn * D;
+    if (!n) return;
+    CU_ASSERT(t >= 0 && t < T && (dt == DT_F32 || dt == DT_BF16), "t=%d T=%d", t, T);
+    cu_token_slice_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(out, x, dt, Bn, T, D, t);
+    CU_LAUNCH_CHECK();
+}
+
+void cu_token_scatter_add(backend_t *b, float *dx, const float *dout, int Bn, int T, int D, int t) {
+    size_t n = (size_t)Bn * D;
+    if (!n) return;
+    CU_ASSERT(t >= 0 && t < T, "t=%d T=%d", t, T);
+    cu_token_scatter_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(dx, dout, Bn, T, D, t);
+    CU_LAUNCH_CHECK();
+}

@@ -1,0 +1,352 @@
+/* gpu/cuda/kernels_optim.cu — loss, reductions and the optimizer on the GPU:
+ * the hand loss (one small kernel, in double like the CPU reference, terms
+ * returned to the host), deterministic sum of squares and debug statistics
+ * (fixed grid for a given n, fixed-order two-pass reductions in double, no
+ * atomics), scale, and AdamW over every parameter run in one launch (the run
+ * table lives in device memory). Semantics: gpu/backend.h and the reference
+ * gpu/backend_cpu.c. */
+#include <cmath>
+#include <cstring>
+#include "gpu/cuda/cuda_common.h"
+
+#define CU_RT 256   /* threads of the reduction kernels */
+
+static inline cudaStream_t cu_st(backend_t *b) { return cu_impl(b)->stream; }
+
+/* ---- block reductions (fixed order) --------------------------------------------------- */
+
+template <typename Op>
+__device__ double cu_block_reduce(double v, double *sh, Op op) {
+    __syncthreads();
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = CU_RT / 2; s > 0; s >>= 1) {
+        if ((int)threadIdx.x < s) sh[threadIdx.x] = op(sh[threadIdx.x], sh[threadIdx.x + s]);
+        __syncthreads();
+    }
+    return sh[0];
+}
+
+struct cu_add { __device__ double operator()(double a, double b) const { return a + b; } };
+struct cu_min { __device__ double operator()(double a, double b) const { return a < b ? a : b; } };
+struct cu_max { __device__ double operator()(double a, double b) const { return a > b ? a : b; } };
+
+/* ---- hand loss ------------------------------------------------------------------------- */
+
+#define HL_J 21
+#define HL_EPS 1e-12
+#define HL_CONF_SCALE 0.02
+#define HL_W_PAIR 0.3
+#define HL_W_CONF 0.1
+
+__device__ __forceinline__ double hl_weight(int j) {
+    return (j == 4 || j == 8 || j == 12 || j == 16 || j == 20) ? 10.0 : 1.0;
+}
+
+/* One block. Pass 1: global normalizers (weight sum, valid joints, pairs).
+ * Pass 2: a thread per sample computes its terms and gradients (in double).
+ * res = {joint, pair, conf, valid} after the normalizations. */
+__global__ void __launch_bounds__(CU_RT) cu_hand_loss_kernel(
+        double *res, float *dpred, float *dconf, const float *pred, const float *conf_logit,
+        const float *joints, const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn) {
+    __shared__ double sh[CU_RT];
+    double sw = 0, nj = 0, np = 0;
+    for (int bi = threadIdx.x; bi < Bn; bi += CU_RT) {
+        int s = idx ? idx[bi] : bi;
+        if (has_hand && !has_hand[s]) continue;
+        int nv = 0;
+        for (int j = 0; j < HL_J; j++) {
+            if (valid && !valid[(size_t)s * HL_J + j]) continue;
+            nv++;
+            sw += hl_weight(j);
+        }
+        nj += nv;
+        np += (double)nv * (nv - 1) / 2;
+    }
+    sw = cu_block_reduce(sw, sh, cu_add());
+    nj = cu_block_reduce(nj, sh, cu_add());
+    np = cu_block_reduce(np, sh, cu_add());
+
+    double joint = 0, pair = 0, conf = 0;
+    for (int bi = threadIdx.x; bi < Bn; bi += CU_RT) {
+        int s = idx ? idx[bi] : bi;
+        const float *pr = pred + (size_t)bi * HL_J * 3;
+        const float *gt = joints + (size_t)s * HL_J * 3;
+        const uint8_t *vs = valid ? valid + (size_t)s * HL_J : NULL;
+        bool use = nj > 0 && !(has_hand && !has_hand[s]);
+        double g[HL_J * 3];
+        for (int i = 0; i < HL_J * 3; i++) g[i] = 0;
+        if (dconf) for (int j = 0; j < HL_J; j++) dconf[(size_t)bi * HL_J + j] = 0.0f;
+        if (use) {
+            for (int j = 0; j < HL_J; j++) {
+                if (vs && !vs[j]) continue;
+                double d[3], e2 = 0;
+                for (int k = 0; k < 3; k++) {
+                    d[k] = (double)pr[j * 3 + k] - gt[j * 3 + k];
+                    e2 += d[k] * d[k];
+                }
+                double e = sqrt(e2 + HL_EPS), w = hl_weight(j);
+                joint += w * e;
+                for (int k = 0; k < 3; k++) g[j * 3 + k] += w / sw * d[k] / e;
+                double x = conf_logit[(size_t)bi * HL_J + j], y = exp(-e / HL_CONF_SCALE);
+                conf += (x > 0 ? x : 0) - x * y + log1p(exp(-fabs(x)));
+                if (dconf) {
+                    double sig = x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+                    dconf[(size_t)bi * HL_J + j] = (float)(HL_W_CONF * (sig - y) / nj);
+                }
+            }
+            if (np > 0) {
+                for (int i = 0; i < HL_J; i++) {
+                    if (vs && !vs[i]) continue;
+                    for (int j = i + 1; j < HL_J; j++) {
+                        if (vs && !vs[j]) continue;
+                        double dp[3], p2 = 0, q2 = 0;
+                        for (int k = 0; k < 3; k++) {
+                            dp[k] = (double)pr[i * 3 + k] - pr[j * 3 + k];
+                            double dq = (double)gt[i * 3 + k] - gt[j * 3 + k];
+                            p2 += dp[k] * dp[k];
+                            q2 += dq * dq;
+                        }
+                        double dpn = sqrt(p2 + HL_EPS), dgn = sqrt(q2), r = dpn - dgn;
+                        pair += fabs(r);
+                        double sg = r > 0 ? 1.0 : (r < 0 ? -1.0 : 0.0);
+                        double c = HL_W_PAIR * sg / np / dpn;
+                        for (int k = 0; k < 3; k++) {
+                            g[i * 3 + k] += c * dp[k];
+                            g[j * 3 + k] -= c * dp[k];
+                        }
+                    }
+                }
+            }
+        }
+        if (dpred) for (int i = 0; i < HL_J * 3; i++) dpred[(size_t)bi * HL_J * 3 + i] = (float)g[i];
+    }
+    joint = cu_block_reduce(joint, sh, cu_add());
+    pair = cu_block_reduce(pair, sh, cu_add());
+    conf = cu_block_reduce(conf, sh, cu_add());
+    if (threadIdx.x == 0) {
+        if (nj > 0) {
+            res[0] = joint / sw;
+            res[1] = np > 0 ? pair / np : 0;
+            res[2] = conf / nj;
+        } else {
+            res[0] = res[1] = res[2] = 0;
+        }
+        res[3] = nj;
+    }
+}
+
+void cu_hand_loss(backend_t *b, hand_loss_t *o, float *dpred, float *dconf,
+                  const float *pred, const float *conf_logit, const float *joints,
+                  const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn) {
+    cu_impl_t *c = cu_impl(b);
+    memset(o, 0, sizeof *o);
+    if (Bn <= 0) return;
+    cu_hand_loss_kernel<<<1, CU_RT, 0, c->stream>>>(c->red_dev, dpred, dconf, pred, conf_logit, joints,
+                                                    valid, has_hand, idx, Bn);
+    CU_LAUNCH_CHECK();
+    CU_CHECK(cudaMemcpyAsync(c->red_host, c->red_dev, 4 * sizeof(double), cudaMemcpyDeviceToHost, c->stream));
+    CU_CHECK(cudaStreamSynchronize(c->stream));
+    double *r = c->red_host;
+    o->joint = (float)r[0];
+    o->pair = (float)r[1];
+    o->conf = (float)r[2];
+    o->total = (float)(r[0] + HL_W_PAIR * r[1] + HL_W_CONF * r[2]);
+    o->valid = (float)r[3];
+}
+
+/* ---- sum of squares and statistics --------------------------------------------------------- */
+
+static unsigned cu_red_grid(size_t n) {
+    size_t g = (n + CU_RT * 4 - 1) / (CU_RT * 4);
+    if (g > CU_RED_BLOCKS) g = CU_RED_BLOCKS;
+    return (unsigned)(g ? g : 1);
+}
+
+__global__ void __launch_bounds__(CU_RT) cu_sumsq_part_kernel(double *part, const float *x, size_t n) {
+    __shared__ double sh[CU_RT];
+    double s = 0;
+    for (size_t i = blockIdx.x * (size_t)CU_RT + threadIdx.x; i < n; i += (size_t)gridDim.x * CU_RT)
+        s += (double)x[i] * x[i];
+    s = cu_block_reduce(s, sh, cu_add());
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+
+__global__ void __launch_bounds__(CU_RT) cu_sum_final_kernel(double *part, int nparts) {
+    __shared__ double sh[CU_RT];
+    double s = 0;
+    for (int i = threadIdx.x; i < nparts; i += CU_RT) s += part[i];
+    s = cu_block_reduce(s, sh, cu_add());
+    if (threadIdx.x == 0) part[0] = s;
+}
+
+double cu_sumsq(backend_t *b, const float *x, size_t n) {
+    cu_impl_t *c = cu_impl(b);
+    if (!n) return 0.0;
+    unsigned g = cu_red_grid(n);
+    cu_sumsq_part_kernel<<<g, CU_RT, 0, c->stream>>>(c->red_dev, x, n);
+    CU_LAUNCH_CHECK();
+    cu_sum_final_kernel<<<1, CU_RT, 0, c->stream>>>(c->red_dev, (int)g);
+    CU_LAUNCH_CHECK();
+    CU_CHECK(cudaMemcpyAsync(c->red_host, c->red_dev, sizeof(double), cudaMemcpyDeviceToHost, c->stream));
+    CU_CHECK(cudaStreamSynchronize(c->stream));
+    return c->red_host[0];
+}
+
+__device__ __forceinline__ double cu_ld_any(const void *x, dtype_t dt, size_t i) {
+    switch (dt) {
+    case DT_F32: return ((const float *)x)[i];
+    case DT_BF16: return __bfloat162float(((const __nv_bfloat16 *)x)[i]);
+    case DT_U8: return ((const uint8_t *)x)[i];
+    default: return ((const int32_t *)x)[i];
+    }
+}
+
+/* part[blk*7 + k]: {sum, sumsq, min, max, nan, inf, zero} of the block's share. */
+__global__ void __launch_bounds__(CU_RT) cu_stats_part_kernel(double *part, const void *x, dtype_t dt, size_t n) {
+    __shared__ double sh[CU_RT];
+    double s = 0, q = 0, mn = INFINITY, mx = -INFINITY, nn = 0, ni = 0, nz = 0;
+    for (size_t i = blockIdx.x * (size_t)CU_RT + threadIdx.x; i < n; i += (size_t)gridDim.x * CU_RT) {
+        double v = cu_ld_any(x, dt, i);
+        if (isnan(v)) { nn++; continue; }
+        if (isinf(v)) { ni++; continue; }
+        if (v == 0) nz++;
+        s += v;
+        q += v * v;
+        mn = v < mn ? v : mn;
+        mx = v > mx ? v : mx;
+    }
+    double r[7];
+    r[0] = cu_block_reduce(s, sh, cu_add());
+    r[1] = cu_block_reduce(q, sh, cu_add());
+    r[2] = cu_block_reduce(mn, sh, cu_min());
+    r[3] = cu_block_reduce(mx, sh, cu_max());
+    r[4] = cu_block_reduce(nn, sh, cu_add());
+    r[5] = cu_block_reduce(ni, sh, cu_add());
+    r[6] = cu_block_reduce(nz, sh, cu_add());
+    if (threadIdx.x == 0)
+        for (int k = 0; k < 7; k++) part[(size_t)blockIdx.x * 7 + k] = r[k];
+}
+
+__global__ void __launch_bounds__(CU_RT) cu_stats_final_kernel(double *part, int nparts) {
+    __shared__ double sh[CU_RT];
+    double s = 0, q = 0, mn = INFINITY, mx = -INFINITY, nn = 0, ni = 0, nz = 0;
+    for (int i = threadIdx.x; i < nparts; i += CU_RT) {
+        const double *p = part + (size_t)i * 7;
+        s += p[0]; q += p[1];
+        mn = p[2] < mn ? p[2] : mn;
+        mx = p[3] > mx ? p[3] : mx;
+        nn += p[4]; ni += p[5]; nz += p[6];
+    }
+    double r[7];
+    r[0] = cu_block_reduce(s, sh, cu_add());
+    r[1] = cu_block_reduce(q, sh, cu_add());
+    r[2] = cu_block_reduce(mn, sh, cu_min());
+    r[3] = cu_block_reduce(mx, sh, cu_max());
+    r[4] = cu_block_reduce(nn, sh, cu_add());
+    r[5] = cu_block_reduce(ni, sh, cu_add());
+    r[6] = cu_block_reduce(nz, sh, cu_add());
+    if (threadIdx.x == 0) {
+        if (r[2] > r[3]) r[2] = r[3] = 0;   /* no finite value */
+        for (int k = 0; k < 7; k++) part[CU_RED_BLOCKS * 7 + k] = r[k];
+    }
+}
+
+void cu_stats(backend_t *b, double out[7], const void *x, dtype_t dt, size_t n) {
+    cu_impl_t *c = cu_impl(b);
+    if (!n) {
+        for (int k = 0; k < 7; k++) out[k] = 0;
+        return;
+    }
+    CU_ASSERT(dt == DT_F32 || dt == DT_BF16 || dt == DT_U8 || dt == DT_I32, "dtype %d", (int)dt);
+    unsigned g = cu_red_grid(n);
+    cu_stats_part_kernel<<<g, CU_RT, 0, c->stream>>>(c->red_dev, x, dt, n);
+    CU_LAUNCH_CHECK();
+    cu_stats_final_kernel<<<1, CU_RT, 0, c->stream>>>(c->red_dev, (int)g);
+    CU_LAUNCH_CHECK();
+    CU_CHECK(cudaMemcpyAsync(c->red_host, c->red_dev + CU_RED_BLOCKS * 7, 7 * sizeof(double),
+                             cudaMemcpyDeviceToHost, c->stream));
+    CU_CHECK(cudaStreamSynchronize(c->stream));
+    for (int k = 0; k < 7; k++) out[k] = c->red_host[k];
+}
+
+/* ---- scale ------------------------------------------------------------------------------------ */
+
+__global__ void cu_scale_kernel(float *x, float s, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] *= s;
+}
+
+void cu_scale(backend_t *b, float *x, float s, size_t n) {
+    if (!n) return;
+    cu_scale_kernel<<<cu_blocks(n, 256), 256, 0, cu_st(b)>>>(x, s, n);
+    CU_LAUNCH_CHECK();
+}
+
+/* ---- AdamW ------------------------------------------------------------------------------------ */
+
+/* Work is cut into tiles of CU_ADAM_TILE elements inside one run; tile[i] =
+ * {run, start}. One launch covers every run: block k takes tiles k, k+grid, ... */
+#define CU_ADAM_TILE 4096
+
+struct cu_adam_tile { int seg; size_t start; };
+
+__global__ void cu_adamw_kernel(float *params, void *pc, dtype_t cdt, const float *grads, float *m, float *v,
+                                const adamw_seg_t *segs, const cu_adam_tile *tiles, int ntiles,
+                                float beta1, float beta2, float eps, float bc1, float bc2, float gscale) {
+    for (int t = blockIdx.x; t < ntiles; t += gridDim.x) {
+        cu_adam_tile tl = tiles[t];
+        adamw_seg_t sg = segs[tl.seg];
+        size_t end = sg.off + sg.n, e2 = tl.start + CU_ADAM_TILE;
+        if (e2 < end) end = e2;
+        for (size_t i = tl.start + threadIdx.x; i < end; i += blockDim.x) {
+            float g = grads[i] * gscale;
+            float mi = beta1 * m[i] + (1.0f - beta1) * g;
+            float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+            m[i] = mi;
+            v[i] = vi;
+            float mhat = mi / bc1, vhat = vi / bc2;
+            float p = params[i];
+            p -= sg.lr * (mhat / (sqrtf(vhat) + eps) + sg.wd * p);
+            params[i] = p;
+            if (pc) cu_st(pc, cdt, i, p);
+        }
+    }
+}
+
+void cu_adamw(backend_t *b, float *params, void *pc, dtype_t cdt, const float *grads,
+              float *m, float *v, const adamw_seg_t *segs, int nsegs,
+              float beta1, float beta2, float eps, int t, float gscale) {
+    CU_ASSERT(t >= 1, "adamw step %d", t);
+    CU_ASSERT(!pc || cdt == DT_F32 || cdt == DT_BF16, "working copy dtype %d", (int)cdt);
+    if (nsegs <= 0) return;
+    size_t ntiles = 0;
+    for (int s = 0; s < nsegs; s++) ntiles += (segs[s].n + CU_ADAM_TILE - 1) / CU_ADAM_TILE;
+    if (!ntiles) return;
+    CU_ASSERT(ntiles < (1u << 30), "%zu tiles", ntiles);
+    /* one host buffer: the run table, then the tile table */
+    size_t seg_bytes = ((size_t)nsegs * sizeof(adamw_seg_t) + 15) & ~(size_t)15;
+    size_t bytes = seg_bytes + ntiles * sizeof(cu_adam_tile);
+    char *host = (char *)malloc(bytes);
+    if (!host) {
+        fprintf(stderr, "traind: cuda adamw: out of host memory (%zu bytes)\n", bytes);
+        exit(EXIT_FAILURE);
+    }
+    memcpy(host, segs, (size_t)nsegs * sizeof(adamw_seg_t));
+    cu_adam_tile *tl = (cu_adam_tile *)(host + seg_bytes);
+    size_t k = 0;
+    for (int s = 0; s < nsegs; s++)
+        for (size_t st = segs[s].off; st < segs[s].off + segs[s].n; st += CU_ADAM_TILE) tl[k++] = {s, st};
+    char *dev = (char *)cu_scratch(b, 1, bytes);
+    cudaStream_t st = cu_st(b);
+    /* from pageable memory: returns once the driver has staged the bytes */
+    CU_CHECK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, st));
+    free(host);
+    float bc1 = (float)(1.0 - pow((double)beta1, t));
+    float bc2 = (float)(1.0 - pow((double)beta2, t));
+    unsigned grid = ntiles < 132u * 8 ? (unsigned)ntiles : 132u * 8;
+    cu_adamw_kernel<<<grid, 256, 0, st>>>(params, pc, cdt, grads, m, v, (const adamw_seg_t *)dev,
+                                          (const cu_adam_tile *)(dev + seg_bytes), (int)ntiles,
+                                          beta1, beta2, eps, bc1, bc2, gscale);
+    CU_LAUNCH_CHECK();
+}

@@ -1,0 +1,185 @@
+/* gpu/cuda/matmul.cu — matrix products through cuBLASLt, and column sums.
+ *
+ * Row-major products are mapped onto cuBLASLt's column-major ones: a row-major
+ * X[R,C] is a column-major X^T with leading dimension C. So
+ *   out[M,N] = inp[M,K] @ w[N,K]^T   is  out^T[N,M] = op_T(w^T[K,N]) * inp^T[K,M]
+ * and so on below. fp32 products use CUBLAS_COMPUTE_32F (never tf32), bf16
+ * products bf16 inputs with fp32 accumulation (CUBLAS_COMPUTE_32F). The bias
+ * of the forward product is the BIAS epilogue (fp32 bias added to the fp32
+ * accumulator before the output is rounded: exactly the op; for bf16
+ * outputs with a bias, through an fp32 intermediate). Descriptors,
+ * layouts and the chosen algorithm are cached per shape. */
+#include <cstring>
+#include "gpu/cuda/cuda_common.h"
+
+void cu_lt_init(backend_t *b) {
+    cu_impl_t *c = cu_impl(b);
+    CUBLAS_CHECK(cublasLtCreate(&c->lt));
+}
+
+static void cu_lt_plan_release(cu_lt_plan_t *p) {
+    if (!p->valid) return;
+    cublasLtMatmulDescDestroy(p->desc);
+    cublasLtMatrixLayoutDestroy(p->la);
+    cublasLtMatrixLayoutDestroy(p->lb);
+    cublasLtMatrixLayoutDestroy(p->lc);
+    p->valid = 0;
+}
+
+void cu_lt_destroy(backend_t *b) {
+    cu_impl_t *c = cu_impl(b);
+    for (int i = 0; i < CU_LT_CACHE; i++) cu_lt_plan_release(&c->plans[i]);
+    if (c->lt) cublasLtDestroy(c->lt);
+    c->lt = NULL;
+}
+
+static cudaDataType_t cu_dt(dtype_t dt) { return dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+/* D[m,n] (col-major, ld ldc) = alpha * op(A) op(B) + beta * C, C == D.
+ * A, B of type ab; D of type dt; bias (fp32, length m) via the epilogue. */
+static void cu_lt_matmul(backend_t *b, int transa, int transb, int m, int n, int k,
+                         const void *A, int lda, const void *B, int ldb, void *D, int ldc,
+                         dtype_t ab, dtype_t dt, const float *bias, int beta1) {
+    cu_impl_t *c = cu_impl(b);
+    int epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    cu_lt_plan_t *p = NULL, *lru = &c->plans[0];
+    for (int i = 0; i < CU_LT_CACHE; i++) {
+        cu_lt_plan_t *q = &c->plans[i];
+        if (q->valid && q->transa == transa && q->transb == transb && q->m == m && q->n == n &&
+            q->k == k && q->lda == lda && q->ldb == ldb && q->ldc == ldc && q->atype == (int)ab &&
+            q->dtype_ == (int)dt && q->epilogue == epi && q->beta1 == beta1) {
+            p = q;
+            break;
+        }
+        if (!q->valid || q->last_use < lru->last_use) lru = q;
+    }
+    if (!p) {
+        p = lru;
+        cu_lt_plan_release(p);
+        p->transa = transa; p->transb = transb; p->m = m; p->n = n; p->k = k;
+        p->lda = lda; p->ldb = ldb; p->ldc = ldc; p->atype = ab; p->dtype_ = dt;
+        p->epilogue = epi; p->beta1 = beta1;
+        cublasOperation_t ta = transa ? CUBLAS_OP_T : CUBLAS_OP_N, tb = transb ? CUBLAS_OP_T : CUBLAS_OP_N;
+        CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+        cublasLtEpilogue_t e = (cublasLtEpilogue_t)epi;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e));
+        if (bias) {
+            cudaDataType_t bt = CUDA_R_32F;
+            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+            /* placeholder pointer for the heuristic; the real one is set per call */
+            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+        }
+        cudaDataType_t at = cu_dt(ab), dct = cu_dt(dt);
+        CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->la, at, transa ? k : m, transa ? m : k, lda));
+        CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lb, at, transb ? n : k, transb ? k : n, ldb));
+        CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lc, dct, m, n, ldc));
+        cublasLtMatmulPreference_t pref;
+        CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+        size_t ws = CU_LT_WORKSPACE;
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+        cublasLtMatmulHeuristicResult_t res;
+        int found = 0;
+        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc,
+                                                           pref, 1, &res, &found);
+        cublasLtMatmulPreferenceDestroy(pref);
+        if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+            fprintf(stderr, "traind: cuBLASLt has no algorithm for %c%c m=%d n=%d k=%d %s->%s%s: %s\n",
+                    transa ? 'T' : 'N', transb ? 'T' : 'N', m, n, k, dtype_name(ab), dtype_name(dt),
+                    bias ? " +bias" : "", cublasGetStatusString(st));
+            exit(EXIT_FAILURE);
+        }
+        p->algo = res.algo;
+        p->valid = 1;
+    }
+    p->last_use = ++c->plan_clock;
+    if (bias)
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    float alpha = 1.0f, beta = beta1 ? 1.0f : 0.0f;
+    CUBLAS_CHECK(cublasLtMatmul(c->lt, p->desc, &alpha, A, p->la, B, p->lb, &beta, D, p->lc, D, p->lc,
+                                &p->algo, c->lt_ws, CU_LT_WORKSPACE, c->stream));
+}
+
+void cu_matmul_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, const void *w,
+                   const float *bias, dtype_t cdt, int M, int N, int K) {
+    if (M <= 0 || N <= 0) return;
+    CU_ASSERT(K > 0, "K=%d", K);
+    if (odt == DT_BF16 && (cdt == DT_F32 || bias)) {
+        /* cuBLASLt has no fp32-bias epilogue for a bf16 output (and no fp32
+         * inputs with a bf16 output): accumulate and add the bias in fp32,
+         * then round once — the exact op, at the price of one fp32 pass. */
+        float *tmp = (float *)cu_scratch(b, 0, (size_t)M * N * sizeof(float));
+        cu_lt_matmul(b, 1, 0, N, M, K, w, K, inp, K, tmp, N, cdt, DT_F32, bias, 0);
+        cu_cast(b, out, DT_BF16, tmp, DT_F32, (size_t)M * N);
+        return;
+    }
+    cu_lt_matmul(b, 1, 0, N, M, K, w, K, inp, K, out, N, cdt, odt, bias, 0);
+}
+
+/* acc[c] += sum_n a[n,c] * x[n,c], deterministic: rows are cut into fixed
+ * chunks of CU_COLSUM_ROWS; a block of 32 columns x 16 row-lanes sums one
+ * chunk (each lane a fixed stride of rows, lanes added in order) into
+ * part[chunk, c]; a second kernel adds the chunks in order. */
+#define CU_COLSUM_ROWS 256
+
+__global__ void cu_colsum_part_kernel(float *part, const float *a, const void *x, dtype_t xdt,
+                                      int N, int C) {
+    __shared__ float sh[16][33];
+    int col = blockIdx.x * 32 + threadIdx.x;
+    int r0 = blockIdx.y * CU_COLSUM_ROWS, r1 = min(N, r0 + CU_COLSUM_ROWS);
+    float s = 0.0f;
+    if (col < C) {
+        for (int n = r0 + threadIdx.y; n < r1; n += 16) {
+            size_t i = (size_t)n * C + col;
+            float v = a[i];
+            if (x) v *= cu_ld(x, xdt, i);
+            s += v;
+        }
+    }
+    sh[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && col < C) {
+        float t = 0.0f;
+        for (int j = 0; j < 16; j++) t += sh[j][threadIdx.x];
+        part[(size_t)blockIdx.y * C + col] = t;
+    }
+}
+
+__global__ void cu_colsum_final_kernel(float *acc, const float *part, int nchunk, int C) {
+    int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= C) return;
+    float t = 0.0f;
+    for (int j = 0; j < nchunk; j++) t += part[(size_t)j * C + col];
+    acc[col] += t;
+}
+
+void cu_colsum(backend_t *b, float *acc, const float *a, const void *x, dtype_t xdt, int N, int C) {
+    if (N <= 0 || C <= 0) return;
+    cudaStream_t st = cu_impl(b)->stream;
+    int nchunk = (N + CU_COLSUM_ROWS - 1) / CU_COLSUM_ROWS;
+    CU_ASSERT(nchunk <= 65535, "N=%d", N);
+    float *part = (float *)cu_scratch(b, 3, (size_t)nchunk * C * sizeof(float));
+    dim3 blk(32, 16), grid((C + 31) / 32, nchunk);
+    cu_colsum_part_kernel<<<grid, blk, 0, st>>>(part, a, x, xdt, N, C);
+    CU_LAUNCH_CHECK();
+    cu_colsum_final_kernel<<<(C + 127) / 128, 128, 0, st>>>(acc, part, nchunk, C);
+    CU_LAUNCH_CHECK();
+}
+
+void cu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const float *dout,
+                   const void *inp, const void *w, dtype_t cdt, int M, int N, int K) {
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    const void *g = dout;
+    if (cdt == DT_BF16 && (dinp || dw)) {
+        /* autocast: the bf16 products read dout rounded to bf16 */
+        void *gb = cu_scratch(b, 0, (size_t)M * N * 2);
+        cu_cast(b, gb, DT_BF16, dout, DT_F32, (size_t)M * N);
+        g = gb;
+    }
+    /* dinp[M,K] = dout[M,N] @ w[N,K]:  dinp^T[K,M] = w^T[K,N] * dout^T[N,M] */
+    if (dinp) cu_lt_matmul(b, 0, 0, K, M, N, w, K, g, N, dinp, K, cdt, DT_F32, NULL, 0);
+    /* dw[N,K] += dout^T[N,M] @ inp[M,K]:  dw^T[K,N] += inp^T[K,M] * (dout^T[N,M])^T */
+    if (dw) cu_lt_matmul(b, 0, 1, K, N, M, inp, K, g, N, dw, K, cdt, DT_F32, NULL, 1);
+    if (dbias) cu_colsum(b, dbias, dout, NULL, DT_F32, M, N);
+}
