@@ -401,23 +401,27 @@ static size_t model_layout_acts(model_t *m, char *base) {
 
     pv->cols = carve(&cv, B * P * 3 * p * p * cs);
     pv->patches = carve(&cv, B * P * D * 4);
-    /* shared scratch for blocks without stored activations */
+    /* shared scratch for blocks without stored activations (inference, frozen blocks) */
     block_acts_t sh;
     memset(&sh, 0, sizeof sh);
-    float *ping = carve(&cv, BT * D * 4), *pong = carve(&cv, BT * D * 4);
-    sh.x_mid = carve(&cv, BT * D * 4);
-    sh.ln1 = carve(&cv, BT * D * cs);
-    sh.mean1 = carve(&cv, BT * 4);
-    sh.rstd1 = carve(&cv, BT * 4);
-    sh.qkv = carve(&cv, BT * 3 * D * cs);
-    sh.att = carve(&cv, BT * D * cs);
-    sh.proj = carve(&cv, BT * D * cs);
-    sh.ln2 = carve(&cv, BT * D * cs);
-    sh.mean2 = carve(&cv, BT * 4);
-    sh.rstd2 = carve(&cv, BT * 4);
-    sh.fc1 = carve(&cv, BT * F * cs);
-    sh.gelu = carve(&cv, BT * F * cs);
-    sh.fc2 = carve(&cv, BT * D * cs);
+    float *ping = NULL, *pong = NULL;
+    if (!g || K > 0) {
+        ping = carve(&cv, BT * D * 4);
+        pong = carve(&cv, BT * D * 4);
+        sh.x_mid = carve(&cv, BT * D * 4);
+        sh.ln1 = carve(&cv, BT * D * cs);
+        sh.mean1 = carve(&cv, BT * 4);
+        sh.rstd1 = carve(&cv, BT * 4);
+        sh.qkv = carve(&cv, BT * 3 * D * cs);
+        sh.att = carve(&cv, BT * D * cs);
+        sh.proj = carve(&cv, BT * D * cs);
+        sh.ln2 = carve(&cv, BT * D * cs);
+        sh.mean2 = carve(&cv, BT * 4);
+        sh.rstd2 = carve(&cv, BT * 4);
+        sh.fc1 = carve(&cv, BT * F * cs);
+        sh.gelu = carve(&cv, BT * F * cs);
+        sh.fc2 = carve(&cv, BT * D * cs);
+    }
     for (int l = 0; l < L; l++) {
         block_acts_t *a = &pv->acts[l];
         if (g && l >= K) {
