@@ -313,7 +313,8 @@ json_t *daemon_job_cancel(daemon_t *d, const char *id, daemon_err_t *e) {
     for (int attempt = 0; attempt < 3; attempt++) {
         json_t *j = daemon_job_get(d, id, e);
         if (!j) return NULL;
-        const char *st = json_string_value(json_object_get(j, "state"));
+        char st[32];
+        snprintf(st, sizeof st, "%s", json_string_value(json_object_get(j, "state")));
         if (!strcmp(st, "cancelling")) return j;
         if (store_job_state_terminal(st)) {
             daemon_err_set(e, 409, "conflict", "", "job %s is already %s", id, st);
@@ -458,11 +459,11 @@ json_t *daemon_status(daemon_t *d) {
         json_array_foreach(running, k, r)
             if (json_integer_value(json_object_get(r, "device")) == d->dev_index[i])
                 job = json_string(json_string_value(json_object_get(r, "id")));
-        json_array_append_new(devs, json_pack("{s:i, s:s, s:{s:o, s:o, s:I}, s:o}", "index", d->dev_index[i], "name",
+        json_array_append_new(devs, json_pack("{s:i, s:s, s:{s:o, s:o, s:I, s:o}, s:o}", "index", d->dev_index[i], "name",
                                               d->be[i]->device_name(d->be[i]), "memory",
                                               "total", ok ? json_integer((json_int_t)tot) : json_null(),
                                               "used", ok ? json_integer((json_int_t)(tot - fr)) : json_null(),
-                                              "datasets", (json_int_t)dsb, "job", job));
+                                              "datasets", (json_int_t)dsb, "job", json_null(), "job", job));
     }
     json_t *counts = NULL;
     char err[256];

@@ -1,0 +1,200 @@
+/* tests/unit/test_sched.c — the scheduler's queue order (priority desc, FIFO
+ * within a priority) both as the pure ordering and through the store's queue
+ * query; the config parser (flags, file, loopback/token rule); SHA-256 of
+ * checkpoint files against the FIPS 180-4 test vectors. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "daemon/config.h"
+#include "daemon/sched.h"
+#include "daemon/sha256.h"
+#include "store/db.h"
+#include "tests/tap.h"
+
+static unsigned long long rng = 0x9e3779b97f4a7c15ull;
+static unsigned rnd(unsigned n) {
+    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+    return (unsigned)(rng % n);
+}
+
+static void test_order(void) {
+    sched_entry_t e[6] = {
+        {"j-000001", 0, 1}, {"j-000002", 5, 2}, {"j-000003", 0, 3},
+        {"j-000004", 5, 4}, {"j-000005", -2, 5}, {"j-000006", 1, 6},
+    };
+    sched_order(e, 6);
+    const char *want[] = {"j-000002", "j-000004", "j-000006", "j-000001", "j-000003", "j-000005"};
+    int good = 1;
+    for (int i = 0; i < 6; i++) good &= strcmp(e[i].id, want[i]) == 0;
+    ok(good, "priority desc, FIFO within a priority, negative priorities last");
+
+    /* random queues: the order is total and stable by seq whatever the input order */
+    int all_ok = 1;
+    for (int trial = 0; trial < 200; trial++) {
+        int n = 1 + (int)rnd(40);
+        sched_entry_t q[40];
+        for (int i = 0; i < n; i++) {
+            snprintf(q[i].id, sizeof q[i].id, "j-%06d", i + 1);
+            q[i].priority = (int)rnd(4) - 1;
+            q[i].seq = i + 1;
+        }
+        for (int i = n - 1; i > 0; i--) {   /* shuffle */
+            int k = (int)rnd((unsigned)i + 1);
+            sched_entry_t t = q[i]; q[i] = q[k]; q[k] = t;
+        }
+        sched_order(q, n);
+        for (int i = 1; i < n; i++)
+            if (q[i - 1].priority < q[i].priority ||
+                (q[i - 1].priority == q[i].priority && q[i - 1].seq >= q[i].seq))
+                all_ok = 0;
+    }
+    ok(all_ok, "200 random shuffled queues come out in start order");
+    sched_order(e, 0);
+    ok(1, "empty queue is fine");
+}
+
+static void test_store_queue(void) {
+    char dir[] = "/tmp/traind-test-sched-XXXXXX", p[256], err[256];
+    if (!mkdtemp(dir)) { ok(0, "mkdtemp"); return; }
+    snprintf(p, sizeof p, "%s/q.db", dir);
+    store_t *s = store_open(p, err, sizeof err);
+    ok(s != NULL, "store for the queue");
+    if (!s) return;
+    /* interleaved priorities; the store's queue order must equal sched_order's */
+    int prio[12];
+    sched_entry_t mine[12];
+    json_t *plan = json_object();
+    for (int i = 0; i < 12; i++) {
+        prio[i] = (int)rnd(3);
+        json_t *spec = json_pack("{s:s, s:i}", "type", "eval", "n", i), *job = NULL;
+        int created;
+        store_job_insert(s, "eval", "ds", prio[i], NULL, spec, plan, &job, &created, err, sizeof err);
+        snprintf(mine[i].id, sizeof mine[i].id, "%s", json_string_value(json_object_get(job, "id")));
+        mine[i].priority = prio[i];
+        mine[i].seq = i + 1;
+        json_decref(job);
+        json_decref(spec);
+    }
+    json_decref(plan);
+    /* one job cancelled, one started: they leave the queue */
+    store_job_set_state(s, mine[3].id, "queued", "cancelled", NULL, err, sizeof err);
+    store_job_set_state(s, mine[7].id, "queued", "running", NULL, err, sizeof err);
+    sched_order(mine, 12);
+    json_t *q = NULL;
+    store_jobs_queued(s, &q, err, sizeof err);
+    ok(json_array_size(q) == 10, "10 jobs left in the queue");
+    size_t k = 0;
+    int same = 1;
+    for (int i = 0; i < 12; i++) {
+        if (!strcmp(mine[i].id, "j-000004") || !strcmp(mine[i].id, "j-000008")) continue;
+        same &= k < json_array_size(q) &&
+                strcmp(json_string_value(json_object_get(json_array_get(q, k), "id")), mine[i].id) == 0;
+        k++;
+    }
+    ok(same, "the store's queue is in the scheduler's start order");
+    json_decref(q);
+    store_close(s);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) diag("cannot remove %s", dir);
+}
+
+static void test_config(void) {
+    daemon_cfg_t c;
+    char err[512];
+    int help, version;
+    unsetenv("STATE_DIRECTORY");
+    config_defaults(&c);
+    ok(!strcmp(c.listen, "127.0.0.1:8470") && !strcmp(c.state_dir, "./traind-state") && !strcmp(c.backend, "auto"),
+       "defaults");
+    setenv("STATE_DIRECTORY", "/var/lib/traind:/var/lib/other", 1);
+    config_defaults(&c);
+    ok(!strcmp(c.state_dir, "/var/lib/traind"), "STATE_DIRECTORY (first entry) is the default state dir");
+    unsetenv("STATE_DIRECTORY");
+
+    char cf[] = "/tmp/traind-test-cfg-XXXXXX";
+    int fd = mkstemp(cf);
+    const char *text = "# comment\n\nlisten = 127.0.0.1:9000\nbackend = cpu\ndevices = 0,1\n"
+                       "memory-reserve-gb = 2.5\ndataset-root = /tmp\nlog-level = debug\n";
+    ok(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text), "config file written");
+    close(fd);
+    char *argv1[] = {"--listen", "127.0.0.1:9100", "--config", cf, "--dataset-root=/", NULL};
+    config_defaults(&c);
+    ok(config_parse_args(&c, 5, argv1, &help, &version, err, sizeof err) == 0, "flags + file parse (%s)", err);
+    ok(!strcmp(c.listen, "127.0.0.1:9100"), "a flag wins over the file whatever the order");
+    ok(!strcmp(c.backend, "cpu") && c.n_devices == 2 && c.devices[1] == 1 && c.memory_reserve_gb == 2.5,
+       "file values applied");
+    ok(c.n_roots == 2 && !strcmp(c.dataset_roots[0], "/tmp") && !strcmp(c.dataset_roots[1], "/"), "dataset roots accumulate");
+    ok(config_finish(&c, err, sizeof err) == 0, "finish (%s)", err);
+
+    char *bad1[] = {"--backend", "tpu", NULL};
+    config_defaults(&c);
+    ok(config_parse_args(&c, 2, bad1, &help, &version, err, sizeof err) == -1 && strstr(err, "tpu"), "bad backend: %s", err);
+    char *bad2[] = {"--frobnicate", NULL};
+    ok(config_parse_args(&c, 1, bad2, &help, &version, err, sizeof err) == -1 && strstr(err, "frobnicate"), "unknown flag: %s", err);
+    char *bad3[] = {"--devices", "0,x", NULL};
+    ok(config_parse_args(&c, 2, bad3, &help, &version, err, sizeof err) == -1, "bad device list: %s", err);
+    char *bad4[] = {"--listen", NULL};
+    ok(config_parse_args(&c, 1, bad4, &help, &version, err, sizeof err) == -1, "missing value: %s", err);
+
+    /* non-loopback without a token is refused; with one it is fine */
+    char *pub[] = {"--listen", "0.0.0.0:8470", NULL};
+    config_defaults(&c);
+    config_parse_args(&c, 2, pub, &help, &version, err, sizeof err);
+    ok(config_finish(&c, err, sizeof err) == -1 && strstr(err, "token"), "non-loopback without token refused: %s", err);
+    char tf[] = "/tmp/traind-test-token-XXXXXX";
+    fd = mkstemp(tf);
+    ok(fd >= 0 && write(fd, "s3cret-token-123\n", 17) == 17, "token file written");
+    close(fd);
+    snprintf(c.token_file, sizeof c.token_file, "%s", tf);
+    ok(config_finish(&c, err, sizeof err) == 0 && !strcmp(c.token, "s3cret-token-123"), "with a token it listens (%s)", err);
+
+    fd = open(cf, O_WRONLY | O_TRUNC);
+    const char *badfile = "listen = 127.0.0.1:1\nnot a setting line\n";
+    ok(fd >= 0 && write(fd, badfile, strlen(badfile)) == (ssize_t)strlen(badfile), "bad config written");
+    close(fd);
+    config_defaults(&c);
+    ok(config_load_file(&c, cf, err, sizeof err) == -1 && strstr(err, ":2:"), "config error names the line: %s", err);
+    unlink(cf);
+    unlink(tf);
+}
+
+static void test_sha256(void) {
+    char hex[65];
+    uint8_t d[32];
+    sha256_t c;
+    sha256_init(&c);
+    sha256_update(&c, "abc", 3);
+    sha256_final(&c, d);
+    sha256_hex(d, hex);
+    ok(!strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"), "sha256(abc)");
+    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    sha256_init(&c);
+    for (size_t i = 0; i < strlen(m); i++) sha256_update(&c, m + i, 1);   /* byte by byte */
+    sha256_final(&c, d);
+    sha256_hex(d, hex);
+    ok(!strcmp(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"), "sha256 of the 448-bit vector, fed bytewise");
+    char f[] = "/tmp/traind-test-sha-XXXXXX";
+    int fd = mkstemp(f);
+    static char mil[1000000];
+    memset(mil, 'a', sizeof mil);
+    ok(fd >= 0 && write(fd, mil, sizeof mil) == (ssize_t)sizeof mil, "a million 'a' written");
+    close(fd);
+    long long bytes = 0;
+    char err[256];
+    ok(sha256_file(f, hex, &bytes, err, sizeof err) == 0 && bytes == 1000000 &&
+       !strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"), "sha256 of a file (1e6 x 'a')");
+    unlink(f);
+    ok(sha256_file("/nonexistent/x", hex, &bytes, err, sizeof err) == -1 && strstr(err, "/nonexistent/x"), "missing file: %s", err);
+}
+
+int main(void) {
+    test_order();
+    test_store_queue();
+    test_config();
+    test_sha256();
+    return tap_done();
+}
