@@ -44,6 +44,10 @@ static int run_daemon(int argc, char **argv) {
         return 2;
     }
 
+    /* workers log at the daemon's level (set before any thread exists) */
+    static const char *const lvl[] = {"debug", "info", "warn", "error"};
+    setenv("TRAIND_LOG_LEVEL", lvl[cfg.log_level < 0 ? 0 : cfg.log_level > 3 ? 3 : cfg.log_level], 1);
+
     /* Signals are handled by this thread alone (sigwait); every thread created
      * from here on inherits the blocked mask. Workers reset it before exec. */
     sigset_t set;
