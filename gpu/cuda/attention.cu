@@ -289,6 +289,315 @@ static void cu_attn_fused_bwd(backend_t *b, float *dqkv, const float *dout, cons
     CU_LAUNCH_CHECK();
 }
 
+/* ======================= A'. tensor-core kernels (bf16, HS = 64) =======================
+ * Same algorithms as A, with the products on the tensor cores (WMMA bf16
+ * 16x16x16, fp32 accumulate). A block of 4 warps; each warp owns 16 rows.
+ * Score tiles go through shared memory (fp32) for the element-wise softmax
+ * work, so fragment layouts never matter. P and dS are rounded to bf16 for
+ * their products (as in any bf16 flash attention); softmax statistics fp32. */
+
+#include <mma.h>
+using namespace nvcuda;
+
+#define TC_HS 64
+#define TC_ROWS 64              /* rows (queries or keys) per block: 4 warps x 16 */
+#define TC_LD 72                /* bf16 row stride in shared memory (16-byte pad) */
+#define TC_LF 68                /* fp32 row stride */
+
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> tc_a_t;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> tc_bt_t;   /* B = X^T */
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> tc_b_t;
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> tc_c_t;
+
+/* 64 rows x 64 bf16 of a token-major tensor into smem [64][TC_LD]; rows >= nrows zero.
+ * src points at row 0; rows are `ld` elements apart. 16-byte loads. */
+__device__ __forceinline__ void tc_load_rows(__nv_bfloat16 *dst, const __nv_bfloat16 *src, size_t ld, int nrows) {
+    for (int e = threadIdx.x; e < TC_ROWS * 8; e += blockDim.x) {
+        int r = e >> 3, c = (e & 7) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r < nrows) v = *(const uint4 *)(src + (size_t)r * ld + c);
+        *(uint4 *)(dst + r * TC_LD + c) = v;
+    }
+}
+
+/* fp32 rows -> bf16 smem (dout), rows >= nrows zero */
+__device__ __forceinline__ void tc_load_rows_f32(__nv_bfloat16 *dst, const float *src, size_t ld, int nrows) {
+    for (int e = threadIdx.x; e < TC_ROWS * 16; e += blockDim.x) {
+        int r = e >> 4, c = (e & 15) * 4;
+        float4 v = make_float4(0, 0, 0, 0);
+        if (r < nrows) v = *(const float4 *)(src + (size_t)r * ld + c);
+        __nv_bfloat16 *d = dst + r * TC_LD + c;
+        d[0] = __float2bfloat16_rn(v.x); d[1] = __float2bfloat16_rn(v.y);
+        d[2] = __float2bfloat16_rn(v.z); d[3] = __float2bfloat16_rn(v.w);
+    }
+}
+
+/* C[16 x 64] (fp32, smem, ld TC_LF) = A[16 x 64] B^T where B is [64 x 64] row-major in smem */
+__device__ __forceinline__ void tc_abt(float *C, const __nv_bfloat16 *A, const __nv_bfloat16 *B) {
+    tc_c_t c[4];
+#pragma unroll
+    for (int n = 0; n < 4; n++) wmma::fill_fragment(c[n], 0.0f);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        tc_a_t a;
+        wmma::load_matrix_sync(a, A + k * 16, TC_LD);
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+            tc_bt_t bt;
+            wmma::load_matrix_sync(bt, B + n * 16 * TC_LD + k * 16, TC_LD);
+            wmma::mma_sync(c[n], a, bt, c[n]);
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < 4; n++) wmma::store_matrix_sync(C + n * 16, c[n], TC_LF, wmma::mem_row_major);
+}
+
+/* acc[4] (16 x 64) += A[16 x 64] B where B is [64 x 64] row-major in smem */
+__device__ __forceinline__ void tc_ab_acc(tc_c_t acc[4], const __nv_bfloat16 *A, const __nv_bfloat16 *B) {
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        tc_a_t a;
+        wmma::load_matrix_sync(a, A + k * 16, TC_LD);
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+            tc_b_t bb;
+            wmma::load_matrix_sync(bb, B + k * 16 * TC_LD + n * 16, TC_LD);
+            wmma::mma_sync(acc[n], a, bb, acc[n]);
+        }
+    }
+}
+
+struct tc_fwd_smem {
+    __nv_bfloat16 Q[TC_ROWS * TC_LD], K[TC_ROWS * TC_LD], V[TC_ROWS * TC_LD];
+    __nv_bfloat16 P[4][16 * TC_LD];
+    float S[4][16 * TC_LF];
+    float O[4][16 * TC_LF];
+};
+
+__global__ void __launch_bounds__(128) cu_attn_fwd_tc_kernel(__nv_bfloat16 *out, float *lse,
+                                                             const __nv_bfloat16 *qkv, int T, int NH, float scale) {
+    extern __shared__ __align__(128) unsigned char tc_raw[];
+    tc_fwd_smem &sm = *(tc_fwd_smem *)tc_raw;
+    int bi = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * TC_ROWS;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
+    size_t ld3 = (size_t)3 * NH * TC_HS;
+    const __nv_bfloat16 *base = qkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
+    tc_load_rows(sm.Q, base + (size_t)q0 * ld3, ld3, min(TC_ROWS, T - q0));
+    float *O = sm.O[w], *S = sm.S[w];
+    __nv_bfloat16 *P = sm.P[w];
+    for (int c = 0; c < 64; c += 2) O[r * TC_LF + half + c] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    for (int j0 = 0; j0 < T; j0 += TC_ROWS) {
+        int nk = min(TC_ROWS, T - j0);
+        __syncthreads();
+        tc_load_rows(sm.K, base + (size_t)j0 * ld3 + (size_t)NH * TC_HS, ld3, nk);
+        tc_load_rows(sm.V, base + (size_t)j0 * ld3 + (size_t)2 * NH * TC_HS, ld3, nk);
+        __syncthreads();
+        tc_abt(S, sm.Q + w * 16 * TC_LD, sm.K);
+        __syncwarp();
+        /* online softmax on row r; this lane takes columns half, half+2, ... (2-way banks) */
+        float *sr = S + r * TC_LF + half;
+        float mx = -INFINITY;
+        for (int c = 0; c < 64; c += 2) {
+            float v = (half + c < nk) ? sr[c] * scale : -INFINITY;
+            sr[c] = v;
+            mx = fmaxf(mx, v);
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        float mn = fmaxf(m, mx), corr = expf(m - mn), sum = 0.0f;
+        __nv_bfloat16 *pr = P + r * TC_LD + half;
+        for (int c = 0; c < 64; c += 2) {
+            float p = expf(sr[c] - mn);
+            pr[c] = __float2bfloat16_rn(p);
+            sum += p;
+        }
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        l = l * corr + sum;
+        m = mn;
+        float *orow = O + r * TC_LF + half;
+        for (int c = 0; c < 64; c += 2) orow[c] *= corr;
+        __syncwarp();
+        tc_c_t acc[4];
+#pragma unroll
+        for (int n = 0; n < 4; n++) wmma::load_matrix_sync(acc[n], O + n * 16, TC_LF, wmma::mem_row_major);
+        tc_ab_acc(acc, P, sm.V);
+#pragma unroll
+        for (int n = 0; n < 4; n++) wmma::store_matrix_sync(O + n * 16, acc[n], TC_LF, wmma::mem_row_major);
+        __syncwarp();
+    }
+    int i = q0 + w * 16 + r;
+    if (i < T) {
+        float inv = 1.0f / l;
+        __nv_bfloat16 *dst = out + ((size_t)bi * T + i) * NH * TC_HS + (size_t)h * TC_HS + half * 32;
+        const float *orow = O + r * TC_LF + half * 32;
+        for (int c = 0; c < 32; c += 2)
+            *(__nv_bfloat162 *)(dst + c) = __floats2bfloat162_rn(orow[c] * inv, orow[c + 1] * inv);
+        if (lse && half == 0) lse[((size_t)bi * NH + h) * T + i] = m + logf(l);
+    }
+}
+
+struct tc_bwd_smem {
+    __nv_bfloat16 A[TC_ROWS * TC_LD], B[TC_ROWS * TC_LD];   /* own rows: (K, V) or (Q, dO) */
+    __nv_bfloat16 X[TC_ROWS * TC_LD], Y[TC_ROWS * TC_LD];   /* streamed tile: (Q, dO) or (K, V) */
+    __nv_bfloat16 P[4][16 * TC_LD], G[4][16 * TC_LD];       /* P and dS (bf16), per warp */
+    float S[4][16 * TC_LF], D[4][16 * TC_LF];               /* scores and dP (fp32), per warp */
+    float L[TC_ROWS], Dq[TC_ROWS];                          /* lse and rowsum(dO*O) of the query rows */
+};
+
+/* lse and D = rowsum(dO * O) (precomputed) of 64 query rows starting at i0;
+ * rows >= T: lse = +inf (so p = 0), D = 0. */
+__device__ __forceinline__ void tc_load_stats(float *Ls, float *Ds, const float *L, const float *Dg, int i0, int T) {
+    int t = threadIdx.x;
+    if (t < TC_ROWS) {
+        int i = i0 + t;
+        Ls[t] = i < T ? L[i] : INFINITY;
+        Ds[t] = i < T ? Dg[i] : 0.0f;
+    }
+}
+
+/* Dg[b, h, i] = sum_d dout[b, i, h, d] * out[b, i, h, d]; a warp per row. */
+__global__ void cu_attn_rowdot_kernel(float *Dg, const float *dout, const __nv_bfloat16 *out, int Bn, int T, int NH) {
+    size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;   /* (b*T + i)*NH + h */
+    int lane = threadIdx.x & 31;
+    if (row >= (size_t)Bn * T * NH) return;
+    const float *g = dout + row * TC_HS;
+    const __nv_bfloat16 *o = out + row * TC_HS;
+    float v = g[lane] * __bfloat162float(o[lane]) + g[lane + 32] * __bfloat162float(o[lane + 32]);
+    for (int k = 16; k > 0; k >>= 1) v += __shfl_xor_sync(0xffffffffu, v, k);
+    if (lane == 0) {
+        int h = (int)(row % NH);
+        size_t bt = row / NH;
+        int i = (int)(bt % T), b = (int)(bt / T);
+        Dg[((size_t)b * NH + h) * T + i] = v;
+    }
+}
+
+__global__ void __launch_bounds__(128) cu_attn_bwd_tc_kernel(float *dqkv, const float *dout, const __nv_bfloat16 *qkv,
+                                                             const float *Dg_all, const float *lse,
+                                                             int T, int NH, float scale) {
+    extern __shared__ __align__(128) unsigned char tc_raw[];
+    tc_bwd_smem &sm = *(tc_bwd_smem *)tc_raw;
+    int bi = blockIdx.z >> 1, role = blockIdx.z & 1, h = blockIdx.y, r0 = blockIdx.x * TC_ROWS;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
+    size_t ld3 = (size_t)3 * NH * TC_HS, ldo = (size_t)NH * TC_HS;
+    const __nv_bfloat16 *qb = qkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
+    const __nv_bfloat16 *kb = qb + ldo, *vb = qb + 2 * ldo;
+    const float *gb = dout + (size_t)bi * T * ldo + (size_t)h * TC_HS;
+    const float *L = lse + ((size_t)bi * NH + h) * T;
+    const float *Dg = Dg_all + ((size_t)bi * NH + h) * T;
+    float *dqb = dqkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
+    int nown = min(TC_ROWS, T - r0);
+    float *S = sm.S[w], *Dp = sm.D[w];
+    __nv_bfloat16 *P = sm.P[w], *Gs = sm.G[w];
+    tc_c_t acc1[4], acc2[4];
+#pragma unroll
+    for (int n = 0; n < 4; n++) { wmma::fill_fragment(acc1[n], 0.0f); wmma::fill_fragment(acc2[n], 0.0f); }
+
+    if (role == 1) {
+        /* dK, dV for keys r0..r0+63; stream query tiles */
+        tc_load_rows(sm.A, kb + (size_t)r0 * ld3, ld3, nown);
+        tc_load_rows(sm.B, vb + (size_t)r0 * ld3, ld3, nown);
+        for (int i0 = 0; i0 < T; i0 += TC_ROWS) {
+            int nq = min(TC_ROWS, T - i0);
+            __syncthreads();
+            tc_load_rows(sm.X, qb + (size_t)i0 * ld3, ld3, nq);
+            tc_load_rows_f32(sm.Y, gb + (size_t)i0 * ldo, ldo, nq);
+            tc_load_stats(sm.L, sm.Dq, L, Dg, i0, T);
+            __syncthreads();
+            tc_abt(S, sm.A + w * 16 * TC_LD, sm.X);    /* S^T[key, q] = k . q */
+            tc_abt(Dp, sm.B + w * 16 * TC_LD, sm.Y);   /* dP^T[key, q] = v . dO */
+            __syncwarp();
+            /* lane owns query columns lane and lane+32 over the warp's 16 key rows */
+            for (int cc = 0; cc < 2; cc++) {
+                int c = lane + 32 * cc;
+                float Lc = sm.L[c], Dc = sm.Dq[c];   /* L = +inf masks queries >= T */
+                for (int rr = 0; rr < 16; rr++) {
+                    float p = expf(S[rr * TC_LF + c] * scale - Lc);
+                    float ds = p * (Dp[rr * TC_LF + c] - Dc);
+                    P[rr * TC_LD + c] = __float2bfloat16_rn(p);
+                    Gs[rr * TC_LD + c] = __float2bfloat16_rn(ds);
+                }
+            }
+            __syncwarp();
+            tc_ab_acc(acc1, P, sm.Y);    /* dV += P^T dO */
+            tc_ab_acc(acc2, Gs, sm.X);   /* dK += dS^T Q */
+        }
+        /* write dK * scale and dV through the per-warp fp32 tiles */
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+            wmma::store_matrix_sync(S + n * 16, acc2[n], TC_LF, wmma::mem_row_major);
+            wmma::store_matrix_sync(Dp + n * 16, acc1[n], TC_LF, wmma::mem_row_major);
+        }
+        __syncwarp();
+        int j = r0 + w * 16 + r;
+        if (j < T) {
+            float *dk = dqb + (size_t)j * ld3 + ldo + half * 32, *dv = dk + ldo;
+            for (int c = 0; c < 32; c++) {
+                dk[c] = S[r * TC_LF + half * 32 + c] * scale;
+                dv[c] = Dp[r * TC_LF + half * 32 + c];
+            }
+        }
+        return;
+    }
+
+    /* role 0: dQ for queries r0..r0+63; stream key tiles */
+    tc_load_rows(sm.A, qb + (size_t)r0 * ld3, ld3, nown);
+    tc_load_rows_f32(sm.B, gb + (size_t)r0 * ldo, ldo, nown);
+    tc_load_stats(sm.L, sm.Dq, L, Dg, r0, T);
+    for (int j0 = 0; j0 < T; j0 += TC_ROWS) {
+        int nk = min(TC_ROWS, T - j0);
+        __syncthreads();
+        tc_load_rows(sm.X, kb + (size_t)j0 * ld3, ld3, nk);
+        tc_load_rows(sm.Y, vb + (size_t)j0 * ld3, ld3, nk);
+        __syncthreads();
+        tc_abt(S, sm.A + w * 16 * TC_LD, sm.X);    /* S[q, key] */
+        tc_abt(Dp, sm.B + w * 16 * TC_LD, sm.Y);   /* dP[q, key] */
+        __syncwarp();
+        for (int rr = 0; rr < 16; rr++) {
+            float Lr = sm.L[w * 16 + rr], Dr = sm.Dq[w * 16 + rr];
+            for (int cc = 0; cc < 2; cc++) {
+                int c = lane + 32 * cc;
+                float p = c < nk ? expf(S[rr * TC_LF + c] * scale - Lr) : 0.0f;
+                float ds = p * (Dp[rr * TC_LF + c] - Dr);
+                Gs[rr * TC_LD + c] = __float2bfloat16_rn(ds);
+            }
+        }
+        __syncwarp();
+        tc_ab_acc(acc1, Gs, sm.X);   /* dQ += dS K */
+    }
+#pragma unroll
+    for (int n = 0; n < 4; n++) wmma::store_matrix_sync(S + n * 16, acc1[n], TC_LF, wmma::mem_row_major);
+    __syncwarp();
+    int i = r0 + w * 16 + r;
+    if (i < T) {
+        float *dq = dqb + (size_t)i * ld3 + half * 32;
+        for (int c = 0; c < 32; c++) dq[c] = S[r * TC_LF + half * 32 + c] * scale;
+    }
+}
+
+static void cu_attn_tc_fwd(backend_t *b, void *out, float *lse, const void *qkv, int Bn, int T, int NH) {
+    size_t smem = sizeof(tc_fwd_smem);
+    CU_CHECK(cudaFuncSetAttribute(cu_attn_fwd_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid((T + TC_ROWS - 1) / TC_ROWS, NH, Bn);
+    cu_attn_fwd_tc_kernel<<<grid, 128, smem, cu_st(b)>>>((__nv_bfloat16 *)out, lse, (const __nv_bfloat16 *)qkv, T, NH,
+                                                         1.0f / sqrtf((float)TC_HS));
+    CU_LAUNCH_CHECK();
+}
+
+static void cu_attn_tc_bwd(backend_t *b, float *dqkv, const float *dout, const void *qkv, const void *out,
+                           const float *lse, int Bn, int T, int NH) {
+    size_t rows = (size_t)Bn * T * NH;
+    float *Dg = (float *)cu_scratch(b, 1, rows * sizeof(float));
+    cu_attn_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, cu_st(b)>>>(Dg, dout, (const __nv_bfloat16 *)out, Bn, T, NH);
+    CU_LAUNCH_CHECK();
+    size_t smem = sizeof(tc_bwd_smem);
+    CU_CHECK(cudaFuncSetAttribute(cu_attn_bwd_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid((T + TC_ROWS - 1) / TC_ROWS, NH, 2 * Bn);
+    cu_attn_bwd_tc_kernel<<<grid, 128, smem, cu_st(b)>>>(dqkv, dout, (const __nv_bfloat16 *)qkv, Dg, lse, T, NH,
+                                                         1.0f / sqrtf((float)TC_HS));
+    CU_LAUNCH_CHECK();
+}
+
 /* ======================= B. cuBLAS fallback ======================= */
 
 /* dst[(b*NH+h), t, d] (ddt) = src[b, t, part, h, d] (sdt), part-stride NH*HS, token stride ld. */
@@ -477,7 +786,8 @@ void cu_attention_fwd(backend_t *b, void *out, float *lse, const void *qkv, dtyp
     CU_ASSERT(cdt == DT_F32 || cdt == DT_BF16, "attention dtype %d", (int)cdt);
     CU_ASSERT(NH <= 65535 && Bn <= 65535, "NH=%d Bn=%d", NH, Bn);
     if (cu_attn_use_fused(b, HS)) {
-        if (HS == 64) cu_attn_fused_fwd<64>(b, out, lse, qkv, cdt, Bn, T, NH);
+        if (cdt == DT_BF16 && HS == TC_HS) cu_attn_tc_fwd(b, out, lse, qkv, Bn, T, NH);
+        else if (HS == 64) cu_attn_fused_fwd<64>(b, out, lse, qkv, cdt, Bn, T, NH);
         else cu_attn_fused_fwd<32>(b, out, lse, qkv, cdt, Bn, T, NH);
         return;
     }
@@ -491,7 +801,8 @@ void cu_attention_bwd(backend_t *b, float *dqkv, const float *dout, const void *
     CU_ASSERT(lse, "attention_bwd needs the forward's lse");
     CU_ASSERT(NH <= 65535 && 2 * Bn <= 65535, "NH=%d Bn=%d", NH, Bn);
     if (cu_attn_use_fused(b, HS)) {
-        if (HS == 64) cu_attn_fused_bwd<64>(b, dqkv, dout, qkv, out, lse, cdt, Bn, T, NH);
+        if (cdt == DT_BF16 && HS == TC_HS) cu_attn_tc_bwd(b, dqkv, dout, qkv, out, lse, Bn, T, NH);
+        else if (HS == 64) cu_attn_fused_bwd<64>(b, dqkv, dout, qkv, out, lse, cdt, Bn, T, NH);
         else cu_attn_fused_bwd<32>(b, dqkv, dout, qkv, out, lse, cdt, Bn, T, NH);
         return;
     }
