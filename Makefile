@@ -94,7 +94,14 @@ G_BINS := $(GPU_SRC:tests/gpu/%.c=$(R)/gpu-tests/%)
 $(R)/gpu-tests/%: tests/gpu/%.c $(R)/libtraind.a
 	@mkdir -p $(dir $@)
 	$(CC) $(RFLAGS) -o $@ $< $(R)/libtraind.a $(LIBS) $(CUDALIBS)
-gpu-tests: all $(G_BINS)
+# Benchmarks: bench/*.c -> build/release/bench/* (run on the GPU machine by bench/run_device.sh)
+B_BINS := $(patsubst bench/%.c,$(R)/bench/%,$(wildcard bench/*.c))
+$(R)/bench/%: bench/%.c $(R)/libtraind.a
+	@mkdir -p $(dir $@)
+	$(CC) $(RFLAGS) -o $@ $< $(R)/libtraind.a $(LIBS) $(CUDALIBS)
+bench-build: all $(B_BINS)
+
+gpu-tests: all $(G_BINS) $(B_BINS)
 test-gpu: gpu-tests
 	prove --exec '' --timer $(G_BINS)
 
@@ -107,5 +114,5 @@ install: all
 clean:
 	rm -rf build
 
-.PHONY: all test test-build test-gpu gpu-tests install clean
+.PHONY: all test test-build test-gpu gpu-tests bench-build install clean
 -include $(shell find build -name '*.d' 2>/dev/null)
