@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # tests/gpu/run_device.sh — what runs ON the GPU machine (through the `run`
 # tool), after `tests/gpu/fetch_devlibs.sh` and `make -j2 all gpu-tests` here:
-#   run(command="tests/gpu/run_device.sh [tests|bench|all]",
-#       carry=["build/release", ".devlibs"])
-# Puts the carried runtime libraries on LD_LIBRARY_PATH, records the card,
-# runs every GPU test binary (TAP), and with "bench" or "all" the op timings
-# (and bench/run_bench.sh when it exists). Logs go to $OUT (or ./gpu-out).
+#   run(command="tests/gpu/run_device.sh [tests|hf|bench|all]...",
+#       carry=["build/release/traind", "build/release/trainctl",
+#              "build/release/gpu-tests", ".devlibs"])
+# (naming the binaries rather than build/release keeps the carry under 64 MiB).
+# Puts the carried runtime libraries on LD_LIBRARY_PATH, records the card, and
+# runs, by mode: tests = every GPU test binary (TAP); hf = traind forward on
+# the GPU against HF Dinov2Model (tests/hf/check_forward.py); bench = the op
+# timings (and bench/run_device.sh when it exists). Several modes may be
+# given; "all" is all three. Logs go to $OUT (or ./gpu-out).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-mode=${1:-tests}
+modes=" ${*:-tests} "
+[ "$modes" = " all " ] && modes=" tests hf bench "
+has() { case "$modes" in *" $1 "*) return 0;; esac; return 1; }
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$PWD/.devlibs/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
@@ -20,7 +26,7 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 } | tee "$OUT/device.txt"
 
 fail=0
-if [ "$mode" = tests ] || [ "$mode" = all ]; then
+if has tests; then
     for t in build/release/gpu-tests/test_*; do
         [ -x "$t" ] || continue
         name=$(basename "$t")
@@ -32,8 +38,16 @@ if [ "$mode" = tests ] || [ "$mode" = all ]; then
         [ $rc -eq 0 ] || fail=1
     done
 fi
-if [ "$mode" = bench ] || [ "$mode" = all ]; then
+if has hf; then
+    echo "== tests/hf/check_forward.py (cuda)"
+    PYTHONUNBUFFERED=1 python3 tests/hf/check_forward.py --traind build/release/traind --backend cuda \
+        > "$OUT/hf_forward.log" 2>&1
+    rc=$?
+    cat "$OUT/hf_forward.log" | tail -30
+    [ $rc -eq 0 ] || fail=1
+fi
+if has bench; then
     TEST_BENCH=1 TEST_QUICK=1 build/release/gpu-tests/test_ops_gpu 2>&1 | grep '^# bench' | tee "$OUT/bench_ops.txt"
-    if [ -x bench/run_bench.sh ]; then bench/run_bench.sh 2>&1 | tee "$OUT/bench.txt"; fi
+    if [ -x bench/run_device.sh ]; then bench/run_device.sh 2>&1 | tee "$OUT/bench.txt"; fi
 fi
 exit $fail
