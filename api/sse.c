@@ -10,7 +10,8 @@
  * cancelled), or at once when the job is already final and nothing newer is
  * left to send, or when the server stops.
  *
- * The response is an MHD content-reader callback. The server runs one thread
+ * The response is an MHD content-reader callback, sent without chunked
+ * encoding and closed at the end (clients read until EOF). The server runs one thread
  * per connection, so the callback may block: it waits on the daemon's event
  * notification (daemon_event_wait) in short slices, checking for shutdown. */
 #include <microhttpd.h>
@@ -212,5 +213,9 @@ struct MHD_Response *sse_response(api_req_t *r) {
     MHD_add_response_header(resp, "Content-Type", "text/event-stream");
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    /* The body is the raw event stream, ended by closing the connection: no
+     * chunked framing, so line-reading clients see exactly the SSE text and
+     * an EOF after the final event. */
+    MHD_set_response_options(resp, MHD_RF_HTTP_VERSION_1_0_ONLY, MHD_RO_END);
     return resp;
 }
