@@ -116,9 +116,10 @@ out:
 
 static void forward_usage(FILE *f) {
     fprintf(f, "usage: traind forward --weights DIR --input IN.safetensors --out OUT.safetensors\n"
-               "                      [--precision fp32|bf16] [--backend cpu|cuda|auto] [--device N]\n"
+               "                      [--precision fp32|bf16] [--backend cpu|cuda|auto] [--device N] [--batch N]\n"
                "Runs the DINOv2 backbone of a HF checkpoint directory (or a traind checkpoint) on\n"
-               "pixel_values F32 [B,3,H,W] and writes last_hidden_state [B,T,D] and pooler_output [B,D].\n");
+               "pixel_values F32 [B,3,H,W] and writes last_hidden_state [B,T,D] and pooler_output [B,D]\n"
+               "(--batch: images per forward call, default 16).\n");
 }
 
 int forward_main(int argc, char **argv) {

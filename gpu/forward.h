@@ -3,7 +3,7 @@
  * (SPEC §7), so anyone can check traind against transformers on their weights.
  *
  *   traind forward --weights DIR --input IN.safetensors --out OUT.safetensors
- *                  [--precision fp32|bf16] [--backend cpu|cuda|auto] [--device N]
+ *                  [--precision fp32|bf16] [--backend cpu|cuda|auto] [--device N] [--batch N]
  *
  * IN holds `pixel_values` F32 [B,3,H,W] (H, W multiples of the patch size);
  * OUT gets `last_hidden_state` F32 [B,T,D] and `pooler_output` F32 [B,D]. */

@@ -484,8 +484,7 @@ model_t *model_create(backend_t *be, const model_config_t *cfg, const model_opts
                       char *err, size_t errlen) {
     const model_config_t *c = cfg;
     if (c->hidden <= 0 || c->layers <= 0 || c->heads <= 0 || c->hidden % c->heads != 0 ||
-        c->mlp_ratio <= 0 || c->patch <= 0 || (c->registers != 0 && c->registers != 4 && c->registers > 64) ||
-        c->registers < 0) {
+        c->mlp_ratio <= 0 || c->patch <= 0 || c->registers < 0 || c->registers > 64) {
         snprintf(err, errlen, "model: invalid configuration (hidden %d, layers %d, heads %d, patch %d, registers %d)",
                  c->hidden, c->layers, c->heads, c->patch, c->registers);
         return NULL;
