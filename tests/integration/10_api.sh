@@ -147,7 +147,7 @@ rm -f "$TDIR/big.json"
 check "daemon still serving after the error paths" daemon_alive
 
 # ---- a job end to end through every job endpoint ---------------------------------------
-id=$(submit "$(train_spec syn 6 '"checkpoint_every":3,"eval_every":3')")
+submit "$(train_spec syn 6 '"checkpoint_every":3,"eval_every":3')"; id=$JOB
 is "$STATUS" 201 "POST /v1/jobs -> 201"
 check "new job is queued (or already running)" jq -e '.state=="queued" or .state=="running"' <<<"$BODY"
 check "job id is a string" test -n "$id"
@@ -211,9 +211,9 @@ start_daemon --token-file "$TDIR/token" || bail "daemon with token did not start
 api GET /v1/health
 is "$STATUS" 200 "token set: /v1/health needs no token"
 expect_error 401 unauthorized "no token on /v1/status" GET /v1/status
-expect_error 401 unauthorized "wrong token" GET /v1/status -H "Authorization: Bearer nope"
-expect_error 401 unauthorized "token without Bearer" GET /v1/jobs -H "Authorization: $good"
-expect_error 401 unauthorized "token prefix only" GET /v1/jobs -H "Authorization: Bearer ${good:0:5}"
+expect_error 401 unauthorized "wrong token" GET /v1/status "" -H "Authorization: Bearer nope"
+expect_error 401 unauthorized "token without Bearer" GET /v1/jobs "" -H "Authorization: $good"
+expect_error 401 unauthorized "token prefix only" GET /v1/jobs "" -H "Authorization: Bearer ${good:0:5}"
 expect_error 401 unauthorized "no token on POST /v1/jobs" POST /v1/jobs '{"type":"train","dataset":"syn"}'
 code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/metrics")
 is "$code" 401 "no token on /metrics -> 401"

@@ -12,7 +12,7 @@ start_daemon || bail "daemon did not start"
 load_synth syn "$NSAMP" "$IMG" 31
 ok $? "dataset ready"
 
-blk=$(submit "$(train_spec syn 1000000 '"checkpoint_every":1000000')")
+submit "$(train_spec syn 1000000 '"checkpoint_every":1000000')"; blk=$JOB
 wait_job_state "$blk" running 60
 ok $? "blocking job running"
 

@@ -65,7 +65,7 @@ with open(out, "w") as f:
 print(connects)
 EOF
 
-tid=$(submit "$(train_spec syn 40 '"checkpoint_every":10,"eval_every":10')")
+submit "$(train_spec syn 40 '"checkpoint_every":10,"eval_every":10')"; tid=$JOB
 is "$STATUS" 201 "train job submitted"
 EV="$URL/v1/jobs/$tid/events"
 conns=$(timeout 900 python3 "$TDIR/sse_client.py" "$EV" "$TDIR/dropping.jsonl" 3)
@@ -103,7 +103,7 @@ n=$(curl -s -m 30 -N -H "Last-Event-ID: $last" "$EV" | grep -c '^id:')
 is "$n" 0 "Last-Event-ID of the final event: no events, and the stream ends"
 code=$(curl -s -m 30 -o /dev/null -w '%{content_type}' "$EV")
 check "content type text/event-stream ($code)" grep -q '^text/event-stream' <<<"$code"
-expect_error 400 'bad_request|invalid_field' "Last-Event-ID that is not a number" GET "/v1/jobs/$tid/events" -H "Last-Event-ID: abc"
+expect_error 400 'bad_request|invalid_field' "Last-Event-ID that is not a number" GET "/v1/jobs/$tid/events" "" -H "Last-Event-ID: abc"
 
 check "daemon still serving" daemon_alive
 stop_daemon TERM

@@ -12,8 +12,7 @@
 . "$(dirname "$0")/lib.sh"
 
 # ---- make install + systemd-analyze verify --------------------------------------------
-bindir=$(cd "$(dirname "$TRAIND_BIN")" && pwd)
-R=${bindir#"$ROOT"/}            # build/test under make test: installs what was tested
+R=$(cd "$(dirname "$TRAIND_BIN")" && pwd)   # build/test under make test: installs what was tested
 DEST="$TDIR/dest"
 PFX="$TDIR/prefix"               # PREFIX; a link to $DEST$PFX so ExecStart resolves
 mkdir -p "$DEST$PFX"
@@ -87,13 +86,14 @@ n1=$(grep -c ' WATCHDOG=1$' "$NLOG")
 check "WATCHDOG=1 pings at half of WATCHDOG_USEC ($((n1 - n0)) in 3 s)" test $((n1 - n0)) -ge 3
 
 RSTEPS=${TEST_RESUME_STEPS:-400}
-tid=$(submit "$(train_spec syn "$RSTEPS" '"checkpoint_every":1000000')")
+submit "$(train_spec syn "$RSTEPS" '"checkpoint_every":1000000')"; tid=$JOB
 wait_job_state "$tid" running 60 && wait_for 60 _job_step_ge "$tid" 2
 ok $? "train job running"
 wait_for 20 grep -qiE ' STATUS=.*(train|step)' "$NLOG"
 ok $? "STATUS= line with training progress"
 check "STATUS lines are sent" grep -q ' STATUS=' "$NLOG"
-step=$(job_step "$tid")
+api GET "/v1/jobs/$tid"
+step=$(jb '.progress.step // 0')
 wpid=$(jb '.worker_pid // empty')
 stop_daemon TERM
 is "$DAEMON_RC" 0 "SIGTERM during training: traind exits 0"

@@ -242,8 +242,9 @@ _job_in_state() { [ "$(job_state "$1")" = "$2" ]; }
 job_step() { api GET "/v1/jobs/$1"; jb '.progress.step // 0'; }
 _job_step_ge() { [ "$(job_step "$1")" -ge "$2" ] 2>/dev/null; }
 
-# submit BODY -> prints the job id (empty on failure; $STATUS, $BODY set)
-submit() { api POST /v1/jobs "$1"; jb '.id // empty'; }
+# submit BODY -> sets JOB (the new job's id, empty on failure), STATUS and BODY.
+# (Not for $(...): the variables would stay in the subshell.)
+submit() { api POST /v1/jobs "$1"; JOB=$(jb '.id // empty'); }
 
 # load_synth NAME [SAMPLES] [SIZE] [SEED] -> 0 when ready
 load_synth() {
