@@ -83,7 +83,7 @@ void synth_joint_color(int j, uint8_t rgb[3]) {
 }
 
 float synth_joint_radius(int image_size, float z) {
-    float r = 0.0125f * (float)image_size / (z > 0.05f ? z : 0.05f);
+    float r = 0.02f * (float)image_size / (z > 0.05f ? z : 0.05f);
     return r < 1.0f ? 1.0f : r;
 }
 
@@ -130,9 +130,10 @@ static void synth_hand(synth_rng_t *r, float out[DS_JOINTS][3]) {
             for (int k = 0; k < 3; k++) loc[j0 + b + 1][k] = loc[j0 + b][k] + L * (c * d[k] + s * n[k]);
         }
     }
-    /* rotation: roll and pitch within ±0.7 rad, any in-image-plane angle */
-    float yaw = synth_range(r, -3.14159265f, 3.14159265f), pitch = synth_range(r, -0.7f, 0.7f),
-          roll = synth_range(r, -0.7f, 0.7f);
+    /* rotation: in-image-plane angle within ±0.8 rad, pitch and roll within
+     * ±0.5 rad; most of the variation is position and depth (learnable) */
+    float yaw = synth_range(r, -0.8f, 0.8f), pitch = synth_range(r, -0.5f, 0.5f),
+          roll = synth_range(r, -0.5f, 0.5f);
     float cy = cosf(yaw), sy = sinf(yaw), cp = cosf(pitch), sp = sinf(pitch), cr = cosf(roll), sr = sinf(roll);
     float Rz[3][3] = {{cy, -sy, 0}, {sy, cy, 0}, {0, 0, 1}};
     float Rx[3][3] = {{1, 0, 0}, {0, cp, -sp}, {0, sp, cp}};

@@ -2,12 +2,13 @@
  *
  * Each sample is a random right hand: a 21-joint skeleton in MANO/DexYCB
  * order (0 wrist; thumb 1-4, index 5-8, middle 9-12, ring 13-16, little
- * 17-20; tips 4,8,12,16,20) with random rotation and finger articulation,
- * root at z in [0.35,0.8] m with x/y spread, projected by pinhole intrinsics
+ * 17-20; tips 4,8,12,16,20) with a random rotation (in-plane ±0.8 rad,
+ * pitch/roll ±0.5 rad), size (±10%) and finger articulation, its centre at
+ * z in [0.35,0.8] m with x/y spread, projected by pinhole intrinsics
  * fx = fy = 1.1*S, cx = cy = S/2. Each joint is drawn as a filled disc of its
- * own colour (synth_joint_color), radius synth_joint_radius(S, z) so depth is
- * learnable, far joints first (near ones cover them), over a smooth random
- * background with mild noise. About 5% of the samples have no hand
+ * own colour (synth_joint_color), of radius synth_joint_radius(S, z) =
+ * 0.02*S/z pixels so that depth is learnable, far joints first (near ones
+ * cover them), over a smooth random background with mild noise. About 5% of the samples have no hand
  * (has_hand = 0: no discs; joints written but masked) and about 3% of the
  * joints of the others are marked invalid (still drawn).
  *
