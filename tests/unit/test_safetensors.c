@@ -263,6 +263,81 @@ static void test_rejections(void) {
     st_close(f);
 }
 
+/* Every truncation and many random corruptions of a valid file: st_open
+ * either refuses with a message naming the file or returns tensors that lie
+ * inside the file and tile its data area; never a crash (ASan watches). */
+static void put_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) { perror(path); exit(1); }
+    fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+static void test_fuzz(void) {
+    st_writer_t *w = st_writer_new();
+    int64_t s1[2] = {3, 5}, s2[1] = {7}, s3[3] = {2, 2, 2};
+    float a[15] = {0};
+    uint16_t b[7] = {0};
+    uint8_t c[8] = {0};
+    st_writer_add(w, "alpha", ST_F32, 2, s1, a);
+    st_writer_add(w, "beta", ST_BF16, 1, s2, b);
+    st_writer_add(w, "gamma", ST_U8, 3, s3, c);
+    st_writer_meta(w, "k", "v");
+    char p[512], q[512], err[512];
+    path_of(p, sizeof p, "fuzz.safetensors");
+    path_of(q, sizeof q, "fuzzed.safetensors");
+    st_writer_write(w, p, err, sizeof err);
+    st_writer_free(w);
+    size_t len;
+    char *orig = fs_read_file(p, 1 << 20, &len, err, sizeof err);
+    if (!ok(orig != NULL, "fuzz base file")) return;
+    int trunc_ok = 1;
+    for (size_t n = 0; n < len; n++) {
+        put_file(q, orig, n);
+        st_file_t *f = st_open(q, err, sizeof err);
+        if (f || !strstr(err, q)) trunc_ok = 0;
+        st_close(f);
+    }
+    ok(trunc_ok, "every truncation of a valid file is refused with a message naming it");
+    char *buf = malloc(len);
+    uint32_t x = 2463534242u;
+    int consistent = 1, refused = 0, accepted = 0;
+    for (int it = 0; it < 2000; it++) {
+        memcpy(buf, orig, len);
+        int flips = 1 + it % 3;
+        for (int k = 0; k < flips; k++) {
+            x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+            size_t pos = x % (len < 200 ? len : 200);           /* mostly the length and the header */
+            x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+            buf[pos] = (it % 2) ? (char)(x & 0xff) : "0123456789[]{},:\"\\ -eE"[x % 22];
+        }
+        put_file(q, buf, len);
+        st_file_t *f = st_open(q, err, sizeof err);
+        if (!f) {
+            refused++;
+            if (!strstr(err, q)) consistent = 0;
+            continue;
+        }
+        accepted++;
+        uint64_t pos = st_data_start(f);
+        for (int i = 0; i < st_count(f); i++) {
+            const st_tensor_t *t = st_get(f, i);
+            if (t->offset != pos || t->offset + t->nbytes > st_file_size(f) ||
+                t->nbytes != (size_t)t->numel * st_dtype_size(t->dtype) || st_find(f, t->name) != t)
+                consistent = 0;
+            pos += t->nbytes;
+            char tmp[64];
+            if (t->nbytes <= sizeof tmp && st_read(f, t, tmp, err, sizeof err) != 0) consistent = 0;
+        }
+        if (pos != st_file_size(f)) consistent = 0;
+        st_close(f);
+    }
+    ok(consistent, "2000 corrupted files: refused with a message or internally consistent (%d refused, %d accepted)",
+       refused, accepted);
+    free(buf);
+    free(orig);
+}
+
 static void test_fsutil(void) {
     char p[512], q[512], tmp[512], err[512];
     path_of(p, sizeof p, "a/b/c");
@@ -316,6 +391,7 @@ int main(void) {
     test_read_f32();
     test_writer_errors();
     test_rejections();
+    test_fuzz();
     test_fsutil();
     char err[256];
     if (!getenv("KEEP")) fs_rm_rf(dir, err, sizeof err);
