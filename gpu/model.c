@@ -929,22 +929,14 @@ int model_load_hf_dir(model_t *m, const char *dir, char *err, size_t errlen) {
     for (int i = 0; i < m->n_tensors; i++)
         if (m->table[i].group == MODEL_GROUP_HEADS && st_find(f, m->table[i].name)) heads_present++;
 
+    /* pass 1: validate every tensor (presence, shape, dtype) before touching the model */
     for (int i = 0; i < m->n_tensors; i++) {
         const model_param_t *p = &m->table[i];
-        const int is_head = p->group == MODEL_GROUP_HEADS;
-        if (is_head && !heads_present) continue;
+        if (p->group == MODEL_GROUP_HEADS && !heads_present) continue;
         const st_tensor_t *t = st_find(f, p->name);
         if (!t) {
             if (i == pv->i_mask && mask_optional) continue;   /* stays zero, as HF would not have it */
             snprintf(err, errlen, "%s: missing tensor \"%s\"", path, p->name);
-            goto out;
-        }
-        if (i == pv->i_pos) continue;        /* below */
-        if (!shape_eq(t, p->ndim, p->shape)) {
-            char a[96], b[96];
-            shape_str(a, sizeof a, t->rank, t->shape);
-            shape_str(b, sizeof b, p->ndim, p->shape);
-            snprintf(err, errlen, "%s: tensor \"%s\" has shape %s, expected %s", path, p->name, a, b);
             goto out;
         }
         if (t->dtype != ST_F32 && t->dtype != ST_BF16 && t->dtype != ST_F16) {
@@ -952,15 +944,26 @@ int model_load_hf_dir(model_t *m, const char *dir, char *err, size_t errlen) {
                      st_dtype_name(t->dtype));
             goto out;
         }
+        if (i == pv->i_pos) continue;        /* checked above, interpolated below */
+        if (!shape_eq(t, p->ndim, p->shape)) {
+            char a[96], b[96];
+            shape_str(a, sizeof a, t->rank, t->shape);
+            shape_str(b, sizeof b, p->ndim, p->shape);
+            snprintf(err, errlen, "%s: tensor \"%s\" has shape %s, expected %s", path, p->name, a, b);
+            goto out;
+        }
+    }
+    /* pass 2: read and upload (an I/O error here leaves the parameters partly loaded) */
+    for (int i = 0; i < m->n_tensors; i++) {
+        const model_param_t *p = &m->table[i];
+        const int is_head = p->group == MODEL_GROUP_HEADS;
+        if ((is_head && !heads_present) || i == pv->i_pos) continue;
+        const st_tensor_t *t = st_find(f, p->name);
+        if (!t) continue;                    /* the optional mask token */
         if (st_read_f32(f, t, h, serr, sizeof serr) < 0) { snprintf(err, errlen, "%s", serr); goto out; }
         model_param_upload(m, i, h);
         m->be->sync(m->be);
         if (is_head) heads_loaded++;
-    }
-    if (tpos->dtype != ST_F32 && tpos->dtype != ST_BF16 && tpos->dtype != ST_F16) {
-        snprintf(err, errlen, "%s: tensor \"embeddings.position_embeddings\" has dtype %s (expected F32 or BF16)",
-                 path, st_dtype_name(tpos->dtype));
-        goto out;
     }
     if (st_read_f32(f, tpos, h, serr, sizeof serr) < 0) { snprintf(err, errlen, "%s", serr); goto out; }
     /* transformers: no interpolation when the patch count matches and the input is square */

@@ -157,11 +157,14 @@ void model_init_heads(model_t *m, uint64_t seed, const float *mean_joints);
 
 /* Load a HF DINOv2 directory (config.json + model.safetensors), or a traind
  * checkpoint directory, into the backbone (F32 or BF16 tensors). The config
- * must match m->cfg (hidden, layers, heads, registers, patch, eps); every
+ * must match m->cfg (hidden, layers, heads, mlp_ratio, patch, registers;
+ * layer_norm_eps and image_size are taken from the file); every
  * backbone tensor must be present with its HF shape; the position table is
  * interpolated to the working grid as transformers does. heads.* tensors, when
  * present (traind checkpoints), are loaded too and set m->heads_loaded.
- * Syncs the working copy. 0, or -1 with err naming the file/tensor. */
+ * Syncs the working copy. 0, or -1 with err naming the file/tensor; every tensor is
+ * validated before any parameter is written (only an I/O error while reading can
+ * leave the model partly loaded). */
 int model_load_hf_dir(model_t *m, const char *dir, char *err, size_t errlen);
 
 /* Host-side loading and saving of individual tensors by table entry

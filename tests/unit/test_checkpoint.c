@@ -334,6 +334,20 @@ int main(void) {
     copy_ckpt(ck, bad);
     rewrite_model(ck, bad, NULL, "layernorm.weight", 63);
     expect_fail(&c2, bad, 1, "\"layernorm.weight\" has shape [63], expected [64]", "wrong shape");
+    {
+        /* a rejected file leaves the model as it was */
+        model_t *mu = make_model(&c2, IMG, 0, 0);
+        model_init(mu, 77, NULL);
+        size_t np = mu->n_params;
+        float *a = malloc(np * 4), *b = malloc(np * 4);
+        be->download(be, a, mu->params, np * 4);
+        ok(model_load_hf_dir(mu, bad, err, sizeof err) < 0, "model_load_hf_dir rejects it too");
+        be->download(be, b, mu->params, np * 4);
+        ok(memcmp(a, b, np * 4) == 0, "a rejected file changes no parameter");
+        free(a);
+        free(b);
+        model_free(mu);
+    }
 
     copy_ckpt(ck, bad);
     rewrite_model(ck, bad, NULL, "embeddings.position_embeddings", 10);
