@@ -3,17 +3,21 @@
  * Layouts (gpu/backend.h): qkv[Bn,T,3,NH,HS] (cdt), out[Bn,T,NH,HS] (cdt),
  * lse[Bn,NH,T] f32 (natural log), dout[Bn,T,NH,HS] f32, dqkv[Bn,T,3,NH,HS] f32.
  *
- * Two implementations, chosen per backend (TRAIND_ATTENTION=cublas selects B):
- *  A. fused (default for HS in {32, 64}): one kernel per direction, no score
- *     matrix in memory. Forward: a block per (64 queries, head, batch), a
- *     thread per query row, K/V tiles staged in shared memory as fp32, online
- *     softmax (flash-attention style), fp32 arithmetic throughout. Backward:
- *     one launch with two block roles — dQ blocks (thread per query, loop over
- *     K/V tiles) and dK/dV blocks (thread per key, loop over query tiles) —
- *     both recomputing P = exp(S - lse) and D = rowsum(dO * O).
- *  B. cuBLAS (any HS): q, k, v permuted to [Bn*NH,T,HS], strided-batched
- *     products for S = QK^T and O = PV (fp32 accumulate), a softmax kernel,
- *     processed in chunks of heads so the score buffer stays bounded. */
+ * Implementations, chosen per call (TRAIND_ATTENTION=cublas at backend
+ * creation selects C for everything):
+ *  A'. bf16, HS = 64 (every DINOv2 size): fused tensor-core kernels, one
+ *     launch per direction (plus a small row-dot kernel for D in backward), no
+ *     score matrix in memory. FA2 style with mma.sync: forward = online
+ *     softmax over 64-key tiles; backward = one launch with two block roles,
+ *     dQ blocks (stream key tiles) and dK/dV blocks (stream query tiles), both
+ *     recomputing P = exp(S - lse), with D = rowsum(dO * O).
+ *  A. other dtypes (fp32: the debug stage) with HS in {32, 64}: the same
+ *     algorithms on CUDA cores in fp32 (a thread or a thread pair per row),
+ *     which keeps fp32 within 1e-5 of the reference.
+ *  C. cuBLAS (any HS; the fallback): q, k, v permuted to [Bn*NH,T,HS],
+ *     strided-batched products for S = QK^T and O = PV (fp32 accumulate), a
+ *     softmax kernel; processed in chunks of heads so the score buffer stays
+ *     bounded. */
 #include <cmath>
 #include "gpu/cuda/cuda_common.h"
 
@@ -290,24 +294,15 @@ static void cu_attn_fused_bwd(backend_t *b, float *dqkv, const float *dout, cons
 }
 
 /* ======================= A'. tensor-core kernels (bf16, HS = 64) =======================
- * Same algorithms as A, with the products on the tensor cores (WMMA bf16
- * 16x16x16, fp32 accumulate). A block of 4 warps; each warp owns 16 rows.
- * Score tiles go through shared memory (fp32) for the element-wise softmax
- * work, so fragment layouts never matter. P and dS are rounded to bf16 for
- * their products (as in any bf16 flash attention); softmax statistics fp32. */
-
-#include <mma.h>
-using namespace nvcuda;
+ * Same algorithms as A, with the products on the tensor cores (mma.sync
+ * m16n8k16 bf16, fp32 accumulate), FA2 style: a block of 4 warps, each warp
+ * owns 16 rows and keeps its score tile, softmax statistics and output
+ * accumulators in registers. P and dS are rounded to bf16 for their products
+ * (as in any bf16 flash attention); softmax statistics and sums are fp32. */
 
 #define TC_HS 64
 #define TC_ROWS 64              /* rows (queries or keys) per block: 4 warps x 16 */
 #define TC_LD 72                /* bf16 row stride in shared memory (16-byte pad) */
-#define TC_LF 68                /* fp32 row stride */
-
-typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> tc_a_t;
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> tc_bt_t;   /* B = X^T */
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> tc_b_t;
-typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> tc_c_t;
 
 /* 64 rows x 64 bf16 of a token-major tensor into smem [64][TC_LD]; rows >= nrows zero.
  * src points at row 0; rows are `ld` elements apart. 16-byte loads. */
@@ -331,118 +326,6 @@ __device__ __forceinline__ void tc_load_rows_f32(__nv_bfloat16 *dst, const float
         d[2] = __float2bfloat16_rn(v.z); d[3] = __float2bfloat16_rn(v.w);
     }
 }
-
-/* C[16 x 64] (fp32, smem, ld TC_LF) = A[16 x 64] B^T where B is [64 x 64] row-major in smem */
-__device__ __forceinline__ void tc_abt(float *C, const __nv_bfloat16 *A, const __nv_bfloat16 *B) {
-    tc_c_t c[4];
-#pragma unroll
-    for (int n = 0; n < 4; n++) wmma::fill_fragment(c[n], 0.0f);
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        tc_a_t a;
-        wmma::load_matrix_sync(a, A + k * 16, TC_LD);
-#pragma unroll
-        for (int n = 0; n < 4; n++) {
-            tc_bt_t bt;
-            wmma::load_matrix_sync(bt, B + n * 16 * TC_LD + k * 16, TC_LD);
-            wmma::mma_sync(c[n], a, bt, c[n]);
-        }
-    }
-#pragma unroll
-    for (int n = 0; n < 4; n++) wmma::store_matrix_sync(C + n * 16, c[n], TC_LF, wmma::mem_row_major);
-}
-
-/* acc[4] (16 x 64) += A[16 x 64] B where B is [64 x 64] row-major in smem */
-__device__ __forceinline__ void tc_ab_acc(tc_c_t acc[4], const __nv_bfloat16 *A, const __nv_bfloat16 *B) {
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        tc_a_t a;
-        wmma::load_matrix_sync(a, A + k * 16, TC_LD);
-#pragma unroll
-        for (int n = 0; n < 4; n++) {
-            tc_b_t bb;
-            wmma::load_matrix_sync(bb, B + k * 16 * TC_LD + n * 16, TC_LD);
-            wmma::mma_sync(acc[n], a, bb, acc[n]);
-        }
-    }
-}
-
-struct tc_fwd_smem {
-    __nv_bfloat16 Q[TC_ROWS * TC_LD], K[TC_ROWS * TC_LD], V[TC_ROWS * TC_LD];
-    __nv_bfloat16 P[4][16 * TC_LD];
-    float S[4][16 * TC_LF];
-    float O[4][16 * TC_LF];
-};
-
-__global__ void __launch_bounds__(128) cu_attn_fwd_tc_kernel(__nv_bfloat16 *out, float *lse,
-                                                             const __nv_bfloat16 *qkv, int T, int NH, float scale) {
-    extern __shared__ __align__(128) unsigned char tc_raw[];
-    tc_fwd_smem &sm = *(tc_fwd_smem *)tc_raw;
-    int bi = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * TC_ROWS;
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
-    size_t ld3 = (size_t)3 * NH * TC_HS;
-    const __nv_bfloat16 *base = qkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
-    tc_load_rows(sm.Q, base + (size_t)q0 * ld3, ld3, min(TC_ROWS, T - q0));
-    float *O = sm.O[w], *S = sm.S[w];
-    __nv_bfloat16 *P = sm.P[w];
-    for (int c = 0; c < 64; c += 2) O[r * TC_LF + half + c] = 0.0f;
-    float m = -INFINITY, l = 0.0f;
-    for (int j0 = 0; j0 < T; j0 += TC_ROWS) {
-        int nk = min(TC_ROWS, T - j0);
-        __syncthreads();
-        tc_load_rows(sm.K, base + (size_t)j0 * ld3 + (size_t)NH * TC_HS, ld3, nk);
-        tc_load_rows(sm.V, base + (size_t)j0 * ld3 + (size_t)2 * NH * TC_HS, ld3, nk);
-        __syncthreads();
-        tc_abt(S, sm.Q + w * 16 * TC_LD, sm.K);
-        __syncwarp();
-        /* online softmax on row r; this lane takes columns half, half+2, ... (2-way banks) */
-        float *sr = S + r * TC_LF + half;
-        float mx = -INFINITY;
-        for (int c = 0; c < 64; c += 2) {
-            float v = (half + c < nk) ? sr[c] * scale : -INFINITY;
-            sr[c] = v;
-            mx = fmaxf(mx, v);
-        }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        float mn = fmaxf(m, mx), corr = expf(m - mn), sum = 0.0f;
-        __nv_bfloat16 *pr = P + r * TC_LD + half;
-        for (int c = 0; c < 64; c += 2) {
-            float p = expf(sr[c] - mn);
-            pr[c] = __float2bfloat16_rn(p);
-            sum += p;
-        }
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        l = l * corr + sum;
-        m = mn;
-        float *orow = O + r * TC_LF + half;
-        for (int c = 0; c < 64; c += 2) orow[c] *= corr;
-        __syncwarp();
-        tc_c_t acc[4];
-#pragma unroll
-        for (int n = 0; n < 4; n++) wmma::load_matrix_sync(acc[n], O + n * 16, TC_LF, wmma::mem_row_major);
-        tc_ab_acc(acc, P, sm.V);
-#pragma unroll
-        for (int n = 0; n < 4; n++) wmma::store_matrix_sync(O + n * 16, acc[n], TC_LF, wmma::mem_row_major);
-        __syncwarp();
-    }
-    int i = q0 + w * 16 + r;
-    if (i < T) {
-        float inv = 1.0f / l;
-        __nv_bfloat16 *dst = out + ((size_t)bi * T + i) * NH * TC_HS + (size_t)h * TC_HS + half * 32;
-        const float *orow = O + r * TC_LF + half * 32;
-        for (int c = 0; c < 32; c += 2)
-            *(__nv_bfloat162 *)(dst + c) = __floats2bfloat162_rn(orow[c] * inv, orow[c + 1] * inv);
-        if (lse && half == 0) lse[((size_t)bi * NH + h) * T + i] = m + logf(l);
-    }
-}
-
-struct tc_bwd_smem {
-    __nv_bfloat16 A[TC_ROWS * TC_LD], B[TC_ROWS * TC_LD];   /* own rows: (K, V) or (Q, dO) */
-    __nv_bfloat16 X[TC_ROWS * TC_LD], Y[TC_ROWS * TC_LD];   /* streamed tile: (Q, dO) or (K, V) */
-    __nv_bfloat16 P[4][16 * TC_LD], G[4][16 * TC_LD];       /* P and dS (bf16), per warp */
-    float S[4][16 * TC_LF], D[4][16 * TC_LF];               /* scores and dP (fp32), per warp */
-    float L[TC_ROWS], Dq[TC_ROWS];                          /* lse and rowsum(dO*O) of the query rows */
-};
 
 /* lse and D = rowsum(dO * O) (precomputed) of 64 query rows starting at i0;
  * rows >= T: lse = +inf (so p = 0), D = 0. */
@@ -472,13 +355,177 @@ __global__ void cu_attn_rowdot_kernel(float *Dg, const float *dout, const __nv_b
     }
 }
 
-__global__ void __launch_bounds__(128) cu_attn_bwd_tc_kernel(float *dqkv, const float *dout, const __nv_bfloat16 *qkv,
-                                                             const float *Dg_all, const float *lse,
-                                                             int T, int NH, float scale) {
-    extern __shared__ __align__(128) unsigned char tc_raw[];
-    tc_bwd_smem &sm = *(tc_bwd_smem *)tc_raw;
+/* Fragment layout of mma.m16n8k16 (PTX ISA), g = lane/4, t = lane%4:
+ *   A 16x16 row: a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..)
+ *   B 16x8 col:  b0 (k 2t..2t+1, n g), b1 (k 2t+8.., n g)
+ *   C 16x8:      c0,c1 (g, 2t..2t+1), c2,c3 (g+8, 2t..2t+1)
+ * so a score tile's accumulators are, repacked to bf16 pairs, the A operand
+ * of the next product (P V, dS K, ...) without leaving registers. B operands
+ * come from shared memory rows of [n][k]; where the product needs the other
+ * orientation the tile is stored transposed ([dim][row]) when loaded. */
+
+__device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+__device__ __forceinline__ uint32_t ld_u32(const __nv_bfloat16 *p) { return *(const uint32_t *)p; }
+
+/* A fragments of 16 rows x 64 (4 k-chunks) from smem rows [row][TC_LD], row0 = first row. */
+__device__ __forceinline__ void mma_load_a(uint32_t a[4][4], const __nv_bfloat16 *row0, int g, int t) {
+    const __nv_bfloat16 *r0 = row0 + g * TC_LD, *r8 = r0 + 8 * TC_LD;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        a[kk][0] = ld_u32(r0 + kk * 16 + 2 * t);
+        a[kk][1] = ld_u32(r8 + kk * 16 + 2 * t);
+        a[kk][2] = ld_u32(r0 + kk * 16 + 8 + 2 * t);
+        a[kk][3] = ld_u32(r8 + kk * 16 + 8 + 2 * t);
+    }
+}
+
+/* c[8][4] = A(16 x 64, regs) * B^T where B rows are [64][TC_LD] in smem (n = B row). */
+__device__ __forceinline__ void mma_abt(float c[8][4], const uint32_t a[4][4], const __nv_bfloat16 *B, int g, int t) {
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+        c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
+        const __nv_bfloat16 *br = B + (n * 8 + g) * TC_LD;
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) mma_bf16(c[n], a[kk], ld_u32(br + kk * 16 + 2 * t), ld_u32(br + kk * 16 + 8 + 2 * t));
+    }
+}
+
+/* acc[8][4] += P(16 x 64, fp32 accumulators p[8][4] rounded to bf16) * B where
+ * Bt is B transposed in smem: Bt[n][k] rows [64][TC_LD]. */
+__device__ __forceinline__ void mma_pb(float acc[8][4], const float p[8][4], const __nv_bfloat16 *Bt, int g, int t) {
+#pragma unroll
+    for (int kc = 0; kc < 4; kc++) {
+        uint32_t a[4] = {pack_bf16(p[2 * kc][0], p[2 * kc][1]), pack_bf16(p[2 * kc][2], p[2 * kc][3]),
+                         pack_bf16(p[2 * kc + 1][0], p[2 * kc + 1][1]), pack_bf16(p[2 * kc + 1][2], p[2 * kc + 1][3])};
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+            const __nv_bfloat16 *br = Bt + (n * 8 + g) * TC_LD;
+            mma_bf16(acc[n], a, ld_u32(br + kc * 16 + 2 * t), ld_u32(br + kc * 16 + 8 + 2 * t));
+        }
+    }
+}
+
+/* 64 rows x 64 of a token-major bf16 tensor into smem transposed: dst[d][row]. */
+__device__ __forceinline__ void tc_load_rows_t(__nv_bfloat16 *dst, const __nv_bfloat16 *src, size_t ld, int nrows) {
+    for (int e = threadIdx.x; e < TC_ROWS * 8; e += blockDim.x) {
+        int r = e & 63, c = (e >> 6) * 8;   /* consecutive threads: consecutive rows */
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r < nrows) v = *(const uint4 *)(src + (size_t)r * ld + c);
+        const __nv_bfloat16 *x = (const __nv_bfloat16 *)&v;
+#pragma unroll
+        for (int i = 0; i < 8; i++) dst[(c + i) * TC_LD + r] = x[i];
+    }
+}
+
+__device__ __forceinline__ void tc_load_rows_f32_t(__nv_bfloat16 *dst, const float *src, size_t ld, int nrows) {
+    for (int e = threadIdx.x; e < TC_ROWS * 16; e += blockDim.x) {
+        int r = e & 63, c = (e >> 6) * 4;
+        float4 v = make_float4(0, 0, 0, 0);
+        if (r < nrows) v = *(const float4 *)(src + (size_t)r * ld + c);
+        dst[(c + 0) * TC_LD + r] = __float2bfloat16_rn(v.x);
+        dst[(c + 1) * TC_LD + r] = __float2bfloat16_rn(v.y);
+        dst[(c + 2) * TC_LD + r] = __float2bfloat16_rn(v.z);
+        dst[(c + 3) * TC_LD + r] = __float2bfloat16_rn(v.w);
+    }
+}
+
+__global__ void __launch_bounds__(128) cu_attn_fwd_mma_kernel(__nv_bfloat16 *out, float *lse,
+                                                              const __nv_bfloat16 *qkv, int T, int NH, float scale) {
+    __shared__ __align__(16) __nv_bfloat16 Qs[TC_ROWS * TC_LD], Ks[TC_ROWS * TC_LD], Vt[TC_ROWS * TC_LD];
+    int bi = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * TC_ROWS;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    size_t ld3 = (size_t)3 * NH * TC_HS;
+    const __nv_bfloat16 *base = qkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
+    tc_load_rows(Qs, base + (size_t)q0 * ld3, ld3, min(TC_ROWS, T - q0));
+    __syncthreads();
+    uint32_t qa[4][4];
+    mma_load_a(qa, Qs + w * 16 * TC_LD, g, t);
+    float o[8][4], s[8][4];
+#pragma unroll
+    for (int n = 0; n < 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    for (int j0 = 0; j0 < T; j0 += TC_ROWS) {
+        int nk = min(TC_ROWS, T - j0);
+        __syncthreads();
+        tc_load_rows(Ks, base + (size_t)j0 * ld3 + (size_t)NH * TC_HS, ld3, nk);
+        tc_load_rows_t(Vt, base + (size_t)j0 * ld3 + (size_t)2 * NH * TC_HS, ld3, nk);
+        __syncthreads();
+        mma_abt(s, qa, Ks, g, t);
+        float mx0 = m0, mx1 = m1;
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                bool ok_ = n * 8 + 2 * t + e < nk;
+                s[n][e] = ok_ ? s[n][e] * scale : -INFINITY;
+                s[n][2 + e] = ok_ ? s[n][2 + e] * scale : -INFINITY;
+                mx0 = fmaxf(mx0, s[n][e]);
+                mx1 = fmaxf(mx1, s[n][2 + e]);
+            }
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        float c0 = expf(m0 - mx0), c1 = expf(m1 - mx1), sum0 = 0.0f, sum1 = 0.0f;
+        m0 = mx0;
+        m1 = mx1;
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                s[n][e] = expf(s[n][e] - m0);
+                s[n][2 + e] = expf(s[n][2 + e] - m1);
+                sum0 += s[n][e];
+                sum1 += s[n][2 + e];
+            }
+            o[n][0] *= c0; o[n][1] *= c0; o[n][2] *= c1; o[n][3] *= c1;
+        }
+        sum0 += __shfl_xor_sync(0xffffffffu, sum0, 1);
+        sum0 += __shfl_xor_sync(0xffffffffu, sum0, 2);
+        sum1 += __shfl_xor_sync(0xffffffffu, sum1, 1);
+        sum1 += __shfl_xor_sync(0xffffffffu, sum1, 2);
+        l0 = l0 * c0 + sum0;
+        l1 = l1 * c1 + sum1;
+        mma_pb(o, s, Vt, g, t);
+    }
+    int i0 = q0 + w * 16 + g, i1 = i0 + 8;
+    float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
+    size_t ldo = (size_t)NH * TC_HS;
+    __nv_bfloat16 *ob = out + (size_t)bi * T * ldo + (size_t)h * TC_HS + 2 * t;
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+        if (i0 < T) *(__nv_bfloat162 *)(ob + (size_t)i0 * ldo + n * 8) = __floats2bfloat162_rn(o[n][0] * inv0, o[n][1] * inv0);
+        if (i1 < T) *(__nv_bfloat162 *)(ob + (size_t)i1 * ldo + n * 8) = __floats2bfloat162_rn(o[n][2] * inv1, o[n][3] * inv1);
+    }
+    if (lse && t == 0) {
+        float *lb = lse + ((size_t)bi * NH + h) * T;
+        if (i0 < T) lb[i0] = m0 + logf(l0);
+        if (i1 < T) lb[i1] = m1 + logf(l1);
+    }
+}
+
+/* Backward, one launch: blockIdx.z = 2*batch + role. Role 1: a warp owns 16
+ * keys (K, V fragments in registers), streams 64-query tiles: S^T = K Q^T,
+ * dP^T = V dO^T, P^T, dS^T element-wise, dV += P^T dO, dK += dS^T Q. Role 0: a
+ * warp owns 16 queries, streams 64-key tiles: S, dP, dS, dQ += dS K. */
+__global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const float *dout, const __nv_bfloat16 *qkv,
+                                                              const float *Dg_all, const float *lse,
+                                                              int T, int NH, float scale) {
+    __shared__ __align__(16) __nv_bfloat16 sb[4][TC_ROWS * TC_LD];
+    __shared__ float Ls[TC_ROWS], Ds[TC_ROWS];
     int bi = blockIdx.z >> 1, role = blockIdx.z & 1, h = blockIdx.y, r0 = blockIdx.x * TC_ROWS;
-    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     size_t ld3 = (size_t)3 * NH * TC_HS, ldo = (size_t)NH * TC_HS;
     const __nv_bfloat16 *qb = qkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
     const __nv_bfloat16 *kb = qb + ldo, *vb = qb + 2 * ldo;
@@ -487,100 +534,107 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_tc_kernel(float *dqkv, const 
     const float *Dg = Dg_all + ((size_t)bi * NH + h) * T;
     float *dqb = dqkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
     int nown = min(TC_ROWS, T - r0);
-    float *S = sm.S[w], *Dp = sm.D[w];
-    __nv_bfloat16 *P = sm.P[w], *Gs = sm.G[w];
-    tc_c_t acc1[4], acc2[4];
+    float s[8][4], dp[8][4], acc1[8][4], acc2[8][4];
+    uint32_t fa[4][4], fb[4][4];
 #pragma unroll
-    for (int n = 0; n < 4; n++) { wmma::fill_fragment(acc1[n], 0.0f); wmma::fill_fragment(acc2[n], 0.0f); }
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) acc1[n][e] = acc2[n][e] = 0.0f;
 
     if (role == 1) {
-        /* dK, dV for keys r0..r0+63; stream query tiles */
-        tc_load_rows(sm.A, kb + (size_t)r0 * ld3, ld3, nown);
-        tc_load_rows(sm.B, vb + (size_t)r0 * ld3, ld3, nown);
+        tc_load_rows(sb[0], kb + (size_t)r0 * ld3, ld3, nown);
+        tc_load_rows(sb[1], vb + (size_t)r0 * ld3, ld3, nown);
+        __syncthreads();
+        mma_load_a(fa, sb[0] + w * 16 * TC_LD, g, t);   /* own K rows */
+        mma_load_a(fb, sb[1] + w * 16 * TC_LD, g, t);   /* own V rows */
         for (int i0 = 0; i0 < T; i0 += TC_ROWS) {
             int nq = min(TC_ROWS, T - i0);
             __syncthreads();
-            tc_load_rows(sm.X, qb + (size_t)i0 * ld3, ld3, nq);
-            tc_load_rows_f32(sm.Y, gb + (size_t)i0 * ldo, ldo, nq);
-            tc_load_stats(sm.L, sm.Dq, L, Dg, i0, T);
+            tc_load_rows(sb[0], qb + (size_t)i0 * ld3, ld3, nq);       /* Q  [q][d] */
+            tc_load_rows_t(sb[1], qb + (size_t)i0 * ld3, ld3, nq);     /* Q^T [d][q] */
+            tc_load_rows_f32(sb[2], gb + (size_t)i0 * ldo, ldo, nq);   /* dO [q][d] */
+            tc_load_rows_f32_t(sb[3], gb + (size_t)i0 * ldo, ldo, nq); /* dO^T [d][q] */
+            tc_load_stats(Ls, Ds, L, Dg, i0, T);
             __syncthreads();
-            tc_abt(S, sm.A + w * 16 * TC_LD, sm.X);    /* S^T[key, q] = k . q */
-            tc_abt(Dp, sm.B + w * 16 * TC_LD, sm.Y);   /* dP^T[key, q] = v . dO */
-            __syncwarp();
-            /* lane owns query columns lane and lane+32 over the warp's 16 key rows */
-            for (int cc = 0; cc < 2; cc++) {
-                int c = lane + 32 * cc;
-                float Lc = sm.L[c], Dc = sm.Dq[c];   /* L = +inf masks queries >= T */
-                for (int rr = 0; rr < 16; rr++) {
-                    float p = expf(S[rr * TC_LF + c] * scale - Lc);
-                    float ds = p * (Dp[rr * TC_LF + c] - Dc);
-                    P[rr * TC_LD + c] = __float2bfloat16_rn(p);
-                    Gs[rr * TC_LD + c] = __float2bfloat16_rn(ds);
+            mma_abt(s, fa, sb[0], g, t);    /* S^T[key, q] */
+            mma_abt(dp, fb, sb[2], g, t);   /* dP^T[key, q] */
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int q = n * 8 + 2 * t + e;
+                    float Lq = Ls[q], Dq = Ds[q];   /* Lq = +inf for q >= nq: p = 0 */
+                    float p0 = expf(s[n][e] * scale - Lq), p1 = expf(s[n][2 + e] * scale - Lq);
+                    s[n][e] = p0;
+                    s[n][2 + e] = p1;
+                    dp[n][e] = p0 * (dp[n][e] - Dq);
+                    dp[n][2 + e] = p1 * (dp[n][2 + e] - Dq);
                 }
             }
-            __syncwarp();
-            tc_ab_acc(acc1, P, sm.Y);    /* dV += P^T dO */
-            tc_ab_acc(acc2, Gs, sm.X);   /* dK += dS^T Q */
+            mma_pb(acc1, s, sb[3], g, t);    /* dV += P^T dO */
+            mma_pb(acc2, dp, sb[1], g, t);   /* dK += dS^T Q */
         }
-        /* write dK * scale and dV through the per-warp fp32 tiles */
+        int j0 = r0 + w * 16 + g, j1 = j0 + 8;
 #pragma unroll
-        for (int n = 0; n < 4; n++) {
-            wmma::store_matrix_sync(S + n * 16, acc2[n], TC_LF, wmma::mem_row_major);
-            wmma::store_matrix_sync(Dp + n * 16, acc1[n], TC_LF, wmma::mem_row_major);
-        }
-        __syncwarp();
-        int j = r0 + w * 16 + r;
-        if (j < T) {
-            float *dk = dqb + (size_t)j * ld3 + ldo + half * 32, *dv = dk + ldo;
-            for (int c = 0; c < 32; c++) {
-                dk[c] = S[r * TC_LF + half * 32 + c] * scale;
-                dv[c] = Dp[r * TC_LF + half * 32 + c];
+        for (int n = 0; n < 8; n++) {
+            int d = n * 8 + 2 * t;
+            if (j0 < T) {
+                float *row = dqb + (size_t)j0 * ld3;
+                *(float2 *)(row + ldo + d) = make_float2(acc2[n][0] * scale, acc2[n][1] * scale);
+                *(float2 *)(row + 2 * ldo + d) = make_float2(acc1[n][0], acc1[n][1]);
+            }
+            if (j1 < T) {
+                float *row = dqb + (size_t)j1 * ld3;
+                *(float2 *)(row + ldo + d) = make_float2(acc2[n][2] * scale, acc2[n][3] * scale);
+                *(float2 *)(row + 2 * ldo + d) = make_float2(acc1[n][2], acc1[n][3]);
             }
         }
         return;
     }
 
-    /* role 0: dQ for queries r0..r0+63; stream key tiles */
-    tc_load_rows(sm.A, qb + (size_t)r0 * ld3, ld3, nown);
-    tc_load_rows_f32(sm.B, gb + (size_t)r0 * ldo, ldo, nown);
-    tc_load_stats(sm.L, sm.Dq, L, Dg, r0, T);
+    /* role 0 */
+    tc_load_rows(sb[0], qb + (size_t)r0 * ld3, ld3, nown);
+    tc_load_rows_f32(sb[1], gb + (size_t)r0 * ldo, ldo, nown);
+    tc_load_stats(Ls, Ds, L, Dg, r0, T);
+    __syncthreads();
+    mma_load_a(fa, sb[0] + w * 16 * TC_LD, g, t);   /* own Q rows */
+    mma_load_a(fb, sb[1] + w * 16 * TC_LD, g, t);   /* own dO rows */
+    float L0 = Ls[w * 16 + g], L1 = Ls[w * 16 + g + 8], D0 = Ds[w * 16 + g], D1 = Ds[w * 16 + g + 8];
     for (int j0 = 0; j0 < T; j0 += TC_ROWS) {
         int nk = min(TC_ROWS, T - j0);
         __syncthreads();
-        tc_load_rows(sm.X, kb + (size_t)j0 * ld3, ld3, nk);
-        tc_load_rows(sm.Y, vb + (size_t)j0 * ld3, ld3, nk);
+        tc_load_rows(sb[0], kb + (size_t)j0 * ld3, ld3, nk);     /* K [key][d] */
+        tc_load_rows_t(sb[1], kb + (size_t)j0 * ld3, ld3, nk);   /* K^T [d][key] */
+        tc_load_rows(sb[2], vb + (size_t)j0 * ld3, ld3, nk);     /* V [key][d] */
         __syncthreads();
-        tc_abt(S, sm.A + w * 16 * TC_LD, sm.X);    /* S[q, key] */
-        tc_abt(Dp, sm.B + w * 16 * TC_LD, sm.Y);   /* dP[q, key] */
-        __syncwarp();
-        for (int rr = 0; rr < 16; rr++) {
-            float Lr = sm.L[w * 16 + rr], Dr = sm.Dq[w * 16 + rr];
-            for (int cc = 0; cc < 2; cc++) {
-                int c = lane + 32 * cc;
-                float p = c < nk ? expf(S[rr * TC_LF + c] * scale - Lr) : 0.0f;
-                float ds = p * (Dp[rr * TC_LF + c] - Dr);
-                Gs[rr * TC_LD + c] = __float2bfloat16_rn(ds);
+        mma_abt(s, fa, sb[0], g, t);    /* S[q, key] */
+        mma_abt(dp, fb, sb[2], g, t);   /* dP[q, key] */
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                bool ok_ = n * 8 + 2 * t + e < nk;
+                float p0 = ok_ ? expf(s[n][e] * scale - L0) : 0.0f;
+                float p1 = ok_ ? expf(s[n][2 + e] * scale - L1) : 0.0f;
+                dp[n][e] = p0 * (dp[n][e] - D0);
+                dp[n][2 + e] = p1 * (dp[n][2 + e] - D1);
             }
         }
-        __syncwarp();
-        tc_ab_acc(acc1, Gs, sm.X);   /* dQ += dS K */
+        mma_pb(acc1, dp, sb[1], g, t);   /* dQ += dS K */
     }
+    int i0 = r0 + w * 16 + g, i1 = i0 + 8;
 #pragma unroll
-    for (int n = 0; n < 4; n++) wmma::store_matrix_sync(S + n * 16, acc1[n], TC_LF, wmma::mem_row_major);
-    __syncwarp();
-    int i = r0 + w * 16 + r;
-    if (i < T) {
-        float *dq = dqb + (size_t)i * ld3 + half * 32;
-        for (int c = 0; c < 32; c++) dq[c] = S[r * TC_LF + half * 32 + c] * scale;
+    for (int n = 0; n < 8; n++) {
+        int d = n * 8 + 2 * t;
+        if (i0 < T) *(float2 *)(dqb + (size_t)i0 * ld3 + d) = make_float2(acc1[n][0] * scale, acc1[n][1] * scale);
+        if (i1 < T) *(float2 *)(dqb + (size_t)i1 * ld3 + d) = make_float2(acc1[n][2] * scale, acc1[n][3] * scale);
     }
 }
 
 static void cu_attn_tc_fwd(backend_t *b, void *out, float *lse, const void *qkv, int Bn, int T, int NH) {
-    size_t smem = sizeof(tc_fwd_smem);
-    CU_CHECK(cudaFuncSetAttribute(cu_attn_fwd_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid((T + TC_ROWS - 1) / TC_ROWS, NH, Bn);
-    cu_attn_fwd_tc_kernel<<<grid, 128, smem, cu_st(b)>>>((__nv_bfloat16 *)out, lse, (const __nv_bfloat16 *)qkv, T, NH,
-                                                         1.0f / sqrtf((float)TC_HS));
+    cu_attn_fwd_mma_kernel<<<grid, 128, 0, cu_st(b)>>>((__nv_bfloat16 *)out, lse, (const __nv_bfloat16 *)qkv, T, NH,
+                                                      1.0f / sqrtf((float)TC_HS));
     CU_LAUNCH_CHECK();
 }
 
@@ -590,15 +644,13 @@ static void cu_attn_tc_bwd(backend_t *b, float *dqkv, const float *dout, const v
     float *Dg = (float *)cu_scratch(b, 1, rows * sizeof(float));
     cu_attn_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, cu_st(b)>>>(Dg, dout, (const __nv_bfloat16 *)out, Bn, T, NH);
     CU_LAUNCH_CHECK();
-    size_t smem = sizeof(tc_bwd_smem);
-    CU_CHECK(cudaFuncSetAttribute(cu_attn_bwd_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid((T + TC_ROWS - 1) / TC_ROWS, NH, 2 * Bn);
-    cu_attn_bwd_tc_kernel<<<grid, 128, smem, cu_st(b)>>>(dqkv, dout, (const __nv_bfloat16 *)qkv, Dg, lse, T, NH,
-                                                         1.0f / sqrtf((float)TC_HS));
+    cu_attn_bwd_mma_kernel<<<grid, 128, 0, cu_st(b)>>>(dqkv, dout, (const __nv_bfloat16 *)qkv, Dg, lse, T, NH,
+                                                      1.0f / sqrtf((float)TC_HS));
     CU_LAUNCH_CHECK();
 }
 
-/* ======================= B. cuBLAS fallback ======================= */
+/* ======================= C. cuBLAS fallback ======================= */
 
 /* dst[(b*NH+h), t, d] (ddt) = src[b, t, part, h, d] (sdt), part-stride NH*HS, token stride ld. */
 __global__ void cu_attn_gather_kernel(void *dst, dtype_t ddt, const void *src, dtype_t sdt, int Bn, int T,

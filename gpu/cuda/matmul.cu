@@ -6,8 +6,9 @@
  * and so on below. fp32 products use CUBLAS_COMPUTE_32F (never tf32), bf16
  * products bf16 inputs with fp32 accumulation (CUBLAS_COMPUTE_32F). The bias
  * of the forward product is the BIAS epilogue (fp32 bias added to the fp32
- * accumulator before the output is rounded: exactly the op; for bf16
- * outputs with a bias, through an fp32 intermediate). Descriptors,
+ * accumulator before the output is rounded: exactly the op for fp32
+ * outputs; for bf16 outputs cuBLASLt wants a bf16 bias, so the bias is
+ * rounded to bf16 first, as PyTorch autocast does). Descriptors,
  * layouts and the chosen algorithm are cached per shape. */
 #include <cstring>
 #include "gpu/cuda/cuda_common.h"
@@ -36,7 +37,7 @@ void cu_lt_destroy(backend_t *b) {
 static cudaDataType_t cu_dt(dtype_t dt) { return dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
 
 /* D[m,n] (col-major, ld ldc) = alpha * op(A) op(B) + beta * C, C == D.
- * A, B of type ab; D of type dt; bias (fp32, length m) via the epilogue. */
+ * A, B of type ab; D of type dt; bias (length m, fp32 or for a bf16 D bf16) via the epilogue. */
 static void cu_lt_matmul(backend_t *b, int transa, int transb, int m, int n, int k,
                          const void *A, int lda, const void *B, int ldb, void *D, int ldc,
                          dtype_t ab, dtype_t dt, const float *bias, int beta1) {
@@ -66,7 +67,7 @@ static void cu_lt_matmul(backend_t *b, int transa, int transb, int m, int n, int
         cublasLtEpilogue_t e = (cublasLtEpilogue_t)epi;
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e));
         if (bias) {
-            cudaDataType_t bt = CUDA_R_32F;
+            cudaDataType_t bt = dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F;   /* bias type = output type */
             CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
             /* placeholder pointer for the heuristic; the real one is set per call */
             CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
@@ -105,13 +106,21 @@ void cu_matmul_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, const 
                    const float *bias, dtype_t cdt, int M, int N, int K) {
     if (M <= 0 || N <= 0) return;
     CU_ASSERT(K > 0, "K=%d", K);
-    if (odt == DT_BF16 && (cdt == DT_F32 || bias)) {
-        /* cuBLASLt has no fp32-bias epilogue for a bf16 output (and no fp32
-         * inputs with a bf16 output): accumulate and add the bias in fp32,
-         * then round once — the exact op, at the price of one fp32 pass. */
+    if (odt == DT_BF16 && cdt == DT_F32) {
+        /* fp32 inputs with a bf16 output (cuBLASLt has no such kernel):
+         * accumulate and add the bias in fp32, then round once */
         float *tmp = (float *)cu_scratch(b, 0, (size_t)M * N * sizeof(float));
         cu_lt_matmul(b, 1, 0, N, M, K, w, K, inp, K, tmp, N, cdt, DT_F32, bias, 0);
         cu_cast(b, out, DT_BF16, tmp, DT_F32, (size_t)M * N);
+        return;
+    }
+    if (odt == DT_BF16 && bias) {
+        /* bf16 in, bf16 out: cuBLASLt's bias epilogue takes a bf16 bias here, so
+         * the bias is rounded to bf16 first — what PyTorch autocast does with
+         * F.linear; the sum itself stays in fp32 and is rounded once */
+        void *bb = cu_scratch(b, 0, (size_t)N * 2);
+        cu_cast(b, bb, DT_BF16, bias, DT_F32, (size_t)N);
+        cu_lt_matmul(b, 1, 0, N, M, K, w, K, inp, K, out, N, cdt, odt, (const float *)bb, 0);
         return;
     }
     cu_lt_matmul(b, 1, 0, N, M, K, w, K, inp, K, out, N, cdt, odt, bias, 0);
