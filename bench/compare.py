@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""bench/compare.py — tabulates the SPEC §8 benchmarks, traind next to PyTorch.
+
+Two subcommands (standard library only: it runs on the GPU machine's python3):
+
+  compare.py table LOG [--md]
+      Reads every `RESULT {json}` line of LOG (bench/run_device.sh's bench.log:
+      bench/torch_ref.py's and build/release/bench/bench_traind's output, and
+      second-job's below) and prints one table: traind vs torch eager and
+      torch.compile images/s and peak memory per train batch, eval images/s,
+      load GB/s, the second job's time to its first step, each with the ratio
+      the goal is stated in and PASS/MISS against the goal:
+        train  >= 1.3x torch.compile    eval >= 1.5x torch eager
+        load   >= 10 GB/s               second job's first step <= 2 s
+      --md prints a Markdown table (for bench/RESULTS.md). Exit status 0 even
+      when a goal is missed (a benchmark reports; it does not fail).
+
+  compare.py second-job --url URL [--backbone dinov2-small] [--freeze 0]
+                        [--batch 32] [--image 224] [--samples 256] [--steps 5]
+                        [--dataset bench] [--token T]
+      Against a running traind: loads a synthetic dataset (POST /v1/datasets)
+      and waits until it is ready and resident; submits a first train job and
+      waits for its end (warm-up: page cache, driver, the daemon's paths);
+      then submits a second, identical job and measures from just before its
+      POST /v1/jobs to the first poll (GET /v1/jobs/{id} every 20 ms) that
+      shows progress.step >= 1; also when it left `queued`. Prints a
+      `RESULT {json}` line (bench "second_job") and waits for the job's end.
+"""
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+GOALS = {"train": 1.3, "eval": 1.5, "load": 10.0, "second_job": 2.0}
+
+
+# ---------------------------------------------------------------------------- table
+
+def read_results(path):
+    out = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            i = line.find("RESULT {")
+            if i < 0:
+                continue
+            try:
+                out.append(json.loads(line[i + len("RESULT "):]))
+            except json.JSONDecodeError:
+                print(f"compare: skipping a malformed RESULT line: {line.strip()[:120]}", file=sys.stderr)
+    return out
+
+
+def pick(results, **kw):
+    """Last result matching every key=value (later runs override earlier ones)."""
+    found = None
+    for r in results:
+        if all(r.get(k) == v for k, v in kw.items()):
+            found = r
+    return found
+
+
+def fmt(x, spec="{:.1f}"):
+    return "–" if x is None else spec.format(x)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def verdict(value, goal, higher_is_better=True):
+    if value is None:
+        return "n/a"
+    ok = value >= goal if higher_is_better else value <= goal
+    return "PASS" if ok else "MISS"
+
+
+def build_rows(results):
+    rows = []   # (measurement, traind, torch eager, torch.compile, ratio, goal, verdict, note)
+    trains = sorted({r.get("batch") for r in results if r.get("bench") == "train" and r.get("batch")})
+    for b in trains:
+        t = pick(results, bench="train", impl="traind", batch=b)
+        e = pick(results, bench="train", impl="torch-eager", batch=b)
+        c = pick(results, bench="train", impl="torch-compile", batch=b)
+        ti = t and t.get("images_per_s")
+        rc = ratio(ti, c and c.get("images_per_s"))
+        re_ = ratio(ti, e and e.get("images_per_s"))
+        size = (t or e or c or {}).get("size", "?")
+        note = f"vs eager {fmt(re_, '{:.2f}x')}"
+        if t and t.get("tflops"):
+            note += f"; traind {t['tflops']:.0f} TFLOP/s"
+        if t and isinstance(t.get("phases"), dict):
+            p = t["phases"]
+            note += (" (fwd {:.1f} / bwd {:.1f} / opt {:.1f} ms)".format(
+                1e3 * p.get("forward_s", 0), 1e3 * p.get("backward_s", 0), 1e3 * p.get("adamw_s", 0)))
+        rows.append((f"train {size} b{b} img/s", fmt(ti), fmt(e and e.get("images_per_s")),
+                     fmt(c and c.get("images_per_s")), fmt(rc, "{:.2f}x"), "≥ 1.3x compile",
+                     verdict(rc, GOALS["train"]), note))
+        rows.append((f"train {size} b{b} peak GB", fmt(t and t.get("peak_mem_gb"), "{:.2f}"),
+                     fmt(e and e.get("peak_mem_gb"), "{:.2f}"), fmt(c and c.get("peak_mem_gb"), "{:.2f}"),
+                     "", "", "", "traind: free-memory drop; torch: max_memory_allocated"))
+    evals = sorted({r.get("batch") for r in results if r.get("bench") == "eval" and r.get("batch")})
+    for b in evals:
+        t = pick(results, bench="eval", impl="traind", batch=b)
+        e = pick(results, bench="eval", impl="torch-eager", batch=b)
+        ti = t and t.get("images_per_s")
+        re_ = ratio(ti, e and e.get("images_per_s"))
+        size = (t or e or {}).get("size", "?")
+        note = f"traind {t['tflops']:.0f} TFLOP/s" if t and t.get("tflops") else ""
+        rows.append((f"eval {size} b{b} img/s", fmt(ti), fmt(e and e.get("images_per_s")), "–",
+                     fmt(re_, "{:.2f}x"), "≥ 1.5x eager", verdict(re_, GOALS["eval"]), note))
+        rows.append((f"eval {size} b{b} peak GB", fmt(t and t.get("peak_mem_gb"), "{:.2f}"),
+                     fmt(e and e.get("peak_mem_gb"), "{:.2f}"), "–", "", "", "", ""))
+    t = pick(results, bench="load", impl="traind")
+    tl = pick(results, bench="load", impl="torch.load")
+    sf = pick(results, bench="load", impl="safetensors")
+    if t or tl or sf:
+        g = t and t.get("gb_per_s")
+        note = f"torch.load {fmt(tl and tl.get('gb_per_s'))} GB/s, safetensors {fmt(sf and sf.get('gb_per_s'))} GB/s"
+        if t:
+            note += f"; traind {t.get('gb', 0):.2f} GB resident, best {fmt(t.get('best_gb_per_s'))} GB/s"
+        rows.append(("load GB/s (warm page cache)", fmt(g), fmt(tl and tl.get("gb_per_s")), "–",
+                     fmt(ratio(g, sf and sf.get("gb_per_s")), "{:.2f}x"), "≥ 10 GB/s",
+                     verdict(g, GOALS["load"]), note + "; ratio vs safetensors"))
+    for s in [r for r in results if r.get("bench") == "second_job"]:
+        v = s.get("first_step_s")
+        note = (f"{s.get('backbone')} b{s.get('batch')}: queued→running {fmt(s.get('to_running_s'), '{:.2f}')} s, "
+                f"first job {fmt(s.get('first_job_first_step_s'), '{:.2f}')} s")
+        rows.append((f"second job → first step s ({s.get('backbone')})", fmt(v, "{:.2f}"), "–", "–", "",
+                     "≤ 2 s", verdict(v, GOALS["second_job"], higher_is_better=False), note))
+    return rows
+
+
+HEAD = ("measurement", "traind", "torch eager", "torch.compile", "ratio", "goal", "", "notes")
+
+
+def cmd_table(a):
+    results = read_results(a.log)
+    if not results:
+        print(f"compare: no RESULT lines in {a.log}", file=sys.stderr)
+        return 1
+    rows = build_rows(results)
+    gpu = next((r.get("gpu") for r in results if r.get("gpu")), "?")
+    if a.md:
+        print(f"Card: {gpu}\n")
+        print("| " + " | ".join(HEAD) + " |")
+        print("|" + "---|" * len(HEAD))
+        for r in rows:
+            print("| " + " | ".join(str(x) for x in r) + " |")
+    else:
+        print(f"card: {gpu}")
+        w = [max(len(str(r[i])) for r in rows + [HEAD]) for i in range(len(HEAD) - 1)]
+        for r in [HEAD] + rows:
+            print("  ".join(str(x).ljust(w[i]) for i, x in enumerate(r[:-1])) + "  " + str(r[-1]))
+    return 0
+
+
+# ------------------------------------------------------------------------ second job
+
+class Api:
+    def __init__(self, url, token):
+        self.url = url.rstrip("/")
+        self.token = token
+
+    def call(self, method, path, body=None, timeout=30):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", "Bearer " + self.token)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            try:
+                return e.code, json.loads(e.read() or b"null")
+            except json.JSONDecodeError:
+                return e.code, None
+
+
+def wait_until(fn, timeout, every):
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        v = fn()
+        if v is not None:
+            return v
+        time.sleep(every)
+    return None
+
+
+TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
+
+
+def run_job(api, spec, timeout):
+    """Submit spec; returns (seconds to leave queued, seconds to step >= 1, id)."""
+    t0 = time.monotonic()
+    st, rec = api.call("POST", "/v1/jobs", spec)
+    if st not in (200, 201) or not rec or "id" not in rec:
+        raise RuntimeError(f"POST /v1/jobs -> {st}: {rec}")
+    jid = rec["id"]
+    to_running = None
+    while True:
+        st, rec = api.call("GET", f"/v1/jobs/{jid}")
+        now = time.monotonic() - t0
+        if st != 200:
+            raise RuntimeError(f"GET /v1/jobs/{jid} -> {st}: {rec}")
+        if to_running is None and rec.get("state") != "queued":
+            to_running = now
+        step = (rec.get("progress") or {}).get("step") or 0
+        if step >= 1:
+            return to_running, now, jid
+        if rec.get("state") in TERMINAL:
+            raise RuntimeError(f"job {jid} ended {rec.get('state')} before its first step: {rec.get('error')}")
+        if now > timeout:
+            raise RuntimeError(f"job {jid}: no step within {timeout} s (state {rec.get('state')})")
+        time.sleep(0.02)
+
+
+def wait_job_end(api, jid, timeout):
+    def done():
+        st, rec = api.call("GET", f"/v1/jobs/{jid}")
+        return rec if st == 200 and rec.get("state") in TERMINAL else None
+    rec = wait_until(done, timeout, 0.2)
+    if rec is None:
+        raise RuntimeError(f"job {jid} did not end within {timeout} s")
+    return rec
+
+
+def cmd_second_job(a):
+    api = Api(a.url, a.token)
+    if wait_until(lambda: api.call("GET", "/v1/health")[0] == 200 or None, 60, 0.2) is None:
+        print("compare: traind does not answer /v1/health", file=sys.stderr)
+        return 1
+    st, rec = api.call("GET", f"/v1/datasets/{a.dataset}")
+    if st == 404:
+        st, rec = api.call("POST", "/v1/datasets", {"name": a.dataset, "synthetic": {
+            "samples": a.samples, "image_size": a.image, "seed": 1}})
+        if st not in (200, 201, 202):
+            print(f"compare: POST /v1/datasets -> {st}: {rec}", file=sys.stderr)
+            return 1
+    t0 = time.monotonic()
+
+    def ready():
+        s, r = api.call("GET", f"/v1/datasets/{a.dataset}")
+        return r if s == 200 and r.get("state") in ("ready", "failed") else None
+    ds = wait_until(ready, a.timeout, 0.1)
+    if not ds or ds.get("state") != "ready":
+        print(f"compare: dataset {a.dataset} not ready: {ds}", file=sys.stderr)
+        return 1
+    load_s = time.monotonic() - t0
+    spec = {"type": "train", "dataset": a.dataset, "batch_size": a.batch, "steps": a.steps,
+            "eval_every": 0, "checkpoint_every": 0,
+            "model": {"backbone": a.backbone, "freeze_layers": a.freeze}}
+    try:
+        r1, f1, j1 = run_job(api, spec, a.timeout)
+        e1 = wait_job_end(api, j1, a.timeout)
+        r2, f2, j2 = run_job(api, spec, a.timeout)
+        e2 = wait_job_end(api, j2, a.timeout)
+    except RuntimeError as e:
+        print(f"compare: second-job: {e}", file=sys.stderr)
+        return 1
+    print("RESULT " + json.dumps({
+        "bench": "second_job", "impl": "traind", "backbone": a.backbone, "freeze": a.freeze, "batch": a.batch,
+        "image": a.image, "samples": a.samples, "first_step_s": f2, "to_running_s": r2,
+        "first_job_first_step_s": f1, "first_job_to_running_s": r1, "dataset_load_s": load_s,
+        "jobs": [j1, j2], "states": [e1.get("state"), e2.get("state")],
+        "images_per_s": (e2.get("progress") or {}).get("images_per_s")}), flush=True)
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("table", help="tabulate RESULT lines")
+    t.add_argument("log")
+    t.add_argument("--md", action="store_true")
+    s = sub.add_parser("second-job", help="a second job's time to its first step, against a running traind")
+    s.add_argument("--url", required=True)
+    s.add_argument("--token", default="")
+    s.add_argument("--dataset", default="bench")
+    s.add_argument("--backbone", default="dinov2-small")
+    s.add_argument("--freeze", type=int, default=0)
+    s.add_argument("--batch", type=int, default=32)
+    s.add_argument("--image", type=int, default=224)
+    s.add_argument("--samples", type=int, default=256)
+    s.add_argument("--steps", type=int, default=5)
+    s.add_argument("--timeout", type=float, default=300)
+    a = ap.parse_args()
+    return cmd_table(a) if a.cmd == "table" else cmd_second_job(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

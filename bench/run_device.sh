@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# bench/run_device.sh — the SPEC §8 benchmarks, traind against the PyTorch
+# reference, side by side in ONE call on the GPU machine. Builds nothing: the
+# binaries come built from the build machine. There (the build machine):
+#
+#   tests/gpu/fetch_devlibs.sh && make -j2 all bench-build
+#   run(command="BENCH_COMMIT=$(git rev-parse --short HEAD) bench/run_device.sh",
+#       carry=["build/release/traind", "build/release/bench", ".devlibs"], timeout_s=600)
+#
+# Runs, in this order (traind first: it is fast; torch.compile last: it is
+# the slowest), each step under a time limit taken from a total budget
+# (BENCH_BUDGET_S, default 540 s) so the whole call ends inside the device
+# tool's 10 minutes even when a step hangs:
+#   traind   train dinov2-large freeze 12 hand head, batch 32 and 128 (bf16 plan)
+#   traind   eval dinov2-large batch 256
+#   traind   load: random U8 shards of ~BENCH_LOAD_GB (4) GB resident bf16, warm page cache
+#   traind   second job: the daemon (--backend cuda, loopback port, temp state
+#            dir) with a resident synthetic dataset; two dinov2-small train
+#            jobs, the second timed from POST to its first step (compare.py second-job)
+#   torch    eager train b32, b128; eval b256; load (torch.load, safetensors)
+#   torch    torch.compile train b32, b128 (few iterations: compiling takes long)
+#   traind   second job again with dinov2-large freeze 12 (if time is left)
+# Every line of output goes to $OUT/bench.log (RESULT lines and errors are
+# echoed); at the end bench/compare.py prints the table ($OUT/table.txt, and
+# Markdown in $OUT/table.md for bench/RESULTS.md).
+#
+# Environment: OUT (default ./bench-out), BENCH_BUDGET_S (540), BENCH_LOAD_GB (4),
+# BENCH_COMMIT (recorded in the log), BENCH_ONLY (space-separated step names
+# to run, e.g. "traind_train32 torch_eager32"; default all). For a dry run of
+# traind's steps on a machine without a GPU: BENCH_BACKEND=cpu BENCH_SIZE=tiny
+# BENCH_FREEZE=1 BENCH_IMAGE=28 BENCH_SECOND="dinov2-tiny 1" BENCH_LOAD_GB=0.05
+# BENCH_ONLY="traind_train32 traind_eval256 traind_load traind_second".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/bench-out}
+mkdir -p "$OUT"
+LOG=$OUT/bench.log
+BUDGET=${BENCH_BUDGET_S:-540}
+LOAD_GB=${BENCH_LOAD_GB:-4}
+ONLY=" ${BENCH_ONLY:-} "
+BACKEND=${BENCH_BACKEND:-cuda}
+SIZE=${BENCH_SIZE:-large}
+FREEZE=${BENCH_FREEZE:-12}
+IMAGE=${BENCH_IMAGE:-224}
+read -r SECOND_BB SECOND_FREEZE <<<"${BENCH_SECOND:-dinov2-small 0}"
+START=$(date +%s)
+export LD_LIBRARY_PATH="$ROOT/.devlibs/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export PYTHONUNBUFFERED=1
+TRAIND=$ROOT/build/release/traind
+BENCH=$ROOT/build/release/bench/bench_traind
+PY=${PYTHON:-python3}
+
+elapsed() { echo $(( $(date +%s) - START )); }
+wanted() { [ "$ONLY" = "  " ] || case "$ONLY" in *" $1 "*) return 0;; esac; return 1; }
+
+# step NAME MAX_S CMD... — runs CMD with its output appended to the log, under
+# min(MAX_S, budget left); echoes RESULT lines and the last lines of a failure.
+step() {
+    local name=$1 tmax=$2; shift 2
+    wanted "$name" || return 0
+    local left=$(( BUDGET - $(elapsed) ))
+    if [ "$left" -lt 15 ]; then
+        echo "== $name: skipped, budget spent ($(elapsed) s of $BUDGET)" | tee -a "$LOG"
+        return 0
+    fi
+    [ "$tmax" -gt "$left" ] && tmax=$left
+    echo "== $name (t=$(elapsed) s, limit $tmax s): $*" | tee -a "$LOG"
+    local t0 rc
+    t0=$(( $(date +%s%N) / 1000000 ))
+    timeout -k 10 "$tmax" "$@" >"$OUT/step.log" 2>&1
+    rc=$?
+    cat "$OUT/step.log" >>"$LOG"
+    grep '^RESULT ' "$OUT/step.log"
+    if [ $rc -ne 0 ]; then
+        echo "!! $name: exit $rc$([ $rc -eq 124 ] && echo ' (time limit)')" | tee -a "$LOG"
+        grep -v '^RESULT ' "$OUT/step.log" | tail -n 8 | sed 's/^/   /'
+    fi
+    echo "   ($name took $(( $(date +%s%N) / 1000000 - t0 )) ms)" >>"$LOG"
+    rm -f "$OUT/step.log"
+}
+
+# second_job BACKBONE FREEZE — a daemon of its own, two train jobs, the second
+# timed. Run as `run_device.sh --second-job BACKBONE FREEZE` (a process of its
+# own, so that `timeout` can stop it with the daemon it started).
+second_job() {
+    local backbone=$1 freeze=$2 state port dpid rc
+    state=$(mktemp -d "${TMPDIR:-/tmp}/traind-bench.XXXXXX")
+    port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$TRAIND" --state-dir "$state" --backend "$BACKEND" --listen "127.0.0.1:$port" --log-level info \
+        2>"$state/daemon.log" &
+    dpid=$!
+    $PY bench/compare.py second-job --url "http://127.0.0.1:$port" --backbone "$backbone" --freeze "$freeze" \
+        --batch 32 --image "$IMAGE" --samples 256 --steps 5 --timeout 240
+    rc=$?
+    kill -TERM "$dpid" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$dpid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$dpid" 2>/dev/null
+    wait "$dpid" 2>/dev/null
+    echo "--- daemon log (last 30 lines)"
+    tail -n 30 "$state/daemon.log"
+    rm -rf "$state"
+    return $rc
+}
+if [ "${1:-}" = "--second-job" ]; then
+    second_job "$2" "$3"
+    exit $?
+fi
+: >"$LOG"
+
+{
+    echo "# bench/run_device.sh $(date -u '+%Y-%m-%d %H:%M:%S UTC') commit ${BENCH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+    echo "# $(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1)"
+    echo "# $($PY -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>&1 | tail -1)"
+    echo "# CPU: $(nproc) cores; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
+} | tee -a "$LOG"
+for f in "$TRAIND" "$BENCH"; do
+    [ -x "$f" ] || { echo "run_device: $f missing (build it here and carry it)" | tee -a "$LOG"; exit 1; }
+done
+
+# traind
+B=("$BENCH" --backend "$BACKEND")
+step traind_train32   90 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 32 --freeze "$FREEZE"
+step traind_train128 120 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 128 --freeze "$FREEZE"
+step traind_eval256   90 "${B[@]}" eval --size "$SIZE" --image "$IMAGE" --batch 256
+step traind_load     120 "${B[@]}" load --image "$IMAGE" --gb "$LOAD_GB"
+step traind_second    90 "$ROOT/bench/run_device.sh" --second-job "$SECOND_BB" "$SECOND_FREEZE"
+# torch reference (bench/torch_ref.py)
+step torch_eager32   100 $PY bench/torch_ref.py train --batch 32
+step torch_eager128  120 $PY bench/torch_ref.py train --batch 128
+step torch_eval256   100 $PY bench/torch_ref.py eval --batch 256
+step torch_load      150 $PY bench/torch_ref.py load --gb "$LOAD_GB"
+step torch_compile32  200 $PY bench/torch_ref.py train --batch 32 --compile --warmup 3 --iters 10
+step torch_compile128 200 $PY bench/torch_ref.py train --batch 128 --compile --warmup 3 --iters 10
+# informational: the second job when it is the large model of the train benchmark
+step traind_second_large 90 "$ROOT/bench/run_device.sh" --second-job "dinov2-$SIZE" "$FREEZE"
+
+echo "== done in $(elapsed) s" | tee -a "$LOG"
+$PY bench/compare.py table "$LOG" | tee "$OUT/table.txt"
+$PY bench/compare.py table "$LOG" --md >"$OUT/table.md"
+exit 0
