@@ -8,7 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "api/api_internal.h"
+#include "daemon/daemon.h"
 #include "tests/tap.h"
 
 static int route_of(const char *method, const char *path, char params[][API_PARAM_MAX],
@@ -353,6 +357,168 @@ static void test_listen(void) {
     ok(!api_listen_is_loopback("garbage"), "unparsable is not loopback");
 }
 
+/* One HTTP exchange over loopback; returns the whole response (malloc'd). */
+static char *http_raw(uint16_t port, const char *req) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) { if (fd >= 0) close(fd); return NULL; }
+    size_t n = strlen(req), off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, req + off, n - off);
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (len + 1 >= cap) { cap *= 2; buf = realloc(buf, cap); }
+        ssize_t r = read(fd, buf + len, cap - len - 1);
+        if (r <= 0) break;
+        len += (size_t)r;
+    }
+    buf[len] = 0;
+    close(fd);
+    return buf;
+}
+
+static int http_status(const char *resp) {
+    int st = 0;
+    if (resp && sscanf(resp, "HTTP/1.%*d %d", &st) != 1) st = 0;
+    return st;
+}
+
+static const char *http_body(const char *resp) {
+    const char *b = resp ? strstr(resp, "\r\n\r\n") : NULL;
+    return b ? b + 4 : "";
+}
+
+/* The server machinery over loopback, on the paths that are answered
+ * before any daemon action is needed (health, auth, routing, limits,
+ * request validation), with a daemon context that only carries a token. */
+static void test_server(void) {
+    char err[256];
+    daemon_t *d = calloc(1, sizeof *d);
+    ok(api_start(d, "0.0.0.0:0", err, sizeof err) == NULL && strstr(err, "token"),
+       "no token: non-loopback listen refused (%s)", err);
+    ok(api_start(d, "127.0.0.1:notaport", err, sizeof err) == NULL, "bad listen address refused");
+    snprintf(d->cfg.token, sizeof d->cfg.token, "s3cret");
+    api_server_t *s = api_start(d, "127.0.0.1:0", err, sizeof err);
+    ok(s != NULL && api_port(s) > 0, "server listens on an ephemeral port (%u) %s", api_port(s),
+       s ? "" : err);
+    if (!s) { free(d); return; }
+    uint16_t port = api_port(s);
+    const char *auth = "Authorization: Bearer s3cret\r\n";
+    char req[1024];
+    char *r;
+
+    r = http_raw(port, "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    ok(http_status(r) == 200 && strstr(r, "Content-Type: application/json") &&
+       strstr(http_body(r), "{\"status\":\"ok\"}"), "GET /v1/health without a token -> 200 ok");
+    free(r);
+
+    r = http_raw(port, "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    ok(http_status(r) == 401 && strstr(http_body(r), "\"unauthorized\"") &&
+       strstr(r, "WWW-Authenticate: Bearer"), "GET /v1/status without a token -> 401");
+    free(r);
+    r = http_raw(port, "GET /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cre\r\n"
+                       "Connection: close\r\n\r\n");
+    ok(http_status(r) == 401, "wrong token -> 401");
+    free(r);
+
+    snprintf(req, sizeof req, "GET /v1/nothing HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n", auth);
+    r = http_raw(port, req);
+    ok(http_status(r) == 404 && strstr(http_body(r), "\"not_found\""), "unknown path -> 404 JSON");
+    free(r);
+
+    snprintf(req, sizeof req, "PUT /v1/jobs HTTP/1.1\r\nHost: x\r\n%sContent-Length: 0\r\n"
+             "Connection: close\r\n\r\n", auth);
+    r = http_raw(port, req);
+    ok(http_status(r) == 405 && strstr(r, "Allow: POST, GET, HEAD") &&
+       strstr(http_body(r), "\"method_not_allowed\""), "PUT /v1/jobs -> 405 with Allow");
+    free(r);
+
+    snprintf(req, sizeof req, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\n%sContent-Length: 104857600\r\n"
+             "Connection: close\r\n\r\n", auth);
+    r = http_raw(port, req);
+    ok(http_status(r) == 413 && strstr(http_body(r), "\"too_large\""),
+       "declared 100 MiB body -> 413 before it is read");
+    free(r);
+
+    /* a chunked body over the limit is read, discarded and refused */
+    {
+        size_t chunk = 1 << 20, nchunks = (API_BODY_MAX >> 20) + 2;
+        size_t total = 512 + nchunks * (chunk + 16);
+        char *big = malloc(total);
+        size_t o = (size_t)snprintf(big, total, "POST /v1/datasets HTTP/1.1\r\nHost: x\r\n%s"
+                                    "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n", auth);
+        for (size_t i = 0; i < nchunks; i++) {
+            o += (size_t)snprintf(big + o, total - o, "%zx\r\n", chunk);
+            memset(big + o, ' ', chunk);
+            o += chunk;
+            memcpy(big + o, "\r\n", 2); o += 2;
+        }
+        o += (size_t)snprintf(big + o, total - o, "0\r\n\r\n");
+        r = http_raw(port, big);
+        ok(http_status(r) == 413 && strstr(http_body(r), "\"too_large\""),
+           "chunked body over %u bytes -> 413", API_BODY_MAX);
+        free(r);
+        free(big);
+    }
+
+    const char *badjson = "{\"type\":";
+    snprintf(req, sizeof req, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\n"
+             "Connection: close\r\n\r\n%s", auth, strlen(badjson), badjson);
+    r = http_raw(port, req);
+    ok(http_status(r) == 400 && strstr(http_body(r), "malformed JSON"), "malformed job JSON -> 400");
+    free(r);
+
+    const char *dsbody = "{\"name\":\"a\",\"synthetic\":{\"samples\":4,\"image_size\":28,\"sharp\":1}}";
+    snprintf(req, sizeof req, "POST /v1/datasets HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\n"
+             "Connection: close\r\n\r\n%s", auth, strlen(dsbody), dsbody);
+    r = http_raw(port, req);
+    ok(http_status(r) == 400 && strstr(http_body(r), "synthetic.sharp") &&
+       strstr(http_body(r), "\"invalid_field\""), "unknown nested dataset field -> 400 naming it");
+    free(r);
+
+    snprintf(req, sizeof req, "GET /v1/jobs?limit=abc HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n", auth);
+    r = http_raw(port, req);
+    ok(http_status(r) == 400 && strstr(http_body(r), "limit"), "limit=abc -> 400 naming it");
+    free(r);
+    snprintf(req, sizeof req, "GET /v1/jobs?colour=red HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n", auth);
+    r = http_raw(port, req);
+    ok(http_status(r) == 400 && strstr(http_body(r), "colour"), "unknown query parameter -> 400 naming it");
+    free(r);
+    snprintf(req, sizeof req, "GET /v1/jobs?state=sleeping HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n", auth);
+    r = http_raw(port, req);
+    ok(http_status(r) == 400 && strstr(http_body(r), "sleeping"), "unknown state filter -> 400");
+    free(r);
+    snprintf(req, sizeof req, "GET /v1/checkpoints/c-1/files/..%%2F..%%2Ftraind.db HTTP/1.1\r\nHost: x\r\n%s"
+             "Connection: close\r\n\r\n", auth);
+    r = http_raw(port, req);
+    ok(http_status(r) == 404, "encoded path escape in a file name -> 404");
+    free(r);
+    snprintf(req, sizeof req, "GET /v1/datasets/.hidden HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n", auth);
+    r = http_raw(port, req);
+    ok(http_status(r) == 404, "impossible dataset name -> 404");
+    free(r);
+
+    api_code_count_t c[16];
+    size_t n = api_request_counts(s, c, 16);
+    uint64_t n200 = 0, n401 = 0, n400 = 0, n413 = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (c[i].code == 200) n200 = c[i].n;
+        if (c[i].code == 401) n401 = c[i].n;
+        if (c[i].code == 400) n400 = c[i].n;
+        if (c[i].code == 413) n413 = c[i].n;
+    }
+    ok(n200 == 1 && n401 == 2 && n400 == 5 && n413 == 2,
+       "requests counted by status (200:%llu 401:%llu 400:%llu 413:%llu)", (unsigned long long)n200,
+       (unsigned long long)n401, (unsigned long long)n400, (unsigned long long)n413);
+    api_stop(s);
+    free(d);
+}
+
 int main(void) {
     test_routes();
     test_errors();
@@ -362,5 +528,6 @@ int main(void) {
     test_prom();
     test_sse();
     test_listen();
+    test_server();
     return tap_done();
 }
