@@ -25,6 +25,9 @@
  *   grid: traind interpolates a 518-px position table ONCE when it loads
  *   weights (gpu/model.c), so the per-step work is the same as with an
  *   interpolated table, whereas HF interpolates on every forward.
+ *   --profile N: N more steps with every op timed apart (sync around each
+ *   call; matrix products per shape with their TFLOP/s) and the bf16 matrix
+ *   ceiling measured on 8192^3 (cuda): a `RESULT {"bench":"profile",...}` line.
  * eval: forward of the eval plan (bf16 parameters, no gradients) at the batch.
  * peak_mem_gb: the largest drop of the backend's free memory (mem_info)
  *   from before the dataset and model were allocated to any point after a
@@ -65,7 +68,7 @@ typedef struct {
     int device;
     const char *what;          /* train | eval | load */
     char size[32];             /* tiny | small | base | large */
-    int batch, image, freeze, warmup, iters, phase_iters, reps, keep;
+    int batch, image, freeze, warmup, iters, phase_iters, reps, keep, profile;
     long samples;              /* resident samples for train/eval (0 = default) */
     double gb;
     const char *dir;
@@ -239,6 +242,235 @@ static json_t *bench_common(const bench_opts_t *o, backend_t *be, const char *be
     return r;
 }
 
+
+/* ---- per-op profile ----------------------------------------------------------------
+ * The backend is a table of function pointers: bench_prof_install() swaps the
+ * compute ops for wrappers that synchronize before and after each call and
+ * add the host-clock time to a row per op (matrix products per shape, with
+ * their FLOPs). The syncs cost ~10 us a call, so the sum exceeds an
+ * unprofiled step somewhat; the shares are what it is for. Installed only for
+ * the profiled steps, after the timed ones. */
+
+#define PROF_ROWS 96
+
+typedef struct {
+    char name[64];
+    long calls;
+    double sec, flops;
+} prof_row_t;
+
+static backend_t bench_orig;              /* the backend's own table */
+static prof_row_t bench_rows[PROF_ROWS];
+static int bench_nrows;
+static int bench_prof_on;
+
+static prof_row_t *bench_prof_row(const char *name) {
+    for (int i = 0; i < bench_nrows; i++)
+        if (!strcmp(bench_rows[i].name, name)) return &bench_rows[i];
+    prof_row_t *r = &bench_rows[bench_nrows < PROF_ROWS ? bench_nrows++ : PROF_ROWS - 1];
+    if (!r->name[0]) snprintf(r->name, sizeof r->name, "%s", name);
+    return r;
+}
+
+#define PROF_BEGIN(b) double pt0 = 0; if (bench_prof_on) { bench_orig.sync(b); pt0 = bench_now(); }
+#define PROF_END(b, nm, fl) if (bench_prof_on) { bench_orig.sync(b); prof_row_t *pr = bench_prof_row(nm); \
+        pr->calls++; pr->sec += bench_now() - pt0; pr->flops += (fl); }
+
+static void pw_im2col(backend_t *b, void *out, dtype_t cdt, const void *images, dtype_t idt,
+                      const int32_t *idx, int Bn, int H, int W, int p) {
+    PROF_BEGIN(b) bench_orig.im2col(b, out, cdt, images, idt, idx, Bn, H, W, p);
+    PROF_END(b, "im2col (gather + bf16)", 0)
+}
+static void pw_matmul_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, const void *w,
+                          const float *bias, dtype_t cdt, int M, int N, int K) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "matmul_fwd %dx%dx%d", M, N, K);
+    PROF_BEGIN(b) bench_orig.matmul_fwd(b, out, odt, inp, w, bias, cdt, M, N, K);
+    PROF_END(b, nm, 2.0 * M * N * K)
+}
+static void pw_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const float *dout,
+                          const void *inp, const void *w, dtype_t cdt, int M, int N, int K) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "matmul_bwd %dx%dx%d%s%s", M, N, K, dinp ? " dX" : "", dw ? " dW" : "");
+    PROF_BEGIN(b) bench_orig.matmul_bwd(b, dinp, dw, dbias, dout, inp, w, cdt, M, N, K);
+    PROF_END(b, nm, 2.0 * M * N * K * ((dinp != NULL) + (dw != NULL)))
+}
+static void pw_layernorm_fwd(backend_t *b, void *out, dtype_t odt, float *mean, float *rstd,
+                             const float *inp, const float *w, const float *bias, int N, int C, float eps) {
+    PROF_BEGIN(b) bench_orig.layernorm_fwd(b, out, odt, mean, rstd, inp, w, bias, N, C, eps);
+    PROF_END(b, "layernorm_fwd", 0)
+}
+static void pw_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const float *dout,
+                             const float *inp, const float *w, const float *mean, const float *rstd, int N, int C) {
+    PROF_BEGIN(b) bench_orig.layernorm_bwd(b, dinp, dw, db, dout, inp, w, mean, rstd, N, C);
+    PROF_END(b, "layernorm_bwd", 0)
+}
+static void pw_attention_fwd(backend_t *b, void *out, float *lse, const void *qkv, dtype_t cdt,
+                             int Bn, int T, int NH, int HS) {
+    PROF_BEGIN(b) bench_orig.attention_fwd(b, out, lse, qkv, cdt, Bn, T, NH, HS);
+    PROF_END(b, "attention_fwd", 4.0 * Bn * NH * (double)T * T * HS)
+}
+static void pw_attention_bwd(backend_t *b, float *dqkv, const float *dout, const void *qkv,
+                             const void *out, const float *lse, dtype_t cdt, int Bn, int T, int NH, int HS) {
+    PROF_BEGIN(b) bench_orig.attention_bwd(b, dqkv, dout, qkv, out, lse, cdt, Bn, T, NH, HS);
+    PROF_END(b, "attention_bwd", 10.0 * Bn * NH * (double)T * T * HS)   /* QK^T again + 4 products */
+}
+static void pw_gelu_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n) {
+    PROF_BEGIN(b) bench_orig.gelu_fwd(b, out, odt, inp, idt, n);
+    PROF_END(b, "gelu_fwd", 0)
+}
+static void pw_gelu_bwd(backend_t *b, float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n) {
+    PROF_BEGIN(b) bench_orig.gelu_bwd(b, dinp, dout, inp, idt, n);
+    PROF_END(b, "gelu_bwd", 0)
+}
+static void pw_layerscale_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
+                              const float *gamma, int N, int C) {
+    PROF_BEGIN(b) bench_orig.layerscale_fwd(b, out, res, x, xdt, gamma, N, C);
+    PROF_END(b, "layerscale_fwd", 0)
+}
+static void pw_layerscale_bwd(backend_t *b, float *dx, float *dgamma, const float *dout, const void *x,
+                              dtype_t xdt, const float *gamma, int N, int C) {
+    PROF_BEGIN(b) bench_orig.layerscale_bwd(b, dx, dgamma, dout, x, xdt, gamma, N, C);
+    PROF_END(b, "layerscale_bwd", 0)
+}
+static void pw_embed_fwd(backend_t *b, float *x, const float *patches, const float *cls, const float *reg,
+                         const float *pos, int Bn, int P, int R, int D) {
+    PROF_BEGIN(b) bench_orig.embed_fwd(b, x, patches, cls, reg, pos, Bn, P, R, D);
+    PROF_END(b, "embed_fwd", 0)
+}
+static void pw_token_slice(backend_t *b, void *out, const void *x, dtype_t dt, int Bn, int T, int D, int t) {
+    PROF_BEGIN(b) bench_orig.token_slice(b, out, x, dt, Bn, T, D, t);
+    PROF_END(b, "token_slice", 0)
+}
+static void pw_token_scatter_add(backend_t *b, float *dx, const float *dout, int Bn, int T, int D, int t) {
+    PROF_BEGIN(b) bench_orig.token_scatter_add(b, dx, dout, Bn, T, D, t);
+    PROF_END(b, "token_scatter_add", 0)
+}
+static void pw_cast(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, size_t n) {
+    PROF_BEGIN(b) bench_orig.cast(b, dst, ddt, src, sdt, n);
+    PROF_END(b, "cast", 0)
+}
+static void pw_zero(backend_t *b, void *p, size_t bytes) {
+    PROF_BEGIN(b) bench_orig.zero(b, p, bytes);
+    PROF_END(b, "zero (grads)", 0)
+}
+static void pw_copy(backend_t *b, void *dst, const void *src, size_t bytes) {
+    PROF_BEGIN(b) bench_orig.copy(b, dst, src, bytes);
+    PROF_END(b, "copy", 0)
+}
+static void pw_hand_loss(backend_t *b, hand_loss_t *host_out, float *dpred, float *dconf, const float *pred,
+                         const float *conf_logit, const float *joints, const uint8_t *valid,
+                         const uint8_t *has_hand, const int32_t *idx, int Bn) {
+    PROF_BEGIN(b) bench_orig.hand_loss(b, host_out, dpred, dconf, pred, conf_logit, joints, valid, has_hand, idx, Bn);
+    PROF_END(b, "hand_loss (+ host copy)", 0)
+}
+static double pw_sumsq(backend_t *b, const float *x, size_t n) {
+    PROF_BEGIN(b) double r = bench_orig.sumsq(b, x, n);
+    PROF_END(b, "sumsq (grad norm, + host copy)", 0)
+    return r;
+}
+static void pw_scale(backend_t *b, float *x, float sc, size_t n) {
+    PROF_BEGIN(b) bench_orig.scale(b, x, sc, n);
+    PROF_END(b, "scale", 0)
+}
+static void pw_adamw(backend_t *b, float *params, void *pc, dtype_t cdt, const float *grads, float *m, float *v,
+                     const adamw_seg_t *segs, int nsegs, float beta1, float beta2, float eps, int t, float gscale) {
+    PROF_BEGIN(b) bench_orig.adamw(b, params, pc, cdt, grads, m, v, segs, nsegs, beta1, beta2, eps, t, gscale);
+    PROF_END(b, "adamw (+ working copy)", 0)
+}
+static void pw_upload(backend_t *b, void *dst, const void *src, size_t bytes) {
+    PROF_BEGIN(b) bench_orig.upload(b, dst, src, bytes);
+    PROF_END(b, "upload (batch indices)", 0)
+}
+
+static void bench_prof_install(backend_t *be) {
+    bench_orig = *be;
+    be->im2col = pw_im2col;
+    be->matmul_fwd = pw_matmul_fwd;
+    be->matmul_bwd = pw_matmul_bwd;
+    be->layernorm_fwd = pw_layernorm_fwd;
+    be->layernorm_bwd = pw_layernorm_bwd;
+    be->attention_fwd = pw_attention_fwd;
+    be->attention_bwd = pw_attention_bwd;
+    be->gelu_fwd = pw_gelu_fwd;
+    be->gelu_bwd = pw_gelu_bwd;
+    be->layerscale_fwd = pw_layerscale_fwd;
+    be->layerscale_bwd = pw_layerscale_bwd;
+    be->embed_fwd = pw_embed_fwd;
+    be->token_slice = pw_token_slice;
+    be->token_scatter_add = pw_token_scatter_add;
+    be->cast = pw_cast;
+    be->zero = pw_zero;
+    be->copy = pw_copy;
+    be->hand_loss = pw_hand_loss;
+    be->sumsq = pw_sumsq;
+    be->scale = pw_scale;
+    be->adamw = pw_adamw;
+    be->upload = pw_upload;
+    bench_nrows = 0;
+    memset(bench_rows, 0, sizeof bench_rows);
+    bench_prof_on = 1;
+}
+
+static void bench_prof_remove(backend_t *be) {
+    bench_prof_on = 0;
+    *be = bench_orig;
+}
+
+static int bench_cmp_row(const void *a, const void *b) {
+    double x = ((const prof_row_t *)a)->sec, y = ((const prof_row_t *)b)->sec;
+    return (x < y) - (x > y);
+}
+
+/* Matrix-unit ceiling as the backend reaches it: median of bf16 M=N=K products. */
+static double bench_matmul_ceiling(backend_t *be, int n) {
+    size_t el = (size_t)n * n;
+    void *a = be->alloc(be, el * 2), *w = be->alloc(be, el * 2), *o = be->alloc(be, el * 2);
+    double res = NAN;
+    if (a && w && o) {
+        be->zero(be, a, el * 2);   /* values do not matter much for the rate; zeros run a bit faster */
+        be->zero(be, w, el * 2);
+        double t[7];
+        for (int i = 0; i < 9; i++) {
+            be->sync(be);
+            double t0 = bench_now();
+            be->matmul_fwd(be, o, DT_BF16, a, w, NULL, DT_BF16, n, n, n);
+            be->sync(be);
+            if (i >= 2) t[i - 2] = bench_now() - t0;
+        }
+        res = 2.0 * n * (double)n * n / bench_median(t, 7) / 1e12;
+    }
+    if (a) be->free(be, a);
+    if (w) be->free(be, w);
+    if (o) be->free(be, o);
+    return res;
+}
+
+/* Emits the profile of `steps` steps (rows sorted by time) as a RESULT line. */
+static void bench_prof_report(const bench_opts_t *o, backend_t *be, int steps, double step_s, double ceiling) {
+    qsort(bench_rows, (size_t)bench_nrows, sizeof *bench_rows, bench_cmp_row);
+    json_t *r = bench_common(o, be, "profile");
+    json_t *ops = json_array();
+    double tot = 0, mm_s = 0, mm_f = 0;
+    for (int i = 0; i < bench_nrows; i++) {
+        const prof_row_t *pr = &bench_rows[i];
+        tot += pr->sec;
+        if (!strncmp(pr->name, "matmul", 6)) { mm_s += pr->sec; mm_f += pr->flops; }
+        json_t *e = json_pack("{s:s, s:f, s:f}", "op", pr->name, "calls_per_step", (double)pr->calls / steps,
+                              "ms_per_step", 1e3 * pr->sec / steps);
+        if (pr->flops > 0) json_object_set_new(e, "tflops", json_real(pr->flops / pr->sec / 1e12));
+        json_array_append_new(ops, e);
+    }
+    json_object_set_new(r, "steps", json_integer(steps));
+    json_object_set_new(r, "sum_ms_per_step", json_real(1e3 * tot / steps));
+    json_object_set_new(r, "step_ms_unprofiled", json_real(1e3 * step_s));
+    json_object_set_new(r, "matmul_ms_per_step", json_real(1e3 * mm_s / steps));
+    json_object_set_new(r, "matmul_tflops", json_real(mm_s > 0 ? mm_f / mm_s / 1e12 : 0));
+    if (isfinite(ceiling)) json_object_set_new(r, "matmul_ceiling_tflops", json_real(ceiling));
+    json_object_set_new(r, "ops", ops);
+    bench_result(r);
+}
+
 /* ---- train ---------------------------------------------------------------------- */
 
 typedef struct {
@@ -349,6 +581,15 @@ static int bench_train(backend_t *be, const bench_opts_t *o, char *err, size_t e
                         json_real(B * 2.0 * (t.m->cfg.layers - o->freeze) * bench_block_flops(t.m) / ph_med[2] / 1e12));
     json_object_set_new(r, "phases", ph);
     bench_result(r);
+    if (o->profile > 0) {
+        double ceiling = strcmp(be->name, "cuda") ? NAN : bench_matmul_ceiling(be, 8192);
+        bench_prof_install(be);
+        for (int i = 0; i < o->profile; i++) {
+            if (bench_train_step(be, &t, B, NULL, err, errlen)) { bench_prof_remove(be); goto done; }
+        }
+        bench_prof_remove(be);
+        bench_prof_report(o, be, o->profile, step_s, ceiling);
+    }
     rc = 0;
 done:
     if (t.d_idx) be->free(be, t.d_idx);
@@ -561,7 +802,7 @@ static void bench_usage(FILE *f) {
     fprintf(f,
             "usage: bench_traind [--backend cuda|cpu|auto] [--device N] WHAT [options]\n"
             "  train  --size large --batch 32 [--image 224] [--freeze 12] [--warmup 5] [--iters 20]\n"
-            "         [--phase-iters 5] [--samples N]\n"
+            "         [--phase-iters 5] [--samples N] [--profile STEPS]\n"
             "  eval   --size large --batch 256 [--image 224] [--warmup 5] [--iters 20] [--samples N]\n"
             "  load   --gb 4 [--image 224] [--dir DIR] [--reps 3] [--keep]\n"
             "prints one line `RESULT {json}` per measurement\n");
@@ -580,7 +821,8 @@ int main(int argc, char **argv) {
         {"phase-iters", required_argument, 0, 'p'}, {"reps", required_argument, 0, 'r'},
         {"gb", required_argument, 0, 'g'},      {"dir", required_argument, 0, 'D'},
         {"keep", no_argument, 0, 'k'},          {"samples", required_argument, 0, 'S'},
-        {"seed", required_argument, 0, 'e'},    {"help", no_argument, 0, 'h'},
+        {"seed", required_argument, 0, 'e'},    {"profile", required_argument, 0, 'P'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int c;
     char *end;
@@ -611,6 +853,7 @@ int main(int argc, char **argv) {
         case 'p': o.phase_iters = (int)v; break;
         case 'r': o.reps = (int)v; break;
         case 'S': o.samples = v; break;
+        case 'P': o.profile = (int)v; break;
         case 'g':
             o.gb = strtod(optarg, &end);
             if (*end || !(o.gb > 0) || o.gb > 1e4) { fprintf(stderr, "bench_traind: bad --gb '%s'\n", optarg); return 2; }

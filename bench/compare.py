@@ -12,7 +12,8 @@ Two subcommands (standard library only: it runs on the GPU machine's python3):
       the goal is stated in and PASS/MISS against the goal:
         train  >= 1.3x torch.compile    eval >= 1.5x torch eager
         load   >= 10 GB/s               second job's first step <= 2 s
-      --md prints a Markdown table (for bench/RESULTS.md). Exit status 0 even
+      Then traind's per-op profiles (bench_traind --profile), top ops first.
+      --md prints Markdown (for bench/RESULTS.md). Exit status 0 even
       when a goal is missed (a benchmark reports; it does not fail).
 
   compare.py second-job --url URL [--backbone dinov2-small] [--freeze 0]
@@ -137,6 +138,29 @@ def build_rows(results):
 HEAD = ("measurement", "traind", "torch eager", "torch.compile", "ratio", "goal", "", "notes")
 
 
+def profile_lines(results, md, top=14):
+    out = []
+    for p in [r for r in results if r.get("bench") == "profile"]:
+        ceil = p.get("matmul_ceiling_tflops")
+        head = (f"traind per-op profile, {p.get('size')} batch {p.get('batch')} ({p.get('steps')} steps, sync around "
+                f"each op): sum {p.get('sum_ms_per_step', 0):.1f} ms/step vs {p.get('step_ms_unprofiled', 0):.1f} "
+                f"unprofiled; matrix products {p.get('matmul_ms_per_step', 0):.1f} ms at "
+                f"{p.get('matmul_tflops', 0):.0f} TFLOP/s" + (f" (ceiling 8192^3 bf16: {ceil:.0f})" if ceil else ""))
+        out.append("")
+        out.append(("**" + head + "**") if md else head)
+        if md:
+            out.append("")
+            out.append("| op | calls/step | ms/step | TFLOP/s |")
+            out.append("|---|---|---|---|")
+        for o in (p.get("ops") or [])[:top]:
+            tf = f"{o['tflops']:.0f}" if o.get("tflops") else ""
+            if md:
+                out.append(f"| {o['op']} | {o['calls_per_step']:g} | {o['ms_per_step']:.2f} | {tf} |")
+            else:
+                out.append(f"  {o['op']:<40} {o['calls_per_step']:>6g}/step {o['ms_per_step']:>9.2f} ms  {tf}")
+    return out
+
+
 def cmd_table(a):
     results = read_results(a.log)
     if not results:
@@ -155,6 +179,8 @@ def cmd_table(a):
         w = [max(len(str(r[i])) for r in rows + [HEAD]) for i in range(len(HEAD) - 1)]
         for r in [HEAD] + rows:
             print("  ".join(str(x).ljust(w[i]) for i, x in enumerate(r[:-1])) + "  " + str(r[-1]))
+    for line in profile_lines(results, a.md):
+        print(line)
     return 0
 
 

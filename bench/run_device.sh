@@ -24,7 +24,9 @@
 # echoed); at the end bench/compare.py prints the table ($OUT/table.txt, and
 # Markdown in $OUT/table.md for bench/RESULTS.md).
 #
-# Environment: OUT (default ./bench-out), BENCH_BUDGET_S (540), BENCH_LOAD_GB (4),
+# Environment: OUT (default ./bench-out), BENCH_BIN_DIR (a folder holding
+# traind and bench_traind, e.g. built from a clean `git archive` of a commit
+# and carried; default build/release and build/release/bench), BENCH_BUDGET_S (540), BENCH_LOAD_GB (4),
 # BENCH_COMMIT (recorded in the log), BENCH_ONLY (space-separated step names
 # to run, e.g. "traind_train32 torch_eager32"; default all). For a dry run of
 # traind's steps on a machine without a GPU: BENCH_BACKEND=cpu BENCH_SIZE=tiny
@@ -48,8 +50,9 @@ START=$(date +%s)
 export LD_LIBRARY_PATH="$ROOT/.devlibs/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1
-TRAIND=$ROOT/build/release/traind
-BENCH=$ROOT/build/release/bench/bench_traind
+BIN=${BENCH_BIN_DIR:-}
+TRAIND=${BIN:-$ROOT/build/release}/traind
+BENCH=${BIN:-$ROOT/build/release/bench}/bench_traind
 PY=${PYTHON:-python3}
 
 elapsed() { echo $(( $(date +%s) - START )); }
@@ -121,8 +124,8 @@ done
 
 # traind
 B=("$BENCH" --backend "$BACKEND")
-step traind_train32   90 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 32 --freeze "$FREEZE"
-step traind_train128 120 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 128 --freeze "$FREEZE"
+step traind_train32   90 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 32 --freeze "$FREEZE" --profile 3
+step traind_train128 120 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 128 --freeze "$FREEZE" --profile 3
 step traind_eval256   90 "${B[@]}" eval --size "$SIZE" --image "$IMAGE" --batch 256
 step traind_load     120 "${B[@]}" load --image "$IMAGE" --gb "$LOAD_GB"
 step traind_second    90 "$ROOT/bench/run_device.sh" --second-job "$SECOND_BB" "$SECOND_FREEZE"
