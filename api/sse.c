@@ -25,6 +25,7 @@
 
 #define SSE_SLICE_MS 250
 #define SSE_BATCH 256
+#define SSE_COALESCE_MS 50
 
 size_t sse_format_event(char *out, size_t outlen, int64_t id, const char *type, const char *data) {
     size_t n = 0;
@@ -71,6 +72,8 @@ typedef struct {
     unsigned long long seq;
     char *pend; size_t pend_len, pend_off, pend_cap;
     int done;                  /* the final event is queued in pend */
+    int more;                  /* the last read returned a full batch */
+    int dirty;                 /* notified since the last read */
     int started;
     struct timespec last_out, last_poll;
 } sse_stream_t;
@@ -141,6 +144,9 @@ static int sse_poll(sse_stream_t *s) {
     }
     json_decref(evs);
     if (n == 0 && final) s->done = 1;
+    s->more = !s->done && n == SSE_BATCH;
+    s->dirty = 0;
+    clock_gettime(CLOCK_MONOTONIC, &s->last_poll);
     return 0;
 }
 
@@ -172,13 +178,23 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
             }
             continue;
         }
-        /* Wait for anything new, in slices, with heartbeats. */
-        int w = daemon_event_wait(s->d, &s->seq, SSE_SLICE_MS);
+        if (s->more) {   /* a backlog longer than one batch: no waiting */
+            if (sse_poll(s) < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+            continue;
+        }
+        /* Wait for anything new, in slices. A notification is for any job's
+         * event, so reads are coalesced: at most one per SSE_COALESCE_MS, and
+         * one a second regardless (robust against a missed wake-up). */
+        int tmo = SSE_SLICE_MS;
+        if (s->dirty) {
+            double el = since_ms(&s->last_poll);
+            tmo = el >= SSE_COALESCE_MS ? 0 : (int)(SSE_COALESCE_MS - el) + 1;
+        }
+        int w = tmo > 0 ? daemon_event_wait(s->d, &s->seq, tmo) : 0;
         if (w < 0 || api_stopping(s->srv)) return MHD_CONTENT_READER_END_OF_STREAM;
-        if (w > 0 || since_ms(&s->last_poll) >= 1000) {
-            /* Also re-poll once a second without a notification: cheap, and
-             * robust against a missed wake-up. */
-            clock_gettime(CLOCK_MONOTONIC, &s->last_poll);
+        if (w > 0) s->dirty = 1;
+        double el = since_ms(&s->last_poll);
+        if ((s->dirty && el >= SSE_COALESCE_MS) || el >= 1000) {
             if (sse_poll(s) < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
         }
         if (s->pend_len == 0 && !s->done && since_ms(&s->last_out) >= API_SSE_HEARTBEAT_MS) {
