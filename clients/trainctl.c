@@ -1292,7 +1292,14 @@ static int cmd_watch_id(const char *id) {
         int t = tc_watch_poll_state(id, &w);
         if (t == -2) { tc_watch_line_break(&w); tc_err("watch: job %s no longer exists", id); ret = TC_EXIT_API; break; }
         if (t < 0) {
-            if (down_since == 0) down_since = tc_now();
+            if (down_since == 0) {
+                down_since = tc_now();
+                if (!g_opt.json && !g_opt.quiet) {
+                    tc_watch_line_break(&w);
+                    fprintf(stderr, "lost traind (%s); reconnecting after event %s\n",
+                            cerr[0] ? cerr : curl_easy_strerror(rc), w.last_id[0] ? w.last_id : "-");
+                }
+            }
             if (tc_now() - down_since > 120) {
                 tc_watch_line_break(&w);
                 tc_err("watch: lost traind at %s for 120 s (%s)", g_opt.url, cerr[0] ? cerr : curl_easy_strerror(rc));
