@@ -18,7 +18,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
 step() { printf '\n### %s\n' "$*"; }
-show() { printf '$ %s\n' "$*" | sed "s,$URL,\$TRAIND_URL,g"; "$@"; }
+show() { printf '$ %s\n' "$*" | sed "s,$URL,\$TRAIND_URL,g" >&2; "$@"; }
 wait_done() {   # until job $1 is succeeded, failed or cancelled
     until case "$(curl -s "${AUTH[@]}" "$URL/v1/jobs/$1" | jq -r .state)" in
               succeeded|failed|cancelled) true ;; *) false ;; esac; do sleep 0.2; done
@@ -94,13 +94,13 @@ show curl -s "${AUTH[@]}" -X POST "$URL/v1/jobs/$LONG/cancel" | jq '{id, state}'
 
 step "Inference result"
 wait_done "$INF"
-show curl -s "${AUTH[@]}" "$URL/v1/jobs/$INF/result" | jq -c '.' | head -c 300; echo
+show curl -s "${AUTH[@]}" "$URL/v1/jobs/$INF/result" | jq -c '.predictions[] | {index, first_joints_m: .joints[0:2], confidence: .confidence[0:3]}'
 
 step "Errors are JSON with a code and a message"
 show curl -s "${AUTH[@]}" "${JSON[@]}" -X POST "$URL/v1/jobs" -d '{"type":"train","dataset":"'"$DS"'","stpes":10}' | jq .
 
 step "Prometheus metrics"
-show curl -s "${AUTH[@]}" "$URL/metrics" | grep -E '^traind_(jobs|images_per_second|dataset_bytes)' | head -n 8
+show curl -s "${AUTH[@]}" "$URL/metrics" | grep -E '^traind_(jobs|images_per_second|dataset_bytes)'
 
 step "Evict the dataset once no queued or running job uses it"
 wait_done "$LONG"; wait_done "$DBG"
