@@ -154,10 +154,11 @@ void daemon_shutdown(daemon_t *d) {
 void daemon_destroy(daemon_t *d) {
     if (!d) return;
     atomic_store(&d->stopping, 1);
-    if (d->sched) sched_destroy(d->sched);      /* stops workers if still running */
-    d->sched = NULL;
-    if (d->res) residency_destroy(d->res);      /* frees resident memory */
+    if (d->sched) sched_stop_all(d->sched);     /* workers stopped (idempotent) */
+    if (d->res) residency_destroy(d->res);      /* loader joined, resident memory freed */
     d->res = NULL;
+    if (d->sched) sched_destroy(d->sched);      /* after the loader, which kicks it */
+    d->sched = NULL;
     for (int i = 0; i < d->n_dev; i++)
         if (d->be[i]) d->be[i]->destroy(d->be[i]);
     store_close(d->store);

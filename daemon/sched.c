@@ -313,9 +313,10 @@ static void finish_job(slot_t *sl, int status, int spawned) {
         else snprintf(reason, sizeof reason, "worker exited with status %d", WEXITSTATUS(status));
     } else if (WIFSIGNALED(status)) {
         int sig = WTERMSIG(status);
-        if (cancelling && killed) {
+        if (cancelling) {
             to = "cancelled";
-            snprintf(reason, sizeof reason, "worker killed after the %.0f s cancel grace period", d->cfg.cancel_grace_s);
+            if (killed) snprintf(reason, sizeof reason, "worker killed after the %.0f s cancel grace period", d->cfg.cancel_grace_s);
+            else snprintf(reason, sizeof reason, "worker ended by signal %d (%s) while cancelling", sig, strsignal(sig));
         } else if (shutdown) {
             to = "interrupted";
             snprintf(reason, sizeof reason, "daemon stopped; worker killed by signal %d (%s)", sig, strsignal(sig));
