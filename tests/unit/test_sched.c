@@ -6,9 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon/config.h"
+#include "daemon/residency.h"
 #include "daemon/sched.h"
 #include "daemon/sha256.h"
 #include "store/db.h"
@@ -191,10 +193,58 @@ static void test_sha256(void) {
     ok(sha256_file("/nonexistent/x", hex, &bytes, err, sizeof err) == -1 && strstr(err, "/nonexistent/x"), "missing file: %s", err);
 }
 
+/* Dataset path confinement: realpath under a root; `..` and symlinks out are 403. */
+static void test_paths(void) {
+    char base[] = "/tmp/traind-test-paths-XXXXXX";
+    if (!mkdtemp(base)) { ok(0, "mkdtemp"); return; }
+    char root[300], inside[300], outside[300], link_out[300], link_in[300], file[300], dotdot[400], res[4096];
+    snprintf(root, sizeof root, "%s/root", base);
+    snprintf(inside, sizeof inside, "%s/root/ds", base);
+    snprintf(outside, sizeof outside, "%s/secret", base);
+    snprintf(link_out, sizeof link_out, "%s/root/escape", base);
+    snprintf(link_in, sizeof link_in, "%s/root/alias", base);
+    snprintf(file, sizeof file, "%s/root/file", base);
+    snprintf(dotdot, sizeof dotdot, "%s/root/ds/../../secret", base);
+    int setup = mkdir(root, 0755) == 0 && mkdir(inside, 0755) == 0 && mkdir(outside, 0755) == 0 &&
+                symlink(outside, link_out) == 0 && symlink(inside, link_in) == 0;
+    int fd = open(file, O_CREAT | O_WRONLY, 0644);
+    ok(setup && fd >= 0, "path fixtures");
+    close(fd);
+    daemon_cfg_t c;
+    config_defaults(&c);
+    daemon_err_t e;
+    ok(residency_check_path(&c, inside, res, sizeof res, &e) == -1 && e.status == 403, "no root configured: 403");
+    snprintf(c.dataset_roots[0], sizeof c.dataset_roots[0], "%s", root);
+    c.n_roots = 1;
+    char rroot[4096];
+    if (!realpath(root, rroot)) rroot[0] = 0;
+    snprintf(c.dataset_roots[0], sizeof c.dataset_roots[0], "%s", rroot);
+    ok(residency_check_path(&c, inside, res, sizeof res, &e) == 0 && strncmp(res, rroot, strlen(rroot)) == 0,
+       "a directory under the root is accepted (%s)", res);
+    ok(residency_check_path(&c, link_in, res, sizeof res, &e) == 0, "a symlink that stays inside is accepted");
+    ok(residency_check_path(&c, outside, res, sizeof res, &e) == -1 && e.status == 403 && !strcmp(e.code, "forbidden"),
+       "outside the root: 403");
+    ok(residency_check_path(&c, dotdot, res, sizeof res, &e) == -1 && e.status == 403, "a .. escape: 403");
+    ok(residency_check_path(&c, link_out, res, sizeof res, &e) == -1 && e.status == 403, "a symlink out: 403");
+    ok(residency_check_path(&c, "/nonexistent/x", res, sizeof res, &e) == -1 && e.status == 403,
+       "a missing path outside: 403 (existence not revealed)");
+    ok(residency_check_path(&c, file, res, sizeof res, &e) == -1 && e.status == 422, "a file, not a directory: 422");
+    ok(residency_check_path(&c, "", res, sizeof res, &e) == -1 && e.status == 400, "empty path: 400");
+    /* a root that is a prefix of a sibling's name does not cover the sibling */
+    char sib[320];
+    snprintf(sib, sizeof sib, "%s/rootx", base);
+    ok(mkdir(sib, 0755) == 0 && residency_check_path(&c, sib, res, sizeof res, &e) == -1 && e.status == 403,
+       "root/../rootx is not under root");
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
+    if (system(cmd) != 0) diag("cannot remove %s", base);
+}
+
 int main(void) {
     test_order();
     test_store_queue();
     test_config();
     test_sha256();
+    test_paths();
     return tap_done();
 }
