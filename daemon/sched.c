@@ -363,8 +363,17 @@ static void *supervise(void *arg) {
     }
     spawned = 1;
     store_job_set_worker(d->store, sl->job, (int)pid, err, sizeof err);
+    /* a cancel that came between the start and this point found no worker to signal */
+    json_t *now = NULL;
+    int cancelled_early = store_job_get(d->store, sl->job, &now, err, sizeof err) == STORE_OK &&
+                          !strcmp(json_string_value(json_object_get(now, "state")), "cancelling");
+    json_decref(now);
     pthread_mutex_lock(&s->mu);
     sl->pid = pid;
+    if (cancelled_early && !sl->cancel) {
+        sl->cancel = 1;
+        sl->kill_at = store_now() + d->cfg.cancel_grace_s;
+    }
     if (sl->cancel || sl->shutdown) kill(pid, SIGTERM);
     pthread_mutex_unlock(&s->mu);
     log_info(sl->job, "worker %d started on device %d", (int)pid, d->dev_index[sl->index]);

@@ -2,6 +2,7 @@
  * from a version-1 file), idempotent job insert and conflicts, state
  * transition rules, events since an id, metrics latest, checkpoint prune
  * queries, datasets, and reopening after close. */
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -375,6 +376,57 @@ static void test_datasets(store_t *s) {
     json_decref(src);
 }
 
+/* Concurrent writers and readers: 8 threads submit 25 jobs each, every
+ * submission_id used by two threads; none lost, none duplicated. */
+typedef struct { store_t *s; int t; int created; int errors; } thr_arg_t;
+
+static void *submit_thread(void *p) {
+    thr_arg_t *a = p;
+    char err[256];
+    for (int i = 0; i < 25; i++) {
+        char sid[32];
+        snprintf(sid, sizeof sid, "c-%d-%d", a->t / 2, i);   /* threads 2k and 2k+1 share ids */
+        json_t *spec = json_pack("{s:s, s:s, s:i}", "type", "eval", "sid", sid, "n", i), *plan = json_object(), *job = NULL;
+        int created = 0;
+        if (store_job_insert(a->s, "eval", "ds", i % 3, sid, spec, plan, &job, &created, err, sizeof err) != STORE_OK)
+            a->errors++;
+        a->created += created;
+        json_t *list = NULL;   /* a reader in between */
+        if (store_job_list(a->s, NULL, NULL, 5, 0, &list, err, sizeof err) != STORE_OK) a->errors++;
+        json_decref(list);
+        json_decref(job);
+        json_decref(spec);
+        json_decref(plan);
+    }
+    return NULL;
+}
+
+static void test_concurrency(void) {
+    char p[512], err[256];
+    path_in(p, sizeof p, "conc.db");
+    store_t *s = store_open(p, err, sizeof err);
+    if (!ok(s != NULL, "open for concurrency")) return;
+    pthread_t th[8];
+    thr_arg_t a[8];
+    for (int i = 0; i < 8; i++) {
+        a[i] = (thr_arg_t){s, i, 0, 0};
+        pthread_create(&th[i], NULL, submit_thread, &a[i]);
+    }
+    int created = 0, errors = 0;
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        created += a[i].created;
+        errors += a[i].errors;
+    }
+    ok(errors == 0, "no errors under 8 concurrent writers and readers (%d)", errors);
+    ok(created == 100, "100 distinct submissions created once each (%d)", created);
+    json_t *list = NULL;
+    store_job_list(s, "queued", NULL, 1000, 0, &list, err, sizeof err);
+    ok(json_integer_value(json_object_get(list, "total")) == 100, "100 jobs stored");
+    json_decref(list);
+    store_close(s);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/traind-test-db-XXXXXX");
     if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
@@ -388,6 +440,7 @@ int main(void) {
     test_jobs(s);
     test_metrics_checkpoints(s);
     test_datasets(s);
+    test_concurrency();
     json_t *counts = NULL;
     store_job_counts(s, &counts, err, sizeof err);
     json_int_t total_before = 0;
