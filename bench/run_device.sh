@@ -7,39 +7,44 @@
 #   run(command="BENCH_COMMIT=$(git rev-parse --short HEAD) bench/run_device.sh",
 #       carry=["build/release/traind", "build/release/bench", ".devlibs"], timeout_s=600)
 #
-# Runs, in this order (traind first: it is fast; torch.compile last: it is
-# the slowest), each step under a time limit taken from a total budget
-# (BENCH_BUDGET_S, default 540 s) so the whole call ends inside the device
-# tool's 10 minutes even when a step hangs:
-#   traind   train dinov2-large freeze 12 hand head, batch 32 and 128 (bf16 plan)
+# Runs, in this order (traind first: it is fast; then the torch steps the
+# goals need most; torch.compile takes longest), each step under a time limit
+# taken from a total budget (BENCH_BUDGET_S, default 560 s) so that the whole
+# call ends inside the device tool's 10 minutes even when a step hangs:
+#   traind   train dinov2-large freeze 12 hand head, batch 32 and 128 (bf16
+#            plan), each with a per-op profile (bench_traind --profile 3)
 #   traind   eval dinov2-large batch 256
-#   traind   load: random U8 shards of ~BENCH_LOAD_GB (4) GB resident bf16, warm page cache
+#   traind   load: random U8 shards of BENCH_LOAD_GB (4) GB resident bf16, warm page cache
 #   traind   second job: the daemon (--backend cuda, loopback port, temp state
 #            dir) with a resident synthetic dataset; two dinov2-small train
 #            jobs, the second timed from POST to its first step (compare.py second-job)
-#   torch    eager train b32, b128; eval b256; load (torch.load, safetensors)
-#   torch    torch.compile train b32, b128 (few iterations: compiling takes long)
-#   traind   second job again with dinov2-large freeze 12 (if time is left)
+#   torch    eager train b32; eval b256; torch.compile train b32, b128 (few
+#            iterations); eager train b128; load (torch.load, safetensors) of
+#            BENCH_TORCH_LOAD_GB (2) GB (writing its cache files takes longer
+#            than loading them)
+#   traind   second job again with dinov2-large freeze 12 (informational)
 # Every line of output goes to $OUT/bench.log (RESULT lines and errors are
 # echoed); at the end bench/compare.py prints the table ($OUT/table.txt, and
 # Markdown in $OUT/table.md for bench/RESULTS.md).
 #
-# Environment: OUT (default ./bench-out), BENCH_BIN_DIR (a folder holding
-# traind and bench_traind, e.g. built from a clean `git archive` of a commit
-# and carried; default build/release and build/release/bench), BENCH_BUDGET_S (540), BENCH_LOAD_GB (4),
-# BENCH_COMMIT (recorded in the log), BENCH_ONLY (space-separated step names
-# to run, e.g. "traind_train32 torch_eager32"; default all). For a dry run of
-# traind's steps on a machine without a GPU: BENCH_BACKEND=cpu BENCH_SIZE=tiny
-# BENCH_FREEZE=1 BENCH_IMAGE=28 BENCH_SECOND="dinov2-tiny 1" BENCH_LOAD_GB=0.05
-# BENCH_ONLY="traind_train32 traind_eval256 traind_load traind_second".
+# Environment: OUT (default ./bench-out); BENCH_BIN_DIR: a folder holding
+# traind and bench_traind (e.g. built from a clean `git archive` of a commit
+# and carried; default build/release and build/release/bench); BENCH_COMMIT
+# (recorded in the log); BENCH_BUDGET_S; BENCH_LOAD_GB; BENCH_TORCH_LOAD_GB;
+# BENCH_ONLY: step names to run, space-separated (e.g. "traind_train32
+# torch_eager32"; default all). A dry run of traind's steps on a machine
+# without a GPU: BENCH_BACKEND=cpu BENCH_SIZE=tiny BENCH_FREEZE=1 BENCH_IMAGE=28
+# BENCH_SECOND="dinov2-tiny 1" BENCH_LOAD_GB=0.05 BENCH_ONLY="traind_train32
+# traind_eval256 traind_load traind_second".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/bench-out}
 mkdir -p "$OUT"
 LOG=$OUT/bench.log
-BUDGET=${BENCH_BUDGET_S:-540}
+BUDGET=${BENCH_BUDGET_S:-560}
 LOAD_GB=${BENCH_LOAD_GB:-4}
+TORCH_LOAD_GB=${BENCH_TORCH_LOAD_GB:-2}
 ONLY=" ${BENCH_ONLY:-} "
 BACKEND=${BENCH_BACKEND:-cuda}
 SIZE=${BENCH_SIZE:-large}
@@ -56,7 +61,11 @@ BENCH=${BIN:-$ROOT/build/release/bench}/bench_traind
 PY=${PYTHON:-python3}
 
 elapsed() { echo $(( $(date +%s) - START )); }
-wanted() { [ "$ONLY" = "  " ] || case "$ONLY" in *" $1 "*) return 0;; esac; return 1; }
+wanted() {
+    [ "$ONLY" = "  " ] && return 0
+    case "$ONLY" in *" $1 "*) return 0;; esac
+    return 1
+}
 
 # step NAME MAX_S CMD... — runs CMD with its output appended to the log, under
 # min(MAX_S, budget left); echoes RESULT lines and the last lines of a failure.
@@ -129,13 +138,14 @@ step traind_train128 120 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch
 step traind_eval256   90 "${B[@]}" eval --size "$SIZE" --image "$IMAGE" --batch 256
 step traind_load     120 "${B[@]}" load --image "$IMAGE" --gb "$LOAD_GB"
 step traind_second    90 "$ROOT/bench/run_device.sh" --second-job "$SECOND_BB" "$SECOND_FREEZE"
-# torch reference (bench/torch_ref.py)
+# torch reference (bench/torch_ref.py), in the order of the goals' need:
+# train eager b32, eval eager b256, compile b32/b128, then eager b128 and load
 step torch_eager32   100 $PY bench/torch_ref.py train --batch 32
-step torch_eager128  120 $PY bench/torch_ref.py train --batch 128
 step torch_eval256   100 $PY bench/torch_ref.py eval --batch 256
-step torch_load      150 $PY bench/torch_ref.py load --gb "$LOAD_GB"
-step torch_compile32  200 $PY bench/torch_ref.py train --batch 32 --compile --warmup 3 --iters 10
-step torch_compile128 200 $PY bench/torch_ref.py train --batch 128 --compile --warmup 3 --iters 10
+step torch_compile32  220 $PY bench/torch_ref.py train --batch 32 --compile --warmup 3 --iters 10
+step torch_compile128 220 $PY bench/torch_ref.py train --batch 128 --compile --warmup 3 --iters 10
+step torch_eager128  120 $PY bench/torch_ref.py train --batch 128 --warmup 3 --iters 10
+step torch_load      150 $PY bench/torch_ref.py load --gb "$TORCH_LOAD_GB"
 # informational: the second job when it is the large model of the train benchmark
 step traind_second_large 90 "$ROOT/bench/run_device.sh" --second-job "dinov2-$SIZE" "$FREEZE"
 
