@@ -312,6 +312,53 @@ static void check_bf16(backend_t *be) {
     }
 }
 
+/* A batch smaller than max_batch uses the same buffers' prefixes: gradients equal
+ * those of a model sized exactly for it. */
+static void check_partial_batch(backend_t *be) {
+    char err[512];
+    model_config_t cfg;
+    model_config_by_name("dinov2-tiny", 0, &cfg, err, sizeof err);
+    model_t *m[2];
+    float *g[2];
+    float himg[2 * 3 * IMG * IMG], hj[2 * 63];
+    for (size_t k = 0; k < sizeof himg / sizeof himg[0]; k++) himg[k] = (float)nrand();
+    for (int k = 0; k < 2 * 63; k++) hj[k] = (float)(0.1 * nrand() + (k % 3 == 2 ? 0.5 : 0.0));
+    float *imgs = be->alloc(be, sizeof himg), *joints = be->alloc(be, sizeof hj);
+    float *dpred = be->alloc(be, 2 * 63 * 4), *dconf = be->alloc(be, 2 * 21 * 4);
+    be->upload(be, imgs, himg, sizeof himg);
+    be->upload(be, joints, hj, sizeof hj);
+    size_t nt = 0;
+    for (int v = 0; v < 2; v++) {
+        model_opts_t mo = {.image_h = IMG, .image_w = IMG, .max_batch = v ? 2 : 5, .cdt = DT_F32, .grads = 1,
+                           .freeze_layers = 1};
+        m[v] = model_create(be, &cfg, &mo, err, sizeof err);
+        model_init(m[v], 11, NULL);
+        if (v == 0) { rs = 0x77; randomize(m[0]); }
+        else {
+            float *p = malloc(m[0]->n_params * 4);
+            be->download(be, p, m[0]->params, m[0]->n_params * 4);
+            be->upload(be, m[1]->params, p, m[0]->n_params * 4);
+            model_sync_working_copy(m[1]);
+            free(p);
+        }
+        model_zero_grad(m[v]);
+        model_forward(m[v], imgs, DT_F32, NULL, 2, 0, err, sizeof err);
+        hand_loss_t hl;
+        be->hand_loss(be, &hl, dpred, dconf, m[v]->pred, m[v]->conf_logit, joints, NULL, NULL, NULL, 2);
+        model_backward(m[v], dpred, dconf);
+        nt = m[v]->n_params - m[v]->train_off;
+        g[v] = malloc(nt * 4);
+        be->download(be, g[v], m[v]->grads, nt * 4);
+    }
+    ok(memcmp(g[0], g[1], nt * 4) == 0 && model_grad_sumsq(m[0]) > 0,
+       "batch 2 in a model sized for 5 gives the gradients of a model sized for 2");
+    char e2[256];
+    ok(model_forward(m[1], imgs, DT_F32, NULL, 3, 0, e2, sizeof e2) < 0 && strstr(e2, "batch"),
+       "a batch above max_batch is refused (%s)", e2);
+    for (int v = 0; v < 2; v++) { free(g[v]); model_free(m[v]); }
+    be->free(be, imgs); be->free(be, joints); be->free(be, dpred); be->free(be, dconf);
+}
+
 int main(void) {
     char err[256];
     backend_t *be = backend_cpu_create(err, sizeof err);
@@ -336,6 +383,7 @@ int main(void) {
     const char *f2[] = {"heads.hand.conf.fc1.weight", "heads.hand.joints.fc1.bias", "layernorm.weight", "layernorm.bias"};
     run_config(be, 0, 2, f2, 4);
     check_bf16(be);
+    check_partial_batch(be);
     be->destroy(be);
     return tap_done();
 }
