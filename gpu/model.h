@@ -115,7 +115,7 @@ struct model {
 
     model_param_t *table;        /* [n_tensors] */
     int n_tensors;
-    size_t n_params;             /* all elements */
+    size_t n_params;             /* buffer elements: every tensor plus zero alignment padding */
     size_t train_off;            /* first trainable element; n_params - train_off trainable */
     int first_trainable_block;   /* = freeze_layers */
 
