@@ -154,6 +154,10 @@ size_t prom_escape(const char *in, char *out, size_t outlen);
 
 /* The HTTP request counters as a Prometheus family (routes_status.c). */
 void api_prom_http(api_server_t *s, prom_buf_t *b);
+/* traind_gpu_memory_bytes{device,kind} from status.devices[].memory and
+ * traind_train_steps_per_second{job,device} = images_per_s / batch_size of
+ * the running train jobs (status.running[] with "batch_size" added). Pure. */
+void api_prom_status(prom_buf_t *b, const json_t *status);
 
 /* ---- Server-Sent Events framing (sse.c) --------------------------------- */
 /* Formats one event: "id: <id>\nevent: <type>\ndata: <line>\n...\n\n" (data

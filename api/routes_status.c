@@ -1,8 +1,10 @@
 /* api/routes_status.c — GET /v1/health, GET /v1/status and GET /metrics.
  *
  * /metrics is the Prometheus text exposition (format 0.0.4): the daemon's own
- * families (jobs by state, step rate, images/s, device memory, dataset bytes;
- * daemon_metrics_text) followed by the API's request counter
+ * families (jobs by state, step counters, images/s, device memory, dataset
+ * bytes; daemon_metrics_text), then the families the API derives from the
+ * status document (traind_gpu_memory_bytes{device,kind},
+ * traind_train_steps_per_second{job,device}) and the API's request counter
  * traind_http_requests_total{code="…"}. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,58 @@ void api_prom_http(api_server_t *s, prom_buf_t *b) {
     }
 }
 
+void api_prom_status(prom_buf_t *b, const json_t *status) {
+    size_t i;
+    json_t *dev, *run;
+    prom_family(b, "traind_gpu_memory_bytes", "gauge",
+                "Device memory in bytes: total, used, held by resident datasets.");
+    json_array_foreach(json_object_get(status, "devices"), i, dev) {
+        char idx[16];
+        snprintf(idx, sizeof idx, "%lld", (long long)json_integer_value(json_object_get(dev, "index")));
+        json_t *mem = json_object_get(dev, "memory");
+        static const char *const kinds[] = { "total", "used", "datasets" };
+        for (size_t k = 0; k < 3; k++) {
+            json_t *v = json_object_get(mem, kinds[k]);
+            if (!json_is_number(v)) continue;
+            const char *labels[] = { "device", idx, "kind", kinds[k], NULL };
+            prom_sample(b, "traind_gpu_memory_bytes", labels, json_number_value(v));
+        }
+    }
+    prom_family(b, "traind_train_steps_per_second", "gauge",
+                "Optimizer steps per second of running train jobs.");
+    json_array_foreach(json_object_get(status, "running"), i, run) {
+        const char *type = json_string_value(json_object_get(run, "type"));
+        const char *id = json_string_value(json_object_get(run, "id"));
+        double ips = json_number_value(json_object_get(json_object_get(run, "progress"),
+                                                       "images_per_s"));
+        double bs = json_number_value(json_object_get(run, "batch_size"));
+        if (!id || !type || strcmp(type, "train") != 0 || bs <= 0) continue;
+        char devs[16];
+        snprintf(devs, sizeof devs, "%lld", (long long)json_integer_value(json_object_get(run, "device")));
+        const char *labels[] = { "job", id, "device", devs, NULL };
+        prom_sample(b, "traind_train_steps_per_second", labels, ips / bs);
+    }
+}
+
+/* The status document with each running job's batch size added (read from
+ * its record), as api_prom_status wants it. NULL on failure. */
+static json_t *status_for_metrics(daemon_t *d) {
+    json_t *st = daemon_status(d);
+    if (!st) return NULL;
+    size_t i;
+    json_t *run;
+    json_array_foreach(json_object_get(st, "running"), i, run) {
+        const char *id = json_string_value(json_object_get(run, "id"));
+        if (!id) continue;
+        daemon_err_t e = {0};
+        json_t *job = daemon_job_get(d, id, &e);
+        json_t *bs = json_object_get(json_object_get(job, "spec"), "batch_size");
+        if (json_is_integer(bs)) json_object_set(run, "batch_size", bs);
+        json_decref(job);
+    }
+    return st;
+}
+
 void route_metrics(api_req_t *r) {
     static const char *const q[] = { NULL };
     if (api_check_query(r, q) < 0) return;
@@ -53,6 +107,9 @@ void route_metrics(api_req_t *r) {
     size_t ol = strlen(own);
     prom_family(&b, "traind_up", "gauge", "1 while the daemon serves.");
     prom_sample(&b, "traind_up", NULL, 1);
+    json_t *st = status_for_metrics(r->d);
+    if (st) api_prom_status(&b, st);
+    json_decref(st);
     api_prom_http(r->srv, &b);
     if (b.oom) { free(own); prom_free(&b); api_reply_error(r, 500, "internal", "out of memory"); return; }
     char *text = malloc(ol + (ol && own[ol - 1] != '\n') + b.len + 1);

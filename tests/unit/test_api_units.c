@@ -300,6 +300,34 @@ static void test_prom(void) {
     prom_free(&b);
 }
 
+static void test_prom_status(void) {
+    json_t *st = json_loads(
+        "{\"devices\":[{\"index\":0,\"memory\":{\"total\":1000,\"used\":400,\"datasets\":300}},"
+        "               {\"index\":1,\"memory\":{\"total\":null,\"used\":null,\"datasets\":0}}],"
+        " \"running\":[{\"id\":\"j-000001\",\"type\":\"train\",\"device\":0,\"batch_size\":32,"
+        "              \"progress\":{\"step\":5,\"images_per_s\":96.0}},"
+        "             {\"id\":\"j-000002\",\"type\":\"eval\",\"device\":1,\"batch_size\":8,"
+        "              \"progress\":{\"images_per_s\":50.0}}]}", 0, NULL);
+    prom_buf_t b;
+    prom_init(&b);
+    api_prom_status(&b, st);
+    const char *want =
+        "# HELP traind_gpu_memory_bytes Device memory in bytes: total, used, held by resident datasets.\n"
+        "# TYPE traind_gpu_memory_bytes gauge\n"
+        "traind_gpu_memory_bytes{device=\"0\",kind=\"total\"} 1000\n"
+        "traind_gpu_memory_bytes{device=\"0\",kind=\"used\"} 400\n"
+        "traind_gpu_memory_bytes{device=\"0\",kind=\"datasets\"} 300\n"
+        "traind_gpu_memory_bytes{device=\"1\",kind=\"datasets\"} 0\n"
+        "# HELP traind_train_steps_per_second Optimizer steps per second of running train jobs.\n"
+        "# TYPE traind_train_steps_per_second gauge\n"
+        "traind_train_steps_per_second{job=\"j-000001\",device=\"0\"} 3\n";
+    ok(st && b.buf && !strcmp(b.buf, want),
+       "status -> gpu memory by device/kind (unknown totals omitted), train steps/s = images/s / batch");
+    if (b.buf && strcmp(b.buf, want)) diag("got:\n%s", b.buf);
+    prom_free(&b);
+    json_decref(st);
+}
+
 static void test_sse(void) {
     char buf[256];
     size_t n = sse_format_event(buf, sizeof buf, 12, "progress", "{\"step\":3}");
@@ -526,6 +554,7 @@ int main(void) {
     test_query_and_names();
     test_auth();
     test_prom();
+    test_prom_status();
     test_sse();
     test_listen();
     test_server();
