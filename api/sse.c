@@ -143,7 +143,9 @@ static int sse_poll(sse_stream_t *s) {
         if (state_is_final_event(ev)) { s->done = 1; break; }
     }
     json_decref(evs);
-    if (n == 0 && final) s->done = 1;
+    /* The state was final before the events were read, so a short batch
+     * holds everything there will ever be. */
+    if (final && n < SSE_BATCH) s->done = 1;
     s->more = !s->done && n == SSE_BATCH;
     s->dirty = 0;
     clock_gettime(CLOCK_MONOTONIC, &s->last_poll);
