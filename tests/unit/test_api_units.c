@@ -132,6 +132,26 @@ static void test_errors(void) {
     ok(r.status == 409 && r.kind == API_BODY_JSON, "api_reply_error sets status and JSON body");
     const char *msg = json_string_value(json_object_get(json_object_get(r.json, "error"), "message"));
     ok(msg && !strcmp(msg, "dataset ds is used by 2 jobs"), "formatted message: %s", msg);
+    /* a daemon action's error keeps its status, code, message and field */
+    daemon_err_t de;
+    memset(&de, 0, sizeof de);
+    daemon_err_set(&de, 400, "invalid_field", "model.wings", "unknown field '%s'", "model.wings");
+    api_reply_daemon_err(&r, &de);
+    json_t *eo = json_object_get(r.json, "error");
+    ok(r.status == 400 && !strcmp(json_string_value(json_object_get(eo, "code")), "invalid_field") &&
+       !strcmp(json_string_value(json_object_get(eo, "field")), "model.wings") &&
+       strstr(json_string_value(json_object_get(eo, "message")), "wings"),
+       "daemon error -> 400 invalid_field with field");
+    memset(&de, 0, sizeof de);
+    de.status = 404;
+    api_reply_daemon_err(&r, &de);
+    eo = json_object_get(r.json, "error");
+    ok(r.status == 404 && !strcmp(json_string_value(json_object_get(eo, "code")), "not_found") &&
+       json_string_length(json_object_get(eo, "message")) > 0 && !json_object_get(eo, "field"),
+       "daemon error without code/message gets the defaults for its status");
+    memset(&de, 0, sizeof de);
+    api_reply_daemon_err(&r, &de);
+    ok(r.status == 500, "daemon error without a status -> 500");
     /* a second reply replaces the first without leaking */
     api_reply_json(&r, 200, json_pack("{s:s}", "status", "ok"));
     ok(r.status == 200 && json_object_get(r.json, "status"), "reply replaced");
