@@ -181,7 +181,7 @@ static void test_rejections(void) {
 
     write_raw("short.safetensors", "", 0, 0);
     path_of(p, sizeof p, "short.safetensors");
-    truncate(p, 5);
+    if (truncate(p, 5) != 0) diag("truncate %s failed", p);
     expect_reject("short.safetensors", "a 5-byte file", "truncated", NULL);
     write_raw("trunc.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[0,16]}}", -1, 10);
     expect_reject("trunc.safetensors", "truncated data", "\"a\"", "run past the end");
@@ -376,7 +376,7 @@ static void test_fsutil(void) {
     ok(access(tmp, F_OK) != 0, "old content removed");
     path_of(p, sizeof p, "a");
     path_of(q, sizeof q, "sym");
-    symlink("/", q);
+    if (symlink("/", q) != 0) diag("symlink %s failed", q);
     ok(fs_rm_rf(p, err, sizeof err) == 0 && access(p, F_OK) != 0, "rm -rf tree");
     ok(fs_rm_rf(q, err, sizeof err) == 0 && access("/", F_OK) == 0, "rm -rf symlink only removes the link");
     ok(fs_rm_rf(p, err, sizeof err) == 0, "rm -rf missing path is fine");
