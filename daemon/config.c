@@ -189,6 +189,11 @@ int config_finish(daemon_cfg_t *c, char *err, size_t errlen) {
             if (!isgraph((unsigned char)*p)) return cfg_err(err, errlen, "token-file %s: the token must be one word of printable characters", c->token_file);
         snprintf(c->token, sizeof c->token, "%s", t);
     }
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    char lerr[256];
+    if (api_parse_listen(c->listen, &ss, &sslen, lerr, sizeof lerr))
+        return cfg_err(err, errlen, "listen %s: %s", c->listen, lerr);
     if (!config_listen_is_loopback(c->listen) && !c->token[0])
         return cfg_err(err, errlen, "refusing to listen on non-loopback address %s without a token (--token-file)", c->listen);
     for (int i = 0; i < c->n_roots; i++) {

@@ -154,6 +154,12 @@ static void test_config(void) {
     snprintf(c.token_file, sizeof c.token_file, "%s", tf);
     ok(config_finish(&c, err, sizeof err) == 0 && !strcmp(c.token, "s3cret-token-123"), "with a token it listens (%s)", err);
 
+    char *badl[] = {"--listen", "nonsense", NULL};
+    config_defaults(&c);
+    config_parse_args(&c, 2, badl, &help, &version, err, sizeof err);
+    ok(config_finish(&c, err, sizeof err) == -1 && strstr(err, "nonsense") && !strstr(err, "token"),
+       "a malformed listen address is named as such: %s", err);
+
     fd = open(cf, O_WRONLY | O_TRUNC);
     const char *badfile = "listen = 127.0.0.1:1\nnot a setting line\n";
     ok(fd >= 0 && write(fd, badfile, strlen(badfile)) == (ssize_t)strlen(badfile), "bad config written");
