@@ -685,7 +685,18 @@ static void tc_print_result(const json_t *r) {
     for (int i = 0; i < 3; i++)
         if (jhas_num(r, auc[i])) { printf("AUC 0-50 mm           %8.3f\n", jnum(r, auc[i])); break; }
     const json_t *pck = json_object_get(r, "pck");
-    if (json_is_object(pck)) {
+    const json_t *thr = json_object_get(r, "pck_thresholds_mm");
+    if (json_is_object(pck) && json_is_array(thr)) {
+        printf("PCK                  ");   /* in threshold order */
+        size_t i;
+        const json_t *t;
+        json_array_foreach(thr, i, t) {
+            char k[32];
+            snprintf(k, sizeof k, "%g", json_number_value(t));
+            printf(" %smm:%.3f", k, json_number_value(json_object_get(pck, k)));
+        }
+        printf("\n");
+    } else if (json_is_object(pck)) {
         printf("PCK                  ");
         const char *k;
         const json_t *v;
@@ -695,7 +706,6 @@ static void tc_print_result(const json_t *r) {
         printf("PCK                  ");
         size_t i;
         const json_t *v;
-        const json_t *thr = json_object_get(r, "pck_thresholds_mm");
         json_array_foreach(pck, i, v) {
             if (json_is_number(v) && json_is_number(json_array_get(thr, i)))
                 printf(" %gmm:%.3f", json_number_value(json_array_get(thr, i)), json_number_value(v));
@@ -1103,6 +1113,12 @@ static void tc_watch_line_break(tc_watch_t *w) {
     if (w->bar_shown) { fputc('\n', stderr); w->bar_shown = 0; }
 }
 
+/* Per-step training telemetry (loss terms, learning rates, gradient norm):
+ * too frequent for a line each; `trainctl metrics` has the series. */
+static int tc_metric_per_step(const char *nm) {
+    return !strncmp(nm, "loss", 4) || !strncmp(nm, "lr", 2) || !strncmp(nm, "grad_norm", 9);
+}
+
 static void tc_watch_dispatch(tc_watch_t *w) {
     if (w->ev_id[0]) snprintf(w->last_id, sizeof w->last_id, "%s", w->ev_id);
     if (!w->ev_data.len && !w->ev_type[0]) return;
@@ -1144,7 +1160,7 @@ static void tc_watch_dispatch(tc_watch_t *w) {
                 snprintf(w->loss_name, sizeof w->loss_name, "%s", nm);
                 w->loss = jnum(o, "value");
                 w->have_loss = 1;
-            } else if (!g_opt.json) {
+            } else if (!g_opt.json && !tc_metric_per_step(nm)) {
                 tc_watch_line_break(w);
                 fprintf(stderr, "metric %s = %.6g (step %lld)\n", nm, jnum(o, "value"),
                         (long long)json_integer_value(json_object_get(o, "step")));

@@ -8,16 +8,17 @@
 #
 #   scripts/quickstart.sh            (as root, or with sudo for apt-get)
 #
-# Knobs (environment): QS_SAMPLES (default 1024), QS_IMAGE (image size, 42),
-# QS_STEPS (train steps, 300), QS_BATCH (32), QS_BACKEND (auto), QS_PORT (8470,
+# Knobs (environment): QS_SAMPLES (default 2000), QS_IMAGE (image size, 56),
+# QS_STEPS (train steps, 4000), QS_BATCH (32), QS_LR (3e-4), QS_BACKEND (auto), QS_PORT (8470,
 # or a free one when taken), QS_KEEP=1 keeps the state dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SAMPLES=${QS_SAMPLES:-1024}
-IMAGE=${QS_IMAGE:-42}
-STEPS=${QS_STEPS:-300}
+SAMPLES=${QS_SAMPLES:-2000}
+IMAGE=${QS_IMAGE:-56}
+STEPS=${QS_STEPS:-4000}
 BATCH=${QS_BATCH:-32}
+LR=${QS_LR:-0.0003}
 BACKEND=${QS_BACKEND:-auto}
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -76,7 +77,7 @@ say "loading a synthetic dataset: $SAMPLES samples of ${IMAGE}x$IMAGE px (joints
 
 say "training dinov2-tiny + hand head for $STEPS steps (batch $BATCH)"
 tid=$("$TRAINCTL" -q submit --type train --dataset demo --backbone dinov2-tiny --steps "$STEPS" \
-      --batch-size "$BATCH" --lr-backbone 0.0005 --lr-heads 0.002 --warmup-steps 20 \
+      --batch-size "$BATCH" --lr-backbone "$LR" --lr-heads "$LR" --warmup-steps $((STEPS / 20)) \
       --eval-every $((STEPS / 3)) --checkpoint-every $((STEPS / 3)) --seed 1)
 echo "job $tid"
 "$TRAINCTL" watch "$tid"
