@@ -302,67 +302,18 @@ static void cu_attn_fused_bwd(backend_t *b, float *dqkv, const float *dout, cons
 
 #define TC_HS 64
 #define TC_ROWS 64              /* rows (queries or keys) per block: 4 warps x 16 */
-#define TC_LD 72                /* bf16 row stride in shared memory (16-byte pad) */
-
-/* 64 rows x 64 bf16 of a token-major tensor into smem [64][TC_LD]; rows >= nrows zero.
- * src points at row 0; rows are `ld` elements apart. 16-byte loads. */
-__device__ __forceinline__ void tc_load_rows(__nv_bfloat16 *dst, const __nv_bfloat16 *src, size_t ld, int nrows) {
-    for (int e = threadIdx.x; e < TC_ROWS * 8; e += blockDim.x) {
-        int r = e >> 3, c = (e & 7) * 8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r < nrows) v = *(const uint4 *)(src + (size_t)r * ld + c);
-        *(uint4 *)(dst + r * TC_LD + c) = v;
-    }
-}
-
-/* fp32 rows -> bf16 smem (dout), rows >= nrows zero */
-__device__ __forceinline__ void tc_load_rows_f32(__nv_bfloat16 *dst, const float *src, size_t ld, int nrows) {
-    for (int e = threadIdx.x; e < TC_ROWS * 16; e += blockDim.x) {
-        int r = e >> 4, c = (e & 15) * 4;
-        float4 v = make_float4(0, 0, 0, 0);
-        if (r < nrows) v = *(const float4 *)(src + (size_t)r * ld + c);
-        __nv_bfloat16 *d = dst + r * TC_LD + c;
-        d[0] = __float2bfloat16_rn(v.x); d[1] = __float2bfloat16_rn(v.y);
-        d[2] = __float2bfloat16_rn(v.z); d[3] = __float2bfloat16_rn(v.w);
-    }
-}
-
-/* lse and D = rowsum(dO * O) (precomputed) of 64 query rows starting at i0;
- * rows >= T: lse = +inf (so p = 0), D = 0. */
-__device__ __forceinline__ void tc_load_stats(float *Ls, float *Ds, const float *L, const float *Dg, int i0, int T) {
-    int t = threadIdx.x;
-    if (t < TC_ROWS) {
-        int i = i0 + t;
-        Ls[t] = i < T ? L[i] : INFINITY;
-        Ds[t] = i < T ? Dg[i] : 0.0f;
-    }
-}
-
-/* Dg[b, h, i] = sum_d dout[b, i, h, d] * out[b, i, h, d]; a warp per row. */
-__global__ void cu_attn_rowdot_kernel(float *Dg, const float *dout, const __nv_bfloat16 *out, int Bn, int T, int NH) {
-    size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;   /* (b*T + i)*NH + h */
-    int lane = threadIdx.x & 31;
-    if (row >= (size_t)Bn * T * NH) return;
-    const float *g = dout + row * TC_HS;
-    const __nv_bfloat16 *o = out + row * TC_HS;
-    float v = g[lane] * __bfloat162float(o[lane]) + g[lane + 32] * __bfloat162float(o[lane + 32]);
-    for (int k = 16; k > 0; k >>= 1) v += __shfl_xor_sync(0xffffffffu, v, k);
-    if (lane == 0) {
-        int h = (int)(row % NH);
-        size_t bt = row / NH;
-        int i = (int)(bt % T), b = (int)(bt / T);
-        Dg[((size_t)b * NH + h) * T + i] = v;
-    }
-}
+#define TC_LD 72                /* bf16 row stride in shared memory (16-byte pad: ldmatrix conflict-free) */
+#define TC_TILE (TC_ROWS * TC_LD)
 
 /* Fragment layout of mma.m16n8k16 (PTX ISA), g = lane/4, t = lane%4:
  *   A 16x16 row: a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..)
  *   B 16x8 col:  b0 (k 2t..2t+1, n g), b1 (k 2t+8.., n g)
  *   C 16x8:      c0,c1 (g, 2t..2t+1), c2,c3 (g+8, 2t..2t+1)
  * so a score tile's accumulators are, repacked to bf16 pairs, the A operand
- * of the next product (P V, dS K, ...) without leaving registers. B operands
- * come from shared memory rows of [n][k]; where the product needs the other
- * orientation the tile is stored transposed ([dim][row]) when loaded. */
+ * of the next product (P V, dS K, ...) without leaving registers. Tiles are
+ * row-major [row][dim] in shared memory (copied with cp.async, two stages);
+ * B operands come from them through ldmatrix, transposed (.trans) where the
+ * product runs over the rows (P V, dS K, P^T dO, dS^T Q). */
 
 __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -375,130 +326,154 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     return *(uint32_t *)&v;
 }
 
-__device__ __forceinline__ uint32_t ld_u32(const __nv_bfloat16 *p) { return *(const uint32_t *)p; }
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
-/* A fragments of 16 rows x 64 (4 k-chunks) from smem rows [row][TC_LD], row0 = first row. */
-__device__ __forceinline__ void mma_load_a(uint32_t a[4][4], const __nv_bfloat16 *row0, int g, int t) {
-    const __nv_bfloat16 *r0 = row0 + g * TC_LD, *r8 = r0 + 8 * TC_LD;
-#pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-        a[kk][0] = ld_u32(r0 + kk * 16 + 2 * t);
-        a[kk][1] = ld_u32(r8 + kk * 16 + 2 * t);
-        a[kk][2] = ld_u32(r0 + kk * 16 + 8 + 2 * t);
-        a[kk][3] = ld_u32(r8 + kk * 16 + 8 + 2 * t);
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const __nv_bfloat16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const __nv_bfloat16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+}
+
+/* 16-byte async copy; src_bytes 0 fills zeros (src must still be a valid address). */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(smem_u32(dst)), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
+
+/* 64 rows x 64 bf16 of a token-major tensor (row stride ld) into a smem tile;
+ * rows >= nrows are zero. src points at row 0. */
+__device__ __forceinline__ void tc_async_rows(__nv_bfloat16 *dst, const __nv_bfloat16 *src, size_t ld, int nrows) {
+    for (int e = threadIdx.x; e < TC_ROWS * 8; e += blockDim.x) {
+        int r = e >> 3, c = (e & 7) * 8;
+        bool in = r < nrows;
+        cp_async16(dst + r * TC_LD + c, src + (size_t)(in ? r : 0) * ld + c, in ? 16 : 0);
     }
 }
 
-/* c[8][4] = A(16 x 64, regs) * B^T where B rows are [64][TC_LD] in smem (n = B row). */
-__device__ __forceinline__ void mma_abt(float c[8][4], const uint32_t a[4][4], const __nv_bfloat16 *B, int g, int t) {
+/* A fragments of this warp's 16 rows x 64 (4 k-chunks) of a smem tile. */
+__device__ __forceinline__ void mma_load_a(uint32_t a[4][4], const __nv_bfloat16 *row0, int lane) {
+    const __nv_bfloat16 *p = row0 + ((lane & 7) + ((lane >> 3) & 1) * 8) * TC_LD + (lane >> 4) * 8;
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) ldsm_x4(a[kk], p + kk * 16);
+}
+
+/* c[n][.] = A(16 x 64, regs) * B^T for the 8-column blocks n < nn, B a smem tile [n][k]. */
+__device__ __forceinline__ void mma_abt(float c[8][4], const uint32_t a[4][4], const __nv_bfloat16 *B, int lane, int nn) {
+    const __nv_bfloat16 *p = B + (lane & 7) * TC_LD + (lane >> 3) * 8;
 #pragma unroll
     for (int n = 0; n < 8; n++) {
         c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
-        const __nv_bfloat16 *br = B + (n * 8 + g) * TC_LD;
+        if (n < nn) {
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) mma_bf16(c[n], a[kk], ld_u32(br + kk * 16 + 2 * t), ld_u32(br + kk * 16 + 8 + 2 * t));
-    }
-}
-
-/* acc[8][4] += P(16 x 64, fp32 accumulators p[8][4] rounded to bf16) * B where
- * Bt is B transposed in smem: Bt[n][k] rows [64][TC_LD]. */
-__device__ __forceinline__ void mma_pb(float acc[8][4], const float p[8][4], const __nv_bfloat16 *Bt, int g, int t) {
-#pragma unroll
-    for (int kc = 0; kc < 4; kc++) {
-        uint32_t a[4] = {pack_bf16(p[2 * kc][0], p[2 * kc][1]), pack_bf16(p[2 * kc][2], p[2 * kc][3]),
-                         pack_bf16(p[2 * kc + 1][0], p[2 * kc + 1][1]), pack_bf16(p[2 * kc + 1][2], p[2 * kc + 1][3])};
-#pragma unroll
-        for (int n = 0; n < 8; n++) {
-            const __nv_bfloat16 *br = Bt + (n * 8 + g) * TC_LD;
-            mma_bf16(acc[n], a, ld_u32(br + kc * 16 + 2 * t), ld_u32(br + kc * 16 + 8 + 2 * t));
+            for (int kk = 0; kk < 4; kk += 2) {
+                uint32_t b[4];
+                ldsm_x4(b, p + n * 8 * TC_LD + kk * 16);
+                mma_bf16(c[n], a[kk], b[0], b[1]);
+                mma_bf16(c[n], a[kk + 1], b[2], b[3]);
+            }
         }
     }
 }
 
-/* 64 rows x 64 of a token-major bf16 tensor into smem transposed: dst[d][row]. */
-__device__ __forceinline__ void tc_load_rows_t(__nv_bfloat16 *dst, const __nv_bfloat16 *src, size_t ld, int nrows) {
-    for (int e = threadIdx.x; e < TC_ROWS * 8; e += blockDim.x) {
-        int r = e & 63, c = (e >> 6) * 8;   /* consecutive threads: consecutive rows */
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r < nrows) v = *(const uint4 *)(src + (size_t)r * ld + c);
-        const __nv_bfloat16 *x = (const __nv_bfloat16 *)&v;
+/* acc[8][4] += P(16 x 64 over k, fp32 accumulators p rounded to bf16) * B,
+ * B a smem tile [k][n] (k = the tile's rows); k-chunks of 16 rows kc < nkc. */
+__device__ __forceinline__ void mma_pb(float acc[8][4], const float p[8][4], const __nv_bfloat16 *B, int lane, int nkc) {
+    const __nv_bfloat16 *q = B + ((lane & 7) + ((lane >> 3) & 1) * 8) * TC_LD + (lane >> 4) * 8;
 #pragma unroll
-        for (int i = 0; i < 8; i++) dst[(c + i) * TC_LD + r] = x[i];
-    }
-}
-
-__device__ __forceinline__ void tc_load_rows_f32_t(__nv_bfloat16 *dst, const float *src, size_t ld, int nrows) {
-    for (int e = threadIdx.x; e < TC_ROWS * 16; e += blockDim.x) {
-        int r = e & 63, c = (e >> 6) * 4;
-        float4 v = make_float4(0, 0, 0, 0);
-        if (r < nrows) v = *(const float4 *)(src + (size_t)r * ld + c);
-        dst[(c + 0) * TC_LD + r] = __float2bfloat16_rn(v.x);
-        dst[(c + 1) * TC_LD + r] = __float2bfloat16_rn(v.y);
-        dst[(c + 2) * TC_LD + r] = __float2bfloat16_rn(v.z);
-        dst[(c + 3) * TC_LD + r] = __float2bfloat16_rn(v.w);
+    for (int kc = 0; kc < 4; kc++) {
+        if (kc < nkc) {
+            uint32_t a[4] = {pack_bf16(p[2 * kc][0], p[2 * kc][1]), pack_bf16(p[2 * kc][2], p[2 * kc][3]),
+                             pack_bf16(p[2 * kc + 1][0], p[2 * kc + 1][1]), pack_bf16(p[2 * kc + 1][2], p[2 * kc + 1][3])};
+#pragma unroll
+            for (int n = 0; n < 8; n += 2) {
+                uint32_t b[4];
+                ldsm_x4_t(b, q + kc * 16 * TC_LD + n * 8);
+                mma_bf16(acc[n], a, b[0], b[1]);
+                mma_bf16(acc[n + 1], a, b[2], b[3]);
+            }
+        }
     }
 }
 
 __global__ void __launch_bounds__(128) cu_attn_fwd_mma_kernel(__nv_bfloat16 *out, float *lse,
                                                               const __nv_bfloat16 *qkv, int T, int NH, float scale) {
-    __shared__ __align__(16) __nv_bfloat16 Qs[TC_ROWS * TC_LD], Ks[TC_ROWS * TC_LD], Vt[TC_ROWS * TC_LD];
+    __shared__ __align__(128) __nv_bfloat16 Qs[TC_TILE], Ks[2][TC_TILE], Vs[2][TC_TILE];
     int bi = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * TC_ROWS;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     size_t ld3 = (size_t)3 * NH * TC_HS;
     const __nv_bfloat16 *base = qkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
-    tc_load_rows(Qs, base + (size_t)q0 * ld3, ld3, min(TC_ROWS, T - q0));
-    __syncthreads();
+    const __nv_bfloat16 *kb = base + (size_t)NH * TC_HS, *vb = base + (size_t)2 * NH * TC_HS;
+    int ntiles = (T + TC_ROWS - 1) / TC_ROWS;
+    bool active = q0 + w * 16 < T;   /* warp has at least one query row */
+    tc_async_rows(Qs, base + (size_t)q0 * ld3, ld3, min(TC_ROWS, T - q0));
+    tc_async_rows(Ks[0], kb, ld3, min(TC_ROWS, T));
+    tc_async_rows(Vs[0], vb, ld3, min(TC_ROWS, T));
+    cp_async_commit();
     uint32_t qa[4][4];
-    mma_load_a(qa, Qs + w * 16 * TC_LD, g, t);
     float o[8][4], s[8][4];
 #pragma unroll
     for (int n = 0; n < 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-    for (int j0 = 0; j0 < T; j0 += TC_ROWS) {
-        int nk = min(TC_ROWS, T - j0);
-        __syncthreads();
-        tc_load_rows(Ks, base + (size_t)j0 * ld3 + (size_t)NH * TC_HS, ld3, nk);
-        tc_load_rows_t(Vt, base + (size_t)j0 * ld3 + (size_t)2 * NH * TC_HS, ld3, nk);
-        __syncthreads();
-        mma_abt(s, qa, Ks, g, t);
-        float mx0 = m0, mx1 = m1;
-#pragma unroll
-        for (int n = 0; n < 8; n++) {
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                bool ok_ = n * 8 + 2 * t + e < nk;
-                s[n][e] = ok_ ? s[n][e] * scale : -INFINITY;
-                s[n][2 + e] = ok_ ? s[n][2 + e] * scale : -INFINITY;
-                mx0 = fmaxf(mx0, s[n][e]);
-                mx1 = fmaxf(mx1, s[n][2 + e]);
-            }
+    for (int it = 0; it < ntiles; it++) {
+        int j0 = it * TC_ROWS, nk = min(TC_ROWS, T - j0), st = it & 1;
+        if (it + 1 < ntiles) {   /* prefetch the next tile into the other stage */
+            int j1 = j0 + TC_ROWS, nk1 = min(TC_ROWS, T - j1);
+            tc_async_rows(Ks[st ^ 1], kb + (size_t)j1 * ld3, ld3, nk1);
+            tc_async_rows(Vs[st ^ 1], vb + (size_t)j1 * ld3, ld3, nk1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
         }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        float c0 = expf(m0 - mx0), c1 = expf(m1 - mx1), sum0 = 0.0f, sum1 = 0.0f;
-        m0 = mx0;
-        m1 = mx1;
+        __syncthreads();
+        if (it == 0) mma_load_a(qa, Qs + w * 16 * TC_LD, lane);
+        if (active) {
+            mma_abt(s, qa, Ks[st], lane, (nk + 7) / 8);
+            float mx0 = m0, mx1 = m1;
 #pragma unroll
-        for (int n = 0; n < 8; n++) {
+            for (int n = 0; n < 8; n++) {
 #pragma unroll
-            for (int e = 0; e < 2; e++) {
-                s[n][e] = expf(s[n][e] - m0);
-                s[n][2 + e] = expf(s[n][2 + e] - m1);
-                sum0 += s[n][e];
-                sum1 += s[n][2 + e];
+                for (int e = 0; e < 2; e++) {
+                    bool ok_ = n * 8 + 2 * t + e < nk;
+                    s[n][e] = ok_ ? s[n][e] * scale : -INFINITY;
+                    s[n][2 + e] = ok_ ? s[n][2 + e] * scale : -INFINITY;
+                    mx0 = fmaxf(mx0, s[n][e]);
+                    mx1 = fmaxf(mx1, s[n][2 + e]);
+                }
             }
-            o[n][0] *= c0; o[n][1] *= c0; o[n][2] *= c1; o[n][3] *= c1;
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            float c0 = expf(m0 - mx0), c1 = expf(m1 - mx1), sum0 = 0.0f, sum1 = 0.0f;
+            m0 = mx0;
+            m1 = mx1;
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    s[n][e] = expf(s[n][e] - m0);
+                    s[n][2 + e] = expf(s[n][2 + e] - m1);
+                    sum0 += s[n][e];
+                    sum1 += s[n][2 + e];
+                }
+                o[n][0] *= c0; o[n][1] *= c0; o[n][2] *= c1; o[n][3] *= c1;
+            }
+            sum0 += __shfl_xor_sync(0xffffffffu, sum0, 1);
+            sum0 += __shfl_xor_sync(0xffffffffu, sum0, 2);
+            sum1 += __shfl_xor_sync(0xffffffffu, sum1, 1);
+            sum1 += __shfl_xor_sync(0xffffffffu, sum1, 2);
+            l0 = l0 * c0 + sum0;
+            l1 = l1 * c1 + sum1;
+            mma_pb(o, s, Vs[st], lane, (nk + 15) / 16);
         }
-        sum0 += __shfl_xor_sync(0xffffffffu, sum0, 1);
-        sum0 += __shfl_xor_sync(0xffffffffu, sum0, 2);
-        sum1 += __shfl_xor_sync(0xffffffffu, sum1, 1);
-        sum1 += __shfl_xor_sync(0xffffffffu, sum1, 2);
-        l0 = l0 * c0 + sum0;
-        l1 = l1 * c1 + sum1;
-        mma_pb(o, s, Vt, g, t);
+        __syncthreads();   /* this stage is refilled two iterations on */
     }
+    if (!active) return;
     int i0 = q0 + w * 16 + g, i1 = i0 + 8;
     float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
     size_t ldo = (size_t)NH * TC_HS;
@@ -515,25 +490,50 @@ __global__ void __launch_bounds__(128) cu_attn_fwd_mma_kernel(__nv_bfloat16 *out
     }
 }
 
+/* Backward pre-pass, a warp per (token, head) row: Dg[b,h,i] = dO . O (fp32
+ * dO, bf16 O) and dO rounded to bf16 (gb16, same layout as dout) for the
+ * tensor-core products. */
+__global__ void cu_attn_bwd_prep_kernel(float *Dg, __nv_bfloat16 *gb16, const float *dout, const __nv_bfloat16 *out,
+                                        int Bn, int T, int NH) {
+    size_t row = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32;   /* (b*T + i)*NH + h */
+    int lane = threadIdx.x & 31;
+    if (row >= (size_t)Bn * T * NH) return;
+    const float *g = dout + row * TC_HS;
+    const __nv_bfloat16 *o = out + row * TC_HS;
+    float2 gv = *(const float2 *)(g + 2 * lane);
+    __nv_bfloat162 ov = *(const __nv_bfloat162 *)(o + 2 * lane);
+    float v = gv.x * __low2float(ov) + gv.y * __high2float(ov);
+    *(__nv_bfloat162 *)(gb16 + row * TC_HS + 2 * lane) = __floats2bfloat162_rn(gv.x, gv.y);
+    for (int k = 16; k > 0; k >>= 1) v += __shfl_xor_sync(0xffffffffu, v, k);
+    if (lane == 0) {
+        int h = (int)(row % NH);
+        size_t bt = row / NH;
+        int i = (int)(bt % T), b = (int)(bt / T);
+        Dg[((size_t)b * NH + h) * T + i] = v;
+    }
+}
+
 /* Backward, one launch: blockIdx.z = 2*batch + role. Role 1: a warp owns 16
- * keys (K, V fragments in registers), streams 64-query tiles: S^T = K Q^T,
- * dP^T = V dO^T, P^T, dS^T element-wise, dV += P^T dO, dK += dS^T Q. Role 0: a
- * warp owns 16 queries, streams 64-key tiles: S, dP, dS, dQ += dS K. */
-__global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const float *dout, const __nv_bfloat16 *qkv,
-                                                              const float *Dg_all, const float *lse,
-                                                              int T, int NH, float scale) {
-    __shared__ __align__(16) __nv_bfloat16 sb[4][TC_ROWS * TC_LD];
-    __shared__ float Ls[TC_ROWS], Ds[TC_ROWS];
+ * keys (K, V fragments in registers) and streams 64-query tiles: S^T = K Q^T,
+ * dP^T = V dO^T, P^T and dS^T element-wise, dV += P^T dO, dK += dS^T Q.
+ * Role 0: a warp owns 16 queries (Q, dO fragments) and streams 64-key tiles:
+ * S, dP, dS, dQ += dS K. Tiles double-buffered with cp.async. */
+__global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const __nv_bfloat16 *gb16,
+                                                              const __nv_bfloat16 *qkv, const float *Dg_all,
+                                                              const float *lse, int T, int NH, float scale) {
+    __shared__ __align__(128) __nv_bfloat16 X[2][TC_TILE], Y[2][TC_TILE];
+    __shared__ float Ls[2][TC_ROWS], Ds[2][TC_ROWS];
     int bi = blockIdx.z >> 1, role = blockIdx.z & 1, h = blockIdx.y, r0 = blockIdx.x * TC_ROWS;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     size_t ld3 = (size_t)3 * NH * TC_HS, ldo = (size_t)NH * TC_HS;
     const __nv_bfloat16 *qb = qkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
     const __nv_bfloat16 *kb = qb + ldo, *vb = qb + 2 * ldo;
-    const float *gb = dout + (size_t)bi * T * ldo + (size_t)h * TC_HS;
+    const __nv_bfloat16 *gb = gb16 + (size_t)bi * T * ldo + (size_t)h * TC_HS;
     const float *L = lse + ((size_t)bi * NH + h) * T;
     const float *Dg = Dg_all + ((size_t)bi * NH + h) * T;
     float *dqb = dqkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
-    int nown = min(TC_ROWS, T - r0);
+    int nown = min(TC_ROWS, T - r0), ntiles = (T + TC_ROWS - 1) / TC_ROWS;
+    bool active = w * 16 < nown;
     float s[8][4], dp[8][4], acc1[8][4], acc2[8][4];
     uint32_t fa[4][4], fb[4][4];
 #pragma unroll
@@ -541,93 +541,113 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const
 #pragma unroll
         for (int e = 0; e < 4; e++) acc1[n][e] = acc2[n][e] = 0.0f;
 
+    /* own rows into stage 1 (role 1: K, V; role 0: Q, dO), first streamed tile into stage 0 */
     if (role == 1) {
-        tc_load_rows(sb[0], kb + (size_t)r0 * ld3, ld3, nown);
-        tc_load_rows(sb[1], vb + (size_t)r0 * ld3, ld3, nown);
-        __syncthreads();
-        mma_load_a(fa, sb[0] + w * 16 * TC_LD, g, t);   /* own K rows */
-        mma_load_a(fb, sb[1] + w * 16 * TC_LD, g, t);   /* own V rows */
-        for (int i0 = 0; i0 < T; i0 += TC_ROWS) {
-            int nq = min(TC_ROWS, T - i0);
-            __syncthreads();
-            tc_load_rows(sb[0], qb + (size_t)i0 * ld3, ld3, nq);       /* Q  [q][d] */
-            tc_load_rows_t(sb[1], qb + (size_t)i0 * ld3, ld3, nq);     /* Q^T [d][q] */
-            tc_load_rows_f32(sb[2], gb + (size_t)i0 * ldo, ldo, nq);   /* dO [q][d] */
-            tc_load_rows_f32_t(sb[3], gb + (size_t)i0 * ldo, ldo, nq); /* dO^T [d][q] */
-            tc_load_stats(Ls, Ds, L, Dg, i0, T);
-            __syncthreads();
-            mma_abt(s, fa, sb[0], g, t);    /* S^T[key, q] */
-            mma_abt(dp, fb, sb[2], g, t);   /* dP^T[key, q] */
-#pragma unroll
-            for (int n = 0; n < 8; n++) {
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    int q = n * 8 + 2 * t + e;
-                    float Lq = Ls[q], Dq = Ds[q];   /* Lq = +inf for q >= nq: p = 0 */
-                    float p0 = expf(s[n][e] * scale - Lq), p1 = expf(s[n][2 + e] * scale - Lq);
-                    s[n][e] = p0;
-                    s[n][2 + e] = p1;
-                    dp[n][e] = p0 * (dp[n][e] - Dq);
-                    dp[n][2 + e] = p1 * (dp[n][2 + e] - Dq);
-                }
-            }
-            mma_pb(acc1, s, sb[3], g, t);    /* dV += P^T dO */
-            mma_pb(acc2, dp, sb[1], g, t);   /* dK += dS^T Q */
-        }
-        int j0 = r0 + w * 16 + g, j1 = j0 + 8;
-#pragma unroll
-        for (int n = 0; n < 8; n++) {
-            int d = n * 8 + 2 * t;
-            if (j0 < T) {
-                float *row = dqb + (size_t)j0 * ld3;
-                *(float2 *)(row + ldo + d) = make_float2(acc2[n][0] * scale, acc2[n][1] * scale);
-                *(float2 *)(row + 2 * ldo + d) = make_float2(acc1[n][0], acc1[n][1]);
-            }
-            if (j1 < T) {
-                float *row = dqb + (size_t)j1 * ld3;
-                *(float2 *)(row + ldo + d) = make_float2(acc2[n][2] * scale, acc2[n][3] * scale);
-                *(float2 *)(row + 2 * ldo + d) = make_float2(acc1[n][2], acc1[n][3]);
-            }
-        }
-        return;
+        tc_async_rows(X[1], kb + (size_t)r0 * ld3, ld3, nown);
+        tc_async_rows(Y[1], vb + (size_t)r0 * ld3, ld3, nown);
+        tc_async_rows(X[0], qb, ld3, min(TC_ROWS, T));
+        tc_async_rows(Y[0], gb, ldo, min(TC_ROWS, T));
+    } else {
+        tc_async_rows(X[1], qb + (size_t)r0 * ld3, ld3, nown);
+        tc_async_rows(Y[1], gb + (size_t)r0 * ldo, ldo, nown);
+        tc_async_rows(X[0], kb, ld3, min(TC_ROWS, T));
+        tc_async_rows(Y[0], vb, ld3, min(TC_ROWS, T));
     }
-
-    /* role 0 */
-    tc_load_rows(sb[0], qb + (size_t)r0 * ld3, ld3, nown);
-    tc_load_rows_f32(sb[1], gb + (size_t)r0 * ldo, ldo, nown);
-    tc_load_stats(Ls, Ds, L, Dg, r0, T);
+    cp_async_commit();
+    cp_async_wait<0>();
+    /* statistics: role 1 per streamed query tile (below), role 0 of the own queries */
+    float L0 = 0.0f, L1 = 0.0f, D0 = 0.0f, D1 = 0.0f;
+    if (role == 0) {
+        int i0 = r0 + w * 16 + g, i1 = i0 + 8;
+        L0 = i0 < T ? L[i0] : INFINITY; D0 = i0 < T ? Dg[i0] : 0.0f;
+        L1 = i1 < T ? L[i1] : INFINITY; D1 = i1 < T ? Dg[i1] : 0.0f;
+    }
     __syncthreads();
-    mma_load_a(fa, sb[0] + w * 16 * TC_LD, g, t);   /* own Q rows */
-    mma_load_a(fb, sb[1] + w * 16 * TC_LD, g, t);   /* own dO rows */
-    float L0 = Ls[w * 16 + g], L1 = Ls[w * 16 + g + 8], D0 = Ds[w * 16 + g], D1 = Ds[w * 16 + g + 8];
-    for (int j0 = 0; j0 < T; j0 += TC_ROWS) {
-        int nk = min(TC_ROWS, T - j0);
+    mma_load_a(fa, X[1] + w * 16 * TC_LD, lane);
+    mma_load_a(fb, Y[1] + w * 16 * TC_LD, lane);
+    __syncthreads();   /* stage 1 is free for streaming */
+
+    for (int it = 0; it < ntiles; it++) {
+        int j0 = it * TC_ROWS, nj = min(TC_ROWS, T - j0), st = it & 1;
+        if (role == 1 && threadIdx.x < TC_ROWS) {
+            int i = j0 + threadIdx.x;
+            Ls[st][threadIdx.x] = i < T ? L[i] : INFINITY;   /* p = 0 for queries >= T */
+            Ds[st][threadIdx.x] = i < T ? Dg[i] : 0.0f;
+        }
+        if (it + 1 < ntiles) {
+            int j1 = j0 + TC_ROWS, nj1 = min(TC_ROWS, T - j1);
+            if (role == 1) {
+                tc_async_rows(X[st ^ 1], qb + (size_t)j1 * ld3, ld3, nj1);
+                tc_async_rows(Y[st ^ 1], gb + (size_t)j1 * ldo, ldo, nj1);
+            } else {
+                tc_async_rows(X[st ^ 1], kb + (size_t)j1 * ld3, ld3, nj1);
+                tc_async_rows(Y[st ^ 1], vb + (size_t)j1 * ld3, ld3, nj1);
+            }
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
         __syncthreads();
-        tc_load_rows(sb[0], kb + (size_t)j0 * ld3, ld3, nk);     /* K [key][d] */
-        tc_load_rows_t(sb[1], kb + (size_t)j0 * ld3, ld3, nk);   /* K^T [d][key] */
-        tc_load_rows(sb[2], vb + (size_t)j0 * ld3, ld3, nk);     /* V [key][d] */
-        __syncthreads();
-        mma_abt(s, fa, sb[0], g, t);    /* S[q, key] */
-        mma_abt(dp, fb, sb[2], g, t);   /* dP[q, key] */
+        if (active) {
+            int nn = (nj + 7) / 8, nkc = (nj + 15) / 16;
+            if (role == 1) {
+                mma_abt(s, fa, X[st], lane, nn);    /* S^T[key, q] = k . q */
+                mma_abt(dp, fb, Y[st], lane, nn);   /* dP^T[key, q] = v . dO */
 #pragma unroll
-        for (int n = 0; n < 8; n++) {
+                for (int n = 0; n < 8; n++) {
 #pragma unroll
-            for (int e = 0; e < 2; e++) {
-                bool ok_ = n * 8 + 2 * t + e < nk;
-                float p0 = ok_ ? expf(s[n][e] * scale - L0) : 0.0f;
-                float p1 = ok_ ? expf(s[n][2 + e] * scale - L1) : 0.0f;
-                dp[n][e] = p0 * (dp[n][e] - D0);
-                dp[n][2 + e] = p1 * (dp[n][2 + e] - D1);
+                    for (int e = 0; e < 2; e++) {
+                        int q = n * 8 + 2 * t + e;
+                        float Lq = Ls[st][q], Dq = Ds[st][q];
+                        float p0 = expf(s[n][e] * scale - Lq), p1 = expf(s[n][2 + e] * scale - Lq);
+                        s[n][e] = p0;
+                        s[n][2 + e] = p1;
+                        dp[n][e] = p0 * (dp[n][e] - Dq);
+                        dp[n][2 + e] = p1 * (dp[n][2 + e] - Dq);
+                    }
+                }
+                mma_pb(acc1, s, Y[st], lane, nkc);    /* dV += P^T dO */
+                mma_pb(acc2, dp, X[st], lane, nkc);   /* dK += dS^T Q */
+            } else {
+                mma_abt(s, fa, X[st], lane, nn);    /* S[q, key] */
+                mma_abt(dp, fb, Y[st], lane, nn);   /* dP[q, key] */
+#pragma unroll
+                for (int n = 0; n < 8; n++) {
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        bool ok_ = n * 8 + 2 * t + e < nj;
+                        float p0 = ok_ ? expf(s[n][e] * scale - L0) : 0.0f;
+                        float p1 = ok_ ? expf(s[n][2 + e] * scale - L1) : 0.0f;
+                        dp[n][e] = p0 * (dp[n][e] - D0);
+                        dp[n][2 + e] = p1 * (dp[n][2 + e] - D1);
+                    }
+                }
+                mma_pb(acc1, dp, X[st], lane, nkc);   /* dQ += dS K */
             }
         }
-        mma_pb(acc1, dp, sb[1], g, t);   /* dQ += dS K */
+        __syncthreads();
     }
+    if (!active) return;
     int i0 = r0 + w * 16 + g, i1 = i0 + 8;
 #pragma unroll
     for (int n = 0; n < 8; n++) {
         int d = n * 8 + 2 * t;
-        if (i0 < T) *(float2 *)(dqb + (size_t)i0 * ld3 + d) = make_float2(acc1[n][0] * scale, acc1[n][1] * scale);
-        if (i1 < T) *(float2 *)(dqb + (size_t)i1 * ld3 + d) = make_float2(acc1[n][2] * scale, acc1[n][3] * scale);
+        if (role == 1) {
+            if (i0 < T) {
+                float *row = dqb + (size_t)i0 * ld3;
+                *(float2 *)(row + ldo + d) = make_float2(acc2[n][0] * scale, acc2[n][1] * scale);
+                *(float2 *)(row + 2 * ldo + d) = make_float2(acc1[n][0], acc1[n][1]);
+            }
+            if (i1 < T) {
+                float *row = dqb + (size_t)i1 * ld3;
+                *(float2 *)(row + ldo + d) = make_float2(acc2[n][2] * scale, acc2[n][3] * scale);
+                *(float2 *)(row + 2 * ldo + d) = make_float2(acc1[n][2], acc1[n][3]);
+            }
+        } else {
+            if (i0 < T) *(float2 *)(dqb + (size_t)i0 * ld3 + d) = make_float2(acc1[n][0] * scale, acc1[n][1] * scale);
+            if (i1 < T) *(float2 *)(dqb + (size_t)i1 * ld3 + d) = make_float2(acc1[n][2] * scale, acc1[n][3] * scale);
+        }
     }
 }
 
@@ -641,11 +661,14 @@ static void cu_attn_tc_fwd(backend_t *b, void *out, float *lse, const void *qkv,
 static void cu_attn_tc_bwd(backend_t *b, float *dqkv, const float *dout, const void *qkv, const void *out,
                            const float *lse, int Bn, int T, int NH) {
     size_t rows = (size_t)Bn * T * NH;
-    float *Dg = (float *)cu_scratch(b, 1, rows * sizeof(float));
-    cu_attn_rowdot_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, cu_st(b)>>>(Dg, dout, (const __nv_bfloat16 *)out, Bn, T, NH);
+    char *sc = (char *)cu_scratch(b, 1, rows * sizeof(float) + rows * TC_HS * 2 + 256);
+    float *Dg = (float *)sc;
+    __nv_bfloat16 *gb16 = (__nv_bfloat16 *)(sc + ((rows * sizeof(float) + 255) & ~(size_t)255));
+    cu_attn_bwd_prep_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, cu_st(b)>>>(Dg, gb16, dout, (const __nv_bfloat16 *)out,
+                                                                            Bn, T, NH);
     CU_LAUNCH_CHECK();
     dim3 grid((T + TC_ROWS - 1) / TC_ROWS, NH, 2 * Bn);
-    cu_attn_bwd_mma_kernel<<<grid, 128, 0, cu_st(b)>>>(dqkv, dout, (const __nv_bfloat16 *)qkv, Dg, lse, T, NH,
+    cu_attn_bwd_mma_kernel<<<grid, 128, 0, cu_st(b)>>>(dqkv, gb16, (const __nv_bfloat16 *)qkv, Dg, lse, T, NH,
                                                       1.0f / sqrtf((float)TC_HS));
     CU_LAUNCH_CHECK();
 }
