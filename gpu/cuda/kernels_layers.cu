@@ -10,11 +10,61 @@
 
 static inline cudaStream_t cu_st(backend_t *b) { return cu_impl(b)->stream; }
 
+/* ---- 8-wide vector access (16-byte loads and stores) -------------------------------
+ * Used when the element count is a multiple of 8 and every pointer is
+ * 16-byte aligned (cu_vec8_ok); i is a multiple of 8. */
+
+__device__ __forceinline__ void cu_ld8(float v[8], const void *p, dtype_t dt, size_t i) {
+    if (dt == DT_BF16) {
+        uint4 u = *(const uint4 *)((const __nv_bfloat16 *)p + i);
+        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float2 f = __bfloat1622float2(h[k]);
+            v[2 * k] = f.x;
+            v[2 * k + 1] = f.y;
+        }
+    } else {
+        float4 a = *(const float4 *)((const float *)p + i), b = *(const float4 *)((const float *)p + i + 4);
+        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+    }
+}
+
+__device__ __forceinline__ void cu_st8(void *p, dtype_t dt, size_t i, const float v[8]) {
+    if (dt == DT_BF16) {
+        uint4 u;
+        __nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+#pragma unroll
+        for (int k = 0; k < 4; k++) h[k] = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+        *(uint4 *)((__nv_bfloat16 *)p + i) = u;
+    } else {
+        *(float4 *)((float *)p + i) = make_float4(v[0], v[1], v[2], v[3]);
+        *(float4 *)((float *)p + i + 4) = make_float4(v[4], v[5], v[6], v[7]);
+    }
+}
+
+static inline bool cu_vec8_ok(size_t n, const void *a, const void *b = NULL, const void *c = NULL,
+                              const void *d = NULL) {
+    return n % 8 == 0 && (uintptr_t)a % 16 == 0 && (uintptr_t)b % 16 == 0 && (uintptr_t)c % 16 == 0 &&
+           (uintptr_t)d % 16 == 0;
+}
+
+#define CU_V8_LOOP(i, n) \
+    for (size_t i = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) * 8; i < (n); i += (size_t)gridDim.x * blockDim.x * 8)
+
 /* ---- cast ------------------------------------------------------------------------ */
 
 __global__ void cu_cast_kernel(void *dst, dtype_t ddt, const void *src, dtype_t sdt, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         cu_st(dst, ddt, i, cu_ld(src, sdt, i));
+}
+
+__global__ void cu_cast8_kernel(void *dst, dtype_t ddt, const void *src, dtype_t sdt, size_t n) {
+    CU_V8_LOOP(i, n) {
+        float v[8];
+        cu_ld8(v, src, sdt, i);
+        cu_st8(dst, ddt, i, v);
+    }
 }
 
 void cu_cast(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, size_t n) {
@@ -26,7 +76,10 @@ void cu_cast(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt,
             CU_CHECK(cudaMemcpyAsync(dst, src, n * dtype_size(ddt), cudaMemcpyDeviceToDevice, cu_st(b)));
         return;
     }
-    cu_cast_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(dst, ddt, src, sdt, n);
+    if (cu_vec8_ok(n, dst, src))
+        cu_cast8_kernel<<<cu_blocks(n / 8, CU_T), CU_T, 0, cu_st(b)>>>(dst, ddt, src, sdt, n);
+    else
+        cu_cast_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(dst, ddt, src, sdt, n);
     CU_LAUNCH_CHECK();
 }
 
@@ -112,13 +165,114 @@ __global__ void cu_layernorm_fwd_kernel(void *out, dtype_t odt, float *mean, flo
     }
 }
 
+/* Rows of C = 128*NV (NV <= 8): a warp per row held in registers as float4s
+ * (lane owns columns 4*lane + 128*k); the same two-pass statistics. */
+template <int NV>
+__global__ void cu_layernorm_fwd_v_kernel(void *out, dtype_t odt, float *mean, float *rstd, const float *inp,
+                                          const float *w, const float *bias, int N, float eps) {
+    constexpr int C = 128 * NV;
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const float *x = inp + (size_t)row * C;
+    float4 v[NV];
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        v[k] = *(const float4 *)(x + 128 * k + 4 * lane);
+        s += (v[k].x + v[k].y) + (v[k].z + v[k].w);
+    }
+    float m = cu_warp_sum(s) / C, q = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        float a = v[k].x - m, bb = v[k].y - m, c = v[k].z - m, d = v[k].w - m;
+        q += (a * a + bb * bb) + (c * c + d * d);
+    }
+    float rs = 1.0f / sqrtf(cu_warp_sum(q) / C + eps);
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int c = 128 * k + 4 * lane;
+        float4 wv = *(const float4 *)(w + c), bv = bias ? *(const float4 *)(bias + c) : make_float4(0, 0, 0, 0);
+        float y0 = (v[k].x - m) * rs * wv.x + bv.x, y1 = (v[k].y - m) * rs * wv.y + bv.y;
+        float y2 = (v[k].z - m) * rs * wv.z + bv.z, y3 = (v[k].w - m) * rs * wv.w + bv.w;
+        size_t o = (size_t)row * C + c;
+        if (odt == DT_BF16) {
+            __nv_bfloat162 h[2] = {__floats2bfloat162_rn(y0, y1), __floats2bfloat162_rn(y2, y3)};
+            *(uint2 *)((__nv_bfloat16 *)out + o) = *(const uint2 *)h;
+        } else {
+            *(float4 *)((float *)out + o) = make_float4(y0, y1, y2, y3);
+        }
+    }
+    if (lane == 0) {
+        if (mean) mean[row] = m;
+        if (rstd) rstd[row] = rs;
+    }
+}
+
+template <int NV>
+__global__ void cu_layernorm_bwd_v_kernel(float *dinp, const float *dout, const float *inp, const float *w,
+                                          const float *mean, const float *rstd, int N) {
+    constexpr int C = 128 * NV;
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const float *x = inp + (size_t)row * C, *g = dout + (size_t)row * C;
+    float m = mean[row], rs = rstd[row];
+    float4 xh[NV], dn[NV];
+    float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int c = 128 * k + 4 * lane;
+        float4 xv = *(const float4 *)(x + c), gv = *(const float4 *)(g + c), wv = *(const float4 *)(w + c);
+        xh[k] = make_float4((xv.x - m) * rs, (xv.y - m) * rs, (xv.z - m) * rs, (xv.w - m) * rs);
+        dn[k] = make_float4(gv.x * wv.x, gv.y * wv.y, gv.z * wv.z, gv.w * wv.w);
+        s1 += (dn[k].x + dn[k].y) + (dn[k].z + dn[k].w);
+        s2 += (dn[k].x * xh[k].x + dn[k].y * xh[k].y) + (dn[k].z * xh[k].z + dn[k].w * xh[k].w);
+    }
+    s1 = cu_warp_sum(s1) / C;
+    s2 = cu_warp_sum(s2) / C;
+    float *d = dinp + (size_t)row * C;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int c = 128 * k + 4 * lane;
+        float4 dv = *(float4 *)(d + c);
+        dv.x += rs * (dn[k].x - s1 - xh[k].x * s2);
+        dv.y += rs * (dn[k].y - s1 - xh[k].y * s2);
+        dv.z += rs * (dn[k].z - s1 - xh[k].z * s2);
+        dv.w += rs * (dn[k].w - s1 - xh[k].w * s2);
+        *(float4 *)(d + c) = dv;
+    }
+}
+
+#define CU_LN_DISPATCH(KERNEL, C, ...) do {                                          \
+    switch ((C) / 128) {                                                            \
+    case 1: KERNEL<1><<<grid, 256, 0, st>>>(__VA_ARGS__); break;                    \
+    case 2: KERNEL<2><<<grid, 256, 0, st>>>(__VA_ARGS__); break;                    \
+    case 3: KERNEL<3><<<grid, 256, 0, st>>>(__VA_ARGS__); break;                    \
+    case 4: KERNEL<4><<<grid, 256, 0, st>>>(__VA_ARGS__); break;                    \
+    case 5: KERNEL<5><<<grid, 256, 0, st>>>(__VA_ARGS__); break;                    \
+    case 6: KERNEL<6><<<grid, 256, 0, st>>>(__VA_ARGS__); break;                    \
+    case 7: KERNEL<7><<<grid, 256, 0, st>>>(__VA_ARGS__); break;                    \
+    default: KERNEL<8><<<grid, 256, 0, st>>>(__VA_ARGS__); break;                   \
+    }                                                                               \
+} while (0)
+
+static inline bool cu_ln_vec(int C, const void *a, const void *b2, const void *c, const void *d) {
+    return C % 128 == 0 && C <= 1024 && (uintptr_t)a % 16 == 0 && (uintptr_t)b2 % 16 == 0 &&
+           (uintptr_t)c % 16 == 0 && (uintptr_t)d % 16 == 0;
+}
+
 void cu_layernorm_fwd(backend_t *b, void *out, dtype_t odt, float *mean, float *rstd,
                       const float *inp, const float *w, const float *bias, int N, int C, float eps) {
     if (N <= 0) return;
     CU_ASSERT(C > 0 && w, "C=%d", C);
     int warps = 8;
-    cu_layernorm_fwd_kernel<<<(N + warps - 1) / warps, warps * 32, 0, cu_st(b)>>>(
-        out, odt, mean, rstd, inp, w, bias, N, C, eps);
+    cudaStream_t st = cu_st(b);
+    if (cu_ln_vec(C, out, inp, w, bias)) {
+        unsigned grid = (unsigned)((N + 7) / 8);
+        CU_LN_DISPATCH(cu_layernorm_fwd_v_kernel, C, out, odt, mean, rstd, inp, w, bias, N, eps);
+    } else {
+        cu_layernorm_fwd_kernel<<<(N + warps - 1) / warps, warps * 32, 0, st>>>(out, odt, mean, rstd, inp, w, bias,
+                                                                               N, C, eps);
+    }
     CU_LAUNCH_CHECK();
 }
 
@@ -187,7 +341,12 @@ void cu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const flo
     cudaStream_t st = cu_st(b);
     if (dinp) {
         int warps = 8;
-        cu_layernorm_bwd_kernel<<<(N + warps - 1) / warps, warps * 32, 0, st>>>(dinp, dout, inp, w, mean, rstd, N, C);
+        if (cu_ln_vec(C, dinp, dout, inp, w)) {
+            unsigned grid = (unsigned)((N + 7) / 8);
+            CU_LN_DISPATCH(cu_layernorm_bwd_v_kernel, C, dinp, dout, inp, w, mean, rstd, N);
+        } else {
+            cu_layernorm_bwd_kernel<<<(N + warps - 1) / warps, warps * 32, 0, st>>>(dinp, dout, inp, w, mean, rstd, N, C);
+        }
         CU_LAUNCH_CHECK();
     }
     if (dw || db) {
@@ -221,15 +380,46 @@ __global__ void cu_gelu_bwd_kernel(float *dinp, const float *dout, const void *i
     }
 }
 
+__global__ void cu_gelu_fwd8_kernel(void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n) {
+    CU_V8_LOOP(i, n) {
+        float v[8];
+        cu_ld8(v, inp, idt, i);
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] = 0.5f * v[k] * (1.0f + erff(v[k] * 0.70710678118654752f));
+        cu_st8(out, odt, i, v);
+    }
+}
+
+__global__ void cu_gelu_bwd8_kernel(float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n) {
+    CU_V8_LOOP(i, n) {
+        float x[8], g[8];
+        cu_ld8(x, inp, idt, i);
+        cu_ld8(g, dout, DT_F32, i);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            float cdf = 0.5f * (1.0f + erff(x[k] * 0.70710678118654752f));
+            float pdf = expf(-0.5f * x[k] * x[k]) * 0.39894228040143268f;
+            g[k] *= cdf + x[k] * pdf;
+        }
+        cu_st8(dinp, DT_F32, i, g);
+    }
+}
+
 void cu_gelu_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n) {
     if (!n) return;
-    cu_gelu_fwd_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(out, odt, inp, idt, n);
+    if (cu_vec8_ok(n, out, inp))
+        cu_gelu_fwd8_kernel<<<cu_blocks(n / 8, CU_T), CU_T, 0, cu_st(b)>>>(out, odt, inp, idt, n);
+    else
+        cu_gelu_fwd_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(out, odt, inp, idt, n);
     CU_LAUNCH_CHECK();
 }
 
 void cu_gelu_bwd(backend_t *b, float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n) {
     if (!n) return;
-    cu_gelu_bwd_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(dinp, dout, inp, idt, n);
+    if (cu_vec8_ok(n, dinp, dout, inp))
+        cu_gelu_bwd8_kernel<<<cu_blocks(n / 8, CU_T), CU_T, 0, cu_st(b)>>>(dinp, dout, inp, idt, n);
+    else
+        cu_gelu_bwd_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(dinp, dout, inp, idt, n);
     CU_LAUNCH_CHECK();
 }
 
@@ -246,11 +436,39 @@ __global__ void cu_layerscale_dx_kernel(float *dx, const float *dout, const floa
         dx[i] = dout[i] * gamma[i % C];
 }
 
+/* 8 consecutive elements share a row when C % 8 == 0 */
+__global__ void cu_layerscale_fwd8_kernel(float *out, const float *res, const void *x, dtype_t xdt,
+                                          const float *gamma, size_t n, int C) {
+    CU_V8_LOOP(i, n) {
+        float r[8], v[8], gm[8];
+        cu_ld8(r, res, DT_F32, i);
+        cu_ld8(v, x, xdt, i);
+        cu_ld8(gm, gamma, DT_F32, i % C);
+#pragma unroll
+        for (int k = 0; k < 8; k++) r[k] += gm[k] * v[k];
+        cu_st8(out, DT_F32, i, r);
+    }
+}
+
+__global__ void cu_layerscale_dx8_kernel(float *dx, const float *dout, const float *gamma, size_t n, int C) {
+    CU_V8_LOOP(i, n) {
+        float g[8], gm[8];
+        cu_ld8(g, dout, DT_F32, i);
+        cu_ld8(gm, gamma, DT_F32, i % C);
+#pragma unroll
+        for (int k = 0; k < 8; k++) g[k] *= gm[k];
+        cu_st8(dx, DT_F32, i, g);
+    }
+}
+
 void cu_layerscale_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
                        const float *gamma, int N, int C) {
     size_t n = (size_t)N * C;
     if (!n) return;
-    cu_layerscale_fwd_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(out, res, x, xdt, gamma, n, C);
+    if (C % 8 == 0 && cu_vec8_ok(n, out, res, x, gamma))
+        cu_layerscale_fwd8_kernel<<<cu_blocks(n / 8, CU_T), CU_T, 0, cu_st(b)>>>(out, res, x, xdt, gamma, n, C);
+    else
+        cu_layerscale_fwd_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(out, res, x, xdt, gamma, n, C);
     CU_LAUNCH_CHECK();
 }
 
@@ -260,7 +478,10 @@ void cu_layerscale_bwd(backend_t *b, float *dx, float *dgamma, const float *dout
     if (!n) return;
     if (dgamma) cu_colsum(b, dgamma, dout, x, xdt, N, C);
     if (dx) {
-        cu_layerscale_dx_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(dx, dout, gamma, n, C);
+        if (C % 8 == 0 && cu_vec8_ok(n, dx, dout, gamma))
+            cu_layerscale_dx8_kernel<<<cu_blocks(n / 8, CU_T), CU_T, 0, cu_st(b)>>>(dx, dout, gamma, n, C);
+        else
+            cu_layerscale_dx_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(dx, dout, gamma, n, C);
         CU_LAUNCH_CHECK();
     }
 }

@@ -155,6 +155,30 @@ __global__ void cu_colsum_part_kernel(float *part, const float *a, const void *x
     }
 }
 
+/* The same partial sums of dout, and dout rounded to bf16 on the way (one read
+ * of dout for both the bias gradient and the bf16 operand of the products). */
+__global__ void cu_colsum_cast_part_kernel(float *part, __nv_bfloat16 *g16, const float *a, int N, int C) {
+    __shared__ float sh[16][33];
+    int col = blockIdx.x * 32 + threadIdx.x;
+    int r0 = blockIdx.y * CU_COLSUM_ROWS, r1 = min(N, r0 + CU_COLSUM_ROWS);
+    float s = 0.0f;
+    if (col < C) {
+        for (int n = r0 + threadIdx.y; n < r1; n += 16) {
+            size_t i = (size_t)n * C + col;
+            float v = a[i];
+            g16[i] = __float2bfloat16_rn(v);
+            s += v;
+        }
+    }
+    sh[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && col < C) {
+        float t = 0.0f;
+        for (int j = 0; j < 16; j++) t += sh[j][threadIdx.x];
+        part[(size_t)blockIdx.y * C + col] = t;
+    }
+}
+
 __global__ void cu_colsum_final_kernel(float *acc, const float *part, int nchunk, int C) {
     int col = blockIdx.x * blockDim.x + threadIdx.x;
     if (col >= C) return;
@@ -180,7 +204,21 @@ void cu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const flo
                    const void *inp, const void *w, dtype_t cdt, int M, int N, int K) {
     if (M <= 0 || N <= 0 || K <= 0) return;
     const void *g = dout;
-    if (cdt == DT_BF16 && (dinp || dw)) {
+    if (cdt == DT_BF16 && (dinp || dw) && dbias) {
+        /* bias gradient and the bf16 copy of dout in one pass over dout */
+        __nv_bfloat16 *gb = (__nv_bfloat16 *)cu_scratch(b, 0, (size_t)M * N * 2);
+        int nchunk = (M + CU_COLSUM_ROWS - 1) / CU_COLSUM_ROWS;
+        CU_ASSERT(nchunk <= 65535, "M=%d", M);
+        float *part = (float *)cu_scratch(b, 3, (size_t)nchunk * N * sizeof(float));
+        cudaStream_t st = cu_impl(b)->stream;
+        dim3 blk(32, 16), grid((N + 31) / 32, nchunk);
+        cu_colsum_cast_part_kernel<<<grid, blk, 0, st>>>(part, gb, dout, M, N);
+        CU_LAUNCH_CHECK();
+        cu_colsum_final_kernel<<<(N + 127) / 128, 128, 0, st>>>(dbias, part, nchunk, N);
+        CU_LAUNCH_CHECK();
+        g = gb;
+        dbias = NULL;   /* done */
+    } else if (cdt == DT_BF16 && (dinp || dw)) {
         /* autocast: the bf16 products read dout rounded to bf16 */
         void *gb = cu_scratch(b, 0, (size_t)M * N * 2);
         cu_cast(b, gb, DT_BF16, dout, DT_F32, (size_t)M * N);

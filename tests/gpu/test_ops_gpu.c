@@ -578,16 +578,19 @@ static void fill_pattern(uint8_t *p, size_t n, unsigned seed) {
 
 static int ipc_child(const char *handle, size_t bytes, unsigned seed) {
     char err[256];
+    if (bytes == 0) { fprintf(stderr, "child: zero bytes\n"); return 2; }
     backend_t *b = backend_cuda_create(0, err, sizeof err);
     if (!b) { fprintf(stderr, "child: %s\n", err); return 3; }
     uint8_t *dev = b->shared_open(b, handle, bytes);
     if (!dev) { fprintf(stderr, "child: shared_open: %s\n", b->err); b->destroy(b); return 4; }
     uint8_t *h = malloc(bytes), *want = malloc(bytes);
+    if (!h || !want) { fprintf(stderr, "child: out of memory\n"); return 2; }
     b->download(b, h, dev, bytes);
     fill_pattern(want, bytes, seed);
     int same = memcmp(h, want, bytes) == 0;
     /* write back a marker the parent checks: the first byte inverted */
-    uint8_t mark = (uint8_t)~want[0];
+    uint8_t first = want[0];
+    uint8_t mark = (uint8_t)~first;
     b->upload(b, dev, &mark, 1);
     b->sync(b);
     b->shared_close(b, dev, bytes);
@@ -664,7 +667,8 @@ int main(int argc, char **argv) {
     const char *quick = getenv("TEST_QUICK");
 
     t_memory("/proc/self/exe");
-    t_cast_gather(100003);
+    t_cast_gather(100003);   /* scalar kernels */
+    t_cast_gather(100000);   /* 8-wide kernels */
     t_images_u8(3, 224, 224, DT_BF16);
     t_images_u8(2, 17, 31, DT_F32);
     t_images_u8(70, 224, 224, DT_BF16);   /* more than one staging chunk */
@@ -687,6 +691,8 @@ int main(int argc, char **argv) {
     t_layernorm(2 * 257, 1024, DT_F32);
     t_layernorm(37, 77, DT_F32);
     t_layernorm(3, 2000, DT_BF16);
+    t_layernorm(5, 384, DT_BF16);   /* 8-wide path, 3 float4 per lane */
+    t_layernorm(9, 768, DT_F32);
     for (int k = 0; k < 2; k++) {
         dtype_t cdt = dts[k];
         backend_t *impls[2] = {G, Gcublas};
@@ -699,7 +705,10 @@ int main(int argc, char **argv) {
             if (!quick) t_attention(impls[im], names[im], 1, 261, 4, 64, cdt);
         }
     }
-    t_gelu(2 * 257 * 4096 + 5, DT_BF16, DT_BF16);
+    t_gelu(2 * 257 * 4096 + 5, DT_BF16, DT_BF16);   /* scalar kernels */
+    t_gelu(2 * 257 * 4096, DT_BF16, DT_BF16);       /* 8-wide kernels */
+    t_gelu(4096, DT_F32, DT_F32);
+    t_gelu(4096, DT_BF16, DT_F32);
     t_gelu(1001, DT_F32, DT_F32);
     t_gelu(1001, DT_F32, DT_BF16);
     t_gelu(999, DT_BF16, DT_F32);
