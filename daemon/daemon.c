@@ -101,6 +101,9 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     ssize_t n = readlink("/proc/self/exe", d->exe, sizeof d->exe - 1);
     if (n <= 0) { snprintf(err, errlen, "cannot find this binary (/proc/self/exe): %s", strerror(errno)); goto fail; }
     d->exe[n] = 0;
+    log_debug(NULL, "workers run %s", d->exe);
+    /* exec through /proc/self/exe: still this binary after a package upgrade replaced the file */
+    snprintf(d->exe, sizeof d->exe, "/proc/self/exe");
 
     char dbpath[PATH_MAX + 16];
     snprintf(dbpath, sizeof dbpath, "%s/traind.db", sd);
