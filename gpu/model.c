@@ -31,15 +31,19 @@ static void cfg_defaults(model_config_t *c) {
     c->head_hand = 1;
     c->joints_hidden = MODEL_JOINTS_HIDDEN;
     c->conf_hidden = MODEL_CONF_HIDDEN;
+    c->initializer_range = 0.02f;
 }
 
 int model_config_by_name(const char *name, int registers, model_config_t *cfg,
                          char *err, size_t errlen) {
-    static const struct { const char *name; int d, l, h; } tab[] = {
-        {"dinov2-tiny", 64, 2, 2},
-        {"dinov2-small", 384, 12, 6},
-        {"dinov2-base", 768, 12, 12},
-        {"dinov2-large", 1024, 24, 16},
+    /* init std: HF's 0.02 for the HF sizes; the 64-wide tiny (not an HF model) trains from
+     * scratch much faster with 0.05 (synthetic hand data, 3000 steps: val MPJPE 90 mm vs
+     * 147 mm with 0.02, whose near-uniform initial attention leaves a long plateau) */
+    static const struct { const char *name; int d, l, h; float init; } tab[] = {
+        {"dinov2-tiny", 64, 2, 2, 0.05f},
+        {"dinov2-small", 384, 12, 6, 0.02f},
+        {"dinov2-base", 768, 12, 12, 0.02f},
+        {"dinov2-large", 1024, 24, 16, 0.02f},
     };
     if (registers != 0 && registers != 4) {
         snprintf(err, errlen, "model.registers must be 0 or 4 (got %d)", registers);
@@ -52,6 +56,7 @@ int model_config_by_name(const char *name, int registers, model_config_t *cfg,
             cfg->layers = tab[i].l;
             cfg->heads = tab[i].h;
             cfg->registers = registers;
+            cfg->initializer_range = tab[i].init;
             return 0;
         }
     }
@@ -127,6 +132,10 @@ int model_config_from_hf_json(const json_t *j, model_config_t *cfg, char *err, s
     if (eps <= 0 || eps > 1) { snprintf(err, errlen, "config.json: layer_norm_eps = %g is out of range (0, 1]", eps); return -1; }
     cfg->layer_norm_eps = (float)eps;
     cfg->layerscale_value = (float)ls;
+    double ir;
+    if (json_get_num(j, "initializer_range", 0.02, &ir, err, errlen) < 0) return -1;
+    if (ir <= 0 || ir > 1) { snprintf(err, errlen, "config.json: initializer_range = %g is out of range (0, 1]", ir); return -1; }
+    cfg->initializer_range = (float)ir;
 
     json_t *act = json_object_get(j, "hidden_act");
     if (act && !json_is_null(act)) {
@@ -674,7 +683,9 @@ static void model_init_range(model_t *m, uint64_t seed, const float *mean_joints
         uint64_t s = seed ^ 0x5bd1e9955bd1e995ull;
         for (const char *c = p->name; *c; c++) s = (s ^ (uint8_t)*c) * 0x100000001b3ull;
         switch (pv->extra[i].init) {
-        case INIT_TRUNC: for (size_t k = 0; k < p->n; k++) h[k] = rng_trunc_normal(&s, 0.02); break;
+        case INIT_TRUNC:
+            for (size_t k = 0; k < p->n; k++) h[k] = rng_trunc_normal(&s, m->cfg.initializer_range);
+            break;
         case INIT_ZERO: memset(h, 0, p->n * sizeof *h); break;
         case INIT_ONE: for (size_t k = 0; k < p->n; k++) h[k] = 1.0f; break;
         case INIT_LS: for (size_t k = 0; k < p->n; k++) h[k] = m->cfg.layerscale_value; break;

@@ -59,10 +59,13 @@ typedef struct {
     int head_hand;           /* 1: hand head present (joints + confidence) */
     int joints_hidden;       /* 512 */
     int conf_hidden;         /* 256 */
+    float initializer_range; /* std of the fresh trunc-normal init (HF config field; 0.02,
+                                larger for the narrow dinov2-tiny) */
 } model_config_t;
 
 /* "dinov2-tiny" (64/2/2), "dinov2-small" (384/12/6), "dinov2-base" (768/12/12),
- * "dinov2-large" (1024/24/16); registers 0 or 4. head_hand = 1.
+ * "dinov2-large" (1024/24/16); registers 0 or 4. head_hand = 1. initializer_range
+ * 0.02 (HF), 0.05 for the narrow tiny.
  * 0, or -1 with err for an unknown name or register count. */
 int model_config_by_name(const char *name, int registers, model_config_t *cfg,
                          char *err, size_t errlen);
@@ -146,8 +149,9 @@ model_t *model_create(backend_t *be, const model_config_t *cfg, const model_opts
                       char *err, size_t errlen);
 void model_free(model_t *m);                      /* NULL is fine */
 
-/* Seeded fresh initialization of EVERYTHING (HF-like: trunc-normal std 0.02
- * for linear/conv weights and cls/mask/pos/register tokens, zero biases, LN
+/* Seeded fresh initialization of EVERYTHING (HF-like: trunc-normal with std
+ * cfg.initializer_range for linear/conv weights and cls/pos/register tokens, a
+ * zero mask token, zero biases, LN
  * 1/0, LayerScale = layerscale_value); mean_joints[63] (host, may be NULL) is
  * the joint head's final bias, so training starts at the mean predictor.
  * Syncs the working copy. Never call it after loading weights. */

@@ -56,7 +56,7 @@ static json_t *ckpt_config_json(const model_t *m, const ckpt_meta_t *meta) {
     json_object_set_new(j, "drop_path_rate", json_real(0.0));
     json_object_set_new(j, "hidden_dropout_prob", json_real(0.0));
     json_object_set_new(j, "attention_probs_dropout_prob", json_real(0.0));
-    json_object_set_new(j, "initializer_range", json_real(0.02));
+    json_object_set_new(j, "initializer_range", json_float(c->initializer_range));
     if (reg) json_object_set_new(j, "num_register_tokens", json_integer(c->registers));
     json_object_set_new(j, "torch_dtype", json_string("float32"));
 

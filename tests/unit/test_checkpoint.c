@@ -212,8 +212,8 @@ int main(void) {
     int has = 0;
     ok(ckpt_read_config(ck, &c2, &m2, &has, err, sizeof err) == 0 && has, "config.json read back (%s)", err);
     ok(c2.hidden == 64 && c2.layers == 2 && c2.heads == 2 && c2.registers == 4 && c2.patch == 14 &&
-       c2.image_size == IMG && c2.layer_norm_eps == 1e-6f && c2.head_hand == 1,
-       "config: hidden/layers/heads/registers/patch/image_size/eps/heads round-trip");
+       c2.image_size == IMG && c2.layer_norm_eps == 1e-6f && c2.head_hand == 1 && c2.initializer_range == 0.05f,
+       "config: hidden/layers/heads/registers/patch/image_size/eps/heads/initializer_range round-trip");
     ok(strcmp(m2.backbone, "dinov2-tiny") == 0 && m2.freeze_layers == 1 && m2.mean[1] == 0.5f &&
        m2.std[2] == 0.3f && m2.image_h == IMG && m2.image_w == IMG, "traind fields round-trip");
     {
