@@ -361,11 +361,13 @@ __device__ __forceinline__ void mma_load_a(uint32_t a[4][4], const __nv_bfloat16
     for (int kk = 0; kk < 4; kk++) ldsm_x4(a[kk], p + kk * 16);
 }
 
-/* c[n][.] = A(16 x 64, regs) * B^T for the 8-column blocks n < nn, B a smem tile [n][k]. */
-__device__ __forceinline__ void mma_abt(float c[8][4], const uint32_t a[4][4], const __nv_bfloat16 *B, int lane, int nn) {
+/* c[n][.] = A(16 x 64, regs) * B^T for the 8-column blocks n < nn (of NB),
+ * B a smem tile [n][k]. */
+template <int NB>
+__device__ __forceinline__ void mma_abt(float c[NB][4], const uint32_t a[4][4], const __nv_bfloat16 *B, int lane, int nn) {
     const __nv_bfloat16 *p = B + (lane & 7) * TC_LD + (lane >> 3) * 8;
 #pragma unroll
-    for (int n = 0; n < 8; n++) {
+    for (int n = 0; n < NB; n++) {
         c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0.0f;
         if (n < nn) {
 #pragma unroll
@@ -379,12 +381,13 @@ __device__ __forceinline__ void mma_abt(float c[8][4], const uint32_t a[4][4], c
     }
 }
 
-/* acc[8][4] += P(16 x 64 over k, fp32 accumulators p rounded to bf16) * B,
+/* acc[8][4] += P(16 x 8*NB over k, fp32 accumulators p rounded to bf16) * B,
  * B a smem tile [k][n] (k = the tile's rows); k-chunks of 16 rows kc < nkc. */
-__device__ __forceinline__ void mma_pb(float acc[8][4], const float p[8][4], const __nv_bfloat16 *B, int lane, int nkc) {
+template <int NB>
+__device__ __forceinline__ void mma_pb(float acc[8][4], const float p[NB][4], const __nv_bfloat16 *B, int lane, int nkc) {
     const __nv_bfloat16 *q = B + ((lane & 7) + ((lane >> 3) & 1) * 8) * TC_LD + (lane >> 4) * 8;
 #pragma unroll
-    for (int kc = 0; kc < 4; kc++) {
+    for (int kc = 0; kc < NB / 2; kc++) {
         if (kc < nkc) {
             uint32_t a[4] = {pack_bf16(p[2 * kc][0], p[2 * kc][1]), pack_bf16(p[2 * kc][2], p[2 * kc][3]),
                              pack_bf16(p[2 * kc + 1][0], p[2 * kc + 1][1]), pack_bf16(p[2 * kc + 1][2], p[2 * kc + 1][3])};
@@ -432,7 +435,7 @@ __global__ void __launch_bounds__(128) cu_attn_fwd_mma_kernel(__nv_bfloat16 *out
         __syncthreads();
         if (it == 0) mma_load_a(qa, Qs + w * 16 * TC_LD, lane);
         if (active) {
-            mma_abt(s, qa, Ks[st], lane, (nk + 7) / 8);
+            mma_abt<8>(s, qa, Ks[st], lane, (nk + 7) / 8);
             float mx0 = m0, mx1 = m1;
 #pragma unroll
             for (int n = 0; n < 8; n++) {
@@ -469,7 +472,7 @@ __global__ void __launch_bounds__(128) cu_attn_fwd_mma_kernel(__nv_bfloat16 *out
             sum1 += __shfl_xor_sync(0xffffffffu, sum1, 2);
             l0 = l0 * c0 + sum0;
             l1 = l1 * c1 + sum1;
-            mma_pb(o, s, Vs[st], lane, (nk + 15) / 16);
+            mma_pb<8>(o, s, Vs[st], lane, (nk + 15) / 16);
         }
         __syncthreads();   /* this stage is refilled two iterations on */
     }
@@ -534,7 +537,7 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const
     float *dqb = dqkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
     int nown = min(TC_ROWS, T - r0), ntiles = (T + TC_ROWS - 1) / TC_ROWS;
     bool active = w * 16 < nown;
-    float s[8][4], dp[8][4], acc1[8][4], acc2[8][4];
+    float s[4][4], dp[4][4], acc1[8][4], acc2[8][4];
     uint32_t fa[4][4], fb[4][4];
 #pragma unroll
     for (int n = 0; n < 8; n++)
@@ -590,40 +593,44 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const
         }
         __syncthreads();
         if (active) {
-            int nn = (nj + 7) / 8, nkc = (nj + 15) / 16;
-            if (role == 1) {
-                mma_abt(s, fa, X[st], lane, nn);    /* S^T[key, q] = k . q */
-                mma_abt(dp, fb, Y[st], lane, nn);   /* dP^T[key, q] = v . dO */
+            /* the streamed tile in two halves of 32 rows: half the score registers */
+            for (int hh = 0; hh < 2 && hh * 32 < nj; hh++) {
+                int nh = min(32, nj - hh * 32), nn = (nh + 7) / 8, nkc = (nh + 15) / 16;
+                const __nv_bfloat16 *Xh = X[st] + hh * 32 * TC_LD, *Yh = Y[st] + hh * 32 * TC_LD;
+                if (role == 1) {
+                    mma_abt<4>(s, fa, Xh, lane, nn);    /* S^T[key, q] = k . q */
+                    mma_abt<4>(dp, fb, Yh, lane, nn);   /* dP^T[key, q] = v . dO */
 #pragma unroll
-                for (int n = 0; n < 8; n++) {
+                    for (int n = 0; n < 4; n++) {
 #pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        int q = n * 8 + 2 * t + e;
-                        float Lq = Ls[st][q], Dq = Ds[st][q];
-                        float p0 = expf(s[n][e] * scale - Lq), p1 = expf(s[n][2 + e] * scale - Lq);
-                        s[n][e] = p0;
-                        s[n][2 + e] = p1;
-                        dp[n][e] = p0 * (dp[n][e] - Dq);
-                        dp[n][2 + e] = p1 * (dp[n][2 + e] - Dq);
+                        for (int e = 0; e < 2; e++) {
+                            int q = hh * 32 + n * 8 + 2 * t + e;
+                            float Lq = Ls[st][q], Dq = Ds[st][q];   /* Lq = +inf for queries >= T */
+                            float p0 = expf(s[n][e] * scale - Lq), p1 = expf(s[n][2 + e] * scale - Lq);
+                            s[n][e] = p0;
+                            s[n][2 + e] = p1;
+                            dp[n][e] = p0 * (dp[n][e] - Dq);
+                            dp[n][2 + e] = p1 * (dp[n][2 + e] - Dq);
+                        }
                     }
-                }
-                mma_pb(acc1, s, Y[st], lane, nkc);    /* dV += P^T dO */
-                mma_pb(acc2, dp, X[st], lane, nkc);   /* dK += dS^T Q */
-            } else {
-                mma_abt(s, fa, X[st], lane, nn);    /* S[q, key] */
-                mma_abt(dp, fb, Y[st], lane, nn);   /* dP[q, key] */
+                    mma_pb<4>(acc1, s, Yh, lane, nkc);    /* dV += P^T dO */
+                    mma_pb<4>(acc2, dp, Xh, lane, nkc);   /* dK += dS^T Q */
+                } else {
+                    mma_abt<4>(s, fa, Xh, lane, nn);    /* S[q, key] */
+                    mma_abt<4>(dp, fb, Yh, lane, nn);   /* dP[q, key] */
 #pragma unroll
-                for (int n = 0; n < 8; n++) {
+                    for (int n = 0; n < 4; n++) {
 #pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        bool ok_ = n * 8 + 2 * t + e < nj;
-                        float p0 = ok_ ? expf(s[n][e] * scale - L0) : 0.0f;
-                        float p1 = ok_ ? expf(s[n][2 + e] * scale - L1) : 0.0f;
-                        dp[n][e] = p0 * (dp[n][e] - D0);
-                        dp[n][2 + e] = p1 * (dp[n][2 + e] - D1);
+                        for (int e = 0; e < 2; e++) {
+                            bool ok_ = n * 8 + 2 * t + e < nh;
+                            float p0 = ok_ ? expf(s[n][e] * scale - L0) : 0.0f;
+                            float p1 = ok_ ? expf(s[n][2 + e] * scale - L1) : 0.0f;
+                            dp[n][e] = p0 * (dp[n][e] - D0);
+                            dp[n][2 + e] = p1 * (dp[n][2 + e] - D1);
+                        }
                     }
+                    mma_pb<4>(acc1, dp, Xh, lane, nkc);   /* dQ += dS K */
                 }
-                mma_pb(acc1, dp, X[st], lane, nkc);   /* dQ += dS K */
             }
         }
         __syncthreads();

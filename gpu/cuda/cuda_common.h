@@ -68,6 +68,7 @@ extern "C" {
 #define CU_LT_WORKSPACE (32u << 20)
 #define CU_STAGING_BYTES (32u << 20)   /* per pinned staging buffer (two) */
 #define CU_LT_CACHE 64
+#define CU_LT_TUNE 8          /* candidates timed with TRAIND_LT_AUTOTUNE=1 */
 
 typedef struct {
     /* key */
@@ -91,6 +92,7 @@ typedef struct {
     void *lt_ws;                        /* cuBLASLt workspace */
     cu_lt_plan_t plans[CU_LT_CACHE];    /* cached matmul descriptors and algos */
     long plan_clock;
+    int lt_tune;                        /* TRAIND_LT_AUTOTUNE */
 
     /* Scratch slots (device memory, grown on demand; contents undefined). */
     void *scratch[4];

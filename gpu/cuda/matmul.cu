@@ -16,6 +16,8 @@
 void cu_lt_init(backend_t *b) {
     cu_impl_t *c = cu_impl(b);
     CUBLAS_CHECK(cublasLtCreate(&c->lt));
+    const char *tune = getenv("TRAIND_LT_AUTOTUNE");
+    c->lt_tune = tune && strcmp(tune, "0") != 0;
 }
 
 static void cu_lt_plan_release(cu_lt_plan_t *p) {
@@ -35,6 +37,46 @@ void cu_lt_destroy(backend_t *b) {
 }
 
 static cudaDataType_t cu_dt(dtype_t dt) { return dt == DT_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+/* Autotuning (TRAIND_LT_AUTOTUNE=1): time the heuristic's first candidates on
+ * the call's real inputs into a scratch output (beta 0) and keep the fastest.
+ * Off by default: the heuristic's choice is the same in every process, so
+ * results are bitwise repeatable run to run; a tuned choice may differ. */
+static cublasLtMatmulAlgo_t cu_lt_tune(backend_t *b, cu_lt_plan_t *p, const cublasLtMatmulHeuristicResult_t *res,
+                                       int found, const void *A, const void *B, const float *bias, size_t dbytes) {
+    cu_impl_t *c = cu_impl(b);
+    void *D = NULL;
+    if (cudaMalloc(&D, dbytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return res[0].algo;
+    }
+    if (bias)
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    cudaEvent_t e0, e1;
+    CU_CHECK(cudaEventCreate(&e0));
+    CU_CHECK(cudaEventCreate(&e1));
+    float alpha = 1.0f, beta = 0.0f, best = 1e30f;
+    int bi = 0;
+    for (int i = 0; i < found; i++) {
+        if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        if (cublasLtMatmul(c->lt, p->desc, &alpha, A, p->la, B, p->lb, &beta, D, p->lc, D, p->lc, &res[i].algo,
+                           c->lt_ws, CU_LT_WORKSPACE, c->stream) != CUBLAS_STATUS_SUCCESS)
+            continue;
+        CU_CHECK(cudaEventRecord(e0, c->stream));
+        for (int r = 0; r < 3; r++)
+            CUBLAS_CHECK(cublasLtMatmul(c->lt, p->desc, &alpha, A, p->la, B, p->lb, &beta, D, p->lc, D, p->lc,
+                                        &res[i].algo, c->lt_ws, CU_LT_WORKSPACE, c->stream));
+        CU_CHECK(cudaEventRecord(e1, c->stream));
+        CU_CHECK(cudaEventSynchronize(e1));
+        float ms = 0;
+        CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        if (ms < best) { best = ms; bi = i; }
+    }
+    CU_CHECK(cudaEventDestroy(e0));
+    CU_CHECK(cudaEventDestroy(e1));
+    CU_CHECK(cudaFree(D));
+    return res[bi].algo;
+}
 
 /* D[m,n] (col-major, ld ldc) = alpha * op(A) op(B) + beta * C, C == D.
  * A, B of type ab; D of type dt; bias (length m, fp32 or for a bf16 D bf16) via the epilogue. */
@@ -80,10 +122,10 @@ static void cu_lt_matmul(backend_t *b, int transa, int transb, int m, int n, int
         CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
         size_t ws = CU_LT_WORKSPACE;
         CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-        cublasLtMatmulHeuristicResult_t res;
+        cublasLtMatmulHeuristicResult_t res[CU_LT_TUNE];
         int found = 0;
         cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc,
-                                                           pref, 1, &res, &found);
+                                                           pref, c->lt_tune ? CU_LT_TUNE : 1, res, &found);
         cublasLtMatmulPreferenceDestroy(pref);
         if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
             fprintf(stderr, "traind: cuBLASLt has no algorithm for %c%c m=%d n=%d k=%d %s->%s%s: %s\n",
@@ -91,7 +133,9 @@ static void cu_lt_matmul(backend_t *b, int transa, int transb, int m, int n, int
                     bias ? " +bias" : "", cublasGetStatusString(st));
             exit(EXIT_FAILURE);
         }
-        p->algo = res.algo;
+        p->algo = res[0].algo;
+        if (found > 1 && (double)m * n * k >= (double)(1 << 28))
+            p->algo = cu_lt_tune(b, p, res, found, A, B, bias, (size_t)ldc * n * dtype_size(dt));
         p->valid = 1;
     }
     p->last_use = ++c->plan_clock;

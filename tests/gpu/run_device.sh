@@ -7,7 +7,9 @@
 # (naming the binaries rather than build/release keeps the carry under 64 MiB).
 # Puts the carried runtime libraries on LD_LIBRARY_PATH, records the card, and
 # runs, by mode: tests = every GPU test binary (TAP); hf = traind forward on
-# the GPU against HF Dinov2Model (tests/hf/check_forward.py); bench = the op
+# the GPU against HF Dinov2Model (tests/hf/check_forward.py) and a train
+# step's gradients against PyTorch autograd (tests/gpu/check_grads_torch.py);
+# bench = the op
 # timings (and bench/run_device.sh when it exists). Several modes may be
 # given; "all" is all three. Logs go to $OUT (or ./gpu-out).
 set -uo pipefail
@@ -44,6 +46,12 @@ if has hf; then
         > "$OUT/hf_forward.log" 2>&1
     rc=$?
     cat "$OUT/hf_forward.log" | tail -30
+    [ $rc -eq 0 ] || fail=1
+    echo "== tests/gpu/check_grads_torch.py"
+    PYTHONUNBUFFERED=1 python3 tests/gpu/check_grads_torch.py --bin build/release/gpu-tests/test_grad_gpu \
+        > "$OUT/grads_torch.log" 2>&1
+    rc=$?
+    tail -20 "$OUT/grads_torch.log"
     [ $rc -eq 0 ] || fail=1
 fi
 if has bench; then
