@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -81,6 +83,7 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     daemon_t *d = calloc(1, sizeof *d);
     if (!d) { snprintf(err, errlen, "out of memory"); return NULL; }
     d->cfg = *cfg;
+    d->lock_fd = -1;
     d->started = store_now();
     pthread_mutex_init(&d->ev_mu, NULL);
     pthread_cond_init(&d->ev_cv, NULL);
@@ -92,6 +95,14 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     if (snprintf(d->checkpoint_root, sizeof d->checkpoint_root, "%s/checkpoints", sd) >= (int)sizeof d->checkpoint_root ||
         snprintf(d->work_root, sizeof d->work_root, "%s/work", sd) >= (int)sizeof d->work_root) {
         snprintf(err, errlen, "state dir path too long");
+        goto fail;
+    }
+    char lockp[PATH_MAX + 16];
+    snprintf(lockp, sizeof lockp, "%s/traind.lock", sd);
+    d->lock_fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (d->lock_fd < 0) { snprintf(err, errlen, "%s: %s", lockp, strerror(errno)); goto fail; }
+    if (flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errlen, "state dir %s is in use by another traind (%s is locked)", sd, lockp);
         goto fail;
     }
     if (fs_mkdir_p(d->checkpoint_root, 0750, e2, sizeof e2) || fs_mkdir_p(d->work_root, 0750, e2, sizeof e2)) {
@@ -165,6 +176,7 @@ void daemon_destroy(daemon_t *d) {
     for (int i = 0; i < d->n_dev; i++)
         if (d->be[i]) d->be[i]->destroy(d->be[i]);
     store_close(d->store);
+    if (d->lock_fd >= 0) close(d->lock_fd);
     pthread_mutex_destroy(&d->ev_mu);
     pthread_cond_destroy(&d->ev_cv);
     free(d);
