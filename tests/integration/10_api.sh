@@ -86,6 +86,12 @@ check "unknown dataset field is named in the message" grep -q colour <<<"$(jb .e
 expect_error 400 invalid_field "dataset: unknown nested field" \
     POST /v1/datasets '{"name":"x11","synthetic":{"samples":8,"image_size":28,"seed":1,"sharp":true}}'
 check "unknown nested field is named" grep -q sharp <<<"$(jb .error.message)$(jb '.error.field // empty')"
+expect_error 507 insufficient_storage "dataset larger than the device memory: refused before loading" \
+    POST /v1/datasets '{"name":"x12","synthetic":{"samples":10000000,"image_size":224,"seed":1}}'
+api GET /metrics
+check "metrics: resident bytes of the dataset" grep -q '^traind_dataset_bytes{dataset="syn"' <<<"$BODY"
+check "metrics: jobs by state" grep -q '^traind_jobs{state="queued"} 0' <<<"$BODY"
+check "metrics: requests counted by status (the 507 above)" grep -q '^traind_http_requests_total{code="507"} 1' <<<"$BODY"
 expect_error 404 not_found "GET missing dataset" GET /v1/datasets/nosuch
 expect_error 404 not_found "DELETE missing dataset" DELETE /v1/datasets/nosuch
 api GET /v1/datasets
@@ -179,6 +185,8 @@ api GET "/v1/checkpoints?job=$id"
 is "$STATUS" 200 "GET checkpoints?job= 200"
 ck=$(jb '.checkpoints[-1].id // empty')
 check "train job recorded checkpoints" test -n "$ck"
+api GET /v1/checkpoints
+check "GET /v1/checkpoints lists every checkpoint" jq -e --arg ck "$ck" '[.checkpoints[].id]|index($ck)!=null' <<<"$BODY"
 api GET "/v1/checkpoints/$ck"
 check "checkpoint record: job, step, path, bytes, sha256" \
     jq -e --arg id "$id" '.job==$id and .step>0 and .bytes>0 and (.sha256|length==64) and (.path|type=="string")' <<<"$BODY"

@@ -43,6 +43,11 @@ check "status: the running job with its progress" \
     jq -e --arg id "$blk" '[.running[]|select(.id==$id)]|length==1 and (.[0].progress.step>=1)' <<<"$BODY"
 
 expect_error 409 conflict "evicting a dataset used by queued/running jobs" DELETE /v1/datasets/syn
+api GET /metrics
+check "metrics: one running job" grep -q '^traind_jobs{state="running"} 1' <<<"$BODY"
+check "metrics: 5 queued jobs" grep -q '^traind_jobs{state="queued"} 5' <<<"$BODY"
+check "metrics: images/s of the running job" grep -qE '^traind_images_per_second(\{[^}]*\})? [0-9.e+]+' <<<"$BODY"
+check "metrics: train step rate" grep -qE '^traind_train_steps_per_second(\{[^}]*\})? [0-9.e+]+' <<<"$BODY"
 
 api POST "/v1/jobs/$q5/cancel"
 is "$STATUS" 200 "cancel a queued job -> 200"
@@ -77,6 +82,10 @@ check "sqlite agrees on the start order" \
 submit "$(train_spec syn $LONG '"checkpoint_every":1000000')"; vic=$JOB
 wait_job_state "$vic" running 60 && wait_for 60 _job_step_ge "$vic" 1
 ok $? "victim job running"
+ckid=$(sql "SELECT id FROM checkpoints WHERE path='$ckp';")
+submit "{\"type\":\"eval\",\"dataset\":\"syn\",\"checkpoint\":\"$ckid\",\"batch_size\":16}"; ev=$JOB
+is "$(job_state "$ev")" queued "an eval job of the cancelled job's checkpoint $ckid waits"
+expect_error 409 conflict "deleting a checkpoint a queued job needs" DELETE "/v1/checkpoints/$ckid"
 wpid=$(worker_pid "$vic")
 check "worker pid known ($wpid), a child of the daemon" test "$(ps -o ppid= -p "$wpid" 2>/dev/null | tr -d ' ')" = "$DAEMON_PID"
 kill -KILL "$wpid"
@@ -85,7 +94,8 @@ api GET "/v1/jobs/$vic"
 check "its error names the signal ($(jb .error))" grep -qiE 'signal 9|SIGKILL|killed' <<<"$(jb .error)"
 is "$(dataset_state syn)" ready "the dataset is still resident and ready"
 submit "$(dbg 0)"; nxt=$JOB
-is "$(wait_job "$nxt" 300)" succeeded "the next job runs"
+is "$(wait_job "$ev" 300)" succeeded "the next job runs (the queued eval)"
+is "$(wait_job "$nxt" 300)" succeeded "and the one after it"
 check "daemon still serving" daemon_alive
 
 # ---- kill -9 of the daemon mid-training, restart, resume -----------------------------------
