@@ -476,6 +476,17 @@ int main(void) {
         err[0] = '\0';
         ok(model_load_hf_dir(mh, bad, err, sizeof err) == 0 && !mh->heads_loaded,
            "... but it loads as pretrained backbone weights, heads left as initialized (%s)", err);
+        /* fresh heads on a pretrained backbone: model_init_heads never touches the backbone */
+        size_t np = mh->n_params;
+        float *a = malloc(np * 4), *b = malloc(np * 4);
+        be->download(be, a, mh->params, np * 4);
+        model_init_heads(mh, 1234, NULL);
+        be->download(be, b, mh->params, np * 4);
+        size_t head0 = mh->table[model_find_param(mh, "heads.hand.joints.fc1.weight")].off;
+        ok(memcmp(a, b, head0 * 4) == 0 && memcmp(a + head0, b + head0, (np - head0) * 4) != 0,
+           "model_init_heads re-initializes the heads only, the pretrained backbone stays");
+        free(a);
+        free(b);
         model_free(mh);
     }
     /* partial heads are an error naming the missing one */
