@@ -393,24 +393,27 @@ static int cmd_status(tc_argv_t *av) {
     const json_t *dss = json_object_get(j, "datasets");
     if (!dss) dss = json_object_get(j, "resident_datasets");
     if (json_is_array(dss) && json_array_size(dss)) {
-        printf("\n%-24s %-8s %10s\n", "DATASET", "STATE", "SAMPLES");
+        printf("\n%-24s %-8s %12s\n", "DATASET", "STATE", "RESIDENT");
         json_array_foreach(dss, i, d) {
             if (json_is_string(d)) { printf("%-24s\n", json_string_value(d)); continue; }
-            printf("%-24.24s %-8s %10lld\n", js(d, "name"), js(d, "state"),
-                   (long long)json_integer_value(json_object_get(d, "samples")));
+            char b[32];
+            tc_fmt_bytes(b, sizeof b, jnum(d, "bytes"));
+            printf("%-24.24s %-8s %12s\n", js(d, "name"), js(d, "state"), b);
         }
     }
     const json_t *jobs = json_object_get(j, "running_jobs");
     if (!jobs) jobs = json_object_get(j, "running");
     if (json_is_array(jobs) && json_array_size(jobs)) {
-        printf("\n%-16s %-6s %-10s %14s %10s %8s\n", "RUNNING", "TYPE", "STATE", "STEP", "IMG/S", "ETA");
+        printf("\n%-16s %-6s %-6s %14s %10s %8s\n", "RUNNING", "TYPE", "DEVICE", "STEP", "IMG/S", "ETA");
         json_array_foreach(jobs, i, d) {
             const json_t *p = tc_progress_of(d);
             char stepbuf[32], eta[32];
             snprintf(stepbuf, sizeof stepbuf, "%lld/%lld", (long long)json_integer_value(json_object_get(p, "step")),
                      (long long)json_integer_value(json_object_get(p, "total_steps")));
             tc_fmt_dur(eta, sizeof eta, jhas_num(p, "eta_s") ? jnum(p, "eta_s") : -1);
-            printf("%-16.16s %-6s %-10s %14s %10.1f %8s\n", js(d, "id"), js(d, "type"), js(d, "state"), stepbuf,
+            char dev[16];
+            tc_fmt_scalar(dev, sizeof dev, json_object_get(d, "device"));
+            printf("%-16.16s %-6s %-6s %14s %10.1f %8s\n", js(d, "id"), js(d, "type"), dev, stepbuf,
                    jnum(p, "images_per_s"), eta);
         }
     } else {
