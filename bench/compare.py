@@ -206,6 +206,8 @@ class Api:
                 return e.code, json.loads(e.read() or b"null")
             except json.JSONDecodeError:
                 return e.code, None
+        except (urllib.error.URLError, OSError) as e:   # not listening (yet), reset, timeout
+            return 0, {"error": {"code": "connection", "message": str(e)}}
 
 
 def wait_until(fn, timeout, every):
@@ -258,7 +260,7 @@ def wait_job_end(api, jid, timeout):
 
 def cmd_second_job(a):
     api = Api(a.url, a.token)
-    if wait_until(lambda: api.call("GET", "/v1/health")[0] == 200 or None, 60, 0.2) is None:
+    if wait_until(lambda: api.call("GET", "/v1/health", timeout=2)[0] == 200 or None, min(a.timeout, 60), 0.2) is None:
         print("compare: traind does not answer /v1/health", file=sys.stderr)
         return 1
     st, rec = api.call("GET", f"/v1/datasets/{a.dataset}")
