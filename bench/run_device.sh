@@ -4,8 +4,12 @@
 # binaries come built from the build machine. There (the build machine):
 #
 #   tests/gpu/fetch_devlibs.sh && make -j2 all bench-build
-#   run(command="BENCH_COMMIT=$(git rev-parse --short HEAD) bench/run_device.sh",
+#   run(command="BENCH_COMMIT=<short hash, written out here> bench/run_device.sh",
 #       carry=["build/release/traind", "build/release/bench", ".devlibs"], timeout_s=600)
+#
+# (bench/RESULTS.md shows the variant that builds a clean `git archive` of the
+# commit into /tmp and carries its two binaries via BENCH_BIN_DIR, so that
+# other people's uncommitted edits never reach the measured binaries.)
 #
 # Runs, in this order (traind first: it is fast; then the torch steps the
 # goals need most; torch.compile takes longest), each step under a time limit
