@@ -196,6 +196,20 @@ is "$(wait_job "$rid" 600)" succeeded "resumed train succeeded"
 api GET "/v1/jobs/$rid/metrics?name=$lossname"
 check "resumed run starts after step 30" jq -e 'length>0 and (.[0].step>30)' <<<"$BODY"
 
+# ---- keep_checkpoints: the last K plus the best by val MPJPE survive -----------------------
+submit "$(train_spec syn 30 '"checkpoint_every":5,"eval_every":5,"keep_checkpoints":2,"optim":{"lr":{"backbone":0.0001,"heads":0.001}}')"; kid=$JOB
+is "$(wait_job "$kid" 600)" succeeded "train with keep_checkpoints 2 succeeded"
+api GET "/v1/jobs/$kid/metrics?name=val_mpjpe"
+best=$(jb 'min_by(.value)|.step')
+check "val MPJPE recorded at every checkpoint step" jq -e '[.[].step]==[5,10,15,20,25,30]' <<<"$BODY"
+want=$(printf '%s\n' 25 30 "$best" | sort -n -u | tr '\n' ' ')
+api GET "/v1/checkpoints?job=$kid"
+got=$(jb '[.checkpoints[].step]|sort|map(tostring)|join(" ")')
+is "$got " "$want" "kept checkpoints: steps 25, 30 and the best ($best)"
+kept_dirs=$(cd "$STATE/checkpoints/$kid" && ls | sort -n | tr '\n' ' ')
+is "$kept_dirs" "$want" "pruned checkpoint directories are gone from disk"
+is "$(sql "SELECT count(*) FROM checkpoints WHERE job='$kid';")" "$(jb '.checkpoints|length')" "sqlite: pruned records are gone"
+
 # ---- all job records agree with SQLite -------------------------------------------------------
 api GET "/v1/jobs?limit=100"
 api_states=$(jb '[.jobs[]|"\(.id)=\(.state)"]|sort|join(" ")')

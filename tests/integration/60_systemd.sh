@@ -93,6 +93,9 @@ ok $? "train job running"
 wait_for 20 grep -qiE ' STATUS=.*(train|step)' "$NLOG"
 ok $? "STATUS= line with training progress"
 check "STATUS lines are sent" grep -q ' STATUS=' "$NLOG"
+dbg='{"type":"debug","dataset":"syn","batches":1,"batch_size":4,"model":{"backbone":"dinov2-tiny","heads":["hand"]}}'
+submit "$dbg"; qid=$JOB
+is "$(job_state "$qid")" queued "a second job waits in the queue"
 api GET "/v1/jobs/$tid"
 step=$(jb '.progress.step // 0')
 wpid=$(jb '.worker_pid // empty')
@@ -111,6 +114,7 @@ STATE=$STATE PORT=$PORT start_daemon || bail "daemon did not restart"
 is "$(wait_job "$tid" 900)" succeeded "after the restart the job resumed and finished"
 api GET "/v1/jobs/$tid"
 check "resumed from the stop's checkpoint" jq -e '.resumed_from|type=="string"' <<<"$BODY"
+is "$(wait_job "$qid" 300)" succeeded "the job that was queued at the stop ran after the restart"
 stop_daemon TERM
 is "$DAEMON_RC" 0 "traind exits 0"
 done_testing

@@ -50,6 +50,14 @@ is "$RC" 0 "watch: exit 0 when the job succeeds"
 check "watch drew the progress bar to 12/12" grep -q '12/12 100%' "$E"
 check "watch shows images/s and ETA" grep -q 'img/s | ETA' "$E"
 check "watch reports the final state" grep -q "job $tid succeeded" "$E"
+# on a terminal the bar redraws in place (\r + erase line); script(1) gives it a tty
+if command -v script >/dev/null 2>&1; then
+    script -qec "$TRAINCTL_BIN --url $URL watch $tid" /dev/null >"$TDIR/tty.out" 2>&1
+    is "$?" 0 "watch on a terminal"
+    check "on a terminal the bar is redrawn in place" grep -q $'\r\033\[K\[#' "$TDIR/tty.out"
+else
+    skip "script(1) not installed"; skip "script(1) not installed"
+fi
 run submit --type train --dataset syn --backbone dinov2-tiny --steps 12 --batch-size 8 \
     --checkpoint-every 6 --eval-every 6 --lr-heads 0.001 --seed 3 --submission-id tc-1
 check "resubmission: the existing job" grep -q "existing job $tid" "$T"
