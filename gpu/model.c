@@ -9,9 +9,11 @@
  */
 #include <assert.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "gpu/model.h"
 #include "store/fsutil.h"
 #include "store/safetensors.h"
@@ -670,33 +672,67 @@ static float rng_trunc_normal(uint64_t *s, double std) {
     }
 }
 
+/* Fills tensor i's initial values into h[0..n). Each tensor draws from its own
+ * stream (seed and name), so the result does not depend on table order or on
+ * how tensors are spread over threads. */
+static void model_init_tensor(const model_t *m, int i, uint64_t seed, const float *mean_joints, float *h) {
+    const model_priv_t *pv = m->priv;
+    const model_param_t *p = &m->table[i];
+    uint64_t s = seed ^ 0x5bd1e9955bd1e995ull;
+    for (const char *c = p->name; *c; c++) s = (s ^ (uint8_t)*c) * 0x100000001b3ull;
+    switch (pv->extra[i].init) {
+    case INIT_TRUNC:
+        for (size_t k = 0; k < p->n; k++) h[k] = rng_trunc_normal(&s, m->cfg.initializer_range);
+        break;
+    case INIT_ZERO: memset(h, 0, p->n * sizeof *h); break;
+    case INIT_ONE: for (size_t k = 0; k < p->n; k++) h[k] = 1.0f; break;
+    case INIT_LS: for (size_t k = 0; k < p->n; k++) h[k] = m->cfg.layerscale_value; break;
+    case INIT_MEANPOSE:
+        for (size_t k = 0; k < p->n; k++) h[k] = mean_joints ? mean_joints[k] : 0.0f;
+        break;
+    }
+}
+
+/* Host-side generation runs on several threads (dinov2-large has 300M values:
+ * ~12 s on one core), each taking whole tensors from a shared counter and
+ * writing into its slice of one host image of the parameter buffer. */
+typedef struct {
+    const model_t *m;
+    uint64_t seed;
+    const float *mean_joints;
+    int heads_only;
+    float *host;                /* [n_params] */
+    int next;                   /* next tensor to take (atomic) */
+} init_job_t;
+
+static void *model_init_thread(void *arg) {
+    init_job_t *j = arg;
+    for (;;) {
+        int i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+        if (i >= j->m->n_tensors) return NULL;
+        if (j->heads_only && j->m->table[i].group != MODEL_GROUP_HEADS) continue;
+        model_init_tensor(j->m, i, j->seed, j->mean_joints, j->host + j->m->table[i].off);
+    }
+}
+
 static void model_init_range(model_t *m, uint64_t seed, const float *mean_joints, int heads_only) {
-    model_priv_t *pv = m->priv;
-    size_t maxn = 0;
-    for (int i = 0; i < m->n_tensors; i++) if (m->table[i].n > maxn) maxn = m->table[i].n;
-    float *h = malloc(maxn * sizeof *h);
-    if (!h) { fprintf(stderr, "model_init: out of memory\n"); exit(1); }
+    init_job_t job = { .m = m, .seed = seed, .mean_joints = mean_joints, .heads_only = heads_only };
+    job.host = malloc(m->n_params * sizeof(float));
+    if (!job.host) { fprintf(stderr, "model_init: out of memory\n"); exit(1); }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nthreads = ncpu < 1 ? 1 : ncpu > 16 ? 16 : (int)ncpu;
+    pthread_t th[16];
+    int started = 0;
+    for (; started < nthreads - 1; started++)
+        if (pthread_create(&th[started], NULL, model_init_thread, &job) != 0) break;
+    model_init_thread(&job);                 /* the caller works too (and alone if no thread started) */
+    for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
     for (int i = 0; i < m->n_tensors; i++) {
-        const model_param_t *p = &m->table[i];
-        if (heads_only && p->group != MODEL_GROUP_HEADS) continue;
-        /* one stream per tensor, from the seed and the tensor's name: stable under table changes */
-        uint64_t s = seed ^ 0x5bd1e9955bd1e995ull;
-        for (const char *c = p->name; *c; c++) s = (s ^ (uint8_t)*c) * 0x100000001b3ull;
-        switch (pv->extra[i].init) {
-        case INIT_TRUNC:
-            for (size_t k = 0; k < p->n; k++) h[k] = rng_trunc_normal(&s, m->cfg.initializer_range);
-            break;
-        case INIT_ZERO: memset(h, 0, p->n * sizeof *h); break;
-        case INIT_ONE: for (size_t k = 0; k < p->n; k++) h[k] = 1.0f; break;
-        case INIT_LS: for (size_t k = 0; k < p->n; k++) h[k] = m->cfg.layerscale_value; break;
-        case INIT_MEANPOSE:
-            for (size_t k = 0; k < p->n; k++) h[k] = mean_joints ? mean_joints[k] : 0.0f;
-            break;
-        }
-        model_param_upload(m, i, h);
+        if (heads_only && m->table[i].group != MODEL_GROUP_HEADS) continue;
+        model_param_upload(m, i, job.host + m->table[i].off);
     }
     m->be->sync(m->be);
-    free(h);
+    free(job.host);
     model_sync_working_copy(m);
 }
 
