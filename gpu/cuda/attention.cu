@@ -354,6 +354,15 @@ __device__ __forceinline__ void tc_async_rows(__nv_bfloat16 *dst, const __nv_bfl
     }
 }
 
+template <int ROWS>
+__device__ __forceinline__ void tc_async_rows_n(__nv_bfloat16 *dst, const __nv_bfloat16 *src, size_t ld, int nrows) {
+    for (int e = threadIdx.x; e < ROWS * 8; e += blockDim.x) {
+        int r = e >> 3, c = (e & 7) * 8;
+        bool in = r < nrows;
+        cp_async16(dst + r * TC_LD + c, src + (size_t)(in ? r : 0) * ld + c, in ? 16 : 0);
+    }
+}
+
 /* A fragments of this warp's 16 rows x 64 (4 k-chunks) of a smem tile. */
 __device__ __forceinline__ void mma_load_a(uint32_t a[4][4], const __nv_bfloat16 *row0, int lane) {
     const __nv_bfloat16 *p = row0 + ((lane & 7) + ((lane >> 3) & 1) * 8) * TC_LD + (lane >> 4) * 8;
@@ -402,19 +411,27 @@ __device__ __forceinline__ void mma_pb(float acc[8][4], const float p[NB][4], co
     }
 }
 
-__global__ void __launch_bounds__(128) cu_attn_fwd_mma_kernel(__nv_bfloat16 *out, float *lse,
-                                                              const __nv_bfloat16 *qkv, int T, int NH, float scale) {
-    __shared__ __align__(128) __nv_bfloat16 Qs[TC_TILE], Ks[2][TC_TILE], Vs[2][TC_TILE];
-    int bi = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * TC_ROWS;
+/* Forward: NW warps (16*NW queries) per block; K/V tiles of 64 keys in two
+ * stages (dynamic shared memory: Q [16*NW][TC_LD], K[2], V[2] [64][TC_LD]).
+ * Scores in the log2 domain (scale * log2 e folded in) so that exp2 is one
+ * instruction; lse is returned as a natural log. */
+template <int NW>
+__global__ void __launch_bounds__(32 * NW) cu_attn_fwd_mma_kernel(__nv_bfloat16 *out, float *lse,
+                                                                  const __nv_bfloat16 *qkv, int T, int NH, float scale) {
+    extern __shared__ __align__(128) __nv_bfloat16 fsm[];
+    constexpr int QB = 16 * NW;
+    __nv_bfloat16 *Qs = fsm, *Kst = fsm + QB * TC_LD, *Vst = Kst + 2 * TC_TILE;   /* stage s at + s*TC_TILE */
+    int bi = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * QB;
+    const float scale2 = scale * 1.4426950408889634f;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     size_t ld3 = (size_t)3 * NH * TC_HS;
     const __nv_bfloat16 *base = qkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
     const __nv_bfloat16 *kb = base + (size_t)NH * TC_HS, *vb = base + (size_t)2 * NH * TC_HS;
     int ntiles = (T + TC_ROWS - 1) / TC_ROWS;
     bool active = q0 + w * 16 < T;   /* warp has at least one query row */
-    tc_async_rows(Qs, base + (size_t)q0 * ld3, ld3, min(TC_ROWS, T - q0));
-    tc_async_rows(Ks[0], kb, ld3, min(TC_ROWS, T));
-    tc_async_rows(Vs[0], vb, ld3, min(TC_ROWS, T));
+    tc_async_rows_n<QB>(Qs, base + (size_t)q0 * ld3, ld3, min(QB, T - q0));
+    tc_async_rows(Kst, kb, ld3, min(TC_ROWS, T));
+    tc_async_rows(Vst, vb, ld3, min(TC_ROWS, T));
     cp_async_commit();
     uint32_t qa[4][4];
     float o[8][4], s[8][4];
@@ -425,8 +442,8 @@ __global__ void __launch_bounds__(128) cu_attn_fwd_mma_kernel(__nv_bfloat16 *out
         int j0 = it * TC_ROWS, nk = min(TC_ROWS, T - j0), st = it & 1;
         if (it + 1 < ntiles) {   /* prefetch the next tile into the other stage */
             int j1 = j0 + TC_ROWS, nk1 = min(TC_ROWS, T - j1);
-            tc_async_rows(Ks[st ^ 1], kb + (size_t)j1 * ld3, ld3, nk1);
-            tc_async_rows(Vs[st ^ 1], vb + (size_t)j1 * ld3, ld3, nk1);
+            tc_async_rows(Kst + (st ^ 1) * TC_TILE, kb + (size_t)j1 * ld3, ld3, nk1);
+            tc_async_rows(Vst + (st ^ 1) * TC_TILE, vb + (size_t)j1 * ld3, ld3, nk1);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -435,15 +452,15 @@ __global__ void __launch_bounds__(128) cu_attn_fwd_mma_kernel(__nv_bfloat16 *out
         __syncthreads();
         if (it == 0) mma_load_a(qa, Qs + w * 16 * TC_LD, lane);
         if (active) {
-            mma_abt<8>(s, qa, Ks[st], lane, (nk + 7) / 8);
+            mma_abt<8>(s, qa, Kst + st * TC_TILE, lane, (nk + 7) / 8);
             float mx0 = m0, mx1 = m1;
 #pragma unroll
             for (int n = 0; n < 8; n++) {
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     bool ok_ = n * 8 + 2 * t + e < nk;
-                    s[n][e] = ok_ ? s[n][e] * scale : -INFINITY;
-                    s[n][2 + e] = ok_ ? s[n][2 + e] * scale : -INFINITY;
+                    s[n][e] = ok_ ? s[n][e] * scale2 : -INFINITY;
+                    s[n][2 + e] = ok_ ? s[n][2 + e] * scale2 : -INFINITY;
                     mx0 = fmaxf(mx0, s[n][e]);
                     mx1 = fmaxf(mx1, s[n][2 + e]);
                 }
@@ -452,15 +469,15 @@ __global__ void __launch_bounds__(128) cu_attn_fwd_mma_kernel(__nv_bfloat16 *out
             mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            float c0 = expf(m0 - mx0), c1 = expf(m1 - mx1), sum0 = 0.0f, sum1 = 0.0f;
+            float c0 = exp2f(m0 - mx0), c1 = exp2f(m1 - mx1), sum0 = 0.0f, sum1 = 0.0f;
             m0 = mx0;
             m1 = mx1;
 #pragma unroll
             for (int n = 0; n < 8; n++) {
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
-                    s[n][e] = expf(s[n][e] - m0);
-                    s[n][2 + e] = expf(s[n][2 + e] - m1);
+                    s[n][e] = exp2f(s[n][e] - m0);
+                    s[n][2 + e] = exp2f(s[n][2 + e] - m1);
                     sum0 += s[n][e];
                     sum1 += s[n][2 + e];
                 }
@@ -472,7 +489,7 @@ __global__ void __launch_bounds__(128) cu_attn_fwd_mma_kernel(__nv_bfloat16 *out
             sum1 += __shfl_xor_sync(0xffffffffu, sum1, 2);
             l0 = l0 * c0 + sum0;
             l1 = l1 * c1 + sum1;
-            mma_pb<8>(o, s, Vs[st], lane, (nk + 15) / 16);
+            mma_pb<8>(o, s, Vst + st * TC_TILE, lane, (nk + 15) / 16);
         }
         __syncthreads();   /* this stage is refilled two iterations on */
     }
@@ -488,8 +505,8 @@ __global__ void __launch_bounds__(128) cu_attn_fwd_mma_kernel(__nv_bfloat16 *out
     }
     if (lse && t == 0) {
         float *lb = lse + ((size_t)bi * NH + h) * T;
-        if (i0 < T) lb[i0] = m0 + logf(l0);
-        if (i1 < T) lb[i1] = m1 + logf(l1);
+        if (i0 < T) lb[i0] = (m0 + log2f(l0)) * 0.6931471805599453f;
+        if (i1 < T) lb[i1] = (m1 + log2f(l1)) * 0.6931471805599453f;
     }
 }
 
@@ -658,11 +675,21 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const
     }
 }
 
-static void cu_attn_tc_fwd(backend_t *b, void *out, float *lse, const void *qkv, int Bn, int T, int NH) {
-    dim3 grid((T + TC_ROWS - 1) / TC_ROWS, NH, Bn);
-    cu_attn_fwd_mma_kernel<<<grid, 128, 0, cu_st(b)>>>((__nv_bfloat16 *)out, lse, (const __nv_bfloat16 *)qkv, T, NH,
-                                                      1.0f / sqrtf((float)TC_HS));
+template <int NW>
+static void cu_attn_tc_fwd_nw(backend_t *b, void *out, float *lse, const void *qkv, int Bn, int T, int NH) {
+    size_t smem = (size_t)(16 * NW * TC_LD + 4 * TC_TILE) * sizeof(__nv_bfloat16);
+    CU_CHECK(cudaFuncSetAttribute(cu_attn_fwd_mma_kernel<NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid((T + 16 * NW - 1) / (16 * NW), NH, Bn);
+    cu_attn_fwd_mma_kernel<NW><<<grid, 32 * NW, smem, cu_st(b)>>>((__nv_bfloat16 *)out, lse,
+                                                                  (const __nv_bfloat16 *)qkv, T, NH,
+                                                                  1.0f / sqrtf((float)TC_HS));
     CU_LAUNCH_CHECK();
+}
+
+/* 4 warps (64 queries) per block: measured on H100 at dinov2-large b32
+ * (T=257): 0.095 ms, against 0.098 with 6 warps and 0.100 with 8. */
+static void cu_attn_tc_fwd(backend_t *b, void *out, float *lse, const void *qkv, int Bn, int T, int NH) {
+    cu_attn_tc_fwd_nw<4>(b, out, lse, qkv, Bn, T, NH);
 }
 
 static void cu_attn_tc_bwd(backend_t *b, float *dqkv, const float *dout, const void *qkv, const void *out,

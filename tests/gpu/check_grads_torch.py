@@ -7,7 +7,10 @@ dpred/dconf), then rebuilds the same network in PyTorch from the dumped weights
 (HF Dinov2Model + the hand head: pooler -> Linear -> GELU(erf) -> Linear, for
 joints and confidence), computes L = sum(pred * dpred) + sum(conf_logit * dconf)
 in float64 on the GPU and compares, per trainable tensor, ||traind - torch|| /
-||torch||: fp32 plan <= 1e-4, bf16 plan <= 5e-2. Prints TAP.
+max(||torch||, floor): fp32 plan <= 1e-4, bf16 plan <= 5e-2. The floor (1e-3 of
+the RMS tensor-gradient norm) is for the attention key biases, whose exact
+gradient is zero (softmax ignores a per-query shift): traind's rounding noise
+there must be small on the scale of the other gradients. Prints TAP.
 
   python3 tests/gpu/check_grads_torch.py --bin build/release/gpu-tests/test_grad_gpu
 """
@@ -87,13 +90,15 @@ def main():
             rel = ((t[k].double().cuda() - v).norm() / v.norm()).item()
             check(rel == rel and rel <= (2e-2 if bf16 else 1e-5), f"{plan} forward {k}: rel err {rel:.3e}")
         mine = {k: v for k, v in t.items() if k.startswith("grad.")}
+        norms = [ref[k].norm().item() for k in mine if k in ref]
+        floor = 1e-3 * (sum(x * x for x in norms) / max(len(norms), 1)) ** 0.5
         worst, worst_k, bad = 0.0, "", []
         for k, g in sorted(mine.items()):
             if k not in ref:
                 bad.append(f"{k} (no torch gradient)")
                 continue
             r = ref[k]
-            rel = ((g.double().cuda().reshape(r.shape) - r).norm() / r.norm().clamp_min(1e-30)).item()
+            rel = ((g.double().cuda().reshape(r.shape) - r).norm() / r.norm().clamp_min(max(floor, 1e-30))).item()
             if not (rel == rel and rel <= tol):
                 bad.append(f"{k} {rel:.3e}")
             if rel > worst:

@@ -5,9 +5,12 @@
  * tensor by tensor to the CUDA backend; the same images (f32 and a bf16
  * dataset) and the same upstream gradients (dpred, dconf). Forward outputs
  * and every trainable parameter's gradient are compared GPU against CPU,
- * ||gpu - cpu|| / ||cpu|| per tensor: fp32 plan <= 1e-4, bf16 plan (against
- * the CPU's bf16 plan) <= 3e-2; NaN never passes. Frozen tensors must have
- * no gradient.
+ * ||gpu - cpu|| / max(||cpu||, floor) per tensor: fp32 plan <= 1e-4, bf16
+ * plan (against the CPU's bf16 plan) <= 3e-2; NaN never passes. The floor,
+ * 1e-3 of the RMS tensor-gradient norm, is there for the attention key
+ * biases, whose exact gradient is zero (softmax ignores a per-query shift):
+ * both backends return rounding noise for them, which must stay small on the
+ * scale of the other gradients. Frozen tensors must have no gradient.
  *
  * Dump mode, for tests/gpu/check_grads_torch.py (PyTorch autograd on the same
  * weights and batch):
@@ -70,7 +73,14 @@ static void *up(backend_t *be, const void *h, size_t bytes) {
     return p;
 }
 
-static double rel_err(const float *got, const float *want, size_t n, size_t *bad) {
+static double norm2(const float *x, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return sqrt(s);
+}
+
+/* ||got - want|| / max(||want||, floor) */
+static double rel_err_floor(const float *got, const float *want, size_t n, size_t *bad, double floor_) {
     double num = 0, den = 0;
     *bad = 0;
     for (size_t i = 0; i < n; i++) {
@@ -79,7 +89,13 @@ static double rel_err(const float *got, const float *want, size_t n, size_t *bad
         num += d * d;
         den += (double)want[i] * want[i];
     }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
+    den = sqrt(den);
+    if (den < floor_) den = floor_;
+    return den > 0 ? sqrt(num) / den : sqrt(num);
+}
+
+static double rel_err(const float *got, const float *want, size_t n, size_t *bad) {
+    return rel_err_floor(got, want, n, bad, 0.0);
 }
 
 typedef struct {
@@ -204,9 +220,20 @@ static void compare(backend_t *cpu, backend_t *gpu, const model_config_t *cfg, d
     e = rel_err(pg, pc, TG_B * 21, &bad);
     ok(bad == 0 && e <= (cdt == DT_BF16 ? 2e-2 : 1e-5), "%s plan: conf_logit rel err %.3g", plan, e);
     free(pc); free(pg);
-    double worst = 0;
+    double worst = 0, sq = 0;
     const char *worst_name = "";
     int n_ok = 0, n_tr = 0, frozen_ok = 1;
+    for (int i = 0; i < mc->n_tensors; i++) {   /* the floor: 1e-3 x RMS tensor-gradient norm */
+        float *gc = model_param_grad(mc, i);
+        if (!gc || mc->table[i].frozen) continue;
+        float *hc = dl(cpu, gc, mc->table[i].n);
+        double nrm = norm2(hc, mc->table[i].n);
+        sq += nrm * nrm;
+        n_tr++;
+        free(hc);
+    }
+    double floor_ = n_tr ? 1e-3 * sqrt(sq / n_tr) : 0.0;
+    n_tr = 0;
     for (int i = 0; i < mc->n_tensors; i++) {
         const model_param_t *p = &mc->table[i];
         float *gc = model_param_grad(mc, i), *gg = model_param_grad(mg, i);
@@ -217,7 +244,7 @@ static void compare(backend_t *cpu, backend_t *gpu, const model_config_t *cfg, d
         n_tr++;
         if (!gc || !gg) { ok(0, "%s plan: gradient of %s missing", plan, p->name); continue; }
         float *hc = dl(cpu, gc, p->n), *hg = dl(gpu, gg, p->n);
-        e = rel_err(hg, hc, p->n, &bad);
+        e = rel_err_floor(hg, hc, p->n, &bad, floor_);
         if (bad == 0 && e <= tol) n_ok++;
         else ok(0, "%s plan: grad %s rel err %.3g (%zu non-finite)", plan, p->name, e, bad);
         if (e > worst) { worst = e; worst_name = p->name; }
