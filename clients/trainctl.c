@@ -680,8 +680,8 @@ static void tc_print_result(const json_t *r) {
     for (int i = 0; i < 3; i++)
         if (jhas_num(r, mean[i])) {
             double b = jnum(r, mean[i]);
-            printf("mean predictor MPJPE  %8.2f mm  (model is %.2fx %s)\n", b, b > 0 ? mp / b : 0,
-                   mp < b ? "of it: better" : "of it: not better");
+            if (mp < b) printf("mean predictor MPJPE  %8.2f mm  (the model's error is %.2fx of it)\n", b, b > 0 ? mp / b : 0);
+            else printf("mean predictor MPJPE  %8.2f mm  (the model does not beat it)\n", b);
             break;
         }
     const char *auc[] = {"auc_0_50mm", "auc", "auc_0_50"};
