@@ -462,6 +462,20 @@ int daemon_checkpoint_file(daemon_t *d, const char *id, const char *name, char *
 }
 
 /* ---- status and metrics ------------------------------------------------------------------------- */
+/* Anonymous resident memory of a process (the CPU worker's own memory; the
+ * shared dataset mapping is not anonymous). -1 when unknown. */
+static long long proc_anon_bytes(int pid) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    long long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "RssAnon: %lld kB", &kb) == 1) break;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
 json_t *daemon_status(daemon_t *d) {
     json_t *devs = json_array();
     json_t *running = sched_running(d->sched);
@@ -469,17 +483,29 @@ json_t *daemon_status(daemon_t *d) {
         size_t fr = 0, tot = 0;
         int ok = d->be[i]->mem_info(d->be[i], &fr, &tot) == 0;
         size_t dsb = residency_bytes_on(d->res, i);
-        json_t *job = json_null();
+        json_t *job = json_null(), *job_bytes = json_null();
         size_t k;
         json_t *r;
         json_array_foreach(running, k, r)
-            if (json_integer_value(json_object_get(r, "device")) == d->dev_index[i])
+            if (json_integer_value(json_object_get(r, "device")) == d->dev_index[i]) {
                 job = json_string(json_string_value(json_object_get(r, "id")));
+                int pid = (int)json_integer_value(json_object_get(r, "pid"));
+                if (!strcmp(d->backend_name, "cpu")) {
+                    long long b = pid > 0 ? proc_anon_bytes(pid) : -1;
+                    if (b >= 0) { json_decref(job_bytes); job_bytes = json_integer(b); }
+                } else if (ok && atomic_load(&d->idle_used[i])) {
+                    /* device memory beyond what was in use while the device was idle */
+                    size_t used = tot - fr, idle = atomic_load(&d->idle_used[i]);
+                    json_decref(job_bytes);
+                    job_bytes = json_integer((json_int_t)(used > idle ? used - idle : 0));
+                }
+            }
+        if (json_is_null(job) && ok) atomic_store(&d->idle_used[i], tot - fr);
         json_array_append_new(devs, json_pack("{s:i, s:s, s:{s:o, s:o, s:I, s:o}, s:o}", "index", d->dev_index[i], "name",
                                               d->be[i]->device_name(d->be[i]), "memory",
                                               "total", ok ? json_integer((json_int_t)tot) : json_null(),
                                               "used", ok ? json_integer((json_int_t)(tot - fr)) : json_null(),
-                                              "datasets", (json_int_t)dsb, "job", json_null(), "job", job));
+                                              "datasets", (json_int_t)dsb, "job", job_bytes, "job", job));
     }
     json_t *counts = NULL;
     char err[256];

@@ -56,6 +56,7 @@ struct daemon {
     char exe[PATH_MAX];                  /* this binary, for `traind worker` */
     char checkpoint_root[PATH_MAX];      /* <state>/checkpoints */
     char work_root[PATH_MAX];            /* <state>/work (job specs, results, synthetic data) */
+    _Atomic size_t idle_used[CFG_MAX_DEVICES];   /* device memory used while no job ran (status) */
     int lock_fd;                         /* flock on <state>/traind.lock: one daemon per state dir */
 
     /* Event notification: every appended event bumps ev_seq and broadcasts. */
