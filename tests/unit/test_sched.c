@@ -13,6 +13,7 @@
 #include "daemon/residency.h"
 #include "daemon/sched.h"
 #include "daemon/sha256.h"
+#include "daemon/worker.h"
 #include "store/db.h"
 #include "tests/tap.h"
 
@@ -246,11 +247,62 @@ static void test_paths(void) {
     if (system(cmd) != 0) diag("cannot remove %s", base);
 }
 
+/* The worker's failure paths report one JSON "error" line on the events fd
+ * and exit 1 (the daemon turns that line into the job's error). */
+static json_t *run_worker(const char *job_json, int *rc) {
+    char jf[] = "/tmp/traind-test-job-XXXXXX";
+    int fd = mkstemp(jf);
+    if (fd < 0) return NULL;
+    if (job_json && write(fd, job_json, strlen(job_json)) != (ssize_t)strlen(job_json)) { close(fd); return NULL; }
+    close(fd);
+    if (!job_json) unlink(jf);
+    int p[2];
+    if (pipe(p)) return NULL;
+    char fds[16];
+    snprintf(fds, sizeof fds, "%d", p[1]);
+    char *argv[] = {"worker", "--job", jf, "--events-fd", fds, NULL};
+    *rc = worker_main(5, argv);
+    close(p[1]);
+    char buf[8192];
+    ssize_t n = read(p[0], buf, sizeof buf - 1);
+    close(p[0]);
+    unlink(jf);
+    buf[n > 0 ? n : 0] = 0;
+    /* the last line is the verdict */
+    json_t *last = NULL;
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+        json_decref(last);
+        last = json_loads(line, 0, NULL);
+    }
+    return last;
+}
+
+static void test_worker_errors(void) {
+    int rc = -1;
+    json_t *ev = run_worker(NULL, &rc);
+    ok(rc == 1 && ev && !strcmp(json_string_value(json_object_get(ev, "type")), "error") &&
+       strstr(json_string_value(json_object_get(json_object_get(ev, "data"), "message")), "job file"),
+       "missing job file: error event, exit 1");
+    json_decref(ev);
+    ev = run_worker("{\"job_id\":\"j-000009\",\"spec\":{\"type\":\"train\",\"dataset\":\"d\",\"bogus\":1}}", &rc);
+    ok(rc == 1 && ev && strstr(json_string_value(json_object_get(json_object_get(ev, "data"), "message")), "bogus"),
+       "invalid stored spec: the error names the field");
+    json_decref(ev);
+    ev = run_worker("{\"job_id\":\"j-000010\",\"backend\":\"cpu\",\"spec\":{\"type\":\"eval\",\"dataset\":\"d\"},"
+                    "\"dataset\":{\"handle\":\"/traind-none\",\"bytes\":1,\"layout\":{}}}", &rc);
+    ok(rc == 1 && ev && !strcmp(json_string_value(json_object_get(ev, "type")), "error"), "bad dataset share: error event (%s)",
+       ev ? json_string_value(json_object_get(json_object_get(ev, "data"), "message")) : "none");
+    json_decref(ev);
+    char *argv[] = {"worker", "--frob", NULL};
+    ok(worker_main(2, argv) == 2, "usage error: exit 2");
+}
+
 int main(void) {
     test_order();
     test_store_queue();
     test_config();
     test_sha256();
     test_paths();
+    test_worker_errors();
     return tap_done();
 }
