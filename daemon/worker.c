@@ -200,7 +200,7 @@ int worker_main(int argc, char **argv) {
     const json_t *dsj = json_object_get(job, "dataset");
     ds_layout_t layout;
     if (ds_layout_from_json(json_object_get(dsj, "layout"), &layout, err, sizeof err)) {
-        rc = fail("dataset layout: %s", err);
+        rc = fail("%s", err);
         goto out;
     }
     bytes = (size_t)json_integer_value(json_object_get(dsj, "bytes"));
