@@ -196,14 +196,21 @@ int config_finish(daemon_cfg_t *c, char *err, size_t errlen) {
         return cfg_err(err, errlen, "listen %s: %s", c->listen, lerr);
     if (!config_listen_is_loopback(c->listen) && !c->token[0])
         return cfg_err(err, errlen, "refusing to listen on non-loopback address %s without a token (--token-file)", c->listen);
+    /* A root that does not exist (yet) is left out with a warning, so the example
+     * configuration starts; a root that exists but is not a directory is an error. */
+    int kept = 0;
     for (int i = 0; i < c->n_roots; i++) {
         char rp[PATH_MAX];
-        if (!realpath(c->dataset_roots[i], rp))
-            return cfg_err(err, errlen, "dataset-root %s: %s", c->dataset_roots[i], strerror(errno));
+        if (!realpath(c->dataset_roots[i], rp)) {
+            if (errno != ENOENT) return cfg_err(err, errlen, "dataset-root %s: %s", c->dataset_roots[i], strerror(errno));
+            log_warn(NULL, "dataset-root %s does not exist: ignored", c->dataset_roots[i]);
+            continue;
+        }
         struct stat st;
         if (stat(rp, &st) || !S_ISDIR(st.st_mode)) return cfg_err(err, errlen, "dataset-root %s: not a directory", rp);
-        snprintf(c->dataset_roots[i], sizeof c->dataset_roots[i], "%s", rp);
+        snprintf(c->dataset_roots[kept++], sizeof c->dataset_roots[0], "%s", rp);
     }
+    c->n_roots = kept;
     if (!c->n_devices) { c->devices[0] = 0; c->n_devices = 1; }
     log_set_level(c->log_level);
     return 0;

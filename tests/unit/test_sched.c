@@ -133,6 +133,19 @@ static void test_config(void) {
     ok(c.n_roots == 2 && !strcmp(c.dataset_roots[0], "/tmp") && !strcmp(c.dataset_roots[1], "/"), "dataset roots accumulate");
     ok(config_finish(&c, err, sizeof err) == 0, "finish (%s)", err);
 
+    char *gone[] = {"--dataset-root", "/nonexistent-traind-root", "--dataset-root", "/tmp", NULL};
+    config_defaults(&c);
+    ok(config_parse_args(&c, 4, gone, &help, &version, err, sizeof err) == 0 && config_finish(&c, err, sizeof err) == 0 &&
+       c.n_roots == 1 && !strcmp(c.dataset_roots[0], "/tmp"), "a missing dataset root is left out, the others kept");
+    char rf[] = "/tmp/traind-test-rootfile-XXXXXX";
+    int rfd = mkstemp(rf);
+    close(rfd);
+    char *notdir[] = {"--dataset-root", rf, NULL};
+    config_defaults(&c);
+    config_parse_args(&c, 2, notdir, &help, &version, err, sizeof err);
+    ok(rfd >= 0 && config_finish(&c, err, sizeof err) == -1 && strstr(err, "not a directory"), "a root that is a file: %s", err);
+    unlink(rf);
+
     char *bad1[] = {"--backend", "tpu", NULL};
     config_defaults(&c);
     ok(config_parse_args(&c, 2, bad1, &help, &version, err, sizeof err) == -1 && strstr(err, "tpu"), "bad backend: %s", err);
