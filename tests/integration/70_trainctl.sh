@@ -52,7 +52,7 @@ check "watch shows images/s and ETA" grep -q 'img/s | ETA' "$E"
 check "watch reports the final state" grep -q "job $tid succeeded" "$E"
 # on a terminal the bar redraws in place (\r + erase line); script(1) gives it a tty
 if command -v script >/dev/null 2>&1; then
-    script -qec "$TRAINCTL_BIN --url $URL watch $tid" /dev/null >"$TDIR/tty.out" 2>&1
+    timeout 300 script -qec "$TRAINCTL_BIN --url $URL watch $tid" /dev/null >"$TDIR/tty.out" 2>&1
     is "$?" 0 "watch on a terminal"
     check "on a terminal the bar is redrawn in place" grep -q $'\r\033\[K\[#' "$TDIR/tty.out"
 else

@@ -85,7 +85,10 @@ done_testing() {
 _cleanup() {
     local rc=$?
     local p
-    for p in "${_bg_pids[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${_bg_pids[@]}"; do
+        for c in $(pgrep -P "$p" 2>/dev/null); do pkill -P "$c" 2>/dev/null; kill "$c" 2>/dev/null; done
+        kill "$p" 2>/dev/null
+    done
     for p in "${_daemons[@]}"; do
         if kill -0 "$p" 2>/dev/null; then
             kill -TERM "$p" 2>/dev/null
@@ -263,8 +266,9 @@ train_spec() {   # train_spec DATASET STEPS [extra json fields without braces]
 
 sql() { sqlite3 -readonly -batch -noheader -cmd ".timeout 5000" "$STATE/traind.db" "$@"; }
 
-# Runs "$@" (a trainctl invocation) against the daemon.
-tctl() { "$TRAINCTL_BIN" --url "$URL" ${TOKEN:+--token "$TOKEN"} "$@"; }
+# Runs "$@" (a trainctl invocation) against the daemon; never hangs a test
+# (exit 124 after 10 minutes).
+tctl() { timeout 600 "$TRAINCTL_BIN" --url "$URL" ${TOKEN:+--token "$TOKEN"} "$@"; }
 
 # Fails the whole script early when the daemon is gone.
 daemon_alive() { [ -n "${DAEMON_PID:-}" ] && kill -0 "$DAEMON_PID" 2>/dev/null && curl -sf -m 5 "$URL/v1/health" >/dev/null; }
