@@ -144,9 +144,11 @@ int daemon_checkpoint_file(daemon_t *d, const char *id, const char *name, char *
                            size_t pathlen, daemon_err_t *e);
 
 /* ---- status and metrics ---------------------------------------------------------- */
-/* {"version","uptime_s","backend","devices":[{"index","name","memory":{"total","used",
- *  "datasets","job"}}],"datasets":[{"name","state","bytes"}],"running":[{"id","type",
- *  "device","progress"}],"queue_length"} — from memory and the read pool, cheap. */
+/* {"version","uptime_s","backend","devices":[{"index","name","job":id|null,"memory":{"total",
+ *  "used","datasets","job"}}],"datasets":[{"name","state","bytes"}],"running":[{"id","type",
+ *  "dataset","device","pid","progress","cancelling"}],"queue_length","stopping"} — from memory
+ *  and the read pool, cheap. memory.job: the running job's bytes (cpu: the worker's anonymous
+ *  RSS; cuda: device memory in use beyond what was used while the device was idle), or null. */
 json_t *daemon_status(daemon_t *d);
 /* Prometheus text exposition of the daemon's own families (jobs by state, steps and
  * images/s, device memory, dataset bytes); malloc'd, the API appends its HTTP
