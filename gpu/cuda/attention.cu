@@ -889,13 +889,20 @@ static bool cu_attn_use_fused(backend_t *b, int HS) {
     return cu_impl(b)->attn_mode == CU_ATTN_FUSED && (HS == 32 || HS == 64);
 }
 
+/* The tensor-core kernels use 16-byte loads and stores on every tensor. */
+static bool cu_attn_tc_ok(dtype_t cdt, int HS, const void *a, const void *b2 = NULL, const void *c = NULL,
+                          const void *d = NULL) {
+    return cdt == DT_BF16 && HS == TC_HS && (uintptr_t)a % 16 == 0 && (uintptr_t)b2 % 16 == 0 &&
+           (uintptr_t)c % 16 == 0 && (uintptr_t)d % 16 == 0;
+}
+
 void cu_attention_fwd(backend_t *b, void *out, float *lse, const void *qkv, dtype_t cdt,
                       int Bn, int T, int NH, int HS) {
     if (Bn <= 0 || T <= 0 || NH <= 0 || HS <= 0) return;
     CU_ASSERT(cdt == DT_F32 || cdt == DT_BF16, "attention dtype %d", (int)cdt);
     CU_ASSERT(NH <= 65535 && Bn <= 65535, "NH=%d Bn=%d", NH, Bn);
     if (cu_attn_use_fused(b, HS)) {
-        if (cdt == DT_BF16 && HS == TC_HS) cu_attn_tc_fwd(b, out, lse, qkv, Bn, T, NH);
+        if (cu_attn_tc_ok(cdt, HS, out, qkv)) cu_attn_tc_fwd(b, out, lse, qkv, Bn, T, NH);
         else if (HS == 64) cu_attn_fused_fwd<64>(b, out, lse, qkv, cdt, Bn, T, NH);
         else cu_attn_fused_fwd<32>(b, out, lse, qkv, cdt, Bn, T, NH);
         return;
@@ -910,7 +917,7 @@ void cu_attention_bwd(backend_t *b, float *dqkv, const float *dout, const void *
     CU_ASSERT(lse, "attention_bwd needs the forward's lse");
     CU_ASSERT(NH <= 65535 && 2 * Bn <= 65535, "NH=%d Bn=%d", NH, Bn);
     if (cu_attn_use_fused(b, HS)) {
-        if (cdt == DT_BF16 && HS == TC_HS) cu_attn_tc_bwd(b, dqkv, dout, qkv, out, lse, Bn, T, NH);
+        if (cu_attn_tc_ok(cdt, HS, dqkv, dout, qkv, out)) cu_attn_tc_bwd(b, dqkv, dout, qkv, out, lse, Bn, T, NH);
         else if (HS == 64) cu_attn_fused_bwd<64>(b, dqkv, dout, qkv, out, lse, cdt, Bn, T, NH);
         else cu_attn_fused_bwd<32>(b, dqkv, dout, qkv, out, lse, cdt, Bn, T, NH);
         return;

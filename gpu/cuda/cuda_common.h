@@ -74,6 +74,7 @@ typedef struct {
     /* key */
     int transa, transb, m, n, k, lda, ldb, ldc;
     int atype, ctype, dtype_, epilogue, beta1;
+    int al[4];                          /* byte alignment of A, B, D, bias */
     int valid;
     long last_use;
     /* value */

@@ -80,17 +80,29 @@ static cublasLtMatmulAlgo_t cu_lt_tune(backend_t *b, cu_lt_plan_t *p, const cubl
 
 /* D[m,n] (col-major, ld ldc) = alpha * op(A) op(B) + beta * C, C == D.
  * A, B of type ab; D of type dt; bias (length m, fp32 or for a bf16 D bf16) via the epilogue. */
+/* Alignment of a pointer in bytes (a power of two, at most 256): cuBLASLt's
+ * heuristic assumes 256 unless told, and parameter tensors in the model's flat
+ * buffer are only 16-element aligned. */
+static int cu_align_of(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    int al = 256;
+    while (al > 1 && a % (uintptr_t)al) al >>= 1;
+    return al;
+}
+
 static void cu_lt_matmul(backend_t *b, int transa, int transb, int m, int n, int k,
                          const void *A, int lda, const void *B, int ldb, void *D, int ldc,
                          dtype_t ab, dtype_t dt, const float *bias, int beta1) {
     cu_impl_t *c = cu_impl(b);
     int epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    int alA = cu_align_of(A), alB = cu_align_of(B), alD = cu_align_of(D), alE = bias ? cu_align_of(bias) : 256;
     cu_lt_plan_t *p = NULL, *lru = &c->plans[0];
     for (int i = 0; i < CU_LT_CACHE; i++) {
         cu_lt_plan_t *q = &c->plans[i];
         if (q->valid && q->transa == transa && q->transb == transb && q->m == m && q->n == n &&
             q->k == k && q->lda == lda && q->ldb == ldb && q->ldc == ldc && q->atype == (int)ab &&
-            q->dtype_ == (int)dt && q->epilogue == epi && q->beta1 == beta1) {
+            q->dtype_ == (int)dt && q->epilogue == epi && q->beta1 == beta1 && q->al[0] == alA &&
+            q->al[1] == alB && q->al[2] == alD && q->al[3] == alE) {
             p = q;
             break;
         }
@@ -102,6 +114,7 @@ static void cu_lt_matmul(backend_t *b, int transa, int transb, int m, int n, int
         p->transa = transa; p->transb = transb; p->m = m; p->n = n; p->k = k;
         p->lda = lda; p->ldb = ldb; p->ldc = ldc; p->atype = ab; p->dtype_ = dt;
         p->epilogue = epi; p->beta1 = beta1;
+        p->al[0] = alA; p->al[1] = alB; p->al[2] = alD; p->al[3] = alE;
         cublasOperation_t ta = transa ? CUBLAS_OP_T : CUBLAS_OP_N, tb = transb ? CUBLAS_OP_T : CUBLAS_OP_N;
         CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
@@ -122,6 +135,11 @@ static void cu_lt_matmul(backend_t *b, int transa, int transb, int m, int n, int
         CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
         size_t ws = CU_LT_WORKSPACE;
         CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+        uint32_t a32[4] = {(uint32_t)alA, (uint32_t)alB, (uint32_t)alD, (uint32_t)alE};
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &a32[0], 4));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &a32[1], 4));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &a32[2], 4));
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &a32[2], 4));
         cublasLtMatmulHeuristicResult_t res[CU_LT_TUNE];
         int found = 0;
         cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc,

@@ -105,18 +105,24 @@ static int check_dev(const char *what, const void *dev, dtype_t gdt, const void 
 
 /* ---- ops ---------------------------------------------------------------------------- */
 
-static void t_matmul(int M, int N, int K, dtype_t cdt, dtype_t odt, int with_bias) {
+/* off: the operands start `off` elements into their allocations (the model's
+ * flat parameter buffer aligns tensors to 16 elements only). */
+static void t_matmul_off(int M, int N, int K, dtype_t cdt, dtype_t odt, int with_bias, int off) {
     char nm[160];
-    snprintf(nm, sizeof nm, "matmul M=%d N=%d K=%d %s->%s%s", M, N, K, dtype_name(cdt), dtype_name(odt),
-             with_bias ? " +bias" : "");
+    snprintf(nm, sizeof nm, "matmul M=%d N=%d K=%d %s->%s%s%s", M, N, K, dtype_name(cdt), dtype_name(odt),
+             with_bias ? " +bias" : "", off ? " (offset operands)" : "");
     float *fi = randf((size_t)M * K, -1, 1), *fw = randf((size_t)N * K, -0.1f, 0.1f), *fb = randf(N, -1, 1);
     void *hi = as_dt(fi, cdt, (size_t)M * K), *hw = as_dt(fw, cdt, (size_t)N * K);
     size_t es = dtype_size(cdt), os = dtype_size(odt);
     /* forward */
     void *co = malloc((size_t)M * N * os + 4);
     C->matmul_fwd(C, co, odt, hi, hw, with_bias ? fb : NULL, cdt, M, N, K);
-    void *gi = gdup(hi, (size_t)M * K * es), *gw = gdup(hw, (size_t)N * K * es), *gb = gdup(fb, N * 4);
-    void *go = gpoison((size_t)M * N * os);
+    char *gi0 = gpoison(((size_t)M * K + off) * es), *gw0 = gpoison(((size_t)N * K + off) * es);
+    char *gb0 = gpoison((N + off) * 4), *go0 = gpoison(((size_t)M * N + off) * os);
+    void *gi = gi0 + off * es, *gw = gw0 + off * es, *gb = gb0 + off * 4, *go = go0 + off * os;
+    G->upload(G, gi, hi, (size_t)M * K * es);
+    G->upload(G, gw, hw, (size_t)N * K * es);
+    G->upload(G, gb, fb, N * 4);
     G->matmul_fwd(G, go, odt, gi, gw, with_bias ? gb : NULL, cdt, M, N, K);
     char w[200];
     snprintf(w, sizeof w, "%s fwd", nm);
@@ -141,10 +147,14 @@ static void t_matmul(int M, int N, int K, dtype_t cdt, dtype_t odt, int with_bia
     G->matmul_bwd(G, gdi, NULL, NULL, gdo, gi, gw, cdt, M, N, K);
     snprintf(w, sizeof w, "%s bwd dinp only", nm);
     check_dev(w, gdi, DT_F32, cdi, DT_F32, (size_t)M * K, tol_of(cdt));
-    G->free(G, gi); G->free(G, gw); G->free(G, gb); G->free(G, go); G->free(G, gdo);
+    G->free(G, gi0); G->free(G, gw0); G->free(G, gb0); G->free(G, go0); G->free(G, gdo);
     G->free(G, gdi); G->free(G, gdw); G->free(G, gdb);
     free(fi); free(fw); free(fb); free(hi); free(hw); free(co); free(dout); free(dw0); free(db0);
     free(cdi); free(cdw); free(cdb);
+}
+
+static void t_matmul(int M, int N, int K, dtype_t cdt, dtype_t odt, int with_bias) {
+    t_matmul_off(M, N, K, cdt, odt, with_bias, 0);
 }
 
 static void t_layernorm(int N, int Cc, dtype_t odt) {
@@ -686,6 +696,8 @@ int main(int argc, char **argv) {
         t_matmul(37, 19, 23, cdt, cdt, 1);                       /* odd */
         t_matmul(5, 63, 512, cdt, DT_F32, 0);                    /* head, no bias */
         t_matmul(33, 17, 9, cdt, cdt == DT_F32 ? DT_BF16 : DT_F32, 1);
+        t_matmul_off(514, 768, 384, cdt, cdt, 1, 16);   /* model-like 16-element offsets */
+        t_matmul_off(65, 40, 24, cdt, DT_F32, 1, 1);     /* one element off: minimal alignment */
     }
     t_layernorm(2 * 257, 1024, DT_BF16);
     t_layernorm(2 * 257, 1024, DT_F32);
