@@ -121,7 +121,15 @@ static inline cu_impl_t *cu_impl(backend_t *b) { return (cu_impl_t *)b->impl; }
 static inline void cu_enter(backend_t *b) { CU_CHECK(cudaSetDevice(cu_impl(b)->device)); }
 
 /* Scratch slot `slot` of at least `bytes` (device memory); exits on failure
- * (an op cannot return an error; the model sizes its own buffers up front). */
+ * (an op cannot return an error; the model sizes its own buffers up front).
+ * Growing a slot frees the old buffer (cudaFree synchronizes the device), so
+ * earlier queued work is never left reading freed memory. One op never uses
+ * a slot twice for different things:
+ *   0  matmul: bf16 copy of dout, fp32 intermediate, bf16 bias
+ *   1  attention: score chunks (cuBLAS path), D and bf16 dO (tensor-core
+ *      backward); AdamW run/tile tables
+ *   2  attention (cuBLAS path): permuted q, k, v, dO; LayerNorm dw/db partials
+ *   3  column-sum partials (bias, LayerScale gradients); cuBLAS-path dq/dk/dv */
 void *cu_scratch(backend_t *b, int slot, size_t bytes);
 
 static inline unsigned cu_blocks(size_t n, unsigned threads) {

@@ -11,13 +11,13 @@
 # step's gradients against PyTorch autograd (tests/gpu/check_grads_torch.py);
 # bench = the op
 # timings (and bench/run_device.sh when it exists). Several modes may be
-# given; "all" is all three. Logs go to $OUT (or ./gpu-out).
+# given; "all" is all three. Logs go to $OUT (or /tmp/traind-gpu-out).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 modes=" ${*:-tests} "
 [ "$modes" = " all " ] && modes=" tests hf bench "
 has() { case "$modes" in *" $1 "*) return 0;; esac; return 1; }
-OUT=${OUT:-$PWD/gpu-out}
+OUT=${OUT:-/tmp/traind-gpu-out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$PWD/.devlibs/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
