@@ -119,6 +119,21 @@ expect_error 400 invalid_field "job: lr of the wrong type" \
 expect_error 400 'bad_request|invalid_field' "job: missing type" POST /v1/jobs '{"dataset":"syn"}'
 expect_error '404|422' 'not_found|unprocessable' "job on a missing dataset" POST /v1/jobs '{"type":"train","dataset":"nosuch","steps":2}'
 expect_error '404|422' 'not_found|unprocessable' "eval of a missing checkpoint" POST /v1/jobs '{"type":"eval","dataset":"syn","checkpoint":"c-999999"}'
+# hostile bodies: deep nesting, invalid UTF-8, NUL, duplicate keys, numbers out of range
+python3 -c "print('[' * 100000 + ']' * 100000)" >"$TDIR/deep.json"
+expect_error 400 bad_request "job: 100000-deep nesting" POST /v1/jobs "@$TDIR/deep.json"
+printf '{"type":"train","dataset":"\xff\xfe"}' >"$TDIR/utf8.json"
+expect_error 400 bad_request "job: invalid UTF-8" POST /v1/jobs "@$TDIR/utf8.json"
+printf '{"type":"train\x00","dataset":"syn"}' >"$TDIR/nul.json"
+expect_error 400 bad_request "job: NUL byte in a string" POST /v1/jobs "@$TDIR/nul.json"
+expect_error 400 'bad_request|invalid_field' "job: duplicate key" POST /v1/jobs '{"type":"train","type":"eval","dataset":"syn"}'
+expect_error 400 'bad_request|invalid_field' "job: number overflow" POST /v1/jobs '{"type":"train","dataset":"syn","steps":1e400}'
+expect_error 400 'bad_request|invalid_field' "job: integer beyond 64 bits" POST /v1/jobs '{"type":"train","dataset":"syn","steps":99999999999999999999}'
+expect_error 400 invalid_field "job: priority out of range" POST /v1/jobs '{"type":"train","dataset":"syn","priority":2147483648}'
+expect_error 400 invalid_field "dataset name with a path" POST /v1/datasets '{"name":"../../etc","synthetic":{"samples":8,"image_size":28,"seed":1}}'
+expect_error 400 invalid_field "empty dataset name" POST /v1/datasets '{"name":"","synthetic":{"samples":8,"image_size":28,"seed":1}}'
+expect_error 400 invalid_field "unknown query parameter" GET '/v1/jobs?colour=red'
+check "daemon still serving after hostile bodies" daemon_alive
 api GET /v1/jobs
 is "$(jb '.jobs|length')" 0 "no job was created by the invalid submissions"
 
