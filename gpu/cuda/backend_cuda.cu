@@ -7,10 +7,14 @@
  * op exits the process with the call site (see cuda_common.h).
  *
  * Environment: TRAIND_ATTENTION=cublas selects the unfused attention fallback
- * (cuBLAS batched products + softmax kernel) instead of the fused kernels. */
+ * (cuBLAS batched products + softmax kernel) instead of the fused kernels;
+ * TRAIND_LT_AUTOTUNE=1 times cuBLASLt candidates per shape (matmul.cu);
+ * TRAIND_TEST_GPU_FAULT=FILE is a test hook that makes one process fault on
+ * the GPU (cuda_common.h). */
 #include <cstring>
 #include <cstdarg>
 #include <algorithm>
+#include <unistd.h>
 #include "gpu/cuda/cuda_common.h"
 
 static void cu_seterr(backend_t *b, const char *fmt, ...) {
@@ -39,6 +43,19 @@ void *cu_scratch(backend_t *b, int slot, size_t bytes) {
     c->scratch[slot] = p;
     c->scratch_size[slot] = want;
     return p;
+}
+
+/* ---- test hook: a real GPU fault (see cuda_common.h) ------------------------- */
+
+__global__ void cu_fault_kernel(int *bad) { bad[threadIdx.x] = 1; }
+
+void cu_fault_check(backend_t *b) {
+    cu_impl_t *c = cu_impl(b);
+    if (unlink(c->fault_path) != 0) return;   /* not armed, or another process took it */
+    fprintf(stderr, "traind: TRAIND_TEST_GPU_FAULT: faulting on device %d now\n", c->device);
+    cu_fault_kernel<<<1, 32, 0, c->stream>>>((int *)(uintptr_t)0x10);
+    CU_LAUNCH_CHECK();
+    CU_CHECK(cudaStreamSynchronize(c->stream));   /* reports the illegal address and exits */
 }
 
 /* ---- lifetime and memory ----------------------------------------------------- */
@@ -329,8 +346,13 @@ CU_WRAP(cast, (backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sd
         (b, dst, ddt, src, sdt, n))
 CU_WRAP(im2col, (backend_t *b, void *out, dtype_t cdt, const void *images, dtype_t idt,
                  const int32_t *idx, int Bn, int H, int W, int p), (b, out, cdt, images, idt, idx, Bn, H, W, p))
-CU_WRAP(matmul_fwd, (backend_t *b, void *out, dtype_t odt, const void *inp, const void *w,
-                     const float *bias, dtype_t cdt, int M, int N, int K), (b, out, odt, inp, w, bias, cdt, M, N, K))
+static void matmul_fwd_op(backend_t *b, void *out, dtype_t odt, const void *inp, const void *w,
+                          const float *bias, dtype_t cdt, int M, int N, int K) {
+    cu_enter(b);
+    cu_impl_t *c = cu_impl(b);
+    if (c->fault_path[0] && ++c->fault_ops == CU_FAULT_AFTER) cu_fault_check(b);
+    cu_matmul_fwd(b, out, odt, inp, w, bias, cdt, M, N, K);
+}
 CU_WRAP(matmul_bwd, (backend_t *b, float *dinp, float *dw, float *dbias, const float *dout,
                      const void *inp, const void *w, dtype_t cdt, int M, int N, int K),
         (b, dinp, dw, dbias, dout, inp, w, cdt, M, N, K))
@@ -436,6 +458,8 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t errlen) 
     }
     CUBLAS_CHECK(cublasSetWorkspace(c->blas, c->lt_ws, CU_LT_WORKSPACE));
     cu_lt_init(b);
+    const char *fp = getenv("TRAIND_TEST_GPU_FAULT");
+    if (fp && fp[0]) snprintf(c->fault_path, sizeof c->fault_path, "%s", fp);
     const char *am = getenv("TRAIND_ATTENTION");
     c->attn_mode = (am && strcmp(am, "cublas") == 0) ? CU_ATTN_CUBLAS : CU_ATTN_FUSED;
 

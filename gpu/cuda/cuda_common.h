@@ -111,11 +111,24 @@ typedef struct {
 
     cu_attn_mode_t attn_mode;
     char name[256];
+
+    /* Test hook TRAIND_TEST_GPU_FAULT=FILE: see cu_fault_check(). */
+    char fault_path[256];
+    long fault_ops;
 } cu_impl_t;
 
 #define CU_RED_BLOCKS 512
 
 static inline cu_impl_t *cu_impl(backend_t *b) { return (cu_impl_t *)b->impl; }
+
+/* Test hook: with TRAIND_TEST_GPU_FAULT=FILE set when the backend is created,
+ * the CU_FAULT_AFTER-th matrix product (so a worker inside a forward pass;
+ * the daemon's own backend never multiplies matrices) checks for FILE; if it
+ * exists, it is removed (so exactly one process faults) and a kernel writes
+ * through an invalid device address: a real GPU fault (sticky illegal-address
+ * error), reported by the next checked CUDA call, which exits the process. */
+#define CU_FAULT_AFTER 8
+void cu_fault_check(backend_t *b);
 
 /* Makes the backend's device current (a process may drive several). */
 static inline void cu_enter(backend_t *b) { CU_CHECK(cudaSetDevice(cu_impl(b)->device)); }

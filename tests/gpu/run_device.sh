@@ -20,6 +20,7 @@ has() { case "$modes" in *" $1 "*) return 0;; esac; return 1; }
 OUT=${OUT:-/tmp/traind-gpu-out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$PWD/.devlibs/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
+export PATH="$PWD/.devlibs/bin:$PATH"   # jq for the TAP scripts, when the machine lacks it
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 {
     date -u
@@ -36,6 +37,15 @@ if has tests; then
         "$t" > "$OUT/$name.log" 2>&1
         rc=$?
         grep -E '^not ok|^# |Bail out' "$OUT/$name.log" | head -60
+        echo "$name: exit $rc, $(grep -c '^ok' "$OUT/$name.log") ok, $(grep -c '^not ok' "$OUT/$name.log") not ok"
+        [ $rc -eq 0 ] || fail=1
+    done
+    for t in tests/gpu/test_*.sh; do   # TAP scripts against a real daemon on the GPU
+        name=$(basename "$t" .sh)
+        echo "== $name"
+        bash "$t" > "$OUT/$name.log" 2>&1
+        rc=$?
+        grep -E '^not ok|Bail out' "$OUT/$name.log" | head -20
         echo "$name: exit $rc, $(grep -c '^ok' "$OUT/$name.log") ok, $(grep -c '^not ok' "$OUT/$name.log") not ok"
         [ $rc -eq 0 ] || fail=1
     done
