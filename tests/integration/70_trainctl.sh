@@ -20,7 +20,9 @@ is "$?" 2 "unknown command: exit 2"
 is "$?" 4 "daemon unreachable: exit 4"
 check "... saying it cannot reach traind" grep -q 'cannot reach traind' "$E"
 
-start_daemon || bail "daemon did not start"
+mkdir -p "$TDIR/root"
+"$TRAIND_BIN" synth --out "$TDIR/root/ds" --samples 16 --image-size "$IMG" --seed 9 >/dev/null 2>&1
+start_daemon --dataset-root "$TDIR/root" || bail "daemon did not start"
 run status
 is "$RC" 0 "status"
 check "status shows the backend" grep -q 'backend cpu' "$T"
@@ -36,6 +38,15 @@ is "$RC" 2 "bad --synthetic: usage error"
 run datasets load syn --synthetic "8,$IMG,1"
 is "$RC" 1 "loading an existing name: exit 1"
 check "... showing the API's code and message" grep -q 'HTTP 409 conflict' "$E"
+(cd "$TDIR" && tctl datasets load disk --path root/ds --wait >"$T" 2>"$E")
+is "$?" 0 "datasets load --path with a relative directory (made absolute)"
+check "it ends ready with 16 samples" grep -q '^disk .*ready .* 16 ' "$T"
+run --json datasets show disk
+check "datasets show: the record" jq -e '.name=="disk" and .samples==16' "$T"
+run datasets rm disk
+is "$RC" 0 "datasets rm"
+run datasets show disk
+is "$RC" 1 "the removed dataset is gone (exit 1)"
 run datasets load evil --path /etc
 is "$RC" 1 "path outside the roots: exit 1"
 check "... forbidden" grep -q '403 forbidden' "$E"
@@ -77,9 +88,14 @@ check "checkpoints --job lists 2" test "$(grep -c "$tid" "$T")" -ge 2
 run --json checkpoints --job "$tid"
 ck=$(jq -r '.checkpoints|max_by(.step)|.id' "$T")
 ckpath=$(jq -r '.checkpoints|max_by(.step)|.path' "$T")
+first_ck=$(jq -r '.checkpoints|min_by(.step)|.id' "$T")
 (cd "$TDIR" && tctl download "$ck" model.safetensors -o got.safetensors >"$T" 2>"$E")
 is "$?" 0 "download"
 check "downloaded file identical to the checkpoint's" cmp -s "$TDIR/got.safetensors" "$ckpath/model.safetensors"
+run checkpoints rm "$first_ck"
+is "$RC" 0 "checkpoints rm"
+run checkpoints show "$first_ck"
+is "$RC" 1 "the removed checkpoint is gone (exit 1)"
 run download "$ck" no-such-file -o "$TDIR/x"
 is "$RC" 1 "download of a missing file: exit 1"
 check "... not_found, and no file left behind" bash -c "grep -q not_found '$E' && ! test -e '$TDIR/x' && ! test -e '$TDIR/x.part'"
