@@ -114,6 +114,12 @@ is "$RC" 0 "submit -f - (stdin)"
 run show j-999999
 is "$RC" 1 "show of a missing job: exit 1"
 check "... shows 404 not_found" grep -q 'HTTP 404 not_found' "$E"
+run watch j-999999
+is "$RC" 1 "watch of a missing job: exit 1"
+check "... 404 not_found" grep -q '404 not_found' "$E"
+run jobs --state sleeping
+is "$RC" 1 "jobs with an unknown state filter: exit 1"
+check "... the API's invalid_field" grep -q 'invalid_field' "$E"
 run submit --type train --dataset syn --set bogus=1
 is "$RC" 1 "unknown field: exit 1"
 check "... invalid_field naming it" bash -c "grep -q 'invalid_field' '$E' && grep -q bogus '$E'"
