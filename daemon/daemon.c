@@ -22,6 +22,10 @@
 #include "gpu/jobspec.h"
 #include "store/fsutil.h"
 
+#ifdef TRAIND_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 void daemon_err_set(daemon_err_t *e, int status, const char *code, const char *field, const char *fmt, ...) {
     if (!e) return;
     e->status = status;
@@ -38,6 +42,15 @@ static void store_fail(daemon_err_t *e, int rc, const char *err) {
     if (rc == STORE_NOTFOUND) daemon_err_set(e, 404, "not_found", "", "%s", err);
     else if (rc == STORE_CONFLICT || rc == STORE_BADSTATE) daemon_err_set(e, 409, "conflict", "", "%s", err);
     else daemon_err_set(e, 500, "internal", "", "%s", err);
+}
+
+void daemon_bind_device(daemon_t *d, int slot) {
+#ifdef TRAIND_CUDA
+    if (!strcmp(d->backend_name, "cuda")) cudaSetDevice(d->dev_index[slot]);
+#else
+    (void)d;
+    (void)slot;
+#endif
 }
 
 const char *daemon_token(const daemon_t *d) { return d->cfg.token[0] ? d->cfg.token : NULL; }
@@ -174,7 +187,7 @@ void daemon_destroy(daemon_t *d) {
     if (d->sched) sched_destroy(d->sched);      /* after the loader, which kicks it */
     d->sched = NULL;
     for (int i = 0; i < d->n_dev; i++)
-        if (d->be[i]) d->be[i]->destroy(d->be[i]);
+        if (d->be[i]) { daemon_bind_device(d, i); d->be[i]->destroy(d->be[i]); }
     store_close(d->store);
     if (d->lock_fd >= 0) close(d->lock_fd);
     pthread_mutex_destroy(&d->ev_mu);
@@ -481,6 +494,7 @@ json_t *daemon_status(daemon_t *d) {
     json_t *running = sched_running(d->sched);
     for (int i = 0; i < d->n_dev; i++) {
         size_t fr = 0, tot = 0;
+        daemon_bind_device(d, i);
         int ok = d->be[i]->mem_info(d->be[i], &fr, &tot) == 0;
         size_t dsb = residency_bytes_on(d->res, i);
         json_t *job = json_null(), *job_bytes = json_null();
@@ -563,6 +577,7 @@ char *daemon_metrics_text(daemon_t *d) {
     fprintf(f, "# HELP traind_device_memory_bytes Device memory.\n# TYPE traind_device_memory_bytes gauge\n");
     for (int k = 0; k < d->n_dev; k++) {
         size_t fr = 0, tot = 0;
+        daemon_bind_device(d, k);
         if (d->be[k]->mem_info(d->be[k], &fr, &tot) == 0) {
             fprintf(f, "traind_device_memory_bytes{device=\"%d\",kind=\"total\"} %zu\n", d->dev_index[k], tot);
             fprintf(f, "traind_device_memory_bytes{device=\"%d\",kind=\"used\"} %zu\n", d->dev_index[k], tot - fr);

@@ -79,6 +79,11 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen);
 void daemon_shutdown(daemon_t *d);
 void daemon_destroy(daemon_t *d);
 
+/* Makes device slot's device current for the calling thread before the daemon
+ * uses d->be[slot] (the CUDA runtime's current device is per thread; several
+ * devices share this process). A no-op on the CPU backend. */
+void daemon_bind_device(daemon_t *d, int slot);
+
 /* ---- accessors for the API ----------------------------------------------------- */
 const char *daemon_token(const daemon_t *d);   /* NULL when no token is configured */
 store_t *daemon_store(daemon_t *d);

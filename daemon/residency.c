@@ -66,6 +66,7 @@ static res_ds_t *find(residency_t *r, const char *name) {
 static void ds_free_memory(residency_t *r, res_ds_t *x) {
     for (int s = 0; s < r->d->n_dev; s++)
         if (x->base[s]) {
+            daemon_bind_device(r->d, s);
             r->d->be[s]->shared_free(r->d->be[s], x->base[s], x->layout.total, x->handle[s]);
             x->base[s] = NULL;
             x->handle[s][0] = 0;
@@ -93,6 +94,7 @@ static int fits(residency_t *r, size_t need, const res_ds_t *except, char *msg, 
     size_t reserve = (size_t)(d->cfg.memory_reserve_gb * 1e9);
     for (int s = 0; s < d->n_dev; s++) {
         size_t fr = 0, tot = 0;
+        daemon_bind_device(d, s);
         if (d->be[s]->mem_info(d->be[s], &fr, &tot)) {
             snprintf(msg, msglen, "device %d: cannot read memory: %s", d->dev_index[s], d->be[s]->err);
             return -1;
@@ -241,6 +243,7 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
     int rc = 0;
     for (int s = 0; s < d->n_dev && rc == 0; s++) {
         char handle[BACKEND_HANDLE_MAX];
+        daemon_bind_device(d, s);
         void *base = d->be[s]->shared_alloc(d->be[s], l.total, handle);
         if (!base) {
             snprintf(msg, msglen, "device %d: cannot allocate %.3f GB: %s", d->dev_index[s], l.total / 1e9, d->be[s]->err);
