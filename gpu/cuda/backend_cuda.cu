@@ -123,8 +123,9 @@ static void cu_host_free(backend_t *b, void *p) {
     CU_CHECK(cudaFreeHost(p));
 }
 
-/* Returns once host_src may be reused (the copy itself may still be in flight
- * only for pageable memory, where the driver has already staged it). */
+/* Synchronous: returns when the bytes are on the device, so host_src (pageable
+ * or pinned staging the caller refills next) may be reused at once. Bulk
+ * u8 image data goes through images_from_u8, which overlaps its copies. */
 static void cu_upload(backend_t *b, void *dst, const void *host_src, size_t bytes) {
     if (!bytes) return;
     cu_enter(b);
