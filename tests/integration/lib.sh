@@ -77,6 +77,13 @@ skip() { _tap_n=$((_tap_n + 1)); echo "ok $_tap_n # SKIP $*"; }
 bail() { echo "Bail out! $*"; exit 255; }
 
 done_testing() {
+    # No sanitizer report from the daemons or their workers (their stderr is in the logs).
+    local f bad=""
+    for f in "$TDIR"/daemon*.log; do
+        [ -f "$f" ] || continue
+        grep -qE 'ERROR: (Address|Leak|Memory|Thread)Sanitizer|runtime error:' "$f" && bad="$bad $(basename "$f")"
+    done
+    ok "$([ -z "$bad" ]; echo $?)" "no sanitizer report in the daemon logs${bad:+ (see$bad)}"
     echo "1..$_tap_n"
     [ "$_tap_failed" -eq 0 ]
     exit $?
