@@ -5,6 +5,9 @@
  *
  * Implementations, chosen per call (TRAIND_ATTENTION=cublas at backend
  * creation selects C for everything):
+ *  B. bf16 forward, any HS cuDNN takes: cuDNN's fused SDPA (sdpa_cudnn.cu), by
+ *     default; TRAIND_ATTENTION=own skips it. Where cuDNN is missing or
+ *     refuses the shape, A' (or A) runs instead. Backward is always A'/A/C.
  *  A'. bf16, HS = 64 (every DINOv2 size): fused tensor-core kernels, one
  *     launch per direction (plus a small row-dot kernel for D in backward), no
  *     score matrix in memory. FA2 style with mma.sync: forward = online
@@ -901,6 +904,9 @@ void cu_attention_fwd(backend_t *b, void *out, float *lse, const void *qkv, dtyp
     if (Bn <= 0 || T <= 0 || NH <= 0 || HS <= 0) return;
     CU_ASSERT(cdt == DT_F32 || cdt == DT_BF16, "attention dtype %d", (int)cdt);
     CU_ASSERT(NH <= 65535 && Bn <= 65535, "NH=%d Bn=%d", NH, Bn);
+    if (cu_impl(b)->attn_cudnn && cdt == DT_BF16 && HS % 8 == 0 && HS <= 128 && (uintptr_t)out % 16 == 0 &&
+        (uintptr_t)qkv % 16 == 0 && (uintptr_t)lse % 16 == 0 && cu_sdpa_fwd(b, out, lse, qkv, Bn, T, NH, HS) == 0)
+        return;
     if (cu_attn_use_fused(b, HS)) {
         if (cu_attn_tc_ok(cdt, HS, out, qkv)) cu_attn_tc_fwd(b, out, lse, qkv, Bn, T, NH);
         else if (HS == 64) cu_attn_fused_fwd<64>(b, out, lse, qkv, cdt, Bn, T, NH);

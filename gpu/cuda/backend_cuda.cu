@@ -8,6 +8,9 @@
  *
  * Environment: TRAIND_ATTENTION=cublas selects the unfused attention fallback
  * (cuBLAS batched products + softmax kernel) instead of the fused kernels;
+ * TRAIND_ATTENTION=own keeps the bf16 forward on traind's own fused kernel
+ * rather than cuDNN's fused attention (sdpa_cudnn.cu, the default where
+ * cuDNN loads);
  * TRAIND_LT_AUTOTUNE=1 times cuBLASLt candidates per shape (matmul.cu);
  * TRAIND_TEST_GPU_FAULT=FILE is a test hook that makes one process fault on
  * the GPU (cuda_common.h). */
@@ -67,6 +70,7 @@ static void cu_destroy(backend_t *b) {
         cudaSetDevice(c->device);
         cudaStreamSynchronize(c->stream);
         cu_lt_destroy(b);
+        cu_sdpa_destroy(b);
         if (c->blas) cublasDestroy(c->blas);
         for (int i = 0; i < 4; i++) if (c->scratch[i]) cudaFree(c->scratch[i]);
         for (int i = 0; i < 2; i++) {
@@ -463,6 +467,7 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t errlen) 
     if (fp && fp[0]) snprintf(c->fault_path, sizeof c->fault_path, "%s", fp);
     const char *am = getenv("TRAIND_ATTENTION");
     c->attn_mode = (am && strcmp(am, "cublas") == 0) ? CU_ATTN_CUBLAS : CU_ATTN_FUSED;
+    c->attn_cudnn = !(am && (strcmp(am, "own") == 0 || strcmp(am, "cublas") == 0));
 
     b->destroy = cu_destroy;
     b->alloc = cu_alloc;

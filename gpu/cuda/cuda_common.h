@@ -13,6 +13,7 @@
  *   kernels_layers.cu   LayerNorm, GELU, LayerScale, embed, token slice, im2col
  *   kernels_optim.cu    hand loss, sumsq, scale, AdamW, stats
  *   attention.cu        fused attention kernels and the cuBLAS fallback
+ *   sdpa_cudnn.cu       attention forward through cuDNN's fused SDPA (bf16)
  */
 #ifndef TRAIND_CUDA_COMMON_H
 #define TRAIND_CUDA_COMMON_H
@@ -110,6 +111,8 @@ typedef struct {
     size_t staging_size;
 
     cu_attn_mode_t attn_mode;
+    int attn_cudnn;                     /* bf16 forward through cuDNN first (TRAIND_ATTENTION=own: no) */
+    void *sdpa;                         /* cuDNN state (sdpa_cudnn.cu), made on first use */
     char name[256];
 
     /* Test hook TRAIND_TEST_GPU_FAULT=FILE: see cu_fault_check(). */
@@ -215,4 +218,9 @@ void cu_attention_fwd(backend_t *b, void *out, float *lse, const void *qkv, dtyp
 void cu_attention_bwd(backend_t *b, float *dqkv, const float *dout, const void *qkv,
                       const void *out, const float *lse, dtype_t cdt, int Bn, int T, int NH, int HS);
 
+/* sdpa_cudnn.cu: out[Bn,T,NH,HS] bf16 (and lse[Bn,NH,T] if not NULL) from
+ * qkv[Bn,T,3,NH,HS] bf16 (16-byte aligned) through cuDNN's fused attention;
+ * 0 when done, -1 when cuDNN is unavailable or refuses (nothing written). */
+int cu_sdpa_fwd(backend_t *b, void *out, float *lse, const void *qkv, int Bn, int T, int NH, int HS);
+void cu_sdpa_destroy(backend_t *b);
 #endif

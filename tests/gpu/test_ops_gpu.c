@@ -5,8 +5,9 @@
  * before each GPU run, so an unwritten element fails; NaN never passes.
  * Error measure: ||gpu - cpu|| / ||cpu||; fp32 <= 1e-5, bf16 <= 2e-2.
  * Also: CUDA IPC (export here, open in an exec'd child process), allocation
- * failure, determinism of sumsq, both attention implementations
- * (TRAIND_ATTENTION=cublas and the fused kernels).
+ * failure, determinism of sumsq, the three attention paths (default: bf16
+ * forward through cuDNN's fused attention where cuDNN loads; TRAIND_ATTENTION=own:
+ * traind's fused kernels only; TRAIND_ATTENTION=cublas).
  *
  * Needs a CUDA device; without one it prints a TAP skip. Helper mode:
  *   test_ops_gpu --ipc-child HANDLE BYTES SEED   (opens HANDLE, checks bytes) */
@@ -671,8 +672,10 @@ int main(int argc, char **argv) {
     if (!G) { printf("1..0 # SKIP no CUDA device: %s\n", err); C->destroy(C); return 0; }
     setenv("TRAIND_ATTENTION", "cublas", 1);
     backend_t *Gcublas = backend_cuda_create(0, err, sizeof err);
+    setenv("TRAIND_ATTENTION", "own", 1);
+    backend_t *Gown = backend_cuda_create(0, err, sizeof err);
     unsetenv("TRAIND_ATTENTION");
-    if (!Gcublas) { printf("Bail out! second cuda backend: %s\n", err); return 1; }
+    if (!Gcublas || !Gown) { printf("Bail out! second cuda backend: %s\n", err); return 1; }
     diag("device: %s", G->device_name(G));
     const char *quick = getenv("TEST_QUICK");
 
@@ -707,9 +710,10 @@ int main(int argc, char **argv) {
     t_layernorm(9, 768, DT_F32);
     for (int k = 0; k < 2; k++) {
         dtype_t cdt = dts[k];
-        backend_t *impls[2] = {G, Gcublas};
-        const char *names[2] = {"fused", "cublas"};
-        for (int im = 0; im < 2; im++) {
+        /* default (bf16 forward through cuDNN where it loads), own fused kernels, cuBLAS */
+        backend_t *impls[3] = {G, Gown, Gcublas};
+        const char *names[3] = {"default", "own", "cublas"};
+        for (int im = 0; im < 3; im++) {
             t_attention(impls[im], names[im], 2, 257, 16, 64, cdt);
             t_attention(impls[im], names[im], 3, 50, 2, 32, cdt);
             t_attention(impls[im], names[im], 1, 7, 3, 64, cdt);
@@ -743,9 +747,12 @@ int main(int argc, char **argv) {
 
     if (getenv("TEST_BENCH")) {
         for (int k = 0; k < 2; k++) {
-            bench_attention(G, "fused", 32, 257, 16, 64, dts[k]);
+            bench_attention(G, "default", 32, 257, 16, 64, dts[k]);
+            bench_attention(Gown, "own", 32, 257, 16, 64, dts[k]);
             bench_attention(Gcublas, "cublas", 32, 257, 16, 64, dts[k]);
         }
+        bench_attention(G, "default", 256, 257, 16, 64, DT_BF16);   /* eval b256 */
+        bench_attention(Gown, "own", 256, 257, 16, 64, DT_BF16);
         bench_matmul(32 * 257, 3 * 1024, 1024, DT_BF16);
         bench_matmul(32 * 257, 4096, 1024, DT_BF16);
         bench_matmul(8192, 8192, 8192, DT_BF16);
@@ -753,6 +760,7 @@ int main(int argc, char **argv) {
     }
 
     Gcublas->destroy(Gcublas);
+    Gown->destroy(Gown);
     G->destroy(G);
     C->destroy(C);
     return tap_done();

@@ -1,0 +1,350 @@
+/* gpu/cuda/sdpa_cudnn.cu — attention forward through cuDNN's fused
+ * scaled-dot-product attention (flash attention on Hopper), bf16.
+ *
+ * Owns: loading cuDNN at run time (dlopen, so that a machine without cuDNN
+ * still runs traind on its own kernels), the cuDNN handle of a backend, and a
+ * small cache of execution plans keyed on the attention's shape. One graph of
+ * one node, CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR (cuDNN >= 9.x), with
+ * the tensors described in place — no copies, no permutes:
+ *   Q, K, V  [Bn,NH,T,HS] views of qkv[Bn,T,3,NH,HS]: strides (T*3*NH*HS, HS, 3*NH*HS, 1),
+ *            K and V at element offsets NH*HS and 2*NH*HS;
+ *   O        [Bn,NH,T,HS] view of out[Bn,T,NH,HS]:     strides (T*NH*HS, HS, NH*HS, 1);
+ *   Stats    [Bn,NH,T,1] f32 = lse[Bn,NH,T] (natural-log log-sum-exp of the
+ *            scaled scores, what the backward kernels read), only when lse != NULL;
+ *   scale    1/sqrt(HS), a host scalar passed by value.
+ * Only the forward: the backward stays with the own kernels (attention.cu),
+ * which read the same lse.
+ *
+ * Failure is never fatal here: cu_sdpa_fwd returns -1 when cuDNN is missing,
+ * refuses the shape, or fails, and the caller runs its own kernel; a load or
+ * build failure is reported once on stderr. Environment: TRAIND_CUDNN_LIB = path
+ * of libcudnn.so.9 (default: the loader's search, then a few usual places). */
+#include <dlfcn.h>
+#include <cstring>
+#include <cmath>
+#include <cudnn_graph.h>
+#include "gpu/cuda/cuda_common.h"
+
+/* ---- run-time binding ---------------------------------------------------------- */
+
+typedef struct {
+    void *lib;
+    decltype(&cudnnGetVersion) GetVersion;
+    decltype(&cudnnGetErrorString) GetErrorString;
+    decltype(&cudnnCreate) Create;
+    decltype(&cudnnDestroy) Destroy;
+    decltype(&cudnnSetStream) SetStream;
+    decltype(&cudnnBackendCreateDescriptor) CreateDesc;
+    decltype(&cudnnBackendDestroyDescriptor) DestroyDesc;
+    decltype(&cudnnBackendSetAttribute) SetAttr;
+    decltype(&cudnnBackendGetAttribute) GetAttr;
+    decltype(&cudnnBackendFinalize) Finalize;
+    decltype(&cudnnBackendExecute) Execute;
+} cu_dnn_api_t;
+
+#define CU_SDPA_PLANS 8
+#define CU_SDPA_UID_Q 1
+#define CU_SDPA_UID_K 2
+#define CU_SDPA_UID_V 3
+#define CU_SDPA_UID_O 4
+#define CU_SDPA_UID_STATS 5
+#define CU_SDPA_UID_SCALE 6
+
+typedef struct {
+    int valid, Bn, T, NH, HS, stats;
+    long last_use;
+    cudnnBackendDescriptor_t plan;
+    int64_t ws;                     /* workspace bytes */
+} cu_sdpa_plan_t;
+
+typedef struct {
+    int state;                      /* 0 untried, 1 ready, -1 unavailable */
+    cu_dnn_api_t api;
+    cudnnHandle_t handle;
+    cu_sdpa_plan_t plans[CU_SDPA_PLANS];
+    long clock;
+} cu_sdpa_t;
+
+static cu_sdpa_t *cu_sdpa_of(backend_t *b) { return (cu_sdpa_t *)cu_impl(b)->sdpa; }
+
+static void *cu_dnn_open(void) {
+    const char *env = getenv("TRAIND_CUDNN_LIB");
+    if (env && env[0]) return dlopen(env, RTLD_NOW | RTLD_LOCAL);
+    static const char *const cands[] = {
+        "libcudnn.so.9",
+        "/usr/local/cuda/lib64/libcudnn.so.9",
+        "/usr/local/cuda/lib/libcudnn.so.9",
+        "/usr/lib/x86_64-linux-gnu/libcudnn.so.9",
+        "/usr/local/lib/python3.12/dist-packages/nvidia/cudnn/lib/libcudnn.so.9",
+        "/usr/lib/python3/dist-packages/nvidia/cudnn/lib/libcudnn.so.9",
+    };
+    for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
+        void *h = dlopen(cands[i], RTLD_NOW | RTLD_LOCAL);
+        if (h) return h;
+    }
+    return NULL;
+}
+
+/* Loads cuDNN and creates the handle; 0 on success. */
+static int cu_sdpa_init(backend_t *b, cu_sdpa_t *s) {
+    cu_dnn_api_t *a = &s->api;
+    a->lib = cu_dnn_open();
+    if (!a->lib) {
+        fprintf(stderr, "traind: cuDNN not found (%s); attention forward uses traind's own kernel\n", dlerror());
+        return -1;
+    }
+#define CU_DNN_SYM(field, name) do {                                                          \
+        *(void **)&a->field = dlsym(a->lib, #name);                                           \
+        if (!a->field) {                                                                      \
+            fprintf(stderr, "traind: cuDNN lacks %s; attention forward uses traind's own kernel\n", #name); \
+            return -1;                                                                        \
+        }                                                                                     \
+    } while (0)
+    CU_DNN_SYM(GetVersion, cudnnGetVersion);
+    CU_DNN_SYM(GetErrorString, cudnnGetErrorString);
+    CU_DNN_SYM(Create, cudnnCreate);
+    CU_DNN_SYM(Destroy, cudnnDestroy);
+    CU_DNN_SYM(SetStream, cudnnSetStream);
+    CU_DNN_SYM(CreateDesc, cudnnBackendCreateDescriptor);
+    CU_DNN_SYM(DestroyDesc, cudnnBackendDestroyDescriptor);
+    CU_DNN_SYM(SetAttr, cudnnBackendSetAttribute);
+    CU_DNN_SYM(GetAttr, cudnnBackendGetAttribute);
+    CU_DNN_SYM(Finalize, cudnnBackendFinalize);
+    CU_DNN_SYM(Execute, cudnnBackendExecute);
+#undef CU_DNN_SYM
+    size_t ver = a->GetVersion();
+    if (ver < 90500) {   /* the single-node SDPA forward operation */
+        fprintf(stderr, "traind: cuDNN %zu too old for fused attention; using traind's own kernel\n", ver);
+        return -1;
+    }
+    cudnnStatus_t st = a->Create(&s->handle);
+    if (st == CUDNN_STATUS_SUCCESS) st = a->SetStream(s->handle, cu_impl(b)->stream);
+    if (st != CUDNN_STATUS_SUCCESS) {
+        fprintf(stderr, "traind: cudnnCreate: %s; attention forward uses traind's own kernel\n", a->GetErrorString(st));
+        s->handle = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- graph and plan ------------------------------------------------------------ */
+
+/* Descriptors made while building one plan, destroyed together. */
+typedef struct {
+    cudnnBackendDescriptor_t d[64];
+    int n;
+} cu_dnn_bag_t;
+
+static void cu_bag_free(cu_sdpa_t *s, cu_dnn_bag_t *g) {
+    for (int i = g->n - 1; i >= 0; i--) if (g->d[i]) s->api.DestroyDesc(g->d[i]);
+    g->n = 0;
+}
+
+/* A step of the build: on failure, say which and why once, and fail the build. */
+#define CU_DNN_TRY(call, what) do {                                                          \
+        cudnnStatus_t st_ = (call);                                                          \
+        if (st_ != CUDNN_STATUS_SUCCESS) {                                                   \
+            snprintf(why, whylen, "%s: %s", what, s->api.GetErrorString(st_));               \
+            return NULL;                                                                     \
+        }                                                                                    \
+    } while (0)
+
+static cudnnBackendDescriptor_t cu_bag_new(cu_sdpa_t *s, cu_dnn_bag_t *g, cudnnBackendDescriptorType_t t,
+                                           char *why, size_t whylen) {
+    if (g->n >= (int)(sizeof g->d / sizeof g->d[0])) {
+        snprintf(why, whylen, "too many descriptors");
+        return NULL;
+    }
+    cudnnBackendDescriptor_t d = NULL;
+    CU_DNN_TRY(s->api.CreateDesc(t, &d), "create descriptor");
+    g->d[g->n++] = d;
+    return d;
+}
+
+static cudnnBackendDescriptor_t cu_dnn_tensor(cu_sdpa_t *s, cu_dnn_bag_t *g, int64_t uid, cudnnDataType_t dt,
+                                              const int64_t dim[4], const int64_t str[4], bool by_value,
+                                              char *why, size_t whylen) {
+    cudnnBackendDescriptor_t t = cu_bag_new(s, g, CUDNN_BACKEND_TENSOR_DESCRIPTOR, why, whylen);
+    if (!t) return NULL;
+    int64_t align = by_value ? 4 : 16;
+    CU_DNN_TRY(s->api.SetAttr(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt), "tensor dtype");
+    CU_DNN_TRY(s->api.SetAttr(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dim), "tensor dims");
+    CU_DNN_TRY(s->api.SetAttr(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, str), "tensor strides");
+    CU_DNN_TRY(s->api.SetAttr(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid), "tensor uid");
+    CU_DNN_TRY(s->api.SetAttr(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align), "tensor alignment");
+    if (by_value) {
+        bool yes = true;
+        CU_DNN_TRY(s->api.SetAttr(t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &yes), "tensor by value");
+    }
+    CU_DNN_TRY(s->api.Finalize(t), "tensor finalize");
+    return t;
+}
+
+/* Builds the execution plan for one shape; NULL with `why` on failure. The
+ * returned plan is NOT in the bag (the caller keeps it); everything else is. */
+static cudnnBackendDescriptor_t cu_sdpa_build(cu_sdpa_t *s, cu_dnn_bag_t *g, int Bn, int T, int NH, int HS,
+                                              int stats, int64_t *ws, char *why, size_t whylen) {
+    int64_t ld3 = (int64_t)3 * NH * HS, ldo = (int64_t)NH * HS;
+    int64_t dq[4] = {Bn, NH, T, HS}, sq[4] = {(int64_t)T * ld3, HS, ld3, 1};
+    int64_t so[4] = {(int64_t)T * ldo, HS, ldo, 1};
+    int64_t dl[4] = {Bn, NH, T, 1}, sl[4] = {(int64_t)NH * T, T, 1, 1};
+    int64_t d1[4] = {1, 1, 1, 1};
+    cudnnBackendDescriptor_t tq = cu_dnn_tensor(s, g, CU_SDPA_UID_Q, CUDNN_DATA_BFLOAT16, dq, sq, false, why, whylen);
+    cudnnBackendDescriptor_t tk = tq ? cu_dnn_tensor(s, g, CU_SDPA_UID_K, CUDNN_DATA_BFLOAT16, dq, sq, false, why, whylen) : NULL;
+    cudnnBackendDescriptor_t tv = tk ? cu_dnn_tensor(s, g, CU_SDPA_UID_V, CUDNN_DATA_BFLOAT16, dq, sq, false, why, whylen) : NULL;
+    cudnnBackendDescriptor_t to = tv ? cu_dnn_tensor(s, g, CU_SDPA_UID_O, CUDNN_DATA_BFLOAT16, dq, so, false, why, whylen) : NULL;
+    cudnnBackendDescriptor_t tsc = to ? cu_dnn_tensor(s, g, CU_SDPA_UID_SCALE, CUDNN_DATA_FLOAT, d1, d1, true, why, whylen) : NULL;
+    if (!tsc) return NULL;
+    cudnnBackendDescriptor_t tst = NULL;
+    if (stats) {
+        tst = cu_dnn_tensor(s, g, CU_SDPA_UID_STATS, CUDNN_DATA_FLOAT, dl, sl, false, why, whylen);
+        if (!tst) return NULL;
+    }
+    cudnnBackendDescriptor_t op = cu_bag_new(s, g, CUDNN_BACKEND_OPERATION_SDPA_FWD_DESCRIPTOR, why, whylen);
+    if (!op) return NULL;
+    const cu_dnn_api_t *a = &s->api;
+    CU_DNN_TRY(a->SetAttr(op, CUDNN_ATTR_OPERATION_SDPA_FWD_QDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &tq), "sdpa Q");
+    CU_DNN_TRY(a->SetAttr(op, CUDNN_ATTR_OPERATION_SDPA_FWD_KDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &tk), "sdpa K");
+    CU_DNN_TRY(a->SetAttr(op, CUDNN_ATTR_OPERATION_SDPA_FWD_VDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &tv), "sdpa V");
+    CU_DNN_TRY(a->SetAttr(op, CUDNN_ATTR_OPERATION_SDPA_FWD_ODESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &to), "sdpa O");
+    CU_DNN_TRY(a->SetAttr(op, CUDNN_ATTR_OPERATION_SDPA_FWD_SCALEDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &tsc), "sdpa scale");
+    if (stats)
+        CU_DNN_TRY(a->SetAttr(op, CUDNN_ATTR_OPERATION_SDPA_FWD_STATSDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &tst),
+                   "sdpa stats");
+    CU_DNN_TRY(a->Finalize(op), "sdpa operation finalize");
+
+    cudnnBackendDescriptor_t graph = cu_bag_new(s, g, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, why, whylen);
+    if (!graph) return NULL;
+    CU_DNN_TRY(a->SetAttr(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &s->handle), "graph handle");
+    CU_DNN_TRY(a->SetAttr(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op), "graph ops");
+    CU_DNN_TRY(a->Finalize(graph), "graph finalize");
+
+    cudnnBackendDescriptor_t heur = cu_bag_new(s, g, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, why, whylen);
+    if (!heur) return NULL;
+    cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
+    CU_DNN_TRY(a->SetAttr(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph),
+               "heuristics graph");
+    CU_DNN_TRY(a->SetAttr(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode), "heuristics mode");
+    CU_DNN_TRY(a->Finalize(heur), "heuristics finalize");
+    int64_t count = 0;
+    CU_DNN_TRY(a->GetAttr(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, NULL),
+               "heuristics count");
+    if (count <= 0) {
+        snprintf(why, whylen, "no engine for this shape");
+        return NULL;
+    }
+    if (count > 8) count = 8;
+    cudnnBackendDescriptor_t cfgs[8];
+    for (int64_t i = 0; i < count; i++) {
+        cfgs[i] = cu_bag_new(s, g, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, why, whylen);
+        if (!cfgs[i]) return NULL;
+    }
+    int64_t got = 0;
+    CU_DNN_TRY(a->GetAttr(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, cfgs),
+               "heuristics results");
+    /* the first configuration that builds (heuristics order = expected speed) */
+    cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
+    for (int64_t i = 0; i < got; i++) {
+        cudnnBackendDescriptor_t plan = NULL;
+        if (a->CreateDesc(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) != CUDNN_STATUS_SUCCESS) continue;
+        last = a->SetAttr(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &s->handle);
+        if (last == CUDNN_STATUS_SUCCESS)
+            last = a->SetAttr(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]);
+        if (last == CUDNN_STATUS_SUCCESS) last = a->Finalize(plan);
+        int64_t n = 0;
+        *ws = 0;
+        if (last == CUDNN_STATUS_SUCCESS)
+            last = a->GetAttr(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, ws);
+        if (last == CUDNN_STATUS_SUCCESS) return plan;
+        a->DestroyDesc(plan);
+    }
+    snprintf(why, whylen, "no engine configuration builds (%lld tried; last: %s)", (long long)got,
+             a->GetErrorString(last));
+    return NULL;
+}
+#undef CU_DNN_TRY
+
+static cu_sdpa_plan_t *cu_sdpa_plan(backend_t *b, cu_sdpa_t *s, int Bn, int T, int NH, int HS, int stats) {
+    cu_sdpa_plan_t *victim = &s->plans[0];
+    for (int i = 0; i < CU_SDPA_PLANS; i++) {
+        cu_sdpa_plan_t *p = &s->plans[i];
+        if (p->valid && p->Bn == Bn && p->T == T && p->NH == NH && p->HS == HS && p->stats == stats) {
+            p->last_use = ++s->clock;
+            return p;
+        }
+        if (!p->valid) victim = p;
+        else if (victim->valid && p->last_use < victim->last_use) victim = p;
+    }
+    cu_dnn_bag_t bag;
+    bag.n = 0;
+    char why[256] = "";
+    int64_t ws = 0;
+    cudnnBackendDescriptor_t plan = cu_sdpa_build(s, &bag, Bn, T, NH, HS, stats, &ws, why, sizeof why);
+    cu_bag_free(s, &bag);
+    if (!plan) {
+        fprintf(stderr, "traind: cuDNN fused attention unavailable for Bn=%d T=%d NH=%d HS=%d (%s); "
+                "using traind's own kernel\n", Bn, T, NH, HS, why);
+        return NULL;
+    }
+    (void)b;
+    if (victim->valid) s->api.DestroyDesc(victim->plan);
+    victim->valid = 1;
+    victim->Bn = Bn; victim->T = T; victim->NH = NH; victim->HS = HS; victim->stats = stats;
+    victim->plan = plan;
+    victim->ws = ws;
+    victim->last_use = ++s->clock;
+    return victim;
+}
+
+/* ---- entry points ---------------------------------------------------------------- */
+
+int cu_sdpa_fwd(backend_t *b, void *out, float *lse, const void *qkv, int Bn, int T, int NH, int HS) {
+    cu_impl_t *c = cu_impl(b);
+    if (!c->sdpa) {
+        c->sdpa = calloc(1, sizeof(cu_sdpa_t));
+        if (!c->sdpa) return -1;
+    }
+    cu_sdpa_t *s = cu_sdpa_of(b);
+    if (s->state == 0) s->state = cu_sdpa_init(b, s) == 0 ? 1 : -1;
+    if (s->state < 0) return -1;
+    cu_sdpa_plan_t *p = cu_sdpa_plan(b, s, Bn, T, NH, HS, lse != NULL);
+    if (!p) return -1;
+    void *ws = p->ws > 0 ? cu_scratch(b, 1, (size_t)p->ws) : NULL;
+    float scale = 1.0f / sqrtf((float)HS);
+    const __nv_bfloat16 *q = (const __nv_bfloat16 *)qkv;
+    void *ptrs[6] = {(void *)q, (void *)(q + (size_t)NH * HS), (void *)(q + (size_t)2 * NH * HS), out, &scale, lse};
+    int64_t uids[6] = {CU_SDPA_UID_Q, CU_SDPA_UID_K, CU_SDPA_UID_V, CU_SDPA_UID_O, CU_SDPA_UID_SCALE, CU_SDPA_UID_STATS};
+    int64_t n = lse ? 6 : 5;
+    const cu_dnn_api_t *a = &s->api;
+    cudnnBackendDescriptor_t vp = NULL;
+    cudnnStatus_t st = a->CreateDesc(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp);
+    if (st == CUDNN_STATUS_SUCCESS)
+        st = a->SetAttr(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs);
+    if (st == CUDNN_STATUS_SUCCESS) st = a->SetAttr(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids);
+    if (st == CUDNN_STATUS_SUCCESS) st = a->SetAttr(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
+    if (st == CUDNN_STATUS_SUCCESS) st = a->Finalize(vp);
+    if (st == CUDNN_STATUS_SUCCESS) st = a->Execute(s->handle, p->plan, vp);
+    if (vp) a->DestroyDesc(vp);
+    if (st != CUDNN_STATUS_SUCCESS) {
+        /* nothing ran: the caller's own kernel writes out and lse; cuDNN is not tried again */
+        fprintf(stderr, "traind: cuDNN fused attention failed (%s); using traind's own kernel from now on\n",
+                a->GetErrorString(st));
+        s->state = -1;
+        return -1;
+    }
+    CU_LAUNCH_CHECK();
+    return 0;
+}
+
+void cu_sdpa_destroy(backend_t *b) {
+    cu_impl_t *c = cu_impl(b);
+    cu_sdpa_t *s = (cu_sdpa_t *)c->sdpa;
+    if (!s) return;
+    if (s->api.DestroyDesc)
+        for (int i = 0; i < CU_SDPA_PLANS; i++)
+            if (s->plans[i].valid) s->api.DestroyDesc(s->plans[i].plan);
+    if (s->handle && s->api.Destroy) s->api.Destroy(s->handle);
+    /* the library stays loaded: other backends of the process may use it */
+    free(s);
+    c->sdpa = NULL;
+}
