@@ -142,6 +142,21 @@ is "$STATUS" 200 "idempotent resubmission after restart returns the existing job
 is "$(jb .id)" "$rj" "... with the same id"
 check "sqlite: one job row for the submission id" test "$(sql "SELECT count(*) FROM jobs WHERE submission_id='resume-me';")" = 1
 check "sqlite: integrity_check ok" test "$(sql 'PRAGMA integrity_check;')" = ok
+files_match_records() {   # every file of every checkpoint of job $1 has its recorded sha256
+    local c f want n=0
+    api GET "/v1/checkpoints?job=$1"
+    for c in $(jb '.checkpoints[].id'); do
+        api GET "/v1/checkpoints/$c"
+        local dir; dir=$(jb .path)
+        for f in $(jb '.files[].name'); do
+            want=$(jb --arg f "$f" '.files[]|select(.name==$f)|.sha256')
+            [ "$(sha256sum "$dir/$f" | cut -d' ' -f1)" = "$want" ] || { diag "  $c/$f differs from its record"; return 1; }
+            n=$((n + 1))
+        done
+    done
+    [ "$n" -gt 0 ]
+}
+check "no torn checkpoint: every file matches its recorded sha256" files_match_records "$rj"
 
 stop_daemon TERM
 is "$DAEMON_RC" 0 "traind exits 0 after SIGTERM"
