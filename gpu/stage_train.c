@@ -15,8 +15,8 @@
  * 0.5·(1+cos(π·(t−1−W)/(T−W)))) or constant.
  *
  * Events: metrics loss, loss_joint, loss_pair, loss_conf, lr (heads),
- * lr_backbone, grad_norm (every step up to 2000 steps, else every
- * total/2000), val_mpjpe, val_pa_mpjpe, val_auc, val_mean_predictor_mpjpe
+ * lr_backbone, grad_norm (every step up to 2000 steps, else at step 1, every
+ * total/2000 and the last), val_mpjpe, val_pa_mpjpe, val_auc, val_mean_predictor_mpjpe
  * (mm) at every eval_every and at the end; progress at most twice a second;
  * checkpoints every checkpoint_every, at the end, and when *ctx->stop is set
  * (the step in flight finishes, a checkpoint is written, return 1). Resume:
@@ -290,7 +290,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         double t1 = stage_now();
         t_train += t1 - t0;
 
-        if (ctx->on_metric && (t % metric_every == 0 || t == T.total)) {
+        if (ctx->on_metric && (t % metric_every == 0 || t == 1 || t == T.total)) {
             ctx->on_metric(ctx->ud, t, "loss", hl.total);
             ctx->on_metric(ctx->ud, t, "loss_joint", hl.joint);
             ctx->on_metric(ctx->ud, t, "loss_pair", hl.pair);
