@@ -57,10 +57,10 @@ check "status lists the resident dataset" jq -e '[.datasets[]?.name]|index("syn"
 
 api POST /v1/datasets "{\"name\":\"disk\",\"path\":\"$DATA_ROOT/disk1\"}"
 is "$STATUS" 202 "dataset from a path under the root -> 202"
-is "$(wait_dataset disk 60)" ready "on-disk dataset becomes ready"
+is "$(wait_dataset disk 120)" ready "on-disk dataset becomes ready"
 api POST /v1/datasets "{\"name\":\"viaLink\",\"path\":\"$DATA_ROOT/inside-link\"}"
 is "$STATUS" 202 "a symlink that stays inside the root is accepted"
-wait_dataset viaLink 60 >/dev/null
+wait_dataset viaLink 120 >/dev/null
 
 expect_error 409 conflict "dataset name already exists" \
     POST /v1/datasets "{\"name\":\"syn\",\"synthetic\":{\"samples\":8,\"image_size\":$IMG,\"seed\":1}}"

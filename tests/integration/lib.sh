@@ -70,7 +70,7 @@ ok() {   # ok STATUS NAME  (STATUS 0 = pass)
 }
 check() { local name=$1; shift; "$@" >/dev/null 2>&1; ok $? "$name"; }
 is() {
-    if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3"; diag "  got '$1', want '$2'"; return 1; fi
+    if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3"; diag "  got '$1', want '$2'" | tee /dev/stderr; return 1; fi
 }
 diag() { printf '%s\n' "$@" | sed 's/^/# /'; }
 skip() { _tap_n=$((_tap_n + 1)); echo "ok $_tap_n # SKIP $*"; }
@@ -105,11 +105,12 @@ _cleanup() {
         kill_workers_of "$p"
     done
     if [ "$_tap_failed" -ne 0 ] || [ "$rc" -ne 0 ]; then
+        # to stderr, so that prove shows it without -v (CI logs)
         local f
         for f in "$TDIR"/daemon*.log; do
             [ -f "$f" ] || continue
-            diag "---- last lines of $(basename "$f") ----"
-            tail -n 40 "$f" | sed 's/^/# /'
+            diag "---- last lines of $(basename "$f") ----" >&2
+            tail -n 40 "$f" | sed 's/^/# /' >&2
         done
     fi
     rm -rf "$TDIR"
@@ -229,6 +230,7 @@ wait_dataset() {   # wait_dataset NAME [TIMEOUT] -> prints final state
         case "$st" in ready|failed) break ;; esac
         sleep 0.2
     done
+    [ "$st" = ready ] || diag "dataset $name after ${t}s: $(curl -s -m 5 "$URL/v1/datasets/$name" | head -c 600)" >&2
     printf '%s' "$st"
 }
 
