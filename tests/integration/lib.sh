@@ -210,7 +210,7 @@ expect_error() {
         ok 0 "$name -> $STATUS $got_code"
     else
         ok 1 "$name"
-        diag "  $1 $2: got HTTP $STATUS body: $(printf '%s' "$BODY" | head -c 300)" "  want HTTP $want code $code"
+        diag "  $1 $2: got HTTP $STATUS body: $(printf '%s' "$BODY" | head -c 300)" "  want HTTP $want code $code" | tee /dev/stderr
     fi
 }
 
