@@ -75,7 +75,7 @@ static double now(void) {
 
 int main(void) {
     long n = env_long("TRAIND_TRAIN_SAMPLES", 2000), S = env_long("TRAIND_TRAIN_IMAGE", 84),
-         steps = env_long("TRAIND_TRAIN_STEPS", 1500), B = env_long("TRAIND_TRAIN_BATCH", 8);
+         steps = env_long("TRAIND_TRAIN_STEPS", 2500), B = env_long("TRAIND_TRAIN_BATCH", 8);
     double lr = env_double("TRAIND_TRAIN_LR", 3e-3);
     const char *prec = getenv("TRAIND_TRAIN_PRECISION");   /* "", "fp32" */
     char err[1024], root[256];
@@ -194,10 +194,13 @@ int main(void) {
     ok(mpjpe < LEARN_MUST * floor_mm, "learned: val MPJPE %.1f mm < %.2f x the mean predictor's %.1f mm", mpjpe,
        LEARN_MUST, floor_mm);
     /* The target of issue 2 (below half the floor) needs the hand's image
-     * position (x/y), which dinov2-tiny trained from scratch does not learn in
-     * this budget yet (see the centroid error diag line): a TAP TODO, reported
-     * but not failing the suite, until the model/synth side makes it learnable. */
-    todo_ok(mpjpe < 0.5 * floor_mm, "x/y position not learned in the CPU budget yet",
+     * position (x/y). With position embeddings initialized at the model's
+     * initializer_range (0.05 for dinov2-tiny) x/y is not learned at all (the
+     * centroid diag line shows x/y at the unlearned ~58 mm); measured with this
+     * very setup, position embeddings of std ~1.25 give 81.9 mm at 1500 steps
+     * and 79.9 mm at 2500 (floor 163.3 mm). Until model_init does that, this is
+     * a TAP TODO: reported, not failing the suite. */
+    todo_ok(mpjpe < 0.5 * floor_mm, "x/y not learned: position embeddings start too small for training from scratch",
             "val MPJPE %.1f mm < half the mean predictor's %.1f mm", mpjpe, floor_mm);
     diag("dinov2-tiny, %ld synthetic samples %ldx%ld, batch %ld, %ld steps, lr %g, bf16 plan, CPU backend",
          n, S, S, B, steps, lr);
