@@ -133,6 +133,13 @@ struct backend {
                            const float *gamma, int N, int C);
     void (*layerscale_bwd)(backend_t *b, float *dx, float *dgamma, const float *dout,
                            const void *x, dtype_t xdt, const float *gamma, int N, int C);
+    /* Fused residual + LayerScale + LayerNorm forward (one pass instead of two):
+     * out[N,C] = res + gamma * x exactly as layerscale_fwd (out may alias res), then
+     * ln[N,C] (odt) = LN(out) * w + bias with mean, rstd [N] (may be NULL) exactly as
+     * layernorm_fwd. */
+    void (*layerscale_layernorm_fwd)(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
+                                     const float *gamma, void *ln, dtype_t odt, float *mean, float *rstd,
+                                     const float *w, const float *bias, int N, int C, float eps);
 
     /* Token assembly: x[Bn,T,D] with T = 1+R+P:
      *   x[b,0]     = cls[D] + pos[0]

@@ -689,6 +689,14 @@ static void cpu_layerscale_fwd(backend_t *b, float *out, const float *res, const
     }
 }
 
+/* The reference is the composition itself. */
+static void cpu_layerscale_layernorm_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
+                                         const float *gamma, void *ln, dtype_t odt, float *mean, float *rstd,
+                                         const float *w, const float *bias, int N, int C, float eps) {
+    cpu_layerscale_fwd(b, out, res, x, xdt, gamma, N, C);
+    cpu_layernorm_fwd(b, ln, odt, mean, rstd, out, w, bias, N, C, eps);
+}
+
 static void cpu_layerscale_bwd(backend_t *b, float *dx, float *dgamma, const float *dout,
                                const void *x, dtype_t xdt, const float *gamma, int N, int C) {
     cpu_check_fdt("layerscale_bwd", xdt);
@@ -978,6 +986,7 @@ backend_t *backend_cpu_create(char *err, size_t errlen) {
     b->gelu_fwd = cpu_gelu_fwd;
     b->gelu_bwd = cpu_gelu_bwd;
     b->layerscale_fwd = cpu_layerscale_fwd;
+    b->layerscale_layernorm_fwd = cpu_layerscale_layernorm_fwd;
     b->layerscale_bwd = cpu_layerscale_bwd;
     b->embed_fwd = cpu_embed_fwd;
     b->embed_bwd = cpu_embed_bwd;

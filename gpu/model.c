@@ -1090,20 +1090,33 @@ int model_forward(model_t *m, const void *images, dtype_t idt, const int32_t *id
         const int keep = grads && l >= K;
         float *x_out = (l + 1 < L) ? pv->acts[l + 1].x_in : pv->x_final;
         assert(a->x_in == x);
-        /* attention half: x_mid = x + ls1 * proj(attn(LN1(x))) */
-        be->layernorm_fwd(be, a->ln1, cdt, a->mean1, a->rstd1, x, pm(m, bi->norm1_w), pm(m, bi->norm1_b),
-                          BT, D, c->layer_norm_eps);
+        /* attention half: x_mid = x + ls1 * proj(attn(LN1(x))). LN1 of blocks
+         * after the first was computed by the previous block's fused
+         * residual + LayerScale + LayerNorm (one pass over the stream, not two). */
+        if (l == 0)
+            be->layernorm_fwd(be, a->ln1, cdt, a->mean1, a->rstd1, x, pm(m, bi->norm1_w), pm(m, bi->norm1_b),
+                              BT, D, c->layer_norm_eps);
         be->matmul_fwd(be, a->qkv, cdt, a->ln1, wc(m, bi->q_w), pm(m, bi->q_b), cdt, BT, 3 * D, D);
         be->attention_fwd(be, a->att, keep ? a->lse : NULL, a->qkv, cdt, Bn, T, NH, HS);
         be->matmul_fwd(be, a->proj, cdt, a->att, wc(m, bi->o_w), pm(m, bi->o_b), cdt, BT, D, D);
-        be->layerscale_fwd(be, a->x_mid, x, a->proj, cdt, pm(m, bi->ls1), BT, D);
+        /* x_mid = x + ls1 * proj, ln2 = LN2(x_mid) in one pass */
+        be->layerscale_layernorm_fwd(be, a->x_mid, x, a->proj, cdt, pm(m, bi->ls1), a->ln2, cdt, a->mean2,
+                                     a->rstd2, pm(m, bi->norm2_w), pm(m, bi->norm2_b), BT, D, c->layer_norm_eps);
         /* MLP half: x_out = x_mid + ls2 * fc2(gelu(fc1(LN2(x_mid)))) */
-        be->layernorm_fwd(be, a->ln2, cdt, a->mean2, a->rstd2, a->x_mid, pm(m, bi->norm2_w), pm(m, bi->norm2_b),
-                          BT, D, c->layer_norm_eps);
         be->matmul_fwd(be, a->fc1, cdt, a->ln2, wc(m, bi->fc1_w), pm(m, bi->fc1_b), cdt, BT, F, D);
         be->gelu_fwd(be, a->gelu, cdt, a->fc1, cdt, (size_t)BT * F);
         be->matmul_fwd(be, a->fc2, cdt, a->gelu, wc(m, bi->fc2_w), pm(m, bi->fc2_b), cdt, BT, D, F);
-        be->layerscale_fwd(be, x_out, a->x_mid, a->fc2, cdt, pm(m, bi->ls2), BT, D);
+        if (l + 1 < L) {
+            /* x_out and the next block's LN1 (its ln1 buffer is free: a shared
+             * one was last read by this block's qkv product) */
+            block_acts_t *an = &pv->acts[l + 1];
+            const block_idx_t *bn = &pv->blk[l + 1];
+            be->layerscale_layernorm_fwd(be, x_out, a->x_mid, a->fc2, cdt, pm(m, bi->ls2), an->ln1, cdt, an->mean1,
+                                         an->rstd1, pm(m, bn->norm1_w), pm(m, bn->norm1_b), BT, D,
+                                         c->layer_norm_eps);
+        } else {
+            be->layerscale_fwd(be, x_out, a->x_mid, a->fc2, cdt, pm(m, bi->ls2), BT, D);
+        }
         x = x_out;
         if (m->stats_fn) {
             snprintf(nm, sizeof nm, "encoder.layer.%d", l);

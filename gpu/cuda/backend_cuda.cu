@@ -378,6 +378,10 @@ CU_WRAP(gelu_bwd, (backend_t *b, float *dinp, const float *dout, const void *inp
         (b, dinp, dout, inp, idt, n))
 CU_WRAP(layerscale_fwd, (backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
                          const float *gamma, int N, int C), (b, out, res, x, xdt, gamma, N, C))
+CU_WRAP(layerscale_layernorm_fwd, (backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
+                                   const float *gamma, void *ln, dtype_t odt, float *mean, float *rstd,
+                                   const float *w, const float *bias, int N, int C, float eps),
+        (b, out, res, x, xdt, gamma, ln, odt, mean, rstd, w, bias, N, C, eps))
 CU_WRAP(layerscale_bwd, (backend_t *b, float *dx, float *dgamma, const float *dout, const void *x,
                          dtype_t xdt, const float *gamma, int N, int C), (b, dx, dgamma, dout, x, xdt, gamma, N, C))
 CU_WRAP(embed_fwd, (backend_t *b, float *x, const float *patches, const float *cls, const float *reg,
@@ -498,6 +502,7 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t errlen) 
     b->gelu_fwd = gelu_fwd_op;
     b->gelu_bwd = gelu_bwd_op;
     b->layerscale_fwd = layerscale_fwd_op;
+    b->layerscale_layernorm_fwd = layerscale_layernorm_fwd_op;
     b->layerscale_bwd = layerscale_bwd_op;
     b->embed_fwd = embed_fwd_op;
     b->embed_bwd = embed_bwd_op;

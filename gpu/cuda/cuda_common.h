@@ -191,6 +191,9 @@ void cu_layerscale_fwd(backend_t *b, float *out, const float *res, const void *x
                        const float *gamma, int N, int C);
 void cu_layerscale_bwd(backend_t *b, float *dx, float *dgamma, const float *dout,
                        const void *x, dtype_t xdt, const float *gamma, int N, int C);
+void cu_layerscale_layernorm_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
+                                 const float *gamma, void *ln, dtype_t odt, float *mean, float *rstd,
+                                 const float *w, const float *bias, int N, int C, float eps);
 void cu_embed_fwd(backend_t *b, float *x, const float *patches, const float *cls,
                   const float *reg, const float *pos, int Bn, int P, int R, int D);
 void cu_embed_bwd(backend_t *b, float *dpatches, float *dcls, float *dreg, float *dpos,

@@ -582,3 +582,79 @@ void cu_token_scatter_add(backend_t *b, float *dx, const float *dout, int Bn, in
     cu_token_scatter_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(dx, dout, Bn, T, D, t);
     CU_LAUNCH_CHECK();
 }
+
+/* ---- fused residual + LayerScale + LayerNorm forward --------------------------------
+ * out = res + gamma * x, then ln = LN(out) * w + bias: one pass that reads res
+ * and x and writes out and ln, where the two ops read the fp32 row twice more.
+ * Rows of C = 128*NV (NV <= 8) held in registers by one warp (lane owns
+ * columns 4*lane + 128*k), statistics as in cu_layernorm_fwd_v_kernel;
+ * other shapes run the two ops one after the other. */
+template <int NV>
+__global__ void cu_ls_ln_fwd_v_kernel(float *out, const float *res, const void *x, dtype_t xdt, const float *gamma,
+                                      void *ln, dtype_t odt, float *mean, float *rstd, const float *w,
+                                      const float *bias, int N, float eps) {
+    constexpr int C = 128 * NV;
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    size_t r0 = (size_t)row * C;
+    float4 v[NV];
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int c = 128 * k + 4 * lane;
+        float4 rv = *(const float4 *)(res + r0 + c), gv = *(const float4 *)(gamma + c), xv;
+        if (xdt == DT_BF16) {
+            uint2 u = *(const uint2 *)((const __nv_bfloat16 *)x + r0 + c);
+            float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&u.x);
+            float2 bb = __bfloat1622float2(*(const __nv_bfloat162 *)&u.y);
+            xv = make_float4(a.x, a.y, bb.x, bb.y);
+        } else {
+            xv = *(const float4 *)((const float *)x + r0 + c);
+        }
+        /* same expression as cu_layerscale_fwd8_kernel: r += g * x */
+        v[k] = make_float4(rv.x + gv.x * xv.x, rv.y + gv.y * xv.y, rv.z + gv.z * xv.z, rv.w + gv.w * xv.w);
+        *(float4 *)(out + r0 + c) = v[k];
+        s += (v[k].x + v[k].y) + (v[k].z + v[k].w);
+    }
+    float m = cu_warp_sum(s) / C, q = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        float a = v[k].x - m, bb = v[k].y - m, c = v[k].z - m, d = v[k].w - m;
+        q += (a * a + bb * bb) + (c * c + d * d);
+    }
+    float rs = 1.0f / sqrtf(cu_warp_sum(q) / C + eps);
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int c = 128 * k + 4 * lane;
+        float4 wv = *(const float4 *)(w + c), bv = bias ? *(const float4 *)(bias + c) : make_float4(0, 0, 0, 0);
+        float y0 = (v[k].x - m) * rs * wv.x + bv.x, y1 = (v[k].y - m) * rs * wv.y + bv.y;
+        float y2 = (v[k].z - m) * rs * wv.z + bv.z, y3 = (v[k].w - m) * rs * wv.w + bv.w;
+        size_t o = r0 + c;
+        if (odt == DT_BF16) {
+            __nv_bfloat162 h[2] = {__floats2bfloat162_rn(y0, y1), __floats2bfloat162_rn(y2, y3)};
+            *(uint2 *)((__nv_bfloat16 *)ln + o) = *(const uint2 *)h;
+        } else {
+            *(float4 *)((float *)ln + o) = make_float4(y0, y1, y2, y3);
+        }
+    }
+    if (lane == 0) {
+        if (mean) mean[row] = m;
+        if (rstd) rstd[row] = rs;
+    }
+}
+
+void cu_layerscale_layernorm_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
+                                 const float *gamma, void *ln, dtype_t odt, float *mean, float *rstd,
+                                 const float *w, const float *bias, int N, int C, float eps) {
+    if (N <= 0) return;
+    CU_ASSERT(C > 0 && w && gamma, "C=%d", C);
+    if (cu_ln_vec(C, out, res, x, gamma) && cu_ln_vec(C, ln, w, bias, out)) {
+        cudaStream_t st = cu_st(b);
+        unsigned grid = (unsigned)((N + 7) / 8);
+        CU_LN_DISPATCH(cu_ls_ln_fwd_v_kernel, C, out, res, x, xdt, gamma, ln, odt, mean, rstd, w, bias, N, eps);
+        CU_LAUNCH_CHECK();
+        return;
+    }
+    cu_layerscale_fwd(b, out, res, x, xdt, gamma, N, C);
+    cu_layernorm_fwd(b, ln, odt, mean, rstd, out, w, bias, N, C, eps);
+}

@@ -17,13 +17,23 @@
  *
  * Failure is never fatal here: cu_sdpa_fwd returns -1 when cuDNN is missing,
  * refuses the shape, or fails, and the caller runs its own kernel; a load or
- * build failure is reported once on stderr. Environment: TRAIND_CUDNN_LIB = path
- * of libcudnn.so.9 (default: the loader's search, then a few usual places). */
+ * build failure is reported once on stderr, and each plan built in one line.
+ * Environment: TRAIND_CUDNN_LIB = path of libcudnn.so.9 (default: the
+ * loader's search, then a few usual places); TRAIND_CUDNN_AUTOTUNE=1 times
+ * the heuristics' first few engine configurations per shape and keeps the
+ * fastest (default: the first). */
 #include <dlfcn.h>
 #include <cstring>
 #include <cmath>
 #include <cudnn_graph.h>
+#include <time.h>
 #include "gpu/cuda/cuda_common.h"
+
+static double cu_sdpa_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
 
 /* ---- run-time binding ---------------------------------------------------------- */
 
@@ -183,7 +193,8 @@ static cudnnBackendDescriptor_t cu_dnn_tensor(cu_sdpa_t *s, cu_dnn_bag_t *g, int
 /* Builds the execution plan for one shape; NULL with `why` on failure. The
  * returned plan is NOT in the bag (the caller keeps it); everything else is. */
 static cudnnBackendDescriptor_t cu_sdpa_build(cu_sdpa_t *s, cu_dnn_bag_t *g, int Bn, int T, int NH, int HS,
-                                              int stats, int64_t *ws, char *why, size_t whylen) {
+                                              int stats, int want, cudnnBackendDescriptor_t plans[], int64_t ws[],
+                                              int *nplans, int *ncfg, char *why, size_t whylen) {
     int64_t ld3 = (int64_t)3 * NH * HS, ldo = (int64_t)NH * HS;
     int64_t dq[4] = {Bn, NH, T, HS}, sq[4] = {(int64_t)T * ld3, HS, ld3, 1};
     int64_t so[4] = {(int64_t)T * ldo, HS, ldo, 1};
@@ -242,29 +253,65 @@ static cudnnBackendDescriptor_t cu_sdpa_build(cu_sdpa_t *s, cu_dnn_bag_t *g, int
     int64_t got = 0;
     CU_DNN_TRY(a->GetAttr(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, cfgs),
                "heuristics results");
-    /* the first configuration that builds (heuristics order = expected speed) */
+    /* the first `want` configurations that build (heuristics order = expected speed) */
     cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
-    for (int64_t i = 0; i < got; i++) {
+    *ncfg = (int)got;
+    *nplans = 0;
+    for (int64_t i = 0; i < got && *nplans < want; i++) {
         cudnnBackendDescriptor_t plan = NULL;
         if (a->CreateDesc(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) != CUDNN_STATUS_SUCCESS) continue;
         last = a->SetAttr(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &s->handle);
         if (last == CUDNN_STATUS_SUCCESS)
             last = a->SetAttr(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]);
         if (last == CUDNN_STATUS_SUCCESS) last = a->Finalize(plan);
-        int64_t n = 0;
-        *ws = 0;
+        int64_t n = 0, w = 0;
         if (last == CUDNN_STATUS_SUCCESS)
-            last = a->GetAttr(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, ws);
-        if (last == CUDNN_STATUS_SUCCESS) return plan;
-        a->DestroyDesc(plan);
+            last = a->GetAttr(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &w);
+        if (last == CUDNN_STATUS_SUCCESS) {
+            plans[*nplans] = plan;
+            ws[(*nplans)++] = w;
+        } else {
+            a->DestroyDesc(plan);
+        }
     }
+    if (*nplans > 0) return plans[0];
     snprintf(why, whylen, "no engine configuration builds (%lld tried; last: %s)", (long long)got,
              a->GetErrorString(last));
     return NULL;
 }
 #undef CU_DNN_TRY
 
-static cu_sdpa_plan_t *cu_sdpa_plan(backend_t *b, cu_sdpa_t *s, int Bn, int T, int NH, int HS, int stats) {
+/* Runs one plan on the backend's stream; a cuDNN status. */
+static cudnnStatus_t cu_sdpa_exec(backend_t *b, cu_sdpa_t *s, cudnnBackendDescriptor_t plan, int64_t wsb,
+                                  void *out, float *lse, const void *qkv, int NH, int HS) {
+    void *ws = wsb > 0 ? cu_scratch(b, 1, (size_t)wsb) : NULL;
+    float scale = 1.0f / sqrtf((float)HS);
+    const __nv_bfloat16 *q = (const __nv_bfloat16 *)qkv;
+    void *ptrs[6] = {(void *)q, (void *)(q + (size_t)NH * HS), (void *)(q + (size_t)2 * NH * HS), out, &scale, lse};
+    int64_t uids[6] = {CU_SDPA_UID_Q, CU_SDPA_UID_K, CU_SDPA_UID_V, CU_SDPA_UID_O, CU_SDPA_UID_SCALE, CU_SDPA_UID_STATS};
+    int64_t n = lse ? 6 : 5;
+    const cu_dnn_api_t *a = &s->api;
+    cudnnBackendDescriptor_t vp = NULL;
+    cudnnStatus_t st = a->CreateDesc(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp);
+    if (st == CUDNN_STATUS_SUCCESS)
+        st = a->SetAttr(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs);
+    if (st == CUDNN_STATUS_SUCCESS) st = a->SetAttr(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids);
+    if (st == CUDNN_STATUS_SUCCESS) st = a->SetAttr(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
+    if (st == CUDNN_STATUS_SUCCESS) st = a->Finalize(vp);
+    if (st == CUDNN_STATUS_SUCCESS) st = a->Execute(s->handle, plan, vp);
+    if (vp) a->DestroyDesc(vp);
+    return st;
+}
+
+#define CU_SDPA_TUNE 4   /* candidates timed with TRAIND_CUDNN_AUTOTUNE=1 */
+
+/* The plan for this shape: cached, else built (the heuristics' first engine
+ * configuration; with TRAIND_CUDNN_AUTOTUNE=1, the fastest of the first
+ * CU_SDPA_TUNE, each timed on this call's own tensors — the caller's run
+ * overwrites whatever they wrote). One line on stderr per build. */
+static cu_sdpa_plan_t *cu_sdpa_plan(backend_t *b, cu_sdpa_t *s, int Bn, int T, int NH, int HS, void *out,
+                                    float *lse, const void *qkv) {
+    int stats = lse != NULL;
     cu_sdpa_plan_t *victim = &s->plans[0];
     for (int i = 0; i < CU_SDPA_PLANS; i++) {
         cu_sdpa_plan_t *p = &s->plans[i];
@@ -275,23 +322,61 @@ static cu_sdpa_plan_t *cu_sdpa_plan(backend_t *b, cu_sdpa_t *s, int Bn, int T, i
         if (!p->valid) victim = p;
         else if (victim->valid && p->last_use < victim->last_use) victim = p;
     }
+    const char *tune = getenv("TRAIND_CUDNN_AUTOTUNE");
+    int want = (tune && strcmp(tune, "0") != 0) ? CU_SDPA_TUNE : 1;
     cu_dnn_bag_t bag;
     bag.n = 0;
     char why[256] = "";
-    int64_t ws = 0;
-    cudnnBackendDescriptor_t plan = cu_sdpa_build(s, &bag, Bn, T, NH, HS, stats, &ws, why, sizeof why);
+    cudnnBackendDescriptor_t plans[CU_SDPA_TUNE];
+    int64_t ws[CU_SDPA_TUNE];
+    int nplans = 0, ncfg = 0;
+    double t0 = cu_sdpa_now_ms();
+    cudnnBackendDescriptor_t plan = cu_sdpa_build(s, &bag, Bn, T, NH, HS, stats, want, plans, ws, &nplans, &ncfg,
+                                                  why, sizeof why);
     cu_bag_free(s, &bag);
     if (!plan) {
         fprintf(stderr, "traind: cuDNN fused attention unavailable for Bn=%d T=%d NH=%d HS=%d (%s); "
                 "using traind's own kernel\n", Bn, T, NH, HS, why);
         return NULL;
     }
-    (void)b;
+    int best = 0;
+    char times[128] = "";
+    if (nplans > 1) {
+        cudaEvent_t e0, e1;
+        CU_CHECK(cudaEventCreate(&e0));
+        CU_CHECK(cudaEventCreate(&e1));
+        float best_ms = 1e30f;
+        size_t tl = 0;
+        for (int k = 0; k < nplans; k++) {
+            float ms = 1e30f;
+            if (cu_sdpa_exec(b, s, plans[k], ws[k], out, lse, qkv, NH, HS) == CUDNN_STATUS_SUCCESS) {   /* warm-up */
+                CU_CHECK(cudaEventRecord(e0, cu_impl(b)->stream));
+                int ok_ = 1;
+                for (int r = 0; r < 3 && ok_; r++)
+                    ok_ = cu_sdpa_exec(b, s, plans[k], ws[k], out, lse, qkv, NH, HS) == CUDNN_STATUS_SUCCESS;
+                CU_CHECK(cudaEventRecord(e1, cu_impl(b)->stream));
+                CU_CHECK(cudaEventSynchronize(e1));
+                if (ok_) {
+                    CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+                    ms /= 3;
+                }
+            }
+            if (tl < sizeof times)
+                tl += (size_t)snprintf(times + tl, sizeof times - tl, "%s%.3f", k ? "/" : " times ", ms);
+            if (ms < best_ms) { best_ms = ms; best = k; }
+        }
+        CU_CHECK(cudaEventDestroy(e0));
+        CU_CHECK(cudaEventDestroy(e1));
+        for (int k = 0; k < nplans; k++) if (k != best) s->api.DestroyDesc(plans[k]);
+    }
+    fprintf(stderr, "traind: cuDNN fused attention Bn=%d T=%d NH=%d HS=%d%s: engine config %d of %d, "
+            "workspace %lld B, planned in %.0f ms%s%s\n", Bn, T, NH, HS, stats ? "" : " (no lse)", best + 1, ncfg,
+            (long long)ws[best], cu_sdpa_now_ms() - t0, nplans > 1 ? ";" : "", times);
     if (victim->valid) s->api.DestroyDesc(victim->plan);
     victim->valid = 1;
     victim->Bn = Bn; victim->T = T; victim->NH = NH; victim->HS = HS; victim->stats = stats;
-    victim->plan = plan;
-    victim->ws = ws;
+    victim->plan = plans[best];
+    victim->ws = ws[best];
     victim->last_use = ++s->clock;
     return victim;
 }
@@ -307,28 +392,13 @@ int cu_sdpa_fwd(backend_t *b, void *out, float *lse, const void *qkv, int Bn, in
     cu_sdpa_t *s = cu_sdpa_of(b);
     if (s->state == 0) s->state = cu_sdpa_init(b, s) == 0 ? 1 : -1;
     if (s->state < 0) return -1;
-    cu_sdpa_plan_t *p = cu_sdpa_plan(b, s, Bn, T, NH, HS, lse != NULL);
+    cu_sdpa_plan_t *p = cu_sdpa_plan(b, s, Bn, T, NH, HS, out, lse, qkv);
     if (!p) return -1;
-    void *ws = p->ws > 0 ? cu_scratch(b, 1, (size_t)p->ws) : NULL;
-    float scale = 1.0f / sqrtf((float)HS);
-    const __nv_bfloat16 *q = (const __nv_bfloat16 *)qkv;
-    void *ptrs[6] = {(void *)q, (void *)(q + (size_t)NH * HS), (void *)(q + (size_t)2 * NH * HS), out, &scale, lse};
-    int64_t uids[6] = {CU_SDPA_UID_Q, CU_SDPA_UID_K, CU_SDPA_UID_V, CU_SDPA_UID_O, CU_SDPA_UID_SCALE, CU_SDPA_UID_STATS};
-    int64_t n = lse ? 6 : 5;
-    const cu_dnn_api_t *a = &s->api;
-    cudnnBackendDescriptor_t vp = NULL;
-    cudnnStatus_t st = a->CreateDesc(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &vp);
-    if (st == CUDNN_STATUS_SUCCESS)
-        st = a->SetAttr(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs);
-    if (st == CUDNN_STATUS_SUCCESS) st = a->SetAttr(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids);
-    if (st == CUDNN_STATUS_SUCCESS) st = a->SetAttr(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
-    if (st == CUDNN_STATUS_SUCCESS) st = a->Finalize(vp);
-    if (st == CUDNN_STATUS_SUCCESS) st = a->Execute(s->handle, p->plan, vp);
-    if (vp) a->DestroyDesc(vp);
+    cudnnStatus_t st = cu_sdpa_exec(b, s, p->plan, p->ws, out, lse, qkv, NH, HS);
     if (st != CUDNN_STATUS_SUCCESS) {
         /* nothing ran: the caller's own kernel writes out and lse; cuDNN is not tried again */
         fprintf(stderr, "traind: cuDNN fused attention failed (%s); using traind's own kernel from now on\n",
-                a->GetErrorString(st));
+                s->api.GetErrorString(st));
         s->state = -1;
         return -1;
     }

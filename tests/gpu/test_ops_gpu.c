@@ -282,6 +282,37 @@ static void t_layerscale(int N, int Cc, dtype_t xdt) {
     free(res); free(fx); free(gam); free(hx); free(co); free(dout); free(dg0); free(cdx); free(cdg);
 }
 
+/* Fused residual + LayerScale + LayerNorm forward against the CPU's. */
+static void t_ls_ln(int N, int Cc, dtype_t xdt, dtype_t odt) {
+    char w[140];
+    size_t n = (size_t)N * Cc;
+    float *res = randf(n, -2, 2), *fx = randf(n, -1, 1), *gam = randf(Cc, -0.5f, 0.5f);
+    float *lw = randf(Cc, 0.5f, 1.5f), *lb = randf(Cc, -1, 1);
+    void *hx = as_dt(fx, xdt, n);
+    float *co = malloc(n * 4), *cm = malloc(N * 4), *cr = malloc(N * 4);
+    void *cl = malloc(n * dtype_size(odt));
+    C->layerscale_layernorm_fwd(C, co, res, hx, xdt, gam, cl, odt, cm, cr, lw, lb, N, Cc, 1e-6f);
+    void *gr = gdup(res, n * 4), *gx = gdup(hx, n * dtype_size(xdt)), *gg = gdup(gam, Cc * 4);
+    void *gw = gdup(lw, Cc * 4), *gb = gdup(lb, Cc * 4);
+    void *go = gpoison(n * 4), *gl = gpoison(n * dtype_size(odt)), *gm = gpoison(N * 4), *gs = gpoison(N * 4);
+    G->layerscale_layernorm_fwd(G, go, gr, gx, xdt, gg, gl, odt, gm, gs, gw, gb, N, Cc, 1e-6f);
+    snprintf(w, sizeof w, "layerscale+layernorm fwd out N=%d C=%d x %s", N, Cc, dtype_name(xdt));
+    check_dev(w, go, DT_F32, co, DT_F32, n, 1e-5);
+    snprintf(w, sizeof w, "layerscale+layernorm fwd ln N=%d C=%d x %s -> %s", N, Cc, dtype_name(xdt), dtype_name(odt));
+    check_dev(w, gl, odt, cl, odt, n, tol_of(odt));
+    snprintf(w, sizeof w, "layerscale+layernorm fwd mean/rstd N=%d C=%d", N, Cc);
+    check_dev(w, gm, DT_F32, cm, DT_F32, N, 1e-5);
+    check_dev(w, gs, DT_F32, cr, DT_F32, N, 1e-5);
+    void *gl2 = gpoison(n * dtype_size(odt));
+    G->layerscale_layernorm_fwd(G, gr, gr, gx, xdt, gg, gl2, odt, NULL, NULL, gw, gb, N, Cc, 1e-6f);  /* in place */
+    snprintf(w, sizeof w, "layerscale+layernorm fwd in place N=%d C=%d", N, Cc);
+    check_dev(w, gr, DT_F32, co, DT_F32, n, 1e-5);
+    check_dev(w, gl2, odt, cl, odt, n, tol_of(odt));
+    G->free(G, gr); G->free(G, gx); G->free(G, gg); G->free(G, gw); G->free(G, gb); G->free(G, go);
+    G->free(G, gl); G->free(G, gm); G->free(G, gs); G->free(G, gl2);
+    free(res); free(fx); free(gam); free(lw); free(lb); free(hx); free(co); free(cm); free(cr); free(cl);
+}
+
 static void t_embed(int Bn, int P, int R, int D) {
     char w[120];
     int T = 1 + R + P;
@@ -731,6 +762,11 @@ int main(int argc, char **argv) {
     t_layerscale(2 * 257, 1024, DT_BF16);
     t_layerscale(2 * 257, 1024, DT_F32);
     t_layerscale(7, 13, DT_F32);
+    t_ls_ln(2 * 257, 1024, DT_BF16, DT_BF16);   /* the model's use: fused 8-row-per-block kernel */
+    t_ls_ln(2 * 257, 1024, DT_F32, DT_F32);
+    t_ls_ln(5, 384, DT_BF16, DT_F32);
+    t_ls_ln(9, 768, DT_F32, DT_BF16);
+    t_ls_ln(7, 13, DT_F32, DT_F32);             /* odd C: the two ops one after the other */
     t_embed(2, 256, 0, 1024);
     t_embed(3, 16, 4, 64);
     t_embed(1, 5, 0, 7);
@@ -753,6 +789,16 @@ int main(int argc, char **argv) {
         }
         bench_attention(G, "default", 256, 257, 16, 64, DT_BF16);   /* eval b256 */
         bench_attention(Gown, "own", 256, 257, 16, 64, DT_BF16);
+        bench_attention(G, "default", 256, 256, 16, 64, DT_BF16);   /* T a multiple of the tiles */
+        bench_attention(Gown, "own", 256, 256, 16, 64, DT_BF16);
+        setenv("TRAIND_CUDNN_AUTOTUNE", "1", 1);   /* read when a plan is built */
+        backend_t *Gt = backend_cuda_create(0, err, sizeof err);
+        if (Gt) {
+            bench_attention(Gt, "default+autotune", 32, 257, 16, 64, DT_BF16);
+            bench_attention(Gt, "default+autotune", 256, 257, 16, 64, DT_BF16);
+            Gt->destroy(Gt);
+        }
+        unsetenv("TRAIND_CUDNN_AUTOTUNE");
         bench_matmul(32 * 257, 3 * 1024, 1024, DT_BF16);
         bench_matmul(32 * 257, 4096, 1024, DT_BF16);
         bench_matmul(8192, 8192, 8192, DT_BF16);

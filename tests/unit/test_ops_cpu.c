@@ -566,6 +566,41 @@ static void test_layerscale(void) {
     tfree_all();
 }
 
+/* Fused residual + LayerScale + LayerNorm: out exactly as layerscale_fwd, ln
+ * against LayerNorm of out computed here in double; out may alias res. */
+static void test_layerscale_layernorm(void) {
+    const int N = 7, C = 40;
+    const float eps = 1e-6f;
+    size_t nc = (size_t)N * C;
+    float *res = rnew(nc, -2, 2), *x = rnew(nc, -1, 1), *gam = rnew(C, -0.5f, 0.5f);
+    float *w = rnew(C, 0.5f, 1.5f), *b = rnew(C, -1, 1);
+    float *out = tf(nc), *ln = tf(nc), *mean = tf(N), *rstd = tf(N);
+    be->layerscale_layernorm_fwd(be, out, res, x, DT_F32, gam, ln, DT_F32, mean, rstd, w, b, N, C, eps);
+    int exact = 1;
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < C; j++) exact &= out[i * C + j] == res[i * C + j] + gam[j] * x[i * C + j];
+    ok(exact, "layerscale_layernorm_fwd: out = res + gamma * x");
+    double *want = calloc(nc, sizeof(double)), wm[7];
+    for (int i = 0; i < N; i++) {
+        double s = 0, v = 0;
+        for (int j = 0; j < C; j++) s += out[i * C + j];
+        s /= C;
+        for (int j = 0; j < C; j++) v += (out[i * C + j] - s) * (out[i * C + j] - s);
+        double r = 1 / sqrt(v / C + eps);
+        wm[i] = s;
+        for (int j = 0; j < C; j++) want[i * C + j] = (out[i * C + j] - s) * r * w[j] + b[j];
+    }
+    check_close("layerscale_layernorm_fwd: ln = LN(out)", ln, want, NULL, nc, 2e-6);
+    check_close("layerscale_layernorm_fwd: mean", mean, wm, NULL, N, 1e-6);
+    bf16 *l16 = th(nc);
+    float *alias = copy_of(res, nc);
+    be->layerscale_layernorm_fwd(be, alias, alias, x, DT_F32, gam, l16, DT_BF16, NULL, NULL, w, b, N, C, eps);
+    ok(memcmp(alias, out, nc * 4) == 0, "layerscale_layernorm_fwd with out aliasing res");
+    check_bf16_of("layerscale_layernorm_fwd: ln -> bf16", l16, ln, nc);
+    free(want);
+    tfree_all();
+}
+
 /* ---- token assembly, slice and scatter ---------------------------------------------- */
 
 typedef struct {
@@ -1169,6 +1204,7 @@ int main(void) {
     test_attention();
     test_gelu();
     test_layerscale();
+    test_layerscale_layernorm();
     test_embed();
     test_token_slice();
     test_patch_embed();
