@@ -167,6 +167,7 @@ void metrics_acc_add(metrics_acc_t *a, const float *pred, const float *gt, const
         int nv = 0;
         for (int j = 0; j < METRICS_JOINTS; j++) {
             if (valid && !valid[(size_t)s * METRICS_JOINTS + j]) continue;
+            if (!isfinite(G[3 * j]) || !isfinite(G[3 * j + 1]) || !isfinite(G[3 * j + 2])) continue;
             double e = dist_mm(P + 3 * j, G + 3 * j);
             a->err_sum += e;
             a->joint_sum[j] += e;
@@ -254,7 +255,9 @@ long metrics_mean_pose(const float *joints, const uint8_t *valid, const uint8_t 
         used++;
         for (int j = 0; j < METRICS_JOINTS; j++) {
             if (valid && !valid[s * METRICS_JOINTS + j]) continue;
-            for (int k = 0; k < 3; k++) sum[3 * j + k] += joints[s * 63 + 3 * j + k];
+            const float *g = joints + s * 63 + 3 * j;
+            if (!isfinite(g[0]) || !isfinite(g[1]) || !isfinite(g[2])) continue;
+            for (int k = 0; k < 3; k++) sum[3 * j + k] += g[k];
             cnt[j]++;
         }
     }

@@ -3,7 +3,8 @@
  * Inputs are joints in METRES (camera frame) as the model and the dataset hold
  * them; every reported value is in MILLIMETRES (BACKGROUND.md: the old system
  * printed metres as mm — never again). Only samples with a hand and, within
- * them, valid joints count.
+ * them, valid joints with finite ground truth count (a NaN label is treated
+ * as an invalid joint; a NaN prediction counts and makes the result NaN).
  *
  *   metrics_acc_t acc; metrics_acc_init(&acc, mean_pose_or_NULL);
  *   for each batch: metrics_acc_add(&acc, pred, gt, valid, has_hand, n);

@@ -225,8 +225,9 @@ int stage_mean_pose(stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t
         for (int s = 0; s < c; s++) {
             if (!b.h_has[s]) continue;
             for (int j = 0; j < 21; j++) {
-                if (!b.h_valid[s * 21 + j]) continue;
-                for (int k = 0; k < 3; k++) sum[3 * j + k] += b.h_joints[s * 63 + 3 * j + k];
+                const float *g = b.h_joints + s * 63 + 3 * j;
+                if (!b.h_valid[s * 21 + j] || !isfinite(g[0]) || !isfinite(g[1]) || !isfinite(g[2])) continue;
+                for (int k = 0; k < 3; k++) sum[3 * j + k] += g[k];
                 cnt[j]++;
             }
         }

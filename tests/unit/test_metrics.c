@@ -193,6 +193,17 @@ int main(void) {
        "JSON: NaN as null, numbers, PCK thresholds");
     json_decref(mj);
 
+    /* a NaN label is an invalid joint, not a NaN result */
+    g2[3 * 7] = NAN;
+    metrics_acc_init(&acc, NULL);
+    metrics_acc_add(&acc, p2, g2, valid, has, 2);
+    metrics_acc_result(&acc, &m);
+    ok(m.valid_joints == 19 && fabs(m.mpjpe - 10.0) < 1e-6 && isnan(m.per_joint[7]), "NaN ground truth is skipped");
+    float mp_nan[63];
+    metrics_mean_pose(g2, valid, has, NULL, 2, mp_nan);
+    ok(isfinite(mp_nan[3 * 7]) && mp_nan[3 * 7] == 0.0f, "and left out of the mean pose");
+    g2[3 * 7] = 0.0f;
+
     /* nothing counted at all */
     metrics_acc_init(&acc, NULL);
     metrics_acc_add(&acc, p2 + 63, g2 + 63, NULL, has + 1, 1);

@@ -6,6 +6,7 @@
  * a checkpoint saved and loaded gives the eval the training run saw; infer
  * from inline u8 images equals infer from the same dataset samples; bad
  * inputs give errors, not crashes. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,13 @@ int main(void) {
     ok(tr.nckpt == 2 && tr.ckpt_step[0] == 6 && tr.ckpt_step[1] == 12, "checkpoints at 6 and at the end (%d)", tr.nckpt);
     double l_tr[12] = {0};
     ok(losses(&tr, l_tr, 12) == 12, "a loss metric per step");
+    /* lr: linear warmup over 2 steps, then cosine from the base over the remaining 10 */
+    double lr_at[13] = {0};
+    for (int i = 0; i < tr.nm; i++)
+        if (strcmp(tr.m[i].name, "lr") == 0 && tr.m[i].step >= 1 && tr.m[i].step <= 12) lr_at[tr.m[i].step] = tr.m[i].value;
+    ok(fabs(lr_at[1] - 5e-4) < 1e-9 && fabs(lr_at[2] - 1e-3) < 1e-9 && fabs(lr_at[3] - 1e-3) < 1e-9 &&
+       fabs(lr_at[12] - 1e-3 * 0.5 * (1 + cos(M_PI * 0.9))) < 1e-9,
+       "lr schedule: warmup then cosine (%.3g %.3g %.3g ... %.3g)", lr_at[1], lr_at[2], lr_at[3], lr_at[12]);
     int nval = 0;
     for (int i = 0; i < tr.nm; i++) nval += strcmp(tr.m[i].name, "val_mpjpe") == 0;
     ok(nval == 2, "val_mpjpe at step 6 and at the end");
@@ -376,6 +384,20 @@ int main(void) {
             sizeof err);
     ok(r == -1 && !res && strstr(err, "resume"), "resuming onto another split size is refused: %s", err);
     rec_free(&tr);
+
+    /* a non-finite loss skips the update (with a log line) and leaves the model finite */
+    float saved[63];
+    memcpy(saved, ds.joints, sizeof saved);
+    for (int k = 0; k < 63; k++) ds.joints[k] = NAN;   /* sample 0 is in every full-split batch */
+    int nlog0 = tr.nlog;
+    r = run("{\"type\":\"train\",\"dataset\":\"syn\",\"model\":{\"backbone\":\"dinov2-tiny\"},\"batch_size\":108,"
+            "\"steps\":2,\"checkpoint_every\":0}", "j-nan", NULL, &tr, &res, err, sizeof err);
+    ok(r == 0 && json_integer_value(json_object_get(res, "steps_skipped")) == 2 && tr.nlog > nlog0 &&
+       json_is_number(json_object_get(json_object_get(res, "val"), "mpjpe_mm")),
+       "NaN labels: both updates skipped, the model stays finite (%s)", r ? err : "ok");
+    json_decref(res);
+    rec_free(&tr);
+    memcpy(ds.joints, saved, sizeof saved);
 
     be->free(be, base);
     ds_info_free(&info);
