@@ -752,6 +752,11 @@ int main(int argc, char **argv) {
             if (!quick) t_attention(impls[im], names[im], 1, 261, 4, 64, cdt);
         }
     }
+    /* the cuDNN path with its tail rows split off (automatic only at large batch x heads) */
+    setenv("TRAIND_CUDNN_SPLIT", "1", 1);
+    t_attention(G, "default, split", 2, 257, 16, 64, DT_BF16);   /* 1 tail row */
+    t_attention(G, "default, split", 1, 261, 4, 64, DT_BF16);    /* 5 tail rows (4 registers) */
+    unsetenv("TRAIND_CUDNN_SPLIT");
     t_gelu(2 * 257 * 4096 + 5, DT_BF16, DT_BF16);   /* scalar kernels */
     t_gelu(2 * 257 * 4096, DT_BF16, DT_BF16);       /* 8-wide kernels */
     t_gelu(4096, DT_F32, DT_F32);
@@ -791,6 +796,13 @@ int main(int argc, char **argv) {
         bench_attention(Gown, "own", 256, 257, 16, 64, DT_BF16);
         bench_attention(G, "default", 256, 256, 16, 64, DT_BF16);   /* T a multiple of the tiles */
         bench_attention(Gown, "own", 256, 256, 16, 64, DT_BF16);
+        setenv("TRAIND_CUDNN_SPLIT", "0", 1);   /* cuDNN on all T rows, no tail kernel */
+        bench_attention(G, "default, no split", 32, 257, 16, 64, DT_BF16);
+        bench_attention(G, "default, no split", 256, 257, 16, 64, DT_BF16);
+        setenv("TRAIND_CUDNN_SPLIT", "1", 1);   /* cuDNN on T-1 query rows + the tail kernel */
+        bench_attention(G, "default, split", 32, 257, 16, 64, DT_BF16);
+        bench_attention(G, "default, split", 256, 257, 16, 64, DT_BF16);
+        unsetenv("TRAIND_CUDNN_SPLIT");
         setenv("TRAIND_CUDNN_AUTOTUNE", "1", 1);   /* read when a plan is built */
         backend_t *Gt = backend_cuda_create(0, err, sizeof err);
         if (Gt) {
