@@ -20,6 +20,10 @@ has() { case "$modes" in *" $1 "*) return 0;; esac; return 1; }
 OUT=${OUT:-/tmp/traind-gpu-out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$PWD/.devlibs/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
+# cuDNN (fused attention forward, loaded at run time) and NVRTC for its
+# runtime-compiled engines: the machine has them only in PyTorch's packages
+nv=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null)
+for d in ${nv:+$nv/*/lib}; do LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"; done
 export PATH="$PWD/.devlibs/bin:$PATH"   # jq for the TAP scripts, when the machine lacks it
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 {
