@@ -207,7 +207,7 @@ int model_config_from_hf_dir(const char *dir, model_config_t *cfg, char *err, si
 /* ------------------------------------------------------------------------ */
 /* parameter table                                                            */
 
-enum { INIT_TRUNC = 0, INIT_ZERO, INIT_ONE, INIT_LS, INIT_MEANPOSE };
+enum { INIT_TRUNC = 0, INIT_ZERO, INIT_ONE, INIT_LS, INIT_MEANPOSE, INIT_SINCOS };
 
 typedef struct {
     int init;              /* INIT_* */
@@ -323,7 +323,7 @@ static int model_build_table(model_t *m) {
     do { r = tb_add(&tb, (name), (nd), (shp), (mat), (grp), (ini), (al)); if (r < 0) return -1; } while (0)
     ADD("embeddings.cls_token", 3, S3(1, 1, D), 0, MODEL_GROUP_BACKBONE, INIT_TRUNC, 1); pv->i_cls = r;
     ADD("embeddings.mask_token", 2, S2(1, D), 0, MODEL_GROUP_BACKBONE, INIT_ZERO, 1); pv->i_mask = r;
-    ADD("embeddings.position_embeddings", 3, S3(1, 1 + m->P, D), 0, MODEL_GROUP_BACKBONE, INIT_TRUNC, 1); pv->i_pos = r;
+    ADD("embeddings.position_embeddings", 3, S3(1, 1 + m->P, D), 0, MODEL_GROUP_BACKBONE, INIT_SINCOS, 1); pv->i_pos = r;
     pv->i_reg = -1;
     if (c->registers > 0) {
         ADD("embeddings.register_tokens", 3, S3(1, c->registers, D), 0, MODEL_GROUP_BACKBONE, INIT_TRUNC, 1);
@@ -672,6 +672,29 @@ static float rng_trunc_normal(uint64_t *s, double std) {
     }
 }
 
+/* Position table [1, 1+P, D] for a model trained from scratch: the fixed 2-D
+ * sine-cosine embedding of the working patch grid (as MAE initializes ViTs),
+ * CLS row zero. With a tiny random table (trunc-normal 0.02) a small ViT has
+ * almost no spatial signal and learns where things are only very slowly; here
+ * every patch starts with a distinct, smooth code of its row and column.
+ * Quarter q of the D channels: sin(row*w), cos(row*w), sin(col*w), cos(col*w),
+ * w = 10000^(-i/(D/4)). Pretrained tables are loaded, never replaced. */
+static void model_init_sincos(const model_t *m, float *h) {
+    const int D = m->cfg.hidden, Q = D / 4;
+    memset(h, 0, (size_t)(1 + m->P) * D * sizeof *h);
+    for (int gy = 0; gy < m->gh; gy++)
+        for (int gx = 0; gx < m->gw; gx++) {
+            float *row = h + (size_t)(1 + gy * m->gw + gx) * D;
+            for (int i = 0; i < Q; i++) {
+                double w = pow(10000.0, -(double)i / Q);
+                row[i] = (float)sin(gy * w);
+                row[Q + i] = (float)cos(gy * w);
+                row[2 * Q + i] = (float)sin(gx * w);
+                row[3 * Q + i] = (float)cos(gx * w);
+            }
+        }
+}
+
 /* Fills tensor i's initial values into h[0..n). Each tensor draws from its own
  * stream (seed and name), so the result does not depend on table order or on
  * how tensors are spread over threads. */
@@ -689,6 +712,9 @@ static void model_init_tensor(const model_t *m, int i, uint64_t seed, const floa
     case INIT_LS: for (size_t k = 0; k < p->n; k++) h[k] = m->cfg.layerscale_value; break;
     case INIT_MEANPOSE:
         for (size_t k = 0; k < p->n; k++) h[k] = mean_joints ? mean_joints[k] : 0.0f;
+        break;
+    case INIT_SINCOS:
+        model_init_sincos(m, h);
         break;
     }
 }
