@@ -150,9 +150,9 @@ model_t *model_create(backend_t *be, const model_config_t *cfg, const model_opts
 void model_free(model_t *m);                      /* NULL is fine */
 
 /* Seeded fresh initialization of EVERYTHING (HF-like: trunc-normal with std
- * cfg.initializer_range for linear/conv weights and cls/pos/register tokens, a
- * zero mask token, zero biases, LN
- * 1/0, LayerScale = layerscale_value); mean_joints[63] (host, may be NULL) is
+ * cfg.initializer_range for linear/conv weights and cls/register tokens, a
+ * zero mask token, zero biases, LN 1/0, LayerScale = layerscale_value; the
+ * position table is the 2-D sine-cosine code of the working patch grid); mean_joints[63] (host, may be NULL) is
  * the joint head's final bias, so training starts at the mean predictor.
  * Syncs the working copy. Never call it after loading weights. */
 void model_init(model_t *m, uint64_t seed, const float *mean_joints);
