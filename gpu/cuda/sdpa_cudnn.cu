@@ -322,7 +322,7 @@ static cu_sdpa_plan_t *cu_sdpa_plan(backend_t *b, cu_sdpa_t *s, int Bn, int Tq, 
         cu_sdpa_plan_t *p = &s->plans[i];
         if (p->valid && p->Bn == Bn && p->Tq == Tq && p->T == T && p->NH == NH && p->HS == HS && p->stats == stats) {
             p->last_use = ++s->clock;
-            return p;
+            return p->plan ? p : NULL;   /* a shape cuDNN refused before: no new attempt, no new message */
         }
         if (!p->valid) victim = p;
         else if (victim->valid && p->last_use < victim->last_use) victim = p;
@@ -342,6 +342,12 @@ static cu_sdpa_plan_t *cu_sdpa_plan(backend_t *b, cu_sdpa_t *s, int Bn, int Tq, 
     if (!plan) {
         fprintf(stderr, "traind: cuDNN fused attention unavailable for Bn=%d T=%d (%d query rows) NH=%d HS=%d (%s); "
                 "using traind's own kernel\n", Bn, T, Tq, NH, HS, why);
+        if (victim->valid && victim->plan) s->api.DestroyDesc(victim->plan);
+        victim->valid = 1;   /* remembered as refused */
+        victim->Bn = Bn; victim->Tq = Tq; victim->T = T; victim->NH = NH; victim->HS = HS; victim->stats = stats;
+        victim->plan = NULL;
+        victim->ws = 0;
+        victim->last_use = ++s->clock;
         return NULL;
     }
     int best = 0;
@@ -377,7 +383,7 @@ static cu_sdpa_plan_t *cu_sdpa_plan(backend_t *b, cu_sdpa_t *s, int Bn, int Tq, 
     fprintf(stderr, "traind: cuDNN fused attention Bn=%d T=%d (%d query rows) NH=%d HS=%d%s: engine config %d of %d, "
             "workspace %lld B, planned in %.0f ms%s%s\n", Bn, T, Tq, NH, HS, stats ? "" : " (no lse)", best + 1, ncfg,
             (long long)ws[best], cu_sdpa_now_ms() - t0, nplans > 1 ? ";" : "", times);
-    if (victim->valid) s->api.DestroyDesc(victim->plan);
+    if (victim->valid && victim->plan) s->api.DestroyDesc(victim->plan);
     victim->valid = 1;
     victim->Bn = Bn; victim->Tq = Tq; victim->T = T; victim->NH = NH; victim->HS = HS; victim->stats = stats;
     victim->plan = plans[best];
@@ -385,8 +391,6 @@ static cu_sdpa_plan_t *cu_sdpa_plan(backend_t *b, cu_sdpa_t *s, int Bn, int Tq, 
     victim->last_use = ++s->clock;
     return victim;
 }
-
-/* ---- entry points ---------------------------------------------------------------- */
 
 /* ---- the tail rows ---------------------------------------------------------------
  * cuDNN's kernels work in query and key tiles, and a sequence one token past
@@ -478,6 +482,8 @@ __global__ void __launch_bounds__(128) cu_sdpa_tail_kernel(__nv_bfloat16 *out, f
     if (lse && lane == 0) lse[((size_t)bi * NH + h) * T + i] = M + logf(l);
 }
 
+/* ---- entry points ---------------------------------------------------------------- */
+
 int cu_sdpa_fwd(backend_t *b, void *out, float *lse, const void *qkv, int Bn, int T, int NH, int HS) {
     cu_impl_t *c = cu_impl(b);
     if (!c->sdpa) {
@@ -530,7 +536,7 @@ void cu_sdpa_destroy(backend_t *b) {
     if (!s) return;
     if (s->api.DestroyDesc)
         for (int i = 0; i < CU_SDPA_PLANS; i++)
-            if (s->plans[i].valid) s->api.DestroyDesc(s->plans[i].plan);
+            if (s->plans[i].valid && s->plans[i].plan) s->api.DestroyDesc(s->plans[i].plan);
     if (s->handle && s->api.Destroy) s->api.Destroy(s->handle);
     /* the library stays loaded: other backends of the process may use it */
     free(s);
