@@ -106,10 +106,11 @@ test-gpu: gpu-tests
 	prove --exec '' --timer $(G_BINS)
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)/etc/traind
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)$(PREFIX)/lib/sysusers.d $(DESTDIR)/etc/traind
 	install -m 755 $(R)/traind $(R)/trainctl $(DESTDIR)$(PREFIX)/bin/
 	sed 's,@PREFIX@,$(PREFIX),g' systemd/traind.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/traind.service
 	install -m 644 systemd/traind.conf.example $(DESTDIR)/etc/traind/traind.conf.example
+	install -m 644 systemd/sysusers-traind.conf $(DESTDIR)$(PREFIX)/lib/sysusers.d/traind.conf
 
 clean:
 	rm -rf build

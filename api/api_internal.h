@@ -73,6 +73,8 @@ const char *api_header(api_req_t *r, const char *key);
 
 /* ---- replies (json_io.c) ------------------------------------------------- */
 void api_reply_json(api_req_t *r, int status, json_t *body);   /* steals body */
+/* Streams the regular file at path (opened O_NOFOLLOW) as name; 404 otherwise. */
+void api_reply_file(api_req_t *r, const char *path, const char *name);
 __attribute__((format(printf, 4, 5)))
 void api_reply_error(api_req_t *r, int status, const char *code, const char *fmt, ...);
 /* Replies with a daemon action's error (status, code, message, and "field"
@@ -196,6 +198,7 @@ void route_job_cancel(api_req_t *r);
 void route_job_events(api_req_t *r);
 void route_job_metrics(api_req_t *r);
 void route_job_result(api_req_t *r);
+void route_job_result_file(api_req_t *r);
 void route_checkpoints_list(api_req_t *r);
 void route_checkpoint_get(api_req_t *r);
 void route_checkpoint_file(api_req_t *r);

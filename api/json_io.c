@@ -4,10 +4,12 @@
  * integer parsing and resource-name checks. */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "api/api_internal.h"
@@ -32,6 +34,29 @@ void api_reply_json(api_req_t *r, int status, json_t *body) {
     r->kind = API_BODY_JSON;
     r->json = body;
     r->content_type = "application/json";
+}
+
+static const char *content_type_for(const char *name) {
+    size_t n = strlen(name);
+    if (n >= 5 && !strcmp(name + n - 5, ".json")) return "application/json";
+    return "application/octet-stream";
+}
+
+void api_reply_file(api_req_t *r, const char *path, const char *name) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        if (fd >= 0) close(fd);
+        api_reply_error(r, 404, "not_found", "no file '%s'", name);
+        return;
+    }
+    reply_reset(r);
+    r->status = 200;
+    r->kind = API_BODY_FILE;
+    r->fd = fd;
+    r->fd_size = (uint64_t)st.st_size;
+    r->content_type = content_type_for(name);
+    snprintf(r->filename, sizeof r->filename, "%s", name);
 }
 
 /* json_string() refuses invalid UTF-8 (a message may quote a raw URL):

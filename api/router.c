@@ -25,6 +25,7 @@ const api_route_t api_routes[] = {
     { "GET",    "/v1/jobs/{id}/events",                route_job_events },
     { "GET",    "/v1/jobs/{id}/metrics",               route_job_metrics },
     { "GET",    "/v1/jobs/{id}/result",                route_job_result },
+    { "GET",    "/v1/jobs/{id}/result/files/{name}",   route_job_result_file },
     { "GET",    "/v1/checkpoints",                     route_checkpoints_list },
     { "GET",    "/v1/checkpoints/{id}",                route_checkpoint_get },
     { "DELETE", "/v1/checkpoints/{id}",                route_checkpoint_delete },

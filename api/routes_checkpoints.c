@@ -47,12 +47,6 @@ void route_checkpoint_delete(api_req_t *r) {
     api_reply_json(r, 200, json_pack("{s:s,s:b}", "id", r->params[0], "deleted", 1));
 }
 
-static const char *content_type_for(const char *name) {
-    size_t n = strlen(name);
-    if (n >= 5 && !strcmp(name + n - 5, ".json")) return "application/json";
-    return "application/octet-stream";
-}
-
 void route_checkpoint_file(api_req_t *r) {
     static const char *const q[] = { NULL };
     if (api_check_query(r, q) < 0 || ckpt_param(r) < 0) return;
@@ -67,17 +61,5 @@ void route_checkpoint_file(api_req_t *r) {
         api_reply_daemon_err(r, &e);
         return;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        if (fd >= 0) close(fd);
-        api_reply_error(r, 404, "not_found", "no file '%s' in checkpoint %s", name, r->params[0]);
-        return;
-    }
-    r->status = 200;
-    r->kind = API_BODY_FILE;
-    r->fd = fd;
-    r->fd_size = (uint64_t)st.st_size;
-    r->content_type = content_type_for(name);
-    snprintf(r->filename, sizeof r->filename, "%s", name);
+    api_reply_file(r, path, name);
 }

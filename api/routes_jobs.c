@@ -135,6 +135,20 @@ void route_job_metrics(api_req_t *r) {
     else api_reply_json(r, 200, out);
 }
 
+void route_job_result_file(api_req_t *r) {
+    static const char *const q[] = { NULL };
+    if (api_check_query(r, q) < 0 || job_param(r) < 0) return;
+    const char *name = r->params[1];
+    if (!api_name_ok(name)) {
+        api_reply_error(r, 404, "not_found", "no result file '%s' for job %s", name, r->params[0]);
+        return;
+    }
+    char path[4096];
+    daemon_err_t e = {0};
+    if (daemon_job_result_file(r->d, r->params[0], name, path, sizeof path, &e) < 0) api_reply_daemon_err(r, &e);
+    else api_reply_file(r, path, name);
+}
+
 void route_job_result(api_req_t *r) {
     static const char *const q[] = { NULL };
     if (api_check_query(r, q) < 0 || job_param(r) < 0) return;

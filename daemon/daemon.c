@@ -382,9 +382,35 @@ json_t *daemon_job_result(daemon_t *d, const char *id, daemon_err_t *e) {
         json_decref(j);
         return NULL;
     }
-    json_incref(r);
+    r = json_deep_copy(r);
     json_decref(j);
+    /* a large output file (infer features) is fetched through the API */
+    json_t *feat = r ? json_object_get(r, "features") : NULL;
+    const char *file = json_string_value(json_object_get(feat, "file"));
+    if (file) {
+        char url[512];
+        snprintf(url, sizeof url, "/v1/jobs/%s/result/files/%s", id, file);
+        json_object_set_new(feat, "url", json_string(url));
+    }
     return r;
+}
+
+int daemon_job_result_file(daemon_t *d, const char *id, const char *name, char *path, size_t pathlen,
+                           daemon_err_t *e) {
+    if (!name || !*name || name[0] == '.' || strchr(name, '/') || strlen(name) > 255) {
+        daemon_err_set(e, 404, "not_found", "", "no such result file of job %s", id);
+        return -1;
+    }
+    json_t *j = daemon_job_get(d, id, e);
+    if (!j) return -1;
+    json_decref(j);
+    int n = snprintf(path, pathlen, "%s/results/%s/%s", d->work_root, id, name);
+    struct stat st;
+    if (n < 0 || (size_t)n >= pathlen || lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+        daemon_err_set(e, 404, "not_found", "", "no result file '%s' for job %s", name, id);
+        return -1;
+    }
+    return 0;
 }
 
 json_t *daemon_job_metrics(daemon_t *d, const char *id, const char *name, long since_step, daemon_err_t *e) {

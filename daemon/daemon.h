@@ -120,8 +120,14 @@ json_t *daemon_job_list(daemon_t *d, const char *state, const char *type, int li
  * job checkpoints; SIGKILL after the grace period) -> cancelled. Already final:
  * 409. Returns the job record at once. */
 json_t *daemon_job_cancel(daemon_t *d, const char *id, daemon_err_t *e);
-/* The job's result document; 404 unknown job; 409 while it has none yet. */
+/* The job's result document; 404 unknown job; 409 while it has none yet. A
+ * large output written to a file (infer features) gets "url": the path of
+ * GET /v1/jobs/{id}/result/files/{name}. */
 json_t *daemon_job_result(daemon_t *d, const char *id, daemon_err_t *e);
+/* Resolves a result file of a job (<work>/results/<id>/<name>): 0 with path, or
+ * -1 with 404 for an unknown job or file (names with '/' or a leading '.' never match). */
+int daemon_job_result_file(daemon_t *d, const char *id, const char *name, char *path, size_t pathlen,
+                           daemon_err_t *e);
 /* [{"step","value","time"}] (and "name" when name is NULL); since_step < 0 = all. */
 json_t *daemon_job_metrics(daemon_t *d, const char *id, const char *name, long since_step,
                            daemon_err_t *e);

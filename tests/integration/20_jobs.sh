@@ -136,6 +136,20 @@ is "$(wait_job "$iid2" 300)" succeeded "inline infer succeeded"
 api GET "/v1/jobs/$iid2/result"
 check "inline infer: one prediction and CLS features (64 = dinov2-tiny hidden)" \
     jq -e '([..|objects|select(has("joints") and (.joints|type=="array"))]|length==1) and (tostring|test("cls"))' <<<"$BODY"
+# large outputs go to a safetensors file fetched through the result (SPEC §4)
+# (80 images x 4 patches x 64 floats = 80 KB of patch tokens: over the 64 KB inline limit)
+idx80=$(seq -s, 0 79)
+submit "{\"type\":\"infer\",\"dataset\":\"syn\",\"checkpoint\":\"$ck\",\"indices\":[$idx80],\"outputs\":[\"patch_tokens\"]}"; iid3=$JOB
+is "$(wait_job "$iid3" 300)" succeeded "infer with patch tokens succeeded"
+api GET "/v1/jobs/$iid3/result"
+furl=$(jb '.features.url // empty')
+is "$furl" "/v1/jobs/$iid3/result/files/features.safetensors" "infer: the features file has a download url"
+api GET "$furl"
+is "$STATUS" 200 "infer: features file downloads"
+check "infer: the downloaded features are a safetensors file with patch tokens" \
+    python3 -c "import json,struct,sys; b=open(sys.argv[1],'rb').read(); n=struct.unpack('<Q',b[:8])[0]; h=json.loads(b[8:8+n]); assert any('patch' in k for k in h if k!='__metadata__'), h" "$TDIR/last_body"
+expect_error 404 not_found "infer: unknown result file" GET "/v1/jobs/$iid3/result/files/nope.safetensors"
+expect_error 404 not_found "infer: result file names cannot climb" GET "/v1/jobs/$iid3/result/files/..%2Ftraind.db"
 expect_error 400 'invalid_field|bad_request' "infer: image bytes do not match height x width" \
     POST /v1/jobs "{\"type\":\"infer\",\"dataset\":\"syn\",\"checkpoint\":\"$ck\",\"images\":[{\"u8_hwc_b64\":\"AAAA\",\"height\":$IMG,\"width\":$IMG}]}"
 expect_error 400 'invalid_field|bad_request' "infer: invalid base64" \

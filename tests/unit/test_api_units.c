@@ -42,6 +42,8 @@ static void test_routes(void) {
         { "GET", "/v1/jobs/j-1/events", "/v1/jobs/{id}/events", 1, "j-1", NULL },
         { "GET", "/v1/jobs/j-1/metrics", "/v1/jobs/{id}/metrics", 1, "j-1", NULL },
         { "GET", "/v1/jobs/j-1/result", "/v1/jobs/{id}/result", 1, "j-1", NULL },
+        { "GET", "/v1/jobs/j-1/result/files/features.safetensors",
+          "/v1/jobs/{id}/result/files/{name}", 2, "j-1", "features.safetensors" },
         { "GET", "/v1/checkpoints", "/v1/checkpoints", 0, NULL, NULL },
         { "GET", "/v1/checkpoints/c-7", "/v1/checkpoints/{id}", 1, "c-7", NULL },
         { "DELETE", "/v1/checkpoints/c-7", "/v1/checkpoints/{id}", 1, "c-7", NULL },
@@ -60,7 +62,7 @@ static void test_routes(void) {
         ok(good, "route %s %s -> %s (got %s)", cases[i].m, cases[i].path, cases[i].pattern,
            pattern_of(idx));
     }
-    ok(api_nroutes == 18, "18 routes in the table (SPEC §3), got %zu", api_nroutes);
+    ok(api_nroutes == 19, "19 routes in the table (SPEC §3 and result files), got %zu", api_nroutes);
 
     /* 404: nothing matches */
     ok(route_of("GET", "/v1/nothing", p, &np, allow, sizeof allow) == -1, "unknown path -> 404");
