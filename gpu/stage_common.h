@@ -18,12 +18,13 @@
 
 #include <stdint.h>
 #include "gpu/metrics.h"
+#include "gpu/rng.h"
 #include "gpu/model.h"
 #include "gpu/stages.h"
 #include "store/checkpoint.h"
 
 /* ---- PRNG --------------------------------------------------------------------- */
-typedef struct { uint64_t s[4]; } stage_rng_t;
+typedef rng_t stage_rng_t;
 void stage_rng_seed(stage_rng_t *r, uint64_t seed);
 uint64_t stage_rng_next(stage_rng_t *r);
 uint64_t stage_rng_below(stage_rng_t *r, uint64_t n);            /* uniform in [0,n), n >= 1 */

@@ -12,33 +12,10 @@
 #include <string.h>
 #include <time.h>
 
-/* ---- PRNG: splitmix64 seeding, xoshiro256** -------------------------------------- */
+/* ---- PRNG (gpu/rng.h: splitmix64 seeding, xoshiro256**) -------------------------- */
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-void stage_rng_seed(stage_rng_t *r, uint64_t seed) {
-    uint64_t x = seed;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
-}
-
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-uint64_t stage_rng_next(stage_rng_t *r) {
-    uint64_t *s = r->s;
-    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
+void stage_rng_seed(stage_rng_t *r, uint64_t seed) { rng_seed(r, seed); }
+uint64_t stage_rng_next(stage_rng_t *r) { return rng_next(r); }
 
 uint64_t stage_rng_below(stage_rng_t *r, uint64_t n) {
     assert(n >= 1);

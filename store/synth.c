@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "gpu/dataset.h"
+#include "gpu/rng.h"
 #include "store/dataset.h"
 #include "store/fsutil.h"
 
@@ -30,34 +31,16 @@ static int synth_fail(char *err, size_t errlen, const char *fmt, ...) {
     return -1;
 }
 
-/* ---- PRNG: splitmix64 to seed, xoshiro256** to draw --------------------------- */
-typedef struct { uint64_t s[4]; } synth_rng_t;
-
-static uint64_t synth_splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+/* ---- PRNG (gpu/rng.h): splitmix64 to seed a stream per sample, xoshiro256** to draw */
+typedef rng_t synth_rng_t;
 
 static void synth_rng_seed(synth_rng_t *r, uint64_t seed, uint64_t stream) {
     uint64_t x = seed;
-    uint64_t mix = synth_splitmix64(&x) ^ (stream * 0xd1342543de82ef95ull);
-    for (int i = 0; i < 4; i++) r->s[i] = synth_splitmix64(&mix);
+    uint64_t mix = rng_splitmix64(&x) ^ (stream * 0xd1342543de82ef95ull);
+    for (int i = 0; i < 4; i++) r->s[i] = rng_splitmix64(&mix);
 }
 
-static inline uint64_t synth_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t synth_next(synth_rng_t *r) {
-    uint64_t *s = r->s, out = synth_rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = synth_rotl(s[3], 45);
-    return out;
-}
+static uint64_t synth_next(synth_rng_t *r) { return rng_next(r); }
 
 /* uniform in [0,1) with 24 random bits */
 static float synth_unif(synth_rng_t *r) { return (float)(synth_next(r) >> 40) * (1.0f / 16777216.0f); }
