@@ -324,6 +324,15 @@ __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/* 2^x in one MUFU.EX2, results under 2^-126 flushed to zero (probabilities
+ * that small vanish in the bf16 products anyway); exp2f adds the denormal
+ * scaling around it. */
+__device__ __forceinline__ float ex2_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *(uint32_t *)&v;
@@ -540,12 +549,15 @@ __global__ void cu_attn_bwd_prep_kernel(float *Dg, __nv_bfloat16 *gb16, const fl
  * keys (K, V fragments in registers) and streams 64-query tiles: S^T = K Q^T,
  * dP^T = V dO^T, P^T and dS^T element-wise, dV += P^T dO, dK += dS^T Q.
  * Role 0: a warp owns 16 queries (Q, dO fragments) and streams 64-key tiles:
- * S, dP, dS, dQ += dS K. Tiles double-buffered with cp.async. */
+ * S, dP, dS, dQ += dS K. Tiles double-buffered with cp.async. P in the log2
+ * domain, as in the forward: P = exp2(S * scale * log2 e - lse * log2 e), one
+ * FFMA and one MUFU.EX2 per score (sl2 = scale * log2 e, ex2_ftz). */
 __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const __nv_bfloat16 *gb16,
                                                               const __nv_bfloat16 *qkv, const float *Dg_all,
                                                               const float *lse, int T, int NH, float scale) {
     __shared__ __align__(128) __nv_bfloat16 X[2][TC_TILE], Y[2][TC_TILE];
-    __shared__ float Ls[2][TC_ROWS], Ds[2][TC_ROWS];
+    const float log2e = 1.4426950408889634f, sl2 = scale * log2e;
+    __shared__ __align__(8) float Ls[2][TC_ROWS], Ds[2][TC_ROWS];
     int bi = blockIdx.z >> 1, role = blockIdx.z & 1, h = blockIdx.y, r0 = blockIdx.x * TC_ROWS;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     size_t ld3 = (size_t)3 * NH * TC_HS, ldo = (size_t)NH * TC_HS;
@@ -582,8 +594,8 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const
     float L0 = 0.0f, L1 = 0.0f, D0 = 0.0f, D1 = 0.0f;
     if (role == 0) {
         int i0 = r0 + w * 16 + g, i1 = i0 + 8;
-        L0 = i0 < T ? L[i0] : INFINITY; D0 = i0 < T ? Dg[i0] : 0.0f;
-        L1 = i1 < T ? L[i1] : INFINITY; D1 = i1 < T ? Dg[i1] : 0.0f;
+        L0 = i0 < T ? L[i0] * log2e : INFINITY; D0 = i0 < T ? Dg[i0] : 0.0f;
+        L1 = i1 < T ? L[i1] * log2e : INFINITY; D1 = i1 < T ? Dg[i1] : 0.0f;
     }
     __syncthreads();
     mma_load_a(fa, X[1] + w * 16 * TC_LD, lane);
@@ -594,7 +606,7 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const
         int j0 = it * TC_ROWS, nj = min(TC_ROWS, T - j0), st = it & 1;
         if (role == 1 && threadIdx.x < TC_ROWS) {
             int i = j0 + threadIdx.x;
-            Ls[st][threadIdx.x] = i < T ? L[i] : INFINITY;   /* p = 0 for queries >= T */
+            Ls[st][threadIdx.x] = i < T ? L[i] * log2e : INFINITY;   /* log2 domain; p = 0 for queries >= T */
             Ds[st][threadIdx.x] = i < T ? Dg[i] : 0.0f;
         }
         if (it + 1 < ntiles) {
@@ -622,11 +634,12 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const
                     mma_abt<4>(dp, fb, Yh, lane, nn);   /* dP^T[key, q] = v . dO */
 #pragma unroll
                     for (int n = 0; n < 4; n++) {
+                        int q = hh * 32 + n * 8 + 2 * t;   /* even: one 8-byte load per statistic */
+                        float2 L2 = *(const float2 *)&Ls[st][q], D2 = *(const float2 *)&Ds[st][q];
 #pragma unroll
                         for (int e = 0; e < 2; e++) {
-                            int q = hh * 32 + n * 8 + 2 * t + e;
-                            float Lq = Ls[st][q], Dq = Ds[st][q];   /* Lq = +inf for queries >= T */
-                            float p0 = expf(s[n][e] * scale - Lq), p1 = expf(s[n][2 + e] * scale - Lq);
+                            float Lq = e ? L2.y : L2.x, Dq = e ? D2.y : D2.x;   /* Lq = +inf for queries >= T */
+                            float p0 = ex2_ftz(fmaf(s[n][e], sl2, -Lq)), p1 = ex2_ftz(fmaf(s[n][2 + e], sl2, -Lq));
                             s[n][e] = p0;
                             s[n][2 + e] = p1;
                             dp[n][e] = p0 * (dp[n][e] - Dq);
@@ -643,8 +656,8 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const
 #pragma unroll
                         for (int e = 0; e < 2; e++) {
                             bool ok_ = n * 8 + 2 * t + e < nh;
-                            float p0 = ok_ ? expf(s[n][e] * scale - L0) : 0.0f;
-                            float p1 = ok_ ? expf(s[n][2 + e] * scale - L1) : 0.0f;
+                            float p0 = ok_ ? ex2_ftz(fmaf(s[n][e], sl2, -L0)) : 0.0f;
+                            float p1 = ok_ ? ex2_ftz(fmaf(s[n][2 + e], sl2, -L1)) : 0.0f;
                             dp[n][e] = p0 * (dp[n][e] - D0);
                             dp[n][2 + e] = p1 * (dp[n][2 + e] - D1);
                         }
