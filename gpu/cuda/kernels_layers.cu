@@ -325,6 +325,71 @@ __global__ void cu_layernorm_dw_kernel(float *part_w, float *part_b, const float
     }
 }
 
+/* The vectorized backward with the dw/db column sums in the same pass (one
+ * read of dout and inp instead of two): a warp per row as in
+ * cu_layernorm_bwd_v_kernel, rows strided over a grid of resident blocks;
+ * each lane keeps its columns' partial sums of dout * xhat and dout in
+ * registers, the block adds its 8 warps' in a fixed order (deterministic)
+ * into part_w/part_b[blockIdx.x][C]. */
+template <int NV>
+__global__ void __launch_bounds__(256) cu_layernorm_bwd_dw_v_kernel(float *dinp, float *part_w, float *part_b,
+                                                                    const float *dout, const float *inp,
+                                                                    const float *w, const float *mean,
+                                                                    const float *rstd, int N) {
+    constexpr int C = 128 * NV;
+    __shared__ __align__(16) float red[8][C];
+    int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float4 aw[NV], ab[NV];
+#pragma unroll
+    for (int k = 0; k < NV; k++) aw[k] = ab[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int row = blockIdx.x * 8 + wid; row < N; row += gridDim.x * 8) {
+        const float *x = inp + (size_t)row * C, *g = dout + (size_t)row * C;
+        float m = mean[row], rs = rstd[row];
+        float *d = dinp + (size_t)row * C;
+        float4 xh[NV], dn[NV], dv[NV];
+        float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NV; k++) dv[k] = *(const float4 *)(d + 128 * k + 4 * lane);   /* in flight with x, g */
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            int c = 128 * k + 4 * lane;
+            float4 xv = *(const float4 *)(x + c), gv = *(const float4 *)(g + c), wv = *(const float4 *)(w + c);
+            xh[k] = make_float4((xv.x - m) * rs, (xv.y - m) * rs, (xv.z - m) * rs, (xv.w - m) * rs);
+            dn[k] = make_float4(gv.x * wv.x, gv.y * wv.y, gv.z * wv.z, gv.w * wv.w);
+            aw[k].x += gv.x * xh[k].x; aw[k].y += gv.y * xh[k].y; aw[k].z += gv.z * xh[k].z; aw[k].w += gv.w * xh[k].w;
+            ab[k].x += gv.x; ab[k].y += gv.y; ab[k].z += gv.z; ab[k].w += gv.w;
+            s1 += (dn[k].x + dn[k].y) + (dn[k].z + dn[k].w);
+            s2 += (dn[k].x * xh[k].x + dn[k].y * xh[k].y) + (dn[k].z * xh[k].z + dn[k].w * xh[k].w);
+        }
+        s1 = cu_warp_sum(s1) / C;
+        s2 = cu_warp_sum(s2) / C;
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+            float4 o = dv[k];
+            o.x += rs * (dn[k].x - s1 - xh[k].x * s2);
+            o.y += rs * (dn[k].y - s1 - xh[k].y * s2);
+            o.z += rs * (dn[k].z - s1 - xh[k].z * s2);
+            o.w += rs * (dn[k].w - s1 - xh[k].w * s2);
+            *(float4 *)(d + 128 * k + 4 * lane) = o;
+        }
+    }
+    /* the block's column sums: dw, then db through the same buffer */
+    for (int pass = 0; pass < 2; pass++) {
+        float *part = pass ? part_b : part_w;
+#pragma unroll
+        for (int k = 0; k < NV; k++) *(float4 *)&red[wid][128 * k + 4 * lane] = pass ? ab[k] : aw[k];
+        __syncthreads();
+        if (part)
+            for (int c = threadIdx.x; c < C; c += blockDim.x) {
+                float t = 0.0f;
+#pragma unroll
+                for (int j = 0; j < 8; j++) t += red[j][c];
+                part[(size_t)blockIdx.x * C + c] = t;
+            }
+        __syncthreads();
+    }
+}
+
 __global__ void cu_chunks_add_kernel(float *acc, const float *part, int nchunk, int C) {
     int col = blockIdx.x * blockDim.x + threadIdx.x;
     if (col >= C) return;
@@ -339,6 +404,28 @@ void cu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const flo
     if (N <= 0) return;
     CU_ASSERT(C > 0 && w && mean && rstd, "layernorm_bwd needs w, mean and rstd");
     cudaStream_t st = cu_st(b);
+    if (dinp && (dw || db) && cu_ln_vec(C, dinp, dout, inp, w)) {
+        /* one pass for dinp and the column sums: as many blocks as are resident at once */
+        int per_sm = 0, sms = 0;
+        switch (C / 128) {
+#define CU_LN_OCC(NV) case NV: CU_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, \
+                          cu_layernorm_bwd_dw_v_kernel<NV>, 256, 0)); break;
+        CU_LN_OCC(1) CU_LN_OCC(2) CU_LN_OCC(3) CU_LN_OCC(4) CU_LN_OCC(5) CU_LN_OCC(6) CU_LN_OCC(7)
+        default: CU_LN_OCC(8)
+#undef CU_LN_OCC
+        }
+        CU_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, cu_impl(b)->device));
+        int nblk = per_sm > 0 ? per_sm * sms : sms;
+        if (nblk > (N + 7) / 8) nblk = (N + 7) / 8;
+        float *part = (float *)cu_scratch(b, 2, (size_t)2 * nblk * C * sizeof(float));
+        float *pw = dw ? part : NULL, *pb = db ? part + (size_t)nblk * C : NULL;
+        unsigned grid = (unsigned)nblk;
+        CU_LN_DISPATCH(cu_layernorm_bwd_dw_v_kernel, C, dinp, pw, pb, dout, inp, w, mean, rstd, N);
+        CU_LAUNCH_CHECK();
+        if (dw) { cu_chunks_add_kernel<<<(C + 127) / 128, 128, 0, st>>>(dw, pw, nblk, C); CU_LAUNCH_CHECK(); }
+        if (db) { cu_chunks_add_kernel<<<(C + 127) / 128, 128, 0, st>>>(db, pb, nblk, C); CU_LAUNCH_CHECK(); }
+        return;
+    }
     if (dinp) {
         int warps = 8;
         if (cu_ln_vec(C, dinp, dout, inp, w)) {
