@@ -24,17 +24,8 @@ BACKEND=${QS_BACKEND:-auto}
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 # ---- 1. packages -------------------------------------------------------------------------
-need="build-essential pkg-config libjansson-dev libsqlite3-dev libmicrohttpd-dev libsystemd-dev
-      libcurl4-openssl-dev libopenblas-dev curl jq"
-missing=""
-for p in $need; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
-if [ -n "$missing" ]; then
-    say "installing:$missing"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
-fi
+say "checking packages (scripts/install-deps.sh)"
+scripts/install-deps.sh
 
 # ---- 2. build ----------------------------------------------------------------------------
 say "building (make)"
