@@ -11,15 +11,7 @@
 
 #include "api/api.h"
 #include "daemon/log.h"
-
-__attribute__((format(printf, 3, 4)))
-static int cfg_err(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
+#include "store/errbuf.h"
 
 void config_defaults(daemon_cfg_t *c) {
     memset(c, 0, sizeof *c);
@@ -47,17 +39,17 @@ static int parse_double(const char *v, double lo, double hi, double *out) {
 
 int config_set(daemon_cfg_t *c, const char *key, const char *v, char *err, size_t errlen) {
 #define COPY(dst) do { if (snprintf(dst, sizeof dst, "%s", v) >= (int)sizeof dst) \
-        return cfg_err(err, errlen, "%s: value too long", key); } while (0)
+        return errbuf_set(err, errlen, "%s: value too long", key); } while (0)
     if (!strcmp(key, "listen")) COPY(c->listen);
     else if (!strcmp(key, "state-dir")) COPY(c->state_dir);
     else if (!strcmp(key, "backend")) {
         if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto"))
-            return cfg_err(err, errlen, "backend: '%s' is not cpu, cuda or auto", v);
+            return errbuf_set(err, errlen, "backend: '%s' is not cpu, cuda or auto", v);
         COPY(c->backend);
     } else if (!strcmp(key, "token-file")) COPY(c->token_file);
     else if (!strcmp(key, "dataset-root")) {
-        if (c->n_roots >= CFG_MAX_ROOTS) return cfg_err(err, errlen, "dataset-root: at most %d", CFG_MAX_ROOTS);
-        if (!*v) return cfg_err(err, errlen, "dataset-root: empty path");
+        if (c->n_roots >= CFG_MAX_ROOTS) return errbuf_set(err, errlen, "dataset-root: at most %d", CFG_MAX_ROOTS);
+        if (!*v) return errbuf_set(err, errlen, "dataset-root: empty path");
         COPY(c->dataset_roots[c->n_roots]);
         c->n_roots++;
     } else if (!strcmp(key, "devices")) {
@@ -68,26 +60,26 @@ int config_set(daemon_cfg_t *c, const char *key, const char *v, char *err, size_
             errno = 0;
             long d = strtol(p, &end, 10);
             if (errno || end == p || d < 0 || d > 255 || (*end && *end != ','))
-                return cfg_err(err, errlen, "devices: '%s' is not a list like 0,1", v);
-            if (c->n_devices >= CFG_MAX_DEVICES) return cfg_err(err, errlen, "devices: at most %d", CFG_MAX_DEVICES);
+                return errbuf_set(err, errlen, "devices: '%s' is not a list like 0,1", v);
+            if (c->n_devices >= CFG_MAX_DEVICES) return errbuf_set(err, errlen, "devices: at most %d", CFG_MAX_DEVICES);
             for (int i = 0; i < c->n_devices; i++)
-                if (c->devices[i] == d) return cfg_err(err, errlen, "devices: %ld listed twice", d);
+                if (c->devices[i] == d) return errbuf_set(err, errlen, "devices: %ld listed twice", d);
             c->devices[c->n_devices++] = (int)d;
             p = *end ? end + 1 : end;
         }
-        if (!c->n_devices) return cfg_err(err, errlen, "devices: empty list");
+        if (!c->n_devices) return errbuf_set(err, errlen, "devices: empty list");
     } else if (!strcmp(key, "memory-reserve-gb")) {
         if (parse_double(v, 0, 1e6, &c->memory_reserve_gb))
-            return cfg_err(err, errlen, "memory-reserve-gb: '%s' is not a number >= 0", v);
+            return errbuf_set(err, errlen, "memory-reserve-gb: '%s' is not a number >= 0", v);
     } else if (!strcmp(key, "log-level")) {
         int l = log_level_parse(v);
-        if (l < 0) return cfg_err(err, errlen, "log-level: '%s' is not debug, info, warn or error", v);
+        if (l < 0) return errbuf_set(err, errlen, "log-level: '%s' is not debug, info, warn or error", v);
         c->log_level = l;
     } else if (!strcmp(key, "cancel-grace-s")) {
         if (parse_double(v, 0.1, 86400, &c->cancel_grace_s))
-            return cfg_err(err, errlen, "cancel-grace-s: '%s' is not a number of seconds", v);
+            return errbuf_set(err, errlen, "cancel-grace-s: '%s' is not a number of seconds", v);
     } else if (!strcmp(key, "config")) COPY(c->config_file);
-    else return cfg_err(err, errlen, "unknown setting '%s'", key);
+    else return errbuf_set(err, errlen, "unknown setting '%s'", key);
     return 0;
 #undef COPY
 }
@@ -101,24 +93,24 @@ static char *trim(char *s) {
 
 int config_load_file(daemon_cfg_t *c, const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "r");
-    if (!f) return cfg_err(err, errlen, "config %s: %s", path, strerror(errno));
+    if (!f) return errbuf_set(err, errlen, "config %s: %s", path, strerror(errno));
     char line[4096], e2[512];
     int ln = 0, rc = 0;
     while (fgets(line, sizeof line, f)) {
         ln++;
-        if (!strchr(line, '\n') && !feof(f)) { rc = cfg_err(err, errlen, "%s:%d: line too long", path, ln); break; }
+        if (!strchr(line, '\n') && !feof(f)) { rc = errbuf_set(err, errlen, "%s:%d: line too long", path, ln); break; }
         char *s = trim(line);
         if (!*s || *s == '#' || *s == ';') continue;
         char *eq = strchr(s, '=');
-        if (!eq) { rc = cfg_err(err, errlen, "%s:%d: expected 'key = value'", path, ln); break; }
+        if (!eq) { rc = errbuf_set(err, errlen, "%s:%d: expected 'key = value'", path, ln); break; }
         *eq = 0;
         char *k = trim(s), *v = trim(eq + 1);
         if (strlen(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[strlen(v) - 1] == v[0]) {
             v[strlen(v) - 1] = 0;
             v++;
         }
-        if (!strcmp(k, "config")) { rc = cfg_err(err, errlen, "%s:%d: 'config' cannot be nested", path, ln); break; }
-        if (config_set(c, k, v, e2, sizeof e2)) { rc = cfg_err(err, errlen, "%s:%d: %s", path, ln, e2); break; }
+        if (!strcmp(k, "config")) { rc = errbuf_set(err, errlen, "%s:%d: 'config' cannot be nested", path, ln); break; }
+        if (config_set(c, k, v, e2, sizeof e2)) { rc = errbuf_set(err, errlen, "%s:%d: %s", path, ln, e2); break; }
     }
     fclose(f);
     return rc;
@@ -136,7 +128,7 @@ int config_parse_args(daemon_cfg_t *c, int argc, char **argv, int *help, int *ve
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--config")) {
-            if (i + 1 >= argc) return cfg_err(err, errlen, "--config needs a file");
+            if (i + 1 >= argc) return errbuf_set(err, errlen, "--config needs a file");
             if (config_load_file(c, argv[i + 1], err, errlen)) return -1;
             snprintf(c->config_file, sizeof c->config_file, "%s", argv[i + 1]);
         } else if (!strncmp(a, "--config=", 9)) {
@@ -148,7 +140,7 @@ int config_parse_args(daemon_cfg_t *c, int argc, char **argv, int *help, int *ve
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { *help = 1; continue; }
         if (!strcmp(a, "--version") || !strcmp(a, "-V")) { *version = 1; continue; }
-        if (strncmp(a, "--", 2) != 0) return cfg_err(err, errlen, "unexpected argument '%s'", a);
+        if (strncmp(a, "--", 2) != 0) return errbuf_set(err, errlen, "unexpected argument '%s'", a);
         char key[64];
         const char *val = NULL;
         const char *eq = strchr(a, '=');
@@ -160,9 +152,9 @@ int config_parse_args(daemon_cfg_t *c, int argc, char **argv, int *help, int *ve
         }
         int known = 0;
         for (size_t k = 0; k < sizeof flag_names / sizeof flag_names[0]; k++) known |= !strcmp(key, flag_names[k]);
-        if (!known) return cfg_err(err, errlen, "unknown option '%s' (see --help)", a);
+        if (!known) return errbuf_set(err, errlen, "unknown option '%s' (see --help)", a);
         if (!val) {
-            if (i + 1 >= argc) return cfg_err(err, errlen, "option --%s needs a value", key);
+            if (i + 1 >= argc) return errbuf_set(err, errlen, "option --%s needs a value", key);
             val = argv[++i];
         }
         if (!strcmp(key, "config")) continue;
@@ -177,37 +169,37 @@ int config_finish(daemon_cfg_t *c, char *err, size_t errlen) {
     c->token[0] = 0;
     if (c->token_file[0]) {
         FILE *f = fopen(c->token_file, "r");
-        if (!f) return cfg_err(err, errlen, "token-file %s: %s", c->token_file, strerror(errno));
+        if (!f) return errbuf_set(err, errlen, "token-file %s: %s", c->token_file, strerror(errno));
         char buf[CFG_TOKEN_MAX + 2];
         size_t n = fread(buf, 1, sizeof buf - 1, f);
         fclose(f);
         buf[n] = 0;
         char *t = trim(buf);
-        if (strlen(t) >= CFG_TOKEN_MAX) return cfg_err(err, errlen, "token-file %s: token longer than %d bytes", c->token_file, CFG_TOKEN_MAX - 1);
-        if (strlen(t) < 8) return cfg_err(err, errlen, "token-file %s: token shorter than 8 characters", c->token_file);
+        if (strlen(t) >= CFG_TOKEN_MAX) return errbuf_set(err, errlen, "token-file %s: token longer than %d bytes", c->token_file, CFG_TOKEN_MAX - 1);
+        if (strlen(t) < 8) return errbuf_set(err, errlen, "token-file %s: token shorter than 8 characters", c->token_file);
         for (char *p = t; *p; p++)
-            if (!isgraph((unsigned char)*p)) return cfg_err(err, errlen, "token-file %s: the token must be one word of printable characters", c->token_file);
+            if (!isgraph((unsigned char)*p)) return errbuf_set(err, errlen, "token-file %s: the token must be one word of printable characters", c->token_file);
         snprintf(c->token, sizeof c->token, "%s", t);
     }
     struct sockaddr_storage ss;
     socklen_t sslen;
     char lerr[256];
     if (api_parse_listen(c->listen, &ss, &sslen, lerr, sizeof lerr))
-        return cfg_err(err, errlen, "listen %s: %s", c->listen, lerr);
+        return errbuf_set(err, errlen, "listen %s: %s", c->listen, lerr);
     if (!config_listen_is_loopback(c->listen) && !c->token[0])
-        return cfg_err(err, errlen, "refusing to listen on non-loopback address %s without a token (--token-file)", c->listen);
+        return errbuf_set(err, errlen, "refusing to listen on non-loopback address %s without a token (--token-file)", c->listen);
     /* A root that does not exist (yet) is left out with a warning, so the example
      * configuration starts; a root that exists but is not a directory is an error. */
     int kept = 0;
     for (int i = 0; i < c->n_roots; i++) {
         char rp[PATH_MAX];
         if (!realpath(c->dataset_roots[i], rp)) {
-            if (errno != ENOENT) return cfg_err(err, errlen, "dataset-root %s: %s", c->dataset_roots[i], strerror(errno));
+            if (errno != ENOENT) return errbuf_set(err, errlen, "dataset-root %s: %s", c->dataset_roots[i], strerror(errno));
             log_warn(NULL, "dataset-root %s does not exist: ignored", c->dataset_roots[i]);
             continue;
         }
         struct stat st;
-        if (stat(rp, &st) || !S_ISDIR(st.st_mode)) return cfg_err(err, errlen, "dataset-root %s: not a directory", rp);
+        if (stat(rp, &st) || !S_ISDIR(st.st_mode)) return errbuf_set(err, errlen, "dataset-root %s: not a directory", rp);
         snprintf(c->dataset_roots[kept++], sizeof c->dataset_roots[0], "%s", rp);
     }
     c->n_roots = kept;

@@ -2,6 +2,7 @@
  * four stage loops share (gpu/stage_common.h): PRNG, split, model opening,
  * batch label buffers, mean pose, batched evaluation. */
 #include "gpu/stage_common.h"
+#include "store/errbuf.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -80,12 +81,10 @@ void stage_log(stage_ctx_t *ctx, const char *fmt, ...) {
 }
 
 int stage_fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    errbuf_vset(err, errlen, fmt, ap);
+    va_end(ap);
     return -1;
 }
 

@@ -16,17 +16,7 @@
 
 #include "store/fsutil.h"
 #include "store/safetensors.h"
-
-__attribute__((format(printf, 3, 4)))
-static int ds_fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
+#include "store/errbuf.h"
 
 static const float ds_imagenet_mean[3] = {0.485f, 0.456f, 0.406f};
 static const float ds_imagenet_std[3] = {0.229f, 0.224f, 0.225f};
@@ -83,8 +73,8 @@ static int ds_parse_triplet(const char *shard, const char *key, const char *s, f
     }
     json_decref(j);
     if (bad)
-        return ds_fail(err, errlen, "%s: __metadata__ \"%s\" must be a JSON array of 3 finite numbers%s, got '%.60s'",
-                       shard, key, positive ? " > 0" : "", s);
+        return errbuf_set(err, errlen, "%s: __metadata__ \"%s\" must be a JSON array of 3 finite numbers%s, got '%.60s'",
+                          shard, key, positive ? " > 0" : "", s);
     return 0;
 }
 
@@ -108,39 +98,39 @@ static int ds_check_shard(st_file_t *f, ds_shape_t *s, char *err, size_t errlen)
         int known = strcmp(nm, "image") == 0;
         for (int k = 0; k < DS_NFIELDS && !known; k++) known = strcmp(nm, ds_fields[k].name) == 0;
         if (!known)
-            return ds_fail(err, errlen, "%s: unknown tensor \"%s\" (expected image, hand_joints, hand_joints_valid, "
+            return errbuf_set(err, errlen, "%s: unknown tensor \"%s\" (expected image, hand_joints, hand_joints_valid, "
                            "has_hand, camera_intrinsics, object_poses, object_ids, num_objects)", p, nm);
     }
     const st_tensor_t *im = st_find(f, "image");
-    if (!im) return ds_fail(err, errlen, "%s: missing required tensor \"image\"", p);
+    if (!im) return errbuf_set(err, errlen, "%s: missing required tensor \"image\"", p);
     ds_shape_str(sh, sizeof sh, im);
     if (im->rank != 4)
-        return ds_fail(err, errlen, "%s: tensor \"image\" is %s; expected U8 [N,H,W,3] or BF16/F32 [N,3,H,W]", p, sh);
+        return errbuf_set(err, errlen, "%s: tensor \"image\" is %s; expected U8 [N,H,W,3] or BF16/F32 [N,3,H,W]", p, sh);
     if (im->dtype == ST_U8) {
         if (im->shape[3] != 3)
-            return ds_fail(err, errlen, "%s: tensor \"image\" is %s; U8 images must be [N,H,W,3] RGB", p, sh);
+            return errbuf_set(err, errlen, "%s: tensor \"image\" is %s; U8 images must be [N,H,W,3] RGB", p, sh);
         s->h = (int)im->shape[1] == im->shape[1] ? (int)im->shape[1] : -1;
         s->w = (int)im->shape[2] == im->shape[2] ? (int)im->shape[2] : -1;
         s->image_dtype = DT_U8;
     } else if (im->dtype == ST_BF16 || im->dtype == ST_F32) {
         if (im->shape[1] != 3)
-            return ds_fail(err, errlen, "%s: tensor \"image\" is %s; %s images must be [N,3,H,W] normalized", p, sh,
-                           st_dtype_name(im->dtype));
+            return errbuf_set(err, errlen, "%s: tensor \"image\" is %s; %s images must be [N,3,H,W] normalized", p, sh,
+                              st_dtype_name(im->dtype));
         s->h = (int)im->shape[2] == im->shape[2] ? (int)im->shape[2] : -1;
         s->w = (int)im->shape[3] == im->shape[3] ? (int)im->shape[3] : -1;
         s->image_dtype = im->dtype == ST_BF16 ? DT_BF16 : DT_F32;
     } else {
-        return ds_fail(err, errlen, "%s: tensor \"image\" has dtype %s; expected U8 [N,H,W,3] or BF16/F32 [N,3,H,W]", p,
-                       st_dtype_name(im->dtype));
+        return errbuf_set(err, errlen, "%s: tensor \"image\" has dtype %s; expected U8 [N,H,W,3] or BF16/F32 [N,3,H,W]", p,
+                          st_dtype_name(im->dtype));
     }
     if (s->h < 1 || s->w < 1 || s->h > 65536 || s->w > 65536)
-        return ds_fail(err, errlen, "%s: tensor \"image\" is %s; image height and width must be 1..65536", p, sh);
+        return errbuf_set(err, errlen, "%s: tensor \"image\" is %s; image height and width must be 1..65536", p, sh);
     s->n = im->shape[0];
     for (int k = 0; k < DS_NFIELDS; k++) {
         const ds_field_t *fd = &ds_fields[k];
         const st_tensor_t *t = st_find(f, fd->name);
         if (!t) {
-            if (fd->bit == 0) return ds_fail(err, errlen, "%s: missing required tensor \"%s\"", p, fd->name);
+            if (fd->bit == 0) return errbuf_set(err, errlen, "%s: missing required tensor \"%s\"", p, fd->name);
             continue;
         }
         s->fields |= fd->bit;
@@ -151,10 +141,10 @@ static int ds_check_shard(st_file_t *f, ds_shape_t *s, char *err, size_t errlen)
         ds_shape_str(sh, sizeof sh, t);
         int good = t->dtype == fd->dtype && t->rank == fd->rank + 1;
         for (int d = 0; good && d < fd->rank; d++) good = t->shape[d + 1] == fd->dims[d];
-        if (!good) return ds_fail(err, errlen, "%s: tensor \"%s\" is %s; expected %s", p, fd->name, sh, want);
+        if (!good) return errbuf_set(err, errlen, "%s: tensor \"%s\" is %s; expected %s", p, fd->name, sh, want);
         if (t->shape[0] != s->n)
-            return ds_fail(err, errlen, "%s: tensor \"%s\" has N=%lld but \"image\" has N=%lld", p, fd->name,
-                           (long long)t->shape[0], (long long)s->n);
+            return errbuf_set(err, errlen, "%s: tensor \"%s\" has N=%lld but \"image\" has N=%lld", p, fd->name,
+                              (long long)t->shape[0], (long long)s->n);
     }
     const char *m = st_meta(f, "mean"), *sd = st_meta(f, "std");
     if (m) {
@@ -186,39 +176,39 @@ void ds_info_free(ds_info_t *info) {
 int ds_scan(const char *dir, ds_info_t *info, char *err, size_t errlen) {
     memset(info, 0, sizeof *info);
     DIR *d = opendir(dir);
-    if (!d) return ds_fail(err, errlen, "dataset %s: cannot open directory: %s", dir, strerror(errno));
+    if (!d) return errbuf_set(err, errlen, "dataset %s: cannot open directory: %s", dir, strerror(errno));
     char **names = NULL;
     int nn = 0, cap = 0, rc = -1;
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         if (!ds_is_shard_name(de->d_name)) continue;
         if (strlen(de->d_name) >= DS_NAME_MAX) {
-            ds_fail(err, errlen, "dataset %s: shard name too long: %.80s...", dir, de->d_name);
+            errbuf_set(err, errlen, "dataset %s: shard name too long: %.80s...", dir, de->d_name);
             goto out;
         }
         if (nn == cap) {
             cap = cap ? 2 * cap : 16;
             char **nw = realloc(names, (size_t)cap * sizeof *nw);
             if (!nw) {
-                ds_fail(err, errlen, "dataset %s: out of memory", dir);
+                errbuf_set(err, errlen, "dataset %s: out of memory", dir);
                 goto out;
             }
             names = nw;
         }
         if (!(names[nn] = strdup(de->d_name))) {
-            ds_fail(err, errlen, "dataset %s: out of memory", dir);
+            errbuf_set(err, errlen, "dataset %s: out of memory", dir);
             goto out;
         }
         nn++;
     }
     if (nn == 0) {
-        ds_fail(err, errlen, "dataset %s: no *.safetensors shards in the directory", dir);
+        errbuf_set(err, errlen, "dataset %s: no *.safetensors shards in the directory", dir);
         goto out;
     }
     qsort(names, (size_t)nn, sizeof *names, ds_cmp_name);
     info->shards = calloc((size_t)nn, sizeof *info->shards);
     if (!info->shards) {
-        ds_fail(err, errlen, "dataset %s: out of memory", dir);
+        errbuf_set(err, errlen, "dataset %s: out of memory", dir);
         goto out;
     }
     memcpy(info->mean, ds_imagenet_mean, sizeof info->mean);
@@ -227,7 +217,7 @@ int ds_scan(const char *dir, ds_info_t *info, char *err, size_t errlen) {
     ds_shape_t first = {0};
     for (int i = 0; i < nn; i++) {
         if (fs_join(path, sizeof path, dir, names[i]) != 0) {
-            ds_fail(err, errlen, "dataset %s: path too long", dir);
+            errbuf_set(err, errlen, "dataset %s: path too long", dir);
             goto out;
         }
         st_file_t *f = st_open(path, err, errlen);
@@ -246,8 +236,8 @@ int ds_scan(const char *dir, ds_info_t *info, char *err, size_t errlen) {
             info->fields = s.fields;
         } else {
             if (s.h != first.h || s.w != first.w) {
-                ds_fail(err, errlen, "%s: images are %dx%d but the first shard %s has %dx%d", path, s.h, s.w, names[0],
-                        first.h, first.w);
+                errbuf_set(err, errlen, "%s: images are %dx%d but the first shard %s has %dx%d", path, s.h, s.w, names[0],
+                           first.h, first.w);
                 goto out;
             }
             if (s.fields != first.fields) {
@@ -260,12 +250,12 @@ int ds_scan(const char *dir, ds_info_t *info, char *err, size_t errlen) {
                 free(sb);
                 json_decref(ja);
                 json_decref(jb);
-                ds_fail(err, errlen, "%s: has fields %s but the first shard %s has %s", path, a, names[0], b);
+                errbuf_set(err, errlen, "%s: has fields %s but the first shard %s has %s", path, a, names[0], b);
                 goto out;
             }
             if ((s.has_mean && memcmp(s.mean, info->mean, sizeof s.mean) != 0) ||
                 (s.has_std && memcmp(s.std, info->std, sizeof s.std) != 0)) {
-                ds_fail(err, errlen, "%s: __metadata__ mean/std differ from the first shard %s", path, names[0]);
+                errbuf_set(err, errlen, "%s: __metadata__ mean/std differ from the first shard %s", path, names[0]);
                 goto out;
             }
         }
@@ -276,20 +266,20 @@ int ds_scan(const char *dir, ds_info_t *info, char *err, size_t errlen) {
         sh->file_bytes = fb;
         info->nshards = i + 1;
         if (__builtin_add_overflow(info->n, s.n, &info->n)) {
-            ds_fail(err, errlen, "dataset %s: sample count overflows", dir);
+            errbuf_set(err, errlen, "dataset %s: sample count overflows", dir);
             goto out;
         }
         info->file_bytes += fb;
     }
     if (info->n < 1) {
-        ds_fail(err, errlen, "dataset %s: the shards hold no samples", dir);
+        errbuf_set(err, errlen, "dataset %s: the shards hold no samples", dir);
         goto out;
     }
     ds_layout_t l;
     info->resident_bytes = ds_layout_for(&l, info);
     if (info->resident_bytes == 0) {
-        ds_fail(err, errlen, "dataset %s: %lld samples of %dx%d: resident size overflows", dir, (long long)info->n,
-                info->h, info->w);
+        errbuf_set(err, errlen, "dataset %s: %lld samples of %dx%d: resident size overflows", dir, (long long)info->n,
+                   info->h, info->w);
         goto out;
     }
     rc = 0;
@@ -390,7 +380,7 @@ int ds_layout_from_json(const json_t *j, ds_layout_t *l, char *err, size_t errle
            *jo = json_object_get(j, "offsets"), *jt = json_object_get(j, "total");
     if (!json_is_object(j) || !json_is_integer(jn) || !json_is_integer(jh) || !json_is_integer(jw) ||
         !json_is_array(jf) || !json_is_array(jm) || !json_is_array(js) || !json_is_object(jo) || !json_is_integer(jt))
-        return ds_fail(err, errlen, "dataset layout: needs n, h, w, fields, mean, std, offsets, total");
+        return errbuf_set(err, errlen, "dataset layout: needs n, h, w, fields, mean, std, offsets, total");
     unsigned fields = 0;
     size_t i;
     json_t *x;
@@ -399,18 +389,18 @@ int ds_layout_from_json(const json_t *j, ds_layout_t *l, char *err, size_t errle
         int found = 0;
         for (int k = 1; k < DS_NFIELDS && s; k++)
             if (strcmp(s, ds_fields[k].name) == 0) { fields |= ds_fields[k].bit; found = 1; }
-        if (!found) return ds_fail(err, errlen, "dataset layout: unknown field %s", s ? s : "(not a string)");
+        if (!found) return errbuf_set(err, errlen, "dataset layout: unknown field %s", s ? s : "(not a string)");
     }
     json_int_t n = json_integer_value(jn), h = json_integer_value(jh), w = json_integer_value(jw);
     if (n < 1 || h < 1 || w < 1 || h > 65536 || w > 65536 || ds_layout(l, n, (int)h, (int)w, fields) == 0)
-        return ds_fail(err, errlen, "dataset layout: bad sizes n=%lld h=%lld w=%lld", (long long)n, (long long)h,
-                       (long long)w);
+        return errbuf_set(err, errlen, "dataset layout: bad sizes n=%lld h=%lld w=%lld", (long long)n, (long long)h,
+                          (long long)w);
     if (json_array_size(jm) != 3 || json_array_size(js) != 3)
-        return ds_fail(err, errlen, "dataset layout: mean and std need 3 numbers");
+        return errbuf_set(err, errlen, "dataset layout: mean and std need 3 numbers");
     for (int c = 0; c < 3; c++) {
         json_t *a = json_array_get(jm, (size_t)c), *b = json_array_get(js, (size_t)c);
         if (!json_is_number(a) || !json_is_number(b) || !(json_number_value(b) > 0))
-            return ds_fail(err, errlen, "dataset layout: bad mean/std");
+            return errbuf_set(err, errlen, "dataset layout: bad mean/std");
         l->mean[c] = (float)json_number_value(a);
         l->std[c] = (float)json_number_value(b);
     }
@@ -421,11 +411,11 @@ int ds_layout_from_json(const json_t *j, ds_layout_t *l, char *err, size_t errle
     for (int k = 0; k < 8; k++) {
         json_t *o = json_object_get(jo, keys[k]);
         if (!json_is_integer(o) || (size_t)json_integer_value(o) != want[k])
-            return ds_fail(err, errlen, "dataset layout: offset of %s does not match this build's layout", keys[k]);
+            return errbuf_set(err, errlen, "dataset layout: offset of %s does not match this build's layout", keys[k]);
     }
     if ((size_t)json_integer_value(jt) != l->total)
-        return ds_fail(err, errlen, "dataset layout: total %lld does not match this build's layout (%zu)",
-                       (long long)json_integer_value(jt), l->total);
+        return errbuf_set(err, errlen, "dataset layout: total %lld does not match this build's layout (%zu)",
+                          (long long)json_integer_value(jt), l->total);
     return 0;
 }
 
@@ -610,13 +600,13 @@ static void *ds_reader_main(void *arg) {
             char path[4096];
             ds_shape_t s;
             if (fs_join(path, sizeof path, p->dir, sh->name) != 0) {
-                ds_fail(err, sizeof err, "dataset %s: path too long", p->dir);
+                errbuf_set(err, sizeof err, "dataset %s: path too long", p->dir);
                 rc = -1;
             } else if (!(f = st_open(path, err, sizeof err)) || ds_check_shard(f, &s, err, sizeof err) != 0) {
                 rc = -1;
             } else if (s.n != sh->n || s.h != p->info->h || s.w != p->info->w || s.image_dtype != sh->image_dtype ||
                        s.fields != p->info->fields) {
-                ds_fail(err, sizeof err, "%s: shard changed since the dataset was scanned", path);
+                errbuf_set(err, sizeof err, "%s: shard changed since the dataset was scanned", path);
                 rc = -1;
             }
         }
@@ -641,7 +631,7 @@ int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, c
             ds_progress_fn cb, void *ud, volatile int *cancel, char *err, size_t errlen) {
     if (l->n != info->n || l->h != info->h || l->w != info->w ||
         (l->fields & ~(DS_F_JOINTS_VALID | DS_F_HAS_HAND)) != (info->fields & ~(DS_F_JOINTS_VALID | DS_F_HAS_HAND)))
-        return ds_fail(err, errlen, "dataset %s: layout does not match the scan", dir);
+        return errbuf_set(err, errlen, "dataset %s: layout does not match the scan", dir);
     ds_loader_t ld = {.be = be, .l = l, .base = base, .cb = cb, .ud = ud};
     size_t plane = (size_t)l->h * (size_t)l->w * 3;
     ld.total = (uint64_t)l->n * (plane * 2 + ds_fields[0].row_bytes + ds_fields[1].row_bytes + ds_fields[2].row_bytes);
@@ -664,9 +654,9 @@ int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, c
     /* the plan: every shard cut into chunks */
     int64_t nplan = 0;
     for (int i = 0; i < info->nshards; i++) nplan += (info->shards[i].n + chunk - 1) / chunk;
-    if (nplan > INT32_MAX) return ds_fail(err, errlen, "dataset %s: too many chunks", dir);
+    if (nplan > INT32_MAX) return errbuf_set(err, errlen, "dataset %s: too many chunks", dir);
     ds_chunk_t *plan = calloc((size_t)(nplan ? nplan : 1), sizeof *plan);
-    if (!plan) return ds_fail(err, errlen, "dataset %s: out of memory", dir);
+    if (!plan) return errbuf_set(err, errlen, "dataset %s: out of memory", dir);
     int np = 0;
     int64_t g = 0;
     for (int i = 0; i < info->nshards; i++)
@@ -688,19 +678,19 @@ int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, c
     pthread_mutex_init(&p.mu, NULL);
     pthread_cond_init(&p.cv, NULL);
     if (!p.st[0].mem || !p.st[1].mem || !ones || (any_f32 && !tmp)) {
-        ds_fail(err, errlen, "dataset %s: cannot allocate staging memory (2 x %zu bytes): %s", dir, stage_bytes, be->err);
+        errbuf_set(err, errlen, "dataset %s: cannot allocate staging memory (2 x %zu bytes): %s", dir, stage_bytes, be->err);
         goto out;
     }
     memset(ones, 1, (size_t)chunk * DS_JOINTS);
     if (pthread_create(&reader, NULL, ds_reader_main, &p) != 0) {
-        ds_fail(err, errlen, "dataset %s: cannot start the reader thread", dir);
+        errbuf_set(err, errlen, "dataset %s: cannot start the reader thread", dir);
         goto out;
     }
     started = 1;
     if (cb) cb(ud, 0, ld.total);
     for (int k = 0; k < np; k++) {
         if (cancel && *cancel) {
-            ds_fail(err, errlen, "dataset %s: loading cancelled", dir);
+            errbuf_set(err, errlen, "dataset %s: loading cancelled", dir);
             rc = DS_LOAD_CANCELLED;
             goto out;
         }
@@ -710,7 +700,7 @@ int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, c
         int failed = p.failed_at == k;
         pthread_mutex_unlock(&p.mu);
         if (failed) {
-            ds_fail(err, errlen, "%s", p.err);
+            errbuf_set(err, errlen, "%s", p.err);
             goto out;
         }
         const ds_chunk_t *c = &plan[k];
@@ -748,13 +738,13 @@ out:
 /* ---- writing ----------------------------------------------------------------- */
 int ds_write_shard(const char *path, const ds_shard_data_t *d, char *err, size_t errlen) {
     if (d->n < 0 || d->h < 1 || d->w < 1)
-        return ds_fail(err, errlen, "%s: bad shard sizes n=%lld h=%d w=%d", path, (long long)d->n, d->h, d->w);
+        return errbuf_set(err, errlen, "%s: bad shard sizes n=%lld h=%d w=%d", path, (long long)d->n, d->h, d->w);
     if (!d->joints || (!d->image && d->n > 0))
-        return ds_fail(err, errlen, "%s: image and hand_joints are required", path);
+        return errbuf_set(err, errlen, "%s: image and hand_joints are required", path);
     if (d->image_dtype != DT_U8 && d->image_dtype != DT_BF16 && d->image_dtype != DT_F32)
-        return ds_fail(err, errlen, "%s: image dtype %s not supported (u8, bf16, f32)", path, dtype_name(d->image_dtype));
+        return errbuf_set(err, errlen, "%s: image dtype %s not supported (u8, bf16, f32)", path, dtype_name(d->image_dtype));
     st_writer_t *w = st_writer_new();
-    if (!w) return ds_fail(err, errlen, "%s: out of memory", path);
+    if (!w) return errbuf_set(err, errlen, "%s: out of memory", path);
     int64_t img_u8[4] = {d->n, d->h, d->w, 3}, img_chw[4] = {d->n, 3, d->h, d->w};
     st_writer_add_ref(w, "image", st_dtype_from_dt(d->image_dtype), 4, d->image_dtype == DT_U8 ? img_u8 : img_chw,
                       d->image);

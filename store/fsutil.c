@@ -2,6 +2,7 @@
  * recursive removal (see fsutil.h for the guarantees). */
 #define _GNU_SOURCE
 #include "store/fsutil.h"
+#include "store/errbuf.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -12,17 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-__attribute__((format(printf, 3, 4)))
-static int fs_fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 int fs_join(char *out, size_t outlen, const char *dir, const char *name) {
     size_t dl = strlen(dir);
@@ -56,16 +46,16 @@ static int fs_split(const char *path, char *parent, size_t plen, char *base, siz
 
 int fs_mkdir_p(const char *path, mode_t mode, char *err, size_t errlen) {
     size_t n = strlen(path);
-    if (n == 0) return fs_fail(err, errlen, "mkdir: empty path");
+    if (n == 0) return errbuf_set(err, errlen, "mkdir: empty path");
     char *p = strdup(path);
-    if (!p) return fs_fail(err, errlen, "mkdir %s: out of memory", path);
+    if (!p) return errbuf_set(err, errlen, "mkdir %s: out of memory", path);
     for (size_t i = 1; i <= n; i++) {
         if (p[i] != '/' && p[i] != 0) continue;
         char c = p[i];
         p[i] = 0;
         if (mkdir(p, mode) != 0 && errno != EEXIST) {
             int e = errno;
-            fs_fail(err, errlen, "mkdir %s: %s", p, strerror(e));
+            errbuf_set(err, errlen, "mkdir %s: %s", p, strerror(e));
             free(p);
             return -1;
         }
@@ -74,18 +64,18 @@ int fs_mkdir_p(const char *path, mode_t mode, char *err, size_t errlen) {
     struct stat st;
     int r = stat(path, &st);
     free(p);
-    if (r != 0) return fs_fail(err, errlen, "mkdir %s: %s", path, strerror(errno));
-    if (!S_ISDIR(st.st_mode)) return fs_fail(err, errlen, "mkdir %s: exists and is not a directory", path);
+    if (r != 0) return errbuf_set(err, errlen, "mkdir %s: %s", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return errbuf_set(err, errlen, "mkdir %s: exists and is not a directory", path);
     return 0;
 }
 
 int fs_fsync_dir(const char *dir, char *err, size_t errlen) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return fs_fail(err, errlen, "open directory %s: %s", dir, strerror(errno));
+    if (fd < 0) return errbuf_set(err, errlen, "open directory %s: %s", dir, strerror(errno));
     if (fsync(fd) != 0 && errno != EINVAL) {
         int e = errno;
         close(fd);
-        return fs_fail(err, errlen, "fsync directory %s: %s", dir, strerror(e));
+        return errbuf_set(err, errlen, "fsync directory %s: %s", dir, strerror(e));
     }
     close(fd);
     return 0;
@@ -93,11 +83,11 @@ int fs_fsync_dir(const char *dir, char *err, size_t errlen) {
 
 int fs_fsync_file(const char *path, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fs_fail(err, errlen, "open %s: %s", path, strerror(errno));
+    if (fd < 0) return errbuf_set(err, errlen, "open %s: %s", path, strerror(errno));
     if (fsync(fd) != 0) {
         int e = errno;
         close(fd);
-        return fs_fail(err, errlen, "fsync %s: %s", path, strerror(e));
+        return errbuf_set(err, errlen, "fsync %s: %s", path, strerror(e));
     }
     close(fd);
     return 0;
@@ -106,11 +96,11 @@ int fs_fsync_file(const char *path, char *err, size_t errlen) {
 int fs_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
     char parent[4096], base[1024], tmp[8192];
     if (fs_split(path, parent, sizeof parent, base, sizeof base) != 0)
-        return fs_fail(err, errlen, "write %s: bad path", path);
+        return errbuf_set(err, errlen, "write %s: bad path", path);
     if (snprintf(tmp, sizeof tmp, "%s/.%s.tmp.XXXXXX", parent, base) >= (int)sizeof tmp)
-        return fs_fail(err, errlen, "write %s: path too long", path);
+        return errbuf_set(err, errlen, "write %s: path too long", path);
     int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) return fs_fail(err, errlen, "create temporary file for %s: %s", path, strerror(errno));
+    if (fd < 0) return errbuf_set(err, errlen, "create temporary file for %s: %s", path, strerror(errno));
     const char *p = data;
     size_t left = len;
     while (left > 0) {
@@ -120,7 +110,7 @@ int fs_write_file_atomic(const char *path, const void *data, size_t len, char *e
             int e = w < 0 ? errno : EIO;
             close(fd);
             unlink(tmp);
-            return fs_fail(err, errlen, "write %s: %s", tmp, strerror(e));
+            return errbuf_set(err, errlen, "write %s: %s", tmp, strerror(e));
         }
         p += w;
         left -= (size_t)w;
@@ -129,17 +119,17 @@ int fs_write_file_atomic(const char *path, const void *data, size_t len, char *e
         int e = errno;
         close(fd);
         unlink(tmp);
-        return fs_fail(err, errlen, "fsync %s: %s", tmp, strerror(e));
+        return errbuf_set(err, errlen, "fsync %s: %s", tmp, strerror(e));
     }
     if (close(fd) != 0) {
         int e = errno;
         unlink(tmp);
-        return fs_fail(err, errlen, "close %s: %s", tmp, strerror(e));
+        return errbuf_set(err, errlen, "close %s: %s", tmp, strerror(e));
     }
     if (rename(tmp, path) != 0) {
         int e = errno;
         unlink(tmp);
-        return fs_fail(err, errlen, "rename %s -> %s: %s", tmp, path, strerror(e));
+        return errbuf_set(err, errlen, "rename %s -> %s: %s", tmp, path, strerror(e));
     }
     return fs_fsync_dir(parent, err, errlen);
 }
@@ -147,25 +137,25 @@ int fs_write_file_atomic(const char *path, const void *data, size_t len, char *e
 char *fs_read_file(const char *path, size_t maxlen, size_t *len, char *err, size_t errlen) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        fs_fail(err, errlen, "open %s: %s", path, strerror(errno));
+        errbuf_set(err, errlen, "open %s: %s", path, strerror(errno));
         return NULL;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        fs_fail(err, errlen, "%s: not a regular file", path);
+        errbuf_set(err, errlen, "%s: not a regular file", path);
         return NULL;
     }
     if ((uint64_t)st.st_size > maxlen) {
         close(fd);
-        fs_fail(err, errlen, "%s: %lld bytes, more than the limit of %zu", path, (long long)st.st_size, maxlen);
+        errbuf_set(err, errlen, "%s: %lld bytes, more than the limit of %zu", path, (long long)st.st_size, maxlen);
         return NULL;
     }
     size_t n = (size_t)st.st_size;
     char *buf = malloc(n + 1);
     if (!buf) {
         close(fd);
-        fs_fail(err, errlen, "%s: out of memory", path);
+        errbuf_set(err, errlen, "%s: out of memory", path);
         return NULL;
     }
     size_t got = 0;
@@ -176,7 +166,7 @@ char *fs_read_file(const char *path, size_t maxlen, size_t *len, char *err, size
             int e = errno;
             close(fd);
             free(buf);
-            fs_fail(err, errlen, "read %s: %s", path, strerror(e));
+            errbuf_set(err, errlen, "read %s: %s", path, strerror(e));
             return NULL;
         }
         if (r == 0) break;                 /* shrank while reading */
@@ -191,30 +181,30 @@ char *fs_read_file(const char *path, size_t maxlen, size_t *len, char *err, size
 int fs_make_tmpdir_for(const char *finaldir, char *out, size_t outlen, char *err, size_t errlen) {
     char parent[4096], base[1024];
     if (fs_split(finaldir, parent, sizeof parent, base, sizeof base) != 0)
-        return fs_fail(err, errlen, "temporary directory for %s: bad path", finaldir);
+        return errbuf_set(err, errlen, "temporary directory for %s: bad path", finaldir);
     if (fs_mkdir_p(parent, 0755, err, errlen) != 0) return -1;
     int r = snprintf(out, outlen, "%s/.%s.tmp.XXXXXX", parent, base);
-    if (r < 0 || (size_t)r >= outlen) return fs_fail(err, errlen, "temporary directory for %s: path too long", finaldir);
-    if (!mkdtemp(out)) return fs_fail(err, errlen, "mkdtemp %s: %s", out, strerror(errno));
+    if (r < 0 || (size_t)r >= outlen) return errbuf_set(err, errlen, "temporary directory for %s: path too long", finaldir);
+    if (!mkdtemp(out)) return errbuf_set(err, errlen, "mkdtemp %s: %s", out, strerror(errno));
     return 0;
 }
 
 /* fsync every regular file directly inside dir. */
 static int fs_fsync_entries(const char *dir, char *err, size_t errlen) {
     DIR *d = opendir(dir);
-    if (!d) return fs_fail(err, errlen, "open directory %s: %s", dir, strerror(errno));
+    if (!d) return errbuf_set(err, errlen, "open directory %s: %s", dir, strerror(errno));
     int rc = 0;
     struct dirent *de;
     while (rc == 0 && (de = readdir(d)) != NULL) {
         if (de->d_name[0] == '.' && (de->d_name[1] == 0 || (de->d_name[1] == '.' && de->d_name[2] == 0))) continue;
         struct stat st;
         if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-            rc = fs_fail(err, errlen, "stat %s/%s: %s", dir, de->d_name, strerror(errno));
+            rc = errbuf_set(err, errlen, "stat %s/%s: %s", dir, de->d_name, strerror(errno));
             break;
         }
         if (!S_ISREG(st.st_mode)) continue;
         int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0 || fsync(fd) != 0) rc = fs_fail(err, errlen, "fsync %s/%s: %s", dir, de->d_name, strerror(errno));
+        if (fd < 0 || fsync(fd) != 0) rc = errbuf_set(err, errlen, "fsync %s/%s: %s", dir, de->d_name, strerror(errno));
         if (fd >= 0) close(fd);
     }
     closedir(d);
@@ -224,24 +214,24 @@ static int fs_fsync_entries(const char *dir, char *err, size_t errlen) {
 int fs_rename_dir_atomic(const char *tmpdir, const char *finaldir, char *err, size_t errlen) {
     char parent[4096], base[1024];
     if (fs_split(finaldir, parent, sizeof parent, base, sizeof base) != 0)
-        return fs_fail(err, errlen, "rename to %s: bad path", finaldir);
+        return errbuf_set(err, errlen, "rename to %s: bad path", finaldir);
     if (fs_fsync_entries(tmpdir, err, errlen) != 0) return -1;
     if (fs_fsync_dir(tmpdir, err, errlen) != 0) return -1;
     if (renameat2(AT_FDCWD, tmpdir, AT_FDCWD, finaldir, RENAME_NOREPLACE) == 0)
         return fs_fsync_dir(parent, err, errlen);
     if (errno != EEXIST && errno != ENOTEMPTY && errno != EINVAL && errno != ENOSYS)
-        return fs_fail(err, errlen, "rename %s -> %s: %s", tmpdir, finaldir, strerror(errno));
+        return errbuf_set(err, errlen, "rename %s -> %s: %s", tmpdir, finaldir, strerror(errno));
     if (errno == EINVAL || errno == ENOSYS) {
         /* filesystem without renameat2 flags: plain rename works when the
          * target is absent or an empty directory */
         if (rename(tmpdir, finaldir) == 0) return fs_fsync_dir(parent, err, errlen);
         if (errno != EEXIST && errno != ENOTEMPTY)
-            return fs_fail(err, errlen, "rename %s -> %s: %s", tmpdir, finaldir, strerror(errno));
+            return errbuf_set(err, errlen, "rename %s -> %s: %s", tmpdir, finaldir, strerror(errno));
     }
     /* finaldir exists: swap both names atomically, then remove the old content
      * (which now lives under the temporary name). */
     if (renameat2(AT_FDCWD, tmpdir, AT_FDCWD, finaldir, RENAME_EXCHANGE) != 0)
-        return fs_fail(err, errlen, "replace %s with %s: %s", finaldir, tmpdir, strerror(errno));
+        return errbuf_set(err, errlen, "replace %s with %s: %s", finaldir, tmpdir, strerror(errno));
     if (fs_fsync_dir(parent, err, errlen) != 0) return -1;
     return fs_rm_rf(tmpdir, err, errlen);
 }
@@ -250,19 +240,19 @@ static int fs_rm_at(int dfd, const char *name, const char *shown, char *err, siz
     struct stat st;
     if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT) return 0;
-        return fs_fail(err, errlen, "stat %s: %s", shown, strerror(errno));
+        return errbuf_set(err, errlen, "stat %s: %s", shown, strerror(errno));
     }
     if (!S_ISDIR(st.st_mode)) {
         if (unlinkat(dfd, name, 0) != 0 && errno != ENOENT)
-            return fs_fail(err, errlen, "remove %s: %s", shown, strerror(errno));
+            return errbuf_set(err, errlen, "remove %s: %s", shown, strerror(errno));
         return 0;
     }
     int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return fs_fail(err, errlen, "open directory %s: %s", shown, strerror(errno));
+    if (fd < 0) return errbuf_set(err, errlen, "open directory %s: %s", shown, strerror(errno));
     DIR *d = fdopendir(fd);
     if (!d) {
         close(fd);
-        return fs_fail(err, errlen, "open directory %s: %s", shown, strerror(errno));
+        return errbuf_set(err, errlen, "open directory %s: %s", shown, strerror(errno));
     }
     int rc = 0;
     struct dirent *de;
@@ -275,18 +265,18 @@ static int fs_rm_at(int dfd, const char *name, const char *shown, char *err, siz
     closedir(d);
     if (rc != 0) return rc;
     if (unlinkat(dfd, name, AT_REMOVEDIR) != 0 && errno != ENOENT)
-        return fs_fail(err, errlen, "remove directory %s: %s", shown, strerror(errno));
+        return errbuf_set(err, errlen, "remove directory %s: %s", shown, strerror(errno));
     return 0;
 }
 
 int fs_rm_rf(const char *path, char *err, size_t errlen) {
-    if (!path[0]) return fs_fail(err, errlen, "rm: empty path");
+    if (!path[0]) return errbuf_set(err, errlen, "rm: empty path");
     return fs_rm_at(AT_FDCWD, path, path, err, errlen);
 }
 
 int64_t fs_file_size(const char *path, char *err, size_t errlen) {
     struct stat st;
-    if (stat(path, &st) != 0) return fs_fail(err, errlen, "stat %s: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode)) return fs_fail(err, errlen, "%s: not a regular file", path);
+    if (stat(path, &st) != 0) return errbuf_set(err, errlen, "stat %s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return errbuf_set(err, errlen, "%s: not a regular file", path);
     return (int64_t)st.st_size;
 }

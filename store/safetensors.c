@@ -15,17 +15,7 @@
 #include <unistd.h>
 
 #include "store/fsutil.h"
-
-__attribute__((format(printf, 3, 4)))
-static int st_fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
+#include "store/errbuf.h"
 
 /* ---- dtypes ------------------------------------------------------------------ */
 static const struct { const char *name; size_t size; } st_dtypes[ST_NDTYPES] = {
@@ -156,53 +146,53 @@ static int st_pread_all(int fd, void *dst, size_t n, uint64_t off) {
 static int st_parse_entry(const char *path, const char *name, json_t *v, st_tensor_t *t,
                           uint64_t *begin, uint64_t *end, char *err, size_t errlen) {
     if (!json_is_object(v))
-        return st_fail(err, errlen, "%s: tensor \"%s\": entry is not a JSON object", path, name);
+        return errbuf_set(err, errlen, "%s: tensor \"%s\": entry is not a JSON object", path, name);
     const char *k;
     json_t *x;
     json_object_foreach(v, k, x) {
         if (strcmp(k, "dtype") && strcmp(k, "shape") && strcmp(k, "data_offsets"))
-            return st_fail(err, errlen, "%s: tensor \"%s\": unknown key \"%s\"", path, name, k);
+            return errbuf_set(err, errlen, "%s: tensor \"%s\": unknown key \"%s\"", path, name, k);
     }
     json_t *jd = json_object_get(v, "dtype"), *js = json_object_get(v, "shape"),
            *jo = json_object_get(v, "data_offsets");
     if (!json_is_string(jd))
-        return st_fail(err, errlen, "%s: tensor \"%s\": missing or non-string \"dtype\"", path, name);
+        return errbuf_set(err, errlen, "%s: tensor \"%s\": missing or non-string \"dtype\"", path, name);
     int dt = st_dtype_from_name(json_string_value(jd));
     if (dt < 0)
-        return st_fail(err, errlen, "%s: tensor \"%s\": unknown dtype \"%s\"", path, name, json_string_value(jd));
+        return errbuf_set(err, errlen, "%s: tensor \"%s\": unknown dtype \"%s\"", path, name, json_string_value(jd));
     t->dtype = (st_dtype_t)dt;
     if (!json_is_array(js))
-        return st_fail(err, errlen, "%s: tensor \"%s\": missing or non-array \"shape\"", path, name);
+        return errbuf_set(err, errlen, "%s: tensor \"%s\": missing or non-array \"shape\"", path, name);
     if (json_array_size(js) > ST_MAX_RANK)
-        return st_fail(err, errlen, "%s: tensor \"%s\": rank %zu exceeds the maximum %d", path, name,
-                       json_array_size(js), ST_MAX_RANK);
+        return errbuf_set(err, errlen, "%s: tensor \"%s\": rank %zu exceeds the maximum %d", path, name,
+                          json_array_size(js), ST_MAX_RANK);
     t->rank = (int)json_array_size(js);
     for (int i = 0; i < t->rank; i++) {
         json_t *d = json_array_get(js, (size_t)i);
         if (!json_is_integer(d))
-            return st_fail(err, errlen, "%s: tensor \"%s\": shape[%d] is not an integer", path, name, i);
+            return errbuf_set(err, errlen, "%s: tensor \"%s\": shape[%d] is not an integer", path, name, i);
         json_int_t dv = json_integer_value(d);
         if (dv < 0)
-            return st_fail(err, errlen, "%s: tensor \"%s\": shape[%d] = %lld is negative", path, name, i,
-                           (long long)dv);
+            return errbuf_set(err, errlen, "%s: tensor \"%s\": shape[%d] = %lld is negative", path, name, i,
+                              (long long)dv);
         t->shape[i] = (int64_t)dv;
     }
     char sh[160];
     st_shape_str(sh, sizeof sh, t->rank, t->shape);
     if (st_sizes(t->dtype, t->rank, t->shape, &t->numel, &t->nbytes) != 0)
-        return st_fail(err, errlen, "%s: tensor \"%s\": size of %s %s overflows", path, name,
-                       st_dtype_name(t->dtype), sh);
+        return errbuf_set(err, errlen, "%s: tensor \"%s\": size of %s %s overflows", path, name,
+                          st_dtype_name(t->dtype), sh);
     if (!json_is_array(jo) || json_array_size(jo) != 2 || !json_is_integer(json_array_get(jo, 0)) ||
         !json_is_integer(json_array_get(jo, 1)))
-        return st_fail(err, errlen, "%s: tensor \"%s\": \"data_offsets\" must be [begin, end] integers", path, name);
+        return errbuf_set(err, errlen, "%s: tensor \"%s\": \"data_offsets\" must be [begin, end] integers", path, name);
     json_int_t b = json_integer_value(json_array_get(jo, 0)), e = json_integer_value(json_array_get(jo, 1));
     if (b < 0 || e < b)
-        return st_fail(err, errlen, "%s: tensor \"%s\": bad data_offsets [%lld,%lld]", path, name,
-                       (long long)b, (long long)e);
+        return errbuf_set(err, errlen, "%s: tensor \"%s\": bad data_offsets [%lld,%lld]", path, name,
+                          (long long)b, (long long)e);
     if ((uint64_t)(e - b) != (uint64_t)t->nbytes)
-        return st_fail(err, errlen, "%s: tensor \"%s\": data_offsets [%lld,%lld] hold %lld bytes but %s %s needs %zu",
-                       path, name, (long long)b, (long long)e, (long long)(e - b), st_dtype_name(t->dtype), sh,
-                       t->nbytes);
+        return errbuf_set(err, errlen, "%s: tensor \"%s\": data_offsets [%lld,%lld] hold %lld bytes but %s %s needs %zu",
+                          path, name, (long long)b, (long long)e, (long long)(e - b), st_dtype_name(t->dtype), sh,
+                          t->nbytes);
     *begin = (uint64_t)b;
     *end = (uint64_t)e;
     return 0;
@@ -214,68 +204,68 @@ st_file_t *st_open(const char *path, char *err, size_t errlen) {
     char *hdr = NULL;
     if (!f || !(f->path = strdup(path))) {
         free(f);
-        st_fail(err, errlen, "%s: out of memory", path);
+        errbuf_set(err, errlen, "%s: out of memory", path);
         return NULL;
     }
     f->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (f->fd < 0) {
-        st_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        errbuf_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         goto fail;
     }
     struct stat sb;
     if (fstat(f->fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st_fail(err, errlen, "%s: not a regular file", path);
+        errbuf_set(err, errlen, "%s: not a regular file", path);
         goto fail;
     }
     f->size = (uint64_t)sb.st_size;
     if (f->size < 8) {
-        st_fail(err, errlen, "%s: truncated: %llu bytes, too short for the 8-byte header length", path,
-                (unsigned long long)f->size);
+        errbuf_set(err, errlen, "%s: truncated: %llu bytes, too short for the 8-byte header length", path,
+                   (unsigned long long)f->size);
         goto fail;
     }
     uint8_t lb[8];
     if (st_pread_all(f->fd, lb, 8, 0) != 0) {
-        st_fail(err, errlen, "%s: read: %s", path, errno ? strerror(errno) : "file shrank");
+        errbuf_set(err, errlen, "%s: read: %s", path, errno ? strerror(errno) : "file shrank");
         goto fail;
     }
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | lb[i];
     if (hlen > ST_MAX_HEADER) {
-        st_fail(err, errlen, "%s: header length %llu exceeds the limit of %u bytes", path,
-                (unsigned long long)hlen, ST_MAX_HEADER);
+        errbuf_set(err, errlen, "%s: header length %llu exceeds the limit of %u bytes", path,
+                   (unsigned long long)hlen, ST_MAX_HEADER);
         goto fail;
     }
     if (hlen > f->size - 8) {
-        st_fail(err, errlen, "%s: truncated: header length %llu is beyond the end of the file (%llu bytes)", path,
-                (unsigned long long)hlen, (unsigned long long)f->size);
+        errbuf_set(err, errlen, "%s: truncated: header length %llu is beyond the end of the file (%llu bytes)", path,
+                   (unsigned long long)hlen, (unsigned long long)f->size);
         goto fail;
     }
     if (hlen < 2) {
-        st_fail(err, errlen, "%s: header length %llu is too short for a JSON object", path, (unsigned long long)hlen);
+        errbuf_set(err, errlen, "%s: header length %llu is too short for a JSON object", path, (unsigned long long)hlen);
         goto fail;
     }
     f->data_start = 8 + hlen;
     hdr = malloc(hlen);
     if (!hdr) {
-        st_fail(err, errlen, "%s: out of memory for a %llu-byte header", path, (unsigned long long)hlen);
+        errbuf_set(err, errlen, "%s: out of memory for a %llu-byte header", path, (unsigned long long)hlen);
         goto fail;
     }
     if (st_pread_all(f->fd, hdr, hlen, 8) != 0) {
-        st_fail(err, errlen, "%s: read header: %s", path, errno ? strerror(errno) : "file shrank");
+        errbuf_set(err, errlen, "%s: read header: %s", path, errno ? strerror(errno) : "file shrank");
         goto fail;
     }
     json_error_t je;
     root = json_loadb(hdr, hlen, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
         if (strstr(je.text, "duplicate"))
-            st_fail(err, errlen, "%s: header: duplicate tensor name (%s)", path, je.text);
+            errbuf_set(err, errlen, "%s: header: duplicate tensor name (%s)", path, je.text);
         else
-            st_fail(err, errlen, "%s: header is not valid JSON (line %d, column %d): %s", path, je.line,
-                    je.column, je.text);
+            errbuf_set(err, errlen, "%s: header is not valid JSON (line %d, column %d): %s", path, je.line,
+                       je.column, je.text);
         goto fail;
     }
     if (!json_is_object(root)) {
-        st_fail(err, errlen, "%s: header is not a JSON object", path);
+        errbuf_set(err, errlen, "%s: header is not a JSON object", path);
         goto fail;
     }
     size_t nkeys = json_object_size(root);
@@ -284,33 +274,33 @@ st_file_t *st_open(const char *path, char *err, size_t errlen) {
     f->t = calloc(ntens ? ntens : 1, sizeof *f->t);
     f->by_name = calloc(ntens ? ntens : 1, sizeof *f->by_name);
     if (!f->t || !f->by_name) {
-        st_fail(err, errlen, "%s: out of memory", path);
+        errbuf_set(err, errlen, "%s: out of memory", path);
         goto fail;
     }
     if (meta) {
         if (!json_is_object(meta)) {
-            st_fail(err, errlen, "%s: __metadata__ is not a JSON object", path);
+            errbuf_set(err, errlen, "%s: __metadata__ is not a JSON object", path);
             goto fail;
         }
         size_t nm = json_object_size(meta);
         f->meta_k = calloc(nm ? nm : 1, sizeof(char *));
         f->meta_v = calloc(nm ? nm : 1, sizeof(char *));
         if (!f->meta_k || !f->meta_v) {
-            st_fail(err, errlen, "%s: out of memory", path);
+            errbuf_set(err, errlen, "%s: out of memory", path);
             goto fail;
         }
         const char *k;
         json_t *v;
         json_object_foreach(meta, k, v) {
             if (!json_is_string(v)) {
-                st_fail(err, errlen, "%s: __metadata__ \"%s\" is not a string", path, k);
+                errbuf_set(err, errlen, "%s: __metadata__ \"%s\" is not a string", path, k);
                 goto fail;
             }
             f->meta_k[f->nmeta] = strdup(k);
             f->meta_v[f->nmeta] = strdup(json_string_value(v));
             f->nmeta++;
             if (!f->meta_k[f->nmeta - 1] || !f->meta_v[f->nmeta - 1]) {
-                st_fail(err, errlen, "%s: out of memory", path);
+                errbuf_set(err, errlen, "%s: out of memory", path);
                 goto fail;
             }
         }
@@ -333,14 +323,14 @@ st_file_t *st_open(const char *path, char *err, size_t errlen) {
         uint64_t b = 0, e = 0;
         if (st_parse_entry(path, k, v, t, &b, &e, err, errlen) != 0) goto fail;
         if (e > data_len) {
-            st_fail(err, errlen, "%s: tensor \"%s\": data_offsets [%llu,%llu] run past the end of the data (%llu bytes; truncated file?)",
-                    path, k, (unsigned long long)b, (unsigned long long)e, (unsigned long long)data_len);
+            errbuf_set(err, errlen, "%s: tensor \"%s\": data_offsets [%llu,%llu] run past the end of the data (%llu bytes; truncated file?)",
+                       path, k, (unsigned long long)b, (unsigned long long)e, (unsigned long long)data_len);
             goto fail;
         }
         t->offset = f->data_start + b;
         t->name = strdup(k);
         if (!t->name) {
-            st_fail(err, errlen, "%s: out of memory", path);
+            errbuf_set(err, errlen, "%s: out of memory", path);
             goto fail;
         }
         f->n++;
@@ -355,21 +345,21 @@ st_file_t *st_open(const char *path, char *err, size_t errlen) {
         if (t->offset < pos) {
             const st_tensor_t *p = &f->t[i - 1];
             uint64_t pb = p->offset - f->data_start;
-            st_fail(err, errlen, "%s: tensor \"%s\": data_offsets [%llu,%llu] overlap tensor \"%s\" [%llu,%llu]", path,
-                    t->name, (unsigned long long)b, (unsigned long long)e, p->name, (unsigned long long)pb,
-                    (unsigned long long)(pb + p->nbytes));
+            errbuf_set(err, errlen, "%s: tensor \"%s\": data_offsets [%llu,%llu] overlap tensor \"%s\" [%llu,%llu]", path,
+                       t->name, (unsigned long long)b, (unsigned long long)e, p->name, (unsigned long long)pb,
+                       (unsigned long long)(pb + p->nbytes));
             goto fail;
         }
         if (t->offset > pos) {
-            st_fail(err, errlen, "%s: tensor \"%s\": gap of %llu bytes before its data_offsets [%llu,%llu]", path,
-                    t->name, (unsigned long long)(t->offset - pos), (unsigned long long)b, (unsigned long long)e);
+            errbuf_set(err, errlen, "%s: tensor \"%s\": gap of %llu bytes before its data_offsets [%llu,%llu]", path,
+                       t->name, (unsigned long long)(t->offset - pos), (unsigned long long)b, (unsigned long long)e);
             goto fail;
         }
         pos = t->offset + t->nbytes;
     }
     if (pos != f->size) {
-        st_fail(err, errlen, "%s: %llu bytes after the last tensor's data are not covered by any tensor", path,
-                (unsigned long long)(f->size - pos));
+        errbuf_set(err, errlen, "%s: %llu bytes after the last tensor's data are not covered by any tensor", path,
+                   (unsigned long long)(f->size - pos));
         goto fail;
     }
     for (int i = 0; i < f->n; i++) f->by_name[i] = i;
@@ -419,12 +409,12 @@ const char *st_meta_value(const st_file_t *f, int i) { return (i >= 0 && i < f->
 int st_read_range(st_file_t *f, const st_tensor_t *t, uint64_t byte_off, size_t nbytes, void *dst,
                   char *err, size_t errlen) {
     if (byte_off > t->nbytes || nbytes > t->nbytes - byte_off)
-        return st_fail(err, errlen, "%s: tensor \"%s\": read of [%llu,+%zu) outside its %zu bytes", f->path, t->name,
+        return errbuf_set(err, errlen, "%s: tensor \"%s\": read of [%llu,+%zu) outside its %zu bytes", f->path, t->name,
                        (unsigned long long)byte_off, nbytes, t->nbytes);
     if (nbytes == 0) return 0;
     if (st_pread_all(f->fd, dst, nbytes, t->offset + byte_off) != 0)
-        return st_fail(err, errlen, "%s: tensor \"%s\": read: %s", f->path, t->name,
-                       errno ? strerror(errno) : "unexpected end of file (file truncated since it was opened)");
+        return errbuf_set(err, errlen, "%s: tensor \"%s\": read: %s", f->path, t->name,
+                          errno ? strerror(errno) : "unexpected end of file (file truncated since it was opened)");
     return 0;
 }
 
@@ -456,12 +446,12 @@ static float st_f16_to_f32(uint16_t h) {
 int st_read_f32(st_file_t *f, const st_tensor_t *t, float *dst, char *err, size_t errlen) {
     if (t->dtype == ST_F32) return st_read(f, t, dst, err, errlen);
     if (t->dtype != ST_BF16 && t->dtype != ST_F16 && t->dtype != ST_F64)
-        return st_fail(err, errlen, "%s: tensor \"%s\": dtype %s is not a floating type", f->path, t->name,
-                       st_dtype_name(t->dtype));
+        return errbuf_set(err, errlen, "%s: tensor \"%s\": dtype %s is not a floating type", f->path, t->name,
+                          st_dtype_name(t->dtype));
     size_t es = st_dtype_size(t->dtype);
     enum { CHUNK = 1 << 16 };              /* elements per read */
     void *buf = malloc(CHUNK * es);
-    if (!buf) return st_fail(err, errlen, "%s: out of memory", f->path);
+    if (!buf) return errbuf_set(err, errlen, "%s: out of memory", f->path);
     for (int64_t i = 0; i < t->numel; i += CHUNK) {
         size_t n = (size_t)((t->numel - i) < CHUNK ? (t->numel - i) : CHUNK);
         if (st_read_range(f, t, (uint64_t)i * es, n * es, buf, err, errlen) != 0) {
@@ -636,7 +626,7 @@ static int st_write_all(int fd, const void *p, size_t n) {
 }
 
 int st_writer_write(st_writer_t *w, const char *path, char *err, size_t errlen) {
-    if (w->error[0]) return st_fail(err, errlen, "%s: %s", path, w->error);
+    if (w->error[0]) return errbuf_set(err, errlen, "%s: %s", path, w->error);
     int rc = -1, fd = -1;
     char *hdr = NULL, tmp[4096];
     tmp[0] = 0;
@@ -645,7 +635,7 @@ int st_writer_write(st_writer_t *w, const char *path, char *err, size_t errlen) 
     st_wentry_t **bydata = malloc(((size_t)w->n + 1) * sizeof *bydata);
     uint64_t *offs = calloc((size_t)w->n + 1, sizeof *offs);
     if (!root || !byname || !bydata || !offs) {
-        st_fail(err, errlen, "%s: out of memory", path);
+        errbuf_set(err, errlen, "%s: out of memory", path);
         goto out;
     }
     for (int i = 0; i < w->n; i++) byname[i] = bydata[i] = &w->e[i];
@@ -657,7 +647,7 @@ int st_writer_write(st_writer_t *w, const char *path, char *err, size_t errlen) 
         pos += bydata[i]->nbytes;
     }
     if (json_object_size(w->meta) > 0 && json_object_set(root, "__metadata__", w->meta) != 0) {
-        st_fail(err, errlen, "%s: out of memory", path);
+        errbuf_set(err, errlen, "%s: out of memory", path);
         goto out;
     }
     for (int i = 0; i < w->n; i++) {
@@ -668,23 +658,23 @@ int st_writer_write(st_writer_t *w, const char *path, char *err, size_t errlen) 
         json_t *ent = json_pack("{s:s, s:o, s:[I,I]}", "dtype", st_dtype_name(e->dtype), "shape", shape,
                                 "data_offsets", (json_int_t)b, (json_int_t)(b + e->nbytes));
         if (!ent || json_object_set_new(root, e->name, ent) != 0) {
-            st_fail(err, errlen, "%s: tensor \"%s\": cannot build the header", path, e->name);
+            errbuf_set(err, errlen, "%s: tensor \"%s\": cannot build the header", path, e->name);
             goto out;
         }
     }
     hdr = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (!hdr) {
-        st_fail(err, errlen, "%s: cannot serialize the header", path);
+        errbuf_set(err, errlen, "%s: cannot serialize the header", path);
         goto out;
     }
     size_t hl = strlen(hdr), padded = (hl + 7) / 8 * 8;   /* 8 + padded is a multiple of 8 */
     if (padded > ST_MAX_HEADER) {
-        st_fail(err, errlen, "%s: header of %zu bytes exceeds the limit", path, padded);
+        errbuf_set(err, errlen, "%s: header of %zu bytes exceeds the limit", path, padded);
         goto out;
     }
     char *h2 = realloc(hdr, padded + 1);
     if (!h2) {
-        st_fail(err, errlen, "%s: out of memory", path);
+        errbuf_set(err, errlen, "%s: out of memory", path);
         goto out;
     }
     hdr = h2;
@@ -701,37 +691,37 @@ int st_writer_write(st_writer_t *w, const char *path, char *err, size_t errlen) 
         r = snprintf(tmp, sizeof tmp, ".%s.tmp.XXXXXX", path);
     if (r < 0 || (size_t)r >= sizeof tmp) {
         tmp[0] = 0;
-        st_fail(err, errlen, "%s: path too long", path);
+        errbuf_set(err, errlen, "%s: path too long", path);
         goto out;
     }
     fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
-        st_fail(err, errlen, "%s: cannot create a temporary file %s: %s", path, tmp, strerror(errno));
+        errbuf_set(err, errlen, "%s: cannot create a temporary file %s: %s", path, tmp, strerror(errno));
         tmp[0] = 0;
         goto out;
     }
     if (st_write_all(fd, lb, 8) != 0 || st_write_all(fd, hdr, padded) != 0) {
-        st_fail(err, errlen, "%s: write: %s", tmp, strerror(errno));
+        errbuf_set(err, errlen, "%s: write: %s", tmp, strerror(errno));
         goto out;
     }
     for (int i = 0; i < w->n; i++) {
         if (bydata[i]->nbytes && st_write_all(fd, bydata[i]->data, bydata[i]->nbytes) != 0) {
-            st_fail(err, errlen, "%s: write tensor \"%s\": %s", tmp, bydata[i]->name, strerror(errno));
+            errbuf_set(err, errlen, "%s: write tensor \"%s\": %s", tmp, bydata[i]->name, strerror(errno));
             goto out;
         }
     }
     if (fchmod(fd, 0644) != 0 || fsync(fd) != 0) {
-        st_fail(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
+        errbuf_set(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
         goto out;
     }
     if (close(fd) != 0) {
         fd = -1;
-        st_fail(err, errlen, "%s: close: %s", tmp, strerror(errno));
+        errbuf_set(err, errlen, "%s: close: %s", tmp, strerror(errno));
         goto out;
     }
     fd = -1;
     if (rename(tmp, path) != 0) {
-        st_fail(err, errlen, "rename %s -> %s: %s", tmp, path, strerror(errno));
+        errbuf_set(err, errlen, "rename %s -> %s: %s", tmp, path, strerror(errno));
         goto out;
     }
     tmp[0] = 0;

@@ -19,17 +19,7 @@
 #include "gpu/rng.h"
 #include "store/dataset.h"
 #include "store/fsutil.h"
-
-__attribute__((format(printf, 3, 4)))
-static int synth_fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
+#include "store/errbuf.h"
 
 /* ---- PRNG (gpu/rng.h): splitmix64 to seed a stream per sample, xoshiro256** to draw */
 typedef rng_t synth_rng_t;
@@ -241,32 +231,32 @@ static int synth_is_own_shard(const char *name, long long *idx) {
 int synth_generate(const char *outdir, int64_t samples, int S, uint64_t seed, int shard_samples,
                    char *err, size_t errlen) {
     if (samples < 1 || samples > ((int64_t)1 << 40))
-        return synth_fail(err, errlen, "synth: samples must be 1..2^40, got %lld", (long long)samples);
+        return errbuf_set(err, errlen, "synth: samples must be 1..2^40, got %lld", (long long)samples);
     if (S < SYNTH_MIN_SIZE || S > SYNTH_MAX_SIZE)
-        return synth_fail(err, errlen, "synth: image size must be %d..%d, got %d", SYNTH_MIN_SIZE, SYNTH_MAX_SIZE, S);
+        return errbuf_set(err, errlen, "synth: image size must be %d..%d, got %d", SYNTH_MIN_SIZE, SYNTH_MAX_SIZE, S);
     size_t row = (size_t)S * S * 3 + DS_JOINTS * 3 * 4 + DS_JOINTS + 1 + 9 * 4;
     if (shard_samples <= 0) {
         int64_t m = (int64_t)((64u << 20) / row);
         shard_samples = (int)(m < 1 ? 1 : m > 100000 ? 100000 : m);
     }
     if ((size_t)shard_samples > ((size_t)1 << 34) / row)
-        return synth_fail(err, errlen, "synth: %d samples of %dx%d per shard is too large", shard_samples, S, S);
+        return errbuf_set(err, errlen, "synth: %d samples of %dx%d per shard is too large", shard_samples, S, S);
     if (fs_mkdir_p(outdir, 0755, err, errlen) != 0) return -1;
     int64_t nshards = (samples + shard_samples - 1) / shard_samples;
-    if (nshards > 9999999) return synth_fail(err, errlen, "synth: too many shards (%lld)", (long long)nshards);
+    if (nshards > 9999999) return errbuf_set(err, errlen, "synth: too many shards (%lld)", (long long)nshards);
 
     /* Other *.safetensors files would become part of the dataset: refuse;
      * our own shard names beyond this run's count (an earlier, larger run)
      * are removed after the new shards are written. */
     DIR *d = opendir(outdir);
-    if (!d) return synth_fail(err, errlen, "synth: open %s: %s", outdir, strerror(errno));
+    if (!d) return errbuf_set(err, errlen, "synth: open %s: %s", outdir, strerror(errno));
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         size_t l = strlen(de->d_name);
         long long idx;
         if (de->d_name[0] == '.' || l <= 12 || strcmp(de->d_name + l - 12, ".safetensors") != 0) continue;
         if (!synth_is_own_shard(de->d_name, &idx)) {
-            synth_fail(err, errlen, "synth: %s already holds %s, which is not a synth shard; use an empty directory",
+            errbuf_set(err, errlen, "synth: %s already holds %s, which is not a synth shard; use an empty directory",
                        outdir, de->d_name);
             closedir(d);
             return -1;
@@ -279,7 +269,7 @@ int synth_generate(const char *outdir, int64_t samples, int S, uint64_t seed, in
     float *joints = malloc(m * DS_JOINTS * 3 * sizeof(float)), *K = malloc(m * 9 * sizeof(float));
     int rc = -1;
     if (!img || !valid || !hh || !joints || !K) {
-        synth_fail(err, errlen, "synth: out of memory for a shard of %d samples", shard_samples);
+        errbuf_set(err, errlen, "synth: out of memory for a shard of %d samples", shard_samples);
         goto out;
     }
     static const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
@@ -289,7 +279,7 @@ int synth_generate(const char *outdir, int64_t samples, int S, uint64_t seed, in
         char name[64], path[4096];
         snprintf(name, sizeof name, "shard-%05lld.safetensors", (long long)s);
         if (fs_join(path, sizeof path, outdir, name) != 0) {
-            synth_fail(err, errlen, "synth: path too long");
+            errbuf_set(err, errlen, "synth: path too long");
             goto out;
         }
         ds_shard_data_t sd = {.n = n, .h = S, .w = S, .image_dtype = DT_U8, .image = img, .joints = joints,
@@ -298,7 +288,7 @@ int synth_generate(const char *outdir, int64_t samples, int S, uint64_t seed, in
     }
     d = opendir(outdir);
     if (!d) {
-        synth_fail(err, errlen, "synth: open %s: %s", outdir, strerror(errno));
+        errbuf_set(err, errlen, "synth: open %s: %s", outdir, strerror(errno));
         goto out;
     }
     while ((de = readdir(d)) != NULL) {

@@ -16,24 +16,9 @@ from safetensors.torch import save_file, load_file
 from transformers import (Dinov2Config, Dinov2Model,
                           Dinov2WithRegistersConfig, Dinov2WithRegistersModel)
 
+from make_fixtures import randomize   # the same randomization as the CPU fixtures (same folder)
+
 SIZES = {"small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}
-
-
-def randomize(model, g):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            r = torch.randn(p.shape, generator=g, dtype=torch.float64)
-            if name.endswith("lambda1"):
-                p.copy_(0.5 + 0.25 * r)
-            elif "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.1 * r)
-            elif name.endswith("bias"):
-                p.copy_(0.05 * r)
-            elif "embeddings" in name and "patch" not in name:
-                p.copy_(0.5 * r)
-            else:
-                fan_in = p[0].numel() if p.dim() > 1 else p.numel()
-                p.copy_(r / fan_in ** 0.5)
 
 
 def main():
