@@ -167,20 +167,16 @@ __global__ void cu_layernorm_fwd_kernel(void *out, dtype_t odt, float *mean, flo
 
 /* Rows of C = 128*NV (NV <= 8): a warp per row held in registers as float4s
  * (lane owns columns 4*lane + 128*k); the same two-pass statistics. */
+
+/* The second half of a register-resident LayerNorm row, shared by the plain
+ * and the LayerScale-fused kernels: s is the lane's partial sum of its values
+ * v; computes mean and rstd (two-pass), writes y = (v-mean)*rstd*w + bias to
+ * out[row] in odt, and the statistics when asked. */
 template <int NV>
-__global__ void cu_layernorm_fwd_v_kernel(void *out, dtype_t odt, float *mean, float *rstd, const float *inp,
-                                          const float *w, const float *bias, int N, float eps) {
+__device__ __forceinline__ void cu_ln_row_finish(const float4 (&v)[NV], float s, void *out, dtype_t odt,
+                                                 float *mean, float *rstd, const float *w, const float *bias,
+                                                 int row, int lane, float eps) {
     constexpr int C = 128 * NV;
-    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (row >= N) return;
-    const float *x = inp + (size_t)row * C;
-    float4 v[NV];
-    float s = 0.0f;
-#pragma unroll
-    for (int k = 0; k < NV; k++) {
-        v[k] = *(const float4 *)(x + 128 * k + 4 * lane);
-        s += (v[k].x + v[k].y) + (v[k].z + v[k].w);
-    }
     float m = cu_warp_sum(s) / C, q = 0.0f;
 #pragma unroll
     for (int k = 0; k < NV; k++) {
@@ -206,6 +202,23 @@ __global__ void cu_layernorm_fwd_v_kernel(void *out, dtype_t odt, float *mean, f
         if (mean) mean[row] = m;
         if (rstd) rstd[row] = rs;
     }
+}
+
+template <int NV>
+__global__ void cu_layernorm_fwd_v_kernel(void *out, dtype_t odt, float *mean, float *rstd, const float *inp,
+                                          const float *w, const float *bias, int N, float eps) {
+    constexpr int C = 128 * NV;
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= N) return;
+    const float *x = inp + (size_t)row * C;
+    float4 v[NV];
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        v[k] = *(const float4 *)(x + 128 * k + 4 * lane);
+        s += (v[k].x + v[k].y) + (v[k].z + v[k].w);
+    }
+    cu_ln_row_finish<NV>(v, s, out, odt, mean, rstd, w, bias, row, lane, eps);
 }
 
 template <int NV>
@@ -703,31 +716,7 @@ __global__ void cu_ls_ln_fwd_v_kernel(float *out, const float *res, const void *
         *(float4 *)(out + r0 + c) = v[k];
         s += (v[k].x + v[k].y) + (v[k].z + v[k].w);
     }
-    float m = cu_warp_sum(s) / C, q = 0.0f;
-#pragma unroll
-    for (int k = 0; k < NV; k++) {
-        float a = v[k].x - m, bb = v[k].y - m, c = v[k].z - m, d = v[k].w - m;
-        q += (a * a + bb * bb) + (c * c + d * d);
-    }
-    float rs = 1.0f / sqrtf(cu_warp_sum(q) / C + eps);
-#pragma unroll
-    for (int k = 0; k < NV; k++) {
-        int c = 128 * k + 4 * lane;
-        float4 wv = *(const float4 *)(w + c), bv = bias ? *(const float4 *)(bias + c) : make_float4(0, 0, 0, 0);
-        float y0 = (v[k].x - m) * rs * wv.x + bv.x, y1 = (v[k].y - m) * rs * wv.y + bv.y;
-        float y2 = (v[k].z - m) * rs * wv.z + bv.z, y3 = (v[k].w - m) * rs * wv.w + bv.w;
-        size_t o = r0 + c;
-        if (odt == DT_BF16) {
-            __nv_bfloat162 h[2] = {__floats2bfloat162_rn(y0, y1), __floats2bfloat162_rn(y2, y3)};
-            *(uint2 *)((__nv_bfloat16 *)ln + o) = *(const uint2 *)h;
-        } else {
-            *(float4 *)((float *)ln + o) = make_float4(y0, y1, y2, y3);
-        }
-    }
-    if (lane == 0) {
-        if (mean) mean[row] = m;
-        if (rstd) rstd[row] = rs;
-    }
+    cu_ln_row_finish<NV>(v, s, ln, odt, mean, rstd, w, bias, row, lane, eps);
 }
 
 void cu_layerscale_layernorm_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
