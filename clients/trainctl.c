@@ -250,6 +250,21 @@ static void tc_escape(char *out, size_t n, const char *s) {
     curl_free(e);
 }
 
+/* DELETE <collection>/<id>; prints the record (--json) or "<noun> <id> <done>". */
+static int tc_delete(const char *collection, const char *id, const char *noun, const char *done) {
+    char esc[512], path[700], what[64];
+    int ec;
+    tc_escape(esc, sizeof esc, id);
+    snprintf(path, sizeof path, "%s/%s", collection, esc);
+    snprintf(what, sizeof what, "delete %s", noun);
+    json_t *j = tc_call(what, "DELETE", path, NULL, NULL, &ec);
+    if (!j) return ec;
+    if (g_opt.json) tc_print_json(j);
+    else if (!g_opt.quiet) printf("%s %s %s\n", noun, id, done);
+    json_decref(j);
+    return 0;
+}
+
 /* ---- small formatting helpers --------------------------------------------- */
 
 static const char *js(const json_t *o, const char *k) {
@@ -504,15 +519,7 @@ static int cmd_datasets(tc_argv_t *av) {
     }
     if (!strcmp(sub, "rm") || !strcmp(sub, "delete")) {
         if (av->n != 2) tc_die_usage("usage: datasets rm NAME");
-        char esc[512], path[700];
-        tc_escape(esc, sizeof esc, av->v[1]);
-        snprintf(path, sizeof path, "/v1/datasets/%s", esc);
-        json_t *d = tc_call("delete dataset", "DELETE", path, NULL, NULL, &ec);
-        if (!d) return ec;
-        if (g_opt.json) tc_print_json(d);
-        else if (!g_opt.quiet) printf("dataset %s evicted\n", av->v[1]);
-        json_decref(d);
-        return 0;
+        return tc_delete("/v1/datasets", av->v[1], "dataset", "evicted");
     }
     if (!strcmp(sub, "load")) {
         if (av->n < 2 || av->v[1][0] == '-') tc_die_usage("usage: datasets load NAME --path DIR | --synthetic N,S,SEED");
@@ -809,15 +816,7 @@ static int cmd_checkpoints(tc_argv_t *av) {
     }
     if (av->n >= 1 && !strcmp(av->v[0], "rm")) {
         if (av->n != 2) tc_die_usage("usage: checkpoints rm CKPT_ID");
-        char esc[512], path[700];
-        tc_escape(esc, sizeof esc, av->v[1]);
-        snprintf(path, sizeof path, "/v1/checkpoints/%s", esc);
-        json_t *j = tc_call("delete checkpoint", "DELETE", path, NULL, NULL, &ec);
-        if (!j) return ec;
-        if (g_opt.json) tc_print_json(j);
-        else if (!g_opt.quiet) printf("checkpoint %s deleted\n", av->v[1]);
-        json_decref(j);
-        return 0;
+        return tc_delete("/v1/checkpoints", av->v[1], "checkpoint", "deleted");
     }
     char path[700] = "/v1/checkpoints";
     for (int i = 0; i < av->n; i++) {
