@@ -22,6 +22,7 @@
 #include "gpu/model.h"
 #include "gpu/stages.h"
 #include "store/checkpoint.h"
+#include "store/errbuf.h"
 
 /* ---- PRNG --------------------------------------------------------------------- */
 typedef rng_t stage_rng_t;
@@ -36,7 +37,6 @@ int stage_rng_from_json(const json_t *j, stage_rng_t *r);        /* 0 / -1 */
 void stage_split(int64_t n, const double frac[2], int64_t *begin, int64_t *end);
 double stage_now(void);                                          /* monotonic seconds */
 __attribute__((format(printf, 2, 3))) void stage_log(stage_ctx_t *ctx, const char *fmt, ...);
-__attribute__((format(printf, 3, 4))) int stage_fail(char *err, size_t errlen, const char *fmt, ...);
 json_t *stage_real(double x);                                    /* NaN/Inf -> null */
 
 /* ---- model ---------------------------------------------------------------------- */
@@ -55,6 +55,10 @@ typedef struct {
 int stage_model_open(stage_ctx_t *ctx, const dtype_plan_t *plan, const stage_model_req_t *req,
                      model_t **out, json_t **state, ckpt_meta_t *meta, char *err, size_t errlen);
 json_t *stage_model_json(const model_t *m, const char *backbone, const char *source);
+/* What every eval/infer result reports about its run: checkpoint, model, dtype_plan,
+ * images_per_s (images over dt seconds) and wall_s (since t0, stage_now()). */
+void stage_result_run_info(json_t *res, const stage_ctx_t *ctx, const model_t *m, const char *backbone,
+                           const dtype_plan_t *plan, double images, double dt, double t0);
 
 /* Mean pose of samples idx[0..n) (idx NULL: begin..begin+n) over hands and valid
  * joints, labels downloaded in bounded chunks. -1 with err on allocation failure. */

@@ -134,7 +134,7 @@ int stage_debug(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     stage_rng_t rng;
     stage_rng_seed(&rng, spec->seed ^ 0x6465627567ull);
     perm = malloc((size_t)nt * sizeof(int32_t));
-    if (!perm) { stage_fail(err, errlen, "out of memory"); goto done; }
+    if (!perm) { errbuf_set(err, errlen, "out of memory"); goto done; }
     for (int64_t i = 0; i < nt; i++) perm[i] = (int32_t)(tb + i);
     stage_permute(&rng, perm, nt);
     int64_t want = (int64_t)spec->batches * B, n = want < nt ? want : nt;
@@ -145,7 +145,7 @@ int stage_debug(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     preds = malloc((size_t)n * 63 * sizeof(float));
     gts = malloc((size_t)n * 63 * sizeof(float));
     has = malloc((size_t)n);
-    if (!preds || !gts || !has) { stage_fail(err, errlen, "out of memory"); goto done; }
+    if (!preds || !gts || !has) { errbuf_set(err, errlen, "out of memory"); goto done; }
     if (stage_batch_init(&b, be, B, err, errlen)) goto done;
 
     model_set_stats_hook(m, on_stats, &acc);
@@ -156,7 +156,7 @@ int stage_debug(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         int c = (int)(n - off < B ? n - off : B);
         stage_batch_set_idx(&b, perm + off, c);
         if (model_forward(m, ds->images, ds->image_dtype, b.d_idx, c, 0, e2, sizeof e2)) {
-            stage_fail(err, errlen, "forward: %s", e2);
+            errbuf_set(err, errlen, "forward: %s", e2);
             goto done;
         }
         hand_loss_t hl;
@@ -178,7 +178,7 @@ int stage_debug(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         }
     }
     model_set_stats_hook(m, NULL, NULL);
-    if (acc.oom) { stage_fail(err, errlen, "out of memory collecting activation statistics"); goto done; }
+    if (acc.oom) { errbuf_set(err, errlen, "out of memory collecting activation statistics"); goto done; }
 
     json_t *res = json_object();
     /* activations */

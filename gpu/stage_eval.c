@@ -63,10 +63,10 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         what = "indices";
         n = spec->n_indices;
         idx = malloc((size_t)n * sizeof(int32_t));
-        if (!idx) { stage_fail(err, errlen, "out of memory"); goto done; }
+        if (!idx) { errbuf_set(err, errlen, "out of memory"); goto done; }
         for (int64_t i = 0; i < n; i++) {
             if (spec->indices[i] >= ds->n) {
-                stage_fail(err, errlen, "indices[%lld] = %d is out of range: dataset '%s' has %lld samples",
+                errbuf_set(err, errlen, "indices[%lld] = %d is out of range: dataset '%s' has %lld samples",
                            (long long)i, spec->indices[i], spec->dataset, (long long)ds->n);
                 goto done;
             }
@@ -77,13 +77,13 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         int64_t a = spec->split_is_val ? vb : tb, e = spec->split_is_val ? ve : te;
         n = e - a;
         if (n < 1) {
-            stage_fail(err, errlen, "the %s split [%g, %g) of dataset '%s' (%lld samples) is empty", what,
+            errbuf_set(err, errlen, "the %s split [%g, %g) of dataset '%s' (%lld samples) is empty", what,
                        spec->split_is_val ? va[0] : tr[0], spec->split_is_val ? va[1] : tr[1], spec->dataset,
                        (long long)ds->n);
             goto done;
         }
         idx = malloc((size_t)n * sizeof(int32_t));
-        if (!idx) { stage_fail(err, errlen, "out of memory"); goto done; }
+        if (!idx) { errbuf_set(err, errlen, "out of memory"); goto done; }
         for (int64_t i = 0; i < n; i++) idx[i] = (int32_t)(a + i);
     }
     const float *mp = NULL;
@@ -99,7 +99,7 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     int r = stage_eval_indices(ctx, m, &b, idx, n, B, mp, 1, &mt, err, errlen);
     if (r < 0) goto done;
     if (r == 1) {
-        stage_fail(err, errlen, "eval cancelled");
+        errbuf_set(err, errlen, "eval cancelled");
         rc = 1;
         goto done;
     }
@@ -108,12 +108,7 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     json_object_set_new(res, "samples_from", json_string(what));
     if (!spec->n_indices) json_object_set_new(res, "range", json_pack("[II]", (json_int_t)idx[0], (json_int_t)(idx[0] + n)));
     json_object_set_new(res, "mean_pose_from", te > tb ? json_pack("[II]", (json_int_t)tb, (json_int_t)te) : json_null());
-    json_object_set_new(res, "checkpoint", ctx->checkpoint_path ? json_string(ctx->checkpoint_path) : json_null());
-    json_object_set_new(res, "model", stage_model_json(m, meta.backbone, ctx->checkpoint_path ? ctx->checkpoint_path
-                                                                          : ctx->weights_path));
-    json_object_set_new(res, "dtype_plan", dtype_plan_to_json(&plan));
-    json_object_set_new(res, "images_per_s", stage_real(dt > 0 ? n / dt : NAN));
-    json_object_set_new(res, "wall_s", json_real(stage_now() - t0));
+    stage_result_run_info(res, ctx, m, meta.backbone, &plan, n, dt, t0);
     if (ctx->on_metric) {
         ctx->on_metric(ctx->ud, 0, "mpjpe", mt.mpjpe);
         ctx->on_metric(ctx->ud, 0, "pa_mpjpe", mt.pa_mpjpe);

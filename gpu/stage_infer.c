@@ -46,16 +46,16 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     double t0 = stage_now();
     int from_images = spec->n_images > 0;
     int64_t n = from_images ? spec->n_images : spec->n_indices;
-    if (n < 1) return stage_fail(err, errlen, "infer needs indices or images");
+    if (n < 1) return errbuf_set(err, errlen, "infer needs indices or images");
 
     /* validate inputs before any allocation of consequence */
     for (int64_t i = 0; i < n; i++) {
         if (from_images) {
             if (spec->image_h[i] != ds->h || spec->image_w[i] != ds->w)
-                return stage_fail(err, errlen, "images[%lld] is %dx%d; the model runs at the dataset's %dx%d",
+                return errbuf_set(err, errlen, "images[%lld] is %dx%d; the model runs at the dataset's %dx%d",
                                   (long long)i, spec->image_w[i], spec->image_h[i], ds->w, ds->h);
         } else if (spec->indices[i] >= ds->n) {
-            return stage_fail(err, errlen, "indices[%lld] = %d is out of range: dataset '%s' has %lld samples",
+            return errbuf_set(err, errlen, "indices[%lld] = %d is out of range: dataset '%s' has %lld samples",
                               (long long)i, spec->indices[i], spec->dataset, (long long)ds->n);
         }
     }
@@ -79,13 +79,13 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     if (from_images) {
         d_img = be->alloc(be, (size_t)B * img_elems * dtype_size(plan.input));
         h_img = malloc((size_t)B * img_elems);
-        if (!d_img || !h_img) { stage_fail(err, errlen, "out of memory for the image batch"); goto done; }
+        if (!d_img || !h_img) { errbuf_set(err, errlen, "out of memory for the image batch"); goto done; }
     }
     size_t feat_bytes = ((spec->out_cls ? (size_t)D : 0) + (spec->out_patch_tokens ? (size_t)P * D : 0)) *
                         sizeof(float) * (size_t)n;
     int feat_file = feat_bytes > INFER_INLINE_MAX;
     if (feat_file && !ctx->result_dir) {
-        stage_fail(err, errlen, "infer: %zu bytes of features need a result directory", feat_bytes);
+        errbuf_set(err, errlen, "infer: %zu bytes of features need a result directory", feat_bytes);
         goto done;
     }
     if (spec->out_cls) cls = malloc((size_t)n * D * sizeof(float));
@@ -94,14 +94,14 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         hid = malloc((size_t)B * T * D * sizeof(float));
     }
     if ((spec->out_cls && !cls) || (spec->out_patch_tokens && (!patches || !hid))) {
-        stage_fail(err, errlen, "out of memory for %zu bytes of features", feat_bytes);
+        errbuf_set(err, errlen, "out of memory for %zu bytes of features", feat_bytes);
         goto done;
     }
 
     preds = json_array();
     double t1 = stage_now();
     for (int64_t off = 0; off < n; off += B) {
-        if (ctx->stop && *ctx->stop) { stage_fail(err, errlen, "infer cancelled"); rc = 1; goto done; }
+        if (ctx->stop && *ctx->stop) { errbuf_set(err, errlen, "infer cancelled"); rc = 1; goto done; }
         int c = (int)(n - off < B ? n - off : B);
         int r;
         if (from_images) {
@@ -112,7 +112,7 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
             stage_batch_set_idx(&b, spec->indices + off, c);
             r = model_forward(m, ds->images, ds->image_dtype, b.d_idx, c, want_hidden, e2, sizeof e2);
         }
-        if (r) { stage_fail(err, errlen, "forward: %s", e2); goto done; }
+        if (r) { errbuf_set(err, errlen, "forward: %s", e2); goto done; }
         stage_batch_preds(&b, m, c);
         if (cls) be->download(be, cls + (size_t)off * D, m->pooler, (size_t)c * D * sizeof(float));
         if (patches) {
@@ -161,7 +161,7 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         char path[1024];
         if (fs_mkdir_p(ctx->result_dir, 0755, e2, sizeof e2)) {
             json_decref(res);
-            stage_fail(err, errlen, "infer: %s", e2);
+            errbuf_set(err, errlen, "infer: %s", e2);
             goto done;
         }
         snprintf(path, sizeof path, "%s/features.safetensors", ctx->result_dir);
@@ -183,7 +183,7 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         if (wr) {
             json_decref(tens);
             json_decref(res);
-            stage_fail(err, errlen, "infer: writing %s: %s", path, e2);
+            errbuf_set(err, errlen, "infer: writing %s: %s", path, e2);
             goto done;
         }
         json_object_set_new(res, "features", json_pack("{sssssosI}", "file", "features.safetensors", "path", path,
@@ -191,12 +191,7 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     } else if (cls || patches) {
         json_object_set_new(res, "features", json_pack("{ss}", "inline", "per prediction"));
     }
-    json_object_set_new(res, "checkpoint", ctx->checkpoint_path ? json_string(ctx->checkpoint_path) : json_null());
-    json_object_set_new(res, "model", stage_model_json(m, meta.backbone, ctx->checkpoint_path ? ctx->checkpoint_path
-                                                                          : ctx->weights_path));
-    json_object_set_new(res, "dtype_plan", dtype_plan_to_json(&plan));
-    json_object_set_new(res, "images_per_s", stage_real(dt > 0 ? n / dt : NAN));
-    json_object_set_new(res, "wall_s", json_real(stage_now() - t0));
+    stage_result_run_info(res, ctx, m, meta.backbone, &plan, n, dt, t0);
     *result = res;
     rc = 0;
 done:

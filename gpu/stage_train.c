@@ -91,23 +91,23 @@ static json_t *state_json(const train_t *T) {
 }
 
 static int restore_state(train_t *T, const json_t *st, char *err, size_t errlen) {
-    if (!json_is_object(st)) return stage_fail(err, errlen, "resume: state.json is not an object");
+    if (!json_is_object(st)) return errbuf_set(err, errlen, "resume: state.json is not an object");
     json_t *step = json_object_get(st, "step"), *ep = json_object_get(st, "epoch"),
            *pos = json_object_get(st, "data_position"), *nt = json_object_get(st, "n_train");
     if (!json_is_integer(step) || !json_is_integer(ep) || !json_is_integer(pos) || !json_is_integer(nt))
-        return stage_fail(err, errlen, "resume: state.json lacks step/epoch/data_position/n_train");
+        return errbuf_set(err, errlen, "resume: state.json lacks step/epoch/data_position/n_train");
     if (json_integer_value(nt) != T->n_train)
-        return stage_fail(err, errlen,
+        return errbuf_set(err, errlen,
                           "resume: the checkpoint's training split has %lld samples, this job's has %lld "
                           "(another dataset or split: use model.weights to start from it instead)",
                           (long long)json_integer_value(nt), (long long)T->n_train);
     if (stage_rng_from_json(json_object_get(st, "rng_epoch_start"), &T->rng))
-        return stage_fail(err, errlen, "resume: state.json has no valid rng_epoch_start");
+        return errbuf_set(err, errlen, "resume: state.json has no valid rng_epoch_start");
     T->step = (long)json_integer_value(step);
     T->epoch = (int)json_integer_value(ep);
     T->pos = json_integer_value(pos);
     if (T->step < 0 || T->epoch < 0 || T->pos < 0 || T->pos > T->n_train)
-        return stage_fail(err, errlen, "resume: state.json has an out-of-range step/epoch/position");
+        return errbuf_set(err, errlen, "resume: state.json has an out-of-range step/epoch/position");
     json_t *bv = json_object_get(st, "best_val_mpjpe"), *bs = json_object_get(st, "best_step");
     T->best_val = json_is_number(bv) ? json_number_value(bv) : NAN;
     T->best_step = json_is_integer(bs) ? (long)json_integer_value(bs) : -1;
@@ -150,7 +150,7 @@ static int save_ckpt(train_t *T, int with_val, char *err, size_t errlen) {
     char dir[1024];
     int w = snprintf(dir, sizeof dir, "%s/%s/%ld", ctx->checkpoint_root, ctx->job_id ? ctx->job_id : "job",
                      T->step);
-    if (w < 0 || (size_t)w >= sizeof dir) return stage_fail(err, errlen, "checkpoint path too long");
+    if (w < 0 || (size_t)w >= sizeof dir) return errbuf_set(err, errlen, "checkpoint path too long");
     struct stat st;
     if (stat(dir, &st) == 0) {
         /* written by an earlier run of this job at this very step (deterministic: same content) */
@@ -161,11 +161,11 @@ static int save_ckpt(train_t *T, int with_val, char *err, size_t errlen) {
     }
     char parent[1024], e2[512];
     snprintf(parent, sizeof parent, "%s/%s", ctx->checkpoint_root, ctx->job_id ? ctx->job_id : "job");
-    if (fs_mkdir_p(parent, 0755, e2, sizeof e2)) return stage_fail(err, errlen, "checkpoint: %s", e2);
+    if (fs_mkdir_p(parent, 0755, e2, sizeof e2)) return errbuf_set(err, errlen, "checkpoint: %s", e2);
     json_t *state = state_json(T);
     int r = ckpt_save(dir, T->m, &T->meta, state, e2, sizeof e2);
     json_decref(state);
-    if (r) return stage_fail(err, errlen, "checkpoint at step %ld: %s", T->step, e2);
+    if (r) return errbuf_set(err, errlen, "checkpoint at step %ld: %s", T->step, e2);
     T->last_ckpt_step = T->step;
     snprintf(T->last_ckpt_dir, sizeof T->last_ckpt_dir, "%s", dir);
     if (ctx->on_checkpoint) {
@@ -202,7 +202,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     T.n_train = T.tr_e - T.tr_b;
     T.n_val = T.va_e - T.va_b;
     if (T.n_train < 1)
-        return stage_fail(err, errlen, "split.train [%g, %g) selects no samples of dataset '%s' (%lld samples)",
+        return errbuf_set(err, errlen, "split.train [%g, %g) selects no samples of dataset '%s' (%lld samples)",
                           spec->split_train[0], spec->split_train[1], spec->dataset, (long long)ds->n);
     if (T.n_val < 1) stage_log(ctx, "split.val selects no samples: no validation");
     int B = spec->batch_size;
@@ -212,7 +212,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     T.perm = malloc((size_t)T.n_train * sizeof(int32_t));
     T.val_idx = malloc((size_t)(T.n_val > 0 ? T.n_val : 1) * sizeof(int32_t));
     if (!T.perm || !T.val_idx) {
-        stage_fail(err, errlen, "out of memory for the data order (%lld samples)", (long long)T.n_train);
+        errbuf_set(err, errlen, "out of memory for the data order (%lld samples)", (long long)T.n_train);
         goto done;
     }
     for (int64_t i = 0; i < T.n_val; i++) T.val_idx[i] = (int32_t)(T.va_b + i);
@@ -260,7 +260,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         int Bn = (int)(T.n_train - T.pos < B ? T.n_train - T.pos : B);
         stage_batch_set_idx(&T.b, T.perm + T.pos, Bn);
         if (model_forward(T.m, ds->images, ds->image_dtype, T.b.d_idx, Bn, 0, e2, sizeof e2)) {
-            stage_fail(err, errlen, "step %ld: forward: %s", T.step + 1, e2);
+            errbuf_set(err, errlen, "step %ld: forward: %s", T.step + 1, e2);
             goto done;
         }
         be->hand_loss(be, &hl, T.b.d_dpred, T.b.d_dconf, T.m->pred, T.m->conf_logit, ds->joints, ds->joints_valid,

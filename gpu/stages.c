@@ -80,13 +80,6 @@ void stage_log(stage_ctx_t *ctx, const char *fmt, ...) {
     if (ctx->on_log) ctx->on_log(ctx->ud, buf);
 }
 
-int stage_fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    errbuf_vset(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 json_t *stage_real(double x) {
     return isfinite(x) ? json_real(x) : json_null();
@@ -107,12 +100,12 @@ int stage_model_open(stage_ctx_t *ctx, const dtype_plan_t *plan, const stage_mod
     const char *src = req->ckpt_dir ? req->ckpt_dir : ctx->weights_path;
     if (src) {
         if (ckpt_read_config(src, &cfg, meta, &has_meta, e2, sizeof e2))
-            return stage_fail(err, errlen, "%s", e2);
+            return errbuf_set(err, errlen, "%s", e2);
         if (!has_meta) snprintf(meta->backbone, sizeof meta->backbone, "%s", spec->model.backbone);
         if (spec->model.backbone[0] &&
             (cfg.hidden != spec->model.hidden || cfg.layers != spec->model.layers ||
              cfg.heads != spec->model.heads || cfg.registers != spec->model.registers))
-            return stage_fail(err, errlen,
+            return errbuf_set(err, errlen,
                               "model.backbone %s (registers %d) does not match %s (hidden %d, %d layers, "
                               "%d heads, %d registers)", spec->model.backbone, spec->model.registers, src,
                               cfg.hidden, cfg.layers, cfg.heads, cfg.registers);
@@ -123,14 +116,14 @@ int stage_model_open(stage_ctx_t *ctx, const dtype_plan_t *plan, const stage_mod
                       ds->mean[2], ds->std[0], ds->std[1], ds->std[2]);
     } else {
         if (!spec->model.backbone[0])
-            return stage_fail(err, errlen, "no model: give model.backbone, model.weights or a checkpoint");
+            return errbuf_set(err, errlen, "no model: give model.backbone, model.weights or a checkpoint");
         if (model_config_by_name(spec->model.backbone, spec->model.registers, &cfg, e2, sizeof e2))
-            return stage_fail(err, errlen, "%s", e2);
+            return errbuf_set(err, errlen, "%s", e2);
         snprintf(meta->backbone, sizeof meta->backbone, "%s", spec->model.backbone);
     }
     cfg.head_hand = 1;
     if (req->freeze_layers > cfg.layers)
-        return stage_fail(err, errlen, "model.freeze_layers %d exceeds the model's %d layers",
+        return errbuf_set(err, errlen, "model.freeze_layers %d exceeds the model's %d layers",
                           req->freeze_layers, cfg.layers);
     model_opts_t o;
     memset(&o, 0, sizeof o);
@@ -143,16 +136,16 @@ int stage_model_open(stage_ctx_t *ctx, const dtype_plan_t *plan, const stage_mod
     o.freeze_layers = req->freeze_layers;
     o.want_hidden = req->want_hidden;
     model_t *m = model_create(ctx->be, &cfg, &o, e2, sizeof e2);
-    if (!m) return stage_fail(err, errlen, "model: %s", e2);
+    if (!m) return errbuf_set(err, errlen, "model: %s", e2);
     if (req->ckpt_dir) {
         if (ckpt_load(req->ckpt_dir, m, req->load_optimizer, state, e2, sizeof e2)) {
             model_free(m);
-            return stage_fail(err, errlen, "%s", e2);
+            return errbuf_set(err, errlen, "%s", e2);
         }
     } else if (ctx->weights_path) {
         if (model_load_hf_dir(m, ctx->weights_path, e2, sizeof e2)) {
             model_free(m);
-            return stage_fail(err, errlen, "%s", e2);
+            return errbuf_set(err, errlen, "%s", e2);
         }
         if (!m->heads_loaded) model_init_heads(m, ctx->spec->seed, req->mean_pose);
     } else {
@@ -191,7 +184,7 @@ int stage_mean_pose(stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t
     int32_t *hidx = malloc(CH * sizeof(int32_t));
     if (!hidx) {
         stage_batch_free(&b);
-        return stage_fail(err, errlen, "out of memory");
+        return errbuf_set(err, errlen, "out of memory");
     }
     for (int64_t off = 0; off < n; off += CH) {
         int c = (int)(n - off < CH ? n - off : CH);
@@ -234,7 +227,7 @@ int stage_batch_init(stage_batch_t *b, backend_t *be, int cap, char *err, size_t
     if (!b->d_idx || !b->d_joints || !b->d_valid || !b->d_has || !b->d_dpred || !b->d_dconf || !b->h_pred ||
         !b->h_conf || !b->h_joints || !b->h_valid || !b->h_has) {
         stage_batch_free(b);
-        return stage_fail(err, errlen, "out of memory for batch buffers (%d samples): %s", cap, be->err);
+        return errbuf_set(err, errlen, "out of memory for batch buffers (%d samples): %s", cap, be->err);
     }
     return 0;
 }
@@ -290,7 +283,7 @@ int stage_eval_indices(stage_ctx_t *ctx, model_t *m, stage_batch_t *b, const int
         int c = (int)(n - off < bs ? n - off : bs);
         stage_batch_set_idx(b, idx + off, c);
         if (model_forward(m, ctx->ds->images, ctx->ds->image_dtype, b->d_idx, c, 0, e2, sizeof e2))
-            return stage_fail(err, errlen, "forward: %s", e2);
+            return errbuf_set(err, errlen, "forward: %s", e2);
         stage_batch_preds(b, m, c);
         stage_batch_labels(b, ctx->ds, c);
         metrics_acc_add(&acc, b->h_pred, b->h_joints, b->h_valid, b->h_has, c);
@@ -314,12 +307,12 @@ int stage_run(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     *result = NULL;
     if (err && errlen) err[0] = 0;
     if (!ctx || !ctx->be || !ctx->ds || !ctx->spec)
-        return stage_fail(err, errlen, "stage_run: backend, dataset and spec are required");
+        return errbuf_set(err, errlen, "stage_run: backend, dataset and spec are required");
     const dataset_t *ds = ctx->ds;
     if (ds->n < 1 || !ds->images || !ds->joints || !ds->joints_valid || !ds->has_hand)
-        return stage_fail(err, errlen, "dataset '%s' is empty or incomplete", ctx->spec->dataset);
+        return errbuf_set(err, errlen, "dataset '%s' is empty or incomplete", ctx->spec->dataset);
     if (ds->image_dtype != DT_BF16 && ds->image_dtype != DT_F32)
-        return stage_fail(err, errlen, "dataset images are %s; bf16 or fp32 expected",
+        return errbuf_set(err, errlen, "dataset images are %s; bf16 or fp32 expected",
                           dtype_name(ds->image_dtype));
     switch (ctx->spec->type) {
     case JOB_TRAIN: return stage_train(ctx, result, err, errlen);
@@ -327,5 +320,15 @@ int stage_run(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     case JOB_DEBUG: return stage_debug(ctx, result, err, errlen);
     case JOB_INFER: return stage_infer(ctx, result, err, errlen);
     }
-    return stage_fail(err, errlen, "unknown job type %d", (int)ctx->spec->type);
+    return errbuf_set(err, errlen, "unknown job type %d", (int)ctx->spec->type);
+}
+
+void stage_result_run_info(json_t *res, const stage_ctx_t *ctx, const model_t *m, const char *backbone,
+                           const dtype_plan_t *plan, double images, double dt, double t0) {
+    json_object_set_new(res, "checkpoint", ctx->checkpoint_path ? json_string(ctx->checkpoint_path) : json_null());
+    json_object_set_new(res, "model", stage_model_json(m, backbone, ctx->checkpoint_path ? ctx->checkpoint_path
+                                                                   : ctx->weights_path));
+    json_object_set_new(res, "dtype_plan", dtype_plan_to_json(plan));
+    json_object_set_new(res, "images_per_s", stage_real(dt > 0 ? images / dt : NAN));
+    json_object_set_new(res, "wall_s", json_real(stage_now() - t0));
 }
