@@ -250,6 +250,19 @@ static void tc_escape(char *out, size_t n, const char *s) {
     curl_free(e);
 }
 
+/* GET <collection>/<id> and print the record as JSON. */
+static int tc_show(const char *collection, const char *id, const char *noun) {
+    char esc[512], path[700];
+    int ec;
+    tc_escape(esc, sizeof esc, id);
+    snprintf(path, sizeof path, "%s/%s", collection, esc);
+    json_t *j = tc_call(noun, "GET", path, NULL, NULL, &ec);
+    if (!j) return ec;
+    tc_print_json(j);
+    json_decref(j);
+    return 0;
+}
+
 /* DELETE <collection>/<id>; prints the record (--json) or "<noun> <id> <done>". */
 static int tc_delete(const char *collection, const char *id, const char *noun, const char *done) {
     char esc[512], path[700], what[64];
@@ -508,14 +521,7 @@ static int cmd_datasets(tc_argv_t *av) {
     const char *sub = av->v[0];
     if (!strcmp(sub, "show")) {
         if (av->n != 2) tc_die_usage("usage: datasets show NAME");
-        char esc[512], path[700];
-        tc_escape(esc, sizeof esc, av->v[1]);
-        snprintf(path, sizeof path, "/v1/datasets/%s", esc);
-        json_t *d = tc_call("dataset", "GET", path, NULL, NULL, &ec);
-        if (!d) return ec;
-        tc_print_json(d);
-        json_decref(d);
-        return 0;
+        return tc_show("/v1/datasets", av->v[1], "dataset");
     }
     if (!strcmp(sub, "rm") || !strcmp(sub, "delete")) {
         if (av->n != 2) tc_die_usage("usage: datasets rm NAME");
@@ -805,14 +811,7 @@ static int cmd_checkpoints(tc_argv_t *av) {
     int ec;
     if (av->n >= 1 && !strcmp(av->v[0], "show")) {
         if (av->n != 2) tc_die_usage("usage: checkpoints show CKPT_ID");
-        char esc[512], path[700];
-        tc_escape(esc, sizeof esc, av->v[1]);
-        snprintf(path, sizeof path, "/v1/checkpoints/%s", esc);
-        json_t *j = tc_call("checkpoint", "GET", path, NULL, NULL, &ec);
-        if (!j) return ec;
-        tc_print_json(j);
-        json_decref(j);
-        return 0;
+        return tc_show("/v1/checkpoints", av->v[1], "checkpoint");
     }
     if (av->n >= 1 && !strcmp(av->v[0], "rm")) {
         if (av->n != 2) tc_die_usage("usage: checkpoints rm CKPT_ID");
