@@ -185,6 +185,12 @@ struct backend {
 
 /* Backends. NULL on failure with the reason in err. */
 backend_t *backend_cpu_create(char *err, size_t errlen);
+/* The memory cgroup limit over this process and the room left under it (page
+ * cache other than shmem counted as room), the tightest over the cgroup and its
+ * ancestors. cg_root: the cgroup mount ("/sys/fs/cgroup"); proc_cgroup: the
+ * path of /proc/self/cgroup. 1 when a limit was found, else 0. */
+int backend_cpu_cgroup_room(const char *cg_root, const char *proc_cgroup,
+                            unsigned long long *limit, unsigned long long *room);
 #ifdef TRAIND_CUDA
 backend_t *backend_cuda_create(int device, char *err, size_t errlen);
 #endif

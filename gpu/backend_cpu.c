@@ -191,9 +191,90 @@ static int cpu_read_u64(const char *path, unsigned long long *v) {
     return got;
 }
 
+/* The value of KEY in a cgroup memory.stat file ("key value" lines); 0 when absent. */
+static unsigned long long cpu_stat_key(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char k[64];
+    unsigned long long v, out = 0;
+    while (fscanf(f, "%63s %llu", k, &v) == 2)
+        if (!strcmp(k, key)) { out = v; break; }
+    fclose(f);
+    return out;
+}
+
+/* Room under one cgroup directory's limit. Usage counts the page cache, which
+ * in a busy container sits at the limit although the kernel gives it back on
+ * demand; file pages that are not shmem are therefore counted as room (shmem,
+ * which holds our own resident datasets, is not reclaimable). 1 with a limit. */
+static int cpu_cgroup_dir_room(const char *dir, int v2, unsigned long long *lim, unsigned long long *room) {
+    char p[4200];
+    unsigned long long l = 0, used = 0;
+    if (snprintf(p, sizeof p, "%s/%s", dir, v2 ? "memory.max" : "memory.limit_in_bytes") >= (int)sizeof p ||
+        !cpu_read_u64(p, &l) || l == 0)
+        return 0;
+    if (snprintf(p, sizeof p, "%s/%s", dir, v2 ? "memory.current" : "memory.usage_in_bytes") >= (int)sizeof p ||
+        !cpu_read_u64(p, &used))
+        return 0;
+    if (snprintf(p, sizeof p, "%s/memory.stat", dir) >= (int)sizeof p) return 0;
+    unsigned long long file = cpu_stat_key(p, v2 ? "file" : "total_cache");
+    unsigned long long shmem = cpu_stat_key(p, v2 ? "shmem" : "total_shmem");
+    if (!v2 && !file) { file = cpu_stat_key(p, "cache"); shmem = cpu_stat_key(p, "shmem"); }
+    unsigned long long cache = file > shmem ? file - shmem : 0;
+    unsigned long long busy = used > cache ? used - cache : 0;
+    *lim = l;
+    *room = busy < l ? l - busy : 0;
+    return 1;
+}
+
+int backend_cpu_cgroup_room(const char *cg_root, const char *proc_cgroup,
+                            unsigned long long *limit, unsigned long long *room) {
+    /* /proc/self/cgroup: "0::/path" for cgroup v2, "N:a,memory,b:/path" for a v1
+     * memory hierarchy (which, on a hybrid system, is where the limits are). */
+    char rel[4096] = "", rel_v1[4096] = "", line[4096];
+    int have_v1 = 0;
+    FILE *f = fopen(proc_cgroup, "r");
+    if (f) {
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\n")] = 0;
+            char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+            if (!c2) continue;
+            *c1 = *c2 = 0;
+            const char *ctrl = c1 + 1, *path = c2 + 1;
+            char ctrls[256];
+            snprintf(ctrls, sizeof ctrls, ",%s,", ctrl);
+            if (!strcmp(line, "0") && !*ctrl) snprintf(rel, sizeof rel, "%s", path);
+            else if (strstr(ctrls, ",memory,")) { snprintf(rel_v1, sizeof rel_v1, "%s", path); have_v1 = 1; }
+        }
+        fclose(f);
+    }
+    int v2 = !have_v1;
+    if (have_v1) snprintf(rel, sizeof rel, "%s", rel_v1);
+    /* From the process's own cgroup up to the mount: every ancestor's limit
+     * applies, the tightest wins. */
+    char dir[4200];
+    if (snprintf(dir, sizeof dir, "%s%s%s", cg_root, v2 ? "" : "/memory", rel) >= (int)sizeof dir) return 0;
+    size_t floor_len = strlen(cg_root) + (v2 ? 0 : strlen("/memory"));
+    int found = 0;
+    for (;;) {
+        size_t n = strlen(dir);
+        while (n > floor_len && dir[n - 1] == '/') dir[--n] = 0;
+        unsigned long long l, r;
+        if (cpu_cgroup_dir_room(dir, v2, &l, &r)) {
+            if (!found || r < *room) { *room = r; *limit = l; }
+            found = 1;
+        }
+        if (n <= floor_len) break;
+        char *slash = strrchr(dir, '/');
+        if (!slash || (size_t)(slash - dir) < floor_len) break;
+        *slash = 0;
+    }
+    return found;
+}
+
 /* MemAvailable / MemTotal of /proc/meminfo, narrowed to the memory cgroup's
- * limit when there is one (v2 memory.max/current, else v1 limit/usage), since
- * /proc/meminfo shows the host inside a container. */
+ * limit when there is one (see backend_cpu_cgroup_room), since /proc/meminfo
+ * shows the host inside a container or a systemd unit with MemoryMax=. */
 static int cpu_mem_info(backend_t *b, size_t *free_bytes, size_t *total_bytes) {
     FILE *f = fopen("/proc/meminfo", "r");
     if (!f) {
@@ -213,14 +294,8 @@ static int cpu_mem_info(backend_t *b, size_t *free_bytes, size_t *total_bytes) {
         cpu_seterr(b, "cpu: /proc/meminfo lacks %s", have_total ? "MemAvailable" : "MemTotal");
         return -1;
     }
-    unsigned long long lim = 0, used = 0;
-    int have_lim = cpu_read_u64("/sys/fs/cgroup/memory.max", &lim) &&
-                   cpu_read_u64("/sys/fs/cgroup/memory.current", &used);
-    if (!have_lim)
-        have_lim = cpu_read_u64("/sys/fs/cgroup/memory/memory.limit_in_bytes", &lim) &&
-                   cpu_read_u64("/sys/fs/cgroup/memory/memory.usage_in_bytes", &used);
-    if (have_lim && lim > 0 && lim < total) {
-        unsigned long long room = used < lim ? lim - used : 0;
+    unsigned long long lim = 0, room = 0;
+    if (backend_cpu_cgroup_room("/sys/fs/cgroup", "/proc/self/cgroup", &lim, &room) && lim < total) {
         total = lim;
         if (room < avail) avail = room;
     }

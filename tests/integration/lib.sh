@@ -193,7 +193,7 @@ api() {
     fi
     STATUS=$(curl "${args[@]}" "$@" "$URL$path")
     [ -n "$STATUS" ] || STATUS=000
-    BODY=$(cat "$TDIR/last_body" 2>/dev/null)
+    BODY=$(tr -d '\000' <"$TDIR/last_body" 2>/dev/null)   # binary bodies: compare last_body itself
 }
 jb() { printf '%s' "$BODY" | jq -r "$@" 2>/dev/null; }
 
@@ -230,7 +230,10 @@ wait_dataset() {   # wait_dataset NAME [TIMEOUT] -> prints final state
         case "$st" in ready|failed) break ;; esac
         sleep 0.2
     done
-    [ "$st" = ready ] || diag "dataset $name after ${t}s: $(curl -s -m 5 "$URL/v1/datasets/$name" | head -c 600)" >&2
+    if [ "$st" != ready ]; then
+        diag "dataset $name after ${t}s: $(curl -s -m 5 "$URL/v1/datasets/$name" | head -c 600)" >&2
+        [ -n "${DLOG:-}" ] && tail -n 15 "$DLOG" | sed 's/^/# daemon: /' >&2
+    fi
     printf '%s' "$st"
 }
 
