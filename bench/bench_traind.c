@@ -758,7 +758,7 @@ static int bench_load(backend_t *be, const bench_opts_t *o, char *err, size_t er
         }
         be->sync(be);
         double t2 = bench_now();
-        int lr = ds_load(be, dir, &in2, base, &l, NULL, NULL, NULL, err, errlen);
+        int lr = ds_load(be, dir, &in2, base, &l, NULL, NULL, NULL, NULL, err, errlen);
         be->sync(be);
         double t3 = bench_now();
         be->free(be, base);

@@ -42,6 +42,7 @@ typedef struct res_ds {
     char handle[CFG_MAX_DEVICES][BACKEND_HANDLE_MAX];
     uint64_t done, total;        /* load progress (bytes over all devices) */
     double t0, gbps;
+    int64_t masked_joints;       /* labelled joints with NaN/Inf coordinates, made invalid at load */
     int refs;                    /* workers holding it */
     volatile int cancel;
     int busy;                    /* the loader works on it (without the lock) */
@@ -255,7 +256,9 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
         snprintf(x->handle[s], sizeof x->handle[s], "%s", handle);
         pthread_mutex_unlock(&r->mu);
         prog_ud_t pu = {r, x, s, 0};
-        rc = ds_load(d->be[s], x->dir, &info, base, &l, on_load_progress, &pu, &x->cancel, msg, msglen);
+        int64_t masked = 0;
+        rc = ds_load(d->be[s], x->dir, &info, base, &l, on_load_progress, &pu, &x->cancel, &masked, msg, msglen);
+        if (rc == 0) x->masked_joints = masked;
     }
     ds_info_free(&info);
     if (rc) {
@@ -285,10 +288,14 @@ static void *loader_main(void *arg) {
         json_t *upd;
         if (rc == 0) {
             double gbps = el > 0 ? (double)x->layout.total * r->d->n_dev / (store_now() - x->t0) / 1e9 : 0;
-            upd = json_pack("{s:s, s:I, s:[i,i], s:o, s:I, s:f, s:f, s:b, s:n}", "state", "ready",
+            upd = json_pack("{s:s, s:I, s:[i,i], s:o, s:I, s:f, s:f, s:b, s:n, s:I}", "state", "ready",
                             "samples", (json_int_t)x->layout.n, "image_size", x->layout.h, x->layout.w,
                             "fields", ds_fields_to_json(x->layout.fields), "bytes", (json_int_t)x->layout.total,
-                            "progress", 1.0, "gb_per_s", gbps, "loaded_at", 1, "error");
+                            "progress", 1.0, "gb_per_s", gbps, "loaded_at", 1, "error",
+                            "masked_joints", (json_int_t)x->masked_joints);
+            if (x->masked_joints)
+                log_warn(NULL, "dataset %s: %lld labelled joints have NaN/Inf coordinates; they are masked out "
+                         "(invalid) in every loss and metric", x->name, (long long)x->masked_joints);
             if (store_dataset_update(r->d->store, x->name, upd, err, sizeof err))
                 log_error(NULL, "dataset %s: %s", x->name, err);
             log_info(NULL, "dataset %s: ready, %lld samples %dx%d, %.3f GB per device, %.2f GB/s (%.1f s)",

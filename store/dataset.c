@@ -431,7 +431,22 @@ typedef struct {
     uint64_t done, total;
     ds_progress_fn cb;
     void *ud;
+    int64_t masked;            /* joints with a non-finite coordinate, made invalid */
 } ds_loader_t;
+
+/* Joints [c][21][3] with a NaN/Inf coordinate become invalid: coordinates 0,
+ * mask 0 in valid [c][21] (a writable host copy). Returns how many. */
+static int64_t ds_mask_nonfinite(float *joints, uint8_t *valid, int64_t c) {
+    int64_t bad = 0;
+    for (int64_t i = 0; i < c * DS_JOINTS; i++) {
+        float *p = joints + 3 * i;
+        if (isfinite(p[0]) && isfinite(p[1]) && isfinite(p[2])) continue;
+        p[0] = p[1] = p[2] = 0.0f;
+        valid[i] = 0;
+        bad++;
+    }
+    return bad;
+}
 
 static size_t ds_image_file_row(dtype_t dt, int h, int w) {
     return (size_t)h * (size_t)w * 3 * dtype_size(dt);
@@ -519,7 +534,7 @@ static size_t ds_stage_row(const ds_info_t *info, dtype_t dt) {
 /* Issue the conversion/upload of one chunk of samples (global index g0). */
 static void ds_issue_chunk(ds_loader_t *ld, const ds_shard_t *sh, int64_t g0, int64_t c, char *stage,
                            size_t off_img, const size_t offs[DS_NFIELDS], void *tmp_f32,
-                           const uint8_t *ones) {
+                           const uint8_t *ones, uint8_t *mask) {
     backend_t *be = ld->be;
     const ds_layout_t *l = ld->l;
     size_t plane = (size_t)l->h * (size_t)l->w * 3;     /* elements per image */
@@ -535,6 +550,18 @@ static void ds_issue_chunk(ds_loader_t *ld, const ds_shard_t *sh, int64_t g0, in
     ld->done += (uint64_t)c * plane * 2;
     size_t dst_off[DS_NFIELDS] = {l->off_joints, l->off_valid, l->off_has_hand, l->off_intrinsics,
                                   l->off_object_poses, l->off_object_ids, l->off_num_objects};
+    /* non-finite joints -> invalid, in the staging copy (or in `mask` when the
+     * files have no validity mask) before anything is uploaded */
+    assert(offs[0] != SIZE_MAX);
+    const uint8_t *valid_src = NULL;
+    if (offs[1] != SIZE_MAX) {
+        ld->masked += ds_mask_nonfinite((float *)(void *)(stage + offs[0]), (uint8_t *)(stage + offs[1]), c);
+    } else {
+        memset(mask, 1, (size_t)c * DS_JOINTS);
+        int64_t bad = ds_mask_nonfinite((float *)(void *)(stage + offs[0]), mask, c);
+        if (bad) valid_src = mask;
+        ld->masked += bad;
+    }
     for (int k = 0; k < DS_NFIELDS; k++) {
         const ds_field_t *fd = &ds_fields[k];
         size_t rb = fd->row_bytes, bytes = (size_t)c * rb;
@@ -543,7 +570,8 @@ static void ds_issue_chunk(ds_loader_t *ld, const ds_shard_t *sh, int64_t g0, in
             be->upload(be, dst, stage + offs[k], bytes);
             ld->done += bytes;
         } else if (fd->bit == DS_F_JOINTS_VALID || fd->bit == DS_F_HAS_HAND) {
-            be->upload(be, dst, ones, bytes);      /* absent masks: all ones */
+            /* absent masks: all ones (the joint mask unless joints were masked above) */
+            be->upload(be, dst, fd->bit == DS_F_JOINTS_VALID && valid_src ? valid_src : ones, bytes);
             ld->done += bytes;
         }
     }
@@ -628,7 +656,7 @@ static void *ds_reader_main(void *arg) {
 }
 
 int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, const ds_layout_t *l,
-            ds_progress_fn cb, void *ud, volatile int *cancel, char *err, size_t errlen) {
+            ds_progress_fn cb, void *ud, volatile int *cancel, int64_t *masked_joints, char *err, size_t errlen) {
     if (l->n != info->n || l->h != info->h || l->w != info->w ||
         (l->fields & ~(DS_F_JOINTS_VALID | DS_F_HAS_HAND)) != (info->fields & ~(DS_F_JOINTS_VALID | DS_F_HAS_HAND)))
         return errbuf_set(err, errlen, "dataset %s: layout does not match the scan", dir);
@@ -672,12 +700,13 @@ int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, c
     p.st[0] = (ds_stage_t){.mem = be->host_alloc(be, stage_bytes), .chunk = -1};
     p.st[1] = (ds_stage_t){.mem = be->host_alloc(be, stage_bytes), .chunk = -1};
     uint8_t *ones = be->host_alloc(be, (size_t)chunk * DS_JOINTS);
+    uint8_t *mask = be->host_alloc(be, (size_t)chunk * DS_JOINTS);
     void *tmp = any_f32 ? be->alloc(be, (size_t)chunk * plane * 4) : NULL;
     int rc = -1, started = 0;
     pthread_t reader;
     pthread_mutex_init(&p.mu, NULL);
     pthread_cond_init(&p.cv, NULL);
-    if (!p.st[0].mem || !p.st[1].mem || !ones || (any_f32 && !tmp)) {
+    if (!p.st[0].mem || !p.st[1].mem || !ones || !mask || (any_f32 && !tmp)) {
         errbuf_set(err, errlen, "dataset %s: cannot allocate staging memory (2 x %zu bytes): %s", dir, stage_bytes, be->err);
         goto out;
     }
@@ -704,7 +733,7 @@ int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, c
             goto out;
         }
         const ds_chunk_t *c = &plan[k];
-        ds_issue_chunk(&ld, &info->shards[c->shard], c->g0, c->c, b->mem, b->off_img, b->offs, tmp, ones);
+        ds_issue_chunk(&ld, &info->shards[c->shard], c->g0, c->c, b->mem, b->off_img, b->offs, tmp, ones, mask);
         /* the device must be done with this buffer before the reader refills
          * it; meanwhile the reader is filling the other one */
         be->sync(be);
@@ -715,6 +744,7 @@ int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, c
         if (cb) cb(ud, ld.done, ld.total);
     }
     assert(ld.done == ld.total);
+    if (masked_joints) *masked_joints = ld.masked;
     rc = 0;
 out:
     if (started) {
@@ -731,6 +761,7 @@ out:
     if (p.st[0].mem) be->host_free(be, p.st[0].mem);
     if (p.st[1].mem) be->host_free(be, p.st[1].mem);
     if (ones) be->host_free(be, ones);
+    if (mask) be->host_free(be, mask);
     free(plan);
     return rc;
 }

@@ -112,10 +112,13 @@ typedef void (*ds_progress_fn)(void *ud, uint64_t bytes_done, uint64_t bytes_tot
  * Each shard is validated again when opened (a shard replaced since the
  * scan is an error). cb (may be NULL) is called after each chunk. *cancel
  * (may be NULL) is polled between chunks: DS_LOAD_CANCELLED. 0, or -1 with
- * err. Label values are copied as they are (no finiteness check). */
+ * err. Label values are copied bit for bit, except that a joint with a
+ * non-finite coordinate (NaN/Inf: a missing annotation) becomes an invalid
+ * joint (mask 0, coordinates 0) so that no loss or metric reads it; their
+ * number goes to *masked_joints (may be NULL). */
 int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base,
             const ds_layout_t *l, ds_progress_fn cb, void *ud, volatile int *cancel,
-            char *err, size_t errlen);
+            int64_t *masked_joints, char *err, size_t errlen);
 
 /* Size of each of the two staging buffers (default 32 MB; at least one
  * sample is always staged; 0 restores the default). For tests that want

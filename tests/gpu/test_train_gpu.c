@@ -68,7 +68,7 @@ static int tt_run(backend_t *be, const char *dsdir, const char *root, const char
     json_t *res = NULL;
     jobspec_t js;
     char field[128], msg[256], croot[1200];
-    if (ds_load(be, dsdir, &info, base, &lay, NULL, NULL, NULL, err, errlen)) goto out;
+    if (ds_load(be, dsdir, &info, base, &lay, NULL, NULL, NULL, NULL, err, errlen)) goto out;
     ds_view(&ds, base, &lay);
     json_t *sj = json_loads(spec_text, 0, NULL);
     if (!sj || jobspec_parse(sj, &js, field, sizeof field, msg, sizeof msg)) {

@@ -49,6 +49,7 @@ is "$(jb .samples)" "$NSAMP" "dataset samples"
 check "dataset reports resident bytes (bf16 images + fp32 labels)" \
     jq -e --argjson n "$NSAMP" --argjson s "$IMG" '.bytes >= ($n*3*$s*$s*2 + $n*63*4)' <<<"$BODY"
 check "dataset reports its fields" jq -e '.fields|length>0' <<<"$BODY"
+check "dataset reports masked_joints (labels with NaN/Inf; 0 here)" jq -e '.masked_joints==0' <<<"$BODY"
 api GET /v1/datasets
 is "$STATUS" 200 "GET /v1/datasets 200"
 check "list contains syn" jq -e '[.datasets[].name]|index("syn")!=null' <<<"$BODY"

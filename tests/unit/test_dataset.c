@@ -1,6 +1,7 @@
 /* tests/unit/test_dataset.c — dataset shards: scan, validation errors,
  * resident layout, and loading U8 / BF16 / F32 shards through the CPU
  * backend, with values checked against a direct computation. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,7 +178,7 @@ static void test_u8(void) {
     memset(base, 0xAB, l.total);
     prog_t pg = {.monotonic = 1};
     ds_set_stage_bytes(700);   /* about 2 samples per chunk: many chunks, both buffers */
-    r = ds_load(be, dir, &info, base, &l, on_progress, &pg, NULL, err, sizeof err);
+    r = ds_load(be, dir, &info, base, &l, on_progress, &pg, NULL, NULL, err, sizeof err);
     ds_set_stage_bytes(0);
     ok(r == 0, "load u8 dataset in small chunks: %s", r ? err : "");
     ok(pg.calls > 9 && pg.monotonic && pg.last == pg.total && pg.total > 0, "progress: %d calls, monotonic, ends at total",
@@ -191,21 +192,21 @@ static void test_u8(void) {
 
     /* cancellation */
     volatile int cancel = 1;
-    r = ds_load(be, dir, &info, base, &l, NULL, NULL, &cancel, err, sizeof err);
+    r = ds_load(be, dir, &info, base, &l, NULL, NULL, &cancel, NULL, err, sizeof err);
     ok(r == DS_LOAD_CANCELLED && strstr(err, "cancelled"), "cancel: %s", err);
 
     /* a shard replaced after the scan */
     shard_t other;
     shard_make(&other, 4, 6, 10, DT_U8, 1);
     shard_write(dir, "b.safetensors", &other, NULL, NULL);
-    r = ds_load(be, dir, &info, base, &l, NULL, NULL, NULL, err, sizeof err);
+    r = ds_load(be, dir, &info, base, &l, NULL, NULL, NULL, NULL, err, sizeof err);
     ok(r == -1 && strstr(err, "b.safetensors") && strstr(err, "changed since"), "shard changed after scan: %s", err);
     shard_free(&other);
 
     /* layout mismatch */
     ds_layout_t l2;
     ds_layout(&l2, 16, 6, 10, info.fields);
-    r = ds_load(be, dir, &info, base, &l2, NULL, NULL, NULL, err, sizeof err);
+    r = ds_load(be, dir, &info, base, &l2, NULL, NULL, NULL, NULL, err, sizeof err);
     ok(r == -1 && strstr(err, "layout"), "layout not matching the scan refused: %s", err);
 
     be->free(be, base);
@@ -233,7 +234,7 @@ static void test_float_shards(void) {
     ds_layout_t l;
     ds_layout_for(&l, &info);
     void *base = be->alloc(be, l.total);
-    r = ds_load(be, dir, &info, base, &l, NULL, NULL, NULL, err, sizeof err);
+    r = ds_load(be, dir, &info, base, &l, NULL, NULL, NULL, NULL, err, sizeof err);
     ok(r == 0, "load: %s", r ? err : "");
     dataset_t ds;
     ds_view(&ds, base, &l);
@@ -261,7 +262,7 @@ static void test_parallel_read(void) {
     ds_layout_t l;
     ds_layout_for(&l, &info);
     void *base = be->alloc(be, l.total);
-    int r = ds_load(be, dir, &info, base, &l, NULL, NULL, NULL, err, sizeof err);
+    int r = ds_load(be, dir, &info, base, &l, NULL, NULL, NULL, NULL, err, sizeof err);
     ok(r == 0, "load a 10 MB shard with parallel reads: %s", r ? err : "");
     dataset_t ds;
     ds_view(&ds, base, &l);
@@ -269,6 +270,55 @@ static void test_parallel_read(void) {
     be->free(be, base);
     ds_info_free(&info);
     shard_free(&a);
+}
+
+/* NaN/Inf joint coordinates (missing annotations) become invalid joints at
+ * load, with and without a validity mask in the files, across chunks. */
+static void test_nonfinite_labels(int with_mask) {
+    char dir[512], err[512];
+    mkdir_in(dir, sizeof dir, with_mask ? "nan-masked" : "nan-plain");
+    shard_t a;
+    shard_make(&a, 9, 8, 8, DT_U8, with_mask);
+    float *orig = malloc((size_t)a.n * 63 * 4);
+    uint8_t *ovalid = malloc((size_t)a.n * 21);
+    const int bad[][2] = {{0, 0}, {0, 20}, {3, 7}, {8, 4}};   /* (sample, joint) */
+    const float what[] = {NAN, INFINITY, -INFINITY, NAN};
+    const int coord[] = {0, 2, 1, 1};
+    for (int k = 0; k < 4; k++) a.joints[(bad[k][0] * 21 + bad[k][1]) * 3 + coord[k]] = what[k];
+    memcpy(orig, a.joints, (size_t)a.n * 63 * 4);
+    for (int64_t i = 0; i < a.n * 21; i++) ovalid[i] = with_mask ? a.valid[i] : 1;
+    shard_write(dir, "a.safetensors", &a, NULL, NULL);
+    ds_info_t info;
+    if (!ok(ds_scan(dir, &info, err, sizeof err) == 0, "scan a dataset with NaN/Inf joints: %s", err)) return;
+    ds_layout_t l;
+    ds_layout_for(&l, &info);
+    void *base = be->alloc(be, l.total);
+    ds_set_stage_bytes(3 * (8 * 8 * 3 + 63 * 4 + 64));   /* a few samples per chunk */
+    int64_t masked = -1;
+    int r = ds_load(be, dir, &info, base, &l, NULL, NULL, NULL, &masked, err, sizeof err);
+    ds_set_stage_bytes(0);
+    ok(r == 0, "load (%s mask in the files): %s", with_mask ? "with a" : "no", r ? err : "");
+    ok(masked == 4, "four non-finite joints counted as masked (%lld)", (long long)masked);
+    dataset_t ds;
+    ds_view(&ds, base, &l);
+    int bad_ok = 1, rest_ok = 1;
+    for (int64_t i = 0; i < a.n * 21; i++) {
+        int is_bad = 0;
+        for (int k = 0; k < 4; k++) is_bad |= bad[k][0] * 21 + bad[k][1] == i;
+        const float *j = ds.joints + 3 * i;
+        if (is_bad) bad_ok &= ds.joints_valid[i] == 0 && j[0] == 0 && j[1] == 0 && j[2] == 0;
+        else rest_ok &= ds.joints_valid[i] == ovalid[i] && memcmp(j, orig + 3 * i, 12) == 0;
+    }
+    ok(bad_ok, "non-finite joints: invalid, coordinates 0");
+    ok(rest_ok, "every other joint and mask bit for bit as in the files");
+    int all_finite = 1;
+    for (int64_t i = 0; i < a.n * 63; i++) all_finite &= isfinite(ds.joints[i]) != 0;
+    ok(all_finite, "no NaN/Inf in the resident labels");
+    be->free(be, base);
+    ds_info_free(&info);
+    shard_free(&a);
+    free(orig);
+    free(ovalid);
 }
 
 static void test_layout(void) {
@@ -426,6 +476,8 @@ int main(void) {
     test_u8();
     test_float_shards();
     test_parallel_read();
+    test_nonfinite_labels(1);
+    test_nonfinite_labels(0);
     test_bad_datasets();
     be->destroy(be);
     fs_rm_rf(root, err, sizeof err);

@@ -40,6 +40,8 @@ static const char *v1_schema =
     "  job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, step INTEGER NOT NULL,"
     "  path TEXT NOT NULL, bytes INTEGER NOT NULL, sha256 TEXT, metrics TEXT, created REAL NOT NULL);"
     "CREATE INDEX checkpoints_job ON checkpoints(job, step);"
+    "INSERT INTO datasets VALUES('old', '{\"synthetic\":{}}', 'ready', 16, 28, 28, '[]', 100, 1, 2.0, NULL,"
+    "  1700000000, 1700000001);"
     "INSERT INTO jobs(seq, id, type, dataset, priority, spec, plan, state, created)"
     "  VALUES(1, 'j-000001', 'train', 'ds', 0, '{}', '{}', 'succeeded', 1700000000);"
     "INSERT INTO metrics VALUES('j-000001', 'loss', 1, 2.0, 1700000001);"
@@ -89,6 +91,11 @@ static void test_migrations(void) {
     ok(store_checkpoint_get(s, "c-000001", &ck, err, sizeof err) == STORE_OK &&
        json_is_array(json_object_get(ck, "files")), "old checkpoint readable with the new files column");
     json_decref(ck);
+    json_t *ods = NULL;
+    ok(store_dataset_get(s, "old", &ods, err, sizeof err) == STORE_OK &&
+       json_integer_value(json_object_get(ods, "samples")) == 16 && json_is_null(json_object_get(ods, "masked_joints")),
+       "old dataset readable, masked_joints null (version 3 column)");
+    json_decref(ods);
     json_t *job = NULL;
     ok(store_job_get(s, "j-000001", &job, err, sizeof err) == STORE_OK &&
        strcmp(json_string_value(json_object_get(job, "state")), "succeeded") == 0, "old job kept");
@@ -352,16 +359,17 @@ static void test_datasets(store_t *s) {
        strcmp(json_string_value(json_object_get(ds, "state")), "loading") == 0, "dataset inserted as loading");
     json_decref(ds);
     ok(store_dataset_insert(s, "syn", src, NULL, err, sizeof err) == STORE_CONFLICT, "same name: conflict");
-    json_t *upd = json_pack("{s:s, s:i, s:[i,i], s:[s,s], s:I, s:f, s:f, s:b}", "state", "ready", "samples", 64,
+    json_t *upd = json_pack("{s:s, s:i, s:[i,i], s:[s,s], s:I, s:f, s:f, s:b, s:i}", "state", "ready", "samples", 64,
                             "image_size", 28, 28, "fields", "image", "hand_joints", "bytes", (json_int_t)123456,
-                            "progress", 1.0, "gb_per_s", 2.5, "loaded_at", 1);
+                            "progress", 1.0, "gb_per_s", 2.5, "loaded_at", 1, "masked_joints", 7);
     ok(store_dataset_update(s, "syn", upd, err, sizeof err) == STORE_OK, "dataset updated");
     json_decref(upd);
     store_dataset_get(s, "syn", &ds, err, sizeof err);
     ok(strcmp(json_string_value(json_object_get(ds, "state")), "ready") == 0 &&
        json_integer_value(json_object_get(ds, "bytes")) == 123456 &&
        json_integer_value(json_array_get(json_object_get(ds, "image_size"), 1)) == 28 &&
-       json_is_string(json_object_get(ds, "loaded_at")) && json_equal(json_object_get(ds, "source"), src),
+       json_is_string(json_object_get(ds, "loaded_at")) && json_equal(json_object_get(ds, "source"), src) &&
+       json_integer_value(json_object_get(ds, "masked_joints")) == 7,
        "dataset record fields");
     json_decref(ds);
     upd = json_pack("{s:s}", "state", "bogus");
@@ -458,6 +466,11 @@ int main(void) {
     json_object_foreach(counts, k, v) total_after += json_integer_value(v);
     json_decref(counts);
     ok(total_after == total_before && total_after > 0, "jobs survive reopen (%lld)", (long long)total_after);
+    json_t *ods = NULL;
+    ok(store_dataset_get(s, "old", &ods, err, sizeof err) == STORE_OK &&
+       json_integer_value(json_object_get(ods, "samples")) == 16 && json_is_null(json_object_get(ods, "masked_joints")),
+       "old dataset readable, masked_joints null (version 3 column)");
+    json_decref(ods);
     json_t *job = NULL;
     ok(store_job_get(s, "j-000001", &job, err, sizeof err) == STORE_OK &&
        strcmp(json_string_value(json_object_get(job, "state")), "succeeded") == 0, "job state survives reopen");

@@ -138,7 +138,7 @@ int main(void) {
     ds_layout_t lay;
     ds_layout_for(&lay, &info);
     void *base = be->alloc(be, lay.total);
-    ok(base && ds_load(be, dsdir, &info, base, &lay, NULL, NULL, NULL, err, sizeof err) == 0, "load (%s)", err);
+    ok(base && ds_load(be, dsdir, &info, base, &lay, NULL, NULL, NULL, NULL, err, sizeof err) == 0, "load (%s)", err);
     ds_view(&ds, base, &lay);
     ok(ds.image_dtype == DT_BF16 && ds.n == NS && ds.h == S, "resident images are bf16 [%d,3,%d,%d]", NS, S, S);
 

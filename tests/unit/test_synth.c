@@ -220,7 +220,7 @@ static void test_cli(void) {
         ds_layout_t l;
         ds_layout_for(&l, &info);
         void *base = be->alloc(be, l.total);
-        ok(ds_load(be, d, &info, base, &l, NULL, NULL, NULL, err, sizeof err) == 0, "synthetic dataset loads");
+        ok(ds_load(be, d, &info, base, &l, NULL, NULL, NULL, NULL, err, sizeof err) == 0, "synthetic dataset loads");
         dataset_t ds;
         ds_view(&ds, base, &l);
         float J[63];
