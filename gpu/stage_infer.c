@@ -1,16 +1,22 @@
 /* gpu/stage_infer.c — the infer stage (SPEC §4 infer).
  *
- * Inputs: dataset `indices`, or inline u8 HWC RGB `images` of the model's
- * working size (the dataset's image size), converted per batch on the backend
- * with be->images_from_u8 using the dataset's mean/std, straight into the
- * plan's input dtype. Outputs per image: joints [21][3] in metres (camera
- * frame) and confidences (sigmoid of the confidence head), fp32. Optional
- * features: "cls" (the pooler output: final LayerNorm of the CLS token, [D])
- * and "patch_tokens" (last_hidden_state without CLS and registers, [P,D]).
- * Features over 64 KB in total go to <result_dir>/features.safetensors (F32
- * "cls" [n,D], "patch_tokens" [n,P,D]; the result names the file), smaller
- * ones are inline.
+ * Inputs: dataset `indices`, or inline u8 HWC RGB `images` of any size. The
+ * model runs at the dataset's image size: an inline image of another size is
+ * resized on the host to the dataset's h x w (gpu/image.c: bilinear up,
+ * anti-aliased triangle down) and its result entry says "resized_from":
+ * [H, W]; an image of the right size is used byte for byte. Each batch is
+ * converted on the backend with be->images_from_u8 using the dataset's
+ * mean/std, straight into the plan's input dtype.
+ *
+ * Outputs per image: joints [21][3] in metres (camera frame) and confidences
+ * (sigmoid of the confidence head), fp32. Optional features: "cls" (the
+ * pooler output: final LayerNorm of the CLS token, [D]) and "patch_tokens"
+ * (last_hidden_state without CLS and registers, [P,D]). Features over 64 KB
+ * in total go to <result_dir>/features.safetensors (F32 "cls" [n,D],
+ * "patch_tokens" [n,P,D]; the result names the file), smaller ones are
+ * inline.
  */
+#include "gpu/image.h"
 #include "gpu/stage_common.h"
 #include "store/fsutil.h"
 #include "store/safetensors.h"
@@ -48,13 +54,10 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     int64_t n = from_images ? spec->n_images : spec->n_indices;
     if (n < 1) return errbuf_set(err, errlen, "infer needs indices or images");
 
-    /* validate inputs before any allocation of consequence */
-    for (int64_t i = 0; i < n; i++) {
-        if (from_images) {
-            if (spec->image_h[i] != ds->h || spec->image_w[i] != ds->w)
-                return errbuf_set(err, errlen, "images[%lld] is %dx%d; the model runs at the dataset's %dx%d",
-                                  (long long)i, spec->image_w[i], spec->image_h[i], ds->w, ds->h);
-        } else if (spec->indices[i] >= ds->n) {
+    /* validate inputs before any allocation of consequence (inline images of
+     * any size are valid: they are resized in the batch loop) */
+    for (int64_t i = 0; !from_images && i < n; i++) {
+        if (spec->indices[i] >= ds->n) {
             return errbuf_set(err, errlen, "indices[%lld] = %d is out of range: dataset '%s' has %lld samples",
                               (long long)i, spec->indices[i], spec->dataset, (long long)ds->n);
         }
@@ -105,7 +108,17 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         int c = (int)(n - off < B ? n - off : B);
         int r;
         if (from_images) {
-            for (int i = 0; i < c; i++) memcpy(h_img + (size_t)i * img_elems, spec->images[off + i], img_elems);
+            for (int i = 0; i < c; i++) {
+                int64_t k = off + i;
+                uint8_t *dst = h_img + (size_t)i * img_elems;   /* u8 [h][w][3] */
+                if (spec->image_h[k] == ds->h && spec->image_w[k] == ds->w) {
+                    memcpy(dst, spec->images[k], img_elems);
+                } else if (image_resize_u8(spec->images[k], spec->image_h[k], spec->image_w[k], dst, ds->h, ds->w,
+                                           e2, sizeof e2)) {
+                    errbuf_set(err, errlen, "images[%lld]: %s", (long long)k, e2);
+                    goto done;
+                }
+            }
             be->images_from_u8(be, d_img, plan.input, h_img, c, ds->h, ds->w, ds->mean, ds->std);
             r = model_forward(m, d_img, plan.input, NULL, c, want_hidden, e2, sizeof e2);
         } else {
@@ -123,8 +136,14 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         }
         for (int i = 0; i < c; i++) {
             json_t *o = json_object();
-            if (from_images) json_object_set_new(o, "image", json_integer(off + i));
-            else json_object_set_new(o, "index", json_integer(spec->indices[off + i]));
+            if (from_images) {
+                int64_t k = off + i;
+                json_object_set_new(o, "image", json_integer(k));
+                if (spec->image_h[k] != ds->h || spec->image_w[k] != ds->w)
+                    json_object_set_new(o, "resized_from", json_pack("[ii]", spec->image_h[k], spec->image_w[k]));
+            } else {
+                json_object_set_new(o, "index", json_integer(spec->indices[off + i]));
+            }
             json_t *jt = json_array();
             for (int j = 0; j < 21; j++) json_array_append_new(jt, float_array(b.h_pred + (size_t)i * 63 + 3 * j, 3));
             json_object_set_new(o, "joints", jt);
