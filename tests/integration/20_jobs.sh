@@ -136,6 +136,14 @@ is "$(wait_job "$iid2" 300)" succeeded "inline infer succeeded"
 api GET "/v1/jobs/$iid2/result"
 check "inline infer: one prediction and CLS features (64 = dinov2-tiny hidden)" \
     jq -e '([..|objects|select(has("joints") and (.joints|type=="array"))]|length==1) and (tostring|test("cls"))' <<<"$BODY"
+# an inline image of another size is resized to the dataset's (13 wide, 9 high here)
+b64r=$(python3 -c "import base64,random; random.seed(2); print(base64.b64encode(bytes(random.randrange(256) for _ in range(9*13*3))).decode())")
+submit "{\"type\":\"infer\",\"dataset\":\"syn\",\"checkpoint\":\"$ck\",\"images\":[{\"u8_hwc_b64\":\"$b64r\",\"height\":9,\"width\":13}]}"; iidr=$JOB
+is "$STATUS" 201 "infer job (inline 13x9 image, not the dataset's size) submitted"
+is "$(wait_job "$iidr" 300)" succeeded "inline infer of a 13x9 image succeeded"
+api GET "/v1/jobs/$iidr/result"
+check "inline 13x9 infer: one prediction of 21 joints, resized_from [9,13] (height first)" \
+    jq -e '[..|objects|select(has("joints") and (.joints|type=="array"))] as $p | ($p|length)==1 and ($p[0].joints|length)==21 and $p[0].resized_from==[9,13]' <<<"$BODY"
 # large outputs go to a safetensors file fetched through the result (SPEC §4)
 # (80 images x 4 patches x 64 floats = 80 KB of patch tokens: over the 64 KB inline limit)
 idx80=$(seq -s, 0 79)
