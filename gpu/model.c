@@ -919,14 +919,6 @@ out:
 /* ------------------------------------------------------------------------ */
 /* HF loading                                                                 */
 
-static void shape_str(char *out, size_t n, int ndim, const int64_t *s) {
-    size_t k = 0;
-    k += (size_t)snprintf(out + k, n - k, "[");
-    for (int i = 0; i < ndim && k < n; i++)
-        k += (size_t)snprintf(out + k, n - k, "%s%lld", i ? "," : "", (long long)s[i]);
-    if (k < n) snprintf(out + k, n - k, "]");
-}
-
 static int shape_eq(const st_tensor_t *t, int ndim, const int64_t *s) {
     if (t->rank != ndim) return 0;
     for (int i = 0; i < ndim; i++) if (t->shape[i] != s[i]) return 0;
@@ -957,14 +949,10 @@ int model_load_hf_dir(model_t *m, const char *dir, char *err, size_t errlen) {
     if (fc.layer_norm_eps != c->layer_norm_eps) m->cfg.layer_norm_eps = fc.layer_norm_eps;
     m->cfg.image_size = fc.image_size;
 
-    char path[4096];
-    if (fs_join(path, sizeof path, dir, "model.safetensors") < 0) {
-        snprintf(err, errlen, "%s: path too long", dir);
-        return -1;
-    }
+    st_file_t *f = st_open_in(dir, "model.safetensors", err, errlen);
+    if (!f) return -1;
+    const char *path = st_path(f);
     char serr[512];
-    st_file_t *f = st_open(path, serr, sizeof serr);
-    if (!f) { snprintf(err, errlen, "%s", serr); return -1; }
 
     /* the table of the file: how big is its position table? */
     const int D = c->hidden;
@@ -976,7 +964,7 @@ int model_load_hf_dir(model_t *m, const char *dir, char *err, size_t errlen) {
     }
     if (tpos->rank != 3 || tpos->shape[0] != 1 || tpos->shape[2] != D || tpos->shape[1] < 2) {
         char s[96];
-        shape_str(s, sizeof s, tpos->rank, tpos->shape);
+        st_shape_str(s, sizeof s, tpos->rank, tpos->shape);
         snprintf(err, errlen, "%s: tensor \"embeddings.position_embeddings\" has shape %s, expected [1,1+N,%d]",
                  path, s, D);
         st_close(f);
@@ -1020,8 +1008,8 @@ int model_load_hf_dir(model_t *m, const char *dir, char *err, size_t errlen) {
         if (i == pv->i_pos) continue;        /* checked above, interpolated below */
         if (!shape_eq(t, p->ndim, p->shape)) {
             char a[96], b[96];
-            shape_str(a, sizeof a, t->rank, t->shape);
-            shape_str(b, sizeof b, p->ndim, p->shape);
+            st_shape_str(a, sizeof a, t->rank, t->shape);
+            st_shape_str(b, sizeof b, p->ndim, p->shape);
             snprintf(err, errlen, "%s: tensor \"%s\" has shape %s, expected %s", path, p->name, a, b);
             goto out;
         }

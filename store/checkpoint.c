@@ -290,14 +290,10 @@ int ckpt_read_config(const char *dir, model_config_t *cfg, ckpt_meta_t *meta, in
 }
 
 static int ckpt_load_optimizer(const char *dir, model_t *m, char *err, size_t errlen) {
-    char path[4096];
-    if (fs_join(path, sizeof path, dir, "optimizer.safetensors") < 0) {
-        snprintf(err, errlen, "%s: path too long", dir);
-        return -1;
-    }
+    st_file_t *f = st_open_in(dir, "optimizer.safetensors", err, errlen);
+    if (!f) return -1;
+    const char *path = st_path(f);
     char serr[512];
-    st_file_t *f = st_open(path, serr, sizeof serr);
-    if (!f) { snprintf(err, errlen, "%s", serr); return -1; }
     int rc = -1;
     size_t maxn = 0;
     for (int i = 0; i < m->n_tensors; i++) if (m->table[i].n > maxn) maxn = m->table[i].n;

@@ -52,10 +52,8 @@ json_t *ds_fields_to_json(unsigned fields) {
 }
 
 static void ds_shape_str(char *buf, size_t len, const st_tensor_t *t) {
-    size_t o = (size_t)snprintf(buf, len, "%s [", st_dtype_name(t->dtype));
-    for (int i = 0; i < t->rank && o < len; i++)
-        o += (size_t)snprintf(buf + o, len - o, "%s%lld", i ? "," : "", (long long)t->shape[i]);
-    if (o < len) snprintf(buf + o, len - o, "]");
+    size_t o = (size_t)snprintf(buf, len, "%s ", st_dtype_name(t->dtype));
+    if (o < len) st_shape_str(buf + o, len - o, t->rank, t->shape);
 }
 
 /* Parse a metadata value "[a,b,c]" into v[3]; positive requires > 0. */
@@ -216,15 +214,12 @@ int ds_scan(const char *dir, ds_info_t *info, char *err, size_t errlen) {
     char path[4096];
     ds_shape_t first = {0};
     for (int i = 0; i < nn; i++) {
-        if (fs_join(path, sizeof path, dir, names[i]) != 0) {
-            errbuf_set(err, errlen, "dataset %s: path too long", dir);
-            goto out;
-        }
-        st_file_t *f = st_open(path, err, errlen);
+        st_file_t *f = st_open_in(dir, names[i], err, errlen);
         if (!f) goto out;
         ds_shape_t s;
         int r = ds_check_shard(f, &s, err, errlen);
         uint64_t fb = st_file_size(f);
+        snprintf(path, sizeof path, "%s", st_path(f));   /* for the messages below */
         st_close(f);
         if (r != 0) goto out;
         if (i == 0) {

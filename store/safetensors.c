@@ -77,7 +77,7 @@ static int st_sizes(st_dtype_t dt, int rank, const int64_t *shape, int64_t *nume
     return 0;
 }
 
-static void st_shape_str(char *buf, size_t len, int rank, const int64_t *shape) {
+void st_shape_str(char *buf, size_t len, int rank, const int64_t *shape) {
     size_t o = 0;
     o += (size_t)snprintf(buf + o, len - o, "[");
     for (int i = 0; i < rank && o < len; i++)
@@ -107,6 +107,15 @@ static int st_cmp_offset(const void *a, const void *b) {
 static int st_cmp_name_idx(const void *a, const void *b, void *ctx) {
     const st_file_t *f = ctx;
     return strcmp(f->t[*(const int *)a].name, f->t[*(const int *)b].name);
+}
+
+st_file_t *st_open_in(const char *dir, const char *name, char *err, size_t errlen) {
+    char path[4096];
+    if (fs_join(path, sizeof path, dir, name) != 0) {
+        errbuf_set(err, errlen, "%s/%s: path too long", dir, name);
+        return NULL;
+    }
+    return st_open(path, err, errlen);
 }
 
 void st_close(st_file_t *f) {

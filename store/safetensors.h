@@ -65,6 +65,10 @@ typedef struct st_file st_file_t;
 
 /* Open and validate. NULL on any problem, with the message in err. */
 st_file_t *st_open(const char *path, char *err, size_t errlen);
+/* The same for the file `name` inside directory `dir`. */
+st_file_t *st_open_in(const char *dir, const char *name, char *err, size_t errlen);
+/* "[2,3,4]": a shape for messages (truncated to len). */
+void st_shape_str(char *buf, size_t len, int rank, const int64_t *shape);
 void st_close(st_file_t *f);                       /* NULL is fine */
 
 const char *st_path(const st_file_t *f);
