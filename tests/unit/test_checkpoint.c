@@ -374,32 +374,26 @@ int main(void) {
         model_free(mw);
     }
 
-    copy_ckpt(ck, bad);
-    write_text(bad, "config.json", "{\"model_type\": \"dinov2\", \"hidden_size\": 64,");
-    expect_fail(&c2, bad, 1, "bad JSON", "truncated config.json");
-
-    copy_ckpt(ck, bad);
-    write_text(bad, "config.json", "{\"model_type\":\"dinov2_with_registers\",\"hidden_size\":64,\"num_hidden_layers\":2,"
-                                   "\"num_attention_heads\":2,\"num_register_tokens\":4,\"image_size\":28,\"hidden_act\":\"relu\"}");
-    expect_fail(&c2, bad, 1, "hidden_act \"relu\"", "hidden_act relu");
-
-    copy_ckpt(ck, bad);
-    write_text(bad, "config.json", "{\"model_type\":\"dinov2_with_registers\",\"hidden_size\":64,\"num_hidden_layers\":2,"
-                                   "\"num_attention_heads\":2,\"num_register_tokens\":4,\"use_swiglu_ffn\":true}");
-    expect_fail(&c2, bad, 1, "use_swiglu_ffn", "SwiGLU");
-
-    copy_ckpt(ck, bad);
-    write_text(bad, "config.json", "{\"model_type\":\"vit\",\"hidden_size\":64}");
-    expect_fail(&c2, bad, 1, "model_type \"vit\"", "other model_type");
-
-    copy_ckpt(ck, bad);
-    write_text(bad, "config.json", "{\"model_type\":\"dinov2_with_registers\",\"hidden_size\":128,\"num_hidden_layers\":2,"
-                                   "\"num_attention_heads\":2,\"num_register_tokens\":4}");
-    expect_fail(&c2, bad, 1, "hidden 128", "config of another size");
-
-    copy_ckpt(ck, bad);
-    write_text(bad, "config.json", "{\"model_type\":\"dinov2_with_registers\",\"num_hidden_layers\":2}");
-    expect_fail(&c2, bad, 1, "hidden_size", "config without hidden_size");
+    /* broken or foreign config.json: {file text, words the error must hold, case} */
+    static const char *const bad_configs[][3] = {
+        {"{\"model_type\": \"dinov2\", \"hidden_size\": 64,", "bad JSON", "truncated config.json"},
+        {"{\"model_type\":\"dinov2_with_registers\",\"hidden_size\":64,\"num_hidden_layers\":2,"
+         "\"num_attention_heads\":2,\"num_register_tokens\":4,\"image_size\":28,\"hidden_act\":\"relu\"}",
+         "hidden_act \"relu\"", "hidden_act relu"},
+        {"{\"model_type\":\"dinov2_with_registers\",\"hidden_size\":64,\"num_hidden_layers\":2,"
+         "\"num_attention_heads\":2,\"num_register_tokens\":4,\"use_swiglu_ffn\":true}",
+         "use_swiglu_ffn", "SwiGLU"},
+        {"{\"model_type\":\"vit\",\"hidden_size\":64}", "model_type \"vit\"", "other model_type"},
+        {"{\"model_type\":\"dinov2_with_registers\",\"hidden_size\":128,\"num_hidden_layers\":2,"
+         "\"num_attention_heads\":2,\"num_register_tokens\":4}", "hidden 128", "config of another size"},
+        {"{\"model_type\":\"dinov2_with_registers\",\"num_hidden_layers\":2}", "hidden_size",
+         "config without hidden_size"},
+    };
+    for (size_t k = 0; k < sizeof bad_configs / sizeof bad_configs[0]; k++) {
+        copy_ckpt(ck, bad);
+        write_text(bad, "config.json", bad_configs[k][0]);
+        expect_fail(&c2, bad, 1, bad_configs[k][1], bad_configs[k][2]);
+    }
 
     copy_ckpt(ck, bad);
     write_text(bad, "state.json", "[1,2");
