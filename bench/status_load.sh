@@ -14,12 +14,18 @@
 # numbers are appended to bench/RESULTS.md with date, commit, machine and
 # command.
 #
+# --pin (for a machine with few cores and the CPU backend): the worker runs
+# alone on core 0 with one BLAS thread, the daemon and wrk share the other
+# cores — as on a GPU machine, where the job's compute is not on the cores that
+# answer HTTP. What is left to measure is the daemon's own interference (store
+# reads beside the recorder's writes, locks, caches), not two programs sharing a core.
+#
 #   bench/status_load.sh [--rate 500] [--seconds 10] [--rounds 4] [--backend auto]
-#                        [--image 56] [--batch 16] [--no-record]
+#                        [--image 56] [--batch 16] [--pin] [--no-record]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RATE=500 SECS=10 ROUNDS=4 BACKEND=auto IMAGE=56 BATCH=16 RECORD=1 CONNS=10
+RATE=500 SECS=10 ROUNDS=4 BACKEND=auto IMAGE=56 BATCH=16 RECORD=1 CONNS=10 PIN=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --rate) RATE=$2; shift 2 ;;
@@ -30,11 +36,16 @@ while [ $# -gt 0 ]; do
         --batch) BATCH=$2; shift 2 ;;
         --connections) CONNS=$2; shift 2 ;;
         --no-record) RECORD=0; shift ;;
+        --pin) PIN=1; shift ;;
         -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
-CMDLINE="bench/status_load.sh --rate $RATE --seconds $SECS --rounds $ROUNDS --backend $BACKEND --image $IMAGE --batch $BATCH --connections $CONNS"
+CMDLINE="bench/status_load.sh --rate $RATE --seconds $SECS --rounds $ROUNDS --backend $BACKEND --image $IMAGE --batch $BATCH --connections $CONNS$([ "$PIN" = 1 ] && echo " --pin")"
+NCPU=$(nproc)
+if [ "$PIN" = 1 ] && [ "$NCPU" -lt 2 ]; then echo "--pin needs at least 2 cores" >&2; exit 2; fi
+REST="1-$((NCPU - 1))"                       # daemon and wrk with --pin
+PIN_CMD=(); [ "$PIN" = 1 ] && PIN_CMD=(taskset -c "$REST")
 
 for p in wrk curl jq; do
     if ! command -v "$p" >/dev/null 2>&1; then
@@ -57,7 +68,8 @@ cleanup() {
     rm -rf "$STATE"
 }
 trap cleanup EXIT
-"$TRAIND" --state-dir "$STATE" --backend "$BACKEND" --listen "127.0.0.1:$PORT" --log-level warn 2>"$STATE/log" &
+if [ "$PIN" = 1 ]; then export OPENBLAS_NUM_THREADS=1; fi   # inherited by the worker
+"${PIN_CMD[@]}" "$TRAIND" --state-dir "$STATE" --backend "$BACKEND" --listen "127.0.0.1:$PORT" --log-level warn 2>"$STATE/log" &
 DPID=$!
 for _ in $(seq 1 100); do curl -sf "$URL/v1/health" >/dev/null && break; sleep 0.1; done
 BACKEND_REAL=$(curl -sf "$URL/v1/status" | jq -r .backend)
@@ -75,6 +87,12 @@ JOB=$(curl -sf -H 'Content-Type: application/json' \
     "$URL/v1/jobs" | jq -r .id)
 step() { curl -sf "$URL/v1/jobs/$JOB" | jq -r '.progress.step // 0'; }
 for _ in $(seq 1 300); do [ "$(step)" -ge 5 ] && break; sleep 0.2; done
+if [ "$PIN" = 1 ]; then
+    WPID=$(pgrep -P "$DPID" | head -n1)
+    [ -n "$WPID" ] || { echo "no worker process found under the daemon ($DPID)" >&2; exit 1; }
+    taskset -a -p -c 0 "$WPID" >/dev/null
+    echo "pinned: worker $WPID (all threads) on core 0; daemon $DPID and wrk on cores $REST"
+fi
 sleep 2   # past warm-up
 
 # wrk at a fixed rate: each of CONNS connections waits CONNS/RATE s between requests.
@@ -101,7 +119,7 @@ for r in $(seq 1 "$ROUNDS"); do
     idle=$(rate_window); idle_rates+=("$idle")
     echo "round $r idle:   $idle steps/s"
     s0=$(step); t0=$(date +%s.%N)
-    out=$(wrk -t 1 -c "$CONNS" -d "${SECS}s" -s "$STATE/rate.lua" "$URL/v1/status")
+    out=$("${PIN_CMD[@]}" wrk -t 1 -c "$CONNS" -d "${SECS}s" -s "$STATE/rate.lua" "$URL/v1/status")
     s1=$(step); t1=$(date +%s.%N)
     loaded=$(awk -v a="$s0" -v b="$s1" -v t="$t0" -v u="$t1" 'BEGIN{printf "%.3f", (b-a)/(u-t)}')
     load_rates+=("$loaded")
@@ -146,6 +164,7 @@ if [ "$RECORD" = 1 ]; then
         echo "Machine: $(nproc) cores, $CPU; GPU: $GPU; backend: $BACKEND_REAL. Command: \`$CMDLINE\`"
         echo "Load: wrk, $CONNS connections at a fixed ~$RATE req/s for ${SECS}s per round, $ROUNDS rounds, alternating with"
         echo "idle windows of the same length; train job: dinov2-tiny, batch $BATCH, ${IMAGE}px synthetic data."
+        [ "$PIN" = 1 ] && echo "Pinned: the worker alone on core 0 with one BLAS thread; daemon and wrk on cores $REST."
         echo "Load average at the end: $LOADAVG (on a shared machine the step rate varies with other work: compare the rounds)."
         echo
         echo "| measure | value | goal |"
