@@ -347,6 +347,18 @@ static int cpu_handle_ok(const char *h) {
     return 1;
 }
 
+/* Maps bytes of the shm object fd (closing fd) read-write and shared; NULL + be->err. */
+static void *cpu_map_shared(backend_t *b, int fd, size_t bytes, const char *name) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int merr = errno;
+    close(fd);
+    if (p == MAP_FAILED) {
+        cpu_seterr(b, "cpu: mmap of %zu shared bytes (%s): %s", bytes, name, strerror(merr));
+        return NULL;
+    }
+    return p;
+}
+
 static void *cpu_shared_alloc(backend_t *b, size_t bytes, char handle[BACKEND_HANDLE_MAX]) {
     cpu_impl_t *c = cpu_impl(b);
     if (bytes == 0) {
@@ -389,11 +401,8 @@ static void *cpu_shared_alloc(backend_t *b, size_t bytes, char handle[BACKEND_HA
         shm_unlink(name);
         return NULL;
     }
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    int merr = errno;
-    close(fd);
-    if (p == MAP_FAILED) {
-        cpu_seterr(b, "cpu: mmap of %zu shared bytes (%s): %s", bytes, name, strerror(merr));
+    void *p = cpu_map_shared(b, fd, bytes, name);
+    if (!p) {
         shm_unlink(name);
         return NULL;
     }
@@ -432,14 +441,7 @@ static void *cpu_shared_open(backend_t *b, const char *handle, size_t bytes) {
         close(fd);
         return NULL;
     }
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    int merr = errno;
-    close(fd);
-    if (p == MAP_FAILED) {
-        cpu_seterr(b, "cpu: mmap %s: %s", handle, strerror(merr));
-        return NULL;
-    }
-    return p;
+    return cpu_map_shared(b, fd, bytes, handle);
 }
 
 static void cpu_shared_close(backend_t *b, void *p, size_t bytes) {
