@@ -11,8 +11,9 @@
  *
  * The server is libmicrohttpd with its own internal threads; handlers read
  * through the daemon's read-only store connections and never wait on a
- * running job or on the store's writer. Token, dataset roots and the other
- * settings come from the daemon context (daemon/daemon.h).
+ * running job or on the store's writer. Token, dataset roots, connection
+ * limit, idle timeout and the other settings come from the daemon context
+ * (daemon/daemon.h; d may be NULL in tests: defaults, no token).
  *
  * The helpers below are also used by the daemon (refusing a non-loopback
  * listen address without a token) and by tests. */
@@ -27,6 +28,9 @@ struct daemon;
 typedef struct api_server api_server_t;
 
 #define API_DEFAULT_LISTEN "127.0.0.1:8470"
+/* Defaults of --max-connections and --idle-timeout-s (daemon/config.h). */
+#define API_CONN_LIMIT      256          /* simultaneous connections; more are refused */
+#define API_IDLE_TIMEOUT_S  120          /* an idle connection is closed after this */
 
 /* Starts listening on listen_addr ("host:port", "[v6]:port", or ":port" for
  * 127.0.0.1). Returns NULL with a message in err on failure (bad address,

@@ -18,8 +18,6 @@ struct MHD_Response;
 
 /* ---- limits ------------------------------------------------------------- */
 #define API_BODY_MAX        (64u << 20)  /* request bodies (inline images): 413 beyond */
-#define API_CONN_LIMIT      256          /* simultaneous connections */
-#define API_IDLE_TIMEOUT_S  120          /* per-connection idle timeout */
 #define API_SSE_HEARTBEAT_MS 10000       /* comment line on an idle event stream */
 #define API_MAX_PARAMS      3            /* {name} segments in one route */
 #define API_PARAM_MAX       256          /* bytes of one path segment */

@@ -7,8 +7,11 @@
  * Threading: MHD's internal polling thread accepts connections and each
  * connection gets its own thread (MHD_USE_THREAD_PER_CONNECTION), so a
  * Server-Sent Events stream may block in its content reader without holding
- * up other requests. Limits: API_CONN_LIMIT connections, API_IDLE_TIMEOUT_S
- * idle timeout per connection, API_BODY_MAX bytes of request body (413). */
+ * up other requests. Limits: --max-connections simultaneous connections
+ * (default API_CONN_LIMIT; MHD closes any beyond it at once), --idle-timeout-s
+ * of inactivity per connection (default API_IDLE_TIMEOUT_S; an SSE stream is
+ * never idle that long, it sends a heartbeat), API_BODY_MAX bytes of request
+ * body (413). */
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -416,6 +419,8 @@ api_server_t *api_start(struct daemon *d, const char *listen_addr, char *err, si
     if (token) snprintf(s->token, sizeof s->token, "%s", token);
     pthread_mutex_init(&s->cnt_mu, NULL);
 
+    unsigned conn_limit = d && d->cfg.max_connections > 0 ? (unsigned)d->cfg.max_connections : API_CONN_LIMIT;
+    unsigned idle_timeout = d && d->cfg.idle_timeout_s > 0 ? (unsigned)d->cfg.idle_timeout_s : API_IDLE_TIMEOUT_S;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
@@ -424,8 +429,8 @@ api_server_t *api_start(struct daemon *d, const char *listen_addr, char *err, si
     s->mhd = MHD_start_daemon(flags, port, NULL, NULL, on_request, s,
                               MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONN_LIMIT,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_TIMEOUT_S,
+                              MHD_OPTION_CONNECTION_LIMIT, conn_limit,
+                              MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_END);
     if (!s->mhd) {

@@ -26,6 +26,8 @@ void config_defaults(daemon_cfg_t *c) {
     snprintf(c->backend, sizeof c->backend, "auto");
     c->log_level = LOG_INFO;
     c->cancel_grace_s = 60;
+    c->max_connections = API_CONN_LIMIT;
+    c->idle_timeout_s = API_IDLE_TIMEOUT_S;
 }
 
 static int parse_double(const char *v, double lo, double hi, double *out) {
@@ -78,6 +80,16 @@ int config_set(daemon_cfg_t *c, const char *key, const char *v, char *err, size_
     } else if (!strcmp(key, "cancel-grace-s")) {
         if (parse_double(v, 0.1, 86400, &c->cancel_grace_s))
             return errbuf_set(err, errlen, "cancel-grace-s: '%s' is not a number of seconds", v);
+    } else if (!strcmp(key, "max-connections")) {
+        double x;
+        if (parse_double(v, 1, 100000, &x) || x != (int)x)
+            return errbuf_set(err, errlen, "max-connections: '%s' is not a whole number in 1..100000", v);
+        c->max_connections = (int)x;
+    } else if (!strcmp(key, "idle-timeout-s")) {
+        double x;
+        if (parse_double(v, 1, 86400, &x) || x != (int)x)
+            return errbuf_set(err, errlen, "idle-timeout-s: '%s' is not a whole number of seconds in 1..86400", v);
+        c->idle_timeout_s = (int)x;
     } else if (!strcmp(key, "config")) COPY(c->config_file);
     else return errbuf_set(err, errlen, "unknown setting '%s'", key);
     return 0;
@@ -118,7 +130,7 @@ int config_load_file(daemon_cfg_t *c, const char *path, char *err, size_t errlen
 
 static const char *const flag_names[] = {
     "listen", "state-dir", "backend", "token-file", "dataset-root", "devices",
-    "memory-reserve-gb", "log-level", "cancel-grace-s", "config",
+    "memory-reserve-gb", "log-level", "cancel-grace-s", "max-connections", "idle-timeout-s", "config",
 };
 
 int config_parse_args(daemon_cfg_t *c, int argc, char **argv, int *help, int *version,
@@ -226,6 +238,8 @@ void config_usage(FILE *f) {
         "  --memory-reserve-gb G    per-device memory kept free for jobs (default 0)\n"
         "  --log-level L            debug|info|warn|error (default info)\n"
         "  --cancel-grace-s S       SIGKILL a cancelled worker after S seconds (default 60)\n"
+        "  --max-connections N      simultaneous HTTP connections; more are refused (default %d)\n"
+        "  --idle-timeout-s S       close an HTTP connection idle for S seconds (default %d)\n"
         "  --config FILE            read settings from FILE\n",
-        API_DEFAULT_LISTEN);
+        API_DEFAULT_LISTEN, API_CONN_LIMIT, API_IDLE_TIMEOUT_S);
 }

@@ -7,6 +7,7 @@
  *   devices = 0,1                  memory-reserve-gb = 2
  *   log-level = debug|info|warn|error
  *   cancel-grace-s = 60            (SIGKILL a cancelled worker after this)
+ *   max-connections = 256          idle-timeout-s = 120   (HTTP limits)
  *
  * Flags override the file; --config FILE is read first wherever it appears. */
 #ifndef TRAIND_CONFIG_H
@@ -33,6 +34,8 @@ typedef struct {
     double memory_reserve_gb;               /* per device, kept free for jobs */
     int log_level;                          /* LOG_DEBUG..LOG_ERROR (daemon/log.h) */
     double cancel_grace_s;                  /* default 60 */
+    int max_connections;                    /* simultaneous HTTP connections; default 256 */
+    int idle_timeout_s;                     /* an idle HTTP connection is closed after it; default 120 */
     char config_file[PATH_MAX];
 } daemon_cfg_t;
 

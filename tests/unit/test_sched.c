@@ -111,7 +111,8 @@ static void test_config(void) {
     int help, version;
     unsetenv("STATE_DIRECTORY");
     config_defaults(&c);
-    ok(!strcmp(c.listen, "127.0.0.1:8470") && !strcmp(c.state_dir, "./traind-state") && !strcmp(c.backend, "auto"),
+    ok(!strcmp(c.listen, "127.0.0.1:8470") && !strcmp(c.state_dir, "./traind-state") && !strcmp(c.backend, "auto") &&
+       c.max_connections == 256 && c.idle_timeout_s == 120,
        "defaults");
     setenv("STATE_DIRECTORY", "/var/lib/traind:/var/lib/other", 1);
     config_defaults(&c);
@@ -121,15 +122,16 @@ static void test_config(void) {
     char cf[] = "/tmp/traind-test-cfg-XXXXXX";
     int fd = mkstemp(cf);
     const char *text = "# comment\n\nlisten = 127.0.0.1:9000\nbackend = cpu\ndevices = 0,1\n"
-                       "memory-reserve-gb = 2.5\ndataset-root = /tmp\nlog-level = debug\n";
+                       "memory-reserve-gb = 2.5\ndataset-root = /tmp\nlog-level = debug\n"
+                       "max-connections = 8\nidle-timeout-s = 30\n";
     ok(fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text), "config file written");
     close(fd);
     char *argv1[] = {"--listen", "127.0.0.1:9100", "--config", cf, "--dataset-root=/", NULL};
     config_defaults(&c);
     ok(config_parse_args(&c, 5, argv1, &help, &version, err, sizeof err) == 0, "flags + file parse (%s)", err);
     ok(!strcmp(c.listen, "127.0.0.1:9100"), "a flag wins over the file whatever the order");
-    ok(!strcmp(c.backend, "cpu") && c.n_devices == 2 && c.devices[1] == 1 && c.memory_reserve_gb == 2.5,
-       "file values applied");
+    ok(!strcmp(c.backend, "cpu") && c.n_devices == 2 && c.devices[1] == 1 && c.memory_reserve_gb == 2.5 &&
+       c.max_connections == 8 && c.idle_timeout_s == 30, "file values applied");
     ok(c.n_roots == 2 && !strcmp(c.dataset_roots[0], "/tmp") && !strcmp(c.dataset_roots[1], "/"), "dataset roots accumulate");
     ok(config_finish(&c, err, sizeof err) == 0, "finish (%s)", err);
 
