@@ -129,7 +129,10 @@ check "infer: 3 outputs of 21x3 joints and 21 confidences" \
     jq -e '[..|objects|select(has("joints") and (.joints|type=="array"))]|length==3 and all(.[]; (.joints|flatten|length)==63 and (.confidence // .confidences|flatten|length)==21)' <<<"$INFER"
 check "infer: confidences are in [0,1]" \
     jq -e '[..|objects|select(has("joints") and (.joints|type=="array"))|(.confidence // .confidences)|flatten[]]|all(.>=0 and .<=1)' <<<"$INFER"
-b64=$(python3 -c "import base64,random; random.seed(1); print(base64.b64encode(bytes(random.randrange(256) for _ in range($IMG*$IMG*3))).decode())")
+rand_b64() {   # rand_b64 H W SEED: base64 of a random u8 HWC RGB image
+    python3 -c "import base64,random; random.seed($3); print(base64.b64encode(bytes(random.randrange(256) for _ in range($1*$2*3))).decode())"
+}
+b64=$(rand_b64 "$IMG" "$IMG" 1)
 submit "{\"type\":\"infer\",\"dataset\":\"syn\",\"checkpoint\":\"$ck\",\"images\":[{\"u8_hwc_b64\":\"$b64\",\"height\":$IMG,\"width\":$IMG}],\"outputs\":[\"cls\"]}"; iid2=$JOB
 is "$STATUS" 201 "infer job (inline image, cls features) submitted"
 is "$(wait_job "$iid2" 300)" succeeded "inline infer succeeded"
@@ -137,7 +140,7 @@ api GET "/v1/jobs/$iid2/result"
 check "inline infer: one prediction and CLS features (64 = dinov2-tiny hidden)" \
     jq -e '([..|objects|select(has("joints") and (.joints|type=="array"))]|length==1) and (tostring|test("cls"))' <<<"$BODY"
 # an inline image of another size is resized to the dataset's (13 wide, 9 high here)
-b64r=$(python3 -c "import base64,random; random.seed(2); print(base64.b64encode(bytes(random.randrange(256) for _ in range(9*13*3))).decode())")
+b64r=$(rand_b64 9 13 2)
 submit "{\"type\":\"infer\",\"dataset\":\"syn\",\"checkpoint\":\"$ck\",\"images\":[{\"u8_hwc_b64\":\"$b64r\",\"height\":9,\"width\":13}]}"; iidr=$JOB
 is "$STATUS" 201 "infer job (inline 13x9 image, not the dataset's size) submitted"
 is "$(wait_job "$iidr" 300)" succeeded "inline infer of a 13x9 image succeeded"
