@@ -5,7 +5,8 @@
 # keep-alive and fresh connections, 8 clients at once, leave its resident memory, open file
 # descriptors and threads where a warm-up left them. (LeakSanitizer at exit
 # finds memory nobody points to any more; this finds memory and descriptors
-# that are still held.) ASan's quarantine is turned off for this daemon so
+# that are still held.) Then a dozen jobs: every worker reaped, no
+# descriptor left from their pipes. ASan's quarantine is turned off for this daemon so
 # that freed memory is reused and RSS means what it says.
 . "$(dirname "$0")/lib.sh"
 
@@ -89,6 +90,26 @@ check "no file descriptor is left open (${fds0} -> ${fds1}, not counting the dat
 dbf=$(proc_db_fds)
 check "database descriptors stay within the pool (${dbf} <= 3 x (8 readers + writer))" test "$dbf" -le 27
 check "connection threads return (${thr0} -> ${thr1})" test "$thr1" -le "$thr0"
+
+# Jobs come and go for weeks: each worker is reaped and its pipes closed.
+ck=$(curl -s "$URL/v1/checkpoints?job=$JOB_ID" | jq -r '.checkpoints[0].id')
+fds0=$(proc_fds) rss0=$(proc_rss_kb)
+ids=()
+for i in $(seq 1 12); do
+    submit "{\"type\":\"infer\",\"dataset\":\"syn\",\"checkpoint\":\"$ck\",\"indices\":[$i]}"
+    ids+=("$JOB")
+done
+all=0
+for id in "${ids[@]}"; do [ "$(wait_job "$id" 300)" = succeeded ] || all=1; done
+ok $all "12 infer jobs one after another all succeed"
+settle
+zombies=$(ps -o stat= --ppid "$DAEMON_PID" 2>/dev/null | grep -c '^Z')
+is "$zombies" 0 "no zombie worker left behind"
+children=$(pgrep -P "$DAEMON_PID" | wc -l)
+is "$children" 0 "no worker process outlives its job"
+fds1=$(proc_fds) rss1=$(proc_rss_kb)
+check "no descriptor left by the workers' pipes (${fds0} -> ${fds1})" test "$fds1" -le "$fds0"
+diag "after 12 jobs: rss ${rss0} -> ${rss1} kB"
 
 api GET /v1/health
 is "$STATUS" 200 "still serving"
