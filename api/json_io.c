@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "store/errbuf.h"
 #include "api/api_internal.h"
 #include "daemon/daemon.h"
 
@@ -59,23 +60,9 @@ void api_reply_file(api_req_t *r, const char *path, const char *name) {
     snprintf(r->filename, sizeof r->filename, "%s", name);
 }
 
-/* json_string() refuses invalid UTF-8 (a message may quote a raw URL):
- * such bytes become '?'. */
-static json_t *json_string_lossy(const char *s) {
-    json_t *j = json_string(s);
-    if (j) return j;
-    char *c = strdup(s);
-    if (!c) return NULL;
-    for (char *p = c; *p; p++)
-        if ((unsigned char)*p >= 0x80 || (unsigned char)*p < 0x20) *p = '?';
-    j = json_string(c);
-    free(c);
-    return j;
-}
-
 json_t *api_error_body(const char *code, const char *msg) {
     return json_pack("{s:{s:s,s:o}}", "error", "code", code, "message",
-                     json_string_lossy(msg ? msg : ""));
+                     errbuf_json_string(msg));
 }
 
 void api_reply_error(api_req_t *r, int status, const char *code, const char *fmt, ...) {

@@ -5,6 +5,7 @@
  * runs without the lock; a delete of a dataset being loaded sets its cancel
  * flag and waits until the loader lets go of it.
  */
+#include "store/errbuf.h"
 #include "daemon/residency.h"
 
 #include <ctype.h>
@@ -18,6 +19,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon/log.h"
@@ -41,7 +43,7 @@ typedef struct res_ds {
     void *base[CFG_MAX_DEVICES];
     char handle[CFG_MAX_DEVICES][BACKEND_HANDLE_MAX];
     uint64_t done, total;        /* load progress (bytes over all devices) */
-    double t0, gbps;
+    double t0, gbps;             /* load start (monotonic seconds), rate so far */
     int64_t masked_joints;       /* labelled joints with NaN/Inf coordinates, made invalid at load */
     int refs;                    /* workers holding it */
     volatile int cancel;
@@ -159,6 +161,20 @@ int residency_check_path(const daemon_cfg_t *cfg, const char *path, char *resolv
 }
 
 /* ---- the loader ---------------------------------------------------------------------- */
+
+/* Seconds on the monotonic clock (ns resolution): load timing. The store's
+ * wall clock has milliseconds, and a small dataset loads in less than one. */
+static double res_mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* GB/s, always finite (0 when no time has passed): JSON has no Inf. */
+static double res_gbps(double bytes, double seconds) {
+    return seconds > 0 && bytes >= 0 ? bytes / seconds / 1e9 : 0.0;
+}
+
 typedef struct { residency_t *r; res_ds_t *x; int slot; double last_store; } prog_ud_t;
 
 static void on_load_progress(void *ud, uint64_t done, uint64_t total) {
@@ -167,8 +183,7 @@ static void on_load_progress(void *ud, uint64_t done, uint64_t total) {
     pthread_mutex_lock(&r->mu);
     p->x->done = (uint64_t)p->slot * p->x->layout.total + done;
     p->x->total = (uint64_t)r->d->n_dev * p->x->layout.total;
-    double el = store_now() - p->x->t0;
-    if (el > 0) p->x->gbps = (double)p->x->done / el / 1e9;
+    p->x->gbps = res_gbps((double)p->x->done, res_mono() - p->x->t0);
     double frac = p->x->total ? (double)p->x->done / (double)p->x->total : 0;
     double gbps = p->x->gbps;
     pthread_mutex_unlock(&r->mu);
@@ -235,7 +250,7 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
     int fit = fits(r, l.total, x, msg, msglen);
     if (fit == 0) {
         x->phase = RS_LOADING;
-        x->t0 = store_now();
+        x->t0 = res_mono();
         x->done = 0;
         x->total = (uint64_t)d->n_dev * l.total;
     }
@@ -281,18 +296,22 @@ static void *loader_main(void *arg) {
         pthread_mutex_unlock(&r->mu);
 
         char msg[1024] = "";
-        double t0 = store_now();
+        double t0 = res_mono();
         int rc = load_one(r, x, msg, sizeof msg);
-        double el = store_now() - t0;
+        double el = res_mono() - t0;
         char err[256];
         json_t *upd;
         if (rc == 0) {
-            double gbps = el > 0 ? (double)x->layout.total * r->d->n_dev / (store_now() - x->t0) / 1e9 : 0;
+            double gbps = res_gbps((double)x->layout.total * r->d->n_dev, res_mono() - x->t0);
             upd = json_pack("{s:s, s:I, s:[i,i], s:o, s:I, s:f, s:f, s:b, s:n, s:I}", "state", "ready",
                             "samples", (json_int_t)x->layout.n, "image_size", x->layout.h, x->layout.w,
                             "fields", ds_fields_to_json(x->layout.fields), "bytes", (json_int_t)x->layout.total,
                             "progress", 1.0, "gb_per_s", gbps, "loaded_at", 1, "error",
                             "masked_joints", (json_int_t)x->masked_joints);
+            if (!upd) {   /* cannot happen with finite numbers; never leave the record "loading" */
+                log_error(NULL, "dataset %s: cannot build its record update; recording the state only", x->name);
+                upd = json_pack("{s:s, s:b}", "state", "ready", "loaded_at", 1);
+            }
             if (x->masked_joints)
                 log_warn(NULL, "dataset %s: %lld labelled joints have NaN/Inf coordinates; they are masked out "
                          "(invalid) in every loss and metric", x->name, (long long)x->masked_joints);
@@ -310,7 +329,7 @@ static void *loader_main(void *arg) {
             x->phase = RS_FAILED;
         } else {
             log_error(NULL, "dataset %s: load failed: %s", x->name, msg);
-            upd = json_pack("{s:s, s:s}", "state", "failed", "error", msg);
+            upd = json_pack("{s:s, s:o}", "state", "failed", "error", errbuf_json_string(msg));
             if (store_dataset_update(r->d->store, x->name, upd, err, sizeof err))
                 log_error(NULL, "dataset %s: %s", x->name, err);
             json_decref(upd);
@@ -457,6 +476,13 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
         ds_info_free(&info);
         if (!est) { daemon_err_set(e, 422, "unprocessable", "path", "dataset too large to lay out"); return NULL; }
         source = json_pack("{s:s}", "path", dir);
+        if (!source) {   /* the record must name the directory exactly, to load it again at start */
+            json_t *shown = errbuf_json_string(dir);
+            daemon_err_set(e, 422, "unprocessable", "path", "the path resolves to %s, which is not valid UTF-8; "
+                           "rename it", json_string_value(shown) ? json_string_value(shown) : "a name");
+            json_decref(shown);
+            return NULL;
+        }
     } else {
         if (!json_is_object(js)) { daemon_err_set(e, 400, "invalid_field", "synthetic", "synthetic must be an object"); return NULL; }
         json_object_foreach((json_t *)js, k, v)

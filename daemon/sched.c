@@ -7,6 +7,7 @@
  * worker's PR_SET_PDEATHSIG (tied to the forking thread) fires only when the
  * daemon dies. s->mu guards the slots.
  */
+#include "store/errbuf.h"
 #include "daemon/sched.h"
 
 #include <dirent.h>
@@ -229,7 +230,7 @@ static void handle_line(slot_t *sl, const char *line) {
     } else if (!strcmp(type, "error")) {
         const char *m = json_string_value(json_object_get(data, "message"));
         snprintf(sl->last_error, sizeof sl->last_error, "%s", m ? m : "error");
-        json_t *ev = json_pack("{s:s, s:s}", "message", sl->last_error, "level", "error");
+        json_t *ev = json_pack("{s:o, s:s}", "message", errbuf_json_string(sl->last_error), "level", "error");
         store_event_append(d->store, sl->job, "log", ev, NULL, err, sizeof err);
         json_decref(ev);
     } else if (!strcmp(type, "state")) {
@@ -508,7 +509,7 @@ static void try_start(sched_t *s) {
         int r = residency_acquire(d->res, dataset, slot, &share, msg, sizeof msg);
         if (r == 1) { json_decref(job); continue; }       /* dataset still loading: let others go */
         if (r < 0) {
-            json_t *extra = json_pack("{s:s}", "error", msg);
+            json_t *extra = json_pack("{s:o}", "error", errbuf_json_string(msg));
             if (store_job_set_state(d->store, e[i].id, "queued", "failed", extra, err, sizeof err) == STORE_OK)
                 log_error(e[i].id, "job failed before start: %s", msg);
             json_decref(extra);

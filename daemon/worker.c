@@ -1,6 +1,7 @@
 /* daemon/worker.c — `traind worker` (one job per process) and its spawning
  * from the daemon (see worker.h for the protocol). */
 #define _GNU_SOURCE
+#include "store/errbuf.h"
 #include "daemon/worker.h"
 
 #include <errno.h>
@@ -110,12 +111,12 @@ static void cb_metric(void *ud, long step, const char *name, double value) {
 }
 
 static void cb_checkpoint(void *ud, long step, const char *dir, const json_t *metrics) {
-    emit("checkpoint", json_pack("{s:I, s:s, s:o}", "step", (json_int_t)step, "dir", dir,
+    emit("checkpoint", json_pack("{s:I, s:o, s:o}", "step", (json_int_t)step, "dir", errbuf_json_string(dir),
                                  "metrics", metrics ? json_deep_copy(metrics) : json_null()));
 }
 
 static void cb_log(void *ud, const char *msg) {
-    emit("log", json_pack("{s:s}", "message", msg));
+    emit("log", json_pack("{s:o}", "message", errbuf_json_string(msg)));
     log_info(w_job, "%s", msg);
 }
 
@@ -138,7 +139,7 @@ static int fail(const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     log_error(w_job[0] ? w_job : NULL, "worker: %s", msg);
-    emit("error", json_pack("{s:s}", "message", msg));
+    emit("error", json_pack("{s:o}", "message", errbuf_json_string(msg)));
     return 1;
 }
 

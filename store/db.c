@@ -284,6 +284,13 @@ store_t *store_open(const char *path, char *err, size_t errlen) {
     if (migrate(s, err, errlen)) goto fail;
     return s;
 fail:
+    /* every failure names the file; a file SQLite cannot read is left as it is */
+    if (err && errlen && !strstr(err, path)) {
+        char e2[512];
+        snprintf(e2, sizeof e2, "%s", strncmp(err, "store: ", 7) == 0 ? err + 7 : err);
+        seterr(err, errlen, "store %s: %s%s", path, e2,
+               strstr(e2, "not a database") ? " (damaged or not a traind database; it was not modified)" : "");
+    }
     store_close(s);
     return NULL;
 }

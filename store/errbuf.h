@@ -1,8 +1,10 @@
 /* store/errbuf.h — the project's one way of reporting an ordinary failure:
- * a human message in a caller-provided buffer (err, errlen), and -1. */
+ * a human message in a caller-provided buffer (err, errlen), and -1; and the
+ * one way such a message becomes JSON. */
 #ifndef TRAIND_ERRBUF_H
 #define TRAIND_ERRBUF_H
 
+#include <jansson.h>
 #include <stdarg.h>
 #include <stddef.h>
 
@@ -10,5 +12,10 @@
 __attribute__((format(printf, 3, 4)))
 int errbuf_set(char *err, size_t errlen, const char *fmt, ...);
 int errbuf_vset(char *err, size_t errlen, const char *fmt, va_list ap);
+
+/* A message as a JSON string, whatever bytes it holds: json_string() refuses
+ * invalid UTF-8 (a file name on disk, a raw URL), so each byte that does not
+ * start a valid UTF-8 sequence becomes '?'. NULL only when out of memory. */
+json_t *errbuf_json_string(const char *s);
 
 #endif

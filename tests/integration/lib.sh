@@ -231,7 +231,7 @@ wait_dataset() {   # wait_dataset NAME [TIMEOUT] -> prints final state
         sleep 0.2
     done
     if [ "$st" != ready ]; then
-        diag "dataset $name after ${t}s: $(curl -s -m 5 "$URL/v1/datasets/$name" | head -c 600)" >&2
+        diag "dataset $name: state '$st' (waited up to ${t}s): $(curl -s -m 5 "$URL/v1/datasets/$name" | head -c 600)" >&2
         [ -n "${DLOG:-}" ] && tail -n 15 "$DLOG" | sed 's/^/# daemon: /' >&2
     fi
     printf '%s' "$st"
