@@ -20,6 +20,7 @@
 #include "daemon/residency.h"
 #include "daemon/sched.h"
 #include "gpu/jobspec.h"
+#include "store/checkpoint.h"
 #include "store/fsutil.h"
 
 #ifdef TRAIND_CUDA
@@ -134,6 +135,17 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     d->store = store_open(dbpath, err, errlen);
     if (!d->store) goto fail;
     store_set_event_hook(d->store, event_hook, d);
+    /* a checkpoint being written when the last daemon died is a temporary
+     * directory that was never renamed into place: incomplete by design */
+    int swept = ckpt_sweep_tmp(d->checkpoint_root, e2, sizeof e2);
+    if (swept < 0) log_warn(NULL, "checkpoints: cannot remove unfinished checkpoint directories: %s", e2);
+    else if (swept > 0) log_warn(NULL, "checkpoints: removed %d unfinished checkpoint director%s left by a crash",
+                                 swept, swept == 1 ? "y" : "ies");
+    /* job files of workers (work/jobs/<id>.json) live as long as their worker:
+     * none runs yet, so any there is a crash's leftover */
+    char jobs_dir[PATH_MAX + 16];
+    snprintf(jobs_dir, sizeof jobs_dir, "%s/jobs", d->work_root);
+    if (fs_rm_rf(jobs_dir, e2, sizeof e2)) log_warn(NULL, "work: %s", e2);
 
     /* backends: one per device (cpu: one) */
     for (int i = 0; i < cfg->n_devices; i++) {

@@ -5,11 +5,13 @@
  * (store/fsutil.h), and loading them back with every file validated. The
  * model tensors go through model_load_hf_dir, so a traind checkpoint and a HF
  * directory are loaded by the same code. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "store/checkpoint.h"
+#include "store/errbuf.h"
 #include "store/fsutil.h"
 #include "store/safetensors.h"
 
@@ -355,4 +357,37 @@ int ckpt_load(const char *dir, model_t *m, int load_optimizer, json_t **state, c
     if (state) *state = st;
     else json_decref(st);
     return 0;
+}
+
+/* ---- crash leftovers ------------------------------------------------------------ */
+static int ckpt_is_tmp_name(const char *name) {
+    return name[0] == '.' && strstr(name, ".tmp.") != NULL;
+}
+
+int ckpt_sweep_tmp(const char *root, char *err, size_t errlen) {
+    DIR *d = opendir(root);
+    if (!d) {
+        if (errno == ENOENT) return 0;
+        return errbuf_set(err, errlen, "open %s: %s", root, strerror(errno));
+    }
+    int removed = 0, rc = 0;
+    struct dirent *je;
+    while (rc == 0 && (je = readdir(d)) != NULL) {
+        if (je->d_name[0] == '.') continue;   /* ".", "..", and nothing of ours */
+        char jobdir[4096];
+        if (fs_join(jobdir, sizeof jobdir, root, je->d_name) != 0) continue;
+        DIR *jd = opendir(jobdir);
+        if (!jd) continue;                    /* not a directory: not ours to judge */
+        struct dirent *ce;
+        while (rc == 0 && (ce = readdir(jd)) != NULL) {
+            if (!ckpt_is_tmp_name(ce->d_name)) continue;
+            char tmp[4096];
+            if (fs_join(tmp, sizeof tmp, jobdir, ce->d_name) != 0) continue;
+            if (fs_rm_rf(tmp, err, errlen) != 0) rc = -1;
+            else removed++;
+        }
+        closedir(jd);
+    }
+    closedir(d);
+    return rc ? -1 : removed;
 }

@@ -119,10 +119,19 @@ ok $? "the worker did not outlive its daemon"
 check "sqlite: integrity_check after kill -9" test "$(sql 'PRAGMA integrity_check;')" = ok
 is "$(sql "SELECT state FROM jobs WHERE id='$rj';")" running "store still says running (as the daemon died)"
 
+# what a death in the middle of writing a checkpoint leaves: a temporary
+# directory never renamed into place, and the worker's job file
+mkdir -p "$STATE/checkpoints/$rj/.999.tmp.AbCdEf" "$STATE/work/jobs"
+head -c 4096 /dev/urandom >"$STATE/checkpoints/$rj/.999.tmp.AbCdEf/model.safetensors"
+echo '{}' >"$STATE/work/jobs/j-999999.json"
+
 DAEMON_PID=
 restart_t=$(date +%s.%N)
 start_daemon || bail "daemon did not restart"
 ok 0 "daemon restarted on the same state dir"
+check "the unfinished checkpoint directory is removed at start" test ! -e "$STATE/checkpoints/$rj/.999.tmp.AbCdEf"
+check "and the removal is logged" grep -q 'removed 1 unfinished checkpoint directory' "$DLOG"
+check "a dead worker's job file is removed at start" test ! -e "$STATE/work/jobs/j-999999.json"
 is "$(wait_dataset syn 120)" ready "the dataset is loaded again after the restart"
 is "$(wait_job "$rj" 900)" succeeded "the interrupted job resumed and finished"
 api GET "/v1/jobs/$rj"

@@ -159,6 +159,32 @@ static void expect_fail(const model_config_t *cfg, const char *dir, int load_opt
     model_free(m);
 }
 
+/* ckpt_sweep_tmp: only never-renamed temporary directories go. */
+static void test_sweep(const char *dir) {
+    char base[300], cmd[4096], err[256];
+    snprintf(base, sizeof base, "%s/sweep", dir);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s/j-1/.2.tmp.abc' '%s/j-1/4' '%s/j-2/.6.tmp.x/sub' '%s/.hidden/.1.tmp.y' && "
+             "touch '%s/j-1/.2.tmp.abc/model.safetensors' '%s/j-1/4/model.safetensors' '%s/j-2/.6.tmp.x/sub/f' "
+             "'%s/loose-file' '%s/j-1/.keep'",
+             base, base, base, base, base, base, base, base, base);
+    ok(run(cmd) == 0, "sweep fixture");
+    int n = ckpt_sweep_tmp(base, err, sizeof err);
+    ok(n == 2, "two temporary directories removed (%d%s%s)", n, n < 0 ? ": " : "", n < 0 ? err : "");
+    char p[800];
+    snprintf(p, sizeof p, "%s/j-1/4/model.safetensors", base);
+    ok(access(p, F_OK) == 0, "a finished checkpoint is kept");
+    snprintf(p, sizeof p, "%s/j-1/.keep", base);
+    ok(access(p, F_OK) == 0, "a dot file that is not a temporary directory is kept");
+    snprintf(p, sizeof p, "%s/.hidden/.1.tmp.y", base);
+    ok(access(p, F_OK) == 0, "nothing outside <root>/<job>/ is touched");
+    snprintf(p, sizeof p, "%s/j-2/.6.tmp.x", base);
+    ok(access(p, F_OK) != 0, "a nested temporary directory is gone with its contents");
+    ok(ckpt_sweep_tmp(base, err, sizeof err) == 0, "a second sweep finds nothing");
+    snprintf(p, sizeof p, "%s/no-such-root", base);
+    ok(ckpt_sweep_tmp(p, err, sizeof err) == 0, "a missing root is nothing to sweep");
+}
+
 int main(void) {
     char err[1024];
     be = backend_cpu_create(err, sizeof err);
@@ -493,6 +519,7 @@ int main(void) {
     model_free(m);
     model_free(m3);
     be->destroy(be);
+    test_sweep(root);
     fs_rm_rf(root, NULL, 0);
     return tap_done();
 }
