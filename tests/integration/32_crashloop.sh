@@ -6,7 +6,8 @@
 # database passes integrity_check, no unfinished checkpoint directory is left,
 # every recorded checkpoint is complete on disk with the recorded SHA-256 of
 # each file, no job is left `running` without a worker. At the end the job has
-# resumed every time under the same id and finishes at its full step count.
+# resumed every time under the same id, finishes at its full step count, and
+# logged exactly the losses of the same job run without interruption.
 . "$(dirname "$0")/lib.sh"
 
 KILLS=${CRASH_KILLS:-6}
@@ -70,6 +71,14 @@ is "$(wait_job "$JOB_ID" 900)" succeeded "after $KILLS kills the job finished"
 api GET "/v1/jobs/$JOB_ID"
 check "at its full step count, resumed from a checkpoint, same id" \
     jq -e --argjson n "$STEPS" '.progress.step == $n and (.resumed_from | type == "string")' <<<"$BODY"
+# the same job never interrupted: resuming is exact, so every logged loss matches
+submit "$(train_spec syn $STEPS '"checkpoint_every":1000,"eval_every":50')"
+REF=$JOB
+is "$(wait_job "$REF" 900)" succeeded "the same job, never interrupted"
+a=$(curl -s "$URL/v1/jobs/$JOB_ID/metrics?name=loss" | jq -c '[.. | objects | select(has("step") and has("value")) | [.step, .value]] | unique_by(.[0])')
+b=$(curl -s "$URL/v1/jobs/$REF/metrics?name=loss" | jq -c '[.. | objects | select(has("step") and has("value")) | [.step, .value]] | unique_by(.[0])')
+[ "$(jq length <<<"$a")" -gt 2 ] && [ "$a" = "$b" ]
+ok $? "the killed-and-resumed run logged exactly the losses of the uninterrupted one ($(jq length <<<"$a") points)"
 running=$(sql "SELECT count(*) FROM jobs WHERE state IN ('running','cancelling');")
 is "$running" 0 "no job left running"
 stop_daemon
