@@ -137,7 +137,7 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     store_set_event_hook(d->store, event_hook, d);
     /* a checkpoint being written when the last daemon died is a temporary
      * directory that was never renamed into place: incomplete by design */
-    int swept = ckpt_sweep_tmp(d->checkpoint_root, e2, sizeof e2);
+    int swept = ckpt_sweep_tmp(d->checkpoint_root, NULL, e2, sizeof e2);
     if (swept < 0) log_warn(NULL, "checkpoints: cannot remove unfinished checkpoint directories: %s", e2);
     else if (swept > 0) log_warn(NULL, "checkpoints: removed %d unfinished checkpoint director%s left by a crash",
                                  swept, swept == 1 ? "y" : "ies");

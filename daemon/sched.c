@@ -7,6 +7,7 @@
  * worker's PR_SET_PDEATHSIG (tied to the forking thread) fires only when the
  * daemon dies. s->mu guards the slots.
  */
+#include "store/checkpoint.h"
 #include "store/errbuf.h"
 #include "daemon/sched.h"
 
@@ -330,10 +331,16 @@ static void finish_job(slot_t *sl, int status, int spawned) {
         to = "failed";
         snprintf(reason, sizeof reason, "worker ended with status 0x%x", status);
     }
+    /* a worker that died writing a checkpoint left a temporary directory
+     * (no one else writes into this job's checkpoints); gone before the
+     * final state is visible */
+    int swept = ckpt_sweep_tmp(d->checkpoint_root, sl->job, err, sizeof err);
+    if (swept < 0) log_warn(sl->job, "cannot remove an unfinished checkpoint directory: %s", err);
+    else if (swept > 0) log_info(sl->job, "removed %d unfinished checkpoint director%s", swept, swept == 1 ? "y" : "ies");
     json_t *extra = json_object();
     if (result) json_object_set_new(extra, "result", result);
-    if (strcmp(to, "failed") == 0) json_object_set_new(extra, "error", json_string(reason[0] ? reason : "failed"));
-    else if (reason[0]) json_object_set_new(extra, "reason", json_string(reason));
+    if (strcmp(to, "failed") == 0) json_object_set_new(extra, "error", errbuf_json_string(reason[0] ? reason : "failed"));
+    else if (reason[0]) json_object_set_new(extra, "reason", errbuf_json_string(reason));
     int rc = store_job_set_state(d->store, sl->job, NULL, to, extra, err, sizeof err);
     json_decref(extra);
     json_decref(cur);

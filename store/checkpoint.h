@@ -53,9 +53,10 @@ int ckpt_load(const char *dir, model_t *m, int load_optimizer, json_t **state,
               char *err, size_t errlen);
 
 /* Removes what a crash during ckpt_save can leave: the temporary directories
- * (<root>/<job>/.<step>.tmp.XXXXXX) that were never renamed into place. Only
- * for a root no one is writing to (the daemon calls it at start, holding the
- * state dir's lock). Returns how many were removed, or -1 with err. */
-int ckpt_sweep_tmp(const char *root, char *err, size_t errlen);
+ * (<root>/<job>/.<step>.tmp.XXXXXX) that were never renamed into place, of
+ * one job, or of every job when job is NULL. Only where no one is writing:
+ * the daemon calls it at start (holding the state dir's lock) and when a
+ * job's worker has ended. Returns how many were removed, or -1 with err. */
+int ckpt_sweep_tmp(const char *root, const char *job, char *err, size_t errlen);
 
 #endif

@@ -88,8 +88,12 @@ is "$(job_state "$ev")" queued "an eval job of the cancelled job's checkpoint $c
 expect_error 409 conflict "deleting a checkpoint a queued job needs" DELETE "/v1/checkpoints/$ckid"
 wpid=$(worker_pid "$vic")
 check "worker pid known ($wpid), a child of the daemon" test "$(ps -o ppid= -p "$wpid" 2>/dev/null | tr -d ' ')" = "$DAEMON_PID"
+# as if the worker died writing a checkpoint: its unfinished directory
+mkdir -p "$STATE/checkpoints/$vic/.5.tmp.QwErTy"
+echo partial >"$STATE/checkpoints/$vic/.5.tmp.QwErTy/model.safetensors"
 kill -KILL "$wpid"
 is "$(wait_job "$vic" 60)" failed "job of the killed worker failed"
+check "the dead worker's unfinished checkpoint directory is removed" test ! -e "$STATE/checkpoints/$vic/.5.tmp.QwErTy"
 api GET "/v1/jobs/$vic"
 check "its error names the signal ($(jb .error))" grep -qiE 'signal 9|SIGKILL|killed' <<<"$(jb .error)"
 is "$(dataset_state syn)" ready "the dataset is still resident and ready"

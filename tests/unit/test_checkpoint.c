@@ -169,9 +169,17 @@ static void test_sweep(const char *dir) {
              "'%s/loose-file' '%s/j-1/.keep'",
              base, base, base, base, base, base, base, base, base);
     ok(run(cmd) == 0, "sweep fixture");
-    int n = ckpt_sweep_tmp(base, err, sizeof err);
-    ok(n == 2, "two temporary directories removed (%d%s%s)", n, n < 0 ? ": " : "", n < 0 ? err : "");
     char p[800];
+    ok(ckpt_sweep_tmp(base, "j-2", err, sizeof err) == 1, "one job's sweep removes its temporary directory");
+    snprintf(p, sizeof p, "%s/j-1/.2.tmp.abc", base);
+    ok(access(p, F_OK) == 0, "... and leaves the other jobs' alone");
+    ok(ckpt_sweep_tmp(base, "../x", err, sizeof err) == -1 && ckpt_sweep_tmp(base, ".", err, sizeof err) == -1,
+       "a job id that is a path is refused (%s)", err);
+    ok(ckpt_sweep_tmp(base, "j-none", err, sizeof err) == 0, "a job without checkpoints: nothing to sweep");
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/j-2/.6.tmp.x/sub'", base);
+    ok(run(cmd) == 0, "sweep fixture again");
+    int n = ckpt_sweep_tmp(base, NULL, err, sizeof err);
+    ok(n == 2, "two temporary directories removed (%d%s%s)", n, n < 0 ? ": " : "", n < 0 ? err : "");
     snprintf(p, sizeof p, "%s/j-1/4/model.safetensors", base);
     ok(access(p, F_OK) == 0, "a finished checkpoint is kept");
     snprintf(p, sizeof p, "%s/j-1/.keep", base);
@@ -180,9 +188,9 @@ static void test_sweep(const char *dir) {
     ok(access(p, F_OK) == 0, "nothing outside <root>/<job>/ is touched");
     snprintf(p, sizeof p, "%s/j-2/.6.tmp.x", base);
     ok(access(p, F_OK) != 0, "a nested temporary directory is gone with its contents");
-    ok(ckpt_sweep_tmp(base, err, sizeof err) == 0, "a second sweep finds nothing");
+    ok(ckpt_sweep_tmp(base, NULL, err, sizeof err) == 0, "a second sweep finds nothing");
     snprintf(p, sizeof p, "%s/no-such-root", base);
-    ok(ckpt_sweep_tmp(p, err, sizeof err) == 0, "a missing root is nothing to sweep");
+    ok(ckpt_sweep_tmp(p, NULL, err, sizeof err) == 0, "a missing root is nothing to sweep");
 }
 
 int main(void) {
