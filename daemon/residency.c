@@ -227,8 +227,13 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
             pthread_mutex_unlock(&r->mu);
             log_info(NULL, "dataset %s: generating %lld synthetic samples of %dx%d (seed %llu)", x->name, n, size, size, seed);
             fs_rm_rf(x->dir, NULL, 0);
-            if (synth_generate(x->dir, n, size, seed, 0, msg, msglen) ||
-                fs_write_file_atomic(marker, want, strlen(want), msg, msglen)) {
+            int g = synth_generate(x->dir, n, size, seed, 0, &x->cancel, msg, msglen);
+            if (g == SYNTH_CANCELLED) {   /* a delete or a stop: the half-written shards go */
+                fs_rm_rf(x->dir, NULL, 0);
+                free(want);
+                return DS_LOAD_CANCELLED;
+            }
+            if (g || fs_write_file_atomic(marker, want, strlen(want), msg, msglen)) {
                 free(want);
                 return -1;
             }
@@ -324,7 +329,7 @@ static void *loader_main(void *arg) {
             x->phase = RS_READY;
             x->gbps = gbps;
         } else if (rc == DS_LOAD_CANCELLED || x->cancel) {
-            log_info(NULL, "dataset %s: load cancelled", x->name);
+            log_info(NULL, "dataset %s: load cancelled%s%s%s", x->name, msg[0] ? " (" : "", msg, msg[0] ? ")" : "");
             pthread_mutex_lock(&r->mu);
             x->phase = RS_FAILED;
         } else {

@@ -229,7 +229,7 @@ static int synth_is_own_shard(const char *name, long long *idx) {
 }
 
 int synth_generate(const char *outdir, int64_t samples, int S, uint64_t seed, int shard_samples,
-                   char *err, size_t errlen) {
+                   const volatile int *cancel, char *err, size_t errlen) {
     if (samples < 1 || samples > ((int64_t)1 << 40))
         return errbuf_set(err, errlen, "synth: samples must be 1..2^40, got %lld", (long long)samples);
     if (S < SYNTH_MIN_SIZE || S > SYNTH_MAX_SIZE)
@@ -274,6 +274,11 @@ int synth_generate(const char *outdir, int64_t samples, int S, uint64_t seed, in
     }
     static const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
     for (int64_t s = 0; s < nshards; s++) {
+        if (cancel && *cancel) {
+            errbuf_set(err, errlen, "synth: cancelled after %lld of %lld shards", (long long)s, (long long)nshards);
+            rc = SYNTH_CANCELLED;
+            goto out;
+        }
         int64_t first = s * shard_samples, n = samples - first < shard_samples ? samples - first : shard_samples;
         synth_samples(seed, S, first, n, img, joints, valid, hh, K);
         char name[64], path[4096];
@@ -402,7 +407,7 @@ int synth_main(int argc, char **argv) {
         return 2;
     }
     char err[512];
-    if (synth_generate(out, samples, (int)size, seed, (int)shard, err, sizeof err) != 0) {
+    if (synth_generate(out, samples, (int)size, seed, (int)shard, NULL, err, sizeof err) != 0) {
         fprintf(stderr, "traind synth: %s\n", err);
         return 1;
     }

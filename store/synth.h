@@ -40,9 +40,11 @@ void synth_samples(uint64_t seed, int image_size, int64_t first, int64_t count,
  * same names are replaced): shards "shard-00000.safetensors", ... of
  * shard_samples samples each (<= 0: a default bounded to ~64 MB per shard),
  * fields image U8, hand_joints, hand_joints_valid, has_hand,
- * camera_intrinsics, mean/std metadata (ImageNet's). 0 or -1 with err. */
+ * camera_intrinsics, mean/std metadata (ImageNet's). *cancel (may be NULL)
+ * is polled before each shard: SYNTH_CANCELLED. 0, or -1 with err. */
+#define SYNTH_CANCELLED (-2)
 int synth_generate(const char *outdir, int64_t samples, int image_size, uint64_t seed,
-                   int shard_samples, char *err, size_t errlen);
+                   int shard_samples, const volatile int *cancel, char *err, size_t errlen);
 
 /* `traind synth --out DIR --samples N --image-size S --seed K [--shard-samples M]`
  * argv[0] is "synth". Exit code: 0 ok, 2 usage error, 1 failure. */

@@ -135,7 +135,7 @@ int main(void) {
     if (!mkdtemp(root)) { printf("Bail out! mkdtemp\n"); return 1; }
     char dsdir[256];
     snprintf(dsdir, sizeof dsdir, "%s/ds", root);
-    if (!ok(synth_generate(dsdir, n, (int)S, 2024, 0, err, sizeof err) == 0, "synthetic dataset: %ld samples %ldx%ld",
+    if (!ok(synth_generate(dsdir, n, (int)S, 2024, 0, NULL, err, sizeof err) == 0, "synthetic dataset: %ld samples %ldx%ld",
             n, S, S)) {
         diag("  %s", err);
         return tap_done();

@@ -132,7 +132,7 @@ int main(void) {
     /* ---- a synthetic dataset, resident as bf16 ---- */
     char dsdir[512];
     snprintf(dsdir, sizeof dsdir, "%s/ds", root);
-    ok(synth_generate(dsdir, NS, S, 7, 50, err, sizeof err) == 0, "synthetic dataset written (%s)", err);
+    ok(synth_generate(dsdir, NS, S, 7, 50, NULL, err, sizeof err) == 0, "synthetic dataset written (%s)", err);
     ds_info_t info;
     ok(ds_scan(dsdir, &info, err, sizeof err) == 0, "scan (%s)", err);
     ds_layout_t lay;

@@ -31,9 +31,9 @@ static void test_determinism(void) {
     snprintf(d1, sizeof d1, "%s/s1", root);
     snprintf(d2, sizeof d2, "%s/s2", root);
     snprintf(d3, sizeof d3, "%s/s3", root);
-    ok(synth_generate(d1, 50, 32, 42, 20, err, sizeof err) == 0, "generate seed 42: %s", err);
-    ok(synth_generate(d2, 50, 32, 42, 20, err, sizeof err) == 0, "generate seed 42 again");
-    ok(synth_generate(d3, 50, 32, 43, 20, err, sizeof err) == 0, "generate seed 43");
+    ok(synth_generate(d1, 50, 32, 42, 20, NULL, err, sizeof err) == 0, "generate seed 42: %s", err);
+    ok(synth_generate(d2, 50, 32, 42, 20, NULL, err, sizeof err) == 0, "generate seed 42 again");
+    ok(synth_generate(d3, 50, 32, 43, 20, NULL, err, sizeof err) == 0, "generate seed 43");
     int same = 1, diff = 1;
     for (int s = 0; s < 3; s++) {
         char a[600], b[600], c[600];
@@ -58,7 +58,7 @@ static void test_determinism(void) {
     free(part);
 
     /* a smaller run into the same directory removes the extra shards */
-    ok(synth_generate(d1, 15, 32, 42, 10, err, sizeof err) == 0, "regenerate smaller into the same dir");
+    ok(synth_generate(d1, 15, 32, 42, 10, NULL, err, sizeof err) == 0, "regenerate smaller into the same dir");
     ds_info_t info;
     ok(ds_scan(d1, &info, err, sizeof err) == 0 && info.n == 15 && info.nshards == 2, "only the new shards remain");
     ds_info_free(&info);
@@ -70,7 +70,7 @@ static void test_blobs(void) {
     char d[512], p[600], err[512];
     int S = 64, N = 60;
     snprintf(d, sizeof d, "%s/blobs", root);
-    ok(synth_generate(d, N, S, 7, 0, err, sizeof err) == 0, "generate for blob check: %s", err);
+    ok(synth_generate(d, N, S, 7, 0, NULL, err, sizeof err) == 0, "generate for blob check: %s", err);
     snprintf(p, sizeof p, "%s/shard-00000.safetensors", d);
     st_file_t *f = st_open(p, err, sizeof err);
     if (!ok(f != NULL, "open shard: %s", f ? "" : err)) return;
@@ -253,9 +253,9 @@ static void test_cli(void) {
     snprintf(foreign, sizeof foreign, "%s/model.safetensors", d);
     fs_write_file_atomic(foreign, "x", 1, err, sizeof err);
     ok(run_main(10, good) == 1, "directory with a foreign safetensors file: exit 1");
-    ok(synth_generate(d, 30, 28, 5, 12, err, sizeof err) != 0 && strstr(err, "model.safetensors"),
+    ok(synth_generate(d, 30, 28, 5, 12, NULL, err, sizeof err) != 0 && strstr(err, "model.safetensors"),
        "synth_generate names the foreign file: %s", err);
-    ok(synth_generate(d, 0, 28, 5, 12, err, sizeof err) != 0 && strstr(err, "samples"), "zero samples refused");
+    ok(synth_generate(d, 0, 28, 5, 12, NULL, err, sizeof err) != 0 && strstr(err, "samples"), "zero samples refused");
 }
 
 int main(void) {

@@ -76,7 +76,7 @@ int main(void) {
     double t0 = now();
     char dsdir[512];
     snprintf(dsdir, sizeof dsdir, "%s/ds", root);
-    ok(synth_generate(dsdir, n, (int)S, 2024, 0, err, sizeof err) == 0, "synthetic dataset: %ld samples %ldx%ld",
+    ok(synth_generate(dsdir, n, (int)S, 2024, 0, NULL, err, sizeof err) == 0, "synthetic dataset: %ld samples %ldx%ld",
        n, S, S);
     ds_info_t info;
     ds_layout_t lay;
