@@ -3,6 +3,7 @@
  * writes the store, and hands long work to residency.c or sched.c. */
 #include "daemon/daemon.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -93,6 +94,53 @@ int daemon_event_wait(daemon_t *d, unsigned long long *seq, int timeout_ms) {
 }
 
 /* ---- lifetime ----------------------------------------------------------------------------- */
+/* Checkpoint directories older than a job's newest recorded checkpoint that
+ * have no record are what a crash between pruning's two halves left (the
+ * record is deleted first, then the files): no run reads them again (a resumed
+ * run starts after the newest record), so they go. Newer unrecorded ones are
+ * kept: a resumed run reaching their step reports and records them. */
+static void daemon_sweep_pruned(daemon_t *d) {
+    DIR *root = opendir(d->checkpoint_root);
+    if (!root) return;
+    int removed = 0;
+    struct dirent *je;
+    while ((je = readdir(root)) != NULL) {
+        if (je->d_name[0] == '.') continue;
+        json_t *list = NULL;
+        char err[256];
+        if (store_checkpoint_list(d->store, je->d_name, &list, err, sizeof err) != STORE_OK) continue;
+        long newest = -1;
+        size_t i;
+        json_t *c;
+        json_array_foreach(list, i, c) {
+            long st = (long)json_integer_value(json_object_get(c, "step"));
+            if (st > newest) newest = st;
+        }
+        char jobdir[PATH_MAX + 256];
+        snprintf(jobdir, sizeof jobdir, "%s/%s", d->checkpoint_root, je->d_name);
+        DIR *jd = newest >= 0 ? opendir(jobdir) : NULL;
+        struct dirent *se;
+        while (jd && (se = readdir(jd)) != NULL) {
+            char *end;
+            long step = strtol(se->d_name, &end, 10);
+            if (se->d_name[0] < '0' || se->d_name[0] > '9' || *end || step >= newest) continue;
+            char path[PATH_MAX + 512];
+            snprintf(path, sizeof path, "%s/%s", jobdir, se->d_name);
+            int recorded = 0;
+            json_array_foreach(list, i, c) recorded |= strcmp(json_string_value(json_object_get(c, "path")), path) == 0;
+            if (recorded) continue;
+            if (fs_rm_rf(path, err, sizeof err) == 0) removed++;
+            else log_warn(NULL, "checkpoints: %s", err);
+        }
+        if (jd) closedir(jd);
+        json_decref(list);
+    }
+    closedir(root);
+    if (removed)
+        log_warn(NULL, "checkpoints: removed %d pruned checkpoint director%s a crash left on disk", removed,
+                 removed == 1 ? "y" : "ies");
+}
+
 daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     daemon_t *d = calloc(1, sizeof *d);
     if (!d) { snprintf(err, errlen, "out of memory"); return NULL; }
@@ -141,6 +189,7 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     if (swept < 0) log_warn(NULL, "checkpoints: cannot remove unfinished checkpoint directories: %s", e2);
     else if (swept > 0) log_warn(NULL, "checkpoints: removed %d unfinished checkpoint director%s left by a crash",
                                  swept, swept == 1 ? "y" : "ies");
+    daemon_sweep_pruned(d);
     /* job files of workers (work/jobs/<id>.json) live as long as their worker:
      * none runs yet, so any there is a crash's leftover */
     char jobs_dir[PATH_MAX + 16];

@@ -153,19 +153,21 @@ static int save_ckpt(train_t *T, int with_val, char *err, size_t errlen) {
     if (w < 0 || (size_t)w >= sizeof dir) return errbuf_set(err, errlen, "checkpoint path too long");
     struct stat st;
     if (stat(dir, &st) == 0) {
-        /* written by an earlier run of this job at this very step (deterministic: same content) */
-        stage_log(ctx, "step %ld: checkpoint %s exists already; kept", T->step, dir);
-        T->last_ckpt_step = T->step;
-        snprintf(T->last_ckpt_dir, sizeof T->last_ckpt_dir, "%s", dir);
-        return 0;
+        /* written (renamed into place, so complete) by an earlier run of this job
+         * at this very step; resuming is exact, so it holds what we would write.
+         * It is reported like a new one: if that run died before the daemon
+         * recorded it, it is recorded now (and pruned like any other). */
+        stage_log(ctx, "step %ld: checkpoint %s exists already (an earlier run of this job); kept", T->step, dir);
+    } else {
+        char parent[1024], e2[512];
+        snprintf(parent, sizeof parent, "%s/%s", ctx->checkpoint_root, ctx->job_id ? ctx->job_id : "job");
+        if (fs_mkdir_p(parent, 0755, e2, sizeof e2)) return errbuf_set(err, errlen, "checkpoint: %s", e2);
+        json_t *state = state_json(T);
+        int r = ckpt_save(dir, T->m, &T->meta, state, e2, sizeof e2);
+        json_decref(state);
+        if (r) return errbuf_set(err, errlen, "checkpoint at step %ld: %s", T->step, e2);
+        stage_log(ctx, "step %ld: checkpoint %s", T->step, dir);
     }
-    char parent[1024], e2[512];
-    snprintf(parent, sizeof parent, "%s/%s", ctx->checkpoint_root, ctx->job_id ? ctx->job_id : "job");
-    if (fs_mkdir_p(parent, 0755, e2, sizeof e2)) return errbuf_set(err, errlen, "checkpoint: %s", e2);
-    json_t *state = state_json(T);
-    int r = ckpt_save(dir, T->m, &T->meta, state, e2, sizeof e2);
-    json_decref(state);
-    if (r) return errbuf_set(err, errlen, "checkpoint at step %ld: %s", T->step, e2);
     T->last_ckpt_step = T->step;
     snprintf(T->last_ckpt_dir, sizeof T->last_ckpt_dir, "%s", dir);
     if (ctx->on_checkpoint) {
@@ -179,7 +181,6 @@ static int save_ckpt(train_t *T, int with_val, char *err, size_t errlen) {
         ctx->on_checkpoint(ctx->ud, T->step, dir, mj);
         json_decref(mj);
     }
-    stage_log(ctx, "step %ld: checkpoint %s", T->step, dir);
     return 0;
 }
 

@@ -959,7 +959,33 @@ int store_checkpoint_insert(store_t *s, const char *job, long step, const char *
     sqlite3_stmt *st = NULL;
     long long seq = 1;
     char id[32];
-    int rc = prep(s->w, "SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoints;", &st, err, errlen);
+    /* The same directory recorded again (a resumed run that reached a step whose
+     * checkpoint an earlier run had written): one record, its sums refreshed. */
+    int rc = prep(s->w, "SELECT id FROM checkpoints WHERE job = ?1 AND path = ?2;", &st, err, errlen);
+    if (rc) goto out;
+    sqlite3_bind_text(st, 1, job, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, path, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+        st = NULL;
+        rc = prep(s->w, "UPDATE checkpoints SET bytes = ?2, sha256 = ?3, files = ?4, metrics = COALESCE(?5, metrics) "
+                        "WHERE id = ?1;", &st, err, errlen);
+        if (rc) goto out;
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 2, bytes);
+        bind_text(st, 3, sha256);
+        bind_text(st, 4, files_text);
+        bind_text(st, 5, metrics_text);
+        if (sqlite3_step(st) != SQLITE_DONE) { rc = dberr(s->w, err, errlen, "checkpoint update"); goto out; }
+        sqlite3_finalize(st);
+        st = NULL;
+        if (ckpt) rc = ckpt_get_db(s->w, id, ckpt, err, errlen);
+        goto out;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    rc = prep(s->w, "SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoints;", &st, err, errlen);
     if (rc) goto out;
     if (sqlite3_step(st) == SQLITE_ROW) seq = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);

@@ -141,7 +141,9 @@ int store_metrics_latest(store_t *s, const char *job, json_t **out, char *err, s
 /* ---- checkpoints ------------------------------------------------------------- */
 /* Records a checkpoint durably with a fresh id ("c-%06d"); files = [{"name","bytes","sha256"}]
  * (may be NULL), metrics may be NULL. A "checkpoint" event {"id","step","path"} is
- * appended in the same transaction. *ckpt gets the record (may be NULL). */
+ * appended in the same transaction. The same job and path again (a resumed run
+ * reporting a directory an earlier run wrote) keeps its one record: sums
+ * refreshed, no new id, no event. *ckpt gets the record (may be NULL). */
 int store_checkpoint_insert(store_t *s, const char *job, long step, const char *path,
                             long long bytes, const char *sha256, const json_t *files,
                             const json_t *metrics, json_t **ckpt, char *err, size_t errlen);

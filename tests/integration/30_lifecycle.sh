@@ -128,6 +128,10 @@ is "$(sql "SELECT state FROM jobs WHERE id='$rj';")" running "store still says r
 mkdir -p "$STATE/checkpoints/$rj/.999.tmp.AbCdEf" "$STATE/work/jobs"
 head -c 4096 /dev/urandom >"$STATE/checkpoints/$rj/.999.tmp.AbCdEf/model.safetensors"
 echo '{}' >"$STATE/work/jobs/j-999999.json"
+# and a checkpoint directory older than the newest record, without a record (a
+# crash between pruning's record delete and its file delete)
+mkdir -p "$STATE/checkpoints/$rj/0"
+echo stale >"$STATE/checkpoints/$rj/0/model.safetensors"
 
 DAEMON_PID=
 restart_t=$(date +%s.%N)
@@ -136,6 +140,8 @@ ok 0 "daemon restarted on the same state dir"
 check "the unfinished checkpoint directory is removed at start" test ! -e "$STATE/checkpoints/$rj/.999.tmp.AbCdEf"
 check "and the removal is logged" grep -q 'removed 1 unfinished checkpoint directory' "$DLOG"
 check "a dead worker's job file is removed at start" test ! -e "$STATE/work/jobs/j-999999.json"
+check "an unrecorded checkpoint directory older than the newest record is removed at start" \
+    test ! -e "$STATE/checkpoints/$rj/0"
 is "$(wait_dataset syn 120)" ready "the dataset is loaded again after the restart"
 is "$(wait_job "$rj" 900)" succeeded "the interrupted job resumed and finished"
 api GET "/v1/jobs/$rj"

@@ -85,4 +85,10 @@ stop_daemon
 is "$DAEMON_RC" 0 "clean exit"
 check_store final
 is "$(find "$STATE/checkpoints" -name '.*.tmp.*' | wc -l)" 0 "no unfinished checkpoint directory at the end"
+orphans=0
+for dir in "$STATE/checkpoints/$JOB_ID"/*/; do
+    dir=${dir%/}
+    [ -n "$(sql "SELECT id FROM checkpoints WHERE path='$dir';")" ] || { orphans=$((orphans + 1)); diag "  unrecorded: $dir"; }
+done
+is "$orphans" 0 "every checkpoint directory left on disk has its record (none orphaned by the kills)"
 done_testing

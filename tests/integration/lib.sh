@@ -113,7 +113,7 @@ _cleanup() {
             tail -n 40 "$f" | sed 's/^/# /' >&2
         done
     fi
-    rm -rf "$TDIR"
+    if [ -n "${TRAIND_KEEP_TDIR:-}" ]; then diag "kept $TDIR" >&2; else rm -rf "$TDIR"; fi
     # shm segments a killed daemon could not unlink (CPU backend residency)
     exit "$rc"
 }

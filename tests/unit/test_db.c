@@ -307,6 +307,22 @@ static void test_metrics_checkpoints(store_t *s) {
         json_decref(m);
         json_decref(files);
     }
+    /* the same directory reported again (a resumed run): one record, sums refreshed, no new id */
+    {
+        json_t *files = json_pack("[{s:s, s:i, s:s}]", "name", "model.safetensors", "bytes", 101, "sha256", "cd");
+        json_t *c = NULL, *all = NULL;
+        ok(store_checkpoint_insert(s, id, 30, "/ck/30", 101, "cd", files, NULL, &c, err, sizeof err) == STORE_OK &&
+           strcmp(json_string_value(json_object_get(c, "id")), cid[2]) == 0 &&
+           json_integer_value(json_object_get(c, "bytes")) == 101 &&
+           strcmp(json_string_value(json_object_get(c, "sha256")), "cd") == 0 &&
+           json_is_object(json_object_get(c, "metrics")),
+           "same job and path again: the one record, sums refreshed, metrics kept");
+        store_checkpoint_list(s, id, &all, err, sizeof err);
+        ok(json_array_size(all) == 6, "still six records");
+        json_decref(all);
+        json_decref(c);
+        json_decref(files);
+    }
     json_t *pr = NULL;
     ok(store_checkpoint_prune_list(s, id, 2, "val_mpjpe", &pr, err, sizeof err) == STORE_OK && json_array_size(pr) == 3,
        "keep 2 + best: prune 3 (%zu)", json_array_size(pr));
