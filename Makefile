@@ -22,7 +22,7 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes
 CSTD    := -std=gnu11
 INC     := -I. -I/usr/include/x86_64-linux-gnu
-PKGS    := jansson sqlite3 libmicrohttpd libsystemd
+PKGS    := jansson sqlite3 libmicrohttpd libsystemd gnutls
 LIBS    := $(shell pkg-config --libs $(PKGS)) -lopenblas -lpthread -lm
 CURLLIB := $(shell pkg-config --libs libcurl) -ljansson -lm
 

@@ -3,7 +3,7 @@
 # to run its test suite (only those missing). Used by .ci/run and scripts/quickstart.sh.
 # Run as root, or as a user with sudo.
 set -euo pipefail
-need="build-essential pkg-config libjansson-dev libsqlite3-dev libmicrohttpd-dev libsystemd-dev
+need="build-essential pkg-config libjansson-dev libsqlite3-dev libmicrohttpd-dev libsystemd-dev libgnutls28-dev
       libcurl4-openssl-dev libopenblas-dev curl jq sqlite3 systemd python3 procps"
 missing=""
 for p in $need; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
