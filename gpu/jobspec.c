@@ -2,7 +2,7 @@
  * and resolve the per-stage dtype plan of SPEC §5.
  *
  * Owns: jobspec_parse / jobspec_free / jobspec_to_json / jobspec_plan /
- * dtype_plan_to_json / job_type_name, and the small base64 codec used for
+ * dtype_plan_to_json / job_type_name, and the base64 glue (GnuTLS's codec) for
  * inline infer images.
  *
  * Rules (documented here because the API answers with them):
@@ -27,7 +27,8 @@
  */
 #include "gpu/jobspec.h"
 
-#include <assert.h>
+#include <gnutls/gnutls.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,80 +40,61 @@
 #define JS_MAX_IMAGES 1024
 #define JS_MAX_IMAGE_SIDE 4096
 
-/* ---- base64 (RFC 4648, standard alphabet) --------------------------------- */
+/* ---- base64 (RFC 4648): GnuTLS's codec ---------------------------------------- */
 
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static int b64_value(unsigned char c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-/* Decodes s[len] (padding optional, no whitespace). Returns a malloc'd buffer
- * and its size in *outlen, or NULL with a message. */
+/* Decodes s[len] (whitespace ignored; padding may be left out, as some
+ * encoders do: it is added). Returns a malloc'd buffer and its size in
+ * *outlen, or NULL with a message. */
 static uint8_t *b64_decode(const char *s, size_t len, size_t *outlen, char *msg, size_t msglen) {
-    size_t pad = 0;
-    while (len > 0 && s[len - 1] == '=' && pad < 2) { len--; pad++; }
-    if (pad && (len + pad) % 4 != 0) {
-        snprintf(msg, msglen, "base64 padding is misplaced");
-        return NULL;
-    }
-    if (len % 4 == 1) {
-        snprintf(msg, msglen, "base64 length %zu is not a valid encoding", len + pad);
-        return NULL;
-    }
-    size_t n = len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
-    uint8_t *out = malloc(n ? n : 1);
-    if (!out) { snprintf(msg, msglen, "out of memory decoding base64"); return NULL; }
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
+    size_t sig = 0;
+    int padded = 0;
     for (size_t i = 0; i < len; i++) {
-        int v = b64_value((unsigned char)s[i]);
-        if (v < 0) {
-            snprintf(msg, msglen, "invalid base64 character at offset %zu", i);
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
+        if (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n') continue;
+        sig++;
+        padded |= s[i] == '=';
     }
-    /* Leftover bits of the last group must be zero (canonical encoding). */
-    if (acc != 0) {
-        snprintf(msg, msglen, "base64 has non-zero trailing bits");
-        free(out);
+    if (sig % 4 == 1 || (padded && sig % 4)) {
+        snprintf(msg, msglen, "base64 length %zu is not a valid encoding", sig);
         return NULL;
     }
-    assert(o == n);
-    *outlen = n;
-    return out;
+    size_t pad = padded ? 0 : (4 - sig % 4) % 4;
+    if (len > (size_t)UINT_MAX - 4) {
+        snprintf(msg, msglen, "base64 text of %zu bytes is too long", len);
+        return NULL;
+    }
+    char *tmp = NULL;
+    if (pad) {
+        tmp = malloc(len + pad);
+        if (!tmp) { snprintf(msg, msglen, "out of memory decoding base64"); return NULL; }
+        memcpy(tmp, s, len);
+        memset(tmp + len, '=', pad);
+    }
+    gnutls_datum_t in = {(unsigned char *)(tmp ? tmp : s), (unsigned)(len + pad)}, out = {NULL, 0};
+    int r = gnutls_base64_decode2(&in, &out);
+    free(tmp);
+    if (r < 0) {
+        snprintf(msg, msglen, "not valid base64 (%s)", gnutls_strerror(r));
+        return NULL;
+    }
+    uint8_t *p = malloc(out.size ? out.size : 1);   /* owned by the spec, freed with free() */
+    if (p && out.size) memcpy(p, out.data, out.size);
+    gnutls_free(out.data);
+    if (!p) { snprintf(msg, msglen, "out of memory decoding base64"); return NULL; }
+    *outlen = out.size;
+    return p;
 }
 
+/* n bytes as padded base64 (malloc'd, NUL-terminated), NULL when out of memory. */
 static char *b64_encode(const uint8_t *p, size_t n) {
-    size_t olen = (n + 2) / 3 * 4;
-    char *s = malloc(olen + 1);
-    if (!s) return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        if (i + 1 < n) v |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n) v |= p[i + 2];
-        s[o++] = b64_alphabet[(v >> 18) & 63];
-        s[o++] = b64_alphabet[(v >> 12) & 63];
-        s[o++] = i + 1 < n ? b64_alphabet[(v >> 6) & 63] : '=';
-        s[o++] = i + 2 < n ? b64_alphabet[v & 63] : '=';
+    if (n > UINT_MAX / 2) return NULL;
+    gnutls_datum_t in = {(unsigned char *)p, (unsigned)n}, out = {NULL, 0};
+    if (gnutls_base64_encode2(&in, &out) < 0) return NULL;
+    char *s = malloc((size_t)out.size + 1);
+    if (s) {
+        memcpy(s, out.data, out.size);
+        s[out.size] = 0;
     }
-    s[o] = 0;
+    gnutls_free(out.data);
     return s;
 }
 

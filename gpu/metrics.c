@@ -1,4 +1,4 @@
-/* gpu/metrics.c — MPJPE, PA-MPJPE (similarity Procrustes, Jacobi SVD), PCK,
+/* gpu/metrics.c — MPJPE, PA-MPJPE (similarity Procrustes, LAPACK SVD), PCK,
  * AUC, per-joint MPJPE and the mean-predictor floor. See gpu/metrics.h for the
  * definitions. Everything is fp64 on the host; inputs in metres, outputs mm. */
 #include "gpu/metrics.h"
@@ -10,87 +10,39 @@
 
 const double metrics_pck_mm[METRICS_NPCK] = {5, 10, 15, 20, 30, 40, 50};
 
-/* ---- 3×3 SVD by one-sided Jacobi ------------------------------------------------- */
-
-static void cross3(const double a[3], const double b[3], double o[3]) {
-    o[0] = a[1] * b[2] - a[2] * b[1];
-    o[1] = a[2] * b[0] - a[0] * b[2];
-    o[2] = a[0] * b[1] - a[1] * b[0];
-}
-
 static double det3(const double A[3][3]) {
     return A[0][0] * (A[1][1] * A[2][2] - A[1][2] * A[2][1]) -
            A[0][1] * (A[1][0] * A[2][2] - A[1][2] * A[2][0]) +
            A[0][2] * (A[1][0] * A[2][1] - A[1][1] * A[2][0]);
 }
 
+/* ---- 3×3 SVD: LAPACK's dgesvd (in OpenBLAS, already linked for the products) -- */
+
+/* The Fortran routine; column-major arrays, trailing lengths of the two
+ * character arguments (gfortran's convention). */
+extern void dgesvd_(const char *jobu, const char *jobvt, const int *m, const int *n, double *a,
+                    const int *lda, double *s, double *u, const int *ldu, double *vt, const int *ldvt,
+                    double *work, const int *lwork, int *info, size_t jobu_len, size_t jobvt_len);
+
 void metrics_svd3(const double M[3][3], double U[3][3], double S[3], double V[3][3]) {
-    double A[3][3];
-    memcpy(A, M, sizeof A);
+    double a[9], u[9], vt[9], work[64];
+    const int three = 3, lwork = 64;
+    int info = 0;
     for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 3; j++) V[i][j] = i == j;
-    /* Rotate column pairs of A (and V) until the columns are orthogonal: A V = U S. */
-    for (int sweep = 0; sweep < 64; sweep++) {
-        int rotated = 0;
-        for (int p = 0; p < 2; p++) {
-            for (int q = p + 1; q < 3; q++) {
-                double al = 0, be = 0, ga = 0;
-                for (int i = 0; i < 3; i++) {
-                    al += A[i][p] * A[i][p];
-                    be += A[i][q] * A[i][q];
-                    ga += A[i][p] * A[i][q];
-                }
-                if (ga == 0 || fabs(ga) <= 1e-15 * sqrt(al * be)) continue;
-                rotated = 1;
-                double zeta = (be - al) / (2 * ga);
-                double t = (zeta >= 0 ? 1.0 : -1.0) / (fabs(zeta) + sqrt(1 + zeta * zeta));
-                double c = 1 / sqrt(1 + t * t), s = c * t;
-                for (int i = 0; i < 3; i++) {
-                    double ap = A[i][p], aq = A[i][q];
-                    A[i][p] = c * ap - s * aq;
-                    A[i][q] = s * ap + c * aq;
-                    double vp = V[i][p], vq = V[i][q];
-                    V[i][p] = c * vp - s * vq;
-                    V[i][q] = s * vp + c * vq;
-                }
-            }
+        for (int j = 0; j < 3; j++) a[i + 3 * j] = M[i][j];
+    dgesvd_("A", "A", &three, &three, a, &three, S, u, &three, vt, &three, work, &lwork, &info, 1, 1);
+    if (info != 0) {   /* no convergence (cannot happen for finite 3x3 input): NaN, not a wrong answer */
+        for (int i = 0; i < 3; i++) {
+            S[i] = NAN;
+            for (int j = 0; j < 3; j++) U[i][j] = V[i][j] = NAN;
         }
-        if (!rotated) break;
-    }
-    /* Singular values = column norms; sort descending (columns of A and V alike). */
-    for (int j = 0; j < 3; j++) S[j] = sqrt(A[0][j] * A[0][j] + A[1][j] * A[1][j] + A[2][j] * A[2][j]);
-    for (int a = 0; a < 2; a++)
-        for (int b = a + 1; b < 3; b++)
-            if (S[b] > S[a]) {
-                double t = S[a]; S[a] = S[b]; S[b] = t;
-                for (int i = 0; i < 3; i++) {
-                    t = A[i][a]; A[i][a] = A[i][b]; A[i][b] = t;
-                    t = V[i][a]; V[i][a] = V[i][b]; V[i][b] = t;
-                }
-            }
-    /* U's columns; complete an orthonormal basis where a singular value vanishes. */
-    double tol = S[0] * 1e-12;
-    double u[3][3];   /* u[j] = column j */
-    for (int j = 0; j < 3; j++) {
-        if (S[j] > tol && S[j] > 0) {
-            for (int i = 0; i < 3; i++) u[j][i] = A[i][j] / S[j];
-        } else if (j == 0) {
-            u[0][0] = 1; u[0][1] = 0; u[0][2] = 0;
-        } else if (j == 1) {
-            /* any unit vector orthogonal to u0: cross with the axis least aligned with it */
-            double e[3] = {0, 0, 0};
-            int k = 0;
-            for (int i = 1; i < 3; i++) if (fabs(u[0][i]) < fabs(u[0][k])) k = i;
-            e[k] = 1;
-            cross3(u[0], e, u[1]);
-            double n = sqrt(u[1][0] * u[1][0] + u[1][1] * u[1][1] + u[1][2] * u[1][2]);
-            for (int i = 0; i < 3; i++) u[1][i] /= n;
-        } else {
-            cross3(u[0], u[1], u[2]);
-        }
+        return;
     }
     for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 3; j++) U[i][j] = u[j][i];
+        for (int j = 0; j < 3; j++) {
+            U[i][j] = u[i + 3 * j];
+            V[i][j] = vt[j + 3 * i];   /* V = (V^T)^T */
+        }
 }
 
 double metrics_procrustes(const double (*pred)[3], const double (*gt)[3], int n, double (*aligned)[3]) {

@@ -157,6 +157,17 @@ int main(void) {
     p = jobspec_plan(&js);
     ok(p.compute == DT_F32 && p.params == DT_F32, "infer fp32 on request");
     jobspec_free(&js);
+    /* base64 as encoders write it: wrapped lines, or the padding left out */
+    ok(parse_str("{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[{\"u8_hwc_b64\":\"AQID\\nBAUG\",\"height\":2,"
+                 "\"width\":1}]}", &js, field, msg) == 0 && js.images[0][3] == 4 && js.images[0][5] == 6,
+       "base64 wrapped over two lines (%s)", msg);
+    jobspec_free(&js);
+    ok(parse_str("{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[{\"u8_hwc_b64\":\"AQIDBAU\",\"height\":1,"
+                 "\"width\":1}]}", &js, field, msg) == -1 && strstr(msg, "decodes to 5 bytes"),
+       "unpadded base64 (5 bytes) decodes, and its size is checked: %s", msg);
+    ok(parse_str("{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[{\"u8_hwc_b64\":\"AR==\",\"height\":1,"
+                 "\"width\":1}]}", &js, field, msg) == -1 && strstr(msg, "base64"),
+       "non-canonical base64 (trailing bits) refused: %s", msg);
     round_trip("{\"type\":\"infer\",\"dataset\":\"d\",\"indices\":[0,5],\"outputs\":[\"patch_tokens\"]}");
 
     /* ---- invalid: every kind ---- */
