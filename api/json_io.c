@@ -12,9 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "store/errbuf.h"
 #include "api/api_internal.h"
 #include "daemon/daemon.h"
+#include "store/errbuf.h"
 
 static void reply_reset(api_req_t *r) {
     json_decref(r->json); r->json = NULL;

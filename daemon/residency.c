@@ -5,7 +5,6 @@
  * runs without the lock; a delete of a dataset being loaded sets its cancel
  * flag and waits until the loader lets go of it.
  */
-#include "store/errbuf.h"
 #include "daemon/residency.h"
 
 #include <ctype.h>
@@ -26,6 +25,7 @@
 #include "daemon/notify.h"
 #include "daemon/sched.h"
 #include "store/dataset.h"
+#include "store/errbuf.h"
 #include "store/fsutil.h"
 #include "store/synth.h"
 

@@ -7,8 +7,6 @@
  * worker's PR_SET_PDEATHSIG (tied to the forking thread) fires only when the
  * daemon dies. s->mu guards the slots.
  */
-#include "store/checkpoint.h"
-#include "store/errbuf.h"
 #include "daemon/sched.h"
 
 #include <dirent.h>
@@ -30,6 +28,8 @@
 #include "daemon/sha256.h"
 #include "daemon/worker.h"
 #include "gpu/jobspec.h"
+#include "store/checkpoint.h"
+#include "store/errbuf.h"
 #include "store/fsutil.h"
 
 #define LINE_MAX_BYTES (64u << 20)

@@ -1,7 +1,6 @@
 /* daemon/worker.c — `traind worker` (one job per process) and its spawning
  * from the daemon (see worker.h for the protocol). */
 #define _GNU_SOURCE
-#include "store/errbuf.h"
 #include "daemon/worker.h"
 
 #include <errno.h>
@@ -20,6 +19,7 @@
 #include "gpu/jobspec.h"
 #include "gpu/stages.h"
 #include "store/dataset.h"
+#include "store/errbuf.h"
 #include "store/fsutil.h"
 
 /* ---- daemon side ---------------------------------------------------------------- */
