@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "daemon/log.h"
+#include "daemon/mono.h"
 #include "daemon/residency.h"
 #include "daemon/sched.h"
 #include "gpu/jobspec.h"
@@ -78,11 +79,7 @@ unsigned long long daemon_event_seq(daemon_t *d) {
 
 int daemon_event_wait(daemon_t *d, unsigned long long *seq, int timeout_ms) {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (timeout_ms < 0) timeout_ms = 0;
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+    mono_deadline(&ts, timeout_ms);
     int r = 0;
     pthread_mutex_lock(&d->ev_mu);
     while (d->ev_seq == *seq && !atomic_load(&d->stopping))
@@ -146,9 +143,9 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     if (!d) { snprintf(err, errlen, "out of memory"); return NULL; }
     d->cfg = *cfg;
     d->lock_fd = -1;
-    d->started = store_now();
+    d->started = mono_now();
     pthread_mutex_init(&d->ev_mu, NULL);
-    pthread_cond_init(&d->ev_cv, NULL);
+    mono_cond_init(&d->ev_cv);
     char e2[512];
     if (fs_mkdir_p(cfg->state_dir, 0750, e2, sizeof e2)) { snprintf(err, errlen, "state dir: %s", e2); goto fail; }
     char sd[PATH_MAX];
@@ -615,7 +612,7 @@ json_t *daemon_status(daemon_t *d) {
         queued = json_integer_value(json_object_get(counts, "queued"));
     json_decref(counts);
     return json_pack("{s:s, s:f, s:s, s:o, s:o, s:o, s:I, s:b}", "version", TRAIND_VERSION, "uptime_s",
-                     store_now() - d->started, "backend", d->backend_name, "devices", devs,
+                     mono_now() - d->started, "backend", d->backend_name, "devices", devs,
                      "datasets", residency_summary(d->res), "running", running, "queue_length", (json_int_t)queued,
                      "stopping", atomic_load(&d->stopping));
 }
@@ -679,7 +676,7 @@ char *daemon_metrics_text(daemon_t *d) {
                 json_string_value(json_object_get(r, "state")), (long long)json_integer_value(json_object_get(r, "bytes")));
     json_decref(sum);
     fprintf(f, "# HELP traind_uptime_seconds Seconds since the daemon started.\n# TYPE traind_uptime_seconds gauge\n"
-               "traind_uptime_seconds %.3f\n", store_now() - d->started);
+               "traind_uptime_seconds %.3f\n", mono_now() - d->started);
     fclose(f);
     return buf;
 }

@@ -52,7 +52,7 @@ struct daemon {
     backend_t *be[CFG_MAX_DEVICES];      /* the daemon's own backend per device (memory, sharing) */
     residency_t *res;
     sched_t *sched;
-    double started;                      /* unix seconds */
+    double started;                      /* mono_now() at start (uptime) */
     char exe[PATH_MAX];                  /* this binary, for `traind worker` */
     char checkpoint_root[PATH_MAX];      /* <state>/checkpoints */
     char work_root[PATH_MAX];            /* <state>/work (job specs, results, synthetic data) */

@@ -8,11 +8,12 @@
 #include <time.h>
 
 #include "daemon/log.h"
+#include "daemon/mono.h"
 
 static pthread_t wd_thread;
 static int wd_running;
 static pthread_mutex_t wd_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t wd_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t wd_cv;              /* CLOCK_MONOTONIC waits: mono_cond_init at start */
 static int wd_stop;
 static unsigned long long wd_usec;
 static int (*wd_alive)(void *);
@@ -52,11 +53,7 @@ static void *wd_main(void *arg) {
         }
         pthread_mutex_lock(&wd_mu);
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        unsigned long long half = wd_usec / 2;
-        ts.tv_sec += (time_t)(half / 1000000);
-        ts.tv_nsec += (long)(half % 1000000) * 1000;
-        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+        mono_deadline(&ts, (long)(wd_usec / 2 / 1000));
         while (!wd_stop && pthread_cond_timedwait(&wd_cv, &wd_mu, &ts) == 0) {}
     }
     pthread_mutex_unlock(&wd_mu);
@@ -70,6 +67,10 @@ void notify_watchdog_start(int (*alive)(void *ud), void *ud) {
     wd_alive = alive;
     wd_ud = ud;
     wd_stop = 0;
+    if (mono_cond_init(&wd_cv) != 0) {
+        log_error(NULL, "systemd watchdog: cannot set up its timer; not pinging");
+        return;
+    }
     if (pthread_create(&wd_thread, NULL, wd_main, NULL) == 0) {
         wd_running = 1;
         log_info(NULL, "systemd watchdog: pinging every %.1f s", usec / 2e6);
@@ -83,5 +84,6 @@ void notify_watchdog_stop(void) {
     pthread_cond_broadcast(&wd_cv);
     pthread_mutex_unlock(&wd_mu);
     pthread_join(wd_thread, NULL);
+    pthread_cond_destroy(&wd_cv);
     wd_running = 0;
 }

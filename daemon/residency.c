@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "daemon/log.h"
+#include "daemon/mono.h"
 #include "daemon/notify.h"
 #include "daemon/sched.h"
 #include "store/dataset.h"
@@ -162,14 +163,6 @@ int residency_check_path(const daemon_cfg_t *cfg, const char *path, char *resolv
 
 /* ---- the loader ---------------------------------------------------------------------- */
 
-/* Seconds on the monotonic clock (ns resolution): load timing. The store's
- * wall clock has milliseconds, and a small dataset loads in less than one. */
-static double res_mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* GB/s, always finite (0 when no time has passed): JSON has no Inf. */
 static double res_gbps(double bytes, double seconds) {
     return seconds > 0 && bytes >= 0 ? bytes / seconds / 1e9 : 0.0;
@@ -183,11 +176,11 @@ static void on_load_progress(void *ud, uint64_t done, uint64_t total) {
     pthread_mutex_lock(&r->mu);
     p->x->done = (uint64_t)p->slot * p->x->layout.total + done;
     p->x->total = (uint64_t)r->d->n_dev * p->x->layout.total;
-    p->x->gbps = res_gbps((double)p->x->done, res_mono() - p->x->t0);
+    p->x->gbps = res_gbps((double)p->x->done, mono_now() - p->x->t0);
     double frac = p->x->total ? (double)p->x->done / (double)p->x->total : 0;
     double gbps = p->x->gbps;
     pthread_mutex_unlock(&r->mu);
-    double now = store_now();
+    double now = mono_now();
     if (now - p->last_store >= 1.0) {   /* durable progress for other readers, at most 1/s */
         p->last_store = now;
         json_t *upd = json_pack("{s:f, s:f}", "progress", frac, "gb_per_s", gbps);
@@ -255,7 +248,7 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
     int fit = fits(r, l.total, x, msg, msglen);
     if (fit == 0) {
         x->phase = RS_LOADING;
-        x->t0 = res_mono();
+        x->t0 = mono_now();
         x->done = 0;
         x->total = (uint64_t)d->n_dev * l.total;
     }
@@ -301,13 +294,13 @@ static void *loader_main(void *arg) {
         pthread_mutex_unlock(&r->mu);
 
         char msg[1024] = "";
-        double t0 = res_mono();
+        double t0 = mono_now();
         int rc = load_one(r, x, msg, sizeof msg);
-        double el = res_mono() - t0;
+        double el = mono_now() - t0;
         char err[256];
         json_t *upd;
         if (rc == 0) {
-            double gbps = res_gbps((double)x->layout.total * r->d->n_dev, res_mono() - x->t0);
+            double gbps = res_gbps((double)x->layout.total * r->d->n_dev, mono_now() - x->t0);
             upd = json_pack("{s:s, s:I, s:[i,i], s:o, s:I, s:f, s:f, s:b, s:n, s:I}", "state", "ready",
                             "samples", (json_int_t)x->layout.n, "image_size", x->layout.h, x->layout.w,
                             "fields", ds_fields_to_json(x->layout.fields), "bytes", (json_int_t)x->layout.total,

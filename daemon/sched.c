@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "daemon/log.h"
+#include "daemon/mono.h"
 #include "daemon/notify.h"
 #include "daemon/residency.h"
 #include "daemon/sha256.h"
@@ -83,9 +84,9 @@ sched_t *sched_create(daemon_t *d) {
     if (!s) return NULL;
     s->d = d;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    mono_cond_init(&s->cv);
     for (int i = 0; i < CFG_MAX_DEVICES; i++) { s->slots[i].s = s; s->slots[i].index = i; }
-    s->tick = store_now();
+    s->tick = mono_now();
     return s;
 }
 
@@ -102,7 +103,7 @@ int sched_alive(void *arg) {
     pthread_mutex_lock(&s->mu);
     double t = s->tick;
     pthread_mutex_unlock(&s->mu);
-    return store_now() - t < 30.0;
+    return mono_now() - t < 30.0;
 }
 
 /* ---- recording what a worker reports ---------------------------------------------------- */
@@ -196,7 +197,7 @@ static void handle_line(slot_t *sl, const char *line) {
         return;
     }
     if (!strcmp(type, "progress")) {
-        double now = store_now();
+        double now = mono_now();
         long step = (long)json_integer_value(json_object_get(data, "step"));
         long total = (long)json_integer_value(json_object_get(data, "total_steps"));
         pthread_mutex_lock(&sl->s->mu);
@@ -380,7 +381,7 @@ static void *supervise(void *arg) {
     sl->pid = pid;
     if (cancelled_early && !sl->cancel) {
         sl->cancel = 1;
-        sl->kill_at = store_now() + d->cfg.cancel_grace_s;
+        sl->kill_at = mono_now() + d->cfg.cancel_grace_s;
     }
     if (sl->cancel || sl->shutdown) kill(pid, SIGTERM);
     pthread_mutex_unlock(&s->mu);
@@ -393,7 +394,7 @@ static void *supervise(void *arg) {
         struct pollfd pfd = {fd, POLLIN, 0};
         int pr = poll(&pfd, 1, 250);
         pthread_mutex_lock(&s->mu);
-        if (sl->kill_at > 0 && store_now() >= sl->kill_at && !sl->killed) {
+        if (sl->kill_at > 0 && mono_now() >= sl->kill_at && !sl->killed) {
             log_warn(sl->job, "worker %d did not stop in time: SIGKILL", (int)pid);
             kill(pid, SIGKILL);
             sl->killed = 1;
@@ -440,9 +441,9 @@ static void *supervise(void *arg) {
         if (!sl->killed && deadline == 0) {
             /* closed its events pipe but has not exited: give it the grace period */
             pthread_mutex_lock(&s->mu);
-            sl->kill_at = store_now() + d->cfg.cancel_grace_s;
+            sl->kill_at = mono_now() + d->cfg.cancel_grace_s;
             pthread_mutex_unlock(&s->mu);
-        } else if (!sl->killed && store_now() >= deadline) {
+        } else if (!sl->killed && mono_now() >= deadline) {
             kill(pid, SIGKILL);
             sl->killed = 1;
         }
@@ -573,14 +574,13 @@ static void *sched_main(void *arg) {
     sched_t *s = arg;
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
-        s->tick = store_now();
+        s->tick = mono_now();
         s->kicked = 0;
         try_start(s);
         if (s->stop) break;
         if (!s->kicked) {
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
+            mono_deadline(&ts, 1000);
             pthread_cond_timedwait(&s->cv, &s->mu, &ts);
         }
     }
@@ -606,7 +606,7 @@ int sched_cancel(sched_t *s, const char *job_id) {
             found = 0;
             if (!sl->cancel) {
                 sl->cancel = 1;
-                sl->kill_at = store_now() + s->d->cfg.cancel_grace_s;
+                sl->kill_at = mono_now() + s->d->cfg.cancel_grace_s;
                 if (sl->pid > 0) kill(sl->pid, SIGTERM);
                 log_info(job_id, "cancelling: SIGTERM to worker %d (SIGKILL in %.0f s)", (int)sl->pid,
                          s->d->cfg.cancel_grace_s);
@@ -621,7 +621,7 @@ void sched_stop_all(sched_t *s) {
     daemon_t *d = s->d;
     pthread_mutex_lock(&s->mu);
     int running = 0;
-    double deadline = store_now() + d->cfg.cancel_grace_s;
+    double deadline = mono_now() + d->cfg.cancel_grace_s;
     for (int i = 0; i < d->n_dev; i++) {
         slot_t *sl = &s->slots[i];
         if (!sl->busy) continue;
@@ -637,8 +637,7 @@ void sched_stop_all(sched_t *s) {
         for (int i = 0; i < d->n_dev; i++) busy += s->slots[i].busy;
         if (!busy) break;
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 5;
+        mono_deadline(&ts, 5000);
         pthread_cond_timedwait(&s->cv, &s->mu, &ts);
         notify_extend_timeout(15);
     }

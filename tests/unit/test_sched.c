@@ -2,6 +2,7 @@
  * within a priority) both as the pure ordering and through the store's queue
  * query; the config parser (flags, file, loopback/token rule); SHA-256 of
  * checkpoint files against the FIPS 180-4 test vectors. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "daemon/config.h"
+#include "daemon/mono.h"
 #include "daemon/residency.h"
 #include "daemon/sched.h"
 #include "daemon/sha256.h"
@@ -305,7 +307,35 @@ static void test_worker_errors(void) {
     ok(worker_main(2, argv) == 2, "usage error: exit 2");
 }
 
+/* The daemon's waits and deadlines run on CLOCK_MONOTONIC. */
+static void test_mono(void) {
+    double a = mono_now(), b = mono_now();
+    ok(a > 0 && b >= a, "mono_now is positive and does not go back");
+    pthread_cond_t cv;
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    ok(mono_cond_init(&cv) == 0, "a condition variable on the monotonic clock");
+    struct timespec ts, now;
+    mono_deadline(&ts, 150);
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double ahead = (double)(ts.tv_sec - now.tv_sec) + (double)(ts.tv_nsec - now.tv_nsec) * 1e-9;
+    ok(ahead > 0.1 && ahead <= 0.15 && ts.tv_nsec >= 0 && ts.tv_nsec < 1000000000L,
+       "mono_deadline(150 ms) is 150 ms ahead on CLOCK_MONOTONIC (%.3f s), normalized", ahead);
+    double t0 = mono_now();
+    pthread_mutex_lock(&mu);
+    int r = 0;
+    while (r == 0) r = pthread_cond_timedwait(&cv, &mu, &ts);
+    pthread_mutex_unlock(&mu);
+    double el = mono_now() - t0;
+    ok(r == ETIMEDOUT && el >= 0.1 && el < 5.0, "a timed wait on it ends at the deadline (%.3f s)", el);
+    mono_deadline(&ts, 1999);
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    ahead = (double)(ts.tv_sec - now.tv_sec) + (double)(ts.tv_nsec - now.tv_nsec) * 1e-9;
+    ok(ahead > 1.9 && ahead <= 1.999 && ts.tv_nsec < 1000000000L, "mono_deadline carries milliseconds into seconds");
+    pthread_cond_destroy(&cv);
+}
+
 int main(void) {
+    test_mono();
     test_order();
     test_store_queue();
     test_config();
