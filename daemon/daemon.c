@@ -18,12 +18,12 @@
 #include <unistd.h>
 
 #include "daemon/log.h"
-#include "daemon/mono.h"
 #include "daemon/residency.h"
 #include "daemon/sched.h"
 #include "gpu/jobspec.h"
 #include "store/checkpoint.h"
 #include "store/fsutil.h"
+#include "store/mono.h"
 
 #ifdef TRAIND_CUDA
 #include <cuda_runtime_api.h>

@@ -8,7 +8,7 @@
 #include <time.h>
 
 #include "daemon/log.h"
-#include "daemon/mono.h"
+#include "store/mono.h"
 
 static pthread_t wd_thread;
 static int wd_running;

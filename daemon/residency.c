@@ -18,16 +18,15 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "daemon/log.h"
-#include "daemon/mono.h"
 #include "daemon/notify.h"
 #include "daemon/sched.h"
 #include "store/dataset.h"
 #include "store/errbuf.h"
 #include "store/fsutil.h"
+#include "store/mono.h"
 #include "store/synth.h"
 
 enum { RS_QUEUED, RS_GENERATING, RS_LOADING, RS_READY, RS_FAILED };

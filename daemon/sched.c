@@ -23,7 +23,6 @@
 #include <unistd.h>
 
 #include "daemon/log.h"
-#include "daemon/mono.h"
 #include "daemon/notify.h"
 #include "daemon/residency.h"
 #include "daemon/sha256.h"
@@ -32,6 +31,7 @@
 #include "store/checkpoint.h"
 #include "store/errbuf.h"
 #include "store/fsutil.h"
+#include "store/mono.h"
 
 #define LINE_MAX_BYTES (64u << 20)
 #define PROGRESS_STORE_S 0.5

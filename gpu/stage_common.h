@@ -23,6 +23,7 @@
 #include "gpu/stages.h"
 #include "store/checkpoint.h"
 #include "store/errbuf.h"
+#include "store/mono.h"
 
 /* ---- PRNG --------------------------------------------------------------------- */
 typedef rng_t stage_rng_t;
@@ -35,7 +36,6 @@ int stage_rng_from_json(const json_t *j, stage_rng_t *r);        /* 0 / -1 */
 
 /* ---- misc ----------------------------------------------------------------------- */
 void stage_split(int64_t n, const double frac[2], int64_t *begin, int64_t *end);
-double stage_now(void);                                          /* monotonic seconds */
 __attribute__((format(printf, 2, 3))) void stage_log(stage_ctx_t *ctx, const char *fmt, ...);
 json_t *stage_real(double x);                                    /* NaN/Inf -> null */
 
@@ -56,7 +56,7 @@ int stage_model_open(stage_ctx_t *ctx, const dtype_plan_t *plan, const stage_mod
                      model_t **out, json_t **state, ckpt_meta_t *meta, char *err, size_t errlen);
 json_t *stage_model_json(const model_t *m, const char *backbone, const char *source);
 /* What every eval/infer result reports about its run: checkpoint, model, dtype_plan,
- * images_per_s (images over dt seconds) and wall_s (since t0, stage_now()). */
+ * images_per_s (images over dt seconds) and wall_s (since t0, mono_now()). */
 void stage_result_run_info(json_t *res, const stage_ctx_t *ctx, const model_t *m, const char *backbone,
                            const dtype_plan_t *plan, double images, double dt, double t0);
 

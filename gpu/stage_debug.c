@@ -118,7 +118,7 @@ int stage_debug(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     memset(&b, 0, sizeof b);
     ckpt_meta_t meta;
     char e2[256];
-    double t0 = stage_now();
+    double t0 = mono_now();
 
     int64_t tb, te;
     stage_split(ds->n, spec->split_train, &tb, &te);
@@ -263,7 +263,7 @@ int stage_debug(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         json_object_set_new(plans, job_type_name((job_type_t)t), dtype_plan_to_json(&p));
     }
     json_object_set_new(res, "stage_plans", plans);
-    json_object_set_new(res, "wall_s", json_real(stage_now() - t0));
+    json_object_set_new(res, "wall_s", json_real(mono_now() - t0));
     *result = res;
     rc = 0;
 done:

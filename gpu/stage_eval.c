@@ -39,7 +39,7 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     stage_batch_t b;
     memset(&b, 0, sizeof b);
     ckpt_meta_t meta;
-    double t0 = stage_now();
+    double t0 = mono_now();
 
     /* the model first: the checkpoint's state says which split it trained on */
     float mean_pose[63];
@@ -95,7 +95,7 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     stage_log(ctx, "eval: %lld samples (%s) in batches of %d, compute %s", (long long)n, what, B,
               dtype_name(plan.compute));
     metrics_t mt;
-    double t1 = stage_now();
+    double t1 = mono_now();
     int r = stage_eval_indices(ctx, m, &b, idx, n, B, mp, 1, &mt, err, errlen);
     if (r < 0) goto done;
     if (r == 1) {
@@ -103,7 +103,7 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         rc = 1;
         goto done;
     }
-    double dt = stage_now() - t1;
+    double dt = mono_now() - t1;
     json_t *res = metrics_to_json(&mt);
     json_object_set_new(res, "samples_from", json_string(what));
     if (!spec->n_indices) json_object_set_new(res, "range", json_pack("[II]", (json_int_t)idx[0], (json_int_t)(idx[0] + n)));

@@ -49,7 +49,7 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     memset(&b, 0, sizeof b);
     ckpt_meta_t meta;
     char e2[512];
-    double t0 = stage_now();
+    double t0 = mono_now();
     int from_images = spec->n_images > 0;
     int64_t n = from_images ? spec->n_images : spec->n_indices;
     if (n < 1) return errbuf_set(err, errlen, "infer needs indices or images");
@@ -102,7 +102,7 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     }
 
     preds = json_array();
-    double t1 = stage_now();
+    double t1 = mono_now();
     for (int64_t off = 0; off < n; off += B) {
         if (ctx->stop && *ctx->stop) { errbuf_set(err, errlen, "infer cancelled"); rc = 1; goto done; }
         int c = (int)(n - off < B ? n - off : B);
@@ -162,13 +162,13 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
             json_array_append_new(preds, o);
         }
         if (ctx->on_progress) {
-            double t = stage_now();
+            double t = mono_now();
             stage_progress_t p = {.step = (off + c + B - 1) / B, .total_steps = (n + B - 1) / B, .epoch = 0};
             p.images_per_s = t > t1 ? (double)(off + c) / (t - t1) : 0;
             ctx->on_progress(ctx->ud, &p);
         }
     }
-    double dt = stage_now() - t1;
+    double dt = mono_now() - t1;
 
     json_t *res = json_object();
     json_object_set_new(res, "count", json_integer(n));

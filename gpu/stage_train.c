@@ -243,7 +243,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
               (long long)T.n_train, (long long)T.n_val, B, T.total, dtype_name(plan.compute));
 
     long metric_every = T.total > 2000 ? T.total / 2000 : 1;
-    double t_start = stage_now(), t_train = 0, t_last_progress = 0;
+    double t_start = mono_now(), t_train = 0, t_last_progress = 0;
     long steps_run = 0, images_run = 0, skipped = 0;
     hand_loss_t hl = {0};
     double grad_norm = 0;
@@ -257,7 +257,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
             T.pos = 0;
             new_epoch_order(&T);
         }
-        double t0 = stage_now();
+        double t0 = mono_now();
         int Bn = (int)(T.n_train - T.pos < B ? T.n_train - T.pos : B);
         stage_batch_set_idx(&T.b, T.perm + T.pos, Bn);
         if (model_forward(T.m, ds->images, ds->image_dtype, T.b.d_idx, Bn, 0, e2, sizeof e2)) {
@@ -288,7 +288,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         T.step = t;
         steps_run++;
         images_run += Bn;
-        double t1 = stage_now();
+        double t1 = mono_now();
         t_train += t1 - t0;
 
         if (ctx->on_metric && (t % metric_every == 0 || t == 1 || t == T.total)) {
@@ -341,7 +341,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     json_object_set_new(res, "best_step", json_integer(T.best_step));
     json_object_set_new(res, "checkpoint", T.last_ckpt_dir[0] ? json_string(T.last_ckpt_dir) : json_null());
     json_object_set_new(res, "images_per_s", stage_real(t_train > 0 ? images_run / t_train : NAN));
-    json_object_set_new(res, "wall_s", json_real(stage_now() - t_start));
+    json_object_set_new(res, "wall_s", json_real(mono_now() - t_start));
     json_object_set_new(res, "model", stage_model_json(T.m, T.meta.backbone,
                                                        ctx->checkpoint_path ? ctx->checkpoint_path
                                                        : ctx->weights_path ? ctx->weights_path : NULL));

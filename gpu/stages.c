@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ---- PRNG (gpu/rng.h: splitmix64 seeding, xoshiro256**) -------------------------- */
 
@@ -63,12 +62,6 @@ void stage_split(int64_t n, const double frac[2], int64_t *begin, int64_t *end) 
     if (*begin < 0) *begin = 0;
     if (*end > n) *end = n;
     if (*end < *begin) *end = *begin;
-}
-
-double stage_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 void stage_log(stage_ctx_t *ctx, const char *fmt, ...) {
@@ -276,7 +269,7 @@ int stage_eval_indices(stage_ctx_t *ctx, model_t *m, stage_batch_t *b, const int
     if (bs > b->cap) bs = b->cap;
     if (bs > m->opts.max_batch) bs = m->opts.max_batch;
     char e2[256];
-    double t0 = stage_now(), t_last = t0;
+    double t0 = mono_now(), t_last = t0;
     long nb = (long)((n + bs - 1) / bs), done = 0;
     for (int64_t off = 0; off < n; off += bs) {
         if (ctx->stop && *ctx->stop) return 1;
@@ -288,7 +281,7 @@ int stage_eval_indices(stage_ctx_t *ctx, model_t *m, stage_batch_t *b, const int
         stage_batch_labels(b, ctx->ds, c);
         metrics_acc_add(&acc, b->h_pred, b->h_joints, b->h_valid, b->h_has, c);
         done++;
-        double t = stage_now();
+        double t = mono_now();
         if (progress && ctx->on_progress && (t - t_last >= 0.5 || done == nb)) {
             stage_progress_t p = {.step = done, .total_steps = nb, .epoch = 0};
             p.images_per_s = t > t0 ? (double)(off + c) / (t - t0) : 0;
@@ -330,5 +323,5 @@ void stage_result_run_info(json_t *res, const stage_ctx_t *ctx, const model_t *m
                                                                    : ctx->weights_path));
     json_object_set_new(res, "dtype_plan", dtype_plan_to_json(plan));
     json_object_set_new(res, "images_per_s", stage_real(dt > 0 ? images / dt : NAN));
-    json_object_set_new(res, "wall_s", json_real(stage_now() - t0));
+    json_object_set_new(res, "wall_s", json_real(mono_now() - t0));
 }

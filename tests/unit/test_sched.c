@@ -11,12 +11,12 @@
 #include <unistd.h>
 
 #include "daemon/config.h"
-#include "daemon/mono.h"
 #include "daemon/residency.h"
 #include "daemon/sched.h"
 #include "daemon/sha256.h"
 #include "daemon/worker.h"
 #include "store/db.h"
+#include "store/mono.h"
 #include "tests/tap.h"
 
 static unsigned long long rng = 0x9e3779b97f4a7c15ull;

@@ -1,5 +1,5 @@
-/* daemon/mono.c — see mono.h. */
-#include "daemon/mono.h"
+/* store/mono.c — see mono.h. */
+#include "store/mono.h"
 
 double mono_now(void) {
     struct timespec ts;

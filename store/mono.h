@@ -1,5 +1,5 @@
-/* daemon/mono.h — the daemon's clock for intervals, deadlines and timed
- * waits: CLOCK_MONOTONIC. The wall clock (store_now(), log lines) is for
+/* store/mono.h — the clock for intervals, deadlines, rates and timed waits,
+ * of the daemon and of the stages: CLOCK_MONOTONIC. The wall clock (store_now(), log lines) is for
  * recorded timestamps only; NTP or an admin may step it, and a deadline or a
  * condition wait on it would then fire an hour early or an hour late (a
  * watchdog thread asleep for an hour gets the daemon killed by systemd). */
