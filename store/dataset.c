@@ -545,30 +545,23 @@ static void ds_issue_chunk(ds_loader_t *ld, const ds_shard_t *sh, int64_t g0, in
     ld->done += (uint64_t)c * plane * 2;
     size_t dst_off[DS_NFIELDS] = {l->off_joints, l->off_valid, l->off_has_hand, l->off_intrinsics,
                                   l->off_object_poses, l->off_object_ids, l->off_num_objects};
-    /* non-finite joints -> invalid, in the staging copy (or in `mask` when the
-     * files have no validity mask) before anything is uploaded */
+    /* non-finite joints -> invalid, in the staging copy of the validity mask,
+     * or in `mask` (all ones otherwise) when the files have none */
     assert(offs[0] != SIZE_MAX);
-    const uint8_t *valid_src = NULL;
-    if (offs[1] != SIZE_MAX) {
-        ld->masked += ds_mask_nonfinite((float *)(void *)(stage + offs[0]), (uint8_t *)(stage + offs[1]), c);
-    } else {
-        memset(mask, 1, (size_t)c * DS_JOINTS);
-        int64_t bad = ds_mask_nonfinite((float *)(void *)(stage + offs[0]), mask, c);
-        if (bad) valid_src = mask;
-        ld->masked += bad;
-    }
+    uint8_t *valid = offs[1] != SIZE_MAX ? (uint8_t *)(stage + offs[1]) : mask;
+    if (valid == mask) memset(mask, 1, (size_t)c * DS_JOINTS);
+    ld->masked += ds_mask_nonfinite((float *)(void *)(stage + offs[0]), valid, c);
     for (int k = 0; k < DS_NFIELDS; k++) {
         const ds_field_t *fd = &ds_fields[k];
         size_t rb = fd->row_bytes, bytes = (size_t)c * rb;
         char *dst = ld->base + dst_off[k] + (size_t)g0 * rb;
-        if (offs[k] != SIZE_MAX) {
-            be->upload(be, dst, stage + offs[k], bytes);
-            ld->done += bytes;
-        } else if (fd->bit == DS_F_JOINTS_VALID || fd->bit == DS_F_HAS_HAND) {
-            /* absent masks: all ones (the joint mask unless joints were masked above) */
-            be->upload(be, dst, fd->bit == DS_F_JOINTS_VALID && valid_src ? valid_src : ones, bytes);
-            ld->done += bytes;
-        }
+        const void *src = NULL;                       /* an absent optional field: nothing */
+        if (offs[k] != SIZE_MAX) src = stage + offs[k];
+        else if (fd->bit == DS_F_JOINTS_VALID) src = mask;
+        else if (fd->bit == DS_F_HAS_HAND) src = ones;  /* absent: every sample has a hand */
+        if (!src) continue;
+        be->upload(be, dst, src, bytes);
+        ld->done += bytes;
     }
 }
 
@@ -694,8 +687,8 @@ int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, c
     ds_pipe_t p = {.dir = dir, .info = info, .l = l, .plan = plan, .nchunks = np, .failed_at = -1};
     p.st[0] = (ds_stage_t){.mem = be->host_alloc(be, stage_bytes), .chunk = -1};
     p.st[1] = (ds_stage_t){.mem = be->host_alloc(be, stage_bytes), .chunk = -1};
-    uint8_t *ones = be->host_alloc(be, (size_t)chunk * DS_JOINTS);
-    uint8_t *mask = be->host_alloc(be, (size_t)chunk * DS_JOINTS);
+    uint8_t *ones = be->host_alloc(be, (size_t)chunk);              /* has_hand when absent */
+    uint8_t *mask = be->host_alloc(be, (size_t)chunk * DS_JOINTS);  /* hand_joints_valid when absent */
     void *tmp = any_f32 ? be->alloc(be, (size_t)chunk * plane * 4) : NULL;
     int rc = -1, started = 0;
     pthread_t reader;
@@ -705,7 +698,7 @@ int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, c
         errbuf_set(err, errlen, "dataset %s: cannot allocate staging memory (2 x %zu bytes): %s", dir, stage_bytes, be->err);
         goto out;
     }
-    memset(ones, 1, (size_t)chunk * DS_JOINTS);
+    memset(ones, 1, (size_t)chunk);
     if (pthread_create(&reader, NULL, ds_reader_main, &p) != 0) {
         errbuf_set(err, errlen, "dataset %s: cannot start the reader thread", dir);
         goto out;
