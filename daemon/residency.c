@@ -305,10 +305,6 @@ static void *loader_main(void *arg) {
                             "fields", ds_fields_to_json(x->layout.fields), "bytes", (json_int_t)x->layout.total,
                             "progress", 1.0, "gb_per_s", gbps, "loaded_at", 1, "error",
                             "masked_joints", (json_int_t)x->masked_joints);
-            if (!upd) {   /* cannot happen with finite numbers; never leave the record "loading" */
-                log_error(NULL, "dataset %s: cannot build its record update; recording the state only", x->name);
-                upd = json_pack("{s:s, s:b}", "state", "ready", "loaded_at", 1);
-            }
             if (x->masked_joints)
                 log_warn(NULL, "dataset %s: %lld labelled joints have NaN/Inf coordinates; they are masked out "
                          "(invalid) in every loss and metric", x->name, (long long)x->masked_joints);

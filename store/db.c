@@ -1207,6 +1207,7 @@ int store_dataset_list(store_t *s, json_t **out, char *err, size_t errlen) {
 }
 
 int store_dataset_update(store_t *s, const char *name, const json_t *upd, char *err, size_t errlen) {
+    if (!json_is_object(upd)) return seterr(err, errlen, "store: dataset %s: no update (it could not be built)", name);
     const json_t *state = json_object_get(upd, "state");
     if (state && !(json_is_string(state) && (strcmp(json_string_value(state), "loading") == 0 ||
                                              strcmp(json_string_value(state), "ready") == 0 ||

@@ -390,6 +390,8 @@ static void test_datasets(store_t *s) {
     json_decref(ds);
     upd = json_pack("{s:s}", "state", "bogus");
     ok(store_dataset_update(s, "syn", upd, err, sizeof err) != STORE_OK, "bad state refused");
+    ok(store_dataset_update(s, "syn", NULL, err, sizeof err) != STORE_OK && strstr(err, "no update"),
+       "a missing update (json_pack failed) is an error, not a silent no-op: %s", err);
     json_decref(upd);
     json_t *lst = NULL;
     store_dataset_list(s, &lst, err, sizeof err);
