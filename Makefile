@@ -87,7 +87,7 @@ test-build: $(T_BINS) $(T)/traind $(T)/trainctl
 test: test-build
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	TRAIND_BIN=$(CURDIR)/$(T)/traind TRAINCTL_BIN=$(CURDIR)/$(T)/trainctl \
-	prove --exec '' --timer $(T_BINS) $(sort $(wildcard tests/integration/*.sh))
+	prove --exec '' --timer tests/lint/layers.sh $(T_BINS) $(sort $(wildcard tests/integration/*.sh))
 
 # ---- GPU tests (run on the GPU machine; see tests/gpu/run_device.sh) ------
 G_BINS := $(GPU_SRC:tests/gpu/%.c=$(R)/gpu-tests/%)

@@ -8,8 +8,8 @@
  * connection gets its own thread (MHD_USE_THREAD_PER_CONNECTION), so a
  * Server-Sent Events stream may block in its content reader without holding
  * up other requests. Limits: --max-connections simultaneous connections
- * (default API_CONN_LIMIT; MHD closes any beyond it at once), --idle-timeout-s
- * of inactivity per connection (default API_IDLE_TIMEOUT_S; an SSE stream is
+ * (default CONFIG_CONN_LIMIT; MHD closes any beyond it at once), --idle-timeout-s
+ * of inactivity per connection (default CONFIG_IDLE_TIMEOUT_S; an SSE stream is
  * never idle that long, it sends a heartbeat), API_BODY_MAX bytes of request
  * body (413). */
 #include <arpa/inet.h>
@@ -49,75 +49,6 @@ typedef struct {
     int too_large;
     struct timespec t0;
 } conn_req_t;
-
-/* ---- listen address ------------------------------------------------------- */
-
-int api_parse_listen(const char *addr, struct sockaddr_storage *ss, socklen_t *sslen,
-                     char *err, size_t errlen) {
-    char host[256];
-    const char *port;
-    if (!addr || !*addr) { snprintf(err, errlen, "empty listen address"); return -1; }
-    if (addr[0] == '[') {
-        const char *rb = strchr(addr, ']');
-        if (!rb || rb[1] != ':' || (size_t)(rb - addr - 1) >= sizeof host) {
-            snprintf(err, errlen, "listen address '%s': expected [IPv6]:port", addr);
-            return -1;
-        }
-        memcpy(host, addr + 1, (size_t)(rb - addr - 1));
-        host[rb - addr - 1] = 0;
-        port = rb + 2;
-    } else {
-        const char *colon = strrchr(addr, ':');
-        if (!colon || strchr(addr, ':') != colon || (size_t)(colon - addr) >= sizeof host) {
-            snprintf(err, errlen, "listen address '%s': expected host:port (IPv6 as [addr]:port)",
-                     addr);
-            return -1;
-        }
-        memcpy(host, addr, (size_t)(colon - addr));
-        host[colon - addr] = 0;
-        port = colon + 1;
-    }
-    long long p;
-    if (api_parse_ll(port, 0, 65535, &p) != 1) {
-        snprintf(err, errlen, "listen address '%s': port must be a number in 0..65535", addr);
-        return -1;
-    }
-    if (!*host || !strcmp(host, "localhost")) snprintf(host, sizeof host, "127.0.0.1");
-
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-        v4->sin_family = AF_INET;
-        v4->sin_port = htons((uint16_t)p);
-        *sslen = sizeof *v4;
-        return 0;
-    }
-    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons((uint16_t)p);
-        *sslen = sizeof *v6;
-        return 0;
-    }
-    snprintf(err, errlen, "listen address '%s': host '%s' is not a numeric IPv4/IPv6 address "
-             "or localhost", addr, host);
-    return -1;
-}
-
-int api_listen_is_loopback(const char *addr) {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    char err[256];
-    if (api_parse_listen(addr, &ss, &len, err, sizeof err) < 0) return 0;
-    if (ss.ss_family == AF_INET) {
-        uint32_t a = ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr);
-        return (a >> 24) == 127;
-    }
-    const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-    if (IN6_IS_ADDR_LOOPBACK(a6)) return 1;
-    if (IN6_IS_ADDR_V4MAPPED(a6)) return a6->s6_addr[12] == 127;
-    return 0;
-}
 
 /* ---- counters ----------------------------------------------------------------- */
 
@@ -401,10 +332,10 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap) {
 api_server_t *api_start(struct daemon *d, const char *listen_addr, char *err, size_t errlen) {
     struct sockaddr_storage ss;
     socklen_t sslen;
-    if (!listen_addr || !*listen_addr) listen_addr = API_DEFAULT_LISTEN;
-    if (api_parse_listen(listen_addr, &ss, &sslen, err, errlen) < 0) return NULL;
+    if (!listen_addr || !*listen_addr) listen_addr = CONFIG_DEFAULT_LISTEN;
+    if (config_parse_listen(listen_addr, &ss, &sslen, err, errlen) < 0) return NULL;
     const char *token = d ? daemon_token(d) : NULL;
-    if ((!token || !*token) && !api_listen_is_loopback(listen_addr)) {
+    if ((!token || !*token) && !config_listen_is_loopback(listen_addr)) {
         snprintf(err, errlen, "refusing to listen on non-loopback address %s without a token "
                  "(set --token-file)", listen_addr);
         return NULL;
@@ -419,8 +350,8 @@ api_server_t *api_start(struct daemon *d, const char *listen_addr, char *err, si
     if (token) snprintf(s->token, sizeof s->token, "%s", token);
     pthread_mutex_init(&s->cnt_mu, NULL);
 
-    unsigned conn_limit = d && d->cfg.max_connections > 0 ? (unsigned)d->cfg.max_connections : API_CONN_LIMIT;
-    unsigned idle_timeout = d && d->cfg.idle_timeout_s > 0 ? (unsigned)d->cfg.idle_timeout_s : API_IDLE_TIMEOUT_S;
+    unsigned conn_limit = d && d->cfg.max_connections > 0 ? (unsigned)d->cfg.max_connections : CONFIG_CONN_LIMIT;
+    unsigned idle_timeout = d && d->cfg.idle_timeout_s > 0 ? (unsigned)d->cfg.idle_timeout_s : CONFIG_IDLE_TIMEOUT_S;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;

@@ -36,7 +36,7 @@
  *   resident samples, parameters, activations and workspaces too).
  * load: writes a dataset of random U8 [N,H,W,3] shards (ds_write_shard; the
  *   bytes need not be a picture to time the loader), reads every file once to
- *   warm the page cache, then times ds_scan + ds_load into backend memory
+ *   warm the page cache, then times ds_scan + dataset_load into backend memory
  *   (the allocation is timed apart) and reports GB/s of resident bf16 bytes.
  *   The directory is removed at the end unless --keep.
  *
@@ -117,7 +117,7 @@ static void bench_fill_bytes(uint8_t *p, size_t n, uint64_t *s) {
 
 /* joints [n,21,3]: U(0,0.2) m around (0,0,0.5), as torch_ref's resident_data */
 static void bench_fill_joints(float *j, size_t n, uint64_t *s) {
-    for (size_t i = 0; i < n * DS_JOINTS; i++) {
+    for (size_t i = 0; i < n * HAND_JOINTS; i++) {
         j[3 * i + 0] = (float)(bench_rng_uniform(s) * 0.2);
         j[3 * i + 1] = (float)(bench_rng_uniform(s) * 0.2);
         j[3 * i + 2] = (float)(bench_rng_uniform(s) * 0.2 + 0.5);
@@ -175,13 +175,13 @@ static int bench_data_make(backend_t *be, bench_data_t *d, int64_t n, int H, int
         snprintf(err, errlen, "cannot allocate %.2f GB for the resident samples: %s", d->l.total / 1e9, be->err);
         return -1;
     }
-    ds_view(&d->ds, d->base, &d->l);
+    dataset_view(&d->ds, d->base, &d->l);
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
     const int64_t chunk = 64;
     const size_t img = (size_t)H * W * 3, row = (size_t)3 * H * W * dtype_size(d->ds.image_dtype);
     uint8_t *u8 = malloc((size_t)chunk * img);
-    float *j = malloc((size_t)n * DS_JOINTS * 3 * sizeof(float));
-    uint8_t *ones = malloc((size_t)n * DS_JOINTS);
+    float *j = malloc((size_t)n * HAND_JOINTS * 3 * sizeof(float));
+    uint8_t *ones = malloc((size_t)n * HAND_JOINTS);
     if (!u8 || !j || !ones) {
         free(u8); free(j); free(ones);
         be->free(be, d->base);
@@ -196,9 +196,9 @@ static int bench_data_make(backend_t *be, bench_data_t *d, int64_t n, int H, int
                            d->l.mean, d->l.std);
     }
     bench_fill_joints(j, (size_t)n, &s);
-    memset(ones, 1, (size_t)n * DS_JOINTS);
-    be->upload(be, d->ds.joints, j, (size_t)n * DS_JOINTS * 3 * sizeof(float));
-    be->upload(be, d->ds.joints_valid, ones, (size_t)n * DS_JOINTS);
+    memset(ones, 1, (size_t)n * HAND_JOINTS);
+    be->upload(be, d->ds.joints, j, (size_t)n * HAND_JOINTS * 3 * sizeof(float));
+    be->upload(be, d->ds.joints_valid, ones, (size_t)n * HAND_JOINTS);
     be->upload(be, d->ds.has_hand, ones, (size_t)n);
     be->sync(be);
     free(u8); free(j); free(ones);
@@ -525,7 +525,7 @@ static int bench_train(backend_t *be, const bench_opts_t *o, char *err, size_t e
     be->sync(be);
     double create_s = bench_now() - tc0;
     t.d_idx = be->alloc(be, (size_t)B * sizeof(int32_t));
-    t.d_dpred = be->alloc(be, (size_t)B * MODEL_JOINTS_OUT * sizeof(float));
+    t.d_dpred = be->alloc(be, (size_t)B * HAND_COORDS * sizeof(float));
     t.d_dconf = be->alloc(be, (size_t)B * MODEL_CONF_OUT * sizeof(float));
     t.h_idx = malloc((size_t)B * sizeof(int32_t));
     times = malloc((size_t)(o->iters > 0 ? o->iters : 1) * sizeof(double));
@@ -710,7 +710,7 @@ static int bench_load(backend_t *be, const bench_opts_t *o, char *err, size_t er
     }
     int rc = -1;
     uint8_t *img = malloc((size_t)per_shard * img_u8);
-    float *joints = malloc((size_t)per_shard * DS_JOINTS * 3 * sizeof(float));
+    float *joints = malloc((size_t)per_shard * HAND_JOINTS * 3 * sizeof(float));
     double *t_scan = calloc((size_t)(o->reps > 0 ? o->reps : 1), sizeof(double));
     double *t_load = calloc((size_t)(o->reps > 0 ? o->reps : 1), sizeof(double));
     double *t_tot = calloc((size_t)(o->reps > 0 ? o->reps : 1), sizeof(double));
@@ -758,7 +758,7 @@ static int bench_load(backend_t *be, const bench_opts_t *o, char *err, size_t er
         }
         be->sync(be);
         double t2 = bench_now();
-        int lr = ds_load(be, dir, &in2, base, &l, NULL, NULL, NULL, NULL, err, errlen);
+        int lr = dataset_load(be, dir, &in2, base, &l, NULL, NULL, NULL, NULL, err, errlen);
         be->sync(be);
         double t3 = bench_now();
         be->free(be, base);

@@ -8,14 +8,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
-#include "api/api.h"
 #include "daemon/log.h"
 #include "store/errbuf.h"
 
 void config_defaults(daemon_cfg_t *c) {
     memset(c, 0, sizeof *c);
-    snprintf(c->listen, sizeof c->listen, "%s", API_DEFAULT_LISTEN);
+    snprintf(c->listen, sizeof c->listen, "%s", CONFIG_DEFAULT_LISTEN);
     const char *sd = getenv("STATE_DIRECTORY");   /* systemd: may be a ':'-separated list */
     if (sd && *sd) {
         size_t n = strcspn(sd, ":");
@@ -26,8 +27,8 @@ void config_defaults(daemon_cfg_t *c) {
     snprintf(c->backend, sizeof c->backend, "auto");
     c->log_level = LOG_INFO;
     c->cancel_grace_s = 60;
-    c->max_connections = API_CONN_LIMIT;
-    c->idle_timeout_s = API_IDLE_TIMEOUT_S;
+    c->max_connections = CONFIG_CONN_LIMIT;
+    c->idle_timeout_s = CONFIG_IDLE_TIMEOUT_S;
 }
 
 static int parse_double(const char *v, double lo, double hi, double *out) {
@@ -175,7 +176,74 @@ int config_parse_args(daemon_cfg_t *c, int argc, char **argv, int *help, int *ve
     return 0;
 }
 
-int config_listen_is_loopback(const char *listen) { return api_listen_is_loopback(listen); }
+int config_parse_listen(const char *addr, struct sockaddr_storage *ss, socklen_t *sslen,
+                     char *err, size_t errlen) {
+    char host[256];
+    const char *port;
+    if (!addr || !*addr) { snprintf(err, errlen, "empty listen address"); return -1; }
+    if (addr[0] == '[') {
+        const char *rb = strchr(addr, ']');
+        if (!rb || rb[1] != ':' || (size_t)(rb - addr - 1) >= sizeof host) {
+            snprintf(err, errlen, "listen address '%s': expected [IPv6]:port", addr);
+            return -1;
+        }
+        memcpy(host, addr + 1, (size_t)(rb - addr - 1));
+        host[rb - addr - 1] = 0;
+        port = rb + 2;
+    } else {
+        const char *colon = strrchr(addr, ':');
+        if (!colon || strchr(addr, ':') != colon || (size_t)(colon - addr) >= sizeof host) {
+            snprintf(err, errlen, "listen address '%s': expected host:port (IPv6 as [addr]:port)",
+                     addr);
+            return -1;
+        }
+        memcpy(host, addr, (size_t)(colon - addr));
+        host[colon - addr] = 0;
+        port = colon + 1;
+    }
+    char *pend;
+    errno = 0;
+    long p = (*port >= '0' && *port <= '9') ? strtol(port, &pend, 10) : -1;
+    if (p < 0 || errno || *pend || p > 65535) {
+        snprintf(err, errlen, "listen address '%s': port must be a number in 0..65535", addr);
+        return -1;
+    }
+    if (!*host || !strcmp(host, "localhost")) snprintf(host, sizeof host, "127.0.0.1");
+
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)p);
+        *sslen = sizeof *v4;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)p);
+        *sslen = sizeof *v6;
+        return 0;
+    }
+    snprintf(err, errlen, "listen address '%s': host '%s' is not a numeric IPv4/IPv6 address "
+             "or localhost", addr, host);
+    return -1;
+}
+
+int config_listen_is_loopback(const char *addr) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char err[256];
+    if (config_parse_listen(addr, &ss, &len, err, sizeof err) < 0) return 0;
+    if (ss.ss_family == AF_INET) {
+        uint32_t a = ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr);
+        return (a >> 24) == 127;
+    }
+    const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(a6)) return 1;
+    if (IN6_IS_ADDR_V4MAPPED(a6)) return a6->s6_addr[12] == 127;
+    return 0;
+}
 
 int config_finish(daemon_cfg_t *c, char *err, size_t errlen) {
     c->token[0] = 0;
@@ -196,7 +264,7 @@ int config_finish(daemon_cfg_t *c, char *err, size_t errlen) {
     struct sockaddr_storage ss;
     socklen_t sslen;
     char lerr[256];
-    if (api_parse_listen(c->listen, &ss, &sslen, lerr, sizeof lerr))
+    if (config_parse_listen(c->listen, &ss, &sslen, lerr, sizeof lerr))
         return errbuf_set(err, errlen, "listen %s: %s", c->listen, lerr);
     if (!config_listen_is_loopback(c->listen) && !c->token[0])
         return errbuf_set(err, errlen, "refusing to listen on non-loopback address %s without a token (--token-file)", c->listen);
@@ -241,5 +309,5 @@ void config_usage(FILE *f) {
         "  --max-connections N      simultaneous HTTP connections; more are refused (default %d)\n"
         "  --idle-timeout-s S       close an HTTP connection idle for S seconds (default %d)\n"
         "  --config FILE            read settings from FILE\n",
-        API_DEFAULT_LISTEN, API_CONN_LIMIT, API_IDLE_TIMEOUT_S);
+        CONFIG_DEFAULT_LISTEN, CONFIG_CONN_LIMIT, CONFIG_IDLE_TIMEOUT_S);
 }

@@ -16,10 +16,15 @@
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/socket.h>
 
 #define CFG_MAX_ROOTS 16
 #define CFG_MAX_DEVICES 16
 #define CFG_TOKEN_MAX 256
+
+#define CONFIG_DEFAULT_LISTEN "127.0.0.1:8470"
+#define CONFIG_CONN_LIMIT      256   /* --max-connections: simultaneous connections; more are refused */
+#define CONFIG_IDLE_TIMEOUT_S  120   /* --idle-timeout-s: an idle connection is closed after this */
 
 typedef struct {
     char listen[256];                       /* host:port; default 127.0.0.1:8470 */
@@ -51,7 +56,11 @@ int config_parse_args(daemon_cfg_t *c, int argc, char **argv, int *help, int *ve
 /* Final checks and derived values: reads the token file, realpaths the roots,
  * refuses a non-loopback listen address without a token. 0 or -1 + err. */
 int config_finish(daemon_cfg_t *c, char *err, size_t errlen);
-/* 1 when host (of "host:port") is a loopback address or name. */
+/* Parses a listen address ("host:port", "[v6]:port", ":port" for 127.0.0.1;
+ * numeric hosts and "localhost") into *ss. 0, or -1 with a message. */
+int config_parse_listen(const char *addr, struct sockaddr_storage *ss, socklen_t *sslen,
+                        char *err, size_t errlen);
+/* 1 when the address parses and is a loopback address (127.0.0.0/8, ::1). */
 int config_listen_is_loopback(const char *listen);
 void config_usage(FILE *f);
 

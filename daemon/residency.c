@@ -23,6 +23,7 @@
 #include "daemon/log.h"
 #include "daemon/notify.h"
 #include "daemon/sched.h"
+#include "gpu/dataset.h"
 #include "store/dataset.h"
 #include "store/errbuf.h"
 #include "store/fsutil.h"
@@ -199,7 +200,7 @@ static int synth_source(const json_t *src, long long *n, int *size, unsigned lon
     return 1;
 }
 
-/* Generates (synthetic), scans, allocates and loads x. Returns 0, DS_LOAD_CANCELLED or -1 + msg. */
+/* Generates (synthetic), scans, allocates and loads x. Returns 0, DATASET_LOAD_CANCELLED or -1 + msg. */
 static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
     daemon_t *d = r->d;
     long long n = 0;
@@ -223,7 +224,7 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
             if (g == SYNTH_CANCELLED) {   /* a delete or a stop: the half-written shards go */
                 fs_rm_rf(x->dir, NULL, 0);
                 free(want);
-                return DS_LOAD_CANCELLED;
+                return DATASET_LOAD_CANCELLED;
             }
             if (g || fs_write_file_atomic(marker, want, strlen(want), msg, msglen)) {
                 free(want);
@@ -231,7 +232,7 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
             }
         }
         free(want);
-        if (x->cancel) return DS_LOAD_CANCELLED;
+        if (x->cancel) return DATASET_LOAD_CANCELLED;
     }
     ds_info_t info;
     if (ds_scan(x->dir, &info, msg, msglen)) return -1;
@@ -269,7 +270,7 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
         pthread_mutex_unlock(&r->mu);
         prog_ud_t pu = {r, x, s, 0};
         int64_t masked = 0;
-        rc = ds_load(d->be[s], x->dir, &info, base, &l, on_load_progress, &pu, &x->cancel, &masked, msg, msglen);
+        rc = dataset_load(d->be[s], x->dir, &info, base, &l, on_load_progress, &pu, &x->cancel, &masked, msg, msglen);
         if (rc == 0) x->masked_joints = masked;
     }
     ds_info_free(&info);
@@ -316,7 +317,7 @@ static void *loader_main(void *arg) {
             pthread_mutex_lock(&r->mu);
             x->phase = RS_READY;
             x->gbps = gbps;
-        } else if (rc == DS_LOAD_CANCELLED || x->cancel) {
+        } else if (rc == DATASET_LOAD_CANCELLED || x->cancel) {
             log_info(NULL, "dataset %s: load cancelled%s%s%s", x->name, msg[0] ? " (" : "", msg, msg[0] ? ")" : "");
             pthread_mutex_lock(&r->mu);
             x->phase = RS_FAILED;

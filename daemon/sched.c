@@ -25,7 +25,7 @@
 #include "daemon/log.h"
 #include "daemon/notify.h"
 #include "daemon/residency.h"
-#include "daemon/sha256.h"
+#include "store/sha256.h"
 #include "daemon/worker.h"
 #include "gpu/jobspec.h"
 #include "store/checkpoint.h"

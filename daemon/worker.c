@@ -18,6 +18,7 @@
 #include "gpu/backend.h"
 #include "gpu/jobspec.h"
 #include "gpu/stages.h"
+#include "gpu/dataset.h"
 #include "store/dataset.h"
 #include "store/errbuf.h"
 #include "store/fsutil.h"
@@ -210,7 +211,7 @@ int worker_main(int argc, char **argv) {
     base = be->shared_open(be, handle, bytes);
     if (!base) { rc = fail("cannot open the resident dataset: %s", be->err); goto out; }
     dataset_t ds;
-    ds_view(&ds, base, &layout);
+    dataset_view(&ds, base, &layout);
 
     stage_ctx_t ctx = {
         .be = be, .ds = &ds, .spec = &spec, .job_id = w_job,

@@ -28,7 +28,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "gpu/dtype.h"
+#include "store/dtype.h"
 
 #define BACKEND_HANDLE_MAX 256   /* text form of a shareable-memory handle */
 #define BACKEND_ERR_MAX 256

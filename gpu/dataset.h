@@ -1,18 +1,20 @@
-/* gpu/dataset.h — the resident dataset as the compute code sees it.
+/* gpu/dataset.h — the resident dataset as the compute code sees it, and
+ * putting a dataset directory (store/dataset.h) into backend memory.
  *
  * One shared allocation (backend memory: GPU memory on cuda, POSIX shared
  * memory on cpu) holds every array of a loaded dataset at fixed offsets; the
  * daemon owns it and workers open it by handle (backend_t.shared_open). The
- * layout (offsets, sizes) is computed by dataset_layout() in store/dataset.c
+ * layout (offsets, sizes) is computed by ds_layout() in store/dataset.c
  * and travels to workers as JSON together with the handle. */
 #ifndef TRAIND_DATASET_H
 #define TRAIND_DATASET_H
 
 #include <stdint.h>
-#include "gpu/dtype.h"
+#include "gpu/backend.h"
+#include "store/dataset.h"
+#include "store/hand.h"
+#include "store/dtype.h"
 
-#define DS_JOINTS 21
-#define DS_MAX_OBJECTS 10
 
 typedef struct {
     int64_t n;                 /* samples */
@@ -28,5 +30,39 @@ typedef struct {
     int32_t *object_ids;       /* [n,10] or NULL */
     int32_t *num_objects;      /* [n] or NULL */
 } dataset_t;
+
+/* The dataset view of a layout at base (backend memory). */
+void dataset_view(dataset_t *out, void *base, const ds_layout_t *l);
+
+/* ---- loading ------------------------------------------------------------------ */
+/* Progress: resident bytes written so far and in total. */
+typedef void (*dataset_progress_fn)(void *ud, uint64_t bytes_done, uint64_t bytes_total);
+
+#define DATASET_LOAD_CANCELLED (-2)
+
+/* Load the shards of dir (as scanned into info) into the allocation at base
+ * (backend memory, l->total bytes, l from ds_layout_for(info)). Streams
+ * shard by shard in chunks of a bounded number of samples: a reader thread
+ * fills two be->host_alloc staging buffers in turn (the image bytes of a
+ * chunk with parallel preads) while the calling thread converts/uploads the
+ * other one: u8 images by be->images_from_u8 (conversion on the device),
+ * BF16 CHW by upload, F32 CHW by upload + be->cast; labels as fp32 (bit
+ * exact); masks as u8 (all ones when the files have none). Host memory is
+ * bounded by the two staging buffers (2 x 32 MB), not by the dataset.
+ * Each shard is validated again when opened (a shard replaced since the
+ * scan is an error). cb (may be NULL) is called after each chunk. *cancel
+ * (may be NULL) is polled between chunks: DATASET_LOAD_CANCELLED. 0, or -1 with
+ * err. Label values are copied bit for bit, except that a joint with a
+ * non-finite coordinate (NaN/Inf: a missing annotation) becomes an invalid
+ * joint (mask 0, coordinates 0) so that no loss or metric reads it; their
+ * number goes to *masked_joints (may be NULL). */
+int dataset_load(backend_t *be, const char *dir, const ds_info_t *info, void *base,
+            const ds_layout_t *l, dataset_progress_fn cb, void *ud, volatile int *cancel,
+            int64_t *masked_joints, char *err, size_t errlen);
+
+/* Size of each of the two staging buffers (default 32 MB; at least one
+ * sample is always staged; 0 restores the default). For tests that want
+ * many chunks; set it before loading, not while a load runs. */
+void dataset_set_stage_bytes(size_t bytes);
 
 #endif

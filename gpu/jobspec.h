@@ -11,7 +11,7 @@
 
 #include <jansson.h>
 #include <stdint.h>
-#include "gpu/dtype.h"
+#include "store/dtype.h"
 
 #define JS_NAME_MAX 128
 #define JS_PATH_MAX 1024

@@ -89,7 +89,7 @@ void metrics_acc_init(metrics_acc_t *a, const float *mean_pose) {
     memset(a, 0, sizeof *a);
     if (mean_pose) {
         a->has_mean = 1;
-        for (int i = 0; i < METRICS_JOINTS * 3; i++) a->mean_pose[i] = mean_pose[i];
+        for (int i = 0; i < HAND_JOINTS * 3; i++) a->mean_pose[i] = mean_pose[i];
     }
 }
 
@@ -114,11 +114,11 @@ void metrics_acc_add(metrics_acc_t *a, const float *pred, const float *gt, const
         a->samples++;
         if (has_hand && !has_hand[s]) continue;
         a->samples_with_hand++;
-        const float *P = pred + (size_t)s * 63, *G = gt + (size_t)s * 63;
-        double pp[METRICS_JOINTS][3], gg[METRICS_JOINTS][3];
+        const float *P = pred + (size_t)s * HAND_COORDS, *G = gt + (size_t)s * HAND_COORDS;
+        double pp[HAND_JOINTS][3], gg[HAND_JOINTS][3];
         int nv = 0;
-        for (int j = 0; j < METRICS_JOINTS; j++) {
-            if (valid && !valid[(size_t)s * METRICS_JOINTS + j]) continue;
+        for (int j = 0; j < HAND_JOINTS; j++) {
+            if (valid && !valid[(size_t)s * HAND_JOINTS + j]) continue;
             if (!isfinite(G[3 * j]) || !isfinite(G[3 * j + 1]) || !isfinite(G[3 * j + 2])) continue;
             double e = dist_mm(P + 3 * j, G + 3 * j);
             a->err_sum += e;
@@ -153,7 +153,7 @@ void metrics_acc_result(const metrics_acc_t *a, metrics_t *m) {
     m->mpjpe = nv > 0 ? a->err_sum / nv : NAN;
     m->pa_mpjpe = a->pa_joints > 0 ? a->pa_sum / (double)a->pa_joints : NAN;
     m->mean_pred_mpjpe = a->has_mean && nv > 0 ? a->mean_err_sum / nv : NAN;
-    for (int j = 0; j < METRICS_JOINTS; j++)
+    for (int j = 0; j < HAND_JOINTS; j++)
         m->per_joint[j] = a->joint_n[j] ? a->joint_sum[j] / (double)a->joint_n[j] : NAN;
     /* cumulative PCK curve at k/10 mm */
     double auc = 0, prev = 0;
@@ -187,7 +187,7 @@ json_t *metrics_to_json(const metrics_t *m) {
     json_object_set_new(o, "pck_thresholds_mm", json_pack("[iiiiiii]", 5, 10, 15, 20, 30, 40, 50));
     json_object_set_new(o, "auc_0_50mm", num_or_null(m->auc));
     json_t *pj = json_array();
-    for (int j = 0; j < METRICS_JOINTS; j++) json_array_append_new(pj, num_or_null(m->per_joint[j]));
+    for (int j = 0; j < HAND_JOINTS; j++) json_array_append_new(pj, num_or_null(m->per_joint[j]));
     json_object_set_new(o, "per_joint_mpjpe_mm", pj);
     json_object_set_new(o, "mean_predictor_mpjpe_mm", num_or_null(m->mean_pred_mpjpe));
     json_object_set_new(o, "samples", json_integer(m->samples));
@@ -199,21 +199,21 @@ json_t *metrics_to_json(const metrics_t *m) {
 
 long metrics_mean_pose(const float *joints, const uint8_t *valid, const uint8_t *has_hand,
                        const int32_t *idx, long n, float *out) {
-    double sum[METRICS_JOINTS * 3] = {0};
-    long cnt[METRICS_JOINTS] = {0}, used = 0;
+    double sum[HAND_JOINTS * 3] = {0};
+    long cnt[HAND_JOINTS] = {0}, used = 0;
     for (long i = 0; i < n; i++) {
         long s = idx ? idx[i] : i;
         if (has_hand && !has_hand[s]) continue;
         used++;
-        for (int j = 0; j < METRICS_JOINTS; j++) {
-            if (valid && !valid[s * METRICS_JOINTS + j]) continue;
-            const float *g = joints + s * 63 + 3 * j;
+        for (int j = 0; j < HAND_JOINTS; j++) {
+            if (valid && !valid[s * HAND_JOINTS + j]) continue;
+            const float *g = joints + s * HAND_COORDS + 3 * j;
             if (!isfinite(g[0]) || !isfinite(g[1]) || !isfinite(g[2])) continue;
             for (int k = 0; k < 3; k++) sum[3 * j + k] += g[k];
             cnt[j]++;
         }
     }
-    for (int j = 0; j < METRICS_JOINTS; j++)
+    for (int j = 0; j < HAND_JOINTS; j++)
         for (int k = 0; k < 3; k++) out[3 * j + k] = cnt[j] ? (float)(sum[3 * j + k] / cnt[j]) : 0.0f;
     return used;
 }

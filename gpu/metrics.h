@@ -30,8 +30,8 @@
 
 #include <jansson.h>
 #include <stdint.h>
+#include "store/hand.h"
 
-#define METRICS_JOINTS 21
 #define METRICS_NPCK 7
 #define METRICS_AUC_STEPS 500           /* 0.1 mm steps over 0..50 mm */
 
@@ -41,18 +41,18 @@ typedef struct {
     double mpjpe, pa_mpjpe;                   /* mm (NaN when nothing counted) */
     double pck[METRICS_NPCK];                 /* fractions */
     double auc;                               /* [0,1] */
-    double per_joint[METRICS_JOINTS];         /* mm */
+    double per_joint[HAND_JOINTS];         /* mm */
     double mean_pred_mpjpe;                   /* mm; NaN without a mean pose */
     long samples, samples_with_hand, valid_joints, pa_samples;
 } metrics_t;
 
 typedef struct {
     int has_mean;
-    double mean_pose[METRICS_JOINTS * 3];     /* metres */
+    double mean_pose[HAND_JOINTS * 3];     /* metres */
     long samples, samples_with_hand, valid_joints, pa_samples, pa_joints;
     double err_sum, pa_sum, mean_err_sum;     /* mm */
-    double joint_sum[METRICS_JOINTS];
-    long joint_n[METRICS_JOINTS];
+    double joint_sum[HAND_JOINTS];
+    long joint_n[HAND_JOINTS];
     long hist[METRICS_AUC_STEPS + 1];         /* hist[k]: errors in ((k-1)/10, k/10] mm */
 } metrics_acc_t;
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include "gpu/model.h"
 #include "store/fsutil.h"
+#include "store/rng.h"
 #include "store/safetensors.h"
 
 #define PARAM_ALIGN 16   /* element alignment of each parameter group in the flat buffers */
@@ -372,8 +373,8 @@ static int model_build_table(model_t *m) {
         const int64_t HJ = c->joints_hidden, HC = c->conf_hidden;
         ADD("heads.hand.joints.fc1.weight", 2, S2(HJ, D), 1, MODEL_GROUP_HEADS, INIT_TRUNC, 1); pv->i_j1w = r;
         ADD("heads.hand.joints.fc1.bias", 1, S1(HJ), 0, MODEL_GROUP_HEADS, INIT_ZERO, 1); pv->i_j1b = r;
-        ADD("heads.hand.joints.fc2.weight", 2, S2(MODEL_JOINTS_OUT, HJ), 1, MODEL_GROUP_HEADS, INIT_TRUNC, 1); pv->i_j2w = r;
-        ADD("heads.hand.joints.fc2.bias", 1, S1(MODEL_JOINTS_OUT), 0, MODEL_GROUP_HEADS, INIT_MEANPOSE, 1); pv->i_j2b = r;
+        ADD("heads.hand.joints.fc2.weight", 2, S2(HAND_COORDS, HJ), 1, MODEL_GROUP_HEADS, INIT_TRUNC, 1); pv->i_j2w = r;
+        ADD("heads.hand.joints.fc2.bias", 1, S1(HAND_COORDS), 0, MODEL_GROUP_HEADS, INIT_MEANPOSE, 1); pv->i_j2b = r;
         ADD("heads.hand.conf.fc1.weight", 2, S2(HC, D), 1, MODEL_GROUP_HEADS, INIT_TRUNC, 1); pv->i_c1w = r;
         ADD("heads.hand.conf.fc1.bias", 1, S1(HC), 0, MODEL_GROUP_HEADS, INIT_ZERO, 1); pv->i_c1b = r;
         ADD("heads.hand.conf.fc2.weight", 2, S2(MODEL_CONF_OUT, HC), 1, MODEL_GROUP_HEADS, INIT_TRUNC, 1); pv->i_c2w = r;
@@ -469,7 +470,7 @@ static size_t model_layout_acts(model_t *m, char *base) {
         pv->hc = carve(&cv, B * HC * 4);
         pv->gj = carve(&cv, B * HJ * cs);
         pv->gc = carve(&cv, B * HC * cs);
-        m->pred = carve(&cv, B * MODEL_JOINTS_OUT * 4);
+        m->pred = carve(&cv, B * HAND_COORDS * 4);
         m->conf_logit = carve(&cv, B * MODEL_CONF_OUT * 4);
     }
     if (g) {
@@ -652,21 +653,10 @@ void model_set_stats_hook(model_t *m, model_stats_fn fn, void *ud) {
 /* ------------------------------------------------------------------------ */
 /* initialization                                                             */
 
-static uint64_t rng_next(uint64_t *s) {   /* splitmix64 */
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double rng_uniform(uint64_t *s) {  /* (0, 1) */
-    return ((double)(rng_next(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-
 /* Normal(0, std) truncated to [-2, 2] (absolute bounds, as torch's trunc_normal_ defaults). */
 static float rng_trunc_normal(uint64_t *s, double std) {
     for (;;) {
-        double u1 = rng_uniform(s), u2 = rng_uniform(s);
+        double u1 = rng_splitmix_uniform(s), u2 = rng_splitmix_uniform(s);
         double z = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2) * std;
         if (z >= -2.0 && z <= 2.0) return (float)z;
     }
@@ -1154,8 +1144,8 @@ int model_forward(model_t *m, const void *images, dtype_t idt, const int32_t *id
         be->gelu_fwd(be, pv->gj, cdt, pv->hj, DT_F32, (size_t)Bn * HJ);
         stats(m, "heads.hand.joints.fc1", pv->gj, cdt, (size_t)Bn * HJ);
         be->matmul_fwd(be, m->pred, DT_F32, pv->gj, wc(m, pv->i_j2w), pm(m, pv->i_j2b), cdt,
-                       Bn, MODEL_JOINTS_OUT, HJ);
-        stats(m, "heads.hand.joints", m->pred, DT_F32, (size_t)Bn * MODEL_JOINTS_OUT);
+                       Bn, HAND_COORDS, HJ);
+        stats(m, "heads.hand.joints", m->pred, DT_F32, (size_t)Bn * HAND_COORDS);
         be->matmul_fwd(be, pv->hc, DT_F32, pv->pool_c, wc(m, pv->i_c1w), pm(m, pv->i_c1b), cdt, Bn, HC, D);
         be->gelu_fwd(be, pv->gc, cdt, pv->hc, DT_F32, (size_t)Bn * HC);
         stats(m, "heads.hand.conf.fc1", pv->gc, cdt, (size_t)Bn * HC);
@@ -1179,7 +1169,7 @@ void model_backward(model_t *m, const float *dpred, const float *dconf) {
 
     /* heads -> d_pool [B,D] */
     be->matmul_bwd(be, pv->d_gj, gr(m, pv->i_j2w), gr(m, pv->i_j2b), dpred, pv->gj, wc(m, pv->i_j2w), cdt,
-                   Bn, MODEL_JOINTS_OUT, HJ);
+                   Bn, HAND_COORDS, HJ);
     be->gelu_bwd(be, pv->d_hj, pv->d_gj, pv->hj, DT_F32, (size_t)Bn * HJ);
     be->matmul_bwd(be, pv->d_pool, gr(m, pv->i_j1w), gr(m, pv->i_j1b), pv->d_hj, pv->pool_c, wc(m, pv->i_j1w), cdt,
                    Bn, HJ, D);

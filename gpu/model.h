@@ -38,9 +38,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "gpu/backend.h"
+#include "store/hand.h"
 
 #define MODEL_NAME_MAX 96
-#define MODEL_JOINTS_OUT 63        /* 21 x 3 */
 #define MODEL_CONF_OUT 21
 #define MODEL_JOINTS_HIDDEN 512
 #define MODEL_CONF_HIDDEN 256

@@ -18,21 +18,12 @@
 
 #include <stdint.h>
 #include "gpu/metrics.h"
-#include "gpu/rng.h"
+#include "store/rng.h"
 #include "gpu/model.h"
 #include "gpu/stages.h"
-#include "store/checkpoint.h"
+#include "gpu/checkpoint.h"
 #include "store/errbuf.h"
 #include "store/mono.h"
-
-/* ---- PRNG --------------------------------------------------------------------- */
-typedef rng_t stage_rng_t;
-void stage_rng_seed(stage_rng_t *r, uint64_t seed);
-uint64_t stage_rng_next(stage_rng_t *r);
-uint64_t stage_rng_below(stage_rng_t *r, uint64_t n);            /* uniform in [0,n), n >= 1 */
-void stage_permute(stage_rng_t *r, int32_t *a, int64_t n);       /* Fisher–Yates in place */
-json_t *stage_rng_to_json(const stage_rng_t *r);                 /* ["%016llx" x4] */
-int stage_rng_from_json(const json_t *j, stage_rng_t *r);        /* 0 / -1 */
 
 /* ---- misc ----------------------------------------------------------------------- */
 void stage_split(int64_t n, const double frac[2], int64_t *begin, int64_t *end);

@@ -85,12 +85,12 @@ static const char *grad_flag(double g) {
  * rows with use[i] == 0 are skipped (use may be NULL). */
 static double diversity_mm(const float *x, const uint8_t *use, int64_t n) {
     double tot = 0;
-    for (int k = 0; k < 63; k++) {
+    for (int k = 0; k < HAND_COORDS; k++) {
         double s = 0, ss = 0;
         int64_t c = 0;
         for (int64_t i = 0; i < n; i++) {
             if (use && !use[i]) continue;
-            double v = x[i * 63 + k];
+            double v = x[i * HAND_COORDS + k];
             s += v;
             ss += v * v;
             c++;
@@ -124,26 +124,26 @@ int stage_debug(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     stage_split(ds->n, spec->split_train, &tb, &te);
     if (te <= tb) { tb = 0; te = ds->n; }
     int64_t nt = te - tb;
-    float mean_pose[63];
+    float mean_pose[HAND_COORDS];
     if (stage_mean_pose(ctx, tb, NULL, nt, mean_pose, err, errlen)) return -1;
     stage_model_req_t req = {.grads = plan.has_grads, .optimizer = 0, .freeze_layers = 0, .max_batch = B,
                              .ckpt_dir = ctx->checkpoint_path, .load_optimizer = 0, .mean_pose = mean_pose};
     if (stage_model_open(ctx, &plan, &req, &m, &state, &meta, err, errlen)) return -1;
     int train_freeze = ctx->checkpoint_path ? meta.freeze_layers : spec->model.freeze_layers;
 
-    stage_rng_t rng;
-    stage_rng_seed(&rng, spec->seed ^ 0x6465627567ull);
+    rng_t rng;
+    rng_seed(&rng, spec->seed ^ 0x6465627567ull);
     perm = malloc((size_t)nt * sizeof(int32_t));
     if (!perm) { errbuf_set(err, errlen, "out of memory"); goto done; }
     for (int64_t i = 0; i < nt; i++) perm[i] = (int32_t)(tb + i);
-    stage_permute(&rng, perm, nt);
+    rng_permute(&rng, perm, nt);
     int64_t want = (int64_t)spec->batches * B, n = want < nt ? want : nt;
     int nb = (int)((n + B - 1) / B);
     if (n < want)
         stage_log(ctx, "debug: the training split has %lld samples; %d batches instead of %d", (long long)nt, nb,
                   spec->batches);
-    preds = malloc((size_t)n * 63 * sizeof(float));
-    gts = malloc((size_t)n * 63 * sizeof(float));
+    preds = malloc((size_t)n * HAND_COORDS * sizeof(float));
+    gts = malloc((size_t)n * HAND_COORDS * sizeof(float));
     has = malloc((size_t)n);
     if (!preds || !gts || !has) { errbuf_set(err, errlen, "out of memory"); goto done; }
     if (stage_batch_init(&b, be, B, err, errlen)) goto done;
@@ -169,8 +169,8 @@ int stage_debug(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         l_conf += hl.conf / nb;
         stage_batch_preds(&b, m, c);
         stage_batch_labels(&b, ds, c);
-        memcpy(preds + off * 63, b.h_pred, (size_t)c * 63 * sizeof(float));
-        memcpy(gts + off * 63, b.h_joints, (size_t)c * 63 * sizeof(float));
+        memcpy(preds + off * HAND_COORDS, b.h_pred, (size_t)c * HAND_COORDS * sizeof(float));
+        memcpy(gts + off * HAND_COORDS, b.h_joints, (size_t)c * HAND_COORDS * sizeof(float));
         memcpy(has + off, b.h_has, (size_t)c);
         if (ctx->on_progress) {
             stage_progress_t p = {.step = k + 1, .total_steps = nb, .epoch = 0};

@@ -42,7 +42,7 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     double t0 = mono_now();
 
     /* the model first: the checkpoint's state says which split it trained on */
-    float mean_pose[63];
+    float mean_pose[HAND_COORDS];
     stage_model_req_t req = {.grads = 0, .optimizer = 0, .freeze_layers = 0, .max_batch = B,
                              .ckpt_dir = ctx->checkpoint_path, .load_optimizer = 0, .mean_pose = NULL};
     /* a fresh or weights-only model starts its heads at the default split's mean pose */

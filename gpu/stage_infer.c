@@ -64,7 +64,7 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     }
 
     int want_hidden = spec->out_patch_tokens;
-    float mean_pose[63], *mp = NULL;
+    float mean_pose[HAND_COORDS], *mp = NULL;
     if (!ctx->checkpoint_path) {   /* fresh heads start at the default training split's mean pose */
         int64_t tb, te;
         stage_split(ds->n, spec->split_train, &tb, &te);
@@ -145,11 +145,11 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
                 json_object_set_new(o, "index", json_integer(spec->indices[off + i]));
             }
             json_t *jt = json_array();
-            for (int j = 0; j < 21; j++) json_array_append_new(jt, float_array(b.h_pred + (size_t)i * 63 + 3 * j, 3));
+            for (int j = 0; j < HAND_JOINTS; j++) json_array_append_new(jt, float_array(b.h_pred + (size_t)i * HAND_COORDS + 3 * j, 3));
             json_object_set_new(o, "joints", jt);
-            float conf[21];
-            for (int j = 0; j < 21; j++) conf[j] = 1.0f / (1.0f + expf(-b.h_conf[(size_t)i * 21 + j]));
-            json_object_set_new(o, "confidence", float_array(conf, 21));
+            float conf[HAND_JOINTS];
+            for (int j = 0; j < HAND_JOINTS; j++) conf[j] = 1.0f / (1.0f + expf(-b.h_conf[(size_t)i * HAND_JOINTS + j]));
+            json_object_set_new(o, "confidence", float_array(conf, HAND_JOINTS));
             if (!feat_file) {
                 if (cls) json_object_set_new(o, "cls", float_array(cls + (size_t)(off + i) * D, (size_t)D));
                 if (patches) {

@@ -39,12 +39,12 @@ typedef struct {
     int64_t tr_b, tr_e, va_b, va_e, n_train, n_val;
     int32_t *perm;                  /* [n_train] dataset indices of this epoch's order */
     int32_t *val_idx;               /* [n_val] */
-    stage_rng_t rng, epoch_rng;     /* generator now / at the start of the epoch */
+    rng_t rng, epoch_rng;     /* generator now / at the start of the epoch */
     int epoch;                      /* 0-based */
     int64_t pos;                    /* samples of this epoch consumed */
     long step, total, last_ckpt_step, best_step;
     double best_val;
-    float mean_pose[63];
+    float mean_pose[HAND_COORDS];
     json_t *last_val;               /* metrics JSON of the last eval */
     char last_ckpt_dir[1024];
 } train_t;
@@ -64,7 +64,7 @@ static float lr_factor(const jobspec_t *s, long t, long total) {
 static void new_epoch_order(train_t *T) {
     for (int64_t i = 0; i < T->n_train; i++) T->perm[i] = (int32_t)(T->tr_b + i);
     T->epoch_rng = T->rng;
-    stage_permute(&T->rng, T->perm, T->n_train);
+    rng_permute(&T->rng, T->perm, T->n_train);
 }
 
 static json_t *state_json(const train_t *T) {
@@ -76,7 +76,7 @@ static json_t *state_json(const train_t *T) {
     json_object_set_new(s, "total_steps", json_integer(T->total));
     json_object_set_new(s, "epoch", json_integer(T->epoch));
     json_object_set_new(s, "data_position", json_integer(T->pos));
-    json_object_set_new(s, "rng_epoch_start", stage_rng_to_json(&T->epoch_rng));
+    json_object_set_new(s, "rng_epoch_start", rng_to_json(&T->epoch_rng));
     json_object_set_new(s, "n_train", json_integer(T->n_train));
     json_object_set_new(s, "train_range", json_pack("[II]", (json_int_t)T->tr_b, (json_int_t)T->tr_e));
     json_object_set_new(s, "val_range", json_pack("[II]", (json_int_t)T->va_b, (json_int_t)T->va_e));
@@ -101,7 +101,7 @@ static int restore_state(train_t *T, const json_t *st, char *err, size_t errlen)
                           "resume: the checkpoint's training split has %lld samples, this job's has %lld "
                           "(another dataset or split: use model.weights to start from it instead)",
                           (long long)json_integer_value(nt), (long long)T->n_train);
-    if (stage_rng_from_json(json_object_get(st, "rng_epoch_start"), &T->rng))
+    if (rng_from_json(json_object_get(st, "rng_epoch_start"), &T->rng))
         return errbuf_set(err, errlen, "resume: state.json has no valid rng_epoch_start");
     T->step = (long)json_integer_value(step);
     T->epoch = (int)json_integer_value(ep);
@@ -235,7 +235,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
                   T.epoch + 1, (long long)T.pos);
     } else {
         json_decref(state);
-        stage_rng_seed(&T.rng, spec->seed ^ 0x7261696e64617461ull);   /* "raindata": data stream */
+        rng_seed(&T.rng, spec->seed ^ 0x7261696e64617461ull);   /* "raindata": data stream */
         new_epoch_order(&T);
     }
     stage_log(ctx, "train: %s, %zu parameters (%zu trainable), %lld train / %lld val samples, batch %d, %ld steps, "

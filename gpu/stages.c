@@ -12,48 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- PRNG (gpu/rng.h: splitmix64 seeding, xoshiro256**) -------------------------- */
-
-void stage_rng_seed(stage_rng_t *r, uint64_t seed) { rng_seed(r, seed); }
-uint64_t stage_rng_next(stage_rng_t *r) { return rng_next(r); }
-
-uint64_t stage_rng_below(stage_rng_t *r, uint64_t n) {
-    assert(n >= 1);
-    uint64_t lim = UINT64_MAX - UINT64_MAX % n;   /* reject the biased tail */
-    uint64_t x;
-    do x = stage_rng_next(r); while (x >= lim);
-    return x % n;
-}
-
-void stage_permute(stage_rng_t *r, int32_t *a, int64_t n) {
-    for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = (int64_t)stage_rng_below(r, (uint64_t)i + 1);
-        int32_t t = a[i]; a[i] = a[j]; a[j] = t;
-    }
-}
-
-json_t *stage_rng_to_json(const stage_rng_t *r) {
-    json_t *a = json_array();
-    for (int i = 0; i < 4; i++) {
-        char h[24];
-        snprintf(h, sizeof h, "%016" PRIx64, r->s[i]);
-        json_array_append_new(a, json_string(h));
-    }
-    return a;
-}
-
-int stage_rng_from_json(const json_t *j, stage_rng_t *r) {
-    if (!json_is_array(j) || json_array_size(j) != 4) return -1;
-    for (int i = 0; i < 4; i++) {
-        const char *s = json_string_value(json_array_get(j, (size_t)i));
-        if (!s || strlen(s) != 16) return -1;
-        char *end;
-        r->s[i] = strtoull(s, &end, 16);
-        if (*end) return -1;
-    }
-    return 0;
-}
-
 /* ---- misc -------------------------------------------------------------------------- */
 
 void stage_split(int64_t n, const double frac[2], int64_t *begin, int64_t *end) {
@@ -165,15 +123,15 @@ json_t *stage_model_json(const model_t *m, const char *backbone, const char *sou
 
 /* ---- labels --------------------------------------------------------------------------- */
 
-int stage_mean_pose(stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t n, float out[63],
+int stage_mean_pose(stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t n, float out[HAND_COORDS],
                     char *err, size_t errlen) {
     backend_t *be = ctx->be;
     const dataset_t *ds = ctx->ds;
     enum { CH = 4096 };
     stage_batch_t b;
     if (stage_batch_init(&b, be, CH, err, errlen)) return -1;
-    double sum[63] = {0};
-    long cnt[21] = {0};
+    double sum[HAND_COORDS] = {0};
+    long cnt[HAND_JOINTS] = {0};
     int32_t *hidx = malloc(CH * sizeof(int32_t));
     if (!hidx) {
         stage_batch_free(&b);
@@ -186,15 +144,15 @@ int stage_mean_pose(stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t
         stage_batch_labels(&b, ds, c);
         for (int s = 0; s < c; s++) {
             if (!b.h_has[s]) continue;
-            for (int j = 0; j < 21; j++) {
-                const float *g = b.h_joints + s * 63 + 3 * j;
-                if (!b.h_valid[s * 21 + j] || !isfinite(g[0]) || !isfinite(g[1]) || !isfinite(g[2])) continue;
+            for (int j = 0; j < HAND_JOINTS; j++) {
+                const float *g = b.h_joints + s * HAND_COORDS + 3 * j;
+                if (!b.h_valid[s * HAND_JOINTS + j] || !isfinite(g[0]) || !isfinite(g[1]) || !isfinite(g[2])) continue;
                 for (int k = 0; k < 3; k++) sum[3 * j + k] += g[k];
                 cnt[j]++;
             }
         }
     }
-    for (int j = 0; j < 21; j++)
+    for (int j = 0; j < HAND_JOINTS; j++)
         for (int k = 0; k < 3; k++) out[3 * j + k] = cnt[j] ? (float)(sum[3 * j + k] / cnt[j]) : 0.0f;
     free(hidx);
     stage_batch_free(&b);
@@ -207,15 +165,15 @@ int stage_batch_init(stage_batch_t *b, backend_t *be, int cap, char *err, size_t
     b->cap = cap;
     size_t c = (size_t)cap;
     b->d_idx = be->alloc(be, c * sizeof(int32_t));
-    b->d_joints = be->alloc(be, c * 63 * sizeof(float));
-    b->d_valid = be->alloc(be, c * 21);
+    b->d_joints = be->alloc(be, c * HAND_COORDS * sizeof(float));
+    b->d_valid = be->alloc(be, c * HAND_JOINTS);
     b->d_has = be->alloc(be, c);
-    b->d_dpred = be->alloc(be, c * 63 * sizeof(float));
-    b->d_dconf = be->alloc(be, c * 21 * sizeof(float));
-    b->h_pred = malloc(c * 63 * sizeof(float));
-    b->h_conf = malloc(c * 21 * sizeof(float));
-    b->h_joints = malloc(c * 63 * sizeof(float));
-    b->h_valid = malloc(c * 21);
+    b->d_dpred = be->alloc(be, c * HAND_COORDS * sizeof(float));
+    b->d_dconf = be->alloc(be, c * HAND_JOINTS * sizeof(float));
+    b->h_pred = malloc(c * HAND_COORDS * sizeof(float));
+    b->h_conf = malloc(c * HAND_JOINTS * sizeof(float));
+    b->h_joints = malloc(c * HAND_COORDS * sizeof(float));
+    b->h_valid = malloc(c * HAND_JOINTS);
     b->h_has = malloc(c);
     if (!b->d_idx || !b->d_joints || !b->d_valid || !b->d_has || !b->d_dpred || !b->d_dconf || !b->h_pred ||
         !b->h_conf || !b->h_joints || !b->h_valid || !b->h_has) {
@@ -249,17 +207,17 @@ void stage_batch_set_idx(stage_batch_t *b, const int32_t *idx, int n) {
 
 void stage_batch_labels(stage_batch_t *b, const dataset_t *ds, int n) {
     backend_t *be = b->be;
-    be->gather_rows(be, b->d_joints, ds->joints, b->d_idx, n, 63 * sizeof(float));
-    be->gather_rows(be, b->d_valid, ds->joints_valid, b->d_idx, n, 21);
+    be->gather_rows(be, b->d_joints, ds->joints, b->d_idx, n, HAND_COORDS * sizeof(float));
+    be->gather_rows(be, b->d_valid, ds->joints_valid, b->d_idx, n, HAND_JOINTS);
     be->gather_rows(be, b->d_has, ds->has_hand, b->d_idx, n, 1);
-    be->download(be, b->h_joints, b->d_joints, (size_t)n * 63 * sizeof(float));
-    be->download(be, b->h_valid, b->d_valid, (size_t)n * 21);
+    be->download(be, b->h_joints, b->d_joints, (size_t)n * HAND_COORDS * sizeof(float));
+    be->download(be, b->h_valid, b->d_valid, (size_t)n * HAND_JOINTS);
     be->download(be, b->h_has, b->d_has, (size_t)n);
 }
 
 void stage_batch_preds(stage_batch_t *b, const model_t *m, int n) {
-    b->be->download(b->be, b->h_pred, m->pred, (size_t)n * 63 * sizeof(float));
-    b->be->download(b->be, b->h_conf, m->conf_logit, (size_t)n * 21 * sizeof(float));
+    b->be->download(b->be, b->h_pred, m->pred, (size_t)n * HAND_COORDS * sizeof(float));
+    b->be->download(b->be, b->h_conf, m->conf_logit, (size_t)n * HAND_JOINTS * sizeof(float));
 }
 
 int stage_eval_indices(stage_ctx_t *ctx, model_t *m, stage_batch_t *b, const int32_t *idx, int64_t n,

@@ -16,9 +16,11 @@
  * fields; the image dtype may differ between shards. Tensors with other names
  * are REJECTED (a misspelt "hand_joint" must not silently train on nothing).
  *
- * Resident (gpu/dataset.h): ONE allocation in backend memory holding, at
+ * Resident: ONE allocation in backend memory holding, at
  * 256-byte aligned offsets: images bf16 [n,3,h,w] normalized, joints f32,
  * joints_valid u8, has_hand u8, and the optional arrays the files have.
+ * This file owns the format (scan, validation, layout arithmetic, writing);
+ * putting the shards into backend memory is gpu/dataset.c's (dataset_load).
  */
 #ifndef TRAIND_STORE_DATASET_H
 #define TRAIND_STORE_DATASET_H
@@ -26,9 +28,9 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "gpu/backend.h"
-#include "gpu/dataset.h"
-#include "gpu/dtype.h"
+#include "store/dtype.h"
+#include "store/hand.h"
+#include "store/safetensors.h"
 
 /* Field bits (present in the files / in the layout). image and hand_joints
  * are always there and have no bit. */
@@ -61,6 +63,34 @@ typedef struct {
     size_t resident_bytes;   /* size of the resident allocation (ds_layout) */
 } ds_info_t;
 
+/* Optional label arrays: name, bit, dtype, per-sample shape (after N). */
+typedef struct {
+    const char *name;
+    unsigned bit;
+    st_dtype_t dtype;
+    int rank;              /* of the per-sample shape */
+    int64_t dims[3];
+    size_t row_bytes;      /* bytes per sample */
+} ds_field_t;
+
+#define DS_NFIELDS 7   /* hand_joints (bit 0 here means "required") + 6 optional */
+extern const ds_field_t ds_fields[DS_NFIELDS];
+
+/* What one shard holds, as ds_check_shard found it. */
+typedef struct {
+    int64_t n;
+    int h, w;
+    dtype_t image_dtype;
+    unsigned fields;
+    int has_mean, has_std;
+    float mean[3], std[3];
+} ds_shape_t;
+
+/* Validate one opened shard against the format above (tensor names, dtypes,
+ * shapes, leading N, metadata): 0 with *s filled, or -1 with err naming the
+ * file, the tensor and the problem. */
+int ds_check_shard(st_file_t *f, ds_shape_t *s, char *err, size_t errlen);
+
 /* Read every shard's header and validate (see above). 0, or -1 with a
  * message naming the shard, the tensor and the problem. On success
  * ds_info_free releases info. */
@@ -86,44 +116,10 @@ typedef struct {
 size_t ds_layout(ds_layout_t *l, int64_t n, int h, int w, unsigned fields);
 size_t ds_layout_for(ds_layout_t *l, const ds_info_t *info);
 
-/* The dataset view of a layout at base (backend memory). */
-void ds_view(dataset_t *out, void *base, const ds_layout_t *l);
-
 /* The layout as JSON (numbers, offsets recomputable) and back; from_json
  * recomputes the layout from n/h/w/fields and checks the offsets agree. */
 json_t *ds_layout_to_json(const ds_layout_t *l);
 int ds_layout_from_json(const json_t *j, ds_layout_t *l, char *err, size_t errlen);
-
-/* ---- loading ------------------------------------------------------------------ */
-/* Progress: resident bytes written so far and in total. */
-typedef void (*ds_progress_fn)(void *ud, uint64_t bytes_done, uint64_t bytes_total);
-
-#define DS_LOAD_CANCELLED (-2)
-
-/* Load the shards of dir (as scanned into info) into the allocation at base
- * (backend memory, l->total bytes, l from ds_layout_for(info)). Streams
- * shard by shard in chunks of a bounded number of samples: a reader thread
- * fills two be->host_alloc staging buffers in turn (the image bytes of a
- * chunk with parallel preads) while the calling thread converts/uploads the
- * other one: u8 images by be->images_from_u8 (conversion on the device),
- * BF16 CHW by upload, F32 CHW by upload + be->cast; labels as fp32 (bit
- * exact); masks as u8 (all ones when the files have none). Host memory is
- * bounded by the two staging buffers (2 x 32 MB), not by the dataset.
- * Each shard is validated again when opened (a shard replaced since the
- * scan is an error). cb (may be NULL) is called after each chunk. *cancel
- * (may be NULL) is polled between chunks: DS_LOAD_CANCELLED. 0, or -1 with
- * err. Label values are copied bit for bit, except that a joint with a
- * non-finite coordinate (NaN/Inf: a missing annotation) becomes an invalid
- * joint (mask 0, coordinates 0) so that no loss or metric reads it; their
- * number goes to *masked_joints (may be NULL). */
-int ds_load(backend_t *be, const char *dir, const ds_info_t *info, void *base,
-            const ds_layout_t *l, ds_progress_fn cb, void *ud, volatile int *cancel,
-            int64_t *masked_joints, char *err, size_t errlen);
-
-/* Size of each of the two staging buffers (default 32 MB; at least one
- * sample is always staged; 0 restores the default). For tests that want
- * many chunks; set it before loading, not while a load runs. */
-void ds_set_stage_bytes(size_t bytes);
 
 /* ---- writing ----------------------------------------------------------------- */
 /* One shard's arrays, host memory; NULL optional arrays are not written. */

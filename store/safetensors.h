@@ -28,7 +28,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "gpu/dtype.h"
+#include "store/dtype.h"
 
 #define ST_MAX_RANK 8
 #define ST_MAX_HEADER (100u * 1024u * 1024u)   /* 100 MB, as the reference implementation */

@@ -15,31 +15,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gpu/dataset.h"
-#include "gpu/rng.h"
+#include "store/rng.h"
 #include "store/dataset.h"
+#include "store/hand.h"
 #include "store/fsutil.h"
 #include "store/errbuf.h"
 
-/* ---- PRNG (gpu/rng.h): splitmix64 to seed a stream per sample, xoshiro256** to draw */
-typedef rng_t synth_rng_t;
-
-static void synth_rng_seed(synth_rng_t *r, uint64_t seed, uint64_t stream) {
-    uint64_t x = seed;
-    uint64_t mix = rng_splitmix64(&x) ^ (stream * 0xd1342543de82ef95ull);
-    for (int i = 0; i < 4; i++) r->s[i] = rng_splitmix64(&mix);
-}
-
-static uint64_t synth_next(synth_rng_t *r) { return rng_next(r); }
-
-/* uniform in [0,1) with 24 random bits */
-static float synth_unif(synth_rng_t *r) { return (float)(synth_next(r) >> 40) * (1.0f / 16777216.0f); }
-static float synth_range(synth_rng_t *r, float a, float b) { return a + (b - a) * synth_unif(r); }
+/* ---- PRNG (store/rng.h): one xoshiro256** stream per sample ------------------- */
+static float synth_range(rng_t *r, float a, float b) { return a + (b - a) * rng_unif(r); }
 
 /* ---- colours and radius -------------------------------------------------------- */
 void synth_joint_color(int j, uint8_t rgb[3]) {
     /* hues spread so that neighbouring joints differ strongly; full saturation */
-    float h = (float)((j * 8) % DS_JOINTS) / (float)DS_JOINTS * 6.0f;
+    float h = (float)((j * 8) % HAND_JOINTS) / (float)HAND_JOINTS * 6.0f;
     float v = (j % 2) ? 1.0f : 0.78f;
     int sector = (int)h;
     float f = h - (float)sector;
@@ -74,8 +62,8 @@ static const struct { float base[3]; float angle; float len[3]; } synth_fingers[
 };
 
 /* Joints of a random hand in the camera frame, [21][3]. */
-static void synth_hand(synth_rng_t *r, float out[DS_JOINTS][3]) {
-    float loc[DS_JOINTS][3] = {{0}};
+static void synth_hand(rng_t *r, float out[HAND_JOINTS][3]) {
+    float loc[HAND_JOINTS][3] = {{0}};
     float scale = synth_range(r, 0.9f, 1.1f);
     for (int fi = 0; fi < 5; fi++) {
         float ang = synth_fingers[fi].angle + synth_range(r, -0.12f, 0.12f);         /* abduction */
@@ -129,13 +117,13 @@ static void synth_hand(synth_rng_t *r, float out[DS_JOINTS][3]) {
     float centre[3] = {0.0f, 0.06f * scale, 0.0f}, rc[3];
     for (int a = 0; a < 3; a++) rc[a] = R[a][0] * centre[0] + R[a][1] * centre[1] + R[a][2] * centre[2];
     float t[3] = {cx - rc[0], cyy - rc[1], z - rc[2]};
-    for (int j = 0; j < DS_JOINTS; j++)
+    for (int j = 0; j < HAND_JOINTS; j++)
         for (int a = 0; a < 3; a++)
             out[j][a] = R[a][0] * loc[j][0] + R[a][1] * loc[j][1] + R[a][2] * loc[j][2] + t[a];
 }
 
 /* Smooth random background with mild noise, img [S,S,3]. */
-static void synth_background(synth_rng_t *r, uint8_t *img, int S) {
+static void synth_background(rng_t *r, uint8_t *img, int S) {
     float base[3], tint = synth_range(r, -12.0f, 12.0f);
     float g = synth_range(r, 70.0f, 170.0f);
     for (int c = 0; c < 3; c++) base[c] = g + synth_range(r, -10.0f, 10.0f) + (c == 2 ? -tint : c == 0 ? tint : 0);
@@ -150,7 +138,7 @@ static void synth_background(synth_rng_t *r, uint8_t *img, int S) {
         for (int x = 0; x < S; x++) {
             float v = 0;
             for (int k = 0; k < 3; k++) v += amp[k] * sinf(fx[k] * (float)x + fy[k] * (float)y + ph[k]);
-            uint64_t noise = synth_next(r);
+            uint64_t noise = rng_next(r);
             for (int c = 0; c < 3; c++) {
                 float n = (float)((noise >> (16 * c)) & 0xff) * (8.0f / 255.0f) - 4.0f;   /* ±4 */
                 float p = base[c] + v + n;
@@ -160,17 +148,17 @@ static void synth_background(synth_rng_t *r, uint8_t *img, int S) {
 }
 
 /* Draw joint discs, far ones first. */
-static void synth_draw(uint8_t *img, int S, const float K[9], float J[DS_JOINTS][3]) {
-    int order[DS_JOINTS];
-    for (int j = 0; j < DS_JOINTS; j++) order[j] = j;
+static void synth_draw(uint8_t *img, int S, const float K[9], float J[HAND_JOINTS][3]) {
+    int order[HAND_JOINTS];
+    for (int j = 0; j < HAND_JOINTS; j++) order[j] = j;
     /* insertion sort: decreasing depth, then increasing index (stable) */
-    for (int a = 1; a < DS_JOINTS; a++)
+    for (int a = 1; a < HAND_JOINTS; a++)
         for (int b = a; b > 0 && J[order[b - 1]][2] < J[order[b]][2]; b--) {
             int t = order[b];
             order[b] = order[b - 1];
             order[b - 1] = t;
         }
-    for (int q = 0; q < DS_JOINTS; q++) {
+    for (int q = 0; q < HAND_JOINTS; q++) {
         int j = order[q];
         float z = J[j][2];
         if (z <= 0.05f) continue;
@@ -195,20 +183,20 @@ void synth_samples(uint64_t seed, int S, int64_t first, int64_t count, uint8_t *
                    uint8_t *valid, uint8_t *has_hand, float *K) {
     float Kc[9] = {1.1f * (float)S, 0, 0.5f * (float)S, 0, 1.1f * (float)S, 0.5f * (float)S, 0, 0, 1};
     for (int64_t i = 0; i < count; i++) {
-        synth_rng_t r;
-        synth_rng_seed(&r, seed, (uint64_t)(first + i));
-        int hand = synth_unif(&r) >= 0.05f;
-        float J[DS_JOINTS][3];
+        rng_t r;
+        rng_seed_stream(&r, seed, (uint64_t)(first + i));
+        int hand = rng_unif(&r) >= 0.05f;
+        float J[HAND_JOINTS][3];
         synth_hand(&r, J);
-        uint8_t vmask[DS_JOINTS];
-        for (int j = 0; j < DS_JOINTS; j++) vmask[j] = hand && synth_unif(&r) >= 0.03f;
+        uint8_t vmask[HAND_JOINTS];
+        for (int j = 0; j < HAND_JOINTS; j++) vmask[j] = hand && rng_unif(&r) >= 0.03f;
         if (img) {
             uint8_t *im = img + (size_t)i * S * S * 3;
             synth_background(&r, im, S);
             if (hand) synth_draw(im, S, Kc, J);
         }
-        if (joints) memcpy(joints + i * DS_JOINTS * 3, J, sizeof J);
-        if (valid) memcpy(valid + i * DS_JOINTS, vmask, DS_JOINTS);
+        if (joints) memcpy(joints + i * HAND_JOINTS * 3, J, sizeof J);
+        if (valid) memcpy(valid + i * HAND_JOINTS, vmask, HAND_JOINTS);
         if (has_hand) has_hand[i] = (uint8_t)hand;
         if (K) memcpy(K + i * 9, Kc, sizeof Kc);
     }
@@ -234,7 +222,7 @@ int synth_generate(const char *outdir, int64_t samples, int S, uint64_t seed, in
         return errbuf_set(err, errlen, "synth: samples must be 1..2^40, got %lld", (long long)samples);
     if (S < SYNTH_MIN_SIZE || S > SYNTH_MAX_SIZE)
         return errbuf_set(err, errlen, "synth: image size must be %d..%d, got %d", SYNTH_MIN_SIZE, SYNTH_MAX_SIZE, S);
-    size_t row = (size_t)S * S * 3 + DS_JOINTS * 3 * 4 + DS_JOINTS + 1 + 9 * 4;
+    size_t row = (size_t)S * S * 3 + HAND_JOINTS * 3 * 4 + HAND_JOINTS + 1 + 9 * 4;
     if (shard_samples <= 0) {
         int64_t m = (int64_t)((64u << 20) / row);
         shard_samples = (int)(m < 1 ? 1 : m > 100000 ? 100000 : m);
@@ -265,14 +253,14 @@ int synth_generate(const char *outdir, int64_t samples, int S, uint64_t seed, in
     closedir(d);
 
     size_t m = (size_t)shard_samples;
-    uint8_t *img = malloc(m * S * S * 3), *valid = malloc(m * DS_JOINTS), *hh = malloc(m);
-    float *joints = malloc(m * DS_JOINTS * 3 * sizeof(float)), *K = malloc(m * 9 * sizeof(float));
+    uint8_t *img = malloc(m * S * S * 3), *valid = malloc(m * HAND_JOINTS), *hh = malloc(m);
+    float *joints = malloc(m * HAND_JOINTS * 3 * sizeof(float)), *K = malloc(m * 9 * sizeof(float));
     int rc = -1;
     if (!img || !valid || !hh || !joints || !K) {
         errbuf_set(err, errlen, "synth: out of memory for a shard of %d samples", shard_samples);
         goto out;
     }
-    static const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    static const float mean[3] = HAND_IMAGENET_MEAN, std[3] = HAND_IMAGENET_STD;
     for (int64_t s = 0; s < nshards; s++) {
         if (cancel && *cancel) {
             errbuf_set(err, errlen, "synth: cancelled after %lld of %lld shards", (long long)s, (long long)nshards);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include "gpu/cuda/cuda_common.h"
+#include "store/hand.h"
 
 #define CU_RT 256   /* threads of the reduction kernels */
 
@@ -33,16 +34,7 @@ struct cu_max { __device__ double operator()(double a, double b) const { return 
 
 /* ---- hand loss ------------------------------------------------------------------------- */
 
-#define HL_J 21
-#define HL_EPS 1e-12
-#define HL_CONF_SCALE 0.02
-#define HL_W_PAIR 0.3
-#define HL_W_CONF 0.1
-
-__device__ __forceinline__ double hl_weight(int j) {
-    return (j == 4 || j == 8 || j == 12 || j == 16 || j == 20) ? 10.0 : 1.0;
-}
-
+/* The loss constants are store/hand.h's, shared with the CPU reference (gpu/backend_cpu.c). */
 /* One block. Pass 1: global normalizers (weight sum, valid joints, pairs).
  * Pass 2: a thread per sample computes its terms and gradients (in double).
  * res = {joint, pair, conf, valid} after the normalizations. */
@@ -55,10 +47,10 @@ __global__ void __launch_bounds__(CU_RT) cu_hand_loss_kernel(
         int s = idx ? idx[bi] : bi;
         if (has_hand && !has_hand[s]) continue;
         int nv = 0;
-        for (int j = 0; j < HL_J; j++) {
-            if (valid && !valid[(size_t)s * HL_J + j]) continue;
+        for (int j = 0; j < HAND_JOINTS; j++) {
+            if (valid && !valid[(size_t)s * HAND_JOINTS + j]) continue;
             nv++;
-            sw += hl_weight(j);
+            sw += hand_joint_weight(j);
         }
         nj += nv;
         np += (double)nv * (nv - 1) / 2;
@@ -70,35 +62,35 @@ __global__ void __launch_bounds__(CU_RT) cu_hand_loss_kernel(
     double joint = 0, pair = 0, conf = 0;
     for (int bi = threadIdx.x; bi < Bn; bi += CU_RT) {
         int s = idx ? idx[bi] : bi;
-        const float *pr = pred + (size_t)bi * HL_J * 3;
-        const float *gt = joints + (size_t)s * HL_J * 3;
-        const uint8_t *vs = valid ? valid + (size_t)s * HL_J : NULL;
+        const float *pr = pred + (size_t)bi * HAND_JOINTS * 3;
+        const float *gt = joints + (size_t)s * HAND_JOINTS * 3;
+        const uint8_t *vs = valid ? valid + (size_t)s * HAND_JOINTS : NULL;
         bool use = nj > 0 && !(has_hand && !has_hand[s]);
-        double g[HL_J * 3];
-        for (int i = 0; i < HL_J * 3; i++) g[i] = 0;
-        if (dconf) for (int j = 0; j < HL_J; j++) dconf[(size_t)bi * HL_J + j] = 0.0f;
+        double g[HAND_JOINTS * 3];
+        for (int i = 0; i < HAND_JOINTS * 3; i++) g[i] = 0;
+        if (dconf) for (int j = 0; j < HAND_JOINTS; j++) dconf[(size_t)bi * HAND_JOINTS + j] = 0.0f;
         if (use) {
-            for (int j = 0; j < HL_J; j++) {
+            for (int j = 0; j < HAND_JOINTS; j++) {
                 if (vs && !vs[j]) continue;
                 double d[3], e2 = 0;
                 for (int k = 0; k < 3; k++) {
                     d[k] = (double)pr[j * 3 + k] - gt[j * 3 + k];
                     e2 += d[k] * d[k];
                 }
-                double e = sqrt(e2 + HL_EPS), w = hl_weight(j);
+                double e = sqrt(e2 + HAND_EPS), w = hand_joint_weight(j);
                 joint += w * e;
                 for (int k = 0; k < 3; k++) g[j * 3 + k] += w / sw * d[k] / e;
-                double x = conf_logit[(size_t)bi * HL_J + j], y = exp(-e / HL_CONF_SCALE);
+                double x = conf_logit[(size_t)bi * HAND_JOINTS + j], y = exp(-e / HAND_CONF_SCALE);
                 conf += (x > 0 ? x : 0) - x * y + log1p(exp(-fabs(x)));
                 if (dconf) {
                     double sig = x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
-                    dconf[(size_t)bi * HL_J + j] = (float)(HL_W_CONF * (sig - y) / nj);
+                    dconf[(size_t)bi * HAND_JOINTS + j] = (float)(HAND_W_CONF * (sig - y) / nj);
                 }
             }
             if (np > 0) {
-                for (int i = 0; i < HL_J; i++) {
+                for (int i = 0; i < HAND_JOINTS; i++) {
                     if (vs && !vs[i]) continue;
-                    for (int j = i + 1; j < HL_J; j++) {
+                    for (int j = i + 1; j < HAND_JOINTS; j++) {
                         if (vs && !vs[j]) continue;
                         double dp[3], p2 = 0, q2 = 0;
                         for (int k = 0; k < 3; k++) {
@@ -107,10 +99,10 @@ __global__ void __launch_bounds__(CU_RT) cu_hand_loss_kernel(
                             p2 += dp[k] * dp[k];
                             q2 += dq * dq;
                         }
-                        double dpn = sqrt(p2 + HL_EPS), dgn = sqrt(q2), r = dpn - dgn;
+                        double dpn = sqrt(p2 + HAND_EPS), dgn = sqrt(q2), r = dpn - dgn;
                         pair += fabs(r);
                         double sg = r > 0 ? 1.0 : (r < 0 ? -1.0 : 0.0);
-                        double c = HL_W_PAIR * sg / np / dpn;
+                        double c = HAND_W_PAIR * sg / np / dpn;
                         for (int k = 0; k < 3; k++) {
                             g[i * 3 + k] += c * dp[k];
                             g[j * 3 + k] -= c * dp[k];
@@ -119,7 +111,7 @@ __global__ void __launch_bounds__(CU_RT) cu_hand_loss_kernel(
                 }
             }
         }
-        if (dpred) for (int i = 0; i < HL_J * 3; i++) dpred[(size_t)bi * HL_J * 3 + i] = (float)g[i];
+        if (dpred) for (int i = 0; i < HAND_JOINTS * 3; i++) dpred[(size_t)bi * HAND_JOINTS * 3 + i] = (float)g[i];
     }
     joint = cu_block_reduce(joint, sh, cu_add());
     pair = cu_block_reduce(pair, sh, cu_add());
@@ -151,7 +143,7 @@ void cu_hand_loss(backend_t *b, hand_loss_t *o, float *dpred, float *dconf,
     o->joint = (float)r[0];
     o->pair = (float)r[1];
     o->conf = (float)r[2];
-    o->total = (float)(r[0] + HL_W_PAIR * r[1] + HL_W_CONF * r[2]);
+    o->total = (float)(r[0] + HAND_W_PAIR * r[1] + HAND_W_CONF * r[2]);
     o->valid = (float)r[3];
 }
 

@@ -21,6 +21,7 @@
 
 #include "gpu/backend.h"
 #include "gpu/stages.h"
+#include "gpu/dataset.h"
 #include "store/dataset.h"
 #include "store/synth.h"
 #include "tests/tap.h"
@@ -68,8 +69,8 @@ static int tt_run(backend_t *be, const char *dsdir, const char *root, const char
     json_t *res = NULL;
     jobspec_t js;
     char field[128], msg[256], croot[1200];
-    if (ds_load(be, dsdir, &info, base, &lay, NULL, NULL, NULL, NULL, err, errlen)) goto out;
-    ds_view(&ds, base, &lay);
+    if (dataset_load(be, dsdir, &info, base, &lay, NULL, NULL, NULL, NULL, err, errlen)) goto out;
+    dataset_view(&ds, base, &lay);
     json_t *sj = json_loads(spec_text, 0, NULL);
     if (!sj || jobspec_parse(sj, &js, field, sizeof field, msg, sizeof msg)) {
         snprintf(err, errlen, "spec: %s %s", field, msg);

@@ -378,33 +378,33 @@ static void test_listen(void) {
     struct sockaddr_storage ss;
     socklen_t len;
     char err[256];
-    ok(api_parse_listen("127.0.0.1:8470", &ss, &len, err, sizeof err) == 0 &&
+    ok(config_parse_listen("127.0.0.1:8470", &ss, &len, err, sizeof err) == 0 &&
        ss.ss_family == AF_INET && ntohs(((struct sockaddr_in *)&ss)->sin_port) == 8470,
        "IPv4 host:port");
-    ok(api_parse_listen("[::1]:9000", &ss, &len, err, sizeof err) == 0 &&
+    ok(config_parse_listen("[::1]:9000", &ss, &len, err, sizeof err) == 0 &&
        ss.ss_family == AF_INET6 && ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) == 9000,
        "[::1]:port");
-    ok(api_parse_listen("localhost:1", &ss, &len, err, sizeof err) == 0 && ss.ss_family == AF_INET,
+    ok(config_parse_listen("localhost:1", &ss, &len, err, sizeof err) == 0 && ss.ss_family == AF_INET,
        "localhost");
-    ok(api_parse_listen(":0", &ss, &len, err, sizeof err) == 0 && ss.ss_family == AF_INET,
+    ok(config_parse_listen(":0", &ss, &len, err, sizeof err) == 0 && ss.ss_family == AF_INET,
        ":port means loopback");
-    ok(api_parse_listen("127.0.0.1", &ss, &len, err, sizeof err) < 0 && strstr(err, "host:port"),
+    ok(config_parse_listen("127.0.0.1", &ss, &len, err, sizeof err) < 0 && strstr(err, "host:port"),
        "missing port rejected: %s", err);
-    ok(api_parse_listen("127.0.0.1:70000", &ss, &len, err, sizeof err) < 0, "port range");
-    ok(api_parse_listen("127.0.0.1:x", &ss, &len, err, sizeof err) < 0, "non-numeric port");
-    ok(api_parse_listen("::1:80", &ss, &len, err, sizeof err) < 0, "bare IPv6 needs brackets");
-    ok(api_parse_listen("[::1:80", &ss, &len, err, sizeof err) < 0, "unclosed bracket");
-    ok(api_parse_listen("example.com:80", &ss, &len, err, sizeof err) < 0, "names are not resolved");
-    ok(api_parse_listen("", &ss, &len, err, sizeof err) < 0, "empty");
+    ok(config_parse_listen("127.0.0.1:70000", &ss, &len, err, sizeof err) < 0, "port range");
+    ok(config_parse_listen("127.0.0.1:x", &ss, &len, err, sizeof err) < 0, "non-numeric port");
+    ok(config_parse_listen("::1:80", &ss, &len, err, sizeof err) < 0, "bare IPv6 needs brackets");
+    ok(config_parse_listen("[::1:80", &ss, &len, err, sizeof err) < 0, "unclosed bracket");
+    ok(config_parse_listen("example.com:80", &ss, &len, err, sizeof err) < 0, "names are not resolved");
+    ok(config_parse_listen("", &ss, &len, err, sizeof err) < 0, "empty");
 
-    ok(api_listen_is_loopback("127.0.0.1:8470"), "127.0.0.1 is loopback");
-    ok(api_listen_is_loopback("127.1.2.3:1"), "127/8 is loopback");
-    ok(api_listen_is_loopback("[::1]:1"), "::1 is loopback");
-    ok(api_listen_is_loopback("localhost:1"), "localhost is loopback");
-    ok(!api_listen_is_loopback("0.0.0.0:8470"), "0.0.0.0 is not loopback");
-    ok(!api_listen_is_loopback("[::]:8470"), ":: is not loopback");
-    ok(!api_listen_is_loopback("10.0.0.1:8470"), "10.0.0.1 is not loopback");
-    ok(!api_listen_is_loopback("garbage"), "unparsable is not loopback");
+    ok(config_listen_is_loopback("127.0.0.1:8470"), "127.0.0.1 is loopback");
+    ok(config_listen_is_loopback("127.1.2.3:1"), "127/8 is loopback");
+    ok(config_listen_is_loopback("[::1]:1"), "::1 is loopback");
+    ok(config_listen_is_loopback("localhost:1"), "localhost is loopback");
+    ok(!config_listen_is_loopback("0.0.0.0:8470"), "0.0.0.0 is not loopback");
+    ok(!config_listen_is_loopback("[::]:8470"), ":: is not loopback");
+    ok(!config_listen_is_loopback("10.0.0.1:8470"), "10.0.0.1 is not loopback");
+    ok(!config_listen_is_loopback("garbage"), "unparsable is not loopback");
 }
 
 /* One HTTP exchange over loopback; returns the whole response (malloc'd). */

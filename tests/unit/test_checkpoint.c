@@ -14,7 +14,7 @@
 #include "gpu/backend.h"
 #include "gpu/forward.h"
 #include "gpu/model.h"
-#include "store/checkpoint.h"
+#include "gpu/checkpoint.h"
 #include "store/fsutil.h"
 #include "store/safetensors.h"
 #include "tests/tap.h"

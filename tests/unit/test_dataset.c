@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "gpu/backend.h"
+#include "gpu/dataset.h"
 #include "store/dataset.h"
 #include "store/fsutil.h"
 #include "store/safetensors.h"
@@ -177,14 +178,14 @@ static void test_u8(void) {
     void *base = be->alloc(be, l.total);
     memset(base, 0xAB, l.total);
     prog_t pg = {.monotonic = 1};
-    ds_set_stage_bytes(700);   /* about 2 samples per chunk: many chunks, both buffers */
-    r = ds_load(be, dir, &info, base, &l, on_progress, &pg, NULL, NULL, err, sizeof err);
-    ds_set_stage_bytes(0);
+    dataset_set_stage_bytes(700);   /* about 2 samples per chunk: many chunks, both buffers */
+    r = dataset_load(be, dir, &info, base, &l, on_progress, &pg, NULL, NULL, err, sizeof err);
+    dataset_set_stage_bytes(0);
     ok(r == 0, "load u8 dataset in small chunks: %s", r ? err : "");
     ok(pg.calls > 9 && pg.monotonic && pg.last == pg.total && pg.total > 0, "progress: %d calls, monotonic, ends at total",
        pg.calls);
     dataset_t ds;
-    ds_view(&ds, base, &l);
+    dataset_view(&ds, base, &l);
     ok(ds.n == 17 && ds.h == 6 && ds.w == 10 && ds.image_dtype == DT_BF16 && ds.mean[1] == 0.25f, "view header");
     check_loaded(&ds, &s[0], 0, mean, std, "u8 shard a");
     check_loaded(&ds, &s[1], 5, mean, std, "u8 shard b");
@@ -192,21 +193,21 @@ static void test_u8(void) {
 
     /* cancellation */
     volatile int cancel = 1;
-    r = ds_load(be, dir, &info, base, &l, NULL, NULL, &cancel, NULL, err, sizeof err);
-    ok(r == DS_LOAD_CANCELLED && strstr(err, "cancelled"), "cancel: %s", err);
+    r = dataset_load(be, dir, &info, base, &l, NULL, NULL, &cancel, NULL, err, sizeof err);
+    ok(r == DATASET_LOAD_CANCELLED && strstr(err, "cancelled"), "cancel: %s", err);
 
     /* a shard replaced after the scan */
     shard_t other;
     shard_make(&other, 4, 6, 10, DT_U8, 1);
     shard_write(dir, "b.safetensors", &other, NULL, NULL);
-    r = ds_load(be, dir, &info, base, &l, NULL, NULL, NULL, NULL, err, sizeof err);
+    r = dataset_load(be, dir, &info, base, &l, NULL, NULL, NULL, NULL, err, sizeof err);
     ok(r == -1 && strstr(err, "b.safetensors") && strstr(err, "changed since"), "shard changed after scan: %s", err);
     shard_free(&other);
 
     /* layout mismatch */
     ds_layout_t l2;
     ds_layout(&l2, 16, 6, 10, info.fields);
-    r = ds_load(be, dir, &info, base, &l2, NULL, NULL, NULL, NULL, err, sizeof err);
+    r = dataset_load(be, dir, &info, base, &l2, NULL, NULL, NULL, NULL, err, sizeof err);
     ok(r == -1 && strstr(err, "layout"), "layout not matching the scan refused: %s", err);
 
     be->free(be, base);
@@ -234,10 +235,10 @@ static void test_float_shards(void) {
     ds_layout_t l;
     ds_layout_for(&l, &info);
     void *base = be->alloc(be, l.total);
-    r = ds_load(be, dir, &info, base, &l, NULL, NULL, NULL, NULL, err, sizeof err);
+    r = dataset_load(be, dir, &info, base, &l, NULL, NULL, NULL, NULL, err, sizeof err);
     ok(r == 0, "load: %s", r ? err : "");
     dataset_t ds;
-    ds_view(&ds, base, &l);
+    dataset_view(&ds, base, &l);
     ok(ds.intrinsics == NULL && ds.object_poses == NULL && ds.object_ids == NULL && ds.num_objects == NULL,
        "absent optional arrays are NULL in the view");
     check_loaded(&ds, &a, 0, info.mean, info.std, "bf16 shard");
@@ -262,10 +263,10 @@ static void test_parallel_read(void) {
     ds_layout_t l;
     ds_layout_for(&l, &info);
     void *base = be->alloc(be, l.total);
-    int r = ds_load(be, dir, &info, base, &l, NULL, NULL, NULL, NULL, err, sizeof err);
+    int r = dataset_load(be, dir, &info, base, &l, NULL, NULL, NULL, NULL, err, sizeof err);
     ok(r == 0, "load a 10 MB shard with parallel reads: %s", r ? err : "");
     dataset_t ds;
-    ds_view(&ds, base, &l);
+    dataset_view(&ds, base, &l);
     check_loaded(&ds, &a, 0, info.mean, info.std, "big u8 shard");
     be->free(be, base);
     ds_info_free(&info);
@@ -293,14 +294,14 @@ static void test_nonfinite_labels(int with_mask) {
     ds_layout_t l;
     ds_layout_for(&l, &info);
     void *base = be->alloc(be, l.total);
-    ds_set_stage_bytes(3 * (8 * 8 * 3 + 63 * 4 + 64));   /* a few samples per chunk */
+    dataset_set_stage_bytes(3 * (8 * 8 * 3 + 63 * 4 + 64));   /* a few samples per chunk */
     int64_t masked = -1;
-    int r = ds_load(be, dir, &info, base, &l, NULL, NULL, NULL, &masked, err, sizeof err);
-    ds_set_stage_bytes(0);
+    int r = dataset_load(be, dir, &info, base, &l, NULL, NULL, NULL, &masked, err, sizeof err);
+    dataset_set_stage_bytes(0);
     ok(r == 0, "load (%s mask in the files): %s", with_mask ? "with a" : "no", r ? err : "");
     ok(masked == 4, "four non-finite joints counted as masked (%lld)", (long long)masked);
     dataset_t ds;
-    ds_view(&ds, base, &l);
+    dataset_view(&ds, base, &l);
     int bad_ok = 1, rest_ok = 1;
     for (int64_t i = 0; i < a.n * 21; i++) {
         int is_bad = 0;

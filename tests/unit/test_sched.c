@@ -13,7 +13,7 @@
 #include "daemon/config.h"
 #include "daemon/residency.h"
 #include "daemon/sched.h"
-#include "daemon/sha256.h"
+#include "store/sha256.h"
 #include "daemon/worker.h"
 #include "store/db.h"
 #include "store/mono.h"

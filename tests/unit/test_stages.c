@@ -1,5 +1,5 @@
 /* tests/unit/test_stages.c — the four stages on the CPU backend with a bf16
- * resident dataset (synthetic, loaded by ds_load): train (bf16 plan), eval,
+ * resident dataset (synthetic, loaded by dataset_load): train (bf16 plan), eval,
  * debug (fp32 plan) and infer run without a dtype error — the failure that
  * motivated traind — and their results carry the documented fields; a train
  * run stopped and resumed gives exactly the losses of an uninterrupted one;
@@ -15,6 +15,7 @@
 
 #include "gpu/backend.h"
 #include "gpu/stages.h"
+#include "gpu/dataset.h"
 #include "store/dataset.h"
 #include "store/fsutil.h"
 #include "store/safetensors.h"
@@ -138,8 +139,8 @@ int main(void) {
     ds_layout_t lay;
     ds_layout_for(&lay, &info);
     void *base = be->alloc(be, lay.total);
-    ok(base && ds_load(be, dsdir, &info, base, &lay, NULL, NULL, NULL, NULL, err, sizeof err) == 0, "load (%s)", err);
-    ds_view(&ds, base, &lay);
+    ok(base && dataset_load(be, dsdir, &info, base, &lay, NULL, NULL, NULL, NULL, err, sizeof err) == 0, "load (%s)", err);
+    dataset_view(&ds, base, &lay);
     ok(ds.image_dtype == DT_BF16 && ds.n == NS && ds.h == S, "resident images are bf16 [%d,3,%d,%d]", NS, S, S);
 
     /* ---- train, bf16 plan ---- */

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "gpu/backend.h"
+#include "gpu/dataset.h"
 #include "store/dataset.h"
 #include "store/fsutil.h"
 #include "store/safetensors.h"
@@ -220,9 +221,9 @@ static void test_cli(void) {
         ds_layout_t l;
         ds_layout_for(&l, &info);
         void *base = be->alloc(be, l.total);
-        ok(ds_load(be, d, &info, base, &l, NULL, NULL, NULL, NULL, err, sizeof err) == 0, "synthetic dataset loads");
+        ok(dataset_load(be, d, &info, base, &l, NULL, NULL, NULL, NULL, err, sizeof err) == 0, "synthetic dataset loads");
         dataset_t ds;
-        ds_view(&ds, base, &l);
+        dataset_view(&ds, base, &l);
         float J[63];
         uint8_t hh;
         synth_samples(5, 28, 29, 1, NULL, J, NULL, &hh, NULL);

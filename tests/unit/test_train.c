@@ -18,6 +18,7 @@
 
 #include "gpu/backend.h"
 #include "gpu/stages.h"
+#include "gpu/dataset.h"
 #include "store/dataset.h"
 #include "store/fsutil.h"
 #include "store/synth.h"
@@ -84,10 +85,10 @@ int main(void) {
     int r = ds_scan(dsdir, &info, err, sizeof err);
     ds_layout_for(&lay, &info);
     void *base = r == 0 ? be->alloc(be, lay.total) : NULL;
-    ok(base && ds_load(be, dsdir, &info, base, &lay, NULL, NULL, NULL, NULL, err, sizeof err) == 0, "loaded as bf16 (%s)",
+    ok(base && dataset_load(be, dsdir, &info, base, &lay, NULL, NULL, NULL, NULL, err, sizeof err) == 0, "loaded as bf16 (%s)",
        err);
     if (!base) return tap_done();
-    ds_view(&ds, base, &lay);
+    dataset_view(&ds, base, &lay);
     double t_data = now() - t0;
 
     /* ---- train ---- */

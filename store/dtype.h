@@ -1,4 +1,4 @@
-/* gpu/dtype.h — element types of traind tensors and bf16 <-> fp32 conversion.
+/* store/dtype.h — element types of traind tensors and bf16 <-> fp32 conversion.
  *
  * bf16 is stored as uint16_t (the upper half of an IEEE fp32). Conversion to
  * bf16 rounds to nearest even, as CUDA's __float2bfloat16_rn does, and keeps

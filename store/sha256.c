@@ -1,5 +1,5 @@
-/* daemon/sha256.c — SHA-256 through GnuTLS (see sha256.h). */
-#include "daemon/sha256.h"
+/* store/sha256.c — SHA-256 through GnuTLS (see sha256.h). */
+#include "store/sha256.h"
 
 #include <errno.h>
 #include <fcntl.h>

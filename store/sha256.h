@@ -1,4 +1,4 @@
-/* daemon/sha256.h — SHA-256 of buffers and files, for the checksums recorded
+/* store/sha256.h — SHA-256 of buffers and files, for the checksums recorded
  * with checkpoints. The digest is GnuTLS's (gnutls_hash, already a dependency
  * through libmicrohttpd); this module only adds reading files and hex. */
 #ifndef TRAIND_SHA256_H
