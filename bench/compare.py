@@ -81,26 +81,35 @@ def verdict(value, goal, higher_is_better=True):
 
 def build_rows(results):
     rows = []   # (measurement, traind, torch eager, torch.compile, ratio, goal, verdict, note)
-    trains = sorted({r.get("batch") for r in results if r.get("bench") == "train" and r.get("batch")})
-    for b in trains:
-        t = pick(results, bench="train", impl="traind", batch=b)
-        e = pick(results, bench="train", impl="torch-eager", batch=b)
-        c = pick(results, bench="train", impl="torch-compile", batch=b)
+    # one row pair per (size, frozen blocks, batch): dinov2-large with 12 frozen
+    # blocks and dinov2-base fully trained are separate shapes
+    trains = sorted({(r.get("size"), r.get("freeze"), r.get("batch")) for r in results
+                     if r.get("bench") == "train" and r.get("batch")}, key=lambda k: (str(k[0]), k[1] or 0, k[2]))
+    for size, frz, b in trains:
+        key = dict(bench="train", size=size, freeze=frz, batch=b)
+        t = pick(results, impl="traind", **key)
+        e = pick(results, impl="torch-eager", **key)
+        c = pick(results, impl="torch-compile", **key)
+        best = pick(results, impl="torch-best", **key)
         ti = t and t.get("images_per_s")
         rc = ratio(ti, c and c.get("images_per_s"))
+        rb = ratio(ti, best and best.get("images_per_s"))
         re_ = ratio(ti, e and e.get("images_per_s"))
-        size = (t or e or c or {}).get("size", "?")
         note = f"vs eager {fmt(re_, '{:.2f}x')}"
+        if best:
+            note += (f"; torch-best (bf16 in, max-autotune) {fmt(best.get('images_per_s'))} img/s, "
+                     f"{fmt(best.get('peak_mem_gb'), '{:.2f}')} GB: traind {fmt(rb, '{:.2f}x')}")
         if t and t.get("tflops"):
             note += f"; traind {t['tflops']:.0f} TFLOP/s"
         if t and isinstance(t.get("phases"), dict):
             p = t["phases"]
             note += (" (fwd {:.1f} / bwd {:.1f} / opt {:.1f} ms)".format(
                 1e3 * p.get("forward_s", 0), 1e3 * p.get("backward_s", 0), 1e3 * p.get("adamw_s", 0)))
-        rows.append((f"train {size} b{b} img/s", fmt(ti), fmt(e and e.get("images_per_s")),
+        shape = f"{size} freeze {frz}" if frz is not None else f"{size}"
+        rows.append((f"train {shape} b{b} img/s", fmt(ti), fmt(e and e.get("images_per_s")),
                      fmt(c and c.get("images_per_s")), fmt(rc, "{:.2f}x"), "≥ 1.3x compile",
                      verdict(rc, GOALS["train"]), note))
-        rows.append((f"train {size} b{b} peak GB", fmt(t and t.get("peak_mem_gb"), "{:.2f}"),
+        rows.append((f"train {shape} b{b} peak GB", fmt(t and t.get("peak_mem_gb"), "{:.2f}"),
                      fmt(e and e.get("peak_mem_gb"), "{:.2f}"), fmt(c and c.get("peak_mem_gb"), "{:.2f}"),
                      "", "", "", "traind: free-memory drop; torch: max_memory_allocated"))
     evals = sorted({r.get("batch") for r in results if r.get("bench") == "eval" and r.get("batch")})

@@ -26,7 +26,12 @@
 #            iterations); eager train b128; load (torch.load, safetensors) of
 #            BENCH_TORCH_LOAD_GB (2) GB (writing its cache files takes longer
 #            than loading them)
+#   torch    "torch-best": bf16 inputs + compile mode max-autotune, b32 and b128
+#   traind/torch dinov2-base fully trained, b128 (traind, compile, torch-best)
 #   traind   second job again with dinov2-large freeze 12 (informational)
+# Everything does not fit one call's 10 minutes: the default budget runs the
+# steps in order and skips the rest; a second call with BENCH_ONLY="torch_best32
+# torch_best128 traind_base128 torch_base_compile128 torch_base_best128" runs the others.
 # Every line of output goes to $OUT/bench.log (RESULT lines and errors are
 # echoed); at the end bench/compare.py prints the table ($OUT/table.txt, and
 # Markdown in $OUT/table.md for bench/RESULTS.md).
@@ -150,6 +155,14 @@ step torch_compile32  220 $PY bench/torch_ref.py train --batch 32 --compile --wa
 step torch_compile128 220 $PY bench/torch_ref.py train --batch 128 --compile --warmup 3 --iters 10
 step torch_eager128  120 $PY bench/torch_ref.py train --batch 128 --warmup 3 --iters 10
 step torch_load      150 $PY bench/torch_ref.py load --gb "$TORCH_LOAD_GB"
+# the strongest plain PyTorch a careful user would write: bf16 inputs, max-autotune
+# (its autotuning takes minutes: select these with BENCH_ONLY in a call of their own)
+step torch_best32    300 $PY bench/torch_ref.py train --batch 32 --compile --mode max-autotune --bf16-input --warmup 3 --iters 10
+step torch_best128   300 $PY bench/torch_ref.py train --batch 128 --compile --mode max-autotune --bf16-input --warmup 3 --iters 10
+# a second shape: dinov2-base fully trained at batch 128
+step traind_base128  120 "${B[@]}" train --size base --image "$IMAGE" --batch 128 --freeze 0
+step torch_base_compile128 220 $PY bench/torch_ref.py train --size base --freeze 0 --batch 128 --compile --warmup 3 --iters 10
+step torch_base_best128    300 $PY bench/torch_ref.py train --size base --freeze 0 --batch 128 --compile --mode max-autotune --bf16-input --warmup 3 --iters 10
 # informational: the second job when it is the large model of the train benchmark
 step traind_second_large 90 "$ROOT/bench/run_device.sh" --second-job "dinov2-$SIZE" "$FREEZE"
 

@@ -3,12 +3,14 @@
 HF transformers Dinov2Model (dinov2-large shapes, random weights: no downloads) with
 blocks 0..11 and the embeddings frozen, the hand head of SPEC §4, bf16 autocast, SDPA
 attention, fused AdamW, a GPU-resident bf16 dataset gathered by a randperm and cast
-to fp32 before the encoder.
+to fp32 before the encoder. With --bf16-input the bf16 batch goes into the autocast
+encoder as it is (no fp32 copy), and --mode max-autotune compiles with that mode: together
+the strongest plain-PyTorch version a careful user would write ("torch-best").
 
 Prints one JSON object per measurement (prefix "RESULT ") so bench/run_device.sh can
 tabulate them next to traind's numbers from the same call.
 
-  python3 bench/torch_ref.py train --batch 32 [--compile]
+  python3 bench/torch_ref.py train --batch 32 [--compile [--mode max-autotune]] [--bf16-input]
   python3 bench/torch_ref.py eval --batch 256
   python3 bench/torch_ref.py load --gb 4
 """
@@ -103,12 +105,12 @@ def bench_train(a):
         groups.append({"params": [p for p in ps if id(p) not in head_ids], "lr": 1e-5, "weight_decay": wd})
         groups.append({"params": [p for p in ps if id(p) in head_ids], "lr": 1e-3, "weight_decay": wd})
     opt = torch.optim.AdamW([g for g in groups if g["params"]], fused=True)
-    model = torch.compile(net) if a.compile else net
+    model = torch.compile(net, mode=a.mode) if a.compile else net
     n = imgs.shape[0]
 
     def step():
         idx = torch.randint(0, n, (a.batch,), device=dev)
-        x = imgs[idx].float()                          # the seed notebook's cast
+        x = imgs[idx] if a.bf16_input else imgs[idx].float()   # the seed notebook's cast
         with torch.autocast("cuda", dtype=torch.bfloat16):
             pred, conf = model(x)
             loss = hand_loss(pred, conf, joints[idx], valid[idx])
@@ -122,27 +124,38 @@ def bench_train(a):
     first = time.time() - t0
     torch.cuda.reset_peak_memory_stats()
     sec = timed(step, a.warmup, a.iters)
-    result(bench="train", impl="torch-compile" if a.compile else "torch-eager", size=a.size,
+    result(bench="train", impl=impl_name(a), size=a.size,
            batch=a.batch, image=a.image, freeze=a.freeze, step_s=sec, images_per_s=a.batch / sec,
            first_step_s=first, peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9,
            gpu=torch.cuda.get_device_name())
+
+
+def impl_name(a):
+    """torch-eager / torch-compile: the seed's way (fp32 cast, default compile);
+    torch-best: bf16 inputs and max-autotune; anything else is spelled out."""
+    if not a.compile:
+        return "torch-eager" + ("-bf16in" if a.bf16_input else "")
+    if a.mode == "max-autotune" and a.bf16_input:
+        return "torch-best"
+    return "torch-compile" + ("" if a.mode == "default" else "-" + a.mode) + ("-bf16in" if a.bf16_input else "")
 
 
 @torch.no_grad()
 def bench_eval(a):
     dev = "cuda"
     net = HandNet(a.size, 0).to(dev).eval()
+    model = torch.compile(net, mode=a.mode) if a.compile else net
     imgs, _, _ = resident_data(max(2 * a.batch, 512), a.image, dev)
     n = imgs.shape[0]
 
     def step():
         idx = torch.randint(0, n, (a.batch,), device=dev)
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            net(imgs[idx].float())
+            model(imgs[idx] if a.bf16_input else imgs[idx].float())
 
     torch.cuda.reset_peak_memory_stats()
     sec = timed(step, a.warmup, a.iters)
-    result(bench="eval", impl="torch-eager", size=a.size, batch=a.batch, image=a.image, step_s=sec,
+    result(bench="eval", impl=impl_name(a), size=a.size, batch=a.batch, image=a.image, step_s=sec,
            images_per_s=a.batch / sec, peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9,
            gpu=torch.cuda.get_device_name())
 
@@ -174,6 +187,8 @@ def main():
     ap.add_argument("--image", type=int, default=224)
     ap.add_argument("--freeze", type=int, default=12)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--mode", default="default", choices=["default", "max-autotune", "reduce-overhead"])
+    ap.add_argument("--bf16-input", action="store_true", help="feed the bf16 batch without the fp32 cast")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--gb", type=float, default=4.0)
