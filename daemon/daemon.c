@@ -347,7 +347,7 @@ json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_
     json_t *spec = jobspec_to_json(&js);
     dtype_plan_t plan = jobspec_plan(&js);
     json_t *pj = dtype_plan_to_json(&plan);
-    rc = store_job_insert(d->store, job_type_name(js.type), js.dataset, js.priority,
+    rc = store_job_insert(d->store, js.type, js.dataset, js.priority,
                           js.submission_id[0] ? js.submission_id : NULL, spec, pj, &out, created, err, sizeof err);
     json_decref(spec);
     json_decref(pj);
@@ -376,21 +376,12 @@ json_t *daemon_job_get(daemon_t *d, const char *id, daemon_err_t *e) {
     return j;
 }
 
-json_t *daemon_job_list(daemon_t *d, const char *state, const char *type, int limit, int offset, daemon_err_t *e) {
-    if (state && *state && !store_job_state_valid(state)) {
-        daemon_err_set(e, 400, "invalid_field", "state", "unknown state '%s'", state);
-        return NULL;
-    }
-    if (type && *type && strcmp(type, "train") && strcmp(type, "eval") && strcmp(type, "debug") && strcmp(type, "infer")) {
-        daemon_err_set(e, 400, "invalid_field", "type", "unknown type '%s' (train, eval, debug, infer)", type);
-        return NULL;
-    }
+json_t *daemon_job_list(daemon_t *d, job_state_t state, job_type_t type, int limit, int offset, daemon_err_t *e) {
     if (limit < 0 || limit > 1000) { daemon_err_set(e, 400, "invalid_field", "limit", "limit must be in [0, 1000]"); return NULL; }
     if (offset < 0) { daemon_err_set(e, 400, "invalid_field", "offset", "offset must be >= 0"); return NULL; }
     char err[256];
     json_t *out = NULL;
-    int rc = store_job_list(d->store, state && *state ? state : NULL, type && *type ? type : NULL, limit, offset, &out,
-                            err, sizeof err);
+    int rc = store_job_list(d->store, state, type, limit, offset, &out, err, sizeof err);
     if (rc) { store_fail(e, rc, err); return NULL; }
     return out;
 }
@@ -400,22 +391,26 @@ json_t *daemon_job_cancel(daemon_t *d, const char *id, daemon_err_t *e) {
     for (int attempt = 0; attempt < 3; attempt++) {
         json_t *j = daemon_job_get(d, id, e);
         if (!j) return NULL;
-        char st[32];
-        snprintf(st, sizeof st, "%s", json_string_value(json_object_get(j, "state")));
-        if (!strcmp(st, "cancelling")) return j;
-        if (store_job_state_terminal(st)) {
-            daemon_err_set(e, 409, "conflict", "", "job %s is already %s", id, st);
+        job_state_t st;
+        if (job_state_parse(json_string_value(json_object_get(j, "state")), &st)) {
+            daemon_err_set(e, 500, "internal", "", "job %s has an unknown state", id);
+            json_decref(j);
+            return NULL;
+        }
+        if (st == JOB_CANCELLING) return j;
+        if (job_state_terminal(st)) {
+            daemon_err_set(e, 409, "conflict", "", "job %s is already %s", id, job_state_name(st));
             json_decref(j);
             return NULL;
         }
         json_decref(j);
-        const char *to = !strcmp(st, "queued") ? "cancelled" : "cancelling";
+        job_state_t to = st == JOB_QUEUED ? JOB_CANCELLED : JOB_CANCELLING;
         json_t *extra = json_pack("{s:s}", "reason", "cancelled on request");
         int rc = store_job_set_state(d->store, id, st, to, extra, err, sizeof err);
         json_decref(extra);
         if (rc == STORE_BADSTATE) continue;   /* it moved meanwhile (e.g. just started): look again */
         if (rc) { store_fail(e, rc, err); return NULL; }
-        if (!strcmp(to, "cancelling")) {
+        if (to == JOB_CANCELLING) {
             if (sched_cancel(d->sched, id) != 0) {
                 /* not running here (finished in between): the supervisor records the end */
                 log_warn(id, "cancel: no worker found for the job");
@@ -609,7 +604,7 @@ json_t *daemon_status(daemon_t *d) {
     char err[256];
     long long queued = 0;
     if (store_job_counts(d->store, &counts, err, sizeof err) == STORE_OK)
-        queued = json_integer_value(json_object_get(counts, "queued"));
+        queued = json_integer_value(json_object_get(counts, job_state_name(JOB_QUEUED)));
     json_decref(counts);
     return json_pack("{s:s, s:f, s:s, s:o, s:o, s:o, s:I, s:b}", "version", TRAIND_VERSION, "uptime_s",
                      mono_now() - d->started, "backend", d->backend_name, "devices", devs,
