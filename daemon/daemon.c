@@ -3,7 +3,6 @@
  * writes the store, and hands long work to residency.c or sched.c. */
 #include "daemon/daemon.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -91,53 +90,6 @@ int daemon_event_wait(daemon_t *d, unsigned long long *seq, int timeout_ms) {
 }
 
 /* ---- lifetime ----------------------------------------------------------------------------- */
-/* Checkpoint directories older than a job's newest recorded checkpoint that
- * have no record are what a crash between pruning's two halves left (the
- * record is deleted first, then the files): no run reads them again (a resumed
- * run starts after the newest record), so they go. Newer unrecorded ones are
- * kept: a resumed run reaching their step reports and records them. */
-static void daemon_sweep_pruned(daemon_t *d) {
-    DIR *root = opendir(d->checkpoint_root);
-    if (!root) return;
-    int removed = 0;
-    struct dirent *je;
-    while ((je = readdir(root)) != NULL) {
-        if (je->d_name[0] == '.') continue;
-        json_t *list = NULL;
-        char err[256];
-        if (store_checkpoint_list(d->store, je->d_name, &list, err, sizeof err) != STORE_OK) continue;
-        long newest = -1;
-        size_t i;
-        json_t *c;
-        json_array_foreach(list, i, c) {
-            long st = (long)json_integer_value(json_object_get(c, "step"));
-            if (st > newest) newest = st;
-        }
-        char jobdir[PATH_MAX + 256];
-        snprintf(jobdir, sizeof jobdir, "%s/%s", d->checkpoint_root, je->d_name);
-        DIR *jd = newest >= 0 ? opendir(jobdir) : NULL;
-        struct dirent *se;
-        while (jd && (se = readdir(jd)) != NULL) {
-            char *end;
-            long step = strtol(se->d_name, &end, 10);
-            if (se->d_name[0] < '0' || se->d_name[0] > '9' || *end || step >= newest) continue;
-            char path[PATH_MAX + 512];
-            snprintf(path, sizeof path, "%s/%s", jobdir, se->d_name);
-            int recorded = 0;
-            json_array_foreach(list, i, c) recorded |= strcmp(json_string_value(json_object_get(c, "path")), path) == 0;
-            if (recorded) continue;
-            if (fs_rm_rf(path, err, sizeof err) == 0) removed++;
-            else log_warn(NULL, "checkpoints: %s", err);
-        }
-        if (jd) closedir(jd);
-        json_decref(list);
-    }
-    closedir(root);
-    if (removed)
-        log_warn(NULL, "checkpoints: removed %d pruned checkpoint director%s a crash left on disk", removed,
-                 removed == 1 ? "y" : "ies");
-}
-
 daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     daemon_t *d = calloc(1, sizeof *d);
     if (!d) { snprintf(err, errlen, "out of memory"); return NULL; }
@@ -186,7 +138,10 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     if (swept < 0) log_warn(NULL, "checkpoints: cannot remove unfinished checkpoint directories: %s", e2);
     else if (swept > 0) log_warn(NULL, "checkpoints: removed %d unfinished checkpoint director%s left by a crash",
                                  swept, swept == 1 ? "y" : "ies");
-    daemon_sweep_pruned(d);
+    int pruned = ckpt_sweep_pruned(d->store, d->checkpoint_root, e2, sizeof e2);
+    if (e2[0]) log_warn(NULL, "checkpoints: %s", e2);
+    if (pruned > 0) log_warn(NULL, "checkpoints: removed %d pruned checkpoint director%s a crash left on disk", pruned,
+                             pruned == 1 ? "y" : "ies");
     /* job files of workers (work/jobs/<id>.json) live as long as their worker:
      * none runs yet, so any there is a crash's leftover */
     char jobs_dir[PATH_MAX + 16];
@@ -512,24 +467,11 @@ json_t *daemon_checkpoint_get(daemon_t *d, const char *id, daemon_err_t *e) {
 }
 
 int daemon_checkpoint_delete(daemon_t *d, const char *id, daemon_err_t *e) {
-    json_t *c = daemon_checkpoint_get(d, id, e);
-    if (!c) return -1;
-    char err[256];
-    int users = 0;
-    int rc = store_checkpoint_in_use(d->store, id, &users, err, sizeof err);
-    if (rc) { store_fail(e, rc, err); json_decref(c); return -1; }
-    if (users > 0) {
-        daemon_err_set(e, 409, "conflict", "", "checkpoint %s is needed by %d queued or running job(s)", id, users);
-        json_decref(c);
-        return -1;
-    }
-    rc = store_checkpoint_delete(d->store, id, err, sizeof err);
-    if (rc) { store_fail(e, rc, err); json_decref(c); return -1; }
-    /* the record goes first: a crash in between leaves stray files, never a record without files */
-    const char *path = json_string_value(json_object_get(c, "path"));
-    size_t rl = strlen(d->checkpoint_root);
-    if (path && strncmp(path, d->checkpoint_root, rl) == 0 && path[rl] == '/' && fs_rm_rf(path, err, sizeof err))
-        log_warn(NULL, "checkpoint %s: %s", id, err);
+    char err[256], warn[512];
+    json_t *c = NULL;
+    int rc = ckpt_delete(d->store, d->checkpoint_root, id, &c, warn, sizeof warn, err, sizeof err);
+    if (rc) { store_fail(e, rc, err); return -1; }
+    if (warn[0]) log_warn(NULL, "%s", warn);
     log_info(json_string_value(json_object_get(c, "job")), "checkpoint %s deleted", id);
     json_decref(c);
     return 0;

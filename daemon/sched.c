@@ -9,7 +9,6 @@
  */
 #include "daemon/sched.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -18,14 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon/log.h"
 #include "daemon/notify.h"
 #include "daemon/residency.h"
-#include "store/sha256.h"
 #include "daemon/worker.h"
 #include "gpu/jobspec.h"
 #include "store/checkpoint.h"
@@ -107,81 +104,32 @@ int sched_alive(void *arg) {
 }
 
 /* ---- recording what a worker reports ---------------------------------------------------- */
+/* A checkpoint the worker renamed into place: recorded, then the job's older
+ * ones pruned under keep_checkpoints (store/checkpoint.c owns both). */
 static void record_checkpoint(slot_t *sl, const json_t *data) {
     daemon_t *d = sl->s->d;
-    char err[512];
+    char err[512], warn[512];
     const char *dir = json_string_value(json_object_get(data, "dir"));
     long step = (long)json_integer_value(json_object_get(data, "step"));
     const json_t *metrics = json_object_get(data, "metrics");
-    char rp[PATH_MAX];
-    size_t rl = strlen(d->checkpoint_root);
-    if (!dir || !realpath(dir, rp) || strncmp(rp, d->checkpoint_root, rl) != 0 || rp[rl] != '/') {
-        log_error(sl->job, "checkpoint %s is not under %s: not recorded", dir ? dir : "(none)", d->checkpoint_root);
-        return;
-    }
-    /* checksums of every file (sorted by name for a stable record) */
-    json_t *files = json_array();
-    long long total = 0;
-    char model_sha[65] = "";
-    struct dirent **names = NULL;
-    int n = scandir(rp, &names, NULL, alphasort);
-    for (int i = 0; i < n; i++) {
-        char fp[PATH_MAX + 260];
-        snprintf(fp, sizeof fp, "%s/%s", rp, names[i]->d_name);
-        struct stat st;
-        if (names[i]->d_name[0] != '.' && stat(fp, &st) == 0 && S_ISREG(st.st_mode)) {
-            char hex[65];
-            long long b = 0;
-            if (sha256_file(fp, hex, &b, err, sizeof err) == 0) {
-                json_array_append_new(files, json_pack("{s:s, s:I, s:s}", "name", names[i]->d_name, "bytes",
-                                                       (json_int_t)b, "sha256", hex));
-                total += b;
-                if (strcmp(names[i]->d_name, "model.safetensors") == 0) memcpy(model_sha, hex, 65);
-            } else {
-                log_warn(sl->job, "checkpoint: %s", err);
-            }
-        }
-        free(names[i]);
-    }
-    free(names);
     json_t *rec = NULL;
-    if (store_checkpoint_insert(d->store, sl->job, step, rp, total, model_sha[0] ? model_sha : NULL, files,
-                                json_is_object(metrics) ? metrics : NULL, &rec, err, sizeof err)) {
+    if (ckpt_record(d->store, d->checkpoint_root, sl->job, dir, step, metrics, &rec, warn, sizeof warn, err,
+                    sizeof err)) {
         log_error(sl->job, "checkpoint at step %ld not recorded: %s", step, err);
-        json_decref(files);
         return;
     }
-    json_decref(files);
-    log_info(sl->job, "checkpoint %s at step %ld: %s (%.1f MB)", json_string_value(json_object_get(rec, "id")),
-             step, rp, total / 1e6);
+    if (warn[0]) log_warn(sl->job, "checkpoint: %s", warn);
+    log_info(sl->job, "checkpoint %s at step %ld: %s (%.1f MB)", json_string_value(json_object_get(rec, "id")), step,
+             json_string_value(json_object_get(rec, "path")), json_integer_value(json_object_get(rec, "bytes")) / 1e6);
     json_decref(rec);
-    /* keep_checkpoints: last K plus the best by val MPJPE */
-    const char *best = json_object_get(metrics, "val_mpjpe") ? "val_mpjpe"
-                       : json_object_get(metrics, "mpjpe") ? "mpjpe" : "val_mpjpe";
-    /* a checkpoint this job itself resumed from does not keep itself alive */
-    json_t *self = NULL;
-    store_job_get(d->store, sl->job, &self, err, sizeof err);
-    const char *self_resume = json_string_value(json_object_get(self, "resume_checkpoint"));
-    const char *self_from = json_string_value(json_object_get(json_object_get(self, "spec"), "resume_from"));
-    json_t *prune = NULL;
-    if (store_checkpoint_prune_list(d->store, sl->job, sl->keep_checkpoints, best, &prune, err, sizeof err) == STORE_OK) {
-        size_t i;
-        json_t *c;
-        json_array_foreach(prune, i, c) {
-            const char *cid = json_string_value(json_object_get(c, "id"));
-            int users = 0;
-            if (store_checkpoint_in_use(d->store, cid, &users, err, sizeof err)) continue;
-            int self_uses = (self_resume && !strcmp(self_resume, cid)) || (self_from && !strcmp(self_from, cid));
-            if (users - self_uses > 0) continue;
-            const char *path = json_string_value(json_object_get(c, "path"));
-            if (store_checkpoint_delete(d->store, cid, err, sizeof err) == STORE_OK && path) {
-                fs_rm_rf(path, NULL, 0);
-                log_info(sl->job, "checkpoint %s pruned (keep_checkpoints %d)", cid, sl->keep_checkpoints);
-            }
-        }
-    }
-    json_decref(prune);
-    json_decref(self);
+    json_t *pruned = NULL;
+    if (ckpt_prune(d->store, d->checkpoint_root, sl->job, sl->keep_checkpoints, metrics, &pruned, err, sizeof err))
+        log_warn(sl->job, "checkpoints not pruned: %s", err);
+    size_t i;
+    json_t *id;
+    json_array_foreach(pruned, i, id)
+        log_info(sl->job, "checkpoint %s pruned (keep_checkpoints %d)", json_string_value(id), sl->keep_checkpoints);
+    json_decref(pruned);
 }
 
 static void handle_line(slot_t *sl, const char *line) {
