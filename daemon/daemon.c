@@ -19,7 +19,9 @@
 #include "daemon/log.h"
 #include "daemon/residency.h"
 #include "daemon/sched.h"
+#include "gpu/checkpoint.h"
 #include "gpu/jobspec.h"
+#include "gpu/model.h"
 #include "store/checkpoint.h"
 #include "store/fsutil.h"
 #include "store/mono.h"
@@ -152,7 +154,7 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     for (int i = 0; i < cfg->n_devices; i++) {
         char be_err[BACKEND_ERR_MAX];
         backend_t *be = backend_open(cfg->backend, cfg->devices[i], be_err, sizeof be_err);
-        if (!be) { snprintf(err, errlen, "backend %s device %d: %s", cfg->backend, cfg->devices[i], be_err); goto fail; }
+        if (!be) { snprintf(err, errlen, "%s", be_err); goto fail; }   /* names the backend and device */
         if (i == 0) snprintf(d->backend_name, sizeof d->backend_name, "%s", be->name);
         else if (strcmp(d->backend_name, be->name) != 0) {
             be->destroy(be);
@@ -247,12 +249,54 @@ int daemon_dataset_delete(daemon_t *d, const char *name, daemon_err_t *e) {
 }
 
 /* ---- jobs ---------------------------------------------------------------------------------- */
-static int checkpoint_exists(daemon_t *d, const char *id) {
+/* The directory of a checkpoint id (its record's path); "" when there is no such record. */
+static void checkpoint_dir(daemon_t *d, const char *id, char *dir, size_t len) {
     json_t *c = NULL;
     char err[256];
-    int rc = store_checkpoint_get(d->store, id, &c, err, sizeof err);
+    dir[0] = 0;
+    if (store_checkpoint_get(d->store, id, &c, err, sizeof err) == STORE_OK)
+        snprintf(dir, len, "%s", json_string_value(json_object_get(c, "path")) ?: "");
     json_decref(c);
-    return rc == STORE_OK;
+}
+
+static int checkpoint_exists(daemon_t *d, const char *id) {
+    char dir[PATH_MAX];
+    checkpoint_dir(d, id, dir, sizeof dir);
+    return dir[0] != 0;
+}
+
+/* The patch size of the model the job will build: that of the checkpoint or
+ * weights it starts from (their config.json; a checkpoint comes first, as in
+ * the worker), else its backbone's. 0 when it cannot be known here (a damaged
+ * checkpoint: the worker reports that). */
+static int job_patch_size(daemon_t *d, const jobspec_t *js) {
+    char dir[JS_PATH_MAX + 64], err[512];
+    model_config_t cfg;
+    const char *cid = js->resume_from[0] ? js->resume_from : js->checkpoint[0] ? js->checkpoint : NULL;
+    if (cid || js->model.weights[0]) {
+        checkpoint_dir(d, cid ? cid : js->model.weights, dir, sizeof dir);
+        if (!cid && !dir[0]) snprintf(dir, sizeof dir, "%s", js->model.weights);   /* a HF directory */
+        ckpt_meta_t meta;
+        int has_meta;
+        return dir[0] && ckpt_read_config(dir, &cfg, &meta, &has_meta, err, sizeof err) == 0 ? cfg.patch : 0;
+    }
+    return js->model.backbone[0] && model_config_by_name(js->model.backbone, js->model.registers, &cfg, err,
+                                                         sizeof err) == 0 ? cfg.patch : 0;
+}
+
+/* The dataset's image size: recorded once known (a path dataset's from its
+ * manifest at the load request), a synthetic one's from its source. 0 when
+ * not known. */
+static void dataset_image_size(const json_t *ds, int *h, int *w) {
+    const json_t *size = json_object_get(ds, "image_size");
+    const json_t *syn = json_object_get(json_object_get(ds, "source"), "synthetic");
+    *h = *w = 0;
+    if (json_is_array(size) && json_array_size(size) == 2) {
+        *h = (int)json_integer_value(json_array_get(size, 0));
+        *w = (int)json_integer_value(json_array_get(size, 1));
+    } else if (json_is_integer(json_object_get(syn, "image_size"))) {
+        *h = *w = (int)json_integer_value(json_object_get(syn, "image_size"));
+    }
 }
 
 json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_err_t *e) {
@@ -298,6 +342,15 @@ json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_
                            "'%s' is neither a checkpoint id nor a directory with config.json", js.model.weights);
             goto out;
         }
+    }
+    /* the model works on whole patches: refused here, not by the worker later */
+    int h, w, patch = job_patch_size(d, &js);
+    dataset_image_size(ds, &h, &w);
+    if (patch > 0 && h > 0 && w > 0 && (h % patch || w % patch)) {
+        daemon_err_set(e, 422, "unprocessable", "dataset",
+                       "dataset '%s' has images of %dx%d, which is not a multiple of the model's patch size %d",
+                       js.dataset, h, w, patch);
+        goto out;
     }
     json_t *spec = jobspec_to_json(&js);
     dtype_plan_t plan = jobspec_plan(&js);

@@ -107,7 +107,9 @@ int daemon_dataset_delete(daemon_t *d, const char *name, daemon_err_t *e);
 
 /* ---- jobs ------------------------------------------------------------------------ */
 /* Validates with jobspec_parse (400 invalid_field naming the field), checks the
- * dataset exists and is not failed (422) and referenced checkpoints exist (422),
+ * dataset exists and is not failed (422), its image size is a multiple of the
+ * model's patch size (422, naming the dataset and the size; a checkpoint's or
+ * weights' config gives the patch, else the backbone) and referenced checkpoints exist (422),
  * resolves the spec and the dtype plan and inserts the job. *created = 1 (HTTP 201)
  * for a new job, 0 (HTTP 200) for an idempotent resubmission; 409 when the
  * submission_id was used with another spec. Returns the job record. */

@@ -133,6 +133,11 @@ static int seterr(char *err, size_t errlen, const char *fmt, ...) {
     return STORE_ERR;
 }
 
+/* A store message without its "store: " (for one that goes inside another store message). */
+static const char *unprefixed(const char *m) {
+    return strncmp(m, "store: ", 7) == 0 ? m + 7 : m;
+}
+
 static int dberr(sqlite3 *db, char *err, size_t errlen, const char *what) {
     return seterr(err, errlen, "store: %s: %s", what, sqlite3_errmsg(db));
 }
@@ -244,9 +249,9 @@ static int migrate(store_t *s, char *err, size_t errlen) {
         snprintf(sql, sizeof sql, "PRAGMA user_version=%d;", v + 1);
         if (exec_sql(s->w, migrations[v], err, errlen) || exec_sql(s->w, sql, err, errlen)) {
             char e2[256];
-            snprintf(e2, sizeof e2, "%s", err ? err : "");
+            snprintf(e2, sizeof e2, "%s", err ? unprefixed(err) : "");
             exec_sql(s->w, "ROLLBACK;", NULL, 0);
-            return seterr(err, errlen, "migration %d -> %d failed: %s", v, v + 1, e2);
+            return seterr(err, errlen, "store: migration %d -> %d failed: %s", v, v + 1, e2);
         }
         if (exec_sql(s->w, "COMMIT;", err, errlen)) return STORE_ERR;
     }
@@ -287,7 +292,7 @@ fail:
     /* every failure names the file; a file SQLite cannot read is left as it is */
     if (err && errlen && !strstr(err, path)) {
         char e2[512];
-        snprintf(e2, sizeof e2, "%s", strncmp(err, "store: ", 7) == 0 ? err + 7 : err);
+        snprintf(e2, sizeof e2, "%s", unprefixed(err));
         seterr(err, errlen, "store %s: %s%s", path, e2,
                strstr(e2, "not a database") ? " (damaged or not a traind database; it was not modified)" : "");
     }
