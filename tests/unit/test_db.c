@@ -1,6 +1,7 @@
 /* tests/unit/test_db.c — the SQLite store: migrations (from an empty file and
  * from a version-1 file), idempotent job insert and conflicts, state
- * transition rules, events since an id, metrics latest, checkpoint prune
+ * transition rules (store/job.h: names, parsing, the table against the
+ * diagram arrow by arrow), events since an id, metrics latest, checkpoint prune
  * queries, datasets, and reopening after close. */
 #include <pthread.h>
 #include <sqlite3.h>
