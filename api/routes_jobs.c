@@ -11,6 +11,7 @@
 
 #include "api/api_internal.h"
 #include "daemon/daemon.h"
+#include "store/job.h"
 
 #define JOB_LIST_MAX 10000
 
@@ -42,19 +43,17 @@ void route_jobs_list(api_req_t *r) {
     long long limit = 100, offset = 0;
     if (api_query_ll(r, "limit", 1, JOB_LIST_MAX, &limit) < 0) return;
     if (api_query_ll(r, "offset", 0, INT32_MAX, &offset) < 0) return;
-    const char *state = api_query(r, "state"), *type = api_query(r, "type");
-    if (state && !*state) state = NULL;
-    if (type && !*type) type = NULL;
-    if (state && !store_job_state_valid(state)) {
-        api_reply_error(r, 400, "invalid_field", "query parameter 'state': unknown job state '%s' "
-                        "(queued, running, cancelling, succeeded, failed, cancelled, interrupted)",
-                        state);
+    const char *qs = api_query(r, "state"), *qt = api_query(r, "type");
+    job_state_t state = JOB_STATE_ANY;
+    job_type_t type = JOB_TYPE_ANY;
+    if (qs && *qs && job_state_parse(qs, &state)) {
+        api_reply_error(r, 400, "invalid_field", "query parameter 'state': unknown job state '%s' (%s)", qs,
+                        job_state_list());
         return;
     }
-    if (type && strcmp(type, "train") && strcmp(type, "eval") && strcmp(type, "debug") &&
-        strcmp(type, "infer")) {
-        api_reply_error(r, 400, "invalid_field", "query parameter 'type': unknown job type '%s' "
-                        "(train, eval, debug, infer)", type);
+    if (qt && *qt && job_type_parse(qt, &type)) {
+        api_reply_error(r, 400, "invalid_field", "query parameter 'type': unknown job type '%s' (%s)", qt,
+                        job_type_list());
         return;
     }
     daemon_err_t e = {0};

@@ -12,6 +12,7 @@
 
 #include "api/api_internal.h"
 #include "daemon/daemon.h"
+#include "store/job.h"
 
 void route_health(api_req_t *r) {
     api_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
@@ -62,12 +63,13 @@ void api_prom_status(prom_buf_t *b, const json_t *status) {
     prom_family(b, "traind_train_steps_per_second", "gauge",
                 "Optimizer steps per second of running train jobs.");
     json_array_foreach(json_object_get(status, "running"), i, run) {
-        const char *type = json_string_value(json_object_get(run, "type"));
+        job_type_t type;
+        int train = job_type_parse(json_string_value(json_object_get(run, "type")), &type) == 0 && type == JOB_TRAIN;
         const char *id = json_string_value(json_object_get(run, "id"));
         double ips = json_number_value(json_object_get(json_object_get(run, "progress"),
                                                        "images_per_s"));
         double bs = json_number_value(json_object_get(run, "batch_size"));
-        if (!id || !type || strcmp(type, "train") != 0 || bs <= 0) continue;
+        if (!id || !train || bs <= 0) continue;
         char devs[16];
         snprintf(devs, sizeof devs, "%lld", (long long)json_integer_value(json_object_get(run, "device")));
         const char *labels[] = { "job", id, "device", devs, NULL };

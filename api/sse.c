@@ -22,6 +22,7 @@
 
 #include "api/api_internal.h"
 #include "daemon/daemon.h"
+#include "store/job.h"
 
 #define SSE_SLICE_MS 250
 #define SSE_BATCH 256
@@ -100,8 +101,9 @@ static int pend_append(sse_stream_t *s, const char *buf, size_t n) {
 static int state_is_final_event(const json_t *ev) {
     const char *type = json_string_value(json_object_get(ev, "type"));
     if (!type || strcmp(type, "state") != 0) return 0;
-    const char *st = json_string_value(json_object_get(json_object_get(ev, "data"), "state"));
-    return st && (!strcmp(st, "succeeded") || !strcmp(st, "failed") || !strcmp(st, "cancelled"));
+    job_state_t st;
+    return job_state_parse(json_string_value(json_object_get(json_object_get(ev, "data"), "state")), &st) == 0 &&
+           job_state_final(st);
 }
 
 /* Appends one event to the pending bytes. */
@@ -130,8 +132,8 @@ static int sse_poll(sse_stream_t *s) {
      * the events read afterwards include that event. */
     json_t *job = daemon_job_get(s->d, s->job, &e);
     if (!job) return -1;
-    const char *st = json_string_value(json_object_get(job, "state"));
-    int final = st && store_job_state_terminal(st);
+    job_state_t st;
+    int final = job_state_parse(json_string_value(json_object_get(job, "state")), &st) == 0 && job_state_terminal(st);
     json_decref(job);
 
     json_t *evs = daemon_job_events(s->d, s->job, s->last_id, SSE_BATCH, &e);

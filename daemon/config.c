@@ -265,7 +265,7 @@ int config_finish(daemon_cfg_t *c, char *err, size_t errlen) {
     socklen_t sslen;
     char lerr[256];
     if (config_parse_listen(c->listen, &ss, &sslen, lerr, sizeof lerr))
-        return errbuf_set(err, errlen, "listen %s: %s", c->listen, lerr);
+        return errbuf_set(err, errlen, "%s", lerr);   /* names the address */
     if (!config_listen_is_loopback(c->listen) && !c->token[0])
         return errbuf_set(err, errlen, "refusing to listen on non-loopback address %s without a token (--token-file)", c->listen);
     /* A root that does not exist (yet) is left out with a warning, so the example

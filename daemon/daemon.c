@@ -3,7 +3,6 @@
  * writes the store, and hands long work to residency.c or sched.c. */
 #include "daemon/daemon.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -20,7 +19,9 @@
 #include "daemon/log.h"
 #include "daemon/residency.h"
 #include "daemon/sched.h"
+#include "gpu/checkpoint.h"
 #include "gpu/jobspec.h"
+#include "gpu/model.h"
 #include "store/checkpoint.h"
 #include "store/fsutil.h"
 #include "store/mono.h"
@@ -91,53 +92,6 @@ int daemon_event_wait(daemon_t *d, unsigned long long *seq, int timeout_ms) {
 }
 
 /* ---- lifetime ----------------------------------------------------------------------------- */
-/* Checkpoint directories older than a job's newest recorded checkpoint that
- * have no record are what a crash between pruning's two halves left (the
- * record is deleted first, then the files): no run reads them again (a resumed
- * run starts after the newest record), so they go. Newer unrecorded ones are
- * kept: a resumed run reaching their step reports and records them. */
-static void daemon_sweep_pruned(daemon_t *d) {
-    DIR *root = opendir(d->checkpoint_root);
-    if (!root) return;
-    int removed = 0;
-    struct dirent *je;
-    while ((je = readdir(root)) != NULL) {
-        if (je->d_name[0] == '.') continue;
-        json_t *list = NULL;
-        char err[256];
-        if (store_checkpoint_list(d->store, je->d_name, &list, err, sizeof err) != STORE_OK) continue;
-        long newest = -1;
-        size_t i;
-        json_t *c;
-        json_array_foreach(list, i, c) {
-            long st = (long)json_integer_value(json_object_get(c, "step"));
-            if (st > newest) newest = st;
-        }
-        char jobdir[PATH_MAX + 256];
-        snprintf(jobdir, sizeof jobdir, "%s/%s", d->checkpoint_root, je->d_name);
-        DIR *jd = newest >= 0 ? opendir(jobdir) : NULL;
-        struct dirent *se;
-        while (jd && (se = readdir(jd)) != NULL) {
-            char *end;
-            long step = strtol(se->d_name, &end, 10);
-            if (se->d_name[0] < '0' || se->d_name[0] > '9' || *end || step >= newest) continue;
-            char path[PATH_MAX + 512];
-            snprintf(path, sizeof path, "%s/%s", jobdir, se->d_name);
-            int recorded = 0;
-            json_array_foreach(list, i, c) recorded |= strcmp(json_string_value(json_object_get(c, "path")), path) == 0;
-            if (recorded) continue;
-            if (fs_rm_rf(path, err, sizeof err) == 0) removed++;
-            else log_warn(NULL, "checkpoints: %s", err);
-        }
-        if (jd) closedir(jd);
-        json_decref(list);
-    }
-    closedir(root);
-    if (removed)
-        log_warn(NULL, "checkpoints: removed %d pruned checkpoint director%s a crash left on disk", removed,
-                 removed == 1 ? "y" : "ies");
-}
-
 daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     daemon_t *d = calloc(1, sizeof *d);
     if (!d) { snprintf(err, errlen, "out of memory"); return NULL; }
@@ -186,7 +140,10 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     if (swept < 0) log_warn(NULL, "checkpoints: cannot remove unfinished checkpoint directories: %s", e2);
     else if (swept > 0) log_warn(NULL, "checkpoints: removed %d unfinished checkpoint director%s left by a crash",
                                  swept, swept == 1 ? "y" : "ies");
-    daemon_sweep_pruned(d);
+    int pruned = ckpt_sweep_pruned(d->store, d->checkpoint_root, e2, sizeof e2);
+    if (e2[0]) log_warn(NULL, "checkpoints: %s", e2);
+    if (pruned > 0) log_warn(NULL, "checkpoints: removed %d pruned checkpoint director%s a crash left on disk", pruned,
+                             pruned == 1 ? "y" : "ies");
     /* job files of workers (work/jobs/<id>.json) live as long as their worker:
      * none runs yet, so any there is a crash's leftover */
     char jobs_dir[PATH_MAX + 16];
@@ -197,7 +154,7 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     for (int i = 0; i < cfg->n_devices; i++) {
         char be_err[BACKEND_ERR_MAX];
         backend_t *be = backend_open(cfg->backend, cfg->devices[i], be_err, sizeof be_err);
-        if (!be) { snprintf(err, errlen, "backend %s device %d: %s", cfg->backend, cfg->devices[i], be_err); goto fail; }
+        if (!be) { snprintf(err, errlen, "%s", be_err); goto fail; }   /* names the backend and device */
         if (i == 0) snprintf(d->backend_name, sizeof d->backend_name, "%s", be->name);
         else if (strcmp(d->backend_name, be->name) != 0) {
             be->destroy(be);
@@ -292,12 +249,54 @@ int daemon_dataset_delete(daemon_t *d, const char *name, daemon_err_t *e) {
 }
 
 /* ---- jobs ---------------------------------------------------------------------------------- */
-static int checkpoint_exists(daemon_t *d, const char *id) {
+/* The directory of a checkpoint id (its record's path); "" when there is no such record. */
+static void checkpoint_dir(daemon_t *d, const char *id, char *dir, size_t len) {
     json_t *c = NULL;
     char err[256];
-    int rc = store_checkpoint_get(d->store, id, &c, err, sizeof err);
+    dir[0] = 0;
+    if (store_checkpoint_get(d->store, id, &c, err, sizeof err) == STORE_OK)
+        snprintf(dir, len, "%s", json_string_value(json_object_get(c, "path")) ?: "");
     json_decref(c);
-    return rc == STORE_OK;
+}
+
+static int checkpoint_exists(daemon_t *d, const char *id) {
+    char dir[PATH_MAX];
+    checkpoint_dir(d, id, dir, sizeof dir);
+    return dir[0] != 0;
+}
+
+/* The patch size of the model the job will build: that of the checkpoint or
+ * weights it starts from (their config.json; a checkpoint comes first, as in
+ * the worker), else its backbone's. 0 when it cannot be known here (a damaged
+ * checkpoint: the worker reports that). */
+static int job_patch_size(daemon_t *d, const jobspec_t *js) {
+    char dir[JS_PATH_MAX + 64], err[512];
+    model_config_t cfg;
+    const char *cid = js->resume_from[0] ? js->resume_from : js->checkpoint[0] ? js->checkpoint : NULL;
+    if (cid || js->model.weights[0]) {
+        checkpoint_dir(d, cid ? cid : js->model.weights, dir, sizeof dir);
+        if (!cid && !dir[0]) snprintf(dir, sizeof dir, "%s", js->model.weights);   /* a HF directory */
+        ckpt_meta_t meta;
+        int has_meta;
+        return dir[0] && ckpt_read_config(dir, &cfg, &meta, &has_meta, err, sizeof err) == 0 ? cfg.patch : 0;
+    }
+    return js->model.backbone[0] && model_config_by_name(js->model.backbone, js->model.registers, &cfg, err,
+                                                         sizeof err) == 0 ? cfg.patch : 0;
+}
+
+/* The dataset's image size: recorded once known (a path dataset's from its
+ * manifest at the load request), a synthetic one's from its source. 0 when
+ * not known. */
+static void dataset_image_size(const json_t *ds, int *h, int *w) {
+    const json_t *size = json_object_get(ds, "image_size");
+    const json_t *syn = json_object_get(json_object_get(ds, "source"), "synthetic");
+    *h = *w = 0;
+    if (json_is_array(size) && json_array_size(size) == 2) {
+        *h = (int)json_integer_value(json_array_get(size, 0));
+        *w = (int)json_integer_value(json_array_get(size, 1));
+    } else if (json_is_integer(json_object_get(syn, "image_size"))) {
+        *h = *w = (int)json_integer_value(json_object_get(syn, "image_size"));
+    }
 }
 
 json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_err_t *e) {
@@ -344,10 +343,19 @@ json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_
             goto out;
         }
     }
+    /* the model works on whole patches: refused here, not by the worker later */
+    int h, w, patch = job_patch_size(d, &js);
+    dataset_image_size(ds, &h, &w);
+    if (patch > 0 && h > 0 && w > 0 && (h % patch || w % patch)) {
+        daemon_err_set(e, 422, "unprocessable", "dataset",
+                       "dataset '%s' has images of %dx%d, which is not a multiple of the model's patch size %d",
+                       js.dataset, h, w, patch);
+        goto out;
+    }
     json_t *spec = jobspec_to_json(&js);
     dtype_plan_t plan = jobspec_plan(&js);
     json_t *pj = dtype_plan_to_json(&plan);
-    rc = store_job_insert(d->store, job_type_name(js.type), js.dataset, js.priority,
+    rc = store_job_insert(d->store, js.type, js.dataset, js.priority,
                           js.submission_id[0] ? js.submission_id : NULL, spec, pj, &out, created, err, sizeof err);
     json_decref(spec);
     json_decref(pj);
@@ -376,21 +384,12 @@ json_t *daemon_job_get(daemon_t *d, const char *id, daemon_err_t *e) {
     return j;
 }
 
-json_t *daemon_job_list(daemon_t *d, const char *state, const char *type, int limit, int offset, daemon_err_t *e) {
-    if (state && *state && !store_job_state_valid(state)) {
-        daemon_err_set(e, 400, "invalid_field", "state", "unknown state '%s'", state);
-        return NULL;
-    }
-    if (type && *type && strcmp(type, "train") && strcmp(type, "eval") && strcmp(type, "debug") && strcmp(type, "infer")) {
-        daemon_err_set(e, 400, "invalid_field", "type", "unknown type '%s' (train, eval, debug, infer)", type);
-        return NULL;
-    }
+json_t *daemon_job_list(daemon_t *d, job_state_t state, job_type_t type, int limit, int offset, daemon_err_t *e) {
     if (limit < 0 || limit > 1000) { daemon_err_set(e, 400, "invalid_field", "limit", "limit must be in [0, 1000]"); return NULL; }
     if (offset < 0) { daemon_err_set(e, 400, "invalid_field", "offset", "offset must be >= 0"); return NULL; }
     char err[256];
     json_t *out = NULL;
-    int rc = store_job_list(d->store, state && *state ? state : NULL, type && *type ? type : NULL, limit, offset, &out,
-                            err, sizeof err);
+    int rc = store_job_list(d->store, state, type, limit, offset, &out, err, sizeof err);
     if (rc) { store_fail(e, rc, err); return NULL; }
     return out;
 }
@@ -400,22 +399,26 @@ json_t *daemon_job_cancel(daemon_t *d, const char *id, daemon_err_t *e) {
     for (int attempt = 0; attempt < 3; attempt++) {
         json_t *j = daemon_job_get(d, id, e);
         if (!j) return NULL;
-        char st[32];
-        snprintf(st, sizeof st, "%s", json_string_value(json_object_get(j, "state")));
-        if (!strcmp(st, "cancelling")) return j;
-        if (store_job_state_terminal(st)) {
-            daemon_err_set(e, 409, "conflict", "", "job %s is already %s", id, st);
+        job_state_t st;
+        if (job_state_parse(json_string_value(json_object_get(j, "state")), &st)) {
+            daemon_err_set(e, 500, "internal", "", "job %s has an unknown state", id);
+            json_decref(j);
+            return NULL;
+        }
+        if (st == JOB_CANCELLING) return j;
+        if (job_state_terminal(st)) {
+            daemon_err_set(e, 409, "conflict", "", "job %s is already %s", id, job_state_name(st));
             json_decref(j);
             return NULL;
         }
         json_decref(j);
-        const char *to = !strcmp(st, "queued") ? "cancelled" : "cancelling";
+        job_state_t to = st == JOB_QUEUED ? JOB_CANCELLED : JOB_CANCELLING;
         json_t *extra = json_pack("{s:s}", "reason", "cancelled on request");
         int rc = store_job_set_state(d->store, id, st, to, extra, err, sizeof err);
         json_decref(extra);
         if (rc == STORE_BADSTATE) continue;   /* it moved meanwhile (e.g. just started): look again */
         if (rc) { store_fail(e, rc, err); return NULL; }
-        if (!strcmp(to, "cancelling")) {
+        if (to == JOB_CANCELLING) {
             if (sched_cancel(d->sched, id) != 0) {
                 /* not running here (finished in between): the supervisor records the end */
                 log_warn(id, "cancel: no worker found for the job");
@@ -517,24 +520,11 @@ json_t *daemon_checkpoint_get(daemon_t *d, const char *id, daemon_err_t *e) {
 }
 
 int daemon_checkpoint_delete(daemon_t *d, const char *id, daemon_err_t *e) {
-    json_t *c = daemon_checkpoint_get(d, id, e);
-    if (!c) return -1;
-    char err[256];
-    int users = 0;
-    int rc = store_checkpoint_in_use(d->store, id, &users, err, sizeof err);
-    if (rc) { store_fail(e, rc, err); json_decref(c); return -1; }
-    if (users > 0) {
-        daemon_err_set(e, 409, "conflict", "", "checkpoint %s is needed by %d queued or running job(s)", id, users);
-        json_decref(c);
-        return -1;
-    }
-    rc = store_checkpoint_delete(d->store, id, err, sizeof err);
-    if (rc) { store_fail(e, rc, err); json_decref(c); return -1; }
-    /* the record goes first: a crash in between leaves stray files, never a record without files */
-    const char *path = json_string_value(json_object_get(c, "path"));
-    size_t rl = strlen(d->checkpoint_root);
-    if (path && strncmp(path, d->checkpoint_root, rl) == 0 && path[rl] == '/' && fs_rm_rf(path, err, sizeof err))
-        log_warn(NULL, "checkpoint %s: %s", id, err);
+    char err[256], warn[512];
+    json_t *c = NULL;
+    int rc = ckpt_delete(d->store, d->checkpoint_root, id, &c, warn, sizeof warn, err, sizeof err);
+    if (rc) { store_fail(e, rc, err); return -1; }
+    if (warn[0]) log_warn(NULL, "%s", warn);
     log_info(json_string_value(json_object_get(c, "job")), "checkpoint %s deleted", id);
     json_decref(c);
     return 0;
@@ -609,7 +599,7 @@ json_t *daemon_status(daemon_t *d) {
     char err[256];
     long long queued = 0;
     if (store_job_counts(d->store, &counts, err, sizeof err) == STORE_OK)
-        queued = json_integer_value(json_object_get(counts, "queued"));
+        queued = json_integer_value(json_object_get(counts, job_state_name(JOB_QUEUED)));
     json_decref(counts);
     return json_pack("{s:s, s:f, s:s, s:o, s:o, s:o, s:I, s:b}", "version", TRAIND_VERSION, "uptime_s",
                      mono_now() - d->started, "backend", d->backend_name, "devices", devs,

@@ -107,14 +107,17 @@ int daemon_dataset_delete(daemon_t *d, const char *name, daemon_err_t *e);
 
 /* ---- jobs ------------------------------------------------------------------------ */
 /* Validates with jobspec_parse (400 invalid_field naming the field), checks the
- * dataset exists and is not failed (422) and referenced checkpoints exist (422),
+ * dataset exists and is not failed (422), its image size is a multiple of the
+ * model's patch size (422, naming the dataset and the size; a checkpoint's or
+ * weights' config gives the patch, else the backbone) and referenced checkpoints exist (422),
  * resolves the spec and the dtype plan and inserts the job. *created = 1 (HTTP 201)
  * for a new job, 0 (HTTP 200) for an idempotent resubmission; 409 when the
  * submission_id was used with another spec. Returns the job record. */
 json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_err_t *e);
 json_t *daemon_job_get(daemon_t *d, const char *id, daemon_err_t *e);
-/* state/type may be NULL; 400 for an unknown state or type. {"jobs":[...],"total",...} */
-json_t *daemon_job_list(daemon_t *d, const char *state, const char *type, int limit, int offset,
+/* state/type JOB_STATE_ANY/JOB_TYPE_ANY for any (the API parses the query with
+ * job_state_parse/job_type_parse). {"jobs":[...],"total",...} */
+json_t *daemon_job_list(daemon_t *d, job_state_t state, job_type_t type, int limit, int offset,
                         daemon_err_t *e);
 /* queued -> cancelled at once; running -> cancelling (SIGTERM to the worker; a train
  * job checkpoints; SIGKILL after the grace period) -> cancelled. Already final:

@@ -456,6 +456,7 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
     char dir[PATH_MAX + 128];
     json_t *source;
     size_t est = 0;
+    int img_h = 0, img_w = 0;   /* a path dataset's image size, known from its manifest */
     char msg[512];
     if (jp) {
         if (!json_is_string(jp)) { daemon_err_set(e, 400, "invalid_field", "path", "path must be a string"); return NULL; }
@@ -467,6 +468,8 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
         }
         ds_layout_t l;
         est = ds_layout_for(&l, &info);
+        img_h = info.h;
+        img_w = info.w;
         ds_info_free(&info);
         if (!est) { daemon_err_set(e, 422, "unprocessable", "path", "dataset too large to lay out"); return NULL; }
         source = json_pack("{s:s}", "path", dir);
@@ -525,6 +528,14 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
         json_decref(source);
         daemon_err_set(e, 500, "internal", "", "%s", err);
         return NULL;
+    }
+    if (img_h > 0) {   /* recorded now, so a job submitted while it loads is checked against it */
+        json_t *upd = json_pack("{s:[i,i]}", "image_size", img_h, img_w);
+        if (store_dataset_update(d->store, name, upd, err, sizeof err) == STORE_OK)
+            json_object_set(rec, "image_size", json_object_get(upd, "image_size"));
+        else
+            log_warn(NULL, "dataset %s: %s", name, err);
+        json_decref(upd);
     }
     res_ds_t *x = enqueue(r, name, dir, js != NULL, source, est);
     pthread_mutex_unlock(&r->mu);

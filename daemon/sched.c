@@ -9,7 +9,6 @@
  */
 #include "daemon/sched.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -18,14 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon/log.h"
 #include "daemon/notify.h"
 #include "daemon/residency.h"
-#include "store/sha256.h"
 #include "daemon/worker.h"
 #include "gpu/jobspec.h"
 #include "store/checkpoint.h"
@@ -107,81 +104,32 @@ int sched_alive(void *arg) {
 }
 
 /* ---- recording what a worker reports ---------------------------------------------------- */
+/* A checkpoint the worker renamed into place: recorded, then the job's older
+ * ones pruned under keep_checkpoints (store/checkpoint.c owns both). */
 static void record_checkpoint(slot_t *sl, const json_t *data) {
     daemon_t *d = sl->s->d;
-    char err[512];
+    char err[512], warn[512];
     const char *dir = json_string_value(json_object_get(data, "dir"));
     long step = (long)json_integer_value(json_object_get(data, "step"));
     const json_t *metrics = json_object_get(data, "metrics");
-    char rp[PATH_MAX];
-    size_t rl = strlen(d->checkpoint_root);
-    if (!dir || !realpath(dir, rp) || strncmp(rp, d->checkpoint_root, rl) != 0 || rp[rl] != '/') {
-        log_error(sl->job, "checkpoint %s is not under %s: not recorded", dir ? dir : "(none)", d->checkpoint_root);
-        return;
-    }
-    /* checksums of every file (sorted by name for a stable record) */
-    json_t *files = json_array();
-    long long total = 0;
-    char model_sha[65] = "";
-    struct dirent **names = NULL;
-    int n = scandir(rp, &names, NULL, alphasort);
-    for (int i = 0; i < n; i++) {
-        char fp[PATH_MAX + 260];
-        snprintf(fp, sizeof fp, "%s/%s", rp, names[i]->d_name);
-        struct stat st;
-        if (names[i]->d_name[0] != '.' && stat(fp, &st) == 0 && S_ISREG(st.st_mode)) {
-            char hex[65];
-            long long b = 0;
-            if (sha256_file(fp, hex, &b, err, sizeof err) == 0) {
-                json_array_append_new(files, json_pack("{s:s, s:I, s:s}", "name", names[i]->d_name, "bytes",
-                                                       (json_int_t)b, "sha256", hex));
-                total += b;
-                if (strcmp(names[i]->d_name, "model.safetensors") == 0) memcpy(model_sha, hex, 65);
-            } else {
-                log_warn(sl->job, "checkpoint: %s", err);
-            }
-        }
-        free(names[i]);
-    }
-    free(names);
     json_t *rec = NULL;
-    if (store_checkpoint_insert(d->store, sl->job, step, rp, total, model_sha[0] ? model_sha : NULL, files,
-                                json_is_object(metrics) ? metrics : NULL, &rec, err, sizeof err)) {
+    if (ckpt_record(d->store, d->checkpoint_root, sl->job, dir, step, metrics, &rec, warn, sizeof warn, err,
+                    sizeof err)) {
         log_error(sl->job, "checkpoint at step %ld not recorded: %s", step, err);
-        json_decref(files);
         return;
     }
-    json_decref(files);
-    log_info(sl->job, "checkpoint %s at step %ld: %s (%.1f MB)", json_string_value(json_object_get(rec, "id")),
-             step, rp, total / 1e6);
+    if (warn[0]) log_warn(sl->job, "checkpoint: %s", warn);
+    log_info(sl->job, "checkpoint %s at step %ld: %s (%.1f MB)", json_string_value(json_object_get(rec, "id")), step,
+             json_string_value(json_object_get(rec, "path")), json_integer_value(json_object_get(rec, "bytes")) / 1e6);
     json_decref(rec);
-    /* keep_checkpoints: last K plus the best by val MPJPE */
-    const char *best = json_object_get(metrics, "val_mpjpe") ? "val_mpjpe"
-                       : json_object_get(metrics, "mpjpe") ? "mpjpe" : "val_mpjpe";
-    /* a checkpoint this job itself resumed from does not keep itself alive */
-    json_t *self = NULL;
-    store_job_get(d->store, sl->job, &self, err, sizeof err);
-    const char *self_resume = json_string_value(json_object_get(self, "resume_checkpoint"));
-    const char *self_from = json_string_value(json_object_get(json_object_get(self, "spec"), "resume_from"));
-    json_t *prune = NULL;
-    if (store_checkpoint_prune_list(d->store, sl->job, sl->keep_checkpoints, best, &prune, err, sizeof err) == STORE_OK) {
-        size_t i;
-        json_t *c;
-        json_array_foreach(prune, i, c) {
-            const char *cid = json_string_value(json_object_get(c, "id"));
-            int users = 0;
-            if (store_checkpoint_in_use(d->store, cid, &users, err, sizeof err)) continue;
-            int self_uses = (self_resume && !strcmp(self_resume, cid)) || (self_from && !strcmp(self_from, cid));
-            if (users - self_uses > 0) continue;
-            const char *path = json_string_value(json_object_get(c, "path"));
-            if (store_checkpoint_delete(d->store, cid, err, sizeof err) == STORE_OK && path) {
-                fs_rm_rf(path, NULL, 0);
-                log_info(sl->job, "checkpoint %s pruned (keep_checkpoints %d)", cid, sl->keep_checkpoints);
-            }
-        }
-    }
-    json_decref(prune);
-    json_decref(self);
+    json_t *pruned = NULL;
+    if (ckpt_prune(d->store, d->checkpoint_root, sl->job, sl->keep_checkpoints, metrics, &pruned, err, sizeof err))
+        log_warn(sl->job, "checkpoints not pruned: %s", err);
+    size_t i;
+    json_t *id;
+    json_array_foreach(pruned, i, id)
+        log_info(sl->job, "checkpoint %s pruned (keep_checkpoints %d)", json_string_value(id), sl->keep_checkpoints);
+    json_decref(pruned);
 }
 
 static void handle_line(slot_t *sl, const char *line) {
@@ -292,44 +240,45 @@ static void finish_job(slot_t *sl, int status, int spawned) {
     daemon_t *d = sl->s->d;
     char err[512], reason[1200] = "";
     json_t *cur = NULL;
-    const char *state = "running";
-    if (store_job_get(d->store, sl->job, &cur, err, sizeof err) == STORE_OK)
-        state = json_string_value(json_object_get(cur, "state"));
-    int cancelling = strcmp(state, "cancelling") == 0 || sl->cancel;
-    const char *to;
+    job_state_t state = JOB_RUNNING;   /* when it cannot be read back: judged by the slot's flags */
+    if (store_job_get(d->store, sl->job, &cur, err, sizeof err) == STORE_OK &&
+        job_state_parse(json_string_value(json_object_get(cur, "state")), &state))
+        state = JOB_RUNNING;
+    int cancelling = state == JOB_CANCELLING || sl->cancel;
+    job_state_t to;
     pthread_mutex_lock(&sl->s->mu);
     int shutdown = sl->shutdown, killed = sl->killed;
     json_t *result = sl->result ? json_incref(sl->result) : NULL;
     pthread_mutex_unlock(&sl->s->mu);
     if (!spawned) {
-        to = "failed";
+        to = JOB_FAILED;
         snprintf(reason, sizeof reason, "%s", sl->last_error);
     } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        to = cancelling ? "cancelled" : "succeeded";
+        to = cancelling ? JOB_CANCELLED : JOB_SUCCEEDED;
     } else if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_STOPPED) {
-        to = cancelling ? "cancelled" : shutdown ? "interrupted" : "failed";
+        to = cancelling ? JOB_CANCELLED : shutdown ? JOB_INTERRUPTED : JOB_FAILED;
         if (!cancelling && !shutdown) snprintf(reason, sizeof reason, "worker stopped unexpectedly");
         if (shutdown && !cancelling) snprintf(reason, sizeof reason, "daemon stopped");
     } else if (WIFEXITED(status)) {
-        to = "failed";
+        to = JOB_FAILED;
         if (sl->last_error[0]) snprintf(reason, sizeof reason, "%s", sl->last_error);
         else snprintf(reason, sizeof reason, "worker exited with status %d", WEXITSTATUS(status));
     } else if (WIFSIGNALED(status)) {
         int sig = WTERMSIG(status);
         if (cancelling) {
-            to = "cancelled";
+            to = JOB_CANCELLED;
             if (killed) snprintf(reason, sizeof reason, "worker killed after the %.0f s cancel grace period", d->cfg.cancel_grace_s);
             else snprintf(reason, sizeof reason, "worker ended by signal %d (%s) while cancelling", sig, strsignal(sig));
         } else if (shutdown) {
-            to = "interrupted";
+            to = JOB_INTERRUPTED;
             snprintf(reason, sizeof reason, "daemon stopped; worker killed by signal %d (%s)", sig, strsignal(sig));
         } else {
-            to = "failed";
+            to = JOB_FAILED;
             snprintf(reason, sizeof reason, "worker killed by signal %d (%s)%s%s", sig, strsignal(sig),
                      sl->last_error[0] ? ": " : "", sl->last_error);
         }
     } else {
-        to = "failed";
+        to = JOB_FAILED;
         snprintf(reason, sizeof reason, "worker ended with status 0x%x", status);
     }
     /* a worker that died writing a checkpoint left a temporary directory
@@ -340,16 +289,16 @@ static void finish_job(slot_t *sl, int status, int spawned) {
     else if (swept > 0) log_info(sl->job, "removed %d unfinished checkpoint director%s", swept, swept == 1 ? "y" : "ies");
     json_t *extra = json_object();
     if (result) json_object_set_new(extra, "result", result);
-    if (strcmp(to, "failed") == 0) json_object_set_new(extra, "error", errbuf_json_string(reason[0] ? reason : "failed"));
+    if (to == JOB_FAILED) json_object_set_new(extra, "error", errbuf_json_string(reason[0] ? reason : "failed"));
     else if (reason[0]) json_object_set_new(extra, "reason", errbuf_json_string(reason));
-    int rc = store_job_set_state(d->store, sl->job, NULL, to, extra, err, sizeof err);
+    int rc = store_job_set_state(d->store, sl->job, JOB_STATE_ANY, to, extra, err, sizeof err);
     json_decref(extra);
     json_decref(cur);
-    if (rc) log_error(sl->job, "cannot record the final state %s: %s", to, err);
-    else if (!strcmp(to, "failed")) log_error(sl->job, "job failed: %s", reason);
-    else log_info(sl->job, "job %s%s%s", to, reason[0] ? ": " : "", reason);
+    if (rc) log_error(sl->job, "cannot record the final state %s: %s", job_state_name(to), err);
+    else if (to == JOB_FAILED) log_error(sl->job, "job failed: %s", reason);
+    else log_info(sl->job, "job %s%s%s", job_state_name(to), reason[0] ? ": " : "", reason);
     atomic_fetch_add(&d->jobs_finished, 1);
-    notify_status("job %s %s", sl->job, to);
+    notify_status("job %s %s", sl->job, job_state_name(to));
 }
 
 static void *supervise(void *arg) {
@@ -374,8 +323,10 @@ static void *supervise(void *arg) {
     store_job_set_worker(d->store, sl->job, (int)pid, err, sizeof err);
     /* a cancel that came between the start and this point found no worker to signal */
     json_t *now = NULL;
+    job_state_t st;
     int cancelled_early = store_job_get(d->store, sl->job, &now, err, sizeof err) == STORE_OK &&
-                          !strcmp(json_string_value(json_object_get(now, "state")), "cancelling");
+                          job_state_parse(json_string_value(json_object_get(now, "state")), &st) == 0 &&
+                          st == JOB_CANCELLING;
     json_decref(now);
     pthread_mutex_lock(&s->mu);
     sl->pid = pid;
@@ -518,14 +469,14 @@ static void try_start(sched_t *s) {
         if (r == 1) { json_decref(job); continue; }       /* dataset still loading: let others go */
         if (r < 0) {
             json_t *extra = json_pack("{s:o}", "error", errbuf_json_string(msg));
-            if (store_job_set_state(d->store, e[i].id, "queued", "failed", extra, err, sizeof err) == STORE_OK)
+            if (store_job_set_state(d->store, e[i].id, JOB_QUEUED, JOB_FAILED, extra, err, sizeof err) == STORE_OK)
                 log_error(e[i].id, "job failed before start: %s", msg);
             json_decref(extra);
             json_decref(job);
             continue;
         }
         json_t *extra = json_pack("{s:i}", "device", d->dev_index[slot]);
-        int rc = store_job_set_state(d->store, e[i].id, "queued", "running", extra, err, sizeof err);
+        int rc = store_job_set_state(d->store, e[i].id, JOB_QUEUED, JOB_RUNNING, extra, err, sizeof err);
         json_decref(extra);
         if (rc) {   /* cancelled meanwhile */
             residency_release(d->res, dataset);
@@ -556,7 +507,7 @@ static void try_start(sched_t *s) {
         pthread_mutex_unlock(&s->mu);
         if (!ok) {
             json_t *x = json_pack("{s:s}", "error", "cannot create the supervisor thread");
-            store_job_set_state(d->store, e[i].id, "running", "failed", x, err, sizeof err);
+            store_job_set_state(d->store, e[i].id, JOB_RUNNING, JOB_FAILED, x, err, sizeof err);
             json_decref(x);
             residency_release(d->res, dataset);
         } else {
@@ -690,37 +641,38 @@ double sched_images_per_s(sched_t *s) {
 /* ---- start-up recovery ------------------------------------------------------------------------ */
 void sched_recover(daemon_t *d) {
     char err[512];
-    const char *states[] = {"running", "cancelling"};
+    /* what the last daemon left running ends: running -> interrupted, cancelling -> cancelled */
+    static const job_state_t found[2] = {JOB_RUNNING, JOB_CANCELLING}, ends[2] = {JOB_INTERRUPTED, JOB_CANCELLED};
     for (int k = 0; k < 2; k++) {
         json_t *ids = NULL;
-        if (store_job_ids_in_state(d->store, states[k], &ids, err, sizeof err)) continue;
+        if (store_job_ids_in_state(d->store, found[k], &ids, err, sizeof err)) continue;
         size_t i;
         json_t *v;
         json_array_foreach(ids, i, v) {
             const char *id = json_string_value(v);
-            const char *to = k == 0 ? "interrupted" : "cancelled";
             json_t *extra = json_pack("{s:s}", "reason", "the daemon stopped while the job ran");
-            if (store_job_set_state(d->store, id, states[k], to, extra, err, sizeof err) == STORE_OK)
-                log_warn(id, "found %s at start: now %s", states[k], to);
+            if (store_job_set_state(d->store, id, found[k], ends[k], extra, err, sizeof err) == STORE_OK)
+                log_warn(id, "found %s at start: now %s", job_state_name(found[k]), job_state_name(ends[k]));
             json_decref(extra);
         }
         json_decref(ids);
     }
     /* train jobs interrupted with a checkpoint resume from it under the same id */
     json_t *ids = NULL;
-    if (store_job_ids_in_state(d->store, "interrupted", &ids, err, sizeof err)) return;
+    if (store_job_ids_in_state(d->store, JOB_INTERRUPTED, &ids, err, sizeof err)) return;
     size_t i;
     json_t *v;
     json_array_foreach(ids, i, v) {
         const char *id = json_string_value(v);
         json_t *job = NULL, *ck = NULL;
         if (store_job_get(d->store, id, &job, err, sizeof err)) continue;
-        const char *type = json_string_value(json_object_get(job, "type"));
-        if (type && !strcmp(type, "train") && store_checkpoint_latest(d->store, id, &ck, err, sizeof err) == STORE_OK) {
+        job_type_t type;
+        if (job_type_parse(json_string_value(json_object_get(job, "type")), &type) == 0 && type == JOB_TRAIN &&
+            store_checkpoint_latest(d->store, id, &ck, err, sizeof err) == STORE_OK) {
             const char *cid = json_string_value(json_object_get(ck, "id"));
             json_t *extra = json_pack("{s:s, s:s, s:s}", "resume_checkpoint", cid, "resumed_from", cid, "reason",
                                       "requeued after restart to resume from its latest checkpoint");
-            if (store_job_set_state(d->store, id, "interrupted", "queued", extra, err, sizeof err) == STORE_OK)
+            if (store_job_set_state(d->store, id, JOB_INTERRUPTED, JOB_QUEUED, extra, err, sizeof err) == STORE_OK)
                 log_info(id, "requeued to resume from checkpoint %s (step %lld)", cid,
                          (long long)json_integer_value(json_object_get(ck, "step")));
             else

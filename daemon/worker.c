@@ -198,7 +198,7 @@ int worker_main(int argc, char **argv) {
     const char *bname = opt_str(job, "backend");
     int device = (int)json_integer_value(json_object_get(job, "device"));
     be = backend_open(bname ? bname : "cpu", device, err, sizeof err);
-    if (!be) { rc = fail("backend %s: %s", bname ? bname : "cpu", err); goto out; }
+    if (!be) { rc = fail("%s", err); goto out; }   /* backend_open names the backend */
     const json_t *dsj = json_object_get(job, "dataset");
     ds_layout_t layout;
     if (ds_layout_from_json(json_object_get(dsj, "layout"), &layout, err, sizeof err)) {

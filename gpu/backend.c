@@ -39,7 +39,7 @@ backend_t *backend_open(const char *name, int device, char *err, size_t errlen) 
         b = backend_cpu_create(err, errlen);
         if (!b) {
             size_t used = strlen(err);
-            if (used + 1 < errlen) snprintf(err + used, errlen - used, " (cuda: %s)", cerr);
+            if (used + 1 < errlen) snprintf(err + used, errlen - used, " (%s)", cerr);   /* "cuda: ..." */
         }
         return b;
 #else

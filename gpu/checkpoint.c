@@ -94,12 +94,12 @@ int ckpt_save(const char *dir, model_t *m, const ckpt_meta_t *meta, const json_t
               char *err, size_t errlen) {
     if (errlen) err[0] = '\0';
     if (m->gh != m->gw) {
-        snprintf(err, errlen, "checkpoint: the working image size %dx%d is not square; a HF position table needs a square grid",
+        snprintf(err, errlen, "the working image size %dx%d is not square; a HF position table needs a square grid",
                  m->gh * m->cfg.patch, m->gw * m->cfg.patch);
         return -1;
     }
     if (state && !json_is_object(state)) {
-        snprintf(err, errlen, "checkpoint: state must be a JSON object");
+        snprintf(err, errlen, "state must be a JSON object");
         return -1;
     }
     backend_t *be = m->be;
@@ -112,10 +112,10 @@ int ckpt_save(const char *dir, model_t *m, const ckpt_meta_t *meta, const json_t
 
     /* model.safetensors: every tensor under its HF / heads.* name, fp32 */
     hp = malloc(m->n_params * sizeof *hp);
-    if (!hp) { snprintf(err, errlen, "checkpoint: out of memory (%zu parameters)", m->n_params); goto out; }
+    if (!hp) { snprintf(err, errlen, "out of memory (%zu parameters)", m->n_params); goto out; }
     be->download(be, hp, m->params, m->n_params * 4);
     w = st_writer_new();
-    if (!w) { snprintf(err, errlen, "checkpoint: out of memory"); goto out; }
+    if (!w) { snprintf(err, errlen, "out of memory"); goto out; }
     for (int i = 0; i < m->n_tensors; i++) {
         const model_param_t *p = &m->table[i];
         st_writer_add_ref(w, p->name, ST_F32, p->ndim, p->shape, hp + p->off);
@@ -133,11 +133,11 @@ int ckpt_save(const char *dir, model_t *m, const ckpt_meta_t *meta, const json_t
         const size_t nt = m->n_params - m->train_off;
         hm = malloc((nt + 1) * sizeof *hm);
         hv = malloc((nt + 1) * sizeof *hv);
-        if (!hm || !hv) { snprintf(err, errlen, "checkpoint: out of memory"); goto out; }
+        if (!hm || !hv) { snprintf(err, errlen, "out of memory"); goto out; }
         be->download(be, hm, m->adam_m, nt * 4);
         be->download(be, hv, m->adam_v, nt * 4);
         w = st_writer_new();
-        if (!w) { snprintf(err, errlen, "checkpoint: out of memory"); goto out; }
+        if (!w) { snprintf(err, errlen, "out of memory"); goto out; }
         char nm[MODEL_NAME_MAX + 4];
         for (int i = 0; i < m->n_tensors; i++) {
             const model_param_t *p = &m->table[i];

@@ -18,8 +18,9 @@ typedef struct {
 } ckpt_meta_t;
 
 /* Save model (+ optimizer moments when m->adam_m is set) and state (may be
- * NULL: "{}") atomically as directory dir. 0, or -1 with err. The position
- * table is saved at the working grid, which must be square for HF. */
+ * NULL: "{}") atomically as directory dir. 0, or -1 with err (the caller names
+ * the checkpoint). The position table is saved at the working grid, which
+ * must be square for HF. */
 int ckpt_save(const char *dir, model_t *m, const ckpt_meta_t *meta, const json_t *state,
               char *err, size_t errlen);
 

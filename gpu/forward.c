@@ -13,17 +13,17 @@
 #include "store/safetensors.h"
 
 int forward_run(const forward_opts_t *o, char *err, size_t errlen) {
-    if (!o->weights || !o->weights[0]) { snprintf(err, errlen, "forward: --weights DIR is required"); return -1; }
-    if (!o->input || !o->input[0]) { snprintf(err, errlen, "forward: --input FILE is required"); return -1; }
-    if (!o->out || !o->out[0]) { snprintf(err, errlen, "forward: --out FILE is required"); return -1; }
+    if (!o->weights || !o->weights[0]) { snprintf(err, errlen, "--weights DIR is required"); return -1; }
+    if (!o->input || !o->input[0]) { snprintf(err, errlen, "--input FILE is required"); return -1; }
+    if (!o->out || !o->out[0]) { snprintf(err, errlen, "--out FILE is required"); return -1; }
     dtype_t cdt;
     const char *prec = o->precision && o->precision[0] ? o->precision : "fp32";
     if (strcmp(prec, "fp32") == 0) cdt = DT_F32;
     else if (strcmp(prec, "bf16") == 0) cdt = DT_BF16;
-    else { snprintf(err, errlen, "forward: --precision must be fp32 or bf16 (got \"%s\")", prec); return -1; }
+    else { snprintf(err, errlen, "--precision must be fp32 or bf16 (got \"%s\")", prec); return -1; }
     const char *bname = o->backend && o->backend[0] ? o->backend : "auto";
     if (strcmp(bname, "cpu") && strcmp(bname, "cuda") && strcmp(bname, "auto")) {
-        snprintf(err, errlen, "forward: --backend must be cpu, cuda or auto (got \"%s\")", bname);
+        snprintf(err, errlen, "--backend must be cpu, cuda or auto (got \"%s\")", bname);
         return -1;
     }
 
@@ -56,7 +56,7 @@ int forward_run(const forward_opts_t *o, char *err, size_t errlen) {
     }
 
     backend_t *be = backend_open(bname, o->device, serr, sizeof serr);
-    if (!be) { snprintf(err, errlen, "forward: %s", serr); st_close(in); return -1; }
+    if (!be) { snprintf(err, errlen, "%s", serr); st_close(in); return -1; }
     int mb = o->max_batch > 0 ? o->max_batch : 16;
     if (mb > B) mb = (int)B;
     model_opts_t mo = {.image_h = (int)H, .image_w = (int)W, .max_batch = mb, .cdt = cdt,
@@ -75,7 +75,7 @@ int forward_run(const forward_opts_t *o, char *err, size_t errlen) {
     pool = malloc((size_t)B * D * sizeof *pool);
     dpx = be->alloc(be, img * mb * sizeof(float));
     if (!hpx || !hid || !pool || !dpx) {
-        snprintf(err, errlen, "forward: out of memory for %lld images of %lldx%lld", (long long)B,
+        snprintf(err, errlen, "out of memory for %lld images of %lldx%lld", (long long)B,
                  (long long)H, (long long)W);
         goto out;
     }
@@ -91,14 +91,14 @@ int forward_run(const forward_opts_t *o, char *err, size_t errlen) {
         be->download(be, pool + (size_t)b0 * D, m->pooler, (size_t)n * D * 4);
     }
     w = st_writer_new();
-    if (!w) { snprintf(err, errlen, "forward: out of memory"); goto out; }
+    if (!w) { snprintf(err, errlen, "out of memory"); goto out; }
     int64_t sh[3] = {B, (int64_t)T, (int64_t)D}, sp[2] = {B, (int64_t)D};
     st_writer_add_ref(w, "last_hidden_state", ST_F32, 3, sh, hid);
     st_writer_add_ref(w, "pooler_output", ST_F32, 2, sp, pool);
     st_writer_meta(w, "precision", prec);
     st_writer_meta(w, "backend", be->name);
     if (st_writer_write(w, o->out, serr, sizeof serr) < 0) {
-        snprintf(err, errlen, "forward: %s", serr);
+        snprintf(err, errlen, "%s", serr);
         goto out;
     }
     rc = 0;

@@ -2,7 +2,7 @@
  * and resolve the per-stage dtype plan of SPEC §5.
  *
  * Owns: jobspec_parse / jobspec_free / jobspec_to_json / jobspec_plan /
- * dtype_plan_to_json / job_type_name, and the base64 glue (GnuTLS's codec) for
+ * dtype_plan_to_json, and the base64 glue (GnuTLS's codec) for
  * inline infer images.
  *
  * Rules (documented here because the API answers with them):
@@ -445,28 +445,14 @@ static void defaults(jobspec_t *js, job_type_t t) {
     js->batches = 1;
 }
 
-const char *job_type_name(job_type_t t) {
-    switch (t) {
-    case JOB_TRAIN: return "train";
-    case JOB_EVAL: return "eval";
-    case JOB_DEBUG: return "debug";
-    case JOB_INFER: return "infer";
-    }
-    return "?";
-}
-
 static int parse_body(pctx_t *c, const json_t *in, jobspec_t *js) {
     if (!json_is_object(in)) return fail(c, "", "the job spec must be a JSON object");
     json_t *tv = json_object_get(in, "type");
-    if (!tv) return fail(c, "type", "type is required (train, eval, debug or infer)");
+    if (!tv) return fail(c, "type", "type is required (%s)", job_type_list());
     if (!json_is_string(tv)) return fail(c, "type", "type must be a string");
     const char *ts = json_string_value(tv);
     job_type_t t;
-    if (strcmp(ts, "train") == 0) t = JOB_TRAIN;
-    else if (strcmp(ts, "eval") == 0) t = JOB_EVAL;
-    else if (strcmp(ts, "debug") == 0) t = JOB_DEBUG;
-    else if (strcmp(ts, "infer") == 0) t = JOB_INFER;
-    else return fail(c, "type", "type '%s' is not one of train, eval, debug, infer", ts);
+    if (job_type_parse(ts, &t)) return fail(c, "type", "type '%s' is not one of %s", ts, job_type_list());
     defaults(js, t);
 
     static const char *const k_train[] = {"type", "dataset", "priority", "submission_id", "precision", "seed",

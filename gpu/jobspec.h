@@ -12,11 +12,10 @@
 #include <jansson.h>
 #include <stdint.h>
 #include "store/dtype.h"
+#include "store/job.h"
 
 #define JS_NAME_MAX 128
 #define JS_PATH_MAX 1024
-
-typedef enum { JOB_TRAIN = 0, JOB_EVAL, JOB_DEBUG, JOB_INFER } job_type_t;
 
 typedef struct {
     char backbone[32];          /* dinov2-tiny|small|base|large */
@@ -85,6 +84,5 @@ void jobspec_free(jobspec_t *js);
 json_t *jobspec_to_json(const jobspec_t *js);        /* resolved spec, new reference */
 dtype_plan_t jobspec_plan(const jobspec_t *js);
 json_t *dtype_plan_to_json(const dtype_plan_t *p);   /* {"encoder_input":"bf16",...} */
-const char *job_type_name(job_type_t t);
 
 #endif

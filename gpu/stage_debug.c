@@ -156,7 +156,7 @@ int stage_debug(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         int c = (int)(n - off < B ? n - off : B);
         stage_batch_set_idx(&b, perm + off, c);
         if (model_forward(m, ds->images, ds->image_dtype, b.d_idx, c, 0, e2, sizeof e2)) {
-            errbuf_set(err, errlen, "forward: %s", e2);
+            errbuf_set(err, errlen, "%s", e2);
             goto done;
         }
         hand_loss_t hl;

@@ -125,7 +125,7 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
             stage_batch_set_idx(&b, spec->indices + off, c);
             r = model_forward(m, ds->images, ds->image_dtype, b.d_idx, c, want_hidden, e2, sizeof e2);
         }
-        if (r) { errbuf_set(err, errlen, "forward: %s", e2); goto done; }
+        if (r) { errbuf_set(err, errlen, "%s", e2); goto done; }
         stage_batch_preds(&b, m, c);
         if (cls) be->download(be, cls + (size_t)off * D, m->pooler, (size_t)c * D * sizeof(float));
         if (patches) {

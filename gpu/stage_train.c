@@ -261,7 +261,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         int Bn = (int)(T.n_train - T.pos < B ? T.n_train - T.pos : B);
         stage_batch_set_idx(&T.b, T.perm + T.pos, Bn);
         if (model_forward(T.m, ds->images, ds->image_dtype, T.b.d_idx, Bn, 0, e2, sizeof e2)) {
-            errbuf_set(err, errlen, "step %ld: forward: %s", T.step + 1, e2);
+            errbuf_set(err, errlen, "step %ld: %s", T.step + 1, e2);
             goto done;
         }
         be->hand_loss(be, &hl, T.b.d_dpred, T.b.d_dconf, T.m->pred, T.m->conf_logit, ds->joints, ds->joints_valid,

@@ -87,7 +87,7 @@ int stage_model_open(stage_ctx_t *ctx, const dtype_plan_t *plan, const stage_mod
     o.freeze_layers = req->freeze_layers;
     o.want_hidden = req->want_hidden;
     model_t *m = model_create(ctx->be, &cfg, &o, e2, sizeof e2);
-    if (!m) return errbuf_set(err, errlen, "model: %s", e2);
+    if (!m) return errbuf_set(err, errlen, "%s", e2);   /* model_create names itself */
     if (req->ckpt_dir) {
         if (ckpt_load(req->ckpt_dir, m, req->load_optimizer, state, e2, sizeof e2)) {
             model_free(m);
@@ -234,7 +234,7 @@ int stage_eval_indices(stage_ctx_t *ctx, model_t *m, stage_batch_t *b, const int
         int c = (int)(n - off < bs ? n - off : bs);
         stage_batch_set_idx(b, idx + off, c);
         if (model_forward(m, ctx->ds->images, ctx->ds->image_dtype, b->d_idx, c, 0, e2, sizeof e2))
-            return errbuf_set(err, errlen, "forward: %s", e2);
+            return errbuf_set(err, errlen, "%s", e2);
         stage_batch_preds(b, m, c);
         stage_batch_labels(b, ctx->ds, c);
         metrics_acc_add(&acc, b->h_pred, b->h_joints, b->h_valid, b->h_has, c);

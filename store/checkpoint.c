@@ -1,14 +1,153 @@
-/* store/checkpoint.c — checkpoint directories on disk (see store/checkpoint.h):
- * what a crash can leave of them and its removal. */
+/* store/checkpoint.c — checkpoint directories and their records: recording
+ * with checksums, pruning, deletion and the sweeps of what a crash leaves.
+ * The crash-safety invariants these functions keep are the design note of
+ * store/checkpoint.h. */
+#include "store/checkpoint.h"
+
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include "store/checkpoint.h"
+#include <sys/stat.h>
+
 #include "store/errbuf.h"
 #include "store/fsutil.h"
+#include "store/sha256.h"
 
-/* ---- crash leftovers ------------------------------------------------------------ */
+int ckpt_path_under(const char *root, const char *path) {
+    size_t rl = strlen(root);
+    return path && rl > 0 && strncmp(path, root, rl) == 0 && path[rl] == '/' && path[rl + 1] != 0;
+}
+
+/* Sets warn (when warn is empty: the first message is the one kept). */
+__attribute__((format(printf, 3, 4)))
+static void warn_once(char *warn, size_t warnlen, const char *fmt, ...) {
+    if (!warn || !warnlen || warn[0]) return;
+    va_list ap;
+    va_start(ap, fmt);
+    errbuf_vset(warn, warnlen, fmt, ap);
+    va_end(ap);
+}
+
+static void warn_clear(char *warn, size_t warnlen) {
+    if (warn && warnlen) warn[0] = 0;
+}
+
+/* ---- recording ----------------------------------------------------------------------- */
+/* The sums of every regular file directly in dir, sorted by name. */
+static json_t *ckpt_hash_files(const char *dir, long long *total, char model_sha[65], char *warn, size_t warnlen) {
+    json_t *files = json_array();
+    struct dirent **names = NULL;
+    int n = scandir(dir, &names, NULL, alphasort);
+    if (n < 0) warn_once(warn, warnlen, "cannot list %s: %s", dir, strerror(errno));
+    *total = 0;
+    model_sha[0] = 0;
+    for (int i = 0; i < n; i++) {
+        char fp[PATH_MAX + 260];
+        struct stat st;
+        if (names[i]->d_name[0] != '.' && fs_join(fp, sizeof fp, dir, names[i]->d_name) == 0 &&
+            stat(fp, &st) == 0 && S_ISREG(st.st_mode)) {
+            char hex[65], e2[512];
+            long long b = 0;
+            if (sha256_file(fp, hex, &b, e2, sizeof e2) == 0) {
+                json_array_append_new(files, json_pack("{s:s, s:I, s:s}", "name", names[i]->d_name, "bytes",
+                                                       (json_int_t)b, "sha256", hex));
+                *total += b;
+                if (strcmp(names[i]->d_name, "model.safetensors") == 0) memcpy(model_sha, hex, 65);
+            } else {
+                warn_once(warn, warnlen, "%s (left out of the record)", e2);
+            }
+        }
+        free(names[i]);
+    }
+    free(names);
+    return files;
+}
+
+int ckpt_record(store_t *s, const char *root, const char *job, const char *dir, long step,
+                const json_t *metrics, json_t **rec, char *warn, size_t warnlen, char *err, size_t errlen) {
+    *rec = NULL;
+    warn_clear(warn, warnlen);
+    char rp[PATH_MAX];
+    if (!dir || !realpath(dir, rp) || !ckpt_path_under(root, rp)) {
+        errbuf_set(err, errlen, "checkpoint %s is not under %s", dir ? dir : "(none)", root);
+        return STORE_ERR;
+    }
+    long long total = 0;
+    char model_sha[65];
+    json_t *files = ckpt_hash_files(rp, &total, model_sha, warn, warnlen);
+    int rc = store_checkpoint_insert(s, job, step, rp, total, model_sha[0] ? model_sha : NULL, files,
+                                     json_is_object(metrics) ? metrics : NULL, rec, err, errlen);
+    json_decref(files);
+    return rc;
+}
+
+/* ---- removal ------------------------------------------------------------------------- */
+/* The record first (durably), then the files, and those only under root. */
+static int ckpt_remove(store_t *s, const char *root, const json_t *c, char *warn, size_t warnlen,
+                       char *err, size_t errlen) {
+    const char *id = json_string_value(json_object_get(c, "id"));
+    const char *path = json_string_value(json_object_get(c, "path"));
+    int rc = store_checkpoint_delete(s, id, err, errlen);
+    if (rc != STORE_OK) return rc;
+    char e2[512];
+    if (ckpt_path_under(root, path) && fs_rm_rf(path, e2, sizeof e2))
+        warn_once(warn, warnlen, "checkpoint %s: %s", id, e2);
+    return STORE_OK;
+}
+
+int ckpt_prune(store_t *s, const char *root, const char *job, int keep, const json_t *newest_metrics,
+               json_t **pruned, char *err, size_t errlen) {
+    *pruned = json_array();
+    const char *best = json_object_get(newest_metrics, "val_mpjpe") ? "val_mpjpe"
+                       : json_object_get(newest_metrics, "mpjpe") ? "mpjpe" : "val_mpjpe";
+    /* a checkpoint this job itself resumed from does not keep itself alive */
+    json_t *self = NULL;
+    char e2[512];
+    store_job_get(s, job, &self, e2, sizeof e2);
+    const char *self_resume = json_string_value(json_object_get(self, "resume_checkpoint"));
+    const char *self_from = json_string_value(json_object_get(json_object_get(self, "spec"), "resume_from"));
+    json_t *list = NULL;
+    int rc = store_checkpoint_prune_list(s, job, keep, best, &list, err, errlen);
+    size_t i;
+    json_t *c;
+    json_array_foreach(list, i, c) {
+        const char *cid = json_string_value(json_object_get(c, "id"));
+        int users = 0;
+        if (store_checkpoint_in_use(s, cid, &users, e2, sizeof e2)) continue;
+        int self_uses = (self_resume && !strcmp(self_resume, cid)) || (self_from && !strcmp(self_from, cid));
+        if (users - self_uses > 0) continue;
+        if (ckpt_remove(s, root, c, NULL, 0, e2, sizeof e2) == STORE_OK) json_array_append_new(*pruned, json_string(cid));
+    }
+    json_decref(list);
+    json_decref(self);
+    return rc;
+}
+
+int ckpt_delete(store_t *s, const char *root, const char *id, json_t **rec, char *warn, size_t warnlen,
+                char *err, size_t errlen) {
+    if (rec) *rec = NULL;
+    warn_clear(warn, warnlen);
+    json_t *c = NULL;
+    int rc = store_checkpoint_get(s, id, &c, err, errlen);
+    if (rc == STORE_NOTFOUND) errbuf_set(err, errlen, "no checkpoint '%s'", id);
+    if (rc != STORE_OK) return rc;
+    int users = 0;
+    rc = store_checkpoint_in_use(s, id, &users, err, errlen);
+    if (rc == STORE_OK && users > 0) {
+        errbuf_set(err, errlen, "checkpoint %s is needed by %d queued or running job(s)", id, users);
+        rc = STORE_CONFLICT;
+    }
+    if (rc == STORE_OK) rc = ckpt_remove(s, root, c, warn, warnlen, err, errlen);
+    if (rc == STORE_OK && rec) *rec = c;
+    else json_decref(c);
+    return rc;
+}
+
+/* ---- what a crash leaves ------------------------------------------------------------- */
 static int ckpt_is_tmp_name(const char *name) {
     return name[0] == '.' && strstr(name, ".tmp.") != NULL;
 }
@@ -51,6 +190,52 @@ int ckpt_sweep_tmp(const char *root, const char *job, char *err, size_t errlen) 
         if (n < 0) { removed = -1; break; }
         removed += n;
     }
+    closedir(d);
+    return removed;
+}
+
+/* One job's unrecorded step directories older than its newest record. */
+static int ckpt_sweep_pruned_job(store_t *s, const char *root, const char *job, char *warn, size_t warnlen) {
+    json_t *list = NULL;
+    char e2[512];
+    if (store_checkpoint_list(s, job, &list, e2, sizeof e2) != STORE_OK) return 0;
+    long newest = -1;
+    size_t i;
+    json_t *c;
+    json_array_foreach(list, i, c) {
+        long st = (long)json_integer_value(json_object_get(c, "step"));
+        if (st > newest) newest = st;
+    }
+    char jobdir[PATH_MAX + 256];
+    snprintf(jobdir, sizeof jobdir, "%s/%s", root, job);
+    DIR *jd = newest >= 0 ? opendir(jobdir) : NULL;
+    int removed = 0;
+    struct dirent *se;
+    while (jd && (se = readdir(jd)) != NULL) {
+        char *end;
+        long step = strtol(se->d_name, &end, 10);
+        if (se->d_name[0] < '0' || se->d_name[0] > '9' || *end || step >= newest) continue;
+        char path[PATH_MAX + 512];
+        snprintf(path, sizeof path, "%s/%s", jobdir, se->d_name);
+        int recorded = 0;
+        json_array_foreach(list, i, c) recorded |= strcmp(json_string_value(json_object_get(c, "path")), path) == 0;
+        if (recorded) continue;
+        if (fs_rm_rf(path, e2, sizeof e2) == 0) removed++;
+        else warn_once(warn, warnlen, "%s", e2);
+    }
+    if (jd) closedir(jd);
+    json_decref(list);
+    return removed;
+}
+
+int ckpt_sweep_pruned(store_t *s, const char *root, char *warn, size_t warnlen) {
+    warn_clear(warn, warnlen);
+    DIR *d = opendir(root);
+    if (!d) return 0;
+    int removed = 0;
+    struct dirent *je;
+    while ((je = readdir(d)) != NULL)
+        if (je->d_name[0] != '.') removed += ckpt_sweep_pruned_job(s, root, je->d_name, warn, warnlen);
     closedir(d);
     return removed;
 }

@@ -133,6 +133,11 @@ static int seterr(char *err, size_t errlen, const char *fmt, ...) {
     return STORE_ERR;
 }
 
+/* A store message without its "store: " (for one that goes inside another store message). */
+static const char *unprefixed(const char *m) {
+    return strncmp(m, "store: ", 7) == 0 ? m + 7 : m;
+}
+
 static int dberr(sqlite3 *db, char *err, size_t errlen, const char *what) {
     return seterr(err, errlen, "store: %s: %s", what, sqlite3_errmsg(db));
 }
@@ -244,9 +249,9 @@ static int migrate(store_t *s, char *err, size_t errlen) {
         snprintf(sql, sizeof sql, "PRAGMA user_version=%d;", v + 1);
         if (exec_sql(s->w, migrations[v], err, errlen) || exec_sql(s->w, sql, err, errlen)) {
             char e2[256];
-            snprintf(e2, sizeof e2, "%s", err ? err : "");
+            snprintf(e2, sizeof e2, "%s", err ? unprefixed(err) : "");
             exec_sql(s->w, "ROLLBACK;", NULL, 0);
-            return seterr(err, errlen, "migration %d -> %d failed: %s", v, v + 1, e2);
+            return seterr(err, errlen, "store: migration %d -> %d failed: %s", v, v + 1, e2);
         }
         if (exec_sql(s->w, "COMMIT;", err, errlen)) return STORE_ERR;
     }
@@ -287,7 +292,7 @@ fail:
     /* every failure names the file; a file SQLite cannot read is left as it is */
     if (err && errlen && !strstr(err, path)) {
         char e2[512];
-        snprintf(e2, sizeof e2, "%s", strncmp(err, "store: ", 7) == 0 ? err + 7 : err);
+        snprintf(e2, sizeof e2, "%s", unprefixed(err));
         seterr(err, errlen, "store %s: %s%s", path, e2,
                strstr(e2, "not a database") ? " (damaged or not a traind database; it was not modified)" : "");
     }
@@ -390,39 +395,6 @@ static int wend(store_t *s, int rc, char *err, size_t errlen) {
     pthread_mutex_unlock(&s->wmu);
     if (notify && hook) hook(ud);
     return rc;
-}
-
-/* ---- job states -------------------------------------------------------------------- */
-static const char *const job_states[] = {
-    "queued", "running", "cancelling", "succeeded", "failed", "cancelled", "interrupted",
-};
-#define N_JOB_STATES ((int)(sizeof job_states / sizeof job_states[0]))
-
-int store_job_state_valid(const char *state) {
-    if (!state) return 0;
-    for (int i = 0; i < N_JOB_STATES; i++)
-        if (strcmp(state, job_states[i]) == 0) return 1;
-    return 0;
-}
-
-int store_job_transition_ok(const char *from, const char *to) {
-    static const struct { const char *from, *to; } allowed[] = {
-        {"queued", "running"}, {"queued", "cancelled"}, {"queued", "failed"},
-        {"running", "succeeded"}, {"running", "failed"}, {"running", "cancelling"},
-        {"running", "cancelled"}, {"running", "interrupted"},
-        {"cancelling", "cancelled"}, {"cancelling", "failed"}, {"cancelling", "succeeded"},
-        {"cancelling", "interrupted"},
-        {"interrupted", "queued"},
-    };
-    if (!from || !to) return 0;
-    for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
-        if (strcmp(from, allowed[i].from) == 0 && strcmp(to, allowed[i].to) == 0) return 1;
-    return 0;
-}
-
-int store_job_state_terminal(const char *state) {
-    return state && (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
-                     strcmp(state, "cancelled") == 0 || strcmp(state, "interrupted") == 0);
 }
 
 /* ---- events (inside a write transaction) --------------------------------------------- */
@@ -560,11 +532,12 @@ int store_job_get(store_t *s, const char *id, json_t **job, char *err, size_t er
     return rc;
 }
 
-int store_job_insert(store_t *s, const char *type, const char *dataset, int priority,
+int store_job_insert(store_t *s, job_type_t type, const char *dataset, int priority,
                      const char *submission_id, const json_t *spec, const json_t *plan,
                      json_t **job, int *created, char *err, size_t errlen) {
     *job = NULL;
     *created = 0;
+    if ((int)type < 0 || (int)type >= JOB_TYPE_COUNT) return seterr(err, errlen, "store: bad job type %d", (int)type);
     char *spec_text = doc_text(spec), *plan_text = doc_text(plan);
     if (!spec_text || !plan_text) {
         free(spec_text); free(plan_text);
@@ -608,7 +581,7 @@ int store_job_insert(store_t *s, const char *type, const char *dataset, int prio
     sqlite3_bind_int64(st, 1, seq);
     sqlite3_bind_text(st, 2, id, -1, SQLITE_TRANSIENT);
     bind_text(st, 3, submission_id);
-    sqlite3_bind_text(st, 4, type, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, job_type_name(type), -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 5, dataset, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 6, priority);
     sqlite3_bind_text(st, 7, spec_text, -1, SQLITE_TRANSIENT);
@@ -617,7 +590,7 @@ int store_job_insert(store_t *s, const char *type, const char *dataset, int prio
     if (sqlite3_step(st) != SQLITE_DONE) { rc = dberr(s->w, err, errlen, "job insert"); goto out; }
     sqlite3_finalize(st);
     st = NULL;
-    json_t *ev = json_pack("{s:s}", "state", "queued");
+    json_t *ev = json_pack("{s:s}", "state", job_state_name(JOB_QUEUED));
     rc = event_append_locked(s, id, "state", ev, NULL, err, errlen);
     json_decref(ev);
     if (rc) goto out;
@@ -632,7 +605,7 @@ out:
     return rc;
 }
 
-int store_job_list(store_t *s, const char *state, const char *type, int limit, int offset,
+int store_job_list(store_t *s, job_state_t state, job_type_t type, int limit, int offset,
                    json_t **out, char *err, size_t errlen) {
     *out = NULL;
     if (limit <= 0) limit = 100;
@@ -645,8 +618,8 @@ int store_job_list(store_t *s, const char *state, const char *type, int limit, i
     int rc = prep(db, "SELECT " JOB_COLS " FROM jobs WHERE (?1 IS NULL OR state = ?1) AND "
                       "(?2 IS NULL OR type = ?2) ORDER BY seq DESC LIMIT ?3 OFFSET ?4;", &st, err, errlen);
     if (rc) goto out;
-    bind_text(st, 1, state);
-    bind_text(st, 2, type);
+    bind_text(st, 1, state == JOB_STATE_ANY ? NULL : job_state_name(state));
+    bind_text(st, 2, type == JOB_TYPE_ANY ? NULL : job_type_name(type));
     sqlite3_bind_int(st, 3, limit);
     sqlite3_bind_int(st, 4, offset);
     int r;
@@ -657,8 +630,8 @@ int store_job_list(store_t *s, const char *state, const char *type, int limit, i
     rc = prep(db, "SELECT COUNT(*) FROM jobs WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR type = ?2);",
               &st, err, errlen);
     if (rc) goto out;
-    bind_text(st, 1, state);
-    bind_text(st, 2, type);
+    bind_text(st, 1, state == JOB_STATE_ANY ? NULL : job_state_name(state));
+    bind_text(st, 2, type == JOB_TYPE_ANY ? NULL : job_type_name(type));
     if (sqlite3_step(st) == SQLITE_ROW) total = sqlite3_column_int64(st, 0);
     *out = json_pack("{s:O, s:I, s:i, s:i}", "jobs", arr, "total", (json_int_t)total, "limit", limit,
                      "offset", offset);
@@ -669,9 +642,9 @@ out:
     return rc;
 }
 
-int store_job_set_state(store_t *s, const char *id, const char *from, const char *to,
+int store_job_set_state(store_t *s, const char *id, job_state_t from, job_state_t to,
                         const json_t *extra, char *err, size_t errlen) {
-    if (!store_job_state_valid(to)) return seterr(err, errlen, "store: unknown job state '%s'", to ? to : "");
+    if ((int)to < 0 || (int)to >= JOB_STATE_COUNT) return seterr(err, errlen, "store: bad job state %d", (int)to);
     if (wbegin(s, 1, err, errlen)) return STORE_ERR;
     sqlite3_stmt *st = NULL;
     char cur[32] = "";
@@ -682,14 +655,16 @@ int store_job_set_state(store_t *s, const char *id, const char *from, const char
     snprintf(cur, sizeof cur, "%s", (const char *)sqlite3_column_text(st, 0));
     sqlite3_finalize(st);
     st = NULL;
-    if (from && strcmp(from, cur) != 0) {
+    job_state_t now = JOB_STATE_ANY;   /* stays so for a state this traind does not know: no way out */
+    job_state_parse(cur, &now);
+    if (from != JOB_STATE_ANY && from != now) {
         rc = STORE_BADSTATE;
-        seterr(err, errlen, "job %s is %s, not %s", id, cur, from);
+        seterr(err, errlen, "job %s is %s, not %s", id, cur, job_state_name(from));
         goto out;
     }
-    if (!store_job_transition_ok(cur, to)) {
+    if (!job_transition_ok(now, to)) {
         rc = STORE_BADSTATE;
-        seterr(err, errlen, "job %s is %s: cannot become %s", id, cur, to);
+        seterr(err, errlen, "job %s is %s: cannot become %s", id, cur, job_state_name(to));
         goto out;
     }
     const json_t *jerr = extra ? json_object_get(extra, "error") : NULL;
@@ -699,8 +674,7 @@ int store_job_set_state(store_t *s, const char *id, const char *from, const char
     const json_t *jrc = extra ? json_object_get(extra, "resume_checkpoint") : NULL;
     const json_t *jrf = extra ? json_object_get(extra, "resumed_from") : NULL;
     char *res_text = jres && !json_is_null(jres) ? doc_text(jres) : NULL;
-    int final = strcmp(to, "succeeded") == 0 || strcmp(to, "failed") == 0 ||
-                strcmp(to, "cancelled") == 0 || strcmp(to, "interrupted") == 0;
+    int final = job_state_terminal(to);
     rc = prep(s->w,
               "UPDATE jobs SET state = ?2,"
               " error = CASE WHEN ?3 IS NOT NULL THEN ?3 WHEN ?2 = 'queued' THEN NULL ELSE error END,"
@@ -714,7 +688,7 @@ int store_job_set_state(store_t *s, const char *id, const char *from, const char
               " WHERE id = ?1;", &st, err, errlen);
     if (rc) { free(res_text); goto out; }
     sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, to, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, job_state_name(to), -1, SQLITE_STATIC);
     bind_text(st, 3, json_is_string(jerr) ? json_string_value(jerr) : NULL);
     bind_text(st, 4, res_text);
     if (json_is_integer(jdev)) sqlite3_bind_int64(st, 5, json_integer_value(jdev)); else sqlite3_bind_null(st, 5);
@@ -728,7 +702,7 @@ int store_job_set_state(store_t *s, const char *id, const char *from, const char
     if (r != SQLITE_DONE) { rc = dberr(s->w, err, errlen, "job state"); goto out; }
     sqlite3_finalize(st);
     st = NULL;
-    json_t *ev = json_pack("{s:s, s:s}", "state", to, "from", cur);
+    json_t *ev = json_pack("{s:s, s:s}", "state", job_state_name(to), "from", cur);
     if (json_is_string(jerr)) json_object_set_new(ev, "error", json_deep_copy(jerr));
     if (json_is_string(jrf)) json_object_set_new(ev, "resumed_from", json_deep_copy(jrf));
     const json_t *reason = extra ? json_object_get(extra, "reason") : NULL;
@@ -795,14 +769,14 @@ int store_jobs_queued(store_t *s, json_t **out, char *err, size_t errlen) {
     return rc;
 }
 
-int store_job_ids_in_state(store_t *s, const char *state, json_t **out, char *err, size_t errlen) {
+int store_job_ids_in_state(store_t *s, job_state_t state, json_t **out, char *err, size_t errlen) {
     *out = NULL;
     sqlite3 *db = rd_get(s, err, errlen);
     if (!db) return STORE_ERR;
     sqlite3_stmt *st;
     int rc = prep(db, "SELECT id FROM jobs WHERE state = ?1 ORDER BY seq;", &st, err, errlen);
     if (rc == STORE_OK) {
-        sqlite3_bind_text(st, 1, state, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 1, job_state_name(state), -1, SQLITE_STATIC);
         json_t *arr = json_array();
         while (sqlite3_step(st) == SQLITE_ROW) json_array_append_new(arr, text_json(st, 0));
         *out = arr;
@@ -820,7 +794,7 @@ int store_job_counts(store_t *s, json_t **out, char *err, size_t errlen) {
     int rc = prep(db, "SELECT state, COUNT(*) FROM jobs GROUP BY state;", &st, err, errlen);
     if (rc == STORE_OK) {
         json_t *o = json_object();
-        for (int i = 0; i < N_JOB_STATES; i++) json_object_set_new(o, job_states[i], json_integer(0));
+        for (int i = 0; i < JOB_STATE_COUNT; i++) json_object_set_new(o, job_state_name((job_state_t)i), json_integer(0));
         while (sqlite3_step(st) == SQLITE_ROW)
             json_object_set_new(o, (const char *)sqlite3_column_text(st, 0), int_json(st, 1));
         *out = o;

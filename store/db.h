@@ -47,6 +47,8 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "store/job.h"
+
 #define STORE_SCHEMA_VERSION 3
 
 enum {
@@ -68,15 +70,8 @@ int store_user_version(store_t *s);        /* PRAGMA user_version as read from t
 void store_set_event_hook(store_t *s, void (*fn)(void *ud), void *ud);
 
 /* ---- jobs ------------------------------------------------------------------ */
-/* Job states (SPEC §3) and the transitions store_job_set_state allows:
- *   queued     -> running | cancelled | failed
- *   running    -> succeeded | failed | cancelling | cancelled | interrupted
- *   cancelling -> cancelled | failed | succeeded | interrupted
- *   interrupted-> queued                       (requeued to resume from a checkpoint)
- * succeeded, failed and cancelled are final; interrupted is final unless requeued. */
-int store_job_state_valid(const char *state);
-int store_job_transition_ok(const char *from, const char *to);
-int store_job_state_terminal(const char *state);    /* succeeded|failed|cancelled|interrupted */
+/* Types and states are the enums of store/job.h (its diagram says which
+ * function performs each state change); they are stored by name. */
 
 /* Inserts a queued job with a fresh id ("j-%06d"). spec and plan are the resolved
  * documents (stored as JSON text; spec equality for idempotency compares the
@@ -84,24 +79,24 @@ int store_job_state_terminal(const char *state);    /* succeeded|failed|cancelle
  * already exists: same spec -> STORE_OK, *created = 0 and the existing record;
  * other spec -> STORE_CONFLICT. *job receives the record (new reference).
  * A "state" event {"state":"queued"} is appended in the same transaction. */
-int store_job_insert(store_t *s, const char *type, const char *dataset, int priority,
+int store_job_insert(store_t *s, job_type_t type, const char *dataset, int priority,
                      const char *submission_id, const json_t *spec, const json_t *plan,
                      json_t **job, int *created, char *err, size_t errlen);
 int store_job_get(store_t *s, const char *id, json_t **job, char *err, size_t errlen);
-/* state/type NULL or "" for any; limit <= 0 means 100; newest first.
+/* state/type JOB_STATE_ANY/JOB_TYPE_ANY for any; limit <= 0 means 100; newest first.
  * *out = {"jobs":[...], "total":N, "limit":L, "offset":O}. */
-int store_job_list(store_t *s, const char *state, const char *type, int limit, int offset,
+int store_job_list(store_t *s, job_state_t state, job_type_t type, int limit, int offset,
                    json_t **out, char *err, size_t errlen);
 
-/* Checked transition (BADSTATE when not allowed, NOTFOUND when no job). Sets
+/* Checked transition (job_transition_ok; BADSTATE when not allowed, NOTFOUND when no job). Sets
  * started_at when entering running, finished_at when entering a final state,
  * clears it when requeued. extra (may be NULL) may carry "error" (string),
  * "result" (object), "device" (int), "worker_pid" (int), "resume_checkpoint"
  * and "resumed_from" (string); they are stored with the state. A "state" event
  * {"state":to, "error":..., "reason":...} is appended in the same (durable)
- * transaction. When from is non-NULL the job must currently be in that state
- * (compare-and-set), else BADSTATE. */
-int store_job_set_state(store_t *s, const char *id, const char *from, const char *to,
+ * transaction. When from is not JOB_STATE_ANY the job must currently be in that
+ * state (compare-and-set), else BADSTATE. */
+int store_job_set_state(store_t *s, const char *id, job_state_t from, job_state_t to,
                         const json_t *extra, char *err, size_t errlen);
 /* Records the worker process of a running job (pid <= 0 clears it). */
 int store_job_set_worker(store_t *s, const char *id, int pid, char *err, size_t errlen);
@@ -112,8 +107,8 @@ int store_job_set_progress(store_t *s, const char *id, const json_t *progress, i
 /* The queue in scheduling order: priority desc, then insertion sequence asc.
  * *out = array of {"id","priority","seq","dataset","type"}. */
 int store_jobs_queued(store_t *s, json_t **out, char *err, size_t errlen);
-/* ids of jobs in a given state (e.g. "running" at start-up). *out = array of strings. */
-int store_job_ids_in_state(store_t *s, const char *state, json_t **out, char *err, size_t errlen);
+/* ids of jobs in a given state (e.g. JOB_RUNNING at start-up). *out = array of strings. */
+int store_job_ids_in_state(store_t *s, job_state_t state, json_t **out, char *err, size_t errlen);
 /* Count of jobs per state: {"queued":N,...} with every state present. */
 int store_job_counts(store_t *s, json_t **out, char *err, size_t errlen);
 /* Jobs (queued, running or cancelling) that use the dataset: count in *n. */

@@ -1,6 +1,12 @@
 /* store/errbuf.h — the project's one way of reporting an ordinary failure:
  * a human message in a caller-provided buffer (err, errlen), and -1; and the
- * one way such a message becomes JSON. */
+ * one way such a message becomes JSON.
+ *
+ * A message names its subject once. A function whose messages already say
+ * what failed (model_create's "model: …", backend_open's "cuda: …",
+ * synth_generate's "synth: …", a file's path) is passed on as it is; a caller
+ * adds only what the callee cannot know (the step, the job, the checkpoint),
+ * so no message reads "model: model: …". */
 #ifndef TRAIND_ERRBUF_H
 #define TRAIND_ERRBUF_H
 

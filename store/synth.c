@@ -229,7 +229,8 @@ int synth_generate(const char *outdir, int64_t samples, int S, uint64_t seed, in
     }
     if ((size_t)shard_samples > ((size_t)1 << 34) / row)
         return errbuf_set(err, errlen, "synth: %d samples of %dx%d per shard is too large", shard_samples, S, S);
-    if (fs_mkdir_p(outdir, 0755, err, errlen) != 0) return -1;
+    char e2[512];
+    if (fs_mkdir_p(outdir, 0755, e2, sizeof e2) != 0) return errbuf_set(err, errlen, "synth: %s", e2);
     int64_t nshards = (samples + shard_samples - 1) / shard_samples;
     if (nshards > 9999999) return errbuf_set(err, errlen, "synth: too many shards (%lld)", (long long)nshards);
 
@@ -277,7 +278,10 @@ int synth_generate(const char *outdir, int64_t samples, int S, uint64_t seed, in
         }
         ds_shard_data_t sd = {.n = n, .h = S, .w = S, .image_dtype = DT_U8, .image = img, .joints = joints,
                               .joints_valid = valid, .has_hand = hh, .intrinsics = K, .mean = mean, .std = std};
-        if (ds_write_shard(path, &sd, err, errlen) != 0) goto out;
+        if (ds_write_shard(path, &sd, e2, sizeof e2) != 0) {
+            errbuf_set(err, errlen, "synth: %s", e2);
+            goto out;
+        }
     }
     d = opendir(outdir);
     if (!d) {
@@ -292,7 +296,8 @@ int synth_generate(const char *outdir, int64_t samples, int S, uint64_t seed, in
         }
     }
     closedir(d);
-    rc = fs_fsync_dir(outdir, err, errlen);
+    rc = fs_fsync_dir(outdir, e2, sizeof e2);
+    if (rc) errbuf_set(err, errlen, "synth: %s", e2);
 out:
     free(img);
     free(valid);
@@ -396,7 +401,7 @@ int synth_main(int argc, char **argv) {
     }
     char err[512];
     if (synth_generate(out, samples, (int)size, seed, (int)shard, NULL, err, sizeof err) != 0) {
-        fprintf(stderr, "traind synth: %s\n", err);
+        fprintf(stderr, "traind %s\n", err);   /* "synth: ..." */
         return 1;
     }
     printf("wrote %lld samples of %lldx%lld (seed %" PRIu64 ") to %s\n", (long long)samples, (long long)size,

@@ -41,7 +41,8 @@ void synth_samples(uint64_t seed, int image_size, int64_t first, int64_t count,
  * shard_samples samples each (<= 0: a default bounded to ~64 MB per shard),
  * fields image U8, hand_joints, hand_joints_valid, has_hand,
  * camera_intrinsics, mean/std metadata (ImageNet's). *cancel (may be NULL)
- * is polled before each shard: SYNTH_CANCELLED. 0, or -1 with err. */
+ * is polled before each shard: SYNTH_CANCELLED. 0, or -1 with err (every
+ * message begins with "synth: "). */
 #define SYNTH_CANCELLED (-2)
 int synth_generate(const char *outdir, int64_t samples, int image_size, uint64_t seed,
                    int shard_samples, const volatile int *cancel, char *err, size_t errlen);

@@ -150,7 +150,7 @@ static int dump(const char *path, int use_bf16) {
     if (!cpu || !gpu) { fprintf(stderr, "backend: %s\n", err); return 1; }
     model_t *mc = make_model(cpu, &cfg, DT_F32, err, sizeof err);
     model_t *mg = mc ? make_model(gpu, &cfg, use_bf16 ? DT_BF16 : DT_F32, err, sizeof err) : NULL;
-    if (!mg) { fprintf(stderr, "model: %s\n", err); return 1; }
+    if (!mg) { fprintf(stderr, "%s\n", err); return 1; }
     model_init(mc, 11, NULL);
     copy_params(mg, mc);
     batch_t bt = make_batch();

@@ -4,7 +4,8 @@
 # checked against the records in SQLite (sqlite3 CLI on traind.db), and a
 # trained checkpoint downloaded through the API and loaded back: as the
 # `model.weights` of a new eval job (same metrics as evaluating the checkpoint
-# by id) and by `traind forward`.
+# by id) and by `traind forward`; a job on images the patch size does not
+# divide is refused at submission (422 naming the dataset and its size).
 . "$(dirname "$0")/lib.sh"
 
 ROOTS="$TDIR/roots"
@@ -234,6 +235,24 @@ is "$got " "$want" "kept checkpoints: steps 25, 30 and the best ($best)"
 kept_dirs=$(cd "$STATE/checkpoints/$kid" && ls | sort -n | tr '\n' ' ')
 is "$kept_dirs" "$want" "pruned checkpoint directories are gone from disk"
 is "$(sql "SELECT count(*) FROM checkpoints WHERE job='$kid';")" "$(jb '.checkpoints|length')" "sqlite: pruned records are gone"
+
+# ---- images the patch (14) does not divide: refused at submission, not by the worker ---------
+load_synth odd 16 30 3
+ok $? "a 30x30 synthetic dataset loads (a dataset of any size may)"
+for spec in "$(train_spec odd 2)" \
+            '{"type":"infer","dataset":"odd","model":{"backbone":"dinov2-tiny"},"indices":[0]}'; do
+    api POST /v1/jobs "$spec"
+    is "$STATUS" 422 "$(jq -r .type <<<"$spec"): a job on 30x30 images is refused at submission"
+    check "... naming the dataset and its size: $(jb .error.message)" \
+        jq -e '.error.field=="dataset" and (.error.message|test("dataset .odd.") and test("30x30") and test("14"))' <<<"$BODY"
+done
+# one read from disk is refused while it may still be loading: its size is recorded at the request
+"$TRAIND_BIN" synth --out "$ROOTS/odd30" --samples 8 --image-size 30 --seed 4 >/dev/null
+api POST /v1/datasets "{\"name\":\"odddisk\",\"path\":\"$ROOTS/odd30\"}"
+is "$(jb -c .image_size)" "[30,30]" "a dataset read from disk has its image size in the record at once"
+submit "$(train_spec odddisk 2)"
+is "$STATUS" 422 "a job on it is refused: $(jb .error.message)"
+is "$(sql "SELECT count(*) FROM jobs WHERE dataset IN ('odd', 'odddisk');")" 0 "sqlite: no refused job was recorded"
 
 # ---- all job records agree with SQLite -------------------------------------------------------
 api GET "/v1/jobs?limit=100"

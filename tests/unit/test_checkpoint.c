@@ -4,7 +4,9 @@
  * another working size); saving replaces atomically and leaves no temporary
  * directory; bad checkpoints (missing file or tensor, wrong shape, truncated
  * safetensors, bad config.json, wrong hidden_act, mismatched config, bad
- * state.json, missing heads or optimizer) give clear errors, never a crash. */
+ * state.json, missing heads or optimizer) give clear errors, never a crash;
+ * the lifecycle of store/checkpoint.h: records with sums only under the root,
+ * pruning (newest K, best, in use), deletion (record first), the sweeps. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@
 #include "gpu/checkpoint.h"
 #include "store/fsutil.h"
 #include "store/safetensors.h"
+#include "store/sha256.h"
 #include "tests/tap.h"
 
 #define B 2
@@ -191,6 +194,154 @@ static void test_sweep(const char *dir) {
     ok(ckpt_sweep_tmp(base, NULL, err, sizeof err) == 0, "a second sweep finds nothing");
     snprintf(p, sizeof p, "%s/no-such-root", base);
     ok(ckpt_sweep_tmp(p, NULL, err, sizeof err) == 0, "a missing root is nothing to sweep");
+}
+
+/* ---- the lifecycle (store/checkpoint.h) ------------------------------------------------- */
+static void put_file(const char *dir, const char *name, const char *text) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    fs_mkdir_p(dir, 0755, NULL, 0);
+    fs_write_file_atomic(p, text, strlen(text), NULL, 0);
+}
+
+static int exists(const char *fmt, const char *a, const char *b) {
+    char p[1024];
+    snprintf(p, sizeof p, fmt, a, b);
+    return access(p, F_OK) == 0;
+}
+
+static int has_record(store_t *s, const char *id) {
+    json_t *c = NULL;
+    char err[256];
+    int rc = store_checkpoint_get(s, id, &c, err, sizeof err);
+    json_decref(c);
+    return rc == STORE_OK;
+}
+
+/* Record with sums and only under the root; prune keeps the newest K and the
+ * best and never one another job needs; delete refuses one in use and removes
+ * the record, then the files (only under the root); the start-up sweep removes
+ * only unrecorded directories older than the newest record. */
+static void test_lifecycle(const char *dir) {
+    char base[300], cr[400], dbp[400], jd[500], d[600], err[512], warn[512];
+    snprintf(base, sizeof base, "%s/life", dir);
+    snprintf(cr, sizeof cr, "%s/checkpoints", base);
+    snprintf(dbp, sizeof dbp, "%s/traind.db", base);
+    fs_mkdir_p(cr, 0755, NULL, 0);
+    store_t *s = store_open(dbp, err, sizeof err);
+    if (!ok(s != NULL, "lifecycle: store (%s)", s ? "" : err)) return;
+    json_t *spec = json_pack("{s:s}", "type", "train"), *plan = json_object(), *job = NULL;
+    int created = 0;
+    store_job_insert(s, JOB_TRAIN, "ds", 0, NULL, spec, plan, &job, &created, err, sizeof err);
+    char jid[32];
+    snprintf(jid, sizeof jid, "%s", json_string_value(json_object_get(job, "id")));
+    json_decref(job);
+    json_decref(spec);
+    snprintf(jd, sizeof jd, "%s/%s", cr, jid);
+
+    /* five checkpoints, steps 10..50; step 20 has the best val_mpjpe */
+    const double val[5] = {40, 10, 30, 35, 25};
+    char ids[5][32];
+    int sums_ok = 1;
+    for (int k = 0; k < 5; k++) {
+        char w[32];
+        snprintf(d, sizeof d, "%s/%d", jd, (k + 1) * 10);
+        snprintf(w, sizeof w, "weights-%d", k);
+        put_file(d, "model.safetensors", w);
+        put_file(d, "config.json", "{}");
+        json_t *m = json_pack("{s:f}", "val_mpjpe", val[k]), *rec = NULL;
+        int rc = ckpt_record(s, cr, jid, d, (k + 1) * 10, m, &rec, warn, sizeof warn, err, sizeof err);
+        char hex[65];
+        sha256_buf(w, strlen(w), hex, NULL, 0);
+        sums_ok &= rc == STORE_OK && !warn[0] && strcmp(json_string_value(json_object_get(rec, "sha256")), hex) == 0 &&
+                   json_array_size(json_object_get(rec, "files")) == 2 &&
+                   json_integer_value(json_object_get(rec, "bytes")) == (json_int_t)(strlen(w) + 2) &&
+                   strcmp(json_string_value(json_object_get(json_array_get(json_object_get(rec, "files"), 0), "name")),
+                          "config.json") == 0;
+        snprintf(ids[k], sizeof ids[k], "%s", rc == STORE_OK ? json_string_value(json_object_get(rec, "id")) : "");
+        json_decref(rec);
+        json_decref(m);
+    }
+    ok(sums_ok, "five checkpoints recorded with the SHA-256 of every file, sorted by name");
+    json_t *rec = NULL;
+    snprintf(d, sizeof d, "%s/%d", jd, 50);
+    ok(ckpt_record(s, cr, jid, d, 50, NULL, &rec, warn, sizeof warn, err, sizeof err) == STORE_OK &&
+       strcmp(json_string_value(json_object_get(rec, "id")), ids[4]) == 0, "the same directory again keeps its one record");
+    json_decref(rec);
+    snprintf(d, sizeof d, "%s/outside/60", base);
+    put_file(d, "model.safetensors", "x");
+    ok(ckpt_record(s, cr, jid, d, 60, NULL, &rec, warn, sizeof warn, err, sizeof err) != STORE_OK && rec == NULL &&
+       strstr(err, "not under"), "a directory outside the root is not recorded: %s", err);
+    char link[700];
+    snprintf(link, sizeof link, "%s/70", jd);
+    ok(symlink(d, link) == 0 && ckpt_record(s, cr, jid, link, 70, NULL, &rec, warn, sizeof warn, err, sizeof err) != STORE_OK,
+       "nor a symlink under the root that leads outside it");
+    unlink(link);
+    ok(ckpt_record(s, cr, jid, NULL, 1, NULL, &rec, warn, sizeof warn, err, sizeof err) != STORE_OK, "nor no directory");
+
+    /* the job runs resumed from step 10's checkpoint; a queued eval needs step 30's */
+    json_t *x = json_pack("{s:s}", "resume_checkpoint", ids[0]);
+    store_job_set_state(s, jid, JOB_QUEUED, JOB_RUNNING, x, err, sizeof err);
+    json_decref(x);
+    json_t *espec = json_pack("{s:s, s:s}", "type", "eval", "checkpoint", ids[2]);
+    store_job_insert(s, JOB_EVAL, "ds", 0, NULL, espec, plan, &job, &created, err, sizeof err);
+    char eid[32];
+    snprintf(eid, sizeof eid, "%s", json_string_value(json_object_get(job, "id")));
+    json_decref(job);
+    json_decref(espec);
+    json_t *pruned = NULL;
+    json_t *newest = json_pack("{s:f}", "val_mpjpe", 25.0);
+    ok(ckpt_prune(s, cr, jid, 2, newest, &pruned, err, sizeof err) == STORE_OK && json_array_size(pruned) == 1 &&
+       strcmp(json_string_value(json_array_get(pruned, 0)), ids[0]) == 0,
+       "keep 2: only step 10 pruned (its own resume checkpoint; 30 is needed, 20 is the best, 40 and 50 the newest)");
+    json_decref(pruned);
+    json_decref(newest);
+    ok(!has_record(s, ids[0]) && !exists("%s/%s", jd, "10"), "the pruned checkpoint's record and files are gone");
+    ok(has_record(s, ids[1]) && has_record(s, ids[2]) && has_record(s, ids[3]) && has_record(s, ids[4]) &&
+       exists("%s/%s", jd, "20") && exists("%s/%s", jd, "30"), "the kept ones are whole");
+    ok(ckpt_prune(s, cr, jid, 0, NULL, &pruned, err, sizeof err) == STORE_OK && json_array_size(pruned) == 0,
+       "keep 0 prunes nothing");
+    json_decref(pruned);
+
+    /* delete */
+    ok(ckpt_delete(s, cr, ids[2], &rec, warn, sizeof warn, err, sizeof err) == STORE_CONFLICT &&
+       strstr(err, "needed by 1") && has_record(s, ids[2]) && exists("%s/%s", jd, "30"),
+       "deleting one a queued job needs: conflict, nothing removed (%s)", err);
+    ok(ckpt_delete(s, cr, "c-999999", &rec, warn, sizeof warn, err, sizeof err) == STORE_NOTFOUND &&
+       strstr(err, "c-999999"), "deleting an unknown one: not found (%s)", err);
+    store_job_set_state(s, eid, JOB_QUEUED, JOB_CANCELLED, NULL, err, sizeof err);
+    ok(ckpt_delete(s, cr, ids[2], &rec, warn, sizeof warn, err, sizeof err) == STORE_OK && !warn[0] &&
+       strcmp(json_string_value(json_object_get(rec, "job")), jid) == 0 && !has_record(s, ids[2]) &&
+       !exists("%s/%s", jd, "30"), "once no job needs it: record and files deleted");
+    json_decref(rec);
+    json_t *stray = NULL;
+    ok(store_checkpoint_insert(s, jid, 99, d, 1, NULL, NULL, NULL, &stray, err, sizeof err) == STORE_OK &&
+       ckpt_delete(s, cr, json_string_value(json_object_get(stray, "id")), NULL, warn, sizeof warn, err, sizeof err) ==
+           STORE_OK && exists("%s/%s", d, "model.safetensors"),
+       "a record naming a directory outside the root: the record goes, the files outside stay");
+    json_decref(stray);
+
+    /* the start-up sweep: unrecorded and older than the newest record (50) — as a
+     * crash between a removal's two halves leaves step 20 */
+    ok(store_checkpoint_delete(s, ids[1], err, sizeof err) == STORE_OK && exists("%s/%s", jd, "20"),
+       "step 20's record deleted, its files left (a crash in the middle of a removal)");
+    snprintf(d, sizeof d, "%s/5", jd);
+    put_file(d, "model.safetensors", "old");
+    snprintf(d, sizeof d, "%s/60", jd);
+    put_file(d, "model.safetensors", "pending");
+    snprintf(d, sizeof d, "%s/notastep", jd);
+    put_file(d, "f", "?");
+    snprintf(d, sizeof d, "%s/j-none/3", cr);
+    put_file(d, "model.safetensors", "?");
+    int n = ckpt_sweep_pruned(s, cr, warn, sizeof warn);
+    ok(n == 2 && !warn[0], "the sweep removes two unrecorded directories older than the newest record (%d)", n);
+    ok(!exists("%s/%s", jd, "5") && !exists("%s/%s", jd, "20"), "... steps 5 and 20");
+    ok(exists("%s/%s", jd, "60") && exists("%s/%s", jd, "notastep") && exists("%s/%s", cr, "j-none/3"),
+       "a newer unrecorded one, a non-step entry and a job without records are kept");
+    ok(exists("%s/%s", jd, "40") && exists("%s/%s", jd, "50"), "recorded ones are kept");
+    ok(ckpt_sweep_pruned(s, cr, warn, sizeof warn) == 0, "a second sweep finds nothing");
+    json_decref(plan);
+    store_close(s);
 }
 
 int main(void) {
@@ -528,6 +679,7 @@ int main(void) {
     model_free(m3);
     be->destroy(be);
     test_sweep(root);
+    test_lifecycle(root);
     fs_rm_rf(root, NULL, 0);
     return tap_done();
 }

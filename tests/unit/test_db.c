@@ -1,6 +1,7 @@
 /* tests/unit/test_db.c — the SQLite store: migrations (from an empty file and
  * from a version-1 file), idempotent job insert and conflicts, state
- * transition rules, events since an id, metrics latest, checkpoint prune
+ * transition rules (store/job.h: names, parsing, the table against the
+ * diagram arrow by arrow), events since an id, metrics latest, checkpoint prune
  * queries, datasets, and reopening after close. */
 #include <pthread.h>
 #include <sqlite3.h>
@@ -103,7 +104,7 @@ static void test_migrations(void) {
     /* a new job continues the sequence */
     json_t *spec = spec_of(1), *plan = json_object();
     int created;
-    ok(store_job_insert(s, "train", "ds", 0, NULL, spec, plan, &job, &created, err, sizeof err) == STORE_OK &&
+    ok(store_job_insert(s, JOB_TRAIN, "ds", 0, NULL, spec, plan, &job, &created, err, sizeof err) == STORE_OK &&
        strcmp(json_string_value(json_object_get(job, "id")), "j-000002") == 0, "ids continue after migration");
     json_decref(job);
     json_decref(spec);
@@ -120,12 +121,73 @@ static void test_migrations(void) {
     store_close(s);
 }
 
+/* store/job.h: names round-trip, the message lists match the tables, and the
+ * transition table is exactly the diagram's arrows. */
+static void test_job_vocabulary(void) {
+    int names_ok = 1;
+    char list[256] = "";
+    for (int i = 0; i < JOB_STATE_COUNT; i++) {
+        job_state_t st = JOB_STATE_ANY;
+        names_ok &= job_state_parse(job_state_name((job_state_t)i), &st) == 0 && st == (job_state_t)i;
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", job_state_name((job_state_t)i));
+    }
+    ok(names_ok, "every job state's name parses back to it");
+    ok(strcmp(list, job_state_list()) == 0, "job_state_list names every state in order (%s)", job_state_list());
+    names_ok = 1;
+    list[0] = 0;
+    for (int i = 0; i < JOB_TYPE_COUNT; i++) {
+        job_type_t t = JOB_TYPE_ANY;
+        names_ok &= job_type_parse(job_type_name((job_type_t)i), &t) == 0 && t == (job_type_t)i;
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", job_type_name((job_type_t)i));
+    }
+    ok(names_ok, "every job type's name parses back to it");
+    ok(strcmp(list, job_type_list()) == 0, "job_type_list names every type in order (%s)", job_type_list());
+    job_state_t st = JOB_QUEUED;
+    job_type_t t = JOB_EVAL;
+    ok(job_state_parse("sleeping", &st) < 0 && job_state_parse("Queued", &st) < 0 && job_state_parse("", &st) < 0 &&
+       job_state_parse(NULL, &st) < 0 && st == JOB_QUEUED, "unknown, miscased, empty and NULL states refused");
+    ok(job_type_parse("dance", &t) < 0 && job_type_parse("train ", &t) < 0 && job_type_parse(NULL, &t) < 0 &&
+       t == JOB_EVAL, "unknown types refused");
+    ok(strcmp(job_state_name(JOB_STATE_ANY), "?") == 0 && strcmp(job_type_name((job_type_t)JOB_TYPE_COUNT), "?") == 0,
+       "names of out-of-range values are '?'");
+
+    static const char *const arrows[] = {
+        "queued>running", "queued>failed", "queued>cancelled",
+        "running>succeeded", "running>failed", "running>interrupted", "running>cancelling", "running>cancelled",
+        "cancelling>cancelled", "cancelling>failed", "cancelling>succeeded", "cancelling>interrupted",
+        "interrupted>queued",
+    };
+    int table_ok = 1, n_allowed = 0;
+    for (int f = 0; f < JOB_STATE_COUNT; f++)
+        for (int to = 0; to < JOB_STATE_COUNT; to++) {
+            char arrow[64];
+            snprintf(arrow, sizeof arrow, "%s>%s", job_state_name((job_state_t)f), job_state_name((job_state_t)to));
+            int want = 0;
+            for (size_t k = 0; k < sizeof arrows / sizeof arrows[0]; k++) want |= strcmp(arrow, arrows[k]) == 0;
+            int got = job_transition_ok((job_state_t)f, (job_state_t)to);
+            n_allowed += got;
+            if (got != want) { table_ok = 0; diag("transition %s: %d, want %d", arrow, got, want); }
+        }
+    ok(table_ok && n_allowed == (int)(sizeof arrows / sizeof arrows[0]), "the transition table is the diagram (%d arrows)",
+       n_allowed);
+    ok(!job_transition_ok(JOB_STATE_ANY, JOB_QUEUED) && !job_transition_ok(JOB_QUEUED, JOB_STATE_ANY),
+       "no transition from or to the wildcard");
+    int fin_ok = 1;
+    for (int i = 0; i < JOB_STATE_COUNT; i++) {
+        int out = 0;
+        for (int to = 0; to < JOB_STATE_COUNT; to++) out |= job_transition_ok((job_state_t)i, (job_state_t)to);
+        fin_ok &= job_state_final((job_state_t)i) == !out;
+        fin_ok &= job_state_terminal((job_state_t)i) == (job_state_final((job_state_t)i) || i == JOB_INTERRUPTED);
+    }
+    ok(fin_ok, "final = no way out (succeeded, failed, cancelled); terminal = final or interrupted");
+}
+
 static void test_jobs(store_t *s) {
     char err[256];
     json_t *spec = spec_of(1), *spec2 = spec_of(2), *plan = json_pack("{s:s}", "encoder_input", "bf16");
     json_t *a = NULL, *b = NULL, *c = NULL;
     int created = -1;
-    ok(store_job_insert(s, "train", "ds", 0, "sub-1", spec, plan, &a, &created, err, sizeof err) == STORE_OK &&
+    ok(store_job_insert(s, JOB_TRAIN, "ds", 0, "sub-1", spec, plan, &a, &created, err, sizeof err) == STORE_OK &&
        created == 1, "insert with submission_id creates");
     ok(json_is_string(json_object_get(a, "id")) && strcmp(json_string_value(json_object_get(a, "state")), "queued") == 0,
        "new job is queued");
@@ -134,28 +196,28 @@ static void test_jobs(store_t *s) {
     /* same spec with keys in another order is the same spec */
     json_t *spec_reordered = json_pack("{s:{s:f}, s:i, s:s, s:s}", "optim", "lr", 1e-3, "priority", 0,
                                        "dataset", "ds", "type", "train");
-    ok(store_job_insert(s, "train", "ds", 0, "sub-1", spec_reordered, plan, &b, &created, err, sizeof err) == STORE_OK &&
+    ok(store_job_insert(s, JOB_TRAIN, "ds", 0, "sub-1", spec_reordered, plan, &b, &created, err, sizeof err) == STORE_OK &&
        created == 0 && json_equal(json_object_get(a, "id"), json_object_get(b, "id")),
        "same submission_id and spec returns the existing job");
-    ok(store_job_insert(s, "train", "ds", 0, "sub-1", spec2, plan, &c, &created, err, sizeof err) == STORE_CONFLICT &&
+    ok(store_job_insert(s, JOB_TRAIN, "ds", 0, "sub-1", spec2, plan, &c, &created, err, sizeof err) == STORE_CONFLICT &&
        c == NULL, "same submission_id, other spec: conflict (%s)", err);
     json_decref(spec_reordered);
     json_decref(b);
 
     const char *id = json_string_value(json_object_get(a, "id"));
     /* transitions */
-    ok(store_job_transition_ok("queued", "running") && store_job_transition_ok("running", "cancelling") &&
-       store_job_transition_ok("cancelling", "cancelled") && store_job_transition_ok("queued", "cancelled") &&
-       store_job_transition_ok("interrupted", "queued"), "allowed transitions");
-    ok(!store_job_transition_ok("succeeded", "running") && !store_job_transition_ok("queued", "succeeded") &&
-       !store_job_transition_ok("cancelled", "queued") && !store_job_transition_ok("failed", "running") &&
-       !store_job_transition_ok("queued", "cancelling"), "forbidden transitions");
-    ok(store_job_set_state(s, id, NULL, "succeeded", NULL, err, sizeof err) == STORE_BADSTATE,
+    ok(job_transition_ok(JOB_QUEUED, JOB_RUNNING) && job_transition_ok(JOB_RUNNING, JOB_CANCELLING) &&
+       job_transition_ok(JOB_CANCELLING, JOB_CANCELLED) && job_transition_ok(JOB_QUEUED, JOB_CANCELLED) &&
+       job_transition_ok(JOB_INTERRUPTED, JOB_QUEUED), "allowed transitions");
+    ok(!job_transition_ok(JOB_SUCCEEDED, JOB_RUNNING) && !job_transition_ok(JOB_QUEUED, JOB_SUCCEEDED) &&
+       !job_transition_ok(JOB_CANCELLED, JOB_QUEUED) && !job_transition_ok(JOB_FAILED, JOB_RUNNING) &&
+       !job_transition_ok(JOB_QUEUED, JOB_CANCELLING), "forbidden transitions");
+    ok(store_job_set_state(s, id, JOB_STATE_ANY, JOB_SUCCEEDED, NULL, err, sizeof err) == STORE_BADSTATE,
        "queued -> succeeded refused: %s", err);
-    ok(store_job_set_state(s, id, "running", "succeeded", NULL, err, sizeof err) == STORE_BADSTATE,
+    ok(store_job_set_state(s, id, JOB_RUNNING, JOB_SUCCEEDED, NULL, err, sizeof err) == STORE_BADSTATE,
        "compare-and-set on the wrong current state refused");
     json_t *extra = json_pack("{s:i, s:i}", "device", 0, "worker_pid", 4242);
-    ok(store_job_set_state(s, id, "queued", "running", extra, err, sizeof err) == STORE_OK, "queued -> running");
+    ok(store_job_set_state(s, id, JOB_QUEUED, JOB_RUNNING, extra, err, sizeof err) == STORE_OK, "queued -> running");
     json_decref(extra);
     json_t *job = NULL;
     store_job_get(s, id, &job, err, sizeof err);
@@ -167,7 +229,7 @@ static void test_jobs(store_t *s) {
     ok(store_job_set_progress(s, id, prog, 1, err, sizeof err) == STORE_OK, "progress recorded");
     json_decref(prog);
     extra = json_pack("{s:{s:f}}", "result", "loss", 0.25);
-    ok(store_job_set_state(s, id, "running", "succeeded", extra, err, sizeof err) == STORE_OK, "running -> succeeded");
+    ok(store_job_set_state(s, id, JOB_RUNNING, JOB_SUCCEEDED, extra, err, sizeof err) == STORE_OK, "running -> succeeded");
     json_decref(extra);
     store_job_get(s, id, &job, err, sizeof err);
     ok(json_real_value(json_object_get(json_object_get(job, "result"), "loss")) == 0.25 &&
@@ -175,9 +237,9 @@ static void test_jobs(store_t *s) {
        json_integer_value(json_object_get(json_object_get(job, "progress"), "step")) == 5,
        "final job has result, finished_at, progress; no pid");
     json_decref(job);
-    ok(store_job_set_state(s, id, NULL, "cancelled", NULL, err, sizeof err) == STORE_BADSTATE,
+    ok(store_job_set_state(s, id, JOB_STATE_ANY, JOB_CANCELLED, NULL, err, sizeof err) == STORE_BADSTATE,
        "a final job cannot be cancelled");
-    ok(store_job_set_state(s, "j-999999", NULL, "running", NULL, err, sizeof err) == STORE_NOTFOUND, "unknown job");
+    ok(store_job_set_state(s, "j-999999", JOB_STATE_ANY, JOB_RUNNING, NULL, err, sizeof err) == STORE_NOTFOUND, "unknown job");
 
     /* events: queued, running, progress, succeeded */
     json_t *ev = NULL;
@@ -205,7 +267,7 @@ static void test_jobs(store_t *s) {
     char ids[5][32];
     for (int i = 0; i < 5; i++) {
         json_t *sp = spec_of(10 + i), *j = NULL;
-        store_job_insert(s, "eval", i == 4 ? "other" : "ds", prio[i], NULL, sp, plan, &j, &created, err, sizeof err);
+        store_job_insert(s, JOB_EVAL, i == 4 ? "other" : "ds", prio[i], NULL, sp, plan, &j, &created, err, sizeof err);
         snprintf(ids[i], sizeof ids[i], "%s", json_string_value(json_object_get(j, "id")));
         json_decref(j);
         json_decref(sp);
@@ -224,7 +286,7 @@ static void test_jobs(store_t *s) {
     ok(n == 0, "unused dataset");
 
     json_t *list = NULL;
-    ok(store_job_list(s, "queued", "eval", 2, 1, &list, err, sizeof err) == STORE_OK &&
+    ok(store_job_list(s, JOB_QUEUED, JOB_EVAL, 2, 1, &list, err, sizeof err) == STORE_OK &&
        json_integer_value(json_object_get(list, "total")) == 5 && json_array_size(json_object_get(list, "jobs")) == 2,
        "list with filters, limit and offset");
     ok(strcmp(json_string_value(json_object_get(json_array_get(json_object_get(list, "jobs"), 0), "id")), ids[3]) == 0,
@@ -237,10 +299,10 @@ static void test_jobs(store_t *s) {
     json_decref(counts);
 
     /* interrupted -> queued requeue clears finished/started */
-    store_job_set_state(s, ids[0], NULL, "running", NULL, err, sizeof err);
-    store_job_set_state(s, ids[0], NULL, "interrupted", NULL, err, sizeof err);
+    store_job_set_state(s, ids[0], JOB_STATE_ANY, JOB_RUNNING, NULL, err, sizeof err);
+    store_job_set_state(s, ids[0], JOB_STATE_ANY, JOB_INTERRUPTED, NULL, err, sizeof err);
     extra = json_pack("{s:s, s:s}", "resume_checkpoint", "c-000001", "resumed_from", "c-000001");
-    ok(store_job_set_state(s, ids[0], "interrupted", "queued", extra, err, sizeof err) == STORE_OK, "interrupted -> queued");
+    ok(store_job_set_state(s, ids[0], JOB_INTERRUPTED, JOB_QUEUED, extra, err, sizeof err) == STORE_OK, "interrupted -> queued");
     json_decref(extra);
     store_job_get(s, ids[0], &job, err, sizeof err);
     ok(json_is_null(json_object_get(job, "finished_at")) &&
@@ -257,7 +319,7 @@ static void test_metrics_checkpoints(store_t *s) {
     char err[256];
     json_t *spec = spec_of(77), *plan = json_object(), *job;
     int created;
-    store_job_insert(s, "train", "ds", 0, NULL, spec, plan, &job, &created, err, sizeof err);
+    store_job_insert(s, JOB_TRAIN, "ds", 0, NULL, spec, plan, &job, &created, err, sizeof err);
     char id[32];
     snprintf(id, sizeof id, "%s", json_string_value(json_object_get(job, "id")));
     json_decref(job);
@@ -354,12 +416,12 @@ static void test_metrics_checkpoints(store_t *s) {
     /* in use by a queued job's spec */
     json_t *espec = json_pack("{s:s, s:s}", "type", "eval", "checkpoint", cid[1]);
     plan = json_object();
-    store_job_insert(s, "eval", "ds", 0, NULL, espec, plan, &job, &created, err, sizeof err);
+    store_job_insert(s, JOB_EVAL, "ds", 0, NULL, espec, plan, &job, &created, err, sizeof err);
     int n = -1;
     ok(store_checkpoint_in_use(s, cid[1], &n, err, sizeof err) == STORE_OK && n == 1, "checkpoint in use by a queued eval");
     store_checkpoint_in_use(s, cid[2], &n, err, sizeof err);
     ok(n == 0, "other checkpoint not in use");
-    store_job_set_state(s, json_string_value(json_object_get(job, "id")), NULL, "cancelled", NULL, err, sizeof err);
+    store_job_set_state(s, json_string_value(json_object_get(job, "id")), JOB_STATE_ANY, JOB_CANCELLED, NULL, err, sizeof err);
     store_checkpoint_in_use(s, cid[1], &n, err, sizeof err);
     ok(n == 0, "not in use once the job is final");
     json_decref(job);
@@ -414,11 +476,11 @@ static void *submit_thread(void *p) {
         snprintf(sid, sizeof sid, "c-%d-%d", a->t / 2, i);   /* threads 2k and 2k+1 share ids */
         json_t *spec = json_pack("{s:s, s:s, s:i}", "type", "eval", "sid", sid, "n", i), *plan = json_object(), *job = NULL;
         int created = 0;
-        if (store_job_insert(a->s, "eval", "ds", i % 3, sid, spec, plan, &job, &created, err, sizeof err) != STORE_OK)
+        if (store_job_insert(a->s, JOB_EVAL, "ds", i % 3, sid, spec, plan, &job, &created, err, sizeof err) != STORE_OK)
             a->errors++;
         a->created += created;
         json_t *list = NULL;   /* a reader in between */
-        if (store_job_list(a->s, NULL, NULL, 5, 0, &list, err, sizeof err) != STORE_OK) a->errors++;
+        if (store_job_list(a->s, JOB_STATE_ANY, JOB_TYPE_ANY, 5, 0, &list, err, sizeof err) != STORE_OK) a->errors++;
         json_decref(list);
         json_decref(job);
         json_decref(spec);
@@ -447,7 +509,7 @@ static void test_concurrency(void) {
     ok(errors == 0, "no errors under 8 concurrent writers and readers (%d)", errors);
     ok(created == 100, "100 distinct submissions created once each (%d)", created);
     json_t *list = NULL;
-    store_job_list(s, "queued", NULL, 1000, 0, &list, err, sizeof err);
+    store_job_list(s, JOB_QUEUED, JOB_TYPE_ANY, 1000, 0, &list, err, sizeof err);
     ok(json_integer_value(json_object_get(list, "total")) == 100, "100 jobs stored");
     json_decref(list);
     store_close(s);
@@ -457,6 +519,7 @@ int main(void) {
     snprintf(dir, sizeof dir, "/tmp/traind-test-db-XXXXXX");
     if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
     test_migrations();
+    test_job_vocabulary();
 
     char p[512], err[256];
     path_in(p, sizeof p, "main.db");

@@ -76,7 +76,7 @@ static void test_store_queue(void) {
         prio[i] = (int)rnd(3);
         json_t *spec = json_pack("{s:s, s:i}", "type", "eval", "n", i), *job = NULL;
         int created;
-        store_job_insert(s, "eval", "ds", prio[i], NULL, spec, plan, &job, &created, err, sizeof err);
+        store_job_insert(s, JOB_EVAL, "ds", prio[i], NULL, spec, plan, &job, &created, err, sizeof err);
         snprintf(mine[i].id, sizeof mine[i].id, "%s", json_string_value(json_object_get(job, "id")));
         mine[i].priority = prio[i];
         mine[i].seq = i + 1;
@@ -85,8 +85,8 @@ static void test_store_queue(void) {
     }
     json_decref(plan);
     /* one job cancelled, one started: they leave the queue */
-    store_job_set_state(s, mine[3].id, "queued", "cancelled", NULL, err, sizeof err);
-    store_job_set_state(s, mine[7].id, "queued", "running", NULL, err, sizeof err);
+    store_job_set_state(s, mine[3].id, JOB_QUEUED, JOB_CANCELLED, NULL, err, sizeof err);
+    store_job_set_state(s, mine[7].id, JOB_QUEUED, JOB_RUNNING, NULL, err, sizeof err);
     sched_order(mine, 12);
     json_t *q = NULL;
     store_jobs_queued(s, &q, err, sizeof err);

@@ -392,6 +392,21 @@ int main(void) {
     ok(r == -1 && !res && strstr(err, "resume"), "resuming onto another split size is refused: %s", err);
     rec_free(&tr);
 
+    /* an image size the patch does not divide: the model says so, once (no "model: model:") */
+    int h0 = ds.h, w0 = ds.w;
+    ds.h = ds.w = 30;
+    r = run("{\"type\":\"train\",\"dataset\":\"syn\",\"model\":{\"backbone\":\"dinov2-tiny\"},\"steps\":1}", "j-e6",
+            NULL, &tr, &res, err, sizeof err);
+    ok(r == -1 && !res && strstr(err, "model: image size 30x30") && !strstr(err, "model: model:"),
+       "train on 30x30 images: %s", err);
+    rec_free(&tr);
+    r = run("{\"type\":\"eval\",\"dataset\":\"syn\",\"checkpoint\":\"c\"}", "j-e7", ckpt_final, &ev, &res, err, sizeof err);
+    ok(r == -1 && !res && strstr(err, "model: image size 30x30") && !strstr(err, "model: model:"),
+       "eval on 30x30 images: %s", err);
+    rec_free(&ev);
+    ds.h = h0;
+    ds.w = w0;
+
     /* a non-finite loss skips the update (with a log line) and leaves the model finite */
     float saved[63];
     memcpy(saved, ds.joints, sizeof saved);
