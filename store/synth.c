@@ -229,7 +229,7 @@ int synth_generate(const char *outdir, int64_t samples, int S, uint64_t seed, in
     }
     if ((size_t)shard_samples > ((size_t)1 << 34) / row)
         return errbuf_set(err, errlen, "synth: %d samples of %dx%d per shard is too large", shard_samples, S, S);
-    if (fs_mkdir_p(outdir, 0755, err, errlen) != 0) return -1;
+    if (fs_mkdir_p(outdir, FS_DIR_MODE, err, errlen) != 0) return -1;
     int64_t nshards = (samples + shard_samples - 1) / shard_samples;
     if (nshards > 9999999) return errbuf_set(err, errlen, "synth: too many shards (%lld)", (long long)nshards);
 
