@@ -212,7 +212,7 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     }
     char lockp[PATH_MAX + 16];
     snprintf(lockp, sizeof lockp, "%s/traind.lock", sd);
-    d->lock_fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    d->lock_fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, FS_FILE_MODE);
     if (d->lock_fd < 0) { snprintf(err, errlen, "%s: %s", lockp, strerror(errno)); goto fail; }
     if (flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         snprintf(err, errlen, "state dir %s is in use by another traind (%s is locked)", sd, lockp);

@@ -484,9 +484,9 @@ int fs_open_under(const char *dir, const char *rel, int kind, char *err, size_t 
         return errbuf_set(err, errlen, "%s/%s: path too long", dir, rel);
     }
     int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) {
+    if (dfd < 0) {   /* named by the whole path: "<dir>/config.json: No such file or directory" */
         int e = errno;
-        errbuf_set(err, errlen, "%s: %s", dir, strerror(e));
+        errbuf_set(err, errlen, "%s: %s", shown, strerror(e));
         errno = e;
         return -1;
     }
