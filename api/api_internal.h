@@ -71,8 +71,9 @@ const char *api_header(api_req_t *r, const char *key);
 
 /* ---- replies (json_io.c) ------------------------------------------------- */
 void api_reply_json(api_req_t *r, int status, json_t *body);   /* steals body */
-/* Streams the regular file at path (opened O_NOFOLLOW) as name; 404 otherwise. */
-void api_reply_file(api_req_t *r, const char *path, const char *name);
+/* Streams the open regular file fd (taken: closed with the reply; opened by
+ * the daemon beneath its directory) as name; 404 when it is not one. */
+void api_reply_file(api_req_t *r, int fd, const char *name);
 __attribute__((format(printf, 4, 5)))
 void api_reply_error(api_req_t *r, int status, const char *code, const char *fmt, ...);
 /* Replies with a daemon action's error (status, code, message, and "field"

@@ -43,8 +43,7 @@ static const char *content_type_for(const char *name) {
     return "application/octet-stream";
 }
 
-void api_reply_file(api_req_t *r, const char *path, const char *name) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+void api_reply_file(api_req_t *r, int fd, const char *name) {
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         if (fd >= 0) close(fd);

@@ -1,6 +1,6 @@
 /* api/routes_checkpoints.c — /v1/checkpoints: list (?job=), one record,
- * file download (streamed from the file descriptor; only plain names of the
- * checkpoint's own files), delete (409 while a queued job needs it). */
+ * file download (streamed from the file descriptor the daemon opened beneath
+ * the checkpoint root; only plain names of the checkpoint's own files), delete (409 while a queued job needs it). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -55,11 +55,11 @@ void route_checkpoint_file(api_req_t *r) {
         api_reply_error(r, 404, "not_found", "no file '%s' in checkpoint %s", name, r->params[0]);
         return;
     }
-    char path[4096];
+    int fd;
     daemon_err_t e = {0};
-    if (daemon_checkpoint_file(r->d, r->params[0], name, path, sizeof path, &e) < 0) {
+    if (daemon_checkpoint_file(r->d, r->params[0], name, &fd, &e) < 0) {
         api_reply_daemon_err(r, &e);
         return;
     }
-    api_reply_file(r, path, name);
+    api_reply_file(r, fd, name);
 }

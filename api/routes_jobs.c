@@ -142,10 +142,10 @@ void route_job_result_file(api_req_t *r) {
         api_reply_error(r, 404, "not_found", "no result file '%s' for job %s", name, r->params[0]);
         return;
     }
-    char path[4096];
+    int fd;
     daemon_err_t e = {0};
-    if (daemon_job_result_file(r->d, r->params[0], name, path, sizeof path, &e) < 0) api_reply_daemon_err(r, &e);
-    else api_reply_file(r, path, name);
+    if (daemon_job_result_file(r->d, r->params[0], name, &fd, &e) < 0) api_reply_daemon_err(r, &e);
+    else api_reply_file(r, fd, name);
 }
 
 void route_job_result(api_req_t *r) {

@@ -3,11 +3,13 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
@@ -55,6 +57,11 @@ int config_set(daemon_cfg_t *c, const char *key, const char *v, char *err, size_
         if (!*v) return errbuf_set(err, errlen, "dataset-root: empty path");
         COPY(c->dataset_roots[c->n_roots]);
         c->n_roots++;
+    } else if (!strcmp(key, "model-root")) {
+        if (c->n_model_roots >= CFG_MAX_ROOTS) return errbuf_set(err, errlen, "model-root: at most %d", CFG_MAX_ROOTS);
+        if (!*v) return errbuf_set(err, errlen, "model-root: empty path");
+        COPY(c->model_roots[c->n_model_roots]);
+        c->n_model_roots++;
     } else if (!strcmp(key, "devices")) {
         c->n_devices = 0;
         const char *p = v;
@@ -130,7 +137,7 @@ int config_load_file(daemon_cfg_t *c, const char *path, char *err, size_t errlen
 }
 
 static const char *const flag_names[] = {
-    "listen", "state-dir", "backend", "token-file", "dataset-root", "devices",
+    "listen", "state-dir", "backend", "token-file", "dataset-root", "model-root", "devices",
     "memory-reserve-gb", "log-level", "cancel-grace-s", "max-connections", "idle-timeout-s", "config",
 };
 
@@ -245,14 +252,50 @@ int config_listen_is_loopback(const char *addr) {
     return 0;
 }
 
+/* Realpaths the roots of one kind in place. A root that does not exist (yet)
+ * is left out with a warning, so the example configuration starts; a root
+ * that exists but is not a directory is an error. */
+static int config_resolve_roots(const char *what, char roots[][PATH_MAX], int *n, char *err, size_t errlen) {
+    int kept = 0;
+    for (int i = 0; i < *n; i++) {
+        char rp[PATH_MAX];
+        if (!realpath(roots[i], rp)) {
+            if (errno != ENOENT) return errbuf_set(err, errlen, "%s %s: %s", what, roots[i], strerror(errno));
+            log_warn(NULL, "%s %s does not exist: ignored", what, roots[i]);
+            continue;
+        }
+        struct stat st;
+        if (stat(rp, &st) || !S_ISDIR(st.st_mode)) return errbuf_set(err, errlen, "%s %s: not a directory", what, rp);
+        snprintf(roots[kept++], PATH_MAX, "%s", rp);
+    }
+    *n = kept;
+    return 0;
+}
+
 int config_finish(daemon_cfg_t *c, char *err, size_t errlen) {
     c->token[0] = 0;
     if (c->token_file[0]) {
-        FILE *f = fopen(c->token_file, "r");
-        if (!f) return errbuf_set(err, errlen, "token-file %s: %s", c->token_file, strerror(errno));
+        /* O_NONBLOCK: a FIFO named as the token file must not hang the start */
+        int fd = open(c->token_file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0) return errbuf_set(err, errlen, "token-file %s: %s", c->token_file, strerror(errno));
+        struct stat st;
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            close(fd);
+            return errbuf_set(err, errlen, "token-file %s: not a regular file", c->token_file);
+        }
+        /* a token others can read is no secret (group read is fine: root:traind 0640) */
+        if (st.st_mode & (S_IROTH | S_IWOTH)) {
+            close(fd);
+            return errbuf_set(err, errlen, "token-file %s is %s by others (mode %04o); chmod 600 it (or 640 with "
+                              "group traind)", c->token_file, (st.st_mode & S_IROTH) ? "readable" : "writable",
+                              (unsigned)(st.st_mode & 07777));
+        }
         char buf[CFG_TOKEN_MAX + 2];
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
+        ssize_t n;
+        do n = read(fd, buf, sizeof buf - 1); while (n < 0 && errno == EINTR);
+        int e = errno;
+        close(fd);
+        if (n < 0) return errbuf_set(err, errlen, "token-file %s: %s", c->token_file, strerror(e));
         buf[n] = 0;
         char *t = trim(buf);
         if (strlen(t) >= CFG_TOKEN_MAX) return errbuf_set(err, errlen, "token-file %s: token longer than %d bytes", c->token_file, CFG_TOKEN_MAX - 1);
@@ -268,21 +311,9 @@ int config_finish(daemon_cfg_t *c, char *err, size_t errlen) {
         return errbuf_set(err, errlen, "%s", lerr);   /* names the address */
     if (!config_listen_is_loopback(c->listen) && !c->token[0])
         return errbuf_set(err, errlen, "refusing to listen on non-loopback address %s without a token (--token-file)", c->listen);
-    /* A root that does not exist (yet) is left out with a warning, so the example
-     * configuration starts; a root that exists but is not a directory is an error. */
-    int kept = 0;
-    for (int i = 0; i < c->n_roots; i++) {
-        char rp[PATH_MAX];
-        if (!realpath(c->dataset_roots[i], rp)) {
-            if (errno != ENOENT) return errbuf_set(err, errlen, "dataset-root %s: %s", c->dataset_roots[i], strerror(errno));
-            log_warn(NULL, "dataset-root %s does not exist: ignored", c->dataset_roots[i]);
-            continue;
-        }
-        struct stat st;
-        if (stat(rp, &st) || !S_ISDIR(st.st_mode)) return errbuf_set(err, errlen, "dataset-root %s: not a directory", rp);
-        snprintf(c->dataset_roots[kept++], sizeof c->dataset_roots[0], "%s", rp);
-    }
-    c->n_roots = kept;
+    if (config_resolve_roots("dataset-root", c->dataset_roots, &c->n_roots, err, errlen) ||
+        config_resolve_roots("model-root", c->model_roots, &c->n_model_roots, err, errlen))
+        return -1;
     if (!c->n_devices) { c->devices[0] = 0; c->n_devices = 1; }
     log_set_level(c->log_level);
     return 0;
@@ -302,6 +333,7 @@ void config_usage(FILE *f) {
         "  --backend cpu|cuda|auto  compute backend (default auto)\n"
         "  --token-file FILE        bearer token for every path but /v1/health\n"
         "  --dataset-root DIR       dataset paths must lie under it (repeatable)\n"
+        "  --model-root DIR         model.weights may lie under it, or under a dataset root (repeatable)\n"
         "  --devices 0,1            devices to use (one running job per device)\n"
         "  --memory-reserve-gb G    per-device memory kept free for jobs (default 0)\n"
         "  --log-level L            debug|info|warn|error (default info)\n"

@@ -4,6 +4,7 @@
  *   listen = 127.0.0.1:8470        state-dir = /var/lib/traind
  *   backend = auto|cpu|cuda        token-file = /etc/traind/token
  *   dataset-root = /data           (repeatable)
+ *   model-root = /models           (repeatable; model.weights may also lie under a dataset-root)
  *   devices = 0,1                  memory-reserve-gb = 2
  *   log-level = debug|info|warn|error
  *   cancel-grace-s = 60            (SIGKILL a cancelled worker after this)
@@ -34,6 +35,8 @@ typedef struct {
     char token[CFG_TOKEN_MAX];              /* read from token_file; "" = no auth */
     char dataset_roots[CFG_MAX_ROOTS][PATH_MAX];   /* realpath'd */
     int n_roots;
+    char model_roots[CFG_MAX_ROOTS][PATH_MAX];     /* realpath'd */
+    int n_model_roots;
     int devices[CFG_MAX_DEVICES];
     int n_devices;                          /* 0 = device 0 only */
     double memory_reserve_gb;               /* per device, kept free for jobs */
@@ -53,8 +56,9 @@ int config_load_file(daemon_cfg_t *c, const char *path, char *err, size_t errlen
  * asked. 0 or -1 + err. */
 int config_parse_args(daemon_cfg_t *c, int argc, char **argv, int *help, int *version,
                       char *err, size_t errlen);
-/* Final checks and derived values: reads the token file, realpaths the roots,
- * refuses a non-loopback listen address without a token. 0 or -1 + err. */
+/* Final checks and derived values: reads the token file (refused when others
+ * may read or write it: its mode must not give "other" any of rw), realpaths
+ * the roots, refuses a non-loopback listen address without a token. 0 or -1 + err. */
 int config_finish(daemon_cfg_t *c, char *err, size_t errlen);
 /* Parses a listen address ("host:port", "[v6]:port", ":port" for 127.0.0.1;
  * numeric hosts and "localhost") into *ss. 0, or -1 with a message. */

@@ -23,6 +23,7 @@
 #include "gpu/jobspec.h"
 #include "gpu/model.h"
 #include "store/checkpoint.h"
+#include "store/errbuf.h"
 #include "store/fsutil.h"
 #include "store/mono.h"
 
@@ -92,6 +93,53 @@ int daemon_event_wait(daemon_t *d, unsigned long long *seq, int timeout_ms) {
 }
 
 /* ---- lifetime ----------------------------------------------------------------------------- */
+/* The state dir holds job specs (with inline images), checkpoints and the
+ * store: others must not read it. Group access is the installation's choice
+ * (the unit's StateDirectoryMode=0750, UMask=0027), so only "other" warns. */
+static void daemon_check_state_mode(const char *sd) {
+    struct stat st;
+    if (stat(sd, &st) == 0 && (st.st_mode & S_IRWXO))
+        log_warn(NULL, "state dir %s is accessible by others (mode %04o): job specs, images and checkpoints in it "
+                 "can be read; chmod o-rwx it (chmod 750; systemd: StateDirectoryMode=0750)", sd,
+                 (unsigned)(st.st_mode & 07777));
+}
+
+/* traind.db is created FS_FILE_MODE less the umask before SQLite opens it
+ * (SQLite alone would make it 0644 less the umask; its -wal and -shm files
+ * copy the database's mode). An existing database, -wal or -shm that others
+ * may access loses those bits, with a warning: never widened, only narrowed.
+ * A symbolic link or a non-regular file there is refused. */
+static int daemon_prepare_db_file(const char *dbpath, char *err, size_t errlen) {
+    static const char *const sfx[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        char p[PATH_MAX + 32];
+        snprintf(p, sizeof p, "%s%s", dbpath, sfx[i]);
+        int fd = open(p, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | (i == 0 ? O_CREAT : 0), FS_FILE_MODE);
+        if (fd < 0) {
+            if (i > 0 && errno == ENOENT) continue;
+            snprintf(err, errlen, "%s: %s", p, errno == ELOOP ? "a symbolic link (refused)" : strerror(errno));
+            return -1;
+        }
+        struct stat st;
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            close(fd);
+            snprintf(err, errlen, "%s: not a regular file", p);
+            return -1;
+        }
+        if (st.st_mode & S_IRWXO) {
+            mode_t m = st.st_mode & 07770;
+            if (fchmod(fd, m) == 0)
+                log_warn(NULL, "%s was accessible by others (mode %04o): now %04o", p, (unsigned)(st.st_mode & 07777),
+                         (unsigned)m);
+            else
+                log_warn(NULL, "%s is accessible by others (mode %04o) and cannot be changed: %s", p,
+                         (unsigned)(st.st_mode & 07777), strerror(errno));
+        }
+        close(fd);
+    }
+    return 0;
+}
+
 daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     daemon_t *d = calloc(1, sizeof *d);
     if (!d) { snprintf(err, errlen, "out of memory"); return NULL; }
@@ -101,10 +149,11 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     pthread_mutex_init(&d->ev_mu, NULL);
     mono_cond_init(&d->ev_cv);
     char e2[512];
-    if (fs_mkdir_p(cfg->state_dir, 0750, e2, sizeof e2)) { snprintf(err, errlen, "state dir: %s", e2); goto fail; }
+    if (fs_mkdir_p(cfg->state_dir, FS_DIR_MODE, e2, sizeof e2)) { snprintf(err, errlen, "state dir: %s", e2); goto fail; }
     char sd[PATH_MAX];
     if (!realpath(cfg->state_dir, sd)) { snprintf(err, errlen, "state dir %s: %s", cfg->state_dir, strerror(errno)); goto fail; }
     snprintf(d->cfg.state_dir, sizeof d->cfg.state_dir, "%s", sd);
+    daemon_check_state_mode(sd);
     if (snprintf(d->checkpoint_root, sizeof d->checkpoint_root, "%s/checkpoints", sd) >= (int)sizeof d->checkpoint_root ||
         snprintf(d->work_root, sizeof d->work_root, "%s/work", sd) >= (int)sizeof d->work_root) {
         snprintf(err, errlen, "state dir path too long");
@@ -112,14 +161,16 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     }
     char lockp[PATH_MAX + 16];
     snprintf(lockp, sizeof lockp, "%s/traind.lock", sd);
-    d->lock_fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    d->lock_fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, FS_FILE_MODE);
     if (d->lock_fd < 0) { snprintf(err, errlen, "%s: %s", lockp, strerror(errno)); goto fail; }
     if (flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         snprintf(err, errlen, "state dir %s is in use by another traind (%s is locked)", sd, lockp);
         goto fail;
     }
-    if (fs_mkdir_p(d->checkpoint_root, 0750, e2, sizeof e2) || fs_mkdir_p(d->work_root, 0750, e2, sizeof e2)) {
-        snprintf(err, errlen, "%s", e2);
+    /* beneath the state dir: a symbolic link in place of either is refused */
+    if (fs_mkdir_under(sd, "checkpoints", FS_DIR_MODE, e2, sizeof e2) ||
+        fs_mkdir_under(sd, "work", FS_DIR_MODE, e2, sizeof e2)) {
+        snprintf(err, errlen, "state dir: %s", e2);
         goto fail;
     }
     ssize_t n = readlink("/proc/self/exe", d->exe, sizeof d->exe - 1);
@@ -131,6 +182,7 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
 
     char dbpath[PATH_MAX + 16];
     snprintf(dbpath, sizeof dbpath, "%s/traind.db", sd);
+    if (daemon_prepare_db_file(dbpath, err, errlen)) goto fail;
     d->store = store_open(dbpath, err, errlen);
     if (!d->store) goto fail;
     store_set_event_hook(d->store, event_hook, d);
@@ -208,6 +260,39 @@ void daemon_destroy(daemon_t *d) {
     pthread_mutex_destroy(&d->ev_mu);
     pthread_cond_destroy(&d->ev_cv);
     free(d);
+}
+
+/* ---- client paths ------------------------------------------------------------------------------ */
+int daemon_open_client_path(const daemon_cfg_t *cfg, const char *path, int roots, int kind, int flags,
+                            const char *field, char *resolved, size_t len, daemon_err_t *e) {
+    const char *noun = kind == FS_DIR ? "a directory" : "a file";
+    const char *where = roots == DAEMON_ROOTS_MODEL ? "a model or dataset root" : "a dataset root";
+    if (!path || !*path) {
+        daemon_err_set(e, 400, "invalid_field", field, "%s must be a non-empty string", field);
+        return -1;
+    }
+    const char *list[2 * CFG_MAX_ROOTS];
+    int n = 0;
+    if (roots == DAEMON_ROOTS_MODEL)
+        for (int i = 0; i < cfg->n_model_roots; i++) list[n++] = cfg->model_roots[i];
+    for (int i = 0; i < cfg->n_roots; i++) list[n++] = cfg->dataset_roots[i];
+    if (n == 0) {
+        daemon_err_set(e, 403, "forbidden", field, "no %s is configured (%s): %s paths are refused",
+                       roots == DAEMON_ROOTS_MODEL ? "model or dataset root" : "dataset root",
+                       roots == DAEMON_ROOTS_MODEL ? "--model-root, --dataset-root" : "--dataset-root", field);
+        return -1;
+    }
+    char why[1024];
+    int fd = fs_open_confined(path, list, n, kind, flags, resolved, len, why, sizeof why);
+    if (fd < 0 && (flags & FS_CONFINE_RESOLVE)) {
+        log_debug(NULL, "%s refused: %s", field, why);   /* the reason stays in the log */
+        daemon_err_set(e, 403, "forbidden", field, "%s %s is not %s under %s", field, path, noun, where);
+    } else if (fd < 0) {
+        /* a recorded path checked again: nothing outside the roots was looked at (no
+         * resolving, nothing followed), so the reason can be told */
+        daemon_err_set(e, 403, "forbidden", field, "%s %s is no longer %s under %s: %s", field, path, noun, where, why);
+    }
+    return fd;
 }
 
 /* ---- datasets ------------------------------------------------------------------------------- */
@@ -334,12 +419,26 @@ json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_
         goto out;
     }
     if (js.model.weights[0] && !checkpoint_exists(d, js.model.weights)) {
-        struct stat st;
-        char cfgp[JS_PATH_MAX + 16];
-        snprintf(cfgp, sizeof cfgp, "%s/config.json", js.model.weights);
-        if (stat(cfgp, &st) != 0) {
+        /* a path: confined to the model and dataset roots, one answer for whatever is not there */
+        if (js.model.weights[0] != '/') {
             daemon_err_set(e, 422, "unprocessable", "model.weights",
-                           "'%s' is neither a checkpoint id nor a directory with config.json", js.model.weights);
+                           "'%s' is neither a checkpoint id nor an absolute path", js.model.weights);
+            goto out;
+        }
+        char rp[PATH_MAX], why[512];
+        int wfd = daemon_open_client_path(&d->cfg, js.model.weights, DAEMON_ROOTS_MODEL, FS_DIR, FS_CONFINE_RESOLVE,
+                                          "model.weights", rp, sizeof rp, e);
+        if (wfd < 0) goto out;
+        int cfd = fs_open_beneath(wfd, "config.json", FS_REG, NULL, why, sizeof why);
+        close(wfd);
+        if (cfd < 0) {   /* inside a root: saying why is fine */
+            daemon_err_set(e, 422, "unprocessable", "model.weights", "%s has no usable config.json (%s)", rp, why);
+            goto out;
+        }
+        close(cfd);
+        /* the resolved path is what the job records and what its start checks again */
+        if (snprintf(js.model.weights, sizeof js.model.weights, "%s", rp) >= (int)sizeof js.model.weights) {
+            daemon_err_set(e, 400, "invalid_field", "model.weights", "the resolved path is too long");
             goto out;
         }
     }
@@ -456,8 +555,8 @@ json_t *daemon_job_result(daemon_t *d, const char *id, daemon_err_t *e) {
     return r;
 }
 
-int daemon_job_result_file(daemon_t *d, const char *id, const char *name, char *path, size_t pathlen,
-                           daemon_err_t *e) {
+int daemon_job_result_file(daemon_t *d, const char *id, const char *name, int *fd, daemon_err_t *e) {
+    *fd = -1;
     if (!name || !*name || name[0] == '.' || strchr(name, '/') || strlen(name) > 255) {
         daemon_err_set(e, 404, "not_found", "", "no such result file of job %s", id);
         return -1;
@@ -465,9 +564,11 @@ int daemon_job_result_file(daemon_t *d, const char *id, const char *name, char *
     json_t *j = daemon_job_get(d, id, e);
     if (!j) return -1;
     json_decref(j);
-    int n = snprintf(path, pathlen, "%s/results/%s/%s", d->work_root, id, name);
-    struct stat st;
-    if (n < 0 || (size_t)n >= pathlen || lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+    char rel[512], why[512];
+    int n = snprintf(rel, sizeof rel, "results/%s/%s", id, name);
+    /* beneath the state dir: a symbolic link planted on the way is not followed */
+    if (n < 0 || (size_t)n >= sizeof rel || (*fd = fs_open_under(d->work_root, rel, FS_REG, why, sizeof why)) < 0) {
+        if (n > 0 && (size_t)n < sizeof rel && errno != ENOENT) log_warn(id, "result file refused: %s", why);
         daemon_err_set(e, 404, "not_found", "", "no result file '%s' for job %s", name, id);
         return -1;
     }
@@ -497,6 +598,16 @@ json_t *daemon_job_events(daemon_t *d, const char *id, long long after_id, int l
 }
 
 /* ---- checkpoints ------------------------------------------------------------------------------ */
+int daemon_checkpoint_open(daemon_t *d, const char *dir, const char *name, int kind, char *err, size_t errlen) {
+    const char *rel = dir ? fs_rel_under(d->checkpoint_root, dir) : NULL;
+    char path[PATH_MAX + 300];
+    if (!rel || !*rel || snprintf(path, sizeof path, "%s%s%s", rel, name ? "/" : "", name ? name : "") >= (int)sizeof path) {
+        errno = EXDEV;
+        return errbuf_set(err, errlen, "%s is not a directory under %s", dir ? dir : "(none)", d->checkpoint_root);
+    }
+    return fs_open_under(d->checkpoint_root, path, kind, err, errlen);
+}
+
 json_t *daemon_checkpoint_list(daemon_t *d, const char *job, daemon_err_t *e) {
     char err[256];
     json_t *arr = NULL;
@@ -530,18 +641,19 @@ int daemon_checkpoint_delete(daemon_t *d, const char *id, daemon_err_t *e) {
     return 0;
 }
 
-int daemon_checkpoint_file(daemon_t *d, const char *id, const char *name, char *path, size_t pathlen, daemon_err_t *e) {
+int daemon_checkpoint_file(daemon_t *d, const char *id, const char *name, int *fd, daemon_err_t *e) {
+    *fd = -1;
     if (!name || !*name || name[0] == '.' || strchr(name, '/') || strlen(name) > 255) {
         daemon_err_set(e, 404, "not_found", "", "no such file in checkpoint %s", id);
         return -1;
     }
     json_t *c = daemon_checkpoint_get(d, id, e);
     if (!c) return -1;
-    const char *dir = json_string_value(json_object_get(c, "path"));
-    int n = snprintf(path, pathlen, "%s/%s", dir ? dir : "", name);
+    char why[512];
+    *fd = daemon_checkpoint_open(d, json_string_value(json_object_get(c, "path")), name, FS_REG, why, sizeof why);
     json_decref(c);
-    struct stat st;
-    if (n < 0 || (size_t)n >= pathlen || lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (*fd < 0) {
+        if (errno != ENOENT) log_warn(NULL, "checkpoint %s: file refused: %s", id, why);
         daemon_err_set(e, 404, "not_found", "", "no file '%s' in checkpoint %s", name, id);
         return -1;
     }

@@ -27,6 +27,7 @@
 #include "daemon/config.h"
 #include "gpu/backend.h"
 #include "store/db.h"
+#include "store/fsutil.h"
 
 #define TRAIND_VERSION "0.1.0"
 
@@ -127,10 +128,11 @@ json_t *daemon_job_cancel(daemon_t *d, const char *id, daemon_err_t *e);
  * large output written to a file (infer features) gets "url": the path of
  * GET /v1/jobs/{id}/result/files/{name}. */
 json_t *daemon_job_result(daemon_t *d, const char *id, daemon_err_t *e);
-/* Resolves a result file of a job (<work>/results/<id>/<name>): 0 with path, or
- * -1 with 404 for an unknown job or file (names with '/' or a leading '.' never match). */
-int daemon_job_result_file(daemon_t *d, const char *id, const char *name, char *path, size_t pathlen,
-                           daemon_err_t *e);
+/* Opens a result file of a job (<work>/results/<id>/<name>, beneath the state
+ * dir: no symbolic link followed, regular files only): 0 with *fd (the
+ * caller's), or -1 with 404 for an unknown job or file (names with '/' or a
+ * leading '.' never match). */
+int daemon_job_result_file(daemon_t *d, const char *id, const char *name, int *fd, daemon_err_t *e);
 /* [{"step","value","time"}] (and "name" when name is NULL); since_step < 0 = all. */
 json_t *daemon_job_metrics(daemon_t *d, const char *id, const char *name, long since_step,
                            daemon_err_t *e);
@@ -147,15 +149,20 @@ int daemon_event_wait(daemon_t *d, unsigned long long *seq, int timeout_ms);
 void daemon_event_notify(daemon_t *d);
 
 /* ---- checkpoints ---------------------------------------------------------------- */
+/* Opens dir/name (dir = a recorded checkpoint path, which must lie under
+ * d->checkpoint_root; name NULL: dir itself) as kind FS_REG/FS_DIR without
+ * following any symbolic link below the checkpoint root: fd, or -1 with errno
+ * and err. (Removal beneath the root is store/checkpoint.c's.) */
+int daemon_checkpoint_open(daemon_t *d, const char *dir, const char *name, int kind, char *err, size_t errlen);
 json_t *daemon_checkpoint_list(daemon_t *d, const char *job, daemon_err_t *e); /* {"checkpoints":[...]} */
 json_t *daemon_checkpoint_get(daemon_t *d, const char *id, daemon_err_t *e);
 /* Deletes the files and the record; 409 if a queued or running job needs it. */
 int daemon_checkpoint_delete(daemon_t *d, const char *id, daemon_err_t *e);
-/* Resolves a file of a checkpoint for download: name must be a plain file name of
- * the checkpoint directory (no '/', no leading '.'); 404 otherwise. Writes the
- * full path. 0 or -1. */
-int daemon_checkpoint_file(daemon_t *d, const char *id, const char *name, char *path,
-                           size_t pathlen, daemon_err_t *e);
+/* Opens a file of a checkpoint for download: name must be a plain file name of
+ * the checkpoint directory (no '/', no leading '.'), opened beneath the
+ * checkpoint root (no symbolic link followed, regular files only); 404
+ * otherwise. 0 with *fd (the caller's), or -1. */
+int daemon_checkpoint_file(daemon_t *d, const char *id, const char *name, int *fd, daemon_err_t *e);
 
 /* ---- status and metrics ---------------------------------------------------------- */
 /* {"version","uptime_s","backend","devices":[{"index","name","job":id|null,"memory":{"total",
@@ -169,8 +176,28 @@ json_t *daemon_status(daemon_t *d);
  * request counters and frees it. */
 char *daemon_metrics_text(daemon_t *d);
 
+/* ---- client paths ------------------------------------------------------------------ */
+/* Every path a client names (a dataset directory, model.weights, an import
+ * manifest and its images) is opened through this, confined to configured
+ * roots: DAEMON_ROOTS_DATA = the dataset roots (--dataset-root),
+ * DAEMON_ROOTS_MODEL = the model roots (--model-root) and the dataset roots.
+ * kind FS_DIR or FS_REG (store/fsutil.h). flags FS_CONFINE_RESOLVE when the
+ * client's path is first accepted (a symbolic link that stays inside a root
+ * is resolved; the resolved path goes to resolved and is what gets recorded),
+ * 0 when a recorded path is used again (it must still open beneath a root
+ * with no symbolic link on the way). Returns the fd, or -1 with e: 400 for a
+ * missing or empty path, else 403 forbidden with ONE message whatever the
+ * reason — outside the roots, `..`, a link out, missing, of the wrong kind —
+ * so that the answer never tells which paths exist outside the roots (the
+ * reason goes to the debug log). A recorded path checked again (flags 0)
+ * gets the reason in the message: nothing outside a root was resolved or
+ * followed to find it. field names the field in e and the message. */
+enum { DAEMON_ROOTS_DATA = 1, DAEMON_ROOTS_MODEL = 2 };
+int daemon_open_client_path(const daemon_cfg_t *cfg, const char *path, int roots, int kind, int flags,
+                            const char *field, char *resolved, size_t len, daemon_err_t *e);
+
 /* Dataset path confinement (also used by the API if it wants to check early):
- * realpath(path) must be a directory under one of cfg.dataset_roots. 0 with the
+ * daemon_open_client_path(DAEMON_ROOTS_DATA, FS_DIR, FS_CONFINE_RESOLVE). 0 with the
  * resolved path, or -1 with e = 403 forbidden (or 400 for an empty path). */
 int daemon_check_dataset_path(daemon_t *d, const char *path, char *resolved, size_t len,
                               daemon_err_t *e);

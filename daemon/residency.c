@@ -126,39 +126,33 @@ static int fits(residency_t *r, size_t need, const res_ds_t *except, char *msg, 
 /* ---- path confinement ------------------------------------------------------------- */
 int residency_check_path(const daemon_cfg_t *cfg, const char *path, char *resolved, size_t len,
                          daemon_err_t *e) {
-    if (!path || !*path) {
-        daemon_err_set(e, 400, "invalid_field", "path", "path must be a non-empty string");
-        return -1;
+    int fd = daemon_open_client_path(cfg, path, DAEMON_ROOTS_DATA, FS_DIR, FS_CONFINE_RESOLVE, "path", resolved, len, e);
+    if (fd < 0) return -1;
+    close(fd);
+    return 0;
+}
+
+/* The directory of x, opened for scanning and loading: a synthetic one beneath
+ * the state dir's work/synthetic, a path dataset confined to the dataset roots
+ * again (the recorded, resolved path: no symbolic link may have appeared on
+ * it since it was accepted, and the roots may have changed since). */
+static int res_open_dir(residency_t *r, const res_ds_t *x, char *msg, size_t msglen) {
+    if (x->synthetic) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "synthetic/%s", x->name);
+        return fs_open_under(r->d->work_root, rel, FS_DIR, msg, msglen);
     }
-    if (cfg->n_roots == 0) {
-        daemon_err_set(e, 403, "forbidden", "path", "no dataset root is configured (--dataset-root): "
-                       "dataset paths are refused");
-        return -1;
-    }
-    char rp[PATH_MAX];
-    if (!realpath(path, rp)) {
-        /* do not reveal whether paths outside the roots exist */
-        daemon_err_set(e, 403, "forbidden", "path", "path %s is not a directory under a dataset root", path);
-        return -1;
-    }
-    for (int i = 0; i < cfg->n_roots; i++) {
-        const char *root = cfg->dataset_roots[i];
-        size_t n = strlen(root);
-        int under = strncmp(rp, root, n) == 0 && (rp[n] == '/' || rp[n] == 0 || (n == 1 && root[0] == '/'));
-        if (!under) continue;
-        struct stat st;
-        if (stat(rp, &st) != 0 || !S_ISDIR(st.st_mode)) {
-            daemon_err_set(e, 422, "unprocessable", "path", "%s is not a directory", path);
-            return -1;
-        }
-        if (snprintf(resolved, len, "%s", rp) >= (int)len) {
-            daemon_err_set(e, 400, "invalid_field", "path", "path too long");
-            return -1;
-        }
-        return 0;
-    }
-    daemon_err_set(e, 403, "forbidden", "path", "path %s is not a directory under a dataset root", path);
-    return -1;
+    daemon_err_t e;
+    int fd = daemon_open_client_path(&r->d->cfg, x->dir, DAEMON_ROOTS_DATA, FS_DIR, 0, "path", NULL, 0, &e);
+    if (fd < 0) snprintf(msg, msglen, "%s", e.message);
+    return fd;
+}
+
+/* rm -rf of a synthetic dataset's directory, beneath the state dir. */
+static void res_rm_synthetic(residency_t *r, const char *name) {
+    char rel[128], err[512];
+    snprintf(rel, sizeof rel, "synthetic/%s", name);
+    if (fs_rm_rf_under(r->d->work_root, rel, err, sizeof err)) log_warn(NULL, "dataset %s: %s", name, err);
 }
 
 /* ---- the loader ---------------------------------------------------------------------- */
@@ -211,7 +205,9 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
         char marker[PATH_MAX + 256];
         snprintf(marker, sizeof marker, "%s/.traind-source.json", x->dir);
         char *want = json_dumps(x->source, JSON_COMPACT | JSON_SORT_KEYS);
-        char *have = fs_read_file(marker, 1 << 16, NULL, NULL, 0);
+        char mrel[160];
+        snprintf(mrel, sizeof mrel, "synthetic/%s/.traind-source.json", x->name);
+        char *have = fs_read_file_under(d->work_root, mrel, 1 << 16, NULL, NULL, 0);
         int reuse = want && have && strcmp(want, have) == 0;
         free(have);
         if (!reuse) {
@@ -219,10 +215,17 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
             x->phase = RS_GENERATING;
             pthread_mutex_unlock(&r->mu);
             log_info(NULL, "dataset %s: generating %lld synthetic samples of %dx%d (seed %llu)", x->name, n, size, size, seed);
-            fs_rm_rf(x->dir, NULL, 0);
+            res_rm_synthetic(r, x->name);
+            /* created beneath the state dir first: a symbolic link planted there is refused */
+            char rel[128];
+            snprintf(rel, sizeof rel, "synthetic/%s", x->name);
+            if (fs_mkdir_under(d->work_root, rel, FS_DIR_MODE, msg, msglen)) {
+                free(want);
+                return -1;
+            }
             int g = synth_generate(x->dir, n, size, seed, 0, &x->cancel, msg, msglen);
             if (g == SYNTH_CANCELLED) {   /* a delete or a stop: the half-written shards go */
-                fs_rm_rf(x->dir, NULL, 0);
+                res_rm_synthetic(r, x->name);
                 free(want);
                 return DATASET_LOAD_CANCELLED;
             }
@@ -234,11 +237,17 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
         free(want);
         if (x->cancel) return DATASET_LOAD_CANCELLED;
     }
+    int dfd = res_open_dir(r, x, msg, msglen);
+    if (dfd < 0) return -1;
     ds_info_t info;
-    if (ds_scan(x->dir, &info, msg, msglen)) return -1;
+    if (ds_scan_at(dfd, x->dir, &info, msg, msglen)) {
+        close(dfd);
+        return -1;
+    }
     ds_layout_t l;
     if (!ds_layout_for(&l, &info)) {
         ds_info_free(&info);
+        close(dfd);
         snprintf(msg, msglen, "dataset too large to lay out");
         return -1;
     }
@@ -253,7 +262,7 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
         x->total = (uint64_t)d->n_dev * l.total;
     }
     pthread_mutex_unlock(&r->mu);
-    if (fit) { ds_info_free(&info); return -1; }
+    if (fit) { ds_info_free(&info); close(dfd); return -1; }
     int rc = 0;
     for (int s = 0; s < d->n_dev && rc == 0; s++) {
         char handle[BACKEND_HANDLE_MAX];
@@ -270,10 +279,12 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
         pthread_mutex_unlock(&r->mu);
         prog_ud_t pu = {r, x, s, 0};
         int64_t masked = 0;
-        rc = dataset_load(d->be[s], x->dir, &info, base, &l, on_load_progress, &pu, &x->cancel, &masked, msg, msglen);
+        rc = dataset_load_at(d->be[s], dfd, x->dir, &info, base, &l, on_load_progress, &pu, &x->cancel, &masked, msg,
+                             msglen);
         if (rc == 0) x->masked_joints = masked;
     }
     ds_info_free(&info);
+    close(dfd);
     if (rc) {
         pthread_mutex_lock(&r->mu);
         ds_free_memory(r, x);
@@ -460,9 +471,13 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
     char msg[512];
     if (jp) {
         if (!json_is_string(jp)) { daemon_err_set(e, 400, "invalid_field", "path", "path must be a string"); return NULL; }
-        if (residency_check_path(&d->cfg, json_string_value(jp), dir, sizeof dir, e)) return NULL;
+        int dfd = daemon_open_client_path(&d->cfg, json_string_value(jp), DAEMON_ROOTS_DATA, FS_DIR, FS_CONFINE_RESOLVE,
+                                          "path", dir, sizeof dir, e);
+        if (dfd < 0) return NULL;
         ds_info_t info;
-        if (ds_scan(dir, &info, msg, sizeof msg)) {
+        int sr = ds_scan_at(dfd, dir, &info, msg, sizeof msg);
+        close(dfd);
+        if (sr) {
             daemon_err_set(e, 422, "unprocessable", "path", "%s", msg);
             return NULL;
         }
@@ -606,7 +621,7 @@ int residency_delete(residency_t *r, const char *name, daemon_err_t *e) {
     pthread_mutex_unlock(&r->mu);
     rc = store_dataset_delete(d->store, name, err, sizeof err);
     if (x) {
-        if (x->synthetic) fs_rm_rf(x->dir, NULL, 0);
+        if (x->synthetic) res_rm_synthetic(r, x->name);
         ds_destroy(r, x);
     }
     if (rc && rc != STORE_NOTFOUND) { daemon_err_set(e, 500, "internal", "", "%s", err); return -1; }

@@ -43,7 +43,9 @@ size_t residency_bytes_on(residency_t *r, int slot);
 /* [{"name","state","bytes"}] of the datasets in memory or loading. */
 json_t *residency_summary(residency_t *r);
 
-/* Path confinement: see daemon_check_dataset_path. */
+/* Path confinement: see daemon_check_dataset_path (daemon_open_client_path,
+ * the fd closed). Loads check the recorded path again, and reloads at start
+ * too: a dataset whose directory left the roots or became a link fails. */
 int residency_check_path(const daemon_cfg_t *cfg, const char *path, char *resolved, size_t len,
                          daemon_err_t *e);
 

@@ -197,6 +197,11 @@ static int ckpt_path(daemon_t *d, const char *id, char *out, size_t len, char *e
     if (store_checkpoint_get(d->store, id, &c, err, errlen)) return -1;
     snprintf(out, len, "%s", json_string_value(json_object_get(c, "path")));
     json_decref(c);
+    /* still a real directory beneath the checkpoint root (no link planted since) */
+    char why[512];
+    int fd = daemon_checkpoint_open(d, out, NULL, FS_DIR, why, sizeof why);
+    if (fd < 0) return errbuf_set(err, errlen, "checkpoint %s: %s", id, why);
+    close(fd);
     return 0;
 }
 
@@ -213,9 +218,26 @@ static int write_job_file(slot_t *sl, const json_t *job, char *path, size_t plen
     if (cid && ckpt_path(d, cid, ck, sizeof ck, err, errlen)) return -1;
     const char *w = json_string_value(json_object_get(json_object_get(spec, "model"), "weights"));
     if (w && *w) {
+        json_t *c = NULL;
         char e2[256];
-        if (ckpt_path(d, w, weights, sizeof weights, e2, sizeof e2)) snprintf(weights, sizeof weights, "%s", w);
+        int is_ckpt = store_checkpoint_get(d->store, w, &c, e2, sizeof e2) == STORE_OK;
+        json_decref(c);
+        if (is_ckpt) {
+            if (ckpt_path(d, w, weights, sizeof weights, err, errlen)) return -1;
+        } else {
+            /* a path: accepted at submission, confined to the roots again now */
+            daemon_err_t e;
+            int fd = daemon_open_client_path(&d->cfg, w, DAEMON_ROOTS_MODEL, FS_DIR, 0, "model.weights", weights,
+                                             sizeof weights, &e);
+            if (fd < 0) return errbuf_set(err, errlen, "%s", e.message);
+            close(fd);
+        }
     }
+    /* created by the daemon beneath the state dir: a link planted there is refused */
+    char rel[64];
+    snprintf(rel, sizeof rel, "results/%s", sl->job);
+    if (fs_mkdir_under(d->work_root, rel, FS_DIR_MODE, err, errlen)) return -1;
+    if (!strcmp(sl->type, "train") && fs_mkdir_under(d->checkpoint_root, sl->job, FS_DIR_MODE, err, errlen)) return -1;
     snprintf(result_dir, sizeof result_dir, "%s/results/%s", d->work_root, sl->job);
     json_t *doc = json_pack("{s:s, s:O, s:s, s:i, s:O, s:s, s:s, s:o, s:o}", "job_id", sl->job, "spec", spec,
                             "backend", d->backend_name, "device", d->dev_index[sl->index], "dataset", sl->share,

@@ -24,20 +24,52 @@
 #include "store/fsutil.h"
 
 /* ---- daemon side ---------------------------------------------------------------- */
+int worker_env_allowed(const char *entry) {
+    static const char *const exact[] = {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH",
+                                        "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "GOTO_NUM_THREADS", NULL};
+    static const char *const prefix[] = {"LC_", "CUDA_", "NVIDIA_", "OPENBLAS_", "OMP_", "TRAIND_", NULL};
+    size_t n = strcspn(entry, "=");
+    if (!entry[n] || n == 0) return 0;
+    /* TRAIND_TOKEN, TRAIND_TOKEN_FILE: trainctl's credentials, never a worker's business */
+    if (n >= 12 && !strncmp(entry, "TRAIND_TOKEN", 12)) return 0;
+    for (int i = 0; exact[i]; i++)
+        if (strlen(exact[i]) == n && !strncmp(entry, exact[i], n)) return 1;
+    for (int i = 0; prefix[i]; i++)
+        if (!strncmp(entry, prefix[i], strlen(prefix[i])) && n > strlen(prefix[i])) return 1;
+    return 0;
+}
+
 pid_t worker_spawn(const char *exe, const char *job_file, int *events_fd, char *err, size_t errlen) {
+    /* the environment, built before fork (the child may only make async-signal-safe calls) */
+    extern char **environ;
+    size_t ne = 0;
+    for (char **e = environ; e && *e; e++) ne++;
+    char **envp = calloc(ne + 1, sizeof *envp);
+    if (!envp) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    size_t k = 0;
+    for (char **e = environ; e && *e; e++)
+        if (worker_env_allowed(*e)) envp[k++] = *e;
+    envp[k] = NULL;
     int p[2];
     if (pipe2(p, O_CLOEXEC)) {
         snprintf(err, errlen, "pipe: %s", strerror(errno));
+        free(envp);
         return -1;
     }
     char *const argv[] = {(char *)"traind", (char *)"worker", (char *)"--job", (char *)job_file,
                           (char *)"--events-fd", (char *)"3", NULL};
+    long om = sysconf(_SC_OPEN_MAX);
+    int max_fd = om > 0 && om < 1048576 ? (int)om : 1048576;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(err, errlen, "fork: %s", strerror(errno));
         close(p[0]);
         close(p[1]);
+        free(envp);
         return -1;
     }
     if (pid == 0) {
@@ -56,10 +88,16 @@ pid_t worker_spawn(const char *exe, const char *job_file, int *events_fd, char *
         } else if (dup2(p[1], WORKER_EVENTS_FD) < 0) {
             _exit(127);
         }
+        /* nothing else of the daemon's: every fd above the events pipe is closed, whatever
+         * the daemon inherited or opened without O_CLOEXEC (a kernel without close_range:
+         * one close per possible fd) */
+        if (close_range(WORKER_EVENTS_FD + 1, ~0u, 0) != 0)
+            for (int fd = WORKER_EVENTS_FD + 1; fd < max_fd; fd++) close(fd);
         setpgid(0, 0);   /* a terminal's ^C goes to the daemon, which stops workers itself */
-        execv(exe, argv);
+        execve(exe, argv, envp);
         _exit(127);
     }
+    free(envp);
     close(p[1]);
     *events_fd = p[0];
     return pid;
@@ -223,7 +261,7 @@ int worker_main(int argc, char **argv) {
         .on_progress = cb_progress, .on_metric = cb_metric,
         .on_checkpoint = cb_checkpoint, .on_log = cb_log,
     };
-    if (ctx.result_dir && fs_mkdir_p(ctx.result_dir, 0755, err, sizeof err)) { rc = fail("%s", err); goto out; }
+    if (ctx.result_dir && fs_mkdir_p(ctx.result_dir, FS_DIR_MODE, err, sizeof err)) { rc = fail("%s", err); goto out; }
     log_info(w_job, "worker %d: %s on %s device %d, dataset %lld samples %dx%d", (int)getpid(),
              job_type_name(spec.type), be->name, device, (long long)ds.n, ds.h, ds.w);
     json_t *result = NULL;

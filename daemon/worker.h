@@ -38,7 +38,15 @@ int worker_main(int argc, char **argv);
  * worker's fd 3 the write end of a pipe; *events_fd gets the read end
  * (O_CLOEXEC). Call from the thread that supervises the worker and lives as
  * long as it (PR_SET_PDEATHSIG fires when the forking thread exits). Returns
- * the pid or -1 with err. */
+ * the pid or -1 with err.
+ * The worker gets fds 0-2 and the events pipe, nothing else (close_range),
+ * and a minimal environment (worker_env_allowed): not the daemon's secrets,
+ * not systemd's NOTIFY_SOCKET. */
 pid_t worker_spawn(const char *exe, const char *job_file, int *events_fd, char *err, size_t errlen);
+/* Whether the environment entry "NAME=value" goes to a worker: PATH, HOME,
+ * LANG, LANGUAGE, LC_*, TZ, TMPDIR, LD_LIBRARY_PATH, CUDA_*, NVIDIA_*,
+ * OPENBLAS_*, OMP_*, GOTO_NUM_THREADS, ASAN_/UBSAN_/LSAN_OPTIONS, and TRAIND_*
+ * (the worker's own switches) except TRAIND_TOKEN*. */
+int worker_env_allowed(const char *entry);
 
 #endif

@@ -186,12 +186,15 @@ static json_t *ckpt_read_json(const char *dir, const char *name, char *err, size
     char path[4096];
     if (fs_join(path, sizeof path, dir, name) < 0) { snprintf(err, errlen, "%s: path too long", dir); return NULL; }
     char ferr[512];
-    char *text = fs_read_file(path, CKPT_JSON_MAX, NULL, ferr, sizeof ferr);
+    char *text = fs_read_file_under(dir, name, CKPT_JSON_MAX, NULL, ferr, sizeof ferr);
     if (!text) { snprintf(err, errlen, "%s", ferr); return NULL; }
     json_error_t je;
     json_t *j = json_loads(text, JSON_REJECT_DUPLICATES, &je);
     free(text);
-    if (!j) { snprintf(err, errlen, "%s: bad JSON at line %d: %s", path, je.line, je.text); return NULL; }
+    if (!j) {   /* jansson's text quotes the file's bytes: not shown */
+        snprintf(err, errlen, "%s: bad JSON (line %d, column %d)", path, je.line, je.column);
+        return NULL;
+    }
     if (!json_is_object(j)) {
         snprintf(err, errlen, "%s: not a JSON object", path);
         json_decref(j);

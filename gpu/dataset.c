@@ -7,11 +7,13 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store/errbuf.h"
 #include "store/fsutil.h"
@@ -204,6 +206,7 @@ typedef struct {
  * main thread that converts/uploads them (double buffering). */
 typedef struct {
     const char *dir;
+    int dirfd;                 /* shards are opened beneath it */
     const ds_info_t *info;
     const ds_layout_t *l;
     const ds_chunk_t *plan;
@@ -235,16 +238,13 @@ static void *ds_reader_main(void *arg) {
             st_close(f);
             f = NULL;
             cur = c->shard;
-            char path[4096];
             ds_shape_t s;
-            if (fs_join(path, sizeof path, p->dir, sh->name) != 0) {
-                errbuf_set(err, sizeof err, "dataset %s: path too long", p->dir);
-                rc = -1;
-            } else if (!(f = st_open(path, err, sizeof err)) || ds_check_shard(f, &s, err, sizeof err) != 0) {
+            if (!(f = st_open_at(p->dirfd, sh->name, p->dir, err, sizeof err)) ||
+                ds_check_shard(f, &s, err, sizeof err) != 0) {
                 rc = -1;
             } else if (s.n != sh->n || s.h != p->info->h || s.w != p->info->w || s.image_dtype != sh->image_dtype ||
                        s.fields != p->info->fields) {
-                errbuf_set(err, sizeof err, "%s: shard changed since the dataset was scanned", path);
+                errbuf_set(err, sizeof err, "%s: shard changed since the dataset was scanned", st_path(f));
                 rc = -1;
             }
         }
@@ -266,6 +266,15 @@ static void *ds_reader_main(void *arg) {
 }
 
 int dataset_load(backend_t *be, const char *dir, const ds_info_t *info, void *base, const ds_layout_t *l,
+            dataset_progress_fn cb, void *ud, volatile int *cancel, int64_t *masked_joints, char *err, size_t errlen) {
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return errbuf_set(err, errlen, "dataset %s: cannot open directory: %s", dir, strerror(errno));
+    int rc = dataset_load_at(be, dfd, dir, info, base, l, cb, ud, cancel, masked_joints, err, errlen);
+    close(dfd);
+    return rc;
+}
+
+int dataset_load_at(backend_t *be, int dirfd, const char *dir, const ds_info_t *info, void *base, const ds_layout_t *l,
             dataset_progress_fn cb, void *ud, volatile int *cancel, int64_t *masked_joints, char *err, size_t errlen) {
     if (l->n != info->n || l->h != info->h || l->w != info->w ||
         (l->fields & ~(DS_F_JOINTS_VALID | DS_F_HAS_HAND)) != (info->fields & ~(DS_F_JOINTS_VALID | DS_F_HAS_HAND)))
@@ -306,7 +315,7 @@ int dataset_load(backend_t *be, const char *dir, const ds_info_t *info, void *ba
     assert(g == l->n);
 
     size_t stage_bytes = (size_t)chunk * worst + (DS_NFIELDS + 1) * 64;   /* + alignment slack */
-    ds_pipe_t p = {.dir = dir, .info = info, .l = l, .plan = plan, .nchunks = np, .failed_at = -1};
+    ds_pipe_t p = {.dir = dir, .dirfd = dirfd, .info = info, .l = l, .plan = plan, .nchunks = np, .failed_at = -1};
     p.st[0] = (ds_stage_t){.mem = be->host_alloc(be, stage_bytes), .chunk = -1};
     p.st[1] = (ds_stage_t){.mem = be->host_alloc(be, stage_bytes), .chunk = -1};
     uint8_t *ones = be->host_alloc(be, (size_t)chunk);              /* has_hand when absent */

@@ -59,6 +59,11 @@ typedef void (*dataset_progress_fn)(void *ud, uint64_t bytes_done, uint64_t byte
 int dataset_load(backend_t *be, const char *dir, const ds_info_t *info, void *base,
             const ds_layout_t *l, dataset_progress_fn cb, void *ud, volatile int *cancel,
             int64_t *masked_joints, char *err, size_t errlen);
+/* The same for the open directory dirfd (kept open; dir names it in
+ * messages): shards are opened beneath it (st_open_at), never through a link. */
+int dataset_load_at(backend_t *be, int dirfd, const char *dir, const ds_info_t *info, void *base,
+            const ds_layout_t *l, dataset_progress_fn cb, void *ud, volatile int *cancel,
+            int64_t *masked_joints, char *err, size_t errlen);
 
 /* Size of each of the two staging buffers (default 32 MB; at least one
  * sample is always staged; 0 restores the default). For tests that want

@@ -181,13 +181,13 @@ static int model_read_hf_config(const char *dir, model_config_t *cfg, json_t **o
         return -1;
     }
     char ferr[512];
-    char *text = fs_read_file(path, 1 << 20, NULL, ferr, sizeof ferr);
+    char *text = fs_read_file_under(dir, "config.json", 1 << 20, NULL, ferr, sizeof ferr);
     if (!text) { snprintf(err, errlen, "%s", ferr); return -1; }
     json_error_t je;
     json_t *j = json_loads(text, 0, &je);
     free(text);
-    if (!j) {
-        snprintf(err, errlen, "%s: bad JSON at line %d: %s", path, je.line, je.text);
+    if (!j) {   /* jansson's text quotes the file's bytes: not shown */
+        snprintf(err, errlen, "%s: bad JSON (line %d, column %d)", path, je.line, je.column);
         return -1;
     }
     char cerr[512];

@@ -178,7 +178,7 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
                                                 "sigmoid probability"));
     if (feat_file && (cls || patches)) {
         char path[1024];
-        if (fs_mkdir_p(ctx->result_dir, 0755, e2, sizeof e2)) {
+        if (fs_mkdir_p(ctx->result_dir, FS_DIR_MODE, e2, sizeof e2)) {
             json_decref(res);
             errbuf_set(err, errlen, "infer: %s", e2);
             goto done;

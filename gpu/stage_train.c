@@ -161,7 +161,7 @@ static int save_ckpt(train_t *T, int with_val, char *err, size_t errlen) {
     } else {
         char parent[1024], e2[512];
         snprintf(parent, sizeof parent, "%s/%s", ctx->checkpoint_root, ctx->job_id ? ctx->job_id : "job");
-        if (fs_mkdir_p(parent, 0755, e2, sizeof e2)) return errbuf_set(err, errlen, "checkpoint: %s", e2);
+        if (fs_mkdir_p(parent, FS_DIR_MODE, e2, sizeof e2)) return errbuf_set(err, errlen, "checkpoint: %s", e2);
         json_t *state = state_json(T);
         int r = ckpt_save(dir, T->m, &T->meta, state, e2, sizeof e2);
         json_decref(state);

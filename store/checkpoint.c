@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "store/errbuf.h"
 #include "store/fsutil.h"
@@ -49,7 +50,7 @@ static json_t *ckpt_hash_files(const char *dir, long long *total, char model_sha
         char fp[PATH_MAX + 260];
         struct stat st;
         if (names[i]->d_name[0] != '.' && fs_join(fp, sizeof fp, dir, names[i]->d_name) == 0 &&
-            stat(fp, &st) == 0 && S_ISREG(st.st_mode)) {
+            lstat(fp, &st) == 0 && S_ISREG(st.st_mode)) {   /* links: not followed */
             char hex[65], e2[512];
             long long b = 0;
             if (sha256_file(fp, hex, &b, e2, sizeof e2) == 0) {
@@ -94,7 +95,8 @@ static int ckpt_remove(store_t *s, const char *root, const json_t *c, char *warn
     int rc = store_checkpoint_delete(s, id, err, errlen);
     if (rc != STORE_OK) return rc;
     char e2[512];
-    if (ckpt_path_under(root, path) && fs_rm_rf(path, e2, sizeof e2))
+    const char *rel = path ? fs_rel_under(root, path) : NULL;   /* beneath root: links not followed */
+    if (rel && *rel && fs_rm_rf_under(root, rel, e2, sizeof e2))
         warn_once(warn, warnlen, "checkpoint %s: %s", id, e2);
     return STORE_OK;
 }
@@ -152,17 +154,22 @@ static int ckpt_is_tmp_name(const char *name) {
     return name[0] == '.' && strstr(name, ".tmp.") != NULL;
 }
 
-/* The temporary directories directly inside one job's checkpoint directory. */
-static int ckpt_sweep_job_dir(const char *jobdir, char *err, size_t errlen) {
-    DIR *jd = opendir(jobdir);
-    if (!jd) return 0;                        /* no checkpoints, or not a directory: nothing of ours */
+/* The temporary directories directly inside one job's checkpoint directory,
+ * opened beneath root: a symbolic link planted there is not followed. */
+static int ckpt_sweep_job_dir(const char *root, const char *job, char *err, size_t errlen) {
+    int fd = fs_open_under(root, job, FS_DIR, NULL, 0);
+    DIR *jd = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!jd) {                                /* no checkpoints, a link, or not a directory: nothing of ours */
+        if (fd >= 0) close(fd);
+        return 0;
+    }
     int removed = 0, rc = 0;
     struct dirent *ce;
     while (rc == 0 && (ce = readdir(jd)) != NULL) {
         if (!ckpt_is_tmp_name(ce->d_name)) continue;
-        char tmp[4096];
-        if (fs_join(tmp, sizeof tmp, jobdir, ce->d_name) != 0) continue;
-        if (fs_rm_rf(tmp, err, errlen) != 0) rc = -1;
+        char rel[600];
+        if (snprintf(rel, sizeof rel, "%s/%s", job, ce->d_name) >= (int)sizeof rel) continue;
+        if (fs_rm_rf_under(root, rel, err, errlen) != 0) rc = -1;
         else removed++;
     }
     closedir(jd);
@@ -170,11 +177,9 @@ static int ckpt_sweep_job_dir(const char *jobdir, char *err, size_t errlen) {
 }
 
 int ckpt_sweep_tmp(const char *root, const char *job, char *err, size_t errlen) {
-    char jobdir[4096];
     if (job) {
         if (!*job || strchr(job, '/') || job[0] == '.') return errbuf_set(err, errlen, "bad job id '%s'", job);
-        if (fs_join(jobdir, sizeof jobdir, root, job) != 0) return errbuf_set(err, errlen, "%s: path too long", root);
-        return ckpt_sweep_job_dir(jobdir, err, errlen);
+        return ckpt_sweep_job_dir(root, job, err, errlen);
     }
     DIR *d = opendir(root);
     if (!d) {
@@ -185,8 +190,7 @@ int ckpt_sweep_tmp(const char *root, const char *job, char *err, size_t errlen) 
     struct dirent *je;
     while ((je = readdir(d)) != NULL) {
         if (je->d_name[0] == '.') continue;   /* ".", "..", and nothing of ours */
-        if (fs_join(jobdir, sizeof jobdir, root, je->d_name) != 0) continue;
-        int n = ckpt_sweep_job_dir(jobdir, err, errlen);
+        int n = ckpt_sweep_job_dir(root, je->d_name, err, errlen);
         if (n < 0) { removed = -1; break; }
         removed += n;
     }
@@ -208,7 +212,10 @@ static int ckpt_sweep_pruned_job(store_t *s, const char *root, const char *job, 
     }
     char jobdir[PATH_MAX + 256];
     snprintf(jobdir, sizeof jobdir, "%s/%s", root, job);
-    DIR *jd = newest >= 0 ? opendir(jobdir) : NULL;
+    /* opened beneath the root: a symbolic link planted there is not followed */
+    int jfd = newest >= 0 ? fs_open_under(root, job, FS_DIR, NULL, 0) : -1;
+    DIR *jd = jfd >= 0 ? fdopendir(jfd) : NULL;
+    if (jfd >= 0 && !jd) close(jfd);
     int removed = 0;
     struct dirent *se;
     while (jd && (se = readdir(jd)) != NULL) {
@@ -220,7 +227,9 @@ static int ckpt_sweep_pruned_job(store_t *s, const char *root, const char *job, 
         int recorded = 0;
         json_array_foreach(list, i, c) recorded |= strcmp(json_string_value(json_object_get(c, "path")), path) == 0;
         if (recorded) continue;
-        if (fs_rm_rf(path, e2, sizeof e2) == 0) removed++;
+        char rel[600];
+        if (snprintf(rel, sizeof rel, "%s/%s", job, se->d_name) >= (int)sizeof rel) continue;
+        if (fs_rm_rf_under(root, rel, e2, sizeof e2) == 0) removed++;
         else warn_once(warn, warnlen, "%s", e2);
     }
     if (jd) closedir(jd);

@@ -7,12 +7,14 @@
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store/fsutil.h"
 #include "store/safetensors.h"
@@ -62,8 +64,8 @@ static int ds_parse_triplet(const char *shard, const char *key, const char *s, f
     }
     json_decref(j);
     if (bad)
-        return errbuf_set(err, errlen, "%s: __metadata__ \"%s\" must be a JSON array of 3 finite numbers%s, got '%.60s'",
-                          shard, key, positive ? " > 0" : "", s);
+        return errbuf_set(err, errlen, "%s: __metadata__ \"%s\" must be a JSON array of 3 finite numbers%s",
+                          shard, key, positive ? " > 0" : "");
     return 0;
 }
 
@@ -155,8 +157,23 @@ void ds_info_free(ds_info_t *info) {
 
 int ds_scan(const char *dir, ds_info_t *info, char *err, size_t errlen) {
     memset(info, 0, sizeof *info);
-    DIR *d = opendir(dir);
-    if (!d) return errbuf_set(err, errlen, "dataset %s: cannot open directory: %s", dir, strerror(errno));
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return errbuf_set(err, errlen, "dataset %s: cannot open directory: %s", dir, strerror(errno));
+    int rc = ds_scan_at(dfd, dir, info, err, errlen);
+    close(dfd);
+    return rc;
+}
+
+int ds_scan_at(int dirfd, const char *dir, ds_info_t *info, char *err, size_t errlen) {
+    memset(info, 0, sizeof *info);
+    /* a fresh open file description of the same directory for readdir: dirfd stays the caller's */
+    int rfd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = rfd >= 0 ? fdopendir(rfd) : NULL;
+    if (!d) {
+        int e = errno;
+        if (rfd >= 0) close(rfd);
+        return errbuf_set(err, errlen, "dataset %s: cannot open directory: %s", dir, strerror(e));
+    }
     char **names = NULL;
     int nn = 0, cap = 0, rc = -1;
     struct dirent *de;
@@ -196,7 +213,7 @@ int ds_scan(const char *dir, ds_info_t *info, char *err, size_t errlen) {
     char path[4096];
     ds_shape_t first = {0};
     for (int i = 0; i < nn; i++) {
-        st_file_t *f = st_open_in(dir, names[i], err, errlen);
+        st_file_t *f = st_open_at(dirfd, names[i], dir, err, errlen);
         if (!f) goto out;
         ds_shape_t s;
         int r = ds_check_shard(f, &s, err, errlen);

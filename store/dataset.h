@@ -93,8 +93,12 @@ int ds_check_shard(st_file_t *f, ds_shape_t *s, char *err, size_t errlen);
 
 /* Read every shard's header and validate (see above). 0, or -1 with a
  * message naming the shard, the tensor and the problem. On success
- * ds_info_free releases info. */
+ * ds_info_free releases info. Shards are opened beneath the directory
+ * (st_open_at): a shard that is a symbolic link, a FIFO or a device is an
+ * error, never followed or waited on. */
 int ds_scan(const char *dir, ds_info_t *info, char *err, size_t errlen);
+/* The same for the open directory dirfd (kept open; dir names it in messages). */
+int ds_scan_at(int dirfd, const char *dir, ds_info_t *info, char *err, size_t errlen);
 void ds_info_free(ds_info_t *info);
 /* Short JSON names of fields, e.g. ["image","hand_joints","has_hand"]. */
 json_t *ds_fields_to_json(unsigned fields);

@@ -109,13 +109,26 @@ static int st_cmp_name_idx(const void *a, const void *b, void *ctx) {
     return strcmp(f->t[*(const int *)a].name, f->t[*(const int *)b].name);
 }
 
+static st_file_t *st_open_fd(int fd, const char *path, char *err, size_t errlen);
+
 st_file_t *st_open_in(const char *dir, const char *name, char *err, size_t errlen) {
     char path[4096];
     if (fs_join(path, sizeof path, dir, name) != 0) {
         errbuf_set(err, errlen, "%s/%s: path too long", dir, name);
         return NULL;
     }
-    return st_open(path, err, errlen);
+    int fd = fs_open_under(dir, name, FS_REG, err, errlen);
+    return fd < 0 ? NULL : st_open_fd(fd, path, err, errlen);
+}
+
+st_file_t *st_open_at(int dirfd, const char *name, const char *dir, char *err, size_t errlen) {
+    char path[4096];
+    if (fs_join(path, sizeof path, dir, name) != 0) {
+        errbuf_set(err, errlen, "%s/%s: path too long", dir, name);
+        return NULL;
+    }
+    int fd = fs_open_beneath(dirfd, name, FS_REG, path, err, errlen);
+    return fd < 0 ? NULL : st_open_fd(fd, path, err, errlen);
 }
 
 void st_close(st_file_t *f) {
@@ -208,19 +221,31 @@ static int st_parse_entry(const char *path, const char *name, json_t *v, st_tens
 }
 
 st_file_t *st_open(const char *path, char *err, size_t errlen) {
+    /* O_NONBLOCK: a FIFO must not block the caller (st_open_fd refuses it) */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        errbuf_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    return st_open_fd(fd, path, err, errlen);
+}
+
+/* Takes fd (closed on failure and by st_close). Messages never quote the
+ * file's bytes: a file that is not safetensors at all (a token, a password
+ * file) must not show up in an error. */
+static st_file_t *st_open_fd(int fd, const char *path, char *err, size_t errlen) {
     st_file_t *f = calloc(1, sizeof *f);
     json_t *root = NULL;
     char *hdr = NULL;
     if (!f || !(f->path = strdup(path))) {
         free(f);
+        close(fd);
         errbuf_set(err, errlen, "%s: out of memory", path);
         return NULL;
     }
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (f->fd < 0) {
-        errbuf_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
+    f->fd = fd;
     struct stat sb;
     if (fstat(f->fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         errbuf_set(err, errlen, "%s: not a regular file", path);
@@ -239,24 +264,25 @@ st_file_t *st_open(const char *path, char *err, size_t errlen) {
     }
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | lb[i];
+    /* the 8 bytes are not shown: in a file that is not safetensors they are its content */
     if (hlen > ST_MAX_HEADER) {
-        errbuf_set(err, errlen, "%s: header length %llu exceeds the limit of %u bytes", path,
-                   (unsigned long long)hlen, ST_MAX_HEADER);
+        errbuf_set(err, errlen, "%s: the header length exceeds the limit of %u bytes (not a safetensors file?)", path,
+                   ST_MAX_HEADER);
         goto fail;
     }
     if (hlen > f->size - 8) {
-        errbuf_set(err, errlen, "%s: truncated: header length %llu is beyond the end of the file (%llu bytes)", path,
-                   (unsigned long long)hlen, (unsigned long long)f->size);
+        errbuf_set(err, errlen, "%s: truncated: the header length points beyond the end of the file (%llu bytes)", path,
+                   (unsigned long long)f->size);
         goto fail;
     }
     if (hlen < 2) {
-        errbuf_set(err, errlen, "%s: header length %llu is too short for a JSON object", path, (unsigned long long)hlen);
+        errbuf_set(err, errlen, "%s: the header length is too short for a JSON object", path);
         goto fail;
     }
     f->data_start = 8 + hlen;
     hdr = malloc(hlen);
     if (!hdr) {
-        errbuf_set(err, errlen, "%s: out of memory for a %llu-byte header", path, (unsigned long long)hlen);
+        errbuf_set(err, errlen, "%s: out of memory for the header", path);
         goto fail;
     }
     if (st_pread_all(f->fd, hdr, hlen, 8) != 0) {
@@ -266,11 +292,11 @@ st_file_t *st_open(const char *path, char *err, size_t errlen) {
     json_error_t je;
     root = json_loadb(hdr, hlen, JSON_REJECT_DUPLICATES, &je);
     if (!root) {
-        if (strstr(je.text, "duplicate"))
-            errbuf_set(err, errlen, "%s: header: duplicate tensor name (%s)", path, je.text);
+        /* jansson's text quotes the bytes near the error: not shown */
+        if (json_error_code(&je) == json_error_duplicate_key)
+            errbuf_set(err, errlen, "%s: header: duplicate tensor name (at byte %d of the header)", path, je.position);
         else
-            errbuf_set(err, errlen, "%s: header is not valid JSON (line %d, column %d): %s", path, je.line,
-                       je.column, je.text);
+            errbuf_set(err, errlen, "%s: header is not valid JSON (at byte %d of the header)", path, je.position);
         goto fail;
     }
     if (!json_is_object(root)) {
@@ -703,7 +729,7 @@ int st_writer_write(st_writer_t *w, const char *path, char *err, size_t errlen) 
         errbuf_set(err, errlen, "%s: path too long", path);
         goto out;
     }
-    fd = mkostemp(tmp, O_CLOEXEC);
+    fd = fs_create_temp(tmp, FS_FILE_MODE);
     if (fd < 0) {
         errbuf_set(err, errlen, "%s: cannot create a temporary file %s: %s", path, tmp, strerror(errno));
         tmp[0] = 0;
@@ -719,7 +745,7 @@ int st_writer_write(st_writer_t *w, const char *path, char *err, size_t errlen) 
             goto out;
         }
     }
-    if (fchmod(fd, 0644) != 0 || fsync(fd) != 0) {
+    if (fsync(fd) != 0) {
         errbuf_set(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
         goto out;
     }

@@ -63,10 +63,16 @@ st_dtype_t st_dtype_from_dt(dtype_t dt);
 /* ---- reader ----------------------------------------------------------------- */
 typedef struct st_file st_file_t;
 
-/* Open and validate. NULL on any problem, with the message in err. */
+/* Open and validate. NULL on any problem, with the message in err. Only a
+ * regular file is read (a FIFO or a device is refused without blocking), and
+ * no message quotes the file's bytes (not even the 8-byte header length). */
 st_file_t *st_open(const char *path, char *err, size_t errlen);
-/* The same for the file `name` inside directory `dir`. */
+/* The same for the file `name` inside directory `dir`, opened beneath it
+ * (fs_open_under: a symbolic link is refused, never followed). */
 st_file_t *st_open_in(const char *dir, const char *name, char *err, size_t errlen);
+/* The same beneath the open directory dirfd (fs_open_beneath); dir is the
+ * directory's path, for messages. */
+st_file_t *st_open_at(int dirfd, const char *name, const char *dir, char *err, size_t errlen);
 /* "[2,3,4]": a shape for messages (truncated to len). */
 void st_shape_str(char *buf, size_t len, int rank, const int64_t *shape);
 void st_close(st_file_t *f);                       /* NULL is fine */

@@ -230,7 +230,7 @@ int synth_generate(const char *outdir, int64_t samples, int S, uint64_t seed, in
     if ((size_t)shard_samples > ((size_t)1 << 34) / row)
         return errbuf_set(err, errlen, "synth: %d samples of %dx%d per shard is too large", shard_samples, S, S);
     char e2[512];
-    if (fs_mkdir_p(outdir, 0755, e2, sizeof e2) != 0) return errbuf_set(err, errlen, "synth: %s", e2);
+    if (fs_mkdir_p(outdir, FS_DIR_MODE, e2, sizeof e2) != 0) return errbuf_set(err, errlen, "synth: %s", e2);
     int64_t nshards = (samples + shard_samples - 1) / shard_samples;
     if (nshards > 9999999) return errbuf_set(err, errlen, "synth: too many shards (%lld)", (long long)nshards);
 

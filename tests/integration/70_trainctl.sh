@@ -159,6 +159,7 @@ stop_daemon TERM
 
 # token: flags, environment, token file
 printf 'tok-%s\n' "$RANDOM$RANDOM" >"$TDIR/token"
+chmod 600 "$TDIR/token"   # traind refuses a token file others can read
 tok=$(head -n1 "$TDIR/token")
 STATE="$TDIR/state2" PORT=$(free_port)
 start_daemon --token-file "$TDIR/token" || bail "daemon with token did not start"

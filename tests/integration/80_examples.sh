@@ -15,6 +15,7 @@ stop_daemon TERM
 is "$DAEMON_RC" 0 "traind exits 0"
 
 printf 'ex-token-%s\n' "$RANDOM" >"$TDIR/token"
+chmod 600 "$TDIR/token"   # traind refuses a token file others can read
 STATE="$TDIR/state2" PORT=$(free_port)
 start_daemon --token-file "$TDIR/token" || bail "daemon with token did not start"
 TRAIND_URL=$URL TRAIND_TOKEN=$(head -n1 "$TDIR/token") EXAMPLE_DATASET=tok timeout 600 "$ROOT/clients/examples.sh" >"$TDIR/ex2.out" 2>&1

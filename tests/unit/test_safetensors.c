@@ -249,6 +249,38 @@ static void test_rejections(void) {
     expect_reject("meta2.safetensors", "metadata non-object", "__metadata__ is not a JSON object", NULL);
     write_raw("trail.safetensors", "{} x", -1, 0);
     expect_reject("trail.safetensors", "garbage after the JSON", "not valid JSON", NULL);
+
+    /* a file that is not safetensors (a token, /etc/passwd) shows none of its bytes */
+    path_of(p, sizeof p, "token.safetensors");
+    FILE *tf = fopen(p, "wb");
+    if (tf) { fputs("s3cretTOKEN-abcdef0123456789\n", tf); fclose(tf); }
+    unsigned long long hl = 0;
+    for (int i = 7; i >= 0; i--) hl = (hl << 8) | (unsigned char)"s3cretTO"[i];
+    char num[32], num2[32];
+    snprintf(num, sizeof num, "%llu", hl);
+    snprintf(num2, sizeof num2, "%llx", hl);
+    f = st_open(p, err, sizeof err);
+    ok(!f && strstr(err, "header length") && !strstr(err, num) && !strstr(err, num2) && !strstr(err, "s3cret") &&
+       !strstr(err, "TOKEN"), "a token file: the header length (its first 8 bytes) is not shown: %s", err);
+    st_close(f);
+    path_of(p, sizeof p, "passwd.safetensors");
+    tf = fopen(p, "wb");
+    if (tf) { fputs("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n", tf); fclose(tf); }
+    f = st_open(p, err, sizeof err);
+    ok(!f && !strstr(err, "root:x") && !strstr(err, "bash"), "a passwd file: nothing of it shown: %s", err);
+    st_close(f);
+    write_raw("secret.safetensors", "SECRET-VALUE-42 and more text", -1, 0);
+    expect_reject("secret.safetensors", "a header that is not JSON", "not valid JSON", "at byte");
+    path_of(p, sizeof p, "secret.safetensors");
+    f = st_open(p, err, sizeof err);
+    ok(!f && !strstr(err, "SECRET") && !strstr(err, "VALUE"), "invalid JSON: jansson's quote of the bytes is not shown: %s",
+       err);
+    st_close(f);
+    write_raw("dupkey.safetensors", "{\"SECRETKEY\":{},\"SECRETKEY\":{}}", -1, 0);
+    path_of(p, sizeof p, "dupkey.safetensors");
+    f = st_open(p, err, sizeof err);
+    ok(!f && strstr(err, "duplicate") && !strstr(err, "SECRETKEY"), "a duplicate key is not quoted: %s", err);
+    st_close(f);
     expect_reject("missing.safetensors", "missing file", "cannot open", NULL);
     /* padding with spaces and an empty file with no tensors are fine */
     write_raw("pad.safetensors", "{\"a\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[0,3]}}     ", -1, 3);

@@ -171,6 +171,29 @@ static void test_config(void) {
     close(fd);
     snprintf(c.token_file, sizeof c.token_file, "%s", tf);
     ok(config_finish(&c, err, sizeof err) == 0 && !strcmp(c.token, "s3cret-token-123"), "with a token it listens (%s)", err);
+    /* a token others can read is refused; group read (root:traind 0640) is fine */
+    ok(chmod(tf, 0644) == 0 && config_finish(&c, err, sizeof err) == -1 && strstr(err, "readable by others") &&
+       strstr(err, "0644") && strstr(err, "chmod 600"), "a 0644 token file is refused: %s", err);
+    ok(chmod(tf, 0602) == 0 && config_finish(&c, err, sizeof err) == -1 && strstr(err, "writable by others"),
+       "a token file others can write is refused: %s", err);
+    ok(chmod(tf, 0640) == 0 && config_finish(&c, err, sizeof err) == 0, "a 0640 token file is accepted (%s)", err);
+    char fifo[] = "/tmp/traind-test-tokfifo-XXXXXX";
+    int ffd = mkstemp(fifo);
+    close(ffd);
+    unlink(fifo);
+    snprintf(c.token_file, sizeof c.token_file, "%s", fifo);
+    ok(mkfifo(fifo, 0600) == 0 && config_finish(&c, err, sizeof err) == -1 && strstr(err, "not a regular file"),
+       "a FIFO as the token file is refused without blocking: %s", err);
+    unlink(fifo);
+
+    /* model roots: their own repeatable setting, resolved like the dataset roots */
+    char *mr[] = {"--model-root", "/tmp", "--model-root=/nonexistent-traind-models", "--dataset-root", "/", NULL};
+    config_defaults(&c);
+    ok(config_parse_args(&c, 5, mr, &help, &version, err, sizeof err) == 0 && c.n_model_roots == 2,
+       "model roots accumulate (%s)", err);
+    char rtmp[4096];
+    ok(config_finish(&c, err, sizeof err) == 0 && c.n_model_roots == 1 && realpath("/tmp", rtmp) &&
+       !strcmp(c.model_roots[0], rtmp) && c.n_roots == 1, "a missing model root is left out (%s)", err);
 
     char *badl[] = {"--listen", "nonsense", NULL};
     config_defaults(&c);
@@ -245,7 +268,13 @@ static void test_paths(void) {
     ok(residency_check_path(&c, link_out, res, sizeof res, &e) == -1 && e.status == 403, "a symlink out: 403");
     ok(residency_check_path(&c, "/nonexistent/x", res, sizeof res, &e) == -1 && e.status == 403,
        "a missing path outside: 403 (existence not revealed)");
-    ok(residency_check_path(&c, file, res, sizeof res, &e) == -1 && e.status == 422, "a file, not a directory: 422");
+    char m_missing[512];
+    ok(residency_check_path(&c, "/nonexistent/x", res, sizeof res, &e) == -1, "missing path refused");
+    snprintf(m_missing, sizeof m_missing, "%s", strstr(e.message, " is not ") ? strstr(e.message, " is not ") : "?");
+    ok(residency_check_path(&c, outside, res, sizeof res, &e) == -1 && !strcmp(strstr(e.message, " is not ") ?: "", m_missing),
+       "an existing directory outside gets the same message as a missing one (%s)", e.message);
+    ok(residency_check_path(&c, file, res, sizeof res, &e) == -1 && e.status == 403,
+       "a file, not a directory: 403 with the same message");
     ok(residency_check_path(&c, "", res, sizeof res, &e) == -1 && e.status == 400, "empty path: 400");
     /* a root that is a prefix of a sibling's name does not cover the sibling */
     char sib[320];
@@ -334,7 +363,23 @@ static void test_mono(void) {
     pthread_cond_destroy(&cv);
 }
 
+/* What reaches a worker's environment: its own switches and the runtime's,
+ * not the daemon's secrets or systemd's notify socket. */
+static void test_worker_env(void) {
+    static const char *const yes[] = {"PATH=/usr/bin", "HOME=/var/lib/traind", "LANG=C.UTF-8", "LC_ALL=C", "TZ=UTC",
+                                      "CUDA_VISIBLE_DEVICES=0", "NVIDIA_VISIBLE_DEVICES=all", "LD_LIBRARY_PATH=/x",
+                                      "ASAN_OPTIONS=a=1", "UBSAN_OPTIONS=b=1", "TRAIND_LOG_LEVEL=info",
+                                      "TRAIND_TEST_FAULT=step:3", "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", NULL};
+    static const char *const no[] = {"NOTIFY_SOCKET=/run/systemd/notify", "MY_API_KEY=x", "AWS_SECRET_ACCESS_KEY=y",
+                                     "TRAIND_TOKEN=t", "TRAIND_TOKEN_FILE=/etc/traind/token", "WATCHDOG_USEC=1",
+                                     "INVOCATION_ID=1", "CREDENTIALS_DIRECTORY=/run/c", "LD_PRELOAD=/evil.so",
+                                     "PATHX=1", "LC_=1", "CUDA_", "=x", "", NULL};
+    for (int i = 0; yes[i]; i++) ok(worker_env_allowed(yes[i]), "worker env keeps %s", yes[i]);
+    for (int i = 0; no[i]; i++) ok(!worker_env_allowed(no[i]), "worker env drops '%s'", no[i]);
+}
+
 int main(void) {
+    test_worker_env();
     test_mono();
     test_order();
     test_store_queue();
