@@ -364,6 +364,9 @@
           c.chart.update('none');
         }
         c.card.dataset.points = String(n);
+        c.card.dataset.lastStep = String(Math.max.apply(null, c.series.map(function (s) {
+          return s.points.length ? s.points[s.points.length - 1].x : 0;
+        })));
         c.card.dataset.series = c.series.map(function (s) { return s.name; }).join(',');
       }
       dirty.clear();

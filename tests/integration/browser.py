@@ -13,9 +13,11 @@ It reads one command per line on stdin and answers one JSON line on stdout:
     eval JS                  the value of the expression (awaited if a promise)
     wait SECONDS JS          polls JS every 100 ms until truthy; {"ok": bool, "value": last}
     shot FILE [W H]          PNG of the page (full height) at width W
-    errors                   JS exceptions, console errors and CSP violations so far
-    requests                 the HTTP requests the page made: url, method, status,
-                             whether it carried "Authorization: Bearer", Last-Event-ID
+    clear                    forgets the requests seen so far
+    errors                   JS exceptions, console errors and CSP violations since
+                             the last "errors"
+    requests                 the HTTP requests of the tab since open: url, method, status,
+                             its Authorization and Last-Event-ID headers (or null)
     quit
 
 Answers are {"ok": true, "value": …} or {"ok": false, "error": "…"}.
@@ -26,6 +28,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,7 +62,7 @@ class Browser:
             args.insert(1, "--no-sandbox")
         log = open(os.environ.get("BROWSER_LOG", os.devnull), "ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                     preexec_fn=child, pass_fds=(3, 4), start_new_session=True)
+                                     preexec_fn=child, pass_fds=(3, 4))
         os.close(cmd_r)
         os.close(res_w)
         self.next_id = 0
@@ -120,13 +123,13 @@ class Browser:
                 rec = {"url": r.get("url"), "method": r.get("method"), "status": None}
                 self.requests[p["requestId"]] = rec
                 self.order.append(p["requestId"])
-            rec["auth"] = hd.get("authorization", "").startswith("Bearer ")
+            rec["auth"] = hd.get("authorization")
             rec["last_event_id"] = hd.get("last-event-id")
         elif method == "Network.requestWillBeSentExtraInfo":
             rec = self.requests.get(p["requestId"])
             hd = {k.lower(): v for k, v in p.get("headers", {}).items()}
             if rec is not None and "authorization" in hd:
-                rec["auth"] = hd["authorization"].startswith("Bearer ")
+                rec["auth"] = hd["authorization"]
         elif method == "Network.responseReceived":
             rec = self.requests.get(p["requestId"])
             if rec is not None:
@@ -159,6 +162,8 @@ class Browser:
         if self.session:
             self.send("Target.closeTarget", {"targetId": self.target}, session=False)
             self.session = None
+        with self.lock:
+            self.requests, self.order = {}, []
         ctx = self.send("Target.createBrowserContext", {}, session=False)["browserContextId"]
         self.target = self.send("Target.createTarget", {"url": "about:blank", "browserContextId": ctx},
                                 session=False)["targetId"]
@@ -224,6 +229,8 @@ class Browser:
 
 
 def main():
+    # a TERM (the test's clean-up) still closes Chromium and removes its profile
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     profile = tempfile.mkdtemp(prefix="traind-chromium-")
     b = None
 
@@ -253,12 +260,17 @@ def main():
                 elif cmd == "shot":
                     a = arg.split()
                     out({"ok": True, "value": b.shot(*a)})
-                elif cmd == "errors":
+                elif cmd == "errors":       # those since the last "errors"
                     with b.lock:
                         out({"ok": True, "value": list(b.problems)})
+                        b.problems = []
                 elif cmd == "requests":
                     with b.lock:
                         out({"ok": True, "value": [b.requests[i] for i in b.order]})
+                elif cmd == "clear":
+                    with b.lock:
+                        b.requests, b.order = {}, []
+                    out({"ok": True, "value": True})
                 elif cmd == "quit":
                     out({"ok": True, "value": "bye"})
                     break
