@@ -171,10 +171,21 @@ TD.ui = (function () {
         scales: {
           x: { type: 'linear', title: { display: true, text: 'step' }, ticks: { maxTicksLimit: 8 } },
           y: { type: opts.logY ? 'logarithmic' : 'linear', title: { display: !!opts.yTitle, text: opts.yTitle || '' },
-               ticks: { maxTicksLimit: 6 } },
+               ticks: { maxTicksLimit: 6, callback: axisTick } },
         },
       },
     });
+  }
+
+  /* y tick labels: short on a log axis too (1e-4, not 0.000100) */
+  function axisTick(v) {
+    if (typeof v !== 'number') return v;
+    if (this.type === 'logarithmic') {
+      const e = Math.floor(Math.log10(v)), m = v / Math.pow(10, e);
+      if (Math.abs(m - 1) > 1e-6 && Math.abs(m - 2) > 1e-6 && Math.abs(m - 5) > 1e-6) return '';
+      return Math.abs(e) >= 3 ? Math.round(m) + 'e' + e : String(Number(v.toPrecision(2)));
+    }
+    return num(v, 3);
   }
 
   function datasetStyle(i, name) {

@@ -12,7 +12,8 @@ It reads one command per line on stdin and answers one JSON line on stdout:
     nav URL                  navigates the current tab
     eval JS                  the value of the expression (awaited if a promise)
     wait SECONDS JS          polls JS every 100 ms until truthy; {"ok": bool, "value": last}
-    shot FILE [W H]          PNG of the page (full height) at width W
+    shot FILE [W H [view]]   PNG of the page at width W: its full height, or with
+                             "view" the W x H viewport
     clear                    forgets the requests seen so far
     errors                   JS exceptions, console errors and CSP violations since
                              the last "errors"
@@ -206,10 +207,12 @@ class Browser:
                 return {"ok": False, "value": v}
             time.sleep(0.1)
 
-    def shot(self, path, w=1280, h=900):
+    def shot(self, path, w=1280, h=900, full="full"):
         self.send("Emulation.setDeviceMetricsOverride",
                   {"width": int(w), "height": int(h), "deviceScaleFactor": 1, "mobile": False})
         height = self.eval("Math.ceil(document.documentElement.scrollHeight)") or int(h)
+        if full != "full":
+            height = int(h)
         r = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
                       "clip": {"x": 0, "y": 0, "width": int(w), "height": max(int(h), height), "scale": 1}})
         with open(path, "wb") as f:
