@@ -661,6 +661,8 @@
   const view = document.getElementById('view');
   let unmount = null;
 
+  function decodeOr(x) { try { return decodeURIComponent(x); } catch (e) { return x; } }
+
   function route() {
     if (unmount) { try { unmount(); } catch (e) { console.error(e); } unmount = null; }
     view.replaceChildren();
@@ -671,7 +673,7 @@
     let m, nav = 'overview';
     if (path === '/' || path === '') unmount = overview(view);
     else if (path === '/jobs' || path === '/jobs/') { nav = 'jobs'; unmount = jobs(view, q); }
-    else if ((m = /^\/jobs\/([^/]+)$/.exec(path))) { nav = 'jobs'; unmount = job(view, q, decodeURIComponent(m[1])); }
+    else if ((m = /^\/jobs\/([^/]+)$/.exec(path))) { nav = 'jobs'; unmount = job(view, q, decodeOr(m[1])); }
     else if (path === '/submit') { nav = 'submit'; unmount = submit(view); }
     else { view.append(h('section', { class: 'card' }, h('p', null, 'Nothing here. '), h('a', { href: '#/' }, 'Overview'))); }
     for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.nav === nav);
