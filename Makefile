@@ -12,6 +12,8 @@
 #   tests/unit/test_*.c                    -> one TAP test binary each
 #   tests/integration/*.sh                 -> TAP shell tests against a real daemon
 #   tests/gpu/test_*.c                     -> GPU test binaries (make test-gpu)
+#   api/dashboard/*.{html,js,css,svg}      -> the dashboard, built into traind (with Chart.js
+#                                             from Debian's libjs-chart.js) as byte arrays
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -31,6 +33,25 @@ CU_SRC   := $(wildcard gpu/cuda/*.cu)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 GPU_SRC  := $(wildcard tests/gpu/test_*.c)
 
+.DEFAULT_GOAL := all
+
+# ---- dashboard assets ------------------------------------------------------
+# Our page, scripts and style sheet plus Chart.js (Debian's libjs-chart.js,
+# installed by scripts/install-deps.sh) become build/gen/api/dashboard_assets.c;
+# nothing of it is committed or fetched at run time.
+CHARTJS  ?= /usr/share/javascript/chart.js/chart.min.js
+DASH_IN  := $(sort $(wildcard api/dashboard/*.html api/dashboard/*.js api/dashboard/*.css \
+                              api/dashboard/*.svg)) $(CHARTJS)
+GEN      := build/gen
+DASH_C   := $(GEN)/api/dashboard_assets.c
+
+$(DASH_C): $(DASH_IN) scripts/embed-assets.py
+	@mkdir -p $(dir $@)
+	python3 scripts/embed-assets.py $@ $(DASH_IN)
+$(CHARTJS):
+	@echo "error: $@ is missing: the dashboard embeds Chart.js from the Debian package" \
+	      "libjs-chart.js (apt-get install libjs-chart.js, or scripts/install-deps.sh)" >&2; exit 1
+
 # ---- release build --------------------------------------------------------
 R        := build/release
 RFLAGS   := $(CSTD) -O2 -g -march=x86-64-v2 $(WARN) $(INC) -MMD -MP
@@ -42,11 +63,14 @@ ifneq ($(NVCC),)
   NVFLAGS   := -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -lineinfo \
                -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter -I. -MMD -MP
 endif
-R_OBJ := $(CORE_SRC:%.c=$(R)/%.o) $(CU_OBJ)
+R_OBJ := $(CORE_SRC:%.c=$(R)/%.o) $(R)/gen/api/dashboard_assets.o $(CU_OBJ)
 
 all: $(R)/traind $(R)/trainctl
 
 $(R)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(RFLAGS) -c $< -o $@
+$(R)/gen/%.o: $(GEN)/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(RFLAGS) -c $< -o $@
 $(R)/%.o: %.cu
@@ -64,10 +88,13 @@ $(R)/trainctl: clients/trainctl.c
 T       := build/test
 TFLAGS  := $(CSTD) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
            -fno-sanitize-recover=undefined $(WARN) $(INC) -MMD -MP -DTRAIND_TEST
-T_OBJ   := $(CORE_SRC:%.c=$(T)/%.o)
+T_OBJ   := $(CORE_SRC:%.c=$(T)/%.o) $(T)/gen/api/dashboard_assets.o
 T_BINS  := $(UNIT_SRC:tests/unit/%.c=$(T)/unit/%)
 
 $(T)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(TFLAGS) -c $< -o $@
+$(T)/gen/%.o: $(GEN)/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(TFLAGS) -c $< -o $@
 $(T)/libtraind.a: $(T_OBJ)

@@ -34,7 +34,10 @@ typedef enum {
     API_BODY_TEXT,      /* text/text_len (owned, malloc'd), content_type */
     API_BODY_FILE,      /* fd (owned) of fd_size bytes, content_type, filename */
     API_BODY_SSE,       /* an event stream for sse_job (see sse.c) */
+    API_BODY_STATIC,    /* static_data/static_len, not owned (built-in bytes), content_type */
 } api_body_kind_t;
+
+#define API_XHDR_MAX 10   /* extra response headers of one reply */
 
 struct api_req {
     api_server_t *srv;
@@ -59,6 +62,10 @@ struct api_req {
     char location[300];               /* Location header (201) */
     char sse_job[API_PARAM_MAX];      /* API_BODY_SSE: job id */
     int64_t sse_last_id;              /* API_BODY_SSE: resume after this event id */
+    const void *static_data;          /* API_BODY_STATIC */
+    size_t static_len;
+    const char *xhdr[API_XHDR_MAX][2];   /* extra headers: name, value (static strings) */
+    int nxhdr;
 };
 
 /* Query argument (decoded) or NULL. Unit tests without a connection get NULL. */
@@ -79,6 +86,9 @@ void api_reply_error(api_req_t *r, int status, const char *code, const char *fmt
 /* Replies with a daemon action's error (status, code, message, and "field"
  * when set). */
 void api_reply_daemon_err(api_req_t *r, const void *daemon_err);
+/* Adds a response header (name and value must outlive the request: string
+ * literals or built-in data); beyond API_XHDR_MAX it is dropped. */
+void api_reply_header(api_req_t *r, const char *name, const char *value);
 /* {"error":{"code":code,"message":msg}}, new reference */
 json_t *api_error_body(const char *code, const char *msg);
 /* The SPEC's default code for an HTTP status ("not_found" for 404, ...). */
@@ -182,7 +192,31 @@ int api_stopping(api_server_t *s);
 /* Open event streams (+1 when one starts, -1 when it is freed). */
 void api_sse_count(api_server_t *s, int delta);
 
+/* ---- the web dashboard (dashboard.c; assets generated at build time) ----- */
+typedef struct {
+    const char *name;                 /* "app.js": served as /assets/app.js */
+    const unsigned char *data;        /* NUL-terminated, len bytes before the NUL */
+    size_t len;
+    const char *etag;                 /* quoted hash of the bytes, "\"…\"" */
+} api_asset_t;
+
+/* build/gen/api/dashboard_assets.c (scripts/embed-assets.py). */
+extern const api_asset_t api_dashboard_assets[];
+extern const size_t api_dashboard_nassets;
+
+/* The built-in asset named name, or NULL. Pure. */
+const api_asset_t *api_dashboard_find(const char *name);
+/* Content-Type for an asset name by its extension. Pure. */
+const char *api_dashboard_content_type(const char *name);
+/* 1 for the paths served without a token: "/" and "/assets/<name>" (no
+ * data in them); 0 for everything else, "/assets/../x" included. Pure. */
+int api_dashboard_public(const char *path);
+/* The Content-Security-Policy every dashboard answer carries. */
+extern const char api_dashboard_csp[];
+
 /* ---- handlers ------------------------------------------------------------ */
+void api_dashboard_page(api_req_t *r);
+void api_dashboard_asset(api_req_t *r);
 void route_health(api_req_t *r);
 void route_status(api_req_t *r);
 void route_metrics(api_req_t *r);

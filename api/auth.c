@@ -1,5 +1,7 @@
 /* api/auth.c — bearer-token authentication (SPEC §3): with a token
- * configured, every path but /v1/health needs "Authorization: Bearer <token>".
+ * configured, every path but /v1/health and the dashboard's page and static
+ * assets (/, /assets/<name>: they hold no data; api_dashboard_public) needs
+ * "Authorization: Bearer <token>".
  * The comparison takes a time that depends on the lengths only, never on
  * where the first differing byte is. */
 #include <string.h>

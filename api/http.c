@@ -169,6 +169,11 @@ static enum MHD_Result send_reply(api_server_t *s, struct MHD_Connection *c, api
     case API_BODY_SSE:
         resp = sse_response(r);
         break;
+    case API_BODY_STATIC:
+        resp = MHD_create_response_from_buffer(r->static_len, (void *)r->static_data,
+                                               MHD_RESPMEM_PERSISTENT);
+        if (resp) MHD_add_response_header(resp, "Content-Type", r->content_type);
+        break;
     case API_BODY_NONE:
         break;
     }
@@ -183,6 +188,8 @@ static enum MHD_Result send_reply(api_server_t *s, struct MHD_Connection *c, api
     if (r->allow[0]) MHD_add_response_header(resp, "Allow", r->allow);
     if (r->location[0]) MHD_add_response_header(resp, "Location", r->location);
     if (r->status == 401) MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"traind\"");
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    for (int i = 0; i < r->nxhdr; i++) MHD_add_response_header(resp, r->xhdr[i][0], r->xhdr[i][1]);
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     count_status(s, r->status);
@@ -206,7 +213,8 @@ static void req_init(api_req_t *r, api_server_t *s, struct MHD_Connection *c,
 }
 
 static int auth_required(const char *url) {
-    return strcmp(url, "/v1/health") != 0 && strcmp(url, "/v1/health/") != 0;
+    return strcmp(url, "/v1/health") != 0 && strcmp(url, "/v1/health/") != 0 &&
+           !api_dashboard_public(url);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,

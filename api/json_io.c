@@ -37,6 +37,13 @@ void api_reply_json(api_req_t *r, int status, json_t *body) {
     r->content_type = "application/json";
 }
 
+void api_reply_header(api_req_t *r, const char *name, const char *value) {
+    if (r->nxhdr >= API_XHDR_MAX) return;
+    r->xhdr[r->nxhdr][0] = name;
+    r->xhdr[r->nxhdr][1] = value;
+    r->nxhdr++;
+}
+
 static const char *content_type_for(const char *name) {
     size_t n = strlen(name);
     if (n >= 5 && !strcmp(name + n - 5, ".json")) return "application/json";
@@ -95,6 +102,7 @@ const char *api_status_text(int status) {
     case 201: return "Created";
     case 202: return "Accepted";
     case 204: return "No Content";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";

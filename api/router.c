@@ -30,6 +30,8 @@ const api_route_t api_routes[] = {
     { "GET",    "/v1/checkpoints/{id}",                route_checkpoint_get },
     { "DELETE", "/v1/checkpoints/{id}",                route_checkpoint_delete },
     { "GET",    "/v1/checkpoints/{id}/files/{name}",   route_checkpoint_file },
+    { "GET",    "/",                                   api_dashboard_page },
+    { "GET",    "/assets/{name}",                      api_dashboard_asset },
 };
 const size_t api_nroutes = sizeof api_routes / sizeof api_routes[0];
 

@@ -70,7 +70,7 @@ say "training dinov2-tiny + hand head for $STEPS steps (batch $BATCH)"
 tid=$("$TRAINCTL" -q submit --type train --dataset demo --backbone dinov2-tiny --steps "$STEPS" \
       --batch-size "$BATCH" --lr-backbone "$LR" --lr-heads "$LR" --warmup-steps $((STEPS / 20)) \
       --eval-every $((STEPS / 3)) --checkpoint-every $((STEPS / 3)) --seed 1)
-echo "job $tid"
+echo "job $tid — live curves in the dashboard: $TRAIND_URL/#/jobs/$tid"
 "$TRAINCTL" watch "$tid"
 
 ck=$("$TRAINCTL" --json checkpoints --job "$tid" | jq -r '.checkpoints | max_by(.step) | .id')

@@ -41,7 +41,10 @@ for round in 1 2 3; do
     : >"$ack"
     python3 "$TDIR/submit.py" "$PORT" "r$round" 0 "$ack" >"$TDIR/unanswered$round" &
     client=$!
-    sleep "$(awk -v r="$round" 'BEGIN{printf "%.1f", 0.5 + 0.2 * r}')"   # 0.7, 0.9, 1.1 s
+    # the kill lands 0.7, 0.9, 1.1 s after the first acknowledgement (not after the
+    # client's start: on a loaded machine python alone may take longer than that)
+    wait_for 30 test -s "$ack"
+    sleep "$(awk -v r="$round" 'BEGIN{printf "%.1f", 0.5 + 0.2 * r}')"
     kill -KILL "$DAEMON_PID"
     wait "$DAEMON_PID" 2>/dev/null
     DAEMON_PID=

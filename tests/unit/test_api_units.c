@@ -2,7 +2,8 @@
  * matcher (404/405/Allow, parameter decoding), the error body format, JSON
  * body and field validation, query integer parsing, resource names, token
  * comparison and bearer parsing, Prometheus text formatting, SSE framing,
- * listen address parsing and loopback detection. */
+ * listen address parsing and loopback detection, the dashboard's public
+ * paths, content types and built-in assets. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -49,6 +50,8 @@ static void test_routes(void) {
         { "DELETE", "/v1/checkpoints/c-7", "/v1/checkpoints/{id}", 1, "c-7", NULL },
         { "GET", "/v1/checkpoints/c-7/files/model.safetensors",
           "/v1/checkpoints/{id}/files/{name}", 2, "c-7", "model.safetensors" },
+        { "GET", "/", "/", 0, NULL, NULL },
+        { "GET", "/assets/app.js", "/assets/{name}", 1, "app.js", NULL },
         { "HEAD", "/v1/status", "/v1/status", 0, NULL, NULL },
         { "GET", "/v1/jobs/", "/v1/jobs", 0, NULL, NULL },
     };
@@ -62,7 +65,7 @@ static void test_routes(void) {
         ok(good, "route %s %s -> %s (got %s)", cases[i].m, cases[i].path, cases[i].pattern,
            pattern_of(idx));
     }
-    ok(api_nroutes == 19, "19 routes in the table (SPEC §3 and result files), got %zu", api_nroutes);
+    ok(api_nroutes == 21, "21 routes in the table (SPEC §3, result files, dashboard), got %zu", api_nroutes);
 
     /* 404: nothing matches */
     ok(route_of("GET", "/v1/nothing", p, &np, allow, sizeof allow) == -1, "unknown path -> 404");
@@ -70,7 +73,7 @@ static void test_routes(void) {
        "unknown sub-resource -> 404");
     ok(route_of("GET", "/v1/jobs//events", p, &np, allow, sizeof allow) == -1,
        "empty parameter segment -> 404");
-    ok(route_of("GET", "/", p, &np, allow, sizeof allow) == -1, "root -> 404");
+    ok(route_of("GET", "/assets/a/b.js", p, &np, allow, sizeof allow) == -1, "nested asset path -> 404");
     ok(route_of("GET", "/v1/checkpoints/c-1/files/a/b", p, &np, allow, sizeof allow) == -1,
        "file name with a '/' -> 404");
     ok(route_of("GET", "/v1/checkpoints/c-1/files/..%2Fx", p, &np, allow, sizeof allow) == -1,
@@ -565,8 +568,77 @@ static void test_server(void) {
     ok(n200 == 1 && n401 == 2 && n400 == 5 && n413 == 2,
        "requests counted by status (200:%llu 401:%llu 400:%llu 413:%llu)", (unsigned long long)n200,
        (unsigned long long)n401, (unsigned long long)n400, (unsigned long long)n413);
+
+    /* the dashboard: public page and assets, data routes still closed */
+    r = http_raw(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    ok(http_status(r) == 200 && strstr(r, "Content-Type: text/html; charset=utf-8") &&
+       strstr(r, "Content-Security-Policy: default-src 'none'; script-src 'self';") &&
+       strstr(r, "X-Content-Type-Options: nosniff") && strstr(http_body(r), "<!doctype html>"),
+       "GET / without a token -> 200 the page, with CSP and nosniff");
+    const char *et = r ? strstr(r, "ETag: ") : NULL;
+    char etag[64] = "";
+    if (et) sscanf(et + 6, "%63[^\r]", etag);
+    free(r);
+    snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: x\r\nIf-None-Match: W/\"zz\", %s\r\n"
+             "Connection: close\r\n\r\n", etag);
+    r = http_raw(port, req);
+    ok(etag[0] == '"' && http_status(r) == 304 && !*http_body(r), "If-None-Match with its ETag %s -> 304", etag);
+    free(r);
+    r = http_raw(port, "GET /assets/chart.min.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    ok(http_status(r) == 200 && strstr(r, "Content-Type: text/javascript") && strstr(http_body(r), "Chart.js"),
+       "GET /assets/chart.min.js without a token -> 200 Chart.js");
+    free(r);
+    r = http_raw(port, "GET /assets/../v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    ok(http_status(r) == 401, "GET /assets/../v1/status without a token -> 401");
+    free(r);
+    r = http_raw(port, "GET /assets/none.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    ok(http_status(r) == 404 && strstr(http_body(r), "\"not_found\""), "unknown asset -> 404 JSON");
+    free(r);
     api_stop(s);
     free(d);
+}
+
+/* The dashboard's pure parts and the assets built into the binary. */
+static void test_dashboard(void) {
+    static const struct { const char *path; int pub; } paths[] = {
+        { "/", 1 }, { "/assets/app.js", 1 }, { "/assets/chart.min.js", 1 },
+        { "/assets/", 0 }, { "/assets/../v1/status", 0 }, { "/assets/a/b", 0 },
+        { "/assets/.hidden", 0 }, { "/v1/status", 0 }, { "//", 0 }, { "/index.html", 0 },
+        { "/assetsx/app.js", 0 }, { "", 0 },
+    };
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        ok(api_dashboard_public(paths[i].path) == paths[i].pub, "'%s' is %s", paths[i].path,
+           paths[i].pub ? "public" : "not public");
+    ok(!api_dashboard_public(NULL), "NULL path is not public");
+
+    ok(!strcmp(api_dashboard_content_type("index.html"), "text/html; charset=utf-8") &&
+       !strcmp(api_dashboard_content_type("app.js"), "text/javascript; charset=utf-8") &&
+       !strcmp(api_dashboard_content_type("style.css"), "text/css; charset=utf-8") &&
+       !strcmp(api_dashboard_content_type("favicon.svg"), "image/svg+xml") &&
+       !strcmp(api_dashboard_content_type("x.bin"), "application/octet-stream"),
+       "content types by extension");
+
+    static const char *const want[] = { "index.html", "app.js", "client.js", "ui.js", "style.css",
+                                        "favicon.svg", "chart.min.js" };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const api_asset_t *a = api_dashboard_find(want[i]);
+        ok(a && a->len > 0 && a->data[a->len] == 0 && a->etag[0] == '"' &&
+           a->etag[strlen(a->etag) - 1] == '"', "built-in asset %s (%zu bytes, ETag %s)", want[i],
+           a ? a->len : 0, a ? a->etag : "-");
+    }
+    ok(api_dashboard_find("nothing.js") == NULL && api_dashboard_find(NULL) == NULL, "unknown asset -> NULL");
+
+    /* every <script> of the page loads a file: no inline script for the CSP to refuse */
+    const api_asset_t *page = api_dashboard_find("index.html");
+    int inline_scripts = 0, scripts = 0;
+    for (const char *p = page ? (const char *)page->data : ""; (p = strstr(p, "<script")); p++) {
+        const char *end = strchr(p, '>'), *src = strstr(p, " src=");
+        scripts++;
+        if (!end || !src || src > end) inline_scripts++;
+    }
+    ok(scripts == 4 && inline_scripts == 0, "the page has 4 scripts, none inline (%d, %d)", scripts, inline_scripts);
+    ok(!strstr(api_dashboard_csp, "unsafe") && strstr(api_dashboard_csp, "script-src 'self'") &&
+       strstr(api_dashboard_csp, "frame-ancestors 'none'"), "CSP: no unsafe-*, scripts from self, no framing");
 }
 
 int main(void) {
@@ -580,5 +652,6 @@ int main(void) {
     test_sse();
     test_listen();
     test_server();
+    test_dashboard();
     return tap_done();
 }
