@@ -381,7 +381,8 @@ start_daemon --request-timeout-s 10 || bail "daemon 4 did not start"
 python3 "$TDIR/slow.py" "$PORT" 200 127.0.0.1 1 25 "$TDIR/slow200.status" >"$TDIR/slow200.json" &
 slowpid=$!
 _bg_pids+=("$slowpid")
-sleep 2   # all connected; the held ones are over API_EVICT_MIN_AGE_S (1 s) old
+wait_for 60 test -s "$TDIR/slow200.status"   # written once all 200 have connected
+sleep 1.5   # the held ones are now over API_EVICT_MIN_AGE_S (1 s) old
 held=$(cat "$TDIR/slow200.status" 2>/dev/null)
 diag "slow connections open: $held"
 check "the client holds at most --max-connections-per-ip (128) of its 200 ($held)" test "${held:-999}" -le 128 -a "${held:-0}" -ge 64
