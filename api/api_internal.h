@@ -12,12 +12,25 @@
 #include <stdint.h>
 
 #include "api/api.h"
+#include "daemon/config.h"
 
 struct MHD_Connection;
 struct MHD_Response;
 
 /* ---- limits ------------------------------------------------------------- */
-#define API_BODY_MAX        (64u << 20)  /* request bodies (inline images): 413 beyond */
+/* Request bodies, per route (http.c); a route not named there takes none. */
+#define API_BODY_MAX        (64u << 20)  /* POST /v1/jobs (inline images): 413 beyond */
+#define API_DATASET_BODY_MAX (64u << 10) /* POST /v1/datasets */
+/* A chunked body past its route's limit is read on and dropped (then 413) for
+ * at most this many more bytes; beyond, the connection is closed. */
+#define API_BODY_DISCARD_MAX (1u << 20)
+/* After a request whose body buffer reached this size, free heap is handed
+ * back to the system (malloc_trim). */
+#define API_TRIM_BYTES      (1u << 20)
+/* At --max-connections-per-ip, a client's oldest connection still receiving
+ * its request is closed for a new one, if it has been at it this long. */
+#define API_EVICT_MIN_AGE_S 1.0
+#define API_REAP_MS         250          /* how often request deadlines are checked */
 #define API_SSE_HEARTBEAT_MS 10000       /* comment line on an idle event stream */
 #define API_MAX_PARAMS      3            /* {name} segments in one route */
 #define API_PARAM_MAX       256          /* bytes of one path segment */
@@ -142,11 +155,55 @@ extern const size_t api_nroutes;
 int api_route_match(const api_route_t *routes, size_t n, const char *method, const char *path,
                     char params[][API_PARAM_MAX], int *nparams, char *allow, size_t allowlen);
 
-/* ---- auth (auth.c) ------------------------------------------------------- */
+/* ---- who may make a request (auth.c) --------------------------------------- */
 /* Constant-time equality of two byte strings (time depends on lengths only). */
 int api_token_equal(const char *a, size_t alen, const char *b, size_t blen);
 /* 1 when header is "Bearer <token>" for the configured token. */
 int api_bearer_ok(const char *authorization_header, const char *token);
+
+/* What names this server besides its loopback names and the address connected to. */
+typedef struct {
+    uint16_t port;                                  /* the port bound */
+    const char (*allow_hosts)[CFG_ALLOW_LEN];       /* --allow-host, normalized by config.c */
+    int n_allow_hosts;
+    const char (*allow_origins)[CFG_ALLOW_LEN];     /* --allow-origin, normalized by config.c */
+    int n_allow_origins;
+} api_boundary_t;
+/* 1 when the Host header value names this server: localhost, 127.0.0.1,
+ * [::1] or `local` (the address connected to: "a.b.c.d" or "[v6]", may be
+ * NULL), with b->port or no port; or an allow_hosts entry ("name" matches
+ * any port, "name:port" that one). Pure. */
+int api_host_ok(const api_boundary_t *b, const char *host, const char *local);
+/* 1 when the Origin header value is an allow_origins entry, or the origin of
+ * this server as the request addressed it: "http://" + host (the request's
+ * Host, already accepted by api_host_ok; NULL when absent). "null" and
+ * malformed values are refused. Pure. */
+int api_origin_ok(const api_boundary_t *b, const char *origin, const char *host);
+/* 1 when the Content-Type value ct (may be NULL) is the media type `type`,
+ * case-insensitively, whatever its parameters. Pure. */
+int api_media_type_is(const char *ct, const char *type);
+/* 1 for the content types a browser sends cross-site without a preflight:
+ * text/plain, application/x-www-form-urlencoded, multipart/form-data. Pure. */
+int api_content_type_simple(const char *ct);
+/* 1 for GET, HEAD and OPTIONS. Pure. */
+int api_method_safe(const char *method);
+
+/* What a request's headers say about its body, and what its route takes. */
+typedef struct {
+    const char *method, *path;
+    const char *content_type;     /* NULL when absent */
+    int has_body;                 /* Content-Length > 0, or a Transfer-Encoding */
+    long long declared;           /* Content-Length; -1 when absent (chunked) */
+    size_t limit;                 /* the route's body limit; 0: it takes none */
+    int from_browser;             /* an Origin or Sec-Fetch-* header is present */
+} api_body_head_t;
+/* The body rules, on the headers alone: a body on a route that takes none
+ * (413), a body that is not application/json (415), a declared length over
+ * the limit (413), a state-changing request without a body that carries a
+ * simple content type (415; an empty form-urlencoded one from a non-browser
+ * passes). 0 when the body may be read, else the status with *code and msg
+ * set. Pure. */
+int api_body_check(const api_body_head_t *h, const char **code, char *msg, size_t msglen);
 
 /* ---- Prometheus text format 0.0.4 (prom.c) ------------------------------ */
 typedef struct {
@@ -187,6 +244,10 @@ struct MHD_Response *sse_response(api_req_t *r);
 typedef struct { int code; uint64_t n; } api_code_count_t;
 /* Copies up to max (code,count) pairs; returns how many. */
 size_t api_request_counts(api_server_t *s, api_code_count_t *out, size_t max);
+/* Connections ended before their request was in, since the start: closed for
+ * a newer one at --max-connections-per-ip, refused at it, closed by
+ * --request-timeout-s. */
+void api_conn_counts(api_server_t *s, uint64_t *evicted, uint64_t *refused, uint64_t *expired);
 /* 1 once api_stop has begun (SSE streams end). */
 int api_stopping(api_server_t *s);
 /* Open event streams (+1 when one starts, -1 when it is freed). */

@@ -89,6 +89,8 @@ const char *api_error_code_for(int status) {
     case 405: return "method_not_allowed";
     case 409: return "conflict";
     case 413: return "too_large";
+    case 415: return "unsupported_media_type";
+    case 421: return "misdirected_request";
     case 422: return "unprocessable";
     case 503: return "unavailable";
     case 507: return "insufficient_storage";
@@ -110,6 +112,8 @@ const char *api_status_text(int status) {
     case 405: return "Method Not Allowed";
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 421: return "Misdirected Request";
     case 422: return "Unprocessable Entity";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";

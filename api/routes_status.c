@@ -4,8 +4,9 @@
  * families (jobs by state, step counters, images/s, device memory, dataset
  * bytes; daemon_metrics_text), then the families the API derives from the
  * status document (traind_gpu_memory_bytes{device,kind},
- * traind_train_steps_per_second{job,device}) and the API's request counter
- * traind_http_requests_total{code="…"}. */
+ * traind_train_steps_per_second{job,device}) and the API's counters:
+ * requests by status, traind_http_requests_total{code="…"}, and connections
+ * it ended before their request was in, traind_http_connections_dropped_total{reason="…"}. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,18 @@ void api_prom_http(api_server_t *s, prom_buf_t *b) {
         snprintf(code, sizeof code, "%d", c[i].code);
         const char *labels[] = { "code", code, NULL };
         prom_sample(b, "traind_http_requests_total", labels, (double)c[i].n);
+    }
+    uint64_t evicted, refused, expired;
+    api_conn_counts(s, &evicted, &refused, &expired);
+    prom_family(b, "traind_http_connections_dropped_total", "counter",
+                "Connections ended by the server before their request was in: request_timeout "
+                "(--request-timeout-s), per_client_closed (oldest unfinished request of a client at "
+                "--max-connections-per-ip), per_client_refused (refused at that limit).");
+    static const char *const reasons[] = { "request_timeout", "per_client_closed", "per_client_refused" };
+    const uint64_t v[] = { expired, evicted, refused };
+    for (size_t i = 0; i < 3; i++) {
+        const char *labels[] = { "reason", reasons[i], NULL };
+        prom_sample(b, "traind_http_connections_dropped_total", labels, (double)v[i]);
     }
 }
 

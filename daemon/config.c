@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -31,6 +32,8 @@ void config_defaults(daemon_cfg_t *c) {
     c->cancel_grace_s = 60;
     c->max_connections = CONFIG_CONN_LIMIT;
     c->idle_timeout_s = CONFIG_IDLE_TIMEOUT_S;
+    c->max_conn_per_ip = CONFIG_PER_IP_LIMIT;
+    c->request_timeout_s = CONFIG_REQUEST_TIMEOUT_S;
 }
 
 static int parse_double(const char *v, double lo, double hi, double *out) {
@@ -98,6 +101,28 @@ int config_set(daemon_cfg_t *c, const char *key, const char *v, char *err, size_
         if (parse_double(v, 1, 86400, &x) || x != (int)x)
             return errbuf_set(err, errlen, "idle-timeout-s: '%s' is not a whole number of seconds in 1..86400", v);
         c->idle_timeout_s = (int)x;
+    } else if (!strcmp(key, "max-connections-per-ip")) {
+        double x;
+        if (parse_double(v, 1, 100000, &x) || x != (int)x)
+            return errbuf_set(err, errlen, "max-connections-per-ip: '%s' is not a whole number in 1..100000", v);
+        c->max_conn_per_ip = (int)x;
+    } else if (!strcmp(key, "request-timeout-s")) {
+        double x;
+        if (parse_double(v, 1, 86400, &x) || x != (int)x)
+            return errbuf_set(err, errlen, "request-timeout-s: '%s' is not a whole number of seconds in 1..86400", v);
+        c->request_timeout_s = (int)x;
+    } else if (!strcmp(key, "allow-host")) {
+        char e2[256];
+        if (c->n_allow_hosts >= CFG_MAX_ALLOW) return errbuf_set(err, errlen, "allow-host: at most %d", CFG_MAX_ALLOW);
+        if (config_norm_allow_host(v, c->allow_hosts[c->n_allow_hosts], CFG_ALLOW_LEN, e2, sizeof e2))
+            return errbuf_set(err, errlen, "allow-host: %s", e2);
+        c->n_allow_hosts++;
+    } else if (!strcmp(key, "allow-origin")) {
+        char e2[256];
+        if (c->n_allow_origins >= CFG_MAX_ALLOW) return errbuf_set(err, errlen, "allow-origin: at most %d", CFG_MAX_ALLOW);
+        if (config_norm_allow_origin(v, c->allow_origins[c->n_allow_origins], CFG_ALLOW_LEN, e2, sizeof e2))
+            return errbuf_set(err, errlen, "allow-origin: %s", e2);
+        c->n_allow_origins++;
     } else if (!strcmp(key, "config")) COPY(c->config_file);
     else return errbuf_set(err, errlen, "unknown setting '%s'", key);
     return 0;
@@ -138,7 +163,8 @@ int config_load_file(daemon_cfg_t *c, const char *path, char *err, size_t errlen
 
 static const char *const flag_names[] = {
     "listen", "state-dir", "backend", "token-file", "dataset-root", "model-root", "devices",
-    "memory-reserve-gb", "log-level", "cancel-grace-s", "max-connections", "idle-timeout-s", "config",
+    "memory-reserve-gb", "log-level", "cancel-grace-s", "max-connections", "idle-timeout-s",
+    "max-connections-per-ip", "request-timeout-s", "allow-host", "allow-origin", "config",
 };
 
 int config_parse_args(daemon_cfg_t *c, int argc, char **argv, int *help, int *version,
@@ -272,6 +298,84 @@ static int config_resolve_roots(const char *what, char roots[][PATH_MAX], int *n
     return 0;
 }
 
+int config_split_host(const char *v, char *name, size_t namelen, int *port) {
+    const char *end;                          /* one past the name */
+    if (!v || !namelen) return -1;
+    if (v[0] == '[') {
+        const char *rb = strchr(v, ']');
+        if (!rb) return -1;
+        char a[INET6_ADDRSTRLEN];
+        struct in6_addr a6;
+        size_t n = (size_t)(rb - v - 1);
+        if (n == 0 || n >= sizeof a) return -1;
+        memcpy(a, v + 1, n);
+        a[n] = 0;
+        if (inet_pton(AF_INET6, a, &a6) != 1) return -1;
+        end = rb + 1;
+    } else {
+        end = v;
+        while (*end && *end != ':') {
+            unsigned char ch = (unsigned char)*end;
+            if (!(isalnum(ch) || ch == '.' || ch == '-' || ch == '_')) return -1;
+            end++;
+        }
+        if (end == v || end - v > 253) return -1;
+    }
+    size_t n = (size_t)(end - v);
+    if (n >= namelen) return -1;
+    for (size_t i = 0; i < n; i++) name[i] = (char)tolower((unsigned char)v[i]);
+    name[n] = 0;
+    *port = -1;
+    if (!*end) return 0;
+    if (*end != ':') return -1;
+    const char *p = end + 1;
+    long x = 0;
+    if (!*p || strlen(p) > 5) return -1;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9') return -1;
+        x = x * 10 + (*p - '0');
+    }
+    if (x < 1 || x > 65535) return -1;
+    *port = (int)x;
+    return 0;
+}
+
+int config_norm_allow_host(const char *v, char *out, size_t outlen, char *err, size_t errlen) {
+    char name[CFG_ALLOW_LEN];
+    int port;
+    if (config_split_host(v, name, sizeof name, &port))
+        return errbuf_set(err, errlen, "'%s' is not a host name, IPv4 address or [IPv6] address "
+                          "with an optional :port (1..65535)", v);
+    int n = port < 0 ? snprintf(out, outlen, "%s", name) : snprintf(out, outlen, "%s:%d", name, port);
+    if (n < 0 || (size_t)n >= outlen) return errbuf_set(err, errlen, "'%s' is too long", v);
+    return 0;
+}
+
+int config_norm_allow_origin(const char *v, char *out, size_t outlen, char *err, size_t errlen) {
+    const char *scheme = NULL;
+    int defport = 0;
+    if (!strncasecmp(v, "http://", 7)) { scheme = "http"; defport = 80; }
+    else if (!strncasecmp(v, "https://", 8)) { scheme = "https"; defport = 443; }
+    if (!scheme)
+        return errbuf_set(err, errlen, "'%s' is not an origin like http://host:port or https://host", v);
+    const char *auth = v + strlen(scheme) + 3;
+    char a[CFG_ALLOW_LEN], name[CFG_ALLOW_LEN];
+    size_t n = strlen(auth);
+    if (n && auth[n - 1] == '/') n--;          /* "https://x/" is the origin "https://x" */
+    if (n >= sizeof a) return errbuf_set(err, errlen, "'%s' is too long", v);
+    memcpy(a, auth, n);
+    a[n] = 0;
+    int port;
+    if (config_split_host(a, name, sizeof name, &port))
+        return errbuf_set(err, errlen, "'%s' is not an origin like http://host:port or https://host "
+                          "(no path, no user)", v);
+    if (port == defport) port = -1;
+    int w = port < 0 ? snprintf(out, outlen, "%s://%s", scheme, name)
+                     : snprintf(out, outlen, "%s://%s:%d", scheme, name, port);
+    if (w < 0 || (size_t)w >= outlen) return errbuf_set(err, errlen, "'%s' is too long", v);
+    return 0;
+}
+
 int config_finish(daemon_cfg_t *c, char *err, size_t errlen) {
     c->token[0] = 0;
     if (c->token_file[0]) {
@@ -340,6 +444,16 @@ void config_usage(FILE *f) {
         "  --cancel-grace-s S       SIGKILL a cancelled worker after S seconds (default 60)\n"
         "  --max-connections N      simultaneous HTTP connections; more are refused (default %d)\n"
         "  --idle-timeout-s S       close an HTTP connection idle for S seconds (default %d)\n"
+        "  --max-connections-per-ip N  connections of one client address (default %d); at the\n"
+        "                           limit its oldest still-unfinished request is closed\n"
+        "  --request-timeout-s S    a request's headers and body must arrive within S seconds\n"
+        "                           of its start, or the connection is closed (default %d)\n"
+        "  --allow-host HOST[:PORT] also accept this Host header (a reverse proxy's name;\n"
+        "                           repeatable); localhost, 127.0.0.1, [::1] and the address\n"
+        "                           connected to are always accepted (with the daemon's port)\n"
+        "  --allow-origin ORIGIN    also accept requests from this browser origin, e.g.\n"
+        "                           https://traind.example.com (repeatable)\n"
         "  --config FILE            read settings from FILE\n",
-        CONFIG_DEFAULT_LISTEN, CONFIG_CONN_LIMIT, CONFIG_IDLE_TIMEOUT_S);
+        CONFIG_DEFAULT_LISTEN, CONFIG_CONN_LIMIT, CONFIG_IDLE_TIMEOUT_S, CONFIG_PER_IP_LIMIT,
+        CONFIG_REQUEST_TIMEOUT_S);
 }

@@ -9,6 +9,9 @@
  *   log-level = debug|info|warn|error
  *   cancel-grace-s = 60            (SIGKILL a cancelled worker after this)
  *   max-connections = 256          idle-timeout-s = 120   (HTTP limits)
+ *   max-connections-per-ip = 128   request-timeout-s = 30
+ *   allow-host = traind.example.com        (repeatable; name or name:port)
+ *   allow-origin = https://traind.example.com   (repeatable)
  *
  * Flags override the file; --config FILE is read first wherever it appears. */
 #ifndef TRAIND_CONFIG_H
@@ -26,6 +29,10 @@
 #define CONFIG_DEFAULT_LISTEN "127.0.0.1:8470"
 #define CONFIG_CONN_LIMIT      256   /* --max-connections: simultaneous connections; more are refused */
 #define CONFIG_IDLE_TIMEOUT_S  120   /* --idle-timeout-s: an idle connection is closed after this */
+#define CONFIG_PER_IP_LIMIT    128   /* --max-connections-per-ip: connections of one client address */
+#define CONFIG_REQUEST_TIMEOUT_S 30  /* --request-timeout-s: a request must arrive whole within this */
+#define CFG_MAX_ALLOW          16    /* --allow-host / --allow-origin entries of each kind */
+#define CFG_ALLOW_LEN          256   /* bytes of one entry */
 
 typedef struct {
     char listen[256];                       /* host:port; default 127.0.0.1:8470 */
@@ -44,6 +51,12 @@ typedef struct {
     double cancel_grace_s;                  /* default 60 */
     int max_connections;                    /* simultaneous HTTP connections; default 256 */
     int idle_timeout_s;                     /* an idle HTTP connection is closed after it; default 120 */
+    int max_conn_per_ip;                    /* connections of one client address; default 128 */
+    int request_timeout_s;                  /* headers and body must arrive within it; default 30 */
+    char allow_hosts[CFG_MAX_ALLOW][CFG_ALLOW_LEN];    /* extra Host values: "name" or "name:port", lowercase */
+    int n_allow_hosts;
+    char allow_origins[CFG_MAX_ALLOW][CFG_ALLOW_LEN];  /* extra Origins: "scheme://host[:port]", lowercase */
+    int n_allow_origins;
     char config_file[PATH_MAX];
 } daemon_cfg_t;
 
@@ -66,6 +79,21 @@ int config_parse_listen(const char *addr, struct sockaddr_storage *ss, socklen_t
                         char *err, size_t errlen);
 /* 1 when the address parses and is a loopback address (127.0.0.0/8, ::1). */
 int config_listen_is_loopback(const char *listen);
+/* Splits "name", "name:port", "[v6]" or "[v6]:port" (a Host header, an
+ * --allow-host value, the authority of an origin) into the lowercased name
+ * (IPv6 kept in brackets) and the port (-1 when absent). The name is a DNS
+ * name or IPv4 address ([a-z0-9._-], at most 253 bytes) or a valid bracketed
+ * IPv6 address; the port is 1..65535 in decimal. 0, or -1 when malformed. */
+int config_split_host(const char *v, char *name, size_t namelen, int *port);
+/* Checks and normalizes an --allow-host value into out: a DNS name or IPv4
+ * address, or a bracketed IPv6 address, with an optional ":port" (1..65535);
+ * lowercased. 0, or -1 with a message. */
+int config_norm_allow_host(const char *v, char *out, size_t outlen, char *err, size_t errlen);
+/* Checks and normalizes an --allow-origin value into out: "http://" or
+ * "https://", a host as for --allow-host, an optional port; no path (one
+ * trailing '/' is dropped); lowercased; a port that is the scheme's default
+ * is dropped, as browsers serialize origins. 0, or -1 with a message. */
+int config_norm_allow_origin(const char *v, char *out, size_t outlen, char *err, size_t errlen);
 void config_usage(FILE *f);
 
 #endif

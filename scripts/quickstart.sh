@@ -25,7 +25,7 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 # ---- 1. packages -------------------------------------------------------------------------
 say "checking packages (scripts/install-deps.sh)"
-scripts/install-deps.sh
+scripts/install-deps.sh --no-browser
 
 # ---- 2. build ----------------------------------------------------------------------------
 say "building (make)"

@@ -57,8 +57,8 @@ code=$(python3 - "$PORT" <<'EOF'
 import socket, sys, time
 body = b'{"name":"slow","synthetic":{"samples":8,"image_size":28,"seed":1}}'
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
-s.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-          b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body[:20])
+s.sendall(b"POST /v1/datasets HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+          b"Content-Length: %d\r\nConnection: close\r\n\r\n" % (int(sys.argv[1]), len(body)) + body[:20])
 time.sleep(1.2)
 s.sendall(body[20:40])
 time.sleep(1.2)   # 2.4 s in all: longer than the timeout, but never idle for 2 s

@@ -228,6 +228,7 @@ stop_daemon TERM
 TOKEN_VALUE="tok-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 printf '%s\n' "$TOKEN_VALUE" >"$TDIR/token"
 chmod 600 "$TDIR/token"
+chmod 600 "$TDIR/token"
 start_daemon --dataset-root "$ROOTD" --token-file "$TDIR/token" || bail "daemon with a token did not start"
 TOKEN=$TOKEN_VALUE
 is "$(wait_dataset syn 60)" ready "syn reloaded after the restart"

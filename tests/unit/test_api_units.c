@@ -1,15 +1,18 @@
 /* tests/unit/test_api_units.c — the pure parts of api/: routing table and
  * matcher (404/405/Allow, parameter decoding), the error body format, JSON
  * body and field validation, query integer parsing, resource names, token
- * comparison and bearer parsing, Prometheus text formatting, SSE framing,
- * listen address parsing and loopback detection, the dashboard's public
- * paths, content types and built-in assets. */
+ * comparison and bearer parsing, the Host/Origin/content-type checks and
+ * the allow-host/allow-origin settings they use, Prometheus text formatting,
+ * SSE framing, listen address parsing and loopback detection; the dashboard's
+ * public paths, content types and built-in assets; and the server over
+ * loopback on the paths answered before any daemon action. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "api/api_internal.h"
@@ -282,6 +285,121 @@ static void test_auth(void) {
     ok(api_bearer_ok(NULL, NULL) && api_bearer_ok(NULL, ""), "no token configured: open");
 }
 
+static void test_boundaries(void) {
+    char name[CFG_ALLOW_LEN], out[CFG_ALLOW_LEN], err[256];
+    int port;
+    ok(config_split_host("LocalHost:8470", name, sizeof name, &port) == 0 &&
+       !strcmp(name, "localhost") && port == 8470, "split host: name lowercased, port");
+    ok(config_split_host("[::1]", name, sizeof name, &port) == 0 && !strcmp(name, "[::1]") &&
+       port == -1, "split host: bracketed IPv6 without port");
+    ok(config_split_host("[::1]:80", name, sizeof name, &port) == 0 && port == 80, "split host: [v6]:port");
+    static const char *const badhosts[] = { "", ":80", "a:", "a:0", "a:65536", "a:8x", "a b",
+        "a/b", "[::1", "[zz]", "[]:1", "a:+80", "user@a", "a:80:80", "a:123456", NULL };
+    for (const char *const *b = badhosts; *b; b++)
+        ok(config_split_host(*b, name, sizeof name, &port) < 0, "split host refuses '%s'", *b);
+
+    ok(config_norm_allow_host("Proxy.Example.COM", out, sizeof out, err, sizeof err) == 0 &&
+       !strcmp(out, "proxy.example.com"), "allow-host normalized: %s", out);
+    ok(config_norm_allow_host("evil.example/x", out, sizeof out, err, sizeof err) < 0 && err[0],
+       "allow-host with a path refused: %s", err);
+    ok(config_norm_allow_origin("HTTPS://Traind.Example.com:443/", out, sizeof out, err, sizeof err) == 0 &&
+       !strcmp(out, "https://traind.example.com"), "allow-origin: default port and '/' dropped: %s", out);
+    ok(config_norm_allow_origin("http://localhost:18470", out, sizeof out, err, sizeof err) == 0 &&
+       !strcmp(out, "http://localhost:18470"), "allow-origin with a port kept");
+    static const char *const badorigins[] = { "null", "localhost:8470", "ftp://x", "http://",
+        "http://x/path", "http://user@x", "https://x:99999", "*", NULL };
+    for (const char *const *b = badorigins; *b; b++)
+        ok(config_norm_allow_origin(*b, out, sizeof out, err, sizeof err) < 0,
+           "allow-origin refuses '%s'", *b);
+
+    static const char hosts[][CFG_ALLOW_LEN] = { "proxy.example.com", "tunnel.local:18470" };
+    static const char origins[][CFG_ALLOW_LEN] = { "https://traind.example.com" };
+    api_boundary_t b = { .port = 8470, .allow_hosts = hosts, .n_allow_hosts = 2,
+                         .allow_origins = origins, .n_allow_origins = 1 };
+    static const struct { const char *host, *local; int want; } hc[] = {
+        { "localhost:8470", NULL, 1 }, { "127.0.0.1:8470", NULL, 1 }, { "[::1]:8470", NULL, 1 },
+        { "LOCALHOST:8470", NULL, 1 }, { "localhost", NULL, 1 }, { "127.0.0.1", NULL, 1 },
+        { "localhost:8471", NULL, 0 }, { "evil.example", NULL, 0 }, { "evil.example:8470", NULL, 0 },
+        { "localhost.:8470", NULL, 0 }, { "127.0.0.2:8470", NULL, 0 },
+        { "127.0.0.2:8470", "127.0.0.2", 1 }, { "10.1.2.3:8470", "10.1.2.3", 1 },
+        { "10.1.2.3:9", "10.1.2.3", 0 }, { "[fe80::1]:8470", "[fe80::1]", 1 },
+        { "proxy.example.com", NULL, 1 }, { "proxy.example.com:443", NULL, 1 },
+        { "tunnel.local:18470", NULL, 1 }, { "tunnel.local:8470", NULL, 0 }, { "tunnel.local", NULL, 0 },
+        { "", NULL, 0 }, { "localhost:8470:1", NULL, 0 }, { "local host", NULL, 0 },
+    };
+    for (size_t i = 0; i < sizeof hc / sizeof hc[0]; i++)
+        ok(api_host_ok(&b, hc[i].host, hc[i].local) == hc[i].want, "Host '%s' (connected to %s) -> %s",
+           hc[i].host, hc[i].local ? hc[i].local : "-", hc[i].want ? "accepted" : "refused");
+
+    static const struct { const char *origin, *host; int want; } oc[] = {
+        { "http://localhost:8470", "localhost:8470", 1 },
+        { "http://127.0.0.1:8470", "127.0.0.1:8470", 1 },
+        { "http://127.0.0.1:8470", "localhost:8470", 0 },     /* another origin of the same server */
+        { "http://localhost:3000", "localhost:8470", 0 },     /* another local web app */
+        { "https://localhost:8470", "localhost:8470", 0 },    /* not this server's scheme */
+        { "http://evil.example", "localhost:8470", 0 },
+        { "null", "localhost:8470", 0 },
+        { "https://traind.example.com", "localhost:8470", 1 },
+        { "https://traind.example.com:443", "127.0.0.1:8470", 1 },
+        { "https://other.example.com", "localhost:8470", 0 },
+        { "http://tunnel.local:18470", "tunnel.local:18470", 1 },
+        { "http://localhost", "localhost", 1 },
+        { "http://localhost:8470", NULL, 0 },                 /* HTTP/1.0 without a Host */
+        { "", "localhost:8470", 0 },
+    };
+    for (size_t i = 0; i < sizeof oc / sizeof oc[0]; i++)
+        ok(api_origin_ok(&b, oc[i].origin, oc[i].host) == oc[i].want, "Origin '%s' to Host '%s' -> %s",
+           oc[i].origin, oc[i].host ? oc[i].host : "-", oc[i].want ? "accepted" : "refused");
+
+    ok(api_media_type_is("application/json", "application/json"), "media type: exact");
+    ok(api_media_type_is(" Application/JSON ; charset=utf-8", "application/json"), "media type: case, parameters");
+    ok(!api_media_type_is("application/jsonx", "application/json"), "media type: no prefix match");
+    ok(!api_media_type_is("text/plain; x=application/json", "application/json"), "media type: not in a parameter");
+    ok(!api_media_type_is(NULL, "application/json"), "media type: absent");
+    ok(api_content_type_simple("text/plain;charset=UTF-8") && api_content_type_simple("multipart/form-data; boundary=x") &&
+       api_content_type_simple("application/x-www-form-urlencoded"), "the three simple content types");
+    ok(!api_content_type_simple("application/json") && !api_content_type_simple(NULL), "JSON and none are not simple");
+
+    const char *code;
+    char msg[512];
+    api_body_head_t h = { .method = "POST", .path = "/v1/datasets", .content_type = "application/json",
+                          .has_body = 1, .declared = 100, .limit = 1000 };
+    ok(api_body_check(&h, &code, msg, sizeof msg) == 0, "JSON body within the limit passes");
+    h.content_type = "text/plain;charset=UTF-8";
+    ok(api_body_check(&h, &code, msg, sizeof msg) == 415 && !strcmp(code, "unsupported_media_type") &&
+       strstr(msg, "text/plain"), "text/plain body -> 415 naming it");
+    h.content_type = "application/x-www-form-urlencoded";
+    ok(api_body_check(&h, &code, msg, sizeof msg) == 415, "form body -> 415");
+    h.content_type = NULL;
+    ok(api_body_check(&h, &code, msg, sizeof msg) == 415 && strstr(msg, "none"), "body without a type -> 415");
+    h.content_type = "application/json";
+    h.declared = 1001;
+    ok(api_body_check(&h, &code, msg, sizeof msg) == 413 && !strcmp(code, "too_large"), "declared over the limit -> 413");
+    h.declared = -1;
+    ok(api_body_check(&h, &code, msg, sizeof msg) == 0, "chunked (length unknown) passes the header check");
+    h.limit = 0;
+    h.declared = 2;
+    ok(api_body_check(&h, &code, msg, sizeof msg) == 413 && strstr(msg, "takes no request body"),
+       "a body on a route that takes none -> 413");
+    api_body_head_t nb = { .method = "POST", .path = "/v1/jobs/j-1/cancel", .has_body = 0, .declared = 0 };
+    ok(api_body_check(&nb, &code, msg, sizeof msg) == 0, "bodyless POST without a type passes (curl -X POST)");
+    nb.content_type = "application/x-www-form-urlencoded";
+    ok(api_body_check(&nb, &code, msg, sizeof msg) == 0, "bodyless form-urlencoded POST from a non-browser passes (libcurl -d '')");
+    nb.from_browser = 1;
+    ok(api_body_check(&nb, &code, msg, sizeof msg) == 415, "... from a browser -> 415");
+    nb.from_browser = 0;
+    nb.content_type = "text/plain";
+    ok(api_body_check(&nb, &code, msg, sizeof msg) == 415, "bodyless POST with text/plain -> 415");
+    nb.content_type = "multipart/form-data; boundary=x";
+    nb.method = "DELETE";
+    ok(api_body_check(&nb, &code, msg, sizeof msg) == 415, "bodyless DELETE with multipart -> 415");
+    nb.method = "GET";
+    ok(api_body_check(&nb, &code, msg, sizeof msg) == 0, "GET with a simple type and no body passes");
+    ok(api_method_safe("GET") && api_method_safe("HEAD") && api_method_safe("OPTIONS") &&
+       !api_method_safe("POST") && !api_method_safe("DELETE") && !api_method_safe("PATCH") &&
+       !api_method_safe("PUT"), "safe methods");
+}
+
 static void test_prom(void) {
     char out[64];
     size_t n = prom_escape("a\"b\\c\nd", out, sizeof out);
@@ -416,9 +534,11 @@ static char *http_raw(uint16_t port, const char *req) {
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) { if (fd >= 0) close(fd); return NULL; }
+    struct timeval tv = { .tv_sec = 20 };   /* a server that waits for more never hangs the test */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     size_t n = strlen(req), off = 0;
-    while (off < n) {
-        ssize_t w = write(fd, req + off, n - off);
+    while (off < n) {   /* the server may answer and close before all is sent */
+        ssize_t w = send(fd, req + off, n - off, MSG_NOSIGNAL);
         if (w <= 0) break;
         off += (size_t)w;
     }
@@ -465,45 +585,46 @@ static void test_server(void) {
     char req[1024];
     char *r;
 
-    r = http_raw(port, "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    r = http_raw(port, "GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     ok(http_status(r) == 200 && strstr(r, "Content-Type: application/json") &&
        strstr(http_body(r), "{\"status\":\"ok\"}"), "GET /v1/health without a token -> 200 ok");
     free(r);
 
-    r = http_raw(port, "GET /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    r = http_raw(port, "GET /v1/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     ok(http_status(r) == 401 && strstr(http_body(r), "\"unauthorized\"") &&
        strstr(r, "WWW-Authenticate: Bearer"), "GET /v1/status without a token -> 401");
     free(r);
-    r = http_raw(port, "GET /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cre\r\n"
+    r = http_raw(port, "GET /v1/jobs HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cre\r\n"
                        "Connection: close\r\n\r\n");
     ok(http_status(r) == 401, "wrong token -> 401");
     free(r);
 
-    snprintf(req, sizeof req, "GET /v1/nothing HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n", auth);
+    snprintf(req, sizeof req, "GET /v1/nothing HTTP/1.1\r\nHost: localhost\r\n%sConnection: close\r\n\r\n", auth);
     r = http_raw(port, req);
     ok(http_status(r) == 404 && strstr(http_body(r), "\"not_found\""), "unknown path -> 404 JSON");
     free(r);
 
-    snprintf(req, sizeof req, "PUT /v1/jobs HTTP/1.1\r\nHost: x\r\n%sContent-Length: 0\r\n"
+    snprintf(req, sizeof req, "PUT /v1/jobs HTTP/1.1\r\nHost: localhost\r\n%sContent-Length: 0\r\n"
              "Connection: close\r\n\r\n", auth);
     r = http_raw(port, req);
     ok(http_status(r) == 405 && strstr(r, "Allow: POST, GET, HEAD") &&
        strstr(http_body(r), "\"method_not_allowed\""), "PUT /v1/jobs -> 405 with Allow");
     free(r);
 
-    snprintf(req, sizeof req, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\n%sContent-Length: 104857600\r\n"
-             "Connection: close\r\n\r\n", auth);
+    snprintf(req, sizeof req, "POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\n%sContent-Length: 104857600\r\n"
+             "Content-Type: application/json\r\nConnection: close\r\n\r\n", auth);
     r = http_raw(port, req);
     ok(http_status(r) == 413 && strstr(http_body(r), "\"too_large\""),
        "declared 100 MiB body -> 413 before it is read");
     free(r);
 
-    /* a chunked body over the limit is read, discarded and refused */
+    /* a chunked body a little over its route's limit is read, dropped and refused */
     {
-        size_t chunk = 1 << 20, nchunks = (API_BODY_MAX >> 20) + 2;
+        size_t chunk = 16 << 10, nchunks = API_DATASET_BODY_MAX / chunk + 2;
         size_t total = 512 + nchunks * (chunk + 16);
         char *big = malloc(total);
-        size_t o = (size_t)snprintf(big, total, "POST /v1/datasets HTTP/1.1\r\nHost: x\r\n%s"
+        size_t o = (size_t)snprintf(big, total, "POST /v1/datasets HTTP/1.1\r\nHost: localhost\r\n%s"
+                                    "Content-Type: application/json\r\n"
                                     "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n", auth);
         for (size_t i = 0; i < nchunks; i++) {
             o += (size_t)snprintf(big + o, total - o, "%zx\r\n", chunk);
@@ -514,63 +635,148 @@ static void test_server(void) {
         o += (size_t)snprintf(big + o, total - o, "0\r\n\r\n");
         r = http_raw(port, big);
         ok(http_status(r) == 413 && strstr(http_body(r), "\"too_large\""),
-           "chunked body over %u bytes -> 413", API_BODY_MAX);
+           "chunked dataset body over %u bytes -> 413", API_DATASET_BODY_MAX);
         free(r);
         free(big);
     }
+    /* one far over it is cut off: the connection closes before it is all sent */
+    {
+        size_t chunk = 1 << 20, nchunks = 8;
+        size_t total = 512 + nchunks * (chunk + 16);
+        char *big = malloc(total);
+        size_t o = (size_t)snprintf(big, total, "POST /v1/datasets HTTP/1.1\r\nHost: localhost\r\n%s"
+                                    "Content-Type: application/json\r\n"
+                                    "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n", auth);
+        for (size_t i = 0; i < nchunks; i++) {
+            o += (size_t)snprintf(big + o, total - o, "%zx\r\n", chunk);
+            memset(big + o, ' ', chunk);
+            o += chunk;
+            memcpy(big + o, "\r\n", 2); o += 2;
+        }
+        o += (size_t)snprintf(big + o, total - o, "0\r\n\r\n");
+        r = http_raw(port, big);
+        ok(r && http_status(r) == 0, "chunked dataset body of 8 MiB: connection closed at the "
+           "limit + %u bytes, no answer", API_BODY_DISCARD_MAX);
+        free(r);
+        free(big);
+    }
+    r = http_raw(port, "GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    ok(http_status(r) == 200, "still serving after the cut-off");
+    free(r);
+
+    /* the boundary checks, on every route, before a body byte is read */
+    r = http_raw(port, "GET /v1/health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n");
+    ok(http_status(r) == 421 && strstr(http_body(r), "\"misdirected_request\""),
+       "foreign Host on /v1/health -> 421");
+    free(r);
+    snprintf(req, sizeof req, "DELETE /v1/datasets/a HTTP/1.1\r\nHost: evil.example:%u\r\n%s"
+             "Connection: close\r\n\r\n", port, auth);
+    r = http_raw(port, req);
+    ok(http_status(r) == 421, "foreign Host with the right port on DELETE -> 421");
+    free(r);
+    snprintf(req, sizeof req, "GET /v1/jobs/j-1/events HTTP/1.1\r\nHost: localhost:%u\r\n%s"
+             "Origin: http://evil.example\r\nConnection: close\r\n\r\n", port, auth);
+    r = http_raw(port, req);
+    ok(http_status(r) == 403 && strstr(http_body(r), "evil.example"),
+       "foreign Origin on the event stream -> 403 naming it");
+    free(r);
+    snprintf(req, sizeof req, "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n%s"
+             "Origin: http://127.0.0.1:%u\r\nContent-Type: application/json\r\nContent-Length: 1\r\n"
+             "Connection: close\r\n\r\n{", port, auth, port);
+    r = http_raw(port, req);
+    ok(http_status(r) == 400 && strstr(http_body(r), "malformed JSON"),
+       "own Origin and Host pass the checks: the handler answers (%d)", http_status(r));
+    free(r);
+    snprintf(req, sizeof req, "POST /v1/datasets HTTP/1.1\r\nHost: localhost\r\n%s"
+             "Content-Type: text/plain\r\nContent-Length: 1000000\r\nConnection: close\r\n\r\n", auth);
+    r = http_raw(port, req);
+    ok(http_status(r) == 415 && strstr(http_body(r), "\"unsupported_media_type\""),
+       "text/plain body -> 415 on the headers alone (no body sent)");
+    free(r);
+    snprintf(req, sizeof req, "POST /v1/datasets HTTP/1.1\r\nHost: localhost\r\n%s"
+             "Content-Type: application/json\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n", auth);
+    r = http_raw(port, req);
+    ok(http_status(r) == 413, "declared dataset body over %u bytes -> 413 on the headers alone",
+       API_DATASET_BODY_MAX);
+    free(r);
+    r = http_raw(port, "POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                       "Content-Length: 60000000\r\nConnection: close\r\n\r\n");
+    ok(http_status(r) == 401, "no token, 60 MB body declared: 401 on the headers alone (no body sent)");
+    free(r);
+    snprintf(req, sizeof req, "POST /v1/jobs/j-1/cancel HTTP/1.1\r\nHost: localhost\r\n%s"
+             "Content-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", auth);
+    r = http_raw(port, req);
+    ok(http_status(r) == 415, "bodyless POST with text/plain -> 415");
+    free(r);
+    snprintf(req, sizeof req, "POST /v1/jobs/j-1/cancel HTTP/1.1\r\nHost: localhost\r\n%s"
+             "Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}", auth);
+    r = http_raw(port, req);
+    ok(http_status(r) == 413, "a body on cancel (takes none) -> 413");
+    free(r);
+    r = http_raw(port, "GET /v1/health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    ok(http_status(r) == 400, "HTTP/1.1 without a Host -> 400");
+    free(r);
+    r = http_raw(port, "GET /v1/health HTTP/1.0\r\n\r\n");
+    ok(http_status(r) == 200, "HTTP/1.0 without a Host -> 200");
+    free(r);
 
     const char *badjson = "{\"type\":";
-    snprintf(req, sizeof req, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\n"
-             "Connection: close\r\n\r\n%s", auth, strlen(badjson), badjson);
+    snprintf(req, sizeof req, "POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\n%sContent-Length: %zu\r\n"
+             "Content-Type: application/json\r\nConnection: close\r\n\r\n%s", auth,
+             strlen(badjson), badjson);
     r = http_raw(port, req);
     ok(http_status(r) == 400 && strstr(http_body(r), "malformed JSON"), "malformed job JSON -> 400");
     free(r);
 
     const char *dsbody = "{\"name\":\"a\",\"synthetic\":{\"samples\":4,\"image_size\":28,\"sharp\":1}}";
-    snprintf(req, sizeof req, "POST /v1/datasets HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\n"
-             "Connection: close\r\n\r\n%s", auth, strlen(dsbody), dsbody);
+    snprintf(req, sizeof req, "POST /v1/datasets HTTP/1.1\r\nHost: localhost\r\n%sContent-Length: %zu\r\n"
+             "Content-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n%s", auth,
+             strlen(dsbody), dsbody);
     r = http_raw(port, req);
     ok(http_status(r) == 400 && strstr(http_body(r), "synthetic.sharp") &&
        strstr(http_body(r), "\"invalid_field\""), "unknown nested dataset field -> 400 naming it");
     free(r);
 
-    snprintf(req, sizeof req, "GET /v1/jobs?limit=abc HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n", auth);
+    snprintf(req, sizeof req, "GET /v1/jobs?limit=abc HTTP/1.1\r\nHost: localhost\r\n%sConnection: close\r\n\r\n", auth);
     r = http_raw(port, req);
     ok(http_status(r) == 400 && strstr(http_body(r), "limit"), "limit=abc -> 400 naming it");
     free(r);
-    snprintf(req, sizeof req, "GET /v1/jobs?colour=red HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n", auth);
+    snprintf(req, sizeof req, "GET /v1/jobs?colour=red HTTP/1.1\r\nHost: localhost\r\n%sConnection: close\r\n\r\n", auth);
     r = http_raw(port, req);
     ok(http_status(r) == 400 && strstr(http_body(r), "colour"), "unknown query parameter -> 400 naming it");
     free(r);
-    snprintf(req, sizeof req, "GET /v1/jobs?state=sleeping HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n", auth);
+    snprintf(req, sizeof req, "GET /v1/jobs?state=sleeping HTTP/1.1\r\nHost: localhost\r\n%sConnection: close\r\n\r\n", auth);
     r = http_raw(port, req);
     ok(http_status(r) == 400 && strstr(http_body(r), "sleeping"), "unknown state filter -> 400");
     free(r);
-    snprintf(req, sizeof req, "GET /v1/checkpoints/c-1/files/..%%2F..%%2Ftraind.db HTTP/1.1\r\nHost: x\r\n%s"
+    snprintf(req, sizeof req, "GET /v1/checkpoints/c-1/files/..%%2F..%%2Ftraind.db HTTP/1.1\r\nHost: localhost\r\n%s"
              "Connection: close\r\n\r\n", auth);
     r = http_raw(port, req);
     ok(http_status(r) == 404, "encoded path escape in a file name -> 404");
     free(r);
-    snprintf(req, sizeof req, "GET /v1/datasets/.hidden HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n", auth);
+    snprintf(req, sizeof req, "GET /v1/datasets/.hidden HTTP/1.1\r\nHost: localhost\r\n%sConnection: close\r\n\r\n", auth);
     r = http_raw(port, req);
     ok(http_status(r) == 404, "impossible dataset name -> 404");
     free(r);
 
     api_code_count_t c[16];
     size_t n = api_request_counts(s, c, 16);
-    uint64_t n200 = 0, n401 = 0, n400 = 0, n413 = 0;
+    uint64_t n200 = 0, n401 = 0, n400 = 0, n413 = 0, n415 = 0, n421 = 0;
     for (size_t i = 0; i < n; i++) {
         if (c[i].code == 200) n200 = c[i].n;
         if (c[i].code == 401) n401 = c[i].n;
         if (c[i].code == 400) n400 = c[i].n;
         if (c[i].code == 413) n413 = c[i].n;
+        if (c[i].code == 415) n415 = c[i].n;
+        if (c[i].code == 421) n421 = c[i].n;
     }
-    ok(n200 == 1 && n401 == 2 && n400 == 5 && n413 == 2,
-       "requests counted by status (200:%llu 401:%llu 400:%llu 413:%llu)", (unsigned long long)n200,
-       (unsigned long long)n401, (unsigned long long)n400, (unsigned long long)n413);
+    ok(n200 == 3 && n401 == 3 && n400 == 7 && n413 == 4 && n415 == 2 && n421 == 2,
+       "requests counted by status (200:%llu 401:%llu 400:%llu 413:%llu 415:%llu 421:%llu)",
+       (unsigned long long)n200, (unsigned long long)n401, (unsigned long long)n400,
+       (unsigned long long)n413, (unsigned long long)n415, (unsigned long long)n421);
 
     /* the dashboard: public page and assets, data routes still closed */
-    r = http_raw(port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    r = http_raw(port, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     ok(http_status(r) == 200 && strstr(r, "Content-Type: text/html; charset=utf-8") &&
        strstr(r, "Content-Security-Policy: default-src 'none'; script-src 'self';") &&
        strstr(r, "X-Content-Type-Options: nosniff") && strstr(http_body(r), "<!doctype html>"),
@@ -579,19 +785,19 @@ static void test_server(void) {
     char etag[64] = "";
     if (et) sscanf(et + 6, "%63[^\r]", etag);
     free(r);
-    snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: x\r\nIf-None-Match: W/\"zz\", %s\r\n"
+    snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nIf-None-Match: W/\"zz\", %s\r\n"
              "Connection: close\r\n\r\n", etag);
     r = http_raw(port, req);
     ok(etag[0] == '"' && http_status(r) == 304 && !*http_body(r), "If-None-Match with its ETag %s -> 304", etag);
     free(r);
-    r = http_raw(port, "GET /assets/chart.min.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    r = http_raw(port, "GET /assets/chart.min.js HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     ok(http_status(r) == 200 && strstr(r, "Content-Type: text/javascript") && strstr(http_body(r), "Chart.js"),
        "GET /assets/chart.min.js without a token -> 200 Chart.js");
     free(r);
-    r = http_raw(port, "GET /assets/../v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    r = http_raw(port, "GET /assets/../v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     ok(http_status(r) == 401, "GET /assets/../v1/status without a token -> 401");
     free(r);
-    r = http_raw(port, "GET /assets/none.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    r = http_raw(port, "GET /assets/none.js HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     ok(http_status(r) == 404 && strstr(http_body(r), "\"not_found\""), "unknown asset -> 404 JSON");
     free(r);
     api_stop(s);
@@ -647,6 +853,7 @@ int main(void) {
     test_json_in();
     test_query_and_names();
     test_auth();
+    test_boundaries();
     test_prom();
     test_prom_status();
     test_sse();
