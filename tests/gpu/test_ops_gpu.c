@@ -380,9 +380,9 @@ static void t_im2col(int N, int Bn, int H, int W, int p, dtype_t idt, dtype_t cd
     for (int i = 0; i < Bn; i++) idx[i] = (int32_t)(urand() * N) % N;
     size_t no = (size_t)Bn * (H / p) * (W / p) * 3 * p * p;
     void *co = malloc(no * dtype_size(cdt));
-    C->im2col(C, co, cdt, hi, idt, use_idx ? idx : NULL, Bn, H, W, p);
+    C->im2col(C, co, cdt, hi, idt, use_idx ? idx : NULL, Bn, H, W, p, NULL);
     void *gi = gdup(hi, ni * dtype_size(idt)), *gidx = gdup(idx, Bn * 4), *go = gpoison(no * dtype_size(cdt));
-    G->im2col(G, go, cdt, gi, idt, use_idx ? gidx : NULL, Bn, H, W, p);
+    G->im2col(G, go, cdt, gi, idt, use_idx ? gidx : NULL, Bn, H, W, p, NULL);
     snprintf(w, sizeof w, "im2col N=%d Bn=%d %dx%d p=%d %s->%s%s", N, Bn, H, W, p, dtype_name(idt), dtype_name(cdt),
              use_idx ? " idx" : "");
     check_dev(w, go, cdt, co, cdt, no, 0);
