@@ -33,7 +33,8 @@
  *   runs them: per-sample draw on the host, upload, augmented gather,
  *   transformed labels; every kind on, per-sample intrinsics): a
  *   `RESULT {"bench":"augment_cost",...}` line with both medians and the cost
- *   in percent; the profile steps (--profile) then run augmented.
+ *   in percent (instead of the "train" line); the profile steps (--profile)
+ *   then run augmented.
  * eval: forward of the eval plan (bf16 parameters, no gradients) at the batch.
  * peak_mem_gb: the largest drop of the backend's free memory (mem_info)
  *   from before the dataset and model were allocated to any point after a
@@ -648,7 +649,8 @@ static int bench_train(backend_t *be, const bench_opts_t *o, char *err, size_t e
     json_object_set_new(ph, "backward_tflops",
                         json_real(B * 2.0 * (t.m->cfg.layers - o->freeze) * bench_block_flops(t.m) / ph_med[2] / 1e12));
     json_object_set_new(r, "phases", ph);
-    bench_result(r);
+    if (o->augment) json_decref(r);   /* the augment_cost line below carries the plain timing */
+    else bench_result(r);
     if (o->augment) {
         /* the cost of augmentation: plain and augmented steps interleaved on
          * the same model (drift and clocks affect both alike), medians */

@@ -507,20 +507,21 @@ static void cpu_aug_joints(backend_t *b, float *out, const float *joints, const 
 
 /* ---- layers -------------------------------------------------------------------- */
 
-static float cpu_ld(const void *p, dtype_t dt, size_t i) {
+static inline float cpu_ld(const void *p, dtype_t dt, size_t i) {
     return dt == DT_BF16 ? bf16_to_f32(((const bf16 *)p)[i]) : ((const float *)p)[i];
 }
-static void cpu_st(void *p, dtype_t dt, size_t i, float v) {
+static inline void cpu_st(void *p, dtype_t dt, size_t i, float v) {
     if (dt == DT_BF16) ((bf16 *)p)[i] = f32_to_bf16(v);
     else ((float *)p)[i] = v;
 }
 
 /* The augmented gather: batch row bi is image idx[bi] seen through
- * aug->samples[bi] (gpu/augment_math.h), one output pixel at a time. */
+ * aug->samples[bi] (gpu/augment_math.h), one output pixel at a time, patch
+ * by patch (no divisions in the inner loop). */
 static void cpu_im2col_aug(void *out, dtype_t cdt, const void *images, dtype_t idt, const int32_t *idx,
                            int Bn, int H, int W, int p, const im2col_aug_t *aug) {
     int Hp = H / p, Wp = W / p;
-    size_t P = (size_t)Hp * Wp, cols = (size_t)3 * p * p, hw = (size_t)H * W;
+    size_t P = (size_t)Hp * Wp, cols = (size_t)3 * p * p, pp = (size_t)p * p, hw = (size_t)H * W;
     for (int bi = 0; bi < Bn; bi++) {
         int img = idx ? idx[bi] : bi;
         if (img < 0) cpu_fatal("im2col", "negative image index %d", img);
@@ -530,26 +531,30 @@ static void cpu_im2col_aug(void *out, dtype_t cdt, const void *images, dtype_t i
         aug_camera(aug->intrinsics ? aug->intrinsics + (size_t)img * 9 : NULL, H, W, K);
         int mapped = !s->geom || aug_source_map(K, s->minv, G);
         size_t base = (size_t)img * 3 * hw;
-        for (int y = 0; y < Hp * p; y++) {
-            for (int x = 0; x < Wp * p; x++) {
-                float v[3] = {0.0f, 0.0f, 0.0f};
-                if (!s->geom) {
-                    for (int c = 0; c < 3; c++) v[c] = cpu_ld(images, idt, base + c * hw + (size_t)y * W + x);
-                } else if (mapped) {
-                    int32_t off[4];
-                    float w[4];
-                    aug_taps(G, x, y, H, W, off, w);
-                    for (int k = 0; k < 4; k++)
-                        if (off[k] >= 0)
-                            for (int c = 0; c < 3; c++) v[c] += w[k] * cpu_ld(images, idt, base + c * hw + (size_t)off[k]);
-                }
-                if (s->photo) aug_color(s, aug->mean, aug->std, v);
-                if (aug_erased(s, x, y)) v[0] = v[1] = v[2] = 0.0f;
-                size_t row = (size_t)bi * P + (size_t)(y / p) * Wp + (size_t)(x / p);
-                size_t col = (size_t)(y % p) * p + (size_t)(x % p);
-                for (int c = 0; c < 3; c++) cpu_st(out, cdt, row * cols + (size_t)c * p * p + col, v[c]);
+        for (int py = 0; py < Hp; py++)
+            for (int px = 0; px < Wp; px++) {
+                size_t row = ((size_t)bi * P + (size_t)py * Wp + px) * cols;
+                for (int ky = 0; ky < p; ky++)
+                    for (int kx = 0; kx < p; kx++) {
+                        int y = py * p + ky, x = px * p + kx;
+                        float v[3] = {0.0f, 0.0f, 0.0f};
+                        if (!s->geom) {
+                            for (int c = 0; c < 3; c++) v[c] = cpu_ld(images, idt, base + c * hw + (size_t)y * W + x);
+                        } else if (mapped) {
+                            int32_t off[4];
+                            float w[4];
+                            aug_taps(G, x, y, H, W, off, w);
+                            for (int k = 0; k < 4; k++)
+                                if (off[k] >= 0)
+                                    for (int c = 0; c < 3; c++)
+                                        v[c] += w[k] * cpu_ld(images, idt, base + c * hw + (size_t)off[k]);
+                        }
+                        if (s->photo) aug_color(s, aug->mean, aug->std, v);
+                        if (aug_erased(s, x, y)) v[0] = v[1] = v[2] = 0.0f;
+                        size_t col = (size_t)ky * p + kx;
+                        for (int c = 0; c < 3; c++) cpu_st(out, cdt, row + c * pp + col, v[c]);
+                    }
             }
-        }
     }
 }
 
