@@ -28,6 +28,13 @@
  *   --profile N: N more steps with every op timed apart (sync around each
  *   call; matrix products per shape with their TFLOP/s) and the bf16 matrix
  *   ceiling measured on 8192^3 (cuda): a `RESULT {"bench":"profile",...}` line.
+ * --augment (train): then the same number of plain and augmented steps
+ *   interleaved on the same model (the augmented ones as gpu/stage_train.c
+ *   runs them: per-sample draw on the host, upload, augmented gather,
+ *   transformed labels; every kind on, per-sample intrinsics): a
+ *   `RESULT {"bench":"augment_cost",...}` line with both medians and the cost
+ *   in percent (instead of the "train" line); the profile steps (--profile)
+ *   then run augmented.
  * eval: forward of the eval plan (bf16 parameters, no gradients) at the batch.
  * peak_mem_gb: the largest drop of the backend's free memory (mem_info)
  *   from before the dataset and model were allocated to any point after a
@@ -58,6 +65,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gpu/augment.h"
 #include "gpu/backend.h"
 #include "gpu/dataset.h"
 #include "gpu/model.h"
@@ -68,7 +76,7 @@ typedef struct {
     int device;
     const char *what;          /* train | eval | load */
     char size[32];             /* tiny | small | base | large */
-    int batch, image, freeze, warmup, iters, phase_iters, reps, keep, profile;
+    int batch, image, freeze, warmup, iters, phase_iters, reps, keep, profile, augment;
     long samples;              /* resident samples for train/eval (0 = default) */
     double gb;
     const char *dir;
@@ -164,9 +172,9 @@ typedef struct {
 /* n random samples of H×W resident in backend memory: images bf16 normalized
  * from random u8 on the device (images_from_u8), joints as torch_ref, masks 1. */
 static int bench_data_make(backend_t *be, bench_data_t *d, int64_t n, int H, int W, uint64_t seed,
-                           char *err, size_t errlen) {
+                           int intrinsics, char *err, size_t errlen) {
     memset(d, 0, sizeof *d);
-    if (!ds_layout(&d->l, n, H, W, DS_F_JOINTS_VALID | DS_F_HAS_HAND)) {
+    if (!ds_layout(&d->l, n, H, W, DS_F_JOINTS_VALID | DS_F_HAS_HAND | (intrinsics ? DS_F_INTRINSICS : 0))) {
         snprintf(err, errlen, "bad dataset size %lld x %dx%d", (long long)n, H, W);
         return -1;
     }
@@ -200,6 +208,18 @@ static int bench_data_make(backend_t *be, bench_data_t *d, int64_t n, int H, int
     be->upload(be, d->ds.joints, j, (size_t)n * HAND_JOINTS * 3 * sizeof(float));
     be->upload(be, d->ds.joints_valid, ones, (size_t)n * HAND_JOINTS);
     be->upload(be, d->ds.has_hand, ones, (size_t)n);
+    float *K = intrinsics ? malloc((size_t)n * 9 * sizeof(float)) : NULL;
+    if (K) {   /* a pinhole camera per sample, as synthetic datasets have */
+        const float k[9] = {1.1f * W, 0, 0.5f * W, 0, 1.1f * W, 0.5f * H, 0, 0, 1};
+        for (int64_t i = 0; i < n; i++) memcpy(K + i * 9, k, sizeof k);
+        be->upload(be, d->ds.intrinsics, K, (size_t)n * 9 * sizeof(float));
+        free(K);
+    } else if (intrinsics) {
+        be->free(be, d->base);
+        d->base = NULL;
+        snprintf(err, errlen, "out of host memory for the intrinsics");
+        return -1;
+    }
     be->sync(be);
     free(u8); free(j); free(ones);
     return 0;
@@ -277,9 +297,18 @@ static prof_row_t *bench_prof_row(const char *name) {
         pr->calls++; pr->sec += bench_now() - pt0; pr->flops += (fl); }
 
 static void pw_im2col(backend_t *b, void *out, dtype_t cdt, const void *images, dtype_t idt,
-                      const int32_t *idx, int Bn, int H, int W, int p) {
-    PROF_BEGIN(b) bench_orig.im2col(b, out, cdt, images, idt, idx, Bn, H, W, p);
-    PROF_END(b, "im2col (gather + bf16)", 0)
+                      const int32_t *idx, int Bn, int H, int W, int p, const im2col_aug_t *aug) {
+    PROF_BEGIN(b) bench_orig.im2col(b, out, cdt, images, idt, idx, Bn, H, W, p, aug);
+    PROF_END(b, aug ? "im2col (gather + augment + bf16)" : "im2col (gather + bf16)", 0)
+}
+static void pw_aug_joints(backend_t *b, float *out, const float *joints, const int32_t *idx,
+                          const aug_sample_t *aug, int Bn) {
+    PROF_BEGIN(b) bench_orig.aug_joints(b, out, joints, idx, aug, Bn);
+    PROF_END(b, "aug_joints", 0)
+}
+static void pw_gather_rows(backend_t *b, void *dst, const void *src, const int32_t *idx, int n, size_t row_bytes) {
+    PROF_BEGIN(b) bench_orig.gather_rows(b, dst, src, idx, n, row_bytes);
+    PROF_END(b, "gather_rows", 0)
 }
 static void pw_matmul_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, const void *w,
                           const float *bias, dtype_t cdt, int M, int N, int K) {
@@ -386,6 +415,8 @@ static void pw_upload(backend_t *b, void *dst, const void *src, size_t bytes) {
 static void bench_prof_install(backend_t *be) {
     bench_orig = *be;
     be->im2col = pw_im2col;
+    be->aug_joints = pw_aug_joints;
+    be->gather_rows = pw_gather_rows;
     be->matmul_fwd = pw_matmul_fwd;
     be->matmul_bwd = pw_matmul_bwd;
     be->layernorm_fwd = pw_layernorm_fwd;
@@ -481,17 +512,49 @@ typedef struct {
     uint64_t rng;
     hand_loss_t hl;
     double grad_norm;
+    /* augmentation (--augment): drawn per step as gpu/stage_train.c does */
+    int aug;
+    long step;
+    aug_sample_t *h_aug, *d_aug;
+    float *d_joints;
+    uint8_t *d_valid, *d_has;
 } train_ctx_t;
+
+/* What --augment trains with: every kind on, at typical strengths. */
+static const augment_spec_t bench_augment = {
+    .on = 1, .rotate_deg = {-30, 30}, .shift_deg = 5, .flip = 0.5, .zoom = {0.9, 1.1}, .brightness = 0.3,
+    .contrast = 0.3, .saturation = 0.3, .hue = 0.05, .erase_count = 1, .erase_p = 0.5, .erase_area = {0.02, 0.2},
+    .erase_aspect = {0.3, 3.3}};
 
 /* One full step; ph (may be NULL) gets the phase times (sync after each). */
 static int bench_train_step(backend_t *be, train_ctx_t *t, int B, double ph[5], char *err, size_t errlen) {
     bench_random_idx(t->h_idx, B, t->ds->n, &t->rng);
     be->upload(be, t->d_idx, t->h_idx, (size_t)B * sizeof(int32_t));
     double t0 = ph ? bench_now() : 0;
-    if (model_forward(t->m, t->ds->images, t->ds->image_dtype, t->d_idx, B, 0, err, errlen)) return -1;
+    im2col_aug_t ia = {0};
+    t->step++;
+    if (t->aug) {
+        for (int i = 0; i < B; i++)
+            augment_draw(&bench_augment, 1, t->step, t->h_idx[i], t->ds->h, t->ds->w, t->ds->mean, &t->h_aug[i], NULL);
+        be->upload(be, t->d_aug, t->h_aug, (size_t)B * sizeof(aug_sample_t));
+        ia.samples = t->d_aug;
+        ia.intrinsics = t->ds->intrinsics;
+        memcpy(ia.mean, t->ds->mean, sizeof ia.mean);
+        memcpy(ia.std, t->ds->std, sizeof ia.std);
+    }
+    if (model_forward_aug(t->m, t->ds->images, t->ds->image_dtype, t->d_idx, B, t->aug ? &ia : NULL, 0, err, errlen))
+        return -1;
     if (ph) { be->sync(be); ph[0] = bench_now() - t0; t0 = bench_now(); }
-    be->hand_loss(be, &t->hl, t->d_dpred, t->d_dconf, t->m->pred, t->m->conf_logit, t->ds->joints,
-                  t->ds->joints_valid, t->ds->has_hand, t->d_idx, B);
+    if (t->aug) {
+        be->aug_joints(be, t->d_joints, t->ds->joints, t->d_idx, t->d_aug, B);
+        be->gather_rows(be, t->d_valid, t->ds->joints_valid, t->d_idx, B, HAND_JOINTS);
+        be->gather_rows(be, t->d_has, t->ds->has_hand, t->d_idx, B, 1);
+        be->hand_loss(be, &t->hl, t->d_dpred, t->d_dconf, t->m->pred, t->m->conf_logit, t->d_joints, t->d_valid,
+                      t->d_has, NULL, B);
+    } else {
+        be->hand_loss(be, &t->hl, t->d_dpred, t->d_dconf, t->m->pred, t->m->conf_logit, t->ds->joints,
+                      t->ds->joints_valid, t->ds->has_hand, t->d_idx, B);
+    }
     if (ph) { ph[1] = bench_now() - t0; t0 = bench_now(); }
     model_zero_grad(t->m);
     model_backward(t->m, t->d_dpred, t->d_dconf);
@@ -513,7 +576,7 @@ static int bench_train(backend_t *be, const bench_opts_t *o, char *err, size_t e
     if (be->mem_info(be, &free0, &tot)) { snprintf(err, errlen, "mem_info: %s", be->err); return -1; }
     int64_t N = o->samples > 0 ? o->samples : (4 * B > 512 ? 4 * B : 512);
     bench_data_t d;
-    if (bench_data_make(be, &d, N, o->image, o->image, o->seed, err, errlen)) return -1;
+    if (bench_data_make(be, &d, N, o->image, o->image, o->seed, o->augment, err, errlen)) return -1;
     int rc = -1;
     train_ctx_t t = {0};
     double *times = NULL, *ph_all = NULL;
@@ -528,9 +591,15 @@ static int bench_train(backend_t *be, const bench_opts_t *o, char *err, size_t e
     t.d_dpred = be->alloc(be, (size_t)B * HAND_COORDS * sizeof(float));
     t.d_dconf = be->alloc(be, (size_t)B * MODEL_CONF_OUT * sizeof(float));
     t.h_idx = malloc((size_t)B * sizeof(int32_t));
+    t.d_aug = be->alloc(be, (size_t)B * sizeof(aug_sample_t));
+    t.h_aug = malloc((size_t)B * sizeof(aug_sample_t));
+    t.d_joints = be->alloc(be, (size_t)B * HAND_COORDS * sizeof(float));
+    t.d_valid = be->alloc(be, (size_t)B * HAND_JOINTS);
+    t.d_has = be->alloc(be, (size_t)B);
     times = malloc((size_t)(o->iters > 0 ? o->iters : 1) * sizeof(double));
     ph_all = malloc((size_t)5 * (o->phase_iters > 0 ? o->phase_iters : 1) * sizeof(double));
-    if (!t.d_idx || !t.d_dpred || !t.d_dconf || !t.h_idx || !times || !ph_all) {
+    if (!t.d_idx || !t.d_dpred || !t.d_dconf || !t.h_idx || !t.d_aug || !t.h_aug || !t.d_joints || !t.d_valid ||
+        !t.d_has || !times || !ph_all) {
         snprintf(err, errlen, "out of memory for the batch buffers: %s", be->err);
         goto done;
     }
@@ -580,9 +649,52 @@ static int bench_train(backend_t *be, const bench_opts_t *o, char *err, size_t e
     json_object_set_new(ph, "backward_tflops",
                         json_real(B * 2.0 * (t.m->cfg.layers - o->freeze) * bench_block_flops(t.m) / ph_med[2] / 1e12));
     json_object_set_new(r, "phases", ph);
-    bench_result(r);
+    if (o->augment) json_decref(r);   /* the augment_cost line below carries the plain timing */
+    else bench_result(r);
+    if (o->augment) {
+        /* the cost of augmentation: plain and augmented steps interleaved on
+         * the same model (drift and clocks affect both alike), medians */
+        double *ta = malloc((size_t)o->iters * sizeof(double)), *tp = malloc((size_t)o->iters * sizeof(double));
+        if (!ta || !tp) {
+            free(ta);
+            free(tp);
+            snprintf(err, errlen, "out of memory");
+            goto done;
+        }
+        int fail = 0;
+        for (int i = 0; i < 2 && !fail; i++) {   /* warm the augmented path */
+            t.aug = 1;
+            fail = bench_train_step(be, &t, B, NULL, err, errlen);
+        }
+        for (int i = 0; i < o->iters && !fail; i++) {
+            for (int a = 0; a < 2 && !fail; a++) {
+                t.aug = (i + a) % 2;   /* alternate which goes first */
+                double t0 = bench_now();
+                fail = bench_train_step(be, &t, B, NULL, err, errlen);
+                (t.aug ? ta : tp)[i] = bench_now() - t0;
+            }
+        }
+        t.aug = 0;
+        if (!fail) {
+            double sp = bench_median(tp, o->iters), sa = bench_median(ta, o->iters);
+            json_t *ra = bench_common(o, be, "augment_cost");
+            json_object_set_new(ra, "freeze", json_integer(o->freeze));
+            json_object_set_new(ra, "step_s_plain", json_real(sp));
+            json_object_set_new(ra, "step_s_augment", json_real(sa));
+            json_object_set_new(ra, "cost_pct", json_real(100.0 * (sa - sp) / sp));
+            json_object_set_new(ra, "iters", json_integer(o->iters));
+            json_object_set_new(ra, "augment", json_string("rotate_deg [-30,30], shift_deg 5, flip 0.5, zoom "
+                                                           "[0.9,1.1], brightness/contrast/saturation 0.3, hue "
+                                                           "0.05, erase 1 x p 0.5; per-sample intrinsics"));
+            bench_result(ra);
+        }
+        free(ta);
+        free(tp);
+        if (fail) goto done;
+    }
     if (o->profile > 0) {
         double ceiling = strcmp(be->name, "cuda") ? NAN : bench_matmul_ceiling(be, 8192);
+        t.aug = o->augment;   /* with --augment the profile shows the augmented gather */
         bench_prof_install(be);
         for (int i = 0; i < o->profile; i++) {
             if (bench_train_step(be, &t, B, NULL, err, errlen)) { bench_prof_remove(be); goto done; }
@@ -595,6 +707,11 @@ done:
     if (t.d_idx) be->free(be, t.d_idx);
     if (t.d_dpred) be->free(be, t.d_dpred);
     if (t.d_dconf) be->free(be, t.d_dconf);
+    if (t.d_aug) be->free(be, t.d_aug);
+    if (t.d_joints) be->free(be, t.d_joints);
+    if (t.d_valid) be->free(be, t.d_valid);
+    if (t.d_has) be->free(be, t.d_has);
+    free(t.h_aug);
     free(t.h_idx);
     free(times);
     free(ph_all);
@@ -611,7 +728,7 @@ static int bench_eval(backend_t *be, const bench_opts_t *o, char *err, size_t er
     if (be->mem_info(be, &free0, &tot)) { snprintf(err, errlen, "mem_info: %s", be->err); return -1; }
     int64_t N = o->samples > 0 ? o->samples : (2 * B > 512 ? 2 * B : 512);
     bench_data_t d;
-    if (bench_data_make(be, &d, N, o->image, o->image, o->seed, err, errlen)) return -1;
+    if (bench_data_make(be, &d, N, o->image, o->image, o->seed, 0, err, errlen)) return -1;
     int rc = -1;
     model_t *m = bench_model(be, o, 0, err, errlen);
     int32_t *d_idx = be->alloc(be, (size_t)B * sizeof(int32_t));
@@ -802,7 +919,7 @@ static void bench_usage(FILE *f) {
     fprintf(f,
             "usage: bench_traind [--backend cuda|cpu|auto] [--device N] WHAT [options]\n"
             "  train  --size large --batch 32 [--image 224] [--freeze 12] [--warmup 5] [--iters 20]\n"
-            "         [--phase-iters 5] [--samples N] [--profile STEPS]\n"
+            "         [--phase-iters 5] [--samples N] [--profile STEPS] [--augment]\n"
             "  eval   --size large --batch 256 [--image 224] [--warmup 5] [--iters 20] [--samples N]\n"
             "  load   --gb 4 [--image 224] [--dir DIR] [--reps 3] [--keep]\n"
             "prints one line `RESULT {json}` per measurement\n");
@@ -822,6 +939,7 @@ int main(int argc, char **argv) {
         {"gb", required_argument, 0, 'g'},      {"dir", required_argument, 0, 'D'},
         {"keep", no_argument, 0, 'k'},          {"samples", required_argument, 0, 'S'},
         {"seed", required_argument, 0, 'e'},    {"profile", required_argument, 0, 'P'},
+        {"augment", no_argument, 0, 'A'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int c;
@@ -830,7 +948,7 @@ int main(int argc, char **argv) {
     int li = -1;
     while ((c = getopt_long(argc, argv, "h", lo, &li)) != -1) {
         long v = 0;
-        if (c == 'b' || c == 's' || c == 'D' || c == 'k' || c == 'h' || c == 'g' || c == 'e') {
+        if (c == 'b' || c == 's' || c == 'D' || c == 'k' || c == 'h' || c == 'g' || c == 'e' || c == 'A') {
             /* non-integer options */
         } else if (c != '?') {
             errno = 0;
@@ -865,6 +983,7 @@ int main(int argc, char **argv) {
             break;
         case 'D': o.dir = optarg; break;
         case 'k': o.keep = 1; break;
+        case 'A': o.augment = 1; break;
         case 'h': bench_usage(stdout); return 0;
         default: bench_usage(stderr); return 2;
         }

@@ -34,7 +34,7 @@ import time
 import urllib.error
 import urllib.request
 
-GOALS = {"train": 1.3, "eval": 1.5, "load": 10.0, "second_job": 2.0}
+GOALS = {"train": 1.3, "eval": 1.5, "load": 10.0, "second_job": 2.0, "augment_cost": 3.0}
 
 
 # ---------------------------------------------------------------------------- table
@@ -135,6 +135,14 @@ def build_rows(results):
         rows.append(("load GB/s (warm page cache)", fmt(g), fmt(tl and tl.get("gb_per_s")), "–",
                      fmt(ratio(g, sf and sf.get("gb_per_s")), "{:.2f}x"), "≥ 10 GB/s",
                      verdict(g, GOALS["load"]), note + "; ratio vs safetensors"))
+    for b in sorted({r.get("batch") for r in results if r.get("bench") == "augment_cost" and r.get("batch")}):
+        a = pick(results, bench="augment_cost", impl="traind", batch=b)
+        c = a.get("cost_pct")
+        note = (f"plain {fmt(1e3 * a['step_s_plain'] if a.get('step_s_plain') else None, '{:.1f}')} ms, augmented "
+                f"{fmt(1e3 * a['step_s_augment'] if a.get('step_s_augment') else None, '{:.1f}')} ms per step "
+                f"(interleaved, medians of {a.get('iters')})")
+        rows.append((f"augmentation cost {a.get('size', '?')} b{b} %", fmt(c, "{:.2f}"), "–", "–", "", "≤ 3 %",
+                     verdict(c, GOALS["augment_cost"], higher_is_better=False), note))
     for s in [r for r in results if r.get("bench") == "second_job"]:
         v = s.get("first_step_s")
         note = (f"{s.get('backbone')} b{s.get('batch')}: queued→running {fmt(s.get('to_running_s'), '{:.2f}')} s, "

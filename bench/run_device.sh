@@ -17,6 +17,8 @@
 # call ends inside the device tool's 10 minutes even when a step hangs:
 #   traind   train dinov2-large freeze 12 hand head, batch 32 and 128 (bf16
 #            plan), each with a per-op profile (bench_traind --profile 3)
+#   traind   the cost of augmentation (every kind on) on the batch-32 train
+#            step: plain and augmented steps interleaved (bench_traind --augment; goal <= 3 %)
 #   traind   eval dinov2-large batch 256
 #   traind   load: random U8 shards of BENCH_LOAD_GB (4) GB resident bf16, warm page cache
 #   traind   second job: the daemon (--backend cuda, loopback port, temp state
@@ -41,7 +43,7 @@
 # and carried; default build/release and build/release/bench); BENCH_COMMIT
 # (recorded in the log); BENCH_BUDGET_S; BENCH_LOAD_GB; BENCH_TORCH_LOAD_GB;
 # BENCH_ONLY: step names to run, space-separated (e.g. "traind_train32
-# torch_eager32"; default all). A dry run of traind's steps on a machine
+# torch_eager32", or "traind_augment32" alone; default all). A dry run of traind's steps on a machine
 # without a GPU: BENCH_BACKEND=cpu BENCH_SIZE=tiny BENCH_FREEZE=1 BENCH_IMAGE=28
 # BENCH_SECOND="dinov2-tiny 1" BENCH_LOAD_GB=0.05 BENCH_ONLY="traind_train32
 # traind_eval256 traind_load traind_second".
@@ -144,6 +146,7 @@ done
 B=("$BENCH" --backend "$BACKEND")
 step traind_train32   90 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 32 --freeze "$FREEZE" --profile 3
 step traind_train128 120 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 128 --freeze "$FREEZE" --profile 3
+step traind_augment32  90 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 32 --freeze "$FREEZE" --augment --iters 30
 step traind_eval256   90 "${B[@]}" eval --size "$SIZE" --image "$IMAGE" --batch 256
 step traind_load     120 "${B[@]}" load --image "$IMAGE" --gb "$LOAD_GB"
 step traind_second    90 "$ROOT/bench/run_device.sh" --second-job "$SECOND_BB" "$SECOND_FREEZE"

@@ -454,6 +454,21 @@ json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_
     json_t *spec = jobspec_to_json(&js);
     dtype_plan_t plan = jobspec_plan(&js);
     json_t *pj = dtype_plan_to_json(&plan);
+    if (js.augment.on) {   /* the resolved augmentation beside the dtype plan, with the camera it will use */
+        int camera = -1;   /* h, w: the dataset's image size, as found above */
+        json_t *fields = json_object_get(ds, "fields");
+        const char *dstate = json_string_value(json_object_get(ds, "state"));
+        if (json_is_array(fields) && dstate && !strcmp(dstate, "ready")) {
+            size_t i;
+            json_t *f;
+            camera = 0;
+            json_array_foreach(fields, i, f) {
+                if (json_is_string(f) && !strcmp(json_string_value(f), "camera_intrinsics")) camera = 1;
+            }
+        }
+        json_t *ap = augment_plan_to_json(&js, camera, w, h);
+        if (ap) json_object_set_new(pj, "augment", ap);
+    }
     rc = store_job_insert(d->store, js.type, js.dataset, js.priority,
                           js.submission_id[0] ? js.submission_id : NULL, spec, pj, &out, created, err, sizeof err);
     json_decref(spec);

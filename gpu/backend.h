@@ -28,6 +28,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "gpu/augment_math.h"
 #include "store/dtype.h"
 
 #define BACKEND_HANDLE_MAX 256   /* text form of a shareable-memory handle */
@@ -93,9 +94,17 @@ struct backend {
     /* Patch extraction with the batch gather and the dtype conversion fused in:
      * out[Bn*P, 3*p*p] (cdt) with P = (H/p)*(W/p) patches in row-major order and
      * columns ordered (c, ky, kx) like a Conv2d weight [D,3,p,p] flattened;
-     * images[N,3,H,W] (idt) indexed by idx[Bn] (NULL: images are the batch). */
+     * images[N,3,H,W] (idt) indexed by idx[Bn] (NULL: images are the batch).
+     * aug (host struct, may be NULL): each batch row b is first augmented by
+     * aug->samples[b] — resampled through its camera transform, colours,
+     * erasing — exactly as gpu/augment_math.h defines it; the images are read,
+     * never written. */
     void (*im2col)(backend_t *b, void *out, dtype_t cdt, const void *images, dtype_t idt,
-                   const int32_t *idx, int Bn, int H, int W, int p);
+                   const int32_t *idx, int Bn, int H, int W, int p, const im2col_aug_t *aug);
+    /* The labels of an augmented batch: out[Bn,21,3] f32 = aug[b].m · joints[idx[b]]
+     * (joints [N,21,3] f32; idx NULL: joints are the batch; aug backend memory [Bn]). */
+    void (*aug_joints)(backend_t *b, float *out, const float *joints, const int32_t *idx,
+                       const aug_sample_t *aug, int Bn);
 
     /* out[M,N] (odt) = inp[M,K] (cdt) @ w[N,K]^T (cdt) + bias[N] (f32, may be NULL). */
     void (*matmul_fwd)(backend_t *b, void *out, dtype_t odt, const void *inp, const void *w,

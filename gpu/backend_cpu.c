@@ -493,15 +493,83 @@ static void cpu_gather_rows(backend_t *b, void *dst, const void *src, const int3
     }
 }
 
+/* out[Bn,21,3] = aug[b].m · joints[idx[b]] */
+static void cpu_aug_joints(backend_t *b, float *out, const float *joints, const int32_t *idx,
+                           const aug_sample_t *aug, int Bn) {
+    cpu_check_dims("aug_joints", Bn, 0, 0);
+    for (int bi = 0; bi < Bn; bi++) {
+        int s = idx ? idx[bi] : bi;
+        if (s < 0) cpu_fatal("aug_joints", "negative sample index %d at %d", s, bi);
+        for (int j = 0; j < HAND_JOINTS; j++)
+            aug_joint(aug[bi].m, joints + ((size_t)s * HAND_JOINTS + j) * 3, out + ((size_t)bi * HAND_JOINTS + j) * 3);
+    }
+}
+
 /* ---- layers -------------------------------------------------------------------- */
+
+static inline float cpu_ld(const void *p, dtype_t dt, size_t i) {
+    return dt == DT_BF16 ? bf16_to_f32(((const bf16 *)p)[i]) : ((const float *)p)[i];
+}
+static inline void cpu_st(void *p, dtype_t dt, size_t i, float v) {
+    if (dt == DT_BF16) ((bf16 *)p)[i] = f32_to_bf16(v);
+    else ((float *)p)[i] = v;
+}
+
+/* The augmented gather: batch row bi is image idx[bi] seen through
+ * aug->samples[bi] (gpu/augment_math.h), one output pixel at a time, patch
+ * by patch (no divisions in the inner loop). */
+static void cpu_im2col_aug(void *out, dtype_t cdt, const void *images, dtype_t idt, const int32_t *idx,
+                           int Bn, int H, int W, int p, const im2col_aug_t *aug) {
+    int Hp = H / p, Wp = W / p;
+    size_t P = (size_t)Hp * Wp, cols = (size_t)3 * p * p, pp = (size_t)p * p, hw = (size_t)H * W;
+    for (int bi = 0; bi < Bn; bi++) {
+        int img = idx ? idx[bi] : bi;
+        if (img < 0) cpu_fatal("im2col", "negative image index %d", img);
+        const aug_sample_t *s = &aug->samples[bi];
+        if (s->n_erase < 0 || s->n_erase > AUG_MAX_ERASE) cpu_fatal("im2col", "sample %d: %d erase rectangles", bi, s->n_erase);
+        float K[9], G[9];
+        aug_camera(aug->intrinsics ? aug->intrinsics + (size_t)img * 9 : NULL, H, W, K);
+        int mapped = !s->geom || aug_source_map(K, s->minv, G);
+        size_t base = (size_t)img * 3 * hw;
+        for (int py = 0; py < Hp; py++)
+            for (int px = 0; px < Wp; px++) {
+                size_t row = ((size_t)bi * P + (size_t)py * Wp + px) * cols;
+                for (int ky = 0; ky < p; ky++)
+                    for (int kx = 0; kx < p; kx++) {
+                        int y = py * p + ky, x = px * p + kx;
+                        float v[3] = {0.0f, 0.0f, 0.0f};
+                        if (!s->geom) {
+                            for (int c = 0; c < 3; c++) v[c] = cpu_ld(images, idt, base + c * hw + (size_t)y * W + x);
+                        } else if (mapped) {
+                            int32_t off[4];
+                            float w[4];
+                            aug_taps(G, x, y, H, W, off, w);
+                            for (int k = 0; k < 4; k++)
+                                if (off[k] >= 0)
+                                    for (int c = 0; c < 3; c++)
+                                        v[c] += w[k] * cpu_ld(images, idt, base + c * hw + (size_t)off[k]);
+                        }
+                        if (s->photo) aug_color(s, aug->mean, aug->std, v);
+                        if (aug_erased(s, x, y)) v[0] = v[1] = v[2] = 0.0f;
+                        size_t col = (size_t)ky * p + kx;
+                        for (int c = 0; c < 3; c++) cpu_st(out, cdt, row + c * pp + col, v[c]);
+                    }
+            }
+    }
+}
 
 /* out[Bn*P, 3*p*p] (cdt) from images[N,3,H,W] (idt) at idx[Bn]; columns (c, ky, kx). */
 static void cpu_im2col(backend_t *b, void *out, dtype_t cdt, const void *images, dtype_t idt,
-                       const int32_t *idx, int Bn, int H, int W, int p) {
+                       const int32_t *idx, int Bn, int H, int W, int p, const im2col_aug_t *aug) {
     cpu_check_fdt("im2col", cdt);
     cpu_check_fdt("im2col", idt);
     cpu_check_dims("im2col", Bn, H, W);
     if (p <= 0 || p > H || p > W) cpu_fatal("im2col", "patch size %d for a %dx%d image", p, H, W);
+    if (aug) {
+        if (!aug->samples) cpu_fatal("im2col", "augmentation without its per-sample records");
+        cpu_im2col_aug(out, cdt, images, idt, idx, Bn, H, W, p, aug);
+        return;
+    }
     int Hp = H / p, Wp = W / p;
     size_t P = (size_t)Hp * Wp, cols = (size_t)3 * p * p;
     size_t isz = dtype_size(idt), osz = dtype_size(cdt);
@@ -1047,6 +1115,7 @@ backend_t *backend_cpu_create(char *err, size_t errlen) {
     b->cast = cpu_cast;
     b->gather_rows = cpu_gather_rows;
     b->im2col = cpu_im2col;
+    b->aug_joints = cpu_aug_joints;
     b->matmul_fwd = cpu_matmul_fwd;
     b->matmul_bwd = cpu_matmul_bwd;
     b->layernorm_fwd = cpu_layernorm_fwd;

@@ -24,6 +24,8 @@
  *   and jobspec_to_json omits "model".
  * - infer: exactly one of "indices" and "images"; joints and confidences are
  *   always produced, "outputs" may add "cls" and "patch_tokens".
+ * - train "augment" (its own section below): off when absent; inside it every
+ *   kind is off unless named.
  */
 #include "gpu/jobspec.h"
 
@@ -266,6 +268,117 @@ static int parse_model(pctx_t *c, const json_t *mo, model_spec_t *m) {
     return 0;
 }
 
+/* ---- augment (train) ----------------------------------------------------------------
+ * "augment": {"rotate_deg":[lo,hi], "shift_deg":x, "flip":p, "zoom":[lo,hi],
+ *             "brightness":x, "contrast":x, "saturation":x, "hue":x,
+ *             "erase":{"count":n, "p":p, "area":[lo,hi], "aspect":[lo,hi]}}
+ * What each kind does: gpu/augment.h. A kind that is not named is the
+ * identity; "erase" given without its fields means one rectangle with
+ * probability 0.5 of 2-20 % of the image, aspect 0.3-3.3. */
+
+#define AUG_ROTATE_MAX 180.0   /* degrees either way */
+#define AUG_SHIFT_MAX 30.0     /* degrees of pan/tilt */
+#define AUG_ZOOM_MIN 0.5
+#define AUG_ZOOM_MAX 2.0
+#define AUG_ERASE_MAX 4        /* = AUG_MAX_ERASE of gpu/augment.h */
+
+/* [lo, hi] with min <= lo <= hi <= max (min excluded when min_open). Absent: 0. */
+static int get_range(pctx_t *c, const json_t *o, const char *prefix, const char *key, double min, double max,
+                     int min_open, double out[2]) {
+    json_t *v = json_object_get(o, key);
+    if (!v) return 0;
+    char p[96];
+    path_join(p, sizeof p, prefix, key);
+    if (!json_is_array(v) || json_array_size(v) != 2)
+        return fail(c, p, "%s must be an array of two numbers [min, max]", p);
+    double r[2];
+    for (int i = 0; i < 2; i++) {
+        json_t *e = json_array_get(v, (size_t)i);
+        if (!json_is_number(e)) return fail(c, p, "%s[%d] must be a number", p, i);
+        r[i] = json_number_value(e);
+        if (!isfinite(r[i]) || (min_open ? r[i] <= min : r[i] < min) || r[i] > max)
+            return fail(c, p, "%s[%d] = %g is out of range %c%g, %g]", p, i, r[i], min_open ? '(' : '[', min, max);
+    }
+    if (r[0] > r[1]) return fail(c, p, "%s: min %g is above max %g", p, r[0], r[1]);
+    out[0] = r[0];
+    out[1] = r[1];
+    return 0;
+}
+
+static int parse_augment(pctx_t *c, const json_t *o, augment_spec_t *a) {
+    static const char *const keys[] = {"rotate_deg", "shift_deg", "flip", "zoom", "brightness", "contrast",
+                                       "saturation", "hue", "erase", NULL};
+    if (check_keys(c, o, "augment", keys)) return -1;
+    memset(a, 0, sizeof *a);
+    a->on = 1;
+    a->zoom[0] = a->zoom[1] = 1.0;
+    if (get_range(c, o, "augment", "rotate_deg", -AUG_ROTATE_MAX, AUG_ROTATE_MAX, 0, a->rotate_deg)) return -1;
+    if (get_num(c, o, "augment", "shift_deg", 0, AUG_SHIFT_MAX, 0, 0, &a->shift_deg)) return -1;
+    if (get_num(c, o, "augment", "flip", 0, 1, 0, 0, &a->flip)) return -1;
+    if (get_range(c, o, "augment", "zoom", AUG_ZOOM_MIN, AUG_ZOOM_MAX, 0, a->zoom)) return -1;
+    if (get_num(c, o, "augment", "brightness", 0, 1, 0, 0, &a->brightness)) return -1;
+    if (get_num(c, o, "augment", "contrast", 0, 1, 0, 0, &a->contrast)) return -1;
+    if (get_num(c, o, "augment", "saturation", 0, 1, 0, 0, &a->saturation)) return -1;
+    if (get_num(c, o, "augment", "hue", 0, 0.5, 0, 0, &a->hue)) return -1;
+    json_t *er;
+    if (get_object(c, o, "erase", "augment.erase", &er) < 0) return -1;
+    if (er) {
+        static const char *const ekeys[] = {"count", "p", "area", "aspect", NULL};
+        if (check_keys(c, er, "augment.erase", ekeys)) return -1;
+        a->erase_count = 1;
+        a->erase_p = 0.5;
+        a->erase_area[0] = 0.02;
+        a->erase_area[1] = 0.2;
+        a->erase_aspect[0] = 0.3;
+        a->erase_aspect[1] = 3.3;
+        if (get_int(c, er, "augment.erase", "count", 1, AUG_ERASE_MAX, &a->erase_count)) return -1;
+        if (get_num(c, er, "augment.erase", "p", 0, 1, 0, 0, &a->erase_p)) return -1;
+        if (get_range(c, er, "augment.erase", "area", 0, 0.5, 1, a->erase_area)) return -1;
+        if (get_range(c, er, "augment.erase", "aspect", 0.1, 10, 0, a->erase_aspect)) return -1;
+    }
+    return 0;
+}
+
+static json_t *augment_to_json(const augment_spec_t *a) {
+    json_t *o = json_pack("{s:[f,f], s:f, s:f, s:[f,f], s:f, s:f, s:f, s:f}", "rotate_deg", a->rotate_deg[0],
+                          a->rotate_deg[1], "shift_deg", a->shift_deg, "flip", a->flip, "zoom", a->zoom[0],
+                          a->zoom[1], "brightness", a->brightness, "contrast", a->contrast, "saturation",
+                          a->saturation, "hue", a->hue);
+    if (o && a->erase_count > 0)
+        json_object_set_new(o, "erase", json_pack("{s:i, s:f, s:[f,f], s:[f,f]}", "count", a->erase_count, "p",
+                                                  a->erase_p, "area", a->erase_area[0], a->erase_area[1],
+                                                  "aspect", a->erase_aspect[0], a->erase_aspect[1]));
+    return o;
+}
+
+json_t *augment_plan_to_json(const jobspec_t *js, int camera, int width, int height) {
+    const augment_spec_t *a = &js->augment;
+    if (js->type != JOB_TRAIN || !a->on) return NULL;
+    json_t *o = augment_to_json(a);
+    if (!o) return NULL;
+    int geometric = a->rotate_deg[0] != 0 || a->rotate_deg[1] != 0 || a->shift_deg > 0 || a->flip > 0 ||
+                    a->zoom[0] != 1 || a->zoom[1] != 1;
+    char cam[320];
+    if (!geometric)
+        snprintf(cam, sizeof cam, "not used (no geometric augmentation)");
+    else if (camera > 0)
+        snprintf(cam, sizeof cam, "the dataset's camera_intrinsics of each sample");
+    else if (camera == 0 && width > 0 && height > 0)
+        snprintf(cam, sizeof cam, "assumed (the dataset has no camera_intrinsics): focal length = image width "
+                 "= %d px, principal point at the image centre (%g, %g)", width, width / 2.0, height / 2.0);
+    else if (camera == 0)
+        snprintf(cam, sizeof cam, "assumed (the dataset has no camera_intrinsics): focal length = image width, "
+                 "principal point at the image centre");
+    else
+        snprintf(cam, sizeof cam, "the dataset's camera_intrinsics when it has them, else assumed: focal length "
+                 "= image width, principal point at the image centre (the dataset is still loading)");
+    json_object_set_new(o, "camera", json_string(cam));
+    json_object_set_new(o, "drawn_from", json_string("seed, epoch and sample index (a resumed run draws the same)"));
+    json_object_set_new(o, "applied_to", json_string("training batches only, in the gather (im2col); labels "
+                                                     "transformed by the same camera-frame matrix"));
+    return o;
+}
+
 /* ---- type-specific parts ---------------------------------------------------------- */
 
 static int parse_range(pctx_t *c, const json_t *o, const char *key, double out[2]) {
@@ -457,7 +570,7 @@ static int parse_body(pctx_t *c, const json_t *in, jobspec_t *js) {
 
     static const char *const k_train[] = {"type", "dataset", "priority", "submission_id", "precision", "seed",
         "model", "split", "batch_size", "epochs", "steps", "optim", "eval_every", "checkpoint_every",
-        "keep_checkpoints", "resume_from", NULL};
+        "keep_checkpoints", "resume_from", "augment", NULL};
     static const char *const k_eval[] = {"type", "dataset", "priority", "submission_id", "precision", "seed",
         "model", "checkpoint", "split", "indices", "batch_size", NULL};
     static const char *const k_debug[] = {"type", "dataset", "priority", "submission_id", "precision", "seed",
@@ -537,6 +650,9 @@ static int parse_body(pctx_t *c, const json_t *in, jobspec_t *js) {
         js->checkpoint_every = (long)x;
         if (get_int(c, in, "", "keep_checkpoints", 0, 1000000, &js->keep_checkpoints)) return -1;
         if (get_str(c, in, "", "resume_from", js->resume_from, sizeof js->resume_from, 0) < 0) return -1;
+        json_t *au;
+        if (get_object(c, in, "augment", "augment", &au) < 0) return -1;
+        if (au && parse_augment(c, au, &js->augment)) return -1;
         break;
     }
     case JOB_EVAL: {
@@ -650,6 +766,7 @@ json_t *jobspec_to_json(const jobspec_t *js) {
         json_object_set_new(o, "checkpoint_every", json_integer(js->checkpoint_every));
         json_object_set_new(o, "keep_checkpoints", json_integer(js->keep_checkpoints));
         if (js->resume_from[0]) json_object_set_new(o, "resume_from", json_string(js->resume_from));
+        if (js->augment.on) json_object_set_new(o, "augment", augment_to_json(&js->augment));
         break;
     }
     case JOB_EVAL:

@@ -35,6 +35,23 @@ typedef struct {
     int schedule_cosine;            /* 1 = cosine (default), 0 = constant */
 } optim_spec_t;
 
+/* Train-time augmentation (`"augment"`, off when absent). Every kind is off
+ * (the identity) unless its field is given; gpu/augment.h says what each does
+ * to the image and to the joints. Ranges are validated by jobspec_parse. */
+typedef struct {
+    int on;                         /* "augment" given */
+    double rotate_deg[2];           /* in-plane camera roll, uniform in [lo, hi] degrees */
+    double shift_deg;               /* camera pan/tilt, each uniform in [-x, x] degrees */
+    double flip;                    /* probability of a mirror image (x -> -x) */
+    double zoom[2];                 /* magnification about the principal point, log-uniform */
+    double brightness, contrast, saturation;   /* factors uniform in [1-x, 1+x] */
+    double hue;                     /* hue rotation uniform in [-x, x] turns */
+    int erase_count;                /* 0: no erasing; else up to this many rectangles */
+    double erase_p;                 /* probability of each rectangle */
+    double erase_area[2];           /* fraction of the image area, uniform */
+    double erase_aspect[2];         /* width/height, log-uniform */
+} augment_spec_t;
+
 /* Per-stage dtype plan (SPEC §5). */
 typedef struct {
     dtype_t input;       /* encoder input as read from the dataset batch */
@@ -64,6 +81,7 @@ typedef struct {
     long eval_every, checkpoint_every;
     int keep_checkpoints;
     char resume_from[JS_NAME_MAX];   /* checkpoint id */
+    augment_spec_t augment;
 
     /* eval / debug / infer */
     char checkpoint[JS_NAME_MAX];    /* checkpoint id ("" = fresh init / model.weights) */
@@ -84,5 +102,11 @@ void jobspec_free(jobspec_t *js);
 json_t *jobspec_to_json(const jobspec_t *js);        /* resolved spec, new reference */
 dtype_plan_t jobspec_plan(const jobspec_t *js);
 json_t *dtype_plan_to_json(const dtype_plan_t *p);   /* {"encoder_input":"bf16",...} */
+/* The resolved augmentation for the job record, beside the dtype plan (NULL
+ * when the job does not augment). camera: how the geometric kinds get the
+ * intrinsics — 1: the dataset's camera_intrinsics, 0: assumed (focal length =
+ * image width, principal point at the centre; width/height of the images when
+ * known, else 0), -1: not known yet (the dataset is still loading). */
+json_t *augment_plan_to_json(const jobspec_t *js, int camera, int width, int height);
 
 #endif

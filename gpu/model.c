@@ -1057,6 +1057,11 @@ static void stats(model_t *m, const char *name, const void *x, dtype_t dt, size_
 
 int model_forward(model_t *m, const void *images, dtype_t idt, const int32_t *idx, int Bn,
                   int want_hidden, char *err, size_t errlen) {
+    return model_forward_aug(m, images, idt, idx, Bn, NULL, want_hidden, err, errlen);
+}
+
+int model_forward_aug(model_t *m, const void *images, dtype_t idt, const int32_t *idx, int Bn,
+                      const im2col_aug_t *aug, int want_hidden, char *err, size_t errlen) {
     backend_t *be = m->be;
     model_priv_t *pv = m->priv;
     const model_config_t *c = &m->cfg;
@@ -1079,7 +1084,7 @@ int model_forward(model_t *m, const void *images, dtype_t idt, const int32_t *id
     const int grads = m->opts.grads, K = m->opts.freeze_layers;
 
     /* patch embedding: images -> cols (gather + conversion fused) -> patches f32 */
-    be->im2col(be, pv->cols, cdt, images, idt, idx, Bn, H, W, p);
+    be->im2col(be, pv->cols, cdt, images, idt, idx, Bn, H, W, p, aug);
     be->matmul_fwd(be, pv->patches, DT_F32, pv->cols, wc(m, pv->i_pw), pm(m, pv->i_pb), cdt,
                    Bn * P, D, 3 * p * p);
     float *x = pv->acts[0].x_in;

@@ -185,6 +185,10 @@ void model_sync_working_copy(model_t *m);                    /* params_c = cast(
  * 0, or -1 with err (Bn out of range, want_hidden without the buffer). */
 int model_forward(model_t *m, const void *images, dtype_t idt, const int32_t *idx, int Bn,
                   int want_hidden, char *err, size_t errlen);
+/* The same with the batch augmented in the gather (backend.h im2col; aug NULL:
+ * model_forward). Only the train stage passes one. */
+int model_forward_aug(model_t *m, const void *images, dtype_t idt, const int32_t *idx, int Bn,
+                      const im2col_aug_t *aug, int want_hidden, char *err, size_t errlen);
 
 /* Backward of the last forward from dpred[Bn,63] and dconf[Bn,21] (fp32,
  * backend memory, e.g. from backend hand_loss; dconf may be NULL). Gradients

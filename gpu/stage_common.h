@@ -17,6 +17,7 @@
 #define TRAIND_STAGE_COMMON_H
 
 #include <stdint.h>
+#include "gpu/augment.h"
 #include "gpu/metrics.h"
 #include "store/rng.h"
 #include "gpu/model.h"
@@ -66,6 +67,7 @@ typedef struct {
     float *d_dpred, *d_dconf;       /* [cap,63], [cap,21] backend, loss gradients */
     float *h_pred, *h_conf, *h_joints;
     uint8_t *h_valid, *h_has;
+    aug_sample_t *d_aug, *h_aug;    /* [cap] backend / host: the batch's augmentation (train) */
 } stage_batch_t;
 
 int stage_batch_init(stage_batch_t *b, backend_t *be, int cap, char *err, size_t errlen);
@@ -74,6 +76,14 @@ void stage_batch_free(stage_batch_t *b);
 void stage_batch_set_idx(stage_batch_t *b, const int32_t *idx, int n);
 /* Gathers the labels of d_idx[0..n) from the dataset to the host arrays. */
 void stage_batch_labels(stage_batch_t *b, const dataset_t *ds, int n);
+/* Draws the augmentation (spec->augment, spec->seed) of the samples idx[0..n)
+ * (host) for epoch, uploads it to d_aug (d_idx must hold the same indices) and
+ * fills *ia for model_forward_aug. */
+void stage_batch_augment(stage_batch_t *b, const dataset_t *ds, const jobspec_t *spec, long epoch,
+                         const int32_t *idx, int n, im2col_aug_t *ia);
+/* The augmented batch's labels for hand_loss with idx NULL: d_joints = m · joints,
+ * d_valid and d_has gathered by d_idx. */
+void stage_batch_aug_labels(stage_batch_t *b, const dataset_t *ds, int n);
 /* Downloads the model's predictions (and confidence logits) of the last forward. */
 void stage_batch_preds(stage_batch_t *b, const model_t *m, int n);
 

@@ -8,6 +8,10 @@
  * sample. Batches are batch_size samples; an epoch's last batch may be
  * smaller (nothing is dropped). steps, or epochs × ceil(n_train/batch_size).
  *
+ * Augmentation (spec "augment", gpu/augment.h): each sample's transform is
+ * drawn on the host from (seed, epoch, sample), applied in the gather, and the
+ * loss reads the batch's transformed labels; validation never augments.
+ *
  * Step: forward (plan compute dtype) → hand_loss → backward → global grad
  * norm (backend sumsq) → skip the update with a log line when it is not
  * finite, else clip (scale clip/norm) → AdamW with per-group lr: linear warmup
@@ -197,6 +201,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     T.last_ckpt_step = -1;
     int rc = -1;
     char e2[512];
+    json_t *aug_plan = NULL;   /* the resolved augmentation (NULL: none) */
 
     stage_split(ds->n, spec->split_train, &T.tr_b, &T.tr_e);
     stage_split(ds->n, spec->split_val, &T.va_b, &T.va_e);
@@ -217,6 +222,15 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         goto done;
     }
     for (int64_t i = 0; i < T.n_val; i++) T.val_idx[i] = (int32_t)(T.va_b + i);
+    aug_plan = augment_plan_to_json(spec, ds->intrinsics != NULL, ds->w, ds->h);
+    if (aug_plan) {
+        if (augment_is_geometric(&spec->augment) &&
+            augment_check_intrinsics(be, ds, T.tr_b, T.tr_e, err, errlen))
+            goto done;
+        char *txt = json_dumps(aug_plan, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        stage_log(ctx, "augment: %s", txt ? txt : "?");
+        free(txt);
+    }
     if (stage_mean_pose(ctx, T.tr_b, NULL, T.n_train, T.mean_pose, err, errlen)) goto done;
     if (stage_batch_init(&T.b, be, B, err, errlen)) goto done;
 
@@ -260,12 +274,22 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         double t0 = mono_now();
         int Bn = (int)(T.n_train - T.pos < B ? T.n_train - T.pos : B);
         stage_batch_set_idx(&T.b, T.perm + T.pos, Bn);
-        if (model_forward(T.m, ds->images, ds->image_dtype, T.b.d_idx, Bn, 0, e2, sizeof e2)) {
+        im2col_aug_t ia;
+        if (spec->augment.on) stage_batch_augment(&T.b, ds, spec, T.epoch, T.perm + T.pos, Bn, &ia);
+        if (model_forward_aug(T.m, ds->images, ds->image_dtype, T.b.d_idx, Bn, spec->augment.on ? &ia : NULL, 0,
+                              e2, sizeof e2)) {
             errbuf_set(err, errlen, "step %ld: %s", T.step + 1, e2);
             goto done;
         }
-        be->hand_loss(be, &hl, T.b.d_dpred, T.b.d_dconf, T.m->pred, T.m->conf_logit, ds->joints, ds->joints_valid,
-                      ds->has_hand, T.b.d_idx, Bn);
+        if (spec->augment.on) {
+            /* the labels moved with the images: the batch's own transformed copy */
+            stage_batch_aug_labels(&T.b, ds, Bn);
+            be->hand_loss(be, &hl, T.b.d_dpred, T.b.d_dconf, T.m->pred, T.m->conf_logit, T.b.d_joints, T.b.d_valid,
+                          T.b.d_has, NULL, Bn);
+        } else {
+            be->hand_loss(be, &hl, T.b.d_dpred, T.b.d_dconf, T.m->pred, T.m->conf_logit, ds->joints,
+                          ds->joints_valid, ds->has_hand, T.b.d_idx, Bn);
+        }
         model_zero_grad(T.m);
         model_backward(T.m, T.b.d_dpred, T.b.d_dconf);
         grad_norm = sqrt(model_grad_sumsq(T.m));
@@ -346,9 +370,11 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
                                                        ctx->checkpoint_path ? ctx->checkpoint_path
                                                        : ctx->weights_path ? ctx->weights_path : NULL));
     json_object_set_new(res, "dtype_plan", dtype_plan_to_json(&plan));
+    json_object_set_new(res, "augment", aug_plan ? json_incref(aug_plan) : json_null());
     *result = res;
     rc = stopped ? 1 : 0;
 done:
+    json_decref(aug_plan);
     json_decref(T.last_val);
     model_free(T.m);
     stage_batch_free(&T.b);

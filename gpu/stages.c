@@ -175,8 +175,10 @@ int stage_batch_init(stage_batch_t *b, backend_t *be, int cap, char *err, size_t
     b->h_joints = malloc(c * HAND_COORDS * sizeof(float));
     b->h_valid = malloc(c * HAND_JOINTS);
     b->h_has = malloc(c);
+    b->d_aug = be->alloc(be, c * sizeof(aug_sample_t));
+    b->h_aug = malloc(c * sizeof(aug_sample_t));
     if (!b->d_idx || !b->d_joints || !b->d_valid || !b->d_has || !b->d_dpred || !b->d_dconf || !b->h_pred ||
-        !b->h_conf || !b->h_joints || !b->h_valid || !b->h_has) {
+        !b->h_conf || !b->h_joints || !b->h_valid || !b->h_has || !b->d_aug || !b->h_aug) {
         stage_batch_free(b);
         return errbuf_set(err, errlen, "out of memory for batch buffers (%d samples): %s", cap, be->err);
     }
@@ -192,6 +194,8 @@ void stage_batch_free(stage_batch_t *b) {
     if (b->d_has) be->free(be, b->d_has);
     if (b->d_dpred) be->free(be, b->d_dpred);
     if (b->d_dconf) be->free(be, b->d_dconf);
+    if (b->d_aug) be->free(be, b->d_aug);
+    free(b->h_aug);
     free(b->h_pred);
     free(b->h_conf);
     free(b->h_joints);
@@ -213,6 +217,26 @@ void stage_batch_labels(stage_batch_t *b, const dataset_t *ds, int n) {
     be->download(be, b->h_joints, b->d_joints, (size_t)n * HAND_COORDS * sizeof(float));
     be->download(be, b->h_valid, b->d_valid, (size_t)n * HAND_JOINTS);
     be->download(be, b->h_has, b->d_has, (size_t)n);
+}
+
+void stage_batch_augment(stage_batch_t *b, const dataset_t *ds, const jobspec_t *spec, long epoch,
+                         const int32_t *idx, int n, im2col_aug_t *ia) {
+    assert(n >= 1 && n <= b->cap && spec->augment.on);
+    for (int i = 0; i < n; i++)
+        augment_draw(&spec->augment, spec->seed, epoch, idx[i], ds->h, ds->w, ds->mean, &b->h_aug[i], NULL);
+    b->be->upload(b->be, b->d_aug, b->h_aug, (size_t)n * sizeof(aug_sample_t));
+    memset(ia, 0, sizeof *ia);
+    ia->samples = b->d_aug;
+    ia->intrinsics = ds->intrinsics;
+    memcpy(ia->mean, ds->mean, sizeof ia->mean);
+    memcpy(ia->std, ds->std, sizeof ia->std);
+}
+
+void stage_batch_aug_labels(stage_batch_t *b, const dataset_t *ds, int n) {
+    backend_t *be = b->be;
+    be->aug_joints(be, b->d_joints, ds->joints, b->d_idx, b->d_aug, n);
+    be->gather_rows(be, b->d_valid, ds->joints_valid, b->d_idx, n, HAND_JOINTS);
+    be->gather_rows(be, b->d_has, ds->has_hand, b->d_idx, n, 1);
 }
 
 void stage_batch_preds(stage_batch_t *b, const model_t *m, int n) {

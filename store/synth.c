@@ -179,8 +179,27 @@ static void synth_draw(uint8_t *img, int S, const float K[9], float J[HAND_JOINT
     }
 }
 
+/* The camera view: J <- Mirror · Rz(roll) · J. */
+static void synth_apply_view(const synth_view_t *v, uint64_t seed, int64_t i, float J[HAND_JOINTS][3]) {
+    rng_t r;
+    rng_seed_stream(&r, seed ^ 0x7669657773796e74ull, (uint64_t)i);   /* "viewsynt": apart from the sample's */
+    float roll = synth_range(&r, v->roll_deg[0], v->roll_deg[1]) * 0.017453292519943295f;
+    int mirror = rng_unif(&r) < v->mirror;
+    float c = cosf(roll), s = sinf(roll);
+    for (int j = 0; j < HAND_JOINTS; j++) {
+        float x = c * J[j][0] - s * J[j][1], y = s * J[j][0] + c * J[j][1];
+        J[j][0] = mirror ? -x : x;
+        J[j][1] = y;
+    }
+}
+
 void synth_samples(uint64_t seed, int S, int64_t first, int64_t count, uint8_t *img, float *joints,
                    uint8_t *valid, uint8_t *has_hand, float *K) {
+    synth_samples_view(seed, S, first, count, NULL, img, joints, valid, has_hand, K);
+}
+
+void synth_samples_view(uint64_t seed, int S, int64_t first, int64_t count, const synth_view_t *view,
+                        uint8_t *img, float *joints, uint8_t *valid, uint8_t *has_hand, float *K) {
     float Kc[9] = {1.1f * (float)S, 0, 0.5f * (float)S, 0, 1.1f * (float)S, 0.5f * (float)S, 0, 0, 1};
     for (int64_t i = 0; i < count; i++) {
         rng_t r;
@@ -188,6 +207,7 @@ void synth_samples(uint64_t seed, int S, int64_t first, int64_t count, uint8_t *
         int hand = rng_unif(&r) >= 0.05f;
         float J[HAND_JOINTS][3];
         synth_hand(&r, J);
+        if (view) synth_apply_view(view, seed, first + i, J);
         uint8_t vmask[HAND_JOINTS];
         for (int j = 0; j < HAND_JOINTS; j++) vmask[j] = hand && rng_unif(&r) >= 0.03f;
         if (img) {

@@ -36,6 +36,20 @@ float synth_joint_radius(int image_size, float z);
 void synth_samples(uint64_t seed, int image_size, int64_t first, int64_t count,
                    uint8_t *img, float *joints, uint8_t *valid, uint8_t *has_hand, float *K);
 
+/* A different camera view of the same samples (for domain-shift tests): each
+ * sample's hand is turned by a camera roll about the optical axis, uniform in
+ * roll_deg [lo, hi] degrees, and mirrored (x -> -x: a left hand) with
+ * probability mirror, before it is drawn; the labels are the turned joints.
+ * The view is drawn from a stream of its own, so sample i is otherwise the
+ * hand synth_samples makes (same pose, background, masks). view NULL: as
+ * synth_samples. */
+typedef struct {
+    float roll_deg[2];
+    float mirror;
+} synth_view_t;
+void synth_samples_view(uint64_t seed, int image_size, int64_t first, int64_t count, const synth_view_t *view,
+                        uint8_t *img, float *joints, uint8_t *valid, uint8_t *has_hand, float *K);
+
 /* Write a dataset directory (created when missing; existing shard files of the
  * same names are replaced): shards "shard-00000.safetensors", ... of
  * shard_samples samples each (<= 0: a default bounded to ~64 MB per shard),

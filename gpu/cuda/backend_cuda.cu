@@ -350,7 +350,10 @@ static void cu_gather_rows(backend_t *b, void *dst, const void *src, const int32
 CU_WRAP(cast, (backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, size_t n),
         (b, dst, ddt, src, sdt, n))
 CU_WRAP(im2col, (backend_t *b, void *out, dtype_t cdt, const void *images, dtype_t idt,
-                 const int32_t *idx, int Bn, int H, int W, int p), (b, out, cdt, images, idt, idx, Bn, H, W, p))
+                 const int32_t *idx, int Bn, int H, int W, int p, const im2col_aug_t *aug),
+        (b, out, cdt, images, idt, idx, Bn, H, W, p, aug))
+CU_WRAP(aug_joints, (backend_t *b, float *out, const float *joints, const int32_t *idx, const aug_sample_t *aug,
+                     int Bn), (b, out, joints, idx, aug, Bn))
 static void matmul_fwd_op(backend_t *b, void *out, dtype_t odt, const void *inp, const void *w,
                           const float *bias, dtype_t cdt, int M, int N, int K) {
     cu_enter(b);
@@ -493,6 +496,7 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t errlen) 
     b->cast = cast_op;
     b->gather_rows = cu_gather_rows;
     b->im2col = im2col_op;
+    b->aug_joints = aug_joints_op;
     b->matmul_fwd = matmul_fwd_op;
     b->matmul_bwd = matmul_bwd_op;
     b->layernorm_fwd = layernorm_fwd_op;

@@ -179,7 +179,9 @@ void cu_colsum(backend_t *b, float *acc, const float *a, const void *x, dtype_t 
 /* kernels_layers.cu */
 void cu_cast(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, size_t n);
 void cu_im2col(backend_t *b, void *out, dtype_t cdt, const void *images, dtype_t idt,
-               const int32_t *idx, int Bn, int H, int W, int p);
+               const int32_t *idx, int Bn, int H, int W, int p, const im2col_aug_t *aug);
+void cu_aug_joints(backend_t *b, float *out, const float *joints, const int32_t *idx, const aug_sample_t *aug,
+                   int Bn);
 void cu_layernorm_fwd(backend_t *b, void *out, dtype_t odt, float *mean, float *rstd,
                       const float *inp, const float *w, const float *bias, int N, int C, float eps);
 void cu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const float *dout,

@@ -5,7 +5,8 @@
  * before each GPU run, so an unwritten element fails; NaN never passes.
  * Error measure: ||gpu - cpu|| / ||cpu||; fp32 <= 1e-5, bf16 <= 2e-2.
  * Also: CUDA IPC (export here, open in an exec'd child process), allocation
- * failure, determinism of sumsq, the three attention paths (default: bf16
+ * failure, determinism of sumsq, the augmented gather and its label transform
+ * (gpu/augment_math.h; bf16 within one rounding step), the three attention paths (default: bf16
  * forward through cuDNN's fused attention where cuDNN loads; TRAIND_ATTENTION=own:
  * traind's fused kernels only; TRAIND_ATTENTION=cublas).
  *
@@ -19,6 +20,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "gpu/augment.h"
 #include "gpu/backend.h"
 #include "tests/tap.h"
 
@@ -380,14 +382,77 @@ static void t_im2col(int N, int Bn, int H, int W, int p, dtype_t idt, dtype_t cd
     for (int i = 0; i < Bn; i++) idx[i] = (int32_t)(urand() * N) % N;
     size_t no = (size_t)Bn * (H / p) * (W / p) * 3 * p * p;
     void *co = malloc(no * dtype_size(cdt));
-    C->im2col(C, co, cdt, hi, idt, use_idx ? idx : NULL, Bn, H, W, p);
+    C->im2col(C, co, cdt, hi, idt, use_idx ? idx : NULL, Bn, H, W, p, NULL);
     void *gi = gdup(hi, ni * dtype_size(idt)), *gidx = gdup(idx, Bn * 4), *go = gpoison(no * dtype_size(cdt));
-    G->im2col(G, go, cdt, gi, idt, use_idx ? gidx : NULL, Bn, H, W, p);
+    G->im2col(G, go, cdt, gi, idt, use_idx ? gidx : NULL, Bn, H, W, p, NULL);
     snprintf(w, sizeof w, "im2col N=%d Bn=%d %dx%d p=%d %s->%s%s", N, Bn, H, W, p, dtype_name(idt), dtype_name(cdt),
              use_idx ? " idx" : "");
     check_dev(w, go, cdt, co, cdt, no, 0);
     G->free(G, gi); G->free(G, gidx); G->free(G, go);
     free(f); free(hi); free(idx); free(co);
+}
+
+/* The augmented gather (gpu/augment_math.h) against the CPU reference: random
+ * normalized images, per-image pinhole intrinsics (or the assumed camera),
+ * each sample's record drawn by augment_draw from spec a. fp32 columns within
+ * 1e-5; bf16 columns within one bf16 rounding step of the CPU's (the sampling
+ * positions agree to float precision, so a value may round to a neighbour). */
+static void t_im2col_aug(const char *what, const augment_spec_t *a, int N, int Bn, int H, int W, int p,
+                         dtype_t idt, dtype_t cdt, int use_idx, int use_K) {
+    char w[256];
+    size_t ni = (size_t)N * 3 * H * W;
+    float *f = randf(ni, -2, 2);
+    void *hi = as_dt(f, idt, ni);
+    int32_t *idx = malloc(Bn * 4);
+    for (int i = 0; i < Bn; i++) idx[i] = (int32_t)(urand() * N) % N;
+    float *K = malloc((size_t)N * 9 * sizeof(float));
+    for (int i = 0; i < N; i++) {
+        float fx = W * (0.8f + 0.7f * (float)urand()), fy = fx * (0.95f + 0.1f * (float)urand());
+        float k[9] = {fx, 0, W * (0.45f + 0.1f * (float)urand()), 0, fy, H * (0.45f + 0.1f * (float)urand()), 0, 0, 1};
+        memcpy(K + i * 9, k, sizeof k);
+    }
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
+    aug_sample_t *aug = malloc((size_t)Bn * sizeof(aug_sample_t));
+    for (int i = 0; i < Bn; i++)
+        augment_draw(a, 77, 3, use_idx ? idx[i] : i, H, W, mean, &aug[i], NULL);
+    size_t no = (size_t)Bn * (H / p) * (W / p) * 3 * p * p;
+    void *co = malloc(no * dtype_size(cdt));
+    im2col_aug_t ca = {.samples = aug, .intrinsics = use_K ? K : NULL};
+    memcpy(ca.mean, mean, sizeof mean);
+    memcpy(ca.std, sd, sizeof sd);
+    C->im2col(C, co, cdt, hi, idt, use_idx ? idx : NULL, Bn, H, W, p, &ca);
+    void *gi = gdup(hi, ni * dtype_size(idt)), *gidx = gdup(idx, Bn * 4), *go = gpoison(no * dtype_size(cdt));
+    void *gaug = gdup(aug, (size_t)Bn * sizeof(aug_sample_t)), *gK = gdup(K, (size_t)N * 9 * sizeof(float));
+    im2col_aug_t ga = ca;
+    ga.samples = gaug;
+    ga.intrinsics = use_K ? gK : NULL;
+    G->im2col(G, go, cdt, gi, idt, use_idx ? gidx : NULL, Bn, H, W, p, &ga);
+    snprintf(w, sizeof w, "im2col+augment %s N=%d Bn=%d %dx%d p=%d %s->%s%s, %s camera", what, N, Bn, H, W, p,
+             dtype_name(idt), dtype_name(cdt), use_idx ? " idx" : "", use_K ? "dataset" : "assumed");
+    if (cdt == DT_F32) {
+        check_dev(w, go, cdt, co, cdt, no, 1e-5);
+    } else {
+        float *g = fetch(go, cdt, no), *c = host_f32(co, cdt, no);
+        size_t bad = 0, first = 0;
+        for (size_t i = 0; i < no; i++) {
+            float ulp = c[i] == 0 ? 1e-30f : ldexpf(1.0f, ilogbf(c[i]) - 7);
+            if (!(fabsf(g[i] - c[i]) <= 1.01f * ulp + 1e-5f)) { if (!bad++) first = i; }
+        }
+        ok(bad == 0, "%s: every element within one bf16 step of the CPU's, n=%zu", w, no);
+        if (bad) diag("  %zu elements off, first at %zu: gpu %g cpu %g", bad, first, g[first], c[first]);
+        free(g);
+        free(c);
+    }
+    /* the labels: aug_joints */
+    float *joints = randf((size_t)N * 63, -0.2f, 0.6f), *cj = malloc((size_t)Bn * 63 * sizeof(float));
+    C->aug_joints(C, cj, joints, use_idx ? idx : NULL, aug, Bn);
+    void *gj = gdup(joints, (size_t)N * 63 * sizeof(float)), *gjo = gpoison((size_t)Bn * 63 * sizeof(float));
+    G->aug_joints(G, gjo, gj, use_idx ? gidx : NULL, gaug, Bn);
+    snprintf(w, sizeof w, "aug_joints %s Bn=%d%s", what, Bn, use_idx ? " idx" : "");
+    check_dev(w, gjo, DT_F32, cj, DT_F32, (size_t)Bn * 63, 1e-6);
+    G->free(G, gi); G->free(G, gidx); G->free(G, go); G->free(G, gaug); G->free(G, gK); G->free(G, gj);
+    G->free(G, gjo);
+    free(f); free(hi); free(idx); free(K); free(aug); free(co); free(joints); free(cj);
 }
 
 static void t_images_u8(int n, int H, int W, dtype_t ddt) {
@@ -720,6 +785,20 @@ int main(int argc, char **argv) {
     t_im2col(5, 3, 224, 224, 14, DT_BF16, DT_F32, 1);
     t_im2col(4, 4, 30, 44, 14, DT_F32, DT_F32, 0);
     t_im2col(4, 2, 28, 28, 14, DT_F32, DT_BF16, 1);
+    {
+        /* every kind at once, at the train benchmark's shape and at odd ones */
+        augment_spec_t all = {.on = 1, .rotate_deg = {-180, 180}, .shift_deg = 10, .flip = 0.5, .zoom = {0.7, 1.4},
+                              .brightness = 0.4, .contrast = 0.4, .saturation = 0.4, .hue = 0.1, .erase_count = 3,
+                              .erase_p = 0.7, .erase_area = {0.01, 0.1}, .erase_aspect = {0.3, 3.3}};
+        augment_spec_t geo = {.on = 1, .rotate_deg = {-30, 30}, .shift_deg = 5, .flip = 0.5, .zoom = {0.9, 1.1}};
+        augment_spec_t none = {.on = 1, .zoom = {1, 1}};   /* on, every kind the identity: plain copies */
+        t_im2col_aug("all kinds", &all, 40, 32, 224, 224, 14, DT_BF16, DT_BF16, 1, 1);
+        t_im2col_aug("all kinds", &all, 40, 32, 224, 224, 14, DT_BF16, DT_F32, 1, 1);
+        t_im2col_aug("all kinds", &all, 6, 6, 224, 224, 14, DT_BF16, DT_F32, 0, 0);
+        t_im2col_aug("geometry", &geo, 7, 5, 30, 44, 14, DT_F32, DT_F32, 1, 1);
+        t_im2col_aug("geometry", &geo, 7, 5, 30, 44, 14, DT_F32, DT_BF16, 1, 0);
+        t_im2col_aug("identity", &none, 5, 3, 56, 56, 14, DT_BF16, DT_BF16, 1, 1);
+    }
 
     dtype_t dts[2] = {DT_F32, DT_BF16};
     for (int k = 0; k < 2; k++) {

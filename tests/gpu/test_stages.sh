@@ -3,8 +3,9 @@
 # the four stages on the CUDA backend from one bf16 resident dataset (SPEC §5):
 # train (bf16 plan, fp32 master and gradients), eval (bf16), debug (fp32 from
 # the same bf16 dataset), infer (dataset indices, and an inline u8 image with
-# CLS features). Every job must succeed (no dtype error), report its plan and
-# give finite results. TAP; skipped without a CUDA device.
+# CLS features), and a train job with augmentation (the gather and the labels
+# in CUDA). Every job must succeed (no dtype error), report its plan and give
+# finite results. TAP; skipped without a CUDA device.
 . "$(dirname "$0")/../integration/lib.sh"
 
 TRAIND_BIN=${TRAIND_BIN_GPU:-$ROOT/build/release/traind}
@@ -27,6 +28,13 @@ check "train: finite loss" jq -e '[.metrics|to_entries[]|select(.key|test("loss"
 api GET "/v1/checkpoints?job=$tid"
 ck=$(jb '.checkpoints|max_by(.step)|.id')
 ok "$([ -n "$ck" ] && [ "$ck" != null ]; echo $?)" "train wrote a checkpoint ($ck)"
+
+# augmentation on the GPU (gather + labels in CUDA): runs, finite, the plan says so
+submit "$(train_spec syn 12 '"checkpoint_every":0,"eval_every":0,"augment":{"rotate_deg":[-45,45],"shift_deg":5,"flip":0.5,"zoom":[0.9,1.1],"brightness":0.2,"hue":0.05,"erase":{}}')"; aid=$JOB
+is "$(wait_job "$aid" 300)" succeeded "augmented train succeeded"
+api GET "/v1/jobs/$aid"
+check "augmented train: plan.augment with the dataset's intrinsics, finite loss" \
+    jq -e '(.plan.augment.camera|test("camera_intrinsics")) and ([.metrics|to_entries[]|select(.key|test("loss"))|.value|(if type=="object" then .value else . end)]|length>0 and all(.[]; type=="number"))' <<<"$BODY"
 
 submit "{\"type\":\"eval\",\"dataset\":\"syn\",\"checkpoint\":\"$ck\",\"batch_size\":16}"; eid=$JOB
 is "$(wait_job "$eid" 300)" succeeded "eval (bf16) succeeded"

@@ -53,6 +53,21 @@ check "train: latest metrics include a finite loss" \
 check "train: plan is bf16 input, fp32 master and gradients" \
     jq -e '.plan|tostring|test("bf16") and test("fp32")' <<<"$TRAIN_REC"
 
+# augmentation: resolved beside the dtype plan (with the camera it uses), in the spec and the result
+submit "$(train_spec syn 4 '"checkpoint_every":0,"eval_every":0,"augment":{"rotate_deg":[-20,20],"flip":0.5,"hue":0.05}')"; aid=$JOB
+is "$STATUS" 201 "augmented train job submitted"
+check "augment: the record's plan shows the resolved augmentation and the dataset's intrinsics" \
+    jq -e '.plan.augment.rotate_deg == [-20,20] and .plan.augment.flip == 0.5 and .plan.augment.zoom == [1,1] and (.plan.augment.camera|test("camera_intrinsics")) and .plan.encoder_input == "bf16"' <<<"$BODY"
+is "$(wait_job "$aid" 600)" succeeded "augmented train job succeeded"
+api GET "/v1/jobs/$aid"
+check "augment: the resolved spec and the result carry it" \
+    jq -e '.spec.augment.hue == 0.05 and (.result.augment.camera|test("camera_intrinsics"))' <<<"$BODY"
+expect_error 400 invalid_field "augment: a range out of bounds is refused" \
+    POST /v1/jobs "$(train_spec syn 4 '"augment":{"zoom":[0.9,3]}')"
+check "augment: the error names the field" jq -e '.error.message|test("augment.zoom")' <<<"$BODY"
+expect_error 400 invalid_field "augment: eval jobs never augment" \
+    POST /v1/jobs '{"type":"eval","dataset":"syn","augment":{}}'
+
 # SQLite consistency: the job row, the metric series, the checkpoints.
 is "$(sql "SELECT state FROM jobs WHERE id='$tid';")" succeeded "sqlite: job row says succeeded"
 api GET "/v1/jobs/$tid/metrics"

@@ -7,7 +7,8 @@
 # every recorded checkpoint is complete on disk with the recorded SHA-256 of
 # each file, no job is left `running` without a worker. At the end the job has
 # resumed every time under the same id, finishes at its full step count, and
-# logged exactly the losses of the same job run without interruption.
+# logged exactly the losses of the same job run without interruption. The job
+# trains with augmentation on: its draws, by (seed, epoch, sample), resume too.
 . "$(dirname "$0")/lib.sh"
 
 KILLS=${CRASH_KILLS:-6}
@@ -17,7 +18,8 @@ RANDOM=${CRASH_SEED:-4242}   # the kill times are reproducible
 start_daemon || bail "daemon did not start"
 load_synth syn "$NSAMP" "$IMG" 32
 ok $? "dataset ready"
-submit "$(train_spec syn $STEPS '"checkpoint_every":1,"keep_checkpoints":3,"eval_every":50')"
+AUG='"augment":{"rotate_deg":[-30,30],"shift_deg":4,"flip":0.5,"zoom":[0.9,1.1],"brightness":0.2,"erase":{}}'
+submit "$(train_spec syn $STEPS '"checkpoint_every":1,"keep_checkpoints":3,"eval_every":50,'"$AUG")"
 JOB_ID=$JOB
 is "$STATUS" 201 "train job submitted (checkpoint every step)"
 wait_job_state "$JOB_ID" running 120 || bail "job never ran"
@@ -72,7 +74,7 @@ api GET "/v1/jobs/$JOB_ID"
 check "at its full step count, resumed from a checkpoint, same id" \
     jq -e --argjson n "$STEPS" '.progress.step == $n and (.resumed_from | type == "string")' <<<"$BODY"
 # the same job never interrupted: resuming is exact, so every logged loss matches
-submit "$(train_spec syn $STEPS '"checkpoint_every":1000,"eval_every":50')"
+submit "$(train_spec syn $STEPS '"checkpoint_every":1000,"eval_every":50,'"$AUG")"
 REF=$JOB
 is "$(wait_job "$REF" 900)" succeeded "the same job, never interrupted"
 a=$(curl -s "$URL/v1/jobs/$JOB_ID/metrics?name=loss" | jq -c '[.. | objects | select(has("step") and has("value")) | [.step, .value]] | unique_by(.[0])')

@@ -46,7 +46,7 @@ static void round_trip(const char *text) {
         eq = eq && a.type == b.type && a.seed == b.seed && a.batch_size == b.batch_size &&
              a.steps == b.steps && a.epochs == b.epochs && a.n_indices == b.n_indices &&
              a.n_images == b.n_images && memcmp(&a.optim, &b.optim, sizeof a.optim) == 0 &&
-             memcmp(&a.model, &b.model, sizeof a.model) == 0 &&
+             memcmp(&a.model, &b.model, sizeof a.model) == 0 && memcmp(&a.augment, &b.augment, sizeof a.augment) == 0 &&
              a.split_train[0] == b.split_train[0] && a.split_val[1] == b.split_val[1];
         for (int i = 0; eq && i < a.n_indices; i++) eq = a.indices[i] == b.indices[i];
         for (int i = 0; eq && i < a.n_images; i++)
@@ -115,6 +115,98 @@ int main(void) {
     jobspec_free(&js);
     round_trip(full);
     round_trip("{\"type\":\"train\",\"dataset\":\"d\",\"epochs\":3}");
+
+    /* ---- augment (train) ---- */
+    ok(parse_str("{\"type\":\"train\",\"dataset\":\"d\"}", &js, field, msg) == 0 && !js.augment.on,
+       "augment is off by default");
+    ok(augment_plan_to_json(&js, 1, 64, 64) == NULL, "no augmentation: nothing in the plan");
+    jobspec_free(&js);
+    ok(parse_str("{\"type\":\"train\",\"dataset\":\"d\",\"augment\":{}}", &js, field, msg) == 0 && js.augment.on &&
+       js.augment.rotate_deg[0] == 0 && js.augment.rotate_deg[1] == 0 && js.augment.shift_deg == 0 &&
+       js.augment.flip == 0 && js.augment.zoom[0] == 1 && js.augment.zoom[1] == 1 && js.augment.brightness == 0 &&
+       js.augment.hue == 0 && js.augment.erase_count == 0, "augment {}: on, every kind the identity");
+    jobspec_free(&js);
+    const char *aug_full =
+        "{\"type\":\"train\",\"dataset\":\"d\",\"augment\":{\"rotate_deg\":[-30,45],\"shift_deg\":5,\"flip\":0.5,"
+        "\"zoom\":[0.8,1.25],\"brightness\":0.2,\"contrast\":0.3,\"saturation\":0.4,\"hue\":0.05,"
+        "\"erase\":{\"count\":2,\"p\":0.25,\"area\":[0.01,0.1],\"aspect\":[0.5,2]}}}";
+    ok(parse_str(aug_full, &js, field, msg) == 0, "full augment parses (%s)", msg);
+    ok(js.augment.rotate_deg[0] == -30 && js.augment.rotate_deg[1] == 45 && js.augment.shift_deg == 5 &&
+       js.augment.flip == 0.5 && js.augment.zoom[0] == 0.8 && js.augment.zoom[1] == 1.25 &&
+       js.augment.brightness == 0.2 && js.augment.contrast == 0.3 && js.augment.saturation == 0.4 &&
+       js.augment.hue == 0.05 && js.augment.erase_count == 2 && js.augment.erase_p == 0.25 &&
+       js.augment.erase_area[1] == 0.1 && js.augment.erase_aspect[0] == 0.5, "augment fields");
+    json_t *ap = augment_plan_to_json(&js, 0, 96, 64);
+    const char *cam = json_string_value(json_object_get(ap, "camera"));
+    ok(ap && cam && strstr(cam, "no camera_intrinsics") && strstr(cam, "96 px") && strstr(cam, "(48, 32)") &&
+       json_real_value(json_array_get(json_object_get(ap, "rotate_deg"), 1)) == 45,
+       "plan: the resolved augmentation, and the assumed camera said so: %s", cam ? cam : "?");
+    json_decref(ap);
+    ap = augment_plan_to_json(&js, 1, 96, 64);
+    ok(ap && strstr(json_string_value(json_object_get(ap, "camera")), "dataset's camera_intrinsics"),
+       "plan: the dataset's intrinsics");
+    json_decref(ap);
+    ap = augment_plan_to_json(&js, -1, 0, 0);
+    ok(ap && strstr(json_string_value(json_object_get(ap, "camera")), "still loading"), "plan: camera not known yet");
+    json_decref(ap);
+    jobspec_free(&js);
+    ok(parse_str("{\"type\":\"train\",\"dataset\":\"d\",\"augment\":{\"brightness\":0.3}}", &js, field, msg) == 0,
+       "photometric only parses");
+    ap = augment_plan_to_json(&js, 0, 64, 64);
+    ok(ap && strstr(json_string_value(json_object_get(ap, "camera")), "not used"),
+       "photometric only: no camera needed");
+    json_decref(ap);
+    jobspec_free(&js);
+    ok(parse_str("{\"type\":\"train\",\"dataset\":\"d\",\"augment\":{\"erase\":{}}}", &js, field, msg) == 0 &&
+       js.augment.erase_count == 1 && js.augment.erase_p == 0.5 && js.augment.erase_area[0] == 0.02 &&
+       js.augment.erase_area[1] == 0.2 && js.augment.erase_aspect[0] == 0.3 && js.augment.erase_aspect[1] == 3.3,
+       "erase {}: one rectangle, p 0.5, 2-20 %% of the image, aspect 0.3-3.3");
+    jobspec_free(&js);
+    round_trip(aug_full);
+    round_trip("{\"type\":\"train\",\"dataset\":\"d\",\"augment\":{}}");
+    round_trip("{\"type\":\"train\",\"dataset\":\"d\",\"augment\":{\"flip\":1,\"erase\":{\"count\":4}}}");
+    const char *T = "{\"type\":\"train\",\"dataset\":\"d\",\"augment\":";
+    const struct { const char *body, *field; } augbad[] = {
+        {"[]}", "augment"},
+        {"{\"rotate\":[0,1]}}", "augment.rotate"},
+        {"{\"rotate_deg\":30}}", "augment.rotate_deg"},
+        {"{\"rotate_deg\":[-30]}}", "augment.rotate_deg"},
+        {"{\"rotate_deg\":[30,-30]}}", "augment.rotate_deg"},
+        {"{\"rotate_deg\":[-181,0]}}", "augment.rotate_deg"},
+        {"{\"rotate_deg\":[0,\"9\"]}}", "augment.rotate_deg"},
+        {"{\"shift_deg\":-1}}", "augment.shift_deg"},
+        {"{\"shift_deg\":31}}", "augment.shift_deg"},
+        {"{\"shift_deg\":[0,5]}}", "augment.shift_deg"},
+        {"{\"flip\":1.5}}", "augment.flip"},
+        {"{\"flip\":true}}", "augment.flip"},
+        {"{\"zoom\":[0,1]}}", "augment.zoom"},
+        {"{\"zoom\":[0.9,2.5]}}", "augment.zoom"},
+        {"{\"zoom\":[1.2,1.1]}}", "augment.zoom"},
+        {"{\"brightness\":-0.1}}", "augment.brightness"},
+        {"{\"contrast\":1.01}}", "augment.contrast"},
+        {"{\"saturation\":\"x\"}}", "augment.saturation"},
+        {"{\"hue\":0.6}}", "augment.hue"},
+        {"{\"erase\":true}}", "augment.erase"},
+        {"{\"erase\":{\"count\":0}}}", "augment.erase.count"},
+        {"{\"erase\":{\"count\":5}}}", "augment.erase.count"},
+        {"{\"erase\":{\"count\":1.5}}}", "augment.erase.count"},
+        {"{\"erase\":{\"p\":2}}}", "augment.erase.p"},
+        {"{\"erase\":{\"area\":[0,0.1]}}}", "augment.erase.area"},
+        {"{\"erase\":{\"area\":[0.1,0.6]}}}", "augment.erase.area"},
+        {"{\"erase\":{\"aspect\":[0.05,1]}}}", "augment.erase.aspect"},
+        {"{\"erase\":{\"aspect\":[2,1]}}}", "augment.erase.aspect"},
+        {"{\"erase\":{\"colour\":0}}}", "augment.erase.colour"},
+    };
+    for (size_t i = 0; i < sizeof augbad / sizeof augbad[0]; i++) {
+        char t[512];
+        snprintf(t, sizeof t, "%s%s", T, augbad[i].body);
+        bad(t, augbad[i].field);
+    }
+    ok(parse_str("{\"type\":\"train\",\"dataset\":\"d\",\"augment\":{\"zoom\":[0.9,3]}}", &js, field, msg) == -1 &&
+       strstr(msg, "augment.zoom[1] = 3") && strstr(msg, "[0.5, 2]"), "range errors name the element and the range: %s", msg);
+    bad("{\"type\":\"eval\",\"dataset\":\"d\",\"augment\":{}}", "augment");
+    bad("{\"type\":\"infer\",\"dataset\":\"d\",\"indices\":[0],\"augment\":{}}", "augment");
+    bad("{\"type\":\"debug\",\"dataset\":\"d\",\"augment\":{}}", "augment");
 
     /* ---- eval / debug / infer ---- */
     ok(parse_str("{\"type\":\"eval\",\"dataset\":\"d\",\"checkpoint\":\"c-1\"}", &js, field, msg) == 0,

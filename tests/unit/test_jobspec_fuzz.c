@@ -33,6 +33,9 @@ static const char *const bases[] = {
     "\"eps\":1e-6,\"clip_grad_norm\":0,\"warmup_steps\":100,\"schedule\":\"constant\"},"
     "\"eval_every\":250,\"checkpoint_every\":500,\"keep_checkpoints\":2}",
     "{\"type\":\"train\",\"dataset\":\"d\",\"epochs\":3,\"model\":{\"backbone\":\"dinov2-tiny\"}}",
+    "{\"type\":\"train\",\"dataset\":\"d\",\"steps\":9,\"augment\":{\"rotate_deg\":[-30,30],\"shift_deg\":5,"
+    "\"flip\":0.5,\"zoom\":[0.9,1.1],\"brightness\":0.2,\"contrast\":0.2,\"saturation\":0.2,\"hue\":0.05,"
+    "\"erase\":{\"count\":2,\"p\":0.5,\"area\":[0.02,0.2],\"aspect\":[0.3,3.3]}}}",
     "{\"type\":\"eval\",\"dataset\":\"d\",\"checkpoint\":\"c-1\",\"indices\":[3,1,2],\"batch_size\":2}",
     "{\"type\":\"eval\",\"dataset\":\"d\",\"checkpoint\":\"c-1\",\"split\":\"train\"}",
     "{\"type\":\"debug\",\"dataset\":\"d\",\"model\":{\"backbone\":\"dinov2-tiny\"},\"batches\":3}",
@@ -135,6 +138,23 @@ static const char *invariant(const jobspec_t *js) {
         if (!(js->optim.beta1 >= 0 && js->optim.beta1 < 1 && js->optim.beta2 >= 0 && js->optim.beta2 < 1))
             return "betas";
         if (!(js->optim.eps > 0) || !(js->optim.clip_grad_norm >= 0)) return "eps/clip";
+        const augment_spec_t *a = &js->augment;
+        if (a->on && !(a->rotate_deg[0] >= -180 && a->rotate_deg[0] <= a->rotate_deg[1] && a->rotate_deg[1] <= 180))
+            return "augment.rotate_deg";
+        if (a->on && (!(a->shift_deg >= 0 && a->shift_deg <= 30) || !(a->flip >= 0 && a->flip <= 1)))
+            return "augment.shift/flip";
+        if (a->on && !(a->zoom[0] >= 0.5 && a->zoom[0] <= a->zoom[1] && a->zoom[1] <= 2)) return "augment.zoom";
+        if (a->on && !(a->brightness >= 0 && a->brightness <= 1 && a->contrast >= 0 && a->contrast <= 1 &&
+                       a->saturation >= 0 && a->saturation <= 1 && a->hue >= 0 && a->hue <= 0.5))
+            return "augment photometric";
+        if (a->erase_count < 0 || a->erase_count > 4) return "augment.erase.count";
+        if (a->erase_count && !(a->erase_p >= 0 && a->erase_p <= 1 && a->erase_area[0] > 0 &&
+                                a->erase_area[0] <= a->erase_area[1] && a->erase_area[1] <= 0.5 &&
+                                a->erase_aspect[0] >= 0.1 && a->erase_aspect[0] <= a->erase_aspect[1] &&
+                                a->erase_aspect[1] <= 10))
+            return "augment.erase";
+    } else if (js->augment.on) {
+        return "augment outside train";
     }
     if (js->type == JOB_INFER && js->n_images == 0 && js->n_indices == 0) return "infer inputs";
     for (int i = 0; i < js->n_indices; i++)

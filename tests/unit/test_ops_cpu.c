@@ -700,7 +700,7 @@ typedef struct {
 static double pe_obj(void *q) {
     pe_ctx *c = q;
     int kk = 3 * c->p * c->p;
-    be->im2col(be, c->cols, DT_F32, c->img, DT_F32, c->idx, c->Bn, c->H, c->W, c->p);
+    be->im2col(be, c->cols, DT_F32, c->img, DT_F32, c->idx, c->Bn, c->H, c->W, c->p, NULL);
     be->matmul_fwd(be, c->out, DT_F32, c->cols, c->w, c->bias, DT_F32, c->Bn * c->P, c->D, kk);
     return obj_dot(c->out, c->R, (size_t)c->Bn * c->P * c->D);
 }
@@ -741,19 +741,19 @@ static void test_patch_embed(void) {
     float *ir = copy_of(c.img, nimg), *cr = tf(ncols), *cf = tf(ncols);
     round_bf16_inplace(ir, nimg);
     bf16 *ih = to_bf16(ir, nimg), *ch = th(ncols);
-    be->im2col(be, cr, DT_F32, ir, DT_F32, c.idx, c.Bn, c.H, c.W, c.p);
-    be->im2col(be, cf, DT_F32, ih, DT_BF16, c.idx, c.Bn, c.H, c.W, c.p);
+    be->im2col(be, cr, DT_F32, ir, DT_F32, c.idx, c.Bn, c.H, c.W, c.p, NULL);
+    be->im2col(be, cf, DT_F32, ih, DT_BF16, c.idx, c.Bn, c.H, c.W, c.p, NULL);
     ok(memcmp(cr, cf, ncols * 4) == 0, "im2col bf16 images -> fp32 columns exact");
-    be->im2col(be, ch, DT_BF16, c.img, DT_F32, c.idx, c.Bn, c.H, c.W, c.p);
-    be->im2col(be, cr, DT_F32, c.img, DT_F32, c.idx, c.Bn, c.H, c.W, c.p);
+    be->im2col(be, ch, DT_BF16, c.img, DT_F32, c.idx, c.Bn, c.H, c.W, c.p, NULL);
+    be->im2col(be, cr, DT_F32, c.img, DT_F32, c.idx, c.Bn, c.H, c.W, c.p, NULL);
     check_bf16_of("im2col fp32 images -> bf16 columns", ch, cr, ncols);
     float *cn = tf(ncols);
-    be->im2col(be, cn, DT_F32, c.img + (size_t)c.idx[0] * 3 * c.H * c.W, DT_F32, NULL, 1, c.H, c.W, c.p);
+    be->im2col(be, cn, DT_F32, c.img + (size_t)c.idx[0] * 3 * c.H * c.W, DT_F32, NULL, 1, c.H, c.W, c.p, NULL);
     ok(memcmp(cn, cr, (size_t)c.P * kk * 4) == 0, "im2col with idx NULL takes the images as the batch");
 
     /* gradients of the patch embedding parameters */
     pe_obj(&c);
-    be->im2col(be, c.cols, DT_F32, c.img, DT_F32, c.idx, c.Bn, c.H, c.W, c.p);
+    be->im2col(be, c.cols, DT_F32, c.img, DT_F32, c.idx, c.Bn, c.H, c.W, c.p, NULL);
     float *dw = tf((size_t)c.D * kk), *db = tf(c.D);
     be->zero(be, dw, (size_t)c.D * kk * 4);
     be->zero(be, db, (size_t)c.D * 4);

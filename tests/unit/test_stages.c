@@ -2,7 +2,8 @@
  * resident dataset (synthetic, loaded by dataset_load): train (bf16 plan), eval,
  * debug (fp32 plan) and infer run without a dtype error — the failure that
  * motivated traind — and their results carry the documented fields; a train
- * run stopped and resumed gives exactly the losses of an uninterrupted one;
+ * run stopped and resumed gives exactly the losses of an uninterrupted one,
+ * with and without augmentation (whose validation stays un-augmented);
  * a checkpoint saved and loaded gives the eval the training run saw; infer
  * from inline u8 images equals infer from the same dataset samples; bad
  * inputs give errors, not crashes. */
@@ -358,6 +359,57 @@ int main(void) {
     rec_free(&full);
     rec_free(&part);
     rec_free(&rest);
+
+    /* ---- the same with augmentation: draws by (seed, epoch, sample) resume exactly ---- */
+    const char *ra_spec =
+        "{\"type\":\"train\",\"dataset\":\"syn\",\"seed\":11,\"model\":{\"backbone\":\"dinov2-tiny\"},"
+        "\"batch_size\":16,\"steps\":16,\"eval_every\":0,\"checkpoint_every\":0,"
+        "\"optim\":{\"lr\":{\"backbone\":2e-3,\"heads\":2e-3},\"warmup_steps\":3},"
+        "\"augment\":{\"rotate_deg\":[-45,45],\"shift_deg\":5,\"flip\":0.5,\"zoom\":[0.9,1.1],\"brightness\":0.2,"
+        "\"contrast\":0.2,\"saturation\":0.2,\"hue\":0.05,\"erase\":{\"count\":2}}}";
+    rec_t afull = {0}, apart = {0}, arest = {0};
+    r = run(ra_spec, "j-afull", NULL, &afull, &res, err, sizeof err);
+    ok(r == 0, "augmented: uninterrupted 16 steps (%s)", r ? err : "ok");
+    const json_t *aug = json_object_get(res, "augment");
+    ok(json_is_object(aug) && strstr(str(aug, "camera"), "camera_intrinsics") &&
+       json_real_value(json_array_get(json_object_get(aug, "rotate_deg"), 1)) == 45,
+       "the train result carries the resolved augmentation beside the dtype plan");
+    double aug_val = json_number_value(json_object_get(json_object_get(res, "val"), "mpjpe_mm"));
+    char ack[1024];
+    snprintf(ack, sizeof ack, "%s", afull.nckpt ? afull.ckpt[0] : "");
+    json_decref(res);
+    apart.stop_at = 9;
+    r = run(ra_spec, "j-apart", NULL, &apart, &res, err, sizeof err);
+    ok(r == 1 && apart.nckpt == 1 && apart.ckpt_step[0] == 9, "augmented: stop after step 9 with a checkpoint");
+    json_decref(res);
+    snprintf(ck, sizeof ck, "%s", apart.ckpt[0]);
+    r = run(ra_spec, "j-apart", ck, &arest, &res, err, sizeof err);
+    ok(r == 0, "augmented: resume from the step-9 checkpoint (%s)", r ? err : "ok");
+    json_decref(res);
+    double af[16] = {0}, ap[16] = {0};
+    nf = losses(&afull, af, 16);
+    np = losses(&apart, ap, 16) + losses(&arest, ap, 16);
+    same = nf == 16 && np == 16;
+    int differs = 0;
+    for (int i = 0; i < 16 && same; i++) {
+        same = af[i] == ap[i];
+        differs += af[i] != lf[i];
+    }
+    ok(same, "augmented: stopped + resumed losses are exactly the uninterrupted ones (%d/%d steps)", nf, np);
+    if (!same)
+        for (int i = 0; i < 16; i++) diag("  step %d: %.9g vs %.9g", i + 1, af[i], ap[i]);
+    ok(differs >= 15, "augmentation changed the batches: %d of 16 losses differ from the plain run's", differs);
+    /* validation never augments: the eval stage (which cannot) on the final checkpoint sees the same */
+    r = run("{\"type\":\"eval\",\"dataset\":\"syn\",\"checkpoint\":\"c\",\"batch_size\":16}", "j-aeval", ack, &ev,
+            &res, err, sizeof err);
+    ok(r == 0 && json_number_value(json_object_get(res, "mpjpe_mm")) == aug_val,
+       "the augmented run's validation is un-augmented (eval of its checkpoint: %.6f vs %.6f mm)",
+       json_number_value(json_object_get(res, "mpjpe_mm")), aug_val);
+    json_decref(res);
+    rec_free(&ev);
+    rec_free(&afull);
+    rec_free(&apart);
+    rec_free(&arest);
 
     /* precision override trains in fp32 */
     r = run("{\"type\":\"train\",\"dataset\":\"syn\",\"model\":{\"backbone\":\"dinov2-tiny\"},\"batch_size\":8,"
