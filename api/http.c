@@ -679,6 +679,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                         "%s %s", cr->limit, method, url);
         return send_reply(s, c, &r, &cr->t0);
     }
+    assert(cr->route >= 0 && (size_t)cr->route < api_nroutes);
     r.body = cr->body;
     r.body_len = cr->len;
     memcpy(r.params, cr->params, sizeof r.params);
