@@ -18,6 +18,7 @@ struct MHD_Response;
 
 /* ---- limits ------------------------------------------------------------- */
 #define API_BODY_MAX        (64u << 20)  /* request bodies (inline images): 413 beyond */
+#define API_JOB_VALUES_MAX  65536        /* JSON values in a job spec, counted before parsing */
 #define API_SSE_HEARTBEAT_MS 10000       /* comment line on an idle event stream */
 #define API_MAX_PARAMS      3            /* {name} segments in one route */
 #define API_PARAM_MAX       256          /* bytes of one path segment */
@@ -180,6 +181,12 @@ size_t api_request_counts(api_server_t *s, api_code_count_t *out, size_t max);
 int api_stopping(api_server_t *s);
 /* Open event streams (+1 when one starts, -1 when it is freed). */
 void api_sse_count(api_server_t *s, int delta);
+
+/* JSON values (array elements and object members below the top level) in the
+ * body s[n], counted without parsing (commas and opening brackets outside
+ * strings); stops past max and names in field the top-level key it was
+ * counting under. Not a validator: jansson parses the body afterwards. Pure. */
+size_t api_job_body_values(const char *s, size_t n, size_t max, char *field, size_t fieldlen);
 
 /* ---- handlers ------------------------------------------------------------ */
 void route_health(api_req_t *r);

@@ -29,6 +29,7 @@ void config_defaults(daemon_cfg_t *c) {
     c->cancel_grace_s = 60;
     c->max_connections = CONFIG_CONN_LIMIT;
     c->idle_timeout_s = CONFIG_IDLE_TIMEOUT_S;
+    c->keep_jobs = CONFIG_KEEP_JOBS;
 }
 
 static int parse_double(const char *v, double lo, double hi, double *out) {
@@ -91,6 +92,14 @@ int config_set(daemon_cfg_t *c, const char *key, const char *v, char *err, size_
         if (parse_double(v, 1, 86400, &x) || x != (int)x)
             return errbuf_set(err, errlen, "idle-timeout-s: '%s' is not a whole number of seconds in 1..86400", v);
         c->idle_timeout_s = (int)x;
+    } else if (!strcmp(key, "keep-jobs")) {
+        double x;
+        if (parse_double(v, 0, 1e9, &x) || x != (int)x)
+            return errbuf_set(err, errlen, "keep-jobs: '%s' is not a whole number in 0..1000000000 (0 keeps all)", v);
+        c->keep_jobs = (int)x;
+    } else if (!strcmp(key, "job-memory-gb")) {
+        if (parse_double(v, 0, 1e6, &c->job_memory_gb))
+            return errbuf_set(err, errlen, "job-memory-gb: '%s' is not a number >= 0 (0 = no cap)", v);
     } else if (!strcmp(key, "config")) COPY(c->config_file);
     else return errbuf_set(err, errlen, "unknown setting '%s'", key);
     return 0;
@@ -131,7 +140,8 @@ int config_load_file(daemon_cfg_t *c, const char *path, char *err, size_t errlen
 
 static const char *const flag_names[] = {
     "listen", "state-dir", "backend", "token-file", "dataset-root", "devices",
-    "memory-reserve-gb", "log-level", "cancel-grace-s", "max-connections", "idle-timeout-s", "config",
+    "memory-reserve-gb", "log-level", "cancel-grace-s", "max-connections", "idle-timeout-s", "keep-jobs",
+    "job-memory-gb", "config",
 };
 
 int config_parse_args(daemon_cfg_t *c, int argc, char **argv, int *help, int *version,
@@ -308,6 +318,10 @@ void config_usage(FILE *f) {
         "  --cancel-grace-s S       SIGKILL a cancelled worker after S seconds (default 60)\n"
         "  --max-connections N      simultaneous HTTP connections; more are refused (default %d)\n"
         "  --idle-timeout-s S       close an HTTP connection idle for S seconds (default %d)\n"
+        "  --keep-jobs N            ended jobs kept with their events and metrics; older ones are\n"
+        "                           deleted unless a checkpoint belongs to them (default %d, 0 = all)\n"
+        "  --job-memory-gb G        most memory one job may use on a device; a job estimated above\n"
+        "                           it (or above the device's room) is refused (default 0 = no cap)\n"
         "  --config FILE            read settings from FILE\n",
-        CONFIG_DEFAULT_LISTEN, CONFIG_CONN_LIMIT, CONFIG_IDLE_TIMEOUT_S);
+        CONFIG_DEFAULT_LISTEN, CONFIG_CONN_LIMIT, CONFIG_IDLE_TIMEOUT_S, CONFIG_KEEP_JOBS);
 }

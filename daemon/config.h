@@ -8,6 +8,8 @@
  *   log-level = debug|info|warn|error
  *   cancel-grace-s = 60            (SIGKILL a cancelled worker after this)
  *   max-connections = 256          idle-timeout-s = 120   (HTTP limits)
+ *   keep-jobs = 10000              (ended jobs kept; older ones are deleted)
+ *   job-memory-gb = 0              (most memory one job may use; 0 = the device's room)
  *
  * Flags override the file; --config FILE is read first wherever it appears. */
 #ifndef TRAIND_CONFIG_H
@@ -25,6 +27,7 @@
 #define CONFIG_DEFAULT_LISTEN "127.0.0.1:8470"
 #define CONFIG_CONN_LIMIT      256   /* --max-connections: simultaneous connections; more are refused */
 #define CONFIG_IDLE_TIMEOUT_S  120   /* --idle-timeout-s: an idle connection is closed after this */
+#define CONFIG_KEEP_JOBS     10000   /* --keep-jobs: ended jobs kept (0 = all) */
 
 typedef struct {
     char listen[256];                       /* host:port; default 127.0.0.1:8470 */
@@ -41,6 +44,8 @@ typedef struct {
     double cancel_grace_s;                  /* default 60 */
     int max_connections;                    /* simultaneous HTTP connections; default 256 */
     int idle_timeout_s;                     /* an idle HTTP connection is closed after it; default 120 */
+    int keep_jobs;                          /* ended jobs kept in the store; default 10000, 0 = all */
+    double job_memory_gb;                   /* most memory one job may use per device; 0 = no cap */
     char config_file[PATH_MAX];
 } daemon_cfg_t;
 

@@ -38,6 +38,15 @@ typedef struct {
     const float *mean_pose;     /* [63] host, for fresh heads (may be NULL) */
 } stage_model_req_t;
 
+/* The model a stage of spec's type asks for with batch B: train — gradients,
+ * AdamW, model.freeze_layers; debug — gradients (fp32 plan); eval, infer —
+ * forward only (infer: last_hidden_state when "patch_tokens" is asked for).
+ * The stages and stage_memory_estimate start from it; the caller sets
+ * ckpt_dir, load_optimizer and mean_pose. */
+stage_model_req_t stage_model_req(const jobspec_t *spec, int B);
+/* Backend bytes of stage_batch_init(cap). */
+size_t stage_batch_bytes(int cap);
+
 /* Opens the model the stage runs with: config from the checkpoint, else from
  * model.weights (ctx->weights_path), else from model.backbone; checks the spec's
  * backbone (when given) against it; loads or seeds the parameters (a fresh init
