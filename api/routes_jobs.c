@@ -73,6 +73,12 @@ void route_jobs_post(api_req_t *r) {
     static const char *const q[] = { NULL };
     if (api_check_query(r, q) < 0) return;
     char field[64];
+    size_t lead = 0;
+    while (r->body && lead < r->body_len && strchr(" \t\r\n", r->body[lead])) lead++;
+    if (r->body && lead < r->body_len && r->body[lead] != '{') {   /* refused before jansson builds it */
+        api_reply_error(r, 400, "bad_request", "the request body must be a JSON object");
+        return;
+    }
     if (r->body && api_job_body_values(r->body, r->body_len, API_JOB_VALUES_MAX, field, sizeof field) >
                        API_JOB_VALUES_MAX) {
         daemon_err_t e = {0};

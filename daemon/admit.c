@@ -133,8 +133,11 @@ static int check_room(daemon_t *d, const stage_mem_t *m, int batch, int h, int w
     char est[512];
     describe(m, need, batch, h, w, est, sizeof est);
     if (need > best) {
-        snprintf(msg, msglen, "the job needs about %s but %s %d has room for %.3f GB (%s)", est,
-                 cpu ? "the host (cpu backend) device" : "device", d->dev_index[best_slot], best / GB, best_why);
+        char where[64];
+        if (cpu) snprintf(where, sizeof where, "the host (cpu backend)");
+        else snprintf(where, sizeof where, "device %d", d->dev_index[best_slot]);
+        snprintf(msg, msglen, "the job needs about %s but %s has room for %.3f GB (%s)", est, where, best / GB,
+                 best_why);
         return 1;
     }
     if (!cpu && m->host) {

@@ -62,6 +62,7 @@ void stage_result_run_info(json_t *res, const stage_ctx_t *ctx, const model_t *m
 
 /* Mean pose of samples idx[0..n) (idx NULL: begin..begin+n) over hands and valid
  * joints, labels downloaded in bounded chunks. -1 with err on allocation failure. */
+#define STAGE_MEAN_POSE_CHUNK 4096   /* labels gathered per round (a stage_batch_t of this size) */
 int stage_mean_pose(stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t n, float out[63],
                     char *err, size_t errlen);
 

@@ -176,7 +176,7 @@ int stage_memory_estimate(const jobspec_t *spec, const model_config_t *cfg, int 
     const size_t D = (size_t)c.hidden, F = D * (size_t)c.mlp_ratio;
     const size_t P = (size_t)(image_h / c.patch) * (size_t)(image_w / c.patch), T = 1 + (size_t)c.registers + P;
     const size_t img = (size_t)3 * (size_t)image_h * (size_t)image_w;
-    out->batch = stage_batch_bytes(B);
+    out->batch = stage_batch_bytes(B) + stage_batch_bytes(STAGE_MEAN_POSE_CHUNK);
     if (spec->type == JOB_INFER && spec->n_images) out->batch += (size_t)B * img * dtype_size(plan.input);
     out->workspace = 2 * (size_t)B * T * (F > 3 * D ? F : 3 * D) * sizeof(float);
     out->backend = mm.total + out->batch + out->workspace;
@@ -205,7 +205,7 @@ int stage_mean_pose(stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t
                     char *err, size_t errlen) {
     backend_t *be = ctx->be;
     const dataset_t *ds = ctx->ds;
-    enum { CH = 4096 };
+    enum { CH = STAGE_MEAN_POSE_CHUNK };
     stage_batch_t b;
     if (stage_batch_init(&b, be, CH, err, errlen)) return -1;
     double sum[HAND_COORDS] = {0};

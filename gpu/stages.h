@@ -51,7 +51,8 @@ int stage_effective_batch(const jobspec_t *spec, int64_t n_samples);
  * spec->batch_size images per batch (the effective batch). Backend memory
  * (device memory on cuda, host memory on cpu): the model's working memory
  * (model_working_bytes with the options the stage asks for), the batch label
- * buffers and inline-image staging, and a workspace allowance of two fp32
+ * buffers (the batch's and the mean pose's chunk) and inline-image staging, and
+ * a workspace allowance of two fp32
  * copies of the largest activation (CPU operand conversions, cuBLASLt/cuDNN
  * workspaces). Host memory: infer outputs held until the result is written
  * (features, predictions, image staging). */

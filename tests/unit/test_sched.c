@@ -150,6 +150,21 @@ static void test_config(void) {
     ok(rfd >= 0 && config_finish(&c, err, sizeof err) == -1 && strstr(err, "not a directory"), "a root that is a file: %s", err);
     unlink(rf);
 
+    /* retention and the per-job memory cap */
+    config_defaults(&c);
+    ok(c.keep_jobs == 10000 && c.job_memory_gb == 0, "defaults: --keep-jobs 10000, --job-memory-gb 0 (no cap)");
+    char *keep[] = {"--keep-jobs", "5", "--job-memory-gb=0.25", NULL};
+    ok(config_parse_args(&c, 3, keep, &help, &version, err, sizeof err) == 0 && c.keep_jobs == 5 &&
+       c.job_memory_gb == 0.25, "--keep-jobs 5 --job-memory-gb=0.25");
+    char *keep0[] = {"--keep-jobs", "0", NULL};
+    ok(config_parse_args(&c, 2, keep0, &help, &version, err, sizeof err) == 0 && c.keep_jobs == 0, "--keep-jobs 0 keeps all");
+    char *keepbad[] = {"--keep-jobs", "2.5", NULL};
+    ok(config_parse_args(&c, 2, keepbad, &help, &version, err, sizeof err) == -1 && strstr(err, "keep-jobs"),
+       "--keep-jobs 2.5: %s", err);
+    char *membad[] = {"--job-memory-gb", "-1", NULL};
+    ok(config_parse_args(&c, 2, membad, &help, &version, err, sizeof err) == -1 && strstr(err, "job-memory-gb"),
+       "--job-memory-gb -1: %s", err);
+
     char *bad1[] = {"--backend", "tpu", NULL};
     config_defaults(&c);
     ok(config_parse_args(&c, 2, bad1, &help, &version, err, sizeof err) == -1 && strstr(err, "tpu"), "bad backend: %s", err);
