@@ -72,7 +72,8 @@ static int job_model_config(daemon_t *d, const jobspec_t *js, model_config_t *cf
  * activations 0.900 for batch 64 at 224x224, buffers and workspace 0.080)" */
 static void describe(const stage_mem_t *m, size_t need, int batch, int h, int w, char *out, size_t len) {
     char host[64] = "";
-    if (m->host) snprintf(host, sizeof host, ", outputs on the host %.3f", m->host / GB);
+    if (need > m->backend + m->host) snprintf(host, sizeof host, ", CUDA runtime %.3f", (need - m->backend) / GB);
+    else if (m->host) snprintf(host, sizeof host, ", outputs on the host %.3f", m->host / GB);
     snprintf(out, len, "%.3f GB (parameters %.3f, gradients %.3f, AdamW moments %.3f, activations %.3f for batch "
              "%d at %dx%d, buffers and workspace %.3f%s)", need / GB, m->params / GB, m->grads / GB,
              m->optimizer / GB, m->activations / GB, batch, h, w, (m->batch + m->workspace) / GB, host);
@@ -116,7 +117,8 @@ static int slot_room(daemon_t *d, int slot, const json_t *running, int running_c
 static int check_room(daemon_t *d, const stage_mem_t *m, int batch, int h, int w, int slot, int running_counts,
                       char *msg, size_t msglen) {
     int cpu = !strcmp(d->backend_name, "cpu");
-    size_t need = m->backend + (cpu ? m->host : 0);
+    /* cpu: the host is the device; cuda: the worker's own runtime comes on top */
+    size_t need = m->backend + (cpu ? m->host : STAGE_CUDA_RUNTIME_BYTES);
     json_t *running = running_counts ? sched_running(d->sched) : json_array();
     size_t best = 0;
     int best_slot = -1;

@@ -56,6 +56,11 @@ int stage_effective_batch(const jobspec_t *spec, int64_t n_samples);
  * copies of the largest activation (CPU operand conversions, cuBLASLt/cuDNN
  * workspaces). Host memory: infer outputs held until the result is written
  * (features, predictions, image staging). */
+/* What a worker's CUDA runtime takes on its device before any job memory
+ * (context, cuBLAS/cuBLASLt with its workspace, cuDNN): admission adds it on
+ * cuda (measured by tests/gpu/test_memory_gpu.c). */
+#define STAGE_CUDA_RUNTIME_BYTES ((size_t)1 << 30)
+
 typedef struct {
     size_t params, grads, optimizer, activations;   /* the model (model_mem_t) */
     size_t batch, workspace;                        /* stage buffers, scratch allowance */
