@@ -123,7 +123,8 @@ static int check_room(daemon_t *d, const stage_mem_t *m, int batch, int h, int w
     size_t best = 0;
     int best_slot = -1;
     char why[256] = "", best_why[256] = "";
-    for (int s = slot < 0 ? 0 : slot; s < (slot < 0 ? d->n_dev : slot + 1); s++) {
+    int lo = slot < 0 ? 0 : slot, hi = slot < 0 ? d->n_dev : slot + 1;
+    for (int s = lo; s < hi; s++) {
         size_t room = 0;
         if (slot_room(d, s, running, running_counts, &room, why, sizeof why, msg, msglen)) {
             json_decref(running);
@@ -160,7 +161,7 @@ int admit_submission(daemon_t *d, jobspec_t *js, const json_t *ds, int *requeste
     if (!json_is_integer(jn) || json_array_size(sz) != 2) return 0;   /* still loading: checked at start */
     int64_t n = json_integer_value(jn);
     int h = (int)json_integer_value(json_array_get(sz, 0)), w = (int)json_integer_value(json_array_get(sz, 1));
-    char field[64], msg[512];
+    char field[64], msg[1024];
     if (js->n_ranges && jobspec_indices_check(js, n, field, sizeof field, msg, sizeof msg)) {
         daemon_err_set(e, 422, "unprocessable", field, "%s", msg);
         return -1;
