@@ -5,7 +5,9 @@
  * the stored spec. Unknown fields are rejected. Defaults are filled in, so a
  * parsed spec is complete; jobspec_to_json() gives the resolved form that is
  * stored in the job record. The dtype plan (SPEC §5) is resolved from the
- * type and `precision` by jobspec_plan(). */
+ * type and `precision` by jobspec_plan(). What one job may ask for is bounded
+ * (JS_MAX_*, below): `indices` as at most 4096 entries, each an index or a
+ * range [begin, end); at most 256 inline images (rules in jobspec.c). */
 #ifndef TRAIND_JOBSPEC_H
 #define TRAIND_JOBSPEC_H
 

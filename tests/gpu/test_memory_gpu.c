@@ -8,7 +8,7 @@
  * progress callback (activations and scratch are allocated at model creation
  * and in the first step, then kept). Checks: the peak the stage took beyond
  * the dataset is within the estimate, and the estimate is not wildly above it
- * (at most 1.6x + 256 MB); the CUDA runtime's own share (context, cuBLAS,
+ * (at most 2x + 512 MB); the CUDA runtime's own share (context, cuBLAS,
  * cuDNN: what the device uses once the backend is open, before any job
  * memory) is printed and must stay within STAGE_CUDA_RUNTIME_BYTES, which
  * admission adds on cuda. TAP; skips without a device. */
@@ -91,7 +91,7 @@ static void run_one(const char *dsdir, const char *root, const char *what, const
          m.params / GB, m.grads / GB, m.optimizer / GB, m.activations / GB, (m.batch + m.workspace) / GB, used / GB,
          100.0 * used / (double)m.backend, runtime / GB);
     ok(used <= m.backend, "%s: the stage took %.3f GB, within the estimate %.3f GB", what, used / GB, m.backend / GB);
-    ok(m.backend <= 1.6 * used + 256e6, "%s: the estimate is at most 1.6x + 256 MB of it", what);
+    ok(m.backend <= 2.0 * used + 512e6, "%s: the estimate is at most 2x + 512 MB of it (no false refusals)", what);
     ok(runtime <= STAGE_CUDA_RUNTIME_BYTES, "%s: the CUDA runtime's %.3f GB fit the %.3f GB admission adds", what,
        runtime / GB, STAGE_CUDA_RUNTIME_BYTES / GB);
 out:
