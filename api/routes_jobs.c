@@ -74,7 +74,9 @@ void route_jobs_post(api_req_t *r) {
     if (api_check_query(r, q) < 0) return;
     char field[64];
     size_t lead = 0;
-    while (r->body && lead < r->body_len && strchr(" \t\r\n", r->body[lead])) lead++;
+    while (r->body && lead < r->body_len &&
+           (r->body[lead] == ' ' || r->body[lead] == '\t' || r->body[lead] == '\r' || r->body[lead] == '\n'))
+        lead++;
     if (r->body && lead < r->body_len && r->body[lead] != '{') {   /* refused before jansson builds it */
         api_reply_error(r, 400, "bad_request", "the request body must be a JSON object");
         return;
