@@ -20,6 +20,7 @@ struct MHD_Response;
 /* ---- limits ------------------------------------------------------------- */
 /* Request bodies, per route (http.c); a route not named there takes none. */
 #define API_BODY_MAX        (64u << 20)  /* POST /v1/jobs (inline images): 413 beyond */
+#define API_JOB_VALUES_MAX  65536        /* JSON values in a job spec, counted before parsing */
 #define API_DATASET_BODY_MAX (64u << 10) /* POST /v1/datasets */
 /* A chunked body past its route's limit is read on and dropped (then 413) for
  * at most this many more bytes; beyond, the connection is closed. */
@@ -274,6 +275,11 @@ const char *api_dashboard_content_type(const char *name);
 int api_dashboard_public(const char *path);
 /* The Content-Security-Policy every dashboard answer carries. */
 extern const char api_dashboard_csp[];
+/* JSON values (array elements and object members below the top level) in the
+ * body s[n], counted without parsing (commas and opening brackets outside
+ * strings); stops past max and names in field the top-level key it was
+ * counting under. Not a validator: jansson parses the body afterwards. Pure. */
+size_t api_job_body_values(const char *s, size_t n, size_t max, char *field, size_t fieldlen);
 
 /* ---- handlers ------------------------------------------------------------ */
 void api_dashboard_page(api_req_t *r);

@@ -90,25 +90,6 @@ void api_prom_status(prom_buf_t *b, const json_t *status) {
     }
 }
 
-/* The status document with each running job's batch size added (read from
- * its record), as api_prom_status wants it. NULL on failure. */
-static json_t *status_for_metrics(daemon_t *d) {
-    json_t *st = daemon_status(d);
-    if (!st) return NULL;
-    size_t i;
-    json_t *run;
-    json_array_foreach(json_object_get(st, "running"), i, run) {
-        const char *id = json_string_value(json_object_get(run, "id"));
-        if (!id) continue;
-        daemon_err_t e = {0};
-        json_t *job = daemon_job_get(d, id, &e);
-        json_t *bs = json_object_get(json_object_get(job, "spec"), "batch_size");
-        if (json_is_integer(bs)) json_object_set(run, "batch_size", bs);
-        json_decref(job);
-    }
-    return st;
-}
-
 void route_metrics(api_req_t *r) {
     static const char *const q[] = { NULL };
     if (api_check_query(r, q) < 0) return;
@@ -122,7 +103,7 @@ void route_metrics(api_req_t *r) {
     size_t ol = strlen(own);
     prom_family(&b, "traind_up", "gauge", "1 while the daemon serves.");
     prom_sample(&b, "traind_up", NULL, 1);
-    json_t *st = status_for_metrics(r->d);
+    json_t *st = daemon_status(r->d);   /* running[] carries each job's batch_size */
     if (st) api_prom_status(&b, st);
     json_decref(st);
     api_prom_http(r->srv, &b);

@@ -13,7 +13,9 @@
  * The response is an MHD content-reader callback, sent without chunked
  * encoding and closed at the end (clients read until EOF). The server runs one thread
  * per connection, so the callback may block: it waits on the daemon's event
- * notification (daemon_event_wait) in short slices, checking for shutdown. */
+ * notification (daemon_event_wait) in short slices, checking for shutdown.
+ * A poll reads the job's state and the events after the last id — never the
+ * job record, whose spec may be megabytes (inline images). */
 #include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,11 +132,9 @@ static int sse_poll(sse_stream_t *s) {
     /* Job state first, then events: the final state's event is appended in
      * the same transaction as the state change, so if the state read is final
      * the events read afterwards include that event. */
-    json_t *job = daemon_job_get(s->d, s->job, &e);
-    if (!job) return -1;
     job_state_t st;
-    int final = job_state_parse(json_string_value(json_object_get(job, "state")), &st) == 0 && job_state_terminal(st);
-    json_decref(job);
+    if (daemon_job_state(s->d, s->job, &st, &e)) return -1;   /* the state only, never the spec */
+    int final = job_state_terminal(st);
 
     json_t *evs = daemon_job_events(s->d, s->job, s->last_id, SSE_BATCH, &e);
     if (!evs) return -1;

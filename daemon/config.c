@@ -34,6 +34,7 @@ void config_defaults(daemon_cfg_t *c) {
     c->idle_timeout_s = CONFIG_IDLE_TIMEOUT_S;
     c->max_conn_per_ip = CONFIG_PER_IP_LIMIT;
     c->request_timeout_s = CONFIG_REQUEST_TIMEOUT_S;
+    c->keep_jobs = CONFIG_KEEP_JOBS;
 }
 
 static int parse_double(const char *v, double lo, double hi, double *out) {
@@ -123,6 +124,14 @@ int config_set(daemon_cfg_t *c, const char *key, const char *v, char *err, size_
         if (config_norm_allow_origin(v, c->allow_origins[c->n_allow_origins], CFG_ALLOW_LEN, e2, sizeof e2))
             return errbuf_set(err, errlen, "allow-origin: %s", e2);
         c->n_allow_origins++;
+    } else if (!strcmp(key, "keep-jobs")) {
+        double x;
+        if (parse_double(v, 0, 1e9, &x) || x != (int)x)
+            return errbuf_set(err, errlen, "keep-jobs: '%s' is not a whole number in 0..1000000000 (0 keeps all)", v);
+        c->keep_jobs = (int)x;
+    } else if (!strcmp(key, "job-memory-gb")) {
+        if (parse_double(v, 0, 1e6, &c->job_memory_gb))
+            return errbuf_set(err, errlen, "job-memory-gb: '%s' is not a number >= 0 (0 = no cap)", v);
     } else if (!strcmp(key, "config")) COPY(c->config_file);
     else return errbuf_set(err, errlen, "unknown setting '%s'", key);
     return 0;
@@ -164,7 +173,8 @@ int config_load_file(daemon_cfg_t *c, const char *path, char *err, size_t errlen
 static const char *const flag_names[] = {
     "listen", "state-dir", "backend", "token-file", "dataset-root", "model-root", "devices",
     "memory-reserve-gb", "log-level", "cancel-grace-s", "max-connections", "idle-timeout-s",
-    "max-connections-per-ip", "request-timeout-s", "allow-host", "allow-origin", "config",
+    "max-connections-per-ip", "request-timeout-s", "allow-host", "allow-origin", "keep-jobs",
+    "job-memory-gb", "config",
 };
 
 int config_parse_args(daemon_cfg_t *c, int argc, char **argv, int *help, int *version,
@@ -453,7 +463,11 @@ void config_usage(FILE *f) {
         "                           connected to are always accepted (with the daemon's port)\n"
         "  --allow-origin ORIGIN    also accept requests from this browser origin, e.g.\n"
         "                           https://traind.example.com (repeatable)\n"
+        "  --keep-jobs N            ended jobs kept with their events and metrics; older ones are\n"
+        "                           deleted unless a checkpoint belongs to them (default %d, 0 = all)\n"
+        "  --job-memory-gb G        most memory one job may use on a device; a job estimated above\n"
+        "                           it (or above the device's room) is refused (default 0 = no cap)\n"
         "  --config FILE            read settings from FILE\n",
         CONFIG_DEFAULT_LISTEN, CONFIG_CONN_LIMIT, CONFIG_IDLE_TIMEOUT_S, CONFIG_PER_IP_LIMIT,
-        CONFIG_REQUEST_TIMEOUT_S);
+        CONFIG_REQUEST_TIMEOUT_S, CONFIG_KEEP_JOBS);
 }

@@ -12,6 +12,8 @@
  *   max-connections-per-ip = 128   request-timeout-s = 30
  *   allow-host = traind.example.com        (repeatable; name or name:port)
  *   allow-origin = https://traind.example.com   (repeatable)
+ *   keep-jobs = 10000              (ended jobs kept; older ones are deleted)
+ *   job-memory-gb = 0              (most memory one job may use; 0 = the device's room)
  *
  * Flags override the file; --config FILE is read first wherever it appears. */
 #ifndef TRAIND_CONFIG_H
@@ -33,6 +35,7 @@
 #define CONFIG_REQUEST_TIMEOUT_S 30  /* --request-timeout-s: a request must arrive whole within this */
 #define CFG_MAX_ALLOW          16    /* --allow-host / --allow-origin entries of each kind */
 #define CFG_ALLOW_LEN          256   /* bytes of one entry */
+#define CONFIG_KEEP_JOBS     10000   /* --keep-jobs: ended jobs kept (0 = all) */
 
 typedef struct {
     char listen[256];                       /* host:port; default 127.0.0.1:8470 */
@@ -57,6 +60,8 @@ typedef struct {
     int n_allow_hosts;
     char allow_origins[CFG_MAX_ALLOW][CFG_ALLOW_LEN];  /* extra Origins: "scheme://host[:port]", lowercase */
     int n_allow_origins;
+    int keep_jobs;                          /* ended jobs kept in the store; default 10000, 0 = all */
+    double job_memory_gb;                   /* most memory one job may use per device; 0 = no cap */
     char config_file[PATH_MAX];
 } daemon_cfg_t;
 

@@ -16,8 +16,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon/admit.h"
 #include "daemon/log.h"
 #include "daemon/residency.h"
+#include "daemon/retain.h"
 #include "daemon/sched.h"
 #include "gpu/checkpoint.h"
 #include "gpu/jobspec.h"
@@ -223,6 +225,7 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
         log_info(NULL, "device %d: %s (%s)", d->dev_index[i], d->be[i]->device_name(d->be[i]), d->backend_name);
 
     sched_recover(d);
+    retain_jobs(d, NULL);
     d->sched = sched_create(d);
     if (!d->sched) { snprintf(err, errlen, "out of memory"); goto fail; }
     d->res = residency_create(d);
@@ -451,6 +454,9 @@ json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_
                        js.dataset, h, w, patch);
         goto out;
     }
+    /* indices against the dataset, the effective batch, the memory estimate */
+    int requested = 0;
+    if (admit_submission(d, &js, ds, &requested, e)) goto out;
     json_t *spec = jobspec_to_json(&js);
     dtype_plan_t plan = jobspec_plan(&js);
     json_t *pj = dtype_plan_to_json(&plan);
@@ -469,8 +475,15 @@ json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_
         json_t *ap = augment_plan_to_json(&js, camera, w, h);
         if (ap) json_object_set_new(pj, "augment", ap);
     }
-    rc = store_job_insert(d->store, js.type, js.dataset, js.priority,
-                          js.submission_id[0] ? js.submission_id : NULL, spec, pj, &out, created, err, sizeof err);
+    /* the parsed spec (decoded images) is not needed past this point */
+    char dataset[JS_NAME_MAX], subid[JS_NAME_MAX];
+    job_type_t type = js.type;
+    int priority = js.priority, batch = js.batch_size;
+    snprintf(dataset, sizeof dataset, "%s", js.dataset);
+    snprintf(subid, sizeof subid, "%s", js.submission_id);
+    jobspec_free(&js);
+    rc = store_job_insert(d->store, type, dataset, priority, subid[0] ? subid : NULL, spec, pj, &out, created, err,
+                          sizeof err);
     json_decref(spec);
     json_decref(pj);
     if (rc == STORE_CONFLICT) {
@@ -479,8 +492,18 @@ json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_
     }
     if (rc) { store_fail(e, rc, err); goto out; }
     if (*created) {
-        log_info(json_string_value(json_object_get(out, "id")), "job submitted: %s on %s, priority %d",
-                 job_type_name(js.type), js.dataset, js.priority);
+        const char *id = json_string_value(json_object_get(out, "id"));
+        log_info(id, "job submitted: %s on %s, priority %d", job_type_name(type), dataset, priority);
+        if (requested) {
+            char note[256];
+            snprintf(note, sizeof note, "batch_size %d is more than the samples a batch can draw from (%d): the "
+                     "effective batch is %d", requested, batch, batch);
+            json_t *ev = json_pack("{s:s, s:s, s:i, s:i}", "message", note, "level", "info", "batch_size", batch,
+                                   "requested_batch_size", requested);
+            if (store_event_append(d->store, id, "log", ev, NULL, err, sizeof err)) log_warn(id, "%s", err);
+            json_decref(ev);
+            log_info(id, "%s", note);
+        }
         sched_kick(d->sched);
     }
 out:
@@ -496,6 +519,14 @@ json_t *daemon_job_get(daemon_t *d, const char *id, daemon_err_t *e) {
     if (rc == STORE_NOTFOUND) { daemon_err_set(e, 404, "not_found", "", "no job '%s'", id); return NULL; }
     if (rc) { store_fail(e, rc, err); return NULL; }
     return j;
+}
+
+int daemon_job_state(daemon_t *d, const char *id, job_state_t *state, daemon_err_t *e) {
+    char err[256];
+    int rc = store_job_state(d->store, id, state, err, sizeof err);
+    if (rc == STORE_NOTFOUND) { daemon_err_set(e, 404, "not_found", "", "no job '%s'", id); return -1; }
+    if (rc) { store_fail(e, rc, err); return -1; }
+    return 0;
 }
 
 json_t *daemon_job_list(daemon_t *d, job_state_t state, job_type_t type, int limit, int offset, daemon_err_t *e) {
@@ -539,6 +570,7 @@ json_t *daemon_job_cancel(daemon_t *d, const char *id, daemon_err_t *e) {
             }
         } else {
             log_info(id, "job cancelled while queued");
+            retain_jobs(d, id);
         }
         return daemon_job_get(d, id, e);
     }
@@ -576,9 +608,8 @@ int daemon_job_result_file(daemon_t *d, const char *id, const char *name, int *f
         daemon_err_set(e, 404, "not_found", "", "no such result file of job %s", id);
         return -1;
     }
-    json_t *j = daemon_job_get(d, id, e);
-    if (!j) return -1;
-    json_decref(j);
+    job_state_t state;
+    if (daemon_job_state(d, id, &state, e)) return -1;   /* exists? (the state only, never the spec) */
     char rel[512], why[512];
     int n = snprintf(rel, sizeof rel, "results/%s/%s", id, name);
     /* beneath the state dir: a symbolic link planted on the way is not followed */
@@ -591,9 +622,8 @@ int daemon_job_result_file(daemon_t *d, const char *id, const char *name, int *f
 }
 
 json_t *daemon_job_metrics(daemon_t *d, const char *id, const char *name, long since_step, daemon_err_t *e) {
-    json_t *j = daemon_job_get(d, id, e);
-    if (!j) return NULL;
-    json_decref(j);
+    job_state_t st;
+    if (daemon_job_state(d, id, &st, e)) return NULL;
     char err[256];
     json_t *out = NULL;
     int rc = store_metrics_query(d->store, id, name && *name ? name : NULL, since_step, &out, err, sizeof err);
@@ -602,9 +632,8 @@ json_t *daemon_job_metrics(daemon_t *d, const char *id, const char *name, long s
 }
 
 json_t *daemon_job_events(daemon_t *d, const char *id, long long after_id, int limit, daemon_err_t *e) {
-    json_t *j = daemon_job_get(d, id, e);
-    if (!j) return NULL;
-    json_decref(j);
+    job_state_t st;
+    if (daemon_job_state(d, id, &st, e)) return NULL;
     char err[256];
     json_t *out = NULL;
     int rc = store_events_since(d->store, id, after_id, limit, &out, err, sizeof err);
@@ -626,11 +655,8 @@ int daemon_checkpoint_open(daemon_t *d, const char *dir, const char *name, int k
 json_t *daemon_checkpoint_list(daemon_t *d, const char *job, daemon_err_t *e) {
     char err[256];
     json_t *arr = NULL;
-    if (job && *job) {
-        json_t *j = daemon_job_get(d, job, e);
-        if (!j) return NULL;
-        json_decref(j);
-    }
+    job_state_t st;
+    if (job && *job && daemon_job_state(d, job, &st, e)) return NULL;
     int rc = store_checkpoint_list(d->store, job && *job ? job : NULL, &arr, err, sizeof err);
     if (rc) { store_fail(e, rc, err); return NULL; }
     return json_pack("{s:o}", "checkpoints", arr);
@@ -676,20 +702,6 @@ int daemon_checkpoint_file(daemon_t *d, const char *id, const char *name, int *f
 }
 
 /* ---- status and metrics ------------------------------------------------------------------------- */
-/* Anonymous resident memory of a process (the CPU worker's own memory; the
- * shared dataset mapping is not anonymous). -1 when unknown. */
-static long long proc_anon_bytes(int pid) {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    long long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "RssAnon: %lld kB", &kb) == 1) break;
-    fclose(f);
-    return kb < 0 ? -1 : kb * 1024;
-}
-
 json_t *daemon_status(daemon_t *d) {
     json_t *devs = json_array();
     json_t *running = sched_running(d->sched);
@@ -704,16 +716,9 @@ json_t *daemon_status(daemon_t *d) {
         json_array_foreach(running, k, r)
             if (json_integer_value(json_object_get(r, "device")) == d->dev_index[i]) {
                 job = json_string(json_string_value(json_object_get(r, "id")));
-                int pid = (int)json_integer_value(json_object_get(r, "pid"));
-                if (!strcmp(d->backend_name, "cpu")) {
-                    long long b = pid > 0 ? proc_anon_bytes(pid) : -1;
-                    if (b >= 0) { json_decref(job_bytes); job_bytes = json_integer(b); }
-                } else if (ok && atomic_load(&d->idle_used[i])) {
-                    /* device memory beyond what was in use while the device was idle */
-                    size_t used = tot - fr, idle = atomic_load(&d->idle_used[i]);
-                    json_decref(job_bytes);
-                    job_bytes = json_integer((json_int_t)(used > idle ? used - idle : 0));
-                }
+                long long b = ok ? admit_job_bytes(d, i, (int)json_integer_value(json_object_get(r, "pid")), fr, tot)
+                              : -1;
+                if (b >= 0) { json_decref(job_bytes); job_bytes = json_integer(b); }
             }
         if (json_is_null(job) && ok) atomic_store(&d->idle_used[i], tot - fr);
         json_array_append_new(devs, json_pack("{s:i, s:s, s:{s:o, s:o, s:I, s:o}, s:o}", "index", d->dev_index[i], "name",
@@ -792,6 +797,9 @@ char *daemon_metrics_text(daemon_t *d) {
         fprintf(f, "traind_dataset_bytes{dataset=\"%s\",state=\"%s\"} %lld\n", json_string_value(json_object_get(r, "name")),
                 json_string_value(json_object_get(r, "state")), (long long)json_integer_value(json_object_get(r, "bytes")));
     json_decref(sum);
+    fprintf(f, "# HELP traind_job_records_read_total Whole job records (spec included) read from the store.\n"
+               "# TYPE traind_job_records_read_total counter\ntraind_job_records_read_total %llu\n",
+            store_job_records_read(d->store));
     fprintf(f, "# HELP traind_uptime_seconds Seconds since the daemon started.\n# TYPE traind_uptime_seconds gauge\n"
                "traind_uptime_seconds %.3f\n", mono_now() - d->started);
     fclose(f);

@@ -110,14 +110,19 @@ int daemon_dataset_delete(daemon_t *d, const char *name, daemon_err_t *e);
 /* Validates with jobspec_parse (400 invalid_field naming the field), checks the
  * dataset exists and is not failed (422), its image size is a multiple of the
  * model's patch size (422, naming the dataset and the size; a checkpoint's or
- * weights' config gives the patch, else the backbone) and referenced checkpoints exist (422),
- * resolves the spec and the dtype plan and inserts the job. *created = 1 (HTTP 201)
+ * weights' config gives the patch, else the backbone) and referenced checkpoints
+ * exist (422), admits it (daemon/admit.h: indices exist (422), the effective
+ * batch, the memory estimate against the devices' room (507)), resolves the
+ * spec and the dtype plan and inserts the job. *created = 1 (HTTP 201)
  * for a new job, 0 (HTTP 200) for an idempotent resubmission; 409 when the
  * submission_id was used with another spec. Returns the job record. */
 json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_err_t *e);
 json_t *daemon_job_get(daemon_t *d, const char *id, daemon_err_t *e);
+/* The job's state only (cheap: the spec is not read); 0, or -1 with 404. */
+int daemon_job_state(daemon_t *d, const char *id, job_state_t *state, daemon_err_t *e);
 /* state/type JOB_STATE_ANY/JOB_TYPE_ANY for any (the API parses the query with
- * job_state_parse/job_type_parse). {"jobs":[...],"total",...} */
+ * job_state_parse/job_type_parse). {"jobs":[...],"total",...} with job
+ * summaries (no spec, plan, result or metrics; see store_job_list). */
 json_t *daemon_job_list(daemon_t *d, job_state_t state, job_type_t type, int limit, int offset,
                         daemon_err_t *e);
 /* queued -> cancelled at once; running -> cancelling (SIGTERM to the worker; a train
@@ -167,7 +172,7 @@ int daemon_checkpoint_file(daemon_t *d, const char *id, const char *name, int *f
 /* ---- status and metrics ---------------------------------------------------------- */
 /* {"version","uptime_s","backend","devices":[{"index","name","job":id|null,"memory":{"total",
  *  "used","datasets","job"}}],"datasets":[{"name","state","bytes"}],"running":[{"id","type",
- *  "dataset","device","pid","progress","cancelling"}],"queue_length","stopping"} — from memory
+ *  "dataset","device","pid","progress","cancelling","batch_size"}],"queue_length","stopping"} — from memory
  *  and the read pool, cheap. memory.job: the running job's bytes (cpu: the worker's anonymous
  *  RSS; cuda: device memory in use beyond what was used while the device was idle), or null. */
 json_t *daemon_status(daemon_t *d);

@@ -20,9 +20,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "daemon/admit.h"
 #include "daemon/log.h"
 #include "daemon/notify.h"
 #include "daemon/residency.h"
+#include "daemon/retain.h"
+#include "store/sha256.h"
 #include "daemon/worker.h"
 #include "gpu/jobspec.h"
 #include "store/checkpoint.h"
@@ -49,6 +52,7 @@ typedef struct {
     double images_per_s;
     double last_store;
     int keep_checkpoints;
+    int batch_size;            /* from the spec (for /metrics' steps per second) */
     json_t *result;
     char last_error[1024];
     json_t *share;             /* dataset share for the worker */
@@ -261,11 +265,8 @@ static int write_job_file(slot_t *sl, const json_t *job, char *path, size_t plen
 static void finish_job(slot_t *sl, int status, int spawned) {
     daemon_t *d = sl->s->d;
     char err[512], reason[1200] = "";
-    json_t *cur = NULL;
     job_state_t state = JOB_RUNNING;   /* when it cannot be read back: judged by the slot's flags */
-    if (store_job_get(d->store, sl->job, &cur, err, sizeof err) == STORE_OK &&
-        job_state_parse(json_string_value(json_object_get(cur, "state")), &state))
-        state = JOB_RUNNING;
+    if (store_job_state(d->store, sl->job, &state, err, sizeof err) != STORE_OK) state = JOB_RUNNING;
     int cancelling = state == JOB_CANCELLING || sl->cancel;
     job_state_t to;
     pthread_mutex_lock(&sl->s->mu);
@@ -315,12 +316,13 @@ static void finish_job(slot_t *sl, int status, int spawned) {
     else if (reason[0]) json_object_set_new(extra, "reason", errbuf_json_string(reason));
     int rc = store_job_set_state(d->store, sl->job, JOB_STATE_ANY, to, extra, err, sizeof err);
     json_decref(extra);
-    json_decref(cur);
     if (rc) log_error(sl->job, "cannot record the final state %s: %s", job_state_name(to), err);
     else if (to == JOB_FAILED) log_error(sl->job, "job failed: %s", reason);
     else log_info(sl->job, "job %s%s%s", job_state_name(to), reason[0] ? ": " : "", reason);
     atomic_fetch_add(&d->jobs_finished, 1);
     notify_status("job %s %s", sl->job, job_state_name(to));
+    /* a job interrupted by the stop is requeued by the next start: leave it be */
+    if (rc == STORE_OK && !shutdown) retain_jobs(d, sl->job);
 }
 
 static void *supervise(void *arg) {
@@ -344,12 +346,9 @@ static void *supervise(void *arg) {
     spawned = 1;
     store_job_set_worker(d->store, sl->job, (int)pid, err, sizeof err);
     /* a cancel that came between the start and this point found no worker to signal */
-    json_t *now = NULL;
-    job_state_t st;
-    int cancelled_early = store_job_get(d->store, sl->job, &now, err, sizeof err) == STORE_OK &&
-                          job_state_parse(json_string_value(json_object_get(now, "state")), &st) == 0 &&
-                          st == JOB_CANCELLING;
-    json_decref(now);
+    job_state_t now;
+    int cancelled_early = store_job_state(d->store, sl->job, &now, err, sizeof err) == STORE_OK &&
+                          now == JOB_CANCELLING;
     pthread_mutex_lock(&s->mu);
     sl->pid = pid;
     if (cancelled_early && !sl->cancel) {
@@ -473,26 +472,47 @@ static void try_start(sched_t *s) {
         snprintf(e[i].id, sizeof e[i].id, "%s", json_string_value(json_object_get(j, "id")));
         e[i].priority = (int)json_integer_value(json_object_get(j, "priority"));
         e[i].seq = json_integer_value(json_object_get(j, "seq"));
+        e[i].pos = i;
     }
     if (e) sched_order(e, n);
     for (int i = 0; e && i < n && !atomic_load(&d->stopping); i++) {
-        json_t *job = NULL;
-        if (store_job_get(d->store, e[i].id, &job, err, sizeof err)) continue;
-        const char *dataset = json_string_value(json_object_get(job, "dataset"));
+        /* what the queue listing gives (no spec is read until a job starts) */
+        const char *dataset = json_string_value(json_object_get(json_array_get(q, (size_t)e[i].pos), "dataset"));
+        if (!dataset) continue;
         pthread_mutex_lock(&s->mu);
         int slot = -1;
         for (int k = 0; k < d->n_dev && slot < 0; k++)
             if (!s->slots[k].busy && !s->slots[k].thr_live) slot = k;
         pthread_mutex_unlock(&s->mu);
-        if (slot < 0) { json_decref(job); break; }
+        if (slot < 0) break;
         json_t *share = NULL;
-        char msg[512];
+        char msg[1024];
         int r = residency_acquire(d->res, dataset, slot, &share, msg, sizeof msg);
-        if (r == 1) { json_decref(job); continue; }       /* dataset still loading: let others go */
+        if (r == 1) continue;       /* dataset still loading: let others go */
+        json_t *job = NULL, *ds = NULL;
+        if (r == 0) {
+            if (store_job_get(d->store, e[i].id, &job, err, sizeof err) ||
+                store_dataset_get(d->store, dataset, &ds, err, sizeof err)) {
+                residency_release(d->res, dataset);
+                json_decref(share);
+                json_decref(job);
+                json_decref(ds);
+                continue;
+            }
+            /* the memory estimate against this device's room now */
+            if (admit_start(d, json_object_get(job, "spec"), slot, ds, msg, sizeof msg)) {
+                residency_release(d->res, dataset);
+                json_decref(share);
+                r = -1;
+            }
+            json_decref(ds);
+        }
         if (r < 0) {
             json_t *extra = json_pack("{s:o}", "error", errbuf_json_string(msg));
-            if (store_job_set_state(d->store, e[i].id, JOB_QUEUED, JOB_FAILED, extra, err, sizeof err) == STORE_OK)
+            if (store_job_set_state(d->store, e[i].id, JOB_QUEUED, JOB_FAILED, extra, err, sizeof err) == STORE_OK) {
                 log_error(e[i].id, "job failed before start: %s", msg);
+                retain_jobs(d, e[i].id);
+            }
             json_decref(extra);
             json_decref(job);
             continue;
@@ -523,6 +543,7 @@ static void try_start(sched_t *s) {
         sl->share = share;
         json_t *ke = json_object_get(json_object_get(job, "spec"), "keep_checkpoints");
         sl->keep_checkpoints = json_is_integer(ke) ? (int)json_integer_value(ke) : 3;
+        sl->batch_size = (int)json_integer_value(json_object_get(json_object_get(job, "spec"), "batch_size"));
         int ok = pthread_create(&sl->thr, NULL, supervise, sl) == 0;
         sl->thr_live = ok;
         if (!ok) sl->busy = 0;
@@ -642,10 +663,11 @@ json_t *sched_running(sched_t *s) {
     for (int i = 0; i < s->d->n_dev; i++) {
         slot_t *sl = &s->slots[i];
         if (!sl->busy) continue;
-        json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:o, s:b}", "id", sl->job, "type", sl->type,
-                                           "dataset", sl->dataset, "device", s->d->dev_index[i], "pid", (int)sl->pid,
-                                           "progress", sl->progress ? json_deep_copy(sl->progress) : json_object(),
-                                           "cancelling", sl->cancel));
+        json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:i, s:i, s:o, s:b, s:i}", "id", sl->job, "type",
+                                           sl->type, "dataset", sl->dataset, "device", s->d->dev_index[i], "pid",
+                                           (int)sl->pid, "progress",
+                                           sl->progress ? json_deep_copy(sl->progress) : json_object(),
+                                           "cancelling", sl->cancel, "batch_size", sl->batch_size));
     }
     pthread_mutex_unlock(&s->mu);
     return a;

@@ -19,6 +19,7 @@ typedef struct {
     char id[32];
     int priority;
     long long seq;          /* insertion sequence */
+    int pos;                /* index in the queue listing it came from (store_jobs_queued) */
 } sched_entry_t;
 
 /* Sorts into start order: priority desc, then seq asc. Pure; unit-tested. */
@@ -36,7 +37,8 @@ int sched_cancel(sched_t *s, const char *job_id);
 void sched_stop_all(sched_t *s);
 void sched_destroy(sched_t *s);
 
-/* [{"id","type","device","pid","progress":{...},"dataset"}] from memory. */
+/* [{"id","type","device","pid","progress":{...},"dataset","cancelling","batch_size"}]
+ * from memory. */
 json_t *sched_running(sched_t *s);
 /* Sum of images/s of running jobs (for /metrics). */
 double sched_images_per_s(sched_t *s);

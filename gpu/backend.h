@@ -200,6 +200,9 @@ backend_t *backend_cpu_create(char *err, size_t errlen);
  * path of /proc/self/cgroup. 1 when a limit was found, else 0. */
 int backend_cpu_cgroup_room(const char *cg_root, const char *proc_cgroup,
                             unsigned long long *limit, unsigned long long *room);
+/* Host memory: MemAvailable / MemTotal of /proc/meminfo narrowed to the memory
+ * cgroup's limit (the CPU backend's mem_info). 0, or -1 with err. */
+int backend_host_mem_info(size_t *free_bytes, size_t *total_bytes, char *err, size_t errlen);
 #ifdef TRAIND_CUDA
 backend_t *backend_cuda_create(int device, char *err, size_t errlen);
 #endif

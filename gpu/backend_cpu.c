@@ -275,10 +275,10 @@ int backend_cpu_cgroup_room(const char *cg_root, const char *proc_cgroup,
 /* MemAvailable / MemTotal of /proc/meminfo, narrowed to the memory cgroup's
  * limit when there is one (see backend_cpu_cgroup_room), since /proc/meminfo
  * shows the host inside a container or a systemd unit with MemoryMax=. */
-static int cpu_mem_info(backend_t *b, size_t *free_bytes, size_t *total_bytes) {
+int backend_host_mem_info(size_t *free_bytes, size_t *total_bytes, char *err, size_t errlen) {
     FILE *f = fopen("/proc/meminfo", "r");
     if (!f) {
-        cpu_seterr(b, "cpu: cannot open /proc/meminfo: %s", strerror(errno));
+        snprintf(err, errlen, "cannot open /proc/meminfo: %s", strerror(errno));
         return -1;
     }
     char line[256];
@@ -291,7 +291,7 @@ static int cpu_mem_info(backend_t *b, size_t *free_bytes, size_t *total_bytes) {
     }
     fclose(f);
     if (!have_total || !have_avail) {
-        cpu_seterr(b, "cpu: /proc/meminfo lacks %s", have_total ? "MemAvailable" : "MemTotal");
+        snprintf(err, errlen, "/proc/meminfo lacks %s", have_total ? "MemAvailable" : "MemTotal");
         return -1;
     }
     unsigned long long lim = 0, room = 0;
@@ -302,6 +302,15 @@ static int cpu_mem_info(backend_t *b, size_t *free_bytes, size_t *total_bytes) {
     if (avail > total) avail = total;
     if (free_bytes) *free_bytes = (size_t)avail;
     if (total_bytes) *total_bytes = (size_t)total;
+    return 0;
+}
+
+static int cpu_mem_info(backend_t *b, size_t *free_bytes, size_t *total_bytes) {
+    char e[200];
+    if (backend_host_mem_info(free_bytes, total_bytes, e, sizeof e)) {
+        cpu_seterr(b, "cpu: %s", e);
+        return -1;
+    }
     return 0;
 }
 

@@ -26,21 +26,31 @@
  *   always produced, "outputs" may add "cls" and "patch_tokens".
  * - train "augment" (its own section below): off when absent; inside it every
  *   kind is off unless named.
+ * - indices (eval, infer): an array of at most JS_MAX_INDEX_ENTRIES (4096)
+ *   entries, each a sample index i or a range [begin, end) (end exclusive,
+ *   like the split fractions and Python's range): [0, 5, [100, 200]] selects
+ *   0, 5 and 100..199, in that order; duplicates are allowed. A range of one
+ *   sample prints back as its index. In all an eval job selects at most
+ *   JS_MAX_INDEX_SAMPLES and an infer job JS_MAX_INFER_SAMPLES samples.
+ *   Whether they exist in the dataset is checked at submission (when its size
+ *   is known) and by the stage (jobspec_indices_expand).
+ * - images (infer): at most JS_MAX_IMAGES (256), each at most 4096 on a side;
+ *   the resolved spec gives every image's "sha256" (of its u8 bytes), which a
+ *   client may also send (it must match). Once the job has ended the daemon
+ *   drops the pixels from the stored spec and keeps height, width and sha256.
  */
 #include "gpu/jobspec.h"
+#include "store/sha256.h"
 
+#include <ctype.h>
 #include <gnutls/gnutls.h>
+#include <assert.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define JS_MAX_BATCH 4096
-#define JS_MAX_INDICES (1 << 24)
-#define JS_MAX_IMAGES 1024
-#define JS_MAX_IMAGE_SIDE 4096
 
 /* ---- base64 (RFC 4648): GnuTLS's codec ---------------------------------------- */
 
@@ -448,24 +458,94 @@ static int parse_optim(pctx_t *c, const json_t *o, optim_spec_t *op) {
     return 0;
 }
 
+/* One `indices` entry: an index i (-> [i, i+1)) or a range [begin, end). */
+static int parse_index_entry(pctx_t *c, const json_t *e, const char *p, js_range_t *r) {
+    const long long maxi = INT32_MAX;
+    if (json_is_integer(e)) {
+        long long x = json_integer_value(e);
+        if (x < 0 || x > maxi) return fail(c, p, "%s = %lld is not a sample index (0 .. %lld)", p, x, maxi);
+        r->begin = x;
+        r->end = x + 1;
+        return 0;
+    }
+    if (!json_is_array(e) || json_array_size(e) != 2 || !json_is_integer(json_array_get(e, 0)) ||
+        !json_is_integer(json_array_get(e, 1)))
+        return fail(c, p, "%s must be a sample index or a range [begin, end) of two integers", p);
+    long long a = json_integer_value(json_array_get(e, 0)), b = json_integer_value(json_array_get(e, 1));
+    if (a < 0 || a > maxi || b < 0 || b > maxi + 1)
+        return fail(c, p, "%s = [%lld, %lld] is not a range of sample indices (0 .. %lld)", p, a, b, maxi);
+    if (b <= a)
+        return fail(c, p, "%s = [%lld, %lld] selects no sample: a range is [begin, end) with end > begin", p, a, b);
+    r->begin = a;
+    r->end = b;
+    return 0;
+}
+
 static int parse_indices(pctx_t *c, const json_t *v, jobspec_t *js) {
-    if (!json_is_array(v)) return fail(c, "indices", "indices must be an array of sample indices");
+    if (!json_is_array(v))
+        return fail(c, "indices", "indices must be an array of sample indices and [begin, end) ranges");
     size_t n = json_array_size(v);
     if (n == 0) return fail(c, "indices", "indices must not be empty");
-    if (n > JS_MAX_INDICES) return fail(c, "indices", "indices has %zu entries (at most %d)", n, JS_MAX_INDICES);
-    js->indices = malloc(n * sizeof(int32_t));
-    if (!js->indices) return fail(c, "indices", "out of memory");
-    js->n_indices = (int)n;
+    if (n > JS_MAX_INDEX_ENTRIES)
+        return fail(c, "indices", "indices has %zu entries; at most %d are accepted (give runs of samples as "
+                    "ranges [begin, end), e.g. [[0, 1000], [5000, 5100]])", n, JS_MAX_INDEX_ENTRIES);
+    js->ranges = malloc(n * sizeof *js->ranges);
+    if (!js->ranges) return fail(c, "indices", "out of memory");
+    js->n_ranges = (int)n;
     size_t i;
     json_t *e;
+    int64_t total = 0;
     json_array_foreach(v, i, e) {
         char p[48];
         snprintf(p, sizeof p, "indices[%zu]", i);
-        if (!json_is_integer(e)) return fail(c, p, "%s must be an integer", p);
-        long long x = json_integer_value(e);
-        if (x < 0 || x > INT32_MAX) return fail(c, p, "%s = %lld is not a sample index", p, x);
-        js->indices[i] = (int32_t)x;
+        if (parse_index_entry(c, e, p, &js->ranges[i])) return -1;
+        total += js->ranges[i].end - js->ranges[i].begin;   /* <= 4096 * 2^31: no overflow */
     }
+    int64_t cap = js->type == JOB_INFER ? JS_MAX_INFER_SAMPLES : JS_MAX_INDEX_SAMPLES;
+    if (total > cap)
+        return fail(c, "indices", "indices select %lld samples; %s job takes at most %lld%s", (long long)total,
+                    js->type == JOB_INFER ? "an infer" : "an eval", (long long)cap,
+                    js->type == JOB_INFER ? " (split a larger run into several jobs)" : " (use a split)");
+    js->n_indices = total;
+    return 0;
+}
+
+static int range_str(const js_range_t *r, char *out, size_t n) {
+    return r->end - r->begin == 1 ? snprintf(out, n, "%lld", (long long)r->begin)
+                                  : snprintf(out, n, "[%lld, %lld)", (long long)r->begin, (long long)r->end);
+}
+
+int jobspec_indices_check(const jobspec_t *js, int64_t n_samples, char *field, size_t fieldlen, char *err,
+                          size_t errlen) {
+    for (int i = 0; i < js->n_ranges; i++) {
+        if (js->ranges[i].end <= n_samples) continue;
+        char r[64];
+        range_str(&js->ranges[i], r, sizeof r);
+        if (field && fieldlen) snprintf(field, fieldlen, "indices[%d]", i);
+        snprintf(err, errlen, "indices[%d] = %s is out of range: dataset '%s' has %lld samples", i, r, js->dataset,
+                 (long long)n_samples);
+        return -1;
+    }
+    return 0;
+}
+
+int jobspec_indices_expand(const jobspec_t *js, int64_t n_samples, int32_t **out, int64_t *n, char *err,
+                           size_t errlen) {
+    *out = NULL;
+    *n = 0;
+    if (jobspec_indices_check(js, n_samples, NULL, 0, err, errlen)) return -1;
+    if (js->n_indices < 1) { snprintf(err, errlen, "indices select no sample"); return -1; }
+    int32_t *idx = malloc((size_t)js->n_indices * sizeof *idx);
+    if (!idx) {
+        snprintf(err, errlen, "out of memory for %lld sample indices", (long long)js->n_indices);
+        return -1;
+    }
+    int64_t k = 0;
+    for (int i = 0; i < js->n_ranges; i++)
+        for (int64_t x = js->ranges[i].begin; x < js->ranges[i].end; x++) idx[k++] = (int32_t)x;
+    assert(k == js->n_indices);
+    *out = idx;
+    *n = k;
     return 0;
 }
 
@@ -473,13 +553,16 @@ static int parse_images(pctx_t *c, const json_t *v, jobspec_t *js) {
     if (!json_is_array(v)) return fail(c, "images", "images must be an array of {u8_hwc_b64, height, width}");
     size_t n = json_array_size(v);
     if (n == 0) return fail(c, "images", "images must not be empty");
-    if (n > JS_MAX_IMAGES) return fail(c, "images", "images has %zu entries (at most %d)", n, JS_MAX_IMAGES);
+    if (n > JS_MAX_IMAGES)
+        return fail(c, "images", "images has %zu entries; at most %d inline images are accepted (submit several "
+                    "infer jobs)", n, JS_MAX_IMAGES);
     js->images = calloc(n, sizeof *js->images);
     js->image_h = calloc(n, sizeof(int));
     js->image_w = calloc(n, sizeof(int));
-    if (!js->images || !js->image_h || !js->image_w) return fail(c, "images", "out of memory");
+    js->image_sha256 = calloc(n, sizeof *js->image_sha256);
+    if (!js->images || !js->image_h || !js->image_w || !js->image_sha256) return fail(c, "images", "out of memory");
     js->n_images = (int)n;
-    static const char *const keys[] = {"u8_hwc_b64", "height", "width", NULL};
+    static const char *const keys[] = {"u8_hwc_b64", "height", "width", "sha256", NULL};
     size_t i;
     json_t *e;
     json_array_foreach(v, i, e) {
@@ -509,6 +592,17 @@ static int parse_images(pctx_t *c, const json_t *v, jobspec_t *js) {
         js->images[i] = px;
         js->image_h[i] = h;
         js->image_w[i] = w;
+        if (sha256_buf(px, got, js->image_sha256[i], m, sizeof m)) return fail(c, fp, "%s: %s", fp, m);
+        char want_sha[65];
+        snprintf(fp, sizeof fp, "%s.sha256", p);
+        int sr = get_str(c, e, p, "sha256", want_sha, sizeof want_sha, 0);
+        if (sr < 0) return -1;
+        if (sr == 1) {
+            for (char *q = want_sha; *q; q++) *q = (char)tolower((unsigned char)*q);
+            if (strcmp(want_sha, js->image_sha256[i]) != 0)
+                return fail(c, fp, "%s = %s does not match the SHA-256 of the decoded bytes (%s)", fp, want_sha,
+                            js->image_sha256[i]);
+        }
     }
     return 0;
 }
@@ -699,16 +793,19 @@ int jobspec_parse(const json_t *in, jobspec_t *out, char *field, size_t fieldlen
 
 void jobspec_free(jobspec_t *js) {
     if (!js) return;
-    free(js->indices);
+    free(js->ranges);
     if (js->images)
         for (int i = 0; i < js->n_images; i++) free(js->images[i]);
     free(js->images);
     free(js->image_h);
     free(js->image_w);
-    js->indices = NULL;
+    free(js->image_sha256);
+    js->ranges = NULL;
     js->images = NULL;
     js->image_h = js->image_w = NULL;
-    js->n_indices = js->n_images = 0;
+    js->image_sha256 = NULL;
+    js->n_ranges = js->n_images = 0;
+    js->n_indices = 0;
 }
 
 /* ---- printing -------------------------------------------------------------------- */
@@ -717,9 +814,14 @@ static json_t *pair(double a, double b) {
     return json_pack("[ff]", a, b);
 }
 
+/* Canonical form: a one-sample range prints as its index. */
 static json_t *indices_json(const jobspec_t *js) {
     json_t *a = json_array();
-    for (int i = 0; i < js->n_indices; i++) json_array_append_new(a, json_integer(js->indices[i]));
+    for (int i = 0; i < js->n_ranges; i++) {
+        const js_range_t *r = &js->ranges[i];
+        json_array_append_new(a, r->end - r->begin == 1 ? json_integer(r->begin)
+                                                        : json_pack("[II]", (json_int_t)r->begin, (json_int_t)r->end));
+    }
     return a;
 }
 
@@ -770,20 +872,21 @@ json_t *jobspec_to_json(const jobspec_t *js) {
         break;
     }
     case JOB_EVAL:
-        if (js->n_indices) json_object_set_new(o, "indices", indices_json(js));
+        if (js->n_ranges) json_object_set_new(o, "indices", indices_json(js));
         else json_object_set_new(o, "split", json_string(js->split_is_val ? "val" : "train"));
         break;
     case JOB_DEBUG:
         json_object_set_new(o, "batches", json_integer(js->batches));
         break;
     case JOB_INFER: {
-        if (js->n_indices) json_object_set_new(o, "indices", indices_json(js));
+        if (js->n_ranges) json_object_set_new(o, "indices", indices_json(js));
         if (js->n_images) {
             json_t *a = json_array();
             for (int i = 0; i < js->n_images; i++) {
                 char *s = b64_encode(js->images[i], (size_t)js->image_h[i] * (size_t)js->image_w[i] * 3);
-                json_array_append_new(a, json_pack("{sssisi}", "u8_hwc_b64", s ? s : "", "height",
-                                                   js->image_h[i], "width", js->image_w[i]));
+                json_array_append_new(a, json_pack("{sssisiss}", "u8_hwc_b64", s ? s : "", "height",
+                                                   js->image_h[i], "width", js->image_w[i], "sha256",
+                                                   js->image_sha256[i]));
                 free(s);
             }
             json_object_set_new(o, "images", a);

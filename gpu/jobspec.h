@@ -5,7 +5,9 @@
  * the stored spec. Unknown fields are rejected. Defaults are filled in, so a
  * parsed spec is complete; jobspec_to_json() gives the resolved form that is
  * stored in the job record. The dtype plan (SPEC §5) is resolved from the
- * type and `precision` by jobspec_plan(). */
+ * type and `precision` by jobspec_plan(). What one job may ask for is bounded
+ * (JS_MAX_*, below): `indices` as at most 4096 entries, each an index or a
+ * range [begin, end); at most 256 inline images (rules in jobspec.c). */
 #ifndef TRAIND_JOBSPEC_H
 #define TRAIND_JOBSPEC_H
 
@@ -16,6 +18,17 @@
 
 #define JS_NAME_MAX 128
 #define JS_PATH_MAX 1024
+
+/* What one job may ask for (SPEC §3: every request's cost is bounded before
+ * it is paid). Beyond them the spec is refused with 400 naming the field. */
+#define JS_MAX_BATCH 4096              /* batch_size */
+#define JS_MAX_INDEX_ENTRIES 4096      /* entries of `indices` (indices or [begin, end) ranges) */
+#define JS_MAX_INDEX_SAMPLES (1 << 24) /* samples `indices` may select in all (eval) */
+#define JS_MAX_INFER_SAMPLES 16384     /* samples one infer job may run on (indices or images) */
+#define JS_MAX_IMAGES 256              /* inline infer images */
+#define JS_MAX_IMAGE_SIDE 4096         /* height, width of an inline image */
+
+typedef struct { int64_t begin, end; } js_range_t;   /* samples [begin, end) */
 
 typedef struct {
     char backbone[32];          /* dinov2-tiny|small|base|large */
@@ -86,11 +99,15 @@ typedef struct {
     /* eval / debug / infer */
     char checkpoint[JS_NAME_MAX];    /* checkpoint id ("" = fresh init / model.weights) */
     int split_is_val;                /* eval: 1 = the val split (default), 0 = train split */
-    int32_t *indices; int n_indices; /* eval/infer: explicit sample indices (owned) */
+    /* eval/infer `indices`: entries in order, each a sample range [begin, end)
+     * (a plain index i is [i, i+1)); n_indices = samples selected in all */
+    js_range_t *ranges; int n_ranges;
+    int64_t n_indices;
     int batches;                     /* debug */
-    /* infer inline images: u8 HWC, owned */
+    /* infer inline images: u8 HWC, owned, with the SHA-256 of each one's bytes */
     int n_images;
     uint8_t **images; int *image_h, *image_w;
+    char (*image_sha256)[65];
     int out_cls, out_patch_tokens;   /* infer "outputs" */
 } jobspec_t;
 
@@ -99,6 +116,14 @@ typedef struct {
 int jobspec_parse(const json_t *in, jobspec_t *out, char *field, size_t fieldlen,
                   char *msg, size_t msglen);
 void jobspec_free(jobspec_t *js);
+/* The samples `indices` selects, in order, checked against a dataset of
+ * n_samples: 0 with a malloc'd list (*n entries; the caller frees), or -1 with
+ * a message naming the entry ("indices[3] = [5000, 5100) is out of range ...").
+ * jobspec_indices_check is the same check without the list. */
+int jobspec_indices_expand(const jobspec_t *js, int64_t n_samples, int32_t **out, int64_t *n,
+                           char *err, size_t errlen);
+int jobspec_indices_check(const jobspec_t *js, int64_t n_samples, char *field, size_t fieldlen,
+                          char *err, size_t errlen);
 json_t *jobspec_to_json(const jobspec_t *js);        /* resolved spec, new reference */
 dtype_plan_t jobspec_plan(const jobspec_t *js);
 json_t *dtype_plan_to_json(const dtype_plan_t *p);   /* {"encoder_input":"bf16",...} */

@@ -492,8 +492,9 @@ static size_t model_layout_acts(model_t *m, char *base) {
     return cv.off + 256;
 }
 
-model_t *model_create(backend_t *be, const model_config_t *cfg, const model_opts_t *opts,
-                      char *err, size_t errlen) {
+/* The model without backend memory: checked options, the parameter table and
+ * the shapes (what model_create allocates for is then fixed). NULL with err. */
+static model_t *model_skeleton(const model_config_t *cfg, const model_opts_t *opts, char *err, size_t errlen) {
     const model_config_t *c = cfg;
     if (c->hidden <= 0 || c->layers <= 0 || c->heads <= 0 || c->hidden % c->heads != 0 ||
         c->mlp_ratio <= 0 || c->patch <= 0 || c->registers < 0 || c->registers > 64) {
@@ -526,7 +527,6 @@ model_t *model_create(backend_t *be, const model_config_t *cfg, const model_opts
     model_t *m = calloc(1, sizeof *m);
     model_priv_t *pv = calloc(1, sizeof *pv);
     if (!m || !pv) { free(m); free(pv); snprintf(err, errlen, "model: out of memory"); return NULL; }
-    m->be = be;
     m->cfg = *cfg;
     m->opts = *opts;
     m->priv = pv;
@@ -542,31 +542,65 @@ model_t *model_create(backend_t *be, const model_config_t *cfg, const model_opts
         model_free(m);
         return NULL;
     }
+    return m;
+}
+
+/* Bytes of each backend allocation model_create makes for m's shapes. */
+static void model_sizes(model_t *m, model_mem_t *z) {
     const size_t np = m->n_params, nt = m->n_params - m->train_off;
+    memset(z, 0, sizeof *z);
+    z->params = np * 4 + (m->opts.cdt == DT_F32 ? 0 : np * dsz(m->opts.cdt));
+    z->grads = m->opts.grads ? nt * 4 + 4 : 0;
+    z->optimizer = m->opts.optimizer ? 2 * (nt * 4 + 4) : 0;
+    z->activations = model_layout_acts(m, NULL);
+    z->total = z->params + z->grads + z->optimizer + z->activations;
+}
+
+size_t model_working_bytes(const model_config_t *cfg, const model_opts_t *opts, model_mem_t *parts,
+                           char *err, size_t errlen) {
+    model_t *m = model_skeleton(cfg, opts, err, errlen);
+    if (!m) return 0;
+    model_mem_t z;
+    model_sizes(m, &z);
+    model_free(m);
+    if (parts) *parts = z;
+    return z.total;
+}
+
+model_t *model_create(backend_t *be, const model_config_t *cfg, const model_opts_t *opts,
+                      char *err, size_t errlen) {
+    const model_config_t *c = cfg;
+    model_t *m = model_skeleton(cfg, opts, err, errlen);
+    if (!m) return NULL;
+    model_priv_t *pv = m->priv;
+    m->be = be;
+    /* exactly the sizes model_working_bytes reports */
+    model_mem_t z;
+    model_sizes(m, &z);
+    const size_t np = m->n_params;
     m->params = be->alloc(be, np * 4);
     if (!m->params) goto oom;
     be->zero(be, m->params, np * 4);
     if (opts->cdt == DT_F32) {
         m->params_c = m->params;
     } else {
-        m->params_c = be->alloc(be, np * dsz(opts->cdt));
+        m->params_c = be->alloc(be, z.params - np * 4);
         if (!m->params_c) goto oom;
-        be->zero(be, m->params_c, np * dsz(opts->cdt));
+        be->zero(be, m->params_c, z.params - np * 4);
     }
-    if (opts->grads) {
-        m->grads = be->alloc(be, nt * 4 + 4);
+    if (z.grads) {
+        m->grads = be->alloc(be, z.grads);
         if (!m->grads) goto oom;
-        be->zero(be, m->grads, nt * 4 + 4);
+        be->zero(be, m->grads, z.grads);
     }
-    if (opts->optimizer) {
-        m->adam_m = be->alloc(be, nt * 4 + 4);
-        m->adam_v = be->alloc(be, nt * 4 + 4);
+    if (z.optimizer) {
+        m->adam_m = be->alloc(be, z.optimizer / 2);
+        m->adam_v = be->alloc(be, z.optimizer / 2);
         if (!m->adam_m || !m->adam_v) goto oom;
-        be->zero(be, m->adam_m, nt * 4 + 4);
-        be->zero(be, m->adam_v, nt * 4 + 4);
+        be->zero(be, m->adam_m, z.optimizer / 2);
+        be->zero(be, m->adam_v, z.optimizer / 2);
     }
-    size_t abytes = model_layout_acts(m, NULL);
-    pv->act_mem = be->alloc(be, abytes);
+    pv->act_mem = be->alloc(be, z.activations);
     if (!pv->act_mem) goto oom;
     model_layout_acts(m, pv->act_mem);
     if (pv->ones) {

@@ -149,6 +149,19 @@ model_t *model_create(backend_t *be, const model_config_t *cfg, const model_opts
                       char *err, size_t errlen);
 void model_free(model_t *m);                      /* NULL is fine */
 
+/* The backend memory model_create(cfg, opts) allocates, by part, computed by
+ * the same code that sizes the allocations (nothing is allocated): fp32 master
+ * parameters plus the compute-dtype working copy, fp32 gradients and the two
+ * AdamW moments of the trainable parameters, and the activations and scratch
+ * for opts->max_batch images (kept per trainable block when opts->grads).
+ * Returns the total, or 0 with err when model_create would refuse the options. */
+typedef struct {
+    size_t params, grads, optimizer, activations;
+    size_t total;
+} model_mem_t;
+size_t model_working_bytes(const model_config_t *cfg, const model_opts_t *opts, model_mem_t *parts,
+                           char *err, size_t errlen);
+
 /* Seeded fresh initialization of EVERYTHING (HF-like: trunc-normal with std
  * cfg.initializer_range for linear/conv weights and cls/register tokens, a
  * zero mask token, zero biases, LN 1/0, LayerScale = layerscale_value; the

@@ -39,6 +39,15 @@ typedef struct {
     const float *mean_pose;     /* [63] host, for fresh heads (may be NULL) */
 } stage_model_req_t;
 
+/* The model a stage of spec's type asks for with batch B: train — gradients,
+ * AdamW, model.freeze_layers; debug — gradients (fp32 plan); eval, infer —
+ * forward only (infer: last_hidden_state when "patch_tokens" is asked for).
+ * The stages and stage_memory_estimate start from it; the caller sets
+ * ckpt_dir, load_optimizer and mean_pose. */
+stage_model_req_t stage_model_req(const jobspec_t *spec, int B);
+/* Backend bytes of stage_batch_init(cap). */
+size_t stage_batch_bytes(int cap);
+
 /* Opens the model the stage runs with: config from the checkpoint, else from
  * model.weights (ctx->weights_path), else from model.backbone; checks the spec's
  * backbone (when given) against it; loads or seeds the parameters (a fresh init
@@ -54,6 +63,7 @@ void stage_result_run_info(json_t *res, const stage_ctx_t *ctx, const model_t *m
 
 /* Mean pose of samples idx[0..n) (idx NULL: begin..begin+n) over hands and valid
  * joints, labels downloaded in bounded chunks. -1 with err on allocation failure. */
+#define STAGE_MEAN_POSE_CHUNK 4096   /* labels gathered per round (a stage_batch_t of this size) */
 int stage_mean_pose(stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t n, float out[63],
                     char *err, size_t errlen);
 

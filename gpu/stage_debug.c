@@ -107,7 +107,7 @@ int stage_debug(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     const dataset_t *ds = ctx->ds;
     backend_t *be = ctx->be;
     dtype_plan_t plan = jobspec_plan(spec);
-    int rc = -1, B = spec->batch_size;
+    int rc = -1, B = stage_effective_batch(spec, ds->n);
     model_t *m = NULL;
     json_t *state = NULL;
     int32_t *perm = NULL;
@@ -126,8 +126,9 @@ int stage_debug(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     int64_t nt = te - tb;
     float mean_pose[HAND_COORDS];
     if (stage_mean_pose(ctx, tb, NULL, nt, mean_pose, err, errlen)) return -1;
-    stage_model_req_t req = {.grads = plan.has_grads, .optimizer = 0, .freeze_layers = 0, .max_batch = B,
-                             .ckpt_dir = ctx->checkpoint_path, .load_optimizer = 0, .mean_pose = mean_pose};
+    stage_model_req_t req = stage_model_req(spec, B);
+    req.ckpt_dir = ctx->checkpoint_path;
+    req.mean_pose = mean_pose;
     if (stage_model_open(ctx, &plan, &req, &m, &state, &meta, err, errlen)) return -1;
     int train_freeze = ctx->checkpoint_path ? meta.freeze_layers : spec->model.freeze_layers;
 

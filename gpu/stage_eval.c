@@ -31,7 +31,7 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     const jobspec_t *spec = ctx->spec;
     const dataset_t *ds = ctx->ds;
     dtype_plan_t plan = jobspec_plan(spec);
-    int rc = -1, B = spec->batch_size;
+    int rc = -1, B = stage_effective_batch(spec, ds->n);
     model_t *m = NULL;
     json_t *state = NULL;
     int32_t *idx = NULL;
@@ -43,8 +43,8 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
 
     /* the model first: the checkpoint's state says which split it trained on */
     float mean_pose[HAND_COORDS];
-    stage_model_req_t req = {.grads = 0, .optimizer = 0, .freeze_layers = 0, .max_batch = B,
-                             .ckpt_dir = ctx->checkpoint_path, .load_optimizer = 0, .mean_pose = NULL};
+    stage_model_req_t req = stage_model_req(spec, B);
+    req.ckpt_dir = ctx->checkpoint_path;
     /* a fresh or weights-only model starts its heads at the default split's mean pose */
     double tr[2] = {spec->split_train[0], spec->split_train[1]}, va[2] = {spec->split_val[0], spec->split_val[1]};
     int64_t tb, te, vb, ve;
@@ -59,19 +59,9 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     stage_split(ds->n, va, &vb, &ve);
 
     const char *what;
-    if (spec->n_indices) {
+    if (spec->n_ranges) {
         what = "indices";
-        n = spec->n_indices;
-        idx = malloc((size_t)n * sizeof(int32_t));
-        if (!idx) { errbuf_set(err, errlen, "out of memory"); goto done; }
-        for (int64_t i = 0; i < n; i++) {
-            if (spec->indices[i] >= ds->n) {
-                errbuf_set(err, errlen, "indices[%lld] = %d is out of range: dataset '%s' has %lld samples",
-                           (long long)i, spec->indices[i], spec->dataset, (long long)ds->n);
-                goto done;
-            }
-            idx[i] = spec->indices[i];
-        }
+        if (jobspec_indices_expand(spec, ds->n, &idx, &n, err, errlen)) goto done;
     } else {
         what = spec->split_is_val ? "val" : "train";
         int64_t a = spec->split_is_val ? vb : tb, e = spec->split_is_val ? ve : te;
@@ -106,7 +96,7 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     double dt = mono_now() - t1;
     json_t *res = metrics_to_json(&mt);
     json_object_set_new(res, "samples_from", json_string(what));
-    if (!spec->n_indices) json_object_set_new(res, "range", json_pack("[II]", (json_int_t)idx[0], (json_int_t)(idx[0] + n)));
+    if (!spec->n_ranges) json_object_set_new(res, "range", json_pack("[II]", (json_int_t)idx[0], (json_int_t)(idx[0] + n)));
     json_object_set_new(res, "mean_pose_from", te > tb ? json_pack("[II]", (json_int_t)tb, (json_int_t)te) : json_null());
     stage_result_run_info(res, ctx, m, meta.backbone, &plan, n, dt, t0);
     if (ctx->on_metric) {

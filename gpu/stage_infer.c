@@ -39,7 +39,7 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     const dataset_t *ds = ctx->ds;
     backend_t *be = ctx->be;
     dtype_plan_t plan = jobspec_plan(spec);
-    int rc = -1, B = spec->batch_size;
+    int rc = -1, B = stage_effective_batch(spec, ctx->ds->n);
     model_t *m = NULL;
     json_t *state = NULL, *preds = NULL;
     float *cls = NULL, *patches = NULL, *hid = NULL;
@@ -52,16 +52,12 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     double t0 = mono_now();
     int from_images = spec->n_images > 0;
     int64_t n = from_images ? spec->n_images : spec->n_indices;
+    int32_t *idx = NULL;
     if (n < 1) return errbuf_set(err, errlen, "infer needs indices or images");
 
     /* validate inputs before any allocation of consequence (inline images of
      * any size are valid: they are resized in the batch loop) */
-    for (int64_t i = 0; !from_images && i < n; i++) {
-        if (spec->indices[i] >= ds->n) {
-            return errbuf_set(err, errlen, "indices[%lld] = %d is out of range: dataset '%s' has %lld samples",
-                              (long long)i, spec->indices[i], spec->dataset, (long long)ds->n);
-        }
-    }
+    if (!from_images && jobspec_indices_expand(spec, ds->n, &idx, &n, err, errlen)) return -1;
 
     int want_hidden = spec->out_patch_tokens;
     float mean_pose[HAND_COORDS], *mp = NULL;
@@ -69,13 +65,14 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         int64_t tb, te;
         stage_split(ds->n, spec->split_train, &tb, &te);
         if (te > tb) {
-            if (stage_mean_pose(ctx, tb, NULL, te - tb, mean_pose, err, errlen)) return -1;
+            if (stage_mean_pose(ctx, tb, NULL, te - tb, mean_pose, err, errlen)) { free(idx); return -1; }
             mp = mean_pose;
         }
     }
-    stage_model_req_t req = {.grads = 0, .optimizer = 0, .freeze_layers = 0, .max_batch = B,
-                             .want_hidden = want_hidden, .ckpt_dir = ctx->checkpoint_path, .mean_pose = mp};
-    if (stage_model_open(ctx, &plan, &req, &m, &state, &meta, err, errlen)) return -1;
+    stage_model_req_t req = stage_model_req(spec, B);
+    req.ckpt_dir = ctx->checkpoint_path;
+    req.mean_pose = mp;
+    if (stage_model_open(ctx, &plan, &req, &m, &state, &meta, err, errlen)) { free(idx); return -1; }
     int D = m->cfg.hidden, P = m->P, R = m->cfg.registers, T = m->T;
     if (stage_batch_init(&b, be, B, err, errlen)) goto done;
     size_t img_elems = (size_t)3 * ds->h * ds->w;
@@ -122,7 +119,7 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
             be->images_from_u8(be, d_img, plan.input, h_img, c, ds->h, ds->w, ds->mean, ds->std);
             r = model_forward(m, d_img, plan.input, NULL, c, want_hidden, e2, sizeof e2);
         } else {
-            stage_batch_set_idx(&b, spec->indices + off, c);
+            stage_batch_set_idx(&b, idx + off, c);
             r = model_forward(m, ds->images, ds->image_dtype, b.d_idx, c, want_hidden, e2, sizeof e2);
         }
         if (r) { errbuf_set(err, errlen, "%s", e2); goto done; }
@@ -142,7 +139,7 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
                 if (spec->image_h[k] != ds->h || spec->image_w[k] != ds->w)
                     json_object_set_new(o, "resized_from", json_pack("[ii]", spec->image_h[k], spec->image_w[k]));
             } else {
-                json_object_set_new(o, "index", json_integer(spec->indices[off + i]));
+                json_object_set_new(o, "index", json_integer(idx[off + i]));
             }
             json_t *jt = json_array();
             for (int j = 0; j < HAND_JOINTS; j++) json_array_append_new(jt, float_array(b.h_pred + (size_t)i * HAND_COORDS + 3 * j, 3));
@@ -215,6 +212,7 @@ int stage_infer(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     rc = 0;
 done:
     json_decref(preds);
+    free(idx);
     if (d_img) be->free(be, d_img);
     free(h_img);
     free(cls);

@@ -123,7 +123,7 @@ static int run_val(train_t *T, char *err, size_t errlen) {
     stage_ctx_t *ctx = T->ctx;
     if (T->n_val < 1) return 0;
     metrics_t mt;
-    int r = stage_eval_indices(ctx, T->m, &T->b, T->val_idx, T->n_val, ctx->spec->batch_size, T->mean_pose, 0, &mt,
+    int r = stage_eval_indices(ctx, T->m, &T->b, T->val_idx, T->n_val, T->m->opts.max_batch, T->mean_pose, 0, &mt,
                                err, errlen);
     if (r) return r;
     if (ctx->on_metric) {
@@ -211,7 +211,10 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         return errbuf_set(err, errlen, "split.train [%g, %g) selects no samples of dataset '%s' (%lld samples)",
                           spec->split_train[0], spec->split_train[1], spec->dataset, (long long)ds->n);
     if (T.n_val < 1) stage_log(ctx, "split.val selects no samples: no validation");
-    int B = spec->batch_size;
+    int B = stage_effective_batch(spec, ds->n);
+    if (B < spec->batch_size)
+        stage_log(ctx, "batch_size %d is more than the %lld samples of the training split: the effective batch is %d",
+                  spec->batch_size, (long long)T.n_train, B);
     long per_epoch = (long)((T.n_train + B - 1) / B);
     T.total = spec->steps ? spec->steps : (long)spec->epochs * per_epoch;
 
@@ -234,9 +237,10 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     if (stage_mean_pose(ctx, T.tr_b, NULL, T.n_train, T.mean_pose, err, errlen)) goto done;
     if (stage_batch_init(&T.b, be, B, err, errlen)) goto done;
 
-    stage_model_req_t req = {.grads = 1, .optimizer = 1, .freeze_layers = spec->model.freeze_layers,
-                             .max_batch = B, .want_hidden = 0, .ckpt_dir = ctx->checkpoint_path,
-                             .load_optimizer = 1, .mean_pose = T.mean_pose};
+    stage_model_req_t req = stage_model_req(spec, B);
+    req.ckpt_dir = ctx->checkpoint_path;
+    req.load_optimizer = 1;
+    req.mean_pose = T.mean_pose;
     json_t *state = NULL;
     if (stage_model_open(ctx, &plan, &req, &T.m, &state, &T.meta, err, errlen)) goto done;
     T.meta.freeze_layers = spec->model.freeze_layers;

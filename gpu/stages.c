@@ -112,6 +112,84 @@ int stage_model_open(stage_ctx_t *ctx, const dtype_plan_t *plan, const stage_mod
     return 0;
 }
 
+stage_model_req_t stage_model_req(const jobspec_t *spec, int B) {
+    stage_model_req_t r;
+    memset(&r, 0, sizeof r);
+    r.max_batch = B;
+    switch (spec->type) {
+    case JOB_TRAIN:
+        r.grads = 1;
+        r.optimizer = 1;
+        r.freeze_layers = spec->model.freeze_layers;
+        break;
+    case JOB_DEBUG:
+        r.grads = jobspec_plan(spec).has_grads;
+        break;
+    case JOB_EVAL:
+        break;
+    case JOB_INFER:
+        r.want_hidden = spec->out_patch_tokens;
+        break;
+    }
+    return r;
+}
+
+int stage_effective_batch(const jobspec_t *spec, int64_t n_samples) {
+    int64_t from = n_samples, b, e;
+    switch (spec->type) {
+    case JOB_TRAIN:
+        stage_split(n_samples, spec->split_train, &b, &e);
+        from = e - b;
+        break;
+    case JOB_DEBUG:
+        stage_split(n_samples, spec->split_train, &b, &e);
+        from = e > b ? e - b : n_samples;
+        break;
+    case JOB_EVAL:
+        from = spec->n_ranges ? spec->n_indices : n_samples;
+        break;
+    case JOB_INFER:
+        from = spec->n_images ? spec->n_images : spec->n_indices;
+        break;
+    }
+    int64_t B = spec->batch_size < from ? spec->batch_size : from;
+    return B < 1 ? 1 : (int)B;
+}
+
+int stage_memory_estimate(const jobspec_t *spec, const model_config_t *cfg, int image_h, int image_w,
+                          stage_mem_t *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    dtype_plan_t plan = jobspec_plan(spec);
+    const int B = spec->batch_size;
+    stage_model_req_t req = stage_model_req(spec, B);
+    model_config_t c = *cfg;
+    c.head_hand = 1;
+    model_opts_t o = {.image_h = image_h, .image_w = image_w, .max_batch = B, .cdt = plan.compute,
+                      .grads = req.grads, .optimizer = req.optimizer, .freeze_layers = req.freeze_layers,
+                      .want_hidden = req.want_hidden};
+    model_mem_t mm;
+    if (!model_working_bytes(&c, &o, &mm, err, errlen)) return -1;
+    out->params = mm.params;
+    out->grads = mm.grads;
+    out->optimizer = mm.optimizer;
+    out->activations = mm.activations;
+    const size_t D = (size_t)c.hidden, F = D * (size_t)c.mlp_ratio;
+    const size_t P = (size_t)(image_h / c.patch) * (size_t)(image_w / c.patch), T = 1 + (size_t)c.registers + P;
+    const size_t img = (size_t)3 * (size_t)image_h * (size_t)image_w;
+    out->batch = stage_batch_bytes(B) + stage_batch_bytes(STAGE_MEAN_POSE_CHUNK);
+    if (spec->type == JOB_INFER && spec->n_images) out->batch += (size_t)B * img * dtype_size(plan.input);
+    out->workspace = 2 * (size_t)B * T * (F > 3 * D ? F : 3 * D) * sizeof(float);
+    out->backend = mm.total + out->batch + out->workspace;
+    if (spec->type == JOB_INFER) {
+        size_t n = (size_t)(spec->n_images ? spec->n_images : spec->n_indices);
+        if (spec->n_images) out->host += (size_t)B * img;                       /* u8 staging */
+        if (spec->out_cls) out->host += n * D * sizeof(float);
+        if (spec->out_patch_tokens) out->host += n * P * D * sizeof(float) + (size_t)B * T * D * sizeof(float);
+        out->host += n * 2048;   /* a prediction's JSON: 84 numbers and keys */
+    }
+    return 0;
+}
+
 json_t *stage_model_json(const model_t *m, const char *backbone, const char *source) {
     return json_pack("{sssisisisisisIsIsiss}", "backbone", backbone && *backbone ? backbone : "(from weights)",
                      "hidden", m->cfg.hidden, "layers", m->cfg.layers, "heads", m->cfg.heads,
@@ -127,7 +205,7 @@ int stage_mean_pose(stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t
                     char *err, size_t errlen) {
     backend_t *be = ctx->be;
     const dataset_t *ds = ctx->ds;
-    enum { CH = 4096 };
+    enum { CH = STAGE_MEAN_POSE_CHUNK };
     stage_batch_t b;
     if (stage_batch_init(&b, be, CH, err, errlen)) return -1;
     double sum[HAND_COORDS] = {0};
@@ -157,6 +235,12 @@ int stage_mean_pose(stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t
     free(hidx);
     stage_batch_free(&b);
     return 0;
+}
+
+size_t stage_batch_bytes(int cap) {
+    size_t c = (size_t)cap;
+    return c * sizeof(int32_t) + c * HAND_COORDS * sizeof(float) + c * HAND_JOINTS + c +
+           c * HAND_COORDS * sizeof(float) + c * HAND_JOINTS * sizeof(float) + c * sizeof(aug_sample_t);
 }
 
 int stage_batch_init(stage_batch_t *b, backend_t *be, int cap, char *err, size_t errlen) {

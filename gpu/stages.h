@@ -11,6 +11,7 @@
 #include "gpu/backend.h"
 #include "gpu/dataset.h"
 #include "gpu/jobspec.h"
+#include "gpu/model.h"
 
 typedef struct {
     long step, total_steps;
@@ -36,6 +37,39 @@ typedef struct {
     void (*on_checkpoint)(void *ud, long step, const char *dir, const json_t *metrics);
     void (*on_log)(void *ud, const char *msg);
 } stage_ctx_t;
+
+/* The batch a job runs with on a dataset of n_samples: batch_size, but never
+ * more than the samples one batch can draw from — train and debug: the
+ * training split (debug: the whole dataset when that split is empty); eval:
+ * the selected indices, or the dataset's samples for a split (the split is the
+ * checkpoint's, known only when the job runs); infer: the inputs. >= 1. The
+ * daemon resolves it at submission (the stored spec says the effective batch)
+ * and every stage applies it again. */
+int stage_effective_batch(const jobspec_t *spec, int64_t n_samples);
+
+/* What a job allocates, in bytes, for a model of cfg at image_h x image_w with
+ * spec->batch_size images per batch (the effective batch). Backend memory
+ * (device memory on cuda, host memory on cpu): the model's working memory
+ * (model_working_bytes with the options the stage asks for), the batch label
+ * buffers (the batch's and the mean pose's chunk) and inline-image staging, and
+ * a workspace allowance of two fp32
+ * copies of the largest activation (CPU operand conversions, cuBLASLt/cuDNN
+ * workspaces). Host memory: infer outputs held until the result is written
+ * (features, predictions, image staging). */
+/* What a worker's CUDA runtime takes on its device before any job memory
+ * (context, cuBLAS/cuBLASLt with its workspace, cuDNN): admission adds it on
+ * cuda (measured by tests/gpu/test_memory_gpu.c). */
+#define STAGE_CUDA_RUNTIME_BYTES ((size_t)1 << 30)
+
+typedef struct {
+    size_t params, grads, optimizer, activations;   /* the model (model_mem_t) */
+    size_t batch, workspace;                        /* stage buffers, scratch allowance */
+    size_t backend;                                 /* sum of the above */
+    size_t host;                                    /* host-side buffers */
+} stage_mem_t;
+/* 0, or -1 with err when the model options are invalid for this image size. */
+int stage_memory_estimate(const jobspec_t *spec, const model_config_t *cfg, int image_h, int image_w,
+                          stage_mem_t *out, char *err, size_t errlen);
 
 /* Runs the stage for ctx->spec->type. Returns 0 and *result (new reference:
  * eval metrics, debug report, infer outputs, train summary) on success, 1 when

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@ struct store {
     void *hook_ud;
     int durable;                      /* current write transaction is durable */
     int events_in_txn;                /* current write transaction appended events */
+    atomic_ullong job_records_read;   /* whole job records (spec included) built */
 };
 
 /* ---- migrations ---------------------------------------------------------------- */
@@ -529,7 +531,62 @@ int store_job_get(store_t *s, const char *id, json_t **job, char *err, size_t er
     if (!db) { *job = NULL; return STORE_ERR; }
     int rc = job_get_db(db, id, job, err, errlen);
     rd_put(s, db);
+    if (rc == STORE_OK) atomic_fetch_add(&s->job_records_read, 1);
     return rc;
+}
+
+unsigned long long store_job_records_read(store_t *s) { return atomic_load(&s->job_records_read); }
+
+int store_job_state(store_t *s, const char *id, job_state_t *state, char *err, size_t errlen) {
+    *state = JOB_STATE_ANY;
+    sqlite3 *db = rd_get(s, err, errlen);
+    if (!db) return STORE_ERR;
+    sqlite3_stmt *st;
+    int rc = prep(db, "SELECT state FROM jobs WHERE id = ?1;", &st, err, errlen);
+    if (rc == STORE_OK) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_ROW) {
+            if (job_state_parse((const char *)sqlite3_column_text(st, 0), state) != 0) {
+                rc = STORE_ERR;
+                seterr(err, errlen, "job %s: unknown state '%s' in the store", id,
+                       (const char *)sqlite3_column_text(st, 0));
+            }
+        } else if (r == SQLITE_DONE) { rc = STORE_NOTFOUND; seterr(err, errlen, "no job %s", id); }
+        else rc = dberr(db, err, errlen, "job state");
+        sqlite3_finalize(st);
+    }
+    rd_put(s, db);
+    return rc;
+}
+
+/* Retention (store_job_strip_images): an ended job's stored spec keeps no
+ * inline image payload (spec.images[i].u8_hwc_b64); height, width and the
+ * pixels' sha256 stay. 1 when something was dropped. */
+static int spec_strip_images(json_t *spec) {
+    json_t *imgs = json_object_get(spec, "images");
+    size_t i;
+    json_t *e;
+    int changed = 0;
+    json_array_foreach(imgs, i, e)
+        if (json_object_get(e, "u8_hwc_b64")) changed |= json_object_del(e, "u8_hwc_b64") == 0;
+    return changed;
+}
+
+/* Idempotency against an ended job whose images were stripped: the new spec,
+ * stripped the same way, has the stored text (the sha256 of every image's
+ * pixels is part of both). */
+static int spec_same_stripped(const char *stored, const json_t *spec) {
+    if (strstr(stored, "\"u8_hwc_b64\"")) return 0;
+    json_t *copy = json_deep_copy(spec);
+    int same = 0;
+    if (copy && spec_strip_images(copy)) {
+        char *t = doc_text(copy);
+        same = t && strcmp(t, stored) == 0;
+        free(t);
+    }
+    json_decref(copy);
+    return same;
 }
 
 int store_job_insert(store_t *s, job_type_t type, const char *dataset, int priority,
@@ -554,7 +611,7 @@ int store_job_insert(store_t *s, job_type_t type, const char *dataset, int prior
         if (sqlite3_step(st) == SQLITE_ROW) {
             snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(st, 0));
             const char *old = (const char *)sqlite3_column_text(st, 1);
-            if (!old || strcmp(old, spec_text) != 0) {
+            if (!old || (strcmp(old, spec_text) != 0 && !spec_same_stripped(old, spec))) {
                 rc = STORE_CONFLICT;
                 seterr(err, errlen, "submission_id '%s' was already used for job %s with another spec",
                        submission_id, id);
@@ -584,8 +641,8 @@ int store_job_insert(store_t *s, job_type_t type, const char *dataset, int prior
     sqlite3_bind_text(st, 4, job_type_name(type), -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 5, dataset, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 6, priority);
-    sqlite3_bind_text(st, 7, spec_text, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 8, plan_text, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 7, spec_text, -1, SQLITE_STATIC);   /* freed after the statement */
+    sqlite3_bind_text(st, 8, plan_text, -1, SQLITE_STATIC);
     sqlite3_bind_double(st, 9, store_now());
     if (sqlite3_step(st) != SQLITE_DONE) { rc = dberr(s->w, err, errlen, "job insert"); goto out; }
     sqlite3_finalize(st);
@@ -596,6 +653,7 @@ int store_job_insert(store_t *s, job_type_t type, const char *dataset, int prior
     if (rc) goto out;
     rc = job_get_db(s->w, id, job, err, errlen);
     if (rc == STORE_OK) *created = 1;
+    if (rc == STORE_OK) atomic_fetch_add(&s->job_records_read, 1);
 out:
     if (st) sqlite3_finalize(st);
     free(spec_text);
@@ -603,6 +661,34 @@ out:
     rc = wend(s, rc, err, errlen);
     if (rc != STORE_OK && *job) { json_decref(*job); *job = NULL; *created = 0; }
     return rc;
+}
+
+/* The list form of a job: what identifies it and where it stands, never the
+ * spec, plan, result or metrics (a listing's cost does not grow with them). */
+#define JOB_SUMMARY_COLS "id, type, dataset, priority, submission_id, state, progress, error, resumed_from, " \
+                         "device, created, started, finished"
+
+static json_t *job_summary_from_row(sqlite3_stmt *st) {
+    json_t *j = json_object();
+    json_object_set_new(j, "id", text_json(st, 0));
+    json_object_set_new(j, "type", text_json(st, 1));
+    json_object_set_new(j, "dataset", text_json(st, 2));
+    json_object_set_new(j, "priority", int_json(st, 3));
+    json_object_set_new(j, "submission_id", text_json(st, 4));
+    json_object_set_new(j, "state", text_json(st, 5));
+    json_t *prog = doc_json(st, 6);
+    if (json_is_null(prog)) {
+        json_decref(prog);
+        prog = json_pack("{s:i, s:n, s:n, s:n, s:n}", "step", 0, "total_steps", "epoch", "images_per_s", "eta_s");
+    }
+    json_object_set_new(j, "progress", prog);
+    json_object_set_new(j, "error", text_json(st, 7));
+    json_object_set_new(j, "resumed_from", text_json(st, 8));
+    json_object_set_new(j, "device", int_json(st, 9));
+    json_object_set_new(j, "created_at", time_json(st, 10));
+    json_object_set_new(j, "started_at", time_json(st, 11));
+    json_object_set_new(j, "finished_at", time_json(st, 12));
+    return j;
 }
 
 int store_job_list(store_t *s, job_state_t state, job_type_t type, int limit, int offset,
@@ -615,7 +701,7 @@ int store_job_list(store_t *s, job_state_t state, job_type_t type, int limit, in
     sqlite3_stmt *st = NULL;
     json_t *arr = json_array();
     long long total = 0;
-    int rc = prep(db, "SELECT " JOB_COLS " FROM jobs WHERE (?1 IS NULL OR state = ?1) AND "
+    int rc = prep(db, "SELECT " JOB_SUMMARY_COLS " FROM jobs WHERE (?1 IS NULL OR state = ?1) AND "
                       "(?2 IS NULL OR type = ?2) ORDER BY seq DESC LIMIT ?3 OFFSET ?4;", &st, err, errlen);
     if (rc) goto out;
     bind_text(st, 1, state == JOB_STATE_ANY ? NULL : job_state_name(state));
@@ -623,7 +709,7 @@ int store_job_list(store_t *s, job_state_t state, job_type_t type, int limit, in
     sqlite3_bind_int(st, 3, limit);
     sqlite3_bind_int(st, 4, offset);
     int r;
-    while ((r = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(arr, job_from_row(db, st));
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(arr, job_summary_from_row(st));
     if (r != SQLITE_DONE) { rc = dberr(db, err, errlen, "job list"); goto out; }
     sqlite3_finalize(st);
     st = NULL;
@@ -823,6 +909,104 @@ static int count_query(store_t *s, const char *sql, const char *arg, int *n, cha
 int store_dataset_in_use(store_t *s, const char *name, int *n, char *err, size_t errlen) {
     return count_query(s, "SELECT COUNT(*) FROM jobs WHERE dataset = ?1 AND "
                           "state IN ('queued', 'running', 'cancelling');", name, n, err, errlen);
+}
+
+/* ---- retention ---------------------------------------------------------------------------- */
+#define TERMINAL_STATES "('succeeded', 'failed', 'cancelled', 'interrupted')"
+#define PRUNE_BATCH 500
+
+/* One pass: job id, or (id NULL) the first ended job still holding pixels. */
+static int strip_pass(store_t *s, const char *id, int *stripped, char *err, size_t errlen) {
+    /* read and rewrite outside the writer's lock (a spec may be tens of MB);
+     * an ended job's spec changes nowhere else, so the rewrite cannot race */
+    sqlite3 *db = rd_get(s, err, errlen);
+    if (!db) return STORE_ERR;
+    sqlite3_stmt *st;
+    char job[64] = "", *text = NULL;
+    int rc = prep(db, "SELECT id, spec FROM jobs WHERE (?1 IS NULL OR id = ?1) AND type = 'infer' AND "
+                      "state IN " TERMINAL_STATES " AND instr(spec, '\"u8_hwc_b64\"') > 0;", &st, err, errlen);
+    if (rc == STORE_OK) {
+        bind_text(st, 1, id);
+        int r = SQLITE_DONE;
+        while (!text && (r = sqlite3_step(st)) == SQLITE_ROW) {
+            json_t *spec = doc_json(st, 1);
+            if (json_is_object(spec) && spec_strip_images(spec)) {   /* one job per pass: one spec in memory */
+                text = doc_text(spec);
+                snprintf(job, sizeof job, "%s", (const char *)sqlite3_column_text(st, 0));
+            }
+            json_decref(spec);
+        }
+        if (!text && r != SQLITE_DONE) rc = dberr(db, err, errlen, "strip images");
+        sqlite3_finalize(st);
+    }
+    rd_put(s, db);
+    if (rc != STORE_OK || !text) { free(text); return rc; }
+    if (wbegin(s, 0, err, errlen)) { free(text); return STORE_ERR; }
+    rc = prep(s->w, "UPDATE jobs SET spec = ?2 WHERE id = ?1 AND state IN " TERMINAL_STATES ";", &st, err, errlen);
+    if (rc == STORE_OK) {
+        sqlite3_bind_text(st, 1, job, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, text, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE) rc = dberr(s->w, err, errlen, "strip images");
+        else *stripped += sqlite3_changes(s->w);
+        sqlite3_finalize(st);
+    }
+    rc = wend(s, rc, err, errlen);
+    free(text);
+    return rc;
+}
+
+int store_job_strip_images(store_t *s, const char *id, int *stripped, char *err, size_t errlen) {
+    *stripped = 0;
+    for (;;) {
+        int n = 0;
+        int rc = strip_pass(s, id, &n, err, errlen);
+        *stripped += n;
+        if (rc != STORE_OK || id || n == 0) return rc;
+    }
+}
+
+int store_jobs_prune(store_t *s, int keep, json_t **deleted, char *err, size_t errlen) {
+    *deleted = json_array();
+    if (keep <= 0) return STORE_OK;
+    for (;;) {
+        if (wbegin(s, 0, err, errlen)) return STORE_ERR;
+        sqlite3_stmt *st;
+        json_t *batch = json_array();
+        /* ended jobs older than the `keep` most recently ended, except those a
+         * checkpoint record still belongs to */
+        int rc = prep(s->w,
+                      "SELECT id FROM jobs WHERE state IN " TERMINAL_STATES " AND seq NOT IN ("
+                      "  SELECT seq FROM jobs WHERE state IN " TERMINAL_STATES
+                      "  ORDER BY finished DESC, seq DESC LIMIT ?1)"
+                      " AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.job = jobs.id)"
+                      " ORDER BY seq LIMIT ?2;", &st, err, errlen);
+        if (rc == STORE_OK) {
+            sqlite3_bind_int(st, 1, keep);
+            sqlite3_bind_int(st, 2, PRUNE_BATCH);
+            int r;
+            while ((r = sqlite3_step(st)) == SQLITE_ROW) json_array_append_new(batch, text_json(st, 0));
+            if (r != SQLITE_DONE) rc = dberr(s->w, err, errlen, "prune");
+            sqlite3_finalize(st);
+        }
+        size_t i;
+        json_t *v;
+        /* events, metrics and latest metrics go with the job (ON DELETE CASCADE) */
+        if (rc == STORE_OK) rc = prep(s->w, "DELETE FROM jobs WHERE id = ?1;", &st, err, errlen);
+        if (rc == STORE_OK) {
+            json_array_foreach(batch, i, v) {
+                sqlite3_bind_text(st, 1, json_string_value(v), -1, SQLITE_STATIC);
+                if (sqlite3_step(st) != SQLITE_DONE) { rc = dberr(s->w, err, errlen, "prune"); break; }
+                sqlite3_reset(st);
+            }
+            sqlite3_finalize(st);
+        }
+        rc = wend(s, rc, err, errlen);
+        size_t n = json_array_size(batch);
+        if (rc == STORE_OK) json_array_extend(*deleted, batch);
+        json_decref(batch);
+        if (rc != STORE_OK) return rc;
+        if (n < PRUNE_BATCH) return STORE_OK;
+    }
 }
 
 /* ---- metrics --------------------------------------------------------------------------- */

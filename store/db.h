@@ -26,7 +26,7 @@
  * ("2026-11-26T11:18:51.123Z") in fields named *_at, and stored as unix seconds
  * (REAL) in the database.
  *
- * Job record (store_job_get):
+ * Job record (store_job_get; store_job_list gives the summary form, see there):
  *   {"id":"j-000042", "type":"train", "dataset":"ds", "priority":0,
  *    "submission_id":"..."|null, "state":"queued", "spec":{resolved spec},
  *    "plan":{dtype plan}, "progress":{"step","total_steps","epoch","images_per_s","eta_s"},
@@ -83,8 +83,17 @@ int store_job_insert(store_t *s, job_type_t type, const char *dataset, int prior
                      const char *submission_id, const json_t *spec, const json_t *plan,
                      json_t **job, int *created, char *err, size_t errlen);
 int store_job_get(store_t *s, const char *id, json_t **job, char *err, size_t errlen);
+/* Whole job records built so far (store_job_get, and store_job_insert's reply):
+ * each parses the stored spec, so the count shows who pays for large specs. */
+unsigned long long store_job_records_read(store_t *s);
+/* The job's state only (never reads the spec): what SSE polls and existence
+ * checks use. STORE_NOTFOUND when there is no such job. */
+int store_job_state(store_t *s, const char *id, job_state_t *state, char *err, size_t errlen);
 /* state/type JOB_STATE_ANY/JOB_TYPE_ANY for any; limit <= 0 means 100; newest first.
- * *out = {"jobs":[...], "total":N, "limit":L, "offset":O}. */
+ * *out = {"jobs":[...], "total":N, "limit":L, "offset":O}, each job a summary
+ * without spec, plan, result or metrics: {"id","type","dataset","priority",
+ * "submission_id","state","progress","error","resumed_from","device",
+ * "created_at","started_at","finished_at"}. */
 int store_job_list(store_t *s, job_state_t state, job_type_t type, int limit, int offset,
                    json_t **out, char *err, size_t errlen);
 
@@ -113,6 +122,22 @@ int store_job_ids_in_state(store_t *s, job_state_t state, json_t **out, char *er
 int store_job_counts(store_t *s, json_t **out, char *err, size_t errlen);
 /* Jobs (queued, running or cancelling) that use the dataset: count in *n. */
 int store_dataset_in_use(store_t *s, const char *name, int *n, char *err, size_t errlen);
+
+/* ---- retention ----------------------------------------------------------------- */
+/* Drops the inline image payloads (spec.images[i].u8_hwc_b64) from the stored
+ * spec of ended (succeeded, failed, cancelled, interrupted) infer jobs: job id,
+ * or every such job when id is NULL. height, width and sha256 stay, and a
+ * resubmission with the same submission_id and the same images still matches
+ * (store_job_insert compares the stripped form). *stripped = jobs changed. */
+int store_job_strip_images(store_t *s, const char *id, int *stripped, char *err, size_t errlen);
+/* Deletes the ended jobs beyond the `keep` most recently finished (by
+ * finished_at, then id) with their events, metrics and latest metrics — but
+ * never a job that a checkpoint record still belongs to (its checkpoints stay
+ * usable; deleting them through the API frees the job for the next prune).
+ * keep <= 0 deletes nothing. *deleted = array of the deleted ids (new
+ * reference, also on failure: what was deleted before it). Batched: each
+ * transaction deletes at most a few hundred jobs. */
+int store_jobs_prune(store_t *s, int keep, json_t **deleted, char *err, size_t errlen);
 
 /* ---- events ------------------------------------------------------------------ */
 /* Appends an event; ids increase by one per job from 1. *id (may be NULL) gets it. */

@@ -4,8 +4,9 @@
  * comparison and bearer parsing, the Host/Origin/content-type checks and
  * the allow-host/allow-origin settings they use, Prometheus text formatting,
  * SSE framing, listen address parsing and loopback detection; the dashboard's
- * public paths, content types and built-in assets; and the server over
- * loopback on the paths answered before any daemon action. */
+ * public paths, content types and built-in assets; the count of JSON values a
+ * job body holds before it is parsed; and the server over loopback on the
+ * paths answered before any daemon action. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -847,7 +848,44 @@ static void test_dashboard(void) {
        strstr(api_dashboard_csp, "frame-ancestors 'none'"), "CSP: no unsafe-*, scripts from self, no framing");
 }
 
+static void test_body_values(void) {
+    char field[64];
+    const char *small = "{\"type\":\"infer\",\"indices\":[1,2,[3,4]],\"model\":{\"backbone\":\"x\"}}";
+    size_t n = api_job_body_values(small, strlen(small), 100, field, sizeof field);
+    ok(n == 6 && field[0] == 0, "a small spec: 6 values below the top level (%zu), under the limit", n);
+    /* commas, brackets and escaped quotes inside strings are not structure */
+    const char *str = "{\"a\":\"x,[y],{z}\\\",\",\"b\":[1,2]}";
+    n = api_job_body_values(str, strlen(str), 100, field, sizeof field);
+    ok(n == 2, "strings (with an escaped quote) hold no values (%zu)", n);
+    /* past the limit: stops and names the top-level key it was counting under */
+    size_t cap = 1 << 20, o = 0;
+    char *big = malloc(cap);
+    o += (size_t)snprintf(big + o, cap - o, "{\"type\":\"eval\",\"ind\\\"ices\":[[0,1]],\"indices\":[");
+    for (int i = 0; i < 70000 && o + 8 < cap; i++) o += (size_t)snprintf(big + o, cap - o, "%s%d", i ? "," : "", i % 10);
+    o += (size_t)snprintf(big + o, cap - o, "]}");
+    n = api_job_body_values(big, o, API_JOB_VALUES_MAX, field, sizeof field);
+    ok(n == API_JOB_VALUES_MAX + 1 && !strcmp(field, "indices"),
+       "70000 indices: stops at %d and names 'indices' ('%s')", API_JOB_VALUES_MAX + 1, field);
+    n = api_job_body_values(big, o, 1000000, field, sizeof field);
+    ok(n > 70000 && n < 70010, "without a limit it counts them all (%zu)", n);
+    free(big);
+    /* a legal spec at the validator's own limits stays far below: 4096 ranges, 256 images */
+    cap = 4 << 20;
+    big = malloc(cap);
+    o = (size_t)snprintf(big, cap, "{\"type\":\"infer\",\"indices\":[");
+    for (int i = 0; i < 4096; i++) o += (size_t)snprintf(big + o, cap - o, "%s[%d,%d]", i ? "," : "", i, i + 1);
+    o += (size_t)snprintf(big + o, cap - o, "],\"images\":[");
+    for (int i = 0; i < 256; i++)
+        o += (size_t)snprintf(big + o, cap - o, "%s{\"u8_hwc_b64\":\"AQID\",\"height\":1,\"width\":1,\"sha256\":\"ab\"}",
+                              i ? "," : "");
+    o += (size_t)snprintf(big + o, cap - o, "]}");
+    n = api_job_body_values(big, o, API_JOB_VALUES_MAX, field, sizeof field);
+    ok(n < API_JOB_VALUES_MAX / 4, "4096 ranges and 256 images: %zu values, well under %d", n, API_JOB_VALUES_MAX);
+    free(big);
+}
+
 int main(void) {
+    test_body_values();
     test_routes();
     test_errors();
     test_json_in();

@@ -2,7 +2,10 @@
  * from a version-1 file), idempotent job insert and conflicts, state
  * transition rules (store/job.h: names, parsing, the table against the
  * diagram arrow by arrow), events since an id, metrics latest, checkpoint prune
- * queries, datasets, and reopening after close. */
+ * queries, datasets, and reopening after close; the bounded reads (job state
+ * alone, listing summaries, the job-record counter) and retention (inline
+ * images dropped from ended specs with idempotency kept, pruning beyond a
+ * count with events and metrics, jobs with checkpoints kept). */
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -515,6 +518,136 @@ static void test_concurrency(void) {
     store_close(s);
 }
 
+/* count of rows of table whose job is `job` (raw SQLite on the file) */
+static int rows_of(const char *path, const char *table, const char *job) {
+    sqlite3 *db;
+    int n = -1;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        char sql[256];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE job = ?1;", table);
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, job, -1, SQLITE_TRANSIENT);
+            if (sqlite3_step(st) == SQLITE_ROW) n = sqlite3_column_int(st, 0);
+            sqlite3_finalize(st);
+        }
+    }
+    sqlite3_close(db);
+    return n;
+}
+
+static void test_retention(void) {
+    char p[512], err[256];
+    path_in(p, sizeof p, "retain.db");
+    store_t *s = store_open(p, err, sizeof err);
+    ok(s != NULL, "retention: open");
+    if (!s) return;
+    json_t *plan = json_object();
+    char ids[10][32];
+    /* j1: a train job with a checkpoint; j2..j8 end in every final way; j9 runs; j10 queued */
+    const job_state_t ends[10] = {JOB_SUCCEEDED, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED, JOB_INTERRUPTED,
+                                  JOB_SUCCEEDED, JOB_FAILED, JOB_SUCCEEDED, JOB_RUNNING, JOB_QUEUED};
+    for (int i = 0; i < 10; i++) {
+        json_t *spec = json_pack("{s:s, s:i}", "type", i == 0 ? "train" : "eval", "n", i), *job = NULL;
+        int created;
+        store_job_insert(s, i == 0 ? JOB_TRAIN : JOB_EVAL, "ds", 0, NULL, spec, plan, &job, &created, err, sizeof err);
+        snprintf(ids[i], sizeof ids[i], "%s", json_string_value(json_object_get(job, "id")));
+        json_decref(job);
+        json_decref(spec);
+        if (ends[i] != JOB_QUEUED && ends[i] != JOB_CANCELLED)
+            store_job_set_state(s, ids[i], JOB_QUEUED, JOB_RUNNING, NULL, err, sizeof err);
+        store_metric_append(s, ids[i], "loss", 1, 0.5, 1, err, sizeof err);
+        if (i == 0) store_checkpoint_insert(s, ids[0], 1, "/ck/1", 10, NULL, NULL, NULL, NULL, err, sizeof err);
+        if (ends[i] != JOB_QUEUED && ends[i] != JOB_RUNNING)
+            store_job_set_state(s, ids[i], JOB_STATE_ANY, ends[i], NULL, err, sizeof err);
+    }
+    /* cheap reads */
+    job_state_t st;
+    unsigned long long r0 = store_job_records_read(s);
+    ok(store_job_state(s, ids[2], &st, err, sizeof err) == STORE_OK && st == JOB_FAILED &&
+       store_job_state(s, "j-999999", &st, err, sizeof err) == STORE_NOTFOUND && st == JOB_STATE_ANY,
+       "store_job_state: the state, or NOTFOUND");
+    json_t *list = NULL;
+    ok(store_job_list(s, JOB_STATE_ANY, JOB_TYPE_ANY, 100, 0, &list, err, sizeof err) == STORE_OK &&
+       json_array_size(json_object_get(list, "jobs")) == 10, "list of 10");
+    int summaries = 1;
+    size_t i;
+    json_t *j;
+    json_array_foreach(json_object_get(list, "jobs"), i, j)
+        summaries &= !json_object_get(j, "spec") && !json_object_get(j, "plan") && !json_object_get(j, "result") &&
+                     !json_object_get(j, "metrics") && json_is_string(json_object_get(j, "state")) &&
+                     json_is_object(json_object_get(j, "progress")) && json_object_get(j, "finished_at");
+    ok(summaries, "listed jobs are summaries (no spec, plan, result, metrics)");
+    json_decref(list);
+    ok(store_job_records_read(s) == r0, "state reads and listings build no job record");
+    json_t *job = NULL;
+    store_job_get(s, ids[2], &job, err, sizeof err);
+    json_decref(job);
+    ok(store_job_records_read(s) == r0 + 1, "a job get counts one record");
+
+    /* prune: keep the 3 most recently ended; j1 stays for its checkpoint; running and queued untouched */
+    json_t *gone = NULL;
+    ok(store_jobs_prune(s, 0, &gone, err, sizeof err) == STORE_OK && json_array_size(gone) == 0, "keep 0 deletes nothing");
+    json_decref(gone);
+    ok(store_jobs_prune(s, 3, &gone, err, sizeof err) == STORE_OK, "prune to 3");
+    char *g = json_dumps(gone, JSON_COMPACT);
+    char want[256];
+    snprintf(want, sizeof want, "[\"%s\",\"%s\",\"%s\",\"%s\"]", ids[1], ids[2], ids[3], ids[4]);
+    ok(g && !strcmp(g, want), "deleted the 4 oldest ended jobs without checkpoints: %s", g);
+    free(g);
+    json_decref(gone);
+    int left = 1;
+    for (int k = 0; k < 10; k++) {
+        int want_left = k == 0 || k >= 5;
+        left &= (store_job_state(s, ids[k], &st, err, sizeof err) == STORE_OK) == want_left;
+    }
+    ok(left, "left: the train job with a checkpoint, the 3 newest ended, the running and the queued one");
+    ok(rows_of(p, "job_events", ids[1]) == 0 && rows_of(p, "metrics", ids[1]) == 0 &&
+       rows_of(p, "metrics_latest", ids[1]) == 0, "a deleted job's events, metrics and latest metrics are gone");
+    ok(rows_of(p, "job_events", ids[5]) > 0 && rows_of(p, "metrics", ids[5]) == 1 && rows_of(p, "checkpoints", ids[0]) == 1,
+       "a kept job keeps them; the checkpoint record stays");
+    ok(store_jobs_prune(s, 3, &gone, err, sizeof err) == STORE_OK && json_array_size(gone) == 0, "pruning again: nothing");
+    json_decref(gone);
+    json_t *cks = NULL;
+    store_checkpoint_list(s, ids[0], &cks, err, sizeof err);
+    store_checkpoint_delete(s, json_string_value(json_object_get(json_array_get(cks, 0), "id")), err, sizeof err);
+    json_decref(cks);
+    ok(store_jobs_prune(s, 3, &gone, err, sizeof err) == STORE_OK && json_array_size(gone) == 1 &&
+       !strcmp(json_string_value(json_array_get(gone, 0)), ids[0]), "its checkpoint deleted, the train job goes too");
+    json_decref(gone);
+
+    /* an ended infer job's spec loses its pixels, keeps sha256, and still matches its resubmission */
+    json_t *img = json_pack("{s:s, s:i, s:i, s:s}", "u8_hwc_b64", "AQID", "height", 1, "width", 1, "sha256", "abc");
+    json_t *ispec = json_pack("{s:s, s:s, s:[O, O]}", "type", "infer", "submission_id", "im-1", "images", img, img);
+    int created;
+    ok(store_job_insert(s, JOB_INFER, "ds", 0, "im-1", ispec, plan, &job, &created, err, sizeof err) == STORE_OK,
+       "infer job with 2 inline images");
+    char iid[32];
+    snprintf(iid, sizeof iid, "%s", json_string_value(json_object_get(job, "id")));
+    json_decref(job);
+    int n = -1;
+    ok(store_job_strip_images(s, iid, &n, err, sizeof err) == STORE_OK && n == 0, "a queued job keeps its pixels");
+    store_job_set_state(s, iid, JOB_QUEUED, JOB_CANCELLED, NULL, err, sizeof err);
+    ok(store_job_strip_images(s, iid, &n, err, sizeof err) == STORE_OK && n == 1, "an ended one loses them");
+    store_job_get(s, iid, &job, err, sizeof err);
+    json_t *im0 = json_array_get(json_object_get(json_object_get(job, "spec"), "images"), 0);
+    ok(im0 && !json_object_get(im0, "u8_hwc_b64") && !strcmp(json_string_value(json_object_get(im0, "sha256")), "abc") &&
+       json_integer_value(json_object_get(im0, "height")) == 1, "height, width and sha256 stay");
+    json_decref(job);
+    ok(store_job_insert(s, JOB_INFER, "ds", 0, "im-1", ispec, plan, &job, &created, err, sizeof err) == STORE_OK &&
+       created == 0 && !strcmp(json_string_value(json_object_get(job, "id")), iid),
+       "the same submission again is the same job");
+    json_decref(job);
+    json_object_set_new(json_array_get(json_object_get(ispec, "images"), 1), "sha256", json_string("abd"));
+    ok(store_job_insert(s, JOB_INFER, "ds", 0, "im-1", ispec, plan, &job, &created, err, sizeof err) == STORE_CONFLICT,
+       "other images under that submission_id: conflict");
+    ok(store_job_strip_images(s, NULL, &n, err, sizeof err) == STORE_OK && n == 0, "the start-up sweep finds nothing left");
+    json_decref(ispec);
+    json_decref(img);
+    json_decref(plan);
+    store_close(s);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/traind-test-db-XXXXXX");
     if (!mkdtemp(dir)) { perror("mkdtemp"); return 1; }
@@ -530,6 +663,7 @@ int main(void) {
     test_metrics_checkpoints(s);
     test_datasets(s);
     test_concurrency();
+    test_retention();
     json_t *counts = NULL;
     store_job_counts(s, &counts, err, sizeof err);
     json_int_t total_before = 0;

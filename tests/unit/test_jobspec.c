@@ -1,7 +1,10 @@
 /* tests/unit/test_jobspec.c — job spec parsing (SPEC §4): valid specs of every
  * type with their defaults, every kind of invalid field (named by its dotted
  * path), base64 images, the round trip through jobspec_to_json, and the dtype
- * plans of SPEC §5. */
+ * plans of SPEC §5; the bounds on a job's inputs (index entries as indices or
+ * [begin, end) ranges, at most 4096 of them; 256 inline images, each with a
+ * checked sha256) and the expansion of ranges into sample lists. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "gpu/jobspec.h"
@@ -48,7 +51,9 @@ static void round_trip(const char *text) {
              a.n_images == b.n_images && memcmp(&a.optim, &b.optim, sizeof a.optim) == 0 &&
              memcmp(&a.model, &b.model, sizeof a.model) == 0 && memcmp(&a.augment, &b.augment, sizeof a.augment) == 0 &&
              a.split_train[0] == b.split_train[0] && a.split_val[1] == b.split_val[1];
-        for (int i = 0; eq && i < a.n_indices; i++) eq = a.indices[i] == b.indices[i];
+        eq = eq && a.n_ranges == b.n_ranges;
+        for (int i = 0; eq && i < a.n_ranges; i++)
+            eq = a.ranges[i].begin == b.ranges[i].begin && a.ranges[i].end == b.ranges[i].end;
         for (int i = 0; eq && i < a.n_images; i++)
             eq = a.image_h[i] == b.image_h[i] && a.image_w[i] == b.image_w[i] &&
                  memcmp(a.images[i], b.images[i], (size_t)a.image_h[i] * a.image_w[i] * 3) == 0;
@@ -64,6 +69,115 @@ static void round_trip(const char *text) {
     }
     json_decref(ja);
     jobspec_free(&a);
+}
+
+/* A spec of type whose indices are n entries: 0..n-1, or the ranges [2i, 2i+2) (malloc'd text). */
+static char *indices_spec(const char *type, int n, int ranges) {
+    size_t cap = (size_t)n * 24 + 256, o = 0;
+    char *s = malloc(cap);
+    o += (size_t)snprintf(s + o, cap - o, "{\"type\":\"%s\",\"dataset\":\"d\",\"indices\":[", type);
+    for (int i = 0; i < n; i++) {
+        if (ranges) o += (size_t)snprintf(s + o, cap - o, "%s[%d,%d]", i ? "," : "", 2 * i, 2 * i + 2);
+        else o += (size_t)snprintf(s + o, cap - o, "%s%d", i ? "," : "", i);
+    }
+    snprintf(s + o, cap - o, "]}");
+    return s;
+}
+
+static void test_bounds(void) {
+    jobspec_t js;
+    char field[128], msg[256];
+
+    /* ranges [begin, end) next to plain indices, in order, duplicates kept */
+    ok(parse_str("{\"type\":\"infer\",\"dataset\":\"d\",\"indices\":[7,[2,5],[0,1],7]}", &js, field, msg) == 0,
+       "indices mix indices and ranges (%s)", msg);
+    ok(js.n_ranges == 4 && js.n_indices == 6 && js.ranges[1].begin == 2 && js.ranges[1].end == 5,
+       "4 entries select 6 samples");
+    int32_t *idx = NULL;
+    int64_t n = 0;
+    char err[256];
+    ok(jobspec_indices_expand(&js, 10, &idx, &n, err, sizeof err) == 0 && n == 6 && idx[0] == 7 && idx[1] == 2 &&
+       idx[2] == 3 && idx[3] == 4 && idx[4] == 0 && idx[5] == 7, "expanded in order: 7 2 3 4 0 7");
+    free(idx);
+    ok(jobspec_indices_expand(&js, 7, &idx, &n, err, sizeof err) == -1 && !idx && strstr(err, "indices[0] = 7") &&
+       strstr(err, "7 samples"), "an index past the dataset names the entry: %s", err);
+    ok(jobspec_indices_check(&js, 4, field, sizeof field, err, sizeof err) == -1 && !strcmp(field, "indices[0]"),
+       "check names indices[0] for a 4-sample dataset");
+    ok(jobspec_indices_check(&js, 8, field, sizeof field, err, sizeof err) == 0, "all exist in 8 samples");
+    json_t *j = jobspec_to_json(&js);
+    char *t = json_dumps(json_object_get(j, "indices"), JSON_COMPACT);
+    ok(t && !strcmp(t, "[7,[2,5],0,7]"), "resolved form keeps ranges; a one-sample range prints as its index (%s)", t);
+    free(t);
+    json_decref(j);
+    jobspec_free(&js);
+    ok(parse_str("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[[5,100]]}", &js, field, msg) == 0 &&
+       jobspec_indices_check(&js, 99, field, sizeof field, err, sizeof err) == -1 && strstr(err, "[5, 100)"),
+       "a range ending past the dataset is refused: %s", err);
+    jobspec_free(&js);
+    round_trip("{\"type\":\"eval\",\"dataset\":\"d\",\"checkpoint\":\"c\",\"indices\":[[0,1000],[5000,5100],3]}");
+    bad("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[[5,5]]}", "indices[0]");
+    bad("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[1,[9,3]]}", "indices[1]");
+    bad("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[[1,2,3]]}", "indices[0]");
+    bad("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[[-1,2]]}", "indices[0]");
+    bad("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[[0,2147483649]]}", "indices[0]");
+    bad("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[{\"range\":[0,2]}]}", "indices[0]");
+    /* the one range that reaches INT32_MAX */
+    ok(parse_str("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[[2147483640,2147483648]]}", &js, field,
+                 msg) == 0 && js.n_indices == 8, "a range may end at 2^31 (%s)", msg);
+    jobspec_free(&js);
+
+    /* explicit lists: 4096 entries pass, 4097 do not, and the message says what to do */
+    char *s = indices_spec("eval", JS_MAX_INDEX_ENTRIES, 0);
+    ok(parse_str(s, &js, field, msg) == 0 && js.n_indices == JS_MAX_INDEX_ENTRIES, "4096 indices accepted");
+    jobspec_free(&js);
+    free(s);
+    s = indices_spec("eval", JS_MAX_INDEX_ENTRIES + 1, 0);
+    ok(parse_str(s, &js, field, msg) == -1 && !strcmp(field, "indices") && strstr(msg, "4097 entries") &&
+       strstr(msg, "at most 4096") && strstr(msg, "[begin, end)"), "4097 indices refused: %s", msg);
+    free(s);
+    /* totals: an infer job runs on at most 16384 samples, an eval job selects at most 2^24 */
+    s = indices_spec("infer", 8192, 1);   /* 8192 ranges of 2 */
+    ok(parse_str(s, &js, field, msg) == -1 && !strcmp(field, "indices"), "8192 range entries are refused too");
+    free(s);
+    ok(parse_str("{\"type\":\"infer\",\"dataset\":\"d\",\"indices\":[[0,16384]]}", &js, field, msg) == 0 &&
+       js.n_indices == JS_MAX_INFER_SAMPLES, "infer: 16384 samples by one range (%s)", msg);
+    jobspec_free(&js);
+    ok(parse_str("{\"type\":\"infer\",\"dataset\":\"d\",\"indices\":[[0,16384],0]}", &js, field, msg) == -1 &&
+       !strcmp(field, "indices") && strstr(msg, "16385 samples") && strstr(msg, "at most 16384"),
+       "infer: 16385 samples refused: %s", msg);
+    ok(parse_str("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[[0,16777216]]}", &js, field, msg) == 0,
+       "eval: 2^24 samples by a range");
+    jobspec_free(&js);
+    ok(parse_str("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[[0,16777216],1]}", &js, field, msg) == -1 &&
+       !strcmp(field, "indices"), "eval: one more is refused: %s", msg);
+
+    /* inline images: 256 at most; each one's sha256 is computed, given back, and checked when sent */
+    size_t cap = 300 * 64 + 128, o = 0;
+    s = malloc(cap);
+    o += (size_t)snprintf(s + o, cap - o, "{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[");
+    for (int i = 0; i < JS_MAX_IMAGES + 1; i++)
+        o += (size_t)snprintf(s + o, cap - o, "%s{\"u8_hwc_b64\":\"AQID\",\"height\":1,\"width\":1}", i ? "," : "");
+    snprintf(s + o, cap - o, "]}");
+    ok(parse_str(s, &js, field, msg) == -1 && !strcmp(field, "images") && strstr(msg, "257 entries") &&
+       strstr(msg, "at most 256"), "257 inline images refused: %s", msg);
+    free(s);
+    const char *sha = "039058c6f2c0cb492c533b0a4d14ef77cc0f78abccced5287d84a1a2011cfb81";   /* sha256 of 01 02 03 */
+    ok(parse_str("{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[{\"u8_hwc_b64\":\"AQID\",\"height\":1,"
+                 "\"width\":1}]}", &js, field, msg) == 0 && !strcmp(js.image_sha256[0], sha),
+       "the pixels' sha256 is computed");
+    j = jobspec_to_json(&js);
+    ok(!strcmp(json_string_value(json_object_get(json_array_get(json_object_get(j, "images"), 0), "sha256")), sha),
+       "and given in the resolved spec");
+    json_decref(j);
+    jobspec_free(&js);
+    char buf[512];
+    snprintf(buf, sizeof buf, "{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[{\"u8_hwc_b64\":\"AQID\","
+             "\"height\":1,\"width\":1,\"sha256\":\"%s\"}]}", sha);
+    ok(parse_str(buf, &js, field, msg) == 0, "a matching sha256 is accepted (%s)", msg);
+    jobspec_free(&js);
+    round_trip(buf);
+    bad("{\"type\":\"infer\",\"dataset\":\"d\",\"images\":[{\"u8_hwc_b64\":\"AQID\",\"height\":1,\"width\":1,"
+        "\"sha256\":\"039058c6f2c0cb492c533b0a4d14ef77cc0f78abccced5287d84a1a2011cfb82\"}]}", "images[0].sha256");
 }
 
 int main(void) {
@@ -343,9 +457,10 @@ int main(void) {
 
     /* a failed parse leaves nothing to free and a later free is harmless */
     ok(parse_str("{\"type\":\"eval\",\"dataset\":\"d\",\"indices\":[1,2,-3]}", &js, field, msg) == -1 &&
-       js.indices == NULL, "failed parse frees what it allocated");
+       js.ranges == NULL, "failed parse frees what it allocated");
     jobspec_free(&js);
     ok(strcmp(job_type_name(JOB_INFER), "infer") == 0 && strcmp(job_type_name(JOB_TRAIN), "train") == 0,
        "job_type_name");
+    test_bounds();
     return tap_done();
 }

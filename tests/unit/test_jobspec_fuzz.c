@@ -40,6 +40,7 @@ static const char *const bases[] = {
     "{\"type\":\"eval\",\"dataset\":\"d\",\"checkpoint\":\"c-1\",\"split\":\"train\"}",
     "{\"type\":\"debug\",\"dataset\":\"d\",\"model\":{\"backbone\":\"dinov2-tiny\"},\"batches\":3}",
     "{\"type\":\"infer\",\"dataset\":\"d\",\"checkpoint\":\"c-2\",\"indices\":[0,5],\"outputs\":[\"cls\",\"patch_tokens\"]}",
+    "{\"type\":\"infer\",\"dataset\":\"d\",\"checkpoint\":\"c-2\",\"indices\":[[0,16],5,[100,200]]}",
     /* one 2x1 RGB image: 6 bytes */
     "{\"type\":\"infer\",\"dataset\":\"d\",\"checkpoint\":\"c-2\","
     "\"images\":[{\"u8_hwc_b64\":\"AQIDBAUG\",\"height\":2,\"width\":1}],\"precision\":{\"compute\":\"fp32\"}}",
@@ -157,8 +158,15 @@ static const char *invariant(const jobspec_t *js) {
         return "augment outside train";
     }
     if (js->type == JOB_INFER && js->n_images == 0 && js->n_indices == 0) return "infer inputs";
-    for (int i = 0; i < js->n_indices; i++)
-        if (js->indices[i] < 0) return "indices";
+    int64_t total = 0;
+    for (int i = 0; i < js->n_ranges; i++) {
+        if (js->ranges[i].begin < 0 || js->ranges[i].end <= js->ranges[i].begin || js->ranges[i].end > 2147483648LL)
+            return "indices";
+        total += js->ranges[i].end - js->ranges[i].begin;
+    }
+    if (total != js->n_indices || js->n_ranges > JS_MAX_INDEX_ENTRIES) return "indices count";
+    if (js->type == JOB_INFER && (js->n_indices > JS_MAX_INFER_SAMPLES || js->n_images > JS_MAX_IMAGES))
+        return "infer inputs bound";
     for (int i = 0; i < js->n_images; i++)
         if (js->image_h[i] < 1 || js->image_w[i] < 1 || !js->images[i]) return "images";
     if (js->model.freeze_layers < 0 || (js->model.layers && js->model.freeze_layers > js->model.layers))

@@ -27,8 +27,8 @@ static unsigned rnd(unsigned n) {
 
 static void test_order(void) {
     sched_entry_t e[6] = {
-        {"j-000001", 0, 1}, {"j-000002", 5, 2}, {"j-000003", 0, 3},
-        {"j-000004", 5, 4}, {"j-000005", -2, 5}, {"j-000006", 1, 6},
+        {"j-000001", 0, 1, 0}, {"j-000002", 5, 2, 1}, {"j-000003", 0, 3, 2},
+        {"j-000004", 5, 4, 3}, {"j-000005", -2, 5, 4}, {"j-000006", 1, 6, 5},
     };
     sched_order(e, 6);
     const char *want[] = {"j-000002", "j-000004", "j-000006", "j-000001", "j-000003", "j-000005"};
@@ -149,6 +149,21 @@ static void test_config(void) {
     config_parse_args(&c, 2, notdir, &help, &version, err, sizeof err);
     ok(rfd >= 0 && config_finish(&c, err, sizeof err) == -1 && strstr(err, "not a directory"), "a root that is a file: %s", err);
     unlink(rf);
+
+    /* retention and the per-job memory cap */
+    config_defaults(&c);
+    ok(c.keep_jobs == 10000 && c.job_memory_gb == 0, "defaults: --keep-jobs 10000, --job-memory-gb 0 (no cap)");
+    char *keep[] = {"--keep-jobs", "5", "--job-memory-gb=0.25", NULL};
+    ok(config_parse_args(&c, 3, keep, &help, &version, err, sizeof err) == 0 && c.keep_jobs == 5 &&
+       c.job_memory_gb == 0.25, "--keep-jobs 5 --job-memory-gb=0.25");
+    char *keep0[] = {"--keep-jobs", "0", NULL};
+    ok(config_parse_args(&c, 2, keep0, &help, &version, err, sizeof err) == 0 && c.keep_jobs == 0, "--keep-jobs 0 keeps all");
+    char *keepbad[] = {"--keep-jobs", "2.5", NULL};
+    ok(config_parse_args(&c, 2, keepbad, &help, &version, err, sizeof err) == -1 && strstr(err, "keep-jobs"),
+       "--keep-jobs 2.5: %s", err);
+    char *membad[] = {"--job-memory-gb", "-1", NULL};
+    ok(config_parse_args(&c, 2, membad, &help, &version, err, sizeof err) == -1 && strstr(err, "job-memory-gb"),
+       "--job-memory-gb -1: %s", err);
 
     char *bad1[] = {"--backend", "tpu", NULL};
     config_defaults(&c);

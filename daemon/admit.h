@@ -1,0 +1,47 @@
+/* daemon/admit.h — what a job may ask of the machine, decided before a worker
+ * runs it.
+ *
+ * At submission (daemon_job_submit), against the dataset's record:
+ *   - `indices` must name samples the dataset has (422 naming the entry);
+ *   - batch_size becomes the effective batch, at most the samples one batch
+ *     can draw from (stage_effective_batch); the stored spec holds it and the
+ *     job's events say so;
+ *   - the job's memory (stage_memory_estimate: parameters, working copy,
+ *     gradients, AdamW moments, activations for the batch, buffers, a
+ *     workspace allowance; infer outputs on the host) must fit some device's
+ *     room, else 507 insufficient_storage with the estimate and the room.
+ * A device's room at submission is its free memory plus what the job running
+ * on it holds (it ends before this one starts: one job per device) — on the
+ * CPU backend the host's available memory (MemAvailable, cgroup-aware) plus
+ * the running worker's anonymous memory — capped by --job-memory-gb. On cuda
+ * the host part of the estimate is checked against the host's available
+ * memory too.
+ * At start (the scheduler, for the device it picked): the same estimate
+ * against that device's free memory now, so a job that no longer fits fails
+ * with that message instead of its worker running out of memory.
+ * Jobs whose dataset size is not known yet (still loading) are checked at
+ * start only. */
+#ifndef TRAIND_ADMIT_H
+#define TRAIND_ADMIT_H
+
+#include <jansson.h>
+#include "daemon/daemon.h"
+#include "gpu/jobspec.h"
+
+/* Resolves js against the dataset record ds ("samples", "image_size"):
+ * checks indices, caps batch_size (*requested = the batch asked for when it
+ * was lowered, else 0) and checks the memory estimate (submission room).
+ * 0, or -1 with e (422 for indices, 507 for memory). */
+int admit_submission(daemon_t *d, jobspec_t *js, const json_t *ds, int *requested, daemon_err_t *e);
+
+/* The start-time check of a queued job (its stored spec) on device slot
+ * `slot`, its dataset's record ds being resident: 0 when it fits (or cannot be
+ * estimated: the worker then reports), -1 with msg. */
+int admit_start(daemon_t *d, const json_t *spec, int slot, const json_t *ds, char *msg, size_t msglen);
+
+/* Memory the job running on device slot holds (cpu: its worker pid's
+ * anonymous resident memory; cuda: device memory in use beyond what was in use
+ * while the device was idle), given the device's free/total now; -1 unknown. */
+long long admit_job_bytes(daemon_t *d, int slot, int pid, size_t free_b, size_t total_b);
+
+#endif
