@@ -108,38 +108,39 @@ static void daemon_check_state_mode(const char *sd) {
 
 /* traind.db is created FS_FILE_MODE less the umask before SQLite opens it
  * (SQLite alone would make it 0644 less the umask; its -wal and -shm files
- * copy the database's mode). An existing database, -wal or -shm that others
- * may access loses those bits, with a warning: never widened, only narrowed.
- * A symbolic link or a non-regular file there is refused. */
-static int daemon_prepare_db_file(const char *dbpath, char *err, size_t errlen) {
+ * copy the database's mode); a symbolic link or a non-regular file there is
+ * refused. */
+static int daemon_db_create(const char *dbpath, char *err, size_t errlen) {
+    int fd = open(dbpath, O_RDONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, FS_FILE_MODE);
+    if (fd < 0)
+        return errbuf_set(err, errlen, "%s: %s", dbpath, errno == ELOOP ? "a symbolic link (refused)" : strerror(errno));
+    struct stat st;
+    int reg = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    close(fd);
+    return reg ? 0 : errbuf_set(err, errlen, "%s: not a regular file", dbpath);
+}
+
+/* After the store opened it (a file SQLite refuses is left exactly as it
+ * was): an existing database, -wal or -shm that others may access loses those
+ * bits, with a warning — never widened, only narrowed. By path, without
+ * opening the files: closing any fd of a file SQLite holds would drop its
+ * POSIX locks (and another connection could then reset the -shm under it). */
+static void daemon_db_narrow(const char *dbpath) {
     static const char *const sfx[] = {"", "-wal", "-shm"};
     for (int i = 0; i < 3; i++) {
         char p[PATH_MAX + 32];
         snprintf(p, sizeof p, "%s%s", dbpath, sfx[i]);
-        int fd = open(p, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY | (i == 0 ? O_CREAT : 0), FS_FILE_MODE);
-        if (fd < 0) {
-            if (i > 0 && errno == ENOENT) continue;
-            snprintf(err, errlen, "%s: %s", p, errno == ELOOP ? "a symbolic link (refused)" : strerror(errno));
-            return -1;
-        }
         struct stat st;
-        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-            close(fd);
-            snprintf(err, errlen, "%s: not a regular file", p);
-            return -1;
-        }
-        if (st.st_mode & S_IRWXO) {
-            mode_t m = st.st_mode & 07770;
-            if (fchmod(fd, m) == 0)
-                log_warn(NULL, "%s was accessible by others (mode %04o): now %04o", p, (unsigned)(st.st_mode & 07777),
-                         (unsigned)m);
-            else
-                log_warn(NULL, "%s is accessible by others (mode %04o) and cannot be changed: %s", p,
-                         (unsigned)(st.st_mode & 07777), strerror(errno));
-        }
-        close(fd);
+        if (fstatat(AT_FDCWD, p, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & S_IRWXO))
+            continue;
+        mode_t m = st.st_mode & 07770;
+        if (fchmodat(AT_FDCWD, p, m, 0) == 0)
+            log_warn(NULL, "%s was accessible by others (mode %04o): now %04o", p, (unsigned)(st.st_mode & 07777),
+                     (unsigned)m);
+        else
+            log_warn(NULL, "%s is accessible by others (mode %04o) and cannot be changed: %s", p,
+                     (unsigned)(st.st_mode & 07777), strerror(errno));
     }
-    return 0;
 }
 
 daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
@@ -184,9 +185,10 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
 
     char dbpath[PATH_MAX + 16];
     snprintf(dbpath, sizeof dbpath, "%s/traind.db", sd);
-    if (daemon_prepare_db_file(dbpath, err, errlen)) goto fail;
+    if (daemon_db_create(dbpath, err, errlen)) goto fail;
     d->store = store_open(dbpath, err, errlen);
     if (!d->store) goto fail;
+    daemon_db_narrow(dbpath);
     store_set_event_hook(d->store, event_hook, d);
     /* a checkpoint being written when the last daemon died is a temporary
      * directory that was never renamed into place: incomplete by design */
