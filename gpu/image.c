@@ -1,7 +1,10 @@
 /* gpu/image.c — host resize of one u8 HWC RGB image (see gpu/image.h).
  *
  * Owns: the per-axis weight tables and the separable two-pass resize used by
- * the infer stage for inline images whose size differs from the dataset's.
+ * the infer stage for inline images whose size differs from the dataset's,
+ * and by the importer (gpu/import.c) for every frame: a resizer keeps the
+ * tables of its last geometry, so a run of same-sized frames computes them
+ * once.
  *
  * Filter: triangle tri(x) = max(0, 1-|x|) stretched by fs = max(scale, 1),
  * scale = in/out. For output index i the centre in source coordinates is
@@ -76,50 +79,89 @@ static int image_axis_init(image_axis_t *a, int in, int out) {
     return 0;
 }
 
-int image_resize_u8(const uint8_t *src, int sh, int sw, uint8_t *dst, int dh, int dw, char *err, size_t errlen) {
-    if (!src || !dst) return errbuf_set(err, errlen, "image resize: no image");
+struct image_resizer {
+    int sh, sw, dh, dw;          /* geometry of the tables (0: none yet) */
+    image_axis_t ay, ax;
+    float *row;                  /* [sw][3] vertical pass of one output row */
+};
+
+image_resizer_t *image_resizer_new(void) {
+    return calloc(1, sizeof(image_resizer_t));
+}
+
+static void image_resizer_clear(image_resizer_t *rz) {
+    image_axis_free(&rz->ay);
+    image_axis_free(&rz->ax);
+    free(rz->row);
+    memset(rz, 0, sizeof *rz);
+}
+
+void image_resizer_free(image_resizer_t *rz) {
+    if (!rz) return;
+    image_resizer_clear(rz);
+    free(rz);
+}
+
+int image_resizer_run(image_resizer_t *rz, const uint8_t *src, int sh, int sw, size_t src_stride, uint8_t *dst,
+                      int dh, int dw, char *err, size_t errlen) {
+    if (!rz || !src || !dst) return errbuf_set(err, errlen, "image resize: no image");
     if (sh < 1 || sw < 1 || sh > IMAGE_MAX_SIDE || sw > IMAGE_MAX_SIDE)
         return errbuf_set(err, errlen, "image resize: source size %dx%d (height x width) is not in 1..%d",
                           sh, sw, IMAGE_MAX_SIDE);
     if (dh < 1 || dw < 1 || dh > IMAGE_MAX_SIDE || dw > IMAGE_MAX_SIDE)
         return errbuf_set(err, errlen, "image resize: target size %dx%d (height x width) is not in 1..%d",
                           dh, dw, IMAGE_MAX_SIDE);
-    image_axis_t ay, ax;
-    if (image_axis_init(&ay, sh, dh)) return errbuf_set(err, errlen, "image resize: out of memory");
-    if (image_axis_init(&ax, sw, dw)) {
-        image_axis_free(&ay);
-        return errbuf_set(err, errlen, "image resize: out of memory");
-    }
     size_t srow = (size_t)sw * 3;
-    float *row = malloc(srow * sizeof(float));   /* [sw][3] vertical pass of one output row */
-    if (!row) {
-        image_axis_free(&ay);
-        image_axis_free(&ax);
-        return errbuf_set(err, errlen, "image resize: out of memory");
+    if (src_stride < srow)
+        return errbuf_set(err, errlen, "image resize: row stride %zu is less than a row (%zu bytes)", src_stride, srow);
+    if (rz->sh != sh || rz->sw != sw || rz->dh != dh || rz->dw != dw) {
+        image_resizer_clear(rz);
+        if (image_axis_init(&rz->ay, sh, dh) || image_axis_init(&rz->ax, sw, dw) ||
+            !(rz->row = malloc(srow * sizeof(float)))) {
+            image_resizer_clear(rz);
+            return errbuf_set(err, errlen, "image resize: out of memory");
+        }
+        rz->sh = sh;
+        rz->sw = sw;
+        rz->dh = dh;
+        rz->dw = dw;
     }
+    const image_axis_t *ay = &rz->ay, *ax = &rz->ax;
+    float *restrict row = rz->row;
     for (int y = 0; y < dh; y++) {
-        const float *wy = ay.w + (size_t)y * ay.k;
-        memset(row, 0, srow * sizeof(float));
-        for (int t = 0; t < ay.cnt[y]; t++) {
-            const uint8_t *s = src + (size_t)(ay.lo[y] + t) * srow;
+        const float *wy = ay->w + (size_t)y * ay->k;
+        const uint8_t *restrict s0 = src + (size_t)ay->lo[y] * src_stride;
+        float w0 = wy[0];
+        for (size_t j = 0; j < srow; j++) row[j] = w0 * (float)s0[j];
+        for (int t = 1; t < ay->cnt[y]; t++) {
+            const uint8_t *restrict s = src + (size_t)(ay->lo[y] + t) * src_stride;
             float wt = wy[t];
             for (size_t j = 0; j < srow; j++) row[j] += wt * (float)s[j];
         }
-        uint8_t *d = dst + (size_t)y * dw * 3;
+        uint8_t *restrict d = dst + (size_t)y * dw * 3;
         for (int x = 0; x < dw; x++) {
-            const float *wx = ax.w + (size_t)x * ax.k;
-            const float *r = row + (size_t)ax.lo[x] * 3;
-            float acc[3] = {0, 0, 0};
-            for (int t = 0; t < ax.cnt[x]; t++)
-                for (int ch = 0; ch < 3; ch++) acc[ch] += wx[t] * r[t * 3 + ch];
-            for (int ch = 0; ch < 3; ch++) {
-                float v = floorf(acc[ch] + 0.5f);
-                d[x * 3 + ch] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            const float *wx = ax->w + (size_t)x * ax->k;
+            const float *r = row + (size_t)ax->lo[x] * 3;
+            float a0 = 0, a1 = 0, a2 = 0;
+            for (int t = 0; t < ax->cnt[x]; t++) {
+                float wt = wx[t];
+                a0 += wt * r[t * 3];
+                a1 += wt * r[t * 3 + 1];
+                a2 += wt * r[t * 3 + 2];
             }
+            /* round to nearest, clamped to 0..255 (= floor(a + 0.5) clamped) */
+            d[x * 3] = (uint8_t)((a0 < 0 ? 0 : a0 > 255 ? 255 : a0) + 0.5f);
+            d[x * 3 + 1] = (uint8_t)((a1 < 0 ? 0 : a1 > 255 ? 255 : a1) + 0.5f);
+            d[x * 3 + 2] = (uint8_t)((a2 < 0 ? 0 : a2 > 255 ? 255 : a2) + 0.5f);
         }
     }
-    free(row);
-    image_axis_free(&ay);
-    image_axis_free(&ax);
     return 0;
+}
+
+int image_resize_u8(const uint8_t *src, int sh, int sw, uint8_t *dst, int dh, int dw, char *err, size_t errlen) {
+    image_resizer_t *rz = image_resizer_new();
+    if (!rz) return errbuf_set(err, errlen, "image resize: out of memory");
+    int rc = image_resizer_run(rz, src, sh, sw, sw > 0 ? (size_t)sw * 3 : 0, dst, dh, dw, err, errlen);
+    image_resizer_free(rz);
+    return rc;
 }

@@ -4,7 +4,8 @@
 # Run as root, or as a user with sudo.
 set -euo pipefail
 need="build-essential pkg-config libjansson-dev libsqlite3-dev libmicrohttpd-dev libsystemd-dev libgnutls28-dev
-      libcurl4-openssl-dev libopenblas-dev curl jq sqlite3 systemd python3 procps"
+      libcurl4-openssl-dev libopenblas-dev libturbojpeg0-dev libpng-dev libjpeg-turbo-progs
+      curl jq sqlite3 systemd python3 procps"
 missing=""
 for p in $need; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 [ -z "$missing" ] && exit 0
