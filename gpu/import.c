@@ -158,12 +158,20 @@ static char *imp_read_file(const char *path, const import_opts_t *o, size_t max,
 }
 
 /* ---- the manifest ------------------------------------------------------------------ */
+static int imp_cpus(void);
+
 static int imp_ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
 /* Does the image file of a FreiHAND index exist (beneath the roots)? */
+typedef struct { const char *fmt; const import_opts_t *o; } imp_probe_t;
+static int imp_exists(const char *fmt, long idx, const import_opts_t *o);
+static int imp_exists_cb(void *ud, long idx) {
+    const imp_probe_t *p = ud;
+    return imp_exists(p->fmt, idx, p->o);
+}
 static int imp_exists(const char *fmt, long idx, const import_opts_t *o) {
     char path[PATH_MAX + 64], e[64];
     struct stat st;
@@ -216,7 +224,7 @@ static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_
         }
         char dcopy[PATH_MAX];
         snprintf(dcopy, sizeof dcopy, "%s", m->dir);
-        r = manifest_parse(text, len, rp, dcopy, m, err, errlen);
+        r = manifest_parse(text, len, rp, dcopy, o->threads > 0 ? o->threads : imp_cpus(), m, err, errlen);
         free(text);
         return r;
     }
@@ -242,13 +250,6 @@ static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_
         free(tx);
         return r;
     }
-    /* versions: FreiHAND shows each labelled sample k times (image k*N+i has sample i's labels) */
-    json_error_t je;
-    json_t *probe = json_loadb(tx, len, 0, &je);
-    long n = json_is_array(probe) ? (long)json_array_size(probe) : 0;
-    json_decref(probe);
-    int versions = 1;
-    while (n > 0 && versions < 16 && imp_exists(fmt, (long)versions * n, o)) versions++;
     char h1[65], h2[65], e[256], meta[256];
     imp_copy(m->path, sizeof m->path, xyz);
     imp_copy(m->dir, sizeof m->dir, dir);
@@ -257,9 +258,11 @@ static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_
         free(tk);
         return errbuf_set(err, errlen, "%s: %s", xyz, e);
     }
-    snprintf(meta, sizeof meta, "freihand %s %s %s %d", set, h1, h2, versions);
+    imp_probe_t probe = {fmt, o};
+    r = manifest_parse_freihand(tx, len, tk, klen, xyz, fmt, imp_exists_cb, &probe, m, err, errlen);
+    /* the versions found are part of the key through the frame count (imp_key) */
+    snprintf(meta, sizeof meta, "freihand %s %s %s", set, h1, h2);
     sha256_buf(meta, strlen(meta), m->sha256, e, sizeof e);
-    r = manifest_parse_freihand(tx, len, tk, klen, xyz, fmt, versions, m, err, errlen);
     free(tx);
     free(tk);
     return r;

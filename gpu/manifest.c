@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,22 +29,10 @@ void manifest_free(manifest_t *m) {
     m->n = m->n_errors = 0;
 }
 
-/* A new frame at the end of m (zeroed), or NULL when out of memory. */
-static mf_frame_t *mf_push(manifest_t *m, size_t *cap) {
-    if (m->n == *cap) {
-        size_t nc = *cap ? 2 * *cap : 1024;
-        mf_frame_t *f = realloc(m->frames, nc * sizeof *f);
-        if (!f) return NULL;
-        m->frames = f;
-        *cap = nc;
-    }
-    mf_frame_t *f = &m->frames[m->n++];
-    memset(f, 0, sizeof *f);
-    return f;
-}
-
-__attribute__((format(printf, 3, 4)))
-static void mf_fail(manifest_t *m, mf_frame_t *f, const char *fmt, ...) {
+/* Records why frame f cannot be imported (m->n_errors is counted at the end:
+ * frames are parsed by several threads). */
+__attribute__((format(printf, 2, 3)))
+static void mf_fail(mf_frame_t *f, const char *fmt, ...) {
     if (f->error) return;
     char buf[1024];
     va_list ap;
@@ -52,7 +41,11 @@ static void mf_fail(manifest_t *m, mf_frame_t *f, const char *fmt, ...) {
     va_end(ap);
     f->error = strdup(buf);
     if (!f->error) f->error = strdup("out of memory");   /* still non-NULL in practice */
-    m->n_errors++;
+}
+
+static void mf_count_errors(manifest_t *m) {
+    m->n_errors = 0;
+    for (size_t i = 0; i < m->n; i++) m->n_errors += m->frames[i].error != NULL;
 }
 
 int manifest_check_K(const double K[9], char *why, size_t len) {
@@ -185,50 +178,113 @@ static int mf_frame(const json_t *o, const char *dir, double unit, const double 
 }
 
 /* The line's jansson failure, with a hint for NaN/Infinity (not JSON). */
-static void mf_json_error(manifest_t *m, mf_frame_t *f, const char *name, long line, const char *text, size_t l,
+static void mf_json_error(mf_frame_t *f, const char *name, long line, const char *text, size_t l,
                           const json_error_t *je) {
     int nonfinite = 0;
     for (size_t i = 0; i + 3 <= l && !nonfinite; i++)
         nonfinite = memcmp(text + i, "NaN", 3) == 0 || (i + 8 <= l && memcmp(text + i, "Infinity", 8) == 0);
     json_t *shown = errbuf_json_string(je->text);
-    mf_fail(m, f, "%s line %ld: not valid JSON: %s (column %d)%s", name, line,
+    mf_fail(f, "%s line %ld: not valid JSON: %s (column %d)%s", name, line,
             json_string_value(shown) ? json_string_value(shown) : "?", je->column,
             nonfinite ? "; NaN and Infinity are not JSON numbers" : "");
     json_decref(shown);
 }
 
-int manifest_parse(const char *text, size_t len, const char *name, const char *dir, manifest_t *m, char *err,
-                   size_t errlen) {
+/* One frame line (not blank) into f. */
+static void mf_parse_line(const char *p, size_t l, long line, const char *name, const char *dir, double unit,
+                          const double *defK, mf_frame_t *f) {
+    char why[512];
+    f->line = line;
+    if (l > MF_MAX_LINE) {
+        mf_fail(f, "%s line %ld: longer than %zu bytes", name, line, MF_MAX_LINE);
+        return;
+    }
+    json_error_t je;
+    json_t *o = json_loadb(p, l, JSON_REJECT_DUPLICATES, &je);
+    if (!o) mf_json_error(f, name, line, p, l, &je);
+    else if (!json_is_object(o)) mf_fail(f, "%s line %ld: not a JSON object", name, line);
+    else if (mf_frame(o, dir, unit, defK, f, why, sizeof why)) {
+        const char *img = json_string_value(json_object_get(o, "image"));
+        if (img) {
+            json_t *shown = errbuf_json_string(img);
+            mf_fail(f, "%s line %ld (%.200s): %s", name, line, json_string_value(shown), why);
+            json_decref(shown);
+        } else {
+            mf_fail(f, "%s line %ld: %s", name, line, why);
+        }
+    }
+    json_decref(o);
+}
+
+typedef struct { const char *p; size_t len; long line; } mf_line_t;
+
+typedef struct {
+    const mf_line_t *lines;
+    mf_frame_t *frames;
+    size_t first, count;
+    const char *name, *dir;
+    double unit;
+    const double *defK;
+} mf_job_t;
+
+static void *mf_parse_range(void *arg) {
+    mf_job_t *j = arg;
+    for (size_t i = j->first; i < j->first + j->count; i++)
+        mf_parse_line(j->lines[i].p, j->lines[i].len, j->lines[i].line, j->name, j->dir, j->unit, j->defK,
+                      &j->frames[i]);
+    return NULL;
+}
+
+int manifest_parse(const char *text, size_t len, const char *name, const char *dir, int threads, manifest_t *m,
+                   char *err, size_t errlen) {
     m->n = m->n_errors = 0;
     m->frames = NULL;
     m->freihand = 0;
-    size_t cap = 0;
-    double unit = 1, defK[9];
-    int have_defK = 0, seen = 0;
+    /* 1. the non-blank lines */
+    mf_line_t *lines = NULL;
+    size_t nl = 0, cap = 0;
     long line = 0;
-    const char *p = text, *end = text + len;
-    char why[512];
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p)), *le = nl ? nl : end;
-        const char *next = nl ? nl + 1 : end;
+    for (const char *p = text, *end = text + len; p < end;) {
+        const char *e = memchr(p, '\n', (size_t)(end - p)), *le = e ? e : end;
         line++;
         size_t l = (size_t)(le - p);
         if (l && p[l - 1] == '\r') l--;
         size_t b = 0;
         while (b < l && (p[b] == ' ' || p[b] == '\t' || p[b] == '\r')) b++;
-        if (b == l) { p = next; continue; }   /* blank */
-        int first = !seen;
-        seen = 1;
+        if (b < l) {
+            if (nl == cap) {
+                size_t nc = cap ? 2 * cap : 1024;
+                mf_line_t *q = nc <= (size_t)MF_MAX_FRAMES + 1 ? realloc(lines, nc * sizeof *q) : NULL;
+                if (!q) {
+                    free(lines);
+                    return errbuf_set(err, errlen, "%s: more than %ld frames, or out of memory at line %ld", name,
+                                      MF_MAX_FRAMES, line);
+                }
+                lines = q;
+                cap = nc;
+            }
+            lines[nl++] = (mf_line_t){p, l, line};
+        }
+        p = e ? e + 1 : end;
+    }
+    /* 2. a first line without "image" holds the defaults */
+    double unit = 1, defK[9];
+    int have_defK = 0;
+    size_t first = 0;
+    if (nl > 0 && lines[0].len <= MF_MAX_LINE) {
         json_error_t je;
-        json_t *o = l <= MF_MAX_LINE ? json_loadb(p, l, JSON_REJECT_DUPLICATES, &je) : NULL;
-        if (first && json_is_object(o) && !json_object_get(o, "image")) {   /* the defaults line */
+        json_t *o = json_loadb(lines[0].p, lines[0].len, JSON_REJECT_DUPLICATES, &je);
+        if (json_is_object(o) && !json_object_get(o, "image")) {
             const char *k;
             json_t *v;
+            char why[512];
             int bad = 0;
             json_object_foreach(o, k, v) {
                 if (strcmp(k, "units") == 0) bad = mf_units(v, &unit, why, sizeof why);
-                else if (strcmp(k, "K") == 0) bad = mf_matrix3(v, defK, why, sizeof why), have_defK = !bad;
-                else {
+                else if (strcmp(k, "K") == 0) {
+                    bad = mf_matrix3(v, defK, why, sizeof why);
+                    have_defK = !bad;
+                } else {
                     json_t *shown = errbuf_json_string(k);
                     errbuf_set(why, sizeof why, "unknown field '%.80s' (the first line without \"image\" holds "
                                "defaults: units, K)", json_string_value(shown) ? json_string_value(shown) : "?");
@@ -237,56 +293,57 @@ int manifest_parse(const char *text, size_t len, const char *name, const char *d
                 }
                 if (bad) break;
             }
-            json_decref(o);
             if (bad) {
-                errbuf_set(err, errlen, "%s line %ld (defaults): %s", name, line, why);
-                manifest_free(m);
+                errbuf_set(err, errlen, "%s line %ld (defaults): %s", name, lines[0].line, why);
+                json_decref(o);
+                free(lines);
                 return -1;
             }
-            p = next;
-            continue;
-        }
-        if (m->n >= (size_t)MF_MAX_FRAMES) {
-            json_decref(o);
-            errbuf_set(err, errlen, "%s: more than %ld frames", name, MF_MAX_FRAMES);
-            manifest_free(m);
-            return -1;
-        }
-        mf_frame_t *f = mf_push(m, &cap);
-        if (!f) {
-            json_decref(o);
-            errbuf_set(err, errlen, "%s: out of memory at line %ld", name, line);
-            manifest_free(m);
-            return -1;
-        }
-        f->line = line;
-        if (l > MF_MAX_LINE) mf_fail(m, f, "%s line %ld: longer than %zu bytes", name, line, MF_MAX_LINE);
-        else if (!o) mf_json_error(m, f, name, line, p, l, &je);
-        else if (!json_is_object(o)) mf_fail(m, f, "%s line %ld: not a JSON object", name, line);
-        else if (mf_frame(o, dir, unit, have_defK ? defK : NULL, f, why, sizeof why)) {
-            const char *img = json_string_value(json_object_get(o, "image"));
-            if (img) {
-                json_t *shown = errbuf_json_string(img);
-                mf_fail(m, f, "%s line %ld (%.200s): %s", name, line, json_string_value(shown), why);
-                json_decref(shown);
-            } else {
-                mf_fail(m, f, "%s line %ld: %s", name, line, why);
-            }
+            first = 1;
         }
         json_decref(o);
-        p = next;
     }
-    if (m->n == 0) {
-        errbuf_set(err, errlen, "%s: no frames (an empty manifest)", name);
-        manifest_free(m);
-        return -1;
+    size_t n = nl - first;
+    if (n == 0) {
+        free(lines);
+        return errbuf_set(err, errlen, "%s: no frames (an empty manifest)", name);
     }
+    if (n > (size_t)MF_MAX_FRAMES) {
+        free(lines);
+        return errbuf_set(err, errlen, "%s: more than %ld frames", name, MF_MAX_FRAMES);
+    }
+    m->frames = calloc(n, sizeof *m->frames);
+    if (!m->frames) {
+        free(lines);
+        return errbuf_set(err, errlen, "%s: out of memory for %zu frames", name, n);
+    }
+    m->n = n;
+    /* 3. the frames, in parallel for large manifests (jansson has no shared mutable state once seeded) */
+    int T = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+    if ((size_t)T > n / 1024) T = n / 1024 > 0 ? (int)(n / 1024) : 1;
+    json_object_seed(0);
+    mf_job_t jobs[64];
+    pthread_t th[64];
+    int running[64] = {0};
+    for (int t = 0; t < T; t++) {
+        size_t a = n * (size_t)t / (size_t)T, b = n * (size_t)(t + 1) / (size_t)T;
+        jobs[t] = (mf_job_t){lines + first, m->frames, a, b - a, name, dir, unit, have_defK ? defK : NULL};
+    }
+    for (int t = 1; t < T; t++) running[t] = pthread_create(&th[t], NULL, mf_parse_range, &jobs[t]) == 0;
+    mf_parse_range(&jobs[0]);
+    for (int t = 1; t < T; t++) {
+        if (running[t]) pthread_join(th[t], NULL);
+        else mf_parse_range(&jobs[t]);   /* no thread: this one does it */
+    }
+    free(lines);
+    mf_count_errors(m);
     return 0;
 }
 
 /* ---- FreiHAND ---------------------------------------------------------------------- */
 int manifest_parse_freihand(const char *xyz, size_t xyz_len, const char *K, size_t K_len, const char *name,
-                            const char *image_fmt, int versions, manifest_t *m, char *err, size_t errlen) {
+                            const char *image_fmt, int (*exists)(void *ud, long index), void *ud, manifest_t *m,
+                            char *err, size_t errlen) {
     m->n = m->n_errors = 0;
     m->frames = NULL;
     m->freihand = 1;
@@ -308,7 +365,9 @@ int manifest_parse_freihand(const char *xyz, size_t xyz_len, const char *K, size
         errbuf_set(err, errlen, "%s: %zu samples but the K file has %zu", name, n, json_array_size(jk));
         goto out;
     }
-    if (versions < 1 || (size_t)versions > (size_t)MF_MAX_FRAMES / n) {
+    int versions = 1;   /* image v*N+i shows sample i again (FreiHAND's versions) */
+    while (exists && versions < MF_MAX_VERSIONS && exists(ud, (long)((size_t)versions * n))) versions++;
+    if ((size_t)versions > (size_t)MF_MAX_FRAMES / n) {
         errbuf_set(err, errlen, "%s: %d versions of %zu samples: too many frames", name, versions, n);
         goto out;
     }
@@ -328,7 +387,7 @@ int manifest_parse_freihand(const char *xyz, size_t xyz_len, const char *K, size
         double Kd[9];
         if (mf_joints(json_array_get(jx, i), 1.0, f->joints, why, sizeof why) ||
             mf_matrix3(json_array_get(jk, i), Kd, why, sizeof why)) {
-            mf_fail(m, f, "%s[%zu]: %s", name, i, why);
+            mf_fail(f, "%s[%zu]: %s", name, i, why);
         } else {
             for (int q = 0; q < 9; q++) f->K[q] = (float)Kd[q];
         }
@@ -338,10 +397,7 @@ int manifest_parse_freihand(const char *xyz, size_t xyz_len, const char *K, size
             mf_frame_t *f = &m->frames[(size_t)v * n + i];
             *f = m->frames[i];
             f->line = (long)((size_t)v * n + i);
-            if (m->frames[i].error) {
-                f->error = strdup(m->frames[i].error);
-                m->n_errors++;
-            }
+            if (m->frames[i].error) f->error = strdup(m->frames[i].error);
             m->n = (size_t)v * n + i + 1;
         }
     for (size_t i = 0; i < m->n; i++) {
@@ -354,6 +410,7 @@ int manifest_parse_freihand(const char *xyz, size_t xyz_len, const char *K, size
             goto out;
         }
     }
+    mf_count_errors(m);
     rc = 0;
 out:
     json_decref(jx);

@@ -68,15 +68,19 @@ typedef struct {
  * the whole manifest; manifest_free after either. m->path, m->dir and
  * m->sha256 are the caller's to fill. */
 
-/* JSON Lines: name is used in messages, dir for relative image paths. */
-int manifest_parse(const char *text, size_t len, const char *name, const char *dir, manifest_t *m, char *err,
-                   size_t errlen);
+/* JSON Lines: name is used in messages, dir for relative image paths; the
+ * frame lines of a large manifest are parsed by up to `threads` threads. */
+int manifest_parse(const char *text, size_t len, const char *name, const char *dir, int threads, manifest_t *m,
+                   char *err, size_t errlen);
 /* FreiHAND: xyz = <set>_xyz.json (N x 21 x 3, metres), K = <set>_K.json
  * (N x 3 x 3); image_fmt: a printf format with one %08ld for the image index
- * (e.g. "/data/FreiHAND/training/rgb/%08ld.jpg"); versions >= 1: frames
- * k*N+i (k < versions) use the labels of sample i. */
+ * (e.g. "/data/FreiHAND/training/rgb/%08ld.jpg"). exists(ud, index) (may be
+ * NULL) says whether an image index exists: while image v*N does (v <
+ * MF_MAX_VERSIONS), frames v*N+i are added with the labels of sample i. */
+#define MF_MAX_VERSIONS 16
 int manifest_parse_freihand(const char *xyz, size_t xyz_len, const char *K, size_t K_len, const char *name,
-                            const char *image_fmt, int versions, manifest_t *m, char *err, size_t errlen);
+                            const char *image_fmt, int (*exists)(void *ud, long index), void *ud, manifest_t *m,
+                            char *err, size_t errlen);
 void manifest_free(manifest_t *m);
 
 /* Checks a 3x3 K (finite, not singular): 0, or -1 with why. */

@@ -33,6 +33,14 @@ static void fuzz_check_manifest(const manifest_t *m) {
     }
 }
 
+/* FreiHAND's image probe: the first *versions blocks exist. */
+static int fuzz_versions(void *ud, long index) {
+    int *left = ud;
+    if (index < 0 || *left <= 1) return 0;
+    --*left;
+    return 1;
+}
+
 __attribute__((unused)) static int fuzz_import_one(imgdec_t *dec, const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     const uint8_t *p = data + 1;
@@ -65,7 +73,7 @@ __attribute__((unused)) static int fuzz_import_one(imgdec_t *dec, const uint8_t 
     } else if (data[0] % 3 == 0) {
         manifest_t m;
         memset(&m, 0, sizeof m);
-        if (manifest_parse((const char *)p, n, "fuzz.jsonl", "/fuzz", &m, err, sizeof err) == 0) {
+        if (manifest_parse((const char *)p, n, "fuzz.jsonl", "/fuzz", 1 + data[0] % 4, &m, err, sizeof err) == 0) {
             assert(m.n >= 1);
             fuzz_check_manifest(&m);
         } else {
@@ -77,8 +85,9 @@ __attribute__((unused)) static int fuzz_import_one(imgdec_t *dec, const uint8_t 
         size_t xl = z ? (size_t)(z - p) : n, kl = z ? n - xl - 1 : 0;
         manifest_t m;
         memset(&m, 0, sizeof m);
+        int versions = 1 + data[0] % 4;
         if (manifest_parse_freihand((const char *)p, xl, z ? (const char *)z + 1 : "", kl, "fuzz_xyz.json",
-                                    "/fuzz/rgb/%08ld.jpg", 1 + data[0] % 4, &m, err, sizeof err) == 0) {
+                                    "/fuzz/rgb/%08ld.jpg", fuzz_versions, &versions, &m, err, sizeof err) == 0) {
             assert(m.n >= 1);
             fuzz_check_manifest(&m);
         } else {

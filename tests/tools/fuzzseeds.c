@@ -60,7 +60,7 @@ int main(int argc, char **argv) {
     int W = f.w, H = f.h;
     frames_jpeg(f.rgb, W, H, TJPF_RGB, 75, &buf, &len);
     seed("jpeg-rgb", 1, buf, len);
-    size_t el;
+    size_t el = 0;
     uint8_t *ex = frames_jpeg_exif(buf, len, 6, &el);
     seed("jpeg-exif6", 4, ex, el);
     free(ex);

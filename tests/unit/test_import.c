@@ -722,7 +722,7 @@ static void test_manifest_lines(void) {
     frames_manifest_line(line, sizeof line, "b.jpg", &fr[1], NULL);
     snprintf(text, sizeof text, "{\"units\":\"mm\",\"K\":[[500,0,320],[0,500,240],[0,0,1]]}\r\n\n%s\r\n  \n", line);
     manifest_t m;
-    int r = manifest_parse(text, strlen(text), "m.jsonl", "/data", &m, err, sizeof err);
+    int r = manifest_parse(text, strlen(text), "m.jsonl", "/data", 1, &m, err, sizeof err);
     ok(r == 0 && m.n == 1 && !m.frames[0].error && m.frames[0].line == 3 && strcmp(m.frames[0].image, "/data/b.jpg") == 0 &&
        m.frames[0].K[0] == 500 && fabsf(m.frames[0].joints[0][2] - fr[1].joints[0][2] / 1000) < 1e-9f,
        "defaults line (mm, shared K), CRLF and blank lines: frame on line 3, metres, shared K (%s)", r ? err : "ok");
@@ -747,7 +747,7 @@ static void test_manifest_lines(void) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(text, sizeof text, "%s\n%s\n", good, bad[i].line);
-        r = manifest_parse(text, strlen(text), "m.jsonl", "/data", &m, err, sizeof err);
+        r = manifest_parse(text, strlen(text), "m.jsonl", "/data", 1, &m, err, sizeof err);
         ok(r == 0 && m.n == 2 && !m.frames[0].error && m.n_errors == 1 && m.frames[1].error &&
            strstr(m.frames[1].error, "m.jsonl line 2") && strstr(m.frames[1].error, bad[i].want),
            "bad line %zu: %s", i, m.n == 2 && m.frames[1].error ? m.frames[1].error : r ? err : "(accepted)");
@@ -760,10 +760,40 @@ static void test_manifest_lines(void) {
                                     "\"joints_3d\":[[0.1,0.2]");
         for (int j = 1; j < 21; j++) o += (size_t)snprintf(two + o, sizeof two - o, ",[0.1,0.2,0.5]");
         snprintf(two + o, sizeof two - o, "]}");
-        r = manifest_parse(two, strlen(two), "m.jsonl", "/data", &m, err, sizeof err);
+        r = manifest_parse(two, strlen(two), "m.jsonl", "/data", 1, &m, err, sizeof err);
         ok(r == 0 && m.n == 1 && m.frames[0].error && strstr(m.frames[0].error, "joints_3d[0] must be [x,y,z]"),
            "a joint with 2 numbers: %s", m.n && m.frames[0].error ? m.frames[0].error : "(accepted)");
         manifest_free(&m);
+    }
+
+    /* a large manifest parsed by 4 threads = parsed by one (frames, lines, errors) */
+    {
+        size_t cap = 5000 * 1200, o = 0;
+        char *big = malloc(cap);
+        o += (size_t)snprintf(big + o, cap - o, "{\"units\":\"mm\"}\n");
+        for (int i = 0; i < 5000; i++) {
+            if (i % 97 == 13) o += (size_t)snprintf(big + o, cap - o, "{\"image\":\"x%d.jpg\",\"bad\":1}\n", i);
+            else if (i % 101 == 7) o += (size_t)snprintf(big + o, cap - o, "\n");
+            else {
+                frames_manifest_line(line, sizeof line, "f.jpg", &fr[i % NF], fr[i % NF].K);
+                o += (size_t)snprintf(big + o, cap - o, "%s\n", line);
+            }
+        }
+        manifest_t a, b;
+        int ra = manifest_parse(big, o, "big.jsonl", "/d", 1, &a, err, sizeof err);
+        int rb = manifest_parse(big, o, "big.jsonl", "/d", 4, &b, err, sizeof err);
+        int same = ra == 0 && rb == 0 && a.n == b.n && a.n_errors == b.n_errors && a.n_errors > 0;
+        for (size_t i = 0; same && i < a.n; i++) {
+            const mf_frame_t *x = &a.frames[i], *y = &b.frames[i];
+            same = x->line == y->line && !x->error == !y->error && (!x->error || !strcmp(x->error, y->error)) &&
+                   (!x->image || !strcmp(x->image, y->image)) && !memcmp(x->joints, y->joints, sizeof x->joints) &&
+                   !memcmp(x->K, y->K, sizeof x->K);
+        }
+        ok(same, "a manifest of %zu frames (%zu bad, blank lines, mm defaults) parses the same on 1 and 4 threads",
+           a.n, a.n_errors);
+        manifest_free(&a);
+        manifest_free(&b);
+        free(big);
     }
 
     /* problems of the whole manifest */
@@ -775,12 +805,12 @@ static void test_manifest_lines(void) {
         {"{\"unit\":\"m\"}\n", "unknown field 'unit'"},
     };
     for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++) {
-        r = manifest_parse(whole[i][0], strlen(whole[i][0]), "m.jsonl", "/data", &m, err, sizeof err);
+        r = manifest_parse(whole[i][0], strlen(whole[i][0]), "m.jsonl", "/data", 1, &m, err, sizeof err);
         ok(r == -1 && strstr(err, whole[i][1]) && m.n == 0, "whole manifest %zu refused: %s", i, err);
         manifest_free(&m);
     }
     /* FreiHAND: sizes must agree */
-    r = manifest_parse_freihand("[]", 2, "[]", 2, "x_xyz.json", "/r/%08ld.jpg", 1, &m, err, sizeof err);
+    r = manifest_parse_freihand("[]", 2, "[]", 2, "x_xyz.json", "/r/%08ld.jpg", NULL, NULL, &m, err, sizeof err);
     ok(r == -1 && strstr(err, "0 samples"), "FreiHAND with no samples refused: %s", err);
     manifest_free(&m);
 }
