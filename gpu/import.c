@@ -557,7 +557,10 @@ static int imp_run_threads(imp_ctx_t *c, imp_thread_t *th, void *(*fn)(void *), 
         }
     }
     for (int i = 0; i < started; i++) pthread_join(th[i].th, NULL);
-    if (imp_cancelled(c)) return errbuf_set(err, errlen, "import cancelled"), IMPORT_CANCELLED;
+    if (imp_cancelled(c)) {
+        errbuf_set(err, errlen, "import cancelled");
+        return IMPORT_CANCELLED;
+    }
     return 0;
 }
 
