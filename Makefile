@@ -14,6 +14,7 @@
 #   tests/gpu/test_*.c                     -> GPU test binaries (make test-gpu)
 #   api/dashboard/*.{html,js,css,svg}      -> the dashboard, built into traind (with Chart.js
 #                                             from Debian's libjs-chart.js) as byte arrays
+#   tests/tools/*.c                        -> test helpers (build/test/tools/, build/release/tools/)
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -24,7 +25,7 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes
 CSTD    := -std=gnu11
 INC     := -I. -I/usr/include/x86_64-linux-gnu
-PKGS    := jansson sqlite3 libmicrohttpd libsystemd gnutls
+PKGS    := jansson sqlite3 libmicrohttpd libsystemd gnutls libturbojpeg libpng
 LIBS    := $(shell pkg-config --libs $(PKGS)) -lopenblas -lpthread -lm
 CURLLIB := $(shell pkg-config --libs libcurl) -ljansson -lm
 
@@ -32,6 +33,7 @@ CORE_SRC := $(filter-out daemon/main.c,$(wildcard gpu/*.c store/*.c api/*.c daem
 CU_SRC   := $(wildcard gpu/cuda/*.cu)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 GPU_SRC  := $(wildcard tests/gpu/test_*.c)
+TOOL_SRC := $(wildcard tests/tools/*.c)
 
 .DEFAULT_GOAL := all
 
@@ -76,6 +78,8 @@ $(R)/gen/%.o: $(GEN)/%.c
 $(R)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
+# the importer's pixel loops (resize, CMYK, orientation): -O3 lets GCC vectorize them
+$(R)/gpu/image.o $(R)/gpu/imgdec.o: RFLAGS += -O3
 $(R)/libtraind.a: $(R_OBJ)
 	ar rcs $@ $^
 $(R)/traind: $(R)/daemon/main.o $(R)/libtraind.a
@@ -90,6 +94,7 @@ TFLAGS  := $(CSTD) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
            -fno-sanitize-recover=undefined $(WARN) $(INC) -MMD -MP -DTRAIND_TEST
 T_OBJ   := $(CORE_SRC:%.c=$(T)/%.o) $(T)/gen/api/dashboard_assets.o
 T_BINS  := $(UNIT_SRC:tests/unit/%.c=$(T)/unit/%)
+T_TOOLS := $(TOOL_SRC:tests/tools/%.c=$(T)/tools/%)
 
 $(T)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -102,13 +107,16 @@ $(T)/libtraind.a: $(T_OBJ)
 $(T)/unit/%: tests/unit/%.c $(T)/libtraind.a
 	@mkdir -p $(dir $@)
 	$(CC) $(TFLAGS) -o $@ $< $(T)/libtraind.a $(LIBS)
+$(T)/tools/%: tests/tools/%.c $(T)/libtraind.a
+	@mkdir -p $(dir $@)
+	$(CC) $(TFLAGS) -o $@ $< $(T)/libtraind.a $(LIBS)
 $(T)/traind: $(T)/daemon/main.o $(T)/libtraind.a
 	$(CC) $(TFLAGS) -o $@ $^ $(LIBS)
 $(T)/trainctl: clients/trainctl.c
 	@mkdir -p $(dir $@)
 	$(CC) $(TFLAGS) -o $@ $< $(CURLLIB)
 
-test-build: $(T_BINS) $(T)/traind $(T)/trainctl
+test-build: $(T_BINS) $(T_TOOLS) $(T)/traind $(T)/trainctl
 
 # prove prints the closing summary CI reads ("Result: PASS", Files=, Tests=).
 test: test-build
@@ -126,7 +134,11 @@ B_BINS := $(patsubst bench/%.c,$(R)/bench/%,$(wildcard bench/*.c))
 $(R)/bench/%: bench/%.c $(R)/libtraind.a
 	@mkdir -p $(dir $@)
 	$(CC) $(RFLAGS) -o $@ $< $(R)/libtraind.a $(LIBS) $(CUDALIBS)
-bench-build: all $(B_BINS)
+R_TOOLS := $(TOOL_SRC:tests/tools/%.c=$(R)/tools/%)
+$(R)/tools/%: tests/tools/%.c $(R)/libtraind.a
+	@mkdir -p $(dir $@)
+	$(CC) $(RFLAGS) -o $@ $< $(R)/libtraind.a $(LIBS) $(CUDALIBS)
+bench-build: all $(B_BINS) $(R_TOOLS)
 
 gpu-tests: all $(G_BINS) $(B_BINS)
 test-gpu: gpu-tests

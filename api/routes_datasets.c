@@ -1,10 +1,12 @@
-/* api/routes_datasets.c — /v1/datasets: load (POST, 202, background),
- * list, get, delete (evict; 409 while a queued or running job uses it).
+/* api/routes_datasets.c — /v1/datasets: load (POST, 202, background: a
+ * shard directory, a synthetic dataset, or an import of JPEG/PNG frames),
+ * list, get, delete (evict; 409 while a queued or running job uses it; an
+ * import in progress is cancelled).
  *
  * The request shape is checked here (unknown fields, types, name syntax,
- * exactly one of path/synthetic), so a malformed request is answered before
- * the daemon is asked; the daemon then checks what needs its state: dataset
- * root confinement (403), name taken (409), memory (507). */
+ * exactly one of path/synthetic/import), so a malformed request is answered
+ * before the daemon is asked; the daemon then checks what needs its state:
+ * dataset root confinement (403), name taken (409), memory (507). */
 #include <stdio.h>
 #include <string.h>
 
@@ -13,8 +15,9 @@
 
 /* Shape of a load request. 0, or replied 400 and -1. */
 static int dataset_body_check(api_req_t *r, const json_t *body) {
-    static const char *const top[] = { "name", "path", "synthetic", NULL };
+    static const char *const top[] = { "name", "path", "synthetic", "import", NULL };
     static const char *const syn[] = { "samples", "image_size", "seed", NULL };
+    static const char *const imp[] = { "manifest", "image_size", "resize", "on_error", NULL };
     if (api_check_fields(r, body, "", top) < 0) return -1;
     const char *name = NULL, *path = NULL;
     if (api_get_string(r, body, "", "name", 0, &name) < 0) return -1;
@@ -24,16 +27,45 @@ static int dataset_body_check(api_req_t *r, const json_t *body) {
         return -1;
     }
     if (api_get_string(r, body, "", "path", 1, &path) < 0) return -1;
-    json_t *synth = json_object_get(body, "synthetic");
+    json_t *synth = json_object_get(body, "synthetic"), *import = json_object_get(body, "import");
     if (synth && json_is_null(synth)) synth = NULL;
-    if (!path && !synth) {
-        api_reply_error(r, 400, "invalid_field",
-                        "one of 'path' (a dataset directory) or 'synthetic' is required");
+    if (import && json_is_null(import)) import = NULL;
+    int given = (path != NULL) + (synth != NULL) + (import != NULL);
+    if (given == 0) {
+        api_reply_error(r, 400, "invalid_field", "one of 'path' (a dataset directory), 'synthetic' or 'import' "
+                        "(JPEG/PNG frames of a manifest) is required");
         return -1;
     }
-    if (path && synth) {
-        api_reply_error(r, 400, "invalid_field", "give either 'path' or 'synthetic', not both");
+    if (given > 1) {
+        api_reply_error(r, 400, "invalid_field", "give only one of 'path', 'synthetic' and 'import'");
         return -1;
+    }
+    if (import) {
+        if (!json_is_object(import)) {
+            api_reply_error(r, 400, "invalid_field", "field 'import' must be an object");
+            return -1;
+        }
+        if (api_check_fields(r, import, "import.", imp) < 0) return -1;
+        const char *s = NULL;
+        long long v;
+        if (api_get_string(r, import, "import.", "manifest", 0, &s) < 0) return -1;
+        if (!*s) {
+            api_reply_error(r, 400, "invalid_field", "field 'import.manifest' must not be empty");
+            return -1;
+        }
+        if (api_get_int(r, import, "import.", "image_size", 1, 14, 4096, &v) < 0) return -1;
+        s = NULL;
+        if (api_get_string(r, import, "import.", "resize", 1, &s) < 0) return -1;
+        if (s && strcmp(s, "stretch") && strcmp(s, "crop")) {
+            api_reply_error(r, 400, "invalid_field", "field 'import.resize' must be \"stretch\" or \"crop\"");
+            return -1;
+        }
+        s = NULL;
+        if (api_get_string(r, import, "import.", "on_error", 1, &s) < 0) return -1;
+        if (s && strcmp(s, "fail") && strcmp(s, "skip")) {
+            api_reply_error(r, 400, "invalid_field", "field 'import.on_error' must be \"fail\" or \"skip\"");
+            return -1;
+        }
     }
     if (path && !*path) {
         api_reply_error(r, 400, "invalid_field", "field 'path' must not be empty");

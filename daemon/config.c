@@ -438,6 +438,7 @@ void config_usage(FILE *f) {
         "usage: traind [options]            run the daemon\n"
         "       traind worker --job FILE ...   run one job (started by the daemon)\n"
         "       traind synth --out DIR --samples N --image-size S --seed K\n"
+        "       traind import --manifest FILE --out DIR --image-size S [--resize stretch|crop] [--on-error fail|skip]\n"
         "       traind forward --weights DIR --input IN --out OUT [--precision fp32|bf16] [--backend cpu|cuda]\n"
         "       traind --version | --help\n"
         "\n"

@@ -1,6 +1,7 @@
 /* daemon/main.c — the `traind` entry: the daemon, and its subcommands
  *   traind worker …    one job (daemon/worker.c; started by the daemon)
  *   traind synth …     write a synthetic dataset (store/synth.c)
+ *   traind import …    JPEG/PNG frames + labels -> a dataset directory (gpu/import.c)
  *   traind forward …   run a DINOv2 backbone on given pixels (gpu/forward.c)
  *   traind --version | --help
  *
@@ -26,6 +27,7 @@
 #include "daemon/sched.h"
 #include "daemon/worker.h"
 #include "gpu/forward.h"
+#include "gpu/import.h"
 #include "store/synth.h"
 
 static int run_daemon(int argc, char **argv) {
@@ -98,6 +100,7 @@ int main(int argc, char **argv) {
     if (argc >= 2) {
         if (!strcmp(argv[1], "worker")) return worker_main(argc - 1, argv + 1);
         if (!strcmp(argv[1], "synth")) return synth_main(argc - 1, argv + 1);
+        if (!strcmp(argv[1], "import")) return import_main(argc - 1, argv + 1);
         if (!strcmp(argv[1], "forward")) return forward_main(argc - 1, argv + 1);
     }
     return run_daemon(argc - 1, argv + 1);

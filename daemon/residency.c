@@ -1,9 +1,16 @@
 /* daemon/residency.c — resident datasets owned by the daemon (see residency.h).
  *
  * One loader thread takes datasets in request order; the list of datasets and
- * their live state are guarded by r->mu. Long work (generation, scan, load)
- * runs without the lock; a delete of a dataset being loaded sets its cancel
- * flag and waits until the loader lets go of it.
+ * their live state are guarded by r->mu. Long work (generation, import, scan,
+ * load) runs without the lock; a delete of a dataset being loaded sets its
+ * cancel flag and waits until the loader lets go of it.
+ *
+ * Imports (source {"import":{manifest, image_size, resize, on_error}}) are
+ * decoded by gpu/import.c on all cores into <state>/imports/<key>/ (phase
+ * "decoding": progress and images/s live in the record), then loaded like a
+ * path dataset; the record's "import" keeps the key, so a restart loads the
+ * cache without reading the manifest again. A delete removes the cache
+ * directory unless another dataset uses it.
  */
 #include "daemon/residency.h"
 
@@ -24,19 +31,24 @@
 #include "daemon/notify.h"
 #include "daemon/sched.h"
 #include "gpu/dataset.h"
+#include "gpu/import.h"
 #include "store/dataset.h"
 #include "store/errbuf.h"
 #include "store/fsutil.h"
 #include "store/mono.h"
 #include "store/synth.h"
 
-enum { RS_QUEUED, RS_GENERATING, RS_LOADING, RS_READY, RS_FAILED };
-static const char *const phase_names[] = {"queued", "generating", "loading", "ready", "failed"};
+enum { RS_QUEUED, RS_GENERATING, RS_DECODING, RS_LOADING, RS_READY, RS_FAILED };
+static const char *const phase_names[] = {"queued", "generating", "decoding", "loading", "ready", "failed"};
 
 typedef struct res_ds {
     char name[72];
     char dir[PATH_MAX + 128];    /* shard directory (synthetic: under work/synthetic) */
     int synthetic;
+    int import;                  /* source is an import: dir is <state>/imports/<cache_key> */
+    char cache_key[65];          /* import: the cache directory's key, "" until known */
+    int64_t imp_frames, imp_done, imp_skipped;   /* import: live decoding progress */
+    double imp_rate;             /* import: images/s so far */
     json_t *source;              /* as recorded */
     int phase;
     ds_layout_t layout;
@@ -54,11 +66,14 @@ typedef struct res_ds {
 
 struct residency {
     daemon_t *d;
+    char imports_root[PATH_MAX + 16];   /* <state>/imports */
     pthread_mutex_t mu;
     pthread_cond_t cv;           /* loader wake-up and "loader let go" */
     res_ds_t *list;
     pthread_t loader;
     int stop;
+    char (*rm_keys)[65];         /* import caches to remove once unused (done by the loader) */
+    int n_rm;
 };
 
 static res_ds_t *find(residency_t *r, const char *name) {
@@ -132,11 +147,13 @@ int residency_check_path(const daemon_cfg_t *cfg, const char *path, char *resolv
     return 0;
 }
 
-/* The directory of x, opened for scanning and loading: a synthetic one beneath
- * the state dir's work/synthetic, a path dataset confined to the dataset roots
+/* The directory of x, opened for scanning and loading: an import's cache
+ * beneath <state>/imports, a synthetic one beneath the state dir's
+ * work/synthetic, a path dataset confined to the dataset roots
  * again (the recorded, resolved path: no symbolic link may have appeared on
  * it since it was accepted, and the roots may have changed since). */
 static int res_open_dir(residency_t *r, const res_ds_t *x, char *msg, size_t msglen) {
+    if (x->import) return fs_open_under(r->imports_root, x->cache_key, FS_DIR, msg, msglen);
     if (x->synthetic) {
         char rel[128];
         snprintf(rel, sizeof rel, "synthetic/%s", x->name);
@@ -194,6 +211,123 @@ static int synth_source(const json_t *src, long long *n, int *size, unsigned lon
     return 1;
 }
 
+/* ---- imports --------------------------------------------------------------------------- */
+typedef struct { residency_t *r; res_ds_t *x; double last_store; } imp_ud_t;
+
+static void on_import_progress(void *ud, const import_progress_t *p) {
+    imp_ud_t *u = ud;
+    residency_t *r = u->r;
+    res_ds_t *x = u->x;
+    pthread_mutex_lock(&r->mu);
+    x->imp_frames = p->frames;
+    x->imp_done = p->done;
+    x->imp_skipped = p->skipped;
+    x->imp_rate = p->images_per_s;
+    pthread_mutex_unlock(&r->mu);
+    double now = mono_now();
+    if (p->frames > 0 && now - u->last_store >= 1.0) {   /* durable progress, at most 1/s */
+        u->last_store = now;
+        json_t *upd = json_pack("{s:f}", "progress", (double)p->done / (double)p->frames);
+        char err[256];
+        store_dataset_update(r->d->store, x->name, upd, err, sizeof err);
+        json_decref(upd);
+        notify_status("importing dataset %s: %lld/%lld frames (%.0f images/s)", x->name, (long long)p->done,
+                      (long long)p->frames, p->images_per_s);
+    }
+}
+
+/* Before anything is decoded: will the dataset fit the devices? */
+static int on_import_admit(void *ud, int64_t frames, int size, char *msg, size_t msglen) {
+    imp_ud_t *u = ud;
+    ds_layout_t l;
+    size_t need = ds_layout(&l, frames, size, size, DS_F_JOINTS_VALID | DS_F_HAS_HAND | DS_F_INTRINSICS);
+    if (!need) return errbuf_set(msg, msglen, "%lld frames of %dx%d: too large to lay out", (long long)frames, size, size);
+    pthread_mutex_lock(&u->r->mu);
+    u->x->bytes = need;
+    int rc = fits(u->r, need, u->x, msg, msglen);
+    pthread_mutex_unlock(&u->r->mu);
+    return rc;
+}
+
+/* Makes x->dir the import's shard directory: the recorded cache when it is
+ * still there, else the import (a cache hit or a decode). 0,
+ * DATASET_LOAD_CANCELLED or -1 + msg. */
+static int import_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
+    daemon_t *d = r->d;
+    char key[65], dir[PATH_MAX + 128], e[512];
+    pthread_mutex_lock(&r->mu);
+    snprintf(key, sizeof key, "%s", x->cache_key);
+    pthread_mutex_unlock(&r->mu);
+    import_result_t res;
+    if (key[0]) {
+        snprintf(dir, sizeof dir, "%s/%s", r->imports_root, key);
+        if (import_read_result(dir, &res, e, sizeof e) == 0 && strcmp(res.key, key) == 0) {
+            pthread_mutex_lock(&r->mu);
+            snprintf(x->dir, sizeof x->dir, "%s", dir);
+            pthread_mutex_unlock(&r->mu);
+            return 0;
+        }
+        log_warn(NULL, "dataset %s: its import cache is gone (%s): importing the manifest again", x->name, e);
+    }
+    const json_t *im = json_object_get(x->source, "import");
+    const char *manifest = json_string_value(json_object_get(im, "manifest"));
+    const char *resize = json_string_value(json_object_get(im, "resize"));
+    const char *on_error = json_string_value(json_object_get(im, "on_error"));
+    if (!manifest || !resize || !on_error) return errbuf_set(msg, msglen, "the recorded import source is incomplete");
+    const char *roots[CFG_MAX_ROOTS];
+    for (int i = 0; i < d->cfg.n_roots; i++) roots[i] = d->cfg.dataset_roots[i];
+    imp_ud_t u = {r, x, 0};
+    import_opts_t o = {.image_size = (int)json_integer_value(json_object_get(im, "image_size")),
+                       .crop = strcmp(resize, "crop") == 0, .skip = strcmp(on_error, "skip") == 0,
+                       .roots = roots, .n_roots = d->cfg.n_roots, .cancel = &x->cancel,
+                       .progress = on_import_progress, .admit = on_import_admit, .ud = &u};
+    if (o.n_roots == 0) return errbuf_set(msg, msglen, "no dataset root is configured (--dataset-root)");
+    pthread_mutex_lock(&r->mu);
+    x->phase = RS_DECODING;
+    pthread_mutex_unlock(&r->mu);
+    log_info(NULL, "dataset %s: importing %s (%dx%d, %s, on_error %s)", x->name, manifest, o.image_size,
+             o.image_size, resize, on_error);
+    int rc = import_cached(manifest, r->imports_root, &o, &res, msg, msglen);
+    if (rc == IMPORT_CANCELLED) return DATASET_LOAD_CANCELLED;
+    if (rc) return -1;
+    pthread_mutex_lock(&r->mu);
+    snprintf(x->cache_key, sizeof x->cache_key, "%s", res.key);
+    snprintf(x->dir, sizeof x->dir, "%s", res.dir);
+    x->imp_done = x->imp_frames = res.frames;
+    x->imp_skipped = res.skipped;
+    pthread_mutex_unlock(&r->mu);
+    json_t *upd = json_pack("{s:o}", "import", import_result_json(&res));
+    if (!upd || store_dataset_update(d->store, x->name, upd, e, sizeof e))
+        log_error(NULL, "dataset %s: cannot record the import: %s", x->name, upd ? e : "out of memory");
+    json_decref(upd);
+    if (res.cache_hit)
+        log_info(NULL, "dataset %s: import cache hit (%s): %lld frames, %lld skipped", x->name, res.key,
+                 (long long)res.imported, (long long)res.skipped);
+    else
+        log_info(NULL, "dataset %s: imported %lld of %lld frames (%lld skipped) in %.2f s (%.0f images/s)", x->name,
+                 (long long)res.imported, (long long)res.frames, (long long)res.skipped, res.seconds,
+                 res.images_per_s);
+    return 0;
+}
+
+/* Import caches whose dataset was deleted are removed here, by the loader
+ * (which alone uses them), when no other dataset has the same key. Called
+ * with r->mu held; the removal itself runs without it. */
+static void remove_unused_caches(residency_t *r) {
+    while (r->n_rm > 0) {
+        char key[65];
+        snprintf(key, sizeof key, "%s", r->rm_keys[--r->n_rm]);
+        int used = 0;
+        for (res_ds_t *y = r->list; y && !used; y = y->next) used = y->import && strcmp(y->cache_key, key) == 0;
+        if (used) continue;
+        char err[512];
+        pthread_mutex_unlock(&r->mu);
+        if (fs_rm_rf_under(r->imports_root, key, err, sizeof err)) log_warn(NULL, "import cache %s: %s", key, err);
+        else log_info(NULL, "import cache %s removed (no dataset uses it)", key);
+        pthread_mutex_lock(&r->mu);
+    }
+}
+
 /* Generates (synthetic), scans, allocates and loads x. Returns 0, DATASET_LOAD_CANCELLED or -1 + msg. */
 static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
     daemon_t *d = r->d;
@@ -235,6 +369,11 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
             }
         }
         free(want);
+        if (x->cancel) return DATASET_LOAD_CANCELLED;
+    }
+    if (x->import) {
+        int rc = import_one(r, x, msg, msglen);
+        if (rc) return rc;
         if (x->cancel) return DATASET_LOAD_CANCELLED;
     }
     int dfd = res_open_dir(r, x, msg, msglen);
@@ -297,6 +436,7 @@ static void *loader_main(void *arg) {
     residency_t *r = arg;
     pthread_mutex_lock(&r->mu);
     while (!r->stop) {
+        remove_unused_caches(r);
         res_ds_t *x = NULL;
         for (res_ds_t *y = r->list; y; y = y->next)
             if (y->phase == RS_QUEUED && !y->cancel) { x = y; break; }
@@ -376,6 +516,12 @@ residency_t *residency_create(daemon_t *d) {
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     if (strcmp(d->backend_name, "cpu") == 0) sweep_stale_shm();
+    snprintf(r->imports_root, sizeof r->imports_root, "%s/imports", d->cfg.state_dir);
+    char err[512];
+    if (fs_mkdir_p(r->imports_root, 0750, err, sizeof err)) log_warn(NULL, "imports: %s", err);
+    int swept = import_sweep_tmp(r->imports_root);   /* imports a crash or a kill interrupted */
+    if (swept > 0) log_warn(NULL, "imports: removed %d unfinished import director%s left by a crash", swept,
+                            swept == 1 ? "y" : "ies");
     if (pthread_create(&r->loader, NULL, loader_main, r)) {
         pthread_mutex_destroy(&r->mu);
         pthread_cond_destroy(&r->cv);
@@ -393,6 +539,10 @@ void residency_destroy(residency_t *r) {
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->loader, NULL);
+    pthread_mutex_lock(&r->mu);
+    remove_unused_caches(r);
+    pthread_mutex_unlock(&r->mu);
+    free(r->rm_keys);
     while (r->list) {
         res_ds_t *x = r->list;
         r->list = x->next;
@@ -442,13 +592,89 @@ static int get_int_field(const json_t *o, const char *key, const char *path, lon
     return 0;
 }
 
+/* The recorded source of an import request {"manifest","image_size","resize","on_error"}:
+ * defaults filled in, the manifest resolved beneath a dataset root (403 outside,
+ * the same whether or not it exists; 422 missing or not a file or directory). */
+static json_t *import_source(daemon_t *d, const json_t *ji, daemon_err_t *e) {
+    if (!json_is_object(ji)) {
+        daemon_err_set(e, 400, "invalid_field", "import", "import must be an object");
+        return NULL;
+    }
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)ji, k, v)
+        if (strcmp(k, "manifest") && strcmp(k, "image_size") && strcmp(k, "resize") && strcmp(k, "on_error")) {
+            char f[96];
+            snprintf(f, sizeof f, "import.%s", k);
+            daemon_err_set(e, 400, "invalid_field", f, "unknown field '%s' (manifest, image_size, resize, on_error)", f);
+            return NULL;
+        }
+    const json_t *jm = json_object_get(ji, "manifest");
+    if (!json_is_string(jm) || !*json_string_value(jm)) {
+        daemon_err_set(e, 400, "invalid_field", "import.manifest", "import.manifest must be a non-empty string (a path)");
+        return NULL;
+    }
+    long long size = 224;
+    if (json_object_get(ji, "image_size") &&
+        get_int_field(ji, "image_size", "import.image_size", IMPORT_MIN_SIDE, IMPORT_MAX_SIZE, &size, e))
+        return NULL;
+    const char *resize = "stretch", *on_error = "fail";
+    if ((v = json_object_get(ji, "resize"))) {
+        resize = json_string_value(v);
+        if (!resize || (strcmp(resize, "stretch") && strcmp(resize, "crop"))) {
+            daemon_err_set(e, 400, "invalid_field", "import.resize", "import.resize must be \"stretch\" or \"crop\"");
+            return NULL;
+        }
+    }
+    if ((v = json_object_get(ji, "on_error"))) {
+        on_error = json_string_value(v);
+        if (!on_error || (strcmp(on_error, "fail") && strcmp(on_error, "skip"))) {
+            daemon_err_set(e, 400, "invalid_field", "import.on_error", "import.on_error must be \"fail\" or \"skip\"");
+            return NULL;
+        }
+    }
+    const char *path = json_string_value(jm);
+    if (d->cfg.n_roots == 0) {
+        daemon_err_set(e, 403, "forbidden", "import.manifest", "no dataset root is configured (--dataset-root): "
+                       "import manifests are refused");
+        return NULL;
+    }
+    const char *roots[CFG_MAX_ROOTS];
+    for (int i = 0; i < d->cfg.n_roots; i++) roots[i] = d->cfg.dataset_roots[i];
+    char rp[PATH_MAX], msg[PATH_MAX + 128];
+    struct stat st;
+    int rc = import_resolve(path, roots, d->cfg.n_roots, rp, sizeof rp, &st, msg, sizeof msg);
+    if (rc == IMPORT_FORBIDDEN) {
+        daemon_err_set(e, 403, "forbidden", "import.manifest", "manifest %s is not under a dataset root", path);
+        return NULL;
+    }
+    if (rc) {
+        daemon_err_set(e, 422, "unprocessable", "import.manifest", "manifest %s", msg);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+        daemon_err_set(e, 422, "unprocessable", "import.manifest", "manifest %s is not a file or a (FreiHAND) directory",
+                       path);
+        return NULL;
+    }
+    json_t *src = json_pack("{s:{s:s, s:I, s:s, s:s}}", "import", "manifest", rp, "image_size", (json_int_t)size,
+                            "resize", resize, "on_error", on_error);
+    if (!src) {   /* the record must name the manifest exactly, to import it again at start */
+        json_t *shown = errbuf_json_string(rp);
+        daemon_err_set(e, 422, "unprocessable", "import.manifest", "the manifest resolves to %s, which is not valid "
+                       "UTF-8; rename it", json_string_value(shown) ? json_string_value(shown) : "a name");
+        json_decref(shown);
+    }
+    return src;
+}
+
 json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
     daemon_t *d = r->d;
     if (!json_is_object(body)) { daemon_err_set(e, 400, "bad_request", "", "the body must be a JSON object"); return NULL; }
     const char *k;
     const json_t *v;
     json_object_foreach((json_t *)body, k, v)
-        if (strcmp(k, "name") && strcmp(k, "path") && strcmp(k, "synthetic")) {
+        if (strcmp(k, "name") && strcmp(k, "path") && strcmp(k, "synthetic") && strcmp(k, "import")) {
             daemon_err_set(e, 400, "invalid_field", k, "unknown field '%s'", k);
             return NULL;
         }
@@ -459,9 +685,13 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
         daemon_err_set(e, 400, "invalid_field", "name", "name must be 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-'");
         return NULL;
     }
-    const json_t *jp = json_object_get(body, "path"), *js = json_object_get(body, "synthetic");
-    if ((jp != NULL) == (js != NULL)) {
-        daemon_err_set(e, 400, "invalid_field", jp ? "synthetic" : "path", "give exactly one of path and synthetic");
+    const json_t *jp = json_object_get(body, "path"), *js = json_object_get(body, "synthetic"),
+                 *ji = json_object_get(body, "import");
+    if (json_is_null(js)) js = NULL;   /* null is absent, as the API reads it */
+    if (json_is_null(ji)) ji = NULL;
+    if ((jp != NULL) + (js != NULL) + (ji != NULL) != 1) {
+        daemon_err_set(e, 400, "invalid_field", jp ? (js ? "synthetic" : "import") : js ? "import" : "path",
+                       "give exactly one of path, synthetic and import");
         return NULL;
     }
     char dir[PATH_MAX + 128];
@@ -495,6 +725,9 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
             json_decref(shown);
             return NULL;
         }
+    } else if (ji) {
+        if (!(source = import_source(d, ji, e))) return NULL;
+        dir[0] = 0;   /* known once imported */
     } else {
         if (!json_is_object(js)) { daemon_err_set(e, 400, "invalid_field", "synthetic", "synthetic must be an object"); return NULL; }
         json_object_foreach((json_t *)js, k, v)
@@ -553,6 +786,7 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
         json_decref(upd);
     }
     res_ds_t *x = enqueue(r, name, dir, js != NULL, source, est);
+    if (x && ji) x->import = 1;
     pthread_mutex_unlock(&r->mu);
     json_decref(source);
     if (!x) { json_decref(rec); daemon_err_set(e, 500, "internal", "", "out of memory"); return NULL; }
@@ -570,20 +804,43 @@ void residency_reload_all(residency_t *r) {
     }
     size_t i;
     json_t *rec;
+    /* import caches no record names (a delete's removal a crash cut short) go */
+    DIR *dir_imports = opendir(r->imports_root);
+    struct dirent *de;
+    while (dir_imports && (de = readdir(dir_imports))) {
+        if (strlen(de->d_name) != 64 || strspn(de->d_name, "0123456789abcdef") != 64) continue;
+        int named = 0;
+        json_array_foreach(all, i, rec) {
+            const char *key = json_string_value(json_object_get(json_object_get(rec, "import"), "key"));
+            if (key && strcmp(key, de->d_name) == 0) named = 1;
+        }
+        if (named) continue;
+        char cdir[PATH_MAX + 128];
+        if (fs_join(cdir, sizeof cdir, r->imports_root, de->d_name)) continue;
+        if (fs_rm_rf(cdir, err, sizeof err) == 0) log_info(NULL, "import cache %s removed (no dataset uses it)", de->d_name);
+    }
+    if (dir_imports) closedir(dir_imports);
     json_array_foreach(all, i, rec) {
         const char *name = json_string_value(json_object_get(rec, "name"));
         const char *state = json_string_value(json_object_get(rec, "state"));
         json_t *src = json_object_get(rec, "source");
         if (!name || !state || strcmp(state, "failed") == 0) continue;
-        char dir[PATH_MAX + 128];
+        char dir[PATH_MAX + 128] = "";
         int synthetic = json_is_object(json_object_get(src, "synthetic"));
+        int import = json_is_object(json_object_get(src, "import"));
+        const char *key = json_string_value(json_object_get(json_object_get(rec, "import"), "key"));
         if (synthetic) snprintf(dir, sizeof dir, "%s/synthetic/%s", r->d->work_root, name);
-        else snprintf(dir, sizeof dir, "%s", json_string_value(json_object_get(src, "path")) ?: "");
+        else if (!import) snprintf(dir, sizeof dir, "%s", json_string_value(json_object_get(src, "path")) ?: "");
         json_t *upd = json_pack("{s:s, s:f}", "state", "loading", "progress", 0.0);
         store_dataset_update(r->d->store, name, upd, err, sizeof err);
         json_decref(upd);
         pthread_mutex_lock(&r->mu);
-        if (!find(r, name)) enqueue(r, name, dir, synthetic, src, (size_t)json_integer_value(json_object_get(rec, "bytes")));
+        res_ds_t *x = find(r, name) ? NULL
+                      : enqueue(r, name, dir, synthetic, src, (size_t)json_integer_value(json_object_get(rec, "bytes")));
+        if (x && import) {
+            x->import = 1;
+            if (key && strlen(key) == 64) snprintf(x->cache_key, sizeof x->cache_key, "%s", key);
+        }
         pthread_mutex_unlock(&r->mu);
         log_info(NULL, "dataset %s: reloading after start", name);
     }
@@ -620,6 +877,16 @@ int residency_delete(residency_t *r, const char *name, daemon_err_t *e) {
     }
     pthread_mutex_unlock(&r->mu);
     rc = store_dataset_delete(d->store, name, err, sizeof err);
+    if (x && x->import && x->cache_key[0]) {   /* the loader removes it when no other dataset uses it */
+        pthread_mutex_lock(&r->mu);
+        char(*nk)[65] = realloc(r->rm_keys, (size_t)(r->n_rm + 1) * sizeof *nk);
+        if (nk) {
+            r->rm_keys = nk;
+            snprintf(r->rm_keys[r->n_rm++], sizeof r->rm_keys[0], "%s", x->cache_key);
+            pthread_cond_broadcast(&r->cv);
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
     if (x) {
         if (x->synthetic) res_rm_synthetic(r, x->name);
         ds_destroy(r, x);
@@ -637,7 +904,13 @@ void residency_decorate(residency_t *r, json_t *rec) {
     json_t *devs = json_array();
     if (x) {
         json_object_set_new(rec, "phase", json_string(phase_names[x->phase]));
-        if (x->phase < RS_READY) {
+        if (x->phase == RS_DECODING) {
+            json_object_set_new(rec, "progress", json_real(x->imp_frames ? (double)x->imp_done / (double)x->imp_frames : 0));
+            json_object_set_new(rec, "images_per_s", json_real(x->imp_rate));
+            json_object_set_new(rec, "decoding", json_pack("{s:I, s:I, s:I}", "frames", (json_int_t)x->imp_frames, "done",
+                                                           (json_int_t)x->imp_done, "skipped",
+                                                           (json_int_t)x->imp_skipped));
+        } else if (x->phase < RS_READY) {
             json_object_set_new(rec, "progress", json_real(x->total ? (double)x->done / (double)x->total : 0));
             json_object_set_new(rec, "gb_per_s", json_real(x->gbps));
         }
@@ -691,7 +964,9 @@ json_t *residency_summary(residency_t *r) {
         json_t *o = json_pack("{s:s, s:s, s:I}", "name", x->name,
                               "state", x->phase == RS_READY ? "ready" : x->phase == RS_FAILED ? "failed" : "loading",
                               "bytes", (json_int_t)(x->base[0] ? x->layout.total : 0));
-        if (x->phase < RS_READY)
+        if (x->phase == RS_DECODING)
+            json_object_set_new(o, "progress", json_real(x->imp_frames ? (double)x->imp_done / (double)x->imp_frames : 0));
+        else if (x->phase < RS_READY)
             json_object_set_new(o, "progress", json_real(x->total ? (double)x->done / (double)x->total : 0));
         json_array_append_new(a, o);
     }

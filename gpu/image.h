@@ -22,4 +22,15 @@
  * Equal sizes give an exact copy. */
 int image_resize_u8(const uint8_t *src, int sh, int sw, uint8_t *dst, int dh, int dw, char *err, size_t errlen);
 
+/* The same resize for many images (the importer, gpu/import.c): a resizer
+ * keeps its weight tables and row buffer while the geometry stays the same,
+ * and reads the source with a row stride in bytes (>= sw*3), so a crop of a
+ * larger image is resized in place. One resizer per thread. Output is
+ * bit-identical to image_resize_u8 of the same pixels. */
+typedef struct image_resizer image_resizer_t;
+image_resizer_t *image_resizer_new(void);
+void image_resizer_free(image_resizer_t *rz);
+int image_resizer_run(image_resizer_t *rz, const uint8_t *src, int sh, int sw, size_t src_stride, uint8_t *dst,
+                      int dh, int dw, char *err, size_t errlen);
+
 #endif

@@ -8,8 +8,8 @@ set -euo pipefail
 # libjs-chart.js: Chart.js, built into traind's dashboard at build time (the Makefile embeds it);
 # chromium (+ a font for its screenshots): the headless browser of tests/integration/90_dashboard.sh.
 need="build-essential pkg-config libjansson-dev libsqlite3-dev libmicrohttpd-dev libsystemd-dev libgnutls28-dev
-      libcurl4-openssl-dev libopenblas-dev curl jq sqlite3 systemd python3 procps
-      libjs-chart.js fonts-dejavu-core"
+      libcurl4-openssl-dev libopenblas-dev libturbojpeg0-dev libpng-dev libjpeg-turbo-progs
+      curl jq sqlite3 systemd python3 procps libjs-chart.js fonts-dejavu-core"
 [ "${1:-}" = --no-browser ] || need="$need chromium"
 missing=""
 for p in $need; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done

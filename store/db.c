@@ -119,6 +119,9 @@ static const char *const migrations[] = {
 
     /* 2 -> 3: labelled joints a load found with NaN/Inf coordinates (masked out). */
     "ALTER TABLE datasets ADD COLUMN masked_joints INTEGER;",
+
+    /* 3 -> 4: what an import made (JSON: cache key, frames, imported, skipped and why). */
+    "ALTER TABLE datasets ADD COLUMN import TEXT;",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "STORE_SCHEMA_VERSION must match the migrations");
@@ -1283,19 +1286,19 @@ int store_checkpoint_in_use(store_t *s, const char *id, int *n, char *err, size_
 
 /* ---- datasets ----------------------------------------------------------------------------- */
 #define DS_COLS "name, source, state, samples, image_h, image_w, fields, bytes, progress, gb_per_s, " \
-                "error, created, loaded, masked_joints"
+                "error, created, loaded, masked_joints, import"
 
 static json_t *ds_from_row(sqlite3_stmt *st) {
     json_t *size = sqlite3_column_type(st, 4) == SQLITE_NULL ? json_null()
                    : json_pack("[o, o]", int_json(st, 4), int_json(st, 5));
     json_t *fields = doc_json(st, 6);
     if (json_is_null(fields)) { json_decref(fields); fields = json_array(); }
-    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}",
                      "name", text_json(st, 0), "source", doc_json(st, 1), "state", text_json(st, 2),
                      "samples", int_json(st, 3), "image_size", size, "fields", fields,
                      "bytes", int_json(st, 7), "progress", real_json(st, 8), "gb_per_s", real_json(st, 9),
                      "error", text_json(st, 10), "created_at", time_json(st, 11), "loaded_at", time_json(st, 12),
-                     "masked_joints", int_json(st, 13));
+                     "masked_joints", int_json(st, 13), "import", doc_json(st, 14));
 }
 
 static int ds_get_db(sqlite3 *db, const char *name, json_t **ds, char *err, size_t errlen) {
@@ -1374,7 +1377,9 @@ int store_dataset_update(store_t *s, const char *name, const json_t *upd, char *
     const json_t *size = json_object_get(upd, "image_size");
     const json_t *fields = json_object_get(upd, "fields");
     const json_t *jerr = json_object_get(upd, "error");
+    const json_t *imp = json_object_get(upd, "import");
     char *fields_text = fields ? doc_text(fields) : NULL;
+    char *import_text = json_is_object(imp) ? doc_text(imp) : NULL;
     int durable = state != NULL;   /* state changes are acted upon: durable */
     if (wbegin(s, durable, err, errlen)) { free(fields_text); return STORE_ERR; }
     sqlite3_stmt *st;
@@ -1389,7 +1394,8 @@ int store_dataset_update(store_t *s, const char *name, const json_t *upd, char *
                   " gb_per_s = COALESCE(?9, gb_per_s),"
                   " error = CASE WHEN ?10 THEN ?11 ELSE error END,"
                   " loaded = CASE WHEN ?12 THEN ?13 ELSE loaded END,"
-                  " masked_joints = COALESCE(?14, masked_joints)"
+                  " masked_joints = COALESCE(?14, masked_joints),"
+                  " import = COALESCE(?15, import)"
                   " WHERE name = ?1;", &st, err, errlen);
     if (rc == STORE_OK) {
         const json_t *v;
@@ -1410,11 +1416,13 @@ int store_dataset_update(store_t *s, const char *name, const json_t *upd, char *
         sqlite3_bind_double(st, 13, store_now());
         if (json_is_integer(v = json_object_get(upd, "masked_joints")))
             sqlite3_bind_int64(st, 14, json_integer_value(v));
+        bind_text(st, 15, import_text);
         if (sqlite3_step(st) != SQLITE_DONE) rc = dberr(s->w, err, errlen, "dataset update");
         else if (sqlite3_changes(s->w) == 0) { rc = STORE_NOTFOUND; seterr(err, errlen, "no dataset %s", name); }
         sqlite3_finalize(st);
     }
     free(fields_text);
+    free(import_text);
     return wend(s, rc, err, errlen);
 }
 

@@ -49,7 +49,7 @@
 
 #include "store/job.h"
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 enum {
     STORE_OK = 0,
@@ -189,7 +189,8 @@ int store_dataset_insert(store_t *s, const char *name, const json_t *source, jso
 int store_dataset_get(store_t *s, const char *name, json_t **ds, char *err, size_t errlen);
 int store_dataset_list(store_t *s, json_t **out, char *err, size_t errlen);   /* array by name */
 /* Updates any of: "state", "samples", "image_size", "fields", "bytes", "progress",
- * "gb_per_s", "error", "loaded_at" (pass true to stamp now) from the fields of upd. */
+ * "gb_per_s", "error", "loaded_at" (pass true to stamp now), "masked_joints",
+ * "import" (an object: what an import made) from the fields of upd. */
 int store_dataset_update(store_t *s, const char *name, const json_t *upd, char *err, size_t errlen);
 int store_dataset_delete(store_t *s, const char *name, char *err, size_t errlen);
 

@@ -57,14 +57,15 @@ _tap_failed=0
 _daemons=()          # pids of every daemon started (stopped by the trap)
 _bg_pids=()          # other background helpers
 
-ok() {   # ok STATUS NAME  (STATUS 0 = pass)
+ok() {   # ok STATUS NAME  (STATUS 0 = pass); with TAP_TODO set: a known bug, TAP "# TODO <reason>"
     local st=$1; shift
     _tap_n=$((_tap_n + 1))
+    local todo=${TAP_TODO:+ # TODO $TAP_TODO}
     if [ "$st" -eq 0 ]; then
-        echo "ok $_tap_n - $*"
+        echo "ok $_tap_n - $*$todo"
     else
-        echo "not ok $_tap_n - $*"
-        _tap_failed=$((_tap_failed + 1))
+        echo "not ok $_tap_n - $*$todo"
+        [ -n "$todo" ] || _tap_failed=$((_tap_failed + 1))
     fi
     return "$st"
 }

@@ -452,6 +452,14 @@ static void test_datasets(store_t *s) {
        json_is_string(json_object_get(ds, "loaded_at")) && json_equal(json_object_get(ds, "source"), src) &&
        json_integer_value(json_object_get(ds, "masked_joints")) == 7,
        "dataset record fields");
+    ok(json_is_null(json_object_get(ds, "import")), "no import record for a synthetic dataset");
+    json_decref(ds);
+    upd = json_pack("{s:{s:s, s:i, s:i}}", "import", "key", "abc", "imported", 60, "skipped", 4);
+    ok(store_dataset_update(s, "syn", upd, err, sizeof err) == STORE_OK, "import record stored (%s)", err);
+    json_decref(upd);
+    store_dataset_get(s, "syn", &ds, err, sizeof err);
+    ok(json_integer_value(json_object_get(json_object_get(ds, "import"), "skipped")) == 4 &&
+       strcmp(json_string_value(json_object_get(ds, "state")), "ready") == 0, "import record read back, state kept");
     json_decref(ds);
     upd = json_pack("{s:s}", "state", "bogus");
     ok(store_dataset_update(s, "syn", upd, err, sizeof err) != STORE_OK, "bad state refused");

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# bench/import_device.sh — SPEC §8's import benchmark, traind against the best
+# PyTorch pipelines, side by side in ONE call on the GPU machine: 640x480
+# JPEG q90 frames (files in the page cache) -> a resident bf16 224x224
+# dataset, images/s end to end. Builds nothing. Here (the build machine):
+#
+#   tests/gpu/fetch_devlibs.sh && make -j2 all bench-build
+#   run(command="bench/import_device.sh",
+#       carry=["build/release/traind", "build/release/tools", ".devlibs"], timeout_s=600)
+#
+# Steps:
+#   1. the runtime libraries: `ldconfig -p` for libturbojpeg / libpng16, and
+#      what the binaries resolve them to (ldd) — .devlibs/lib (tests/gpu/
+#      fetch_devlibs.sh carries Debian's libturbojpeg.so.0 and libpng16.so.16)
+#      comes first on LD_LIBRARY_PATH; stops when one is missing
+#   2. IMPORT_FRAMES (20000) frames written by build/release/tools/mkframes
+#      (the synthetic renderer's hands, 640x480, JPEG q90, 16 threads) into
+#      IMPORT_WORK (/dev/shm/traind-import-bench), then read once (page cache)
+#   3. traind (--backend cuda, state dir in IMPORT_WORK, so the cache's
+#      fsyncs cost what tmpfs costs) imports them through the API:
+#      POST -> "ready" (decoded, written to the cache, loaded resident bf16);
+#      then the same manifest under another name (the cache-hit path)
+#   4. bench/import_torch.py: PIL with draft() (DCT scaling), PIL full
+#      decode, OpenCV reduced decode, torchvision.io.decode_jpeg on the GPU —
+#      each in a DataLoader of IMPORT_WORKERS (16) workers into one bf16 GPU tensor
+#   5. a table (stdout and $OUT/import_table.txt) against the goal:
+#      >= 8000 images/s and >= 3x the best PyTorch pipeline
+#
+# Environment: OUT (./bench-out), IMPORT_FRAMES, IMPORT_SIZE (224),
+# IMPORT_RESIZE (stretch), IMPORT_QUALITY (90), IMPORT_WORKERS (16),
+# IMPORT_WORK, IMPORT_BACKEND (cuda), BENCH_BIN_DIR (a folder with traind),
+# MKFRAMES_BIN, PYTHON. A dry run without a GPU (this script's logic):
+#   IMPORT_BACKEND=cpu IMPORT_FRAMES=200 IMPORT_WORKERS=2 bench/import_device.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/bench-out}
+mkdir -p "$OUT"
+LOG=$OUT/import.log
+: >"$LOG"
+N=${IMPORT_FRAMES:-20000}
+S=${IMPORT_SIZE:-224}
+RESIZE=${IMPORT_RESIZE:-stretch}
+Q=${IMPORT_QUALITY:-90}
+WORKERS=${IMPORT_WORKERS:-16}
+WORK=${IMPORT_WORK:-/dev/shm/traind-import-bench}
+BACKEND=${IMPORT_BACKEND:-cuda}
+TRAIND=${BENCH_BIN_DIR:-$ROOT/build/release}/traind
+MKFRAMES=${MKFRAMES_BIN:-$ROOT/build/release/tools/mkframes}
+PY=${PYTHON:-python3}
+export LD_LIBRARY_PATH="$ROOT/.devlibs/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+log() { printf '%s\n' "$*" | tee -a "$LOG"; }
+now() { date +%s.%N; }
+dt() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", b - a}'; }
+DPID=
+cleanup() {
+    [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# ---- 1. libraries --------------------------------------------------------------------
+log "# import benchmark: $N frames 640x480 JPEG q$Q -> resident bf16 ${S}x$S ($RESIZE), backend $BACKEND"
+log "# host: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+command -v nvidia-smi >/dev/null && log "# gpu: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)"
+log "# ldconfig -p | grep -i turbojpeg: $(ldconfig -p 2>/dev/null | grep -i turbojpeg | sed 's/^[[:space:]]*//' | tr '\n' ';' || true)"
+log "# ldconfig -p | grep -i libpng16: $(ldconfig -p 2>/dev/null | grep -i libpng16 | sed 's/^[[:space:]]*//' | tr '\n' ';' || true)"
+for b in "$TRAIND" "$MKFRAMES"; do
+    [ -x "$b" ] || { log "ERROR: $b missing (make -j2 all bench-build here, then carry it)"; exit 1; }
+    log "# $(basename "$b") resolves: $(ldd "$b" | grep -E 'turbojpeg|png|not found' | sed 's/^[[:space:]]*//' | tr '\n' ';')"
+    if ldd "$b" | grep -q 'not found'; then
+        log "ERROR: $(basename "$b") has unresolved libraries (tests/gpu/fetch_devlibs.sh, carry .devlibs)"
+        exit 1
+    fi
+done
+
+# ---- 2. frames ---------------------------------------------------------------------------
+rm -rf "$WORK"
+mkdir -p "$WORK"
+t0=$(now)
+"$MKFRAMES" --out "$WORK/frames" --frames "$N" --width 640 --height 480 --quality "$Q" >>"$LOG" 2>&1 ||
+    { log "ERROR: mkframes failed"; exit 1; }
+t1=$(now)
+MAN=$WORK/frames/manifest.jsonl
+log "# frames written in $(dt "$t0" "$t1") s: $(du -sh "$WORK/frames" | cut -f1) in $N files"
+cat "$WORK"/frames/img/* >/dev/null   # the page cache holds them (tmpfs does anyway)
+
+# ---- 3. traind ---------------------------------------------------------------------------
+PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+URL=http://127.0.0.1:$PORT
+"$TRAIND" --state-dir "$WORK/state" --backend "$BACKEND" --listen "127.0.0.1:$PORT" --dataset-root "$WORK" \
+    >"$OUT/import_traind.log" 2>&1 &
+DPID=$!
+for _ in $(seq 1 300); do curl -sf -m 2 "$URL/v1/health" >/dev/null && break; sleep 0.1; done
+curl -sf -m 2 "$URL/v1/health" >/dev/null || { log "ERROR: traind did not start"; tail -20 "$OUT/import_traind.log" | tee -a "$LOG"; exit 1; }
+# import NAME -> seconds from POST to ready (polling every 20 ms); the record in $WORK/rec.json
+import_ds() {
+    local name=$1 t0 t1 st
+    t0=$(now)
+    curl -sf -m 30 -X POST "$URL/v1/datasets" -H 'Content-Type: application/json' \
+        -d "{\"name\":\"$name\",\"import\":{\"manifest\":\"$MAN\",\"image_size\":$S,\"resize\":\"$RESIZE\"}}" >/dev/null ||
+        { log "ERROR: POST import $name refused"; return 1; }
+    while :; do
+        st=$(curl -s -m 5 "$URL/v1/datasets/$name" | tee "$WORK/rec.json" | jq -r .state)
+        [ "$st" = ready ] || [ "$st" = failed ] && break
+        sleep 0.02
+    done
+    t1=$(now)
+    [ "$st" = ready ] || { log "ERROR: import $name: $(jq -r .error "$WORK/rec.json")"; return 1; }
+    dt "$t0" "$t1"
+}
+if T1=$(import_ds first); then
+    REC1=$(cat "$WORK/rec.json")
+    log "RESULT import_traind end_to_end images_per_s=$(awk -v n="$N" -v t="$T1" 'BEGIN{printf "%.1f", n / t}') n=$N s=$T1"
+    log "RESULT import_traind decode_phase images_per_s=$(jq -r '.import.images_per_s' <<<"$REC1") s=$(jq -r '.import.decode_s' <<<"$REC1")"
+    log "# record: $(jq -c '{samples, image_size, bytes, gb_per_s, import: (.import|{imported, skipped, cache_hit, decode_s, images_per_s})}' <<<"$REC1")"
+    if T2=$(import_ds second); then
+        REC2=$(cat "$WORK/rec.json")
+        log "RESULT import_traind cache_hit images_per_s=$(awk -v n="$N" -v t="$T2" 'BEGIN{printf "%.1f", n / t}') n=$N s=$T2 cache_hit=$(jq -r .import.cache_hit <<<"$REC2")"
+    fi
+fi
+grep -E "import|ready|ERROR" "$OUT/import_traind.log" | sed 's/^/# traind: /' | tee -a "$LOG" >/dev/null
+kill "$DPID" 2>/dev/null
+wait "$DPID" 2>/dev/null
+DPID=
+
+# ---- 4. PyTorch ----------------------------------------------------------------------------
+"$PY" bench/import_torch.py "$MAN" --size "$S" --workers "$WORKERS" 2>&1 | tee -a "$LOG"
+
+# ---- 5. the table ----------------------------------------------------------------------------
+"$PY" - "$LOG" <<'EOF' | tee "$OUT/import_table.txt"
+import re, sys
+res = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"RESULT (\S+) (\S+) images_per_s=([0-9.]+)", line)
+    if m:
+        res[(m.group(1), m.group(2))] = float(m.group(3))
+names = {("import_traind", "end_to_end"): "traind import, end to end (POST -> resident bf16)",
+         ("import_traind", "decode_phase"): "traind import, decode + resize + shards only",
+         ("import_traind", "cache_hit"): "traind import again (cache hit), end to end",
+         ("import_torch", "pil"): "PyTorch DataLoader, PIL draft() + BILINEAR",
+         ("import_torch", "pil_full"): "PyTorch DataLoader, PIL full decode + BILINEAR",
+         ("import_torch", "cv2"): "PyTorch DataLoader, OpenCV reduced decode + AREA",
+         ("import_torch", "tv_gpu"): "torchvision.io.decode_jpeg on the GPU + antialias"}
+t = res.get(("import_traind", "end_to_end"))
+print(f"{'pipeline':56s} {'images/s':>10s} {'traind x':>9s}")
+for k, label in names.items():
+    if k in res:
+        ratio = f"{t / res[k]:.2f}" if t and k[0] == "import_torch" else ""
+        print(f"{label:56s} {res[k]:10.0f} {ratio:>9s}")
+best = max((v for k, v in res.items() if k[0] == "import_torch"), default=None)
+if t is None:
+    print("goal: no traind result")
+else:
+    ok1 = t >= 8000
+    ok2 = best is not None and t >= 3 * best
+    print(f"goal >= 8000 images/s: {'met' if ok1 else 'NOT met'} ({t:.0f}); "
+          f">= 3x the best PyTorch pipeline: " +
+          (f"{'met' if ok2 else 'NOT met'} ({t / best:.2f}x of {best:.0f})" if best else "no PyTorch result"))
+EOF

@@ -1,0 +1,1015 @@
+/* gpu/import.c — JPEG/PNG frames + labels -> a shard directory, on all cores
+ * (see gpu/import.h for the pipeline, the geometry and the cache key).
+ *
+ * Owns: opening files beneath the dataset roots, the manifest's files
+ * (JSON Lines or FreiHAND), the per-frame stat pass and the cache key, the
+ * thread pool that decodes and resizes, the ring of shard buffers, the
+ * temporary directory and its atomic rename, import.json, and
+ * `traind import`.
+ *
+ * Threads: frames are handed out in order by one atomic counter. Frame i
+ * goes to shard i / M, held by ring slot (i / M) % R; a thread whose shard's
+ * slot still holds an earlier shard waits for it to be written. The thread
+ * that finishes a shard's last frame compacts it (skipped frames out),
+ * writes it and hands the slot to shard + R. At most R shards of host
+ * memory are in flight, whatever the dataset's size.
+ */
+#define _GNU_SOURCE
+#include "gpu/import.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gpu/image.h"
+#include "gpu/imgdec.h"
+#include "gpu/manifest.h"
+#include "store/dataset.h"
+#include "store/errbuf.h"
+#include "store/fsutil.h"
+#include "store/hand.h"
+#include "store/mono.h"
+#include "store/sha256.h"
+
+/* Copies src into dst[len], truncating (messages and paths checked elsewhere). */
+static void imp_copy(char *dst, size_t len, const char *src) {
+    size_t n = strnlen(src, len - 1);
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
+/* ---- files beneath the roots ------------------------------------------------------- */
+int import_path_under(const char *rp, const char *const *roots, int n_roots) {
+    for (int i = 0; i < n_roots; i++) {
+        const char *root = roots[i];
+        size_t n = strlen(root);
+        if (strncmp(rp, root, n) == 0 && (rp[n] == '/' || rp[n] == 0 || (n == 1 && root[0] == '/'))) return 1;
+    }
+    return 0;
+}
+
+static int imp_forbidden(const char *path, char *err, size_t errlen) {
+    errbuf_set(err, errlen, "%s is not under a dataset root", path);
+    return IMPORT_FORBIDDEN;
+}
+
+int import_resolve(const char *path, const char *const *roots, int n_roots, char *resolved, size_t len,
+                   struct stat *st, char *err, size_t errlen) {
+    int confined = roots && n_roots > 0;
+    char rp[PATH_MAX];
+    if (!path || !*path) return errbuf_set(err, errlen, "empty path");
+    if (!realpath(path, rp)) {
+        int e = errno;
+        if (confined) {
+            /* a missing file may be named as such only when its directory lies under a root */
+            char parent[PATH_MAX], prp[PATH_MAX];
+            snprintf(parent, sizeof parent, "%s", path);
+            if ((e != ENOENT && e != ENOTDIR) || !realpath(dirname(parent), prp) ||
+                !import_path_under(prp, roots, n_roots))
+                return imp_forbidden(path, err, errlen);
+        }
+        return errbuf_set(err, errlen, "%s: %s", path, e == ENOENT ? "no such file" : strerror(e));
+    }
+    if (confined && !import_path_under(rp, roots, n_roots)) return imp_forbidden(path, err, errlen);
+    if (stat(rp, st) != 0) return errbuf_set(err, errlen, "%s: %s", path, strerror(errno));
+    if (snprintf(resolved, len, "%s", rp) >= (int)len) return errbuf_set(err, errlen, "%s: path too long", path);
+    return 0;
+}
+
+int import_open(const char *path, const char *const *roots, int n_roots, struct stat *st, char *err, size_t errlen) {
+    int confined = roots && n_roots > 0;
+    int fd;
+    if (confined) {
+        /* resolved and confined (with the messages above), then opened beneath its
+         * root without following any link (store/fsutil.h): a path swapped for a
+         * symbolic link between the two is refused, not followed */
+        char rp[PATH_MAX], why[512];
+        struct stat s0;
+        int r = import_resolve(path, roots, n_roots, rp, sizeof rp, &s0, err, errlen);
+        if (r) return r;
+        fd = fs_open_confined(rp, roots, n_roots, FS_REG, 0, NULL, 0, why, sizeof why);
+        if (fd < 0)
+            return errbuf_set(err, errlen, "%s: %s", path, errno == ELOOP ? "a symbolic link (replaced while opening)"
+                              : errno == ENOENT ? "no such file" : "not a regular file beneath its root");
+    } else {
+        fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            return errbuf_set(err, errlen, "%s: %s", path, e == ENOENT ? "no such file" : strerror(e));
+        }
+    }
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        close(fd);
+        return errbuf_set(err, errlen, "%s: not a regular file", path);
+    }
+    return fd;
+}
+
+/* Reads size bytes of fd into *buf (grown as needed). 0 or -1 with err. */
+static int imp_read_fd(int fd, int64_t size, uint8_t **buf, size_t *cap, char *err, size_t errlen) {
+    if ((size_t)size + 1 > *cap) {
+        size_t nc = (size_t)size + 1 > 2 * *cap ? (size_t)size + 1 : 2 * *cap;
+        uint8_t *nb = realloc(*buf, nc);
+        if (!nb) return errbuf_set(err, errlen, "out of memory for %lld bytes", (long long)size);
+        *buf = nb;
+        *cap = nc;
+    }
+    int64_t got = 0;
+    while (got < size) {
+        ssize_t r = pread(fd, *buf + got, (size_t)(size - got), got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return errbuf_set(err, errlen, "read: %s", strerror(errno));
+        if (r == 0) return errbuf_set(err, errlen, "the file shrank while being read");
+        got += r;
+    }
+    return 0;
+}
+
+/* A whole file beneath the roots (manifests). NULL with err (rc: -1 or IMPORT_FORBIDDEN). */
+static char *imp_read_file(const char *path, const import_opts_t *o, size_t max, size_t *len, int *rc, char *err,
+                           size_t errlen) {
+    struct stat st;
+    int fd = import_open(path, o->roots, o->n_roots, &st, err, errlen);
+    *rc = fd == IMPORT_FORBIDDEN ? IMPORT_FORBIDDEN : -1;
+    if (fd < 0) return NULL;
+    if ((uint64_t)st.st_size > max) {
+        close(fd);
+        errbuf_set(err, errlen, "%s: %lld bytes, more than the limit of %zu", path, (long long)st.st_size, max);
+        return NULL;
+    }
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    char e[256];
+    if (imp_read_fd(fd, st.st_size, &buf, &cap, e, sizeof e)) {
+        close(fd);
+        free(buf);
+        errbuf_set(err, errlen, "%s: %s", path, e);
+        return NULL;
+    }
+    close(fd);
+    buf[st.st_size] = 0;
+    *len = (size_t)st.st_size;
+    return (char *)buf;
+}
+
+/* ---- the manifest ------------------------------------------------------------------ */
+static int imp_cpus(void);
+
+static int imp_ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Does the image file of a FreiHAND index exist (beneath the roots)? */
+typedef struct { const char *fmt; const import_opts_t *o; } imp_probe_t;
+static int imp_exists(const char *fmt, long idx, const import_opts_t *o);
+static int imp_exists_cb(void *ud, long idx) {
+    const imp_probe_t *p = ud;
+    return imp_exists(p->fmt, idx, p->o);
+}
+static int imp_exists(const char *fmt, long idx, const import_opts_t *o) {
+    char path[PATH_MAX + 64], e[64];
+    struct stat st;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    snprintf(path, sizeof path, fmt, idx);
+#pragma GCC diagnostic pop
+    int fd = import_open(path, o->roots, o->n_roots, &st, e, sizeof e);
+    if (fd < 0) return 0;
+    close(fd);
+    return 1;
+}
+
+/* Loads the manifest at path (JSON Lines file, or FreiHAND directory / *_xyz.json).
+ * 0, IMPORT_FORBIDDEN or -1 with err. */
+static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_t *m, char *err, size_t errlen) {
+    memset(m, 0, sizeof *m);
+    char rp[PATH_MAX];
+    struct stat st;
+    int r = import_resolve(path, o->roots, o->n_roots, rp, sizeof rp, &st, err, errlen);
+    if (r) return r;
+    char dir[PATH_MAX], set[64] = "training", xyz[PATH_MAX + 64], kf[PATH_MAX + 64];
+    int freihand = 0;
+    if (S_ISDIR(st.st_mode)) {
+        freihand = 1;
+        snprintf(dir, sizeof dir, "%s", rp);
+    } else if (S_ISREG(st.st_mode) && imp_ends_with(rp, "_xyz.json")) {
+        freihand = 1;
+        char tmp[PATH_MAX];
+        snprintf(tmp, sizeof tmp, "%s", rp);
+        snprintf(dir, sizeof dir, "%s", dirname(tmp));
+        snprintf(tmp, sizeof tmp, "%s", rp);
+        const char *base = basename(tmp);
+        snprintf(set, sizeof set, "%.*s", (int)(strlen(base) - strlen("_xyz.json")), base);
+    } else if (!S_ISREG(st.st_mode)) {
+        return errbuf_set(err, errlen, "%s: not a manifest file or a FreiHAND directory", path);
+    }
+    size_t len = 0, klen = 0;
+    if (!freihand) {
+        char tmp[PATH_MAX];
+        snprintf(tmp, sizeof tmp, "%s", rp);
+        snprintf(m->dir, sizeof m->dir, "%s", dirname(tmp));
+        snprintf(m->path, sizeof m->path, "%s", rp);
+        char *text = imp_read_file(rp, o, MF_MAX_BYTES, &len, &r, err, errlen);
+        if (!text) return r;
+        char e[256];
+        if (sha256_buf(text, len, m->sha256, e, sizeof e)) {
+            free(text);
+            return errbuf_set(err, errlen, "%s: %s", rp, e);
+        }
+        char dcopy[PATH_MAX];
+        snprintf(dcopy, sizeof dcopy, "%s", m->dir);
+        r = manifest_parse(text, len, rp, dcopy, o->threads > 0 ? o->threads : imp_cpus(), m, err, errlen);
+        free(text);
+        return r;
+    }
+    if (snprintf(xyz, sizeof xyz, "%s/%s_xyz.json", dir, set) >= (int)sizeof xyz ||
+        snprintf(kf, sizeof kf, "%s/%s_K.json", dir, set) >= (int)sizeof kf)
+        return errbuf_set(err, errlen, "%s: path too long", dir);
+    /* images: <dir>/<set>/rgb/ (the published layout) or <dir>/rgb/; '%' in names escaped for the format */
+    char fmt[2 * PATH_MAX + 64], esc[2 * PATH_MAX];
+    size_t o2 = 0;
+    for (const char *c = dir; *c && o2 + 2 < sizeof esc; c++) {
+        if (*c == '%') esc[o2++] = '%';
+        esc[o2++] = *c;
+    }
+    esc[o2] = 0;
+    if (snprintf(fmt, sizeof fmt, "%s/%s/rgb/%%08ld.jpg", esc, set) >= (int)sizeof fmt)
+        return errbuf_set(err, errlen, "%s: path too long", dir);
+    if (!imp_exists(fmt, 0, o) && snprintf(fmt, sizeof fmt, "%s/rgb/%%08ld.jpg", esc) >= (int)sizeof fmt)
+        return errbuf_set(err, errlen, "%s: path too long", dir);
+    char *tx = imp_read_file(xyz, o, MF_MAX_BYTES, &len, &r, err, errlen);
+    if (!tx) return r;
+    char *tk = imp_read_file(kf, o, MF_MAX_BYTES, &klen, &r, err, errlen);
+    if (!tk) {
+        free(tx);
+        return r;
+    }
+    char h1[65], h2[65], e[256], meta[256];
+    imp_copy(m->path, sizeof m->path, xyz);
+    imp_copy(m->dir, sizeof m->dir, dir);
+    if (sha256_buf(tx, len, h1, e, sizeof e) || sha256_buf(tk, klen, h2, e, sizeof e)) {
+        free(tx);
+        free(tk);
+        return errbuf_set(err, errlen, "%s: %s", xyz, e);
+    }
+    imp_probe_t probe = {fmt, o};
+    r = manifest_parse_freihand(tx, len, tk, klen, xyz, fmt, imp_exists_cb, &probe, m, err, errlen);
+    /* the versions found are part of the key through the frame count (imp_key) */
+    snprintf(meta, sizeof meta, "freihand %s %s %s", set, h1, h2);
+    sha256_buf(meta, strlen(meta), m->sha256, e, sizeof e);
+    free(tx);
+    free(tk);
+    return r;
+}
+
+/* "manifest line N (image)" / "xyz.json image N (path)" */
+static void imp_where(const manifest_t *m, const mf_frame_t *f, char *out, size_t len) {
+    snprintf(out, len, "%s %s %ld (%s)", m->path, m->freihand ? "image" : "line", f->line, f->image ? f->image : "?");
+}
+
+/* ---- threads ------------------------------------------------------------------------- */
+static int imp_cpus(void) {
+    cpu_set_t cs;
+    if (sched_getaffinity(0, sizeof cs, &cs) == 0 && CPU_COUNT(&cs) > 0) return CPU_COUNT(&cs);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+typedef struct {
+    int64_t shard;                  /* the shard this slot holds now (guarded by ctx mu) */
+    atomic_llong remaining;         /* frames of it not yet done */
+    uint8_t *img;                   /* [M][S][S][3] */
+    float *joints, *K;              /* [M][63], [M][9] */
+    uint8_t *valid, *hh, *ok;       /* [M][21], [M], [M] */
+} imp_slot_t;
+
+typedef struct {
+    const import_opts_t *o;
+    const manifest_t *m;
+    int64_t n;
+    int64_t *fsize, *fmtime;        /* per frame, from the stat pass */
+    char **ferr;                    /* per frame, the stat pass's error (or NULL) */
+    int S, R, T;
+    int64_t M;                      /* frames per shard */
+    char outdir[PATH_MAX];
+    imp_slot_t *slots;
+    atomic_llong next, done, checked;
+    atomic_int abort, running;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* guarded by mu */
+    int64_t err_idx;                /* fail mode: the lowest failing frame seen, -1 none */
+    char err[1024];
+    int64_t skipped, imported, left, right;
+    int n_reasons;
+    int64_t reason_idx[IMPORT_MAX_REASONS];
+    char reasons[IMPORT_MAX_REASONS][512];
+} imp_ctx_t;
+
+typedef struct {
+    imp_ctx_t *c;
+    imgdec_t *dec;
+    image_resizer_t *rz;
+    uint8_t *buf;
+    size_t cap;
+    pthread_t th;
+} imp_thread_t;
+
+static int imp_cancelled(const imp_ctx_t *c) { return c->o->cancel && *c->o->cancel; }
+
+/* A frame could not be imported: fail mode aborts (keeping the lowest frame's
+ * message), skip mode counts it and keeps the first reasons by frame order. */
+static void imp_frame_error(imp_ctx_t *c, int64_t i, const char *msg) {
+    pthread_mutex_lock(&c->mu);
+    if (!c->o->skip) {
+        if (c->err_idx < 0 || i < c->err_idx) {
+            c->err_idx = i;
+            imp_copy(c->err, sizeof c->err, msg);
+        }
+        atomic_store(&c->abort, 1);
+        pthread_cond_broadcast(&c->cv);
+    } else {
+        c->skipped++;
+        int pos = c->n_reasons;
+        while (pos > 0 && c->reason_idx[pos - 1] > i) pos--;
+        if (pos < IMPORT_MAX_REASONS) {
+            int last = c->n_reasons < IMPORT_MAX_REASONS ? c->n_reasons : IMPORT_MAX_REASONS - 1;
+            for (int q = last; q > pos; q--) {
+                c->reason_idx[q] = c->reason_idx[q - 1];
+                memcpy(c->reasons[q], c->reasons[q - 1], sizeof c->reasons[q]);
+            }
+            c->reason_idx[pos] = i;
+            imp_copy(c->reasons[pos], sizeof c->reasons[pos], msg);
+            if (c->n_reasons < IMPORT_MAX_REASONS) c->n_reasons++;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void imp_fatal(imp_ctx_t *c, const char *msg) {
+    pthread_mutex_lock(&c->mu);
+    if (c->err_idx < 0) imp_copy(c->err, sizeof c->err, msg);
+    c->err_idx = 0;
+    atomic_store(&c->abort, 1);
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static int64_t imp_mtime_ns(const struct stat *st) {
+    return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/* Decode, crop/resize and relabel frame i into slot position j. 0 or -1 with why. */
+static int imp_frame(imp_ctx_t *c, imp_thread_t *t, int64_t i, imp_slot_t *s, int64_t j, char *why, size_t wl) {
+    const mf_frame_t *f = &c->m->frames[i];
+    const int S = c->S;
+    char where[PATH_MAX + 256], e[512];
+    if (f->error) return errbuf_set(why, wl, "%s", f->error);
+    imp_where(c->m, f, where, sizeof where);
+    if (c->ferr[i]) return errbuf_set(why, wl, "%s: %s", where, c->ferr[i]);
+    struct stat st;
+    int fd = import_open(f->image, c->o->roots, c->o->n_roots, &st, e, sizeof e);
+    if (fd < 0) return errbuf_set(why, wl, "%s: %s", where, e);
+    if (st.st_size != c->fsize[i] || imp_mtime_ns(&st) != c->fmtime[i]) {
+        close(fd);
+        return errbuf_set(why, wl, "%s: the file changed during the import", where);
+    }
+    int r = imp_read_fd(fd, st.st_size, &t->buf, &t->cap, e, sizeof e);
+    close(fd);
+    if (r) return errbuf_set(why, wl, "%s: %s", where, e);
+    imgdec_out_t out;
+    if (imgdec_decode(t->dec, t->buf, (size_t)st.st_size, S, IMPORT_MIN_SIDE, &out, e, sizeof e))
+        return errbuf_set(why, wl, "%s: %s", where, e);
+    int x0 = 0, y0 = 0, rw = out.w, rh = out.h;
+    if (c->o->crop) {
+        int side = out.w < out.h ? out.w : out.h;
+        x0 = (out.w - side) / 2;
+        y0 = (out.h - side) / 2;
+        rw = rh = side;
+    }
+    uint8_t *img = s->img + (size_t)j * S * S * 3;
+    if (image_resizer_run(t->rz, out.rgb + ((size_t)y0 * out.w + x0) * 3, rh, rw, (size_t)out.w * 3, img, S, S, e,
+                          sizeof e))
+        return errbuf_set(why, wl, "%s: %s", where, e);
+    /* K' = A K (gpu/import.h) */
+    double sc = (double)out.scale_num / out.scale_den;
+    double ax = sc * S / rw, ay = sc * S / rh, bx = -(double)x0 * S / rw, by = -(double)y0 * S / rh;
+    float *K = s->K + (size_t)j * 9;
+    for (int col = 0; col < 3; col++) {
+        K[col] = (float)(ax * f->K[col] + bx * f->K[6 + col]);
+        K[3 + col] = (float)(ay * f->K[3 + col] + by * f->K[6 + col]);
+        K[6 + col] = f->K[6 + col];
+    }
+    for (int q = 0; q < 9; q++)
+        if (!isfinite(K[q])) return errbuf_set(why, wl, "%s: the adjusted K is not finite", where);
+    memcpy(s->joints + (size_t)j * HAND_COORDS, f->joints, sizeof f->joints);
+    memcpy(s->valid + (size_t)j * HAND_JOINTS, f->valid, HAND_JOINTS);
+    s->hh[j] = f->has_hand;
+    return 0;
+}
+
+static int64_t imp_shard_count(const imp_ctx_t *c, int64_t k) {
+    int64_t first = k * c->M;
+    if (first >= c->n) return 0;
+    return c->n - first < c->M ? c->n - first : c->M;
+}
+
+/* Compacts shard k (skipped frames out) and writes it. 0 or -1 with err. */
+static int imp_write_shard(imp_ctx_t *c, imp_slot_t *s, int64_t k, char *err, size_t errlen) {
+    const int64_t cnt = imp_shard_count(c, k), first = k * c->M;
+    const size_t isz = (size_t)c->S * c->S * 3;
+    int64_t w = 0, left = 0, right = 0;
+    for (int64_t j = 0; j < cnt; j++) {
+        if (!s->ok[j]) continue;
+        uint8_t side = c->m->frames[first + j].side;
+        left += side == MF_SIDE_LEFT;
+        right += side == MF_SIDE_RIGHT;
+        if (w != j) {
+            memmove(s->img + (size_t)w * isz, s->img + (size_t)j * isz, isz);
+            memmove(s->joints + w * HAND_COORDS, s->joints + j * HAND_COORDS, HAND_COORDS * sizeof(float));
+            memmove(s->K + w * 9, s->K + j * 9, 9 * sizeof(float));
+            memmove(s->valid + w * HAND_JOINTS, s->valid + j * HAND_JOINTS, HAND_JOINTS);
+            s->hh[w] = s->hh[j];
+        }
+        w++;
+    }
+    if (w > 0) {
+        static const float mean[3] = HAND_IMAGENET_MEAN, std[3] = HAND_IMAGENET_STD;
+        char name[64], path[PATH_MAX + 64];
+        snprintf(name, sizeof name, "shard-%05lld.safetensors", (long long)k);
+        if (fs_join(path, sizeof path, c->outdir, name)) return errbuf_set(err, errlen, "path too long");
+        ds_shard_data_t sd = {.n = w, .h = c->S, .w = c->S, .image_dtype = DT_U8, .image = s->img,
+                              .joints = s->joints, .joints_valid = s->valid, .has_hand = s->hh, .intrinsics = s->K,
+                              .mean = mean, .std = std};
+        if (ds_write_shard(path, &sd, err, errlen)) return -1;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->imported += w;
+    c->left += left;
+    c->right += right;
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+static void *imp_decode_main(void *arg) {
+    imp_thread_t *t = arg;
+    imp_ctx_t *c = t->c;
+    char why[1536];
+    for (;;) {
+        if (atomic_load(&c->abort) || imp_cancelled(c)) break;
+        int64_t i = atomic_fetch_add(&c->next, 1);
+        if (i >= c->n) break;
+        int64_t k = i / c->M, j = i - k * c->M;
+        imp_slot_t *s = &c->slots[k % c->R];
+        pthread_mutex_lock(&c->mu);
+        while (s->shard != k && !atomic_load(&c->abort)) pthread_cond_wait(&c->cv, &c->mu);
+        pthread_mutex_unlock(&c->mu);
+        if (atomic_load(&c->abort)) break;
+        int r = imp_frame(c, t, i, s, j, why, sizeof why);
+        s->ok[j] = r == 0;
+        if (r) imp_frame_error(c, i, why);
+        atomic_fetch_add(&c->done, 1);
+        if (atomic_fetch_sub(&s->remaining, 1) == 1) {   /* the shard's last frame */
+            char err[512];
+            if (!atomic_load(&c->abort) && imp_write_shard(c, s, k, err, sizeof err)) imp_fatal(c, err);
+            pthread_mutex_lock(&c->mu);
+            s->shard = k + c->R;
+            atomic_store(&s->remaining, imp_shard_count(c, k + c->R));
+            pthread_cond_broadcast(&c->cv);
+            pthread_mutex_unlock(&c->mu);
+        }
+    }
+    atomic_fetch_sub(&c->running, 1);
+    return NULL;
+}
+
+/* The stat pass: every image opened beneath the roots and fstat'ed. */
+static void *imp_check_main(void *arg) {
+    imp_thread_t *t = arg;
+    imp_ctx_t *c = t->c;
+    for (;;) {
+        if (imp_cancelled(c)) break;
+        int64_t i = atomic_fetch_add(&c->next, 1);
+        if (i >= c->n) break;
+        const mf_frame_t *f = &c->m->frames[i];
+        if (!f->error) {
+            char e[512];
+            struct stat st;
+            int fd = import_open(f->image, c->o->roots, c->o->n_roots, &st, e, sizeof e);
+            if (fd >= 0) {
+                close(fd);
+                c->fsize[i] = st.st_size;
+                c->fmtime[i] = imp_mtime_ns(&st);
+                if (st.st_size == 0) snprintf(e, sizeof e, "empty file");
+                else if (st.st_size > IMPORT_MAX_FILE_BYTES)
+                    snprintf(e, sizeof e, "%lld bytes, more than the limit of %lld", (long long)st.st_size,
+                             (long long)IMPORT_MAX_FILE_BYTES);
+                else e[0] = 0;
+            }
+            if (e[0] && !(c->ferr[i] = strdup(e))) c->ferr[i] = strdup("out of memory");
+        }
+        atomic_fetch_add(&c->checked, 1);
+    }
+    atomic_fetch_sub(&c->running, 1);
+    return NULL;
+}
+
+/* Runs fn on c->T threads while the calling thread reports progress and
+ * watches for a cancel. */
+static int imp_run_threads(imp_ctx_t *c, imp_thread_t *th, void *(*fn)(void *), const char *phase, double t0,
+                           char *err, size_t errlen) {
+    atomic_store(&c->next, 0);
+    atomic_store(&c->running, c->T);
+    int started = 0;
+    for (; started < c->T; started++)
+        if (pthread_create(&th[started].th, NULL, fn, &th[started])) break;
+    if (started < c->T) {
+        atomic_fetch_sub(&c->running, c->T - started);
+        imp_fatal(c, "cannot start the import threads");
+    }
+    int cancel_seen = 0;
+    double last = 0;
+    while (atomic_load(&c->running) > 0) {
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        if (imp_cancelled(c) && !cancel_seen) {
+            cancel_seen = 1;
+            pthread_mutex_lock(&c->mu);
+            atomic_store(&c->abort, 1);
+            pthread_cond_broadcast(&c->cv);
+            pthread_mutex_unlock(&c->mu);
+        }
+        double now = mono_now();
+        if (c->o->progress && now - last >= 0.2) {
+            last = now;
+            pthread_mutex_lock(&c->mu);
+            int64_t skipped = c->skipped;
+            pthread_mutex_unlock(&c->mu);
+            int64_t done = strcmp(phase, "decoding") == 0 ? atomic_load(&c->done) : 0;
+            import_progress_t p = {phase, c->n, done, skipped, now > t0 && done ? (double)done / (now - t0) : 0};
+            c->o->progress(c->o->ud, &p);
+        }
+    }
+    for (int i = 0; i < started; i++) pthread_join(th[i].th, NULL);
+    if (imp_cancelled(c)) {
+        errbuf_set(err, errlen, "import cancelled");
+        return IMPORT_CANCELLED;
+    }
+    return 0;
+}
+
+/* ---- result and import.json ------------------------------------------------------------ */
+json_t *import_result_json(const import_result_t *r) {
+    json_t *reasons = json_array();
+    for (int i = 0; i < r->n_reasons; i++) json_array_append_new(reasons, errbuf_json_string(r->reasons[i]));
+    return json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:o, s:{s:I, s:I}, s:f, s:f, s:b}", "format", "traind-import",
+                     "version", IMPORT_FORMAT_VERSION, "key", r->key, "frames", (json_int_t)r->frames, "imported",
+                     (json_int_t)r->imported, "skipped", (json_int_t)r->skipped, "skip_reasons", reasons,
+                     "hand_side", "left", (json_int_t)r->left, "right", (json_int_t)r->right, "decode_s", r->seconds,
+                     "images_per_s", r->images_per_s, "cache_hit", r->cache_hit);
+}
+
+int import_read_result(const char *dir, import_result_t *res, char *err, size_t errlen) {
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/import.json", dir);
+    json_error_t je;
+    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!j) return errbuf_set(err, errlen, "%s: %s", path, je.text);
+    memset(res, 0, sizeof *res);
+    const char *key = json_string_value(json_object_get(j, "key"));
+    json_t *rs = json_object_get(j, "skip_reasons");
+    int bad = !key || strlen(key) != 64 || json_integer_value(json_object_get(j, "version")) != IMPORT_FORMAT_VERSION ||
+              !json_is_integer(json_object_get(j, "imported")) || !json_is_array(rs);
+    if (!bad) {
+        snprintf(res->key, sizeof res->key, "%s", key);
+        snprintf(res->dir, sizeof res->dir, "%s", dir);
+        res->frames = json_integer_value(json_object_get(j, "frames"));
+        res->imported = json_integer_value(json_object_get(j, "imported"));
+        res->skipped = json_integer_value(json_object_get(j, "skipped"));
+        res->left = json_integer_value(json_object_get(json_object_get(j, "hand_side"), "left"));
+        res->right = json_integer_value(json_object_get(json_object_get(j, "hand_side"), "right"));
+        res->seconds = json_number_value(json_object_get(j, "decode_s"));
+        res->images_per_s = json_number_value(json_object_get(j, "images_per_s"));
+        size_t i;
+        json_t *x;
+        json_array_foreach(rs, i, x) {
+            if (res->n_reasons >= IMPORT_MAX_REASONS || !json_is_string(x)) break;
+            snprintf(res->reasons[res->n_reasons++], sizeof res->reasons[0], "%s", json_string_value(x));
+        }
+    }
+    json_decref(j);
+    return bad ? errbuf_set(err, errlen, "%s: not an import description of this version", path) : 0;
+}
+
+int import_sweep_tmp(const char *cache_root) {
+    DIR *d = opendir(cache_root);
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] != '.' || !strstr(de->d_name, ".tmp.")) continue;
+        char path[PATH_MAX + 256];
+        if (fs_join(path, sizeof path, cache_root, de->d_name) == 0 && fs_rm_rf(path, NULL, 0) == 0) n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* ---- the import ---------------------------------------------------------------------------- */
+static void imp_ctx_free(imp_ctx_t *c, imp_thread_t *th) {
+    if (th)
+        for (int i = 0; i < c->T; i++) {
+            imgdec_free(th[i].dec);
+            image_resizer_free(th[i].rz);
+            free(th[i].buf);
+        }
+    free(th);
+    if (c->slots)
+        for (int r = 0; r < c->R; r++) {
+            imp_slot_t *s = &c->slots[r];
+            free(s->img);
+            free(s->joints);
+            free(s->K);
+            free(s->valid);
+            free(s->hh);
+            free(s->ok);
+        }
+    free(c->slots);
+    if (c->ferr)
+        for (int64_t i = 0; i < c->n; i++) free(c->ferr[i]);
+    free(c->ferr);
+    free(c->fsize);
+    free(c->fmtime);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+}
+
+/* The cache key (gpu/import.h) of a loaded and checked manifest. */
+static int imp_key(const imp_ctx_t *c, char key[65], char *err, size_t errlen) {
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) return errbuf_set(err, errlen, "out of memory");
+    len = (size_t)snprintf(buf, cap, "traind-import %d\nimage_size %d\nresize %s\non_error %s\nmanifest %s %s\n",
+                           IMPORT_FORMAT_VERSION, c->S, c->o->crop ? "crop" : "stretch", c->o->skip ? "skip" : "fail",
+                           c->m->freihand ? "freihand" : "jsonl", c->m->sha256);
+    for (int64_t i = 0; i < c->n; i++) {
+        const mf_frame_t *f = &c->m->frames[i];
+        size_t need = (f->image ? strlen(f->image) : 0) + 64;
+        if (len + need >= cap) {
+            while (len + need >= cap) cap *= 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                return errbuf_set(err, errlen, "out of memory");
+            }
+            buf = nb;
+        }
+        if (f->error || c->ferr[i]) len += (size_t)snprintf(buf + len, cap - len, "%lld -\n", (long long)i);
+        else
+            len += (size_t)snprintf(buf + len, cap - len, "%lld %s %lld %lld\n", (long long)i, f->image,
+                                    (long long)c->fsize[i], (long long)c->fmtime[i]);
+    }
+    int r = sha256_buf(buf, len, key, err, errlen);
+    free(buf);
+    return r;
+}
+
+/* Loads the manifest and stats the images; then either stops at a cache hit
+ * (cache_root given and cache_root/<key> complete) or converts into
+ * final_dir (cache_root/<key> when final_dir is NULL). */
+static int imp_run(const char *manifest, const char *cache_root, const char *final_dir, const import_opts_t *o,
+                   import_result_t *res, char *err, size_t errlen) {
+    memset(res, 0, sizeof *res);
+    if (o->image_size < IMPORT_MIN_SIDE || o->image_size > IMPORT_MAX_SIZE)
+        return errbuf_set(err, errlen, "image_size must be %d..%d, got %d", IMPORT_MIN_SIDE, IMPORT_MAX_SIZE,
+                          o->image_size);
+    double t_start = mono_now();
+    if (o->progress) {
+        import_progress_t p = {"checking", 0, 0, 0, 0};
+        o->progress(o->ud, &p);
+    }
+    manifest_t m;
+    int rc = imp_load_manifest(manifest, o, &m, err, errlen);
+    if (rc) {
+        manifest_free(&m);
+        return rc;
+    }
+    imp_ctx_t c;
+    memset(&c, 0, sizeof c);
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    c.o = o;
+    c.m = &m;
+    c.n = (int64_t)m.n;
+    c.S = o->image_size;
+    c.err_idx = -1;
+    c.T = o->threads > 0 ? o->threads : imp_cpus();
+    if (c.T > 256) c.T = 256;
+    if (c.T > c.n) c.T = (int)c.n;
+    imp_thread_t *th = calloc((size_t)c.T, sizeof *th);
+    c.fsize = calloc((size_t)c.n, sizeof *c.fsize);
+    c.fmtime = calloc((size_t)c.n, sizeof *c.fmtime);
+    c.ferr = calloc((size_t)c.n, sizeof *c.ferr);
+    char tmpdir[PATH_MAX] = "";
+    rc = -1;
+    if (!th || !c.fsize || !c.fmtime || !c.ferr) {
+        errbuf_set(err, errlen, "out of memory for %lld frames", (long long)c.n);
+        goto out;
+    }
+    for (int i = 0; i < c.T; i++) {
+        th[i].c = &c;
+        th[i].dec = imgdec_new();
+        th[i].rz = image_resizer_new();
+        if (!th[i].dec || !th[i].rz) {
+            errbuf_set(err, errlen, "out of memory for the decoders");
+            goto out;
+        }
+        imgdec_set_max_pixels(th[i].dec, o->max_pixels);
+    }
+
+    /* 1. every image opened and fstat'ed; 2. the key */
+    rc = imp_run_threads(&c, th, imp_check_main, "checking", t_start, err, errlen);
+    if (rc) goto out;
+    rc = -1;
+    if (!o->skip) {   /* fail mode: the first bad frame, before anything is decoded */
+        for (int64_t i = 0; i < c.n; i++) {
+            const mf_frame_t *f = &m.frames[i];
+            if (f->error) {
+                errbuf_set(err, errlen, "%s", f->error);
+                goto out;
+            }
+            if (c.ferr[i]) {
+                char where[PATH_MAX + 256];
+                imp_where(&m, f, where, sizeof where);
+                errbuf_set(err, errlen, "%s: %s", where, c.ferr[i]);
+                goto out;
+            }
+        }
+    }
+    if (imp_key(&c, res->key, err, errlen)) goto out;
+    res->frames = c.n;
+    char final[PATH_MAX];
+    if (final_dir) snprintf(final, sizeof final, "%s", final_dir);
+    else if (snprintf(final, sizeof final, "%s/%s", cache_root, res->key) >= (int)sizeof final) {
+        errbuf_set(err, errlen, "%s: path too long", cache_root);
+        goto out;
+    }
+    if (cache_root && !final_dir) {
+        import_result_t hit;
+        char e2[256];
+        struct stat st;
+        if (stat(final, &st) == 0 && S_ISDIR(st.st_mode) && import_read_result(final, &hit, e2, sizeof e2) == 0 &&
+            strcmp(hit.key, res->key) == 0) {
+            *res = hit;
+            res->cache_hit = 1;
+            rc = 0;
+            goto out;
+        }
+    }
+    if (o->admit && o->admit(o->ud, c.n, c.S, err, errlen)) goto out;
+
+    /* 3. room for the shards */
+    c.M = (int64_t)((64u << 20) / ((size_t)c.S * c.S * 3));
+    if (c.M < 1) c.M = 1;
+    if (c.M > c.n) c.M = c.n;
+    c.R = 2 + (int)((c.T + c.M - 1) / c.M);
+    if (c.R < 3) c.R = 3;
+    {
+        struct statvfs vs;
+        char parent[PATH_MAX];
+        snprintf(parent, sizeof parent, "%s", final);
+        const char *pd = dirname(parent);
+        if (fs_mkdir_p(pd, 0750, err, errlen)) goto out;
+        double need = (double)c.n * ((double)c.S * c.S * 3 + HAND_COORDS * 4 + HAND_JOINTS + 1 + 36) + (64 << 20);
+        if (statvfs(pd, &vs) == 0 && (double)vs.f_bavail * vs.f_frsize < need) {
+            errbuf_set(err, errlen, "not enough free space in %s for the import: needs %.2f GB, %.2f GB free", pd,
+                       need / 1e9, (double)vs.f_bavail * vs.f_frsize / 1e9);
+            goto out;
+        }
+    }
+    c.slots = calloc((size_t)c.R, sizeof *c.slots);
+    if (!c.slots) {
+        errbuf_set(err, errlen, "out of memory");
+        goto out;
+    }
+    for (int r = 0; r < c.R; r++) {
+        imp_slot_t *s = &c.slots[r];
+        size_t M = (size_t)c.M;
+        s->img = malloc(M * c.S * c.S * 3);
+        s->joints = malloc(M * HAND_COORDS * sizeof(float));
+        s->K = malloc(M * 9 * sizeof(float));
+        s->valid = malloc(M * HAND_JOINTS);
+        s->hh = malloc(M);
+        s->ok = malloc(M);
+        if (!s->img || !s->joints || !s->K || !s->valid || !s->hh || !s->ok) {
+            errbuf_set(err, errlen, "out of memory for the shard buffers (%d x %lld frames of %dx%d)", c.R,
+                       (long long)c.M, c.S, c.S);
+            goto out;
+        }
+        s->shard = r;
+        atomic_store(&s->remaining, imp_shard_count(&c, r));
+    }
+    if (fs_make_tmpdir_for(final, tmpdir, sizeof tmpdir, err, errlen)) {
+        tmpdir[0] = 0;
+        goto out;
+    }
+    snprintf(c.outdir, sizeof c.outdir, "%s", tmpdir);
+
+    /* 4. decode, resize, write shards */
+    double t0 = mono_now();
+    rc = imp_run_threads(&c, th, imp_decode_main, "decoding", t0, err, errlen);
+    if (rc) goto out;
+    rc = -1;
+    double el = mono_now() - t0;
+    if (c.err_idx >= 0) {
+        errbuf_set(err, errlen, "%s", c.err);
+        goto out;
+    }
+    if (c.imported == 0) {
+        errbuf_set(err, errlen, "no frame could be imported (%lld skipped%s%s)", (long long)c.skipped,
+                   c.n_reasons ? "; the first: " : "", c.n_reasons ? c.reasons[0] : "");
+        goto out;
+    }
+    res->imported = c.imported;
+    res->skipped = c.skipped;
+    res->left = c.left;
+    res->right = c.right;
+    res->n_reasons = c.n_reasons;
+    memcpy(res->reasons, c.reasons, sizeof res->reasons);
+    res->seconds = el;
+    res->images_per_s = el > 0 ? (double)c.n / el : 0;
+    {
+        json_t *j = import_result_json(res);
+        json_object_set_new(j, "manifest", errbuf_json_string(m.path));
+        json_object_set_new(j, "image_size", json_integer(c.S));
+        json_object_set_new(j, "resize", json_string(o->crop ? "crop" : "stretch"));
+        json_object_set_new(j, "on_error", json_string(o->skip ? "skip" : "fail"));
+        json_object_del(j, "cache_hit");
+        char *text = json_dumps(j, JSON_INDENT(1) | JSON_SORT_KEYS);
+        json_decref(j);
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/import.json", tmpdir);
+        int w = text ? fs_write_file_atomic(path, text, strlen(text), err, errlen)
+                     : errbuf_set(err, errlen, "out of memory");
+        free(text);
+        if (w) goto out;
+    }
+    if (imp_cancelled(&c)) {
+        rc = IMPORT_CANCELLED;
+        errbuf_set(err, errlen, "import cancelled");
+        goto out;
+    }
+    if (fs_rename_dir_atomic(tmpdir, final, err, errlen)) goto out;
+    tmpdir[0] = 0;
+    snprintf(res->dir, sizeof res->dir, "%s", final);
+    rc = 0;
+out:
+    if (rc == 0 && res->cache_hit) snprintf(res->dir, sizeof res->dir, "%s", final);
+    if (tmpdir[0]) fs_rm_rf(tmpdir, NULL, 0);
+    imp_ctx_free(&c, th);
+    manifest_free(&m);
+    return rc;
+}
+
+int import_cached(const char *manifest, const char *cache_root, const import_opts_t *o, import_result_t *res,
+                  char *err, size_t errlen) {
+    return imp_run(manifest, cache_root, NULL, o, res, err, errlen);
+}
+
+int import_to_dir(const char *manifest, const char *outdir, const import_opts_t *o, import_result_t *res,
+                  char *err, size_t errlen) {
+    return imp_run(manifest, NULL, outdir, o, res, err, errlen);
+}
+
+/* ---- `traind import` ----------------------------------------------------------------------- */
+static void imp_usage(FILE *f) {
+    fprintf(f,
+            "usage: traind import --manifest FILE --out DIR --image-size S [--resize stretch|crop]\n"
+            "                     [--on-error fail|skip] [--threads N] [--dataset-root DIR]...\n"
+            "  decodes the JPEG/PNG frames of a manifest (JSON Lines, or a FreiHAND directory or\n"
+            "  training_xyz.json) to SxS and writes them with their labels as a dataset directory\n"
+            "  (safetensors shards, SPEC §6) at DIR, replaced atomically; --dataset-root confines\n"
+            "  every file read to the given roots (as the daemon does).\n");
+}
+
+static void imp_cli_progress(void *ud, const import_progress_t *p) {
+    (void)ud;
+    if (!isatty(2) || strcmp(p->phase, "decoding") != 0) return;
+    fprintf(stderr, "\rdecoding %lld/%lld frames (%lld skipped), %.0f images/s   ", (long long)p->done,
+            (long long)p->frames, (long long)p->skipped, p->images_per_s);
+}
+
+int import_main(int argc, char **argv) {
+    const char *manifest = NULL, *out = NULL, *roots[16];
+    int n_roots = 0;
+    import_opts_t o = {0};
+    o.image_size = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            imp_usage(stdout);
+            return 0;
+        }
+        static const char *const opts[] = {"--manifest", "--out", "--image-size", "--resize", "--on-error",
+                                           "--threads", "--dataset-root"};
+        int which = -1;
+        const char *val = NULL;
+        for (int k = 0; k < 7 && which < 0; k++) {
+            size_t l = strlen(opts[k]);
+            if (!strcmp(a, opts[k])) {
+                if (i + 1 >= argc) {
+                    fprintf(stderr, "traind import: %s needs a value\n", opts[k]);
+                    return 2;
+                }
+                val = argv[++i];
+                which = k;
+            } else if (!strncmp(a, opts[k], l) && a[l] == '=') {
+                val = a + l + 1;
+                which = k;
+            }
+        }
+        if (which < 0) {
+            fprintf(stderr, "traind import: unknown argument '%s'\n", a);
+            imp_usage(stderr);
+            return 2;
+        }
+        char *end;
+        long v;
+        switch (which) {
+        case 0: manifest = val; break;
+        case 1: out = val; break;
+        case 2:
+        case 5:
+            errno = 0;
+            v = strtol(val, &end, 10);
+            if (errno || end == val || *end || (which == 2 && (v < IMPORT_MIN_SIDE || v > IMPORT_MAX_SIZE)) ||
+                (which == 5 && (v < 1 || v > 256))) {
+                fprintf(stderr, "traind import: %s must be an integer in %s, got '%s'\n", opts[which],
+                        which == 2 ? "14..4096" : "1..256", val);
+                return 2;
+            }
+            if (which == 2) o.image_size = (int)v;
+            else o.threads = (int)v;
+            break;
+        case 3:
+            if (strcmp(val, "stretch") && strcmp(val, "crop")) {
+                fprintf(stderr, "traind import: --resize must be stretch or crop, got '%s'\n", val);
+                return 2;
+            }
+            o.crop = !strcmp(val, "crop");
+            break;
+        case 4:
+            if (strcmp(val, "fail") && strcmp(val, "skip")) {
+                fprintf(stderr, "traind import: --on-error must be fail or skip, got '%s'\n", val);
+                return 2;
+            }
+            o.skip = !strcmp(val, "skip");
+            break;
+        case 6: {
+            static char rbuf[16][PATH_MAX];
+            if (n_roots >= 16 || !realpath(val, rbuf[n_roots])) {
+                fprintf(stderr, "traind import: --dataset-root %s: %s\n", val,
+                        n_roots >= 16 ? "at most 16" : strerror(errno));
+                return 2;
+            }
+            roots[n_roots] = rbuf[n_roots];
+            n_roots++;
+            break;
+        }
+        }
+    }
+    if (!manifest || !*manifest || !out || !*out || o.image_size < 0) {
+        fprintf(stderr, "traind import: missing%s%s%s\n", manifest && *manifest ? "" : " --manifest",
+                out && *out ? "" : " --out", o.image_size < 0 ? " --image-size" : "");
+        imp_usage(stderr);
+        return 2;
+    }
+    o.roots = n_roots ? roots : NULL;
+    o.n_roots = n_roots;
+    o.progress = imp_cli_progress;
+    import_result_t res;
+    char err[2048];
+    int rc = import_to_dir(manifest, out, &o, &res, err, sizeof err);
+    if (isatty(2)) fprintf(stderr, "\n");
+    if (rc) {
+        fprintf(stderr, "traind import: %s\n", err);
+        return 1;
+    }
+    printf("imported %lld of %lld frames (%lld skipped) as %dx%d (%s) into %s in %.2f s (%.0f images/s)\n",
+           (long long)res.imported, (long long)res.frames, (long long)res.skipped, o.image_size, o.image_size,
+           o.crop ? "crop" : "stretch", out, res.seconds, res.images_per_s);
+    for (int i = 0; i < res.n_reasons; i++) printf("  skipped: %s\n", res.reasons[i]);
+    return 0;
+}

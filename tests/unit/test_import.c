@@ -1,0 +1,1006 @@
+/* tests/unit/test_import.c — gpu/import.c, gpu/imgdec.c, gpu/manifest.c.
+ *
+ * Frames of the synthetic renderer at 640x480 (and 480x640) with a known K,
+ * written as JPEG q95 and PNG (tests/frames.h), imported at 224 with
+ * `stretch` and `crop`:
+ *   - labels exact (joints bit for bit, masks), K = the exact geometry's A K;
+ *   - PNG pixels equal image_resize_u8 of the rendered pixels (lossless);
+ *     JPEG pixels within 1 level of an independent decode (djpeg at the same
+ *     DCT scale, then the same crop/resize) and within JPEG tolerance of
+ *     the rendered pixels resized at full resolution;
+ *   - every unoccluded joint disc's centre (colour-weighted centroid) within
+ *     0.5 px of the stored joint projected with the stored K;
+ *   - grayscale, CMYK (Adobe), EXIF orientations 2-8, 16-bit, gray and alpha
+ *     PNG;
+ * bad frames (truncated/corrupt JPEG and PNG, not an image, too small,
+ * missing) fail naming the manifest line, or are skipped and counted;
+ * manifest lines with every kind of label problem; cancel leaves nothing;
+ * the cache key and cache hits; the fuzz corpus and its crashes replayed.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "gpu/image.h"
+#include "gpu/imgdec.h"
+#include "gpu/import.h"
+#include "gpu/manifest.h"
+#include "store/dataset.h"
+#include "store/fsutil.h"
+#include "store/safetensors.h"
+#include "tests/frames.h"
+#include "tests/fuzz/fuzz_import.h"
+#include "tests/tap.h"
+
+static char root[256];
+
+/* ---- reading an imported directory back --------------------------------------------- */
+typedef struct {
+    int64_t n;
+    int S;
+    uint8_t *img;      /* [n][S][S][3] */
+    float *joints, *K; /* [n][63], [n][9] */
+    uint8_t *valid, *hh;
+} shards_t;
+
+static void shards_free(shards_t *s) {
+    free(s->img);
+    free(s->joints);
+    free(s->K);
+    free(s->valid);
+    free(s->hh);
+    memset(s, 0, sizeof *s);
+}
+
+static int shards_read(const char *dir, shards_t *out) {
+    memset(out, 0, sizeof *out);
+    ds_info_t info;
+    char err[512];
+    if (ds_scan(dir, &info, err, sizeof err)) {
+        diag("ds_scan: %s", err);
+        return -1;
+    }
+    int64_t n = info.n;
+    int S = info.h;
+    out->n = n;
+    out->S = S;
+    out->img = malloc((size_t)n * S * S * 3);
+    out->joints = malloc((size_t)n * 63 * 4);
+    out->K = malloc((size_t)n * 9 * 4);
+    out->valid = malloc((size_t)n * 21);
+    out->hh = malloc((size_t)n);
+    int64_t off = 0;
+    int rc = 0;
+    for (int i = 0; i < info.nshards && rc == 0; i++) {
+        st_file_t *f = st_open_in(dir, info.shards[i].name, err, sizeof err);
+        if (!f) { rc = -1; break; }
+        int64_t m = info.shards[i].n;
+        rc |= st_read(f, st_find(f, "image"), out->img + (size_t)off * S * S * 3, err, sizeof err);
+        rc |= st_read(f, st_find(f, "hand_joints"), out->joints + off * 63, err, sizeof err);
+        rc |= st_read(f, st_find(f, "camera_intrinsics"), out->K + off * 9, err, sizeof err);
+        rc |= st_read(f, st_find(f, "hand_joints_valid"), out->valid + off * 21, err, sizeof err);
+        rc |= st_read(f, st_find(f, "has_hand"), out->hh + off, err, sizeof err);
+        st_close(f);
+        off += m;
+    }
+    ds_info_free(&info);
+    return rc;
+}
+
+/* ---- writing frames ---------------------------------------------------------------------- */
+static int write_file(const char *path, const void *p, size_t n) {
+    int r = frames_write_file(path, p, n);
+    if (r) diag("cannot write %s: %s", path, strerror(errno));
+    return r;
+}
+
+/* A manifest at dir/name with one line per (image, frame). */
+static void write_manifest(const char *dir, const char *name, int n, char *const *images, const frame_t *const *fr,
+                           const char *extra_first_line) {
+    char path[512], line[8192];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (extra_first_line) fprintf(f, "%s\n", extra_first_line);
+    for (int i = 0; i < n; i++) {
+        frames_manifest_line(line, sizeof line, images[i], fr[i], fr[i]->K);
+        fprintf(f, "%s\n", line);
+    }
+    fclose(f);
+}
+
+/* ---- the reference decode: djpeg (libjpeg-turbo-progs) ------------------------------------ */
+static int have_djpeg(void) { return system("command -v djpeg >/dev/null 2>&1") == 0; }
+
+/* RGB [h][w][3] of `djpeg -scale num/den -pnm path` (gray expanded), malloc'd. */
+static uint8_t *djpeg(const char *path, int num, int den, int *w, int *h) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "djpeg -scale %d/%d -pnm '%s'", num, den, path);
+    FILE *p = popen(cmd, "r");
+    if (!p) return NULL;
+    char magic[3] = "";
+    int maxv = 0;
+    uint8_t *rgb = NULL;
+    if (fscanf(p, "%2s %d %d %d", magic, w, h, &maxv) == 4 && maxv == 255 && fgetc(p) != EOF) {
+        int ch = strcmp(magic, "P6") == 0 ? 3 : strcmp(magic, "P5") == 0 ? 1 : 0;
+        size_t n = (size_t)*w * *h;
+        uint8_t *raw = ch ? malloc(n * ch) : NULL;
+        if (raw && fread(raw, 1, n * ch, p) == n * ch) {
+            rgb = malloc(n * 3);
+            for (size_t i = 0; i < n; i++)
+                for (int c = 0; c < 3; c++) rgb[i * 3 + c] = raw[i * ch + (ch == 3 ? c : 0)];
+        }
+        free(raw);
+    }
+    pclose(p);
+    return rgb;
+}
+
+/* ---- geometry -------------------------------------------------------------------------------- */
+/* The expected K' = A K for an image of w x h decoded at num/den (decoded size
+ * dw x dh) and imported at S (gpu/import.h); also the region in source pixels. */
+typedef struct { double ax, ay, bx, by; double rx0, ry0, rw, rh; int dx0, dy0, dside_w, dside_h; } geo_t;
+static geo_t geometry(int w, int h, int num, int den, int S, int crop) {
+    geo_t g;
+    int dw = (w * num + den - 1) / den, dh = (h * num + den - 1) / den;
+    int x0 = 0, y0 = 0, rw = dw, rh = dh;
+    if (crop) {
+        int side = dw < dh ? dw : dh;
+        x0 = (dw - side) / 2;
+        y0 = (dh - side) / 2;
+        rw = rh = side;
+    }
+    double s = (double)num / den;
+    g.ax = s * S / rw;
+    g.ay = s * S / rh;
+    g.bx = -(double)x0 * S / rw;
+    g.by = -(double)y0 * S / rh;
+    g.rx0 = x0 / s;
+    g.ry0 = y0 / s;
+    g.rw = rw / s;
+    g.rh = rh / s;
+    g.dx0 = x0;
+    g.dy0 = y0;
+    g.dside_w = rw;
+    g.dside_h = rh;
+    return g;
+}
+
+static double k_err(const float *K, const float *K0, const geo_t *g) {
+    double want[9] = {g->ax * K0[0] + g->bx * K0[6], g->ax * K0[1] + g->bx * K0[7], g->ax * K0[2] + g->bx * K0[8],
+                      g->ay * K0[3] + g->by * K0[6], g->ay * K0[4] + g->by * K0[7], g->ay * K0[5] + g->by * K0[8],
+                      K0[6], K0[7], K0[8]};
+    double worst = 0;
+    for (int q = 0; q < 9; q++) {
+        double e = fabs(K[q] - want[q]) / (fabs(want[q]) > 1 ? fabs(want[q]) : 1);
+        if (e > worst) worst = e;
+    }
+    return worst;
+}
+
+/* image_resize_u8 of the region (x0,y0,rw,rh) of an RGB image [h][w][3]: malloc'd S x S. */
+static uint8_t *resize_region(const uint8_t *rgb, int w, int x0, int y0, int rw, int rh, int S) {
+    uint8_t *crop = malloc((size_t)rw * rh * 3), *out = malloc((size_t)S * S * 3);
+    for (int y = 0; y < rh; y++) memcpy(crop + (size_t)y * rw * 3, rgb + ((size_t)(y + y0) * w + x0) * 3, (size_t)rw * 3);
+    char err[256];
+    if (image_resize_u8(crop, rh, rw, out, S, S, err, sizeof err)) diag("resize: %s", err);
+    free(crop);
+    return out;
+}
+
+static void pixel_diff(const uint8_t *a, const uint8_t *b, size_t n, double *mean, int *max) {
+    double s = 0;
+    *max = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d = abs((int)a[i] - (int)b[i]);
+        s += d;
+        if (d > *max) *max = d;
+    }
+    *mean = s / (double)n;
+}
+
+/* ---- joint discs ----------------------------------------------------------------------------- */
+/* Centres of the unoccluded joint discs of frame f, measured in the imported
+ * image (S x S, stored K2 and joints J2), against the stored joints projected
+ * with K2. The region (source pixels) is what the import kept; sx, sy the
+ * source->imported scale. Returns the worst error in px, counts the joints. */
+static double disc_sum;   /* sum of the errors disc_check measured (for a mean) */
+static double disc_check(const frame_t *f, const uint8_t *img, int S, const float *K2, const float *J2, double rx0,
+                         double ry0, double rw, double rh, int *count) {
+    int Sr = f->w > f->h ? f->w : f->h;
+    double sx = S / rw, sy = S / rh, worst = 0;
+    float u[HAND_JOINTS], v[HAND_JOINTS], r[HAND_JOINTS];
+    for (int j = 0; j < HAND_JOINTS; j++) {
+        float z = f->joints[j][2];
+        u[j] = f->K[0] * f->joints[j][0] / z + f->K[2];
+        v[j] = f->K[4] * f->joints[j][1] / z + f->K[5];
+        r[j] = synth_joint_radius(Sr, z);
+    }
+    for (int j = 0; j < HAND_JOINTS && f->has_hand; j++) {
+        float z = f->joints[j][2];
+        int clean = z > 0.05f && u[j] - r[j] - 3 >= rx0 && u[j] + r[j] + 3 <= rx0 + rw && v[j] - r[j] - 3 >= ry0 &&
+                    v[j] + r[j] + 3 <= ry0 + rh;
+        for (int k = 0; k < HAND_JOINTS && clean; k++) {
+            if (k == j) continue;
+            double d = hypot(u[j] - u[k], v[j] - v[k]);
+            if (d < r[j] + r[k] + 3) clean = 0;   /* any neighbour near: its colour would bias the centroid */
+        }
+        if (!clean) continue;
+        const float *X = J2 + j * 3;
+        double p0 = K2[0] * X[0] + K2[1] * X[1] + K2[2] * X[2], p1 = K2[3] * X[0] + K2[4] * X[1] + K2[5] * X[2],
+               p2 = K2[6] * X[0] + K2[7] * X[1] + K2[8] * X[2];
+        double pu = p0 / p2, pv = p1 / p2;
+        uint8_t col[3];
+        synth_joint_color(j, col);
+        double ex = (r[j] + 2) * sx, ey = (r[j] + 2) * sy, sw = 0, su = 0, sv = 0;
+        for (int y = (int)floor(pv - ey) - 1; y <= (int)ceil(pv + ey) + 1; y++)
+            for (int x = (int)floor(pu - ex) - 1; x <= (int)ceil(pu + ex) + 1; x++) {
+                if (x < 0 || y < 0 || x >= S || y >= S) continue;
+                double dx = (x + 0.5 - pu) / ex, dy = (y + 0.5 - pv) / ey;
+                if (dx * dx + dy * dy > 1) continue;
+                const uint8_t *px = img + ((size_t)y * S + x) * 3;
+                int d = 0;
+                for (int c = 0; c < 3; c++) d = abs(px[c] - col[c]) > d ? abs(px[c] - col[c]) : d;
+                double wgt = d <= 20 ? 1 : d >= 45 ? 0 : (45.0 - d) / 25.0;
+                sw += wgt;
+                su += wgt * (x + 0.5);
+                sv += wgt * (y + 0.5);
+            }
+        if (sw < 4) continue;
+        double e = hypot(su / sw - pu, sv / sw - pv);
+        if (e > worst) worst = e;
+        disc_sum += e;
+        (*count)++;
+    }
+    return worst;
+}
+
+/* ---- import helpers ---------------------------------------------------------------------------- */
+static int do_import(const char *manifest, const char *out, int S, int crop, int skip, import_result_t *res,
+                     char *err, size_t errlen) {
+    import_opts_t o = {.image_size = S, .crop = crop, .skip = skip, .threads = 2};
+    fs_rm_rf(out, NULL, 0);
+    return import_to_dir(manifest, out, &o, res, err, errlen);
+}
+
+/* ---- 1. the main case: 640x480 JPEG q95 and PNG, stretch and crop --------------------------------- */
+#define NF 10
+static frame_t fr[NF];
+static char *img_jpg[NF], *img_png[NF];
+
+static void test_main_case(void) {
+    char dir[512], path[600], err[2048];
+    snprintf(dir, sizeof dir, "%s/main", root);
+    fs_mkdir_p(dir, 0755, NULL, 0);
+    for (int i = 0; i < NF; i++) {
+        int w = i == NF - 1 ? 480 : 640, h = i == NF - 1 ? 640 : 480;   /* the last one is portrait */
+        frame_render(11, i, w, h, &fr[i]);
+        uint8_t *buf;
+        size_t len;
+        snprintf(path, sizeof path, "%s/f%d.jpg", dir, i);
+        frames_jpeg(fr[i].rgb, w, h, TJPF_RGB, 95, &buf, &len);
+        write_file(path, buf, len);
+        tjFree(buf);
+        img_jpg[i] = strdup(path + strlen(dir) + 1);
+        snprintf(path, sizeof path, "%s/f%d.png", dir, i);
+        frames_png(fr[i].rgb, w, h, PNG_COLOR_TYPE_RGB, 8, &buf, &len);
+        write_file(path, buf, len);
+        free(buf);
+        img_png[i] = strdup(path + strlen(dir) + 1);
+    }
+    const frame_t *fp[NF];
+    for (int i = 0; i < NF; i++) fp[i] = &fr[i];
+    write_manifest(dir, "jpg.jsonl", NF, img_jpg, fp, NULL);
+    write_manifest(dir, "png.jsonl", NF, img_png, fp, NULL);
+    int djp = have_djpeg();
+    if (!djp) diag("djpeg not found (libjpeg-turbo-progs): the independent-decode comparison is skipped");
+
+    /* the estimator itself, on a rendered frame: exact to a small fraction of a pixel */
+    {
+        frame_t sq;
+        frame_render(11, 0, 640, 640, &sq);
+        int cnt = 0;
+        double worst = disc_check(&sq, sq.rgb, 640, sq.K, &sq.joints[0][0], 0, 0, 640, 640, &cnt);
+        ok(cnt >= 1 && worst < 0.05, "disc-centre estimator on a rendered 640x640 frame: %d joints, worst %.3f px",
+           cnt, worst);
+        frame_free(&sq);
+    }
+
+    const int S = 224;
+    for (int fmt = 0; fmt < 2; fmt++)
+        for (int crop = 0; crop < 2; crop++) {
+            const char *fname = fmt ? "png" : "jpeg", *mode = crop ? "crop" : "stretch";
+            char man[600], out[600];
+            snprintf(man, sizeof man, "%s/%s.jsonl", dir, fmt ? "png" : "jpg");
+            snprintf(out, sizeof out, "%s/out-%s-%s", root, fname, mode);
+            import_result_t res;
+            int r = do_import(man, out, S, crop, 0, &res, err, sizeof err);
+            ok(r == 0 && res.imported == NF && res.skipped == 0, "%s %s: imported %lld of %d (%s)", fname, mode,
+               (long long)res.imported, NF, r ? err : "ok");
+            shards_t sh;
+            if (r || shards_read(out, &sh) || sh.n != NF || sh.S != S) {
+                ok(0, "%s %s: shards readable", fname, mode);
+                continue;
+            }
+            int labels = 1, discs = 0;
+            disc_sum = 0;
+            double kworst = 0, dworst = 0, ref_mean_worst = 0, orig_mean_worst = 0;
+            int ref_max_worst = 0, pixels_exact = 1;
+            for (int i = 0; i < NF; i++) {
+                const frame_t *f = &fr[i];
+                labels &= memcmp(sh.joints + i * 63, f->joints, sizeof f->joints) == 0 &&
+                          memcmp(sh.valid + i * 21, f->valid, 21) == 0 && sh.hh[i] == f->has_hand;
+                int num = 1, den = 1;
+                if (!fmt) {   /* JPEG: the smallest k/8 keeping both sides >= S */
+                    for (num = 1; num < 8; num++)
+                        if ((f->w * num + 7) / 8 >= S && (f->h * num + 7) / 8 >= S) break;
+                    den = 8;
+                }
+                geo_t g = geometry(f->w, f->h, num, den, S, crop);
+                double ke = k_err(sh.K + i * 9, f->K, &g);
+                if (ke > kworst) kworst = ke;
+                const uint8_t *im = sh.img + (size_t)i * S * S * 3;
+                double e = disc_check(f, im, S, sh.K + i * 9, sh.joints + i * 63, g.rx0, g.ry0, g.rw, g.rh, &discs);
+                if (e > dworst) dworst = e;
+                /* pixels against the rendered frame resized at full resolution */
+                uint8_t *ref = resize_region(f->rgb, f->w, (int)lround(g.rx0), (int)lround(g.ry0), (int)lround(g.rw),
+                                             (int)lround(g.rh), S);
+                double mean;
+                int mx;
+                pixel_diff(im, ref, (size_t)S * S * 3, &mean, &mx);
+                if (fmt) pixels_exact &= mx == 0;
+                if (mean > orig_mean_worst) orig_mean_worst = mean;
+                free(ref);
+                if (!fmt && djp) {   /* against djpeg at the same scale, same crop and resize */
+                    int dw, dh;
+                    snprintf(path, sizeof path, "%s/%s", dir, img_jpg[i]);
+                    uint8_t *dj = djpeg(path, num, den, &dw, &dh);
+                    if (!dj) {
+                        ref_max_worst = 999;
+                        continue;
+                    }
+                    uint8_t *r2 = resize_region(dj, dw, g.dx0, g.dy0, g.dside_w, g.dside_h, S);
+                    pixel_diff(im, r2, (size_t)S * S * 3, &mean, &mx);
+                    if (mx > ref_max_worst) ref_max_worst = mx;
+                    if (mean > ref_mean_worst) ref_mean_worst = mean;
+                    free(dj);
+                    free(r2);
+                }
+            }
+            ok(labels, "%s %s: joints, validity and has_hand stored bit for bit", fname, mode);
+            ok(kworst < 1e-6, "%s %s: stored K = A K of the exact geometry (worst relative error %.2g)", fname, mode,
+               kworst);
+            ok(discs >= 6 && dworst <= 0.5, "%s %s: %d unoccluded joint discs' centres within 0.5 px of the stored "
+               "joints projected with the stored K (worst %.3f px)", fname, mode, discs, dworst);
+            /* stricter: a half-pixel slip of the pixel-centre convention would be 0.3-0.4 px on every disc */
+            ok(discs && disc_sum / discs < 0.2, "%s %s: mean disc-centre error %.3f px < 0.2 px", fname, mode,
+               discs ? disc_sum / discs : 0.0);
+            if (fmt) {
+                ok(pixels_exact, "%s %s: pixels = image_resize_u8 of the rendered pixels (lossless)", fname, mode);
+            } else {
+                ok(orig_mean_worst < 3.0, "%s %s: pixels within JPEG tolerance of the rendered frame resized at full "
+                   "resolution (worst mean |diff| %.2f)", fname, mode, orig_mean_worst);
+                if (djp)
+                    ok(ref_max_worst <= 1, "%s %s: pixels within 1 level of djpeg at the same DCT scale, same "
+                       "crop/resize (max %d, mean %.3f)", fname, mode, ref_max_worst, ref_mean_worst);
+            }
+            shards_free(&sh);
+        }
+}
+
+/* ---- 2. colour types, orientation, bit depth ----------------------------------------------------- */
+static int import_one_file(const char *dir, const char *name, const frame_t *f, int S, int crop, shards_t *sh,
+                           char *err, size_t errlen) {
+    char man[600], out[600], *images[1] = {(char *)name};
+    const frame_t *fp[1] = {f};
+    snprintf(man, sizeof man, "%s.jsonl", name);
+    write_manifest(dir, man, 1, images, fp, NULL);
+    snprintf(man, sizeof man, "%s/%s.jsonl", dir, name);
+    snprintf(out, sizeof out, "%s/out-%s", root, name);
+    import_result_t res;
+    if (do_import(man, out, S, crop, 0, &res, err, errlen)) return -1;
+    return shards_read(out, sh);
+}
+
+static void test_variants(void) {
+    char dir[512], path[600], err[2048];
+    snprintf(dir, sizeof dir, "%s/var", root);
+    fs_mkdir_p(dir, 0755, NULL, 0);
+    const frame_t *f = &fr[0];
+    const int W = f->w, H = f->h, S = 224;
+    size_t np = (size_t)W * H;
+    uint8_t *buf;
+    size_t len;
+    shards_t sh, base;
+    /* the 8-bit RGB PNG import is the reference for the lossless variants */
+    frames_png(f->rgb, W, H, PNG_COLOR_TYPE_RGB, 8, &buf, &len);
+    snprintf(path, sizeof path, "%s/base.png", dir);
+    write_file(path, buf, len);
+    free(buf);
+    int have_base = import_one_file(dir, "base.png", f, S, 1, &base, err, sizeof err) == 0;
+    ok(have_base, "reference PNG imported (%s)", have_base ? "ok" : err);
+    geo_t g = geometry(W, H, 1, 2, S, 1);
+
+    /* grayscale JPEG: against djpeg's gray, expanded */
+    uint8_t *gray = malloc(np), *gray3 = malloc(np * 3);
+    for (size_t i = 0; i < np; i++) {
+        gray[i] = (uint8_t)((f->rgb[i * 3] * 77 + f->rgb[i * 3 + 1] * 150 + f->rgb[i * 3 + 2] * 29) >> 8);
+        for (int c = 0; c < 3; c++) gray3[i * 3 + c] = gray[i];
+    }
+    frames_jpeg(gray, W, H, TJPF_GRAY, 95, &buf, &len);
+    snprintf(path, sizeof path, "%s/gray.jpg", dir);
+    write_file(path, buf, len);
+    tjFree(buf);
+    if (import_one_file(dir, "gray.jpg", f, S, 1, &sh, err, sizeof err) == 0) {
+        int dw, dh, mx = 999;
+        double mean = 0;
+        uint8_t *dj = have_djpeg() ? djpeg(path, 1, 2, &dw, &dh) : NULL;
+        if (dj) {
+            uint8_t *r2 = resize_region(dj, dw, g.dx0, g.dy0, g.dside_w, g.dside_h, S);
+            pixel_diff(sh.img, r2, (size_t)S * S * 3, &mean, &mx);
+            free(r2);
+            free(dj);
+        }
+        int grey = 1;
+        for (size_t i = 0; i < (size_t)S * S; i++) grey &= sh.img[i * 3] == sh.img[i * 3 + 1] && sh.img[i * 3] == sh.img[i * 3 + 2];
+        ok(grey && (mx <= 1 || !have_djpeg()), "grayscale JPEG: R=G=B, within 1 level of djpeg (max %d)", mx);
+        shards_free(&sh);
+    } else {
+        ok(0, "grayscale JPEG imported: %s", err);
+    }
+
+    /* CMYK JPEG (TurboJPEG writes YCCK with an Adobe marker: values stored inverted) */
+    uint8_t *cmyk = malloc(np * 4);
+    for (size_t i = 0; i < np; i++) {
+        for (int c = 0; c < 3; c++) cmyk[i * 4 + c] = f->rgb[i * 3 + c];   /* inverted C = R when K = 0 */
+        cmyk[i * 4 + 3] = 255;                                               /* inverted K: no black */
+    }
+    int cm = frames_jpeg(cmyk, W, H, TJPF_CMYK, 95, &buf, &len) == 0;
+    int ori, adobe = 0;
+    if (cm) {
+        imgdec_jpeg_markers(buf, len, &ori, &adobe);
+        snprintf(path, sizeof path, "%s/cmyk.jpg", dir);
+        write_file(path, buf, len);
+        tjFree(buf);
+    }
+    ok(cm && adobe, "a CMYK JPEG with an Adobe marker written");
+    if (cm && import_one_file(dir, "cmyk.jpg", f, S, 1, &sh, err, sizeof err) == 0) {
+        uint8_t *ref = resize_region(f->rgb, W, (int)g.rx0, (int)g.ry0, (int)g.rw, (int)g.rh, S);
+        double mean;
+        int mx;
+        pixel_diff(sh.img, ref, (size_t)S * S * 3, &mean, &mx);
+        ok(mean < 3.0, "CMYK JPEG: RGB = C*K/255 of the inverted values, within JPEG tolerance of the frame "
+           "(mean |diff| %.2f)", mean);
+        free(ref);
+        shards_free(&sh);
+    } else {
+        ok(0, "CMYK JPEG imported: %s", err);
+    }
+    free(cmyk);
+
+    /* EXIF orientations: the stored pixels are the frame turned so that showing
+     * them with the tag gives the frame back; the labels describe the frame. */
+    for (int o = 2; o <= 8; o++) {
+        int swap = o >= 5, sw = swap ? H : W, shh = swap ? W : H;
+        uint8_t *st = malloc(np * 3);
+        for (int y = 0; y < H; y++)      /* displayed (x, y) comes from stored (sx, sy) */
+            for (int x = 0; x < W; x++) {
+                int sx, sy;
+                switch (o) {   /* the inverse of each EXIF transform, written out */
+                case 2: sx = W - 1 - x; sy = y; break;            /* mirror: its own inverse */
+                case 3: sx = W - 1 - x; sy = H - 1 - y; break;    /* 180 */
+                case 4: sx = x; sy = H - 1 - y; break;            /* flip */
+                case 5: sx = y; sy = x; break;                    /* transpose */
+                case 6: sx = y; sy = W - 1 - x; break;            /* shown turned 90 cw: stored turned 90 ccw */
+                case 7: sx = H - 1 - y; sy = W - 1 - x; break;    /* transverse */
+                default: sx = H - 1 - y; sy = x; break;           /* 8: shown turned 90 ccw */
+                }
+                memcpy(st + ((size_t)sy * sw + sx) * 3, f->rgb + ((size_t)y * W + x) * 3, 3);
+            }
+        frames_jpeg(st, sw, shh, TJPF_RGB, 95, &buf, &len);
+        if (have_djpeg()) {   /* the construction, checked by jpegtran's own transforms (EXIF's meaning) */
+            static const char *const op[9] = {"", "", "-flip horizontal", "-rotate 180", "-flip vertical",
+                                              "-transpose", "-rotate 90", "-transverse", "-rotate 270"};
+            char plain[600], turned[600], cmd[2048];
+            snprintf(plain, sizeof plain, "%s/plain%d.jpg", dir, o);
+            snprintf(turned, sizeof turned, "%s/turned%d.jpg", dir, o);
+            write_file(plain, buf, len);
+            snprintf(cmd, sizeof cmd, "jpegtran %s -outfile '%s' '%s'", op[o], turned, plain);
+            int tw = 0, th = 0;
+            uint8_t *t = system(cmd) == 0 ? djpeg(turned, 1, 1, &tw, &th) : NULL;
+            double mean = 999;
+            int mx;
+            if (t && tw == W && th == H) pixel_diff(t, f->rgb, np * 3, &mean, &mx);
+            ok(mean < 3.0, "EXIF %d test image: jpegtran %s of it shows the frame (mean |diff| %.2f)", o, op[o], mean);
+            free(t);
+        }
+        size_t elen;
+        uint8_t *ex = frames_jpeg_exif(buf, len, o, &elen);
+        tjFree(buf);
+        int o2, a2;
+        imgdec_jpeg_markers(ex, elen, &o2, &a2);
+        char name[64];
+        snprintf(name, sizeof name, "exif%d.jpg", o);
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        write_file(path, ex, elen);
+        free(ex);
+        free(st);
+        if (import_one_file(dir, name, f, S, 1, &sh, err, sizeof err) == 0) {
+            uint8_t *ref = resize_region(f->rgb, W, (int)g.rx0, (int)g.ry0, (int)g.rw, (int)g.rh, S);
+            double mean;
+            int mx, cnt = 0;
+            pixel_diff(sh.img, ref, (size_t)S * S * 3, &mean, &mx);
+            double e = disc_check(f, sh.img, S, sh.K, sh.joints, g.rx0, g.ry0, g.rw, g.rh, &cnt);
+            ok(o2 == o && mean < 3.0 && k_err(sh.K, f->K, &g) < 1e-6 && e <= 0.5,
+               "EXIF orientation %d: shown upright (mean |diff| %.2f), K of the shown image, %d disc centres within "
+               "0.5 px (worst %.3f)", o, mean, cnt, e);
+            free(ref);
+            shards_free(&sh);
+        } else {
+            ok(0, "EXIF orientation %d imported: %s", o, err);
+        }
+    }
+
+    /* PNG: 16-bit (v * 257), gray, gray+alpha, RGBA: the colours exactly */
+    uint8_t *p16 = malloc(np * 6), *rgba = malloc(np * 4), *ga = malloc(np * 2);
+    for (size_t i = 0; i < np; i++) {
+        for (int c = 0; c < 3; c++) p16[i * 6 + 2 * c] = p16[i * 6 + 2 * c + 1] = f->rgb[i * 3 + c];   /* v*257, BE */
+        memcpy(rgba + i * 4, f->rgb + i * 3, 3);
+        rgba[i * 4 + 3] = (uint8_t)(i * 7);   /* every alpha, 0 included */
+        ga[i * 2] = gray[i];
+        ga[i * 2 + 1] = (uint8_t)(i * 13);
+    }
+    struct { const char *name; const uint8_t *px; int type, depth, is_gray; } pv[] = {
+        {"rgb16.png", p16, PNG_COLOR_TYPE_RGB, 16, 0},
+        {"rgba.png", rgba, PNG_COLOR_TYPE_RGB_ALPHA, 8, 0},
+        {"gray.png", gray, PNG_COLOR_TYPE_GRAY, 8, 1},
+        {"grayalpha.png", ga, PNG_COLOR_TYPE_GRAY_ALPHA, 8, 1},
+    };
+    uint8_t *gref = resize_region(gray3, W, (int)g.rx0, (int)g.ry0, (int)g.rw, (int)g.rh, S);
+    for (size_t k = 0; k < sizeof pv / sizeof pv[0]; k++) {
+        frames_png(pv[k].px, W, H, pv[k].type, pv[k].depth, &buf, &len);
+        snprintf(path, sizeof path, "%s/%s", dir, pv[k].name);
+        write_file(path, buf, len);
+        free(buf);
+        if (import_one_file(dir, pv[k].name, f, S, 1, &sh, err, sizeof err) == 0) {
+            const uint8_t *want = pv[k].is_gray ? gref : have_base ? base.img : NULL;
+            double mean = 0;
+            int mx = 999;
+            if (want) pixel_diff(sh.img, want, (size_t)S * S * 3, &mean, &mx);
+            ok(mx == 0, "%s: the stored colours exactly (alpha dropped, 16-bit read as sRGB) (max diff %d)",
+               pv[k].name, mx);
+            shards_free(&sh);
+        } else {
+            ok(0, "%s imported: %s", pv[k].name, err);
+        }
+    }
+    free(gref);
+    free(p16);
+    free(rgba);
+    free(ga);
+    free(gray);
+    free(gray3);
+    if (have_base) shards_free(&base);
+}
+
+/* ---- 3. bad frames: fail names the line, skip counts --------------------------------------------- */
+static void test_bad_frames(void) {
+    char dir[512], path[600], err[2048], man[600], out[600];
+    snprintf(dir, sizeof dir, "%s/bad", root);
+    fs_mkdir_p(dir, 0755, NULL, 0);
+    uint8_t *jpg, *png;
+    size_t jl, pl;
+    frames_jpeg(fr[0].rgb, 640, 480, TJPF_RGB, 90, &jpg, &jl);
+    frames_png(fr[0].rgb, 640, 480, PNG_COLOR_TYPE_RGB, 8, &png, &pl);
+    snprintf(path, sizeof path, "%s/good.jpg", dir);
+    write_file(path, jpg, jl);
+    snprintf(path, sizeof path, "%s/trunc.jpg", dir);
+    write_file(path, jpg, jl / 2);
+    uint8_t *cj = malloc(jl);
+    memcpy(cj, jpg, jl);
+    for (size_t i = jl / 3; i < jl / 3 + 64; i++) cj[i] = 0xFF;   /* markers in the entropy data */
+    snprintf(path, sizeof path, "%s/corrupt.jpg", dir);
+    write_file(path, cj, jl);
+    free(cj);
+    snprintf(path, sizeof path, "%s/trunc.png", dir);
+    write_file(path, png, pl / 2);
+    uint8_t *cp = malloc(pl);
+    memcpy(cp, png, pl);
+    cp[pl / 2] ^= 0x55;   /* a CRC error in the image data */
+    snprintf(path, sizeof path, "%s/corrupt.png", dir);
+    write_file(path, cp, pl);
+    free(cp);
+    snprintf(path, sizeof path, "%s/text.jpg", dir);
+    write_file(path, "hello, not an image\n", 20);
+    uint8_t small[10 * 10 * 3] = {0}, *sb;
+    size_t sl;
+    frames_jpeg(small, 10, 10, TJPF_RGB, 90, &sb, &sl);
+    snprintf(path, sizeof path, "%s/small.jpg", dir);
+    write_file(path, sb, sl);
+    tjFree(sb);
+    tjFree(jpg);
+    free(png);
+
+    struct { const char *file, *want; } cases[] = {
+        {"trunc.jpg", "corrupt or truncated JPEG"},
+        {"corrupt.jpg", "JPEG"},
+        {"trunc.png", "PNG"},
+        {"corrupt.png", "PNG"},
+        {"text.jpg", "not a JPEG or PNG file"},
+        {"small.jpg", "smaller than 14 px"},
+        {"missing.jpg", "no such file"},
+    };
+    const int NC = (int)(sizeof cases / sizeof cases[0]);
+    char *images[16];
+    const frame_t *fp[16];
+    for (int i = 0; i < NC; i++) {
+        /* good, bad: the bad one is on line 2 */
+        images[0] = "good.jpg";
+        images[1] = (char *)cases[i].file;
+        fp[0] = fp[1] = &fr[0];
+        write_manifest(dir, "one.jsonl", 2, images, fp, NULL);
+        snprintf(man, sizeof man, "%s/one.jsonl", dir);
+        snprintf(out, sizeof out, "%s/out-bad", root);
+        import_result_t res;
+        int r = do_import(man, out, 28, 0, 0, &res, err, sizeof err);
+        struct stat st;
+        ok(r == -1 && strstr(err, "one.jsonl line 2") && strstr(err, cases[i].file) && strstr(err, cases[i].want) &&
+           stat(out, &st) != 0,
+           "%s: the import fails naming the manifest line and the file, nothing written: %s", cases[i].file, err);
+    }
+    /* skip mode: all of them in one manifest, in order; the reasons are the first five by line */
+    images[0] = "good.jpg";
+    fp[0] = &fr[0];
+    for (int i = 0; i < NC; i++) {
+        images[i + 1] = (char *)cases[i].file;
+        fp[i + 1] = &fr[0];
+    }
+    images[NC + 1] = "good.jpg";
+    fp[NC + 1] = &fr[0];
+    write_manifest(dir, "all.jsonl", NC + 2, images, fp, NULL);
+    snprintf(man, sizeof man, "%s/all.jsonl", dir);
+    import_result_t res;
+    int r = do_import(man, out, 28, 0, 1, &res, err, sizeof err);
+    ok(r == 0 && res.imported == 2 && res.skipped == NC && res.n_reasons == IMPORT_MAX_REASONS &&
+       strstr(res.reasons[0], "line 2") && strstr(res.reasons[4], "line 6"),
+       "on_error skip: %lld imported, %lld skipped, the first %d reasons in line order (%s ...)",
+       (long long)res.imported, (long long)res.skipped, res.n_reasons, res.reasons[0]);
+    /* every frame bad: fails even when skipping */
+    for (int i = 0; i < NC; i++) images[i] = (char *)cases[i].file;
+    write_manifest(dir, "none.jsonl", NC, images, fp, NULL);
+    snprintf(man, sizeof man, "%s/none.jsonl", dir);
+    r = do_import(man, out, 28, 0, 1, &res, err, sizeof err);
+    ok(r == -1 && strstr(err, "no frame could be imported"), "all frames bad, skip mode: fails: %.120s", err);
+
+    /* confinement: an image outside the roots (a symlink out, and ..) is refused like a missing one */
+    char outside[300];
+    snprintf(outside, sizeof outside, "%s/outside", root);
+    fs_mkdir_p(outside, 0755, NULL, 0);
+    snprintf(path, sizeof path, "%s/good.jpg", outside);
+    frames_jpeg(fr[0].rgb, 640, 480, TJPF_RGB, 90, &jpg, &jl);
+    write_file(path, jpg, jl);
+    tjFree(jpg);
+    char link[600];
+    snprintf(link, sizeof link, "%s/link.jpg", dir);
+    unlink(link);
+    if (symlink(path, link)) diag("symlink: %s", strerror(errno));
+    const char *roots[1] = {dir};
+    const char *outs[] = {"link.jpg", "../outside/good.jpg", "../outside/nothing.jpg"};
+    for (int i = 0; i < 3; i++) {
+        images[0] = (char *)outs[i];
+        fp[0] = &fr[0];
+        write_manifest(dir, "out.jsonl", 1, images, fp, NULL);
+        snprintf(man, sizeof man, "%s/out.jsonl", dir);
+        import_opts_t o = {.image_size = 28, .roots = roots, .n_roots = 1, .threads = 1};
+        fs_rm_rf(out, NULL, 0);
+        r = import_to_dir(man, out, &o, &res, err, sizeof err);
+        ok(r == -1 && strstr(err, "is not under a dataset root") && strstr(err, "line 1"),
+           "%s beneath a root's manifest: refused the same whether or not it exists: %s", outs[i], err);
+    }
+    /* the manifest itself outside the roots */
+    snprintf(man, sizeof man, "%s/../bad/one.jsonl", outside);
+    const char *roots2[1] = {outside};
+    import_opts_t o2 = {.image_size = 28, .roots = roots2, .n_roots = 1, .threads = 1};
+    r = import_to_dir(man, out, &o2, &res, err, sizeof err);
+    ok(r == IMPORT_FORBIDDEN, "a manifest outside the roots: IMPORT_FORBIDDEN (%s)", err);
+}
+
+/* ---- 4. manifest lines ------------------------------------------------------------------------------ */
+static void test_manifest_lines(void) {
+    char err[1024], line[8192];
+    frames_manifest_line(line, sizeof line, "a.jpg", &fr[0], fr[0].K);
+    char good[8192];
+    snprintf(good, sizeof good, "%s", line);
+    /* a good line, a shared K and mm on a defaults line, blank lines, CRLF */
+    char text[65536];
+    frames_manifest_line(line, sizeof line, "b.jpg", &fr[1], NULL);
+    snprintf(text, sizeof text, "{\"units\":\"mm\",\"K\":[[500,0,320],[0,500,240],[0,0,1]]}\r\n\n%s\r\n  \n", line);
+    manifest_t m;
+    int r = manifest_parse(text, strlen(text), "m.jsonl", "/data", 1, &m, err, sizeof err);
+    ok(r == 0 && m.n == 1 && !m.frames[0].error && m.frames[0].line == 3 && strcmp(m.frames[0].image, "/data/b.jpg") == 0 &&
+       m.frames[0].K[0] == 500 && fabsf(m.frames[0].joints[0][2] - fr[1].joints[0][2] / 1000) < 1e-9f,
+       "defaults line (mm, shared K), CRLF and blank lines: frame on line 3, metres, shared K (%s)", r ? err : "ok");
+    manifest_free(&m);
+
+    struct { const char *line, *want; } bad[] = {
+        {"{\"image\":\"a.jpg\", \"joints_3d\":[[1,2,3]], \"K\":[[1,0,0],[0,1,0],[0,0,1]]}", "joints_3d has 1 joints, expected 21"},
+        {"{\"image\":\"a.jpg\"", "not valid JSON"},
+        {"[1,2,3]", "not a JSON object"},
+        {"{\"image\":\"a.jpg\", \"joints_3d\":[[NaN,0,0]]}", "NaN and Infinity are not JSON numbers"},
+        {"{\"image\":\"a.jpg\", \"joints_3d\":[[1e999,0,0]]}", "not valid JSON"},
+        {"{\"image\":\"\\u00ff\xff.jpg\"}", "not valid JSON"},
+        {"{\"joints_3d\":[]}", "image must be a string"},
+        {"{\"image\":\"a.jpg\",\"joints_3d\":[],\"K\":[[1,0,0],[0,1,0],[0,0,1]],\"extra\":1}", "unknown field 'extra'"},
+        {"{\"image\":\"a.jpg\",\"has_hand\":false,\"K\":[[0,0,0],[0,0,0],[0,0,1]]}", "K is singular"},
+        {"{\"image\":\"a.jpg\",\"has_hand\":false,\"K\":[[1,0],[0,1,0],[0,0,1]]}", "K row 0 must be an array of 3"},
+        {"{\"image\":\"a.jpg\",\"has_hand\":false}", "no K"},
+        {"{\"image\":\"a.jpg\",\"has_hand\":2,\"K\":[[1,0,0],[0,1,0],[0,0,1]]}", "has_hand must be"},
+        {"{\"image\":\"a.jpg\",\"has_hand\":false,\"hand_side\":\"up\",\"K\":[[1,0,0],[0,1,0],[0,0,1]]}", "hand_side must be"},
+        {"{\"image\":\"a.jpg\",\"has_hand\":false,\"joints_valid\":[1],\"K\":[[1,0,0],[0,1,0],[0,0,1]]}", "joints_valid must be an array of 21"},
+        {"{\"image\":\"a.jpg\",\"has_hand\":false,\"K\":[[1,0,0],[0,1,0],[0,0,1]],\"K\":1}", "not valid JSON"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(text, sizeof text, "%s\n%s\n", good, bad[i].line);
+        r = manifest_parse(text, strlen(text), "m.jsonl", "/data", 1, &m, err, sizeof err);
+        ok(r == 0 && m.n == 2 && !m.frames[0].error && m.n_errors == 1 && m.frames[1].error &&
+           strstr(m.frames[1].error, "m.jsonl line 2") && strstr(m.frames[1].error, bad[i].want),
+           "bad line %zu: %s", i, m.n == 2 && m.frames[1].error ? m.frames[1].error : r ? err : "(accepted)");
+        manifest_free(&m);
+    }
+    /* a joint with two coordinates among 21 */
+    {
+        char two[4096];
+        size_t o = (size_t)snprintf(two, sizeof two, "{\"image\":\"a.jpg\",\"K\":[[1,0,0],[0,1,0],[0,0,1]],"
+                                    "\"joints_3d\":[[0.1,0.2]");
+        for (int j = 1; j < 21; j++) o += (size_t)snprintf(two + o, sizeof two - o, ",[0.1,0.2,0.5]");
+        snprintf(two + o, sizeof two - o, "]}");
+        r = manifest_parse(two, strlen(two), "m.jsonl", "/data", 1, &m, err, sizeof err);
+        ok(r == 0 && m.n == 1 && m.frames[0].error && strstr(m.frames[0].error, "joints_3d[0] must be [x,y,z]"),
+           "a joint with 2 numbers: %s", m.n && m.frames[0].error ? m.frames[0].error : "(accepted)");
+        manifest_free(&m);
+    }
+
+    /* a large manifest parsed by 4 threads = parsed by one (frames, lines, errors) */
+    {
+        size_t cap = 5000 * 1200, o = 0;
+        char *big = malloc(cap);
+        o += (size_t)snprintf(big + o, cap - o, "{\"units\":\"mm\"}\n");
+        for (int i = 0; i < 5000; i++) {
+            if (i % 97 == 13) o += (size_t)snprintf(big + o, cap - o, "{\"image\":\"x%d.jpg\",\"bad\":1}\n", i);
+            else if (i % 101 == 7) o += (size_t)snprintf(big + o, cap - o, "\n");
+            else {
+                frames_manifest_line(line, sizeof line, "f.jpg", &fr[i % NF], fr[i % NF].K);
+                o += (size_t)snprintf(big + o, cap - o, "%s\n", line);
+            }
+        }
+        manifest_t a, b;
+        int ra = manifest_parse(big, o, "big.jsonl", "/d", 1, &a, err, sizeof err);
+        int rb = manifest_parse(big, o, "big.jsonl", "/d", 4, &b, err, sizeof err);
+        int same = ra == 0 && rb == 0 && a.n == b.n && a.n_errors == b.n_errors && a.n_errors > 0;
+        for (size_t i = 0; same && i < a.n; i++) {
+            const mf_frame_t *x = &a.frames[i], *y = &b.frames[i];
+            same = x->line == y->line && !x->error == !y->error && (!x->error || !strcmp(x->error, y->error)) &&
+                   (!x->image || !strcmp(x->image, y->image)) && !memcmp(x->joints, y->joints, sizeof x->joints) &&
+                   !memcmp(x->K, y->K, sizeof x->K);
+        }
+        ok(same, "a manifest of %zu frames (%zu bad, blank lines, mm defaults) parses the same on 1 and 4 threads",
+           a.n, a.n_errors);
+        manifest_free(&a);
+        manifest_free(&b);
+        free(big);
+    }
+
+    /* problems of the whole manifest */
+    const char *whole[][2] = {
+        {"", "no frames"},
+        {"\n\n  \n", "no frames"},
+        {"{\"units\":\"inch\"}\n", "units must be"},
+        {"{\"K\":[[0,0,0],[0,0,0],[0,0,0]]}\n", "K is singular"},
+        {"{\"unit\":\"m\"}\n", "unknown field 'unit'"},
+    };
+    for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++) {
+        r = manifest_parse(whole[i][0], strlen(whole[i][0]), "m.jsonl", "/data", 1, &m, err, sizeof err);
+        ok(r == -1 && strstr(err, whole[i][1]) && m.n == 0, "whole manifest %zu refused: %s", i, err);
+        manifest_free(&m);
+    }
+    /* FreiHAND: sizes must agree */
+    r = manifest_parse_freihand("[]", 2, "[]", 2, "x_xyz.json", "/r/%08ld.jpg", NULL, NULL, &m, err, sizeof err);
+    ok(r == -1 && strstr(err, "0 samples"), "FreiHAND with no samples refused: %s", err);
+    manifest_free(&m);
+}
+
+/* ---- 5. FreiHAND layout ------------------------------------------------------------------------------ */
+static void test_freihand(void) {
+    char dir[512], path[700], err[1024];
+    snprintf(dir, sizeof dir, "%s/FreiHAND_pub_v2", root);
+    snprintf(path, sizeof path, "%s/training/rgb", dir);
+    fs_mkdir_p(path, 0755, NULL, 0);
+    const int N = 3, V = 2;   /* 3 labelled samples shown twice: 6 images */
+    FILE *fx, *fk;
+    snprintf(path, sizeof path, "%s/training_xyz.json", dir);
+    fx = fopen(path, "w");
+    snprintf(path, sizeof path, "%s/training_K.json", dir);
+    fk = fopen(path, "w");
+    fprintf(fx, "[");
+    fprintf(fk, "[");
+    frame_t sq[3];
+    for (int i = 0; i < N; i++) {
+        frame_render(5, i, 224, 224, &sq[i]);
+        fprintf(fx, "%s[", i ? "," : "");
+        for (int j = 0; j < 21; j++)
+            fprintf(fx, "%s[%.9g,%.9g,%.9g]", j ? "," : "", (double)sq[i].joints[j][0], (double)sq[i].joints[j][1],
+                    (double)sq[i].joints[j][2]);
+        fprintf(fx, "]");
+        const float *K = sq[i].K;
+        fprintf(fk, "%s[[%.9g,%.9g,%.9g],[%.9g,%.9g,%.9g],[%.9g,%.9g,%.9g]]", i ? "," : "", (double)K[0], (double)K[1],
+                (double)K[2], (double)K[3], (double)K[4], (double)K[5], (double)K[6], (double)K[7], (double)K[8]);
+        for (int v = 0; v < V; v++) {
+            uint8_t *buf;
+            size_t len;
+            frames_jpeg(sq[i].rgb, 224, 224, TJPF_RGB, 95, &buf, &len);
+            snprintf(path, sizeof path, "%s/training/rgb/%08d.jpg", dir, v * N + i);
+            write_file(path, buf, len);
+            tjFree(buf);
+        }
+    }
+    fprintf(fx, "]");
+    fprintf(fk, "]");
+    fclose(fx);
+    fclose(fk);
+    char out[600];
+    snprintf(out, sizeof out, "%s/out-frei", root);
+    for (int how = 0; how < 2; how++) {
+        import_result_t res;
+        snprintf(path, sizeof path, how ? "%s/training_xyz.json" : "%s", dir);
+        int r = do_import(path, out, 112, 0, 0, &res, err, sizeof err);
+        shards_t sh;
+        int good = r == 0 && res.imported == N * V && shards_read(out, &sh) == 0;
+        for (int i = 0; good && i < N * V; i++) good = memcmp(sh.joints + i * 63, sq[i % N].joints, 63 * 4) == 0;
+        ok(good, "FreiHAND layout as %s: %d images of %d labelled samples, labels of sample i %% N (%s)",
+           how ? "training_xyz.json" : "the directory", N * V, N, r ? err : "ok");
+        if (r == 0) shards_free(&sh);
+    }
+    for (int i = 0; i < N; i++) frame_free(&sq[i]);
+}
+
+/* ---- 6. cache key, cache hits, cancel ------------------------------------------------------------------ */
+static volatile int cancel_flag;
+static void cancel_soon(void *ud, const import_progress_t *p) {
+    (void)ud;
+    if (strcmp(p->phase, "decoding") == 0) cancel_flag = 1;
+}
+
+static int count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) n++;
+    if (d) closedir(d);
+    return n;
+}
+
+static void test_cache_and_cancel(void) {
+    char man[600], cache[600], err[2048];
+    snprintf(man, sizeof man, "%s/main/jpg.jsonl", root);
+    snprintf(cache, sizeof cache, "%s/cache", root);
+    import_opts_t o = {.image_size = 56, .threads = 2};
+    import_result_t a, b, c, d;
+    int r1 = import_cached(man, cache, &o, &a, err, sizeof err);
+    int r2 = import_cached(man, cache, &o, &b, err, sizeof err);
+    ok(r1 == 0 && r2 == 0 && !a.cache_hit && b.cache_hit && strcmp(a.key, b.key) == 0 && strcmp(a.dir, b.dir) == 0 &&
+       b.imported == NF, "the same manifest again: a cache hit (%.12s...)", a.key);
+    o.crop = 1;
+    int r3 = import_cached(man, cache, &o, &c, err, sizeof err);
+    ok(r3 == 0 && !c.cache_hit && strcmp(a.key, c.key) != 0, "another resize mode: another key");
+    o.crop = 0;
+    char img[600];
+    snprintf(img, sizeof img, "%s/main/%s", root, img_jpg[0]);
+    struct timeval tv[2] = {{1000000000, 0}, {1000000000, 0}};
+    utimes(img, tv);
+    int r4 = import_cached(man, cache, &o, &d, err, sizeof err);
+    ok(r4 == 0 && !d.cache_hit && strcmp(a.key, d.key) != 0, "an image's mtime changed: another key");
+    ok(count_entries(cache) == 3, "three complete cache directories, no temporary ones (%d entries)",
+       count_entries(cache));
+
+    /* cancel during the decoding (60 frames, cancelled at the first progress report): nothing left */
+    char out[600], path[600];
+    snprintf(out, sizeof out, "%s/out-cancel", root);
+    fs_rm_rf(out, NULL, 0);
+    snprintf(path, sizeof path, "%s/main/many.jsonl", root);
+    FILE *f = fopen(path, "w");
+    char line[8192];
+    for (int i = 0; i < 60; i++) {
+        frames_manifest_line(line, sizeof line, img_jpg[i % NF], &fr[i % NF], fr[i % NF].K);
+        fprintf(f, "%s\n", line);
+    }
+    fclose(f);
+    cancel_flag = 0;
+    import_opts_t oc = {.image_size = 224, .threads = 1, .cancel = &cancel_flag, .progress = cancel_soon};
+    import_result_t res;
+    int before = count_entries(root);
+    int rc = import_to_dir(path, out, &oc, &res, err, sizeof err);
+    struct stat st;
+    ok(rc == IMPORT_CANCELLED && stat(out, &st) != 0, "cancelled while decoding: IMPORT_CANCELLED, no output (%s)",
+       err);
+    ok(import_sweep_tmp(root) == 0 && count_entries(root) == before, "and no temporary directory left");
+}
+
+/* ---- 7. the fuzz corpus and the crashes it found ------------------------------------------------------- */
+static void replay_dir(const char *dir, int *n) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *de;
+    imgdec_t *dec = imgdec_new();
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        size_t len;
+        char *buf = fs_read_file(path, 1 << 24, &len, NULL, 0);
+        if (!buf) continue;
+        fuzz_import_one(dec, (const uint8_t *)buf, len);   /* asserts inside */
+        free(buf);
+        (*n)++;
+    }
+    imgdec_free(dec);
+    closedir(d);
+}
+
+static void test_fuzz_replay(void) {
+    int n = 0;
+    replay_dir("tests/fuzz/corpus", &n);
+    replay_dir("tests/fuzz/crashes", &n);
+    ok(n >= 10, "fuzz corpus and crash inputs replayed without a finding (%d inputs)", n);
+}
+
+/* ---- markers ------------------------------------------------------------------------------------------ */
+static void test_markers(void) {
+    uint8_t *buf;
+    size_t len, el;
+    frames_jpeg(fr[0].rgb, 32, 32, TJPF_RGB, 90, &buf, &len);
+    int o, a;
+    ok(imgdec_jpeg_markers(buf, len, &o, &a) == 0 && o == 1 && a == 0, "plain JPEG: orientation 1, no Adobe marker");
+    for (int k = 0; k <= 9; k++) {
+        uint8_t *e = frames_jpeg_exif(buf, len, k, &el);
+        imgdec_jpeg_markers(e, el, &o, &a);
+        ok(o == (k >= 1 && k <= 8 ? k : 1), "EXIF orientation %d read as %d", k, o);
+        free(e);
+    }
+    uint8_t *e = frames_jpeg_exif(buf, len, 6, &el);
+    e[2 + 2] = 0xff;   /* APP1 length (high byte) beyond the file */
+    imgdec_jpeg_markers(e, el, &o, &a);
+    ok(o == 1, "an APP1 longer than the file is ignored");
+    free(e);
+    ok(imgdec_jpeg_markers((const uint8_t *)"\x89PNG", 4, &o, &a) == -1, "not a JPEG: -1");
+    tjFree(buf);
+}
+
+int main(void) {
+    snprintf(root, sizeof root, "/tmp/traind-test-import-XXXXXX");
+    if (!mkdtemp(root)) {
+        printf("Bail out! mkdtemp\n");
+        return 1;
+    }
+    test_main_case();
+    test_variants();
+    test_markers();
+    test_manifest_lines();
+    test_bad_frames();
+    test_freihand();
+    test_cache_and_cancel();
+    test_fuzz_replay();
+    for (int i = 0; i < NF; i++) {
+        frame_free(&fr[i]);
+        free(img_jpg[i]);
+        free(img_png[i]);
+    }
+    fs_rm_rf(root, NULL, 0);
+    return tap_done();
+}
