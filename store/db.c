@@ -486,7 +486,9 @@ static json_t *latest_metrics(sqlite3 *db, const char *job) {
     return m;
 }
 
-static json_t *job_from_row(sqlite3 *db, sqlite3_stmt *st) {
+/* What the record and the summary of a job both begin with: columns 0..5 are
+ * id, type, dataset, priority, submission_id, state. */
+static json_t *job_head_from_row(sqlite3_stmt *st) {
     json_t *j = json_object();
     json_object_set_new(j, "id", text_json(st, 0));
     json_object_set_new(j, "type", text_json(st, 1));
@@ -494,15 +496,22 @@ static json_t *job_from_row(sqlite3 *db, sqlite3_stmt *st) {
     json_object_set_new(j, "priority", int_json(st, 3));
     json_object_set_new(j, "submission_id", text_json(st, 4));
     json_object_set_new(j, "state", text_json(st, 5));
+    return j;
+}
+
+/* The progress document in column col, or the one of a job not started yet. */
+static json_t *job_progress_json(sqlite3_stmt *st, int col) {
+    json_t *prog = doc_json(st, col);
+    if (!json_is_null(prog)) return prog;
+    json_decref(prog);
+    return json_pack("{s:i, s:n, s:n, s:n, s:n}", "step", 0, "total_steps", "epoch", "images_per_s", "eta_s");
+}
+
+static json_t *job_from_row(sqlite3 *db, sqlite3_stmt *st) {
+    json_t *j = job_head_from_row(st);
     json_object_set_new(j, "spec", doc_json(st, 6));
     json_object_set_new(j, "plan", doc_json(st, 7));
-    json_t *prog = doc_json(st, 8);
-    if (json_is_null(prog)) {
-        json_decref(prog);
-        prog = json_pack("{s:i, s:n, s:n, s:n, s:n}", "step", 0, "total_steps", "epoch",
-                         "images_per_s", "eta_s");
-    }
-    json_object_set_new(j, "progress", prog);
+    json_object_set_new(j, "progress", job_progress_json(st, 8));
     json_object_set_new(j, "metrics", latest_metrics(db, (const char *)sqlite3_column_text(st, 0)));
     json_object_set_new(j, "result", doc_json(st, 9));
     json_object_set_new(j, "error", text_json(st, 10));
@@ -672,19 +681,8 @@ out:
                          "device, created, started, finished"
 
 static json_t *job_summary_from_row(sqlite3_stmt *st) {
-    json_t *j = json_object();
-    json_object_set_new(j, "id", text_json(st, 0));
-    json_object_set_new(j, "type", text_json(st, 1));
-    json_object_set_new(j, "dataset", text_json(st, 2));
-    json_object_set_new(j, "priority", int_json(st, 3));
-    json_object_set_new(j, "submission_id", text_json(st, 4));
-    json_object_set_new(j, "state", text_json(st, 5));
-    json_t *prog = doc_json(st, 6);
-    if (json_is_null(prog)) {
-        json_decref(prog);
-        prog = json_pack("{s:i, s:n, s:n, s:n, s:n}", "step", 0, "total_steps", "epoch", "images_per_s", "eta_s");
-    }
-    json_object_set_new(j, "progress", prog);
+    json_t *j = job_head_from_row(st);
+    json_object_set_new(j, "progress", job_progress_json(st, 6));
     json_object_set_new(j, "error", text_json(st, 7));
     json_object_set_new(j, "resumed_from", text_json(st, 8));
     json_object_set_new(j, "device", int_json(st, 9));
