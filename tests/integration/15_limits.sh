@@ -8,12 +8,7 @@
 
 for bad in "--max-connections 0" "--max-connections 2.5" "--max-connections lots" \
            "--idle-timeout-s 0" "--idle-timeout-s -3" "--idle-timeout-s 1e9"; do
-    # shellcheck disable=SC2086
-    out=$("$TRAIND_BIN" --state-dir "$TDIR/never" --backend cpu $bad 2>&1)
-    rc=$?
-    flag=${bad%% *}
-    if [ "$rc" -ne 0 ] && grep -q -- "${flag#--}" <<<"$out"; then ok 0 "$bad refused, naming the flag"
-    else ok 1 "$bad refused, naming the flag"; diag "rc $rc: $out"; fi
+    refuses_flag "$bad"
 done
 
 start_daemon --max-connections 3 --idle-timeout-s 2 || bail "daemon did not start"

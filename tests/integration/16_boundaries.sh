@@ -37,12 +37,7 @@ done
 for bad in "--allow-host evil.example/x" "--allow-host a:0" "--allow-origin null" \
            "--allow-origin http://x.example/path" "--allow-origin x.example" \
            "--max-connections-per-ip 0" "--request-timeout-s 0" "--request-timeout-s soon"; do
-    # shellcheck disable=SC2086
-    out=$("$TRAIND_BIN" --state-dir "$TDIR/never" --backend cpu $bad 2>&1)
-    rc=$?
-    flag=${bad%% *}
-    if [ "$rc" -ne 0 ] && grep -q -- "${flag#--}" <<<"$out"; then ok 0 "$bad refused, naming the flag"
-    else ok 1 "$bad refused, naming the flag"; diag "rc $rc: $out"; fi
+    refuses_flag "$bad"
 done
 
 # ---- daemon 1: the defaults (no token, loopback), a 4 s request deadline -----------------------

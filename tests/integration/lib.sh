@@ -70,6 +70,15 @@ ok() {   # ok STATUS NAME  (STATUS 0 = pass); with TAP_TODO set: a known bug, TA
     return "$st"
 }
 check() { local name=$1; shift; "$@" >/dev/null 2>&1; ok $? "$name"; }
+# refuses_flag "--flag value": traind exits non-zero on it, naming the flag (a TAP point)
+refuses_flag() {
+    local out rc flag=${1%% *}
+    # shellcheck disable=SC2086
+    out=$("$TRAIND_BIN" --state-dir "$TDIR/never" --backend cpu $1 2>&1)
+    rc=$?
+    if [ "$rc" -ne 0 ] && grep -q -- "${flag#--}" <<<"$out"; then ok 0 "$1 refused, naming the flag"
+    else ok 1 "$1 refused, naming the flag"; diag "rc $rc: $out"; fi
+}
 is() {
     if [ "$1" = "$2" ]; then ok 0 "$3"; else ok 1 "$3"; diag "  got '$1', want '$2'" | tee /dev/stderr; return 1; fi
 }
