@@ -317,11 +317,11 @@ static void pw_matmul_fwd(backend_t *b, void *out, dtype_t odt, const void *inp,
     PROF_BEGIN(b) bench_orig.matmul_fwd(b, out, odt, inp, w, bias, cdt, M, N, K);
     PROF_END(b, nm, 2.0 * M * N * K)
 }
-static void pw_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const float *dout,
+static void pw_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const void *dout, dtype_t gdt,
                           const void *inp, const void *w, dtype_t cdt, int M, int N, int K) {
     char nm[64];
     snprintf(nm, sizeof nm, "matmul_bwd %dx%dx%d%s%s", M, N, K, dinp ? " dX" : "", dw ? " dW" : "");
-    PROF_BEGIN(b) bench_orig.matmul_bwd(b, dinp, dw, dbias, dout, inp, w, cdt, M, N, K);
+    PROF_BEGIN(b) bench_orig.matmul_bwd(b, dinp, dw, dbias, dout, gdt, inp, w, cdt, M, N, K);
     PROF_END(b, nm, 2.0 * M * N * K * ((dinp != NULL) + (dw != NULL)))
 }
 static void pw_layernorm_fwd(backend_t *b, void *out, dtype_t odt, float *mean, float *rstd,
@@ -348,8 +348,9 @@ static void pw_gelu_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, d
     PROF_BEGIN(b) bench_orig.gelu_fwd(b, out, odt, inp, idt, n);
     PROF_END(b, "gelu_fwd", 0)
 }
-static void pw_gelu_bwd(backend_t *b, float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n) {
-    PROF_BEGIN(b) bench_orig.gelu_bwd(b, dinp, dout, inp, idt, n);
+static void pw_gelu_bwd(backend_t *b, void *dinp, dtype_t ddt, float *dbias, const float *dout, const void *inp,
+                        dtype_t idt, int M, int N) {
+    PROF_BEGIN(b) bench_orig.gelu_bwd(b, dinp, ddt, dbias, dout, inp, idt, M, N);
     PROF_END(b, "gelu_bwd", 0)
 }
 static void pw_layerscale_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
@@ -357,9 +358,9 @@ static void pw_layerscale_fwd(backend_t *b, float *out, const float *res, const 
     PROF_BEGIN(b) bench_orig.layerscale_fwd(b, out, res, x, xdt, gamma, N, C);
     PROF_END(b, "layerscale_fwd", 0)
 }
-static void pw_layerscale_bwd(backend_t *b, float *dx, float *dgamma, const float *dout, const void *x,
-                              dtype_t xdt, const float *gamma, int N, int C) {
-    PROF_BEGIN(b) bench_orig.layerscale_bwd(b, dx, dgamma, dout, x, xdt, gamma, N, C);
+static void pw_layerscale_bwd(backend_t *b, void *dx, dtype_t ddt, float *dgamma, float *dbias, const float *dout,
+                              const void *x, dtype_t xdt, const float *gamma, int N, int C) {
+    PROF_BEGIN(b) bench_orig.layerscale_bwd(b, dx, ddt, dgamma, dbias, dout, x, xdt, gamma, N, C);
     PROF_END(b, "layerscale_bwd", 0)
 }
 static void pw_embed_fwd(backend_t *b, float *x, const float *patches, const float *cls, const float *reg,

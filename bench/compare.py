@@ -79,6 +79,13 @@ def verdict(value, goal, higher_is_better=True):
     return "PASS" if ok else "MISS"
 
 
+def mem_note(e, c, best):
+    """torch's device-level drop (the measure traind's number is), where the run recorded it."""
+    parts = [f"{n} {r['dev_drop_gb']:.2f}" for n, r in (("eager", e), ("compile", c), ("best", best))
+             if r and r.get("dev_drop_gb") is not None]
+    return "; torch free-memory drop: " + ", ".join(parts) if parts else ""
+
+
 def build_rows(results):
     rows = []   # (measurement, traind, torch eager, torch.compile, ratio, goal, verdict, note)
     # one row pair per (size, frozen blocks, batch): dinov2-large with 12 frozen
@@ -111,7 +118,7 @@ def build_rows(results):
                      verdict(rc, GOALS["train"]), note))
         rows.append((f"train {shape} b{b} peak GB", fmt(t and t.get("peak_mem_gb"), "{:.2f}"),
                      fmt(e and e.get("peak_mem_gb"), "{:.2f}"), fmt(c and c.get("peak_mem_gb"), "{:.2f}"),
-                     "", "", "", "traind: free-memory drop; torch: max_memory_allocated"))
+                     "", "", "", "traind: free-memory drop; torch: max_memory_allocated" + mem_note(e, c, best)))
     evals = sorted({r.get("batch") for r in results if r.get("bench") == "eval" and r.get("batch")})
     for b in evals:
         t = pick(results, bench="eval", impl="traind", batch=b)

@@ -92,8 +92,26 @@ def timed(fn, warmup, iters):
     return times[len(times) // 2]
 
 
+def device_free():
+    """Free device memory as the driver sees it (what traind's peak_mem_gb is a drop of)."""
+    torch.cuda.synchronize()
+    return torch.cuda.mem_get_info()[0]
+
+
+def mem_fields(free0):
+    """peak_mem_gb: the caching allocator's peak of live tensors (max_memory_allocated);
+    reserved_gb: what it held from the driver; dev_drop_gb: the drop of the device's free
+    memory since before the model was made (allocator cache, cuBLAS/cuDNN workspaces,
+    compiled kernels) — the same measure as traind's peak_mem_gb."""
+    return dict(peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9,
+                reserved_gb=torch.cuda.max_memory_reserved() / 1e9,
+                dev_drop_gb=(free0 - device_free()) / 1e9)
+
+
 def bench_train(a):
     dev = "cuda"
+    torch.zeros(1, device=dev)
+    free0 = device_free()
     torch.manual_seed(0)
     net = HandNet(a.size, a.freeze).to(dev)
     imgs, joints, valid = resident_data(max(4 * a.batch, 512), a.image, dev)
@@ -126,8 +144,7 @@ def bench_train(a):
     sec = timed(step, a.warmup, a.iters)
     result(bench="train", impl=impl_name(a), size=a.size,
            batch=a.batch, image=a.image, freeze=a.freeze, step_s=sec, images_per_s=a.batch / sec,
-           first_step_s=first, peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9,
-           gpu=torch.cuda.get_device_name())
+           first_step_s=first, **mem_fields(free0), gpu=torch.cuda.get_device_name())
 
 
 def impl_name(a):
@@ -143,6 +160,8 @@ def impl_name(a):
 @torch.no_grad()
 def bench_eval(a):
     dev = "cuda"
+    torch.zeros(1, device=dev)
+    free0 = device_free()
     net = HandNet(a.size, 0).to(dev).eval()
     model = torch.compile(net, mode=a.mode) if a.compile else net
     imgs, _, _ = resident_data(max(2 * a.batch, 512), a.image, dev)
@@ -156,8 +175,7 @@ def bench_eval(a):
     torch.cuda.reset_peak_memory_stats()
     sec = timed(step, a.warmup, a.iters)
     result(bench="eval", impl=impl_name(a), size=a.size, batch=a.batch, image=a.image, step_s=sec,
-           images_per_s=a.batch / sec, peak_mem_gb=torch.cuda.max_memory_allocated() / 1e9,
-           gpu=torch.cuda.get_device_name())
+           images_per_s=a.batch / sec, **mem_fields(free0), gpu=torch.cuda.get_device_name())
 
 
 def bench_load(a):

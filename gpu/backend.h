@@ -110,8 +110,10 @@ struct backend {
     void (*matmul_fwd)(backend_t *b, void *out, dtype_t odt, const void *inp, const void *w,
                        const float *bias, dtype_t cdt, int M, int N, int K);
     /* dinp[M,K] = dout @ w; dw[N,K] += dout^T @ inp; dbias[N] += sum_m dout.
-     * dout[M,N] f32; inp, w in cdt; any of dinp, dw, dbias may be NULL. */
-    void (*matmul_bwd)(backend_t *b, float *dinp, float *dw, float *dbias, const float *dout,
+     * dout[M,N] in gdt: f32, or bf16 when cdt is bf16 (the gradient already rounded
+     * for the products by the op that made it, which then also made the bias
+     * gradient: dbias must be NULL then); inp, w in cdt; any of dinp, dw, dbias may be NULL. */
+    void (*matmul_bwd)(backend_t *b, float *dinp, float *dw, float *dbias, const void *dout, dtype_t gdt,
                        const void *inp, const void *w, dtype_t cdt, int M, int N, int K);
 
     /* out[N,C] (odt) = LN(inp[N,C] f32) * w + bias; mean, rstd [N] f32 (may be NULL). */
@@ -131,16 +133,22 @@ struct backend {
     void (*attention_bwd)(backend_t *b, float *dqkv, const float *dout, const void *qkv,
                           const void *out, const float *lse, dtype_t cdt, int Bn, int T, int NH, int HS);
 
-    /* Exact (erf) GELU. out[n] (odt) = gelu(inp[n] (idt)); dinp[n] f32 = dout * gelu'(inp). */
+    /* Exact (erf) GELU. out[n] (odt) = gelu(inp[n] (idt)).
+     * Backward over [M,N]: g = dout * gelu'(inp) in f32, stored in ddt (f32, or bf16
+     * as the operand of the next products); dbias[N] += sum_m g (the f32 values;
+     * may be NULL) — the gradient of the bias added before the GELU, in the same pass. */
     void (*gelu_fwd)(backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n);
-    void (*gelu_bwd)(backend_t *b, float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n);
+    void (*gelu_bwd)(backend_t *b, void *dinp, dtype_t ddt, float *dbias, const float *dout,
+                     const void *inp, dtype_t idt, int M, int N);
 
     /* Residual with LayerScale: out[N,C] = res[N,C] + gamma[C] * x[N,C] (x in xdt); out may alias res.
-     * Backward: dx[N,C] f32 = dout * gamma; dgamma[C] += sum_n dout * x (dgamma may be NULL).
-     * The residual's own gradient is dout itself (the model reuses that buffer). */
+     * Backward: g = dout * gamma in f32, stored in dx (ddt: f32, or bf16 as the operand of
+     * the next products); dgamma[C] += sum_n dout * x; dbias[C] += sum_n g (the gradient
+     * of the bias of the product that made x, in the same pass). dx, dgamma, dbias may
+     * each be NULL. The residual's own gradient is dout itself (the model reuses that buffer). */
     void (*layerscale_fwd)(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
                            const float *gamma, int N, int C);
-    void (*layerscale_bwd)(backend_t *b, float *dx, float *dgamma, const float *dout,
+    void (*layerscale_bwd)(backend_t *b, void *dx, dtype_t ddt, float *dgamma, float *dbias, const float *dout,
                            const void *x, dtype_t xdt, const float *gamma, int N, int C);
     /* Fused residual + LayerScale + LayerNorm forward (one pass instead of two):
      * out[N,C] = res + gamma * x exactly as layerscale_fwd (out may alias res), then

@@ -627,10 +627,14 @@ static void cpu_matmul_fwd(backend_t *b, void *out, dtype_t odt, const void *inp
 }
 
 /* dinp[M,K] = dout @ w; dw[N,K] += dout^T @ inp; dbias[N] += sum_m dout. */
-static void cpu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const float *dout,
+static void cpu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const void *dout_g, dtype_t gdt,
                            const void *inp, const void *w, dtype_t cdt, int M, int N, int K) {
     cpu_check_fdt("matmul_bwd", cdt);
     cpu_check_dims("matmul_bwd", M, N, K);
+    if (gdt != DT_F32 && (gdt != DT_BF16 || cdt != DT_BF16))
+        cpu_fatal("matmul_bwd", "a %s gradient with %s operands", dtype_name(gdt), dtype_name(cdt));
+    if (gdt != DT_F32 && dbias) cpu_fatal("matmul_bwd", "a bias gradient from a bf16 dout (its producer sums it)");
+    const float *dout = cpu_as_f32(b, 2, dout_g, gdt, (size_t)M * N);
     if (dinp && M > 0 && K > 0) {
         if (N == 0) {
             memset(dinp, 0, (size_t)M * K * sizeof(float));
@@ -826,10 +830,21 @@ static void cpu_gelu_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, 
     }
 }
 
-static void cpu_gelu_bwd(backend_t *b, float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n) {
+/* g = dout * gelu'(inp) row by row; stored in ddt, its f32 column sums into dbias. */
+static void cpu_gelu_bwd(backend_t *b, void *dinp, dtype_t ddt, float *dbias, const float *dout,
+                         const void *inp, dtype_t idt, int M, int N) {
     cpu_check_fdt("gelu_bwd", idt);
-    const float *x = cpu_as_f32(b, 0, inp, idt, n);
-    for (size_t i = 0; i < n; i++) dinp[i] = dout[i] * cpu_gelu_grad(x[i]);
+    cpu_check_fdt("gelu_bwd", ddt);
+    cpu_check_dims("gelu_bwd", M, N, 0);
+    const float *x = cpu_as_f32(b, 0, inp, idt, (size_t)M * N);
+    float *row = cpu_scratch(b, 1, (size_t)N);
+    for (int i = 0; i < M; i++) {
+        size_t o = (size_t)i * N;
+        for (int j = 0; j < N; j++) row[j] = dout[o + j] * cpu_gelu_grad(x[o + j]);
+        if (dbias)
+            for (int j = 0; j < N; j++) dbias[j] += row[j];
+        cpu_from_f32((char *)dinp + o * dtype_size(ddt), ddt, row, (size_t)N);
+    }
 }
 
 static void cpu_layerscale_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
@@ -851,17 +866,21 @@ static void cpu_layerscale_layernorm_fwd(backend_t *b, float *out, const float *
     cpu_layernorm_fwd(b, ln, odt, mean, rstd, out, w, bias, N, C, eps);
 }
 
-static void cpu_layerscale_bwd(backend_t *b, float *dx, float *dgamma, const float *dout,
+static void cpu_layerscale_bwd(backend_t *b, void *dx, dtype_t ddt, float *dgamma, float *dbias, const float *dout,
                                const void *x, dtype_t xdt, const float *gamma, int N, int C) {
     cpu_check_fdt("layerscale_bwd", xdt);
+    cpu_check_fdt("layerscale_bwd", ddt);
     cpu_check_dims("layerscale_bwd", N, C, 0);
     const float *xf = dgamma ? cpu_as_f32(b, 0, x, xdt, (size_t)N * C) : NULL;
+    float *row = cpu_scratch(b, 1, (size_t)C);
     for (int i = 0; i < N; i++) {
         size_t o = (size_t)i * C;
         for (int j = 0; j < C; j++) {
-            if (dx) dx[o + j] = dout[o + j] * gamma[j];
+            row[j] = dout[o + j] * gamma[j];
             if (dgamma) dgamma[j] += dout[o + j] * xf[o + j];
+            if (dbias) dbias[j] += row[j];
         }
+        if (dx) cpu_from_f32((char *)dx + o * dtype_size(ddt), ddt, row, (size_t)C);
     }
 }
 

@@ -233,7 +233,7 @@ typedef struct {
     void *ln2;                /* [B,T,D] cdt */
     float *mean2, *rstd2;     /* [B*T] */
     void *fc1;                /* [B,T,4D] cdt (pre-GELU) */
-    void *gelu;               /* [B,T,4D] cdt */
+    void *gelu;               /* [B,T,4D] cdt: one buffer shared by all blocks (recomputed in the backward) */
     void *fc2;                /* [B,T,D] cdt */
 } block_acts_t;
 
@@ -434,6 +434,10 @@ static size_t model_layout_acts(model_t *m, char *base) {
         sh.gelu = carve(&cv, BT * F * cs);
         sh.fc2 = carve(&cv, BT * D * cs);
     }
+    /* The GELU output is read once in the forward (by fc2) and once in the backward
+     * (fc2's dW), where it is recomputed from fc1: one buffer for all blocks
+     * instead of [B,T,4D] per trainable block. */
+    void *gelu_shared = sh.gelu ? sh.gelu : (g && K < L ? carve(&cv, BT * F * cs) : NULL);
     for (int l = 0; l < L; l++) {
         block_acts_t *a = &pv->acts[l];
         if (g && l >= K) {
@@ -450,7 +454,7 @@ static size_t model_layout_acts(model_t *m, char *base) {
             a->mean2 = carve(&cv, BT * 4);
             a->rstd2 = carve(&cv, BT * 4);
             a->fc1 = carve(&cv, BT * F * cs);
-            a->gelu = carve(&cv, BT * F * cs);
+            a->gelu = gelu_shared;
             a->fc2 = carve(&cv, BT * D * cs);
         } else {
             *a = sh;
@@ -1207,16 +1211,16 @@ void model_backward(model_t *m, const float *dpred, const float *dconf) {
     const int K = m->opts.freeze_layers, HJ = c->joints_hidden, HC = c->conf_hidden;
 
     /* heads -> d_pool [B,D] */
-    be->matmul_bwd(be, pv->d_gj, gr(m, pv->i_j2w), gr(m, pv->i_j2b), dpred, pv->gj, wc(m, pv->i_j2w), cdt,
+    be->matmul_bwd(be, pv->d_gj, gr(m, pv->i_j2w), gr(m, pv->i_j2b), dpred, DT_F32, pv->gj, wc(m, pv->i_j2w), cdt,
                    Bn, HAND_COORDS, HJ);
-    be->gelu_bwd(be, pv->d_hj, pv->d_gj, pv->hj, DT_F32, (size_t)Bn * HJ);
-    be->matmul_bwd(be, pv->d_pool, gr(m, pv->i_j1w), gr(m, pv->i_j1b), pv->d_hj, pv->pool_c, wc(m, pv->i_j1w), cdt,
-                   Bn, HJ, D);
+    be->gelu_bwd(be, pv->d_hj, DT_F32, NULL, pv->d_gj, pv->hj, DT_F32, Bn, HJ);
+    be->matmul_bwd(be, pv->d_pool, gr(m, pv->i_j1w), gr(m, pv->i_j1b), pv->d_hj, DT_F32, pv->pool_c,
+                   wc(m, pv->i_j1w), cdt, Bn, HJ, D);
     if (dconf) {
-        be->matmul_bwd(be, pv->d_gc, gr(m, pv->i_c2w), gr(m, pv->i_c2b), dconf, pv->gc, wc(m, pv->i_c2w), cdt,
-                       Bn, MODEL_CONF_OUT, HC);
-        be->gelu_bwd(be, pv->d_hc, pv->d_gc, pv->hc, DT_F32, (size_t)Bn * HC);
-        be->matmul_bwd(be, pv->d_pool2, gr(m, pv->i_c1w), gr(m, pv->i_c1b), pv->d_hc, pv->pool_c,
+        be->matmul_bwd(be, pv->d_gc, gr(m, pv->i_c2w), gr(m, pv->i_c2b), dconf, DT_F32, pv->gc,
+                       wc(m, pv->i_c2w), cdt, Bn, MODEL_CONF_OUT, HC);
+        be->gelu_bwd(be, pv->d_hc, DT_F32, NULL, pv->d_gc, pv->hc, DT_F32, Bn, HC);
+        be->matmul_bwd(be, pv->d_pool2, gr(m, pv->i_c1w), gr(m, pv->i_c1b), pv->d_hc, DT_F32, pv->pool_c,
                        wc(m, pv->i_c1w), cdt, Bn, HC, D);
         /* d_pool += d_pool2 */
         be->layerscale_fwd(be, pv->d_pool, pv->d_pool, pv->d_pool2, DT_F32, pv->ones, Bn, D);
@@ -1234,20 +1238,26 @@ void model_backward(model_t *m, const float *dpred, const float *dconf) {
     for (int l = L - 1; l >= K; l--) {
         block_acts_t *a = &pv->acts[l];
         const block_idx_t *bi = &pv->blk[l];
-        /* MLP half (dres = dL/dx_out) */
-        be->layerscale_bwd(be, da, gr(m, bi->ls2), dres, a->fc2, cdt, pm(m, bi->ls2), BT, D);         /* d fc2 */
-        be->matmul_bwd(be, db, gr(m, bi->fc2_w), gr(m, bi->fc2_b), da, a->gelu, wc(m, bi->fc2_w), cdt,
+        /* MLP half (dres = dL/dx_out). The gradients into the products (da) are
+         * stored in cdt by the op that makes them, which also sums the
+         * product's bias gradient in the same pass; their outputs (db) are f32. */
+        be->layerscale_bwd(be, da, cdt, gr(m, bi->ls2), gr(m, bi->fc2_b), dres, a->fc2, cdt, pm(m, bi->ls2),
+                           BT, D);                                                                        /* d fc2 */
+        /* GELU output: recomputed from fc1 into the one shared buffer (not kept per block) */
+        be->gelu_fwd(be, a->gelu, cdt, a->fc1, cdt, (size_t)BT * F);
+        be->matmul_bwd(be, db, gr(m, bi->fc2_w), NULL, da, cdt, a->gelu, wc(m, bi->fc2_w), cdt,
                        BT, D, F);                                                                         /* d gelu */
-        be->gelu_bwd(be, da, db, a->fc1, cdt, (size_t)BT * F);                                          /* d fc1 */
-        be->matmul_bwd(be, db, gr(m, bi->fc1_w), gr(m, bi->fc1_b), da, a->ln2, wc(m, bi->fc1_w), cdt,
+        be->gelu_bwd(be, da, cdt, gr(m, bi->fc1_b), db, a->fc1, cdt, BT, F);                            /* d fc1 */
+        be->matmul_bwd(be, db, gr(m, bi->fc1_w), NULL, da, cdt, a->ln2, wc(m, bi->fc1_w), cdt,
                        BT, F, D);                                                                         /* d ln2 */
         be->layernorm_bwd(be, dres, gr(m, bi->norm2_w), gr(m, bi->norm2_b), db, a->x_mid, pm(m, bi->norm2_w),
                           a->mean2, a->rstd2, BT, D);                                                     /* dres = dL/dx_mid */
         /* attention half */
-        be->layerscale_bwd(be, da, gr(m, bi->ls1), dres, a->proj, cdt, pm(m, bi->ls1), BT, D);         /* d proj */
-        be->matmul_bwd(be, db, gr(m, bi->o_w), gr(m, bi->o_b), da, a->att, wc(m, bi->o_w), cdt, BT, D, D); /* d att */
+        be->layerscale_bwd(be, da, cdt, gr(m, bi->ls1), gr(m, bi->o_b), dres, a->proj, cdt, pm(m, bi->ls1),
+                           BT, D);                                                                        /* d proj */
+        be->matmul_bwd(be, db, gr(m, bi->o_w), NULL, da, cdt, a->att, wc(m, bi->o_w), cdt, BT, D, D);  /* d att */
         be->attention_bwd(be, da, db, a->qkv, a->att, a->lse, cdt, Bn, T, NH, HS);                     /* d qkv */
-        be->matmul_bwd(be, db, gr(m, bi->q_w), gr(m, bi->q_b), da, a->ln1, wc(m, bi->q_w), cdt,
+        be->matmul_bwd(be, db, gr(m, bi->q_w), gr(m, bi->q_b), da, DT_F32, a->ln1, wc(m, bi->q_w), cdt,
                        BT, 3 * D, D);                                                                     /* d ln1 */
         be->layernorm_bwd(be, dres, gr(m, bi->norm1_w), gr(m, bi->norm1_b), db, a->x_in, pm(m, bi->norm1_w),
                           a->mean1, a->rstd1, BT, D);                                                     /* dres = dL/dx_in */
@@ -1255,7 +1265,7 @@ void model_backward(model_t *m, const float *dpred, const float *dconf) {
     if (K == 0) {
         /* embeddings: dres -> d patches, d cls/reg/pos; patch projection (no gradient into the images) */
         be->embed_bwd(be, da, gr(m, pv->i_cls), R ? gr(m, pv->i_reg) : NULL, gr(m, pv->i_pos), dres, Bn, P, R, D);
-        be->matmul_bwd(be, NULL, gr(m, pv->i_pw), gr(m, pv->i_pb), da, pv->cols, wc(m, pv->i_pw), cdt,
+        be->matmul_bwd(be, NULL, gr(m, pv->i_pw), gr(m, pv->i_pb), da, DT_F32, pv->cols, wc(m, pv->i_pw), cdt,
                        Bn * P, D, 3 * p * p);
     }
 }

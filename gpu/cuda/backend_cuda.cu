@@ -29,7 +29,7 @@ static void cu_seterr(backend_t *b, const char *fmt, ...) {
 
 void *cu_scratch(backend_t *b, int slot, size_t bytes) {
     cu_impl_t *c = cu_impl(b);
-    CU_ASSERT(slot >= 0 && slot < 4, "slot %d", slot);
+    CU_ASSERT(slot >= 0 && slot < CU_NSCRATCH, "slot %d", slot);
     if (c->scratch_size[slot] >= bytes && c->scratch[slot]) return c->scratch[slot];
     size_t want = std::max(bytes, c->scratch_size[slot] * 5 / 4);
     want = (want + 255) & ~(size_t)255;
@@ -72,7 +72,7 @@ static void cu_destroy(backend_t *b) {
         cu_lt_destroy(b);
         cu_sdpa_destroy(b);
         if (c->blas) cublasDestroy(c->blas);
-        for (int i = 0; i < 4; i++) if (c->scratch[i]) cudaFree(c->scratch[i]);
+        for (int i = 0; i < CU_NSCRATCH; i++) if (c->scratch[i]) cudaFree(c->scratch[i]);
         for (int i = 0; i < 2; i++) {
             if (c->staging[i]) cudaFreeHost(c->staging[i]);
             if (c->dstage[i]) cudaFree(c->dstage[i]);
@@ -361,9 +361,9 @@ static void matmul_fwd_op(backend_t *b, void *out, dtype_t odt, const void *inp,
     if (c->fault_path[0] && ++c->fault_ops == CU_FAULT_AFTER) cu_fault_check(b);
     cu_matmul_fwd(b, out, odt, inp, w, bias, cdt, M, N, K);
 }
-CU_WRAP(matmul_bwd, (backend_t *b, float *dinp, float *dw, float *dbias, const float *dout,
+CU_WRAP(matmul_bwd, (backend_t *b, float *dinp, float *dw, float *dbias, const void *dout, dtype_t gdt,
                      const void *inp, const void *w, dtype_t cdt, int M, int N, int K),
-        (b, dinp, dw, dbias, dout, inp, w, cdt, M, N, K))
+        (b, dinp, dw, dbias, dout, gdt, inp, w, cdt, M, N, K))
 CU_WRAP(layernorm_fwd, (backend_t *b, void *out, dtype_t odt, float *mean, float *rstd,
                         const float *inp, const float *w, const float *bias, int N, int C, float eps),
         (b, out, odt, mean, rstd, inp, w, bias, N, C, eps))
@@ -377,16 +377,17 @@ CU_WRAP(attention_bwd, (backend_t *b, float *dqkv, const float *dout, const void
         (b, dqkv, dout, qkv, out, lse, cdt, Bn, T, NH, HS))
 CU_WRAP(gelu_fwd, (backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n),
         (b, out, odt, inp, idt, n))
-CU_WRAP(gelu_bwd, (backend_t *b, float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n),
-        (b, dinp, dout, inp, idt, n))
+CU_WRAP(gelu_bwd, (backend_t *b, void *dinp, dtype_t ddt, float *dbias, const float *dout, const void *inp,
+                   dtype_t idt, int M, int N), (b, dinp, ddt, dbias, dout, inp, idt, M, N))
 CU_WRAP(layerscale_fwd, (backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
                          const float *gamma, int N, int C), (b, out, res, x, xdt, gamma, N, C))
 CU_WRAP(layerscale_layernorm_fwd, (backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
                                    const float *gamma, void *ln, dtype_t odt, float *mean, float *rstd,
                                    const float *w, const float *bias, int N, int C, float eps),
         (b, out, res, x, xdt, gamma, ln, odt, mean, rstd, w, bias, N, C, eps))
-CU_WRAP(layerscale_bwd, (backend_t *b, float *dx, float *dgamma, const float *dout, const void *x,
-                         dtype_t xdt, const float *gamma, int N, int C), (b, dx, dgamma, dout, x, xdt, gamma, N, C))
+CU_WRAP(layerscale_bwd, (backend_t *b, void *dx, dtype_t ddt, float *dgamma, float *dbias, const float *dout,
+                         const void *x, dtype_t xdt, const float *gamma, int N, int C),
+        (b, dx, ddt, dgamma, dbias, dout, x, xdt, gamma, N, C))
 CU_WRAP(embed_fwd, (backend_t *b, float *x, const float *patches, const float *cls, const float *reg,
                     const float *pos, int Bn, int P, int R, int D), (b, x, patches, cls, reg, pos, Bn, P, R, D))
 CU_WRAP(embed_bwd, (backend_t *b, float *dpatches, float *dcls, float *dreg, float *dpos,

@@ -97,8 +97,9 @@ typedef struct {
     int lt_tune;                        /* TRAIND_LT_AUTOTUNE */
 
     /* Scratch slots (device memory, grown on demand; contents undefined). */
-    void *scratch[4];
-    size_t scratch_size[4];
+#define CU_NSCRATCH 5
+    void *scratch[CU_NSCRATCH];
+    size_t scratch_size[CU_NSCRATCH];
 
     /* Reduction results (device) and their pinned host mirror. */
     double *red_dev;                    /* partial sums, CU_RED_BLOCKS * 8 doubles */
@@ -171,10 +172,14 @@ void cu_lt_init(backend_t *b);
 void cu_lt_destroy(backend_t *b);
 void cu_matmul_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, const void *w,
                    const float *bias, dtype_t cdt, int M, int N, int K);
-void cu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const float *dout,
+void cu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const void *dout, dtype_t gdt,
                    const void *inp, const void *w, dtype_t cdt, int M, int N, int K);
-/* Column sums: acc[C] += sum_n a[n,c] * (x ? x[n,c] : 1)  (x in xdt), fixed order. */
+/* Column sums: acc[C] += sum_n a[n,c] * (x ? x[n,c] : 1)  (x in xdt), fixed order:
+ * rows in chunks of CU_COLSUM_ROWS, each chunk's partial sums part[chunk, C] added
+ * in chunk order by cu_colsum_finish (which kernels that make partials themselves call). */
+#define CU_COLSUM_ROWS 256
 void cu_colsum(backend_t *b, float *acc, const float *a, const void *x, dtype_t xdt, int N, int C);
+void cu_colsum_finish(backend_t *b, float *acc, const float *part, int nchunk, int C);
 
 /* kernels_layers.cu */
 void cu_cast(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, size_t n);
@@ -188,10 +193,11 @@ void cu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const flo
                       const float *inp, const float *w, const float *mean, const float *rstd,
                       int N, int C);
 void cu_gelu_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n);
-void cu_gelu_bwd(backend_t *b, float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n);
+void cu_gelu_bwd(backend_t *b, void *dinp, dtype_t ddt, float *dbias, const float *dout,
+                 const void *inp, dtype_t idt, int M, int N);
 void cu_layerscale_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
                        const float *gamma, int N, int C);
-void cu_layerscale_bwd(backend_t *b, float *dx, float *dgamma, const float *dout,
+void cu_layerscale_bwd(backend_t *b, void *dx, dtype_t ddt, float *dgamma, float *dbias, const float *dout,
                        const void *x, dtype_t xdt, const float *gamma, int N, int C);
 void cu_layerscale_layernorm_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
                                  const float *gamma, void *ln, dtype_t odt, float *mean, float *rstd,

@@ -547,15 +547,6 @@ __global__ void cu_gelu_fwd_kernel(void *out, dtype_t odt, const void *inp, dtyp
     }
 }
 
-__global__ void cu_gelu_bwd_kernel(float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float x = cu_ld(inp, idt, i);
-        float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
-        float pdf = expf(-0.5f * x * x) * 0.39894228040143268f;
-        dinp[i] = dout[i] * (cdf + x * pdf);
-    }
-}
-
 __global__ void cu_gelu_fwd8_kernel(void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n) {
     CU_V8_LOOP(i, n) {
         float v[8];
@@ -563,21 +554,6 @@ __global__ void cu_gelu_fwd8_kernel(void *out, dtype_t odt, const void *inp, dty
 #pragma unroll
         for (int k = 0; k < 8; k++) v[k] = 0.5f * v[k] * (1.0f + erff(v[k] * 0.70710678118654752f));
         cu_st8(out, odt, i, v);
-    }
-}
-
-__global__ void cu_gelu_bwd8_kernel(float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n) {
-    CU_V8_LOOP(i, n) {
-        float x[8], g[8];
-        cu_ld8(x, inp, idt, i);
-        cu_ld8(g, dout, DT_F32, i);
-#pragma unroll
-        for (int k = 0; k < 8; k++) {
-            float cdf = 0.5f * (1.0f + erff(x[k] * 0.70710678118654752f));
-            float pdf = expf(-0.5f * x[k] * x[k]) * 0.39894228040143268f;
-            g[k] *= cdf + x[k] * pdf;
-        }
-        cu_st8(dinp, DT_F32, i, g);
     }
 }
 
@@ -590,13 +566,116 @@ void cu_gelu_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t 
     CU_LAUNCH_CHECK();
 }
 
-void cu_gelu_bwd(backend_t *b, float *dinp, const float *dout, const void *inp, dtype_t idt, size_t n) {
-    if (!n) return;
-    if (cu_vec8_ok(n, dinp, dout, inp))
-        cu_gelu_bwd8_kernel<<<cu_blocks(n / 8, CU_T), CU_T, 0, cu_st(b)>>>(dinp, dout, inp, idt, n);
-    else
-        cu_gelu_bwd_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(dinp, dout, inp, idt, n);
+/* ---- backward epilogues: GELU', LayerScale, with their column sums ------------------ */
+
+/* Over dout[M,N] f32 (and x[M,N] in xdt): g = dout * gelu'(x) (CU_EPI_GELU) or
+ * g = dout * gamma (CU_EPI_SCALE), computed in f32 and stored in gdt — the bf16
+ * operand of the products that follow, so dout is read once and no f32 copy of
+ * g is written and read again. In the same pass, deterministic column sums:
+ * pa[chunk, c] = sum of g, pb[chunk, c] = sum of dout * x (LayerScale's dgamma;
+ * pb NULL: skipped); cu_colsum_finish adds the chunks in order. A block is
+ * 32 x 8 threads, each thread VEC consecutive columns of one chunk of
+ * CU_COLSUM_ROWS rows (its 8 row-lanes a fixed stride), lanes summed in order. */
+enum { CU_EPI_GELU = 0, CU_EPI_SCALE = 1 };
+#define CU_EPI_LANES 8
+
+template <int OP, int VEC>
+__global__ void cu_bwd_epilogue_kernel(void *g, dtype_t gdt, float *pa, float *pb, const float *dout,
+                                       const void *x, dtype_t xdt, const float *gamma, int M, int N) {
+    __shared__ float sha[CU_EPI_LANES][32 * VEC];
+    __shared__ float shb[CU_EPI_LANES][32 * VEC];
+    const int lc = threadIdx.x * VEC, c0 = blockIdx.x * 32 * VEC + lc;
+    const int r0 = blockIdx.y * CU_COLSUM_ROWS, r1 = min(M, r0 + CU_COLSUM_ROWS);
+    const bool in = c0 < N;   /* VEC 8 is used only when N % 8 == 0 */
+    const bool want_x = OP == CU_EPI_GELU || pb;
+    float sa[VEC], sb[VEC], gm[VEC];
+#pragma unroll
+    for (int k = 0; k < VEC; k++) { sa[k] = 0.0f; sb[k] = 0.0f; gm[k] = 0.0f; }
+    if (in && OP == CU_EPI_SCALE) {
+        if (VEC == 8) cu_ld8(gm, gamma, DT_F32, c0);
+        else gm[0] = gamma[c0];
+    }
+    for (int r = r0 + threadIdx.y; in && r < r1; r += CU_EPI_LANES) {
+        size_t i = (size_t)r * N + c0;
+        float d[VEC], xv[VEC], v[VEC];
+        if (VEC == 8) cu_ld8(d, dout, DT_F32, i);
+        else d[0] = dout[i];
+        if (want_x) {
+            if (VEC == 8) cu_ld8(xv, x, xdt, i);
+            else xv[0] = cu_ld(x, xdt, i);
+        }
+#pragma unroll
+        for (int k = 0; k < VEC; k++) {
+            if (OP == CU_EPI_GELU) {
+                float cdf = 0.5f * (1.0f + erff(xv[k] * 0.70710678118654752f));
+                float pdf = expf(-0.5f * xv[k] * xv[k]) * 0.39894228040143268f;
+                v[k] = d[k] * (cdf + xv[k] * pdf);
+            } else {
+                v[k] = d[k] * gm[k];
+                if (pb) sb[k] += d[k] * xv[k];
+            }
+            sa[k] += v[k];
+        }
+        if (g) {
+            if (VEC == 8) cu_st8(g, gdt, i, v);
+            else cu_st(g, gdt, i, v[0]);
+        }
+    }
+    if (!pa && !pb) return;   /* uniform over the block */
+#pragma unroll
+    for (int k = 0; k < VEC; k++) {
+        sha[threadIdx.y][lc + k] = sa[k];
+        shb[threadIdx.y][lc + k] = sb[k];
+    }
+    __syncthreads();
+    if (threadIdx.y == 0 && in) {
+#pragma unroll
+        for (int k = 0; k < VEC; k++) {
+            float ta = 0.0f, tb = 0.0f;
+            for (int j = 0; j < CU_EPI_LANES; j++) {
+                ta += sha[j][lc + k];
+                tb += shb[j][lc + k];
+            }
+            if (pa) pa[(size_t)blockIdx.y * N + c0 + k] = ta;
+            if (pb) pb[(size_t)blockIdx.y * N + c0 + k] = tb;
+        }
+    }
+}
+
+/* The launch: g (may be NULL) in gdt; sum_g[N] += column sums of g, sum_dx[N] +=
+ * column sums of dout * x (each may be NULL). */
+static void cu_bwd_epilogue(backend_t *b, int op, void *g, dtype_t gdt, float *sum_g, float *sum_dx,
+                            const float *dout, const void *x, dtype_t xdt, const float *gamma, int M, int N) {
+    if (M <= 0 || N <= 0) return;
+    int nchunk = (M + CU_COLSUM_ROWS - 1) / CU_COLSUM_ROWS;
+    CU_ASSERT(nchunk <= 65535, "M=%d", M);
+    float *pa = sum_g ? (float *)cu_scratch(b, 3, (size_t)nchunk * N * sizeof(float)) : NULL;
+    float *pb = sum_dx ? (float *)cu_scratch(b, 4, (size_t)nchunk * N * sizeof(float)) : NULL;
+    const bool v8 = N % 8 == 0 && cu_vec8_ok((size_t)M * N, dout, g, op == CU_EPI_GELU || sum_dx ? x : NULL) &&
+                    (op != CU_EPI_SCALE || ((uintptr_t)gamma & 15) == 0);
+    dim3 blk(32, CU_EPI_LANES);
+    cudaStream_t st = cu_st(b);
+    if (v8) {
+        dim3 grid((N + 255) / 256, nchunk);
+        if (op == CU_EPI_GELU)
+            cu_bwd_epilogue_kernel<CU_EPI_GELU, 8><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, x, xdt, gamma, M, N);
+        else
+            cu_bwd_epilogue_kernel<CU_EPI_SCALE, 8><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, x, xdt, gamma, M, N);
+    } else {
+        dim3 grid((N + 31) / 32, nchunk);
+        if (op == CU_EPI_GELU)
+            cu_bwd_epilogue_kernel<CU_EPI_GELU, 1><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, x, xdt, gamma, M, N);
+        else
+            cu_bwd_epilogue_kernel<CU_EPI_SCALE, 1><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, x, xdt, gamma, M, N);
+    }
     CU_LAUNCH_CHECK();
+    if (sum_g) cu_colsum_finish(b, sum_g, pa, nchunk, N);
+    if (sum_dx) cu_colsum_finish(b, sum_dx, pb, nchunk, N);
+}
+
+void cu_gelu_bwd(backend_t *b, void *dinp, dtype_t ddt, float *dbias, const float *dout,
+                 const void *inp, dtype_t idt, int M, int N) {
+    cu_bwd_epilogue(b, CU_EPI_GELU, dinp, ddt, dbias, NULL, dout, inp, idt, NULL, M, N);
 }
 
 /* ---- residual + LayerScale ------------------------------------------------------------ */
@@ -605,11 +684,6 @@ __global__ void cu_layerscale_fwd_kernel(float *out, const float *res, const voi
                                          const float *gamma, size_t n, int C) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         out[i] = res[i] + gamma[i % C] * cu_ld(x, xdt, i);
-}
-
-__global__ void cu_layerscale_dx_kernel(float *dx, const float *dout, const float *gamma, size_t n, int C) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dx[i] = dout[i] * gamma[i % C];
 }
 
 /* 8 consecutive elements share a row when C % 8 == 0 */
@@ -626,17 +700,6 @@ __global__ void cu_layerscale_fwd8_kernel(float *out, const float *res, const vo
     }
 }
 
-__global__ void cu_layerscale_dx8_kernel(float *dx, const float *dout, const float *gamma, size_t n, int C) {
-    CU_V8_LOOP(i, n) {
-        float g[8], gm[8];
-        cu_ld8(g, dout, DT_F32, i);
-        cu_ld8(gm, gamma, DT_F32, i % C);
-#pragma unroll
-        for (int k = 0; k < 8; k++) g[k] *= gm[k];
-        cu_st8(dx, DT_F32, i, g);
-    }
-}
-
 void cu_layerscale_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
                        const float *gamma, int N, int C) {
     size_t n = (size_t)N * C;
@@ -648,18 +711,9 @@ void cu_layerscale_fwd(backend_t *b, float *out, const float *res, const void *x
     CU_LAUNCH_CHECK();
 }
 
-void cu_layerscale_bwd(backend_t *b, float *dx, float *dgamma, const float *dout,
+void cu_layerscale_bwd(backend_t *b, void *dx, dtype_t ddt, float *dgamma, float *dbias, const float *dout,
                        const void *x, dtype_t xdt, const float *gamma, int N, int C) {
-    size_t n = (size_t)N * C;
-    if (!n) return;
-    if (dgamma) cu_colsum(b, dgamma, dout, x, xdt, N, C);
-    if (dx) {
-        if (C % 8 == 0 && cu_vec8_ok(n, dx, dout, gamma))
-            cu_layerscale_dx8_kernel<<<cu_blocks(n / 8, CU_T), CU_T, 0, cu_st(b)>>>(dx, dout, gamma, n, C);
-        else
-            cu_layerscale_dx_kernel<<<cu_blocks(n, CU_T), CU_T, 0, cu_st(b)>>>(dx, dout, gamma, n, C);
-        CU_LAUNCH_CHECK();
-    }
+    cu_bwd_epilogue(b, CU_EPI_SCALE, dx, ddt, dbias, dgamma, dout, x, xdt, gamma, N, C);
 }
 
 /* ---- token assembly ----------------------------------------------------------------------- */

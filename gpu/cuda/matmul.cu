@@ -192,7 +192,6 @@ void cu_matmul_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, const 
  * chunks of CU_COLSUM_ROWS; a block of 32 columns x 16 row-lanes sums one
  * chunk (each lane a fixed stride of rows, lanes added in order) into
  * part[chunk, c]; a second kernel adds the chunks in order. */
-#define CU_COLSUM_ROWS 256
 
 __global__ void cu_colsum_part_kernel(float *part, const float *a, const void *x, dtype_t xdt,
                                       int N, int C) {
@@ -249,6 +248,11 @@ __global__ void cu_colsum_final_kernel(float *acc, const float *part, int nchunk
     acc[col] += t;
 }
 
+void cu_colsum_finish(backend_t *b, float *acc, const float *part, int nchunk, int C) {
+    cu_colsum_final_kernel<<<(C + 127) / 128, 128, 0, cu_impl(b)->stream>>>(acc, part, nchunk, C);
+    CU_LAUNCH_CHECK();
+}
+
 void cu_colsum(backend_t *b, float *acc, const float *a, const void *x, dtype_t xdt, int N, int C) {
     if (N <= 0 || C <= 0) return;
     cudaStream_t st = cu_impl(b)->stream;
@@ -262,11 +266,16 @@ void cu_colsum(backend_t *b, float *acc, const float *a, const void *x, dtype_t 
     CU_LAUNCH_CHECK();
 }
 
-void cu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const float *dout,
+void cu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const void *dout_g, dtype_t gdt,
                    const void *inp, const void *w, dtype_t cdt, int M, int N, int K) {
     if (M <= 0 || N <= 0 || K <= 0) return;
-    const void *g = dout;
-    if (cdt == DT_BF16 && (dinp || dw) && dbias) {
+    CU_ASSERT(gdt == DT_F32 || (gdt == DT_BF16 && cdt == DT_BF16 && !dbias), "gdt=%s cdt=%s dbias=%p",
+              dtype_name(gdt), dtype_name(cdt), (void *)dbias);
+    const float *dout = (const float *)dout_g;   /* when gdt is f32 */
+    const void *g = dout_g;
+    if (gdt == DT_BF16) {
+        /* already the bf16 operand; its producer summed the bias gradient */
+    } else if (cdt == DT_BF16 && (dinp || dw) && dbias) {
         /* bias gradient and the bf16 copy of dout in one pass over dout */
         __nv_bfloat16 *gb = (__nv_bfloat16 *)cu_scratch(b, 0, (size_t)M * N * 2);
         int nchunk = (M + CU_COLSUM_ROWS - 1) / CU_COLSUM_ROWS;

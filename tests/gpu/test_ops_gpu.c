@@ -136,10 +136,10 @@ static void t_matmul_off(int M, int N, int K, dtype_t cdt, dtype_t odt, int with
     float *cdi = malloc((size_t)M * K * 4), *cdw = malloc((size_t)N * K * 4), *cdb = malloc(N * 4);
     memcpy(cdw, dw0, (size_t)N * K * 4);
     memcpy(cdb, db0, N * 4);
-    C->matmul_bwd(C, cdi, cdw, cdb, dout, hi, hw, cdt, M, N, K);
+    C->matmul_bwd(C, cdi, cdw, cdb, dout, DT_F32, hi, hw, cdt, M, N, K);
     void *gdo = gdup(dout, (size_t)M * N * 4), *gdi = gpoison((size_t)M * K * 4);
     void *gdw = gdup(dw0, (size_t)N * K * 4), *gdb = gdup(db0, N * 4);
-    G->matmul_bwd(G, gdi, gdw, gdb, gdo, gi, gw, cdt, M, N, K);
+    G->matmul_bwd(G, gdi, gdw, gdb, gdo, DT_F32, gi, gw, cdt, M, N, K);
     snprintf(w, sizeof w, "%s bwd dinp", nm);
     check_dev(w, gdi, DT_F32, cdi, DT_F32, (size_t)M * K, tol_of(cdt));
     snprintf(w, sizeof w, "%s bwd dw+=", nm);
@@ -147,9 +147,28 @@ static void t_matmul_off(int M, int N, int K, dtype_t cdt, dtype_t odt, int with
     snprintf(w, sizeof w, "%s bwd dbias+=", nm);
     check_dev(w, gdb, DT_F32, cdb, DT_F32, N, 1e-5);
     /* dinp only (dw, dbias NULL) must work too */
-    G->matmul_bwd(G, gdi, NULL, NULL, gdo, gi, gw, cdt, M, N, K);
+    G->matmul_bwd(G, gdi, NULL, NULL, gdo, DT_F32, gi, gw, cdt, M, N, K);
     snprintf(w, sizeof w, "%s bwd dinp only", nm);
     check_dev(w, gdi, DT_F32, cdi, DT_F32, (size_t)M * K, tol_of(cdt));
+    if (cdt == DT_BF16) {
+        /* dout already bf16 (made so by the op before): the same products as an f32
+         * dout, which this backend rounds to bf16 itself — bitwise */
+        void *hdo = as_dt(dout, DT_BF16, (size_t)M * N);
+        void *gdo16 = gdup(hdo, (size_t)M * N * 2), *gdi2 = gpoison((size_t)M * K * 4);
+        void *gdw2 = gdup(dw0, (size_t)N * K * 4), *gdw1 = gdup(dw0, (size_t)N * K * 4);
+        G->matmul_bwd(G, gdi, gdw1, NULL, gdo, DT_F32, gi, gw, cdt, M, N, K);
+        G->matmul_bwd(G, gdi2, gdw2, NULL, gdo16, DT_BF16, gi, gw, cdt, M, N, K);
+        float *a1 = malloc((size_t)M * K * 4), *a2 = malloc((size_t)M * K * 4);
+        float *w1 = malloc((size_t)N * K * 4), *w2 = malloc((size_t)N * K * 4);
+        G->download(G, a1, gdi, (size_t)M * K * 4);
+        G->download(G, a2, gdi2, (size_t)M * K * 4);
+        G->download(G, w1, gdw1, (size_t)N * K * 4);
+        G->download(G, w2, gdw2, (size_t)N * K * 4);
+        ok(!memcmp(a1, a2, (size_t)M * K * 4) && !memcmp(w1, w2, (size_t)N * K * 4),
+           "%s bwd with a bf16 dout = with its f32 dout, bitwise", nm);
+        G->free(G, gdo16); G->free(G, gdi2); G->free(G, gdw2); G->free(G, gdw1);
+        free(hdo); free(a1); free(a2); free(w1); free(w2);
+    }
     G->free(G, gi0); G->free(G, gw0); G->free(G, gb0); G->free(G, go0); G->free(G, gdo);
     G->free(G, gdi); G->free(G, gdw); G->free(G, gdb);
     free(fi); free(fw); free(fb); free(hi); free(hw); free(co); free(dout); free(dw0); free(db0);
@@ -247,9 +266,9 @@ static void t_gelu(size_t n, dtype_t idt, dtype_t odt) {
     snprintf(w, sizeof w, "gelu fwd n=%zu %s->%s", n, dtype_name(idt), dtype_name(odt));
     check_dev(w, go, odt, co, odt, n, odt == DT_BF16 ? 2e-2 : 1e-5);
     float *dout = randf(n, -1, 1), *cd = malloc(n * 4);
-    C->gelu_bwd(C, cd, dout, hi, idt, n);
+    C->gelu_bwd(C, cd, DT_F32, NULL, dout, hi, idt, 1, (int)n);
     void *gd = gdup(dout, n * 4), *gdi = gpoison(n * 4);
-    G->gelu_bwd(G, gdi, gd, gi, idt, n);
+    G->gelu_bwd(G, gdi, DT_F32, NULL, gd, gi, idt, 1, (int)n);
     snprintf(w, sizeof w, "gelu bwd n=%zu %s", n, dtype_name(idt));
     check_dev(w, gdi, DT_F32, cd, DT_F32, n, 1e-5);
     G->free(G, gi); G->free(G, go); G->free(G, gd); G->free(G, gdi);
@@ -273,15 +292,56 @@ static void t_layerscale(int N, int Cc, dtype_t xdt) {
     check_dev(w, gr, DT_F32, co, DT_F32, n, 1e-5);
     float *dout = randf(n, -1, 1), *dg0 = randf(Cc, -1, 1), *cdx = malloc(n * 4), *cdg = malloc(Cc * 4);
     memcpy(cdg, dg0, Cc * 4);
-    C->layerscale_bwd(C, cdx, cdg, dout, hx, xdt, gam, N, Cc);
+    C->layerscale_bwd(C, cdx, DT_F32, cdg, NULL, dout, hx, xdt, gam, N, Cc);
     void *gd = gdup(dout, n * 4), *gdx = gpoison(n * 4), *gdg = gdup(dg0, Cc * 4);
-    G->layerscale_bwd(G, gdx, gdg, gd, gx, xdt, gg, N, Cc);
+    G->layerscale_bwd(G, gdx, DT_F32, gdg, NULL, gd, gx, xdt, gg, N, Cc);
     snprintf(w, sizeof w, "layerscale bwd dx N=%d C=%d", N, Cc);
     check_dev(w, gdx, DT_F32, cdx, DT_F32, n, 1e-5);
     snprintf(w, sizeof w, "layerscale bwd dgamma+= N=%d C=%d", N, Cc);
     check_dev(w, gdg, DT_F32, cdg, DT_F32, Cc, 1e-5);
     G->free(G, gr); G->free(G, gx); G->free(G, gg); G->free(G, go); G->free(G, gd); G->free(G, gdx); G->free(G, gdg);
     free(res); free(fx); free(gam); free(hx); free(co); free(dout); free(dg0); free(cdx); free(cdg);
+}
+
+/* The backward epilogues as the model calls them: GELU' and LayerScale over
+ * [M,N], the gradient stored in ddt (bf16: the products' operand), the bias
+ * gradient (and LayerScale's dgamma) summed in the same pass, onto random
+ * values; M past one chunk of rows, N odd (scalar path) or a multiple of 8. */
+static void t_bwd_epilogue(int M, int N, dtype_t xdt, dtype_t ddt) {
+    char w[140];
+    size_t n = (size_t)M * N;
+    float *fx = randf(n, -4, 4), *dout = randf(n, -1, 1), *gam = randf(N, -0.5f, 0.5f);
+    float *db0 = randf(N, -1, 1), *dg0 = randf(N, -1, 1);
+    void *hx = as_dt(fx, xdt, n);
+    void *cg = malloc(n * dtype_size(ddt));
+    float *cdb = malloc(N * 4), *cdg = malloc(N * 4);
+    void *gx = gdup(hx, n * dtype_size(xdt)), *gd = gdup(dout, n * 4), *gg = gdup(gam, N * 4);
+    void *gg_out = gpoison(n * dtype_size(ddt)), *gdb = gdup(db0, N * 4), *gdg = gdup(dg0, N * 4);
+    const double tg = ddt == DT_BF16 ? 8e-3 : 1e-5, tsum = 1e-4;
+    for (int op = 0; op < 2; op++) {
+        memcpy(cdb, db0, N * 4);
+        memcpy(cdg, dg0, N * 4);
+        G->upload(G, gdb, db0, N * 4);
+        G->upload(G, gdg, dg0, N * 4);
+        const char *on = op == 0 ? "gelu bwd" : "layerscale bwd";
+        if (op == 0) {
+            C->gelu_bwd(C, cg, ddt, cdb, dout, hx, xdt, M, N);
+            G->gelu_bwd(G, gg_out, ddt, gdb, gd, gx, xdt, M, N);
+        } else {
+            C->layerscale_bwd(C, cg, ddt, cdg, cdb, dout, hx, xdt, gam, M, N);
+            G->layerscale_bwd(G, gg_out, ddt, gdg, gdb, gd, gx, xdt, gg, M, N);
+        }
+        snprintf(w, sizeof w, "%s [%d,%d] x %s -> %s", on, M, N, dtype_name(xdt), dtype_name(ddt));
+        check_dev(w, gg_out, ddt, cg, ddt, n, tg);
+        snprintf(w, sizeof w, "%s [%d,%d] dbias+= (column sums)", on, M, N);
+        check_dev(w, gdb, DT_F32, cdb, DT_F32, N, tsum);
+        if (op == 1) {
+            snprintf(w, sizeof w, "%s [%d,%d] dgamma+=", on, M, N);
+            check_dev(w, gdg, DT_F32, cdg, DT_F32, N, tsum);
+        }
+    }
+    G->free(G, gx); G->free(G, gd); G->free(G, gg); G->free(G, gg_out); G->free(G, gdb); G->free(G, gdg);
+    free(fx); free(dout); free(gam); free(db0); free(dg0); free(hx); free(cg); free(cdb); free(cdg);
 }
 
 /* Fused residual + LayerScale + LayerNorm forward against the CPU's. */
@@ -846,6 +906,11 @@ int main(int argc, char **argv) {
     t_layerscale(2 * 257, 1024, DT_BF16);
     t_layerscale(2 * 257, 1024, DT_F32);
     t_layerscale(7, 13, DT_F32);
+    t_bwd_epilogue(2 * 257, 1024, DT_BF16, DT_BF16);
+    t_bwd_epilogue(600, 4096, DT_BF16, DT_BF16);
+    t_bwd_epilogue(2 * 257, 1024, DT_F32, DT_F32);
+    t_bwd_epilogue(300, 37, DT_F32, DT_BF16);
+    t_bwd_epilogue(5, 8, DT_BF16, DT_F32);
     t_ls_ln(2 * 257, 1024, DT_BF16, DT_BF16);   /* the model's use: fused 8-row-per-block kernel */
     t_ls_ln(2 * 257, 1024, DT_F32, DT_F32);
     t_ls_ln(5, 384, DT_BF16, DT_F32);

@@ -246,7 +246,7 @@ static void test_matmul(void) {
         float *dinp = rnew(mk, 50, 60);            /* overwritten */
         float *dw0 = rnew(nk, -1, 1), *dw = copy_of(dw0, nk);   /* accumulated */
         float *db0 = rnew(c.N, -1, 1), *db = copy_of(db0, c.N);
-        be->matmul_bwd(be, dinp, dw, with_bias ? db : NULL, c.R, c.inp, c.w, DT_F32, c.M, c.N, c.K);
+        be->matmul_bwd(be, dinp, dw, with_bias ? db : NULL, c.R, DT_F32, c.inp, c.w, DT_F32, c.M, c.N, c.K);
         for (size_t i = 0; i < nk; i++) dw[i] -= dw0[i];
         for (int i = 0; i < c.N; i++) db[i] -= db0[i];
         char nm[96];
@@ -267,10 +267,20 @@ static void test_matmul(void) {
         float *w1 = tf((size_t)n2 * k2), *w2 = tf((size_t)n2 * k2);
         be->zero(be, w1, (size_t)n2 * k2 * 4);
         be->zero(be, w2, (size_t)n2 * k2 * 4);
-        be->matmul_bwd(be, a1, w1, NULL, g, x, ww, DT_F32, m2, n2, k2);
-        be->matmul_bwd(be, a2, w2, NULL, g, xh, wh2, DT_BF16, m2, n2, k2);
+        be->matmul_bwd(be, a1, w1, NULL, g, DT_F32, x, ww, DT_F32, m2, n2, k2);
+        be->matmul_bwd(be, a2, w2, NULL, g, DT_F32, xh, wh2, DT_BF16, m2, n2, k2);
         ok(memcmp(a1, a2, (size_t)m2 * k2 * 4) == 0 && memcmp(w1, w2, (size_t)n2 * k2 * 4) == 0,
            "matmul_bwd with bf16 operands equals fp32 on the same values");
+        /* a bf16 gradient (already the products' operand) reads as its f32 values */
+        round_bf16_inplace(g, (size_t)m2 * n2);
+        bf16 *gh = to_bf16(g, (size_t)m2 * n2);
+        be->zero(be, w1, (size_t)n2 * k2 * 4);
+        be->zero(be, w2, (size_t)n2 * k2 * 4);
+        be->matmul_bwd(be, a1, w1, NULL, g, DT_F32, xh, wh2, DT_BF16, m2, n2, k2);
+        be->matmul_bwd(be, a2, w2, NULL, gh, DT_BF16, xh, wh2, DT_BF16, m2, n2, k2);
+        ok(memcmp(a1, a2, (size_t)m2 * k2 * 4) == 0 && memcmp(w1, w2, (size_t)n2 * k2 * 4) == 0,
+           "matmul_bwd with a bf16 dout equals fp32 dout on the same values");
+
     }
     free(want);
     free(scale);
@@ -510,14 +520,33 @@ static void test_gelu(void) {
     c.out = tf(c.n);
     c.R = rnew(c.n, -1, 1);
     float *d = rnew(c.n, 50, 60);
-    be->gelu_bwd(be, d, c.R, c.inp, DT_F32, c.n);
+    be->gelu_bwd(be, d, DT_F32, NULL, c.R, c.inp, DT_F32, 1, (int)c.n);
     fd_check("gelu_bwd", gelu_obj, &c, c.inp, c.n, d, 1e-3, 1e-3, NULL);
     float *d2 = tf(c.n), *ir = copy_of(c.inp, c.n);
     round_bf16_inplace(ir, c.n);
     bf16 *ih = to_bf16(ir, c.n);
-    be->gelu_bwd(be, d, c.R, ir, DT_F32, c.n);
-    be->gelu_bwd(be, d2, c.R, ih, DT_BF16, c.n);
+    be->gelu_bwd(be, d, DT_F32, NULL, c.R, ir, DT_F32, 1, (int)c.n);
+    be->gelu_bwd(be, d2, DT_F32, NULL, c.R, ih, DT_BF16, 1, (int)c.n);
     ok(memcmp(d, d2, c.n * 4) == 0, "gelu_bwd reads bf16 input exactly");
+    /* as [M,N] = [20,15]: the bf16 store is the rounding of the f32 values, and
+     * dbias += their column sums */
+    {
+        const int M = 20, N = 15;
+        float *db0 = rnew(N, -1, 1), *db = copy_of(db0, N);
+        bf16 *dh = calloc((size_t)M * N, sizeof(bf16));
+        be->gelu_bwd(be, dh, DT_BF16, db, c.R, ir, DT_F32, M, N);
+        int same = 1;
+        for (size_t i = 0; i < c.n; i++) same &= dh[i] == f32_to_bf16(d[i]);
+        ok(same, "gelu_bwd stores bf16 as the rounding of its f32 values");
+        double worst = 0;
+        for (int j = 0; j < N; j++) {
+            double want_j = db0[j];
+            for (int i = 0; i < M; i++) want_j += d[i * N + j];
+            worst = fmax(worst, fabs(db[j] - want_j));
+        }
+        ok(worst < 1e-5, "gelu_bwd dbias += column sums of the gradient (worst %.2g)", worst);
+        free(dh);
+    }
     free(want);
     tfree_all();
 }
@@ -558,10 +587,26 @@ static void test_layerscale(void) {
     ok(memcmp(o1, o2, nc * 4) == 0, "layerscale_fwd reads a bf16 x exactly");
 
     float *dx = rnew(nc, 50, 60), *dg0 = rnew(c.C, -1, 1), *dg = copy_of(dg0, c.C);
-    be->layerscale_bwd(be, dx, dg, c.R, c.x, DT_F32, c.gamma, c.N, c.C);
+    float *dbs0 = rnew(c.C, -1, 1), *dbs = copy_of(dbs0, c.C);
+    be->layerscale_bwd(be, dx, DT_F32, dg, dbs, c.R, c.x, DT_F32, c.gamma, c.N, c.C);
     for (int j = 0; j < c.C; j++) dg[j] -= dg0[j];
     fd_check("layerscale_bwd dx", ls_obj, &c, c.x, nc, dx, 1e-2, 1e-3, NULL);
     fd_check("layerscale_bwd dgamma +=", ls_obj, &c, c.gamma, c.C, dg, 1e-2, 1e-3, NULL);
+    {
+        double worst = 0;
+        for (int j = 0; j < c.C; j++) {
+            double want_j = dbs0[j];
+            for (int i = 0; i < c.N; i++) want_j += dx[i * c.C + j];
+            worst = fmax(worst, fabs(dbs[j] - want_j));
+        }
+        ok(worst < 1e-5, "layerscale_bwd dbias += column sums of dx (worst %.2g)", worst);
+        bf16 *dxh = calloc(nc, sizeof(bf16));
+        be->layerscale_bwd(be, dxh, DT_BF16, NULL, NULL, c.R, c.x, DT_F32, c.gamma, c.N, c.C);
+        int same = 1;
+        for (size_t i = 0; i < nc; i++) same &= dxh[i] == f32_to_bf16(dx[i]);
+        ok(same, "layerscale_bwd stores bf16 dx as the rounding of its f32 values");
+        free(dxh);
+    }
     fd_check("layerscale residual gradient is dout", ls_obj, &c, c.res, nc, c.R, 1e-2, 1e-3, NULL);
     tfree_all();
 }
@@ -757,7 +802,7 @@ static void test_patch_embed(void) {
     float *dw = tf((size_t)c.D * kk), *db = tf(c.D);
     be->zero(be, dw, (size_t)c.D * kk * 4);
     be->zero(be, db, (size_t)c.D * 4);
-    be->matmul_bwd(be, NULL, dw, db, c.R, c.cols, c.w, DT_F32, c.Bn * c.P, c.D, kk);
+    be->matmul_bwd(be, NULL, dw, db, c.R, DT_F32, c.cols, c.w, DT_F32, c.Bn * c.P, c.D, kk);
     fd_check("patch embedding dweight (im2col+matmul)", pe_obj, &c, c.w, (size_t)c.D * kk, dw, 1e-2, 1e-3, NULL);
     fd_check("patch embedding dbias", pe_obj, &c, c.bias, c.D, db, 1e-2, 1e-3, NULL);
     tfree_all();
@@ -1097,10 +1142,10 @@ static void test_empty_shapes(void) {
     float one[1] = {1};
     be->matmul_fwd(be, out, DT_F32, one, one, bias, DT_F32, 2, 3, 0);
     ok(out[0] == bias[0] && out[5] == bias[2], "matmul_fwd with K=0 is the bias");
-    be->matmul_bwd(be, dinp, NULL, NULL, one, one, one, DT_F32, 2, 0, 2);
+    be->matmul_bwd(be, dinp, NULL, NULL, one, DT_F32, one, one, DT_F32, 2, 0, 2);
     ok(dinp[0] == 0 && dinp[3] == 0, "matmul_bwd with N=0 gives dinp = 0");
     be->zero(be, db, 12);
-    be->matmul_bwd(be, NULL, NULL, db, one, one, one, DT_F32, 0, 3, 2);
+    be->matmul_bwd(be, NULL, NULL, db, one, DT_F32, one, one, DT_F32, 0, 3, 2);
     ok(db[0] == 0 && db[2] == 0, "matmul_bwd with M=0 adds nothing");
     be->matmul_fwd(be, out, DT_F32, one, one, NULL, DT_F32, 0, 3, 4);
     be->attention_fwd(be, out, NULL, one, DT_F32, 0, 3, 1, 1);
