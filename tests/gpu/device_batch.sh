@@ -4,7 +4,7 @@
 # nvJPEG), the GPU suite (tests/gpu/run_device.sh MODES), and the benchmark
 # steps named in BENCH_ONLY (bench/run_device.sh), if any. Carry:
 #   build/release/traind build/release/trainctl build/release/gpu-tests
-#   build/release/bench .devlibs
+#   build/release/bench .devlibs (or, packed: tests/gpu/pack_carry.sh, carry build/carry)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/traind-gpu-out}
