@@ -324,6 +324,63 @@ def cmd_second_job(a):
     return 0
 
 
+def cmd_headline(a):
+    """SPEC's headline through the daemon: a large path dataset made resident
+    (POST -> ready, and the load rate the record gives), then a train, an eval
+    and an infer job from it, each timed from POST to its first step and to its
+    end. One RESULT line per phase."""
+    api = Api(a.url, a.token)
+    if wait_until(lambda: api.call("GET", "/v1/health", timeout=2)[0] == 200 or None, 60, 0.2) is None:
+        print("compare: traind does not answer /v1/health", file=sys.stderr)
+        return 1
+    t0 = time.monotonic()
+    st, rec = api.call("POST", "/v1/datasets", {"name": a.dataset, "path": a.path})
+    if st not in (200, 201, 202):
+        print(f"compare: POST /v1/datasets -> {st}: {rec}", file=sys.stderr)
+        return 1
+
+    def ready():
+        s, r = api.call("GET", f"/v1/datasets/{a.dataset}")
+        return r if s == 200 and r.get("state") in ("ready", "failed") else None
+    ds = wait_until(ready, a.timeout, 0.05)
+    load_s = time.monotonic() - t0
+    if not ds or ds.get("state") != "ready":
+        print(f"compare: dataset {a.dataset} not ready after {load_s:.1f} s: {ds}", file=sys.stderr)
+        return 1
+    print("RESULT " + json.dumps({"bench": "headline_load", "impl": "traind", "post_to_ready_s": load_s,
+                                  "dataset": {k: ds.get(k) for k in ("samples", "bytes", "resident_bytes", "image_size",
+                                                                     "load", "dtype", "device", "devices")
+                                              if k in ds}}), flush=True)
+    model = {"backbone": a.backbone, "freeze_layers": a.freeze}
+    specs = [
+        ("train", {"type": "train", "dataset": a.dataset, "batch_size": a.batch, "steps": a.steps,
+                   "eval_every": 0, "checkpoint_every": 0, "model": model}),
+        ("eval", {"type": "eval", "dataset": a.dataset, "batch_size": 256, "model": model,
+                  "indices": [[0, a.eval_samples]]}),
+        ("infer", {"type": "infer", "dataset": a.dataset, "batch_size": 256, "model": model,
+                   "indices": [[0, a.infer_samples]]}),
+    ]
+    rc = 0
+    for name, spec in specs:
+        t1 = time.monotonic()
+        try:
+            to_run, first, jid = run_job(api, spec, a.timeout)
+            end = wait_job_end(api, jid, a.timeout)
+        except RuntimeError as e:
+            print(f"compare: headline {name}: {e}", file=sys.stderr)
+            rc = 1
+            continue
+        prog = end.get("progress") or {}
+        print("RESULT " + json.dumps({"bench": "headline_" + name, "impl": "traind", "job": jid,
+                                      "state": end.get("state"), "error": end.get("error"),
+                                      "to_running_s": to_run, "first_step_s": first,
+                                      "total_s": time.monotonic() - t1, "images_per_s": prog.get("images_per_s"),
+                                      "progress": prog}), flush=True)
+        if end.get("state") != "succeeded":
+            rc = 1
+    return rc
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -341,8 +398,20 @@ def main():
     s.add_argument("--samples", type=int, default=256)
     s.add_argument("--steps", type=int, default=5)
     s.add_argument("--timeout", type=float, default=300)
+    h = sub.add_parser("headline", help="a large path dataset resident, then train, eval and infer from it")
+    h.add_argument("--url", required=True)
+    h.add_argument("--token", default="")
+    h.add_argument("--dataset", default="headline")
+    h.add_argument("--path", required=True)
+    h.add_argument("--backbone", default="dinov2-large")
+    h.add_argument("--freeze", type=int, default=12)
+    h.add_argument("--batch", type=int, default=32)
+    h.add_argument("--steps", type=int, default=100)
+    h.add_argument("--eval-samples", type=int, default=16384)
+    h.add_argument("--infer-samples", type=int, default=4096)
+    h.add_argument("--timeout", type=float, default=300)
     a = ap.parse_args()
-    return cmd_table(a) if a.cmd == "table" else cmd_second_job(a)
+    return {"table": cmd_table, "second-job": cmd_second_job, "headline": cmd_headline}[a.cmd](a)
 
 
 if __name__ == "__main__":
