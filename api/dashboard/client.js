@@ -8,7 +8,9 @@
  * the Server-Sent Events of /v1/jobs/{id}/events are parsed here from a
  * streamed fetch body; a dropped stream (network, daemon restart) is opened
  * again with Last-Event-ID = the last id seen, so no event is missed or seen
- * twice. POST bodies go as application/json (the daemon refuses others). */
+ * twice. A request body goes as application/json (the daemon refuses others);
+ * a request without one (cancel) sends none and no Content-Type: the daemon
+ * answers a body on a route that takes none with 413 on its headers. */
 'use strict';
 
 window.TD = window.TD || {};
@@ -63,9 +65,10 @@ TD.api = (function () {
     return h;
   }
 
-  /* body: undefined (none), a string (sent as is: the API validates it) or
-   * a value (JSON-encoded). Resolves with the parsed JSON answer; rejects
-   * with an ApiError (status 0 when traind cannot be reached). */
+  /* body: undefined (none: no body, no Content-Type), a string (sent as is:
+   * the API validates it) or a value (JSON-encoded). Resolves with the parsed
+   * JSON answer; rejects with an ApiError (status 0 when traind cannot be
+   * reached). */
   async function request(method, path, body) {
     const init = {
       method: method,
@@ -227,7 +230,8 @@ TD.api = (function () {
     ApiError: ApiError,
     on: on,
     get: function (path) { return request('GET', path); },
-    post: function (path, body) { return request('POST', path, body === undefined ? '{}' : body); },
+    /* cancel takes no body (a body there is 413); POST /v1/jobs takes the spec */
+    post: function (path, body) { return request('POST', path, body); },
     del: function (path) { return request('DELETE', path); },
     download: download,
     stream: stream,

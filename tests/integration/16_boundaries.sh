@@ -14,7 +14,11 @@
 #   route body limits (413 on the declared length, chunked bodies cut off),
 #   RSS back down after rejected large bodies, slow requests closed by
 #   --request-timeout-s while an event stream outlives it, and /v1/health
-#   still answered while one client holds 200 slow connections.
+#   still answered while one client holds 200 slow connections; the
+#   dashboard's cancel (bodyless: 200; with a "{}" body: 413); a browser's
+#   pool at --max-connections-per-ip (idle kept-alive connections closed by
+#   the deadline or for a newer one, never the event stream; an ended job's
+#   whole replay served).
 . "$(dirname "$0")/lib.sh"
 
 JSON=(-H 'Content-Type: application/json')
@@ -252,6 +256,17 @@ else
     skip "chromium not installed (scripts/install-deps.sh installs it)"
 fi
 
+# the dashboard's cancel: a same-origin fetch() POST as Chromium sends it (Origin,
+# Sec-Fetch-*). With the "{}" body the page once sent it is 413 (cancel takes no
+# body) and cancels nothing; bodyless it cancels (here a job queued behind JOBID).
+submit '{"type":"debug","dataset":"syn","batches":1}'; QJ=$JOB
+is "$(job_state "$QJ")" queued "a debug job $QJ waits behind the train job"
+PAGE=(-X POST -H "Origin: http://127.0.0.1:$PORT" -H 'Sec-Fetch-Site: same-origin' -H 'Sec-Fetch-Mode: cors')
+is "$(code_of "${PAGE[@]}" "${JSON[@]}" -d '{}' "$URL/v1/jobs/$QJ/cancel")" 413 "the page's cancel with a {} body -> 413"
+is "$(job_state "$QJ")" queued "... $QJ is not cancelled"
+is "$(code_of "${PAGE[@]}" -H 'Content-Length: 0' "$URL/v1/jobs/$QJ/cancel")" 200 "the page's bodyless cancel -> 200"
+is "$(wait_job "$QJ" 60)" cancelled "... $QJ is cancelled"
+
 # trainctl, unchanged, still cancels (it sends an empty form-urlencoded POST)
 tctl cancel "$JOBID" >/dev/null 2>"$TDIR/tctl.err"
 ok $? "trainctl cancel works$( [ -s "$TDIR/tctl.err" ] && printf ' (%s)' "$(head -c 200 "$TDIR/tctl.err")")"
@@ -401,4 +416,87 @@ api GET /v1/health
 is "$STATUS" 200 "still serving"
 stop_daemon
 is "$DAEMON_RC" 0 "daemon 4: clean exit"
+
+# ---- daemon 5: a browser's connection pool at the per-client limit --------------------------------
+# What the dashboard holds: an event stream of a running job and kept-alive
+# connections between its requests (Chromium: 6 to a host). The deadline and
+# the per-client limit close idle kept-alive connections, never the stream,
+# and a new request of the same client is served: an ended job's whole replay.
+STATE=$TDIR/state5 PORT=
+start_daemon --max-connections-per-ip 6 --request-timeout-s 3 || bail "daemon 5 did not start"
+load_synth syn 32 28 3
+ok $? "daemon 5: dataset ready"
+submit '{"type":"debug","dataset":"syn","batches":1}'; EJ=$JOB
+is "$(wait_job "$EJ" 120)" succeeded "an ended job $EJ (debug)"
+submit "$(train_spec syn 1000000 '"checkpoint_every":1000000')"; LJ=$JOB
+wait_job_state "$LJ" running 60
+ok $? "a running train job $LJ (the stream's)"
+cat >"$TDIR/pool.py" <<'EOF'
+# pool.py PORT LIVE_JOB ENDED_JOB PER_IP DEADLINE_S: prints JSON of what a
+# browser-like pool of one client saw (see the checks in 16_boundaries.sh).
+import http.client, json, socket, sys, time
+port, live, ended, per_ip, deadline = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+out = {}
+def kept(n):   # n kept-alive connections, each after one answered request
+    cs = []
+    for _ in range(n):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        c.request("GET", "/v1/health")
+        r = c.getresponse(); r.read()
+        cs.append((c, r.status))
+    return cs
+def closed(c):   # the daemon closed it: EOF (or a reset) is waiting
+    c.sock.setblocking(False)
+    try: return c.sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError: return False
+    except OSError: return True
+    finally: c.sock.setblocking(True)
+def stream_reads(s):   # still open: what came so far is read, then new bytes arrive
+    s.setblocking(False)  # (an event, or the heartbeat within 10 s) and no EOF
+    try:
+        while True:
+            if s.recv(65536) == b"": return False
+    except BlockingIOError: pass
+    except OSError: return False
+    s.settimeout(15)
+    try: return len(s.recv(65536)) > 0
+    except OSError: return False
+s = socket.create_connection(("127.0.0.1", port), timeout=20)
+s.sendall(("GET /v1/jobs/%s/events HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept: text/event-stream\r\n\r\n" % (live, port)).encode())
+out["stream_status"] = s.recv(65536).split(b"\r\n", 1)[0].decode()
+cs = kept(per_ip - 1)
+out["kept_served"] = all(st == 200 for _, st in cs)
+time.sleep(deadline + 1.5)
+out["kept_closed_after_deadline"] = sum(closed(c) for c, _ in cs)
+out["stream_after_deadline"] = stream_reads(s)
+cs = kept(per_ip - 1)
+time.sleep(1.2)   # older than API_EVICT_MIN_AGE_S: may be closed for a newer connection
+n = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+n.request("GET", "/v1/jobs/%s/events" % ended, headers={"Accept": "text/event-stream"})
+r = n.getresponse()
+body = r.read().decode()   # to EOF: the replay of an ended job ends by itself
+out["replay_status"] = r.status
+out["replay_ids"] = [int(l[4:]) for l in body.split("\n") if l.startswith("id: ")]
+out["replay_last"] = [l for l in body.split("\n") if l.startswith("data: ")][-1:]
+out["kept_closed_for_new"] = sum(closed(c) for c, _ in cs)
+out["stream_after_new"] = stream_reads(s)
+print(json.dumps(out))
+EOF
+res=$(timeout 120 python3 "$TDIR/pool.py" "$PORT" "$LJ" "$EJ" 6 3)
+diag "pool: $res"
+is "$(jq -r .stream_status <<<"$res")" "HTTP/1.1 200 OK" "the event stream of $LJ is open"
+is "$(jq -r .kept_served <<<"$res")" true "... with 5 kept-alive connections beside it (6 = the limit), each answered"
+is "$(jq -r .kept_closed_after_deadline <<<"$res")" 5 "past the 3 s deadline the daemon closed the 5 idle ones"
+is "$(jq -r .stream_after_deadline <<<"$res")" true "... and the stream still delivers"
+is "$(jq -r .replay_status <<<"$res")" 200 "at the limit again, a new connection is served"
+check "... room was made by closing an idle kept-alive connection (closed: $(jq .kept_closed_for_new <<<"$res"))" \
+    jq -e '.kept_closed_for_new >= 1' <<<"$res"
+is "$(jq -c .replay_ids <<<"$res")" "$(sql "SELECT json_group_array(id) FROM (SELECT id FROM job_events WHERE job = '$EJ' ORDER BY id)")" \
+   "... with the ended job's whole replay, every event in order, to its end"
+check "... the last one is its final state" jq -e '.replay_last[0] | test("\"state\":\"succeeded\"")' <<<"$res"
+is "$(jq -r .stream_after_new <<<"$res")" true "... and the stream still delivers"
+api POST "/v1/jobs/$LJ/cancel"
+is "$(wait_job "$LJ" 120)" cancelled "daemon 5: the train job cancelled"
+stop_daemon
+is "$DAEMON_RC" 0 "daemon 5: clean exit"
 done_testing

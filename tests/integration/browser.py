@@ -17,8 +17,9 @@ It reads one command per line on stdin and answers one JSON line on stdout:
     clear                    forgets the requests seen so far
     errors                   JS exceptions, console errors and CSP violations since
                              the last "errors"
-    requests                 the HTTP requests of the tab since open: url, method, status,
-                             its Authorization and Last-Event-ID headers (or null)
+    requests                 the HTTP requests of the tab since open (or clear): url,
+                             method, status, its Authorization, Last-Event-ID and
+                             Content-Type headers (or null), whether it had a body
     quit
 
 Answers are {"ok": true, "value": …} or {"ok": false, "error": "…"}.
@@ -126,6 +127,8 @@ class Browser:
                 self.order.append(p["requestId"])
             rec["auth"] = hd.get("authorization")
             rec["last_event_id"] = hd.get("last-event-id")
+            rec["has_body"] = bool(r.get("hasPostData"))
+            rec["content_type"] = hd.get("content-type")
         elif method == "Network.requestWillBeSentExtraInfo":
             rec = self.requests.get(p["requestId"])
             hd = {k.lower(): v for k, v in p.get("headers", {}).items()}
