@@ -104,9 +104,9 @@ int coll_buckets_finish(coll_t *c, char *err, size_t errlen);
 /* Buckets launched by the last begin..finish (for tests). */
 int coll_buckets_launched(const coll_t *c);
 
-#ifdef TRAIND_CUDA
 /* gpu/cuda/nccl.cu: NCCL behind the interface above (libnccl.so.2 loaded at
- * run time; TRAIND_NCCL_LIB names another file). */
+ * run time; TRAIND_NCCL_LIB names another file). Defined only in a CUDA build
+ * (TRAIND_CUDA); collective.c calls them only there. */
 typedef struct cu_nccl cu_nccl_t;
 int cu_nccl_unique_id(unsigned char id[COLL_UID_BYTES], char *err, size_t errlen);
 cu_nccl_t *cu_nccl_open(backend_t *be, const unsigned char id[COLL_UID_BYTES], int rank, int world,
@@ -117,6 +117,5 @@ int cu_nccl_wait(cu_nccl_t *n, char *err, size_t errlen);
 int cu_nccl_broadcast(cu_nccl_t *n, void *buf, size_t bytes, int root, char *err, size_t errlen);
 int cu_nccl_allreduce_host(cu_nccl_t *n, double *buf, size_t count, char *err, size_t errlen);
 int cu_nccl_gather_host(cu_nccl_t *n, const void *mine, const size_t *bytes, void *out, char *err, size_t errlen);
-#endif
 
 #endif

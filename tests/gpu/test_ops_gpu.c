@@ -530,11 +530,11 @@ static void t_hand_loss(int Bn, int N, int with_masks) {
     for (int i = 0; i < Bn; i++) idx[i] = (int32_t)(urand() * N) % N;
     hand_loss_t cl, gl;
     float *cdp = malloc((size_t)Bn * 63 * 4), *cdc = malloc((size_t)Bn * 21 * 4);
-    C->hand_loss(C, &cl, cdp, cdc, pred, conf, joints, with_masks ? valid : NULL, with_masks ? has : NULL, idx, Bn);
+    C->hand_loss(C, &cl, cdp, cdc, pred, conf, joints, with_masks ? valid : NULL, with_masks ? has : NULL, idx, Bn, NULL);
     void *gp = gdup(pred, (size_t)Bn * 63 * 4), *gc = gdup(conf, (size_t)Bn * 21 * 4), *gj = gdup(joints, (size_t)N * 63 * 4);
     void *gv = gdup(valid, (size_t)N * 21), *gh = gdup(has, N), *gi = gdup(idx, Bn * 4);
     void *gdp = gpoison((size_t)Bn * 63 * 4), *gdc = gpoison((size_t)Bn * 21 * 4);
-    G->hand_loss(G, &gl, gdp, gdc, gp, gc, gj, with_masks ? gv : NULL, with_masks ? gh : NULL, gi, Bn);
+    G->hand_loss(G, &gl, gdp, gdc, gp, gc, gj, with_masks ? gv : NULL, with_masks ? gh : NULL, gi, Bn, NULL);
     snprintf(w, sizeof w, "hand_loss Bn=%d%s terms", Bn, with_masks ? " masked" : "");
     int good = cl.valid == gl.valid && fabsf(gl.total - cl.total) <= 1e-5f * fabsf(cl.total) &&
                fabsf(gl.joint - cl.joint) <= 1e-5f * fabsf(cl.joint) && fabsf(gl.pair - cl.pair) <= 1e-5f * fabsf(cl.pair) &&
