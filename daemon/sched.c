@@ -439,6 +439,7 @@ static void *supervise(void *arg) {
             for (int k = 0; k < r; k++) {
                 waitpid(rn->pid[k], NULL, 0);
                 close(fd[k]);
+                fd[k] = -1;
             }
             goto done;
         }

@@ -28,7 +28,7 @@
 int worker_env_allowed(const char *entry) {
     static const char *const exact[] = {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH",
                                         "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "GOTO_NUM_THREADS", NULL};
-    static const char *const prefix[] = {"LC_", "CUDA_", "NVIDIA_", "OPENBLAS_", "OMP_", "TRAIND_", NULL};
+    static const char *const prefix[] = {"LC_", "CUDA_", "NVIDIA_", "NCCL_", "OPENBLAS_", "OMP_", "TRAIND_", NULL};
     size_t n = strcspn(entry, "=");
     if (!entry[n] || n == 0) return 0;
     /* TRAIND_TOKEN, TRAIND_TOKEN_FILE: trainctl's credentials, never a worker's business */
@@ -146,7 +146,7 @@ static void cb_progress(void *ud, const stage_progress_t *p) {
                                (json_int_t)p->total_steps, "epoch", p->epoch, "images_per_s",
                                isfinite(p->images_per_s) ? p->images_per_s : 0.0, "eta_s",
                                isfinite(p->eta_s) ? p->eta_s : 0.0));
-    if (w_fault_step >= 0 && p->step >= w_fault_step) {
+    if (w_fault_step >= 0 && p->step >= w_fault_step && w_rank == 0) {
         log_error(w_job, "TRAIND_TEST_FAULT: aborting at step %ld", p->step);
         signal(SIGABRT, SIG_DFL);
         abort();
@@ -256,6 +256,7 @@ int worker_main(int argc, char **argv) {
     int device = (int)json_integer_value(json_object_get(me, "device"));
     be = backend_open(bname ? bname : "cpu", device, err, sizeof err);
     if (!be) { rc = fail("%s", err); goto out; }   /* backend_open names the backend */
+    if (!strcmp(be->name, "cpu")) backend_cpu_share_cores(world);   /* the ranks share the host's cores */
     w_coll = world > 1 ? coll_open(be, opt_str(job, "collective"), w_rank, world, err, sizeof err) : coll_open_single(be);
     if (!w_coll) { rc = fail("rank %d of %d: %s", w_rank, world, err); goto out; }
     const json_t *dsj = json_object_get(me, "dataset");

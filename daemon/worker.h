@@ -30,7 +30,7 @@
  * 2 usage. The worker dies with the daemon (PR_SET_PDEATHSIG = SIGKILL).
  *
  * Test hook: env TRAIND_TEST_FAULT=step:N (or step:N@JOBID to hit one job
- * only) makes the worker abort (SIGABRT) when it reports step N — used by the
+ * only) makes the worker (rank 0 of a multi-device job) abort (SIGABRT) when it reports step N — used by the
  * crash tests to kill a worker mid-job deterministically.
  */
 #ifndef TRAIND_WORKER_H
@@ -53,7 +53,7 @@ int worker_main(int argc, char **argv);
  * not systemd's NOTIFY_SOCKET. */
 pid_t worker_spawn(const char *exe, const char *job_file, int rank, int *events_fd, char *err, size_t errlen);
 /* Whether the environment entry "NAME=value" goes to a worker: PATH, HOME,
- * LANG, LANGUAGE, LC_*, TZ, TMPDIR, LD_LIBRARY_PATH, CUDA_*, NVIDIA_*,
+ * LANG, LANGUAGE, LC_*, TZ, TMPDIR, LD_LIBRARY_PATH, CUDA_*, NVIDIA_*, NCCL_*,
  * OPENBLAS_*, OMP_*, GOTO_NUM_THREADS, ASAN_/UBSAN_/LSAN_OPTIONS, and TRAIND_*
  * (the worker's own switches) except TRAIND_TOKEN*. */
 int worker_env_allowed(const char *entry);

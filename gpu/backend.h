@@ -207,6 +207,10 @@ struct backend {
 
 /* Backends. NULL on failure with the reason in err. */
 backend_t *backend_cpu_create(char *err, size_t errlen);
+/* A cpu rank of a job of `ranks` processes on this host: its BLAS threads
+ * become cores / ranks (at least 1), so that the ranks do not oversubscribe
+ * the cores (unless OPENBLAS_NUM_THREADS says otherwise). */
+void backend_cpu_share_cores(int ranks);
 /* The memory cgroup limit over this process and the room left under it (page
  * cache other than shmem counted as room), the tightest over the cgroup and its
  * ancestors. cg_root: the cgroup mount ("/sys/fs/cgroup"); proc_cgroup: the

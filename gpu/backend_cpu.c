@@ -1100,6 +1100,13 @@ static void cpu_stats(backend_t *b, double out[7], const void *x, dtype_t dt, si
 
 /* ---- construction ------------------------------------------------------------------ */
 
+void backend_cpu_share_cores(int ranks) {
+    if (ranks <= 1 || getenv("OPENBLAS_NUM_THREADS")) return;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    int t = n > 0 ? (int)(n / ranks) : 1;
+    openblas_set_num_threads(t < 1 ? 1 : t);
+}
+
 backend_t *backend_cpu_create(char *err, size_t errlen) {
     backend_t *b = calloc(1, sizeof *b);
     cpu_impl_t *c = calloc(1, sizeof *c);
