@@ -596,6 +596,8 @@ static int want_slots(daemon_t *d, const json_t *want, int shards, const char *d
         }
     } else if (json_is_integer(want)) {
         *k = (int)json_integer_value(want);
+    } else if (shards > 1) {
+        *k = d->n_dev;   /* no "devices" (submitted while its dataset loaded): where the shards are */
     }
     if (*k < 1 || *k > d->n_dev)
         return errbuf_set(msg, msglen, "the job needs %d devices; this daemon has %d (--devices)", *k, d->n_dev);

@@ -92,11 +92,12 @@ for j in "$E1" "$E3" "$I1" "$I3"; do st=$(wait_job "$j" 300); is "$st" succeeded
 a=$(curl -s "$URL/v1/jobs/$E1/result"); b=$(curl -s "$URL/v1/jobs/$E3/result")
 diag "eval, 1 device: $(jq -c '[.samples, .mpjpe_mm, .pa_mpjpe_mm, .auc_0_50mm, .mean_predictor_mpjpe_mm]' <<<"$a")" \
      "eval, 3 devices: $(jq -c '[.samples, .mpjpe_mm, .pa_mpjpe_mm, .auc_0_50mm, .mean_predictor_mpjpe_mm]' <<<"$b")"
-# (not bit for bit: a batch of another size takes other paths through the matrix products)
-check "eval on 3 devices: the 1-device metrics (MPJPE, PA-MPJPE, AUC, samples, mean predictor; 2e-5)" \
+# (not bit for bit: a batch of another size, and fewer BLAS threads per rank, take other paths
+# through the matrix products; the AUC counts errors in 0.1 mm bins, so one joint may change bins)
+check "eval on 3 devices: the 1-device metrics (MPJPE, PA-MPJPE, mean predictor 2e-5; AUC 1e-4; samples)" \
     jq -en --argjson a "$a" --argjson b "$b" \
-       '$a.samples == $b.samples and $a.samples == 86 and
-        ([ "mpjpe_mm", "pa_mpjpe_mm", "auc_0_50mm", "mean_predictor_mpjpe_mm" ] |
+       '$a.samples == $b.samples and $a.samples == 86 and (($a.auc_0_50mm - $b.auc_0_50mm) | fabs) <= 1e-4 and
+        ([ "mpjpe_mm", "pa_mpjpe_mm", "mean_predictor_mpjpe_mm" ] |
          all(. as $k | (($a[$k] - $b[$k]) | fabs) <= 2e-5 * ($a[$k] | fabs) + 1e-12))'
 a=$(curl -s "$URL/v1/jobs/$I1/result"); b=$(curl -s "$URL/v1/jobs/$I3/result")
 check "infer on 3 devices: the inputs' order and the 1-device outputs (joints, confidence, cls; 1e-5)" \
