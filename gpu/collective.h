@@ -5,11 +5,13 @@
  * small POSIX shared-memory object the daemon creates for the job
  * (coll_segment_create) and names in every rank's job file. It holds:
  *   - the abort word: set by a rank that fails (coll_abort) or by the daemon
- *     when a rank died (coll_segment_abort); every waiting rank sees it within
- *     ~50 ms and its collective returns -1 with the reason, so a dead rank
- *     never leaves the others hanging. A waiting rank also checks that its
- *     peers' processes are alive (a killed rank is noticed without anyone's
- *     help) and gives up after TRAIND_COLL_TIMEOUT_S (default 1800 s);
+ *     when a rank died (coll_segment_abort). On cpu every waiting rank sees
+ *     it within ~50 ms and its collective returns -1 with the reason, so a
+ *     dead rank never leaves the others hanging; a waiting rank also checks
+ *     that its peers' processes are alive (a killed rank is noticed without
+ *     anyone's help) and gives up after TRAIND_COLL_TIMEOUT_S (default 1800 s)
+ *     in one wait. On cuda a rank may be blocked inside NCCL: a watcher thread
+ *     looks at the word every 100 ms and ends the process when it is raised;
  *   - on cpu, the data slots the sums go through: each rank copies its part
  *     into its slot, every rank then sums a 1/N slice of the elements over
  *     the slots IN RANK ORDER (x0 + x1 + x2 ..., so a result is the same bits
