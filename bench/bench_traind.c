@@ -390,8 +390,8 @@ static void pw_copy(backend_t *b, void *dst, const void *src, size_t bytes) {
 }
 static void pw_hand_loss(backend_t *b, hand_loss_t *host_out, float *dpred, float *dconf, const float *pred,
                          const float *conf_logit, const float *joints, const uint8_t *valid,
-                         const uint8_t *has_hand, const int32_t *idx, int Bn) {
-    PROF_BEGIN(b) bench_orig.hand_loss(b, host_out, dpred, dconf, pred, conf_logit, joints, valid, has_hand, idx, Bn);
+                         const uint8_t *has_hand, const int32_t *idx, int Bn, const hand_norm_t *norm) {
+    PROF_BEGIN(b) bench_orig.hand_loss(b, host_out, dpred, dconf, pred, conf_logit, joints, valid, has_hand, idx, Bn, norm);
     PROF_END(b, "hand_loss (+ host copy)", 0)
 }
 static double pw_sumsq(backend_t *b, const float *x, size_t n) {
@@ -551,10 +551,10 @@ static int bench_train_step(backend_t *be, train_ctx_t *t, int B, double ph[5], 
         be->gather_rows(be, t->d_valid, t->ds->joints_valid, t->d_idx, B, HAND_JOINTS);
         be->gather_rows(be, t->d_has, t->ds->has_hand, t->d_idx, B, 1);
         be->hand_loss(be, &t->hl, t->d_dpred, t->d_dconf, t->m->pred, t->m->conf_logit, t->d_joints, t->d_valid,
-                      t->d_has, NULL, B);
+                      t->d_has, NULL, B, NULL);
     } else {
         be->hand_loss(be, &t->hl, t->d_dpred, t->d_dconf, t->m->pred, t->m->conf_logit, t->ds->joints,
-                      t->ds->joints_valid, t->ds->has_hand, t->d_idx, B);
+                      t->ds->joints_valid, t->ds->has_hand, t->d_idx, B, NULL);
     }
     if (ph) { ph[1] = bench_now() - t0; t0 = bench_now(); }
     model_zero_grad(t->m);

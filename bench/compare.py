@@ -26,6 +26,16 @@ Two subcommands (standard library only: it runs on the GPU machine's python3):
       POST /v1/jobs to the first poll (GET /v1/jobs/{id} every 20 ms) that
       shows progress.step >= 1; also when it left `queued`. Prints a
       `RESULT {json}` line (bench "second_job") and waits for the job's end.
+
+  compare.py data-parallel --url URL --devices N [--backbone dinov2-base]
+                           [--freeze 0] [--batch 128] [--image 224]
+                           [--samples 1024] [--steps 30]
+      Against a running traind with N devices: the same train job (global
+      batch --batch) on 1 device, then on N ("devices": N), each after a
+      warm-up job; prints a `RESULT {json}` line (bench "data_parallel") with
+      both jobs' images/s (from their results), the scaling (N-device over
+      1-device images/s) and the largest relative difference of their loss
+      series (the same losses up to float summation order).
 """
 import argparse
 import json
@@ -156,6 +166,11 @@ def build_rows(results):
                 f"first job {fmt(s.get('first_job_first_step_s'), '{:.2f}')} s")
         rows.append((f"second job → first step s ({s.get('backbone')})", fmt(v, "{:.2f}"), "–", "–", "",
                      "≤ 2 s", verdict(v, GOALS["second_job"], higher_is_better=False), note))
+    for d in [r for r in results if r.get("bench") == "data_parallel"]:
+        note = (f"{d.get('backbone')} b{d.get('batch')} global: 1 device {fmt(d.get('images_per_s_1'))} img/s; "
+                f"losses within {fmt(d.get('max_rel_loss_diff'), '{:.1e}')} of the 1-device job's")
+        rows.append((f"data parallel, {d.get('devices')} GPUs img/s", fmt(d.get("images_per_s_n")), "–", "–",
+                     f"{fmt(d.get('scaling'), '{:.2f}')}x of 1 GPU", "–", "", note))
     return rows
 
 
@@ -324,6 +339,54 @@ def cmd_second_job(a):
     return 0
 
 
+def cmd_data_parallel(a):
+    api = Api(a.url, a.token)
+    if wait_until(lambda: api.call("GET", "/v1/health", timeout=2)[0] == 200 or None, min(a.timeout, 60), 0.2) is None:
+        print("compare: traind does not answer /v1/health", file=sys.stderr)
+        return 1
+    st, rec = api.call("POST", "/v1/datasets", {"name": a.dataset, "synthetic": {
+        "samples": a.samples, "image_size": a.image, "seed": 1}})
+    if st not in (200, 201, 202, 409):
+        print(f"compare: POST /v1/datasets -> {st}: {rec}", file=sys.stderr)
+        return 1
+
+    def ready():
+        s, r = api.call("GET", f"/v1/datasets/{a.dataset}")
+        return r if s == 200 and r.get("state") in ("ready", "failed") else None
+    ds = wait_until(ready, a.timeout, 0.2)
+    if not ds or ds.get("state") != "ready":
+        print(f"compare: dataset {a.dataset} not ready: {ds}", file=sys.stderr)
+        return 1
+    out = {"bench": "data_parallel", "impl": "traind", "backbone": a.backbone, "freeze": a.freeze,
+           "batch": a.batch, "image": a.image, "devices": a.devices, "residency": ds.get("residency")}
+    losses = {}
+    try:
+        for n in (1, a.devices):
+            spec = {"type": "train", "dataset": a.dataset, "batch_size": a.batch, "steps": a.steps, "seed": 1,
+                    "eval_every": 0, "checkpoint_every": 0, "devices": n,
+                    "model": {"backbone": a.backbone, "freeze_layers": a.freeze}}
+            warm = dict(spec, steps=3)
+            _, _, jw = run_job(api, warm, a.timeout)
+            wait_job_end(api, jw, a.timeout)
+            _, _, j = run_job(api, spec, a.timeout)
+            e = wait_job_end(api, j, a.timeout)
+            if e.get("state") != "succeeded":
+                raise RuntimeError(f"job {j} on {n} device(s): {e.get('state')}: {e.get('error')}")
+            out[f"images_per_s_{'1' if n == 1 else 'n'}"] = (e.get("result") or {}).get("images_per_s")
+            st, m = api.call("GET", f"/v1/jobs/{j}/metrics?name=loss")
+            losses[n] = [p["value"] for p in (m if isinstance(m, list) else [])]
+    except RuntimeError as e:
+        print(f"compare: data-parallel: {e}", file=sys.stderr)
+        return 1
+    a1, an = losses.get(1) or [], losses.get(a.devices) or []
+    if a1 and len(a1) == len(an):
+        out["max_rel_loss_diff"] = max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a1, an))
+    if out.get("images_per_s_1") and out.get("images_per_s_n"):
+        out["scaling"] = out["images_per_s_n"] / out["images_per_s_1"]
+    print("RESULT " + json.dumps(out), flush=True)
+    return 0
+
+
 def cmd_headline(a):
     """SPEC's headline through the daemon: a large path dataset made resident
     (POST -> ready, and the load rate the record gives), then a train, an eval
@@ -398,6 +461,18 @@ def main():
     s.add_argument("--samples", type=int, default=256)
     s.add_argument("--steps", type=int, default=5)
     s.add_argument("--timeout", type=float, default=300)
+    d = sub.add_parser("data-parallel", help="a train job on 1 and on N devices, against a running traind")
+    d.add_argument("--url", required=True)
+    d.add_argument("--token", default="")
+    d.add_argument("--devices", type=int, default=2)
+    d.add_argument("--dataset", default="bench_dp")
+    d.add_argument("--backbone", default="dinov2-base")
+    d.add_argument("--freeze", type=int, default=0)
+    d.add_argument("--batch", type=int, default=128)
+    d.add_argument("--image", type=int, default=224)
+    d.add_argument("--samples", type=int, default=1024)
+    d.add_argument("--steps", type=int, default=30)
+    d.add_argument("--timeout", type=float, default=300)
     h = sub.add_parser("headline", help="a large path dataset resident, then train, eval and infer from it")
     h.add_argument("--url", required=True)
     h.add_argument("--token", default="")
@@ -411,7 +486,8 @@ def main():
     h.add_argument("--infer-samples", type=int, default=4096)
     h.add_argument("--timeout", type=float, default=300)
     a = ap.parse_args()
-    return {"table": cmd_table, "second-job": cmd_second_job, "headline": cmd_headline}[a.cmd](a)
+    return {"table": cmd_table, "second-job": cmd_second_job, "data-parallel": cmd_data_parallel,
+            "headline": cmd_headline}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@
 #   torch    "torch-best": bf16 inputs + compile mode max-autotune, b32 and b128
 #   traind/torch dinov2-base fully trained, b128 (traind, compile, torch-best)
 #   traind   second job again with dinov2-large freeze 12 (informational)
+#   traind   data parallel (only on a machine with 2+ GPUs, e.g. kind nvidia-h100-x2):
+#            a daemon on every GPU, dinov2-base fully trained at global batch
+#            128 on 1 GPU and on all of them (NCCL), images/s and the scaling
+#            (compare.py data-parallel); BENCH_ONLY="traind_dp" alone runs it
 # Everything does not fit one call's 10 minutes: the default budget runs the
 # steps in order and skips the rest; a second call with BENCH_ONLY="torch_best32
 # torch_best128 traind_base128 torch_base_compile128 torch_base_best128" runs the others.
@@ -130,6 +134,31 @@ if [ "${1:-}" = "--second-job" ]; then
     second_job "$2" "$3"
     exit $?
 fi
+# data_parallel N — a daemon on GPUs 0..N-1, the same train job on 1 and on N of them.
+data_parallel() {
+    local n=$1 state port dpid rc devs
+    devs=$(seq -s, 0 $((n - 1)))
+    state=$(mktemp -d "${TMPDIR:-/tmp}/traind-bench.XXXXXX")
+    port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$TRAIND" --state-dir "$state" --backend "$BACKEND" --devices "$devs" --listen "127.0.0.1:$port" \
+        --log-level info 2>"$state/daemon.log" &
+    dpid=$!
+    $PY bench/compare.py data-parallel --url "http://127.0.0.1:$port" --devices "$n" --image "$IMAGE" --timeout 240 \
+        ${BENCH_DP_ARGS:-}
+    rc=$?
+    kill -TERM "$dpid" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$dpid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$dpid" 2>/dev/null
+    wait "$dpid" 2>/dev/null
+    echo "--- daemon log (last 40 lines)"
+    tail -n 40 "$state/daemon.log"
+    rm -rf "$state"
+    return $rc
+}
+if [ "${1:-}" = "--data-parallel" ]; then
+    data_parallel "$2"
+    exit $?
+fi
 : >"$LOG"
 
 {
@@ -168,6 +197,13 @@ step torch_base_compile128 220 $PY bench/torch_ref.py train --size base --freeze
 step torch_base_best128    300 $PY bench/torch_ref.py train --size base --freeze 0 --batch 128 --compile --mode max-autotune --bf16-input --warmup 3 --iters 10
 # informational: the second job when it is the large model of the train benchmark
 step traind_second_large 90 "$ROOT/bench/run_device.sh" --second-job "dinov2-$SIZE" "$FREEZE"
+# data parallel over every GPU of the machine (NCCL), when there are several
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
+if [ "$BACKEND" = cuda ] && [ "${NGPU:-0}" -ge 2 ]; then
+    step traind_dp 240 "$ROOT/bench/run_device.sh" --data-parallel "$NGPU"
+elif wanted traind_dp; then
+    echo "== traind_dp: skipped, $NGPU GPU(s) (needs 2 or more)" | tee -a "$LOG"
+fi
 
 echo "== done in $(elapsed) s" | tee -a "$LOG"
 $PY bench/compare.py table "$LOG" | tee "$OUT/table.txt"

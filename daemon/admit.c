@@ -95,8 +95,9 @@ static int slot_room(daemon_t *d, int slot, const json_t *running, int running_c
     size_t i;
     json_t *r;
     json_array_foreach(running, i, r) {
-        if (!running_counts || json_integer_value(json_object_get(r, "device")) != d->dev_index[slot]) continue;
-        long long b = admit_job_bytes(d, slot, (int)json_integer_value(json_object_get(r, "pid")), fr, tot);
+        int pid = 0;
+        if (!running_counts || !sched_running_on(r, d->dev_index[slot], &pid)) continue;
+        long long b = admit_job_bytes(d, slot, pid, fr, tot);
         if (b > 0) { held = (size_t)b; holder = json_string_value(json_object_get(r, "id")); }
     }
     *room = fr + held;
@@ -112,38 +113,62 @@ static int slot_room(daemon_t *d, int slot, const json_t *running, int running_c
     return 0;
 }
 
-/* Checks need against the room of `slot` (or, slot < 0, of the best device).
- * 0 fits, 1 does not (msg), -1 cannot tell (msg). */
-static int check_room(daemon_t *d, const stage_mem_t *m, int batch, int h, int w, int slot, int running_counts,
-                      char *msg, size_t msglen) {
+/* Checks need against the room of the devices a job of `ranks` ranks would
+ * take: slots[0..ranks) when given, else the `ranks` roomiest devices. On the
+ * cpu backend the virtual devices are one host: the ranks' needs add up
+ * against its room. 0 fits, 1 does not (msg), -1 cannot tell (msg). */
+static int check_room(daemon_t *d, const stage_mem_t *m, int batch, int h, int w, const int *slots, int ranks,
+                      int running_counts, char *msg, size_t msglen) {
     int cpu = !strcmp(d->backend_name, "cpu");
     /* cpu: the host is the device; cuda: the worker's own runtime comes on top */
     size_t need = m->backend + (cpu ? m->host : STAGE_CUDA_RUNTIME_BYTES);
     json_t *running = running_counts ? sched_running(d->sched) : json_array();
-    size_t best = 0;
-    int best_slot = -1;
-    char why[256] = "", best_why[256] = "";
-    int lo = slot < 0 ? 0 : slot, hi = slot < 0 ? d->n_dev : slot + 1;
-    for (int s = lo; s < hi; s++) {
-        size_t room = 0;
-        if (slot_room(d, s, running, running_counts, &room, why, sizeof why, msg, msglen)) {
+    size_t room[CFG_MAX_DEVICES];
+    char why[CFG_MAX_DEVICES][256];
+    int order[CFG_MAX_DEVICES], n = 0;
+    if (slots) {
+        for (int k = 0; k < ranks; k++) order[n++] = slots[k];
+    } else {
+        for (int s = 0; s < d->n_dev; s++) order[n++] = s;
+    }
+    for (int k = 0; k < n; k++)
+        if (slot_room(d, order[k], running, running_counts, &room[order[k]], why[order[k]], sizeof why[0], msg,
+                      msglen)) {
             json_decref(running);
             return -1;
         }
-        if (best_slot < 0 || room > best) { best = room; best_slot = s; snprintf(best_why, sizeof best_why, "%s", why); }
-    }
     json_decref(running);
+    if (!slots) {   /* roomiest first */
+        for (int a = 1; a < n; a++)
+            for (int b = a; b > 0 && room[order[b]] > room[order[b - 1]]; b--) {
+                int t = order[b]; order[b] = order[b - 1]; order[b - 1] = t;
+            }
+        if (ranks > n) ranks = n;
+    }
     char est[512];
     describe(m, need, batch, h, w, est, sizeof est);
-    if (need > best) {
-        char where[64];
-        if (cpu) snprintf(where, sizeof where, "the host (cpu backend)");
-        else snprintf(where, sizeof where, "device %d", d->dev_index[best_slot]);
-        snprintf(msg, msglen, "the job needs about %s but %s has room for %.3f GB (%s)", est, where, best / GB,
-                 best_why);
-        return 1;
+    if (cpu) {   /* one host: the ranks' needs together against its room */
+        size_t total = need * (size_t)ranks, best = room[order[0]];
+        if (total > best) {
+            if (ranks > 1)
+                snprintf(msg, msglen, "the job needs about %s on each of its %d devices, %.3f GB in all, but the host "
+                         "(cpu backend) has room for %.3f GB (%s)", est, ranks, total / GB, best / GB, why[order[0]]);
+            else
+                snprintf(msg, msglen, "the job needs about %s but the host (cpu backend) has room for %.3f GB (%s)",
+                         est, best / GB, why[order[0]]);
+            return 1;
+        }
+        return 0;
     }
-    if (!cpu && m->host) {
+    for (int k = 0; k < ranks; k++) {
+        int s = order[k];
+        if (need > room[s]) {
+            snprintf(msg, msglen, "the job needs about %s%s but device %d has room for %.3f GB (%s)", est,
+                     ranks > 1 ? " on each of its devices" : "", d->dev_index[s], room[s] / GB, why[s]);
+            return 1;
+        }
+    }
+    if (m->host) {
         size_t avail = 0, total = 0;
         char e2[200];
         if (backend_host_mem_info(&avail, &total, e2, sizeof e2) == 0 && m->host > avail) {
@@ -153,6 +178,48 @@ static int check_room(daemon_t *d, const stage_mem_t *m, int batch, int h, int w
         }
     }
     return 0;
+}
+
+int admit_devices(daemon_t *d, jobspec_t *js, int shards, daemon_err_t *e) {
+    for (int i = 0; i < js->n_device_list; i++) {
+        int found = 0;
+        for (int s = 0; s < d->n_dev; s++) found |= d->dev_index[s] == js->device_list[i];
+        if (!found) {
+            char f[32], list[160] = "";
+            snprintf(f, sizeof f, "devices[%d]", i);
+            for (int s = 0, o = 0; s < d->n_dev && o < (int)sizeof list - 8; s++)
+                o += snprintf(list + o, sizeof list - (size_t)o, "%s%d", s ? "," : "", d->dev_index[s]);
+            daemon_err_set(e, 422, "unprocessable", f, "%s = %d is not one of this daemon's devices (%s)", f,
+                           js->device_list[i], list);
+            return -1;
+        }
+    }
+    if (js->devices > d->n_dev) {
+        daemon_err_set(e, 422, "unprocessable", "devices", "the job asks for %d devices; this daemon has %d (--devices)",
+                       js->devices, d->n_dev);
+        return -1;
+    }
+    if (shards > 1 && js->devices != shards) {
+        if (js->devices == 1 && !js->n_device_list && js->type != JOB_DEBUG) {
+            js->devices = shards;   /* a job on a sharded dataset runs where the shards are */
+            return 0;
+        }
+        daemon_err_set(e, 422, "unprocessable", js->type == JOB_DEBUG ? "dataset" : "devices",
+                       "dataset '%s' is sharded across %d devices (each holds 1/%d of the samples): %s", js->dataset,
+                       shards, shards, js->type == JOB_DEBUG ? "a debug job runs on one device and cannot use it"
+                                                             : "a job on it runs on all of them (\"devices\": N)");
+        return -1;
+    }
+    return 0;
+}
+
+/* The memory estimate of one rank of a job of js->devices ranks: its share of the batch. */
+static int rank_estimate(const jobspec_t *js, const model_config_t *cfg, int h, int w, stage_mem_t *m, int *batch,
+                         char *err, size_t errlen) {
+    jobspec_t one = *js;
+    one.batch_size = (js->batch_size + js->devices - 1) / js->devices;
+    *batch = one.batch_size;
+    return stage_memory_estimate(&one, cfg, h, w, m, err, errlen);
 }
 
 int admit_submission(daemon_t *d, jobspec_t *js, const json_t *ds, int *requested, daemon_err_t *e) {
@@ -175,11 +242,16 @@ int admit_submission(daemon_t *d, jobspec_t *js, const json_t *ds, int *requeste
     if (job_model_config(d, js, &cfg)) return 0;
     stage_mem_t m;
     char err[512];
-    if (stage_memory_estimate(js, &cfg, h, w, &m, err, sizeof err)) {
+    int rb = js->batch_size;
+    if (rank_estimate(js, &cfg, h, w, &m, &rb, err, sizeof err)) {
         log_debug(NULL, "memory estimate: %s", err);   /* the worker reports it precisely */
         return 0;
     }
-    int r = check_room(d, &m, js->batch_size, h, w, -1, 1, msg, sizeof msg);
+    int slots[JS_MAX_DEVICES], have_list = js->n_device_list > 0;
+    for (int i = 0; i < js->n_device_list; i++)
+        for (int s = 0; s < d->n_dev; s++)
+            if (d->dev_index[s] == js->device_list[i]) slots[i] = s;
+    int r = check_room(d, &m, rb, h, w, have_list ? slots : NULL, js->devices, 1, msg, sizeof msg);
     if (r < 0) log_warn(NULL, "memory check skipped: %s", msg);
     if (r > 0) {
         daemon_err_set(e, 507, "insufficient_storage", "", "%s", msg);
@@ -188,7 +260,8 @@ int admit_submission(daemon_t *d, jobspec_t *js, const json_t *ds, int *requeste
     return 0;
 }
 
-int admit_start(daemon_t *d, const json_t *spec_json, int slot, const json_t *ds, char *msg, size_t msglen) {
+int admit_start(daemon_t *d, const json_t *spec_json, const int *slots, int n, const json_t *ds, char *msg,
+                size_t msglen) {
     const json_t *jn = json_object_get(ds, "samples"), *sz = json_object_get(ds, "image_size");
     if (!json_is_integer(jn) || json_array_size(sz) != 2) return 0;
     int image_h = (int)json_integer_value(json_array_get(sz, 0)), image_w = (int)json_integer_value(json_array_get(sz, 1));
@@ -196,16 +269,20 @@ int admit_start(daemon_t *d, const json_t *spec_json, int slot, const json_t *ds
     char field[128], err[512];
     if (jobspec_parse(spec_json, &js, field, sizeof field, err, sizeof err)) return 0;   /* the worker says why */
     js.batch_size = stage_effective_batch(&js, json_integer_value(jn));   /* as the stage will */
+    js.devices = n;
     model_config_t cfg;
     stage_mem_t m;
-    int r = 0;
-    if (job_model_config(d, &js, &cfg) == 0 && stage_memory_estimate(&js, &cfg, image_h, image_w, &m, err, sizeof err) == 0) {
-        /* the device is idle now: what it uses is the baseline a running job is measured against */
-        size_t fr = 0, tot = 0;
-        daemon_bind_device(d, slot);
-        if (strcmp(d->backend_name, "cpu") && d->be[slot]->mem_info(d->be[slot], &fr, &tot) == 0)
-            atomic_store(&d->idle_used[slot], tot - fr);
-        r = check_room(d, &m, js.batch_size, image_h, image_w, slot, 0, msg, msglen);
+    int r = 0, rb = js.batch_size;
+    if (job_model_config(d, &js, &cfg) == 0 &&
+        rank_estimate(&js, &cfg, image_h, image_w, &m, &rb, err, sizeof err) == 0) {
+        /* the devices are idle now: what they use is the baseline a running job is measured against */
+        for (int k = 0; k < n; k++) {
+            size_t fr = 0, tot = 0;
+            daemon_bind_device(d, slots[k]);
+            if (strcmp(d->backend_name, "cpu") && d->be[slots[k]]->mem_info(d->be[slots[k]], &fr, &tot) == 0)
+                atomic_store(&d->idle_used[slots[k]], tot - fr);
+        }
+        r = check_room(d, &m, rb, image_h, image_w, slots, n, 0, msg, msglen);
         if (r < 0) log_warn(NULL, "memory check skipped: %s", msg);
     }
     jobspec_free(&js);

@@ -20,7 +20,13 @@
  * against that device's free memory now, so a job that no longer fits fails
  * with that message instead of its worker running out of memory.
  * Jobs whose dataset size is not known yet (still loading) are checked at
- * start only. */
+ * start only.
+ * A job on several devices ("devices"): they must exist (422 naming the
+ * entry), and each rank's share of the batch (ceil(batch / N)) must fit each
+ * of its devices (the N roomiest, or those listed); on the cpu backend the
+ * virtual devices share the host, so N ranks' estimates must fit it together.
+ * A job on a dataset sharded across the devices runs on all of them: without
+ * "devices" it gets that count (the stored spec says so), with another 422. */
 #ifndef TRAIND_ADMIT_H
 #define TRAIND_ADMIT_H
 
@@ -33,11 +39,15 @@
  * was lowered, else 0) and checks the memory estimate (submission room).
  * 0, or -1 with e (422 for indices, 507 for memory). */
 int admit_submission(daemon_t *d, jobspec_t *js, const json_t *ds, int *requested, daemon_err_t *e);
+/* The job's devices against this daemon's (and a sharded dataset's, shards
+ * > 1): 0 (js->devices may be set to the shard count), or -1 with e (422). */
+int admit_devices(daemon_t *d, jobspec_t *js, int shards, daemon_err_t *e);
 
-/* The start-time check of a queued job (its stored spec) on device slot
- * `slot`, its dataset's record ds being resident: 0 when it fits (or cannot be
- * estimated: the worker then reports), -1 with msg. */
-int admit_start(daemon_t *d, const json_t *spec, int slot, const json_t *ds, char *msg, size_t msglen);
+/* The start-time check of a queued job (its stored spec) on device slots
+ * slots[0..n) (one rank each), its dataset's record ds being resident: 0 when
+ * it fits on every one (or cannot be estimated: the worker then reports), -1
+ * with msg. */
+int admit_start(daemon_t *d, const json_t *spec, const int *slots, int n, const json_t *ds, char *msg, size_t msglen);
 
 /* Memory the job running on device slot holds (cpu: its worker pid's
  * anonymous resident memory; cuda: device memory in use beyond what was in use

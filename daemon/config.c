@@ -129,6 +129,9 @@ int config_set(daemon_cfg_t *c, const char *key, const char *v, char *err, size_
         if (parse_double(v, 0, 1e9, &x) || x != (int)x)
             return errbuf_set(err, errlen, "keep-jobs: '%s' is not a whole number in 0..1000000000 (0 keeps all)", v);
         c->keep_jobs = (int)x;
+    } else if (!strcmp(key, "cpu-device-memory-gb")) {
+        if (parse_double(v, 0, 1e6, &c->cpu_device_memory_gb))
+            return errbuf_set(err, errlen, "cpu-device-memory-gb: '%s' is not a number >= 0 (0 = no cap)", v);
     } else if (!strcmp(key, "job-memory-gb")) {
         if (parse_double(v, 0, 1e6, &c->job_memory_gb))
             return errbuf_set(err, errlen, "job-memory-gb: '%s' is not a number >= 0 (0 = no cap)", v);
@@ -174,7 +177,7 @@ static const char *const flag_names[] = {
     "listen", "state-dir", "backend", "token-file", "dataset-root", "model-root", "devices",
     "memory-reserve-gb", "log-level", "cancel-grace-s", "max-connections", "idle-timeout-s",
     "max-connections-per-ip", "request-timeout-s", "allow-host", "allow-origin", "keep-jobs",
-    "job-memory-gb", "config",
+    "job-memory-gb", "cpu-device-memory-gb", "config",
 };
 
 int config_parse_args(daemon_cfg_t *c, int argc, char **argv, int *help, int *version,
@@ -449,7 +452,9 @@ void config_usage(FILE *f) {
         "  --token-file FILE        bearer token for every path but /v1/health\n"
         "  --dataset-root DIR       dataset paths must lie under it (repeatable)\n"
         "  --model-root DIR         model.weights may lie under it, or under a dataset root (repeatable)\n"
-        "  --devices 0,1            devices to use (one running job per device)\n"
+        "  --devices 0,1            devices to use (one running job per device; a job may take\n"
+        "                           several); on the cpu backend each listed number is a virtual\n"
+        "                           device (a process per rank, datasets in shared memory)\n"
         "  --memory-reserve-gb G    per-device memory kept free for jobs (default 0)\n"
         "  --log-level L            debug|info|warn|error (default info)\n"
         "  --cancel-grace-s S       SIGKILL a cancelled worker after S seconds (default 60)\n"
@@ -468,6 +473,9 @@ void config_usage(FILE *f) {
         "                           deleted unless a checkpoint belongs to them (default %d, 0 = all)\n"
         "  --job-memory-gb G        most memory one job may use on a device; a job estimated above\n"
         "                           it (or above the device's room) is refused (default 0 = no cap)\n"
+        "  --cpu-device-memory-gb G cpu backend: resident dataset bytes each virtual device may hold,\n"
+        "                           standing in for a GPU's memory (sharding without GPUs; default\n"
+        "                           0 = the host's memory, which all virtual devices share)\n"
         "  --config FILE            read settings from FILE\n",
         CONFIG_DEFAULT_LISTEN, CONFIG_CONN_LIMIT, CONFIG_IDLE_TIMEOUT_S, CONFIG_PER_IP_LIMIT,
         CONFIG_REQUEST_TIMEOUT_S, CONFIG_KEEP_JOBS);

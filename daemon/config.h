@@ -14,6 +14,7 @@
  *   allow-origin = https://traind.example.com   (repeatable)
  *   keep-jobs = 10000              (ended jobs kept; older ones are deleted)
  *   job-memory-gb = 0              (most memory one job may use; 0 = the device's room)
+ *   cpu-device-memory-gb = 0       (cpu backend: dataset bytes one virtual device may hold)
  *
  * Flags override the file; --config FILE is read first wherever it appears. */
 #ifndef TRAIND_CONFIG_H
@@ -62,6 +63,7 @@ typedef struct {
     int n_allow_origins;
     int keep_jobs;                          /* ended jobs kept in the store; default 10000, 0 = all */
     double job_memory_gb;                   /* most memory one job may use per device; 0 = no cap */
+    double cpu_device_memory_gb;            /* cpu backend: resident dataset bytes per virtual device; 0 = no cap */
     char config_file[PATH_MAX];
 } daemon_cfg_t;
 

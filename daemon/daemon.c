@@ -206,7 +206,8 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
     snprintf(jobs_dir, sizeof jobs_dir, "%s/jobs", d->work_root);
     if (fs_rm_rf(jobs_dir, e2, sizeof e2)) log_warn(NULL, "work: %s", e2);
 
-    /* backends: one per device (cpu: one) */
+    /* backends: one per device; on cpu each listed device is a virtual one (its own
+     * backend instance; they share the host's memory and cores) */
     for (int i = 0; i < cfg->n_devices; i++) {
         char be_err[BACKEND_ERR_MAX];
         backend_t *be = backend_open(cfg->backend, cfg->devices[i], be_err, sizeof be_err);
@@ -219,9 +220,8 @@ daemon_t *daemon_create(const daemon_cfg_t *cfg, char *err, size_t errlen) {
             goto fail;
         }
         d->be[d->n_dev] = be;
-        d->dev_index[d->n_dev] = strcmp(be->name, "cpu") == 0 ? 0 : cfg->devices[i];
+        d->dev_index[d->n_dev] = cfg->devices[i];
         d->n_dev++;
-        if (strcmp(be->name, "cpu") == 0) break;   /* the CPU is one device */
     }
     for (int i = 0; i < d->n_dev; i++)
         log_info(NULL, "device %d: %s (%s)", d->dev_index[i], d->be[i]->device_name(d->be[i]), d->backend_name);
@@ -458,6 +458,7 @@ json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_
     }
     /* indices against the dataset, the effective batch, the memory estimate */
     int requested = 0;
+    if (admit_devices(d, &js, residency_shards(d->res, js.dataset), e)) goto out;
     if (admit_submission(d, &js, ds, &requested, e)) goto out;
     json_t *spec = jobspec_to_json(&js);
     dtype_plan_t plan = jobspec_plan(&js);
@@ -715,13 +716,14 @@ json_t *daemon_status(daemon_t *d) {
         json_t *job = json_null(), *job_bytes = json_null();
         size_t k;
         json_t *r;
-        json_array_foreach(running, k, r)
-            if (json_integer_value(json_object_get(r, "device")) == d->dev_index[i]) {
-                job = json_string(json_string_value(json_object_get(r, "id")));
-                long long b = ok ? admit_job_bytes(d, i, (int)json_integer_value(json_object_get(r, "pid")), fr, tot)
-                              : -1;
-                if (b >= 0) { json_decref(job_bytes); job_bytes = json_integer(b); }
-            }
+        json_array_foreach(running, k, r) {
+            int pid = 0;
+            if (!sched_running_on(r, d->dev_index[i], &pid)) continue;
+            json_decref(job);
+            job = json_string(json_string_value(json_object_get(r, "id")));
+            long long b = ok ? admit_job_bytes(d, i, pid, fr, tot) : -1;
+            if (b >= 0) { json_decref(job_bytes); job_bytes = json_integer(b); }
+        }
         if (json_is_null(job) && ok) atomic_store(&d->idle_used[i], tot - fr);
         json_array_append_new(devs, json_pack("{s:i, s:s, s:{s:o, s:o, s:I, s:o}, s:o}", "index", d->dev_index[i], "name",
                                               d->be[i]->device_name(d->be[i]), "memory",

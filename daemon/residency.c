@@ -51,8 +51,14 @@ typedef struct res_ds {
     double imp_rate;             /* import: images/s so far */
     json_t *source;              /* as recorded */
     int phase;
-    ds_layout_t layout;
-    size_t bytes;                /* resident bytes per device (estimate until scanned) */
+    ds_layout_t layout;          /* the whole dataset's */
+    size_t bytes;                /* resident bytes on the fullest device (estimate until scanned) */
+    /* the placement (res_plan): replicated (shards 1: every device holds all of it) or
+     * sharded across every device (device s holds the samples [first[s], first[s] + lay[s].n)) */
+    int shards;
+    ds_layout_t lay[CFG_MAX_DEVICES];
+    int64_t first[CFG_MAX_DEVICES];
+    size_t need[CFG_MAX_DEVICES];   /* bytes device s holds or will hold */
     void *base[CFG_MAX_DEVICES];
     char handle[CFG_MAX_DEVICES][BACKEND_HANDLE_MAX];
     uint64_t done, total;        /* load progress (bytes over all devices) */
@@ -86,7 +92,7 @@ static void ds_free_memory(residency_t *r, res_ds_t *x) {
     for (int s = 0; s < r->d->n_dev; s++)
         if (x->base[s]) {
             daemon_bind_device(r->d, s);
-            r->d->be[s]->shared_free(r->d->be[s], x->base[s], x->layout.total, x->handle[s]);
+            r->d->be[s]->shared_free(r->d->be[s], x->base[s], x->lay[s].total, x->handle[s]);
             x->base[s] = NULL;
             x->handle[s][0] = 0;
         }
@@ -98,44 +104,145 @@ static void ds_destroy(residency_t *r, res_ds_t *x) {
     free(x);
 }
 
-/* Bytes that queued/in-progress loads will still allocate (per device), except x. */
-static size_t pending_bytes(residency_t *r, const res_ds_t *except) {
-    size_t p = 0;
-    for (res_ds_t *x = r->list; x; x = x->next)
-        if (x != except && x->phase < RS_READY && !x->base[0]) p += x->bytes;
-    return p;
+/* How a dataset goes onto the devices (see res_ds_t). */
+typedef struct {
+    int shards;
+    ds_layout_t lay[CFG_MAX_DEVICES];
+    int64_t first[CFG_MAX_DEVICES];
+    size_t need[CFG_MAX_DEVICES];
+} res_place_t;
+
+static void place_replicated(res_place_t *p, int n_dev, const ds_layout_t *l) {
+    p->shards = 1;
+    for (int s = 0; s < n_dev; s++) {
+        p->lay[s] = *l;
+        p->first[s] = 0;
+        p->need[s] = l->total;
+    }
 }
 
-/* Does `need` more bytes fit on every device? Caller holds r->mu. 0 or -1 with msg. */
-static int fits(residency_t *r, size_t need, const res_ds_t *except, char *msg, size_t msglen) {
+/* Device s gets the contiguous samples [n·s/D, n·(s+1)/D). 0, or -1 when a
+ * shard would be empty or cannot be laid out. */
+static int place_sharded(res_place_t *p, int n_dev, const ds_layout_t *l) {
+    p->shards = n_dev;
+    for (int s = 0; s < n_dev; s++) {
+        int64_t a = l->n * s / n_dev, e = l->n * (s + 1) / n_dev;
+        if (e <= a || !ds_layout(&p->lay[s], e - a, l->h, l->w, l->fields)) return -1;
+        memcpy(p->lay[s].mean, l->mean, sizeof l->mean);
+        memcpy(p->lay[s].std, l->std, sizeof l->std);
+        p->first[s] = a;
+        p->need[s] = p->lay[s].total;
+    }
+    return 0;
+}
+
+/* Bytes that queued/in-progress loads other than except will still allocate, per device. */
+static void pending_bytes(residency_t *r, const res_ds_t *except, size_t *pend) {
+    for (int s = 0; s < r->d->n_dev; s++) pend[s] = 0;
+    for (res_ds_t *x = r->list; x; x = x->next)
+        if (x != except && x->phase < RS_READY && !x->base[0])
+            for (int s = 0; s < r->d->n_dev; s++) pend[s] += x->need[s];
+}
+
+/* What each device can still take: avail[s] (cuda: its free memory less the
+ * reserve and the loads pending there). On cpu the virtual devices share the
+ * host: *pool is what all of them together can take (available memory and
+ * /dev/shm's free space, less the reserve and every pending load), and each
+ * also has avail[s] = --cpu-device-memory-gb less what it holds and awaits
+ * (SIZE_MAX without that cap). 0, or -1 with msg. Caller holds r->mu. */
+static int res_room(residency_t *r, const res_ds_t *except, size_t *avail, size_t *pool, size_t *fr_out, char *msg,
+                    size_t msglen) {
     daemon_t *d = r->d;
-    size_t pending = pending_bytes(r, except);
+    size_t pend[CFG_MAX_DEVICES];
+    pending_bytes(r, except, pend);
     size_t reserve = (size_t)(d->cfg.memory_reserve_gb * 1e9);
+    int cpu = strcmp(d->backend_name, "cpu") == 0;
+    *pool = SIZE_MAX;
     for (int s = 0; s < d->n_dev; s++) {
         size_t fr = 0, tot = 0;
         daemon_bind_device(d, s);
-        if (d->be[s]->mem_info(d->be[s], &fr, &tot)) {
-            snprintf(msg, msglen, "device %d: cannot read memory: %s", d->dev_index[s], d->be[s]->err);
-            return -1;
+        if (d->be[s]->mem_info(d->be[s], &fr, &tot))
+            return errbuf_set(msg, msglen, "device %d: cannot read memory: %s", d->dev_index[s], d->be[s]->err);
+        fr_out[s] = fr;
+        if (!cpu) {
+            avail[s] = fr > reserve + pend[s] ? fr - reserve - pend[s] : 0;
+            continue;
         }
-        size_t avail = fr > reserve + pending ? fr - reserve - pending : 0;
-        if (strcmp(d->backend_name, "cpu") == 0) {
-            /* POSIX shm lives in /dev/shm: its free space bounds us too */
-            struct statvfs vs;
-            if (statvfs("/dev/shm", &vs) == 0) {
-                size_t shm = (size_t)vs.f_bavail * vs.f_frsize;
-                shm = shm > pending ? shm - pending : 0;
-                if (shm < avail) avail = shm;
-            }
+        if (s == 0) {   /* the host, once */
+            size_t all = 0;
+            for (int t = 0; t < d->n_dev; t++) all += pend[t];
+            size_t host = fr;
+            struct statvfs vs;   /* POSIX shm lives in /dev/shm: its free space bounds us too */
+            if (statvfs("/dev/shm", &vs) == 0 && (size_t)vs.f_bavail * vs.f_frsize < host) host = (size_t)vs.f_bavail * vs.f_frsize;
+            *pool = host > reserve + all ? host - reserve - all : 0;
         }
-        if (need > avail) {
-            snprintf(msg, msglen, "dataset needs %.3f GB per device but device %d has %.3f GB available "
-                     "(free %.3f GB, reserve %.3f GB, other loads %.3f GB)", need / 1e9, d->dev_index[s],
-                     avail / 1e9, fr / 1e9, reserve / 1e9, pending / 1e9);
-            return -1;
+        avail[s] = SIZE_MAX;
+        if (d->cfg.cpu_device_memory_gb > 0) {
+            size_t cap = (size_t)(d->cfg.cpu_device_memory_gb * 1e9), held = pend[s];
+            for (res_ds_t *y = r->list; y; y = y->next)
+                if (y != except && y->base[s]) held += y->lay[s].total;
+            avail[s] = cap > held ? cap - held : 0;
         }
     }
     return 0;
+}
+
+static int place_fits(residency_t *r, const res_place_t *p, const size_t *avail, size_t pool, int *bad) {
+    size_t sum = 0;
+    for (int s = 0; s < r->d->n_dev; s++) {
+        sum += p->need[s];
+        if (p->need[s] > avail[s]) { *bad = s; return 0; }
+    }
+    *bad = -1;
+    return sum <= pool;
+}
+
+/* Where the dataset of layout l goes: replicated when every device can hold
+ * all of it, else sharded when each can hold its 1/D (D = the devices),
+ * else -1 with msg (the request's 507). Caller holds r->mu. */
+static int res_plan(residency_t *r, const res_ds_t *except, const ds_layout_t *l, res_place_t *p, char *msg,
+                    size_t msglen) {
+    daemon_t *d = r->d;
+    size_t avail[CFG_MAX_DEVICES], fr[CFG_MAX_DEVICES], pool;
+    if (res_room(r, except, avail, &pool, fr, msg, msglen)) return -1;
+    int bad_rep, bad_sh = -1;
+    place_replicated(p, d->n_dev, l);
+    if (place_fits(r, p, avail, pool, &bad_rep)) return 0;
+    size_t per_rep = l->total;
+    int can_shard = d->n_dev > 1 && place_sharded(p, d->n_dev, l) == 0;
+    if (can_shard && place_fits(r, p, avail, pool, &bad_sh)) return 0;
+    size_t per_sh = can_shard ? p->lay[d->n_dev - 1].total : 0;
+    int cpu = strcmp(d->backend_name, "cpu") == 0, s = can_shard ? bad_sh : bad_rep;
+    char sharded[160] = "";
+    if (can_shard)
+        snprintf(sharded, sizeof sharded, ", or %.3f GB per device sharded across the %d devices", per_sh / 1e9,
+                 d->n_dev);
+    if (s >= 0 && !cpu)
+        snprintf(msg, msglen, "dataset needs %.3f GB per device%s but device %d has %.3f GB available (free %.3f GB, "
+                 "reserve %.3f GB, other loads counted)", per_rep / 1e9, sharded, d->dev_index[s], avail[s] / 1e9,
+                 fr[s] / 1e9, d->cfg.memory_reserve_gb);
+    else if (s >= 0)
+        snprintf(msg, msglen, "dataset needs %.3f GB per device%s but virtual device %d may hold %.3f GB more "
+                 "(--cpu-device-memory-gb %g)", per_rep / 1e9, sharded, d->dev_index[s], avail[s] / 1e9,
+                 d->cfg.cpu_device_memory_gb);
+    else
+        snprintf(msg, msglen, "dataset needs %.3f GB per device%s (%.3f GB in all) but the host has %.3f GB available "
+                 "for it (free %.3f GB, /dev/shm counted, reserve %.3f GB, other loads counted)", per_rep / 1e9,
+                 sharded, (can_shard ? (double)l->total : (double)per_rep * d->n_dev) / 1e9, pool / 1e9, fr[0] / 1e9,
+                 d->cfg.memory_reserve_gb);
+    return -1;
+}
+
+static void place_apply(res_ds_t *x, const res_place_t *p, int n_dev) {
+    x->shards = p->shards;
+    size_t most = 0;
+    for (int s = 0; s < n_dev; s++) {
+        x->lay[s] = p->lay[s];
+        x->first[s] = p->first[s];
+        x->need[s] = p->need[s];
+        if (p->need[s] > most) most = p->need[s];
+    }
+    x->bytes = most;
 }
 
 /* ---- path confinement ------------------------------------------------------------- */
@@ -179,14 +286,13 @@ static double res_gbps(double bytes, double seconds) {
     return seconds > 0 && bytes >= 0 ? bytes / seconds / 1e9 : 0.0;
 }
 
-typedef struct { residency_t *r; res_ds_t *x; int slot; double last_store; } prog_ud_t;
+typedef struct { residency_t *r; res_ds_t *x; uint64_t before; double last_store; } prog_ud_t;
 
 static void on_load_progress(void *ud, uint64_t done, uint64_t total) {
     prog_ud_t *p = ud;
     residency_t *r = p->r;
     pthread_mutex_lock(&r->mu);
-    p->x->done = (uint64_t)p->slot * p->x->layout.total + done;
-    p->x->total = (uint64_t)r->d->n_dev * p->x->layout.total;
+    p->x->done = p->before + done;   /* bytes of the devices before this one, and this one's so far */
     p->x->gbps = res_gbps((double)p->x->done, mono_now() - p->x->t0);
     double frac = p->x->total ? (double)p->x->done / (double)p->x->total : 0;
     double gbps = p->x->gbps;
@@ -242,9 +348,10 @@ static int on_import_admit(void *ud, int64_t frames, int size, char *msg, size_t
     ds_layout_t l;
     size_t need = ds_layout(&l, frames, size, size, DS_F_JOINTS_VALID | DS_F_HAS_HAND | DS_F_INTRINSICS);
     if (!need) return errbuf_set(msg, msglen, "%lld frames of %dx%d: too large to lay out", (long long)frames, size, size);
+    res_place_t p;
     pthread_mutex_lock(&u->r->mu);
-    u->x->bytes = need;
-    int rc = fits(u->r, need, u->x, msg, msglen);
+    int rc = res_plan(u->r, u->x, &l, &p, msg, msglen);
+    if (rc == 0) place_apply(u->x, &p, u->r->d->n_dev);
     pthread_mutex_unlock(&u->r->mu);
     return rc;
 }
@@ -390,25 +497,33 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
         snprintf(msg, msglen, "dataset too large to lay out");
         return -1;
     }
+    res_place_t place;
     pthread_mutex_lock(&r->mu);
-    x->bytes = l.total;
     x->layout = l;
-    int fit = fits(r, l.total, x, msg, msglen);
+    int fit = res_plan(r, x, &l, &place, msg, msglen);
     if (fit == 0) {
+        place_apply(x, &place, d->n_dev);
         x->phase = RS_LOADING;
         x->t0 = mono_now();
         x->done = 0;
-        x->total = (uint64_t)d->n_dev * l.total;
+        x->total = 0;
+        for (int s = 0; s < d->n_dev; s++) x->total += x->lay[s].total;
     }
     pthread_mutex_unlock(&r->mu);
     if (fit) { ds_info_free(&info); close(dfd); return -1; }
+    if (x->shards > 1)
+        log_info(NULL, "dataset %s: sharded across %d devices (%.3f GB per device; all of it on each would need "
+                 "%.3f GB)", x->name, x->shards, x->bytes / 1e9, l.total / 1e9);
     int rc = 0;
+    uint64_t before = 0;
+    x->masked_joints = 0;
     for (int s = 0; s < d->n_dev && rc == 0; s++) {
         char handle[BACKEND_HANDLE_MAX];
+        const ds_layout_t *ls = &x->lay[s];
         daemon_bind_device(d, s);
-        void *base = d->be[s]->shared_alloc(d->be[s], l.total, handle);
+        void *base = d->be[s]->shared_alloc(d->be[s], ls->total, handle);
         if (!base) {
-            snprintf(msg, msglen, "device %d: cannot allocate %.3f GB: %s", d->dev_index[s], l.total / 1e9, d->be[s]->err);
+            snprintf(msg, msglen, "device %d: cannot allocate %.3f GB: %s", d->dev_index[s], ls->total / 1e9, d->be[s]->err);
             rc = -1;
             break;
         }
@@ -416,11 +531,12 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
         x->base[s] = base;
         snprintf(x->handle[s], sizeof x->handle[s], "%s", handle);
         pthread_mutex_unlock(&r->mu);
-        prog_ud_t pu = {r, x, s, 0};
+        prog_ud_t pu = {r, x, before, 0};
         int64_t masked = 0;
-        rc = dataset_load_at(d->be[s], dfd, x->dir, &info, base, &l, on_load_progress, &pu, &x->cancel, &masked, msg,
-                             msglen);
-        if (rc == 0) x->masked_joints = masked;
+        rc = dataset_load_range_at(d->be[s], dfd, x->dir, &info, x->first[s], base, ls, on_load_progress, &pu,
+                                   &x->cancel, &masked, msg, msglen);
+        if (rc == 0) x->masked_joints = x->shards > 1 ? x->masked_joints + masked : masked;
+        before += ls->total;
     }
     ds_info_free(&info);
     close(dfd);
@@ -451,10 +567,10 @@ static void *loader_main(void *arg) {
         char err[256];
         json_t *upd;
         if (rc == 0) {
-            double gbps = res_gbps((double)x->layout.total * r->d->n_dev, mono_now() - x->t0);
+            double gbps = res_gbps((double)x->total, mono_now() - x->t0);
             upd = json_pack("{s:s, s:I, s:[i,i], s:o, s:I, s:f, s:f, s:b, s:n, s:I}", "state", "ready",
                             "samples", (json_int_t)x->layout.n, "image_size", x->layout.h, x->layout.w,
-                            "fields", ds_fields_to_json(x->layout.fields), "bytes", (json_int_t)x->layout.total,
+                            "fields", ds_fields_to_json(x->layout.fields), "bytes", (json_int_t)x->bytes,
                             "progress", 1.0, "gb_per_s", gbps, "loaded_at", 1, "error",
                             "masked_joints", (json_int_t)x->masked_joints);
             if (x->masked_joints)
@@ -462,8 +578,9 @@ static void *loader_main(void *arg) {
                          "(invalid) in every loss and metric", x->name, (long long)x->masked_joints);
             if (store_dataset_update(r->d->store, x->name, upd, err, sizeof err))
                 log_error(NULL, "dataset %s: %s", x->name, err);
-            log_info(NULL, "dataset %s: ready, %lld samples %dx%d, %.3f GB per device, %.2f GB/s (%.1f s)",
-                     x->name, (long long)x->layout.n, x->layout.h, x->layout.w, x->layout.total / 1e9, gbps, el);
+            log_info(NULL, "dataset %s: ready, %lld samples %dx%d, %.3f GB per device%s, %.2f GB/s (%.1f s)",
+                     x->name, (long long)x->layout.n, x->layout.h, x->layout.w, x->bytes / 1e9,
+                     x->shards > 1 ? " (sharded)" : "", gbps, el);
             notify_status("dataset %s ready (%.2f GB/s)", x->name, gbps);
             pthread_mutex_lock(&r->mu);
             x->phase = RS_READY;
@@ -572,6 +689,8 @@ static res_ds_t *enqueue(residency_t *r, const char *name, const char *dir, int 
     x->source = json_deep_copy(source);
     x->phase = RS_QUEUED;
     x->bytes = est_bytes;
+    x->shards = 1;
+    for (int s = 0; s < r->d->n_dev; s++) x->need[s] = est_bytes;
     x->next = r->list;
     r->list = x;
     pthread_cond_broadcast(&r->cv);
@@ -697,6 +816,8 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
     char dir[PATH_MAX + 128];
     json_t *source;
     size_t est = 0;
+    ds_layout_t est_layout;   /* the dataset as far as known: an import's is a placeholder of 1 sample */
+    memset(&est_layout, 0, sizeof est_layout);
     int img_h = 0, img_w = 0;   /* a path dataset's image size, known from its manifest */
     char msg[512];
     if (jp) {
@@ -711,8 +832,7 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
             daemon_err_set(e, 422, "unprocessable", "path", "%s", msg);
             return NULL;
         }
-        ds_layout_t l;
-        est = ds_layout_for(&l, &info);
+        est = ds_layout_for(&est_layout, &info);
         img_h = info.h;
         img_w = info.w;
         ds_info_free(&info);
@@ -727,7 +847,8 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
         }
     } else if (ji) {
         if (!(source = import_source(d, ji, e))) return NULL;
-        dir[0] = 0;   /* known once imported */
+        dir[0] = 0;   /* known once imported (its size is checked before decoding: on_import_admit) */
+        ds_layout(&est_layout, 1, IMPORT_MIN_SIDE, IMPORT_MIN_SIDE, DS_F_JOINTS_VALID | DS_F_HAS_HAND);
     } else {
         if (!json_is_object(js)) { daemon_err_set(e, 400, "invalid_field", "synthetic", "synthetic must be an object"); return NULL; }
         json_object_foreach((json_t *)js, k, v)
@@ -742,8 +863,7 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
             get_int_field(js, "image_size", "synthetic.image_size", SYNTH_MIN_SIZE, SYNTH_MAX_SIZE, &size, e))
             return NULL;
         if (json_object_get(js, "seed") && get_int_field(js, "seed", "synthetic.seed", 0, INT64_MAX, &seed, e)) return NULL;
-        ds_layout_t l;
-        est = ds_layout(&l, n, (int)size, (int)size, DS_F_JOINTS_VALID | DS_F_HAS_HAND | DS_F_INTRINSICS);
+        est = ds_layout(&est_layout, n, (int)size, (int)size, DS_F_JOINTS_VALID | DS_F_HAS_HAND | DS_F_INTRINSICS);
         if (!est) { daemon_err_set(e, 400, "invalid_field", "synthetic.samples", "dataset too large"); return NULL; }
         source = json_pack("{s:{s:I, s:I, s:I}}", "synthetic", "samples", (json_int_t)n, "image_size", (json_int_t)size,
                            "seed", (json_int_t)seed);
@@ -756,7 +876,8 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
         daemon_err_set(e, 409, "conflict", "name", "dataset '%s' exists", name);
         return NULL;
     }
-    if (fits(r, est, NULL, msg, sizeof msg)) {
+    res_place_t place;
+    if (res_plan(r, NULL, &est_layout, &place, msg, sizeof msg)) {
         pthread_mutex_unlock(&r->mu);
         json_decref(source);
         daemon_err_set(e, 507, "insufficient_storage", "", "%s", msg);
@@ -787,6 +908,7 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
     }
     res_ds_t *x = enqueue(r, name, dir, js != NULL, source, est);
     if (x && ji) x->import = 1;
+    if (x && !ji) place_apply(x, &place, d->n_dev);   /* what it will take until it is scanned */
     pthread_mutex_unlock(&r->mu);
     json_decref(source);
     if (!x) { json_decref(rec); daemon_err_set(e, 500, "internal", "", "out of memory"); return NULL; }
@@ -914,17 +1036,25 @@ void residency_decorate(residency_t *r, json_t *rec) {
             json_object_set_new(rec, "progress", json_real(x->total ? (double)x->done / (double)x->total : 0));
             json_object_set_new(rec, "gb_per_s", json_real(x->gbps));
         }
-        for (int s = 0; s < r->d->n_dev; s++)
-            json_array_append_new(devs, json_pack("{s:i, s:I}", "index", r->d->dev_index[s], "bytes",
-                                                  (json_int_t)(x->base[s] ? x->layout.total : 0)));
+        for (int s = 0; s < r->d->n_dev; s++) {
+            json_t *o = json_pack("{s:i, s:I}", "index", r->d->dev_index[s], "bytes",
+                                  (json_int_t)(x->base[s] ? x->lay[s].total : 0));
+            if (x->phase >= RS_LOADING && x->phase != RS_FAILED)
+                json_object_set_new(o, "samples", json_pack("[I,I]", (json_int_t)x->first[s],
+                                                            (json_int_t)(x->first[s] + x->lay[s].n)));
+            json_array_append_new(devs, o);
+        }
         json_object_set_new(rec, "workers", json_integer(x->refs));
+        if (x->phase >= RS_LOADING && x->phase != RS_FAILED)
+            json_object_set_new(rec, "residency", json_string(x->shards > 1 ? "sharded" : "replicated"));
     }
     json_object_set_new(rec, "devices", devs);
     pthread_mutex_unlock(&r->mu);
 }
 
-int residency_acquire(residency_t *r, const char *name, int slot, json_t **share, char *msg, size_t msglen) {
-    *share = NULL;
+int residency_acquire(residency_t *r, const char *name, const int *slots, int n, json_t **shares, char *msg,
+                      size_t msglen) {
+    *shares = NULL;
     pthread_mutex_lock(&r->mu);
     res_ds_t *x = find(r, name);
     int rc;
@@ -932,11 +1062,36 @@ int residency_acquire(residency_t *r, const char *name, int slot, json_t **share
     else if (x->phase == RS_FAILED) { snprintf(msg, msglen, "dataset '%s' failed to load", name); rc = -1; }
     else if (x->phase != RS_READY || x->cancel) rc = 1;
     else {
-        x->refs++;
-        *share = json_pack("{s:s, s:I, s:o}", "handle", x->handle[slot], "bytes", (json_int_t)x->layout.total,
-                           "layout", ds_layout_to_json(&x->layout));
         rc = 0;
+        if (x->shards > 1) {   /* the ranks must hold every shard once */
+            int seen[CFG_MAX_DEVICES] = {0}, all = n == x->shards;
+            for (int k = 0; all && k < n; k++) all = slots[k] >= 0 && slots[k] < x->shards && !seen[slots[k]]++;
+            if (!all) {
+                snprintf(msg, msglen, "dataset '%s' is sharded across %d devices: a job on it runs on all of them "
+                         "(\"devices\": %d)", name, x->shards, x->shards);
+                rc = -1;
+            }
+        }
+        if (rc == 0) {
+            x->refs++;
+            *shares = json_array();
+            for (int k = 0; k < n; k++) {
+                int s = slots[k];
+                json_array_append_new(*shares, json_pack("{s:s, s:I, s:o, s:I, s:I}", "handle", x->handle[s], "bytes",
+                                                         (json_int_t)x->lay[s].total, "layout",
+                                                         ds_layout_to_json(&x->lay[s]), "first", (json_int_t)x->first[s],
+                                                         "samples", (json_int_t)x->layout.n));
+            }
+        }
     }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+int residency_shards(residency_t *r, const char *name) {
+    pthread_mutex_lock(&r->mu);
+    res_ds_t *x = find(r, name);
+    int rc = !x || x->phase == RS_FAILED ? -1 : x->phase != RS_READY ? 0 : x->shards;
     pthread_mutex_unlock(&r->mu);
     return rc;
 }
@@ -952,7 +1107,7 @@ size_t residency_bytes_on(residency_t *r, int slot) {
     size_t b = 0;
     pthread_mutex_lock(&r->mu);
     for (res_ds_t *x = r->list; x; x = x->next)
-        if (x->base[slot]) b += x->layout.total;
+        if (x->base[slot]) b += x->lay[slot].total;
     pthread_mutex_unlock(&r->mu);
     return b;
 }
@@ -963,7 +1118,8 @@ json_t *residency_summary(residency_t *r) {
     for (res_ds_t *x = r->list; x; x = x->next) {
         json_t *o = json_pack("{s:s, s:s, s:I}", "name", x->name,
                               "state", x->phase == RS_READY ? "ready" : x->phase == RS_FAILED ? "failed" : "loading",
-                              "bytes", (json_int_t)(x->base[0] ? x->layout.total : 0));
+                              "bytes", (json_int_t)(x->base[0] ? x->lay[0].total : 0));
+        if (x->phase == RS_READY) json_object_set_new(o, "residency", json_string(x->shards > 1 ? "sharded" : "replicated"));
         if (x->phase == RS_DECODING)
             json_object_set_new(o, "progress", json_real(x->imp_frames ? (double)x->imp_done / (double)x->imp_frames : 0));
         else if (x->phase < RS_READY)

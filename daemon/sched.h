@@ -2,11 +2,22 @@
  *
  * Queue: jobs in state "queued" in the store, ordered by priority (higher
  * first) and, within a priority, by insertion sequence (FIFO). One running job
- * per device slot. A job starts when its dataset is resident (jobs whose
+ * per device slot; a job with "devices" N (or a list) takes N slots at once —
+ * all of them or none. A job starts when its dataset is resident (jobs whose
  * dataset is still loading wait without blocking others; a dataset that failed
- * or vanished fails the job). Each running job has a supervisor thread that
- * forks `traind worker` (daemon/worker.h), reads its JSON-line events, records
- * them, enforces cancellation deadlines and records the outcome.
+ * or vanished fails the job). A job whose dataset is ready but whose devices
+ * are busy holds the free devices it needs, so jobs queued after it cannot
+ * take them (no starvation of multi-device jobs; sched.c, try_start). A job on
+ * a sharded dataset runs on every device (rank r on shard r's device).
+ *
+ * Each running job has a supervisor thread that forks `traind worker` once per
+ * rank (daemon/worker.h), with a rendezvous segment for their collectives
+ * (gpu/collective.h) when there are several, reads their JSON-line events
+ * (rank 0 speaks for the job), records them, enforces cancellation deadlines
+ * and records the outcome. A rank that fails (dies, is killed, exits with an
+ * error) fails the job: the others are told through the segment, then
+ * SIGTERM, SIGKILL after 10 s; the job's error names the rank that failed
+ * first; the devices are free again once every rank is reaped.
  */
 #ifndef TRAIND_SCHED_H
 #define TRAIND_SCHED_H
@@ -37,9 +48,13 @@ int sched_cancel(sched_t *s, const char *job_id);
 void sched_stop_all(sched_t *s);
 void sched_destroy(sched_t *s);
 
-/* [{"id","type","device","pid","progress":{...},"dataset","cancelling","batch_size"}]
- * from memory. */
+/* [{"id","type","device","pid","devices","pids","progress":{...},"dataset",
+ * "cancelling","batch_size"}] from memory; device and pid are rank 0's,
+ * devices and pids every rank's in rank order. */
 json_t *sched_running(sched_t *s);
+/* Whether the running job r (an entry of sched_running) uses device, and the
+ * pid of its rank there. */
+int sched_running_on(const json_t *r, int device, int *pid);
 /* Sum of images/s of running jobs (for /metrics). */
 double sched_images_per_s(sched_t *s);
 /* 1 while the scheduler loop ticks (for the systemd watchdog). */

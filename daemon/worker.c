@@ -16,6 +16,7 @@
 
 #include "daemon/log.h"
 #include "gpu/backend.h"
+#include "gpu/collective.h"
 #include "gpu/jobspec.h"
 #include "gpu/stages.h"
 #include "gpu/dataset.h"
@@ -27,7 +28,7 @@
 int worker_env_allowed(const char *entry) {
     static const char *const exact[] = {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH",
                                         "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "GOTO_NUM_THREADS", NULL};
-    static const char *const prefix[] = {"LC_", "CUDA_", "NVIDIA_", "OPENBLAS_", "OMP_", "TRAIND_", NULL};
+    static const char *const prefix[] = {"LC_", "CUDA_", "NVIDIA_", "NCCL_", "OPENBLAS_", "OMP_", "TRAIND_", NULL};
     size_t n = strcspn(entry, "=");
     if (!entry[n] || n == 0) return 0;
     /* TRAIND_TOKEN, TRAIND_TOKEN_FILE: trainctl's credentials, never a worker's business */
@@ -39,7 +40,7 @@ int worker_env_allowed(const char *entry) {
     return 0;
 }
 
-pid_t worker_spawn(const char *exe, const char *job_file, int *events_fd, char *err, size_t errlen) {
+pid_t worker_spawn(const char *exe, const char *job_file, int rank, int *events_fd, char *err, size_t errlen) {
     /* the environment, built before fork (the child may only make async-signal-safe calls) */
     extern char **environ;
     size_t ne = 0;
@@ -59,8 +60,10 @@ pid_t worker_spawn(const char *exe, const char *job_file, int *events_fd, char *
         free(envp);
         return -1;
     }
-    char *const argv[] = {(char *)"traind", (char *)"worker", (char *)"--job", (char *)job_file,
-                          (char *)"--events-fd", (char *)"3", NULL};
+    char rank_s[16];
+    snprintf(rank_s, sizeof rank_s, "%d", rank);
+    char *const argv[] = {(char *)"traind", (char *)"worker", (char *)"--job", (char *)job_file, (char *)"--rank",
+                          rank_s, (char *)"--events-fd", (char *)"3", NULL};
     long om = sysconf(_SC_OPEN_MAX);
     int max_fd = om > 0 && om < 1048576 ? (int)om : 1048576;
     pid_t parent = getpid();
@@ -108,10 +111,16 @@ static volatile sig_atomic_t w_stop;
 static int w_fd = WORKER_EVENTS_FD;
 static char w_job[64];
 static long w_fault_step = -1;
+static int w_rank;                 /* this worker's rank; only rank 0 reports for the job */
+static coll_t *w_coll;             /* the job's collectives, once joined */
 
 static void on_term(int sig) { (void)sig; w_stop = 1; }
 
 static void emit(const char *type, json_t *data) {   /* steals data */
+    if (w_rank != 0 && strcmp(type, "error") != 0 && strcmp(type, "state") != 0) {
+        json_decref(data);   /* rank 0 speaks for the job */
+        return;
+    }
     json_t *o = json_pack("{s:s, s:o}", "type", type, "data", data ? data : json_object());
     char *line = json_dumps(o, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(o);
@@ -137,7 +146,7 @@ static void cb_progress(void *ud, const stage_progress_t *p) {
                                (json_int_t)p->total_steps, "epoch", p->epoch, "images_per_s",
                                isfinite(p->images_per_s) ? p->images_per_s : 0.0, "eta_s",
                                isfinite(p->eta_s) ? p->eta_s : 0.0));
-    if (w_fault_step >= 0 && p->step >= w_fault_step) {
+    if (w_fault_step >= 0 && p->step >= w_fault_step && w_rank == 0) {
         log_error(w_job, "TRAIND_TEST_FAULT: aborting at step %ld", p->step);
         signal(SIGABRT, SIG_DFL);
         abort();
@@ -156,7 +165,8 @@ static void cb_checkpoint(void *ud, long step, const char *dir, const json_t *me
 
 static void cb_log(void *ud, const char *msg) {
     emit("log", json_pack("{s:o}", "message", errbuf_json_string(msg)));
-    log_info(w_job, "%s", msg);
+    if (w_rank == 0) log_info(w_job, "%s", msg);
+    else log_debug(w_job, "rank %d: %s", w_rank, msg);
 }
 
 static void fault_setup(void) {
@@ -177,7 +187,8 @@ static int fail(const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    log_error(w_job[0] ? w_job : NULL, "worker: %s", msg);
+    log_error(w_job[0] ? w_job : NULL, "worker%s: %s", w_rank ? " (rank)" : "", msg);
+    coll_abort(w_coll, msg);   /* the other ranks stop waiting for this one */
     emit("error", json_pack("{s:o}", "message", errbuf_json_string(msg)));
     return 1;
 }
@@ -192,13 +203,14 @@ int worker_main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--job") && i + 1 < argc) job_file = argv[++i];
         else if (!strcmp(argv[i], "--events-fd") && i + 1 < argc) w_fd = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rank") && i + 1 < argc) w_rank = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: traind worker --job FILE [--events-fd N]\n");
+            fprintf(stderr, "usage: traind worker --job FILE [--rank R] [--events-fd N]\n");
             return 2;
         }
     }
-    if (!job_file || w_fd < 0) {
-        fprintf(stderr, "usage: traind worker --job FILE [--events-fd N]\n");
+    if (!job_file || w_fd < 0 || w_rank < 0 || w_rank >= COLL_MAX_WORLD) {
+        fprintf(stderr, "usage: traind worker --job FILE [--rank R] [--events-fd N]\n");
         return 2;
     }
     if (fcntl(w_fd, F_GETFD) < 0) {
@@ -234,10 +246,20 @@ int worker_main(int argc, char **argv) {
         return rc;
     }
     const char *bname = opt_str(job, "backend");
-    int device = (int)json_integer_value(json_object_get(job, "device"));
+    int world = json_is_integer(json_object_get(job, "world")) ? (int)json_integer_value(json_object_get(job, "world")) : 1;
+    const json_t *ranks = json_object_get(job, "ranks");
+    if (world < 1 || world > COLL_MAX_WORLD || w_rank >= world || (ranks && json_array_size(ranks) != (size_t)world)) {
+        rc = fail("job file: rank %d of %d ranks", w_rank, world);
+        goto out;
+    }
+    const json_t *me = ranks ? json_array_get(ranks, (size_t)w_rank) : job;
+    int device = (int)json_integer_value(json_object_get(me, "device"));
     be = backend_open(bname ? bname : "cpu", device, err, sizeof err);
     if (!be) { rc = fail("%s", err); goto out; }   /* backend_open names the backend */
-    const json_t *dsj = json_object_get(job, "dataset");
+    if (!strcmp(be->name, "cpu")) backend_cpu_share_cores(world);   /* the ranks share the host's cores */
+    w_coll = world > 1 ? coll_open(be, opt_str(job, "collective"), w_rank, world, err, sizeof err) : coll_open_single(be);
+    if (!w_coll) { rc = fail("rank %d of %d: %s", w_rank, world, err); goto out; }
+    const json_t *dsj = json_object_get(me, "dataset");
     ds_layout_t layout;
     if (ds_layout_from_json(json_object_get(dsj, "layout"), &layout, err, sizeof err)) {
         rc = fail("%s", err);
@@ -246,10 +268,16 @@ int worker_main(int argc, char **argv) {
     bytes = (size_t)json_integer_value(json_object_get(dsj, "bytes"));
     const char *handle = opt_str(dsj, "handle");
     if (!handle || bytes != layout.total) { rc = fail("dataset share: bad handle or size"); goto out; }
+    int64_t first = json_integer_value(json_object_get(dsj, "first"));
+    int64_t total = json_is_integer(json_object_get(dsj, "samples")) ? json_integer_value(json_object_get(dsj, "samples"))
+                                                                       : layout.n;
+    if (first < 0 || total < layout.n || first > total - layout.n) { rc = fail("dataset share: bad shard bounds"); goto out; }
     base = be->shared_open(be, handle, bytes);
     if (!base) { rc = fail("cannot open the resident dataset: %s", be->err); goto out; }
     dataset_t ds;
     dataset_view(&ds, base, &layout);
+    ds.n = total;          /* the dataset's samples; this share holds [first, first + held) */
+    ds.first = first;
 
     stage_ctx_t ctx = {
         .be = be, .ds = &ds, .spec = &spec, .job_id = w_job,
@@ -257,13 +285,18 @@ int worker_main(int argc, char **argv) {
         .weights_path = opt_str(job, "weights_path"),
         .checkpoint_path = opt_str(job, "checkpoint_path"),
         .result_dir = opt_str(job, "result_dir"),
-        .stop = &w_stop, .ud = NULL,
+        .stop = &w_stop, .ud = NULL, .coll = w_coll,
         .on_progress = cb_progress, .on_metric = cb_metric,
         .on_checkpoint = cb_checkpoint, .on_log = cb_log,
     };
     if (ctx.result_dir && fs_mkdir_p(ctx.result_dir, FS_DIR_MODE, err, sizeof err)) { rc = fail("%s", err); goto out; }
-    log_info(w_job, "worker %d: %s on %s device %d, dataset %lld samples %dx%d", (int)getpid(),
-             job_type_name(spec.type), be->name, device, (long long)ds.n, ds.h, ds.w);
+    if (world > 1)
+        log_info(w_job, "worker %d: rank %d of %d, %s on %s device %d, dataset %lld samples %dx%d (holding %lld from %lld)",
+                 (int)getpid(), w_rank, world, job_type_name(spec.type), be->name, device, (long long)ds.n, ds.h, ds.w,
+                 (long long)ds.held, (long long)ds.first);
+    else
+        log_info(w_job, "worker %d: %s on %s device %d, dataset %lld samples %dx%d", (int)getpid(),
+                 job_type_name(spec.type), be->name, device, (long long)ds.n, ds.h, ds.w);
     json_t *result = NULL;
     err[0] = 0;
     int s = stage_run(&ctx, &result, err, sizeof err);
@@ -279,6 +312,8 @@ int worker_main(int argc, char **argv) {
         rc = fail("%s", err[0] ? err : "stage failed");
     }
 out:
+    coll_close(w_coll);
+    w_coll = NULL;
     if (base) be->shared_close(be, base, bytes);
     if (be) be->destroy(be);
     jobspec_free(&spec);

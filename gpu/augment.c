@@ -128,13 +128,16 @@ void augment_draw(const augment_spec_t *a, uint64_t seed, long epoch, int64_t sa
 
 int augment_check_intrinsics(backend_t *be, const dataset_t *ds, int64_t begin, int64_t end, char *err,
                              size_t errlen) {
+    /* only the samples this view holds (a shard checks its own) */
+    if (begin < ds->first) begin = ds->first;
+    if (end > ds->first + ds->held) end = ds->first + ds->held;
     if (!ds->intrinsics || end <= begin) return 0;
     const int64_t chunk = 4096;
     float *h = malloc((size_t)chunk * 9 * sizeof(float));
     if (!h) return errbuf_set(err, errlen, "augment: out of memory checking the camera intrinsics");
     for (int64_t s0 = begin; s0 < end; s0 += chunk) {
         int64_t n = end - s0 < chunk ? end - s0 : chunk;
-        be->download(be, h, ds->intrinsics + (size_t)s0 * 9, (size_t)n * 9 * sizeof(float));
+        be->download(be, h, ds->intrinsics + (size_t)(s0 - ds->first) * 9, (size_t)n * 9 * sizeof(float));
         for (int64_t i = 0; i < n; i++) {
             const float *k = h + i * 9;
             int finite = 1;

@@ -1,4 +1,5 @@
-/* gpu/backend.c — choosing a compute backend by name.
+/* gpu/backend.c — choosing a compute backend by name, and the hand loss's
+ * normalizers of a batch on the host (hand_norm_add, as the backends count them).
  *
  * Owns backend_open(): "cpu" (always built), "cuda" (only in builds with
  * TRAIND_CUDA, through backend_cuda_create of gpu/cuda/), and "auto", which
@@ -7,6 +8,18 @@
 #include <stdio.h>
 #include <string.h>
 #include "gpu/backend.h"
+#include "store/hand.h"
+
+void hand_norm_add(hand_norm_t *n, const uint8_t *valid) {
+    int nv = 0;
+    for (int j = 0; j < HAND_JOINTS; j++) {
+        if (valid && !valid[j]) continue;
+        nv++;
+        n->sw += hand_joint_weight(j);
+    }
+    n->nj += nv;
+    n->npair += (double)nv * (nv - 1) / 2;
+}
 
 backend_t *backend_open(const char *name, int device, char *err, size_t errlen) {
     char dummy[BACKEND_ERR_MAX];

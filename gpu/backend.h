@@ -51,6 +51,15 @@ typedef struct {
     float valid;    /* number of valid joints that entered the loss */
 } hand_loss_t;
 
+/* The hand loss's normalizers over a batch (samples with a hand): the sum of
+ * the valid joints' weights (hand_joint_weight), the number of valid joints
+ * and of valid joint pairs. Sums of per-sample integers: exact in double. */
+typedef struct {
+    double sw, nj, npair;
+} hand_norm_t;
+/* Adds the normalizers of one sample's valid mask (valid NULL: all valid). */
+void hand_norm_add(hand_norm_t *n, const uint8_t *valid);
+
 typedef struct backend backend_t;
 struct backend {
     const char *name;                 /* "cpu" | "cuda" */
@@ -178,10 +187,14 @@ struct backend {
      * targets gathered from the resident labels by idx[Bn]: joints[N,21,3] f32,
      * valid[N,21] u8 (NULL: all valid), has_hand[N] u8 (NULL: all). Writes
      * dpred[Bn,63] and dconf[Bn,21] (=, gradients of loss->total; may be NULL)
-     * and returns the terms on the host (synchronizes). */
+     * and returns the terms on the host (synchronizes).
+     * norm (host, may be NULL): the normalizers to divide by instead of this
+     * batch's own — a data-parallel rank passes the whole global batch's, so
+     * that the ranks' terms and gradients SUM to the global batch's. */
     void (*hand_loss)(backend_t *b, hand_loss_t *host_out, float *dpred, float *dconf,
                       const float *pred, const float *conf_logit, const float *joints,
-                      const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn);
+                      const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn,
+                      const hand_norm_t *norm);
 
     /* Sum of squares of x[n] f32, deterministic for a given n (fixed reduction order); host result. */
     double (*sumsq)(backend_t *b, const float *x, size_t n);
@@ -202,6 +215,10 @@ struct backend {
 
 /* Backends. NULL on failure with the reason in err. */
 backend_t *backend_cpu_create(char *err, size_t errlen);
+/* A cpu rank of a job of `ranks` processes on this host: its BLAS threads
+ * become cores / ranks (at least 1), so that the ranks do not oversubscribe
+ * the cores (unless OPENBLAS_NUM_THREADS says otherwise). */
+void backend_cpu_share_cores(int ranks);
 /* The memory cgroup limit over this process and the room left under it (page
  * cache other than shmem counted as room), the tightest over the cgroup and its
  * ancestors. cg_root: the cgroup mount ("/sys/fs/cgroup"); proc_cgroup: the

@@ -949,7 +949,8 @@ static void cpu_token_scatter_add(backend_t *b, float *dx, const float *dout, in
 /* SPEC §4 hand loss; everything in double, outputs rounded to fp32 once. */
 static void cpu_hand_loss(backend_t *b, hand_loss_t *o, float *dpred, float *dconf,
                           const float *pred, const float *conf_logit, const float *joints,
-                          const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn) {
+                          const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn,
+                          const hand_norm_t *norm) {
     cpu_check_dims("hand_loss", Bn, 0, 0);
     memset(o, 0, sizeof *o);
     if (dpred) memset(dpred, 0, (size_t)Bn * HAND_JOINTS * 3 * sizeof(float));
@@ -970,6 +971,13 @@ static void cpu_hand_loss(backend_t *b, hand_loss_t *o, float *dpred, float *dco
         }
         nj += nv;
         npair += (double)nv * (nv - 1) / 2;
+    }
+    double nj_here = nj;
+    if (norm) {   /* a data-parallel rank: divide by the global batch's normalizers */
+        sw = norm->sw;
+        nj = norm->nj;
+        npair = norm->npair;
+        if (nj_here == 0) return;
     }
     if (nj == 0) return;
 
@@ -1031,7 +1039,7 @@ static void cpu_hand_loss(backend_t *b, hand_loss_t *o, float *dpred, float *dco
     o->pair = (float)pair;
     o->conf = (float)conf;
     o->total = (float)(joint + HAND_W_PAIR * pair + HAND_W_CONF * conf);
-    o->valid = (float)nj;
+    o->valid = (float)nj_here;
     if (dpred)
         for (size_t i = 0; i < (size_t)Bn * HAND_JOINTS * 3; i++) dpred[i] = (float)gp[i];
     free(gp);
@@ -1110,6 +1118,13 @@ static void cpu_stats(backend_t *b, double out[7], const void *x, dtype_t dt, si
 }
 
 /* ---- construction ------------------------------------------------------------------ */
+
+void backend_cpu_share_cores(int ranks) {
+    if (ranks <= 1 || getenv("OPENBLAS_NUM_THREADS")) return;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    int t = n > 0 ? (int)(n / ranks) : 1;
+    openblas_set_num_threads(t < 1 ? 1 : t);
+}
 
 backend_t *backend_cpu_create(char *err, size_t errlen) {
     backend_t *b = calloc(1, sizeof *b);

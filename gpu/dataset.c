@@ -23,6 +23,8 @@ void dataset_view(dataset_t *out, void *base, const ds_layout_t *l) {
     char *b = base;
     memset(out, 0, sizeof *out);
     out->n = l->n;
+    out->first = 0;
+    out->held = l->n;
     out->h = l->h;
     out->w = l->w;
     memcpy(out->mean, l->mean, sizeof out->mean);
@@ -276,7 +278,14 @@ int dataset_load(backend_t *be, const char *dir, const ds_info_t *info, void *ba
 
 int dataset_load_at(backend_t *be, int dirfd, const char *dir, const ds_info_t *info, void *base, const ds_layout_t *l,
             dataset_progress_fn cb, void *ud, volatile int *cancel, int64_t *masked_joints, char *err, size_t errlen) {
-    if (l->n != info->n || l->h != info->h || l->w != info->w ||
+    if (l->n != info->n) return errbuf_set(err, errlen, "dataset %s: layout does not match the scan", dir);
+    return dataset_load_range_at(be, dirfd, dir, info, 0, base, l, cb, ud, cancel, masked_joints, err, errlen);
+}
+
+int dataset_load_range_at(backend_t *be, int dirfd, const char *dir, const ds_info_t *info, int64_t first, void *base,
+                          const ds_layout_t *l, dataset_progress_fn cb, void *ud, volatile int *cancel,
+                          int64_t *masked_joints, char *err, size_t errlen) {
+    if (first < 0 || l->n < 1 || first > info->n - l->n || l->h != info->h || l->w != info->w ||
         (l->fields & ~(DS_F_JOINTS_VALID | DS_F_HAS_HAND)) != (info->fields & ~(DS_F_JOINTS_VALID | DS_F_HAS_HAND)))
         return errbuf_set(err, errlen, "dataset %s: layout does not match the scan", dir);
     ds_loader_t ld = {.be = be, .l = l, .base = base, .cb = cb, .ud = ud};
@@ -298,21 +307,28 @@ int dataset_load_at(backend_t *be, int dirfd, const char *dir, const ds_info_t *
     if (chunk > l->n) chunk = l->n;
     if (chunk > INT32_MAX / 2) chunk = INT32_MAX / 2;
 
-    /* the plan: every shard cut into chunks */
-    int64_t nplan = 0;
-    for (int i = 0; i < info->nshards; i++) nplan += (info->shards[i].n + chunk - 1) / chunk;
+    /* the plan: the samples [first, first + l->n) of every shard, cut into chunks; g0 is
+     * the position in the allocation (sample - first) */
+    int64_t nplan = 0, end = first + l->n, at = 0;
+    for (int i = 0; i < info->nshards; at += info->shards[i].n, i++) {
+        int64_t a = at > first ? at : first, e = at + info->shards[i].n < end ? at + info->shards[i].n : end;
+        if (e > a) nplan += (e - a + chunk - 1) / chunk;
+    }
     if (nplan > INT32_MAX) return errbuf_set(err, errlen, "dataset %s: too many chunks", dir);
     ds_chunk_t *plan = calloc((size_t)(nplan ? nplan : 1), sizeof *plan);
     if (!plan) return errbuf_set(err, errlen, "dataset %s: out of memory", dir);
     int np = 0;
     int64_t g = 0;
-    for (int i = 0; i < info->nshards; i++)
-        for (int64_t s0 = 0; s0 < info->shards[i].n; s0 += chunk) {
-            int64_t c = info->shards[i].n - s0 < chunk ? info->shards[i].n - s0 : chunk;
+    at = 0;
+    for (int i = 0; i < info->nshards; at += info->shards[i].n, i++) {
+        int64_t a = at > first ? at : first, e = at + info->shards[i].n < end ? at + info->shards[i].n : end;
+        for (int64_t s0 = a - at; s0 < e - at; s0 += chunk) {
+            int64_t c = e - at - s0 < chunk ? e - at - s0 : chunk;
             plan[np++] = (ds_chunk_t){.shard = i, .s0 = s0, .c = c, .g0 = g};
             g += c;
         }
-    assert(g == l->n);
+    }
+    assert(g == l->n && np == nplan);
 
     size_t stage_bytes = (size_t)chunk * worst + (DS_NFIELDS + 1) * 64;   /* + alignment slack */
     ds_pipe_t p = {.dir = dir, .dirfd = dirfd, .info = info, .l = l, .plan = plan, .nchunks = np, .failed_at = -1};

@@ -16,8 +16,14 @@
 #include "store/dtype.h"
 
 
+/* The arrays hold the samples [first, first + held) of a dataset of n: all
+ * of them (first 0, held n) unless the dataset is sharded across devices and
+ * this is one device's shard. Every array is indexed by the LOCAL index
+ * (sample - first); the stages keep global sample numbers and translate them
+ * where they upload a batch's indices (stage_batch_set_idx). */
 typedef struct {
-    int64_t n;                 /* samples */
+    int64_t n;                 /* samples of the dataset */
+    int64_t first, held;       /* the samples these arrays hold: [first, first + held) */
     int h, w;                  /* image size */
     float mean[3], std[3];     /* normalization the images were stored with */
     dtype_t image_dtype;       /* DT_BF16 (always, for resident datasets) */
@@ -31,7 +37,8 @@ typedef struct {
     int32_t *num_objects;      /* [n] or NULL */
 } dataset_t;
 
-/* The dataset view of a layout at base (backend memory). */
+/* The dataset view of a layout at base (backend memory): all of a dataset
+ * of l->n samples (first 0, held n). A shard's view then sets n and first. */
 void dataset_view(dataset_t *out, void *base, const ds_layout_t *l);
 
 /* ---- loading ------------------------------------------------------------------ */
@@ -64,6 +71,13 @@ int dataset_load(backend_t *be, const char *dir, const ds_info_t *info, void *ba
 int dataset_load_at(backend_t *be, int dirfd, const char *dir, const ds_info_t *info, void *base,
             const ds_layout_t *l, dataset_progress_fn cb, void *ud, volatile int *cancel,
             int64_t *masked_joints, char *err, size_t errlen);
+
+/* The samples [first, first + l->n) of the scanned dataset only (l laid out
+ * for l->n samples): one device's shard of a dataset sharded across devices.
+ * dataset_load_at is this with first 0 and l->n = info->n. */
+int dataset_load_range_at(backend_t *be, int dirfd, const char *dir, const ds_info_t *info, int64_t first, void *base,
+                          const ds_layout_t *l, dataset_progress_fn cb, void *ud, volatile int *cancel,
+                          int64_t *masked_joints, char *err, size_t errlen);
 
 /* Size of each of the two staging buffers (default 32 MB; at least one
  * sample is always staged; 0 restores the default). For tests that want

@@ -26,6 +26,10 @@
  *   always produced, "outputs" may add "cls" and "patch_tokens".
  * - train "augment" (its own section below): off when absent; inside it every
  *   kind is off unless named.
+ * - devices (train, eval, infer): a count N in [1, 16] or a list of 1..16
+ *   distinct device indices (the daemon's, as --devices numbers them) in rank
+ *   order; default 1. Whether the daemon has them is the daemon's to check
+ *   (daemon/admit.c). The resolved spec omits it when it is 1.
  * - indices (eval, infer): an array of at most JS_MAX_INDEX_ENTRIES (4096)
  *   entries, each a sample index i or a range [begin, end) (end exclusive,
  *   like the split fractions and Python's range): [0, 5, [100, 200]] selects
@@ -628,9 +632,38 @@ static int parse_outputs(pctx_t *c, const json_t *v, jobspec_t *js) {
     return 0;
 }
 
+/* "devices": N or [d0, d1, ...] (distinct). */
+static int parse_devices(pctx_t *c, const json_t *v, jobspec_t *js) {
+    if (json_is_integer(v)) {
+        long long n = json_integer_value(v);
+        if (n < 1 || n > JS_MAX_DEVICES) return fail(c, "devices", "devices must be in [1, %d] (got %lld)", JS_MAX_DEVICES, n);
+        js->devices = (int)n;
+        return 0;
+    }
+    if (!json_is_array(v))
+        return fail(c, "devices", "devices must be a count or a list of device indices, e.g. 2 or [0, 1]");
+    size_t n = json_array_size(v);
+    if (n < 1 || n > JS_MAX_DEVICES) return fail(c, "devices", "devices lists 1 to %d devices (got %zu)", JS_MAX_DEVICES, n);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *e = json_array_get(v, i);
+        char f[32];
+        snprintf(f, sizeof f, "devices[%zu]", i);
+        if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) > JS_MAX_DEVICE_INDEX)
+            return fail(c, f, "%s must be a device index in [0, %d]", f, JS_MAX_DEVICE_INDEX);
+        int d = (int)json_integer_value(e);
+        for (size_t k = 0; k < i; k++)
+            if (js->device_list[k] == d) return fail(c, f, "%s: device %d is listed twice", f, d);
+        js->device_list[i] = d;
+    }
+    js->devices = (int)n;
+    js->n_device_list = (int)n;
+    return 0;
+}
+
 static void defaults(jobspec_t *js, job_type_t t) {
     memset(js, 0, sizeof *js);
     js->type = t;
+    js->devices = 1;
     set_backbone(&js->model, "dinov2-small");
     js->model.head_hand = 1;
     js->split_train[0] = 0.0; js->split_train[1] = 0.9;
@@ -664,13 +697,13 @@ static int parse_body(pctx_t *c, const json_t *in, jobspec_t *js) {
 
     static const char *const k_train[] = {"type", "dataset", "priority", "submission_id", "precision", "seed",
         "model", "split", "batch_size", "epochs", "steps", "optim", "eval_every", "checkpoint_every",
-        "keep_checkpoints", "resume_from", "augment", NULL};
+        "keep_checkpoints", "resume_from", "augment", "devices", NULL};
     static const char *const k_eval[] = {"type", "dataset", "priority", "submission_id", "precision", "seed",
-        "model", "checkpoint", "split", "indices", "batch_size", NULL};
+        "model", "checkpoint", "split", "indices", "batch_size", "devices", NULL};
     static const char *const k_debug[] = {"type", "dataset", "priority", "submission_id", "precision", "seed",
         "model", "checkpoint", "batches", "batch_size", NULL};
     static const char *const k_infer[] = {"type", "dataset", "priority", "submission_id", "precision", "seed",
-        "model", "checkpoint", "indices", "images", "outputs", "batch_size", NULL};
+        "model", "checkpoint", "indices", "images", "outputs", "batch_size", "devices", NULL};
     const char *const *keys = t == JOB_TRAIN ? k_train : t == JOB_EVAL ? k_eval : t == JOB_DEBUG ? k_debug : k_infer;
     if (check_keys(c, in, "", keys)) return -1;
 
@@ -712,6 +745,8 @@ static int parse_body(pctx_t *c, const json_t *in, jobspec_t *js) {
     }
 
     if (get_int(c, in, "", "batch_size", 1, JS_MAX_BATCH, &js->batch_size)) return -1;
+    json_t *dv = json_object_get(in, "devices");   /* only in the types that list it (check_keys) */
+    if (dv && parse_devices(c, dv, js)) return -1;
 
     switch (t) {
     case JOB_TRAIN: {
@@ -846,6 +881,13 @@ json_t *jobspec_to_json(const jobspec_t *js) {
         json_object_set_new(o, "model", m);
     }
     json_object_set_new(o, "batch_size", json_integer(js->batch_size));
+    if (js->n_device_list) {
+        json_t *a = json_array();
+        for (int i = 0; i < js->n_device_list; i++) json_array_append_new(a, json_integer(js->device_list[i]));
+        json_object_set_new(o, "devices", a);
+    } else if (js->devices > 1) {
+        json_object_set_new(o, "devices", json_integer(js->devices));
+    }
     if (js->type != JOB_TRAIN && js->checkpoint[0])
         json_object_set_new(o, "checkpoint", json_string(js->checkpoint));
 

@@ -27,6 +27,8 @@
 #define JS_MAX_INFER_SAMPLES 16384     /* samples one infer job may run on (indices or images) */
 #define JS_MAX_IMAGES 256              /* inline infer images */
 #define JS_MAX_IMAGE_SIDE 4096         /* height, width of an inline image */
+#define JS_MAX_DEVICES 16              /* devices of one data-parallel job (train, eval, infer) */
+#define JS_MAX_DEVICE_INDEX 1023       /* a device index in a `devices` list */
 
 typedef struct { int64_t begin, end; } js_range_t;   /* samples [begin, end) */
 
@@ -84,6 +86,11 @@ typedef struct {
     uint64_t seed;
     char precision_compute[8];   /* "", "fp32" or "bf16" */
     model_spec_t model;
+    /* train, eval, infer: `devices`, a count N or a list of the daemon's device
+     * indices; one worker process (rank) per device (gpu/collective.h). */
+    int devices;                     /* ranks: 1 (default) .. JS_MAX_DEVICES */
+    int device_list[JS_MAX_DEVICES]; /* the listed devices, rank order, when n_device_list > 0 */
+    int n_device_list;
 
     /* train */
     double split_train[2], split_val[2];   /* fractions [a,b) of the dataset */

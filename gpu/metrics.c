@@ -217,3 +217,35 @@ long metrics_mean_pose(const float *joints, const uint8_t *valid, const uint8_t 
         for (int k = 0; k < 3; k++) out[3 * j + k] = cnt[j] ? (float)(sum[3 * j + k] / cnt[j]) : 0.0f;
     return used;
 }
+
+void metrics_acc_pack(const metrics_acc_t *a, double o[METRICS_ACC_DOUBLES]) {
+    int k = 0;
+    o[k++] = (double)a->samples;
+    o[k++] = (double)a->samples_with_hand;
+    o[k++] = (double)a->valid_joints;
+    o[k++] = (double)a->pa_samples;
+    o[k++] = (double)a->pa_joints;
+    o[k++] = a->err_sum;
+    o[k++] = a->pa_sum;
+    o[k++] = a->mean_err_sum;
+    for (int j = 0; j < HAND_JOINTS; j++) o[k++] = a->joint_sum[j];
+    for (int j = 0; j < HAND_JOINTS; j++) o[k++] = (double)a->joint_n[j];
+    for (int i = 0; i <= METRICS_AUC_STEPS; i++) o[k++] = (double)a->hist[i];
+    assert(k == METRICS_ACC_DOUBLES);
+}
+
+void metrics_acc_unpack(metrics_acc_t *a, const double in[METRICS_ACC_DOUBLES]) {
+    int k = 0;
+    a->samples = (long)in[k++];
+    a->samples_with_hand = (long)in[k++];
+    a->valid_joints = (long)in[k++];
+    a->pa_samples = (long)in[k++];
+    a->pa_joints = (long)in[k++];
+    a->err_sum = in[k++];
+    a->pa_sum = in[k++];
+    a->mean_err_sum = in[k++];
+    for (int j = 0; j < HAND_JOINTS; j++) a->joint_sum[j] = in[k++];
+    for (int j = 0; j < HAND_JOINTS; j++) a->joint_n[j] = (long)in[k++];
+    for (int i = 0; i <= METRICS_AUC_STEPS; i++) a->hist[i] = (long)in[k++];
+    assert(k == METRICS_ACC_DOUBLES);
+}

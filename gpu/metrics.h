@@ -61,6 +61,12 @@ void metrics_acc_init(metrics_acc_t *a, const float *mean_pose /* [21*3] m, or N
 void metrics_acc_add(metrics_acc_t *a, const float *pred, const float *gt, const uint8_t *valid,
                      const uint8_t *has_hand, int n);
 void metrics_acc_result(const metrics_acc_t *a, metrics_t *out);
+/* The accumulator's sums as doubles (counts are exact below 2^53), so that the
+ * accumulators of several ranks add up element by element (gpu/collective.h);
+ * unpack keeps has_mean and mean_pose. */
+#define METRICS_ACC_DOUBLES (8 + 2 * HAND_JOINTS + METRICS_AUC_STEPS + 1)
+void metrics_acc_pack(const metrics_acc_t *a, double out[METRICS_ACC_DOUBLES]);
+void metrics_acc_unpack(metrics_acc_t *a, const double in[METRICS_ACC_DOUBLES]);
 json_t *metrics_to_json(const metrics_t *m);   /* NaN → null */
 
 /* Mean of joints[idx[i]] over samples with a hand and valid joints, per joint

@@ -683,6 +683,11 @@ float *model_param_grad(model_t *m, int i) {
     return m->grads + (m->table[i].off - m->train_off);
 }
 
+void model_set_grad_hook(model_t *m, model_grad_fn fn, void *ud) {
+    m->grad_fn = fn;
+    m->grad_ud = ud;
+}
+
 void model_set_stats_hook(model_t *m, model_stats_fn fn, void *ud) {
     m->stats_fn = fn;
     m->stats_ud = ud;
@@ -1200,6 +1205,13 @@ int model_forward_aug(model_t *m, const void *images, dtype_t idt, const int32_t
     return 0;
 }
 
+/* The gradients from table entry i on are final: tell the hook. */
+static void grads_ready(model_t *m, int i) {
+    if (!m->grad_fn) return;
+    size_t off = i < 0 ? m->train_off : m->table[i].off;
+    m->grad_fn(m->grad_ud, off > m->train_off ? off - m->train_off : 0);
+}
+
 void model_backward(model_t *m, const float *dpred, const float *dconf) {
     backend_t *be = m->be;
     model_priv_t *pv = m->priv;
@@ -1229,7 +1241,8 @@ void model_backward(model_t *m, const float *dpred, const float *dconf) {
     be->zero(be, pv->d_cls, (size_t)Bn * D * 4);
     be->layernorm_bwd(be, pv->d_cls, gr(m, pv->i_lnw), gr(m, pv->i_lnb), pv->d_pool, pv->cls_res,
                       pm(m, pv->i_lnw), pv->mean_f, pv->rstd_f, Bn, D);
-    if (K >= L) return;   /* every block frozen: the final LayerNorm and the heads only */
+    grads_ready(m, pv->i_lnw);   /* the final LayerNorm and the heads */
+    if (K >= L) { grads_ready(m, -1); return; }   /* every block frozen: the final LayerNorm and the heads only */
     float *dres = pv->d_res;
     be->zero(be, dres, (size_t)BT * D * 4);
     be->token_scatter_add(be, dres, pv->d_cls, Bn, T, D, 0);
@@ -1261,6 +1274,7 @@ void model_backward(model_t *m, const float *dpred, const float *dconf) {
                        BT, 3 * D, D);                                                                     /* d ln1 */
         be->layernorm_bwd(be, dres, gr(m, bi->norm1_w), gr(m, bi->norm1_b), db, a->x_in, pm(m, bi->norm1_w),
                           a->mean1, a->rstd1, BT, D);                                                     /* dres = dL/dx_in */
+        grads_ready(m, bi->norm1_w);   /* block l is done */
     }
     if (K == 0) {
         /* embeddings: dres -> d patches, d cls/reg/pos; patch projection (no gradient into the images) */
@@ -1268,6 +1282,7 @@ void model_backward(model_t *m, const float *dpred, const float *dconf) {
         be->matmul_bwd(be, NULL, gr(m, pv->i_pw), gr(m, pv->i_pb), da, DT_F32, pv->cols, wc(m, pv->i_pw), cdt,
                        Bn * P, D, 3 * p * p);
     }
+    grads_ready(m, -1);
 }
 
 void model_zero_grad(model_t *m) {

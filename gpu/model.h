@@ -108,6 +108,15 @@ typedef struct {
  * x is backend memory of n elements in dt, valid during the call. */
 typedef void (*model_stats_fn)(void *ud, const char *name, const void *x, dtype_t dt, size_t n);
 
+/* Called by model_backward as gradients become final, from the end of
+ * m->grads towards its start: every gradient at index >= from (an index of
+ * m->grads) holds its value for this backward (the heads and the final
+ * LayerNorm first, then each block from the last, the embeddings last;
+ * from = 0 once everything is). The work that computed them is queued on the
+ * backend before the call. Data parallelism launches its gradient buckets
+ * from here (gpu/collective.h). */
+typedef void (*model_grad_fn)(void *ud, size_t from);
+
 typedef struct model model_t;
 struct model {
     backend_t *be;
@@ -138,6 +147,8 @@ struct model {
 
     model_stats_fn stats_fn;
     void *stats_ud;
+    model_grad_fn grad_fn;
+    void *grad_ud;
 
     void *priv;                  /* activations and scratch (model.c) */
 };
@@ -228,6 +239,7 @@ void model_adamw_step(model_t *m, float lr_backbone, float lr_heads, float wd,
                       float beta1, float beta2, float eps, float gscale);
 
 void model_set_stats_hook(model_t *m, model_stats_fn fn, void *ud);
+void model_set_grad_hook(model_t *m, model_grad_fn fn, void *ud);   /* fn NULL: none */
 
 /* Element counts, e.g. for reports. */
 size_t model_num_params(const model_t *m);

@@ -62,7 +62,10 @@ void stage_result_run_info(json_t *res, const stage_ctx_t *ctx, const model_t *m
                            const dtype_plan_t *plan, double images, double dt, double t0);
 
 /* Mean pose of samples idx[0..n) (idx NULL: begin..begin+n) over hands and valid
- * joints, labels downloaded in bounded chunks. -1 with err on allocation failure. */
+ * joints, labels downloaded in bounded chunks. On a sharded dataset each rank
+ * sums the samples it holds and the sums are added over the ranks (every
+ * rank gets the same mean; on a replicated one each rank reads all of them).
+ * -1 with err on allocation failure or a failed collective. */
 #define STAGE_MEAN_POSE_CHUNK 4096   /* labels gathered per round (a stage_batch_t of this size) */
 int stage_mean_pose(stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t n, float out[63],
                     char *err, size_t errlen);
@@ -78,12 +81,14 @@ typedef struct {
     float *h_pred, *h_conf, *h_joints;
     uint8_t *h_valid, *h_has;
     aug_sample_t *d_aug, *h_aug;    /* [cap] backend / host: the batch's augmentation (train) */
+    int32_t *h_idx;                 /* [cap] host: indices translated to a shard's arrays */
 } stage_batch_t;
 
 int stage_batch_init(stage_batch_t *b, backend_t *be, int cap, char *err, size_t errlen);
 void stage_batch_free(stage_batch_t *b);
-/* Uploads idx[n] to d_idx. */
-void stage_batch_set_idx(stage_batch_t *b, const int32_t *idx, int n);
+/* Uploads the batch's samples idx[n] (sample numbers of the dataset) to
+ * d_idx as indices into ds's arrays (sample - ds->first; each must be held). */
+void stage_batch_set_idx(stage_batch_t *b, const dataset_t *ds, const int32_t *idx, int n);
 /* Gathers the labels of d_idx[0..n) from the dataset to the host arrays. */
 void stage_batch_labels(stage_batch_t *b, const dataset_t *ds, int n);
 /* Draws the augmentation (spec->augment, spec->seed) of the samples idx[0..n)
@@ -100,9 +105,34 @@ void stage_batch_preds(stage_batch_t *b, const model_t *m, int n);
 /* Evaluates the model on idx[0..n) in batches of at most bs (<= the model's
  * max_batch) into *out; mean_pose (may be NULL) gives the mean-predictor floor;
  * progress: report batches done through ctx->on_progress (eval stage).
- * Returns 0, 1 when *ctx->stop was set (partial result discarded), -1 with err. */
+ * With several ranks each evaluates its part (stage_rank_part) and the
+ * accumulators are summed: every rank gets the same *out.
+ * stoppable: *ctx->stop ends it (with several ranks, agreed at every batch
+ * so that all stop together); 0 (validation inside training, which agrees
+ * on stopping at its steps) runs to the end.
+ * Returns 0, 1 when stopped (partial result discarded), -1 with err. */
 int stage_eval_indices(stage_ctx_t *ctx, model_t *m, stage_batch_t *b, const int32_t *idx, int64_t n,
-                       int bs, const float *mean_pose, int progress, metrics_t *out, char *err, size_t errlen);
+                       int bs, const float *mean_pose, int progress, int stoppable, metrics_t *out,
+                       char *err, size_t errlen);
+
+/* ---- ranks (data parallelism; gpu/collective.h) --------------------------------------- */
+int stage_rank(const stage_ctx_t *ctx);
+int stage_world(const stage_ctx_t *ctx);
+/* Whether ds holds only a shard of the dataset. */
+int stage_sharded(const dataset_t *ds);
+/* The part of the list idx[0..n) (idx NULL: begin, begin+1, ...) this rank
+ * works on, as positions in the list, in list order: a contiguous slice
+ * [n·r/W, n·(r+1)/W) on a replicated dataset, the samples it holds on a
+ * sharded one. *pos malloc'd (the caller frees; may be NULL when *m = 0).
+ * all_pos (may be NULL): when not NULL, *all_pos gets every rank's positions
+ * concatenated in rank order (what a gather on rank 0 receives) and
+ * counts[W] their numbers. 0 or -1 with err. */
+int stage_rank_part(const stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t n, int64_t **pos,
+                    int64_t *m, int64_t **all_pos, int64_t *counts, char *err, size_t errlen);
+/* Every rank's parameters (fp32 master, AdamW moments) are the same bits: a
+ * checksum (sums of squares, deterministic) compared across ranks. 0, or -1
+ * with err naming the ranks that differ. */
+int stage_check_same_params(stage_ctx_t *ctx, model_t *m, long step, char *err, size_t errlen);
 
 /* The four stages (gpu/stage_*.c). */
 int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen);

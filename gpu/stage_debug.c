@@ -155,14 +155,14 @@ int stage_debug(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     for (int k = 0; k < nb; k++) {
         int64_t off = (int64_t)k * B;
         int c = (int)(n - off < B ? n - off : B);
-        stage_batch_set_idx(&b, perm + off, c);
+        stage_batch_set_idx(&b, ds, perm + off, c);
         if (model_forward(m, ds->images, ds->image_dtype, b.d_idx, c, 0, e2, sizeof e2)) {
             errbuf_set(err, errlen, "%s", e2);
             goto done;
         }
         hand_loss_t hl;
         be->hand_loss(be, &hl, b.d_dpred, b.d_dconf, m->pred, m->conf_logit, ds->joints, ds->joints_valid,
-                      ds->has_hand, b.d_idx, c);
+                      ds->has_hand, b.d_idx, c, NULL);
         if (m->grads) model_backward(m, b.d_dpred, b.d_dconf);
         l_tot += hl.total / nb;
         l_joint += hl.joint / nb;

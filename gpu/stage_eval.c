@@ -6,6 +6,9 @@
  * The mean predictor is the mean pose of that training split, evaluated on
  * the same samples. Batched forward in the eval plan (bf16 params and matmuls
  * unless precision.compute says fp32); metrics in mm (gpu/metrics.h).
+ * On several devices batch_size is the global batch; each rank evaluates its
+ * part of the samples (a slice of the list, or those its shard holds) and the
+ * metric accumulators are summed (stage_eval_indices); rank 0 reports.
  */
 #include "gpu/stage_common.h"
 
@@ -31,7 +34,8 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     const jobspec_t *spec = ctx->spec;
     const dataset_t *ds = ctx->ds;
     dtype_plan_t plan = jobspec_plan(spec);
-    int rc = -1, B = stage_effective_batch(spec, ds->n);
+    int rc = -1, B = stage_effective_batch(spec, ds->n), W = stage_world(ctx);
+    if (W > 1) B = (B + W - 1) / W;   /* batch_size is the global batch: each rank runs its share */
     model_t *m = NULL;
     json_t *state = NULL;
     int32_t *idx = NULL;
@@ -86,7 +90,7 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
               dtype_name(plan.compute));
     metrics_t mt;
     double t1 = mono_now();
-    int r = stage_eval_indices(ctx, m, &b, idx, n, B, mp, 1, &mt, err, errlen);
+    int r = stage_eval_indices(ctx, m, &b, idx, n, B, mp, 1, 1, &mt, err, errlen);
     if (r < 0) goto done;
     if (r == 1) {
         errbuf_set(err, errlen, "eval cancelled");

@@ -18,6 +18,38 @@
  * over warmup_steps, then cosine from the base lr (update t of T:
  * 0.5·(1+cos(π·(t−1−W)/(T−W)))) or constant.
  *
+ * Several devices (ctx->coll, W ranks; one process each): batch_size is the
+ * GLOBAL batch. Rank 0's parameters are broadcast at the start, so every rank
+ * starts from the same bits. Each step:
+ *   1. the ranks agree on stopping (a cancel reaches them at different
+ *      moments) and sum the loss's normalizers over the global batch (the sum
+ *      of the valid joints' weights, the valid joints and pairs), so that each
+ *      rank's loss terms and gradients are its share of the GLOBAL batch's;
+ *   2. each rank runs forward and backward on its samples; the gradients are
+ *      summed over the ranks in buckets of TRAIND_COLL_BUCKET_MB (25) as the
+ *      backward finishes them (model_set_grad_hook: the heads' buckets travel
+ *      while the blocks below are still being differentiated);
+ *   3. the loss terms are summed; every rank computes the same norm from the
+ *      same summed gradients and applies the same AdamW update.
+ * So the ranks stay identical; at every checkpoint a checksum of each rank's
+ * parameters and moments is compared (a difference fails the job), and rank 0
+ * writes the checkpoint, the events and the result.
+ * Which samples a rank takes:
+ *   replicated dataset — the global batch is exactly the one-device job's
+ *     (the same permutation, epoch and position; state.json is the same), and
+ *     rank r takes the slice [Bn·r/W, Bn·(r+1)/W) of it: the losses are the
+ *     one-device job's up to float summation order, and a checkpoint resumes
+ *     on any number of devices with the same data order;
+ *   sharded dataset — rank r draws only from the training samples its device
+ *     holds (its shard ∩ the training split), B·(r+1)/W − B·r/W of them per
+ *     step, from its own endless stream: the concatenation of permutations of
+ *     those samples, permutation e seeded by (seed, r, e) alone. The position
+ *     in the stream is step × that count, so step alone says where every rank
+ *     is: resuming needs no more than the step (state.json records the world
+ *     size and each rank's training samples; a resume on another layout is
+ *     refused). The reported epoch is step·B / n_train. The sample order thus
+ *     differs from a one-device job's (each rank shuffles its own shard).
+ *
  * Events: metrics loss, loss_joint, loss_pair, loss_conf, lr (heads),
  * lr_backbone, grad_norm (every step up to 2000 steps, else at step 1, every
  * total/2000 and the last), val_mpjpe, val_pa_mpjpe, val_auc, val_mean_predictor_mpjpe
@@ -51,6 +83,14 @@ typedef struct {
     float mean_pose[HAND_COORDS];
     json_t *last_val;               /* metrics JSON of the last eval */
     char last_ckpt_dir[1024];
+    /* data parallelism */
+    int W, R, sharded;
+    int local_B;                    /* sharded: samples this rank takes per step */
+    int64_t lt_b, lt_e, n_local;    /* sharded: this rank's training samples [lt_b, lt_e) */
+    int64_t rank_train[COLL_MAX_WORLD];   /* sharded: every rank's n_local */
+    int32_t *lperm;                 /* sharded: permutation of the local training samples for lperm_epoch */
+    int64_t lperm_epoch;
+    int32_t *lbatch;                /* sharded: this step's samples */
 } train_t;
 
 static float lr_factor(const jobspec_t *s, long t, long total) {
@@ -91,6 +131,12 @@ static json_t *state_json(const train_t *T) {
                                                 (json_int_t)ctx->ds->n, "height", ctx->ds->h, "width",
                                                 ctx->ds->w));
     json_object_set_new(s, "spec", jobspec_to_json(ctx->spec));
+    json_object_set_new(s, "world", json_integer(T->W));
+    if (T->sharded) {   /* the data order is a function of the step and this layout */
+        json_t *a = json_array();
+        for (int r = 0; r < T->W; r++) json_array_append_new(a, json_integer(T->rank_train[r]));
+        json_object_set_new(s, "data_order", json_pack("{s:s, s:o}", "sharded", "per-rank streams", "rank_train", a));
+    }
     return s;
 }
 
@@ -115,16 +161,55 @@ static int restore_state(train_t *T, const json_t *st, char *err, size_t errlen)
     json_t *bv = json_object_get(st, "best_val_mpjpe"), *bs = json_object_get(st, "best_step");
     T->best_val = json_is_number(bv) ? json_number_value(bv) : NAN;
     T->best_step = json_is_integer(bs) ? (long)json_integer_value(bs) : -1;
+    /* a sharded run's order is its layout's: the same world and shards, or none */
+    const json_t *order = json_object_get(st, "data_order"), *rt = json_object_get(order, "rank_train");
+    int was_sharded = json_is_object(order);
+    if (was_sharded != T->sharded)
+        return errbuf_set(err, errlen, "resume: the checkpoint was written by a job on a %s dataset, this one's is %s "
+                          "(the data order cannot continue)", was_sharded ? "sharded" : "replicated",
+                          T->sharded ? "sharded" : "replicated");
+    if (T->sharded) {
+        int same = json_array_size(rt) == (size_t)T->W;
+        for (int r = 0; same && r < T->W; r++) same = json_integer_value(json_array_get(rt, (size_t)r)) == T->rank_train[r];
+        if (!same)
+            return errbuf_set(err, errlen, "resume: the checkpoint's job drew from %zu shards of other sizes than this "
+                              "job's %d (the same dataset on the same number of devices is needed)",
+                              json_array_size(rt), T->W);
+    }
     new_epoch_order(T);   /* the same permutation the interrupted run was in */
     return 0;
 }
+
+/* Sharded: permutation e of this rank's training samples, seeded by (seed, rank, e). */
+static void local_order(train_t *T, int64_t e) {
+    if (T->lperm_epoch == e) return;
+    for (int64_t i = 0; i < T->n_local; i++) T->lperm[i] = (int32_t)(T->lt_b + i);
+    rng_t r;
+    rng_seed_stream(&r, T->ctx->spec->seed ^ 0x7261696e64617461ull ^ ((uint64_t)T->R << 48), (uint64_t)e);
+    rng_permute(&r, T->lperm, T->n_local);
+    T->lperm_epoch = e;
+}
+
+/* Sharded: this rank's samples of step `step` (0-based) into T->lbatch; their count. */
+static int sharded_batch(train_t *T, long step) {
+    if (T->n_local < 1) return 0;
+    int64_t q0 = (int64_t)step * T->local_B;
+    for (int i = 0; i < T->local_B; i++) {
+        int64_t q = q0 + i;
+        local_order(T, q / T->n_local);
+        T->lbatch[i] = T->lperm[q % T->n_local];
+    }
+    return T->local_B;
+}
+
+static void grads_ready(void *ud, size_t from) { coll_buckets_ready(ud, from); }
 
 static int run_val(train_t *T, char *err, size_t errlen) {
     stage_ctx_t *ctx = T->ctx;
     if (T->n_val < 1) return 0;
     metrics_t mt;
-    int r = stage_eval_indices(ctx, T->m, &T->b, T->val_idx, T->n_val, T->m->opts.max_batch, T->mean_pose, 0, &mt,
-                               err, errlen);
+    int r = stage_eval_indices(ctx, T->m, &T->b, T->val_idx, T->n_val, T->m->opts.max_batch, T->mean_pose, 0,
+                               T->W == 1, &mt, err, errlen);
     if (r) return r;
     if (ctx->on_metric) {
         ctx->on_metric(ctx->ud, T->step, "val_mpjpe", mt.mpjpe);
@@ -151,6 +236,12 @@ static int save_ckpt(train_t *T, int with_val, char *err, size_t errlen) {
         return 0;
     }
     if (T->step == T->last_ckpt_step) return 0;
+    /* every rank must hold the same parameters; rank 0 writes them */
+    if (stage_check_same_params(ctx, T->m, T->step, err, errlen)) return -1;
+    if (T->R != 0) {
+        T->last_ckpt_step = T->step;
+        return 0;
+    }
     char dir[1024];
     int w = snprintf(dir, sizeof dir, "%s/%s/%ld", ctx->checkpoint_root, ctx->job_id ? ctx->job_id : "job",
                      T->step);
@@ -199,6 +290,10 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     T.best_val = NAN;
     T.best_step = -1;
     T.last_ckpt_step = -1;
+    T.W = stage_world(ctx);
+    T.R = stage_rank(ctx);
+    T.sharded = stage_sharded(ds);
+    T.lperm_epoch = -1;
     int rc = -1;
     char e2[512];
     json_t *aug_plan = NULL;   /* the resolved augmentation (NULL: none) */
@@ -217,10 +312,27 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
                   spec->batch_size, (long long)T.n_train, B);
     long per_epoch = (long)((T.n_train + B - 1) / B);
     T.total = spec->steps ? spec->steps : (long)spec->epochs * per_epoch;
+    /* the most samples this rank runs at once: its share of a global batch */
+    int Bl = T.W > 1 ? (B + T.W - 1) / T.W : B;
+    if (T.sharded) {
+        T.local_B = (int)((int64_t)B * (T.R + 1) / T.W - (int64_t)B * T.R / T.W);
+        T.lt_b = T.tr_b > ds->first ? T.tr_b : ds->first;
+        T.lt_e = T.tr_e < ds->first + ds->held ? T.tr_e : ds->first + ds->held;
+        T.n_local = T.lt_e > T.lt_b ? T.lt_e - T.lt_b : 0;
+        double v[COLL_MAX_WORLD] = {0};
+        v[T.R] = (double)T.n_local;
+        if (coll_allreduce_host(ctx->coll, v, (size_t)T.W, err, errlen)) return -1;
+        for (int r = 0; r < T.W; r++) T.rank_train[r] = (int64_t)v[r];
+        if (T.n_local < 1)
+            stage_log(ctx, "rank %d holds no training samples (its shard is [%lld, %lld)): the global batch is %d "
+                      "smaller", T.R, (long long)ds->first, (long long)(ds->first + ds->held), T.local_B);
+    }
 
     T.perm = malloc((size_t)T.n_train * sizeof(int32_t));
     T.val_idx = malloc((size_t)(T.n_val > 0 ? T.n_val : 1) * sizeof(int32_t));
-    if (!T.perm || !T.val_idx) {
+    T.lperm = T.sharded ? malloc((size_t)(T.n_local > 0 ? T.n_local : 1) * sizeof(int32_t)) : NULL;
+    T.lbatch = T.sharded ? malloc((size_t)(T.local_B > 0 ? T.local_B : 1) * sizeof(int32_t)) : NULL;
+    if (!T.perm || !T.val_idx || (T.sharded && (!T.lperm || !T.lbatch))) {
         errbuf_set(err, errlen, "out of memory for the data order (%lld samples)", (long long)T.n_train);
         goto done;
     }
@@ -235,15 +347,25 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         free(txt);
     }
     if (stage_mean_pose(ctx, T.tr_b, NULL, T.n_train, T.mean_pose, err, errlen)) goto done;
-    if (stage_batch_init(&T.b, be, B, err, errlen)) goto done;
+    if (stage_batch_init(&T.b, be, Bl, err, errlen)) goto done;
 
-    stage_model_req_t req = stage_model_req(spec, B);
+    stage_model_req_t req = stage_model_req(spec, Bl);
     req.ckpt_dir = ctx->checkpoint_path;
     req.load_optimizer = 1;
     req.mean_pose = T.mean_pose;
     json_t *state = NULL;
     if (stage_model_open(ctx, &plan, &req, &T.m, &state, &T.meta, err, errlen)) goto done;
     T.meta.freeze_layers = spec->model.freeze_layers;
+    if (T.W > 1) {
+        /* one starting point for all: rank 0's parameters (a checkpoint is the same file
+         * everywhere; a fresh init is seeded alike, but the bits are what must agree) */
+        if (coll_broadcast(ctx->coll, T.m->params, T.m->n_params * sizeof(float), 0, err, errlen)) {
+            json_decref(state);
+            goto done;
+        }
+        model_sync_working_copy(T.m);
+        model_set_grad_hook(T.m, grads_ready, ctx->coll);
+    }
     if (ctx->checkpoint_path) {
         int r = restore_state(&T, state, err, errlen);
         json_decref(state);
@@ -259,6 +381,10 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     stage_log(ctx, "train: %s, %zu parameters (%zu trainable), %lld train / %lld val samples, batch %d, %ld steps, "
               "compute %s", T.meta.backbone, model_num_params(T.m), model_num_trainable(T.m),
               (long long)T.n_train, (long long)T.n_val, B, T.total, dtype_name(plan.compute));
+    if (T.W > 1)
+        stage_log(ctx, "data parallel on %d devices (%s dataset): %d samples per device per step at most, gradients "
+                  "summed in buckets during the backward", T.W, T.sharded ? "sharded" : "replicated",
+                  T.sharded ? T.local_B : Bl);
 
     long metric_every = T.total > 2000 ? T.total / 2000 : 1;
     double t_start = mono_now(), t_train = 0, t_last_progress = 0;
@@ -267,35 +393,78 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     double grad_norm = 0;
     int stopped = 0;
     float mb = 0, mh = 0;
+    const size_t n_grads = T.m->n_params - T.m->train_off;
 
     while (T.step < T.total) {
-        if (ctx->stop && *ctx->stop) { stopped = 1; break; }
-        if (T.pos >= T.n_train) {
+        if (T.W == 1 && ctx->stop && *ctx->stop) { stopped = 1; break; }
+        if (!T.sharded && T.pos >= T.n_train) {
             T.epoch++;
             T.pos = 0;
             new_epoch_order(&T);
         }
+        if (T.sharded) T.epoch = (int)((int64_t)T.step * B / T.n_train);
         double t0 = mono_now();
-        int Bn = (int)(T.n_train - T.pos < B ? T.n_train - T.pos : B);
-        stage_batch_set_idx(&T.b, T.perm + T.pos, Bn);
-        im2col_aug_t ia;
-        if (spec->augment.on) stage_batch_augment(&T.b, ds, spec, T.epoch, T.perm + T.pos, Bn, &ia);
-        if (model_forward_aug(T.m, ds->images, ds->image_dtype, T.b.d_idx, Bn, spec->augment.on ? &ia : NULL, 0,
-                              e2, sizeof e2)) {
-            errbuf_set(err, errlen, "step %ld: %s", T.step + 1, e2);
-            goto done;
-        }
-        if (spec->augment.on) {
-            /* the labels moved with the images: the batch's own transformed copy */
-            stage_batch_aug_labels(&T.b, ds, Bn);
-            be->hand_loss(be, &hl, T.b.d_dpred, T.b.d_dconf, T.m->pred, T.m->conf_logit, T.b.d_joints, T.b.d_valid,
-                          T.b.d_has, NULL, Bn);
+        /* this step: the global batch's Bn samples, of which this rank runs c from `mine` */
+        int Bn, c;
+        const int32_t *mine;
+        if (T.sharded) {
+            Bn = B;
+            c = sharded_batch(&T, T.step);
+            mine = T.lbatch;
         } else {
-            be->hand_loss(be, &hl, T.b.d_dpred, T.b.d_dconf, T.m->pred, T.m->conf_logit, ds->joints,
-                          ds->joints_valid, ds->has_hand, T.b.d_idx, Bn);
+            Bn = (int)(T.n_train - T.pos < B ? T.n_train - T.pos : B);
+            int64_t a = (int64_t)Bn * T.R / T.W, e = (int64_t)Bn * (T.R + 1) / T.W;
+            mine = T.perm + T.pos + a;
+            c = (int)(e - a);
         }
+        hand_norm_t norm = {0, 0, 0};
+        if (T.W > 1) {
+            /* agree on stopping; the global batch's loss normalizers */
+            if (c > 0) {
+                stage_batch_set_idx(&T.b, ds, mine, c);
+                stage_batch_labels(&T.b, ds, c);
+                for (int i = 0; i < c; i++)
+                    if (T.b.h_has[i]) hand_norm_add(&norm, T.b.h_valid + (size_t)i * HAND_JOINTS);
+            }
+            double v[4] = {ctx->stop && *ctx->stop ? 1 : 0, norm.sw, norm.nj, norm.npair};
+            if (coll_allreduce_host(ctx->coll, v, 4, err, errlen)) goto done;
+            if (v[0] > 0) { stopped = 1; break; }
+            norm = (hand_norm_t){v[1], v[2], v[3]};
+        }
+        memset(&hl, 0, sizeof hl);
         model_zero_grad(T.m);
-        model_backward(T.m, T.b.d_dpred, T.b.d_dconf);
+        if (T.W > 1) coll_buckets_begin(ctx->coll, T.m->grads, n_grads);
+        if (c > 0) {
+            stage_batch_set_idx(&T.b, ds, mine, c);
+            im2col_aug_t ia;
+            if (spec->augment.on) stage_batch_augment(&T.b, ds, spec, T.epoch, mine, c, &ia);
+            if (model_forward_aug(T.m, ds->images, ds->image_dtype, T.b.d_idx, c, spec->augment.on ? &ia : NULL, 0,
+                                  e2, sizeof e2)) {
+                errbuf_set(err, errlen, "step %ld: %s", T.step + 1, e2);
+                goto done;
+            }
+            const hand_norm_t *np = T.W > 1 ? &norm : NULL;
+            if (spec->augment.on) {
+                /* the labels moved with the images: the batch's own transformed copy */
+                stage_batch_aug_labels(&T.b, ds, c);
+                be->hand_loss(be, &hl, T.b.d_dpred, T.b.d_dconf, T.m->pred, T.m->conf_logit, T.b.d_joints,
+                              T.b.d_valid, T.b.d_has, NULL, c, np);
+            } else {
+                be->hand_loss(be, &hl, T.b.d_dpred, T.b.d_dconf, T.m->pred, T.m->conf_logit, ds->joints,
+                              ds->joints_valid, ds->has_hand, T.b.d_idx, c, np);
+            }
+            model_backward(T.m, T.b.d_dpred, T.b.d_dconf);
+        }
+        if (T.W > 1) {
+            /* the rest of the gradient buckets; the global loss terms */
+            if (coll_buckets_finish(ctx->coll, err, errlen)) goto done;
+            double v[4] = {hl.total, hl.joint, hl.pair, hl.conf};
+            if (coll_allreduce_host(ctx->coll, v, 4, err, errlen)) goto done;
+            hl.total = (float)v[0];
+            hl.joint = (float)v[1];
+            hl.pair = (float)v[2];
+            hl.conf = (float)v[3];
+        }
         grad_norm = sqrt(model_grad_sumsq(T.m));
         long t = T.step + 1;
         float f = lr_factor(spec, t, T.total);
@@ -312,7 +481,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
             model_adamw_step(T.m, mb, mh, (float)spec->optim.weight_decay, (float)spec->optim.beta1,
                              (float)spec->optim.beta2, (float)spec->optim.eps, gscale);
         }
-        T.pos += Bn;
+        if (!T.sharded) T.pos += Bn;
         T.step = t;
         steps_run++;
         images_run += Bn;
@@ -375,6 +544,9 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
                                                        : ctx->weights_path ? ctx->weights_path : NULL));
     json_object_set_new(res, "dtype_plan", dtype_plan_to_json(&plan));
     json_object_set_new(res, "augment", aug_plan ? json_incref(aug_plan) : json_null());
+    if (T.W > 1)
+        json_object_set_new(res, "data_parallel", json_pack("{s:i, s:s, s:i}", "devices", T.W, "dataset",
+                                                            T.sharded ? "sharded" : "replicated", "global_batch", B));
     *result = res;
     rc = stopped ? 1 : 0;
 done:
@@ -384,5 +556,7 @@ done:
     stage_batch_free(&T.b);
     free(T.perm);
     free(T.val_idx);
+    free(T.lperm);
+    free(T.lbatch);
     return rc;
 }

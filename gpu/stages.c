@@ -206,34 +206,41 @@ int stage_mean_pose(stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t
     backend_t *be = ctx->be;
     const dataset_t *ds = ctx->ds;
     enum { CH = STAGE_MEAN_POSE_CHUNK };
+    const int sharded = stage_sharded(ds);
     stage_batch_t b;
     if (stage_batch_init(&b, be, CH, err, errlen)) return -1;
-    double sum[HAND_COORDS] = {0};
-    long cnt[HAND_JOINTS] = {0};
+    /* sums, then counts: one vector for the ranks' sum on a sharded dataset */
+    double acc[HAND_COORDS + HAND_JOINTS] = {0};
+    double *sum = acc, *cnt = acc + HAND_COORDS;
     int32_t *hidx = malloc(CH * sizeof(int32_t));
     if (!hidx) {
         stage_batch_free(&b);
         return errbuf_set(err, errlen, "out of memory");
     }
     for (int64_t off = 0; off < n; off += CH) {
-        int c = (int)(n - off < CH ? n - off : CH);
-        for (int i = 0; i < c; i++) hidx[i] = idx ? idx[off + i] : (int32_t)(begin + off + i);
-        stage_batch_set_idx(&b, hidx, c);
-        stage_batch_labels(&b, ds, c);
-        for (int s = 0; s < c; s++) {
+        int c = (int)(n - off < CH ? n - off : CH), k = 0;
+        for (int i = 0; i < c; i++) {
+            int32_t sidx = idx ? idx[off + i] : (int32_t)(begin + off + i);
+            if (!sharded || (sidx >= ds->first && sidx < ds->first + ds->held)) hidx[k++] = sidx;
+        }
+        if (!k) continue;
+        stage_batch_set_idx(&b, ds, hidx, k);
+        stage_batch_labels(&b, ds, k);
+        for (int s = 0; s < k; s++) {
             if (!b.h_has[s]) continue;
             for (int j = 0; j < HAND_JOINTS; j++) {
                 const float *g = b.h_joints + s * HAND_COORDS + 3 * j;
                 if (!b.h_valid[s * HAND_JOINTS + j] || !isfinite(g[0]) || !isfinite(g[1]) || !isfinite(g[2])) continue;
-                for (int k = 0; k < 3; k++) sum[3 * j + k] += g[k];
+                for (int q = 0; q < 3; q++) sum[3 * j + q] += g[q];
                 cnt[j]++;
             }
         }
     }
-    for (int j = 0; j < HAND_JOINTS; j++)
-        for (int k = 0; k < 3; k++) out[3 * j + k] = cnt[j] ? (float)(sum[3 * j + k] / cnt[j]) : 0.0f;
     free(hidx);
     stage_batch_free(&b);
+    if (sharded && coll_allreduce_host(ctx->coll, acc, HAND_COORDS + HAND_JOINTS, err, errlen)) return -1;
+    for (int j = 0; j < HAND_JOINTS; j++)
+        for (int k = 0; k < 3; k++) out[3 * j + k] = cnt[j] ? (float)(sum[3 * j + k] / cnt[j]) : 0.0f;
     return 0;
 }
 
@@ -261,8 +268,9 @@ int stage_batch_init(stage_batch_t *b, backend_t *be, int cap, char *err, size_t
     b->h_has = malloc(c);
     b->d_aug = be->alloc(be, c * sizeof(aug_sample_t));
     b->h_aug = malloc(c * sizeof(aug_sample_t));
+    b->h_idx = malloc(c * sizeof(int32_t));
     if (!b->d_idx || !b->d_joints || !b->d_valid || !b->d_has || !b->d_dpred || !b->d_dconf || !b->h_pred ||
-        !b->h_conf || !b->h_joints || !b->h_valid || !b->h_has || !b->d_aug || !b->h_aug) {
+        !b->h_conf || !b->h_joints || !b->h_valid || !b->h_has || !b->d_aug || !b->h_aug || !b->h_idx) {
         stage_batch_free(b);
         return errbuf_set(err, errlen, "out of memory for batch buffers (%d samples): %s", cap, be->err);
     }
@@ -280,6 +288,7 @@ void stage_batch_free(stage_batch_t *b) {
     if (b->d_dconf) be->free(be, b->d_dconf);
     if (b->d_aug) be->free(be, b->d_aug);
     free(b->h_aug);
+    free(b->h_idx);
     free(b->h_pred);
     free(b->h_conf);
     free(b->h_joints);
@@ -288,9 +297,18 @@ void stage_batch_free(stage_batch_t *b) {
     memset(b, 0, sizeof *b);
 }
 
-void stage_batch_set_idx(stage_batch_t *b, const int32_t *idx, int n) {
+void stage_batch_set_idx(stage_batch_t *b, const dataset_t *ds, const int32_t *idx, int n) {
     assert(n >= 1 && n <= b->cap);
-    b->be->upload(b->be, b->d_idx, idx, (size_t)n * sizeof(int32_t));
+    if (ds->first == 0) {
+        for (int i = 0; i < n; i++) assert(idx[i] >= 0 && (int64_t)idx[i] < ds->held);
+        b->be->upload(b->be, b->d_idx, idx, (size_t)n * sizeof(int32_t));
+        return;
+    }
+    for (int i = 0; i < n; i++) {   /* a shard: its arrays start at sample ds->first */
+        assert(idx[i] >= ds->first && idx[i] < ds->first + ds->held);
+        b->h_idx[i] = (int32_t)(idx[i] - ds->first);
+    }
+    b->be->upload(b->be, b->d_idx, b->h_idx, (size_t)n * sizeof(int32_t));
 }
 
 void stage_batch_labels(stage_batch_t *b, const dataset_t *ds, int n) {
@@ -328,34 +346,160 @@ void stage_batch_preds(stage_batch_t *b, const model_t *m, int n) {
     b->be->download(b->be, b->h_conf, m->conf_logit, (size_t)n * HAND_JOINTS * sizeof(float));
 }
 
+/* ---- ranks -------------------------------------------------------------------------------- */
+int stage_rank(const stage_ctx_t *ctx) { return ctx->coll ? coll_rank(ctx->coll) : 0; }
+int stage_world(const stage_ctx_t *ctx) { return ctx->coll ? coll_world(ctx->coll) : 1; }
+int stage_sharded(const dataset_t *ds) { return ds->held < ds->n; }
+
+int stage_rank_part(const stage_ctx_t *ctx, int64_t begin, const int32_t *idx, int64_t n, int64_t **pos,
+                    int64_t *m, int64_t **all_pos, int64_t *counts, char *err, size_t errlen) {
+    const int W = stage_world(ctx), R = stage_rank(ctx);
+    const dataset_t *ds = ctx->ds;
+    *pos = NULL;
+    *m = 0;
+    if (all_pos) *all_pos = NULL;
+    /* every rank's shard [first, end): its own, or exchanged */
+    double bounds[2 * COLL_MAX_WORLD] = {0};
+    int sharded = stage_sharded(ds);
+    if (sharded) {
+        bounds[2 * R] = (double)ds->first;
+        bounds[2 * R + 1] = (double)(ds->first + ds->held);
+        if (coll_allreduce_host(ctx->coll, bounds, 2 * (size_t)W, err, errlen)) return -1;
+    }
+    int64_t cap = n > 0 ? n : 1;
+    int64_t *mine = malloc((size_t)cap * sizeof *mine), *all = all_pos ? malloc((size_t)cap * sizeof *all) : NULL;
+    if (!mine || (all_pos && !all)) {
+        free(mine);
+        free(all);
+        return errbuf_set(err, errlen, "out of memory for %lld positions", (long long)n);
+    }
+    int64_t na = 0;
+    for (int r = 0; r < W; r++) {
+        int64_t cr = 0;
+        if (!sharded) {
+            int64_t a = n * r / W, e = n * (r + 1) / W;
+            for (int64_t p = a; p < e; p++) {
+                if (r == R) mine[(*m)++] = p;
+                if (all) all[na++] = p;
+            }
+            cr = e - a;
+        } else {
+            int64_t lo = (int64_t)bounds[2 * r], hi = (int64_t)bounds[2 * r + 1];
+            for (int64_t p = 0; p < n; p++) {
+                int64_t sidx = idx ? idx[p] : begin + p;
+                if (sidx < lo || sidx >= hi) continue;
+                if (r == R) mine[(*m)++] = p;
+                if (all) all[na++] = p;
+                cr++;
+            }
+        }
+        if (counts) counts[r] = cr;
+    }
+    if (sharded && all_pos && na != n) {   /* the shards cover the dataset: every sample has a rank */
+        free(mine);
+        free(all);
+        return errbuf_set(err, errlen, "%lld of %lld samples are on no rank's shard", (long long)(n - na), (long long)n);
+    }
+    *pos = mine;
+    if (all_pos) *all_pos = all;
+    return 0;
+}
+
+int stage_check_same_params(stage_ctx_t *ctx, model_t *m, long step, char *err, size_t errlen) {
+    const int W = stage_world(ctx), R = stage_rank(ctx);
+    if (W == 1) return 0;
+    enum { K = 3 };
+    double v[K * COLL_MAX_WORLD] = {0};
+    backend_t *be = m->be;
+    size_t nt = m->n_params - m->train_off;
+    v[K * R + 0] = be->sumsq(be, m->params, m->n_params);
+    v[K * R + 1] = m->adam_m && nt ? be->sumsq(be, m->adam_m, nt) : 0;
+    v[K * R + 2] = m->adam_v && nt ? be->sumsq(be, m->adam_v, nt) : 0;
+    if (coll_allreduce_host(ctx->coll, v, (size_t)(K * W), err, errlen)) return -1;
+    for (int r = 1; r < W; r++)
+        if (memcmp(&v[K * r], &v[0], K * sizeof(double)) != 0)
+            return errbuf_set(err, errlen, "step %ld: the parameters of rank %d differ from rank 0's (checksums "
+                              "%.17g/%.17g/%.17g vs %.17g/%.17g/%.17g): the ranks have diverged", step, r, v[K * r],
+                              v[K * r + 1], v[K * r + 2], v[0], v[1], v[2]);
+    return 0;
+}
+
+/* Every rank's metric accumulators summed (each rank gets the total). */
+static int stage_metrics_allreduce(stage_ctx_t *ctx, metrics_acc_t *acc, char *err, size_t errlen) {
+    if (stage_world(ctx) == 1) return 0;
+    double v[METRICS_ACC_DOUBLES];
+    metrics_acc_pack(acc, v);
+    if (coll_allreduce_host(ctx->coll, v, METRICS_ACC_DOUBLES, err, errlen)) return -1;
+    metrics_acc_unpack(acc, v);
+    return 0;
+}
+
+/* With several ranks: whether any rank was asked to stop (all get the same answer). */
+static int stage_agree_stop(stage_ctx_t *ctx, int *stop, char *err, size_t errlen) {
+    double v = ctx->stop && *ctx->stop ? 1 : 0;
+    if (stage_world(ctx) > 1 && coll_allreduce_host(ctx->coll, &v, 1, err, errlen)) return -1;
+    *stop = v > 0;
+    return 0;
+}
+
 int stage_eval_indices(stage_ctx_t *ctx, model_t *m, stage_batch_t *b, const int32_t *idx, int64_t n,
-                       int bs, const float *mean_pose, int progress, metrics_t *out, char *err, size_t errlen) {
+                       int bs, const float *mean_pose, int progress, int stoppable, metrics_t *out,
+                       char *err, size_t errlen) {
+    const int W = stage_world(ctx);
     metrics_acc_t acc;
     metrics_acc_init(&acc, mean_pose);
     if (bs > b->cap) bs = b->cap;
     if (bs > m->opts.max_batch) bs = m->opts.max_batch;
     char e2[256];
+    /* this rank's samples; with several ranks all run as many rounds as the busiest */
+    int64_t *pos = NULL, mine = n, counts[COLL_MAX_WORLD];
+    int32_t *part = NULL;
+    const int32_t *list = idx;
+    if (W > 1) {
+        if (stage_rank_part(ctx, 0, idx, n, &pos, &mine, NULL, counts, err, errlen)) return -1;
+        part = malloc((size_t)(mine > 0 ? mine : 1) * sizeof *part);
+        if (!part) { free(pos); return errbuf_set(err, errlen, "out of memory"); }
+        for (int64_t i = 0; i < mine; i++) part[i] = idx[pos[i]];
+        free(pos);
+        list = part;
+    }
+    long nb = (long)((mine + bs - 1) / bs);
+    for (int r = 0; W > 1 && r < W; r++)
+        if ((counts[r] + bs - 1) / bs > nb) nb = (long)((counts[r] + bs - 1) / bs);
     double t0 = mono_now(), t_last = t0;
-    long nb = (long)((n + bs - 1) / bs), done = 0;
-    for (int64_t off = 0; off < n; off += bs) {
-        if (ctx->stop && *ctx->stop) return 1;
-        int c = (int)(n - off < bs ? n - off : bs);
-        stage_batch_set_idx(b, idx + off, c);
-        if (model_forward(m, ctx->ds->images, ctx->ds->image_dtype, b->d_idx, c, 0, e2, sizeof e2))
-            return errbuf_set(err, errlen, "%s", e2);
-        stage_batch_preds(b, m, c);
-        stage_batch_labels(b, ctx->ds, c);
-        metrics_acc_add(&acc, b->h_pred, b->h_joints, b->h_valid, b->h_has, c);
-        done++;
+    int rc = 0;
+    for (long k = 0; k < nb; k++) {
+        if (stoppable) {
+            int stop = 0;
+            if (W > 1 ? stage_agree_stop(ctx, &stop, err, errlen) : 0) { rc = -1; break; }
+            if (W == 1) stop = ctx->stop && *ctx->stop;
+            if (stop) { rc = 1; break; }
+        }
+        int64_t off = (int64_t)k * bs;
+        int c = off < mine ? (int)(mine - off < bs ? mine - off : bs) : 0;
+        if (c > 0) {
+            stage_batch_set_idx(b, ctx->ds, list + off, c);
+            if (model_forward(m, ctx->ds->images, ctx->ds->image_dtype, b->d_idx, c, 0, e2, sizeof e2)) {
+                rc = errbuf_set(err, errlen, "%s", e2);
+                break;
+            }
+            stage_batch_preds(b, m, c);
+            stage_batch_labels(b, ctx->ds, c);
+            metrics_acc_add(&acc, b->h_pred, b->h_joints, b->h_valid, b->h_has, c);
+        }
         double t = mono_now();
-        if (progress && ctx->on_progress && (t - t_last >= 0.5 || done == nb)) {
-            stage_progress_t p = {.step = done, .total_steps = nb, .epoch = 0};
-            p.images_per_s = t > t0 ? (double)(off + c) / (t - t0) : 0;
-            p.eta_s = (t - t0) / (double)done * (double)(nb - done);
+        if (progress && ctx->on_progress && (t - t_last >= 0.5 || k + 1 == nb)) {
+            int64_t done = off + c;
+            stage_progress_t p = {.step = k + 1, .total_steps = nb, .epoch = 0};
+            p.images_per_s = t > t0 ? (double)done * W / (t - t0) : 0;
+            p.eta_s = (t - t0) / (double)(k + 1) * (double)(nb - k - 1);
             ctx->on_progress(ctx->ud, &p);
             t_last = t;
         }
     }
+    free(part);
+    if (rc) return rc;
+    if (stage_metrics_allreduce(ctx, &acc, err, errlen)) return -1;
     metrics_acc_result(&acc, out);
     return 0;
 }
@@ -373,13 +517,31 @@ int stage_run(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     if (ds->image_dtype != DT_BF16 && ds->image_dtype != DT_F32)
         return errbuf_set(err, errlen, "dataset images are %s; bf16 or fp32 expected",
                           dtype_name(ds->image_dtype));
+    if (ds->first < 0 || ds->held < 1 || ds->first + ds->held > ds->n)
+        return errbuf_set(err, errlen, "dataset '%s': samples [%lld, %lld) are not within its %lld", ctx->spec->dataset,
+                          (long long)ds->first, (long long)(ds->first + ds->held), (long long)ds->n);
+    if (stage_sharded(ds) && stage_world(ctx) == 1)
+        return errbuf_set(err, errlen, "dataset '%s' is sharded (this device holds samples [%lld, %lld) of %lld): "
+                          "a job on it runs on every device", ctx->spec->dataset, (long long)ds->first,
+                          (long long)(ds->first + ds->held), (long long)ds->n);
+    if (ctx->spec->type == JOB_DEBUG && stage_world(ctx) > 1)
+        return errbuf_set(err, errlen, "debug runs on one device");
+    /* a context without collectives is one rank */
+    coll_t *own = NULL;
+    if (!ctx->coll && !(ctx->coll = own = coll_open_single(ctx->be))) return errbuf_set(err, errlen, "out of memory");
+    int rc;
     switch (ctx->spec->type) {
-    case JOB_TRAIN: return stage_train(ctx, result, err, errlen);
-    case JOB_EVAL: return stage_eval(ctx, result, err, errlen);
-    case JOB_DEBUG: return stage_debug(ctx, result, err, errlen);
-    case JOB_INFER: return stage_infer(ctx, result, err, errlen);
+    case JOB_TRAIN: rc = stage_train(ctx, result, err, errlen); break;
+    case JOB_EVAL: rc = stage_eval(ctx, result, err, errlen); break;
+    case JOB_DEBUG: rc = stage_debug(ctx, result, err, errlen); break;
+    case JOB_INFER: rc = stage_infer(ctx, result, err, errlen); break;
+    default: rc = errbuf_set(err, errlen, "unknown job type %d", (int)ctx->spec->type); break;
     }
-    return errbuf_set(err, errlen, "unknown job type %d", (int)ctx->spec->type);
+    if (own) {
+        coll_close(own);
+        ctx->coll = NULL;
+    }
+    return rc;
 }
 
 void stage_result_run_info(json_t *res, const stage_ctx_t *ctx, const model_t *m, const char *backbone,

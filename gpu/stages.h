@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <signal.h>
 #include "gpu/backend.h"
+#include "gpu/collective.h"
 #include "gpu/dataset.h"
 #include "gpu/jobspec.h"
 #include "gpu/model.h"
@@ -29,6 +30,20 @@ typedef struct {
     const char *checkpoint_path;   /* resolved spec.checkpoint / resume dir, or NULL */
     const char *result_dir;        /* where infer writes large outputs (safetensors) */
     volatile sig_atomic_t *stop;   /* set on cancel: train checkpoints and returns */
+    /* The job's collectives when it runs on several devices (one process per
+     * rank; NULL: one rank). ds is then this rank's view: the whole dataset
+     * (replicated) or its device's shard (gpu/dataset.h). Rank 0 reports
+     * through the callbacks and writes checkpoints and results; the callbacks
+     * of the other ranks may be NULL. Data parallelism, per stage:
+     *   train  — each step's global batch is split across the ranks; their
+     *            gradients are summed (buckets overlapped with the backward)
+     *            and every rank applies the same update (stage_train.c says how
+     *            the batch is drawn, replicated and sharded);
+     *   eval   — each rank evaluates its part of the samples; the metric
+     *            accumulators are summed;
+     *   infer  — each rank infers its part; rank 0 gathers the outputs.
+     * debug runs on one rank. */
+    coll_t *coll;
 
     void *ud;
     void (*on_progress)(void *ud, const stage_progress_t *p);

@@ -122,6 +122,11 @@ static const char *const migrations[] = {
 
     /* 3 -> 4: what an import made (JSON: cache key, frames, imported, skipped and why). */
     "ALTER TABLE datasets ADD COLUMN import TEXT;",
+
+    /* 4 -> 5: multi-device jobs — the spec's "devices" (a count or a list, JSON; NULL = one),
+     * copied at insert so the queue never reads specs, and the devices a job ran on (JSON list). */
+    "ALTER TABLE jobs ADD COLUMN want_devices TEXT;"
+    "ALTER TABLE jobs ADD COLUMN devices TEXT;",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION, "STORE_SCHEMA_VERSION must match the migrations");
@@ -470,7 +475,7 @@ int store_events_since(store_t *s, const char *job, long long after, int limit,
 /* ---- jobs ----------------------------------------------------------------------------- */
 #define JOB_COLS "id, type, dataset, priority, submission_id, state, spec, plan, progress, " \
                  "result, error, resumed_from, resume_checkpoint, device, worker_pid, "       \
-                 "created, started, finished, seq"
+                 "created, started, finished, seq, devices"
 
 static json_t *latest_metrics(sqlite3 *db, const char *job) {
     json_t *m = json_object();
@@ -518,6 +523,7 @@ static json_t *job_from_row(sqlite3 *db, sqlite3_stmt *st) {
     json_object_set_new(j, "resumed_from", text_json(st, 11));
     json_object_set_new(j, "resume_checkpoint", text_json(st, 12));
     json_object_set_new(j, "device", int_json(st, 13));
+    json_object_set_new(j, "devices", doc_json(st, 19));
     json_object_set_new(j, "worker_pid", int_json(st, 14));
     json_object_set_new(j, "created_at", time_json(st, 15));
     json_object_set_new(j, "started_at", time_json(st, 16));
@@ -644,9 +650,12 @@ int store_job_insert(store_t *s, job_type_t type, const char *dataset, int prior
     st = NULL;
     snprintf(id, sizeof id, "j-%06lld", seq);
     rc = prep(s->w, "INSERT INTO jobs(seq, id, submission_id, type, dataset, priority, spec, plan, "
-                    "state, created) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9);",
+                    "state, created, want_devices) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'queued', ?9, ?10);",
               &st, err, errlen);
     if (rc) goto out;
+    char *want = doc_text(json_object_get(spec, "devices"));   /* NULL when absent: one device */
+    bind_text(st, 10, want);
+    free(want);   /* bound SQLITE_TRANSIENT by bind_text */
     sqlite3_bind_int64(st, 1, seq);
     sqlite3_bind_text(st, 2, id, -1, SQLITE_TRANSIENT);
     bind_text(st, 3, submission_id);
@@ -678,7 +687,7 @@ out:
 /* The list form of a job: what identifies it and where it stands, never the
  * spec, plan, result or metrics (a listing's cost does not grow with them). */
 #define JOB_SUMMARY_COLS "id, type, dataset, priority, submission_id, state, progress, error, resumed_from, " \
-                         "device, created, started, finished"
+                         "device, created, started, finished, devices"
 
 static json_t *job_summary_from_row(sqlite3_stmt *st) {
     json_t *j = job_head_from_row(st);
@@ -686,6 +695,7 @@ static json_t *job_summary_from_row(sqlite3_stmt *st) {
     json_object_set_new(j, "error", text_json(st, 7));
     json_object_set_new(j, "resumed_from", text_json(st, 8));
     json_object_set_new(j, "device", int_json(st, 9));
+    json_object_set_new(j, "devices", doc_json(st, 13));
     json_object_set_new(j, "created_at", time_json(st, 10));
     json_object_set_new(j, "started_at", time_json(st, 11));
     json_object_set_new(j, "finished_at", time_json(st, 12));
@@ -758,9 +768,11 @@ int store_job_set_state(store_t *s, const char *id, job_state_t from, job_state_
     const json_t *jres = extra ? json_object_get(extra, "result") : NULL;
     const json_t *jdev = extra ? json_object_get(extra, "device") : NULL;
     const json_t *jpid = extra ? json_object_get(extra, "worker_pid") : NULL;
+    const json_t *jdevs = extra ? json_object_get(extra, "devices") : NULL;
     const json_t *jrc = extra ? json_object_get(extra, "resume_checkpoint") : NULL;
     const json_t *jrf = extra ? json_object_get(extra, "resumed_from") : NULL;
     char *res_text = jres && !json_is_null(jres) ? doc_text(jres) : NULL;
+    char *devs_text = json_is_array(jdevs) ? doc_text(jdevs) : NULL;
     int final = job_state_terminal(to);
     rc = prep(s->w,
               "UPDATE jobs SET state = ?2,"
@@ -771,9 +783,10 @@ int store_job_set_state(store_t *s, const char *id, job_state_t from, job_state_
               " resume_checkpoint = COALESCE(?7, resume_checkpoint),"
               " resumed_from = COALESCE(?8, resumed_from),"
               " started = CASE WHEN ?2 = 'running' THEN ?10 WHEN ?2 = 'queued' THEN NULL ELSE started END,"
-              " finished = CASE WHEN ?9 THEN ?10 WHEN ?2 = 'queued' THEN NULL ELSE finished END"
+              " finished = CASE WHEN ?9 THEN ?10 WHEN ?2 = 'queued' THEN NULL ELSE finished END,"
+              " devices = CASE WHEN ?11 IS NOT NULL THEN ?11 WHEN ?2 = 'queued' THEN NULL ELSE devices END"
               " WHERE id = ?1;", &st, err, errlen);
-    if (rc) { free(res_text); goto out; }
+    if (rc) { free(res_text); free(devs_text); goto out; }
     sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 2, job_state_name(to), -1, SQLITE_STATIC);
     bind_text(st, 3, json_is_string(jerr) ? json_string_value(jerr) : NULL);
@@ -784,8 +797,10 @@ int store_job_set_state(store_t *s, const char *id, job_state_t from, job_state_
     bind_text(st, 8, json_is_string(jrf) ? json_string_value(jrf) : NULL);
     sqlite3_bind_int(st, 9, final);
     sqlite3_bind_double(st, 10, store_now());
+    bind_text(st, 11, devs_text);
     int r = sqlite3_step(st);
     free(res_text);
+    free(devs_text);
     if (r != SQLITE_DONE) { rc = dberr(s->w, err, errlen, "job state"); goto out; }
     sqlite3_finalize(st);
     st = NULL;
@@ -839,15 +854,16 @@ int store_jobs_queued(store_t *s, json_t **out, char *err, size_t errlen) {
     sqlite3 *db = rd_get(s, err, errlen);
     if (!db) return STORE_ERR;
     sqlite3_stmt *st;
-    int rc = prep(db, "SELECT id, priority, seq, dataset, type FROM jobs WHERE state = 'queued' "
+    int rc = prep(db, "SELECT id, priority, seq, dataset, type, want_devices FROM jobs WHERE state = 'queued' "
                       "ORDER BY priority DESC, seq ASC;", &st, err, errlen);
     if (rc == STORE_OK) {
         json_t *arr = json_array();
         int r;
         while ((r = sqlite3_step(st)) == SQLITE_ROW)
-            json_array_append_new(arr, json_pack("{s:o, s:o, s:o, s:o, s:o}", "id", text_json(st, 0),
+            json_array_append_new(arr, json_pack("{s:o, s:o, s:o, s:o, s:o, s:o}", "id", text_json(st, 0),
                                                  "priority", int_json(st, 1), "seq", int_json(st, 2),
-                                                 "dataset", text_json(st, 3), "type", text_json(st, 4)));
+                                                 "dataset", text_json(st, 3), "type", text_json(st, 4),
+                                                 "devices", doc_json(st, 5)));
         if (r != SQLITE_DONE) { rc = dberr(db, err, errlen, "queue"); json_decref(arr); }
         else *out = arr;
         sqlite3_finalize(st);

@@ -49,7 +49,7 @@
 
 #include "store/job.h"
 
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 
 enum {
     STORE_OK = 0,
@@ -92,7 +92,7 @@ int store_job_state(store_t *s, const char *id, job_state_t *state, char *err, s
 /* state/type JOB_STATE_ANY/JOB_TYPE_ANY for any; limit <= 0 means 100; newest first.
  * *out = {"jobs":[...], "total":N, "limit":L, "offset":O}, each job a summary
  * without spec, plan, result or metrics: {"id","type","dataset","priority",
- * "submission_id","state","progress","error","resumed_from","device",
+ * "submission_id","state","progress","error","resumed_from","device","devices",
  * "created_at","started_at","finished_at"}. */
 int store_job_list(store_t *s, job_state_t state, job_type_t type, int limit, int offset,
                    json_t **out, char *err, size_t errlen);
@@ -100,8 +100,10 @@ int store_job_list(store_t *s, job_state_t state, job_type_t type, int limit, in
 /* Checked transition (job_transition_ok; BADSTATE when not allowed, NOTFOUND when no job). Sets
  * started_at when entering running, finished_at when entering a final state,
  * clears it when requeued. extra (may be NULL) may carry "error" (string),
- * "result" (object), "device" (int), "worker_pid" (int), "resume_checkpoint"
- * and "resumed_from" (string); they are stored with the state. A "state" event
+ * "result" (object), "device" (int: rank 0's), "devices" (array: every rank's
+ * device, in rank order), "worker_pid" (int), "resume_checkpoint"
+ * and "resumed_from" (string); they are stored with the state (device,
+ * devices cleared when requeued). A "state" event
  * {"state":to, "error":..., "reason":...} is appended in the same (durable)
  * transaction. When from is not JOB_STATE_ANY the job must currently be in that
  * state (compare-and-set), else BADSTATE. */
@@ -114,7 +116,9 @@ int store_job_set_worker(store_t *s, const char *id, int pid, char *err, size_t 
 int store_job_set_progress(store_t *s, const char *id, const json_t *progress, int with_event,
                            char *err, size_t errlen);
 /* The queue in scheduling order: priority desc, then insertion sequence asc.
- * *out = array of {"id","priority","seq","dataset","type"}. */
+ * *out = array of {"id","priority","seq","dataset","type","devices"}; devices is
+ * the spec's (a count or a list; null = one device), copied at insert so the
+ * queue is read without parsing specs. */
 int store_jobs_queued(store_t *s, json_t **out, char *err, size_t errlen);
 /* ids of jobs in a given state (e.g. JOB_RUNNING at start-up). *out = array of strings. */
 int store_job_ids_in_state(store_t *s, job_state_t state, json_t **out, char *err, size_t errlen);

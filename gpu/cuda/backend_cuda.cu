@@ -398,8 +398,8 @@ CU_WRAP(token_scatter_add, (backend_t *b, float *dx, const float *dout, int Bn, 
         (b, dx, dout, Bn, T, D, t))
 CU_WRAP(hand_loss, (backend_t *b, hand_loss_t *host_out, float *dpred, float *dconf, const float *pred,
                     const float *conf_logit, const float *joints, const uint8_t *valid,
-                    const uint8_t *has_hand, const int32_t *idx, int Bn),
-        (b, host_out, dpred, dconf, pred, conf_logit, joints, valid, has_hand, idx, Bn))
+                    const uint8_t *has_hand, const int32_t *idx, int Bn, const hand_norm_t *norm),
+        (b, host_out, dpred, dconf, pred, conf_logit, joints, valid, has_hand, idx, Bn, norm))
 CU_WRAP(scale, (backend_t *b, float *x, float s, size_t n), (b, x, s, n))
 CU_WRAP(adamw, (backend_t *b, float *params, void *pc, dtype_t cdt, const float *grads, float *m,
                 float *v, const adamw_seg_t *segs, int nsegs, float beta1, float beta2, float eps,

@@ -215,7 +215,7 @@ void cu_u8_normalize(backend_t *b, void *dst, dtype_t ddt, const uint8_t *src, s
 /* kernels_optim.cu */
 void cu_hand_loss(backend_t *b, hand_loss_t *host_out, float *dpred, float *dconf,
                   const float *pred, const float *conf_logit, const float *joints,
-                  const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn);
+                  const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn, const hand_norm_t *norm);
 double cu_sumsq(backend_t *b, const float *x, size_t n);
 void cu_scale(backend_t *b, float *x, float s, size_t n);
 void cu_adamw(backend_t *b, float *params, void *pc, dtype_t cdt, const float *grads,

@@ -40,7 +40,8 @@ struct cu_max { __device__ double operator()(double a, double b) const { return 
  * res = {joint, pair, conf, valid} after the normalizations. */
 __global__ void __launch_bounds__(CU_RT) cu_hand_loss_kernel(
         double *res, float *dpred, float *dconf, const float *pred, const float *conf_logit,
-        const float *joints, const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn) {
+        const float *joints, const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn,
+        int have_norm, double nsw, double nnj, double nnp) {
     __shared__ double sh[CU_RT];
     double sw = 0, nj = 0, np = 0;
     for (int bi = threadIdx.x; bi < Bn; bi += CU_RT) {
@@ -58,6 +59,12 @@ __global__ void __launch_bounds__(CU_RT) cu_hand_loss_kernel(
     sw = cu_block_reduce(sw, sh, cu_add());
     nj = cu_block_reduce(nj, sh, cu_add());
     np = cu_block_reduce(np, sh, cu_add());
+    const double nj_here = nj;
+    if (have_norm && nj_here > 0) {   /* a data-parallel rank: the global batch's normalizers */
+        sw = nsw;
+        nj = nnj;
+        np = nnp;
+    }
 
     double joint = 0, pair = 0, conf = 0;
     for (int bi = threadIdx.x; bi < Bn; bi += CU_RT) {
@@ -124,18 +131,21 @@ __global__ void __launch_bounds__(CU_RT) cu_hand_loss_kernel(
         } else {
             res[0] = res[1] = res[2] = 0;
         }
-        res[3] = nj;
+        res[3] = nj_here;
     }
 }
 
 void cu_hand_loss(backend_t *b, hand_loss_t *o, float *dpred, float *dconf,
                   const float *pred, const float *conf_logit, const float *joints,
-                  const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn) {
+                  const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn,
+                  const hand_norm_t *norm) {
     cu_impl_t *c = cu_impl(b);
     memset(o, 0, sizeof *o);
     if (Bn <= 0) return;
     cu_hand_loss_kernel<<<1, CU_RT, 0, c->stream>>>(c->red_dev, dpred, dconf, pred, conf_logit, joints,
-                                                    valid, has_hand, idx, Bn);
+                                                    valid, has_hand, idx, Bn, norm != NULL,
+                                                    norm ? norm->sw : 0.0, norm ? norm->nj : 0.0,
+                                                    norm ? norm->npair : 0.0);
     CU_LAUNCH_CHECK();
     CU_CHECK(cudaMemcpyAsync(c->red_host, c->red_dev, 4 * sizeof(double), cudaMemcpyDeviceToHost, c->stream));
     CU_CHECK(cudaStreamSynchronize(c->stream));

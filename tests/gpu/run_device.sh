@@ -10,8 +10,11 @@
 # the GPU against HF Dinov2Model (tests/hf/check_forward.py) and a train
 # step's gradients against PyTorch autograd (tests/gpu/check_grads_torch.py);
 # bench = the op
-# timings (and bench/run_device.sh when it exists). Several modes may be
-# given; "all" is all three. Logs go to $OUT (or /tmp/traind-gpu-out).
+# timings (and bench/run_device.sh when it exists); multi = only the jobs over
+# several GPUs (tests/gpu/test_multigpu.sh, then bench/run_device.sh's step
+# traind_dp) — on a machine of 2+ GPUs: run(kind="nvidia-h100-x2",
+# command="tests/gpu/run_device.sh multi", carry=[as above]). Several modes may
+# be given; "all" is tests, hf and bench. Logs go to $OUT (or /tmp/traind-gpu-out).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 modes=" ${*:-tests} "
@@ -53,6 +56,17 @@ if has tests; then
         echo "$name: exit $rc, $(grep -c '^ok' "$OUT/$name.log") ok, $(grep -c '^not ok' "$OUT/$name.log") not ok"
         [ $rc -eq 0 ] || fail=1
     done
+fi
+if has multi; then
+    echo "== test_multigpu ($(nvidia-smi -L | grep -c '^GPU ') GPUs)"
+    bash tests/gpu/test_multigpu.sh > "$OUT/test_multigpu.log" 2>&1
+    rc=$?
+    grep -E '^not ok|^# |Bail out|SKIP' "$OUT/test_multigpu.log" | head -40
+    echo "test_multigpu: exit $rc, $(grep -c '^ok' "$OUT/test_multigpu.log") ok, $(grep -c '^not ok' "$OUT/test_multigpu.log") not ok"
+    [ $rc -eq 0 ] || fail=1
+    if [ -x build/release/bench/bench_traind ]; then
+        OUT="$OUT/bench" BENCH_ONLY=traind_dp bench/run_device.sh 2>&1 | tail -25
+    fi
 fi
 if has hf; then
     echo "== tests/hf/check_forward.py (cuda)"

@@ -590,11 +590,11 @@ static void t_hand_loss(int Bn, int N, int with_masks) {
     for (int i = 0; i < Bn; i++) idx[i] = (int32_t)(urand() * N) % N;
     hand_loss_t cl, gl;
     float *cdp = malloc((size_t)Bn * 63 * 4), *cdc = malloc((size_t)Bn * 21 * 4);
-    C->hand_loss(C, &cl, cdp, cdc, pred, conf, joints, with_masks ? valid : NULL, with_masks ? has : NULL, idx, Bn);
+    C->hand_loss(C, &cl, cdp, cdc, pred, conf, joints, with_masks ? valid : NULL, with_masks ? has : NULL, idx, Bn, NULL);
     void *gp = gdup(pred, (size_t)Bn * 63 * 4), *gc = gdup(conf, (size_t)Bn * 21 * 4), *gj = gdup(joints, (size_t)N * 63 * 4);
     void *gv = gdup(valid, (size_t)N * 21), *gh = gdup(has, N), *gi = gdup(idx, Bn * 4);
     void *gdp = gpoison((size_t)Bn * 63 * 4), *gdc = gpoison((size_t)Bn * 21 * 4);
-    G->hand_loss(G, &gl, gdp, gdc, gp, gc, gj, with_masks ? gv : NULL, with_masks ? gh : NULL, gi, Bn);
+    G->hand_loss(G, &gl, gdp, gdc, gp, gc, gj, with_masks ? gv : NULL, with_masks ? gh : NULL, gi, Bn, NULL);
     snprintf(w, sizeof w, "hand_loss Bn=%d%s terms", Bn, with_masks ? " masked" : "");
     int good = cl.valid == gl.valid && fabsf(gl.total - cl.total) <= 1e-5f * fabsf(cl.total) &&
                fabsf(gl.joint - cl.joint) <= 1e-5f * fabsf(cl.joint) && fabsf(gl.pair - cl.pair) <= 1e-5f * fabsf(cl.pair) &&
@@ -606,6 +606,17 @@ static void t_hand_loss(int Bn, int N, int with_masks) {
     check_dev(w, gdp, DT_F32, cdp, DT_F32, (size_t)Bn * 63, 1e-5);
     snprintf(w, sizeof w, "hand_loss Bn=%d%s dconf", Bn, with_masks ? " masked" : "");
     check_dev(w, gdc, DT_F32, cdc, DT_F32, (size_t)Bn * 21, 1e-5);
+    /* a data-parallel rank's call: the normalizers of a larger global batch (here 2.5x this one's) */
+    hand_norm_t nrm = {0, 0, 0};
+    for (int i = 0; i < Bn; i++)
+        if (!with_masks || has[idx[i]]) hand_norm_add(&nrm, with_masks ? valid + (size_t)idx[i] * 21 : NULL);
+    nrm.sw *= 2.5; nrm.nj *= 2.5; nrm.npair *= 2.5;
+    C->hand_loss(C, &cl, cdp, cdc, pred, conf, joints, with_masks ? valid : NULL, with_masks ? has : NULL, idx, Bn, &nrm);
+    G->hand_loss(G, &gl, gdp, gdc, gp, gc, gj, with_masks ? gv : NULL, with_masks ? gh : NULL, gi, Bn, &nrm);
+    snprintf(w, sizeof w, "hand_loss Bn=%d%s with global normalizers: terms", Bn, with_masks ? " masked" : "");
+    ok(cl.valid == gl.valid && fabsf(gl.total - cl.total) <= 1e-5f * fabsf(cl.total) && isfinite(gl.total), "%s", w);
+    snprintf(w, sizeof w, "hand_loss Bn=%d%s with global normalizers: dpred", Bn, with_masks ? " masked" : "");
+    check_dev(w, gdp, DT_F32, cdp, DT_F32, (size_t)Bn * 63, 1e-5);
     G->free(G, gp); G->free(G, gc); G->free(G, gj); G->free(G, gv); G->free(G, gh); G->free(G, gi);
     G->free(G, gdp); G->free(G, gdc);
     free(pred); free(conf); free(joints); free(valid); free(has); free(idx); free(cdp); free(cdc);

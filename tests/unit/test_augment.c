@@ -464,7 +464,7 @@ int main(void) {
 
     /* ---- the stage's labels: a joint carried out of the image stays valid ---- */
     {
-        dataset_t ds = {.n = NS, .h = S, .w = S, .image_dtype = DT_BF16, .images = images, .joints = joints,
+        dataset_t ds = {.n = NS, .held = NS, .h = S, .w = S, .image_dtype = DT_BF16, .images = images, .joints = joints,
                         .joints_valid = valid, .has_hand = has, .intrinsics = K};
         memcpy(ds.mean, mean, sizeof mean);
         memcpy(ds.std, sd, sizeof sd);
@@ -476,7 +476,7 @@ int main(void) {
         js.augment.zoom[0] = js.augment.zoom[1] = 2.0;   /* magnified twice: many joints leave the image */
         stage_batch_t b;
         ok(stage_batch_init(&b, be, NS, err, sizeof err) == 0, "batch buffers (%s)", err);
-        stage_batch_set_idx(&b, idx, NS);
+        stage_batch_set_idx(&b, &ds, idx, NS);
         im2col_aug_t ia;
         stage_batch_augment(&b, &ds, &js, 0, idx, NS, &ia);
         stage_batch_aug_labels(&b, &ds, NS);
@@ -496,7 +496,7 @@ int main(void) {
 
     /* ---- intrinsics that are no pinhole camera are refused by name ---- */
     {
-        dataset_t ds = {.n = NS, .h = S, .w = S, .intrinsics = K};
+        dataset_t ds = {.n = NS, .held = NS, .h = S, .w = S, .intrinsics = K};
         ok(augment_check_intrinsics(be, &ds, 0, NS, err, sizeof err) == 0, "the renderer's intrinsics pass");
         float save = K[5 * 9 + 4];
         K[5 * 9 + 4] = 0;

@@ -373,7 +373,7 @@ int main(void) {
         model_zero_grad(m);
         model_forward(m, imgs, DT_F32, NULL, B, 0, e2, sizeof e2);
         hand_loss_t hl;
-        be->hand_loss(be, &hl, dpred, dconf, m->pred, m->conf_logit, joints, NULL, NULL, NULL, B);
+        be->hand_loss(be, &hl, dpred, dconf, m->pred, m->conf_logit, joints, NULL, NULL, NULL, B, NULL);
         model_backward(m, dpred, dconf);
         model_adamw_step(m, 1e-3f, 1e-3f, 0.01f, 0.9f, 0.999f, 1e-8f, 1.0f);
     }

@@ -84,6 +84,47 @@ static char *indices_spec(const char *type, int n, int ranges) {
     return s;
 }
 
+/* `devices` (train, eval, infer): a count or a list of distinct indices; omitted when 1. */
+static void test_devices(void) {
+    jobspec_t js;
+    char field[128], msg[256];
+    ok(parse_str("{\"type\":\"train\",\"dataset\":\"d\"}", &js, field, msg) == 0 && js.devices == 1 &&
+       js.n_device_list == 0, "devices defaults to 1");
+    json_t *j = jobspec_to_json(&js);
+    ok(!json_object_get(j, "devices"), "a one-device job's resolved spec has no devices");
+    json_decref(j);
+    jobspec_free(&js);
+    ok(parse_str("{\"type\":\"train\",\"dataset\":\"d\",\"devices\":3}", &js, field, msg) == 0 &&
+       js.devices == 3 && js.n_device_list == 0, "devices: 3");
+    j = jobspec_to_json(&js);
+    ok(json_integer_value(json_object_get(j, "devices")) == 3, "resolved spec keeps the count");
+    json_decref(j);
+    jobspec_free(&js);
+    ok(parse_str("{\"type\":\"infer\",\"dataset\":\"d\",\"indices\":[0],\"devices\":[2,0]}", &js, field, msg) == 0 &&
+       js.devices == 2 && js.n_device_list == 2 && js.device_list[0] == 2 && js.device_list[1] == 0,
+       "devices: [2, 0] (rank order kept)");
+    j = jobspec_to_json(&js);
+    ok(json_array_size(json_object_get(j, "devices")) == 2 &&
+       json_integer_value(json_array_get(json_object_get(j, "devices"), 0)) == 2, "resolved spec keeps the list");
+    json_decref(j);
+    jobspec_free(&js);
+    ok(parse_str("{\"type\":\"eval\",\"dataset\":\"d\",\"devices\":16}", &js, field, msg) == 0, "eval takes devices");
+    jobspec_free(&js);
+    round_trip("{\"type\":\"train\",\"dataset\":\"d\",\"devices\":[1,3,0]}");
+    round_trip("{\"type\":\"eval\",\"dataset\":\"d\",\"devices\":2}");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"devices\":0}", "devices");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"devices\":17}", "devices");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"devices\":2.5}", "devices");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"devices\":\"all\"}", "devices");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"devices\":[]}", "devices");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"devices\":[0,1,0]}", "devices[2]");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"devices\":[0,-1]}", "devices[1]");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"devices\":[\"0\"]}", "devices[0]");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"devices\":[1024]}", "devices[0]");
+    bad("{\"type\":\"train\",\"dataset\":\"d\",\"devices\":[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]}", "devices");
+    bad("{\"type\":\"debug\",\"dataset\":\"d\",\"devices\":2}", "devices");
+}
+
 static void test_bounds(void) {
     jobspec_t js;
     char field[128], msg[256];
@@ -462,5 +503,6 @@ int main(void) {
     ok(strcmp(job_type_name(JOB_INFER), "infer") == 0 && strcmp(job_type_name(JOB_TRAIN), "train") == 0,
        "job_type_name");
     test_bounds();
+    test_devices();
     return tap_done();
 }

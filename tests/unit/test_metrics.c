@@ -255,5 +255,30 @@ int main(void) {
     ok(isfinite(e) && e < 1e-9, "collinear points align exactly (%.2g)", e);
     e = metrics_procrustes((const double (*)[3])Z, (const double (*)[3])L2, 4, NULL);
     ok(isfinite(e) && e > 0, "a collapsed prediction gives a finite error (%.3g)", e);
+    /* two "ranks" each accumulating half of the samples: packed, summed, unpacked = one accumulator */
+    {
+        float mpose[63];
+        for (int k = 0; k < 63; k++) mpose[k] = gt[k] + 0.01f;
+        metrics_acc_t all, h1, h2;
+        metrics_acc_init(&all, mpose);
+        metrics_acc_init(&h1, mpose);
+        metrics_acc_init(&h2, mpose);
+        for (int s = 0; s < N * 63; s++) pred[s] = gt[s] + 0.004f * (float)((s * 7) % 11 - 5);
+        metrics_acc_add(&all, pred, gt, NULL, NULL, N);
+        metrics_acc_add(&h1, pred, gt, NULL, NULL, 2);
+        metrics_acc_add(&h2, pred + 2 * 63, gt + 2 * 63, NULL, NULL, N - 2);
+        double a[METRICS_ACC_DOUBLES], b[METRICS_ACC_DOUBLES];
+        metrics_acc_pack(&h1, a);
+        metrics_acc_pack(&h2, b);
+        for (int k = 0; k < METRICS_ACC_DOUBLES; k++) a[k] += b[k];
+        metrics_acc_unpack(&h1, a);
+        metrics_t x, y;
+        metrics_acc_result(&all, &x);
+        metrics_acc_result(&h1, &y);
+        ok(fabs(x.mpjpe - y.mpjpe) < 1e-9 && fabs(x.pa_mpjpe - y.pa_mpjpe) < 1e-9 && x.auc == y.auc &&
+           fabs(x.mean_pred_mpjpe - y.mean_pred_mpjpe) < 1e-9 && x.samples == y.samples &&
+           x.valid_joints == y.valid_joints && x.pck[2] == y.pck[2],
+           "accumulators of two halves, packed and summed, give the whole's metrics (MPJPE %.3f mm)", y.mpjpe);
+    }
     return tap_done();
 }

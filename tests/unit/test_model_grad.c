@@ -73,7 +73,7 @@ static double loss(ctx_t *c, int with_grads) {
     }
     hand_loss_t hl;
     be->hand_loss(be, &hl, with_grads ? c->dpred : NULL, NULL, m->pred, m->conf_logit, c->joints,
-                  NULL, NULL, NULL, B);
+                  NULL, NULL, NULL, B, NULL);
     float conf[B * MODEL_CONF_OUT];
     be->download(be, conf, m->conf_logit, sizeof conf);
     double l = (double)hl.joint + 0.3 * (double)hl.pair;
@@ -344,7 +344,7 @@ static void check_partial_batch(backend_t *be) {
         model_zero_grad(m[v]);
         model_forward(m[v], imgs, DT_F32, NULL, 2, 0, err, sizeof err);
         hand_loss_t hl;
-        be->hand_loss(be, &hl, dpred, dconf, m[v]->pred, m[v]->conf_logit, joints, NULL, NULL, NULL, 2);
+        be->hand_loss(be, &hl, dpred, dconf, m[v]->pred, m[v]->conf_logit, joints, NULL, NULL, NULL, 2, NULL);
         model_backward(m[v], dpred, dconf);
         nt = m[v]->n_params - m[v]->train_off;
         g[v] = malloc(nt * 4);
@@ -356,6 +356,61 @@ static void check_partial_batch(backend_t *be) {
     ok(model_forward(m[1], imgs, DT_F32, NULL, 3, 0, e2, sizeof e2) < 0 && strstr(e2, "batch"),
        "a batch above max_batch is refused (%s)", e2);
     for (int v = 0; v < 2; v++) { free(g[v]); model_free(m[v]); }
+    be->free(be, imgs); be->free(be, joints); be->free(be, dpred); be->free(be, dconf);
+}
+
+/* The gradient hook (model_set_grad_hook, what data parallelism launches its
+ * buckets from): called from the end of the buffer towards its start, ending
+ * at 0, and every gradient at or above `from` already holds its final value. */
+typedef struct {
+    model_t *m;
+    size_t n, from[64];
+    float *snap[64];
+    int calls;
+} hook_rec_t;
+
+static void on_grads(void *ud, size_t from) {
+    hook_rec_t *h = ud;
+    if (h->calls >= 64) return;
+    h->from[h->calls] = from;
+    h->snap[h->calls] = malloc((h->n - from + 1) * 4);
+    h->m->be->download(h->m->be, h->snap[h->calls], h->m->grads + from, (h->n - from) * 4);
+    h->calls++;
+}
+
+static void check_grad_hook(backend_t *be, int freeze) {
+    char err[512];
+    model_config_t cfg;
+    model_config_by_name("dinov2-tiny", 0, &cfg, err, sizeof err);
+    model_opts_t mo = {.image_h = IMG, .image_w = IMG, .max_batch = 2, .cdt = DT_F32, .grads = 1, .freeze_layers = freeze};
+    model_t *m = model_create(be, &cfg, &mo, err, sizeof err);
+    model_init(m, 5, NULL);
+    float himg[2 * 3 * IMG * IMG], hj[2 * 63];
+    for (size_t k = 0; k < sizeof himg / sizeof himg[0]; k++) himg[k] = (float)nrand();
+    for (int k = 0; k < 2 * 63; k++) hj[k] = (float)(0.1 * nrand() + (k % 3 == 2 ? 0.5 : 0.0));
+    float *imgs = be->alloc(be, sizeof himg), *joints = be->alloc(be, sizeof hj);
+    float *dpred = be->alloc(be, 2 * 63 * 4), *dconf = be->alloc(be, 2 * 21 * 4);
+    be->upload(be, imgs, himg, sizeof himg);
+    be->upload(be, joints, hj, sizeof hj);
+    hook_rec_t h = {.m = m, .n = m->n_params - m->train_off};
+    model_set_grad_hook(m, on_grads, &h);
+    model_zero_grad(m);
+    model_forward(m, imgs, DT_F32, NULL, 2, 0, err, sizeof err);
+    hand_loss_t hl;
+    be->hand_loss(be, &hl, dpred, dconf, m->pred, m->conf_logit, joints, NULL, NULL, NULL, 2, NULL);
+    model_backward(m, dpred, dconf);
+    float *fin = malloc(h.n * 4);
+    be->download(be, fin, m->grads, h.n * 4);
+    int order = h.calls >= 2 && h.from[h.calls - 1] == 0 && h.from[0] > 0, final = 1;
+    for (int k = 0; k < h.calls; k++) {
+        if (k && h.from[k] > h.from[k - 1]) order = 0;
+        final &= memcmp(h.snap[k], fin + h.from[k], (h.n - h.from[k]) * 4) == 0;
+        free(h.snap[k]);
+    }
+    ok(order && final && h.calls == cfg.layers - freeze + 2,
+       "grad hook (freeze %d): %d calls from the end down to 0, each gradient final when announced", freeze, h.calls);
+    free(fin);
+    model_free(m);
     be->free(be, imgs); be->free(be, joints); be->free(be, dpred); be->free(be, dconf);
 }
 
@@ -384,6 +439,8 @@ int main(void) {
     run_config(be, 0, 2, f2, 4);
     check_bf16(be);
     check_partial_batch(be);
+    check_grad_hook(be, 0);
+    check_grad_hook(be, 1);
     be->destroy(be);
     return tap_done();
 }

@@ -822,7 +822,7 @@ typedef struct {
 static double hl_obj(void *p) {
     hl_ctx *c = p;
     hand_loss_t o;
-    be->hand_loss(be, &o, NULL, NULL, c->pred, c->conf, c->joints, c->valid, c->has, c->idx, c->Bn);
+    be->hand_loss(be, &o, NULL, NULL, c->pred, c->conf, c->joints, c->valid, c->has, c->idx, c->Bn, NULL);
     return c->which == 0 ? (double)o.joint + 0.3 * (double)o.pair : (double)o.total;
 }
 
@@ -840,7 +840,7 @@ static void test_hand_loss(void) {
         pred[12] = 0.13f; pred[13] = 0.04f;
         for (int j = 0; j < 21; j++) conf[j] = 0;
         hand_loss_t o;
-        be->hand_loss(be, &o, dp, dc, pred, conf, gt, valid, NULL, NULL, 1);
+        be->hand_loss(be, &o, dp, dc, pred, conf, gt, valid, NULL, NULL, 1, NULL);
         double e4 = sqrt(pow((double)0.13f - (double)0.1f, 2) + pow((double)0.04f, 2));
         double joint = (1 * 1e-6 + 10 * e4) / 11;
         double dpn = sqrt(pow((double)0.13f, 2) + pow((double)0.04f, 2)), dg = (double)0.1f;
@@ -890,7 +890,7 @@ static void test_hand_loss(void) {
             for (int i = 0; i < 63; i++) c.pred[b * 63 + i] = c.joints[idx[b] * 63 + i] + frand(-0.05f, 0.05f);
         float *dp = rnew((size_t)c.Bn * 63, 50, 60), *dc = rnew((size_t)c.Bn * 21, 50, 60);
         hand_loss_t o;
-        be->hand_loss(be, &o, dp, dc, c.pred, c.conf, c.joints, c.valid, c.has, c.idx, c.Bn);
+        be->hand_loss(be, &o, dp, dc, c.pred, c.conf, c.joints, c.valid, c.has, c.idx, c.Bn, NULL);
         is_close(o.valid, 4 * 21 - 3, 0, "hand_loss valid joints with masks");
         int masked_zero = 1;
         for (int i = 0; i < 63; i++) masked_zero &= dp[3 * 63 + i] == 0;
@@ -898,6 +898,34 @@ static void test_hand_loss(void) {
         for (int k = 0; k < 3; k++) masked_zero &= dp[1 * 63 + 4 * 3 + k] == 0 && dp[1 * 63 + 7 * 3 + k] == 0 && dp[2 * 63 + 20 * 3 + k] == 0;
         masked_zero &= dc[1 * 21 + 4] == 0 && dc[1 * 21 + 7] == 0 && dc[2 * 21 + 20] == 0;
         ok(masked_zero, "hand_loss: masked samples and joints get exactly zero gradient");
+
+        /* data parallelism: the batch split across two "ranks" (rows 0-1 and 2-4), each
+         * normalized by the whole batch's hand_norm_t: their terms and gradients sum to the
+         * whole batch's (up to float order) */
+        {
+            hand_norm_t nrm = {0, 0, 0};
+            for (int b = 0; b < c.Bn; b++)
+                if (c.has[idx[b]]) hand_norm_add(&nrm, c.valid + (size_t)idx[b] * 21);
+            float *dp2 = rnew((size_t)c.Bn * 63, 50, 60), *dc2 = rnew((size_t)c.Bn * 21, 50, 60);
+            hand_loss_t a, bb;
+            be->hand_loss(be, &a, dp2, dc2, c.pred, c.conf, c.joints, c.valid, c.has, c.idx, 2, &nrm);
+            be->hand_loss(be, &bb, dp2 + 2 * 63, dc2 + 2 * 21, c.pred + 2 * 63, c.conf + 2 * 21, c.joints, c.valid,
+                          c.has, c.idx + 2, 3, &nrm);
+            double dmax = 0;
+            for (int i = 0; i < c.Bn * 63; i++) dmax = fmax(dmax, fabs(dp2[i] - dp[i]));
+            for (int i = 0; i < c.Bn * 21; i++) dmax = fmax(dmax, fabs(dc2[i] - dc[i]));
+            ok(nrm.nj == 4 * 21 - 3 && fabs(a.total + bb.total - o.total) < 1e-6 &&
+               fabs(a.joint + bb.joint - o.joint) < 1e-6 && fabs(a.pair + bb.pair - o.pair) < 1e-6 &&
+               fabs(a.conf + bb.conf - o.conf) < 1e-6 && a.valid + bb.valid == o.valid && dmax < 1e-7,
+               "hand_loss with the global batch's normalizers: two halves sum to the whole (terms %.3g + %.3g = "
+               "%.3g; gradients within %.2g)", a.total, bb.total, o.total, dmax);
+            hand_loss_t z;
+            be->hand_loss(be, &z, dp2, dc2, c.pred + 3 * 63, c.conf + 3 * 21, c.joints, c.valid, c.has, c.idx + 3, 1,
+                          &nrm);   /* batch row 3: no hand */
+            int zero = z.total == 0 && z.valid == 0;
+            for (int i = 0; i < 63; i++) zero &= dp2[i] == 0;
+            ok(zero, "hand_loss: a rank whose samples have no hand contributes zero under the global normalizers");
+        }
 
         /* skip coordinates whose perturbation could cross a kink of |d_pred - d_gt| */
         const double h = 1e-4;
@@ -927,14 +955,14 @@ static void test_hand_loss(void) {
 
         /* prediction exactly on the labels: finite loss and gradients (eps inside the sqrt) */
         for (int b = 0; b < c.Bn; b++) memcpy(c.pred + b * 63, c.joints + idx[b] * 63, 63 * 4);
-        be->hand_loss(be, &o, dp, dc, c.pred, c.conf, c.joints, c.valid, c.has, c.idx, c.Bn);
+        be->hand_loss(be, &o, dp, dc, c.pred, c.conf, c.joints, c.valid, c.has, c.idx, c.Bn, NULL);
         int fin = isfinite(o.total) && o.joint < 1e-5f && o.pair < 1e-5f;
         for (int i = 0; i < c.Bn * 63; i++) fin &= isfinite(dp[i]);
         ok(fin, "hand_loss at pred == labels: joint %.2g pair %.2g, gradients finite", o.joint, o.pair);
 
         /* no valid joint at all: zeros, no NaN */
         memset(c.has, 0, N);
-        be->hand_loss(be, &o, dp, dc, c.pred, c.conf, c.joints, c.valid, c.has, c.idx, c.Bn);
+        be->hand_loss(be, &o, dp, dc, c.pred, c.conf, c.joints, c.valid, c.has, c.idx, c.Bn, NULL);
         int zeros = o.total == 0 && o.joint == 0 && o.pair == 0 && o.conf == 0 && o.valid == 0;
         for (int i = 0; i < c.Bn * 63; i++) zeros &= dp[i] == 0;
         for (int i = 0; i < c.Bn * 21; i++) zeros &= dc[i] == 0;
@@ -1152,7 +1180,7 @@ static void test_empty_shapes(void) {
     be->layernorm_fwd(be, out, DT_F32, NULL, NULL, one, one, one, 0, 4, 1e-6f);
     be->gelu_fwd(be, out, DT_BF16, one, DT_F32, 0);
     hand_loss_t o = {.total = 7};
-    be->hand_loss(be, &o, out, NULL, one, one, one, NULL, NULL, NULL, 0);
+    be->hand_loss(be, &o, out, NULL, one, one, one, NULL, NULL, NULL, 0, NULL);
     ok(o.total == 0 && o.valid == 0, "hand_loss of an empty batch is 0");
     double st[7];
     be->stats(be, st, one, DT_F32, 0);

@@ -384,7 +384,8 @@ static void test_worker_env(void) {
     static const char *const yes[] = {"PATH=/usr/bin", "HOME=/var/lib/traind", "LANG=C.UTF-8", "LC_ALL=C", "TZ=UTC",
                                       "CUDA_VISIBLE_DEVICES=0", "NVIDIA_VISIBLE_DEVICES=all", "LD_LIBRARY_PATH=/x",
                                       "ASAN_OPTIONS=a=1", "UBSAN_OPTIONS=b=1", "TRAIND_LOG_LEVEL=info",
-                                      "TRAIND_TEST_FAULT=step:3", "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", NULL};
+                                      "TRAIND_TEST_FAULT=step:3", "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1",
+                                      "NCCL_NVLS_ENABLE=0", "NCCL_DEBUG=INFO", NULL};
     static const char *const no[] = {"NOTIFY_SOCKET=/run/systemd/notify", "MY_API_KEY=x", "AWS_SECRET_ACCESS_KEY=y",
                                      "TRAIND_TOKEN=t", "TRAIND_TOKEN_FILE=/etc/traind/token", "WATCHDOG_USEC=1",
                                      "INVOCATION_ID=1", "CREDENTIALS_DIRECTORY=/run/c", "LD_PRELOAD=/evil.so",
