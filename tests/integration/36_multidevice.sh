@@ -93,12 +93,14 @@ a=$(curl -s "$URL/v1/jobs/$E1/result"); b=$(curl -s "$URL/v1/jobs/$E3/result")
 diag "eval, 1 device: $(jq -c '[.samples, .mpjpe_mm, .pa_mpjpe_mm, .auc_0_50mm, .mean_predictor_mpjpe_mm]' <<<"$a")" \
      "eval, 3 devices: $(jq -c '[.samples, .mpjpe_mm, .pa_mpjpe_mm, .auc_0_50mm, .mean_predictor_mpjpe_mm]' <<<"$b")"
 # (not bit for bit: a batch of another size, and fewer BLAS threads per rank, take other paths
-# through the matrix products; the AUC counts errors in 0.1 mm bins, so one joint may change bins)
-check "eval on 3 devices: the 1-device metrics (MPJPE, PA-MPJPE, mean predictor 2e-5; AUC 1e-4; samples)" \
+# through the matrix products; the AUC counts errors in 0.1 mm bins, so one joint may change bins.
+# The predictions agree to ~1e-5 relative (the infer check below); an error of ~230 mm on joints
+# ~1 m from the camera moves by up to ~1e-5 * 1000 / 230 relative, hence 1e-4 on the means.)
+check "eval on 3 devices: the 1-device metrics (MPJPE, PA-MPJPE, mean predictor 1e-4; AUC 1e-4; samples)" \
     jq -en --argjson a "$a" --argjson b "$b" \
        '$a.samples == $b.samples and $a.samples == 86 and (($a.auc_0_50mm - $b.auc_0_50mm) | fabs) <= 1e-4 and
         ([ "mpjpe_mm", "pa_mpjpe_mm", "mean_predictor_mpjpe_mm" ] |
-         all(. as $k | (($a[$k] - $b[$k]) | fabs) <= 2e-5 * ($a[$k] | fabs) + 1e-12))'
+         all(. as $k | (($a[$k] - $b[$k]) | fabs) <= 1e-4 * ($a[$k] | fabs) + 1e-12))'
 a=$(curl -s "$URL/v1/jobs/$I1/result"); b=$(curl -s "$URL/v1/jobs/$I3/result")
 check "infer on 3 devices: the inputs' order and the 1-device outputs (joints, confidence, cls; 1e-5)" \
     jq -en --argjson a "$a" --argjson b "$b" \
