@@ -108,26 +108,36 @@ step() {
     rm -f "$OUT/step.log"
 }
 
+# daemon_start [ARG...] — a daemon of its own (temporary state dir, a free port), with
+# ARGs added to its command line; sets state, port and dpid. daemon_stop LINES — stops it,
+# shows the last LINES of its log and removes its state.
+daemon_start() {
+    state=$(mktemp -d "${TMPDIR:-/tmp}/traind-bench.XXXXXX")
+    port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$TRAIND" --state-dir "$state" --backend "$BACKEND" "$@" --listen "127.0.0.1:$port" --log-level info \
+        2>"$state/daemon.log" &
+    dpid=$!
+}
+daemon_stop() {
+    kill -TERM "$dpid" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$dpid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$dpid" 2>/dev/null
+    wait "$dpid" 2>/dev/null
+    echo "--- daemon log (last $1 lines)"
+    tail -n "$1" "$state/daemon.log"
+    rm -rf "$state"
+}
+
 # second_job BACKBONE FREEZE — a daemon of its own, two train jobs, the second
 # timed. Run as `run_device.sh --second-job BACKBONE FREEZE` (a process of its
 # own, so that `timeout` can stop it with the daemon it started).
 second_job() {
     local backbone=$1 freeze=$2 state port dpid rc
-    state=$(mktemp -d "${TMPDIR:-/tmp}/traind-bench.XXXXXX")
-    port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    "$TRAIND" --state-dir "$state" --backend "$BACKEND" --listen "127.0.0.1:$port" --log-level info \
-        2>"$state/daemon.log" &
-    dpid=$!
+    daemon_start
     $PY bench/compare.py second-job --url "http://127.0.0.1:$port" --backbone "$backbone" --freeze "$freeze" \
         --batch 32 --image "$IMAGE" --samples 256 --steps 5 --timeout 240
     rc=$?
-    kill -TERM "$dpid" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$dpid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$dpid" 2>/dev/null
-    wait "$dpid" 2>/dev/null
-    echo "--- daemon log (last 30 lines)"
-    tail -n 30 "$state/daemon.log"
-    rm -rf "$state"
+    daemon_stop 30
     return $rc
 }
 if [ "${1:-}" = "--second-job" ]; then
@@ -136,23 +146,12 @@ if [ "${1:-}" = "--second-job" ]; then
 fi
 # data_parallel N — a daemon on GPUs 0..N-1, the same train job on 1 and on N of them.
 data_parallel() {
-    local n=$1 state port dpid rc devs
-    devs=$(seq -s, 0 $((n - 1)))
-    state=$(mktemp -d "${TMPDIR:-/tmp}/traind-bench.XXXXXX")
-    port=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    "$TRAIND" --state-dir "$state" --backend "$BACKEND" --devices "$devs" --listen "127.0.0.1:$port" \
-        --log-level info 2>"$state/daemon.log" &
-    dpid=$!
+    local n=$1 state port dpid rc
+    daemon_start --devices "$(seq -s, 0 $((n - 1)))"
     $PY bench/compare.py data-parallel --url "http://127.0.0.1:$port" --devices "$n" --image "$IMAGE" --timeout 240 \
         ${BENCH_DP_ARGS:-}
     rc=$?
-    kill -TERM "$dpid" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$dpid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$dpid" 2>/dev/null
-    wait "$dpid" 2>/dev/null
-    echo "--- daemon log (last 40 lines)"
-    tail -n 40 "$state/daemon.log"
-    rm -rf "$state"
+    daemon_stop 40
     return $rc
 }
 if [ "${1:-}" = "--data-parallel" ]; then

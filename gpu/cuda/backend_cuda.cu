@@ -14,6 +14,7 @@
  * TRAIND_LT_AUTOTUNE=1 times cuBLASLt candidates per shape (matmul.cu);
  * TRAIND_TEST_GPU_FAULT=FILE is a test hook that makes one process fault on
  * the GPU (cuda_common.h). */
+#include <dlfcn.h>
 #include <cstring>
 #include <cstdarg>
 #include <algorithm>
@@ -25,6 +26,28 @@ static void cu_seterr(backend_t *b, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(b->err, sizeof b->err, fmt, ap);
     va_end(ap);
+}
+
+void *cu_dlopen_lib(const char *env, const char *soname, const char *pkg, char *why, size_t whylen) {
+    const char *path = getenv(env);
+    if (path && path[0]) {
+        void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        if (!h) snprintf(why, whylen, "%s=%s: %s", env, path, dlerror());
+        return h;
+    }
+    static const char *const dirs[] = {
+        "", "/usr/local/cuda/lib64/", "/usr/local/cuda/lib/", "/usr/lib/x86_64-linux-gnu/",
+        "/usr/local/lib/python3.12/dist-packages/nvidia/%s/lib/", "/usr/lib/python3/dist-packages/nvidia/%s/lib/",
+    };
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        char dir[256], full[512];
+        snprintf(dir, sizeof dir, dirs[i], pkg);
+        snprintf(full, sizeof full, "%s%s", dir, soname);
+        void *h = dlopen(full, RTLD_NOW | RTLD_LOCAL);
+        if (h) return h;
+    }
+    snprintf(why, whylen, "%s not found (set %s): %s", soname, env, dlerror());
+    return NULL;
 }
 
 void *cu_scratch(backend_t *b, int slot, size_t bytes) {

@@ -148,6 +148,11 @@ static inline void cu_enter(backend_t *b) { CU_CHECK(cudaSetDevice(cu_impl(b)->d
  *   2  attention (cuBLAS path): permuted q, k, v, dO; LayerNorm dw/db partials
  *   3  column-sum partials (bias, LayerScale gradients); cuBLAS-path dq/dk/dv */
 void *cu_scratch(backend_t *b, int slot, size_t bytes);
+/* A library loaded at run time (cuDNN, NCCL): the path in the environment variable env
+ * when set (and only it), else the first of the machine's usual places for soname that
+ * opens: the loader's search path, the CUDA toolkit, Debian's multiarch directory,
+ * PyTorch's nvidia/<pkg>/lib (pkg: "cudnn", "nccl"). NULL with why[] on failure. */
+void *cu_dlopen_lib(const char *env, const char *soname, const char *pkg, char *why, size_t whylen);
 
 static inline unsigned cu_blocks(size_t n, unsigned threads) {
     size_t g = (n + threads - 1) / threads;

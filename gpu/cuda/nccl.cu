@@ -61,32 +61,10 @@ struct cu_nccl {
 
 #define CU_NCCL_GATHER_CHUNK ((size_t)64 << 20)
 
-static void *cu_nccl_dlopen(char *why, size_t whylen) {
-    const char *env = getenv("TRAIND_NCCL_LIB");
-    if (env && env[0]) {
-        void *h = dlopen(env, RTLD_NOW | RTLD_LOCAL);
-        if (!h) snprintf(why, whylen, "TRAIND_NCCL_LIB=%s: %s", env, dlerror());
-        return h;
-    }
-    static const char *const cands[] = {
-        "libnccl.so.2",
-        "/usr/local/cuda/lib64/libnccl.so.2",
-        "/usr/lib/x86_64-linux-gnu/libnccl.so.2",
-        "/usr/local/lib/python3.12/dist-packages/nvidia/nccl/lib/libnccl.so.2",
-        "/usr/lib/python3/dist-packages/nvidia/nccl/lib/libnccl.so.2",
-    };
-    for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
-        void *h = dlopen(cands[i], RTLD_NOW | RTLD_LOCAL);
-        if (h) return h;
-    }
-    snprintf(why, whylen, "libnccl.so.2 not found (set TRAIND_NCCL_LIB): %s", dlerror());
-    return NULL;
-}
-
 static int cu_nccl_load(cu_nccl_api_t *a, char *err, size_t errlen) {
     memset(a, 0, sizeof *a);
     char why[512];
-    a->lib = cu_nccl_dlopen(why, sizeof why);
+    a->lib = cu_dlopen_lib("TRAIND_NCCL_LIB", "libnccl.so.2", "nccl", why, sizeof why);
     if (!a->lib) return errbuf_set(err, errlen, "NCCL: %s", why);
 #define CU_NCCL_SYM(field, name) do {                                                     \
         *(void **)&a->field = dlsym(a->lib, #name);                                       \

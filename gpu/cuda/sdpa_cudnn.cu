@@ -81,30 +81,13 @@ typedef struct {
 
 static cu_sdpa_t *cu_sdpa_of(backend_t *b) { return (cu_sdpa_t *)cu_impl(b)->sdpa; }
 
-static void *cu_dnn_open(void) {
-    const char *env = getenv("TRAIND_CUDNN_LIB");
-    if (env && env[0]) return dlopen(env, RTLD_NOW | RTLD_LOCAL);
-    static const char *const cands[] = {
-        "libcudnn.so.9",
-        "/usr/local/cuda/lib64/libcudnn.so.9",
-        "/usr/local/cuda/lib/libcudnn.so.9",
-        "/usr/lib/x86_64-linux-gnu/libcudnn.so.9",
-        "/usr/local/lib/python3.12/dist-packages/nvidia/cudnn/lib/libcudnn.so.9",
-        "/usr/lib/python3/dist-packages/nvidia/cudnn/lib/libcudnn.so.9",
-    };
-    for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
-        void *h = dlopen(cands[i], RTLD_NOW | RTLD_LOCAL);
-        if (h) return h;
-    }
-    return NULL;
-}
-
 /* Loads cuDNN and creates the handle; 0 on success. */
 static int cu_sdpa_init(backend_t *b, cu_sdpa_t *s) {
     cu_dnn_api_t *a = &s->api;
-    a->lib = cu_dnn_open();
+    char why[512];
+    a->lib = cu_dlopen_lib("TRAIND_CUDNN_LIB", "libcudnn.so.9", "cudnn", why, sizeof why);
     if (!a->lib) {
-        fprintf(stderr, "traind: cuDNN not found (%s); attention forward uses traind's own kernel\n", dlerror());
+        fprintf(stderr, "traind: cuDNN: %s; attention forward uses traind's own kernel\n", why);
         return -1;
     }
 #define CU_DNN_SYM(field, name) do {                                                          \
