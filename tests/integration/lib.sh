@@ -286,6 +286,19 @@ train_spec() {   # train_spec DATASET STEPS [extra json fields without braces]
         "$ds" "$steps" "${extra:+,$extra}"
 }
 
+# losses JOB -> [[step, loss], ...] (one per step)
+losses() { curl -s "$URL/v1/jobs/$1/metrics?name=loss" | jq -c '[.[] | [.step, .value]] | unique_by(.[0])'; }
+# same_predictions RESULT_A RESULT_B — two infer results: the same indices in the same order, and
+# the same joints, confidence and cls up to 1e-5 (another split over ranks takes other paths
+# through the matrix products)
+same_predictions() {
+    jq -en --argjson a "$1" --argjson b "$2" \
+       '$a.count == $b.count and $a.count > 0 and ([$a.predictions[].index] == [$b.predictions[].index]) and
+        ([range($a.count) as $i | ([$a.predictions[$i].joints, $a.predictions[$i].confidence, $a.predictions[$i].cls] | flatten) as $x
+          | ([$b.predictions[$i].joints, $b.predictions[$i].confidence, $b.predictions[$i].cls] | flatten) as $y
+          | ($x | length) == ($y | length) and ([range($x|length) | (($x[.] - $y[.]) | fabs) <= 1e-5 * (($x[.] | fabs) + 1)] | all)] | all)'
+}
+
 sql() { sqlite3 -readonly -batch -noheader -cmd ".timeout 5000" "$STATE/traind.db" "$@"; }
 
 # Runs "$@" (a trainctl invocation) against the daemon; never hangs a test
