@@ -137,18 +137,7 @@ R='"checkpoint_every":10,"eval_every":0'
 submit "$(spec 2 40 "$R")"; REF=$JOB
 is "$(wait_job "$REF" 600)" succeeded "uninterrupted 2-rank run (40 steps)"
 submit "$(spec 2 40 "$R")"; CR=$JOB
-_has_ckpt() { api GET "/v1/checkpoints?job=$CR"; [ "$(jb '.checkpoints | length')" -ge 1 ]; }
-wait_for 300 _has_ckpt
-ok $? "the run to be killed recorded a checkpoint"
-stop_daemon KILL
-check "its workers died with the daemon" wait_for 30 bash -c "! pgrep -f '[t]raind worker --job $STATE' >/dev/null"
-start_daemon --devices 0,1,2 || bail "daemon did not restart"
-is "$(wait_job "$CR" 600)" succeeded "after the restart the 2-rank job resumed and finished"
-api GET "/v1/jobs/$CR"
-check "its record says it resumed, on two devices" jq -e '(.resumed_from | type == "string") and (.devices | length) == 2' <<<"$BODY"
-a=$(losses "$CR"); b=$(losses "$REF")
-check "the resumed run logged exactly the uninterrupted run's losses ($(jq length <<<"$a") steps)" \
-    test "$(jq length <<<"$a")" = 40 -a "$a" = "$b"
+killed_resumes "$CR" "$REF" 40 '(.devices | length) == 2' --devices 0,1,2
 stop_daemon TERM
 
 done_testing

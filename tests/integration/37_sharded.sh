@@ -26,6 +26,11 @@ tspec() {   # tspec STEPS [extra] — a train job on d (global batch 8)
 }
 # notes JOB -> the messages of its "log" events
 notes() { sql "SELECT json_extract(data, '\$.message') FROM job_events WHERE job = '$1' AND type = 'log';"; }
+fails_saying() {   # fails_saying JOB WHAT REGEX — the job failed, its record's error matching REGEX
+    is "$(wait_job "$1" 300)" failed "$2: failed"
+    api GET "/v1/jobs/$1"
+    check "its record says why: $(jb .error)" grep -q "$3" <<<"$(jb .error)"
+}
 
 start_daemon "${SHARD2[@]}" || bail "daemon did not start"
 
@@ -98,17 +103,7 @@ R='"checkpoint_every":5,"eval_every":0'
 submit "$(tspec 20 "$R")"; REF=$JOB
 is "$(wait_job "$REF" 600)" succeeded "uninterrupted sharded run (20 steps)"
 submit "$(tspec 20 "$R")"; CR=$JOB
-_has_ckpt() { api GET "/v1/checkpoints?job=$1"; [ "$(jb '.checkpoints | length')" -ge 1 ]; }
-wait_for 300 _has_ckpt "$CR"
-ok $? "the run to be killed recorded a checkpoint"
-stop_daemon KILL
-start_daemon "${SHARD2[@]}" || bail "daemon did not restart"
-is "$(wait_job "$CR" 600)" succeeded "after the restart the sharded job resumed and finished"
-api GET "/v1/jobs/$CR"
-check "its record says it resumed, on both devices" jq -e '(.resumed_from | type == "string") and .devices == [0,1]' <<<"$BODY"
-a=$(losses "$CR"); b=$(losses "$REF")
-check "the resumed run logged exactly the uninterrupted run's losses ($(jq length <<<"$a") steps)" \
-    test "$(jq length <<<"$a")" = 20 -a "$a" = "$b"
+killed_resumes "$CR" "$REF" 20 '.devices == [0,1]' "${SHARD2[@]}"
 api GET "/v1/checkpoints?job=$CR"; CKR=$(jb '.checkpoints[-1].id')
 
 # ---- at start: the placement was not known at submission (a restart reloads the dataset) ---------
@@ -129,23 +124,15 @@ touch "$GATE"
 is "$(wait_dataset d 180)" ready "the dataset is loaded again"
 api GET /v1/datasets/d
 check "now sharded across 3 devices" jq -e '.residency == "sharded" and ([.devices[] | .samples] == [[0,32],[32,64],[64,96]])' <<<"$BODY"
-is "$(wait_job "$X" 300)" failed "the interrupted 2-shard run, requeued on 3 shards: failed"
-api GET "/v1/jobs/$X"
-check "its record says why: $(jb .error)" grep -q "sharded across 3 devices.*needs all of them" <<<"$(jb .error)"
+fails_saying "$X" "the interrupted 2-shard run, requeued on 3 shards" "sharded across 3 devices.*needs all of them"
 is "$(wait_job "$A" 300)" succeeded "the job without devices ran"
 api GET "/v1/jobs/$A"
 check "on every device" jq -e '.devices == [0,1,2] and .result.data_parallel.devices == 3' <<<"$BODY"
 check "its events say why" grep -q "sharded across 3 devices, so the job runs on all 3" <<<"$(notes "$A")"
-is "$(wait_job "$E1" 300)" failed "the job with an explicit \"devices\": 1: failed at start"
-api GET "/v1/jobs/$E1"
-check "its record says why: $(jb .error)" grep -q "sharded across 3 devices.*needs all of them" <<<"$(jb .error)"
+fails_saying "$E1" "the job with an explicit \"devices\": 1, at start" "sharded across 3 devices.*needs all of them"
 check "... and it never ran" jq -e '.started_at == null and .devices == null' <<<"$BODY"
-is "$(wait_job "$DBG" 300)" failed "the debug job: failed at start"
-api GET "/v1/jobs/$DBG"
-check "its record says why: $(jb .error)" grep -q "a debug job, which runs on one device, cannot use it" <<<"$(jb .error)"
-is "$(wait_job "$RS" 300)" failed "resume_from a 2-shard checkpoint on 3 shards: failed"
-api GET "/v1/jobs/$RS"
-check "its record says why: $(jb .error)" grep -q "resume:.*2 shards.*3" <<<"$(jb .error)"
+fails_saying "$DBG" "the debug job, at start" "a debug job, which runs on one device, cannot use it"
+fails_saying "$RS" "resume_from a 2-shard checkpoint on 3 shards" "resume:.*2 shards.*3"
 stop_daemon TERM
 
 # ---- the same data replicated: the same predictions; a sharded checkpoint does not resume --------
@@ -158,8 +145,6 @@ submit "$(tspec 4 "\"resume_from\":\"$CKR\"")"; RR=$JOB
 is "$(wait_job "$IR" 300)" succeeded "infer of the same indices on the replicated copy"
 same_predictions "$(curl -s "$URL/v1/jobs/$IR/result")" "$SHARDED_INFER" >/dev/null
 ok $? "sharded and replicated: the same predictions in the same order (joints, confidence, cls; 1e-5)"
-is "$(wait_job "$RR" 300)" failed "resume_from a sharded checkpoint on the replicated dataset: failed"
-api GET "/v1/jobs/$RR"
-check "its record says why: $(jb .error)" grep -q "resume:.*sharded.*replicated" <<<"$(jb .error)"
+fails_saying "$RR" "resume_from a sharded checkpoint on the replicated dataset" "resume:.*sharded.*replicated"
 stop_daemon TERM
 done_testing

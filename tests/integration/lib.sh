@@ -299,6 +299,25 @@ same_predictions() {
           | ($x | length) == ($y | length) and ([range($x|length) | (($x[.] - $y[.]) | fabs) <= 1e-5 * (($x[.] | fabs) + 1)] | all)] | all)'
 }
 
+# killed_resumes JOB REF STEPS DEVICES_JQ [start_daemon args...] — once JOB has a checkpoint,
+# SIGKILL the daemon (its workers die with it) and start it again with the args: JOB resumes
+# (its record says so, its devices pass DEVICES_JQ) and logs exactly REF's losses over STEPS steps.
+_has_ckpt() { api GET "/v1/checkpoints?job=$1"; [ "$(jb '.checkpoints | length')" -ge 1 ]; }
+killed_resumes() {
+    local job=$1 ref=$2 steps=$3 devs=$4 a b; shift 4
+    wait_for 300 _has_ckpt "$job"
+    ok $? "the run to be killed recorded a checkpoint"
+    stop_daemon KILL
+    check "its workers died with the daemon" wait_for 30 bash -c "! pgrep -f '[t]raind worker --job $STATE' >/dev/null"
+    start_daemon "$@" || bail "daemon did not restart"
+    is "$(wait_job "$job" 600)" succeeded "after the restart the job resumed and finished"
+    api GET "/v1/jobs/$job"
+    check "its record says it resumed, on the same devices ($devs)" jq -e "(.resumed_from | type == \"string\") and ($devs)" <<<"$BODY"
+    a=$(losses "$job"); b=$(losses "$ref")
+    check "the resumed run logged exactly the uninterrupted run's losses ($(jq length <<<"$a") steps)" \
+        test "$(jq length <<<"$a")" = "$steps" -a "$a" = "$b"
+}
+
 sql() { sqlite3 -readonly -batch -noheader -cmd ".timeout 5000" "$STATE/traind.db" "$@"; }
 
 # Runs "$@" (a trainctl invocation) against the daemon; never hangs a test
