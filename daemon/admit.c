@@ -4,6 +4,7 @@
  * model_working_bytes); here only the room is measured. */
 #include "daemon/admit.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -12,6 +13,7 @@
 #include "gpu/checkpoint.h"
 #include "gpu/model.h"
 #include "gpu/stages.h"
+#include "store/errbuf.h"
 
 #define GB 1e9
 
@@ -180,7 +182,8 @@ static int check_room(daemon_t *d, const stage_mem_t *m, int batch, int h, int w
     return 0;
 }
 
-int admit_devices(daemon_t *d, jobspec_t *js, int shards, daemon_err_t *e) {
+int admit_devices(daemon_t *d, jobspec_t *js, int shards, int *expanded, daemon_err_t *e) {
+    *expanded = 0;
     for (int i = 0; i < js->n_device_list; i++) {
         int found = 0;
         for (int s = 0; s < d->n_dev; s++) found |= d->dev_index[s] == js->device_list[i];
@@ -199,18 +202,40 @@ int admit_devices(daemon_t *d, jobspec_t *js, int shards, daemon_err_t *e) {
                        js->devices, d->n_dev);
         return -1;
     }
-    if (shards > 1 && js->devices != shards) {
-        if (js->devices == 1 && !js->n_device_list && js->type != JOB_DEBUG) {
+    if (shards > 1 && (js->devices != shards || js->type == JOB_DEBUG)) {
+        if (!js->devices_given && js->type != JOB_DEBUG) {
             js->devices = shards;   /* a job on a sharded dataset runs where the shards are */
+            *expanded = 1;
             return 0;
         }
-        daemon_err_set(e, 422, "unprocessable", js->type == JOB_DEBUG ? "dataset" : "devices",
-                       "dataset '%s' is sharded across %d devices (each holds 1/%d of the samples): %s", js->dataset,
-                       shards, shards, js->type == JOB_DEBUG ? "a debug job runs on one device and cannot use it"
-                                                             : "a job on it runs on all of them (\"devices\": N)");
+        char msg[512];
+        admit_sharded_why(msg, sizeof msg, js->dataset, shards, js->type == JOB_DEBUG);
+        daemon_err_set(e, 422, "unprocessable", js->type == JOB_DEBUG ? "dataset" : "devices", "%s", msg);
         return -1;
     }
     return 0;
+}
+
+int admit_sharded_why(char *msg, size_t msglen, const char *dataset, int shards, int debug) {
+    return errbuf_set(msg, msglen, "dataset '%s' is sharded across %d devices (each holds 1/%d of the samples), so %s",
+                      dataset, shards, shards,
+                      debug ? "a debug job, which runs on one device, cannot use it"
+                            : shards == 2 ? "a job on it needs both (\"devices\": 2, or leave \"devices\" out)"
+                                          : "a job on it needs all of them (\"devices\": N, or leave \"devices\" out)");
+}
+
+void admit_note(daemon_t *d, const char *id, json_t *extra, const char *fmt, ...) {
+    char note[512], err[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(note, sizeof note, fmt, ap);
+    va_end(ap);
+    json_t *ev = extra ? extra : json_object();
+    json_object_set_new(ev, "message", errbuf_json_string(note));
+    json_object_set_new(ev, "level", json_string("info"));
+    if (store_event_append(d->store, id, "log", ev, NULL, err, sizeof err)) log_warn(id, "%s", err);
+    json_decref(ev);
+    log_info(id, "%s", note);
 }
 
 /* The memory estimate of one rank of a job of js->devices ranks: its share of the batch. */
@@ -287,4 +312,10 @@ int admit_start(daemon_t *d, const json_t *spec_json, const int *slots, int n, c
     }
     jobspec_free(&js);
     return r > 0 ? -1 : 0;
+}
+
+void admit_note_sharded(daemon_t *d, const char *id, const char *dataset, int shards) {
+    admit_note(d, id, json_pack("{s:i}", "devices", shards),
+               "no \"devices\" given: dataset '%s' is sharded across %d devices, so the job runs on all %d", dataset,
+               shards, shards);
 }

@@ -26,7 +26,13 @@
  * of its devices (the N roomiest, or those listed); on the cpu backend the
  * virtual devices share the host, so N ranks' estimates must fit it together.
  * A job on a dataset sharded across the devices runs on all of them: without
- * "devices" it gets that count (the stored spec says so), with another 422. */
+ * "devices" it gets that count (the stored spec and the job's events say
+ * so); an explicit "devices" other than all of them (a 1 included) is 422
+ * naming the field, and a debug job (one device) is 422 naming the dataset.
+ * The placement counts from the moment it is decided (a synthetic or on-disk
+ * dataset: at its load request; an import: once decoded), so such jobs are
+ * refused at submission even while the dataset loads; the scheduler checks
+ * again at start (admit_sharded_why) for what was not known yet. */
 #ifndef TRAIND_ADMIT_H
 #define TRAIND_ADMIT_H
 
@@ -40,8 +46,18 @@
  * 0, or -1 with e (422 for indices, 507 for memory). */
 int admit_submission(daemon_t *d, jobspec_t *js, const json_t *ds, int *requested, daemon_err_t *e);
 /* The job's devices against this daemon's (and a sharded dataset's, shards
- * > 1): 0 (js->devices may be set to the shard count), or -1 with e (422). */
-int admit_devices(daemon_t *d, jobspec_t *js, int shards, daemon_err_t *e);
+ * > 1): 0 (js->devices set to the shard count when the spec named none:
+ * *expanded = 1), or -1 with e (422). */
+int admit_devices(daemon_t *d, jobspec_t *js, int shards, int *expanded, daemon_err_t *e);
+/* Why a job cannot run on dataset `dataset` sharded across `shards` devices
+ * (a debug job, or `devices` other than all of them), into msg; -1. */
+int admit_sharded_why(char *msg, size_t msglen, const char *dataset, int shards, int debug);
+/* An info line in job id's events (a "log" event carrying `extra`'s fields,
+ * which it takes) and in the daemon's log. */
+void admit_note(daemon_t *d, const char *id, json_t *extra, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The note of a job without "devices" put on every device of a sharded dataset. */
+void admit_note_sharded(daemon_t *d, const char *id, const char *dataset, int shards);
 
 /* The start-time check of a queued job (its stored spec) on device slots
  * slots[0..n) (one rank each), its dataset's record ds being resident: 0 when

@@ -457,8 +457,8 @@ json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_
         goto out;
     }
     /* indices against the dataset, the effective batch, the memory estimate */
-    int requested = 0;
-    if (admit_devices(d, &js, residency_shards(d->res, js.dataset), e)) goto out;
+    int requested = 0, expanded = 0, shards = residency_planned_shards(d->res, js.dataset);
+    if (admit_devices(d, &js, shards, &expanded, e)) goto out;
     if (admit_submission(d, &js, ds, &requested, e)) goto out;
     json_t *spec = jobspec_to_json(&js);
     dtype_plan_t plan = jobspec_plan(&js);
@@ -497,16 +497,11 @@ json_t *daemon_job_submit(daemon_t *d, const json_t *body, int *created, daemon_
     if (*created) {
         const char *id = json_string_value(json_object_get(out, "id"));
         log_info(id, "job submitted: %s on %s, priority %d", job_type_name(type), dataset, priority);
-        if (requested) {
-            char note[256];
-            snprintf(note, sizeof note, "batch_size %d is more than the samples a batch can draw from (%d): the "
-                     "effective batch is %d", requested, batch, batch);
-            json_t *ev = json_pack("{s:s, s:s, s:i, s:i}", "message", note, "level", "info", "batch_size", batch,
-                                   "requested_batch_size", requested);
-            if (store_event_append(d->store, id, "log", ev, NULL, err, sizeof err)) log_warn(id, "%s", err);
-            json_decref(ev);
-            log_info(id, "%s", note);
-        }
+        if (requested)
+            admit_note(d, id, json_pack("{s:i, s:i}", "batch_size", batch, "requested_batch_size", requested),
+                       "batch_size %d is more than the samples a batch can draw from (%d): the effective batch is %d",
+                       requested, batch, batch);
+        if (expanded) admit_note_sharded(d, id, dataset, shards);
         sched_kick(d->sched);
     }
 out:

@@ -27,6 +27,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "daemon/admit.h"
 #include "daemon/log.h"
 #include "daemon/notify.h"
 #include "daemon/sched.h"
@@ -56,6 +57,7 @@ typedef struct res_ds {
     /* the placement (res_plan): replicated (shards 1: every device holds all of it) or
      * sharded across every device (device s holds the samples [first[s], first[s] + lay[s].n)) */
     int shards;
+    int placed;                  /* the placement is decided (res_plan applied; an estimate until scanned) */
     ds_layout_t lay[CFG_MAX_DEVICES];
     int64_t first[CFG_MAX_DEVICES];
     size_t need[CFG_MAX_DEVICES];   /* bytes device s holds or will hold */
@@ -235,6 +237,7 @@ static int res_plan(residency_t *r, const res_ds_t *except, const ds_layout_t *l
 
 static void place_apply(res_ds_t *x, const res_place_t *p, int n_dev) {
     x->shards = p->shards;
+    x->placed = 1;
     size_t most = 0;
     for (int s = 0; s < n_dev; s++) {
         x->lay[s] = p->lay[s];
@@ -548,6 +551,19 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
     return rc;
 }
 
+/* Tests: TRAIND_TEST_LOAD_GATE=FILE holds each load until FILE exists, so a
+ * job can be submitted while its dataset is certainly still loading. */
+static void load_gate(residency_t *r, res_ds_t *x) {
+    const char *gate = getenv("TRAIND_TEST_LOAD_GATE");
+    while (gate && gate[0] && access(gate, F_OK) != 0) {
+        pthread_mutex_lock(&r->mu);
+        int stop = r->stop || x->cancel;
+        pthread_mutex_unlock(&r->mu);
+        if (stop) return;
+        usleep(20000);
+    }
+}
+
 static void *loader_main(void *arg) {
     residency_t *r = arg;
     pthread_mutex_lock(&r->mu);
@@ -561,6 +577,7 @@ static void *loader_main(void *arg) {
         pthread_mutex_unlock(&r->mu);
 
         char msg[1024] = "";
+        load_gate(r, x);
         double t0 = mono_now();
         int rc = load_one(r, x, msg, sizeof msg);
         double el = mono_now() - t0;
@@ -1067,8 +1084,7 @@ int residency_acquire(residency_t *r, const char *name, const int *slots, int n,
             int seen[CFG_MAX_DEVICES] = {0}, all = n == x->shards;
             for (int k = 0; all && k < n; k++) all = slots[k] >= 0 && slots[k] < x->shards && !seen[slots[k]]++;
             if (!all) {
-                snprintf(msg, msglen, "dataset '%s' is sharded across %d devices: a job on it runs on all of them "
-                         "(\"devices\": %d)", name, x->shards, x->shards);
+                admit_sharded_why(msg, msglen, name, x->shards, 0);
                 rc = -1;
             }
         }
@@ -1092,6 +1108,14 @@ int residency_shards(residency_t *r, const char *name) {
     pthread_mutex_lock(&r->mu);
     res_ds_t *x = find(r, name);
     int rc = !x || x->phase == RS_FAILED ? -1 : x->phase != RS_READY ? 0 : x->shards;
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+int residency_planned_shards(residency_t *r, const char *name) {
+    pthread_mutex_lock(&r->mu);
+    res_ds_t *x = find(r, name);
+    int rc = !x || x->phase == RS_FAILED ? -1 : !x->placed ? 0 : x->shards;
     pthread_mutex_unlock(&r->mu);
     return rc;
 }

@@ -51,6 +51,11 @@ int residency_acquire(residency_t *r, const char *name, const int *slots, int n,
 /* How the dataset is resident: -1 unknown or failed, 0 still loading, 1
  * replicated, D > 1 sharded across D devices (device slot s holds shard s). */
 int residency_shards(residency_t *r, const char *name);
+/* The same, ready or not, once the placement is decided (a synthetic or
+ * on-disk dataset: at its load request, from its size; an import: once
+ * decoded); 0 until then. A dataset read from disk is placed again when it is
+ * scanned, so a job's start goes by residency_shards. */
+int residency_planned_shards(residency_t *r, const char *name);
 void residency_release(residency_t *r, const char *name);
 /* Resident bytes on a device slot (all datasets). */
 size_t residency_bytes_on(residency_t *r, int slot);

@@ -579,12 +579,14 @@ static void fail_queued(daemon_t *d, const char *id, const char *msg) {
 
 /* The device slots a queued job asks for: a list (its "devices" list) or a
  * count. A job on a sharded dataset needs every device that holds a shard
- * (all of them). 0 with *is_list/list/k, or -1 with msg (the job can never
- * start here). */
-static int want_slots(daemon_t *d, const json_t *want, int shards, const char *dataset, int *is_list, int *list,
-                      int *k, char *msg, size_t msglen) {
+ * (all of them): without "devices" (submitted before the placement was known)
+ * it gets them (*expanded = 1); a debug job or another count cannot run. 0
+ * with *is_list/list/k, or -1 with msg (the job can never start here). */
+static int want_slots(daemon_t *d, const json_t *want, int debug, int shards, const char *dataset, int *is_list,
+                      int *list, int *k, int *expanded, char *msg, size_t msglen) {
     *is_list = 0;
     *k = 1;
+    *expanded = 0;
     if (json_is_array(want)) {
         *is_list = 1;
         *k = (int)json_array_size(want);
@@ -596,14 +598,13 @@ static int want_slots(daemon_t *d, const json_t *want, int shards, const char *d
         }
     } else if (json_is_integer(want)) {
         *k = (int)json_integer_value(want);
-    } else if (shards > 1) {
-        *k = d->n_dev;   /* no "devices" (submitted while its dataset loaded): where the shards are */
+    } else if (shards > 1 && !debug) {
+        *k = d->n_dev;
+        *expanded = 1;
     }
     if (*k < 1 || *k > d->n_dev)
         return errbuf_set(msg, msglen, "the job needs %d devices; this daemon has %d (--devices)", *k, d->n_dev);
-    if (shards > 1 && *k != d->n_dev)
-        return errbuf_set(msg, msglen, "dataset '%s' is sharded across %d devices (each holds 1/%d of the samples): "
-                          "a job on it runs on all of them (\"devices\": %d)", dataset, shards, shards, shards);
+    if (shards > 1 && (*k != shards || debug)) return admit_sharded_why(msg, msglen, dataset, shards, debug);
     return 0;
 }
 
@@ -656,9 +657,12 @@ static void try_start(sched_t *s) {
         const char *dataset = json_string_value(json_object_get(qe, "dataset"));
         if (!dataset) continue;
         char msg[1024];
-        int is_list, k, slots[CFG_MAX_DEVICES];
+        int is_list, k, slots[CFG_MAX_DEVICES], expanded;
         int shards = residency_shards(d->res, dataset);
-        if (want_slots(d, json_object_get(qe, "devices"), shards, dataset, &is_list, slots, &k, msg, sizeof msg)) {
+        const char *type = json_string_value(json_object_get(qe, "type"));
+        int debug = type && !strcmp(type, "debug");
+        if (want_slots(d, json_object_get(qe, "devices"), debug, shards, dataset, &is_list, slots, &k, &expanded, msg,
+                       sizeof msg)) {
             fail_queued(d, e[i].id, msg);   /* never placeable here */
             continue;
         }
@@ -760,6 +764,7 @@ static void try_start(sched_t *s) {
             char where[160] = "";
             for (int x = 0, o = 0; x < k && o < (int)sizeof where - 8; x++)
                 o += snprintf(where + o, sizeof where - (size_t)o, "%s%d", x ? "," : "", d->dev_index[slots[x]]);
+            if (expanded) admit_note_sharded(d, e[i].id, dataset, k);
             log_info(e[i].id, "job started: %s on dataset %s, device%s %s", rn->type, dataset, k > 1 ? "s" : "", where);
         }
         json_decref(job);

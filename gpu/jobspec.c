@@ -634,6 +634,7 @@ static int parse_outputs(pctx_t *c, const json_t *v, jobspec_t *js) {
 
 /* "devices": N or [d0, d1, ...] (distinct). */
 static int parse_devices(pctx_t *c, const json_t *v, jobspec_t *js) {
+    js->devices_given = 1;
     if (json_is_integer(v)) {
         long long n = json_integer_value(v);
         if (n < 1 || n > JS_MAX_DEVICES) return fail(c, "devices", "devices must be in [1, %d] (got %lld)", JS_MAX_DEVICES, n);
@@ -885,7 +886,7 @@ json_t *jobspec_to_json(const jobspec_t *js) {
         json_t *a = json_array();
         for (int i = 0; i < js->n_device_list; i++) json_array_append_new(a, json_integer(js->device_list[i]));
         json_object_set_new(o, "devices", a);
-    } else if (js->devices > 1) {
+    } else if (js->devices > 1 || js->devices_given) {
         json_object_set_new(o, "devices", json_integer(js->devices));
     }
     if (js->type != JOB_TRAIN && js->checkpoint[0])

@@ -91,6 +91,7 @@ typedef struct {
     int devices;                     /* ranks: 1 (default) .. JS_MAX_DEVICES */
     int device_list[JS_MAX_DEVICES]; /* the listed devices, rank order, when n_device_list > 0 */
     int n_device_list;
+    int devices_given;               /* the spec named `devices` (an explicit 1 is kept, not expanded) */
 
     /* train */
     double split_train[2], split_val[2];   /* fractions [a,b) of the dataset */

@@ -11,9 +11,7 @@
 #     ranks exit, the dataset stays resident, the devices are free and the
 #     next job runs; SIGKILL of the daemon mid-run, restart: the 2-rank job
 #     resumes and logs exactly the losses of an uninterrupted 2-rank run;
-#   - a dataset too large for every device to hold is sharded across them
-#     (record: residency, the samples per device), jobs on it run on every
-#     device, 507 only when even the shards do not fit; bad "devices".
+#   - bad "devices". (Sharded datasets: 37_sharded.sh.)
 . "$(dirname "$0")/lib.sh"
 
 start_daemon --devices 0,1,2 || bail "daemon did not start"
@@ -28,7 +26,6 @@ spec() {   # spec DEVICES STEPS [extra] — the same job on any number of device
     printf '{"type":"train","dataset":"d","model":{"backbone":"dinov2-tiny"},"batch_size":12,"steps":%s,"seed":3,"devices":%s%s}' \
         "$2" "$1" "${3:+,$3}"
 }
-losses() { curl -s "$URL/v1/jobs/$1/metrics?name=loss" | jq -c '[.[] | [.step, .value]] | unique_by(.[0])'; }
 # the largest relative difference between two loss series of the same steps
 maxrel() { jq -n --argjson a "$1" --argjson b "$2" \
     'if ($a|length) != ($b|length) or ($a|length) == 0 then 1e9 else
@@ -102,12 +99,8 @@ check "eval on 3 devices: the 1-device metrics (MPJPE, PA-MPJPE, mean predictor 
         ([ "mpjpe_mm", "pa_mpjpe_mm", "mean_predictor_mpjpe_mm" ] |
          all(. as $k | (($a[$k] - $b[$k]) | fabs) <= 1e-4 * ($a[$k] | fabs) + 1e-12))'
 a=$(curl -s "$URL/v1/jobs/$I1/result"); b=$(curl -s "$URL/v1/jobs/$I3/result")
-check "infer on 3 devices: the inputs' order and the 1-device outputs (joints, confidence, cls; 1e-5)" \
-    jq -en --argjson a "$a" --argjson b "$b" \
-       '$b.count == 12 and ([$b.predictions[].index] == [0,1,2,3,4,5,6,7,8,9,40,3]) and
-        ([range(12) as $i | ([$a.predictions[$i].joints, $a.predictions[$i].confidence, $a.predictions[$i].cls] | flatten) as $x
-          | ([$b.predictions[$i].joints, $b.predictions[$i].confidence, $b.predictions[$i].cls] | flatten) as $y
-          | [range($x|length) | (($x[.] - $y[.]) | fabs) <= 1e-5 * (($x[.] | fabs) + 1)] | all] | all)'
+jq -e '.count == 12 and ([.predictions[].index] == [0,1,2,3,4,5,6,7,8,9,40,3])' <<<"$b" >/dev/null && same_predictions "$a" "$b" >/dev/null
+ok $? "infer on 3 devices: the inputs' order and the 1-device outputs (joints, confidence, cls; 1e-5)"
 
 # ---- cancel; kill -9 of one rank --------------------------------------------------------------------------
 submit "$(spec 2 1000000 '"checkpoint_every":1000000,"eval_every":0')"; C=$JOB
@@ -144,47 +137,7 @@ R='"checkpoint_every":10,"eval_every":0'
 submit "$(spec 2 40 "$R")"; REF=$JOB
 is "$(wait_job "$REF" 600)" succeeded "uninterrupted 2-rank run (40 steps)"
 submit "$(spec 2 40 "$R")"; CR=$JOB
-_has_ckpt() { api GET "/v1/checkpoints?job=$CR"; [ "$(jb '.checkpoints | length')" -ge 1 ]; }
-wait_for 300 _has_ckpt
-ok $? "the run to be killed recorded a checkpoint"
-stop_daemon KILL
-check "its workers died with the daemon" wait_for 30 bash -c "! pgrep -f '[t]raind worker --job $STATE' >/dev/null"
-start_daemon --devices 0,1,2 || bail "daemon did not restart"
-is "$(wait_job "$CR" 600)" succeeded "after the restart the 2-rank job resumed and finished"
-api GET "/v1/jobs/$CR"
-check "its record says it resumed, on two devices" jq -e '(.resumed_from | type == "string") and (.devices | length) == 2' <<<"$BODY"
-a=$(losses "$CR"); b=$(losses "$REF")
-check "the resumed run logged exactly the uninterrupted run's losses ($(jq length <<<"$a") steps)" \
-    test "$(jq length <<<"$a")" = 40 -a "$a" = "$b"
+killed_resumes "$CR" "$REF" 40 '(.devices | length) == 2' --devices 0,1,2
 stop_daemon TERM
 
-# ---- sharded: each device holds half --------------------------------------------------------------------------
-STATE=$TDIR/state2; unset PORT
-start_daemon --devices 0,1 --cpu-device-memory-gb 0.0004 || bail "daemon did not start"
-load_synth d 96 "$IMG" 5
-ok $? "a dataset that does not fit each device whole is loaded"
-api GET /v1/datasets/d
-check "sharded: device 0 holds samples [0,48), device 1 [48,96), each half the bytes" \
-    jq -e '.residency == "sharded" and ([.devices[] | .samples] == [[0,48],[48,96]]) and
-           (.devices[0].bytes > 0) and (.devices[0].bytes == .devices[1].bytes)' <<<"$BODY"
-expect_error 507 insufficient_storage "a dataset whose shards do not fit either: 507" POST /v1/datasets \
-    "{\"name\":\"big\",\"synthetic\":{\"samples\":400,\"image_size\":$IMG,\"seed\":1}}"
-check "the message gives both the replicated and the sharded need" grep -q "sharded across the 2 devices" <<<"$BODY"
-submit '{"type":"train","dataset":"d","model":{"backbone":"dinov2-tiny"},"batch_size":8,"steps":6,"eval_every":3,"checkpoint_every":3,"seed":2}'
-T=$JOB
-api GET "/v1/jobs/$T"
-is "$(jb .spec.devices)" 2 "a job on a sharded dataset gets every device (the stored spec says so)"
-is "$(wait_job "$T" 600)" succeeded "training on the sharded dataset succeeded"
-api GET "/v1/jobs/$T"
-check "it ran data parallel on the shards, validated and checkpointed" \
-    jq -e '.result.data_parallel.dataset == "sharded" and .devices == [0,1] and (.result.val.mpjpe_mm | type) == "number"' <<<"$BODY"
-api GET "/v1/checkpoints?job=$T"; CK=$(jb '.checkpoints[-1].id')
-submit "{\"type\":\"eval\",\"dataset\":\"d\",\"checkpoint\":\"$CK\"}"
-is "$(wait_job "$JOB" 300)" succeeded "eval on the sharded dataset (every device)"
-api GET "/v1/jobs/$JOB/result"
-is "$(jb .samples)" 10 "it evaluated the 10 validation samples, held by device 1"
-expect_error 422 unprocessable "a job on one device of a sharded dataset: 422" POST /v1/jobs \
-    '{"type":"train","dataset":"d","model":{"backbone":"dinov2-tiny"},"steps":2,"devices":[0]}'
-expect_error 422 unprocessable "a debug job on a sharded dataset: 422" POST /v1/jobs \
-    '{"type":"debug","dataset":"d","model":{"backbone":"dinov2-tiny"}}'
 done_testing

@@ -286,6 +286,38 @@ train_spec() {   # train_spec DATASET STEPS [extra json fields without braces]
         "$ds" "$steps" "${extra:+,$extra}"
 }
 
+# losses JOB -> [[step, loss], ...] (one per step)
+losses() { curl -s "$URL/v1/jobs/$1/metrics?name=loss" | jq -c '[.[] | [.step, .value]] | unique_by(.[0])'; }
+# same_predictions RESULT_A RESULT_B — two infer results: the same indices in the same order, and
+# the same joints, confidence and cls up to 1e-5 (another split over ranks takes other paths
+# through the matrix products)
+same_predictions() {
+    jq -en --argjson a "$1" --argjson b "$2" \
+       '$a.count == $b.count and $a.count > 0 and ([$a.predictions[].index] == [$b.predictions[].index]) and
+        ([range($a.count) as $i | ([$a.predictions[$i].joints, $a.predictions[$i].confidence, $a.predictions[$i].cls] | flatten) as $x
+          | ([$b.predictions[$i].joints, $b.predictions[$i].confidence, $b.predictions[$i].cls] | flatten) as $y
+          | ($x | length) == ($y | length) and ([range($x|length) | (($x[.] - $y[.]) | fabs) <= 1e-5 * (($x[.] | fabs) + 1)] | all)] | all)'
+}
+
+# killed_resumes JOB REF STEPS DEVICES_JQ [start_daemon args...] — once JOB has a checkpoint,
+# SIGKILL the daemon (its workers die with it) and start it again with the args: JOB resumes
+# (its record says so, its devices pass DEVICES_JQ) and logs exactly REF's losses over STEPS steps.
+_has_ckpt() { api GET "/v1/checkpoints?job=$1"; [ "$(jb '.checkpoints | length')" -ge 1 ]; }
+killed_resumes() {
+    local job=$1 ref=$2 steps=$3 devs=$4 a b; shift 4
+    wait_for 300 _has_ckpt "$job"
+    ok $? "the run to be killed recorded a checkpoint"
+    stop_daemon KILL
+    check "its workers died with the daemon" wait_for 30 bash -c "! pgrep -f '[t]raind worker --job $STATE' >/dev/null"
+    start_daemon "$@" || bail "daemon did not restart"
+    is "$(wait_job "$job" 600)" succeeded "after the restart the job resumed and finished"
+    api GET "/v1/jobs/$job"
+    check "its record says it resumed, on the same devices ($devs)" jq -e "(.resumed_from | type == \"string\") and ($devs)" <<<"$BODY"
+    a=$(losses "$job"); b=$(losses "$ref")
+    check "the resumed run logged exactly the uninterrupted run's losses ($(jq length <<<"$a") steps)" \
+        test "$(jq length <<<"$a")" = "$steps" -a "$a" = "$b"
+}
+
 sql() { sqlite3 -readonly -batch -noheader -cmd ".timeout 5000" "$STATE/traind.db" "$@"; }
 
 # Runs "$@" (a trainctl invocation) against the daemon; never hangs a test

@@ -84,16 +84,24 @@ static char *indices_spec(const char *type, int n, int ranges) {
     return s;
 }
 
-/* `devices` (train, eval, infer): a count or a list of distinct indices; omitted when 1. */
+/* `devices` (train, eval, infer): a count or a list of distinct indices; omitted when not given
+ * (an explicit 1 is kept: a sharded dataset refuses it rather than expanding it). */
 static void test_devices(void) {
     jobspec_t js;
     char field[128], msg[256];
     ok(parse_str("{\"type\":\"train\",\"dataset\":\"d\"}", &js, field, msg) == 0 && js.devices == 1 &&
        js.n_device_list == 0, "devices defaults to 1");
     json_t *j = jobspec_to_json(&js);
-    ok(!json_object_get(j, "devices"), "a one-device job's resolved spec has no devices");
+    ok(!json_object_get(j, "devices") && !js.devices_given, "a job without devices: its resolved spec has none");
     json_decref(j);
     jobspec_free(&js);
+    ok(parse_str("{\"type\":\"train\",\"dataset\":\"d\",\"devices\":1}", &js, field, msg) == 0 && js.devices == 1 &&
+       js.devices_given, "devices: 1 is recorded as given");
+    j = jobspec_to_json(&js);
+    ok(json_integer_value(json_object_get(j, "devices")) == 1, "an explicit \"devices\": 1 stays in the resolved spec");
+    json_decref(j);
+    jobspec_free(&js);
+    round_trip("{\"type\":\"infer\",\"dataset\":\"d\",\"indices\":[0],\"devices\":1}");
     ok(parse_str("{\"type\":\"train\",\"dataset\":\"d\",\"devices\":3}", &js, field, msg) == 0 &&
        js.devices == 3 && js.n_device_list == 0, "devices: 3");
     j = jobspec_to_json(&js);
