@@ -314,19 +314,31 @@ static void check_bf16(backend_t *be) {
 
 /* A batch smaller than max_batch uses the same buffers' prefixes: gradients equal
  * those of a model sized exactly for it. */
+/* A random batch of 2 (images, joints with z near 0.5) and room for the loss
+ * gradients, in backend memory. */
+typedef struct {
+    float *imgs, *joints, *dpred, *dconf;
+} batch2_t;
+
+static batch2_t batch2_new(backend_t *be) {
+    float himg[2 * 3 * IMG * IMG], hj[2 * 63];
+    for (size_t k = 0; k < sizeof himg / sizeof himg[0]; k++) himg[k] = (float)nrand();
+    for (int k = 0; k < 2 * 63; k++) hj[k] = (float)(0.1 * nrand() + (k % 3 == 2 ? 0.5 : 0.0));
+    batch2_t b = {be->alloc(be, sizeof himg), be->alloc(be, sizeof hj), be->alloc(be, 2 * 63 * 4),
+                  be->alloc(be, 2 * 21 * 4)};
+    be->upload(be, b.imgs, himg, sizeof himg);
+    be->upload(be, b.joints, hj, sizeof hj);
+    return b;
+}
+
 static void check_partial_batch(backend_t *be) {
     char err[512];
     model_config_t cfg;
     model_config_by_name("dinov2-tiny", 0, &cfg, err, sizeof err);
     model_t *m[2];
     float *g[2];
-    float himg[2 * 3 * IMG * IMG], hj[2 * 63];
-    for (size_t k = 0; k < sizeof himg / sizeof himg[0]; k++) himg[k] = (float)nrand();
-    for (int k = 0; k < 2 * 63; k++) hj[k] = (float)(0.1 * nrand() + (k % 3 == 2 ? 0.5 : 0.0));
-    float *imgs = be->alloc(be, sizeof himg), *joints = be->alloc(be, sizeof hj);
-    float *dpred = be->alloc(be, 2 * 63 * 4), *dconf = be->alloc(be, 2 * 21 * 4);
-    be->upload(be, imgs, himg, sizeof himg);
-    be->upload(be, joints, hj, sizeof hj);
+    batch2_t bt = batch2_new(be);
+    float *imgs = bt.imgs, *joints = bt.joints, *dpred = bt.dpred, *dconf = bt.dconf;
     size_t nt = 0;
     for (int v = 0; v < 2; v++) {
         model_opts_t mo = {.image_h = IMG, .image_w = IMG, .max_batch = v ? 2 : 5, .cdt = DT_F32, .grads = 1,
@@ -385,13 +397,8 @@ static void check_grad_hook(backend_t *be, int freeze) {
     model_opts_t mo = {.image_h = IMG, .image_w = IMG, .max_batch = 2, .cdt = DT_F32, .grads = 1, .freeze_layers = freeze};
     model_t *m = model_create(be, &cfg, &mo, err, sizeof err);
     model_init(m, 5, NULL);
-    float himg[2 * 3 * IMG * IMG], hj[2 * 63];
-    for (size_t k = 0; k < sizeof himg / sizeof himg[0]; k++) himg[k] = (float)nrand();
-    for (int k = 0; k < 2 * 63; k++) hj[k] = (float)(0.1 * nrand() + (k % 3 == 2 ? 0.5 : 0.0));
-    float *imgs = be->alloc(be, sizeof himg), *joints = be->alloc(be, sizeof hj);
-    float *dpred = be->alloc(be, 2 * 63 * 4), *dconf = be->alloc(be, 2 * 21 * 4);
-    be->upload(be, imgs, himg, sizeof himg);
-    be->upload(be, joints, hj, sizeof hj);
+    batch2_t bt = batch2_new(be);
+    float *imgs = bt.imgs, *joints = bt.joints, *dpred = bt.dpred, *dconf = bt.dconf;
     hook_rec_t h = {.m = m, .n = m->n_params - m->train_off};
     model_set_grad_hook(m, on_grads, &h);
     model_zero_grad(m);
