@@ -256,31 +256,29 @@ static void test_matmul(void) {
         fd_check(nm, mm_obj, &c, c.w, nk, dw, 1e-2, 1e-3, NULL);
         if (with_bias) fd_check("matmul_bwd dbias +=", mm_obj, &c, c.bias, c.N, db, 1e-2, 1e-3, NULL);
     }
-    /* bf16 backward reads the same values as fp32 */
+    /* bf16 backward reads the same values as fp32: bf16 operands (x, w) first, then a bf16
+     * gradient (already the products' operand) as well; each case against the one before */
     {
         int m2 = 6, n2 = 5, k2 = 7;
         float *x = rnew((size_t)m2 * k2, -1, 1), *ww = rnew((size_t)n2 * k2, -1, 1), *g = rnew((size_t)m2 * n2, -1, 1);
         round_bf16_inplace(x, (size_t)m2 * k2);
         round_bf16_inplace(ww, (size_t)n2 * k2);
-        bf16 *xh = to_bf16(x, (size_t)m2 * k2), *wh2 = to_bf16(ww, (size_t)n2 * k2);
-        float *a1 = tf((size_t)m2 * k2), *a2 = tf((size_t)m2 * k2);
-        float *w1 = tf((size_t)n2 * k2), *w2 = tf((size_t)n2 * k2);
-        be->zero(be, w1, (size_t)n2 * k2 * 4);
-        be->zero(be, w2, (size_t)n2 * k2 * 4);
-        be->matmul_bwd(be, a1, w1, NULL, g, DT_F32, x, ww, DT_F32, m2, n2, k2);
-        be->matmul_bwd(be, a2, w2, NULL, g, DT_F32, xh, wh2, DT_BF16, m2, n2, k2);
-        ok(memcmp(a1, a2, (size_t)m2 * k2 * 4) == 0 && memcmp(w1, w2, (size_t)n2 * k2 * 4) == 0,
-           "matmul_bwd with bf16 operands equals fp32 on the same values");
-        /* a bf16 gradient (already the products' operand) reads as its f32 values */
         round_bf16_inplace(g, (size_t)m2 * n2);
-        bf16 *gh = to_bf16(g, (size_t)m2 * n2);
-        be->zero(be, w1, (size_t)n2 * k2 * 4);
-        be->zero(be, w2, (size_t)n2 * k2 * 4);
-        be->matmul_bwd(be, a1, w1, NULL, g, DT_F32, xh, wh2, DT_BF16, m2, n2, k2);
-        be->matmul_bwd(be, a2, w2, NULL, gh, DT_BF16, xh, wh2, DT_BF16, m2, n2, k2);
-        ok(memcmp(a1, a2, (size_t)m2 * k2 * 4) == 0 && memcmp(w1, w2, (size_t)n2 * k2 * 4) == 0,
-           "matmul_bwd with a bf16 dout equals fp32 dout on the same values");
-
+        const void *xs[2] = {x, to_bf16(x, (size_t)m2 * k2)}, *ws[2] = {ww, to_bf16(ww, (size_t)n2 * k2)};
+        const void *gs[2] = {g, to_bf16(g, (size_t)m2 * n2)};
+        static const char *const what[2] = {"matmul_bwd with bf16 operands equals fp32 on the same values",
+                                            "matmul_bwd with a bf16 dout equals fp32 dout on the same values"};
+        float *da[2] = {tf((size_t)m2 * k2), tf((size_t)m2 * k2)}, *dw2[2] = {tf((size_t)n2 * k2), tf((size_t)n2 * k2)};
+        for (int c = 0; c < 2; c++) {   /* c 0: f32 all vs bf16 operands; c 1: bf16 operands vs + bf16 dout */
+            for (int v = 0; v < 2; v++) {
+                int bo = c == 0 ? v : 1, bg = c == 1 && v == 1;
+                be->zero(be, dw2[v], (size_t)n2 * k2 * 4);
+                be->matmul_bwd(be, da[v], dw2[v], NULL, gs[bg], bg ? DT_BF16 : DT_F32, xs[bo], ws[bo],
+                               bo ? DT_BF16 : DT_F32, m2, n2, k2);
+            }
+            ok(memcmp(da[0], da[1], (size_t)m2 * k2 * 4) == 0 && memcmp(dw2[0], dw2[1], (size_t)n2 * k2 * 4) == 0,
+               "%s", what[c]);
+        }
     }
     free(want);
     free(scale);
