@@ -556,6 +556,28 @@ static char *http_raw(uint16_t port, const char *req) {
     return buf;
 }
 
+/* POST /v1/datasets with a chunked body of nchunks chunks of `chunk` spaces; the answer
+ * (http_raw's; the caller frees it). */
+static char *chunked_dataset_post(uint16_t port, const char *auth, size_t chunk, size_t nchunks) {
+    size_t total = 512 + nchunks * (chunk + 16);
+    char *big = malloc(total);
+    if (!big) return NULL;
+    size_t o = (size_t)snprintf(big, total, "POST /v1/datasets HTTP/1.1\r\nHost: localhost\r\n%s"
+                                "Content-Type: application/json\r\n"
+                                "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n", auth);
+    for (size_t i = 0; i < nchunks; i++) {
+        o += (size_t)snprintf(big + o, total - o, "%zx\r\n", chunk);
+        memset(big + o, ' ', chunk);
+        o += chunk;
+        memcpy(big + o, "\r\n", 2);
+        o += 2;
+    }
+    snprintf(big + o, total - o, "0\r\n\r\n");
+    char *r = http_raw(port, big);
+    free(big);
+    return r;
+}
+
 static int http_status(const char *resp) {
     int st = 0;
     if (resp && sscanf(resp, "HTTP/1.%*d %d", &st) != 1) st = 0;
@@ -620,47 +642,15 @@ static void test_server(void) {
     free(r);
 
     /* a chunked body a little over its route's limit is read, dropped and refused */
-    {
-        size_t chunk = 16 << 10, nchunks = API_DATASET_BODY_MAX / chunk + 2;
-        size_t total = 512 + nchunks * (chunk + 16);
-        char *big = malloc(total);
-        size_t o = (size_t)snprintf(big, total, "POST /v1/datasets HTTP/1.1\r\nHost: localhost\r\n%s"
-                                    "Content-Type: application/json\r\n"
-                                    "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n", auth);
-        for (size_t i = 0; i < nchunks; i++) {
-            o += (size_t)snprintf(big + o, total - o, "%zx\r\n", chunk);
-            memset(big + o, ' ', chunk);
-            o += chunk;
-            memcpy(big + o, "\r\n", 2); o += 2;
-        }
-        o += (size_t)snprintf(big + o, total - o, "0\r\n\r\n");
-        r = http_raw(port, big);
-        ok(http_status(r) == 413 && strstr(http_body(r), "\"too_large\""),
-           "chunked dataset body over %u bytes -> 413", API_DATASET_BODY_MAX);
-        free(r);
-        free(big);
-    }
+    r = chunked_dataset_post(port, auth, 16 << 10, API_DATASET_BODY_MAX / (16 << 10) + 2);
+    ok(r && http_status(r) == 413 && strstr(http_body(r), "\"too_large\""),
+       "chunked dataset body over %u bytes -> 413", API_DATASET_BODY_MAX);
+    free(r);
     /* one far over it is cut off: the connection closes before it is all sent */
-    {
-        size_t chunk = 1 << 20, nchunks = 8;
-        size_t total = 512 + nchunks * (chunk + 16);
-        char *big = malloc(total);
-        size_t o = (size_t)snprintf(big, total, "POST /v1/datasets HTTP/1.1\r\nHost: localhost\r\n%s"
-                                    "Content-Type: application/json\r\n"
-                                    "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n", auth);
-        for (size_t i = 0; i < nchunks; i++) {
-            o += (size_t)snprintf(big + o, total - o, "%zx\r\n", chunk);
-            memset(big + o, ' ', chunk);
-            o += chunk;
-            memcpy(big + o, "\r\n", 2); o += 2;
-        }
-        o += (size_t)snprintf(big + o, total - o, "0\r\n\r\n");
-        r = http_raw(port, big);
-        ok(r && http_status(r) == 0, "chunked dataset body of 8 MiB: connection closed at the "
-           "limit + %u bytes, no answer", API_BODY_DISCARD_MAX);
-        free(r);
-        free(big);
-    }
+    r = chunked_dataset_post(port, auth, 1 << 20, 8);
+    ok(r && http_status(r) == 0, "chunked dataset body of 8 MiB: connection closed at the "
+       "limit + %u bytes, no answer", API_BODY_DISCARD_MAX);
+    free(r);
     r = http_raw(port, "GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     ok(http_status(r) == 200, "still serving after the cut-off");
     free(r);
