@@ -731,6 +731,15 @@ static int get_int_field(const json_t *o, const char *key, const char *path, lon
 /* The recorded source of an import request {"manifest","image_size","resize","on_error"}:
  * defaults filled in, the manifest resolved beneath a dataset root (403 outside,
  * the same whether or not it exists; 422 missing or not a file or directory). */
+/* 422 for a path the record cannot hold (a dataset is recorded by its exact resolved
+ * path, which JSON needs as UTF-8), naming it with its bytes escaped. */
+static void residency_err_not_utf8(daemon_err_t *e, const char *field, const char *what, const char *path) {
+    json_t *shown = errbuf_json_string(path);
+    daemon_err_set(e, 422, "unprocessable", field, "the %s resolves to %s, which is not valid UTF-8; rename it", what,
+                   json_string_value(shown) ? json_string_value(shown) : "a name");
+    json_decref(shown);
+}
+
 static json_t *import_source(daemon_t *d, const json_t *ji, daemon_err_t *e) {
     if (!json_is_object(ji)) {
         daemon_err_set(e, 400, "invalid_field", "import", "import must be an object");
@@ -795,12 +804,8 @@ static json_t *import_source(daemon_t *d, const json_t *ji, daemon_err_t *e) {
     }
     json_t *src = json_pack("{s:{s:s, s:I, s:s, s:s}}", "import", "manifest", rp, "image_size", (json_int_t)size,
                             "resize", resize, "on_error", on_error);
-    if (!src) {   /* the record must name the manifest exactly, to import it again at start */
-        json_t *shown = errbuf_json_string(rp);
-        daemon_err_set(e, 422, "unprocessable", "import.manifest", "the manifest resolves to %s, which is not valid "
-                       "UTF-8; rename it", json_string_value(shown) ? json_string_value(shown) : "a name");
-        json_decref(shown);
-    }
+    if (!src)   /* the record must name the manifest exactly, to import it again at start */
+        residency_err_not_utf8(e, "import.manifest", "manifest", rp);
     return src;
 }
 
@@ -856,10 +861,7 @@ json_t *residency_load(residency_t *r, const json_t *body, daemon_err_t *e) {
         if (!est) { daemon_err_set(e, 422, "unprocessable", "path", "dataset too large to lay out"); return NULL; }
         source = json_pack("{s:s}", "path", dir);
         if (!source) {   /* the record must name the directory exactly, to load it again at start */
-            json_t *shown = errbuf_json_string(dir);
-            daemon_err_set(e, 422, "unprocessable", "path", "the path resolves to %s, which is not valid UTF-8; "
-                           "rename it", json_string_value(shown) ? json_string_value(shown) : "a name");
-            json_decref(shown);
+            residency_err_not_utf8(e, "path", "path", dir);
             return NULL;
         }
     } else if (ji) {
