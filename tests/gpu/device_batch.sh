@@ -33,12 +33,15 @@ if [ -n "${IMPORT_FRAMES:-}" ]; then
     grep -E '^RESULT|images/s|goal|nvjpeg|SKIP' "$OUT/import/import.log" | tail -n 20
 fi
 # BASE_BIN_DIR: the traind train steps of a baseline build (a folder with its
-# bench_traind; traind is copied beside it) against this build, in this call
+# bench_traind; traind is copied beside it) against this build, in this call;
+# NEW_EXTRA: steps for this build only (default traind_augment32, issue 9)
 if [ -n "${BASE_BIN_DIR:-}" ]; then
     cp build/release/traind "$BASE_BIN_DIR/"
     for v in base new; do
         dir=$([ $v = base ] && echo "$BASE_BIN_DIR" || echo "")
-        OUT=$OUT/$v BENCH_BIN_DIR=$dir BENCH_BUDGET_S="${BASE_S:-80}" BENCH_ONLY="${BASE_STEPS:-traind_train32 traind_train128}" \
+        steps=${BASE_STEPS:-traind_train32 traind_train128}
+        [ $v = new ] && steps="$steps ${NEW_EXTRA-traind_augment32}"
+        OUT=$OUT/$v BENCH_BIN_DIR=$dir BENCH_BUDGET_S="${BASE_S:-80}" BENCH_ONLY="$steps" \
             bench/run_device.sh >/dev/null 2>&1 || rc=1
         echo "== $v:"; grep -h '^RESULT\|^!!' "$OUT/$v/bench.log" | cut -c1-240
     done
