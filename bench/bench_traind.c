@@ -330,8 +330,9 @@ static void pw_layernorm_fwd(backend_t *b, void *out, dtype_t odt, float *mean, 
     PROF_END(b, "layernorm_fwd", 0)
 }
 static void pw_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const float *dout,
-                             const float *inp, const float *w, const float *mean, const float *rstd, int N, int C) {
-    PROF_BEGIN(b) bench_orig.layernorm_bwd(b, dinp, dw, db, dout, inp, w, mean, rstd, N, C);
+                             const float *inp, const void *x, dtype_t xdt, const float *gamma, const float *w,
+                             const float *mean, const float *rstd, int N, int C) {
+    PROF_BEGIN(b) bench_orig.layernorm_bwd(b, dinp, dw, db, dout, inp, x, xdt, gamma, w, mean, rstd, N, C);
     PROF_END(b, "layernorm_bwd", 0)
 }
 static void pw_attention_fwd(backend_t *b, void *out, float *lse, const void *qkv, dtype_t cdt,

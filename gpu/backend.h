@@ -128,10 +128,13 @@ struct backend {
     /* out[N,C] (odt) = LN(inp[N,C] f32) * w + bias; mean, rstd [N] f32 (may be NULL). */
     void (*layernorm_fwd)(backend_t *b, void *out, dtype_t odt, float *mean, float *rstd,
                           const float *inp, const float *w, const float *bias, int N, int C, float eps);
-    /* dinp[N,C] += ...  (ACCUMULATES into the residual-stream gradient); dw, db += . */
+    /* dinp[N,C] += ...  (ACCUMULATES into the residual-stream gradient); dw, db += .
+     * The LayerNorm's input is inp, or with x non-NULL inp + gamma * x (x [N,C] in
+     * xdt, gamma [C]) computed as layerscale_fwd does, to the bit: a residual sum
+     * the forward made need not be kept, only its two terms. */
     void (*layernorm_bwd)(backend_t *b, float *dinp, float *dw, float *db, const float *dout,
-                          const float *inp, const float *w, const float *mean, const float *rstd,
-                          int N, int C);
+                          const float *inp, const void *x, dtype_t xdt, const float *gamma,
+                          const float *w, const float *mean, const float *rstd, int N, int C);
 
     /* Non-causal multi-head attention, scale 1/sqrt(HS).
      * qkv[Bn,T,3,NH,HS] (cdt) — the q, k, v projections side by side per token;

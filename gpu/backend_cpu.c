@@ -686,14 +686,21 @@ static void cpu_layernorm_fwd(backend_t *b, void *out, dtype_t odt, float *mean,
 }
 
 /* dinp[N,C] += rstd * (dn - mean(dn) - xhat * mean(dn * xhat)) with dn = dout * w;
- * dw += dout * xhat; db += dout. dinp, dw, db may each be NULL. */
+ * dw += dout * xhat; db += dout. dinp, dw, db may each be NULL. With lx, the
+ * input row is inp + gamma * lx, made as cpu_layerscale_fwd makes it. */
 static void cpu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const float *dout,
-                              const float *inp, const float *w, const float *mean, const float *rstd,
-                              int N, int C) {
+                              const float *inp, const void *lx, dtype_t lxdt, const float *gamma,
+                              const float *w, const float *mean, const float *rstd, int N, int C) {
     cpu_check_dims("layernorm_bwd", N, C, 0);
+    if (lx) cpu_check_fdt("layernorm_bwd", lxdt);
     if (N == 0 || C == 0) return;
+    float *sum = lx ? cpu_scratch(b, 1, (size_t)C) : NULL;
     for (int i = 0; i < N; i++) {
         const float *x = inp + (size_t)i * C, *g = dout + (size_t)i * C;
+        if (lx) {
+            for (int j = 0; j < C; j++) sum[j] = x[j] + gamma[j] * cpu_ld(lx, lxdt, (size_t)i * C + j);
+            x = sum;
+        }
         /* the saved fp32 mean, refined by the mean residual in double (zero when
          * the saved mean is exact), so xhat stays right under a large offset */
         double m = mean[i], r = rstd[i], res = 0;

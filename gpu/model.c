@@ -438,11 +438,15 @@ static size_t model_layout_acts(model_t *m, char *base) {
      * (fc2's dW), where it is recomputed from fc1: one buffer for all blocks
      * instead of [B,T,4D] per trainable block. */
     void *gelu_shared = sh.gelu ? sh.gelu : (g && K < L ? carve(&cv, BT * F * cs) : NULL);
+    /* Likewise the residual sum after attention (x_mid = x_in + ls1 * proj, f32):
+     * the MLP half reads it in the forward; the backward's LayerNorm reads it as
+     * its two terms, which are kept (layernorm_bwd's residual form). */
+    float *xmid_shared = sh.x_mid ? sh.x_mid : (g && K < L ? carve(&cv, BT * D * 4) : NULL);
     for (int l = 0; l < L; l++) {
         block_acts_t *a = &pv->acts[l];
         if (g && l >= K) {
             a->x_in = carve(&cv, BT * D * 4);
-            a->x_mid = carve(&cv, BT * D * 4);
+            a->x_mid = xmid_shared;
             a->ln1 = carve(&cv, BT * D * cs);
             a->mean1 = carve(&cv, BT * 4);
             a->rstd1 = carve(&cv, BT * 4);
@@ -1239,8 +1243,8 @@ void model_backward(model_t *m, const float *dpred, const float *dconf) {
     }
     /* final LayerNorm of the CLS row -> residual-stream gradient */
     be->zero(be, pv->d_cls, (size_t)Bn * D * 4);
-    be->layernorm_bwd(be, pv->d_cls, gr(m, pv->i_lnw), gr(m, pv->i_lnb), pv->d_pool, pv->cls_res,
-                      pm(m, pv->i_lnw), pv->mean_f, pv->rstd_f, Bn, D);
+    be->layernorm_bwd(be, pv->d_cls, gr(m, pv->i_lnw), gr(m, pv->i_lnb), pv->d_pool, pv->cls_res, NULL, DT_F32,
+                      NULL, pm(m, pv->i_lnw), pv->mean_f, pv->rstd_f, Bn, D);
     grads_ready(m, pv->i_lnw);   /* the final LayerNorm and the heads */
     if (K >= L) { grads_ready(m, -1); return; }   /* every block frozen: the final LayerNorm and the heads only */
     float *dres = pv->d_res;
@@ -1263,8 +1267,8 @@ void model_backward(model_t *m, const float *dpred, const float *dconf) {
         be->gelu_bwd(be, da, cdt, gr(m, bi->fc1_b), db, a->fc1, cdt, BT, F);                            /* d fc1 */
         be->matmul_bwd(be, db, gr(m, bi->fc1_w), NULL, da, cdt, a->ln2, wc(m, bi->fc1_w), cdt,
                        BT, F, D);                                                                         /* d ln2 */
-        be->layernorm_bwd(be, dres, gr(m, bi->norm2_w), gr(m, bi->norm2_b), db, a->x_mid, pm(m, bi->norm2_w),
-                          a->mean2, a->rstd2, BT, D);                                                     /* dres = dL/dx_mid */
+        be->layernorm_bwd(be, dres, gr(m, bi->norm2_w), gr(m, bi->norm2_b), db, a->x_in, a->proj, cdt,
+                          pm(m, bi->ls1), pm(m, bi->norm2_w), a->mean2, a->rstd2, BT, D);               /* dres = dL/dx_mid */
         /* attention half */
         be->layerscale_bwd(be, da, cdt, gr(m, bi->ls1), gr(m, bi->o_b), dres, a->proj, cdt, pm(m, bi->ls1),
                            BT, D);                                                                        /* d proj */
@@ -1272,8 +1276,8 @@ void model_backward(model_t *m, const float *dpred, const float *dconf) {
         be->attention_bwd(be, da, db, a->qkv, a->att, a->lse, cdt, Bn, T, NH, HS);                     /* d qkv */
         be->matmul_bwd(be, db, gr(m, bi->q_w), gr(m, bi->q_b), da, DT_F32, a->ln1, wc(m, bi->q_w), cdt,
                        BT, 3 * D, D);                                                                     /* d ln1 */
-        be->layernorm_bwd(be, dres, gr(m, bi->norm1_w), gr(m, bi->norm1_b), db, a->x_in, pm(m, bi->norm1_w),
-                          a->mean1, a->rstd1, BT, D);                                                     /* dres = dL/dx_in */
+        be->layernorm_bwd(be, dres, gr(m, bi->norm1_w), gr(m, bi->norm1_b), db, a->x_in, NULL, DT_F32, NULL,
+                          pm(m, bi->norm1_w), a->mean1, a->rstd1, BT, D);                               /* dres = dL/dx_in */
         grads_ready(m, bi->norm1_w);   /* block l is done */
     }
     if (K == 0) {

@@ -391,8 +391,9 @@ CU_WRAP(layernorm_fwd, (backend_t *b, void *out, dtype_t odt, float *mean, float
                         const float *inp, const float *w, const float *bias, int N, int C, float eps),
         (b, out, odt, mean, rstd, inp, w, bias, N, C, eps))
 CU_WRAP(layernorm_bwd, (backend_t *b, float *dinp, float *dw, float *db, const float *dout,
-                        const float *inp, const float *w, const float *mean, const float *rstd, int N, int C),
-        (b, dinp, dw, db, dout, inp, w, mean, rstd, N, C))
+                        const float *inp, const void *x, dtype_t xdt, const float *gamma,
+                        const float *w, const float *mean, const float *rstd, int N, int C),
+        (b, dinp, dw, db, dout, inp, x, xdt, gamma, w, mean, rstd, N, C))
 CU_WRAP(attention_fwd, (backend_t *b, void *out, float *lse, const void *qkv, dtype_t cdt,
                         int Bn, int T, int NH, int HS), (b, out, lse, qkv, cdt, Bn, T, NH, HS))
 CU_WRAP(attention_bwd, (backend_t *b, float *dqkv, const float *dout, const void *qkv,

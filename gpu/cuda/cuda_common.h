@@ -195,8 +195,8 @@ void cu_aug_joints(backend_t *b, float *out, const float *joints, const int32_t 
 void cu_layernorm_fwd(backend_t *b, void *out, dtype_t odt, float *mean, float *rstd,
                       const float *inp, const float *w, const float *bias, int N, int C, float eps);
 void cu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const float *dout,
-                      const float *inp, const float *w, const float *mean, const float *rstd,
-                      int N, int C);
+                      const float *inp, const void *x, dtype_t xdt, const float *gamma,
+                      const float *w, const float *mean, const float *rstd, int N, int C);
 void cu_gelu_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n);
 void cu_gelu_bwd(backend_t *b, void *dinp, dtype_t ddt, float *dbias, const float *dout,
                  const void *inp, dtype_t idt, int M, int N);

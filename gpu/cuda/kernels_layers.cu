@@ -414,17 +414,39 @@ __global__ void cu_layernorm_dw_kernel(float *part_w, float *part_b, const float
     }
 }
 
+/* Four consecutive columns of the LayerNorm's input: inp, or with lx the
+ * residual sum inp + gamma * lx made by the same expression as
+ * cu_layerscale_fwd8_kernel and cu_ls_ln_fwd_v_kernel (r += g * x), so the
+ * same bits as the sum the forward wrote. */
+__device__ __forceinline__ float4 cu_ln_in4(const float *inp, const void *lx, dtype_t lxdt, const float *gamma,
+                                            size_t i, int c) {
+    float4 r = *(const float4 *)(inp + i);
+    if (!lx) return r;
+    float4 g = *(const float4 *)(gamma + c), x;
+    if (lxdt == DT_BF16) {
+        uint2 u = *(const uint2 *)((const __nv_bfloat16 *)lx + i);
+        float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&u.x);
+        float2 bb = __bfloat1622float2(*(const __nv_bfloat162 *)&u.y);
+        x = make_float4(a.x, a.y, bb.x, bb.y);
+    } else {
+        x = *(const float4 *)((const float *)lx + i);
+    }
+    return make_float4(r.x + g.x * x.x, r.y + g.y * x.y, r.z + g.z * x.z, r.w + g.w * x.w);
+}
+
 /* The vectorized backward with the dw/db column sums in the same pass (one
  * read of dout and inp instead of two): a warp per row as in
  * cu_layernorm_bwd_v_kernel, rows strided over a grid of resident blocks;
  * each lane keeps its columns' partial sums of dout * xhat and dout in
  * registers, the block adds its 8 warps' in a fixed order (deterministic)
- * into part_w/part_b[blockIdx.x][C]. */
+ * into part_w/part_b[blockIdx.x][C]. With lx, the input is inp + gamma * lx
+ * (cu_ln_in4): a block's residual sum x_mid is read as its two terms. */
 template <int NV>
 __global__ void __launch_bounds__(256) cu_layernorm_bwd_dw_v_kernel(float *dinp, float *part_w, float *part_b,
                                                                     const float *dout, const float *inp,
-                                                                    const float *w, const float *mean,
-                                                                    const float *rstd, int N) {
+                                                                    const void *lx, dtype_t lxdt,
+                                                                    const float *gamma, const float *w,
+                                                                    const float *mean, const float *rstd, int N) {
     constexpr int C = 128 * NV;
     __shared__ __align__(16) float red[8][C];
     int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -432,7 +454,7 @@ __global__ void __launch_bounds__(256) cu_layernorm_bwd_dw_v_kernel(float *dinp,
 #pragma unroll
     for (int k = 0; k < NV; k++) aw[k] = ab[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     for (int row = blockIdx.x * 8 + wid; row < N; row += gridDim.x * 8) {
-        const float *x = inp + (size_t)row * C, *g = dout + (size_t)row * C;
+        const float *g = dout + (size_t)row * C;
         float m = mean[row], rs = rstd[row];
         float *d = dinp + (size_t)row * C;
         float4 xh[NV], dn[NV], dv[NV];
@@ -442,7 +464,8 @@ __global__ void __launch_bounds__(256) cu_layernorm_bwd_dw_v_kernel(float *dinp,
 #pragma unroll
         for (int k = 0; k < NV; k++) {
             int c = 128 * k + 4 * lane;
-            float4 xv = *(const float4 *)(x + c), gv = *(const float4 *)(g + c), wv = *(const float4 *)(w + c);
+            float4 xv = cu_ln_in4(inp, lx, lxdt, gamma, (size_t)row * C + c, c);
+            float4 gv = *(const float4 *)(g + c), wv = *(const float4 *)(w + c);
             xh[k] = make_float4((xv.x - m) * rs, (xv.y - m) * rs, (xv.z - m) * rs, (xv.w - m) * rs);
             dn[k] = make_float4(gv.x * wv.x, gv.y * wv.y, gv.z * wv.z, gv.w * wv.w);
             aw[k].x += gv.x * xh[k].x; aw[k].y += gv.y * xh[k].y; aw[k].z += gv.z * xh[k].z; aw[k].w += gv.w * xh[k].w;
@@ -488,12 +511,13 @@ __global__ void cu_chunks_add_kernel(float *acc, const float *part, int nchunk, 
 }
 
 void cu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const float *dout,
-                      const float *inp, const float *w, const float *mean, const float *rstd,
-                      int N, int C) {
+                      const float *inp, const void *lx, dtype_t lxdt, const float *gamma,
+                      const float *w, const float *mean, const float *rstd, int N, int C) {
     if (N <= 0) return;
     CU_ASSERT(C > 0 && w && mean && rstd, "layernorm_bwd needs w, mean and rstd");
+    CU_ASSERT(!lx || gamma, "layernorm_bwd: a residual term needs its gamma");
     cudaStream_t st = cu_st(b);
-    if (dinp && (dw || db) && cu_ln_vec(C, dinp, dout, inp, w)) {
+    if (dinp && (dw || db) && cu_ln_vec(C, dinp, dout, inp, w) && cu_ln_vec(C, lx, gamma, NULL, NULL)) {
         /* one pass for dinp and the column sums: as many blocks as are resident at once */
         int per_sm = 0, sms = 0;
         switch (C / 128) {
@@ -509,11 +533,16 @@ void cu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const flo
         float *part = (float *)cu_scratch(b, 2, (size_t)2 * nblk * C * sizeof(float));
         float *pw = dw ? part : NULL, *pb = db ? part + (size_t)nblk * C : NULL;
         unsigned grid = (unsigned)nblk;
-        CU_LN_DISPATCH(cu_layernorm_bwd_dw_v_kernel, C, dinp, pw, pb, dout, inp, w, mean, rstd, N);
+        CU_LN_DISPATCH(cu_layernorm_bwd_dw_v_kernel, C, dinp, pw, pb, dout, inp, lx, lxdt, gamma, w, mean, rstd, N);
         CU_LAUNCH_CHECK();
         if (dw) { cu_chunks_add_kernel<<<(C + 127) / 128, 128, 0, st>>>(dw, pw, nblk, C); CU_LAUNCH_CHECK(); }
         if (db) { cu_chunks_add_kernel<<<(C + 127) / 128, 128, 0, st>>>(db, pb, nblk, C); CU_LAUNCH_CHECK(); }
         return;
+    }
+    if (lx) {   /* the other shapes: the sum made first, by the forward's own op */
+        float *sum = (float *)cu_scratch(b, 4, (size_t)N * C * sizeof(float));
+        cu_layerscale_fwd(b, sum, inp, lx, lxdt, gamma, N, C);
+        inp = sum;
     }
     if (dinp) {
         int warps = 8;

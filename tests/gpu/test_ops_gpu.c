@@ -203,17 +203,43 @@ static void t_layernorm(int N, int Cc, dtype_t odt) {
     float *dout = randf(n, -1, 1), *d0 = randf(n, -1, 1), *dw0 = randf(Cc, -1, 1), *db0 = randf(Cc, -1, 1);
     float *cdi = malloc(n * 4), *cdw = malloc(Cc * 4), *cdb = malloc(Cc * 4);
     memcpy(cdi, d0, n * 4); memcpy(cdw, dw0, Cc * 4); memcpy(cdb, db0, Cc * 4);
-    C->layernorm_bwd(C, cdi, cdw, cdb, dout, x, wt, cm, cr, N, Cc);
+    C->layernorm_bwd(C, cdi, cdw, cdb, dout, x, NULL, DT_F32, NULL, wt, cm, cr, N, Cc);
     void *gdo = gdup(dout, n * 4), *gdi = gdup(d0, n * 4), *gdw = gdup(dw0, Cc * 4), *gdb = gdup(db0, Cc * 4);
     /* the GPU reads its own mean/rstd: equal to the CPU's within rounding */
     void *gcm = gdup(cm, N * 4), *gcr = gdup(cr, N * 4);
-    G->layernorm_bwd(G, gdi, gdw, gdb, gdo, gx, gw, gcm, gcr, N, Cc);
+    G->layernorm_bwd(G, gdi, gdw, gdb, gdo, gx, NULL, DT_F32, NULL, gw, gcm, gcr, N, Cc);
     snprintf(w, sizeof w, "layernorm bwd dinp+= N=%d C=%d", N, Cc);
     check_dev(w, gdi, DT_F32, cdi, DT_F32, n, 1e-5);
     snprintf(w, sizeof w, "layernorm bwd dw+= N=%d C=%d", N, Cc);
     check_dev(w, gdw, DT_F32, cdw, DT_F32, Cc, 1e-5);
     snprintf(w, sizeof w, "layernorm bwd db+= N=%d C=%d", N, Cc);
     check_dev(w, gdb, DT_F32, cdb, DT_F32, Cc, 1e-5);
+    /* the residual form (input x = res + gamma * xs, xs in bf16, given as its
+     * terms): against the CPU's residual form, and bitwise against the GPU's
+     * plain form on the sum its layerscale_fwd makes (the forward's x_mid) */
+    float *res = randf(n, -2, 2), *xs = randf(n, -1, 1), *gam = randf(Cc, -0.5f, 0.5f);
+    void *xsb = as_dt(xs, DT_BF16, n);
+    float *rdi = malloc(n * 4), *rdw = malloc(Cc * 4), *rdb = malloc(Cc * 4);
+    memcpy(rdi, d0, n * 4); memcpy(rdw, dw0, Cc * 4); memcpy(rdb, db0, Cc * 4);
+    C->layernorm_bwd(C, rdi, rdw, rdb, dout, res, xsb, DT_BF16, gam, wt, cm, cr, N, Cc);
+    void *gres = gdup(res, n * 4), *gxs = gdup(xsb, n * 2), *ggam = gdup(gam, Cc * 4), *gsum = gpoison(n * 4);
+    void *gri = gdup(d0, n * 4), *grw = gdup(dw0, Cc * 4), *grb = gdup(db0, Cc * 4);
+    void *gpi = gdup(d0, n * 4), *gpw = gdup(dw0, Cc * 4), *gpb = gdup(db0, Cc * 4);
+    G->layernorm_bwd(G, gri, grw, grb, gdo, gres, gxs, DT_BF16, ggam, gw, gcm, gcr, N, Cc);
+    snprintf(w, sizeof w, "layernorm bwd residual form dinp+= N=%d C=%d", N, Cc);
+    check_dev(w, gri, DT_F32, rdi, DT_F32, n, 1e-5);
+    snprintf(w, sizeof w, "layernorm bwd residual form dw+=, db+= N=%d C=%d", N, Cc);
+    check_dev(w, grw, DT_F32, rdw, DT_F32, Cc, 1e-5);
+    check_dev(w, grb, DT_F32, rdb, DT_F32, Cc, 1e-5);
+    G->layerscale_fwd(G, gsum, gres, gxs, DT_BF16, ggam, N, Cc);
+    G->layernorm_bwd(G, gpi, gpw, gpb, gdo, gsum, NULL, DT_F32, NULL, gw, gcm, gcr, N, Cc);
+    float *a1 = fetch(gri, DT_F32, n), *a2 = fetch(gpi, DT_F32, n);
+    float *w1 = fetch(grw, DT_F32, Cc), *w2 = fetch(gpw, DT_F32, Cc);
+    ok(memcmp(a1, a2, n * 4) == 0 && memcmp(w1, w2, Cc * 4) == 0,
+       "layernorm bwd residual form N=%d C=%d == plain form on layerscale_fwd's sum, bitwise", N, Cc);
+    G->free(G, gres); G->free(G, gxs); G->free(G, ggam); G->free(G, gsum);
+    G->free(G, gri); G->free(G, grw); G->free(G, grb); G->free(G, gpi); G->free(G, gpw); G->free(G, gpb);
+    free(res); free(xs); free(gam); free(xsb); free(rdi); free(rdw); free(rdb); free(a1); free(a2); free(w1); free(w2);
     G->free(G, gx); G->free(G, gw); G->free(G, gb); G->free(G, go); G->free(G, gm); G->free(G, gr);
     G->free(G, gdo); G->free(G, gdi); G->free(G, gdw); G->free(G, gdb); G->free(G, gcm); G->free(G, gcr);
     free(x); free(wt); free(bs); free(co); free(cm); free(cr); free(gmh); free(grh);
