@@ -340,9 +340,9 @@ static void pw_attention_fwd(backend_t *b, void *out, float *lse, const void *qk
     PROF_BEGIN(b) bench_orig.attention_fwd(b, out, lse, qkv, cdt, Bn, T, NH, HS);
     PROF_END(b, "attention_fwd", 4.0 * Bn * NH * (double)T * T * HS)
 }
-static void pw_attention_bwd(backend_t *b, float *dqkv, const float *dout, const void *qkv,
+static void pw_attention_bwd(backend_t *b, void *dqkv, dtype_t ddt, float *dbias, const float *dout, const void *qkv,
                              const void *out, const float *lse, dtype_t cdt, int Bn, int T, int NH, int HS) {
-    PROF_BEGIN(b) bench_orig.attention_bwd(b, dqkv, dout, qkv, out, lse, cdt, Bn, T, NH, HS);
+    PROF_BEGIN(b) bench_orig.attention_bwd(b, dqkv, ddt, dbias, dout, qkv, out, lse, cdt, Bn, T, NH, HS);
     PROF_END(b, "attention_bwd", 10.0 * Bn * NH * (double)T * T * HS)   /* QK^T again + 4 products */
 }
 static void pw_gelu_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n) {

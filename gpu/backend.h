@@ -141,9 +141,12 @@ struct backend {
      * out[Bn,T,NH,HS] (cdt); lse[Bn,NH,T] f32 softmax log-sum-exp (may be NULL: inference). */
     void (*attention_fwd)(backend_t *b, void *out, float *lse, const void *qkv, dtype_t cdt,
                           int Bn, int T, int NH, int HS);
-    /* dqkv[Bn,T,3,NH,HS] f32 (=) from dout[Bn,T,NH,HS] f32. */
-    void (*attention_bwd)(backend_t *b, float *dqkv, const float *dout, const void *qkv,
-                          const void *out, const float *lse, dtype_t cdt, int Bn, int T, int NH, int HS);
+    /* dqkv[Bn,T,3,NH,HS] (=) from dout[Bn,T,NH,HS] f32: computed in f32 and stored
+     * in ddt (f32, or bf16 as the operand of the qkv products); dbias[3*NH*HS] +=
+     * its column sums over the Bn*T tokens (the q/k/v bias gradients; may be NULL). */
+    void (*attention_bwd)(backend_t *b, void *dqkv, dtype_t ddt, float *dbias, const float *dout,
+                          const void *qkv, const void *out, const float *lse, dtype_t cdt,
+                          int Bn, int T, int NH, int HS);
 
     /* Exact (erf) GELU. out[n] (odt) = gelu(inp[n] (idt)).
      * Backward over [M,N]: g = dout * gelu'(inp) in f32, stored in ddt (f32, or bf16

@@ -772,15 +772,19 @@ static void cpu_attention_fwd(backend_t *b, void *out, float *lse, const void *q
  *   dV = P^T dO;  dP = dO V^T;  dS = P * (dP - rowsum(P * dP));
  *   dQ = dS K / sqrt(HS);  dK = dS^T Q / sqrt(HS).
  * rowsum(P * dP) equals rowsum(dO * O); it is taken from P and dP so that it
- * does not depend on the rounding of the stored output. */
-static void cpu_attention_bwd(backend_t *b, float *dqkv, const float *dout, const void *qkv,
-                              const void *out, const float *lse, dtype_t cdt, int Bn, int T, int NH, int HS) {
+ * does not depend on the rounding of the stored output. The f32 result is then
+ * summed into dbias token by token and stored in ddt. */
+static void cpu_attention_bwd(backend_t *b, void *dqkv_out, dtype_t ddt, float *dbias, const float *dout,
+                              const void *qkv, const void *out, const float *lse, dtype_t cdt,
+                              int Bn, int T, int NH, int HS) {
     cpu_check_fdt("attention_bwd", cdt);
+    cpu_check_fdt("attention_bwd", ddt);
     cpu_check_dims("attention_bwd", Bn, T, NH);
     cpu_check_dims("attention_bwd", HS, 0, 0);
     if (Bn == 0 || T == 0 || NH == 0 || HS == 0) return;
-    size_t ld3 = (size_t)3 * NH * HS, ldo = (size_t)NH * HS;
-    const float *X = cpu_as_f32(b, 0, qkv, cdt, (size_t)Bn * T * ld3);
+    size_t ld3 = (size_t)3 * NH * HS, ldo = (size_t)NH * HS, nall = (size_t)Bn * T * ld3;
+    const float *X = cpu_as_f32(b, 0, qkv, cdt, nall);
+    float *dqkv = ddt == DT_F32 ? (float *)dqkv_out : cpu_scratch(b, 1, nall);
     float *P = cpu_scratch(b, 2, (size_t)T * T);
     float *dP = cpu_scratch(b, 3, (size_t)T * T);
     float scale = 1.0f / sqrtf((float)HS);
@@ -815,6 +819,10 @@ static void cpu_attention_bwd(backend_t *b, float *dqkv, const float *dout, cons
                         0.0f, dK, (int)ld3);
         }
     }
+    if (dbias)
+        for (size_t r = 0; r < (size_t)Bn * T; r++)
+            for (size_t j = 0; j < ld3; j++) dbias[j] += dqkv[r * ld3 + j];
+    cpu_from_f32(dqkv_out, ddt, dqkv, nall);
 }
 
 static inline float cpu_gelu(float x) { return 0.5f * x * (1.0f + erff(x * (float)M_SQRT1_2)); }

@@ -1273,8 +1273,8 @@ void model_backward(model_t *m, const float *dpred, const float *dconf) {
         be->layerscale_bwd(be, da, cdt, gr(m, bi->ls1), gr(m, bi->o_b), dres, a->proj, cdt, pm(m, bi->ls1),
                            BT, D);                                                                        /* d proj */
         be->matmul_bwd(be, db, gr(m, bi->o_w), NULL, da, cdt, a->att, wc(m, bi->o_w), cdt, BT, D, D);  /* d att */
-        be->attention_bwd(be, da, db, a->qkv, a->att, a->lse, cdt, Bn, T, NH, HS);                     /* d qkv */
-        be->matmul_bwd(be, db, gr(m, bi->q_w), gr(m, bi->q_b), da, DT_F32, a->ln1, wc(m, bi->q_w), cdt,
+        be->attention_bwd(be, da, cdt, gr(m, bi->q_b), db, a->qkv, a->att, a->lse, cdt, Bn, T, NH, HS);  /* d qkv */
+        be->matmul_bwd(be, db, gr(m, bi->q_w), NULL, da, cdt, a->ln1, wc(m, bi->q_w), cdt,
                        BT, 3 * D, D);                                                                     /* d ln1 */
         be->layernorm_bwd(be, dres, gr(m, bi->norm1_w), gr(m, bi->norm1_b), db, a->x_in, NULL, DT_F32, NULL,
                           pm(m, bi->norm1_w), a->mean1, a->rstd1, BT, D);                               /* dres = dL/dx_in */

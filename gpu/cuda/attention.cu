@@ -551,11 +551,23 @@ __global__ void cu_attn_bwd_prep_kernel(float *Dg, __nv_bfloat16 *gb16, const fl
  * Role 0: a warp owns 16 queries (Q, dO fragments) and streams 64-key tiles:
  * S, dP, dS, dQ += dS K. Tiles double-buffered with cp.async. P in the log2
  * domain, as in the forward: P = exp2(S * scale * log2 e - lse * log2 e), one
- * FFMA and one MUFU.EX2 per score (sl2 = scale * log2 e, ex2_ftz). */
-__global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const __nv_bfloat16 *gb16,
+ * FFMA and one MUFU.EX2 per score (sl2 = scale * log2 e, ex2_ftz).
+ * Epilogue: the gradients stored in f32 or (out_bf16) rounded to bf16 — the
+ * operand of the qkv products — and, with part, the block's column sums of
+ * them (its rows; the warps' 16-row sums added in warp order) into
+ * part[batch * gridDim.x + blockIdx.x][3*NH*64]: the q/k/v bias gradients
+ * without another pass over dqkv. */
+__device__ __forceinline__ void tc_store2(void *p, bool bf, size_t i, float x, float y) {
+    if (bf) *(__nv_bfloat162 *)((__nv_bfloat16 *)p + i) = __floats2bfloat162_rn(x, y);
+    else *(float2 *)((float *)p + i) = make_float2(x, y);
+}
+
+__global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(void *dqkv, bool out_bf16, float *part,
+                                                              const __nv_bfloat16 *gb16,
                                                               const __nv_bfloat16 *qkv, const float *Dg_all,
                                                               const float *lse, int T, int NH, float scale) {
     __shared__ __align__(128) __nv_bfloat16 X[2][TC_TILE], Y[2][TC_TILE];
+    __shared__ float csum[2][4][TC_HS];   /* epilogue: per warp, the column sums of acc1, acc2 */
     const float log2e = 1.4426950408889634f, sl2 = scale * log2e;
     __shared__ __align__(8) float Ls[2][TC_ROWS], Ds[2][TC_ROWS];
     int bi = blockIdx.z >> 1, role = blockIdx.z & 1, h = blockIdx.y, r0 = blockIdx.x * TC_ROWS;
@@ -566,7 +578,7 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const
     const __nv_bfloat16 *gb = gb16 + (size_t)bi * T * ldo + (size_t)h * TC_HS;
     const float *L = lse + ((size_t)bi * NH + h) * T;
     const float *Dg = Dg_all + ((size_t)bi * NH + h) * T;
-    float *dqb = dqkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
+    const size_t dqb = (size_t)bi * T * ld3 + (size_t)h * TC_HS;   /* element offset of (batch, token 0, q, head) */
     int nown = min(TC_ROWS, T - r0), ntiles = (T + TC_ROWS - 1) / TC_ROWS;
     bool active = w * 16 < nown;
     float s[4][4], dp[4][4], acc1[8][4], acc2[8][4];
@@ -668,26 +680,64 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(float *dqkv, const
         }
         __syncthreads();
     }
-    if (!active) return;
+    /* the final values (role 1: dK = acc2 * scale, dV = acc1; role 0: dQ = acc1 * scale),
+     * rows past T (and inactive warps) zero for the column sums */
     int i0 = r0 + w * 16 + g, i1 = i0 + 8;
+    const bool ok0 = active && i0 < T, ok1 = active && i1 < T;
+#pragma unroll
+    for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            bool okr = e < 2 ? ok0 : ok1;
+            if (role == 1) acc2[n][e] = okr ? acc2[n][e] * scale : 0.0f;
+            else acc1[n][e] *= scale;
+            if (!okr) acc1[n][e] = 0.0f;
+        }
 #pragma unroll
     for (int n = 0; n < 8; n++) {
         int d = n * 8 + 2 * t;
         if (role == 1) {
-            if (i0 < T) {
-                float *row = dqb + (size_t)i0 * ld3;
-                *(float2 *)(row + ldo + d) = make_float2(acc2[n][0] * scale, acc2[n][1] * scale);
-                *(float2 *)(row + 2 * ldo + d) = make_float2(acc1[n][0], acc1[n][1]);
+            if (ok0) {
+                tc_store2(dqkv, out_bf16, dqb + (size_t)i0 * ld3 + ldo + d, acc2[n][0], acc2[n][1]);
+                tc_store2(dqkv, out_bf16, dqb + (size_t)i0 * ld3 + 2 * ldo + d, acc1[n][0], acc1[n][1]);
             }
-            if (i1 < T) {
-                float *row = dqb + (size_t)i1 * ld3;
-                *(float2 *)(row + ldo + d) = make_float2(acc2[n][2] * scale, acc2[n][3] * scale);
-                *(float2 *)(row + 2 * ldo + d) = make_float2(acc1[n][2], acc1[n][3]);
+            if (ok1) {
+                tc_store2(dqkv, out_bf16, dqb + (size_t)i1 * ld3 + ldo + d, acc2[n][2], acc2[n][3]);
+                tc_store2(dqkv, out_bf16, dqb + (size_t)i1 * ld3 + 2 * ldo + d, acc1[n][2], acc1[n][3]);
             }
         } else {
-            if (i0 < T) *(float2 *)(dqb + (size_t)i0 * ld3 + d) = make_float2(acc1[n][0] * scale, acc1[n][1] * scale);
-            if (i1 < T) *(float2 *)(dqb + (size_t)i1 * ld3 + d) = make_float2(acc1[n][2] * scale, acc1[n][3] * scale);
+            if (ok0) tc_store2(dqkv, out_bf16, dqb + (size_t)i0 * ld3 + d, acc1[n][0], acc1[n][1]);
+            if (ok1) tc_store2(dqkv, out_bf16, dqb + (size_t)i1 * ld3 + d, acc1[n][2], acc1[n][3]);
         }
+    }
+    if (!part) return;   /* uniform over the grid */
+    /* column sums of the f32 values: rows g and g+8 of each lane, then the 8
+     * row groups (lanes that differ in bits 2..4) by a fixed butterfly */
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+        float a0 = acc1[n][0] + acc1[n][2], a1 = acc1[n][1] + acc1[n][3];
+        float b0 = acc2[n][0] + acc2[n][2], b1 = acc2[n][1] + acc2[n][3];
+#pragma unroll
+        for (int m = 4; m < 32; m <<= 1) {
+            a0 += __shfl_xor_sync(0xffffffffu, a0, m);
+            a1 += __shfl_xor_sync(0xffffffffu, a1, m);
+            b0 += __shfl_xor_sync(0xffffffffu, b0, m);
+            b1 += __shfl_xor_sync(0xffffffffu, b1, m);
+        }
+        if (g == 0) {
+            int d = n * 8 + 2 * t;
+            csum[0][w][d] = a0; csum[0][w][d + 1] = a1;
+            csum[1][w][d] = b0; csum[1][w][d + 1] = b1;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x < TC_HS) {
+        int c = threadIdx.x;
+        float s1 = ((csum[0][0][c] + csum[0][1][c]) + csum[0][2][c]) + csum[0][3][c];
+        float s2 = ((csum[1][0][c] + csum[1][1][c]) + csum[1][2][c]) + csum[1][3][c];
+        float *pr = part + ((size_t)bi * gridDim.x + blockIdx.x) * ld3 + (size_t)h * TC_HS + c;
+        if (role == 0) pr[0] = s1;               /* dQ */
+        else { pr[ldo] = s2; pr[2 * ldo] = s1; } /* dK, dV */
     }
 }
 
@@ -708,8 +758,8 @@ static void cu_attn_tc_fwd(backend_t *b, void *out, float *lse, const void *qkv,
     cu_attn_tc_fwd_nw<4>(b, out, lse, qkv, Bn, T, NH);
 }
 
-static void cu_attn_tc_bwd(backend_t *b, float *dqkv, const float *dout, const void *qkv, const void *out,
-                           const float *lse, int Bn, int T, int NH) {
+static void cu_attn_tc_bwd(backend_t *b, void *dqkv, dtype_t ddt, float *dbias, const float *dout, const void *qkv,
+                           const void *out, const float *lse, int Bn, int T, int NH) {
     size_t rows = (size_t)Bn * T * NH;
     char *sc = (char *)cu_scratch(b, 1, rows * sizeof(float) + rows * TC_HS * 2 + 256);
     float *Dg = (float *)sc;
@@ -717,10 +767,14 @@ static void cu_attn_tc_bwd(backend_t *b, float *dqkv, const float *dout, const v
     cu_attn_bwd_prep_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, cu_st(b)>>>(Dg, gb16, dout, (const __nv_bfloat16 *)out,
                                                                             Bn, T, NH);
     CU_LAUNCH_CHECK();
-    dim3 grid((T + TC_ROWS - 1) / TC_ROWS, NH, 2 * Bn);
-    cu_attn_bwd_mma_kernel<<<grid, 128, 0, cu_st(b)>>>(dqkv, gb16, (const __nv_bfloat16 *)qkv, Dg, lse, T, NH,
-                                                      1.0f / sqrtf((float)TC_HS));
+    int nrb = (T + TC_ROWS - 1) / TC_ROWS;
+    size_t ld3 = (size_t)3 * NH * TC_HS;
+    float *part = dbias ? (float *)cu_scratch(b, 3, (size_t)Bn * nrb * ld3 * sizeof(float)) : NULL;
+    dim3 grid(nrb, NH, 2 * Bn);
+    cu_attn_bwd_mma_kernel<<<grid, 128, 0, cu_st(b)>>>(dqkv, ddt == DT_BF16, part, gb16, (const __nv_bfloat16 *)qkv,
+                                                      Dg, lse, T, NH, 1.0f / sqrtf((float)TC_HS));
     CU_LAUNCH_CHECK();
+    if (dbias) cu_colsum_finish(b, dbias, part, Bn * nrb, (int)ld3);
 }
 
 /* ======================= C. cuBLAS fallback ======================= */
@@ -929,17 +983,25 @@ void cu_attention_fwd(backend_t *b, void *out, float *lse, const void *qkv, dtyp
     cu_attn_cublas_fwd(b, out, lse, qkv, cdt, Bn, T, NH, HS);
 }
 
-void cu_attention_bwd(backend_t *b, float *dqkv, const float *dout, const void *qkv,
+void cu_attention_bwd(backend_t *b, void *dqkv, dtype_t ddt, float *dbias, const float *dout, const void *qkv,
                       const void *out, const float *lse, dtype_t cdt, int Bn, int T, int NH, int HS) {
     if (Bn <= 0 || T <= 0 || NH <= 0 || HS <= 0) return;
     CU_ASSERT(cdt == DT_F32 || cdt == DT_BF16, "attention dtype %d", (int)cdt);
+    CU_ASSERT(ddt == DT_F32 || ddt == DT_BF16, "attention gradient dtype %d", (int)ddt);
     CU_ASSERT(lse, "attention_bwd needs the forward's lse");
     CU_ASSERT(NH <= 65535 && 2 * Bn <= 65535, "NH=%d Bn=%d", NH, Bn);
-    if (cu_attn_use_fused(b, HS)) {
-        if (cu_attn_tc_ok(cdt, HS, dqkv, dout, qkv, out)) cu_attn_tc_bwd(b, dqkv, dout, qkv, out, lse, Bn, T, NH);
-        else if (HS == 64) cu_attn_fused_bwd<64>(b, dqkv, dout, qkv, out, lse, cdt, Bn, T, NH);
-        else cu_attn_fused_bwd<32>(b, dqkv, dout, qkv, out, lse, cdt, Bn, T, NH);
+    if (cu_attn_use_fused(b, HS) && cu_attn_tc_ok(cdt, HS, dqkv, dout, qkv, out)) {
+        cu_attn_tc_bwd(b, dqkv, ddt, dbias, dout, qkv, out, lse, Bn, T, NH);   /* stores and sums in its epilogue */
         return;
     }
-    cu_attn_cublas_bwd(b, dqkv, dout, qkv, lse, cdt, Bn, T, NH, HS);
+    /* the other kernels make f32 gradients: in place, or in a scratch then stored in ddt */
+    size_t n = (size_t)Bn * T * 3 * NH * HS;
+    float *g = ddt == DT_F32 ? (float *)dqkv : (float *)cu_scratch(b, 4, n * sizeof(float));
+    if (cu_attn_use_fused(b, HS)) {
+        if (HS == 64) cu_attn_fused_bwd<64>(b, g, dout, qkv, out, lse, cdt, Bn, T, NH);
+        else cu_attn_fused_bwd<32>(b, g, dout, qkv, out, lse, cdt, Bn, T, NH);
+    } else {
+        cu_attn_cublas_bwd(b, g, dout, qkv, lse, cdt, Bn, T, NH, HS);
+    }
+    if (dbias || ddt != DT_F32) cu_store_colsum(b, dqkv, ddt, dbias, g, Bn * T, 3 * NH * HS);
 }

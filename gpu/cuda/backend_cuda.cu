@@ -396,9 +396,9 @@ CU_WRAP(layernorm_bwd, (backend_t *b, float *dinp, float *dw, float *db, const f
         (b, dinp, dw, db, dout, inp, x, xdt, gamma, w, mean, rstd, N, C))
 CU_WRAP(attention_fwd, (backend_t *b, void *out, float *lse, const void *qkv, dtype_t cdt,
                         int Bn, int T, int NH, int HS), (b, out, lse, qkv, cdt, Bn, T, NH, HS))
-CU_WRAP(attention_bwd, (backend_t *b, float *dqkv, const float *dout, const void *qkv,
+CU_WRAP(attention_bwd, (backend_t *b, void *dqkv, dtype_t ddt, float *dbias, const float *dout, const void *qkv,
                         const void *out, const float *lse, dtype_t cdt, int Bn, int T, int NH, int HS),
-        (b, dqkv, dout, qkv, out, lse, cdt, Bn, T, NH, HS))
+        (b, dqkv, ddt, dbias, dout, qkv, out, lse, cdt, Bn, T, NH, HS))
 CU_WRAP(gelu_fwd, (backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n),
         (b, out, odt, inp, idt, n))
 CU_WRAP(gelu_bwd, (backend_t *b, void *dinp, dtype_t ddt, float *dbias, const float *dout, const void *inp,

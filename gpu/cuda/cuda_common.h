@@ -185,6 +185,9 @@ void cu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const voi
 #define CU_COLSUM_ROWS 256
 void cu_colsum(backend_t *b, float *acc, const float *a, const void *x, dtype_t xdt, int N, int C);
 void cu_colsum_finish(backend_t *b, float *acc, const float *part, int nchunk, int C);
+/* dst[M,N] (ddt) = src[M,N] f32 (rounded for bf16; dst may be src when f32) and
+ * acc[N] += its column sums (acc may be NULL), in one pass over src for bf16. */
+void cu_store_colsum(backend_t *b, void *dst, dtype_t ddt, float *acc, const float *src, int M, int N);
 
 /* kernels_layers.cu */
 void cu_cast(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, size_t n);
@@ -231,7 +234,7 @@ void cu_stats(backend_t *b, double out[7], const void *x, dtype_t dt, size_t n);
 /* attention.cu */
 void cu_attention_fwd(backend_t *b, void *out, float *lse, const void *qkv, dtype_t cdt,
                       int Bn, int T, int NH, int HS);
-void cu_attention_bwd(backend_t *b, float *dqkv, const float *dout, const void *qkv,
+void cu_attention_bwd(backend_t *b, void *dqkv, dtype_t ddt, float *dbias, const float *dout, const void *qkv,
                       const void *out, const float *lse, dtype_t cdt, int Bn, int T, int NH, int HS);
 
 /* sdpa_cudnn.cu: out[Bn,T,NH,HS] bf16 (and lse[Bn,NH,T] if not NULL) from

@@ -253,6 +253,22 @@ void cu_colsum_finish(backend_t *b, float *acc, const float *part, int nchunk, i
     CU_LAUNCH_CHECK();
 }
 
+void cu_store_colsum(backend_t *b, void *dst, dtype_t ddt, float *acc, const float *src, int M, int N) {
+    if (M <= 0 || N <= 0) return;
+    if (ddt == DT_BF16 && acc) {
+        int nchunk = (M + CU_COLSUM_ROWS - 1) / CU_COLSUM_ROWS;
+        CU_ASSERT(nchunk <= 65535, "M=%d", M);
+        float *part = (float *)cu_scratch(b, 3, (size_t)nchunk * N * sizeof(float));
+        dim3 blk(32, 16), grid((N + 31) / 32, nchunk);
+        cu_colsum_cast_part_kernel<<<grid, blk, 0, cu_impl(b)->stream>>>(part, (__nv_bfloat16 *)dst, src, M, N);
+        CU_LAUNCH_CHECK();
+        cu_colsum_finish(b, acc, part, nchunk, N);
+        return;
+    }
+    if (acc) cu_colsum(b, acc, src, NULL, DT_F32, M, N);
+    if (ddt != DT_F32 || dst != src) cu_cast(b, dst, ddt, src, DT_F32, (size_t)M * N);
+}
+
 void cu_colsum(backend_t *b, float *acc, const float *a, const void *x, dtype_t xdt, int N, int C) {
     if (N <= 0 || C <= 0) return;
     cudaStream_t st = cu_impl(b)->stream;
@@ -277,16 +293,8 @@ void cu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const voi
         /* already the bf16 operand; its producer summed the bias gradient */
     } else if (cdt == DT_BF16 && (dinp || dw) && dbias) {
         /* bias gradient and the bf16 copy of dout in one pass over dout */
-        __nv_bfloat16 *gb = (__nv_bfloat16 *)cu_scratch(b, 0, (size_t)M * N * 2);
-        int nchunk = (M + CU_COLSUM_ROWS - 1) / CU_COLSUM_ROWS;
-        CU_ASSERT(nchunk <= 65535, "M=%d", M);
-        float *part = (float *)cu_scratch(b, 3, (size_t)nchunk * N * sizeof(float));
-        cudaStream_t st = cu_impl(b)->stream;
-        dim3 blk(32, 16), grid((N + 31) / 32, nchunk);
-        cu_colsum_cast_part_kernel<<<grid, blk, 0, st>>>(part, gb, dout, M, N);
-        CU_LAUNCH_CHECK();
-        cu_colsum_final_kernel<<<(N + 127) / 128, 128, 0, st>>>(dbias, part, nchunk, N);
-        CU_LAUNCH_CHECK();
+        void *gb = cu_scratch(b, 0, (size_t)M * N * 2);
+        cu_store_colsum(b, gb, DT_BF16, dbias, dout, M, N);
         g = gb;
         dbias = NULL;   /* done */
     } else if (cdt == DT_BF16 && (dinp || dw)) {

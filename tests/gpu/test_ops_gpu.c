@@ -270,11 +270,39 @@ static void t_attention(backend_t *g, const char *impl, int Bn, int T, int NH, i
     check_dev(w, go2, cdt, co, cdt, no, tol_of(cdt));
     /* backward: both read the CPU's out and lse, so only the backward differs */
     float *dout = randf(no, -1, 1), *cdq = malloc(nq * 4);
-    C->attention_bwd(C, cdq, dout, hq, co, cl, cdt, Bn, T, NH, HS);
+    C->attention_bwd(C, cdq, DT_F32, NULL, dout, hq, co, cl, cdt, Bn, T, NH, HS);
     void *gdo = gdup(dout, no * 4), *gco = gdup(co, no * es), *gcl = gdup(cl, nl * 4), *gdq = gpoison(nq * 4);
-    G->attention_bwd(G, gdq, gdo, gq, gco, gcl, cdt, Bn, T, NH, HS);
+    G->attention_bwd(G, gdq, DT_F32, NULL, gdo, gq, gco, gcl, cdt, Bn, T, NH, HS);
     snprintf(w, sizeof w, "attention[%s] bwd Bn=%d T=%d NH=%d HS=%d %s", impl, Bn, T, NH, HS, dtype_name(cdt));
-    check_dev(w, gdq, DT_F32, cdq, DT_F32, nq, cdt == DT_BF16 ? 2e-2 : 2e-5);
+    double tb = cdt == DT_BF16 ? 2e-2 : 2e-5;
+    check_dev(w, gdq, DT_F32, cdq, DT_F32, nq, tb);
+    /* stored in bf16 with the q/k/v bias gradients (the training path at bf16):
+     * the GPU's bf16 store is the rounding of its own f32 result, bit for bit, and
+     * dbias += the column sums of that result (against a double sum of it, and
+     * against the CPU's) */
+    size_t ld3 = (size_t)3 * NH * HS, rows = (size_t)Bn * T;
+    float *bias0 = randf(ld3, -1, 1), *cb = malloc(ld3 * 4);
+    memcpy(cb, bias0, ld3 * 4);
+    C->attention_bwd(C, cdq, DT_F32, cb, dout, hq, co, cl, cdt, Bn, T, NH, HS);
+    void *gdq16 = gpoison(nq * 2), *gbias = gdup(bias0, ld3 * 4);
+    G->attention_bwd(G, gdq16, DT_BF16, gbias, gdo, gq, gco, gcl, cdt, Bn, T, NH, HS);
+    float *g32 = fetch(gdq, DT_F32, nq), *g16 = fetch(gdq16, DT_BF16, nq), *gbh = fetch(gbias, DT_F32, ld3);
+    size_t bad = 0;
+    for (size_t i = 0; i < nq; i++) bad += f32_to_bf16(g32[i]) != f32_to_bf16(g16[i]);
+    ok(bad == 0, "attention[%s] bwd stored bf16 Bn=%d T=%d %s: the rounding of the f32 result (%zu of %zu differ)",
+       impl, Bn, T, dtype_name(cdt), bad, nq);
+    double worst = 0;
+    for (size_t j = 0; j < ld3; j++) {
+        double s = bias0[j];
+        for (size_t r = 0; r < rows; r++) s += g32[r * ld3 + j];
+        worst = fmax(worst, fabs(gbh[j] - s) / fmax(1.0, fabs(s)));
+    }
+    ok(worst <= 1e-5, "attention[%s] bwd dbias += column sums of dqkv Bn=%d T=%d %s (worst rel err %.1e)", impl, Bn,
+       T, dtype_name(cdt), worst);
+    snprintf(w, sizeof w, "attention[%s] bwd dbias Bn=%d T=%d %s against the CPU", impl, Bn, T, dtype_name(cdt));
+    check_dev(w, gbias, DT_F32, cb, DT_F32, ld3, tb);
+    G->free(G, gdq16); G->free(G, gbias);
+    free(bias0); free(cb); free(g32); free(g16); free(gbh);
     G->free(G, gq); G->free(G, go); G->free(G, gl); G->free(G, go2); G->free(G, gdo); G->free(G, gco);
     G->free(G, gcl); G->free(G, gdq);
     free(fq); free(hq); free(co); free(cl); free(dout); free(cdq);
@@ -730,13 +758,13 @@ static void bench_attention(backend_t *g, const char *impl, int Bn, int T, int N
     void *d = gdup(fd, no * 4), *dq = gpoison(nq * 4);
     int it = 10;
     g->attention_fwd(g, o, l, q, cdt, Bn, T, NH, HS);
-    g->attention_bwd(g, dq, d, q, o, l, cdt, Bn, T, NH, HS);
+    g->attention_bwd(g, dq, DT_F32, NULL, d, q, o, l, cdt, Bn, T, NH, HS);
     g->sync(g);
     double t0 = now_s();
     for (int i = 0; i < it; i++) g->attention_fwd(g, o, l, q, cdt, Bn, T, NH, HS);
     g->sync(g);
     double t1 = now_s();
-    for (int i = 0; i < it; i++) g->attention_bwd(g, dq, d, q, o, l, cdt, Bn, T, NH, HS);
+    for (int i = 0; i < it; i++) g->attention_bwd(g, dq, DT_F32, NULL, d, q, o, l, cdt, Bn, T, NH, HS);
     g->sync(g);
     double t2 = now_s();
     double fl = 4.0 * Bn * NH * (double)T * T * HS;

@@ -460,16 +460,33 @@ static void test_attention(void) {
 
         be->attention_fwd(be, c.out, c.lse, c.qkv, DT_F32, c.Bn, c.T, c.NH, c.HS);
         float *dq = rnew(nq, 50, 60);   /* overwritten */
-        be->attention_bwd(be, dq, c.R, c.qkv, c.out, c.lse, DT_F32, c.Bn, c.T, c.NH, c.HS);
+        be->attention_bwd(be, dq, DT_F32, NULL, c.R, c.qkv, c.out, c.lse, DT_F32, c.Bn, c.T, c.NH, c.HS);
         snprintf(nm, sizeof nm, "attention_bwd dqkv %s", tag);
         fd_check(nm, at_obj, &c, c.qkv, nq, dq, 1e-3, 1e-2, NULL);
 
         /* bf16 backward = fp32 backward on the same values */
         float *d16 = tf(nq), *d32 = tf(nq);
-        be->attention_bwd(be, d32, c.R, qr, ref, lref, DT_F32, c.Bn, c.T, c.NH, c.HS);
-        be->attention_bwd(be, d16, c.R, qh, oh, l16, DT_BF16, c.Bn, c.T, c.NH, c.HS);
+        be->attention_bwd(be, d32, DT_F32, NULL, c.R, qr, ref, lref, DT_F32, c.Bn, c.T, c.NH, c.HS);
+        be->attention_bwd(be, d16, DT_F32, NULL, c.R, qh, oh, l16, DT_BF16, c.Bn, c.T, c.NH, c.HS);
         snprintf(nm, sizeof nm, "attention_bwd bf16 equals fp32 on the same values %s", tag);
         ok(memcmp(d16, d32, nq * 4) == 0, "%s", nm);
+        /* stored in bf16 with the bias gradients: the rounding of the f32 result, and
+         * dbias += its column sums over the tokens */
+        {
+            const size_t ld3 = (size_t)3 * c.NH * c.HS, rows = (size_t)c.Bn * c.T;
+            bf16 *g16 = th(nq);
+            float *bias0 = rnew(ld3, -1, 1), *bias = copy_of(bias0, ld3);
+            be->attention_bwd(be, g16, DT_BF16, bias, c.R, qh, oh, l16, DT_BF16, c.Bn, c.T, c.NH, c.HS);
+            snprintf(nm, sizeof nm, "attention_bwd stored bf16 %s", tag);
+            check_bf16_of(nm, g16, d32, nq);
+            double worst = 0;
+            for (size_t j = 0; j < ld3; j++) {
+                double s = bias0[j];
+                for (size_t r = 0; r < rows; r++) s += d32[r * ld3 + j];
+                worst = fmax(worst, fabs(bias[j] - s) / fmax(1.0, fabs(s)));
+            }
+            ok(worst <= 1e-5, "attention_bwd dbias += column sums of dqkv %s (worst rel err %.1e)", tag, worst);
+        }
         free(wo);
         free(wl);
         tfree_all();
@@ -487,7 +504,7 @@ static void test_attention(void) {
         check_close("attention_fwd with scores ~1e3 (stable softmax)", out, wo, NULL, no, 1e-4);
         check_close("attention_fwd lse with scores ~1e3", lse, wl, NULL, nl, 1e-6);
         float *dq = tf(nq), *R = rnew(no, -1, 1);
-        be->attention_bwd(be, dq, R, qkv, out, lse, DT_F32, Bn, T, NH, HS);
+        be->attention_bwd(be, dq, DT_F32, NULL, R, qkv, out, lse, DT_F32, Bn, T, NH, HS);
         int fin = 1;
         for (size_t i = 0; i < nq; i++) fin &= isfinite(dq[i]);
         ok(fin, "attention_bwd with scores ~1e3 stays finite");
