@@ -80,9 +80,12 @@ check "the 3-device job started once all three were free ($s3 >= both earlier jo
 
 # ---- eval and infer over 3 devices ---------------------------------------------------------------------
 api GET "/v1/checkpoints?job=$P1"; CK=$(jb '[.checkpoints[] | select(.step == 10)][0].id')
-submit "{\"type\":\"eval\",\"dataset\":\"d\",\"checkpoint\":\"$CK\",\"split\":\"train\",\"batch_size\":16}"; E1=$JOB
-submit "{\"type\":\"eval\",\"dataset\":\"d\",\"checkpoint\":\"$CK\",\"split\":\"train\",\"batch_size\":16,\"devices\":3}"; E3=$JOB
-IX='"indices":[[0,10],40,3],"outputs":["cls"],"batch_size":4'
+# fp32 compute for the comparisons across layouts: another batch size takes other paths through
+# the matrix products, which at bf16 can flip a rounding that then runs through every later block
+FP32='"precision":{"compute":"fp32"}'
+submit "{\"type\":\"eval\",\"dataset\":\"d\",\"checkpoint\":\"$CK\",\"split\":\"train\",\"batch_size\":16,$FP32}"; E1=$JOB
+submit "{\"type\":\"eval\",\"dataset\":\"d\",\"checkpoint\":\"$CK\",\"split\":\"train\",\"batch_size\":16,\"devices\":3,$FP32}"; E3=$JOB
+IX='"indices":[[0,10],40,3],"outputs":["cls"],"batch_size":4,'"$FP32"
 submit "{\"type\":\"infer\",\"dataset\":\"d\",\"checkpoint\":\"$CK\",$IX}"; I1=$JOB
 submit "{\"type\":\"infer\",\"dataset\":\"d\",\"checkpoint\":\"$CK\",$IX,\"devices\":[2,0,1]}"; I3=$JOB
 for j in "$E1" "$E3" "$I1" "$I3"; do st=$(wait_job "$j" 300); is "$st" succeeded "job $j succeeded"; done

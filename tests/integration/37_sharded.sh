@@ -92,7 +92,9 @@ submit "{\"type\":\"eval\",\"dataset\":\"d\",\"checkpoint\":\"$CK\"}"
 is "$(wait_job "$JOB" 300)" succeeded "eval on the sharded dataset (every device)"
 api GET "/v1/jobs/$JOB/result"
 is "$(jb .samples)" 10 "it evaluated the 10 validation samples, held by device 1"
-IX="\"indices\":[[44,53],95,0,47,48,[10,12]],\"outputs\":[\"cls\"],\"batch_size\":4"
+# fp32 compute: another split over ranks takes other paths through the matrix products, which
+# at bf16 can flip a rounding that then runs through every later block (~1e-2 on a sample)
+IX="\"indices\":[[44,53],95,0,47,48,[10,12]],\"outputs\":[\"cls\"],\"batch_size\":4,\"precision\":{\"compute\":\"fp32\"}"
 submit "{\"type\":\"infer\",\"dataset\":\"d\",\"checkpoint\":\"$CK\",$IX}"; IS=$JOB
 is "$(wait_job "$IS" 300)" succeeded "infer over indices across the shard boundary"
 SHARDED_INFER=$(curl -s "$URL/v1/jobs/$IS/result")
