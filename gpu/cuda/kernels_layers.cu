@@ -415,9 +415,9 @@ __global__ void cu_layernorm_dw_kernel(float *part_w, float *part_b, const float
 }
 
 /* Four consecutive columns of the LayerNorm's input: inp, or with lx the
- * residual sum inp + gamma * lx made by the same expression as
- * cu_layerscale_fwd8_kernel and cu_ls_ln_fwd_v_kernel (r += g * x), so the
- * same bits as the sum the forward wrote. */
+ * residual sum inp + gamma * lx — the expression of cu_layerscale_fwd8_kernel
+ * (r += g * x), and the very code of the fused forward cu_ls_ln_fwd_v_kernel,
+ * so the backward remakes the bits the forward wrote. */
 __device__ __forceinline__ float4 cu_ln_in4(const float *inp, const void *lx, dtype_t lxdt, const float *gamma,
                                             size_t i, int c) {
     float4 r = *(const float4 *)(inp + i);
@@ -861,17 +861,7 @@ __global__ void cu_ls_ln_fwd_v_kernel(float *out, const float *res, const void *
 #pragma unroll
     for (int k = 0; k < NV; k++) {
         int c = 128 * k + 4 * lane;
-        float4 rv = *(const float4 *)(res + r0 + c), gv = *(const float4 *)(gamma + c), xv;
-        if (xdt == DT_BF16) {
-            uint2 u = *(const uint2 *)((const __nv_bfloat16 *)x + r0 + c);
-            float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)&u.x);
-            float2 bb = __bfloat1622float2(*(const __nv_bfloat162 *)&u.y);
-            xv = make_float4(a.x, a.y, bb.x, bb.y);
-        } else {
-            xv = *(const float4 *)((const float *)x + r0 + c);
-        }
-        /* same expression as cu_layerscale_fwd8_kernel: r += g * x */
-        v[k] = make_float4(rv.x + gv.x * xv.x, rv.y + gv.y * xv.y, rv.z + gv.z * xv.z, rv.w + gv.w * xv.w);
+        v[k] = cu_ln_in4(res, x, xdt, gamma, r0 + c, c);   /* the sum LN2's backward remakes the same way */
         *(float4 *)(out + r0 + c) = v[k];
         s += (v[k].x + v[k].y) + (v[k].z + v[k].w);
     }
