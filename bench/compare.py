@@ -297,28 +297,40 @@ def wait_job_end(api, jid, timeout):
     return rec
 
 
-def cmd_second_job(a):
-    api = Api(a.url, a.token)
-    if wait_until(lambda: api.call("GET", "/v1/health", timeout=2)[0] == 200 or None, min(a.timeout, 60), 0.2) is None:
+def dataset_ready(api, name, source, timeout, every):
+    """The daemon answering /v1/health, then dataset `name` resident: POSTed with
+    `source` (e.g. {"synthetic": {...}} or {"path": ...}) unless it is already
+    there, then polled every `every` s until ready. Returns (record, seconds
+    from the POST, or from finding it, to ready), or (None, None) having said why."""
+    if wait_until(lambda: api.call("GET", "/v1/health", timeout=2)[0] == 200 or None, min(timeout, 60), 0.2) is None:
         print("compare: traind does not answer /v1/health", file=sys.stderr)
-        return 1
-    st, rec = api.call("GET", f"/v1/datasets/{a.dataset}")
-    if st == 404:
-        st, rec = api.call("POST", "/v1/datasets", {"name": a.dataset, "synthetic": {
-            "samples": a.samples, "image_size": a.image, "seed": 1}})
-        if st not in (200, 201, 202):
-            print(f"compare: POST /v1/datasets -> {st}: {rec}", file=sys.stderr)
-            return 1
+        return None, None
     t0 = time.monotonic()
+    st, rec = api.call("GET", f"/v1/datasets/{name}")
+    if st == 404:
+        t0 = time.monotonic()
+        st, rec = api.call("POST", "/v1/datasets", dict({"name": name}, **source))
+        if st not in (200, 201, 202, 409):
+            print(f"compare: POST /v1/datasets -> {st}: {rec}", file=sys.stderr)
+            return None, None
 
     def ready():
-        s, r = api.call("GET", f"/v1/datasets/{a.dataset}")
+        s, r = api.call("GET", f"/v1/datasets/{name}")
         return r if s == 200 and r.get("state") in ("ready", "failed") else None
-    ds = wait_until(ready, a.timeout, 0.1)
-    if not ds or ds.get("state") != "ready":
-        print(f"compare: dataset {a.dataset} not ready: {ds}", file=sys.stderr)
-        return 1
+    ds = wait_until(ready, timeout, every)
     load_s = time.monotonic() - t0
+    if not ds or ds.get("state") != "ready":
+        print(f"compare: dataset {name} not ready after {load_s:.1f} s: {ds}", file=sys.stderr)
+        return None, None
+    return ds, load_s
+
+
+def cmd_second_job(a):
+    api = Api(a.url, a.token)
+    ds, load_s = dataset_ready(api, a.dataset, {"synthetic": {"samples": a.samples, "image_size": a.image, "seed": 1}},
+                               a.timeout, 0.1)
+    if ds is None:
+        return 1
     spec = {"type": "train", "dataset": a.dataset, "batch_size": a.batch, "steps": a.steps,
             "eval_every": 0, "checkpoint_every": 0,
             "model": {"backbone": a.backbone, "freeze_layers": a.freeze}}
@@ -341,21 +353,9 @@ def cmd_second_job(a):
 
 def cmd_data_parallel(a):
     api = Api(a.url, a.token)
-    if wait_until(lambda: api.call("GET", "/v1/health", timeout=2)[0] == 200 or None, min(a.timeout, 60), 0.2) is None:
-        print("compare: traind does not answer /v1/health", file=sys.stderr)
-        return 1
-    st, rec = api.call("POST", "/v1/datasets", {"name": a.dataset, "synthetic": {
-        "samples": a.samples, "image_size": a.image, "seed": 1}})
-    if st not in (200, 201, 202, 409):
-        print(f"compare: POST /v1/datasets -> {st}: {rec}", file=sys.stderr)
-        return 1
-
-    def ready():
-        s, r = api.call("GET", f"/v1/datasets/{a.dataset}")
-        return r if s == 200 and r.get("state") in ("ready", "failed") else None
-    ds = wait_until(ready, a.timeout, 0.2)
-    if not ds or ds.get("state") != "ready":
-        print(f"compare: dataset {a.dataset} not ready: {ds}", file=sys.stderr)
+    ds, _ = dataset_ready(api, a.dataset, {"synthetic": {"samples": a.samples, "image_size": a.image, "seed": 1}},
+                          a.timeout, 0.2)
+    if ds is None:
         return 1
     out = {"bench": "data_parallel", "impl": "traind", "backbone": a.backbone, "freeze": a.freeze,
            "batch": a.batch, "image": a.image, "devices": a.devices, "residency": ds.get("residency")}
@@ -393,22 +393,8 @@ def cmd_headline(a):
     and an infer job from it, each timed from POST to its first step and to its
     end. One RESULT line per phase."""
     api = Api(a.url, a.token)
-    if wait_until(lambda: api.call("GET", "/v1/health", timeout=2)[0] == 200 or None, 60, 0.2) is None:
-        print("compare: traind does not answer /v1/health", file=sys.stderr)
-        return 1
-    t0 = time.monotonic()
-    st, rec = api.call("POST", "/v1/datasets", {"name": a.dataset, "path": a.path})
-    if st not in (200, 201, 202):
-        print(f"compare: POST /v1/datasets -> {st}: {rec}", file=sys.stderr)
-        return 1
-
-    def ready():
-        s, r = api.call("GET", f"/v1/datasets/{a.dataset}")
-        return r if s == 200 and r.get("state") in ("ready", "failed") else None
-    ds = wait_until(ready, a.timeout, 0.05)
-    load_s = time.monotonic() - t0
-    if not ds or ds.get("state") != "ready":
-        print(f"compare: dataset {a.dataset} not ready after {load_s:.1f} s: {ds}", file=sys.stderr)
+    ds, load_s = dataset_ready(api, a.dataset, {"path": a.path}, a.timeout, 0.05)
+    if ds is None:
         return 1
     print("RESULT " + json.dumps({"bench": "headline_load", "impl": "traind", "post_to_ready_s": load_s,
                                   "dataset": {k: ds.get(k) for k in ("samples", "bytes", "resident_bytes", "image_size",
