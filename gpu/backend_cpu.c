@@ -45,6 +45,7 @@
 
 #include "gpu/backend.h"
 #include "gpu/dataset.h"
+#include "gpu/hand_loss.h"
 
 #define CPU_ALIGN 64
 #define CPU_NSCRATCH 6
@@ -960,15 +961,15 @@ static void cpu_token_scatter_add(backend_t *b, float *dx, const float *dout, in
 
 /* ---- loss and optimizer ---------------------------------------------------------- */
 
-/* The loss constants are store/hand.h's, shared with gpu/cuda/kernels_optim.cu. */
-/* SPEC §4 hand loss; everything in double, outputs rounded to fp32 once. */
+/* SPEC §4 hand loss: a sample's terms are gpu/hand_loss.h's, as in the CUDA kernel;
+ * everything in double, outputs rounded to fp32 once. */
 static void cpu_hand_loss(backend_t *b, hand_loss_t *o, float *dpred, float *dconf,
                           const float *pred, const float *conf_logit, const float *joints,
                           const uint8_t *valid, const uint8_t *has_hand, const int32_t *idx, int Bn,
                           const hand_norm_t *norm) {
     cpu_check_dims("hand_loss", Bn, 0, 0);
     memset(o, 0, sizeof *o);
-    if (dpred) memset(dpred, 0, (size_t)Bn * HAND_JOINTS * 3 * sizeof(float));
+    if (dpred) memset(dpred, 0, (size_t)Bn * HAND_COORDS * sizeof(float));
     if (dconf) memset(dconf, 0, (size_t)Bn * HAND_JOINTS * sizeof(float));
     if (Bn == 0) return;
 
@@ -978,12 +979,7 @@ static void cpu_hand_loss(backend_t *b, hand_loss_t *o, float *dpred, float *dco
         int s = idx ? idx[bi] : bi;
         if (s < 0) cpu_fatal("hand_loss", "negative sample index %d", s);
         if (has_hand && !has_hand[s]) continue;
-        int nv = 0;
-        for (int j = 0; j < HAND_JOINTS; j++) {
-            if (valid && !valid[(size_t)s * HAND_JOINTS + j]) continue;
-            nv++;
-            sw += hand_joint_weight(j);
-        }
+        int nv = hand_sample_count(valid ? valid + (size_t)s * HAND_JOINTS : NULL, &sw);
         nj += nv;
         npair += (double)nv * (nv - 1) / 2;
     }
@@ -996,67 +992,26 @@ static void cpu_hand_loss(backend_t *b, hand_loss_t *o, float *dpred, float *dco
     }
     if (nj == 0) return;
 
-    double *gp = calloc((size_t)Bn * HAND_JOINTS * 3, sizeof(double));
+    /* pass 2: each sample's terms and gradients (gpu/hand_loss.h, as the CUDA kernel) */
+    double *gp = calloc((size_t)Bn * HAND_COORDS, sizeof(double));
     if (!gp) cpu_fatal("hand_loss", "out of memory");
-    double joint = 0, pair = 0, conf = 0;
+    hand_terms_t t = {0, 0, 0};
     for (int bi = 0; bi < Bn; bi++) {
         int s = idx ? idx[bi] : bi;
         if (has_hand && !has_hand[s]) continue;
-        const float *pr = pred + (size_t)bi * HAND_JOINTS * 3;
-        const float *gt = joints + (size_t)s * HAND_JOINTS * 3;
-        const uint8_t *vs = valid ? valid + (size_t)s * HAND_JOINTS : NULL;
-        double *g = gp + (size_t)bi * HAND_JOINTS * 3;
-        for (int j = 0; j < HAND_JOINTS; j++) {
-            if (vs && !vs[j]) continue;
-            double d[3], e2 = 0;
-            for (int k = 0; k < 3; k++) {
-                d[k] = (double)pr[j * 3 + k] - gt[j * 3 + k];
-                e2 += d[k] * d[k];
-            }
-            double e = sqrt(e2 + HAND_EPS), w = hand_joint_weight(j);
-            joint += w * e;
-            for (int k = 0; k < 3; k++) g[j * 3 + k] += w / sw * d[k] / e;
-            /* confidence: BCE with logits against the detached target exp(-e / 20 mm) */
-            double x = conf_logit[(size_t)bi * HAND_JOINTS + j], y = exp(-e / HAND_CONF_SCALE);
-            conf += (x > 0 ? x : 0) - x * y + log1p(exp(-fabs(x)));
-            if (dconf) {
-                double sig = x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
-                dconf[(size_t)bi * HAND_JOINTS + j] = (float)(HAND_W_CONF * (sig - y) / nj);
-            }
-        }
-        if (npair == 0) continue;
-        for (int i = 0; i < HAND_JOINTS; i++) {
-            if (vs && !vs[i]) continue;
-            for (int j = i + 1; j < HAND_JOINTS; j++) {
-                if (vs && !vs[j]) continue;
-                double dp[3], p2 = 0, q2 = 0;
-                for (int k = 0; k < 3; k++) {
-                    dp[k] = (double)pr[i * 3 + k] - pr[j * 3 + k];
-                    double dq = (double)gt[i * 3 + k] - gt[j * 3 + k];
-                    p2 += dp[k] * dp[k];
-                    q2 += dq * dq;
-                }
-                double dpn = sqrt(p2 + HAND_EPS), dgn = sqrt(q2), r = dpn - dgn;
-                pair += fabs(r);
-                double sg = r > 0 ? 1.0 : (r < 0 ? -1.0 : 0.0);
-                double c = HAND_W_PAIR * sg / npair / dpn;
-                for (int k = 0; k < 3; k++) {
-                    g[i * 3 + k] += c * dp[k];
-                    g[j * 3 + k] -= c * dp[k];
-                }
-            }
-        }
+        hand_loss_sample(&t, gp + (size_t)bi * HAND_COORDS, dconf ? dconf + (size_t)bi * HAND_JOINTS : NULL,
+                         pred + (size_t)bi * HAND_COORDS, joints + (size_t)s * HAND_COORDS,
+                         valid ? valid + (size_t)s * HAND_JOINTS : NULL, conf_logit + (size_t)bi * HAND_JOINTS,
+                         sw, nj, npair);
     }
-    joint /= sw;
-    pair = npair > 0 ? pair / npair : 0;
-    conf /= nj;
+    double joint = t.joint / sw, pair = npair > 0 ? t.pair / npair : 0, conf = t.conf / nj;
     o->joint = (float)joint;
     o->pair = (float)pair;
     o->conf = (float)conf;
     o->total = (float)(joint + HAND_W_PAIR * pair + HAND_W_CONF * conf);
     o->valid = (float)nj_here;
     if (dpred)
-        for (size_t i = 0; i < (size_t)Bn * HAND_JOINTS * 3; i++) dpred[i] = (float)gp[i];
+        for (size_t i = 0; i < (size_t)Bn * HAND_COORDS; i++) dpred[i] = (float)gp[i];
     free(gp);
 }
 

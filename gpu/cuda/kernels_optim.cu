@@ -8,7 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include "gpu/cuda/cuda_common.h"
-#include "store/hand.h"
+#include "gpu/hand_loss.h"
 
 #define CU_RT 256   /* threads of the reduction kernels */
 
@@ -34,9 +34,9 @@ struct cu_max { __device__ double operator()(double a, double b) const { return 
 
 /* ---- hand loss ------------------------------------------------------------------------- */
 
-/* The loss constants are store/hand.h's, shared with the CPU reference (gpu/backend_cpu.c). */
 /* One block. Pass 1: global normalizers (weight sum, valid joints, pairs).
- * Pass 2: a thread per sample computes its terms and gradients (in double).
+ * Pass 2: a thread per sample runs gpu/hand_loss.h's hand_loss_sample, the CPU
+ * reference's own code (in double).
  * res = {joint, pair, conf, valid} after the normalizations. */
 __global__ void __launch_bounds__(CU_RT) cu_hand_loss_kernel(
         double *res, float *dpred, float *dconf, const float *pred, const float *conf_logit,
@@ -47,12 +47,7 @@ __global__ void __launch_bounds__(CU_RT) cu_hand_loss_kernel(
     for (int bi = threadIdx.x; bi < Bn; bi += CU_RT) {
         int s = idx ? idx[bi] : bi;
         if (has_hand && !has_hand[s]) continue;
-        int nv = 0;
-        for (int j = 0; j < HAND_JOINTS; j++) {
-            if (valid && !valid[(size_t)s * HAND_JOINTS + j]) continue;
-            nv++;
-            sw += hand_joint_weight(j);
-        }
+        int nv = hand_sample_count(valid ? valid + (size_t)s * HAND_JOINTS : NULL, &sw);
         nj += nv;
         np += (double)nv * (nv - 1) / 2;
     }
@@ -66,63 +61,22 @@ __global__ void __launch_bounds__(CU_RT) cu_hand_loss_kernel(
         np = nnp;
     }
 
-    double joint = 0, pair = 0, conf = 0;
+    hand_terms_t t = {0, 0, 0};
     for (int bi = threadIdx.x; bi < Bn; bi += CU_RT) {
         int s = idx ? idx[bi] : bi;
-        const float *pr = pred + (size_t)bi * HAND_JOINTS * 3;
-        const float *gt = joints + (size_t)s * HAND_JOINTS * 3;
-        const uint8_t *vs = valid ? valid + (size_t)s * HAND_JOINTS : NULL;
-        bool use = nj > 0 && !(has_hand && !has_hand[s]);
-        double g[HAND_JOINTS * 3];
-        for (int i = 0; i < HAND_JOINTS * 3; i++) g[i] = 0;
-        if (dconf) for (int j = 0; j < HAND_JOINTS; j++) dconf[(size_t)bi * HAND_JOINTS + j] = 0.0f;
-        if (use) {
-            for (int j = 0; j < HAND_JOINTS; j++) {
-                if (vs && !vs[j]) continue;
-                double d[3], e2 = 0;
-                for (int k = 0; k < 3; k++) {
-                    d[k] = (double)pr[j * 3 + k] - gt[j * 3 + k];
-                    e2 += d[k] * d[k];
-                }
-                double e = sqrt(e2 + HAND_EPS), w = hand_joint_weight(j);
-                joint += w * e;
-                for (int k = 0; k < 3; k++) g[j * 3 + k] += w / sw * d[k] / e;
-                double x = conf_logit[(size_t)bi * HAND_JOINTS + j], y = exp(-e / HAND_CONF_SCALE);
-                conf += (x > 0 ? x : 0) - x * y + log1p(exp(-fabs(x)));
-                if (dconf) {
-                    double sig = x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
-                    dconf[(size_t)bi * HAND_JOINTS + j] = (float)(HAND_W_CONF * (sig - y) / nj);
-                }
-            }
-            if (np > 0) {
-                for (int i = 0; i < HAND_JOINTS; i++) {
-                    if (vs && !vs[i]) continue;
-                    for (int j = i + 1; j < HAND_JOINTS; j++) {
-                        if (vs && !vs[j]) continue;
-                        double dp[3], p2 = 0, q2 = 0;
-                        for (int k = 0; k < 3; k++) {
-                            dp[k] = (double)pr[i * 3 + k] - pr[j * 3 + k];
-                            double dq = (double)gt[i * 3 + k] - gt[j * 3 + k];
-                            p2 += dp[k] * dp[k];
-                            q2 += dq * dq;
-                        }
-                        double dpn = sqrt(p2 + HAND_EPS), dgn = sqrt(q2), r = dpn - dgn;
-                        pair += fabs(r);
-                        double sg = r > 0 ? 1.0 : (r < 0 ? -1.0 : 0.0);
-                        double c = HAND_W_PAIR * sg / np / dpn;
-                        for (int k = 0; k < 3; k++) {
-                            g[i * 3 + k] += c * dp[k];
-                            g[j * 3 + k] -= c * dp[k];
-                        }
-                    }
-                }
-            }
-        }
-        if (dpred) for (int i = 0; i < HAND_JOINTS * 3; i++) dpred[(size_t)bi * HAND_JOINTS * 3 + i] = (float)g[i];
+        double g[HAND_COORDS];
+        for (int i = 0; i < HAND_COORDS; i++) g[i] = 0;
+        float *dc = dconf ? dconf + (size_t)bi * HAND_JOINTS : NULL;
+        if (dc) for (int j = 0; j < HAND_JOINTS; j++) dc[j] = 0.0f;
+        if (nj > 0 && !(has_hand && !has_hand[s]))
+            hand_loss_sample(&t, g, dc, pred + (size_t)bi * HAND_COORDS, joints + (size_t)s * HAND_COORDS,
+                             valid ? valid + (size_t)s * HAND_JOINTS : NULL,
+                             conf_logit + (size_t)bi * HAND_JOINTS, sw, nj, np);
+        if (dpred) for (int i = 0; i < HAND_COORDS; i++) dpred[(size_t)bi * HAND_COORDS + i] = (float)g[i];
     }
-    joint = cu_block_reduce(joint, sh, cu_add());
-    pair = cu_block_reduce(pair, sh, cu_add());
-    conf = cu_block_reduce(conf, sh, cu_add());
+    double joint = cu_block_reduce(t.joint, sh, cu_add());
+    double pair = cu_block_reduce(t.pair, sh, cu_add());
+    double conf = cu_block_reduce(t.conf, sh, cu_add());
     if (threadIdx.x == 0) {
         if (nj > 0) {
             res[0] = joint / sw;
