@@ -421,18 +421,28 @@ static size_t model_layout_acts(model_t *m, char *base) {
         ping = carve(&cv, BT * D * 4);
         pong = carve(&cv, BT * D * 4);
         sh.x_mid = carve(&cv, BT * D * 4);
-        sh.ln1 = carve(&cv, BT * D * cs);
         sh.mean1 = carve(&cv, BT * 4);
         sh.rstd1 = carve(&cv, BT * 4);
-        sh.qkv = carve(&cv, BT * 3 * D * cs);
-        sh.att = carve(&cv, BT * D * cs);
-        sh.proj = carve(&cv, BT * D * cs);
-        sh.ln2 = carve(&cv, BT * D * cs);
         sh.mean2 = carve(&cv, BT * 4);
         sh.rstd2 = carve(&cv, BT * 4);
-        sh.fc1 = carve(&cv, BT * F * cs);
+        /* A forward-only block's products live until their one reader has run, so
+         * they take turns in three slots (A, B: [BT,D]; Q: [BT,max(3D,F)]) and the
+         * GELU output's own, in an order where no op writes a buffer it reads:
+         *   ln1 B -> qkv Q -> att A -> proj B -> ln2 A -> fc1 Q -> gelu G -> fc2 A
+         * and the fused residual + LayerNorm that ends the block reads fc2 (A) and
+         * writes the next block's ln1 (B, or a trainable block's own). */
+        void *sa = carve(&cv, BT * D * cs), *sb = carve(&cv, BT * D * cs);
+        void *sq = carve(&cv, BT * (F > 3 * D ? F : 3 * D) * cs);
+        sh.ln1 = sb;
+        sh.qkv = sq;
+        sh.att = sa;
+        sh.proj = sb;
+        sh.ln2 = sa;
+        sh.fc1 = sq;
         sh.gelu = carve(&cv, BT * F * cs);
-        sh.fc2 = carve(&cv, BT * D * cs);
+        sh.fc2 = sa;
+        assert(!base || (sh.att != sh.qkv && sh.proj != sh.att && sh.ln2 != sh.proj && sh.fc1 != sh.ln2 &&
+               sh.fc2 != sh.gelu && sh.fc2 != sh.ln1));
     }
     /* The GELU output is read once in the forward (by fc2) and once in the backward
      * (fc2's dW), where it is recomputed from fc1: one buffer for all blocks
