@@ -256,7 +256,8 @@ typedef struct {
     void *gj, *gc;            /* post-GELU cdt */
     /* backward scratch */
     float *d_res;             /* [B,T,D] */
-    float *d_a, *d_b;         /* [B*T*max(4D,3D)] */
+    float *d_a;               /* [B*T*max(4D,3D)] cdt, or [B*P,D] f32 */
+    float *d_b;               /* [B*T*max(4D,3D)] f32 */
     float *d_pool, *d_pool2;  /* [B,D] */
     float *d_cls;             /* [B,D] */
     float *d_hj, *d_gj;       /* [B,512] */
@@ -494,7 +495,10 @@ static size_t model_layout_acts(model_t *m, char *base) {
     if (g) {
         const size_t W = F > 3 * D ? F : 3 * D;
         pv->d_res = carve(&cv, BT * D * 4);
-        pv->d_a = carve(&cv, BT * W * 4);
+        /* da: the gradients into the products, made in cdt by the op before each
+         * product (and, when the embeddings train, the patches' f32 [B*P,D]);
+         * db: the products' f32 gradients out */
+        pv->d_a = carve(&cv, BT * W * cs > BT * D * 4 ? BT * W * cs : BT * D * 4);
         pv->d_b = carve(&cv, BT * W * 4);
         pv->d_pool = carve(&cv, B * D * 4);
         pv->d_pool2 = carve(&cv, B * D * 4);
