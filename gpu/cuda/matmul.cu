@@ -191,10 +191,12 @@ void cu_matmul_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, const 
 /* acc[c] += sum_n a[n,c] * x[n,c], deterministic: rows are cut into fixed
  * chunks of CU_COLSUM_ROWS; a block of 32 columns x 16 row-lanes sums one
  * chunk (each lane a fixed stride of rows, lanes added in order) into
- * part[chunk, c]; a second kernel adds the chunks in order. */
+ * part[chunk, c]; a second kernel adds the chunks in order. With g16, a is
+ * also stored rounded to bf16 on the way (one read of dout for both the bias
+ * gradient and the bf16 operand of the products). */
 
-__global__ void cu_colsum_part_kernel(float *part, const float *a, const void *x, dtype_t xdt,
-                                      int N, int C) {
+__global__ void cu_colsum_part_kernel(float *part, __nv_bfloat16 *g16, const float *a, const void *x,
+                                      dtype_t xdt, int N, int C) {
     __shared__ float sh[16][33];
     int col = blockIdx.x * 32 + threadIdx.x;
     int r0 = blockIdx.y * CU_COLSUM_ROWS, r1 = min(N, r0 + CU_COLSUM_ROWS);
@@ -203,31 +205,8 @@ __global__ void cu_colsum_part_kernel(float *part, const float *a, const void *x
         for (int n = r0 + threadIdx.y; n < r1; n += 16) {
             size_t i = (size_t)n * C + col;
             float v = a[i];
+            if (g16) g16[i] = __float2bfloat16_rn(v);
             if (x) v *= cu_ld(x, xdt, i);
-            s += v;
-        }
-    }
-    sh[threadIdx.y][threadIdx.x] = s;
-    __syncthreads();
-    if (threadIdx.y == 0 && col < C) {
-        float t = 0.0f;
-        for (int j = 0; j < 16; j++) t += sh[j][threadIdx.x];
-        part[(size_t)blockIdx.y * C + col] = t;
-    }
-}
-
-/* The same partial sums of dout, and dout rounded to bf16 on the way (one read
- * of dout for both the bias gradient and the bf16 operand of the products). */
-__global__ void cu_colsum_cast_part_kernel(float *part, __nv_bfloat16 *g16, const float *a, int N, int C) {
-    __shared__ float sh[16][33];
-    int col = blockIdx.x * 32 + threadIdx.x;
-    int r0 = blockIdx.y * CU_COLSUM_ROWS, r1 = min(N, r0 + CU_COLSUM_ROWS);
-    float s = 0.0f;
-    if (col < C) {
-        for (int n = r0 + threadIdx.y; n < r1; n += 16) {
-            size_t i = (size_t)n * C + col;
-            float v = a[i];
-            g16[i] = __float2bfloat16_rn(v);
             s += v;
         }
     }
@@ -260,7 +239,8 @@ void cu_store_colsum(backend_t *b, void *dst, dtype_t ddt, float *acc, const flo
         CU_ASSERT(nchunk <= 65535, "M=%d", M);
         float *part = (float *)cu_scratch(b, 3, (size_t)nchunk * N * sizeof(float));
         dim3 blk(32, 16), grid((N + 31) / 32, nchunk);
-        cu_colsum_cast_part_kernel<<<grid, blk, 0, cu_impl(b)->stream>>>(part, (__nv_bfloat16 *)dst, src, M, N);
+        cu_colsum_part_kernel<<<grid, blk, 0, cu_impl(b)->stream>>>(part, (__nv_bfloat16 *)dst, src, NULL, DT_F32,
+                                                                     M, N);
         CU_LAUNCH_CHECK();
         cu_colsum_finish(b, acc, part, nchunk, N);
         return;
@@ -276,7 +256,7 @@ void cu_colsum(backend_t *b, float *acc, const float *a, const void *x, dtype_t 
     CU_ASSERT(nchunk <= 65535, "N=%d", N);
     float *part = (float *)cu_scratch(b, 3, (size_t)nchunk * C * sizeof(float));
     dim3 blk(32, 16), grid((C + 31) / 32, nchunk);
-    cu_colsum_part_kernel<<<grid, blk, 0, st>>>(part, a, x, xdt, N, C);
+    cu_colsum_part_kernel<<<grid, blk, 0, st>>>(part, NULL, a, x, xdt, N, C);
     CU_LAUNCH_CHECK();
     cu_colsum_final_kernel<<<(C + 127) / 128, 128, 0, st>>>(acc, part, nchunk, C);
     CU_LAUNCH_CHECK();
