@@ -32,6 +32,15 @@ struct cu_add { __device__ double operator()(double a, double b) const { return 
 struct cu_min { __device__ double operator()(double a, double b) const { return a < b ? a : b; } };
 struct cu_max { __device__ double operator()(double a, double b) const { return a > b ? a : b; } };
 
+/* The n doubles a reduction left at dev, on the host (the pinned red_host): the
+ * stream is synchronized, so the result is final. */
+static const double *cu_red_fetch(cu_impl_t *c, const double *dev, int n) {
+    CU_ASSERT(n <= 16, "n=%d", n);
+    CU_CHECK(cudaMemcpyAsync(c->red_host, dev, (size_t)n * sizeof(double), cudaMemcpyDeviceToHost, c->stream));
+    CU_CHECK(cudaStreamSynchronize(c->stream));
+    return c->red_host;
+}
+
 /* ---- hand loss ------------------------------------------------------------------------- */
 
 /* One block. Pass 1: global normalizers (weight sum, valid joints, pairs).
@@ -101,9 +110,7 @@ void cu_hand_loss(backend_t *b, hand_loss_t *o, float *dpred, float *dconf,
                                                     norm ? norm->sw : 0.0, norm ? norm->nj : 0.0,
                                                     norm ? norm->npair : 0.0);
     CU_LAUNCH_CHECK();
-    CU_CHECK(cudaMemcpyAsync(c->red_host, c->red_dev, 4 * sizeof(double), cudaMemcpyDeviceToHost, c->stream));
-    CU_CHECK(cudaStreamSynchronize(c->stream));
-    double *r = c->red_host;
+    const double *r = cu_red_fetch(c, c->red_dev, 4);
     o->joint = (float)r[0];
     o->pair = (float)r[1];
     o->conf = (float)r[2];
@@ -144,9 +151,7 @@ double cu_sumsq(backend_t *b, const float *x, size_t n) {
     CU_LAUNCH_CHECK();
     cu_sum_final_kernel<<<1, CU_RT, 0, c->stream>>>(c->red_dev, (int)g);
     CU_LAUNCH_CHECK();
-    CU_CHECK(cudaMemcpyAsync(c->red_host, c->red_dev, sizeof(double), cudaMemcpyDeviceToHost, c->stream));
-    CU_CHECK(cudaStreamSynchronize(c->stream));
-    return c->red_host[0];
+    return cu_red_fetch(c, c->red_dev, 1)[0];
 }
 
 __device__ __forceinline__ double cu_ld_any(const void *x, dtype_t dt, size_t i) {
@@ -220,10 +225,8 @@ void cu_stats(backend_t *b, double out[7], const void *x, dtype_t dt, size_t n) 
     CU_LAUNCH_CHECK();
     cu_stats_final_kernel<<<1, CU_RT, 0, c->stream>>>(c->red_dev, (int)g);
     CU_LAUNCH_CHECK();
-    CU_CHECK(cudaMemcpyAsync(c->red_host, c->red_dev + CU_RED_BLOCKS * 7, 7 * sizeof(double),
-                             cudaMemcpyDeviceToHost, c->stream));
-    CU_CHECK(cudaStreamSynchronize(c->stream));
-    for (int k = 0; k < 7; k++) out[k] = c->red_host[k];
+    const double *r = cu_red_fetch(c, c->red_dev + CU_RED_BLOCKS * 7, 7);
+    for (int k = 0; k < 7; k++) out[k] = r[k];
 }
 
 /* ---- scale ------------------------------------------------------------------------------------ */
