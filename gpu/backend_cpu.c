@@ -627,6 +627,12 @@ static void cpu_matmul_fwd(backend_t *b, void *out, dtype_t odt, const void *inp
     if (odt != DT_F32) cpu_from_f32(out, odt, C, MN);
 }
 
+/* acc[N] += the column sums of x[M,N], row by row (the order every bias gradient uses). */
+static void cpu_add_colsums(float *acc, const float *x, size_t M, size_t N) {
+    for (size_t m = 0; m < M; m++)
+        for (size_t n = 0; n < N; n++) acc[n] += x[m * N + n];
+}
+
 /* dinp[M,K] = dout @ w; dw[N,K] += dout^T @ inp; dbias[N] += sum_m dout. */
 static void cpu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const void *dout_g, dtype_t gdt,
                            const void *inp, const void *w, dtype_t cdt, int M, int N, int K) {
@@ -649,12 +655,7 @@ static void cpu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, c
         const float *A = cpu_as_f32(b, 0, inp, cdt, (size_t)M * K);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dout, N, A, K, 1.0f, dw, K);
     }
-    if (dbias && N > 0) {
-        for (int m = 0; m < M; m++) {
-            const float *r = dout + (size_t)m * N;
-            for (int n = 0; n < N; n++) dbias[n] += r[n];
-        }
-    }
+    if (dbias) cpu_add_colsums(dbias, dout, (size_t)M, (size_t)N);
 }
 
 /* out[N,C] (odt) = (inp - mean) * rstd * w + bias; biased variance, eps inside the sqrt. */
@@ -686,9 +687,17 @@ static void cpu_layernorm_fwd(backend_t *b, void *out, dtype_t odt, float *mean,
     }
 }
 
+/* One row of the residual sum out[C] = res[C] + gamma * x[o .. o+C) (x in xdt):
+ * layerscale_fwd's expression, and the input LayerNorm's backward remakes from
+ * the two terms — one piece of code for the bits both must agree on. */
+static inline void cpu_layerscale_row(float *out, const float *res, const void *x, dtype_t xdt, size_t o,
+                                      const float *gamma, int C) {
+    for (int j = 0; j < C; j++) out[j] = res[j] + gamma[j] * cpu_ld(x, xdt, o + (size_t)j);
+}
+
 /* dinp[N,C] += rstd * (dn - mean(dn) - xhat * mean(dn * xhat)) with dn = dout * w;
  * dw += dout * xhat; db += dout. dinp, dw, db may each be NULL. With lx, the
- * input row is inp + gamma * lx, made as cpu_layerscale_fwd makes it. */
+ * input row is inp + gamma * lx, made by cpu_layerscale_row as the forward made it. */
 static void cpu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const float *dout,
                               const float *inp, const void *lx, dtype_t lxdt, const float *gamma,
                               const float *w, const float *mean, const float *rstd, int N, int C) {
@@ -699,7 +708,7 @@ static void cpu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, c
     for (int i = 0; i < N; i++) {
         const float *x = inp + (size_t)i * C, *g = dout + (size_t)i * C;
         if (lx) {
-            for (int j = 0; j < C; j++) sum[j] = x[j] + gamma[j] * cpu_ld(lx, lxdt, (size_t)i * C + j);
+            cpu_layerscale_row(sum, x, lx, lxdt, (size_t)i * C, gamma, C);
             x = sum;
         }
         /* the saved fp32 mean, refined by the mean residual in double (zero when
@@ -820,9 +829,7 @@ static void cpu_attention_bwd(backend_t *b, void *dqkv_out, dtype_t ddt, float *
                         0.0f, dK, (int)ld3);
         }
     }
-    if (dbias)
-        for (size_t r = 0; r < (size_t)Bn * T; r++)
-            for (size_t j = 0; j < ld3; j++) dbias[j] += dqkv[r * ld3 + j];
+    if (dbias) cpu_add_colsums(dbias, dqkv, (size_t)Bn * T, ld3);
     cpu_from_f32(dqkv_out, ddt, dqkv, nall);
 }
 
@@ -867,10 +874,9 @@ static void cpu_layerscale_fwd(backend_t *b, float *out, const float *res, const
                                const float *gamma, int N, int C) {
     cpu_check_fdt("layerscale_fwd", xdt);
     cpu_check_dims("layerscale_fwd", N, C, 0);
-    const float *xf = cpu_as_f32(b, 0, x, xdt, (size_t)N * C);
     for (int i = 0; i < N; i++) {
         size_t o = (size_t)i * C;
-        for (int j = 0; j < C; j++) out[o + j] = res[o + j] + gamma[j] * xf[o + j];
+        cpu_layerscale_row(out + o, res + o, x, xdt, o, gamma, C);
     }
 }
 

@@ -406,7 +406,7 @@ static size_t model_layout_acts(model_t *m, char *base) {
     const model_config_t *c = &m->cfg;
     const size_t B = (size_t)m->opts.max_batch, T = (size_t)m->T, D = (size_t)c->hidden;
     const size_t F = D * (size_t)c->mlp_ratio, P = (size_t)m->P, p = (size_t)c->patch;
-    const size_t BT = B * T;
+    const size_t BT = B * T, W = F > 3 * D ? F : 3 * D;   /* the widest product output */
     const dtype_t cdt = m->opts.cdt;
     const size_t cs = dsz(cdt);
     const int L = c->layers, K = m->opts.freeze_layers, g = m->opts.grads;
@@ -433,7 +433,7 @@ static size_t model_layout_acts(model_t *m, char *base) {
          * and the fused residual + LayerNorm that ends the block reads fc2 (A) and
          * writes the next block's ln1 (B, or a trainable block's own). */
         void *sa = carve(&cv, BT * D * cs), *sb = carve(&cv, BT * D * cs);
-        void *sq = carve(&cv, BT * (F > 3 * D ? F : 3 * D) * cs);
+        void *sq = carve(&cv, BT * W * cs);
         sh.ln1 = sb;
         sh.qkv = sq;
         sh.att = sa;
@@ -493,7 +493,6 @@ static size_t model_layout_acts(model_t *m, char *base) {
         m->conf_logit = carve(&cv, B * MODEL_CONF_OUT * 4);
     }
     if (g) {
-        const size_t W = F > 3 * D ? F : 3 * D;
         pv->d_res = carve(&cv, BT * D * 4);
         /* da: the gradients into the products, made in cdt by the op before each
          * product (and, when the embeddings train, the patches' f32 [B*P,D]);
