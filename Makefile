@@ -78,6 +78,8 @@ $(R)/gen/%.o: $(GEN)/%.c
 $(R)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
+# the image kernels compute the CPU reference's floats bit for bit: no FMA contraction
+$(R)/gpu/cuda/images.o: NVFLAGS += --fmad=false
 # the importer's pixel loops (resize, CMYK, orientation): -O3 lets GCC vectorize them
 $(R)/gpu/image.o $(R)/gpu/imgdec.o: RFLAGS += -O3
 $(R)/libtraind.a: $(R_OBJ)

@@ -17,9 +17,10 @@
 #      (the synthetic renderer's hands, 640x480, JPEG q90, 16 threads) into
 #      IMPORT_WORK (/dev/shm/traind-import-bench), then read once (page cache)
 #   3. traind (--backend cuda, state dir in IMPORT_WORK, so the cache's
-#      fsyncs cost what tmpfs costs) imports them through the API:
-#      POST -> "ready" (decoded, written to the cache, loaded resident bf16);
-#      then the same manifest under another name (the cache-hit path)
+#      fsyncs cost what tmpfs costs) imports them through the API
+#      (bench/import_http.py): POST -> "ready" (decoded, written to the cache,
+#      loaded resident bf16); then the same manifest under another name (the
+#      cache-hit path)
 #   4. bench/import_torch.py: PIL with draft() (DCT scaling), PIL full
 #      decode, OpenCV reduced decode, torchvision.io.decode_jpeg on the GPU —
 #      each in a DataLoader of IMPORT_WORKERS (16) workers into one bf16 GPU tensor
@@ -88,38 +89,13 @@ cat "$WORK"/frames/img/* >/dev/null   # the page cache holds them (tmpfs does an
 
 # ---- 3. traind ---------------------------------------------------------------------------
 PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-URL=http://127.0.0.1:$PORT
 "$TRAIND" --state-dir "$WORK/state" --backend "$BACKEND" --listen "127.0.0.1:$PORT" --dataset-root "$WORK" \
     >"$OUT/import_traind.log" 2>&1 &
 DPID=$!
-for _ in $(seq 1 300); do curl -sf -m 2 "$URL/v1/health" >/dev/null && break; sleep 0.1; done
-curl -sf -m 2 "$URL/v1/health" >/dev/null || { log "ERROR: traind did not start"; tail -20 "$OUT/import_traind.log" | tee -a "$LOG"; exit 1; }
-# import NAME -> seconds from POST to ready (polling every 20 ms); the record in $WORK/rec.json
-import_ds() {
-    local name=$1 t0 t1 st
-    t0=$(now)
-    curl -sf -m 30 -X POST "$URL/v1/datasets" -H 'Content-Type: application/json' \
-        -d "{\"name\":\"$name\",\"import\":{\"manifest\":\"$MAN\",\"image_size\":$S,\"resize\":\"$RESIZE\"}}" >/dev/null ||
-        { log "ERROR: POST import $name refused"; return 1; }
-    while :; do
-        st=$(curl -s -m 5 "$URL/v1/datasets/$name" | tee "$WORK/rec.json" | jq -r .state)
-        [ "$st" = ready ] || [ "$st" = failed ] && break
-        sleep 0.02
-    done
-    t1=$(now)
-    [ "$st" = ready ] || { log "ERROR: import $name: $(jq -r .error "$WORK/rec.json")"; return 1; }
-    dt "$t0" "$t1"
-}
-if T1=$(import_ds first); then
-    REC1=$(cat "$WORK/rec.json")
-    log "RESULT import_traind end_to_end images_per_s=$(awk -v n="$N" -v t="$T1" 'BEGIN{printf "%.1f", n / t}') n=$N s=$T1"
-    log "RESULT import_traind decode_phase images_per_s=$(jq -r '.import.images_per_s' <<<"$REC1") s=$(jq -r '.import.decode_s' <<<"$REC1")"
-    log "# record: $(jq -c '{samples, image_size, bytes, gb_per_s, import: (.import|{imported, skipped, cache_hit, decode_s, images_per_s})}' <<<"$REC1")"
-    if T2=$(import_ds second); then
-        REC2=$(cat "$WORK/rec.json")
-        log "RESULT import_traind cache_hit images_per_s=$(awk -v n="$N" -v t="$T2" 'BEGIN{printf "%.1f", n / t}') n=$N s=$T2 cache_hit=$(jq -r .import.cache_hit <<<"$REC2")"
-    fi
-fi
+# POST -> "ready", then the same manifest under another name (the cache hit);
+# Python's urllib, polling every 5 ms, with a time limit per import
+"$PY" bench/import_http.py "http://127.0.0.1:$PORT" "$MAN" "$S" "$RESIZE" first second 2>&1 | tee -a "$LOG" ||
+    tail -20 "$OUT/import_traind.log" | sed 's/^/# traind: /' | tee -a "$LOG"
 grep -E "import|ready|ERROR" "$OUT/import_traind.log" | sed 's/^/# traind: /' | tee -a "$LOG" >/dev/null
 kill "$DPID" 2>/dev/null
 wait "$DPID" 2>/dev/null

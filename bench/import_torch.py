@@ -100,14 +100,15 @@ def main():
         def __len__(self):
             return n
 
-        def __getitem__(self, i):
-            import torchvision
-            return torchvision.io.read_file(files[i])
+        def __getitem__(self, i):   # bytes, not a tensor: 256 tensors a batch each cost a shared fd
+            with open(files[i], "rb") as f:
+                return f.read()
 
     def run_loader(how):
         out = torch.empty((n, 3, S, S), dtype=torch.bfloat16, device=dev)
         dl = DataLoader(Decoded(how), batch_size=a.batch, num_workers=a.workers, pin_memory=dev == "cuda",
-                        persistent_workers=False, prefetch_factor=4 if a.workers else None)
+                        persistent_workers=False, prefetch_factor=4 if a.workers else None,
+                        timeout=60 if a.workers else 0)   # a lost worker raises instead of hanging
         sync()
         t0 = time.perf_counter()
         o = 0
@@ -126,12 +127,12 @@ def main():
         torchvision.io.decode_jpeg(torchvision.io.read_file(files[0]), device="cuda")   # warm up nvJPEG
         out = torch.empty((n, 3, S, S), dtype=torch.bfloat16, device=dev)
         dl = DataLoader(Raw(), batch_size=a.batch, num_workers=a.workers, collate_fn=list,
-                        prefetch_factor=4 if a.workers else None)
+                        prefetch_factor=4 if a.workers else None, timeout=60 if a.workers else 0)
         sync()
         t0 = time.perf_counter()
         o = 0
         for b in dl:
-            imgs = decode_jpeg(b, device="cuda")
+            imgs = decode_jpeg([torch.frombuffer(bytearray(x), dtype=torch.uint8) for x in b], device="cuda")
             if all(im.shape == imgs[0].shape for im in imgs):   # one interpolate for the batch
                 x = F.interpolate(torch.stack(imgs).float(), size=(S, S), mode="bilinear", antialias=True,
                                   align_corners=False)

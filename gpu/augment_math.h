@@ -1,6 +1,7 @@
 /* gpu/augment_math.h — the per-sample augmentation record and its math: ONE
  * definition that the CPU reference (gpu/backend_cpu.c) and the CUDA kernels
- * (gpu/cuda/kernels_layers.cu) both call, so the two backends cannot drift.
+ * (gpu/cuda/images.cu, built without FMA contraction) both call, so the two
+ * backends compute the same floats, bit for bit.
  * Compiles as C and as CUDA (AUG_FN is host+device there), like store/hand.h.
  * What the augmentations are and how they are drawn: gpu/augment.h.
  *

@@ -10,7 +10,8 @@
  * Files of the backend:
  *   backend_cuda.cu     lifetime, memory, IPC sharing, data ops, the op table
  *   matmul.cu           matrix products through cuBLASLt (+ bias gradient)
- *   kernels_layers.cu   LayerNorm, GELU, LayerScale, embed, token slice, im2col
+ *   kernels_layers.cu   LayerNorm, GELU, LayerScale, embed, token slice
+ *   images.cu           u8 normalization, im2col with augmentation (no FMA contraction)
  *   kernels_optim.cu    hand loss, sumsq, scale, AdamW, stats
  *   attention.cu        fused attention kernels and the cuBLAS fallback
  *   sdpa_cudnn.cu       attention forward through cuDNN's fused SDPA (bf16)
@@ -189,12 +190,17 @@ void cu_colsum_finish(backend_t *b, float *acc, const float *part, int nchunk, i
  * acc[N] += its column sums (acc may be NULL), in one pass over src for bf16. */
 void cu_store_colsum(backend_t *b, void *dst, dtype_t ddt, float *acc, const float *src, int M, int N);
 
-/* kernels_layers.cu */
-void cu_cast(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, size_t n);
+/* images.cu */
 void cu_im2col(backend_t *b, void *out, dtype_t cdt, const void *images, dtype_t idt,
                const int32_t *idx, int Bn, int H, int W, int p, const im2col_aug_t *aug);
 void cu_aug_joints(backend_t *b, float *out, const float *joints, const int32_t *idx, const aug_sample_t *aug,
                    int Bn);
+/* dst[n,3,H,W] (ddt) from a device u8 [n,H,W,3] buffer. */
+void cu_u8_normalize(backend_t *b, void *dst, dtype_t ddt, const uint8_t *src, size_t n_img,
+                     int H, int W, const float mean[3], const float std[3]);
+
+/* kernels_layers.cu */
+void cu_cast(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, size_t n);
 void cu_layernorm_fwd(backend_t *b, void *out, dtype_t odt, float *mean, float *rstd,
                       const float *inp, const float *w, const float *bias, int N, int C, float eps);
 void cu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const float *dout,
@@ -216,9 +222,6 @@ void cu_embed_bwd(backend_t *b, float *dpatches, float *dcls, float *dreg, float
                   const float *dx, int Bn, int P, int R, int D);
 void cu_token_slice(backend_t *b, void *out, const void *x, dtype_t dt, int Bn, int T, int D, int t);
 void cu_token_scatter_add(backend_t *b, float *dx, const float *dout, int Bn, int T, int D, int t);
-/* dst[n,3,H,W] (ddt) from a device u8 [n,H,W,3] buffer. */
-void cu_u8_normalize(backend_t *b, void *dst, dtype_t ddt, const uint8_t *src, size_t n_img,
-                     int H, int W, const float mean[3], const float std[3]);
 
 /* kernels_optim.cu */
 void cu_hand_loss(backend_t *b, hand_loss_t *host_out, float *dpred, float *dconf,

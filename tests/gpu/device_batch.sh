@@ -30,7 +30,7 @@ fi
 if [ -n "${IMPORT_FRAMES:-}" ]; then
     OUT=$OUT/import timeout -k 10 "${IMPORT_S:-180}" bench/import_device.sh >/dev/null 2>&1 || rc=1
     echo "== import benchmark: log import/import.log"
-    grep -E '^RESULT|images/s|goal|nvjpeg|SKIP' "$OUT/import/import.log" | tail -n 20
+    grep -E '^RESULT|images/s|goal|nvjpeg|SKIP|ERROR' "$OUT/import/import.log" | tail -n 20
 fi
 # BASE_BIN_DIR: the traind train steps of a baseline build (a folder with its
 # bench_traind; traind is copied beside it) against this build, in this call;
@@ -47,4 +47,10 @@ if [ -n "${BASE_BIN_DIR:-}" ]; then
     done
 fi
 if [ -n "${BENCH_ONLY:-}" ]; then OUT=$OUT/bench BENCH_ONLY="$BENCH_ONLY" bench/run_device.sh || rc=1; fi
+# a device call returns at most 8 files: everything under OUT as one archive
+# (tar -xzf logs.tgz here); KEEP_FILES=1 leaves the files as they are
+if [ -z "${KEEP_FILES:-}" ]; then
+    tar -C "$OUT" -czf "/tmp/traind-logs.$$.tgz" . &&
+        find "$OUT" -mindepth 1 -delete && mv "/tmp/traind-logs.$$.tgz" "$OUT/logs.tgz"
+fi
 exit $rc

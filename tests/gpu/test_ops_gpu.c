@@ -219,10 +219,18 @@ static void t_layernorm(int N, int Cc, dtype_t odt) {
      * plain form on the sum its layerscale_fwd makes (the forward's x_mid) */
     float *res = randf(n, -2, 2), *xs = randf(n, -1, 1), *gam = randf(Cc, -0.5f, 0.5f);
     void *xsb = as_dt(xs, DT_BF16, n);
+    /* the statistics are the sum's, as the forward saved them (the CPU's
+     * backward refines a mean that is not its input's; the GPU's does not) */
+    float *sum = malloc(n * 4), *sm = malloc(N * 4), *sr = malloc(N * 4);
+    void *sln = malloc(n * 4);
+    C->layerscale_fwd(C, sum, res, xsb, DT_BF16, gam, N, Cc);
+    C->layernorm_fwd(C, sln, DT_F32, sm, sr, sum, wt, bs, N, Cc, 1e-6f);
     float *rdi = malloc(n * 4), *rdw = malloc(Cc * 4), *rdb = malloc(Cc * 4);
     memcpy(rdi, d0, n * 4); memcpy(rdw, dw0, Cc * 4); memcpy(rdb, db0, Cc * 4);
-    C->layernorm_bwd(C, rdi, rdw, rdb, dout, res, xsb, DT_BF16, gam, wt, cm, cr, N, Cc);
+    C->layernorm_bwd(C, rdi, rdw, rdb, dout, res, xsb, DT_BF16, gam, wt, sm, sr, N, Cc);
     void *gres = gdup(res, n * 4), *gxs = gdup(xsb, n * 2), *ggam = gdup(gam, Cc * 4), *gsum = gpoison(n * 4);
+    G->upload(G, gcm, sm, N * 4);
+    G->upload(G, gcr, sr, N * 4);
     void *gri = gdup(d0, n * 4), *grw = gdup(dw0, Cc * 4), *grb = gdup(db0, Cc * 4);
     void *gpi = gdup(d0, n * 4), *gpw = gdup(dw0, Cc * 4), *gpb = gdup(db0, Cc * 4);
     G->layernorm_bwd(G, gri, grw, grb, gdo, gres, gxs, DT_BF16, ggam, gw, gcm, gcr, N, Cc);
@@ -239,6 +247,7 @@ static void t_layernorm(int N, int Cc, dtype_t odt) {
        "layernorm bwd residual form N=%d C=%d == plain form on layerscale_fwd's sum, bitwise", N, Cc);
     G->free(G, gres); G->free(G, gxs); G->free(G, ggam); G->free(G, gsum);
     G->free(G, gri); G->free(G, grw); G->free(G, grb); G->free(G, gpi); G->free(G, gpw); G->free(G, gpb);
+    free(sum); free(sm); free(sr); free(sln);
     free(res); free(xs); free(gam); free(xsb); free(rdi); free(rdw); free(rdb); free(a1); free(a2); free(w1); free(w2);
     G->free(G, gx); G->free(G, gw); G->free(G, gb); G->free(G, go); G->free(G, gm); G->free(G, gr);
     G->free(G, gdo); G->free(G, gdi); G->free(G, gdw); G->free(G, gdb); G->free(G, gcm); G->free(G, gcr);
@@ -508,9 +517,11 @@ static void t_im2col(int N, int Bn, int H, int W, int p, dtype_t idt, dtype_t cd
 
 /* The augmented gather (gpu/augment_math.h) against the CPU reference: random
  * normalized images, per-image pinhole intrinsics (or the assumed camera),
- * each sample's record drawn by augment_draw from spec a. fp32 columns within
- * 1e-5; bf16 columns within one bf16 rounding step of the CPU's (the sampling
- * positions agree to float precision, so a value may round to a neighbour). */
+ * each sample's record drawn by augment_draw from spec a. Both backends run
+ * the same functions with the same rounding (no FMA contraction in
+ * gpu/cuda/images.cu, none possible on x86-64-v2), so the batches are equal
+ * bit for bit, in fp32 and bf16. (With contraction the sampling positions
+ * moved by float ulps and, on these white-noise images, values by ~1e-4.) */
 static void t_im2col_aug(const char *what, const augment_spec_t *a, int N, int Bn, int H, int W, int p,
                          dtype_t idt, dtype_t cdt, int use_idx, int use_K) {
     char w[256];
@@ -543,20 +554,7 @@ static void t_im2col_aug(const char *what, const augment_spec_t *a, int N, int B
     G->im2col(G, go, cdt, gi, idt, use_idx ? gidx : NULL, Bn, H, W, p, &ga);
     snprintf(w, sizeof w, "im2col+augment %s N=%d Bn=%d %dx%d p=%d %s->%s%s, %s camera", what, N, Bn, H, W, p,
              dtype_name(idt), dtype_name(cdt), use_idx ? " idx" : "", use_K ? "dataset" : "assumed");
-    if (cdt == DT_F32) {
-        check_dev(w, go, cdt, co, cdt, no, 1e-5);
-    } else {
-        float *g = fetch(go, cdt, no), *c = host_f32(co, cdt, no);
-        size_t bad = 0, first = 0;
-        for (size_t i = 0; i < no; i++) {
-            float ulp = c[i] == 0 ? 1e-30f : ldexpf(1.0f, ilogbf(c[i]) - 7);
-            if (!(fabsf(g[i] - c[i]) <= 1.01f * ulp + 1e-5f)) { if (!bad++) first = i; }
-        }
-        ok(bad == 0, "%s: every element within one bf16 step of the CPU's, n=%zu", w, no);
-        if (bad) diag("  %zu elements off, first at %zu: gpu %g cpu %g", bad, first, g[first], c[first]);
-        free(g);
-        free(c);
-    }
+    check_dev(w, go, cdt, co, cdt, no, 0);   /* bit for bit: gpu/cuda/images.cu has no FMA contraction */
     /* the labels: aug_joints */
     float *joints = randf((size_t)N * 63, -0.2f, 0.6f), *cj = malloc((size_t)Bn * 63 * sizeof(float));
     C->aug_joints(C, cj, joints, use_idx ? idx : NULL, aug, Bn);
