@@ -463,6 +463,14 @@ static int imp_write_shard(imp_ctx_t *c, imp_slot_t *s, int64_t k, char *err, si
     return 0;
 }
 
+/* A pool thread leaves: the last one wakes the watching thread (imp_run_threads),
+ * which would otherwise notice only at its next progress tick. */
+static void imp_thread_done(imp_ctx_t *c) {
+    pthread_mutex_lock(&c->mu);
+    if (atomic_fetch_sub(&c->running, 1) == 1) pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 static void *imp_decode_main(void *arg) {
     imp_thread_t *t = arg;
     imp_ctx_t *c = t->c;
@@ -491,7 +499,7 @@ static void *imp_decode_main(void *arg) {
             pthread_mutex_unlock(&c->mu);
         }
     }
-    atomic_fetch_sub(&c->running, 1);
+    imp_thread_done(c);
     return NULL;
 }
 
@@ -522,7 +530,7 @@ static void *imp_check_main(void *arg) {
         }
         atomic_fetch_add(&c->checked, 1);
     }
-    atomic_fetch_sub(&c->running, 1);
+    imp_thread_done(c);
     return NULL;
 }
 
@@ -541,9 +549,20 @@ static int imp_run_threads(imp_ctx_t *c, imp_thread_t *th, void *(*fn)(void *), 
     }
     int cancel_seen = 0;
     double last = 0;
-    while (atomic_load(&c->running) > 0) {
-        struct timespec ts = {0, 50 * 1000 * 1000};
-        nanosleep(&ts, NULL);
+    for (;;) {
+        /* until the last thread leaves (it broadcasts) or 50 ms pass: a cancel and progress */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 50 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&c->mu);
+        while (atomic_load(&c->running) > 0 && pthread_cond_timedwait(&c->cv, &c->mu, &ts) == 0) {}
+        int left = (int)atomic_load(&c->running);
+        pthread_mutex_unlock(&c->mu);
+        if (left == 0) break;
         if (imp_cancelled(c) && !cancel_seen) {
             cancel_seen = 1;
             pthread_mutex_lock(&c->mu);
@@ -709,7 +728,11 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
     imp_ctx_t c;
     memset(&c, 0, sizeof c);
     pthread_mutex_init(&c.mu, NULL);
-    pthread_cond_init(&c.cv, NULL);
+    pthread_condattr_t ca;   /* timed waits on the monotonic clock (imp_run_threads) */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c.cv, &ca);
+    pthread_condattr_destroy(&ca);
     c.o = o;
     c.m = &m;
     c.n = (int64_t)m.n;
