@@ -24,6 +24,7 @@
 #define TRAIND_AUGMENT_MATH_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __CUDACC__
@@ -135,6 +136,38 @@ AUG_FN int aug_erased(const aug_sample_t *s, int x, int y) {
     for (int k = 0; k < s->n_erase; k++)
         if (x >= s->erase[k][0] && x < s->erase[k][2] && y >= s->erase[k][1] && y < s->erase[k][3]) return 1;
     return 0;
+}
+
+/* Element i of an image in fp32, or in bf16 when bf16 is set (widened
+ * exactly: its 16 bits are the top half of the float's). */
+AUG_FN float aug_ld(const void *p, int bf16, size_t i) {
+    if (!bf16) return ((const float *)p)[i];
+    union { uint32_t u; float f; } c;
+    c.u = (uint32_t)((const uint16_t *)p)[i] << 16;
+    return c.f;
+}
+
+/* v[3] (normalized space): output pixel (x, y) of a sample — the source
+ * image img [3][H][W] (fp32, or bf16) copied (no geometry), or sampled
+ * through G where the source map exists (mapped; else zero), then the
+ * colour transform and the erasing. The whole per-pixel computation, which
+ * both backends run as it is written here. */
+AUG_FN void aug_pixel(const aug_sample_t *s, int mapped, const float G[9], const void *img, int bf16, int H, int W,
+                      int x, int y, const float mean[3], const float std[3], float v[3]) {
+    const size_t hw = (size_t)H * W;
+    v[0] = v[1] = v[2] = 0.0f;
+    if (!s->geom) {
+        for (int c = 0; c < 3; c++) v[c] = aug_ld(img, bf16, c * hw + (size_t)y * W + x);
+    } else if (mapped) {
+        int32_t off[4];
+        float w[4];
+        aug_taps(G, x, y, H, W, off, w);
+        for (int k = 0; k < 4; k++)
+            if (off[k] >= 0)
+                for (int c = 0; c < 3; c++) v[c] += w[k] * aug_ld(img, bf16, c * hw + (size_t)off[k]);
+    }
+    if (s->photo) aug_color(s, mean, std, v);
+    if (aug_erased(s, x, y)) v[0] = v[1] = v[2] = 0.0f;
 }
 
 /* out[3] = m · in[3]: one joint's label under the sample's geometry. */

@@ -540,27 +540,15 @@ static void cpu_im2col_aug(void *out, dtype_t cdt, const void *images, dtype_t i
         float K[9], G[9];
         aug_camera(aug->intrinsics ? aug->intrinsics + (size_t)img * 9 : NULL, H, W, K);
         int mapped = !s->geom || aug_source_map(K, s->minv, G);
-        size_t base = (size_t)img * 3 * hw;
+        const void *src = (const char *)images + (size_t)img * 3 * hw * dtype_size(idt);
         for (int py = 0; py < Hp; py++)
             for (int px = 0; px < Wp; px++) {
                 size_t row = ((size_t)bi * P + (size_t)py * Wp + px) * cols;
                 for (int ky = 0; ky < p; ky++)
                     for (int kx = 0; kx < p; kx++) {
-                        int y = py * p + ky, x = px * p + kx;
-                        float v[3] = {0.0f, 0.0f, 0.0f};
-                        if (!s->geom) {
-                            for (int c = 0; c < 3; c++) v[c] = cpu_ld(images, idt, base + c * hw + (size_t)y * W + x);
-                        } else if (mapped) {
-                            int32_t off[4];
-                            float w[4];
-                            aug_taps(G, x, y, H, W, off, w);
-                            for (int k = 0; k < 4; k++)
-                                if (off[k] >= 0)
-                                    for (int c = 0; c < 3; c++)
-                                        v[c] += w[k] * cpu_ld(images, idt, base + c * hw + (size_t)off[k]);
-                        }
-                        if (s->photo) aug_color(s, aug->mean, aug->std, v);
-                        if (aug_erased(s, x, y)) v[0] = v[1] = v[2] = 0.0f;
+                        float v[3];
+                        aug_pixel(s, mapped, G, src, idt == DT_BF16, H, W, px * p + kx, py * p + ky, aug->mean,
+                                  aug->std, v);
                         size_t col = (size_t)ky * p + kx;
                         for (int c = 0; c < 3; c++) cpu_st(out, cdt, row + c * pp + col, v[c]);
                     }

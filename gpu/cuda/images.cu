@@ -81,22 +81,12 @@ __global__ void cu_im2col_aug_kernel(void *out, dtype_t cdt, const void *images,
     }
     __syncthreads();
     const int Wp = W / p, Hp = H / p, Wc = Wp * p, npx = Hp * p * Wc, cols = 3 * p * p;
-    const size_t hw = (size_t)H * W, base = img * 3 * hw, P = (size_t)Hp * Wp;
+    const size_t P = (size_t)Hp * Wp;
+    const void *src = (const char *)images + img * 3 * H * W * (idt == DT_BF16 ? 2 : 4);
     for (int q = blockIdx.x * blockDim.x + threadIdx.x; q < npx; q += gridDim.x * blockDim.x) {
         int y = q / Wc, x = q % Wc;
-        float v[3] = {0.0f, 0.0f, 0.0f};
-        if (!s.geom) {
-            for (int c = 0; c < 3; c++) v[c] = cu_ld(images, idt, base + c * hw + (size_t)y * W + x);
-        } else if (mapped) {
-            int32_t off[4];
-            float w[4];
-            aug_taps(G, x, y, H, W, off, w);
-            for (int k = 0; k < 4; k++)
-                if (off[k] >= 0)
-                    for (int c = 0; c < 3; c++) v[c] += w[k] * cu_ld(images, idt, base + c * hw + (size_t)off[k]);
-        }
-        if (s.photo) aug_color(&s, nm.mean, nm.std_, v);
-        if (aug_erased(&s, x, y)) v[0] = v[1] = v[2] = 0.0f;
+        float v[3];
+        aug_pixel(&s, mapped, G, src, idt == DT_BF16, H, W, x, y, nm.mean, nm.std_, v);
         size_t row = (size_t)bi * P + (size_t)(y / p) * Wp + (size_t)(x / p);
         size_t col = (size_t)(y % p) * p + (size_t)(x % p);
         for (int c = 0; c < 3; c++) cu_st(out, cdt, row * cols + (size_t)c * p * p + col, v[c]);
