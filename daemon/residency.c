@@ -8,7 +8,9 @@
  * Imports (source {"import":{manifest, image_size, resize, on_error}}) are
  * decoded by gpu/import.c on all cores into <state>/imports/<key>/ (phase
  * "decoding": progress and images/s live in the record), then loaded like a
- * path dataset; the record's "import" keeps the key, so a restart loads the
+ * path dataset — or, with one device and on_error "fail", put on the device
+ * shard by shard as the import writes them (on_import_rows), so nothing is
+ * read back; the record's "import" keeps the key, so a restart loads the
  * cache without reading the manifest again. A delete removes the cache
  * directory unless another dataset uses it.
  */
@@ -321,7 +323,16 @@ static int synth_source(const json_t *src, long long *n, int *size, unsigned lon
 }
 
 /* ---- imports --------------------------------------------------------------------------- */
-typedef struct { residency_t *r; res_ds_t *x; double last_store; } imp_ud_t;
+typedef struct {
+    residency_t *r;
+    res_ds_t *x;
+    double last_store;
+    /* streaming (on_import_rows): one device and on_error "fail", so that shard k's
+     * frames are rows k*M.. of the dataset; the shards go to the device as written */
+    pthread_mutex_t put_mu;      /* one backend: one put at a time */
+    int64_t rows;                /* rows put so far */
+    int64_t masked;              /* of them, joints with a non-finite coordinate */
+} imp_ud_t;
 
 static void on_import_progress(void *ud, const import_progress_t *p) {
     imp_ud_t *u = ud;
@@ -359,10 +370,77 @@ static int on_import_admit(void *ud, int64_t frames, int size, char *msg, size_t
     return rc;
 }
 
+/* A decoding import's shard, just written: onto the device, at the rows the
+ * admitted placement (on_import_admit) gives it; the first one allocates. */
+static int on_import_rows(void *ud, int64_t first, const import_rows_t *rows, char *msg, size_t msglen) {
+    imp_ud_t *u = ud;
+    residency_t *r = u->r;
+    res_ds_t *x = u->x;
+    daemon_t *d = r->d;
+    int rc = 0;
+    pthread_mutex_lock(&u->put_mu);
+    daemon_bind_device(d, 0);   /* this pool thread, the device's context */
+    if (!x->base[0]) {
+        char handle[BACKEND_HANDLE_MAX];
+        void *base = d->be[0]->shared_alloc(d->be[0], x->lay[0].total, handle);
+        if (!base) {
+            rc = errbuf_set(msg, msglen, "device %d: cannot allocate %.3f GB: %s", d->dev_index[0],
+                            x->lay[0].total / 1e9, d->be[0]->err);
+        } else {
+            pthread_mutex_lock(&r->mu);
+            x->base[0] = base;
+            snprintf(x->handle[0], sizeof x->handle[0], "%s", handle);
+            pthread_mutex_unlock(&r->mu);
+        }
+    }
+    if (rc == 0 && rows->image_size != x->lay[0].h)
+        rc = errbuf_set(msg, msglen, "import rows of %dx%d for a %dx%d layout", rows->image_size, rows->image_size,
+                        x->lay[0].h, x->lay[0].w);
+    if (rc == 0)
+        rc = dataset_put_rows(d->be[0], x->base[0], &x->lay[0], first, rows->n, rows->images, rows->joints,
+                              rows->valid, rows->has_hand, rows->intrinsics, &u->masked, msg, msglen);
+    if (rc == 0) u->rows += rows->n;
+    pthread_mutex_unlock(&u->put_mu);
+    return rc;
+}
+
+/* The streamed rows are the dataset: the written directory, scanned, lays out
+ * as the device holds it and has as many samples as were put. 1 when so (x is
+ * then loaded), 0 when not (the caller frees and loads from the files). */
+static int import_streamed_ok(residency_t *r, res_ds_t *x, const imp_ud_t *u) {
+    char e[512];
+    int dfd = res_open_dir(r, x, e, sizeof e);
+    if (dfd < 0) return 0;
+    ds_info_t info;
+    int ok = 0;
+    if (ds_scan_at(dfd, x->dir, &info, e, sizeof e) == 0) {
+        ds_layout_t l;
+        const ds_layout_t *h = &x->lay[0];
+        ok = ds_layout_for(&l, &info) && info.n == u->rows && l.n == h->n && l.h == h->h && l.w == h->w &&
+             l.fields == h->fields && l.total == h->total && memcmp(l.mean, h->mean, sizeof l.mean) == 0 &&
+             memcmp(l.std, h->std, sizeof l.std) == 0;
+        if (ok) {
+            pthread_mutex_lock(&r->mu);
+            x->layout = l;
+            x->total = x->done = l.total;
+            x->masked_joints = u->masked;
+            pthread_mutex_unlock(&r->mu);
+        }
+        ds_info_free(&info);
+    }
+    close(dfd);
+    if (!ok) log_warn(NULL, "dataset %s: the frames put on the device while importing do not match the written "
+                      "shards (%s); loading them from the files", x->name, e[0] ? e : "another layout");
+    return ok;
+}
+
 /* Makes x->dir the import's shard directory: the recorded cache when it is
- * still there, else the import (a cache hit or a decode). 0,
- * DATASET_LOAD_CANCELLED or -1 + msg. */
-static int import_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
+ * still there, else the import (a cache hit or a decode). With one device and
+ * on_error "fail", a decoding import puts each shard on the device as it
+ * writes it (on_import_rows): *resident is then 1 and x is loaded. 0,
+ * DATASET_LOAD_CANCELLED or -1 + msg; nothing stays allocated unless
+ * *resident. */
+static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, size_t msglen) {
     daemon_t *d = r->d;
     char key[65], dir[PATH_MAX + 128], e[512];
     pthread_mutex_lock(&r->mu);
@@ -386,26 +464,51 @@ static int import_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
     if (!manifest || !resize || !on_error) return errbuf_set(msg, msglen, "the recorded import source is incomplete");
     const char *roots[CFG_MAX_ROOTS];
     for (int i = 0; i < d->cfg.n_roots; i++) roots[i] = d->cfg.dataset_roots[i];
-    imp_ud_t u = {r, x, 0};
+    imp_ud_t u = {.r = r, .x = x};
+    pthread_mutex_init(&u.put_mu, NULL);
     import_opts_t o = {.image_size = (int)json_integer_value(json_object_get(im, "image_size")),
                        .crop = strcmp(resize, "crop") == 0, .skip = strcmp(on_error, "skip") == 0,
                        .roots = roots, .n_roots = d->cfg.n_roots, .cancel = &x->cancel,
                        .progress = on_import_progress, .admit = on_import_admit, .ud = &u};
-    if (o.n_roots == 0) return errbuf_set(msg, msglen, "no dataset root is configured (--dataset-root)");
+    if (d->n_dev == 1 && !o.skip) o.sink = on_import_rows;
+    if (o.n_roots == 0) {
+        pthread_mutex_destroy(&u.put_mu);
+        return errbuf_set(msg, msglen, "no dataset root is configured (--dataset-root)");
+    }
+    pthread_mutex_lock(&r->mu);
+    x->t0 = mono_now();   /* a streamed import's load rate counts from here */
+    pthread_mutex_unlock(&r->mu);
     pthread_mutex_lock(&r->mu);
     x->phase = RS_DECODING;
     pthread_mutex_unlock(&r->mu);
     log_info(NULL, "dataset %s: importing %s (%dx%d, %s, on_error %s)", x->name, manifest, o.image_size,
              o.image_size, resize, on_error);
     int rc = import_cached(manifest, r->imports_root, &o, &res, msg, msglen);
-    if (rc == IMPORT_CANCELLED) return DATASET_LOAD_CANCELLED;
-    if (rc) return -1;
+    pthread_mutex_destroy(&u.put_mu);
+    if (rc) {
+        pthread_mutex_lock(&r->mu);
+        ds_free_memory(r, x);   /* what a failed or cancelled import put on the device */
+        pthread_mutex_unlock(&r->mu);
+        return rc == IMPORT_CANCELLED ? DATASET_LOAD_CANCELLED : -1;
+    }
     pthread_mutex_lock(&r->mu);
     snprintf(x->cache_key, sizeof x->cache_key, "%s", res.key);
     snprintf(x->dir, sizeof x->dir, "%s", res.dir);
     x->imp_done = x->imp_frames = res.frames;
     x->imp_skipped = res.skipped;
+    int put = x->base[0] != NULL;
     pthread_mutex_unlock(&r->mu);
+    if (put) {
+        *resident = !res.cache_hit && import_streamed_ok(r, x, &u);
+        if (*resident)
+            log_info(NULL, "dataset %s: its %lld frames went to the device as they were decoded", x->name,
+                     (long long)u.rows);
+        if (!*resident) {
+            pthread_mutex_lock(&r->mu);
+            ds_free_memory(r, x);
+            pthread_mutex_unlock(&r->mu);
+        }
+    }
     json_t *upd = json_pack("{s:o}", "import", import_result_json(&res));
     if (!upd || store_dataset_update(d->store, x->name, upd, e, sizeof e))
         log_error(NULL, "dataset %s: cannot record the import: %s", x->name, upd ? e : "out of memory");
@@ -482,9 +585,16 @@ static int load_one(residency_t *r, res_ds_t *x, char *msg, size_t msglen) {
         if (x->cancel) return DATASET_LOAD_CANCELLED;
     }
     if (x->import) {
-        int rc = import_one(r, x, msg, msglen);
+        int resident = 0;
+        int rc = import_one(r, x, &resident, msg, msglen);
         if (rc) return rc;
-        if (x->cancel) return DATASET_LOAD_CANCELLED;
+        if (x->cancel) {
+            pthread_mutex_lock(&r->mu);
+            ds_free_memory(r, x);
+            pthread_mutex_unlock(&r->mu);
+            return DATASET_LOAD_CANCELLED;
+        }
+        if (resident) return 0;   /* streamed to the device while decoding */
     }
     int dfd = res_open_dir(r, x, msg, msglen);
     if (dfd < 0) return -1;

@@ -152,43 +152,73 @@ static size_t ds_stage_row(const ds_info_t *info, dtype_t dt) {
     return r;
 }
 
-/* Issue the conversion/upload of one chunk of samples (global index g0). */
-static void ds_issue_chunk(ds_loader_t *ld, const ds_shard_t *sh, int64_t g0, int64_t c, char *stage,
-                           size_t off_img, const size_t offs[DS_NFIELDS], void *tmp_f32,
-                           const uint8_t *ones, uint8_t *mask) {
+/* The conversion/upload of c samples at index g0 of the resident layout from
+ * host arrays: img in image_dtype, field[k] the rows of ds_fields[k] (NULL:
+ * absent in the source). Joints with a non-finite coordinate become invalid
+ * in valid_rw (the source's validity rows, writable), or in mask (all ones
+ * otherwise) when the source has none. tmp_f32: device scratch for an f32
+ * image chunk. Adds the bytes uploaded to ld->done. */
+static void ds_put_rows(ds_loader_t *ld, dtype_t image_dtype, int64_t g0, int64_t c, const void *img,
+                        const void *const field[DS_NFIELDS], void *tmp_f32, const uint8_t *ones, uint8_t *mask) {
     backend_t *be = ld->be;
     const ds_layout_t *l = ld->l;
     size_t plane = (size_t)l->h * (size_t)l->w * 3;     /* elements per image */
     char *dimg = ld->base + l->off_images + (size_t)g0 * plane * 2;
-    if (sh->image_dtype == DT_U8) {
-        be->images_from_u8(be, dimg, DT_BF16, (const uint8_t *)(stage + off_img), (int)c, l->h, l->w, l->mean, l->std);
-    } else if (sh->image_dtype == DT_BF16) {
-        be->upload(be, dimg, stage + off_img, (size_t)c * plane * 2);
+    if (image_dtype == DT_U8) {
+        be->images_from_u8(be, dimg, DT_BF16, (const uint8_t *)img, (int)c, l->h, l->w, l->mean, l->std);
+    } else if (image_dtype == DT_BF16) {
+        be->upload(be, dimg, img, (size_t)c * plane * 2);
     } else {
-        be->upload(be, tmp_f32, stage + off_img, (size_t)c * plane * 4);
+        assert(tmp_f32);
+        be->upload(be, tmp_f32, img, (size_t)c * plane * 4);
         be->cast(be, dimg, DT_BF16, tmp_f32, DT_F32, (size_t)c * plane);
     }
     ld->done += (uint64_t)c * plane * 2;
     size_t dst_off[DS_NFIELDS] = {l->off_joints, l->off_valid, l->off_has_hand, l->off_intrinsics,
                                   l->off_object_poses, l->off_object_ids, l->off_num_objects};
-    /* non-finite joints -> invalid, in the staging copy of the validity mask,
-     * or in `mask` (all ones otherwise) when the files have none */
-    assert(offs[0] != SIZE_MAX);
-    uint8_t *valid = offs[1] != SIZE_MAX ? (uint8_t *)(stage + offs[1]) : mask;
+    assert(field[0]);
+    uint8_t *valid = field[1] ? (uint8_t *)(uintptr_t)field[1] : mask;
     if (valid == mask) memset(mask, 1, (size_t)c * HAND_JOINTS);
-    ld->masked += ds_mask_nonfinite((float *)(void *)(stage + offs[0]), valid, c);
+    ld->masked += ds_mask_nonfinite((float *)(uintptr_t)field[0], valid, c);
     for (int k = 0; k < DS_NFIELDS; k++) {
         const ds_field_t *fd = &ds_fields[k];
         size_t rb = fd->row_bytes, bytes = (size_t)c * rb;
         char *dst = ld->base + dst_off[k] + (size_t)g0 * rb;
-        const void *src = NULL;                       /* an absent optional field: nothing */
-        if (offs[k] != SIZE_MAX) src = stage + offs[k];
-        else if (fd->bit == DS_F_JOINTS_VALID) src = mask;
-        else if (fd->bit == DS_F_HAS_HAND) src = ones;  /* absent: every sample has a hand */
+        const void *src = field[k];                   /* an absent optional field: nothing */
+        if (!src && fd->bit == DS_F_JOINTS_VALID) src = mask;
+        else if (!src && fd->bit == DS_F_HAS_HAND) src = ones;  /* absent: every sample has a hand */
         if (!src) continue;
         be->upload(be, dst, src, bytes);
         ld->done += bytes;
     }
+}
+
+/* Issue the conversion/upload of one chunk of samples (global index g0) from
+ * a staging buffer: the image at off_img, field k at offs[k] (SIZE_MAX: absent). */
+static void ds_issue_chunk(ds_loader_t *ld, const ds_shard_t *sh, int64_t g0, int64_t c, char *stage,
+                           size_t off_img, const size_t offs[DS_NFIELDS], void *tmp_f32,
+                           const uint8_t *ones, uint8_t *mask) {
+    const void *field[DS_NFIELDS];
+    for (int k = 0; k < DS_NFIELDS; k++) field[k] = offs[k] != SIZE_MAX ? stage + offs[k] : NULL;
+    ds_put_rows(ld, sh->image_dtype, g0, c, stage + off_img, field, tmp_f32, ones, mask);
+}
+
+int dataset_put_rows(backend_t *be, void *base, const ds_layout_t *l, int64_t g0, int64_t c, const uint8_t *images,
+                     float *joints, uint8_t *valid, const uint8_t *has_hand, const float *intrinsics,
+                     int64_t *masked_joints, char *err, size_t errlen) {
+    if (g0 < 0 || c < 1 || g0 > l->n - c)
+        return errbuf_set(err, errlen, "rows [%lld, %lld) are not within the %lld samples laid out", (long long)g0,
+                          (long long)(g0 + c), (long long)l->n);
+    if (!images || !joints || !valid || !has_hand || !intrinsics ||
+        (l->fields & (DS_F_JOINTS_VALID | DS_F_HAS_HAND | DS_F_INTRINSICS)) !=
+            (DS_F_JOINTS_VALID | DS_F_HAS_HAND | DS_F_INTRINSICS) ||
+        (l->fields & ~(unsigned)(DS_F_JOINTS_VALID | DS_F_HAS_HAND | DS_F_INTRINSICS)) != 0)
+        return errbuf_set(err, errlen, "the rows do not match the layout's fields");
+    ds_loader_t ld = {.be = be, .l = l, .base = base};
+    const void *field[DS_NFIELDS] = {joints, valid, has_hand, intrinsics, NULL, NULL, NULL};
+    ds_put_rows(&ld, DT_U8, g0, c, images, field, NULL, NULL, NULL);
+    if (masked_joints) *masked_joints += ld.masked;
+    return 0;
 }
 
 /* One planned chunk: samples [s0, s0+c) of shard `shard`, global index g0. */

@@ -72,6 +72,18 @@ int dataset_load_at(backend_t *be, int dirfd, const char *dir, const ds_info_t *
             const ds_layout_t *l, dataset_progress_fn cb, void *ud, volatile int *cancel,
             int64_t *masked_joints, char *err, size_t errlen);
 
+/* c samples of an import (u8 [c][H][W][3] images, joints [c][21][3], valid
+ * [c][21] — writable: non-finite joints become invalid, counted into
+ * *masked_joints —, has_hand [c], intrinsics [c][3][3]) put at index g0 of a
+ * resident layout with exactly those fields (DS_F_JOINTS_VALID |
+ * DS_F_HAS_HAND | DS_F_INTRINSICS), as the loader would put them from their
+ * shard: the import streams its shards to the device as it writes them.
+ * 0, or -1 with err when the rows do not fit the layout. Not thread-safe
+ * (one backend): the caller serializes. */
+int dataset_put_rows(backend_t *be, void *base, const ds_layout_t *l, int64_t g0, int64_t c, const uint8_t *images,
+                     float *joints, uint8_t *valid, const uint8_t *has_hand, const float *intrinsics,
+                     int64_t *masked_joints, char *err, size_t errlen);
+
 /* The samples [first, first + l->n) of the scanned dataset only (l laid out
  * for l->n samples): one device's shard of a dataset sharded across devices.
  * dataset_load_at is this with first 0 and l->n = info->n. */

@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include "gpu/import.h"
 
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -454,6 +455,12 @@ static int imp_write_shard(imp_ctx_t *c, imp_slot_t *s, int64_t k, char *err, si
                               .joints = s->joints, .joints_valid = s->valid, .has_hand = s->hh, .intrinsics = s->K,
                               .mean = mean, .std = std};
         if (ds_write_shard(path, &sd, err, errlen)) return -1;
+        if (c->o->sink && !c->o->skip) {   /* fail mode: nothing was compacted, row = frame */
+            assert(w == cnt);
+            import_rows_t rows = {.n = w, .image_size = c->S, .images = s->img, .joints = s->joints,
+                                  .valid = s->valid, .has_hand = s->hh, .intrinsics = s->K};
+            if (c->o->sink(c->o->ud, first, &rows, err, errlen)) return -1;
+        }
     }
     pthread_mutex_lock(&c->mu);
     c->imported += w;
@@ -804,7 +811,7 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
     if (o->admit && o->admit(o->ud, c.n, c.S, err, errlen)) goto out;
 
     /* 3. room for the shards */
-    c.M = (int64_t)((64u << 20) / ((size_t)c.S * c.S * 3));
+    c.M = o->shard_frames > 0 ? o->shard_frames : (int64_t)((64u << 20) / ((size_t)c.S * c.S * 3));
     if (c.M < 1) c.M = 1;
     if (c.M > c.n) c.M = c.n;
     c.R = 2 + (int)((c.T + c.M - 1) / c.M);

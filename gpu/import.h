@@ -9,6 +9,8 @@
  * K -> shards of U8 [N,S,S,3] images, hand_joints, hand_joints_valid,
  * has_hand, camera_intrinsics (fp32) written into a temporary directory that
  * is fsynced and renamed into place, with import.json describing the result.
+ * A sink (import_opts_t) may take each shard's frames as soon as it is
+ * written: the daemon puts them on the device then (fail mode, one device).
  * Nothing half-written survives a failure, a cancel or a crash (a crash
  * leaves only a ".<key>.tmp.*" directory, which the daemon sweeps at start).
  *
@@ -58,6 +60,24 @@ typedef void (*import_progress_fn)(void *ud, const import_progress_t *p);
  * check that the dataset will fit): 0 to go on, or -1 with msg. */
 typedef int (*import_admit_fn)(void *ud, int64_t frames, int image_size, char *msg, size_t msglen);
 
+/* One written shard's frames, in frame order (the shard's arrays; valid is
+ * writable). */
+typedef struct {
+    int64_t n;
+    int image_size;
+    const uint8_t *images;           /* [n][S][S][3] */
+    float *joints;                   /* [n][21][3] */
+    uint8_t *valid;                  /* [n][21] */
+    const uint8_t *has_hand;         /* [n] */
+    const float *intrinsics;         /* [n][3][3], adjusted to the image */
+} import_rows_t;
+/* Called once a shard of a decoding import is written, with its frames, first
+ * = the index of its first frame among all (fail mode: frame k*M + j is row
+ * k*M + j; not called with `skip`, where rows move by the frames skipped
+ * before). From a pool thread, for different shards at once and in no fixed
+ * order: the callee serializes. 0 to go on, -1 with msg to fail the import. */
+typedef int (*import_sink_fn)(void *ud, int64_t first, const import_rows_t *rows, char *msg, size_t msglen);
+
 typedef struct {
     int image_size;                  /* S: 14..4096 */
     int crop;                        /* 0: stretch, 1: centre square then resize */
@@ -69,6 +89,8 @@ typedef struct {
     const volatile int *cancel;      /* polled per frame: IMPORT_CANCELLED */
     import_progress_fn progress;     /* may be NULL; called from the calling thread, ~5 times a second */
     import_admit_fn admit;           /* may be NULL */
+    import_sink_fn sink;             /* may be NULL; ignored with skip */
+    int64_t shard_frames;            /* frames per shard; 0: as many as fill 64 MB */
     void *ud;
 } import_opts_t;
 

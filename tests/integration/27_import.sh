@@ -51,6 +51,8 @@ check "the import record: 40 of 40 frames, none skipped, a cache key" \
     jq -e '.import.imported==40 and .import.frames==40 and .import.skipped==0 and (.import.key|length)==64 and .import.cache_hit==false' <<<"$BODY"
 KEY=$(jb .import.key)
 check "the cache is <state>/imports/<key>, nothing else there" test "$(ls -A "$STATE/imports")" = "$KEY"
+grep -q "dataset good: its 40 frames went to the device as they were decoded" "$DLOG"
+ok $? "one device, on_error fail: the frames went to the device as the shards were written (no second read)"
 
 imp png "$R/png/manifest.jsonl"
 is "$(wait_dataset png 120)" ready "a PNG manifest imports too (stretch)"
@@ -160,6 +162,8 @@ check "the daemon kept serving" curl -sf -m 5 "$URL/v1/health"
 } >"$B/all.jsonl"
 imp skipper "$B/all.jsonl" '"on_error":"skip"'
 is "$(wait_dataset skipper 60)" ready "on_error skip: the good frames are imported"
+! grep -q "dataset skipper: its .* went to the device" "$DLOG"
+ok $? "on_error skip: loaded from the written shards (rows move by the frames skipped)"
 api GET /v1/datasets/skipper
 check "2 samples, ${#cases[@]} skipped, the first 5 reasons in line order" \
     jq -e ".samples==2 and .import.skipped==${#cases[@]} and (.import.skip_reasons|length)==5 and

@@ -21,6 +21,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "gpu/backend.h"
+#include "gpu/dataset.h"
 #include "gpu/image.h"
 #include "gpu/imgdec.h"
 #include "gpu/import.h"
@@ -932,6 +935,139 @@ static void test_cache_and_cancel(void) {
     ok(import_sweep_tmp(root) == 0 && count_entries(root) == before, "and no temporary directory left");
 }
 
+/* ---- streaming: the sink gets every written shard's frames, as written ----------------------------- */
+typedef struct {
+    shards_t got;          /* rows as the sink received them, at their index */
+    uint8_t *seen;         /* [n] times each row came */
+    int calls, fail_at;    /* fail_at: the call that returns -1 (0: none) */
+    backend_t *be;         /* with base/l: also put on the backend */
+    void *base;
+    const ds_layout_t *l;
+    int64_t masked;
+    pthread_mutex_t mu;    /* the sink is called from several pool threads: it serializes */
+} sink_t;
+
+static int rec_sink_locked(sink_t *k, int64_t first, const import_rows_t *rows, char *msg, size_t msglen) {
+    if (++k->calls == k->fail_at) return snprintf(msg, msglen, "the sink refuses call %d", k->calls), -1;
+    int S = rows->image_size;
+    for (int64_t j = 0; j < rows->n; j++) {
+        int64_t i = first + j;
+        if (i < 0 || i >= k->got.n) return snprintf(msg, msglen, "row %lld out of range", (long long)i), -1;
+        k->seen[i]++;
+        memcpy(k->got.img + (size_t)i * S * S * 3, rows->images + (size_t)j * S * S * 3, (size_t)S * S * 3);
+        memcpy(k->got.joints + i * 63, rows->joints + j * 63, 63 * 4);
+        memcpy(k->got.K + i * 9, rows->intrinsics + j * 9, 9 * 4);
+        memcpy(k->got.valid + i * 21, rows->valid + j * 21, 21);
+        k->got.hh[i] = rows->has_hand[j];
+    }
+    if (k->be)
+        return dataset_put_rows(k->be, k->base, k->l, first, rows->n, rows->images, rows->joints, rows->valid,
+                                rows->has_hand, rows->intrinsics, &k->masked, msg, msglen);
+    return 0;
+}
+
+static int rec_sink(void *ud, int64_t first, const import_rows_t *rows, char *msg, size_t msglen) {
+    sink_t *k = ud;
+    pthread_mutex_lock(&k->mu);
+    int r = rec_sink_locked(k, first, rows, msg, msglen);
+    pthread_mutex_unlock(&k->mu);
+    return r;
+}
+
+static void test_sink(void) {
+    char man[600], out[600], out2[600], err[2048];
+    const int n = 300, S = 28;
+    snprintf(man, sizeof man, "%s/main/sink.jsonl", root);
+    FILE *f = fopen(man, "w");
+    char line[8192];
+    for (int i = 0; i < n; i++) {
+        frames_manifest_line(line, sizeof line, img_jpg[i % NF], &fr[i % NF], fr[i % NF].K);
+        fprintf(f, "%s\n", line);
+    }
+    fclose(f);
+    snprintf(out, sizeof out, "%s/out-sink", root);
+    snprintf(out2, sizeof out2, "%s/out-sink2", root);
+    char berr[256];
+    backend_t *be = backend_cpu_create(berr, sizeof berr);
+    ds_layout_t l;
+    size_t bytes = ds_layout(&l, n, S, S, DS_F_JOINTS_VALID | DS_F_HAS_HAND | DS_F_INTRINSICS);
+    sink_t k = {.be = be, .l = &l, .mu = PTHREAD_MUTEX_INITIALIZER};
+    k.got.n = n;
+    k.got.S = S;
+    k.got.img = calloc((size_t)n * S * S * 3, 1);
+    k.got.joints = calloc((size_t)n * 63, 4);
+    k.got.K = calloc((size_t)n * 9, 4);
+    k.got.valid = calloc((size_t)n * 21, 1);
+    k.got.hh = calloc(n, 1);
+    k.seen = calloc(n, 1);
+    k.base = be && bytes ? be->alloc(be, bytes) : NULL;
+    if (k.base) be->zero(be, k.base, bytes);   /* the layout's alignment gaps, compared below */
+    import_opts_t o = {.image_size = S, .threads = 2, .sink = rec_sink, .ud = &k, .shard_frames = 16};   /* 19 shards */
+    import_result_t res;
+    fs_rm_rf(out, NULL, 0);
+    int rc = import_to_dir(man, out, &o, &res, err, sizeof err);
+    int once = 1;
+    for (int i = 0; i < n; i++) once &= k.seen[i] == 1;
+    ok(rc == 0 && res.imported == n && once && k.calls > 1,
+       "fail mode: every frame handed to the sink once, at its row (%d calls, %s)", k.calls, rc ? err : "ok");
+    shards_t sh;
+    int rr = shards_read(out, &sh);
+    ok(rr == 0 && sh.n == n && !memcmp(sh.img, k.got.img, (size_t)n * S * S * 3) &&
+       !memcmp(sh.joints, k.got.joints, (size_t)n * 63 * 4) && !memcmp(sh.K, k.got.K, (size_t)n * 9 * 4) &&
+       !memcmp(sh.valid, k.got.valid, (size_t)n * 21) && !memcmp(sh.hh, k.got.hh, n),
+       "the rows the sink got are the written shards', bit for bit");
+    /* the rows put on the backend = the written directory loaded as any dataset */
+    ds_info_t info;
+    ds_layout_t l2;
+    void *base2 = NULL;
+    int lr = -1;
+    if (be && k.base && ds_scan(out, &info, err, sizeof err) == 0) {
+        if (ds_layout_for(&l2, &info) && l2.total == l.total && (base2 = be->alloc(be, l2.total))) {
+            be->zero(be, base2, l2.total);
+            lr = dataset_load(be, out, &info, base2, &l2, NULL, NULL, NULL, NULL, err, sizeof err);
+        }
+        ds_info_free(&info);
+    }
+    char *a = malloc(l.total), *b = malloc(l.total);
+    if (lr == 0) {
+        be->download(be, a, k.base, l.total);
+        be->download(be, b, base2, l.total);
+    }
+    ok(lr == 0 && !memcmp(a, b, l.total), "dataset_put_rows of the streamed rows == dataset_load of the files, bit "
+       "for bit (%.1f MB)", l.total / 1e6);
+    free(a);
+    free(b);
+    if (base2) be->free(be, base2);
+    shards_free(&sh);
+
+    /* skip mode: rows move by the frames skipped before them, so no sink */
+    memset(k.seen, 0, n);
+    k.calls = 0;
+    o.skip = 1;
+    rc = import_to_dir(man, out2, &o, &res, err, sizeof err);
+    ok(rc == 0 && k.calls == 0, "on_error skip: the sink is not called");
+    o.skip = 0;
+
+    /* a sink that fails fails the import, and nothing is left */
+    k.calls = 0;
+    k.fail_at = 2;
+    fs_rm_rf(out2, NULL, 0);
+    rc = import_to_dir(man, out2, &o, &res, err, sizeof err);
+    struct stat st;
+    ok(rc != 0 && strstr(err, "the sink refuses call 2") && stat(out2, &st) != 0,
+       "a failing sink fails the import, naming why, no output (%s)", err);
+    ok(import_sweep_tmp(root) == 0, "and no temporary directory left");
+    /* rows outside the layout are refused */
+    float j0[63] = {0}, k0[9] = {0};
+    uint8_t v0[21] = {0}, h0 = 0, px[28 * 28 * 3] = {0};
+    ok(be && k.base && dataset_put_rows(be, k.base, &l, n, 1, px, j0, v0, &h0, k0, NULL, err, sizeof err) != 0 &&
+       strstr(err, "not within"), "dataset_put_rows past the layout: refused (%s)", err);
+    if (k.base) be->free(be, k.base);
+    if (be) be->destroy(be);
+    shards_free(&k.got);
+    free(k.seen);
+}
+
 /* ---- 7. the fuzz corpus and the crashes it found ------------------------------------------------------- */
 static void replay_dir(const char *dir, int *n) {
     DIR *d = opendir(dir);
@@ -995,6 +1131,7 @@ int main(void) {
     test_bad_frames();
     test_freihand();
     test_cache_and_cancel();
+    test_sink();
     test_fuzz_replay();
     for (int i = 0; i < NF; i++) {
         frame_free(&fr[i]);
