@@ -78,7 +78,8 @@ def main():
             print(f"RESULT import_traind decode_phase images_per_s={imp.get('images_per_s', 0):.1f} "
                   f"s={imp.get('decode_s', 0):.3f}", flush=True)
             keep = {k: rec.get(k) for k in ("samples", "image_size", "bytes", "gb_per_s")}
-            keep["import"] = {k: imp.get(k) for k in ("imported", "skipped", "cache_hit", "decode_s", "images_per_s")}
+            keep["import"] = {k: imp.get(k) for k in ("imported", "skipped", "cache_hit", "prepare_s", "decode_s",
+                                                      "images_per_s")}
             print("# record: " + json.dumps(keep), flush=True)
     return 0
 

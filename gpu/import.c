@@ -600,11 +600,11 @@ static int imp_run_threads(imp_ctx_t *c, imp_thread_t *th, void *(*fn)(void *), 
 json_t *import_result_json(const import_result_t *r) {
     json_t *reasons = json_array();
     for (int i = 0; i < r->n_reasons; i++) json_array_append_new(reasons, errbuf_json_string(r->reasons[i]));
-    return json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:o, s:{s:I, s:I}, s:f, s:f, s:b}", "format", "traind-import",
+    return json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:o, s:{s:I, s:I}, s:f, s:f, s:f, s:b}", "format", "traind-import",
                      "version", IMPORT_FORMAT_VERSION, "key", r->key, "frames", (json_int_t)r->frames, "imported",
                      (json_int_t)r->imported, "skipped", (json_int_t)r->skipped, "skip_reasons", reasons,
                      "hand_side", "left", (json_int_t)r->left, "right", (json_int_t)r->right, "decode_s", r->seconds,
-                     "images_per_s", r->images_per_s, "cache_hit", r->cache_hit);
+                     "prepare_s", r->prepare_s, "images_per_s", r->images_per_s, "cache_hit", r->cache_hit);
 }
 
 int import_read_result(const char *dir, import_result_t *res, char *err, size_t errlen) {
@@ -627,6 +627,7 @@ int import_read_result(const char *dir, import_result_t *res, char *err, size_t 
         res->left = json_integer_value(json_object_get(json_object_get(j, "hand_side"), "left"));
         res->right = json_integer_value(json_object_get(json_object_get(j, "hand_side"), "right"));
         res->seconds = json_number_value(json_object_get(j, "decode_s"));
+        res->prepare_s = json_number_value(json_object_get(j, "prepare_s"));   /* 0 in older caches */
         res->images_per_s = json_number_value(json_object_get(j, "images_per_s"));
         size_t i;
         json_t *x;
@@ -859,6 +860,7 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
 
     /* 4. decode, resize, write shards */
     double t0 = mono_now();
+    res->prepare_s = t0 - t_start;
     rc = imp_run_threads(&c, th, imp_decode_main, "decoding", t0, err, errlen);
     if (rc) goto out;
     rc = -1;

@@ -103,6 +103,7 @@ typedef struct {
     char reasons[IMPORT_MAX_REASONS][512];
     int64_t left, right;             /* hand_side counts of the imported frames */
     double seconds, images_per_s;    /* of the decoding (the original import's on a cache hit) */
+    double prepare_s;                /* before the decoding: manifest, stat pass, key, cache lookup */
 } import_result_t;
 
 /* Is the resolved path rp one of the roots or beneath one? */

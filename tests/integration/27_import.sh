@@ -47,8 +47,8 @@ is "$(wait_dataset good 120)" ready "the imported dataset is ready"
 api GET /v1/datasets/good
 check "40 samples of ${IMG}x$IMG with intrinsics" \
     jq -e ".samples==40 and .image_size==[$IMG,$IMG] and (.fields|index(\"camera_intrinsics\")!=null)" <<<"$BODY"
-check "the import record: 40 of 40 frames, none skipped, a cache key" \
-    jq -e '.import.imported==40 and .import.frames==40 and .import.skipped==0 and (.import.key|length)==64 and .import.cache_hit==false' <<<"$BODY"
+check "the import record: 40 of 40 frames, none skipped, a cache key, the time before decoding" \
+    jq -e '.import.imported==40 and .import.frames==40 and .import.skipped==0 and (.import.key|length)==64 and .import.cache_hit==false and .import.prepare_s>0 and .import.prepare_s<.import.decode_s+60' <<<"$BODY"
 KEY=$(jb .import.key)
 check "the cache is <state>/imports/<key>, nothing else there" test "$(ls -A "$STATE/imports")" = "$KEY"
 grep -q "dataset good: its 40 frames went to the device as they were decoded" "$DLOG"
