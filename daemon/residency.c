@@ -476,10 +476,8 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
         return errbuf_set(msg, msglen, "no dataset root is configured (--dataset-root)");
     }
     pthread_mutex_lock(&r->mu);
-    x->t0 = mono_now();   /* a streamed import's load rate counts from here */
-    pthread_mutex_unlock(&r->mu);
-    pthread_mutex_lock(&r->mu);
     x->phase = RS_DECODING;
+    x->t0 = mono_now();   /* a streamed import's load rate counts from here */
     pthread_mutex_unlock(&r->mu);
     log_info(NULL, "dataset %s: importing %s (%dx%d, %s, on_error %s)", x->name, manifest, o.image_size,
              o.image_size, resize, on_error);
@@ -500,10 +498,10 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
     pthread_mutex_unlock(&r->mu);
     if (put) {
         *resident = !res.cache_hit && import_streamed_ok(r, x, &u);
-        if (*resident)
+        if (*resident) {
             log_info(NULL, "dataset %s: its %lld frames went to the device as they were decoded", x->name,
                      (long long)u.rows);
-        if (!*resident) {
+        } else {
             pthread_mutex_lock(&r->mu);
             ds_free_memory(r, x);
             pthread_mutex_unlock(&r->mu);
