@@ -155,9 +155,9 @@ static size_t ds_stage_row(const ds_info_t *info, dtype_t dt) {
 /* The conversion/upload of c samples at index g0 of the resident layout from
  * host arrays: img in image_dtype, field[k] the rows of ds_fields[k] (NULL:
  * absent in the source). Joints with a non-finite coordinate become invalid
- * in valid_rw (the source's validity rows, writable), or in mask (all ones
- * otherwise) when the source has none. tmp_f32: device scratch for an f32
- * image chunk. Adds the bytes uploaded to ld->done. */
+ * in field[1] (the source's validity rows, written in place), or in mask
+ * (all ones otherwise) when the source has none. tmp_f32: device scratch for
+ * an f32 image chunk. Adds the bytes uploaded to ld->done. */
 static void ds_put_rows(ds_loader_t *ld, dtype_t image_dtype, int64_t g0, int64_t c, const void *img,
                         const void *const field[DS_NFIELDS], void *tmp_f32, const uint8_t *ones, uint8_t *mask) {
     backend_t *be = ld->be;
@@ -210,12 +210,10 @@ int dataset_put_rows(backend_t *be, void *base, const ds_layout_t *l, int64_t g0
         return errbuf_set(err, errlen, "rows [%lld, %lld) are not within the %lld samples laid out", (long long)g0,
                           (long long)(g0 + c), (long long)l->n);
     if (!images || !joints || !valid || !has_hand || !intrinsics ||
-        (l->fields & (DS_F_JOINTS_VALID | DS_F_HAS_HAND | DS_F_INTRINSICS)) !=
-            (DS_F_JOINTS_VALID | DS_F_HAS_HAND | DS_F_INTRINSICS) ||
-        (l->fields & ~(unsigned)(DS_F_JOINTS_VALID | DS_F_HAS_HAND | DS_F_INTRINSICS)) != 0)
+        l->fields != (DS_F_JOINTS_VALID | DS_F_HAS_HAND | DS_F_INTRINSICS))
         return errbuf_set(err, errlen, "the rows do not match the layout's fields");
     ds_loader_t ld = {.be = be, .l = l, .base = base};
-    const void *field[DS_NFIELDS] = {joints, valid, has_hand, intrinsics, NULL, NULL, NULL};
+    const void *field[DS_NFIELDS] = {joints, valid, has_hand, intrinsics, NULL, NULL, NULL};   /* ds_fields' order */
     ds_put_rows(&ld, DT_U8, g0, c, images, field, NULL, NULL, NULL);
     if (masked_joints) *masked_joints += ld.masked;
     return 0;
