@@ -8,9 +8,9 @@
  * Imports (source {"import":{manifest, image_size, resize, on_error}}) are
  * decoded by gpu/import.c on all cores into <state>/imports/<key>/ (phase
  * "decoding": progress and images/s live in the record), then loaded like a
- * path dataset — or, with one device and on_error "fail", put on the device
- * shard by shard as the import writes them (on_import_rows), so nothing is
- * read back; the record's "import" keeps the key, so a restart loads the
+ * path dataset — or, with on_error "fail" and a replicated placement, put on
+ * the devices shard by shard as the import writes them (on_import_rows), so
+ * nothing is read back; the record's "import" keeps the key, so a restart loads the
  * cache without reading the manifest again. A delete removes the cache
  * directory unless another dataset uses it.
  */
@@ -327,9 +327,11 @@ typedef struct {
     residency_t *r;
     res_ds_t *x;
     double last_store;
-    /* streaming (on_import_rows): one device and on_error "fail", so that shard k's
-     * frames are rows k*M.. of the dataset; the shards go to the device as written */
-    pthread_mutex_t put_mu;      /* one backend: one put at a time */
+    /* streaming (on_import_rows): on_error "fail", so that shard k's frames are rows
+     * k*M.. of the dataset, and a replicated placement (every device holds every row);
+     * the shards go to the devices as written */
+    int stream;                  /* set by on_import_admit: the placement is replicated */
+    pthread_mutex_t put_mu;      /* one backend per device, one put at a time */
     int64_t rows;                /* rows put so far */
     int64_t masked;              /* of them, joints with a non-finite coordinate */
 } imp_ud_t;
@@ -366,39 +368,45 @@ static int on_import_admit(void *ud, int64_t frames, int size, char *msg, size_t
     pthread_mutex_lock(&u->r->mu);
     int rc = res_plan(u->r, u->x, &l, &p, msg, msglen);
     if (rc == 0) place_apply(u->x, &p, u->r->d->n_dev);
+    u->stream = rc == 0 && p.shards == 1;   /* sharded: loaded from the shards afterwards */
     pthread_mutex_unlock(&u->r->mu);
     return rc;
 }
 
-/* A decoding import's shard, just written: onto the device, at the rows the
- * admitted placement (on_import_admit) gives it; the first one allocates. */
+/* A decoding import's shard, just written: onto every device (the admitted
+ * placement is replicated), at the rows its frame numbers give; the first
+ * shard allocates. Nothing when the placement is sharded. */
 static int on_import_rows(void *ud, int64_t first, const import_rows_t *rows, char *msg, size_t msglen) {
     imp_ud_t *u = ud;
     residency_t *r = u->r;
     res_ds_t *x = u->x;
     daemon_t *d = r->d;
+    if (!u->stream) return 0;
     int rc = 0;
     pthread_mutex_lock(&u->put_mu);
-    daemon_bind_device(d, 0);   /* this pool thread, the device's context */
-    if (!x->base[0]) {
-        char handle[BACKEND_HANDLE_MAX];
-        void *base = d->be[0]->shared_alloc(d->be[0], x->lay[0].total, handle);
-        if (!base) {
-            rc = errbuf_set(msg, msglen, "device %d: cannot allocate %.3f GB: %s", d->dev_index[0],
-                            x->lay[0].total / 1e9, d->be[0]->err);
-        } else {
+    for (int s = 0; s < d->n_dev && rc == 0; s++) {
+        const ds_layout_t *ls = &x->lay[s];
+        daemon_bind_device(d, s);   /* this pool thread, that device's context */
+        if (!x->base[s]) {
+            char handle[BACKEND_HANDLE_MAX];
+            void *base = d->be[s]->shared_alloc(d->be[s], ls->total, handle);
+            if (!base) {
+                rc = errbuf_set(msg, msglen, "device %d: cannot allocate %.3f GB: %s", d->dev_index[s],
+                                ls->total / 1e9, d->be[s]->err);
+                break;
+            }
             pthread_mutex_lock(&r->mu);
-            x->base[0] = base;
-            snprintf(x->handle[0], sizeof x->handle[0], "%s", handle);
+            x->base[s] = base;
+            snprintf(x->handle[s], sizeof x->handle[s], "%s", handle);
             pthread_mutex_unlock(&r->mu);
         }
+        if (rows->image_size != ls->h || rows->image_size != ls->w)
+            rc = errbuf_set(msg, msglen, "import rows of %dx%d for a %dx%d layout", rows->image_size,
+                            rows->image_size, ls->h, ls->w);
+        else   /* the first device's put makes non-finite joints invalid: counted once */
+            rc = dataset_put_rows(d->be[s], x->base[s], ls, first, rows->n, rows->images, rows->joints, rows->valid,
+                                  rows->has_hand, rows->intrinsics, &u->masked, msg, msglen);
     }
-    if (rc == 0 && rows->image_size != x->lay[0].h)
-        rc = errbuf_set(msg, msglen, "import rows of %dx%d for a %dx%d layout", rows->image_size, rows->image_size,
-                        x->lay[0].h, x->lay[0].w);
-    if (rc == 0)
-        rc = dataset_put_rows(d->be[0], x->base[0], &x->lay[0], first, rows->n, rows->images, rows->joints,
-                              rows->valid, rows->has_hand, rows->intrinsics, &u->masked, msg, msglen);
     if (rc == 0) u->rows += rows->n;
     pthread_mutex_unlock(&u->put_mu);
     return rc;
@@ -415,14 +423,17 @@ static int import_streamed_ok(residency_t *r, res_ds_t *x, const imp_ud_t *u) {
     int ok = 0;
     if (ds_scan_at(dfd, x->dir, &info, e, sizeof e) == 0) {
         ds_layout_t l;
-        const ds_layout_t *h = &x->lay[0];
-        ok = ds_layout_for(&l, &info) && info.n == u->rows && l.n == h->n && l.h == h->h && l.w == h->w &&
-             l.fields == h->fields && l.total == h->total && memcmp(l.mean, h->mean, sizeof l.mean) == 0 &&
-             memcmp(l.std, h->std, sizeof l.std) == 0;
+        ok = ds_layout_for(&l, &info) && info.n == u->rows && x->shards == 1;
+        for (int s = 0; s < r->d->n_dev && ok; s++) {
+            const ds_layout_t *h = &x->lay[s];
+            ok = x->base[s] && x->first[s] == 0 && l.n == h->n && l.h == h->h && l.w == h->w &&
+                 l.fields == h->fields && l.total == h->total && memcmp(l.mean, h->mean, sizeof l.mean) == 0 &&
+                 memcmp(l.std, h->std, sizeof l.std) == 0;
+        }
         if (ok) {
             pthread_mutex_lock(&r->mu);
             x->layout = l;
-            x->total = x->done = l.total;
+            x->total = x->done = (uint64_t)l.total * (uint64_t)r->d->n_dev;
             x->masked_joints = u->masked;
             pthread_mutex_unlock(&r->mu);
         }
@@ -435,9 +446,10 @@ static int import_streamed_ok(residency_t *r, res_ds_t *x, const imp_ud_t *u) {
 }
 
 /* Makes x->dir the import's shard directory: the recorded cache when it is
- * still there, else the import (a cache hit or a decode). With one device and
- * on_error "fail", a decoding import puts each shard on the device as it
- * writes it (on_import_rows): *resident is then 1 and x is loaded. 0,
+ * still there, else the import (a cache hit or a decode). With on_error
+ * "fail" and a replicated placement, a decoding import puts each shard on
+ * the devices as it writes it (on_import_rows): *resident is then 1 and x is
+ * loaded. 0,
  * DATASET_LOAD_CANCELLED or -1 + msg; nothing stays allocated unless
  * *resident. */
 static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, size_t msglen) {
@@ -470,7 +482,7 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
                        .crop = strcmp(resize, "crop") == 0, .skip = strcmp(on_error, "skip") == 0,
                        .roots = roots, .n_roots = d->cfg.n_roots, .cancel = &x->cancel,
                        .progress = on_import_progress, .admit = on_import_admit, .ud = &u};
-    if (d->n_dev == 1 && !o.skip) o.sink = on_import_rows;
+    if (!o.skip) o.sink = on_import_rows;
     if (o.n_roots == 0) {
         pthread_mutex_destroy(&u.put_mu);
         return errbuf_set(msg, msglen, "no dataset root is configured (--dataset-root)");
@@ -494,7 +506,8 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
     snprintf(x->dir, sizeof x->dir, "%s", res.dir);
     x->imp_done = x->imp_frames = res.frames;
     x->imp_skipped = res.skipped;
-    int put = x->base[0] != NULL;
+    int put = 0;
+    for (int s = 0; s < d->n_dev; s++) put |= x->base[s] != NULL;
     pthread_mutex_unlock(&r->mu);
     if (put) {
         *resident = !res.cache_hit && import_streamed_ok(r, x, &u);

@@ -10,7 +10,7 @@
  * has_hand, camera_intrinsics (fp32) written into a temporary directory that
  * is fsynced and renamed into place, with import.json describing the result.
  * A sink (import_opts_t) may take each shard's frames as soon as it is
- * written: the daemon puts them on the device then (fail mode, one device).
+ * written: the daemon puts them on the devices then (fail mode, replicated).
  * Nothing half-written survives a failure, a cancel or a crash (a crash
  * leaves only a ".<key>.tmp.*" directory, which the daemon sweeps at start).
  *

@@ -52,7 +52,7 @@ check "the import record: 40 of 40 frames, none skipped, a cache key, the time b
 KEY=$(jb .import.key)
 check "the cache is <state>/imports/<key>, nothing else there" test "$(ls -A "$STATE/imports")" = "$KEY"
 grep -q "dataset good: its 40 frames went to the device as they were decoded" "$DLOG"
-ok $? "one device, on_error fail: the frames went to the device as the shards were written (no second read)"
+ok $? "on_error fail, one device: the frames went to the device as the shards were written (no second read)"
 
 imp png "$R/png/manifest.jsonl"
 is "$(wait_dataset png 120)" ready "a PNG manifest imports too (stretch)"

@@ -14,7 +14,14 @@
 #   - bad "devices". (Sharded datasets: 37_sharded.sh.)
 . "$(dirname "$0")/lib.sh"
 
-start_daemon --devices 0,1,2 || bail "daemon did not start"
+MKFRAMES=${MKFRAMES_BIN:-}
+for c in "$ROOT/build/test/tools/mkframes" "$ROOT/build/release/tools/mkframes"; do
+    [ -z "$MKFRAMES" ] && [ -x "$c" ] && MKFRAMES=$c
+done
+[ -x "$MKFRAMES" ] || bail "mkframes not found (make test-build)"
+IMPR="$TDIR/frames"   # the dataset root of the import below
+mkdir -p "$IMPR"
+start_daemon --devices 0,1,2 --dataset-root "$IMPR" || bail "daemon did not start"
 load_synth d 96 "$IMG" 5
 ok $? "dataset ready on 3 virtual devices"
 api GET /v1/datasets/d
@@ -134,6 +141,22 @@ check "no rendezvous segment of this daemon is left in /dev/shm" \
     bash -c "! ls /dev/shm 2>/dev/null | grep -q '^traind-$DAEMON_PID-coll-'"
 submit "$(spec 3 2)"
 is "$(wait_job "$JOB" 300)" succeeded "the next 3-device job runs"
+
+# ---- an import on 3 devices: each written shard goes to every device ------------------------------------------
+"$MKFRAMES" --out "$IMPR/fr" --frames 24 --width 96 --height 72 --quality 90 --threads 2 || bail "mkframes"
+api POST /v1/datasets "{\"name\":\"imp\",\"import\":{\"image_size\":$IMG,\"manifest\":\"$IMPR/fr/manifest.jsonl\"}}"
+is "$(wait_dataset imp 120)" ready "an import on 3 devices is ready"
+api GET /v1/datasets/imp
+check "replicated: every device holds all 24 frames" \
+    jq -e '.residency == "replicated" and ([.devices[] | .samples] == [[0,24],[0,24],[0,24]])' <<<"$BODY"
+grep -q "dataset imp: its 24 frames went to the device as they were decoded" "$DLOG"
+ok $? "they went to the devices as the shards were written (no second read)"
+IXI='"indices":[[0,24]],"outputs":["cls"],"batch_size":4,'"$FP32"
+submit "{\"type\":\"infer\",\"dataset\":\"imp\",\"checkpoint\":\"$CK\",$IXI}"; J1=$JOB
+submit "{\"type\":\"infer\",\"dataset\":\"imp\",\"checkpoint\":\"$CK\",$IXI,\"devices\":[2,0,1]}"; J3=$JOB
+for j in "$J1" "$J3"; do is "$(wait_job "$j" 300)" succeeded "infer on the import, job $j"; done
+same_predictions "$(curl -s "$URL/v1/jobs/$J1/result")" "$(curl -s "$URL/v1/jobs/$J3/result")" >/dev/null
+ok $? "infer over the 3 devices' copies = over device 0's (1e-5): every device holds the same frames"
 
 # ---- SIGKILL of the daemon mid-run: the 2-rank job resumes exactly -------------------------------------------
 R='"checkpoint_every":10,"eval_every":0'

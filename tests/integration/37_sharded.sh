@@ -149,4 +149,25 @@ same_predictions "$(curl -s "$URL/v1/jobs/$IR/result")" "$SHARDED_INFER" >/dev/n
 ok $? "sharded and replicated: the same predictions in the same order (joints, confidence, cls; 1e-5)"
 fails_saying "$RR" "resume_from a sharded checkpoint on the replicated dataset" "resume:.*sharded.*replicated"
 stop_daemon TERM
+
+# ---- an import whose placement is sharded: loaded from its shards once written -----------------------------
+MKFRAMES=${MKFRAMES_BIN:-}
+for c in "$ROOT/build/test/tools/mkframes" "$ROOT/build/release/tools/mkframes"; do
+    [ -z "$MKFRAMES" ] && [ -x "$c" ] && MKFRAMES=$c
+done
+[ -x "$MKFRAMES" ] || bail "mkframes not found (make test-build)"
+IMPR="$TDIR/frames"
+mkdir -p "$IMPR"
+"$MKFRAMES" --out "$IMPR/fr" --frames 96 --width 96 --height 72 --quality 90 --threads 2 || bail "mkframes"
+start_daemon "${SHARD2[@]}" --dataset-root "$IMPR" || bail "daemon did not restart with a dataset root"
+is "$(wait_dataset d 180)" ready "d loaded again, sharded"
+api DELETE /v1/datasets/d   # room for the import
+api POST /v1/datasets "{\"name\":\"imp\",\"import\":{\"image_size\":$IMG,\"manifest\":\"$IMPR/fr/manifest.jsonl\"}}"
+is "$(wait_dataset imp 120)" ready "an import of 96 frames on the 2 small devices is ready"
+api GET /v1/datasets/imp
+check "sharded: [0,48) and [48,96)" \
+    jq -e '.residency == "sharded" and ([.devices[] | .samples] == [[0,48],[48,96]])' <<<"$BODY"
+! grep -q "dataset imp: its .* went to the device" "$DLOG"
+ok $? "sharded: not streamed while decoding, loaded from the written shards"
+stop_daemon TERM
 done_testing
