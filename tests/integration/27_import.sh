@@ -14,11 +14,7 @@
 # renderer's hands at W x H with a known K).
 . "$(dirname "$0")/lib.sh"
 
-MKFRAMES=${MKFRAMES_BIN:-}
-for c in "$ROOT/build/test/tools/mkframes" "$ROOT/build/release/tools/mkframes"; do
-    [ -z "$MKFRAMES" ] && [ -x "$c" ] && MKFRAMES=$c
-done
-[ -x "$MKFRAMES" ] || bail "mkframes not found (make test-build)"
+need_mkframes
 
 R="$TDIR/root"        # the dataset root
 OUTSIDE="$TDIR/outside"

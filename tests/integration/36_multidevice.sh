@@ -14,11 +14,7 @@
 #   - bad "devices". (Sharded datasets: 37_sharded.sh.)
 . "$(dirname "$0")/lib.sh"
 
-MKFRAMES=${MKFRAMES_BIN:-}
-for c in "$ROOT/build/test/tools/mkframes" "$ROOT/build/release/tools/mkframes"; do
-    [ -z "$MKFRAMES" ] && [ -x "$c" ] && MKFRAMES=$c
-done
-[ -x "$MKFRAMES" ] || bail "mkframes not found (make test-build)"
+need_mkframes
 IMPR="$TDIR/frames"   # the dataset root of the import below
 mkdir -p "$IMPR"
 start_daemon --devices 0,1,2 --dataset-root "$IMPR" || bail "daemon did not start"

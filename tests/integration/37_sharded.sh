@@ -151,11 +151,7 @@ fails_saying "$RR" "resume_from a sharded checkpoint on the replicated dataset" 
 stop_daemon TERM
 
 # ---- an import whose placement is sharded: loaded from its shards once written -----------------------------
-MKFRAMES=${MKFRAMES_BIN:-}
-for c in "$ROOT/build/test/tools/mkframes" "$ROOT/build/release/tools/mkframes"; do
-    [ -z "$MKFRAMES" ] && [ -x "$c" ] && MKFRAMES=$c
-done
-[ -x "$MKFRAMES" ] || bail "mkframes not found (make test-build)"
+need_mkframes
 IMPR="$TDIR/frames"
 mkdir -p "$IMPR"
 "$MKFRAMES" --out "$IMPR/fr" --frames 96 --width 96 --height 72 --quality 90 --threads 2 || bail "mkframes"

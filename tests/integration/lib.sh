@@ -291,6 +291,16 @@ losses() { curl -s "$URL/v1/jobs/$1/metrics?name=loss" | jq -c '[.[] | [.step, .
 # same_predictions RESULT_A RESULT_B — two infer results: the same indices in the same order, and
 # the same joints, confidence and cls up to 1e-5 (another split over ranks takes other paths
 # through the matrix products)
+# need_mkframes — MKFRAMES: tests/tools/mkframes (MKFRAMES_BIN, else the test or release build), or bail
+need_mkframes() {
+    MKFRAMES=${MKFRAMES_BIN:-}
+    local c
+    for c in "$ROOT/build/test/tools/mkframes" "$ROOT/build/release/tools/mkframes"; do
+        [ -z "$MKFRAMES" ] && [ -x "$c" ] && MKFRAMES=$c
+    done
+    [ -x "$MKFRAMES" ] || bail "mkframes not found (make test-build)"
+}
+
 same_predictions() {
     jq -en --argjson a "$1" --argjson b "$2" \
        '$a.count == $b.count and $a.count > 0 and ([$a.predictions[].index] == [$b.predictions[].index]) and
