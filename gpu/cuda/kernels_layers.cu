@@ -373,14 +373,6 @@ __global__ void __launch_bounds__(256) cu_layernorm_bwd_dw_v_kernel(float *dinp,
     }
 }
 
-__global__ void cu_chunks_add_kernel(float *acc, const float *part, int nchunk, int C) {
-    int col = blockIdx.x * blockDim.x + threadIdx.x;
-    if (col >= C) return;
-    float t = 0.0f;
-    for (int j = 0; j < nchunk; j++) t += part[(size_t)j * C + col];
-    acc[col] += t;
-}
-
 void cu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const float *dout,
                       const float *inp, const void *lx, dtype_t lxdt, const float *gamma,
                       const float *w, const float *mean, const float *rstd, int N, int C) {
@@ -406,8 +398,8 @@ void cu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const flo
         unsigned grid = (unsigned)nblk;
         CU_LN_DISPATCH(cu_layernorm_bwd_dw_v_kernel, C, dinp, pw, pb, dout, inp, lx, lxdt, gamma, w, mean, rstd, N);
         CU_LAUNCH_CHECK();
-        if (dw) { cu_chunks_add_kernel<<<(C + 127) / 128, 128, 0, st>>>(dw, pw, nblk, C); CU_LAUNCH_CHECK(); }
-        if (db) { cu_chunks_add_kernel<<<(C + 127) / 128, 128, 0, st>>>(db, pb, nblk, C); CU_LAUNCH_CHECK(); }
+        if (dw) cu_colsum_finish(b, dw, pw, nblk, C);
+        if (db) cu_colsum_finish(b, db, pb, nblk, C);
         return;
     }
     if (lx) {   /* the other shapes: the sum made first, by the forward's own op */
@@ -433,8 +425,8 @@ void cu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const flo
         dim3 blk(32, 16), grid((C + 31) / 32, nchunk);
         cu_layernorm_dw_kernel<<<grid, blk, 0, st>>>(pw, pb, dout, inp, mean, rstd, N, C);
         CU_LAUNCH_CHECK();
-        if (dw) { cu_chunks_add_kernel<<<(C + 127) / 128, 128, 0, st>>>(dw, pw, nchunk, C); CU_LAUNCH_CHECK(); }
-        if (db) { cu_chunks_add_kernel<<<(C + 127) / 128, 128, 0, st>>>(db, pb, nchunk, C); CU_LAUNCH_CHECK(); }
+        if (dw) cu_colsum_finish(b, dw, pw, nchunk, C);
+        if (db) cu_colsum_finish(b, db, pb, nchunk, C);
     }
 }
 

@@ -232,17 +232,23 @@ void cu_colsum_finish(backend_t *b, float *acc, const float *part, int nchunk, i
     CU_LAUNCH_CHECK();
 }
 
+/* The two passes: partial sums of each chunk (a also stored as bf16 into g16
+ * when not NULL), then the chunks added in order into acc. */
+static void cu_colsum_run(backend_t *b, float *acc, __nv_bfloat16 *g16, const float *a, const void *x, dtype_t xdt,
+                          int N, int C) {
+    int nchunk = (N + CU_COLSUM_ROWS - 1) / CU_COLSUM_ROWS;
+    CU_ASSERT(nchunk <= 65535, "N=%d", N);
+    float *part = (float *)cu_scratch(b, 3, (size_t)nchunk * C * sizeof(float));
+    dim3 blk(32, 16), grid((C + 31) / 32, nchunk);
+    cu_colsum_part_kernel<<<grid, blk, 0, cu_impl(b)->stream>>>(part, g16, a, x, xdt, N, C);
+    CU_LAUNCH_CHECK();
+    cu_colsum_finish(b, acc, part, nchunk, C);
+}
+
 void cu_store_colsum(backend_t *b, void *dst, dtype_t ddt, float *acc, const float *src, int M, int N) {
     if (M <= 0 || N <= 0) return;
-    if (ddt == DT_BF16 && acc) {
-        int nchunk = (M + CU_COLSUM_ROWS - 1) / CU_COLSUM_ROWS;
-        CU_ASSERT(nchunk <= 65535, "M=%d", M);
-        float *part = (float *)cu_scratch(b, 3, (size_t)nchunk * N * sizeof(float));
-        dim3 blk(32, 16), grid((N + 31) / 32, nchunk);
-        cu_colsum_part_kernel<<<grid, blk, 0, cu_impl(b)->stream>>>(part, (__nv_bfloat16 *)dst, src, NULL, DT_F32,
-                                                                     M, N);
-        CU_LAUNCH_CHECK();
-        cu_colsum_finish(b, acc, part, nchunk, N);
+    if (ddt == DT_BF16 && acc) {   /* one pass over src for both */
+        cu_colsum_run(b, acc, (__nv_bfloat16 *)dst, src, NULL, DT_F32, M, N);
         return;
     }
     if (acc) cu_colsum(b, acc, src, NULL, DT_F32, M, N);
@@ -251,15 +257,7 @@ void cu_store_colsum(backend_t *b, void *dst, dtype_t ddt, float *acc, const flo
 
 void cu_colsum(backend_t *b, float *acc, const float *a, const void *x, dtype_t xdt, int N, int C) {
     if (N <= 0 || C <= 0) return;
-    cudaStream_t st = cu_impl(b)->stream;
-    int nchunk = (N + CU_COLSUM_ROWS - 1) / CU_COLSUM_ROWS;
-    CU_ASSERT(nchunk <= 65535, "N=%d", N);
-    float *part = (float *)cu_scratch(b, 3, (size_t)nchunk * C * sizeof(float));
-    dim3 blk(32, 16), grid((C + 31) / 32, nchunk);
-    cu_colsum_part_kernel<<<grid, blk, 0, st>>>(part, NULL, a, x, xdt, N, C);
-    CU_LAUNCH_CHECK();
-    cu_colsum_final_kernel<<<(C + 127) / 128, 128, 0, st>>>(acc, part, nchunk, C);
-    CU_LAUNCH_CHECK();
+    cu_colsum_run(b, acc, NULL, a, x, xdt, N, C);
 }
 
 void cu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const void *dout_g, dtype_t gdt,
