@@ -79,7 +79,7 @@ $(R)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 # the image kernels compute the CPU reference's floats bit for bit: no FMA contraction
-$(R)/gpu/cuda/images.o: NVFLAGS += --fmad=false
+$(R)/gpu/cuda/images.o $(R)/gpu/cuda/jpeg_gpu.o: NVFLAGS += --fmad=false
 # the importer's pixel loops (resize, CMYK, orientation): -O3 lets GCC vectorize them
 $(R)/gpu/image.o $(R)/gpu/imgdec.o: RFLAGS += -O3
 $(R)/libtraind.a: $(R_OBJ)

@@ -17,7 +17,8 @@
 #      (the synthetic renderer's hands, 640x480, JPEG q90, 16 threads) into
 #      IMPORT_WORK (/dev/shm/traind-import-bench), then read once (page cache)
 #   3. traind (--backend cuda, state dir in IMPORT_WORK, so the cache's
-#      fsyncs cost what tmpfs costs) imports them through the API
+#      fsyncs cost what tmpfs costs; once per --import-decoder of
+#      IMPORT_DECODERS, default "auto cpu") imports them through the API
 #      (bench/import_http.py): POST -> "ready" (decoded, written to the cache,
 #      loaded resident bf16); then the same manifest under another name (the
 #      cache-hit path)
@@ -88,18 +89,29 @@ log "# frames written in $(dt "$t0" "$t1") s: $(du -sh "$WORK/frames" | cut -f1)
 cat "$WORK"/frames/img/* >/dev/null   # the page cache holds them (tmpfs does anyway)
 
 # ---- 3. traind ---------------------------------------------------------------------------
-PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$TRAIND" --state-dir "$WORK/state" --backend "$BACKEND" --listen "127.0.0.1:$PORT" --dataset-root "$WORK" \
-    >"$OUT/import_traind.log" 2>&1 &
-DPID=$!
-# POST -> "ready", then the same manifest under another name (the cache hit);
-# Python's urllib, polling every 5 ms, with a time limit per import
-"$PY" bench/import_http.py "http://127.0.0.1:$PORT" "$MAN" "$S" "$RESIZE" first second 2>&1 | tee -a "$LOG" ||
-    tail -20 "$OUT/import_traind.log" | sed 's/^/# traind: /' | tee -a "$LOG"
-grep -E "import|ready|ERROR" "$OUT/import_traind.log" | sed 's/^/# traind: /' | tee -a "$LOG" >/dev/null
-kill "$DPID" 2>/dev/null
-wait "$DPID" 2>/dev/null
-DPID=
+# once per --import-decoder in IMPORT_DECODERS ("auto cpu": nvJPEG beside the
+# CPU decoders, then the CPU alone), each daemon with its own state dir (no
+# cache shared); the first's lines are import_traind, the others' import_traind_<decoder>
+first=1
+for dec in ${IMPORT_DECODERS:-auto cpu}; do
+    tag=import_traind
+    [ $first = 1 ] || tag=import_traind_$dec
+    PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$TRAIND" --state-dir "$WORK/state-$dec" --backend "$BACKEND" --listen "127.0.0.1:$PORT" --dataset-root "$WORK" \
+        --import-decoder "$dec" >"$OUT/import_traind_$dec.log" 2>&1 &
+    DPID=$!
+    # POST -> "ready", then the same manifest under another name (the cache hit);
+    # Python's urllib, polling every 5 ms, with a time limit per import
+    log "# traind --import-decoder $dec"
+    "$PY" bench/import_http.py "http://127.0.0.1:$PORT" "$MAN" "$S" "$RESIZE" first second 2>&1 |
+        sed "s/^RESULT import_traind /RESULT $tag /" | tee -a "$LOG" ||
+        tail -20 "$OUT/import_traind_$dec.log" | sed 's/^/# traind: /' | tee -a "$LOG"
+    grep -E "import|ready|ERROR|JPEG" "$OUT/import_traind_$dec.log" | sed 's/^/# traind: /' | tee -a "$LOG" >/dev/null
+    kill "$DPID" 2>/dev/null
+    wait "$DPID" 2>/dev/null
+    DPID=
+    first=0
+done
 
 # ---- 4. PyTorch ----------------------------------------------------------------------------
 "$PY" bench/import_torch.py "$MAN" --size "$S" --workers "$WORKERS" 2>&1 | tee -a "$LOG"
@@ -115,6 +127,8 @@ for line in open(sys.argv[1]):
 names = {("import_traind", "end_to_end"): "traind import, end to end (POST -> resident bf16)",
          ("import_traind", "decode_phase"): "traind import, decode + resize + shards only",
          ("import_traind", "cache_hit"): "traind import again (cache hit), end to end",
+         ("import_traind_cpu", "end_to_end"): "traind import, CPU decoders only, end to end",
+         ("import_traind_cpu", "decode_phase"): "traind import, CPU decoders only, decode phase",
          ("import_torch", "pil"): "PyTorch DataLoader, PIL draft() + BILINEAR",
          ("import_torch", "pil_full"): "PyTorch DataLoader, PIL full decode + BILINEAR",
          ("import_torch", "cv2"): "PyTorch DataLoader, OpenCV reduced decode + AREA",

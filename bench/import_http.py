@@ -79,7 +79,7 @@ def main():
                   f"s={imp.get('decode_s', 0):.3f}", flush=True)
             keep = {k: rec.get(k) for k in ("samples", "image_size", "bytes", "gb_per_s")}
             keep["import"] = {k: imp.get(k) for k in ("imported", "skipped", "cache_hit", "prepare_s", "decode_s",
-                                                      "images_per_s")}
+                                                      "images_per_s", "decoder", "gpu_frames")}
             print("# record: " + json.dumps(keep), flush=True)
     return 0
 

@@ -28,6 +28,7 @@ void config_defaults(daemon_cfg_t *c) {
         snprintf(c->state_dir, sizeof c->state_dir, "./traind-state");
     }
     snprintf(c->backend, sizeof c->backend, "auto");
+    snprintf(c->import_decoder, sizeof c->import_decoder, "auto");
     c->log_level = LOG_INFO;
     c->cancel_grace_s = 60;
     c->max_connections = CONFIG_CONN_LIMIT;
@@ -55,6 +56,10 @@ int config_set(daemon_cfg_t *c, const char *key, const char *v, char *err, size_
         if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto"))
             return errbuf_set(err, errlen, "backend: '%s' is not cpu, cuda or auto", v);
         COPY(c->backend);
+    } else if (!strcmp(key, "import-decoder")) {
+        if (strcmp(v, "auto") && strcmp(v, "cpu") && strcmp(v, "hardware") && strcmp(v, "cuda"))
+            return errbuf_set(err, errlen, "import-decoder: '%s' is not auto, cpu, hardware or cuda", v);
+        COPY(c->import_decoder);
     } else if (!strcmp(key, "token-file")) COPY(c->token_file);
     else if (!strcmp(key, "dataset-root")) {
         if (c->n_roots >= CFG_MAX_ROOTS) return errbuf_set(err, errlen, "dataset-root: at most %d", CFG_MAX_ROOTS);
@@ -177,7 +182,7 @@ static const char *const flag_names[] = {
     "listen", "state-dir", "backend", "token-file", "dataset-root", "model-root", "devices",
     "memory-reserve-gb", "log-level", "cancel-grace-s", "max-connections", "idle-timeout-s",
     "max-connections-per-ip", "request-timeout-s", "allow-host", "allow-origin", "keep-jobs",
-    "job-memory-gb", "cpu-device-memory-gb", "config",
+    "job-memory-gb", "cpu-device-memory-gb", "import-decoder", "config",
 };
 
 int config_parse_args(daemon_cfg_t *c, int argc, char **argv, int *help, int *version,
@@ -476,6 +481,9 @@ void config_usage(FILE *f) {
         "  --cpu-device-memory-gb G cpu backend: resident dataset bytes each virtual device may hold,\n"
         "                           standing in for a GPU's memory (sharding without GPUs; default\n"
         "                           0 = the host's memory, which all virtual devices share)\n"
+        "  --import-decoder D       JPEG decoding of dataset imports: auto (nvJPEG on the first\n"
+        "                           device beside the CPU decoders when the cuda backend has it),\n"
+        "                           hardware or cuda (that nvJPEG decoder), cpu (CPU only)\n"
         "  --config FILE            read settings from FILE\n",
         CONFIG_DEFAULT_LISTEN, CONFIG_CONN_LIMIT, CONFIG_IDLE_TIMEOUT_S, CONFIG_PER_IP_LIMIT,
         CONFIG_REQUEST_TIMEOUT_S, CONFIG_KEEP_JOBS);

@@ -15,6 +15,7 @@
  *   keep-jobs = 10000              (ended jobs kept; older ones are deleted)
  *   job-memory-gb = 0              (most memory one job may use; 0 = the device's room)
  *   cpu-device-memory-gb = 0       (cpu backend: dataset bytes one virtual device may hold)
+ *   import-decoder = auto|cpu|hardware|cuda   (JPEG decoding of imports: gpu/jpeg_gpu.h)
  *
  * Flags override the file; --config FILE is read first wherever it appears. */
 #ifndef TRAIND_CONFIG_H
@@ -42,6 +43,7 @@ typedef struct {
     char listen[256];                       /* host:port; default 127.0.0.1:8470 */
     char state_dir[PATH_MAX];               /* $STATE_DIRECTORY or ./traind-state */
     char backend[16];                       /* auto|cpu|cuda */
+    char import_decoder[16];                /* auto|cpu|hardware|cuda: nvJPEG beside the CPU decoders */
     char token_file[PATH_MAX];
     char token[CFG_TOKEN_MAX];              /* read from token_file; "" = no auth */
     char dataset_roots[CFG_MAX_ROOTS][PATH_MAX];   /* realpath'd */

@@ -35,6 +35,7 @@
 #include "daemon/sched.h"
 #include "gpu/dataset.h"
 #include "gpu/import.h"
+#include "gpu/jpeg_gpu.h"
 #include "store/dataset.h"
 #include "store/errbuf.h"
 #include "store/fsutil.h"
@@ -84,6 +85,8 @@ struct residency {
     int stop;
     char (*rm_keys)[65];         /* import caches to remove once unused (done by the loader) */
     int n_rm;
+    jpeg_gpu_t *jpeg;            /* the imports' GPU JPEG decoder, opened by the loader on first use */
+    int jpeg_tried;
 };
 
 static res_ds_t *find(residency_t *r, const char *name) {
@@ -445,6 +448,34 @@ static int import_streamed_ok(residency_t *r, res_ds_t *x, const imp_ud_t *u) {
     return ok;
 }
 
+/* The GPU JPEG decoder imports use beside the CPU's (--import-decoder),
+ * opened on the first device by the first import that decodes; NULL when
+ * there is none (the cpu backend, no nvJPEG: said once in the log). */
+#define IMPORT_GPU_THREADS 4
+#define IMPORT_GPU_BATCH 64
+static jpeg_gpu_t *import_gpu(residency_t *r) {
+    daemon_t *d = r->d;
+    const char *want = d->cfg.import_decoder;
+    if (r->jpeg_tried || strcmp(want, "cpu") == 0) return r->jpeg;
+    r->jpeg_tried = 1;
+    if (strcmp(d->be[0]->name, "cuda") != 0) {
+        if (strcmp(want, "auto") != 0)
+            log_warn(NULL, "imports: --import-decoder %s needs the cuda backend; decoding on the CPU only", want);
+        return NULL;
+    }
+    char why[256];
+    daemon_bind_device(d, 0);
+    r->jpeg = jpeg_gpu_open(d->be[0]->device, want, IMPORT_GPU_THREADS, IMPORT_GPU_BATCH, why, sizeof why);
+    if (r->jpeg)
+        log_info(NULL, "imports: JPEG frames decoded by %s on device %d (%d threads, batches of %d) beside the CPU "
+                 "decoders", r->jpeg->name, r->jpeg->device, r->jpeg->threads, r->jpeg->batch);
+    else if (strcmp(want, "auto") == 0)
+        log_info(NULL, "imports: JPEG frames decoded on the CPU only (%s)", why);
+    else
+        log_warn(NULL, "imports: --import-decoder %s: %s; decoding on the CPU only", want, why);
+    return r->jpeg;
+}
+
 /* Makes x->dir the import's shard directory: the recorded cache when it is
  * still there, else the import (a cache hit or a decode). With on_error
  * "fail" and a replicated placement, a decoding import puts each shard on
@@ -483,6 +514,7 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
                        .roots = roots, .n_roots = d->cfg.n_roots, .cancel = &x->cancel,
                        .progress = on_import_progress, .admit = on_import_admit, .ud = &u};
     if (!o.skip) o.sink = on_import_rows;
+    o.gpu = import_gpu(r);
     if (o.n_roots == 0) {
         pthread_mutex_destroy(&u.put_mu);
         return errbuf_set(msg, msglen, "no dataset root is configured (--dataset-root)");
@@ -794,6 +826,7 @@ void residency_destroy(residency_t *r) {
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->loader, NULL);
+    if (r->jpeg) r->jpeg->close(r->jpeg);
     pthread_mutex_lock(&r->mu);
     remove_unused_caches(r);
     pthread_mutex_unlock(&r->mu);

@@ -4,10 +4,12 @@
  * Owns backend_open(): "cpu" (always built), "cuda" (only in builds with
  * TRAIND_CUDA, through backend_cuda_create of gpu/cuda/), and "auto", which
  * takes the CUDA device when one is usable and falls back to the CPU. The
- * backends themselves live in gpu/backend_cpu.c and gpu/cuda/. */
+ * backends themselves live in gpu/backend_cpu.c and gpu/cuda/. Also the
+ * importer's GPU JPEG decoder by the same rule (jpeg_gpu_open). */
 #include <stdio.h>
 #include <string.h>
 #include "gpu/backend.h"
+#include "gpu/jpeg_gpu.h"
 #include "store/hand.h"
 
 void hand_norm_add(hand_norm_t *n, const uint8_t *valid) {
@@ -62,4 +64,18 @@ backend_t *backend_open(const char *name, int device, char *err, size_t errlen) 
 
     snprintf(err, errlen, "unknown backend \"%s\" (expected cpu, cuda or auto)", name);
     return NULL;
+}
+
+#ifdef TRAIND_CUDA
+jpeg_gpu_t *jpeg_gpu_cuda_open(int device, const char *backend, int threads, int batch, char *why, size_t len);
+#endif
+
+jpeg_gpu_t *jpeg_gpu_open(int device, const char *backend, int threads, int batch, char *why, size_t len) {
+#ifdef TRAIND_CUDA
+    return jpeg_gpu_cuda_open(device, backend, threads, batch, why, len);
+#else
+    (void)device, (void)backend, (void)threads, (void)batch;
+    snprintf(why, len, "this traind was built without CUDA (no nvcc at build time)");
+    return NULL;
+#endif
 }

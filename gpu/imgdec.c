@@ -7,6 +7,7 @@
  * and the one 16-bit tag needed does not warrant a second library), and
  * PNG through libpng's simplified read API.
  */
+#define _GNU_SOURCE   /* memmem */
 #include "gpu/imgdec.h"
 #include "store/errbuf.h"
 
@@ -86,9 +87,21 @@ static int exif_orientation(const uint8_t *t, size_t n) {
     return 1;
 }
 
-int imgdec_jpeg_markers(const uint8_t *buf, size_t len, int *orientation, int *adobe) {
-    *orientation = 1;
-    *adobe = 0;
+/* The header segments up to the first SOS: EXIF orientation, Adobe marker,
+ * the frame header (SOF) and the first scan's component count. */
+typedef struct {
+    int orientation, adobe;
+    int sof;                  /* the SOF marker's low byte (0xC0 baseline), -1 none */
+    int precision, w, h, ncomp;
+    uint8_t id[4], hv[4];     /* component ids and sampling factors (H << 4 | V) */
+    int scan_ncomp;           /* components of the first scan, 0 when none was reached */
+    size_t scan_data;         /* offset of the first scan's entropy-coded data */
+} jpeg_hdr_t;
+
+static int jpeg_walk(const uint8_t *buf, size_t len, jpeg_hdr_t *j) {
+    memset(j, 0, sizeof *j);
+    j->orientation = 1;
+    j->sof = -1;
     if (len < 4 || buf[0] != 0xFF || buf[1] != 0xD8) return -1;
     int have_exif = 0;
     size_t p = 2;
@@ -97,20 +110,59 @@ int imgdec_jpeg_markers(const uint8_t *buf, size_t len, int *orientation, int *a
         uint8_t m = buf[p + 1];
         if (m == 0xFF) { p++; continue; }              /* fill byte */
         if (m == 0x01 || (m >= 0xD0 && m <= 0xD8)) { p += 2; continue; }   /* standalone markers */
-        if (m == 0xDA || m == 0xD9) break;             /* start of scan / end of image */
+        if (m == 0xD9) break;                          /* end of image */
         size_t seg = rd16(buf + p + 2, 0);
         if (seg < 2 || seg > len - p - 2) break;
         const uint8_t *pl = buf + p + 4;
         size_t pn = seg - 2;
+        if (m == 0xDA) {                               /* start of scan: the header ends here */
+            if (pn >= 1) j->scan_ncomp = pl[0];
+            j->scan_data = p + 2 + seg;
+            break;
+        }
         if (m == 0xE1 && !have_exif && pn >= 6 && memcmp(pl, "Exif\0\0", 6) == 0) {
-            *orientation = exif_orientation(pl + 6, pn - 6);
+            j->orientation = exif_orientation(pl + 6, pn - 6);
             have_exif = 1;
         } else if (m == 0xEE && pn >= 5 && memcmp(pl, "Adobe", 5) == 0) {
-            *adobe = 1;
+            j->adobe = 1;
+        } else if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC && j->sof < 0 && pn >= 6) {
+            j->sof = m;
+            j->precision = pl[0];
+            j->h = (int)rd16(pl + 1, 0);
+            j->w = (int)rd16(pl + 3, 0);
+            j->ncomp = pl[5];
+            for (int c = 0; c < j->ncomp && c < 4 && (size_t)(8 + 3 * c) < pn; c++) {
+                j->id[c] = pl[6 + 3 * c];
+                j->hv[c] = pl[7 + 3 * c];
+            }
         }
         p += 2 + seg;
     }
     return 0;
+}
+
+int imgdec_jpeg_markers(const uint8_t *buf, size_t len, int *orientation, int *adobe) {
+    jpeg_hdr_t j;
+    int r = jpeg_walk(buf, len, &j);
+    *orientation = j.orientation;
+    *adobe = j.adobe;
+    return r;
+}
+
+int imgdec_jpeg_plain(const uint8_t *buf, size_t len, int *w, int *h) {
+    jpeg_hdr_t j;
+    if (jpeg_walk(buf, len, &j) || j.sof != 0xC0 || j.precision != 8 || j.ncomp != 3 || j.scan_ncomp != 3 ||
+        j.orientation != 1 || j.adobe || j.w < 1 || j.h < 1)
+        return 0;
+    if (j.id[0] == 'R' && j.id[1] == 'G' && j.id[2] == 'B') return 0;   /* libjpeg reads these as RGB */
+    if (j.hv[1] != 0x11 || j.hv[2] != 0x11) return 0;
+    if (j.hv[0] != 0x11 && j.hv[0] != 0x21 && j.hv[0] != 0x22 && j.hv[0] != 0x12) return 0;
+    if (len < j.scan_data + 2 || buf[len - 2] != 0xFF || buf[len - 1] != 0xD9) return 0;   /* EOI last */
+    /* one scan: no further SOS in the entropy-coded data (a 0xFF there is stuffed or a marker) */
+    if (memmem(buf + j.scan_data, len - j.scan_data, "\xFF\xDA", 2)) return 0;
+    *w = j.w;
+    *h = j.h;
+    return 1;
 }
 
 /* ---- orientation --------------------------------------------------------------- */

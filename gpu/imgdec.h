@@ -58,4 +58,11 @@ int imgdec_decode(imgdec_t *d, const uint8_t *buf, size_t len, int need, int min
  * not a JPEG; *orientation is 1 when absent or invalid. */
 int imgdec_jpeg_markers(const uint8_t *buf, size_t len, int *orientation, int *adobe);
 
+/* A file the GPU decoder (gpu/jpeg_gpu.h) takes as it is: a baseline JPEG
+ * (SOF0, 8-bit) of 3 YCbCr components sampled 4:4:4, 4:2:2, 4:2:0 or
+ * 4:4:0, in one interleaved scan, EOI its last two bytes, without an EXIF
+ * orientation other than 1 or an Adobe marker. 1 with its size in *w, *h;
+ * 0 when not (the CPU decodes it, and names what is wrong with it). */
+int imgdec_jpeg_plain(const uint8_t *buf, size_t len, int *w, int *h);
+
 #endif

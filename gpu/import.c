@@ -303,10 +303,11 @@ typedef struct {
     int64_t *fsize, *fmtime;        /* per frame, from the stat pass */
     char **ferr;                    /* per frame, the stat pass's error (or NULL) */
     int S, R, T;
+    int G;                          /* threads that feed o->gpu (0: none), after the T decoding on the CPU */
     int64_t M;                      /* frames per shard */
     char outdir[PATH_MAX];
     imp_slot_t *slots;
-    atomic_llong next, done, checked;
+    atomic_llong next, done, checked, gpu_frames;
     atomic_int abort, running;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -325,6 +326,10 @@ typedef struct {
     image_resizer_t *rz;
     uint8_t *buf;
     size_t cap;
+    int gpu;                        /* -1: decodes frames on the CPU; else feeds o->gpu as its caller `gpu` */
+    uint8_t **fbuf;                 /* gpu: [batch] files of a batch, and their capacities */
+    size_t *fcap;
+    jpeg_gpu_frame_t *gf;           /* gpu: [batch] */
     pthread_t th;
 } imp_thread_t;
 
@@ -372,10 +377,10 @@ static int64_t imp_mtime_ns(const struct stat *st) {
     return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 }
 
-/* Decode, crop/resize and relabel frame i into slot position j. 0 or -1 with why. */
-static int imp_frame(imp_ctx_t *c, imp_thread_t *t, int64_t i, imp_slot_t *s, int64_t j, char *why, size_t wl) {
+/* Opens frame i's file beneath the roots and reads it into *buf (grown): 0
+ * with *len, or -1 with why (naming the frame). */
+static int imp_read_frame(imp_ctx_t *c, int64_t i, uint8_t **buf, size_t *cap, size_t *len, char *why, size_t wl) {
     const mf_frame_t *f = &c->m->frames[i];
-    const int S = c->S;
     char where[PATH_MAX + 256], e[512];
     if (f->error) return errbuf_set(why, wl, "%s", f->error);
     imp_where(c->m, f, where, sizeof where);
@@ -387,25 +392,34 @@ static int imp_frame(imp_ctx_t *c, imp_thread_t *t, int64_t i, imp_slot_t *s, in
         close(fd);
         return errbuf_set(why, wl, "%s: the file changed during the import", where);
     }
-    int r = imp_read_fd(fd, st.st_size, &t->buf, &t->cap, e, sizeof e);
+    int r = imp_read_fd(fd, st.st_size, buf, cap, e, sizeof e);
     close(fd);
     if (r) return errbuf_set(why, wl, "%s: %s", where, e);
-    imgdec_out_t out;
-    if (imgdec_decode(t->dec, t->buf, (size_t)st.st_size, S, IMPORT_MIN_SIDE, &out, e, sizeof e))
-        return errbuf_set(why, wl, "%s: %s", where, e);
-    int x0 = 0, y0 = 0, rw = out.w, rh = out.h;
+    *len = (size_t)st.st_size;
+    return 0;
+}
+
+/* The region of a decoded w x h image that is resized: all of it (stretch)
+ * or its centre square (crop). */
+static void imp_region(const imp_ctx_t *c, int w, int h, int *x0, int *y0, int *rw, int *rh) {
+    *x0 = *y0 = 0;
+    *rw = w;
+    *rh = h;
     if (c->o->crop) {
-        int side = out.w < out.h ? out.w : out.h;
-        x0 = (out.w - side) / 2;
-        y0 = (out.h - side) / 2;
-        rw = rh = side;
+        int side = w < h ? w : h;
+        *x0 = (w - side) / 2;
+        *y0 = (h - side) / 2;
+        *rw = *rh = side;
     }
-    uint8_t *img = s->img + (size_t)j * S * S * 3;
-    if (image_resizer_run(t->rz, out.rgb + ((size_t)y0 * out.w + x0) * 3, rh, rw, (size_t)out.w * 3, img, S, S, e,
-                          sizeof e))
-        return errbuf_set(why, wl, "%s: %s", where, e);
+}
+
+/* Frame i's labels into slot position j, K adjusted to the image: decoded at
+ * factor sc, the region (x0, y0, rw, rh) resized to S x S. 0 or -1 with why. */
+static int imp_labels(imp_ctx_t *c, int64_t i, imp_slot_t *s, int64_t j, double sc, int x0, int y0, int rw, int rh,
+                      char *why, size_t wl) {
+    const mf_frame_t *f = &c->m->frames[i];
+    const int S = c->S;
     /* K' = A K (gpu/import.h) */
-    double sc = (double)out.scale_num / out.scale_den;
     double ax = sc * S / rw, ay = sc * S / rh, bx = -(double)x0 * S / rw, by = -(double)y0 * S / rh;
     float *K = s->K + (size_t)j * 9;
     for (int col = 0; col < 3; col++) {
@@ -414,11 +428,41 @@ static int imp_frame(imp_ctx_t *c, imp_thread_t *t, int64_t i, imp_slot_t *s, in
         K[6 + col] = f->K[6 + col];
     }
     for (int q = 0; q < 9; q++)
-        if (!isfinite(K[q])) return errbuf_set(why, wl, "%s: the adjusted K is not finite", where);
+        if (!isfinite(K[q])) {
+            char where[PATH_MAX + 256];
+            imp_where(c->m, f, where, sizeof where);
+            return errbuf_set(why, wl, "%s: the adjusted K is not finite", where);
+        }
     memcpy(s->joints + (size_t)j * HAND_COORDS, f->joints, sizeof f->joints);
     memcpy(s->valid + (size_t)j * HAND_JOINTS, f->valid, HAND_JOINTS);
     s->hh[j] = f->has_hand;
     return 0;
+}
+
+/* Decode (buf, len: frame i's file), crop/resize and relabel frame i into
+ * slot position j, on this CPU. 0 or -1 with why. */
+static int imp_frame_cpu(imp_ctx_t *c, imp_thread_t *t, int64_t i, const uint8_t *buf, size_t len, imp_slot_t *s,
+                         int64_t j, char *why, size_t wl) {
+    const int S = c->S;
+    char where[PATH_MAX + 256], e[512];
+    imp_where(c->m, &c->m->frames[i], where, sizeof where);
+    imgdec_out_t out;
+    if (imgdec_decode(t->dec, buf, len, S, IMPORT_MIN_SIDE, &out, e, sizeof e))
+        return errbuf_set(why, wl, "%s: %s", where, e);
+    int x0, y0, rw, rh;
+    imp_region(c, out.w, out.h, &x0, &y0, &rw, &rh);
+    uint8_t *img = s->img + (size_t)j * S * S * 3;
+    if (image_resizer_run(t->rz, out.rgb + ((size_t)y0 * out.w + x0) * 3, rh, rw, (size_t)out.w * 3, img, S, S, e,
+                          sizeof e))
+        return errbuf_set(why, wl, "%s: %s", where, e);
+    return imp_labels(c, i, s, j, (double)out.scale_num / out.scale_den, x0, y0, rw, rh, why, wl);
+}
+
+/* Reads, decodes and relabels frame i into slot position j on this CPU. */
+static int imp_frame(imp_ctx_t *c, imp_thread_t *t, int64_t i, imp_slot_t *s, int64_t j, char *why, size_t wl) {
+    size_t len;
+    if (imp_read_frame(c, i, &t->buf, &t->cap, &len, why, wl)) return -1;
+    return imp_frame_cpu(c, t, i, t->buf, len, s, j, why, wl);
 }
 
 static int64_t imp_shard_count(const imp_ctx_t *c, int64_t k) {
@@ -478,33 +522,130 @@ static void imp_thread_done(imp_ctx_t *c) {
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Frame i (slot position j of shard k) is done, imported (r == 0) or not
+ * (why): the thread that finishes a shard's last frame writes it and hands
+ * its slot to shard k + R. */
+static void imp_frame_end(imp_ctx_t *c, int64_t i, int64_t k, int64_t j, int r, const char *why) {
+    imp_slot_t *s = &c->slots[k % c->R];
+    s->ok[j] = r == 0;
+    if (r) imp_frame_error(c, i, why);
+    atomic_fetch_add(&c->done, 1);
+    if (atomic_fetch_sub(&s->remaining, 1) == 1) {   /* the shard's last frame */
+        char err[512];
+        if (!atomic_load(&c->abort) && imp_write_shard(c, s, k, err, sizeof err)) imp_fatal(c, err);
+        pthread_mutex_lock(&c->mu);
+        s->shard = k + c->R;
+        atomic_store(&s->remaining, imp_shard_count(c, k + c->R));
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+}
+
+/* Waits until shard k's slot holds it: 0, or -1 when the import aborts. */
+static int imp_wait_slot(imp_ctx_t *c, int64_t k) {
+    imp_slot_t *s = &c->slots[k % c->R];
+    pthread_mutex_lock(&c->mu);
+    while (s->shard != k && !atomic_load(&c->abort)) pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    return atomic_load(&c->abort) ? -1 : 0;
+}
+
+/* A thread that feeds the GPU decoder: takes up to a batch of consecutive
+ * frames within one shard (so that it waits for one slot, as a frame does),
+ * reads their files, hands the plain JPEGs (imgdec_jpeg_plain) to the
+ * decoder and decodes the others — and any it refuses — on this CPU. */
+static void imp_gpu_batch(imp_thread_t *t, int64_t i0, int64_t i1) {
+    imp_ctx_t *c = t->c;
+    jpeg_gpu_t *g = c->o->gpu;
+    const int S = c->S;
+    const int64_t k = i0 / c->M;
+    imp_slot_t *s = &c->slots[k % c->R];
+    char why[1536];
+    int n = (int)(i1 - i0), rc[n > 0 ? n : 1];
+    char *whys[n > 0 ? n : 1];
+    size_t len[n > 0 ? n : 1];
+    memset(whys, 0, sizeof whys);
+    int m = 0;
+    for (int q = 0; q < n; q++) {
+        int64_t i = i0 + q, j = i - k * c->M;
+        jpeg_gpu_frame_t *x = &t->gf[q];
+        memset(x, 0, sizeof *x);
+        x->ok = -1;   /* not handed to the decoder */
+        rc[q] = imp_read_frame(c, i, &t->fbuf[q], &t->fcap[q], &len[q], why, sizeof why);
+        if (rc[q]) {
+            whys[q] = strdup(why);
+            continue;
+        }
+        int w, h;
+        long long maxp = c->o->max_pixels > 0 ? c->o->max_pixels : IMGDEC_MAX_PIXELS;
+        if (!imgdec_jpeg_plain(t->fbuf[q], len[q], &w, &h) || w < IMPORT_MIN_SIDE || h < IMPORT_MIN_SIDE ||
+            (long long)w * h > maxp)
+            continue;
+        *x = (jpeg_gpu_frame_t){.data = t->fbuf[q], .len = len[q], .w = w, .h = h,
+                                .dst = s->img + (size_t)j * S * S * 3};
+        imp_region(c, w, h, &x->x0, &x->y0, &x->rw, &x->rh);
+        m++;
+    }
+    /* the handed frames, packed at the front of a second array */
+    jpeg_gpu_frame_t *pk = t->gf + g->batch;
+    int at[n > 0 ? n : 1], np = 0;
+    for (int q = 0; q < n; q++)
+        if (t->gf[q].ok == 0) {
+            at[np] = q;
+            pk[np++] = t->gf[q];
+        }
+    assert(np == m);
+    if (np > 0 && g->decode(g, t->gpu, np, pk, S, why, sizeof why)) {
+        imp_fatal(c, why);
+        np = 0;
+    }
+    for (int p = 0; p < np; p++) t->gf[at[p]].ok = pk[p].ok;
+    int64_t on_gpu = 0;
+    for (int q = 0; q < n; q++) {
+        int64_t i = i0 + q, j = i - k * c->M;
+        const jpeg_gpu_frame_t *x = &t->gf[q];
+        int r = rc[q];
+        if (r == 0 && atomic_load(&c->abort)) r = errbuf_set(why, sizeof why, "aborted");
+        else if (r == 0 && x->ok == 1) {
+            on_gpu++;
+            r = imp_labels(c, i, s, j, 1.0, x->x0, x->y0, x->rw, x->rh, why, sizeof why);
+        } else if (r == 0) {
+            r = imp_frame_cpu(c, t, i, t->fbuf[q], len[q], s, j, why, sizeof why);
+        } else {
+            snprintf(why, sizeof why, "%s", whys[q] ? whys[q] : "out of memory");
+        }
+        free(whys[q]);
+        imp_frame_end(c, i, k, j, r, why);
+    }
+    atomic_fetch_add(&c->gpu_frames, on_gpu);
+}
+
 static void *imp_decode_main(void *arg) {
     imp_thread_t *t = arg;
     imp_ctx_t *c = t->c;
     char why[1536];
     for (;;) {
         if (atomic_load(&c->abort) || imp_cancelled(c)) break;
+        if (t->gpu >= 0) {   /* a batch: up to o->gpu->batch frames, within one shard */
+            long long i0 = atomic_load(&c->next), i1 = 0;
+            do {
+                if (i0 >= c->n) break;
+                int64_t end = (i0 / c->M + 1) * c->M;
+                i1 = i0 + c->o->gpu->batch;
+                if (i1 > end) i1 = end;
+                if (i1 > c->n) i1 = c->n;
+            } while (!atomic_compare_exchange_weak(&c->next, &i0, i1));
+            if (i0 >= c->n) break;
+            if (imp_wait_slot(c, i0 / c->M)) break;
+            imp_gpu_batch(t, i0, i1);
+            continue;
+        }
         int64_t i = atomic_fetch_add(&c->next, 1);
         if (i >= c->n) break;
         int64_t k = i / c->M, j = i - k * c->M;
-        imp_slot_t *s = &c->slots[k % c->R];
-        pthread_mutex_lock(&c->mu);
-        while (s->shard != k && !atomic_load(&c->abort)) pthread_cond_wait(&c->cv, &c->mu);
-        pthread_mutex_unlock(&c->mu);
-        if (atomic_load(&c->abort)) break;
-        int r = imp_frame(c, t, i, s, j, why, sizeof why);
-        s->ok[j] = r == 0;
-        if (r) imp_frame_error(c, i, why);
-        atomic_fetch_add(&c->done, 1);
-        if (atomic_fetch_sub(&s->remaining, 1) == 1) {   /* the shard's last frame */
-            char err[512];
-            if (!atomic_load(&c->abort) && imp_write_shard(c, s, k, err, sizeof err)) imp_fatal(c, err);
-            pthread_mutex_lock(&c->mu);
-            s->shard = k + c->R;
-            atomic_store(&s->remaining, imp_shard_count(c, k + c->R));
-            pthread_cond_broadcast(&c->cv);
-            pthread_mutex_unlock(&c->mu);
-        }
+        if (imp_wait_slot(c, k)) break;
+        int r = imp_frame(c, t, i, &c->slots[k % c->R], j, why, sizeof why);
+        imp_frame_end(c, i, k, j, r, why);
     }
     imp_thread_done(c);
     return NULL;
@@ -541,17 +682,17 @@ static void *imp_check_main(void *arg) {
     return NULL;
 }
 
-/* Runs fn on c->T threads while the calling thread reports progress and
- * watches for a cancel. */
-static int imp_run_threads(imp_ctx_t *c, imp_thread_t *th, void *(*fn)(void *), const char *phase, double t0,
+/* Runs fn on nt threads (th[0..nt)) while the calling thread reports
+ * progress and watches for a cancel. */
+static int imp_run_threads(imp_ctx_t *c, imp_thread_t *th, int nt, void *(*fn)(void *), const char *phase, double t0,
                            char *err, size_t errlen) {
     atomic_store(&c->next, 0);
-    atomic_store(&c->running, c->T);
+    atomic_store(&c->running, nt);
     int started = 0;
-    for (; started < c->T; started++)
+    for (; started < nt; started++)
         if (pthread_create(&th[started].th, NULL, fn, &th[started])) break;
-    if (started < c->T) {
-        atomic_fetch_sub(&c->running, c->T - started);
+    if (started < nt) {
+        atomic_fetch_sub(&c->running, nt - started);
         imp_fatal(c, "cannot start the import threads");
     }
     int cancel_seen = 0;
@@ -600,11 +741,12 @@ static int imp_run_threads(imp_ctx_t *c, imp_thread_t *th, void *(*fn)(void *), 
 json_t *import_result_json(const import_result_t *r) {
     json_t *reasons = json_array();
     for (int i = 0; i < r->n_reasons; i++) json_array_append_new(reasons, errbuf_json_string(r->reasons[i]));
-    return json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:o, s:{s:I, s:I}, s:f, s:f, s:f, s:b}", "format", "traind-import",
-                     "version", IMPORT_FORMAT_VERSION, "key", r->key, "frames", (json_int_t)r->frames, "imported",
-                     (json_int_t)r->imported, "skipped", (json_int_t)r->skipped, "skip_reasons", reasons,
+    return json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:o, s:{s:I, s:I}, s:f, s:f, s:f, s:b, s:s, s:I}", "format",
+                     "traind-import", "version", IMPORT_FORMAT_VERSION, "key", r->key, "frames", (json_int_t)r->frames,
+                     "imported", (json_int_t)r->imported, "skipped", (json_int_t)r->skipped, "skip_reasons", reasons,
                      "hand_side", "left", (json_int_t)r->left, "right", (json_int_t)r->right, "decode_s", r->seconds,
-                     "prepare_s", r->prepare_s, "images_per_s", r->images_per_s, "cache_hit", r->cache_hit);
+                     "prepare_s", r->prepare_s, "images_per_s", r->images_per_s, "cache_hit", r->cache_hit,
+                     "decoder", r->decoder[0] ? r->decoder : "cpu", "gpu_frames", (json_int_t)r->gpu_frames);
 }
 
 int import_read_result(const char *dir, import_result_t *res, char *err, size_t errlen) {
@@ -629,6 +771,9 @@ int import_read_result(const char *dir, import_result_t *res, char *err, size_t 
         res->seconds = json_number_value(json_object_get(j, "decode_s"));
         res->prepare_s = json_number_value(json_object_get(j, "prepare_s"));   /* 0 in older caches */
         res->images_per_s = json_number_value(json_object_get(j, "images_per_s"));
+        const char *dec = json_string_value(json_object_get(j, "decoder"));   /* absent in older caches */
+        snprintf(res->decoder, sizeof res->decoder, "%s", dec ? dec : "cpu");
+        res->gpu_frames = json_integer_value(json_object_get(j, "gpu_frames"));
         size_t i;
         json_t *x;
         json_array_foreach(rs, i, x) {
@@ -657,10 +802,14 @@ int import_sweep_tmp(const char *cache_root) {
 /* ---- the import ---------------------------------------------------------------------------- */
 static void imp_ctx_free(imp_ctx_t *c, imp_thread_t *th) {
     if (th)
-        for (int i = 0; i < c->T; i++) {
+        for (int i = 0; i < c->T + c->G; i++) {
             imgdec_free(th[i].dec);
             image_resizer_free(th[i].rz);
             free(th[i].buf);
+            for (int q = 0; th[i].fbuf && q < c->o->gpu->batch; q++) free(th[i].fbuf[q]);
+            free(th[i].fbuf);
+            free(th[i].fcap);
+            free(th[i].gf);
         }
     free(th);
     if (c->slots)
@@ -749,7 +898,8 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
     c.T = o->threads > 0 ? o->threads : imp_cpus();
     if (c.T > 256) c.T = 256;
     if (c.T > c.n) c.T = (int)c.n;
-    imp_thread_t *th = calloc((size_t)c.T, sizeof *th);
+    c.G = o->gpu ? o->gpu->threads : 0;
+    imp_thread_t *th = calloc((size_t)(c.T + c.G), sizeof *th);
     c.fsize = calloc((size_t)c.n, sizeof *c.fsize);
     c.fmtime = calloc((size_t)c.n, sizeof *c.fmtime);
     c.ferr = calloc((size_t)c.n, sizeof *c.ferr);
@@ -759,8 +909,9 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
         errbuf_set(err, errlen, "out of memory for %lld frames", (long long)c.n);
         goto out;
     }
-    for (int i = 0; i < c.T; i++) {
+    for (int i = 0; i < c.T + c.G; i++) {
         th[i].c = &c;
+        th[i].gpu = i < c.T ? -1 : i - c.T;
         th[i].dec = imgdec_new();
         th[i].rz = image_resizer_new();
         if (!th[i].dec || !th[i].rz) {
@@ -768,10 +919,20 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
             goto out;
         }
         imgdec_set_max_pixels(th[i].dec, o->max_pixels);
+        if (th[i].gpu >= 0) {
+            size_t b = (size_t)o->gpu->batch;
+            th[i].fbuf = calloc(b, sizeof *th[i].fbuf);
+            th[i].fcap = calloc(b, sizeof *th[i].fcap);
+            th[i].gf = calloc(2 * b, sizeof *th[i].gf);   /* the batch, and its frames handed over */
+            if (!th[i].fbuf || !th[i].fcap || !th[i].gf) {
+                errbuf_set(err, errlen, "out of memory for the decoders");
+                goto out;
+            }
+        }
     }
 
     /* 1. every image opened and fstat'ed; 2. the key */
-    rc = imp_run_threads(&c, th, imp_check_main, "checking", t_start, err, errlen);
+    rc = imp_run_threads(&c, th, c.T, imp_check_main, "checking", t_start, err, errlen);
     if (rc) goto out;
     rc = -1;
     if (!o->skip) {   /* fail mode: the first bad frame, before anything is decoded */
@@ -815,7 +976,10 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
     c.M = o->shard_frames > 0 ? o->shard_frames : (int64_t)((64u << 20) / ((size_t)c.S * c.S * 3));
     if (c.M < 1) c.M = 1;
     if (c.M > c.n) c.M = c.n;
-    c.R = 2 + (int)((c.T + c.M - 1) / c.M);
+    {   /* slots for every frame in flight: a frame a CPU thread, a batch a GPU one */
+        int64_t flight = c.T + (int64_t)c.G * (c.G ? o->gpu->batch : 0);
+        c.R = 2 + (int)((flight + c.M - 1) / c.M);
+    }
     if (c.R < 3) c.R = 3;
     {
         struct statvfs vs;
@@ -861,7 +1025,7 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
     /* 4. decode, resize, write shards */
     double t0 = mono_now();
     res->prepare_s = t0 - t_start;
-    rc = imp_run_threads(&c, th, imp_decode_main, "decoding", t0, err, errlen);
+    rc = imp_run_threads(&c, th, c.T + c.G, imp_decode_main, "decoding", t0, err, errlen);
     if (rc) goto out;
     rc = -1;
     double el = mono_now() - t0;
@@ -882,6 +1046,8 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
     memcpy(res->reasons, c.reasons, sizeof res->reasons);
     res->seconds = el;
     res->images_per_s = el > 0 ? (double)c.n / el : 0;
+    res->gpu_frames = atomic_load(&c.gpu_frames);
+    snprintf(res->decoder, sizeof res->decoder, "%s", o->gpu ? o->gpu->name : "cpu");
     {
         json_t *j = import_result_json(res);
         json_object_set_new(j, "manifest", errbuf_json_string(m.path));

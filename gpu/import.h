@@ -39,6 +39,8 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "gpu/jpeg_gpu.h"
+
 #define IMPORT_FORMAT_VERSION 1
 #define IMPORT_MIN_SIDE 14                       /* a frame smaller than one patch is refused */
 #define IMPORT_MAX_SIZE 4096                     /* image_size bounds: 14..4096 */
@@ -91,6 +93,8 @@ typedef struct {
     import_admit_fn admit;           /* may be NULL */
     import_sink_fn sink;             /* may be NULL; ignored with skip */
     int64_t shard_frames;            /* frames per shard; 0: as many as fill 64 MB */
+    jpeg_gpu_t *gpu;                 /* may be NULL; else gpu->threads more pool threads hand it batches of
+                                      * plain JPEGs (imgdec_jpeg_plain), the other frames decoded on the CPU */
     void *ud;
 } import_opts_t;
 
@@ -104,6 +108,8 @@ typedef struct {
     int64_t left, right;             /* hand_side counts of the imported frames */
     double seconds, images_per_s;    /* of the decoding (the original import's on a cache hit) */
     double prepare_s;                /* before the decoding: manifest, stat pass, key, cache lookup */
+    char decoder[64];                /* "cpu", or the GPU decoder's name (gpu_frames of the frames) */
+    int64_t gpu_frames;
 } import_result_t;
 
 /* Is the resolved path rp one of the roots or beneath one? */

@@ -37,7 +37,19 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 
 fail=0
 if has tests; then
-    for t in build/release/gpu-tests/test_*; do
+    # gpu/cuda/nvjpeg_api.h against the real nvjpeg.h (compile only)
+    hdr=$(ls /usr/local/cuda/include/nvjpeg.h /usr/local/cuda-*/include/nvjpeg.h 2>/dev/null | head -1)
+    if [ -n "$hdr" ]; then
+        if gcc -std=gnu11 -Wall -Wextra -Werror -fsyntax-only -I. -I"$(dirname "$hdr")" tests/gpu/check_nvjpeg_api.c \
+            > "$OUT/check_nvjpeg_api.log" 2>&1; then
+            echo "check_nvjpeg_api: nvjpeg_api.h agrees with $hdr"
+        else
+            echo "check_nvjpeg_api: FAILED against $hdr"; head -20 "$OUT/check_nvjpeg_api.log"; fail=1
+        fi
+    else
+        echo "check_nvjpeg_api: no nvjpeg.h on this machine"
+    fi
+    for t in build/release/gpu-tests/${GPU_TEST_ONLY:-test_*}; do
         [ -x "$t" ] || continue
         name=$(basename "$t")
         echo "== $name"
@@ -47,7 +59,8 @@ if has tests; then
         echo "$name: exit $rc, $(grep -c '^ok' "$OUT/$name.log") ok, $(grep -c '^not ok' "$OUT/$name.log") not ok"
         [ $rc -eq 0 ] || fail=1
     done
-    for t in tests/gpu/test_*.sh; do   # TAP scripts against a real daemon on the GPU
+    for t in ${GPU_TEST_ONLY:+/nonexistent}tests/gpu/test_*.sh; do   # TAP scripts against a real daemon on the GPU
+        [ -f "$t" ] || continue
         name=$(basename "$t" .sh)
         echo "== $name"
         bash "$t" > "$OUT/$name.log" 2>&1

@@ -45,6 +45,8 @@ check "40 samples of ${IMG}x$IMG with intrinsics" \
     jq -e ".samples==40 and .image_size==[$IMG,$IMG] and (.fields|index(\"camera_intrinsics\")!=null)" <<<"$BODY"
 check "the import record: 40 of 40 frames, none skipped, a cache key, the time before decoding" \
     jq -e '.import.imported==40 and .import.frames==40 and .import.skipped==0 and (.import.key|length)==64 and .import.cache_hit==false and .import.prepare_s>0 and .import.prepare_s<.import.decode_s+60' <<<"$BODY"
+check "decoded on the CPU (the cpu backend has no GPU decoder): decoder \"cpu\", gpu_frames 0" \
+    jq -e '.import.decoder=="cpu" and .import.gpu_frames==0' <<<"$BODY"
 KEY=$(jb .import.key)
 check "the cache is <state>/imports/<key>, nothing else there" test "$(ls -A "$STATE/imports")" = "$KEY"
 grep -q "dataset good: its 40 frames went to the device as they were decoded" "$DLOG"
@@ -68,7 +70,13 @@ ok $? "the daemon logged the cache hit (no decoding)"
 stop_daemon
 is "$DAEMON_RC" 0 "daemon stopped"
 mv "$GOOD" "$GOOD.away"
-start_daemon --dataset-root "$R" || bail "daemon did not restart"
+# --import-decoder: a bad value stops the start with a clear message; a GPU
+# decoder on the cpu backend is said in the log and the CPU decodes
+"$TRAIND_BIN" --state-dir "$TDIR/bad-state" --backend cpu --import-decoder nvjpeg >"$TDIR/bad-flag.log" 2>&1
+rc=$?
+check "--import-decoder nvjpeg: refused (exit $rc): $(head -c 200 "$TDIR/bad-flag.log")" \
+    grep -q "import-decoder: 'nvjpeg' is not auto, cpu, hardware or cuda" "$TDIR/bad-flag.log"
+start_daemon --dataset-root "$R" --import-decoder hardware || bail "daemon did not restart"
 is "$(wait_dataset good 120)" ready "after a restart the import is loaded again with its manifest gone"
 is "$(wait_dataset good2 120)" ready "and the other name too"
 api GET /v1/datasets/good
@@ -82,6 +90,8 @@ imp big "$BIG" '"image_size":112'
 is "$STATUS" 202 "a large import requested"
 wait_for 60 sh -c "curl -s '$URL/v1/datasets/big' | jq -e '.phase==\"decoding\" and .progress>0 and .progress<1 and .images_per_s>0 and .decoding.frames==4000' >/dev/null"
 ok $? "while it runs: phase decoding, progress in (0,1), images/s, frames"
+grep -q "import-decoder hardware needs the cuda backend; decoding on the CPU only" "$DLOG"
+ok $? "--import-decoder hardware on the cpu backend: said in the log when decoding starts, the CPU decodes"
 check "the daemon answers meanwhile" curl -sf -m 5 "$URL/v1/status"
 t0=$(date +%s.%N)
 api DELETE /v1/datasets/big

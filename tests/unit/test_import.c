@@ -1118,6 +1118,263 @@ static void test_markers(void) {
     tjFree(buf);
 }
 
+/* ---- 9. a GPU decoder (gpu/jpeg_gpu.h): batches, refusals, failure --------------------------------- */
+/* A stand-in with the decoder's contract, on the host: each frame decoded at
+ * full size (imgdec, no DCT scaling) and its region resized with
+ * image_resizer_run — what gpu/cuda/jpeg_gpu.cu computes on the device (its
+ * own exactness is test_ops_gpu's). It checks its callers, refuses every
+ * refuse_mod-th frame it is handed and can fail a call. */
+typedef struct {
+    jpeg_gpu_t g;
+    imgdec_t *dec[4];
+    image_resizer_t *rz[4];
+    pthread_mutex_t mu;
+    int calls, frames, refused, bad_t, bad_n, busy[4], overlap;
+    int refuse_mod, fail_at;
+} fake_gpu_t;
+
+static int fake_gpu_decode(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, int S, char *err, size_t errlen) {
+    fake_gpu_t *x = g->impl;
+    pthread_mutex_lock(&x->mu);
+    int call = ++x->calls;
+    x->bad_t += t < 0 || t >= g->threads;
+    x->bad_n += n < 1 || n > g->batch;
+    if (t < 0 || t >= g->threads) {
+        pthread_mutex_unlock(&x->mu);
+        return -1;
+    }
+    x->overlap += x->busy[t]++ != 0;   /* one caller per t at a time */
+    pthread_mutex_unlock(&x->mu);
+    int rc = 0;
+    if (x->fail_at && call == x->fail_at) {
+        snprintf(err, errlen, "GPU JPEG decoder: the device fell off the bus");
+        rc = -1;
+    }
+    for (int i = 0; i < n && rc == 0; i++) {
+        imgdec_out_t out;
+        char e[256];
+        f[i].ok = 0;
+        if (x->refuse_mod && (x->frames + i) % x->refuse_mod == x->refuse_mod - 1) {
+            pthread_mutex_lock(&x->mu);
+            x->refused++;
+            pthread_mutex_unlock(&x->mu);
+            continue;
+        }
+        if (imgdec_decode(x->dec[t], f[i].data, f[i].len, 0, 1, &out, e, sizeof e) || out.w != f[i].w ||
+            out.h != f[i].h)
+            continue;
+        f[i].ok = image_resizer_run(x->rz[t], out.rgb + ((size_t)f[i].y0 * out.w + f[i].x0) * 3, f[i].rh, f[i].rw,
+                                    (size_t)out.w * 3, f[i].dst, S, S, e, sizeof e) == 0;
+    }
+    pthread_mutex_lock(&x->mu);
+    x->frames += n;
+    x->busy[t]--;
+    pthread_mutex_unlock(&x->mu);
+    return rc;
+}
+
+static void fake_gpu_init(fake_gpu_t *x, int threads, int batch) {
+    memset(x, 0, sizeof *x);
+    pthread_mutex_init(&x->mu, NULL);
+    x->g = (jpeg_gpu_t){.name = "host stand-in", .threads = threads, .batch = batch, .decode = fake_gpu_decode,
+                        .impl = x};
+    for (int t = 0; t < threads; t++) {
+        x->dec[t] = imgdec_new();
+        x->rz[t] = image_resizer_new();
+    }
+}
+
+static void fake_gpu_free(fake_gpu_t *x) {
+    for (int t = 0; t < 4; t++) {
+        imgdec_free(x->dec[t]);
+        image_resizer_free(x->rz[t]);
+    }
+    pthread_mutex_destroy(&x->mu);
+}
+
+static void test_gpu_decoder(void) {
+    char dir[512], path[700], man[700], out[700], out2[700], err[2048];
+    snprintf(dir, sizeof dir, "%s/gpu", root);
+    fs_mkdir_p(dir, 0755, NULL, 0);
+    /* plain JPEGs, PNGs, a rotated JPEG, a grayscale JPEG, a truncated JPEG */
+    const int n = 61, S = 32;
+    enum { K_PLAIN, K_PNG, K_ROT, K_GRAY, K_TRUNC };
+    int kind[61];
+    char *names[61];
+    const frame_t *fp[61];
+    int plain = 0;
+    for (int i = 0; i < n; i++) {
+        const frame_t *f = &fr[i % NF];
+        fp[i] = f;
+        kind[i] = i == 7 ? K_PNG : i == 19 ? K_ROT : i == 33 ? K_GRAY : i == 50 ? K_TRUNC : K_PLAIN;
+        uint8_t *buf = NULL, *b2 = NULL;
+        size_t len = 0, l2 = 0;
+        snprintf(path, sizeof path, "%s/g%02d.%s", dir, i, kind[i] == K_PNG ? "png" : "jpg");
+        if (kind[i] == K_PNG) {
+            frames_png(f->rgb, f->w, f->h, PNG_COLOR_TYPE_RGB, 8, &buf, &len);
+            write_file(path, buf, len);
+            free(buf);
+        } else if (kind[i] == K_GRAY) {
+            uint8_t *g = malloc((size_t)f->w * f->h);
+            for (int q = 0; q < f->w * f->h; q++) g[q] = f->rgb[q * 3 + 1];
+            frames_jpeg(g, f->w, f->h, TJPF_GRAY, 90, &buf, &len);
+            write_file(path, buf, len);
+            tjFree(buf);
+            free(g);
+        } else {
+            frames_jpeg(f->rgb, f->w, f->h, TJPF_RGB, 90, &buf, &len);
+            if (kind[i] == K_ROT) {   /* orientation 1 written explicitly would be plain; 3 turns it */
+                b2 = frames_jpeg_exif(buf, len, 3, &l2);
+                write_file(path, b2, l2);
+                free(b2);
+            } else {
+                write_file(path, buf, kind[i] == K_TRUNC ? len * 2 / 3 : len);
+            }
+            tjFree(buf);
+        }
+        names[i] = strdup(path + strlen(dir) + 1);
+        if (kind[i] == K_PLAIN) plain++;
+    }
+    write_manifest(dir, "all.jsonl", n, names, fp, NULL);
+    snprintf(man, sizeof man, "%s/all.jsonl", dir);
+
+    /* imgdec_jpeg_plain sorts them */
+    {
+        int right = 1;
+        for (int i = 0; i < n; i++) {
+            snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+            FILE *fh = fopen(path, "rb");
+            uint8_t *b = malloc(1 << 20);
+            size_t len = fread(b, 1, 1 << 20, fh);
+            fclose(fh);
+            int w = 0, h = 0, p = imgdec_jpeg_plain(b, len, &w, &h);
+            right &= p == (kind[i] == K_PLAIN) && (!p || (w == fp[i]->w && h == fp[i]->h));
+            free(b);
+        }
+        ok(right, "imgdec_jpeg_plain: baseline 4:2:0 JPEGs yes (with their size); PNG, EXIF-rotated, grayscale and "
+           "truncated JPEGs no");
+    }
+
+    for (int crop = 0; crop < 2; crop++) {
+        /* the reference: every frame on the CPU, skipping the truncated one */
+        import_opts_t o = {.image_size = S, .crop = crop, .skip = 1, .threads = 2, .shard_frames = 8};
+        import_result_t r0, r1;
+        snprintf(out, sizeof out, "%s/out-gpu-cpu%d", root, crop);
+        snprintf(out2, sizeof out2, "%s/out-gpu-gpu%d", root, crop);
+        fs_rm_rf(out, NULL, 0);
+        fs_rm_rf(out2, NULL, 0);
+        int rc0 = import_to_dir(man, out, &o, &r0, err, sizeof err);
+        fake_gpu_t x;
+        fake_gpu_init(&x, 2, 5);
+        x.refuse_mod = 4;   /* every 4th frame handed over comes back refused: the CPU decodes it */
+        o.gpu = &x.g;
+        int rc1 = import_to_dir(man, out2, &o, &r1, err, sizeof err);
+        ok(rc0 == 0 && rc1 == 0 && r1.imported == n - 1 && r1.skipped == 1, "crop %d: imported with a GPU decoder: "
+           "%lld of %d, %lld skipped (%s)", crop, (long long)r1.imported, n, (long long)r1.skipped, rc1 ? err : "ok");
+        /* its two threads take batches beside the two decoding on the CPU: some of the plain JPEGs */
+        ok(x.bad_t == 0 && x.bad_n == 0 && x.overlap == 0 && x.frames > 0 && x.frames <= plain,
+           "crop %d: the decoder was handed %d of the %d plain JPEGs (nothing else), batches of 1..%d, each caller "
+           "its own t (bad t %d, bad n %d, overlaps %d)", crop, x.frames, plain, x.g.batch, x.bad_t, x.bad_n,
+           x.overlap);
+        ok(r1.gpu_frames == x.frames - x.refused && strcmp(r1.decoder, "host stand-in") == 0,
+           "crop %d: %lld frames decoded by it (%d handed, %d refused), decoder recorded", crop,
+           (long long)r1.gpu_frames, x.frames, x.refused);
+        import_result_t back;
+        ok(rc1 == 0 && import_read_result(out2, &back, err, sizeof err) == 0 && back.gpu_frames == r1.gpu_frames &&
+           strcmp(back.decoder, "host stand-in") == 0, "crop %d: import.json says the decoder and its frames", crop);
+        ok(strcmp(r0.decoder, "cpu") == 0 && r0.gpu_frames == 0, "crop %d: without one the decoder is \"cpu\"", crop);
+        shards_t a, b;
+        if (rc0 || rc1 || shards_read(out, &a) || shards_read(out2, &b) || a.n != n - 1 || b.n != n - 1) {
+            ok(0, "crop %d: both imports readable", crop);
+            fake_gpu_free(&x);
+            continue;
+        }
+        /* row by row: labels the same; a frame the decoder did = the full-size decode resized, K of factor 1;
+         * a frame the CPU did = the CPU import's row (the same code) */
+        int labels = 1, cpu_rows_same = 0, gpu_rows_exact = 0, rows = 0;
+        double kworst = 0;
+        imgdec_t *dec = imgdec_new();
+        for (int i = 0, row = 0; i < n; i++) {
+            if (kind[i] == K_TRUNC) continue;
+            const frame_t *f = fp[i];
+            const size_t fb = (size_t)S * S * 3;
+            labels &= memcmp(b.joints + row * 63, a.joints + row * 63, 63 * 4) == 0 &&
+                      memcmp(b.valid + row * 21, a.valid + row * 21, 21) == 0 && b.hh[row] == a.hh[row];
+            int same = memcmp(b.img + row * fb, a.img + row * fb, fb) == 0 &&
+                       memcmp(b.K + row * 9, a.K + row * 9, 36) == 0;
+            if (kind[i] == K_PLAIN) {
+                snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+                FILE *fh = fopen(path, "rb");
+                uint8_t *buf = malloc(1 << 20);
+                size_t len = fread(buf, 1, 1 << 20, fh);
+                fclose(fh);
+                imgdec_out_t o2;
+                char e[256];
+                geo_t g = geometry(f->w, f->h, 1, 1, S, crop);
+                if (imgdec_decode(dec, buf, len, 0, 1, &o2, e, sizeof e) == 0) {
+                    uint8_t *ref = resize_region(o2.rgb, o2.w, g.dx0, g.dy0, g.dside_w, g.dside_h, S);
+                    if (memcmp(ref, b.img + row * fb, fb) == 0 && k_err(b.K + row * 9, f->K, &g) < 1e-6)
+                        gpu_rows_exact++;
+                    else if (same)
+                        cpu_rows_same++;   /* refused: decoded on the CPU */
+                    free(ref);
+                }
+                double ke = k_err(b.K + row * 9, f->K, &g);
+                if (!same && ke > kworst) kworst = ke;
+                free(buf);
+            } else {
+                cpu_rows_same += same;
+            }
+            rows++;
+            row++;
+        }
+        imgdec_free(dec);
+        ok(labels, "crop %d: labels the same as the CPU import's, row for row", crop);
+        ok(gpu_rows_exact == r1.gpu_frames && kworst < 1e-6, "crop %d: the %lld decoded frames = their full-size "
+           "decode resized (region, placement) with K = A K of factor 1 (%d exact, worst K error %.2g)", crop,
+           (long long)r1.gpu_frames, gpu_rows_exact, kworst);
+        ok(cpu_rows_same == rows - gpu_rows_exact, "crop %d: every other frame (PNG, rotated, grayscale, refused) "
+           "the CPU import's bytes (%d of %d)", crop, cpu_rows_same, rows - gpu_rows_exact);
+        shards_free(&a);
+        shards_free(&b);
+        fake_gpu_free(&x);
+    }
+
+    /* the device fails on its 3rd call: the import fails with its message, nothing is left */
+    {
+        fake_gpu_t x;
+        fake_gpu_init(&x, 2, 5);
+        x.fail_at = 3;
+        import_opts_t o = {.image_size = S, .skip = 1, .threads = 2, .shard_frames = 8, .gpu = &x.g};
+        import_result_t r;
+        snprintf(out, sizeof out, "%s/out-gpu-fail", root);
+        fs_rm_rf(out, NULL, 0);
+        int rc = import_to_dir(man, out, &o, &r, err, sizeof err);
+        struct stat st;
+        int left = 0;   /* the temporary directory beside it is gone too */
+        DIR *dd = opendir(root);
+        for (struct dirent *e; dd && (e = readdir(dd));) left += strstr(e->d_name, "out-gpu-fail") != NULL;
+        if (dd) closedir(dd);
+        ok(rc == -1 && strstr(err, "fell off the bus") && stat(out, &st) != 0 && left == 0,
+           "a failing GPU decoder fails the import with its message, leaving nothing (%s)", rc ? err : "succeeded");
+        fake_gpu_free(&x);
+    }
+    /* fail mode: the truncated frame is named, as without a decoder */
+    {
+        fake_gpu_t x;
+        fake_gpu_init(&x, 1, 16);
+        import_opts_t o = {.image_size = S, .threads = 2, .shard_frames = 8, .gpu = &x.g};
+        import_result_t r;
+        snprintf(out, sizeof out, "%s/out-gpu-failmode", root);
+        fs_rm_rf(out, NULL, 0);
+        int rc = import_to_dir(man, out, &o, &r, err, sizeof err);
+        ok(rc == -1 && strstr(err, "g50.jpg") && strstr(err, "line 51"), "fail mode with a GPU decoder: the "
+           "truncated frame is named: %s", err);
+        fake_gpu_free(&x);
+    }
+    for (int i = 0; i < n; i++) free(names[i]);
+}
+
 int main(void) {
     snprintf(root, sizeof root, "/tmp/traind-test-import-XXXXXX");
     if (!mkdtemp(root)) {
@@ -1133,6 +1390,7 @@ int main(void) {
     test_cache_and_cancel();
     test_sink();
     test_fuzz_replay();
+    test_gpu_decoder();
     for (int i = 0; i < NF; i++) {
         frame_free(&fr[i]);
         free(img_jpg[i]);

@@ -1,0 +1,219 @@
+/* tests/gpu/test_jpeg_gpu.c — the importer's GPU JPEG decoder
+ * (gpu/cuda/jpeg_gpu.cu) on a real device:
+ *   - its resize kernel = image_resizer_run bit for bit (random images,
+ *     stretch and crop regions, down- and upscaling, odd sizes, several
+ *     frames of different sizes in one call);
+ *   - its decode (nvJPEG, each backend the machine offers) of rendered
+ *     640x480 / 480x640 frames written as JPEG q90 4:2:0 against the CPU's
+ *     full-size decode (TurboJPEG) resized the same way: within a few levels
+ *     (two decoders' IDCT and chroma upsampling);
+ *   - a corrupt file in a batch is not a device failure (the call returns 0;
+ *     the frames it does not decode come back refused).
+ * Runs where nvJPEG is installed (the GPU machine); without it, it says so
+ * and fails, since this binary runs only there. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gpu/image.h"
+#include "gpu/imgdec.h"
+#include "gpu/jpeg_gpu.h"
+#include "tests/frames.h"
+#include "tests/tap.h"
+
+static uint64_t rng = 88172645463325252ull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 11);
+}
+
+static void region(int w, int h, int crop, jpeg_gpu_frame_t *f) {
+    f->w = w;
+    f->h = h;
+    f->x0 = f->y0 = 0;
+    f->rw = w;
+    f->rh = h;
+    if (crop) {
+        int side = w < h ? w : h;
+        f->x0 = (w - side) / 2;
+        f->y0 = (h - side) / 2;
+        f->rw = f->rh = side;
+    }
+}
+
+static uint8_t *cpu_resize(image_resizer_t *rz, const uint8_t *rgb, const jpeg_gpu_frame_t *f, int S) {
+    uint8_t *out = malloc((size_t)S * S * 3);
+    char e[256];
+    if (image_resizer_run(rz, rgb + ((size_t)f->y0 * f->w + f->x0) * 3, f->rh, f->rw, (size_t)f->w * 3, out, S, S, e,
+                          sizeof e))
+        diag("resize: %s", e);
+    return out;
+}
+
+static void test_resize(jpeg_gpu_t *g) {
+    static const int sizes[][2] = {{640, 480}, {480, 640}, {321, 123}, {17, 15}, {1000, 14}, {224, 224}, {4000, 3000}};
+    static const int targets[] = {224, 32, 14, 300};
+    image_resizer_t *rz = image_resizer_new();
+    const int n = (int)(sizeof sizes / sizeof sizes[0]);
+    for (int ti = 0; ti < 4; ti++)
+        for (int crop = 0; crop < 2; crop++) {
+            const int S = targets[ti];
+            jpeg_gpu_frame_t f[8];
+            uint8_t *src[8];
+            for (int i = 0; i < n; i++) {
+                int w = sizes[i][0], h = sizes[i][1];
+                src[i] = malloc((size_t)w * h * 3);
+                for (size_t q = 0; q < (size_t)w * h * 3; q++) src[i][q] = (uint8_t)rnd();
+                memset(&f[i], 0, sizeof f[i]);
+                region(w, h, crop, &f[i]);
+                f[i].dst = malloc((size_t)S * S * 3);
+            }
+            char err[512];
+            int rc = g->resize(g, 0, n, f, (const uint8_t *const *)src, S, err, sizeof err);
+            int same = 0, done = 0;
+            for (int i = 0; i < n; i++) {
+                done += f[i].ok == 1;
+                uint8_t *ref = cpu_resize(rz, src[i], &f[i], S);
+                same += f[i].ok == 1 && memcmp(ref, f[i].dst, (size_t)S * S * 3) == 0;
+                if (f[i].ok == 1 && memcmp(ref, f[i].dst, (size_t)S * S * 3) != 0) {
+                    int mx = 0;
+                    for (size_t q = 0; q < (size_t)S * S * 3; q++) {
+                        int d = abs((int)ref[q] - f[i].dst[q]);
+                        if (d > mx) mx = d;
+                    }
+                    diag("  %dx%d -> %d (crop %d): max diff %d", f[i].w, f[i].h, S, crop, mx);
+                }
+                free(ref);
+                free(src[i]);
+                free(f[i].dst);
+            }
+            ok(rc == 0 && done == n && same == n, "GPU resize to %d (%s), %d frames of different sizes in one call: "
+               "= image_resizer_run bit for bit (%d of %d)%s%s", S, crop ? "crop" : "stretch", n, same, n,
+               rc ? ": " : "", rc ? err : "");
+        }
+    image_resizer_free(rz);
+}
+
+static void test_decode(const char *backend) {
+    char why[512];
+    jpeg_gpu_t *g = jpeg_gpu_open(0, backend, 2, 32, why, sizeof why);
+    if (!g) {
+        if (strcmp(backend, "hardware") == 0) {   /* only some cards have the engines */
+            diag("no hardware JPEG decoder: %s", why);
+            return;
+        }
+        ok(0, "jpeg_gpu_open(%s): %s", backend, why);
+        return;
+    }
+    ok(1, "jpeg_gpu_open(%s): %s", backend, g->name);
+    if (strcmp(backend, "auto") == 0) test_resize(g);
+
+    const int n = 24, S = 224;
+    frame_t fr[24];
+    uint8_t *jpg[24];
+    size_t len[24];
+    jpeg_gpu_frame_t f[24];
+    for (int i = 0; i < n; i++) {
+        int w = i % 5 == 4 ? 480 : 640, h = i % 5 == 4 ? 640 : 480;
+        frame_render(7, i, w, h, &fr[i]);
+        frames_jpeg(fr[i].rgb, w, h, TJPF_RGB, 90, &jpg[i], &len[i]);
+        int pw = 0, ph = 0;
+        if (!imgdec_jpeg_plain(jpg[i], len[i], &pw, &ph) || pw != w || ph != h) diag("frame %d is not plain", i);
+    }
+    imgdec_t *dec = imgdec_new();
+    image_resizer_t *rz = image_resizer_new();
+    for (int crop = 0; crop < 2; crop++) {
+        for (int i = 0; i < n; i++) {
+            memset(&f[i], 0, sizeof f[i]);
+            f[i].data = jpg[i];
+            f[i].len = len[i];
+            region(fr[i].w, fr[i].h, crop, &f[i]);
+            f[i].dst = malloc((size_t)S * S * 3);
+        }
+        char err[512];
+        int rc = g->decode(g, 1, n, f, S, err, sizeof err);
+        int done = 0, mx = 0;
+        double sum = 0;
+        for (int i = 0; i < n; i++) {
+            done += f[i].ok == 1;
+            imgdec_out_t o;
+            char e[256];
+            if (f[i].ok == 1 && imgdec_decode(dec, jpg[i], len[i], 0, 1, &o, e, sizeof e) == 0) {
+                uint8_t *ref = cpu_resize(rz, o.rgb, &f[i], S);
+                for (size_t q = 0; q < (size_t)S * S * 3; q++) {
+                    int d = abs((int)ref[q] - f[i].dst[q]);
+                    sum += d;
+                    if (d > mx) mx = d;
+                }
+                free(ref);
+            }
+            free(f[i].dst);
+        }
+        double mean = done ? sum / ((double)done * S * S * 3) : 0;
+        ok(rc == 0 && done == n && mean < 0.5 && mx <= 8, "%s, %s: %d of %d frames decoded; against TurboJPEG's "
+           "full-size decode resized alike: mean |diff| %.3f, max %d%s%s", g->name, crop ? "crop" : "stretch", done, n,
+           mean, mx, rc ? ": " : "", rc ? err : "");
+    }
+    /* a corrupt frame (entropy data overwritten mid-file) among good ones */
+    {
+        uint8_t *bad = malloc(len[0]);
+        memcpy(bad, jpg[0], len[0]);
+        for (size_t q = len[0] / 2; q < len[0] / 2 + 64; q++) bad[q] = (uint8_t)(q * 37);
+        for (int i = 0; i < 4; i++) {
+            memset(&f[i], 0, sizeof f[i]);
+            f[i].data = i == 2 ? bad : jpg[i];
+            f[i].len = len[i == 2 ? 0 : i];
+            region(fr[i == 2 ? 0 : i].w, fr[i == 2 ? 0 : i].h, 0, &f[i]);
+            f[i].dst = malloc((size_t)S * S * 3);
+        }
+        char err[512];
+        int rc = g->decode(g, 0, 4, f, S, err, sizeof err);
+        ok(rc == 0, "%s: a corrupt file in a batch is not a device failure (frames decoded: %d %d %d %d)%s%s", g->name,
+           f[0].ok, f[1].ok, f[2].ok, f[3].ok, rc ? ": " : "", rc ? err : "");
+        /* and the decoder still works after it */
+        for (int i = 0; i < 4; i++) f[i].data = jpg[i], f[i].len = len[i], region(fr[i].w, fr[i].h, 0, &f[i]);
+        rc = g->decode(g, 0, 4, f, S, err, sizeof err);
+        ok(rc == 0 && f[0].ok == 1 && f[1].ok == 1 && f[2].ok == 1 && f[3].ok == 1, "%s: the next batch decodes",
+           g->name);
+        for (int i = 0; i < 4; i++) free(f[i].dst);
+        free(bad);
+    }
+    /* throughput of this call alone (the import benchmark measures the whole path) */
+    {
+        for (int i = 0; i < n; i++) {
+            memset(&f[i], 0, sizeof f[i]);
+            f[i].data = jpg[i];
+            f[i].len = len[i];
+            region(fr[i].w, fr[i].h, 0, &f[i]);
+            f[i].dst = malloc((size_t)S * S * 3);
+        }
+        char err[512];
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        int reps = 20, rc = 0;
+        for (int r = 0; r < reps && rc == 0; r++) rc = g->decode(g, 0, n, f, S, err, sizeof err);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        double s = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
+        diag("%s: one caller, batches of %d 640x480 frames: %.0f frames/s", g->name, n, reps * n / s);
+        for (int i = 0; i < n; i++) free(f[i].dst);
+    }
+    image_resizer_free(rz);
+    imgdec_free(dec);
+    for (int i = 0; i < n; i++) {
+        tjFree(jpg[i]);
+        frame_free(&fr[i]);
+    }
+    g->close(g);
+}
+
+int main(void) {
+    test_decode("auto");
+    test_decode("hardware");
+    test_decode("cuda");
+    return tap_done();
+}
