@@ -1096,10 +1096,13 @@ static void imp_usage(FILE *f) {
     fprintf(f,
             "usage: traind import --manifest FILE --out DIR --image-size S [--resize stretch|crop]\n"
             "                     [--on-error fail|skip] [--threads N] [--dataset-root DIR]...\n"
+            "                     [--decoder cpu|auto|hardware|cuda]\n"
             "  decodes the JPEG/PNG frames of a manifest (JSON Lines, or a FreiHAND directory or\n"
             "  training_xyz.json) to SxS and writes them with their labels as a dataset directory\n"
             "  (safetensors shards, SPEC §6) at DIR, replaced atomically; --dataset-root confines\n"
-            "  every file read to the given roots (as the daemon does).\n");
+            "  every file read to the given roots (as the daemon does). --decoder: JPEGs decoded by\n"
+            "  the CPU threads alone (cpu, the default), or also by nvJPEG on GPU 0 (gpu/jpeg_gpu.h:\n"
+            "  auto falls back to the CPU when there is none; hardware and cuda require it).\n");
 }
 
 static void imp_cli_progress(void *ud, const import_progress_t *p) {
@@ -1110,7 +1113,7 @@ static void imp_cli_progress(void *ud, const import_progress_t *p) {
 }
 
 int import_main(int argc, char **argv) {
-    const char *manifest = NULL, *out = NULL, *roots[16];
+    const char *manifest = NULL, *out = NULL, *roots[16], *decoder = "cpu";
     int n_roots = 0;
     import_opts_t o = {0};
     o.image_size = -1;
@@ -1121,10 +1124,10 @@ int import_main(int argc, char **argv) {
             return 0;
         }
         static const char *const opts[] = {"--manifest", "--out", "--image-size", "--resize", "--on-error",
-                                           "--threads", "--dataset-root"};
+                                           "--threads", "--dataset-root", "--decoder"};
         int which = -1;
         const char *val = NULL;
-        for (int k = 0; k < 7 && which < 0; k++) {
+        for (int k = 0; k < 8 && which < 0; k++) {
             size_t l = strlen(opts[k]);
             if (!strcmp(a, opts[k])) {
                 if (i + 1 >= argc) {
@@ -1186,6 +1189,13 @@ int import_main(int argc, char **argv) {
             n_roots++;
             break;
         }
+        case 7:
+            if (strcmp(val, "cpu") && strcmp(val, "auto") && strcmp(val, "hardware") && strcmp(val, "cuda")) {
+                fprintf(stderr, "traind import: --decoder must be cpu, auto, hardware or cuda, got '%s'\n", val);
+                return 2;
+            }
+            decoder = val;
+            break;
         }
     }
     if (!manifest || !*manifest || !out || !*out || o.image_size < 0) {
@@ -1199,15 +1209,24 @@ int import_main(int argc, char **argv) {
     o.progress = imp_cli_progress;
     import_result_t res;
     char err[2048];
+    if (strcmp(decoder, "cpu") != 0) {
+        o.gpu = jpeg_gpu_open(0, decoder, 4, 64, err, sizeof err);
+        if (!o.gpu && strcmp(decoder, "auto") != 0) {
+            fprintf(stderr, "traind import: --decoder %s: %s\n", decoder, err);
+            return 1;
+        }
+    }
     int rc = import_to_dir(manifest, out, &o, &res, err, sizeof err);
+    if (o.gpu) o.gpu->close(o.gpu);
     if (isatty(2)) fprintf(stderr, "\n");
     if (rc) {
         fprintf(stderr, "traind import: %s\n", err);
         return 1;
     }
-    printf("imported %lld of %lld frames (%lld skipped) as %dx%d (%s) into %s in %.2f s (%.0f images/s)\n",
-           (long long)res.imported, (long long)res.frames, (long long)res.skipped, o.image_size, o.image_size,
-           o.crop ? "crop" : "stretch", out, res.seconds, res.images_per_s);
+    printf("imported %lld of %lld frames (%lld skipped) as %dx%d (%s) into %s in %.2f s (%.0f images/s; decoder %s, "
+           "%lld frames on it)\n", (long long)res.imported, (long long)res.frames, (long long)res.skipped,
+           o.image_size, o.image_size, o.crop ? "crop" : "stretch", out, res.seconds, res.images_per_s, res.decoder,
+           (long long)res.gpu_frames);
     for (int i = 0; i < res.n_reasons; i++) printf("  skipped: %s\n", res.reasons[i]);
     return 0;
 }

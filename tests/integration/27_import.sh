@@ -227,6 +227,18 @@ is "$(wait_dataset offline 60)" ready "its directory loads as a path dataset"
 "$TRAIND_BIN" import --manifest "$B/missing.jsonl" --out "$R/offline2" --image-size "$IMG" >"$TDIR/off.out" 2>&1
 is "$?" 1 "traind import of a bad manifest exits 1"
 check "naming the line, leaving no directory" sh -c "grep -q 'missing.jsonl line 2' '$TDIR/off.out' && ! test -e '$R/offline2'"
+# --decoder: auto without a GPU decoder falls back to the CPU; hardware is refused there; a bad value too
+"$TRAIND_BIN" import --manifest "$GOOD" --out "$R/offline3" --image-size "$IMG" --decoder auto >"$TDIR/off.out" 2>&1
+is "$?" 0 "traind import --decoder auto (no GPU decoder here)"
+check "it says the CPU decoded" grep -q "decoder cpu, 0 frames on it" "$TDIR/off.out"
+"$TRAIND_BIN" import --manifest "$GOOD" --out "$R/offline4" --image-size "$IMG" --decoder hardware >"$TDIR/off.out" 2>&1
+rc=$?
+check "traind import --decoder hardware without one: exit 1 ($rc), saying why, no directory" \
+    sh -c "[ $rc = 1 ] && grep -q 'traind import: --decoder hardware: ' '$TDIR/off.out' && ! test -e '$R/offline4'"
+"$TRAIND_BIN" import --manifest "$GOOD" --out "$R/offline4" --image-size "$IMG" --decoder gpu >"$TDIR/off.out" 2>&1
+rc=$?
+check "traind import --decoder gpu: exit 2 ($rc), naming the choices" \
+    sh -c "[ $rc = 2 ] && grep -q 'must be cpu, auto, hardware or cuda' '$TDIR/off.out'"
 
 # ---- a train job on an imported dataset learns ----------------------------------------------------------
 LN=${TEST_IMPORT_LEARN_FRAMES:-2000}
