@@ -92,21 +92,32 @@ cat "$WORK"/frames/img/* >/dev/null   # the page cache holds them (tmpfs does an
 # once per --import-decoder in IMPORT_DECODERS ("auto cpu": nvJPEG beside the
 # CPU decoders, then the CPU alone), each daemon with its own state dir (no
 # cache shared); the first's lines are import_traind, the others' import_traind_<decoder>
+# An entry may carry benchmark knobs, DECODER:GPU_THREADS:GPU_BATCH:CPU_THREADS
+# (traind's TRAIND_IMPORT_GPU_THREADS/_GPU_BATCH/_THREADS; empty: its default),
+# e.g. IMPORT_DECODERS="auto auto:2:128: auto:4:64:8 cpu"; later entries' tags
+# then carry the knobs. Each daemon's start-up (opening nvJPEG) is waited out
+# before the import is asked for: what is timed is an import to a running daemon.
 first=1
-for dec in ${IMPORT_DECODERS:-auto cpu}; do
+for entry in ${IMPORT_DECODERS:-auto cpu}; do
+    IFS=: read -r dec gth gba cth <<<"$entry"
+    name=$(tr -c 'a-z0-9\n' _ <<<"$entry")
     tag=import_traind
-    [ $first = 1 ] || tag=import_traind_$dec
+    [ $first = 1 ] || tag=import_traind_$name
     PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    "$TRAIND" --state-dir "$WORK/state-$dec" --backend "$BACKEND" --listen "127.0.0.1:$PORT" --dataset-root "$WORK" \
-        --import-decoder "$dec" >"$OUT/import_traind_$dec.log" 2>&1 &
+    TRAIND_IMPORT_GPU_THREADS=$gth TRAIND_IMPORT_GPU_BATCH=$gba TRAIND_IMPORT_THREADS=$cth \
+        "$TRAIND" --state-dir "$WORK/state-$name" --backend "$BACKEND" --listen "127.0.0.1:$PORT" --dataset-root "$WORK" \
+        --import-decoder "$dec" >"$OUT/import_traind_$name.log" 2>&1 &
     DPID=$!
+    if [ "$dec" != cpu ] && [ "$BACKEND" = cuda ]; then
+        for _ in $(seq 1 100); do grep -q "imports: JPEG frames decoded" "$OUT/import_traind_$name.log" && break; sleep 0.1; done
+    fi
     # POST -> "ready", then the same manifest under another name (the cache hit);
     # Python's urllib, polling every 5 ms, with a time limit per import
-    log "# traind --import-decoder $dec"
+    log "# traind --import-decoder $dec (GPU threads ${gth:-default}, batch ${gba:-default}, CPU threads ${cth:-default})"
     "$PY" bench/import_http.py "http://127.0.0.1:$PORT" "$MAN" "$S" "$RESIZE" first second 2>&1 |
         sed "s/^RESULT import_traind /RESULT $tag /" | tee -a "$LOG" ||
-        tail -20 "$OUT/import_traind_$dec.log" | sed 's/^/# traind: /' | tee -a "$LOG"
-    grep -E "import|ready|ERROR|JPEG" "$OUT/import_traind_$dec.log" | sed 's/^/# traind: /' | tee -a "$LOG" >/dev/null
+        tail -20 "$OUT/import_traind_$name.log" | sed 's/^/# traind: /' | tee -a "$LOG"
+    grep -E "import|ready|ERROR|JPEG" "$OUT/import_traind_$name.log" | sed 's/^/# traind: /' | tee -a "$LOG" >/dev/null
     kill "$DPID" 2>/dev/null
     wait "$DPID" 2>/dev/null
     DPID=
@@ -133,6 +144,9 @@ names = {("import_traind", "end_to_end"): "traind import, end to end (POST -> re
          ("import_torch", "pil_full"): "PyTorch DataLoader, PIL full decode + BILINEAR",
          ("import_torch", "cv2"): "PyTorch DataLoader, OpenCV reduced decode + AREA",
          ("import_torch", "tv_gpu"): "torchvision.io.decode_jpeg on the GPU + antialias"}
+for (tag, kind) in list(res):
+    if tag.startswith("import_traind_") and (tag, kind) not in names and kind != "cache_hit":
+        names[(tag, kind)] = f"traind import, {tag[len('import_traind_'):]}, {kind.replace('_', ' ')}"
 t = res.get(("import_traind", "end_to_end"))
 print(f"{'pipeline':56s} {'images/s':>10s} {'traind x':>9s}")
 for k, label in names.items():

@@ -449,10 +449,20 @@ static int import_streamed_ok(residency_t *r, res_ds_t *x, const imp_ud_t *u) {
 }
 
 /* The GPU JPEG decoder imports use beside the CPU's (--import-decoder),
- * opened on the first device by the first import that decodes; NULL when
- * there is none (the cpu backend, no nvJPEG: said once in the log). */
+ * opened on the first device by the loader when it starts (the loader alone
+ * uses it); NULL when there is none (the cpu backend, no nvJPEG: said once
+ * in the log). */
 #define IMPORT_GPU_THREADS 4
 #define IMPORT_GPU_BATCH 64
+/* Benchmark knobs (bench/import_device.sh), not configuration: an integer
+ * environment variable in lo..hi, else def. */
+static int env_int(const char *name, int lo, int hi, int def) {
+    const char *v = getenv(name);
+    char *end;
+    long x = v ? strtol(v, &end, 10) : 0;
+    return v && *v && !*end && x >= lo && x <= hi ? (int)x : def;
+}
+
 static jpeg_gpu_t *import_gpu(residency_t *r) {
     daemon_t *d = r->d;
     const char *want = d->cfg.import_decoder;
@@ -465,10 +475,13 @@ static jpeg_gpu_t *import_gpu(residency_t *r) {
     }
     char why[256];
     daemon_bind_device(d, 0);
-    r->jpeg = jpeg_gpu_open(d->be[0]->device, want, IMPORT_GPU_THREADS, IMPORT_GPU_BATCH, why, sizeof why);
+    double t0 = mono_now();
+    r->jpeg = jpeg_gpu_open(d->be[0]->device, want, env_int("TRAIND_IMPORT_GPU_THREADS", 1, 64, IMPORT_GPU_THREADS),
+                            env_int("TRAIND_IMPORT_GPU_BATCH", 1, 4096, IMPORT_GPU_BATCH), why, sizeof why);
     if (r->jpeg)
         log_info(NULL, "imports: JPEG frames decoded by %s on device %d (%d threads, batches of %d) beside the CPU "
-                 "decoders", r->jpeg->name, r->jpeg->device, r->jpeg->threads, r->jpeg->batch);
+                 "decoders; opened in %.2f s", r->jpeg->name, r->jpeg->device, r->jpeg->threads, r->jpeg->batch,
+                 mono_now() - t0);
     else if (strcmp(want, "auto") == 0)
         log_info(NULL, "imports: JPEG frames decoded on the CPU only (%s)", why);
     else
@@ -512,7 +525,8 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
     import_opts_t o = {.image_size = (int)json_integer_value(json_object_get(im, "image_size")),
                        .crop = strcmp(resize, "crop") == 0, .skip = strcmp(on_error, "skip") == 0,
                        .roots = roots, .n_roots = d->cfg.n_roots, .cancel = &x->cancel,
-                       .progress = on_import_progress, .admit = on_import_admit, .ud = &u};
+                       .progress = on_import_progress, .admit = on_import_admit, .ud = &u,
+                       .threads = env_int("TRAIND_IMPORT_THREADS", 1, 256, 0)};
     if (!o.skip) o.sink = on_import_rows;
     o.gpu = import_gpu(r);
     if (o.n_roots == 0) {
@@ -719,6 +733,7 @@ static void load_gate(residency_t *r, res_ds_t *x) {
 
 static void *loader_main(void *arg) {
     residency_t *r = arg;
+    import_gpu(r);   /* nvJPEG's start-up (~1 s) is paid here, not by the first import */
     pthread_mutex_lock(&r->mu);
     while (!r->stop) {
         remove_unused_caches(r);

