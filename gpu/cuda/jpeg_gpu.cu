@@ -268,44 +268,53 @@ static int jg_fits(const jpeg_gpu_frame_t *x, int S) {
            ((size_t)x->rw * 3 + kv) * sizeof(float) <= JG_MAX_SMEM;
 }
 
-/* Buffers of thread s for m frames: full-size images of `pixels` in all, outputs of S. */
-static int jg_reserve(jg_thread_t *s, size_t pixels, int m, int S, char *err, size_t errlen) {
-    size_t fb = (size_t)S * S * 3;
-    if (jg_grow((void **)&s->dimg, &s->dimg_cap, pixels * 3, 0, err, errlen) ||
-        jg_grow((void **)&s->dout, &s->dout_cap, (size_t)m * fb, 0, err, errlen) ||
-        jg_grow((void **)&s->hout, &s->hout_cap, (size_t)m * fb, 1, err, errlen))
-        return -1;
-    return 0;
+/* What a call does first: checks its arguments, binds the device, picks the
+ * frames that fit (s->idx[0..*m); the others are refused) and grows caller
+ * t's buffers for them. Caller t's state, or NULL with *m = -1 and err. */
+static jg_thread_t *jg_begin(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, int S, int *m, char *err,
+                             size_t errlen) {
+    jg_t *j = (jg_t *)g->impl;
+    *m = -1;
+    if (t < 0 || t >= g->threads || n < 0 || n > g->batch) {
+        errbuf_set(err, errlen, "GPU JPEG decoder: caller %d of %d, %d frames of at most %d", t, g->threads, n,
+                   g->batch);
+        return NULL;
+    }
+    jg_thread_t *s = &j->th[t];
+    if (jg_cuda(cudaSetDevice(g->device), "device", err, errlen)) return NULL;
+    int k = 0;
+    size_t pixels = 0, fb = (size_t)S * S * 3;
+    for (int i = 0; i < n; i++) {
+        f[i].ok = 0;
+        if (!jg_fits(&f[i], S)) continue;
+        s->idx[k++] = i;
+        pixels += (size_t)f[i].w * f[i].h;
+    }
+    if (k > 0 && (jg_grow((void **)&s->dimg, &s->dimg_cap, pixels * 3, 0, err, errlen) ||
+                  jg_grow((void **)&s->dout, &s->dout_cap, (size_t)k * fb, 0, err, errlen) ||
+                  jg_grow((void **)&s->hout, &s->hout_cap, (size_t)k * fb, 1, err, errlen)))
+        return NULL;
+    for (size_t q = 0, off = 0; q < (size_t)k; q++) {   /* the full-size frames, one after another in dimg */
+        const jpeg_gpu_frame_t *x = &f[s->idx[q]];
+        s->src[q] = s->dimg + off;
+        s->stride[q] = (size_t)x->w * 3;
+        off += (size_t)x->w * x->h * 3;
+    }
+    *m = k;
+    return s;
 }
 
 static int jg_decode(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, int S, char *err, size_t errlen) {
     jg_t *j = (jg_t *)g->impl;
-    if (t < 0 || t >= g->threads || n < 0 || n > g->batch)
-        return errbuf_set(err, errlen, "GPU JPEG decoder: caller %d of %d, %d frames of at most %d", t, g->threads, n,
-                          g->batch);
-    jg_thread_t *s = &j->th[t];
-    if (jg_cuda(cudaSetDevice(g->device), "device", err, errlen)) return -1;
-    int m = 0;
-    size_t pixels = 0;
-    for (int i = 0; i < n; i++) {
-        f[i].ok = 0;
-        if (!jg_fits(&f[i], S)) continue;
-        s->idx[m++] = i;
-        pixels += (size_t)f[i].w * f[i].h;
-    }
-    if (m == 0) return 0;
-    if (jg_reserve(s, pixels, m, S, err, errlen)) return -1;
-    size_t off = 0;
+    int m;
+    jg_thread_t *s = jg_begin(g, t, n, f, S, &m, err, errlen);
+    if (m <= 0) return m;
     for (int q = 0; q < m; q++) {
-        const jpeg_gpu_frame_t *x = &f[s->idx[q]];
-        s->data[q] = x->data;
-        s->lens[q] = x->len;
+        s->data[q] = f[s->idx[q]].data;
+        s->lens[q] = f[s->idx[q]].len;
         memset(&s->dest[q], 0, sizeof s->dest[q]);
-        s->dest[q].channel[0] = s->dimg + off;
-        s->dest[q].pitch[0] = (size_t)x->w * 3;
-        s->src[q] = s->dimg + off;
-        s->stride[q] = (size_t)x->w * 3;
-        off += (size_t)x->w * x->h * 3;
+        s->dest[q].channel[0] = (unsigned char *)s->src[q];
+        s->dest[q].pitch[0] = s->stride[q];
     }
     if (s->init_n != m) {
         int st = j->nv.batched_init(j->h, s->state, m, 1, NVJ_OUTPUT_RGBI);
@@ -327,33 +336,13 @@ static int jg_decode(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, int S, ch
 
 static int jg_resize(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, const uint8_t *const *host_src, int S,
                      char *err, size_t errlen) {
-    jg_t *j = (jg_t *)g->impl;
-    if (t < 0 || t >= g->threads || n < 0 || n > g->batch)
-        return errbuf_set(err, errlen, "GPU resize: caller %d of %d, %d frames of at most %d", t, g->threads, n,
-                          g->batch);
-    jg_thread_t *s = &j->th[t];
-    if (jg_cuda(cudaSetDevice(g->device), "device", err, errlen)) return -1;
-    int m = 0;
-    size_t pixels = 0;
-    for (int i = 0; i < n; i++) {
-        f[i].ok = 0;
-        if (!jg_fits(&f[i], S)) continue;
-        s->idx[m++] = i;
-        pixels += (size_t)f[i].w * f[i].h;
-    }
-    if (m == 0) return 0;
-    if (jg_reserve(s, pixels, m, S, err, errlen)) return -1;
-    size_t off = 0;
-    for (int q = 0; q < m; q++) {
-        const jpeg_gpu_frame_t *x = &f[s->idx[q]];
-        size_t bytes = (size_t)x->w * x->h * 3;
-        if (jg_cuda(cudaMemcpyAsync(s->dimg + off, host_src[s->idx[q]], bytes, cudaMemcpyHostToDevice, s->stream),
-                    "copy", err, errlen))
+    int m;
+    jg_thread_t *s = jg_begin(g, t, n, f, S, &m, err, errlen);
+    if (m <= 0) return m;
+    for (int q = 0; q < m; q++)
+        if (jg_cuda(cudaMemcpyAsync((void *)s->src[q], host_src[s->idx[q]], s->stride[q] * f[s->idx[q]].h,
+                                    cudaMemcpyHostToDevice, s->stream), "copy", err, errlen))
             return -1;
-        s->src[q] = s->dimg + off;
-        s->stride[q] = (size_t)x->w * 3;
-        off += bytes;
-    }
     return jg_resize_run(s, f, m, S, err, errlen);
 }
 
