@@ -8,11 +8,11 @@
 #include "gpu/cuda/nvjpeg_api.h"
 
 _Static_assert(NVJ_MAX_COMPONENT == NVJPEG_MAX_COMPONENT, "components");
-_Static_assert(NVJ_STATUS_SUCCESS == NVJPEG_STATUS_SUCCESS, "status");
-_Static_assert(NVJ_BACKEND_DEFAULT == NVJPEG_BACKEND_DEFAULT, "backend default");
-_Static_assert(NVJ_BACKEND_GPU_HYBRID == NVJPEG_BACKEND_GPU_HYBRID, "backend gpu hybrid");
-_Static_assert(NVJ_BACKEND_HARDWARE == NVJPEG_BACKEND_HARDWARE, "backend hardware");
-_Static_assert(NVJ_OUTPUT_RGBI == NVJPEG_OUTPUT_RGBI, "output rgbi");
+_Static_assert((int)NVJ_STATUS_SUCCESS == (int)NVJPEG_STATUS_SUCCESS, "status");
+_Static_assert((int)NVJ_BACKEND_DEFAULT == (int)NVJPEG_BACKEND_DEFAULT, "backend default");
+_Static_assert((int)NVJ_BACKEND_GPU_HYBRID == (int)NVJPEG_BACKEND_GPU_HYBRID, "backend gpu hybrid");
+_Static_assert((int)NVJ_BACKEND_HARDWARE == (int)NVJPEG_BACKEND_HARDWARE, "backend hardware");
+_Static_assert((int)NVJ_OUTPUT_RGBI == (int)NVJPEG_OUTPUT_RGBI, "output rgbi");
 _Static_assert(NVJ_FLAGS_DEFAULT == NVJPEG_FLAGS_DEFAULT, "flags");
 _Static_assert(sizeof(nvj_image_t) == sizeof(nvjpegImage_t), "image size");
 _Static_assert(offsetof(nvj_image_t, pitch) == offsetof(nvjpegImage_t, pitch), "image pitch");
