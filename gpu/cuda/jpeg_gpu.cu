@@ -376,15 +376,18 @@ extern "C" jpeg_gpu_t *jpeg_gpu_cuda_open(int device, const char *backend, int t
         jg_close(g);
         return NULL;
     }
+    /* strict: a bitstream with errors is refused (the batch goes to the CPU decoder, which names the
+     * frame) rather than decoded past, as nvJPEG does by default; a library that refuses the flag
+     * gets a handle without it, said in the name */
     int st = -1;
-    if (want_hw) {
-        st = j->nv.create_ex(NVJ_BACKEND_HARDWARE, NULL, NULL, NVJ_FLAGS_DEFAULT, &j->h);
-        if (st == NVJ_STATUS_SUCCESS) snprintf(j->name, sizeof j->name, "nvjpeg hardware");
-    }
-    if (st != NVJ_STATUS_SUCCESS && want_cuda) {
+    for (int k = 0; k < 4 && st != NVJ_STATUS_SUCCESS; k++) {
+        int hw = k < 2, strict = k % 2 == 0;
+        if ((hw && !want_hw) || (!hw && !want_cuda)) continue;
         j->h = NULL;
-        st = j->nv.create_ex(NVJ_BACKEND_GPU_HYBRID, NULL, NULL, NVJ_FLAGS_DEFAULT, &j->h);
-        if (st == NVJ_STATUS_SUCCESS) snprintf(j->name, sizeof j->name, "nvjpeg cuda");
+        st = j->nv.create_ex(hw ? NVJ_BACKEND_HARDWARE : NVJ_BACKEND_GPU_HYBRID, NULL, NULL,
+                             strict ? NVJ_FLAGS_BITSTREAM_STRICT : NVJ_FLAGS_DEFAULT, &j->h);
+        if (st == NVJ_STATUS_SUCCESS)
+            snprintf(j->name, sizeof j->name, "nvjpeg %s%s", hw ? "hardware" : "cuda", strict ? "" : " (not strict)");
     }
     if (st != NVJ_STATUS_SUCCESS) {
         j->h = NULL;

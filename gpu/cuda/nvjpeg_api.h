@@ -21,6 +21,7 @@ enum {
     NVJ_BACKEND_HARDWARE = 3,
     NVJ_OUTPUT_RGBI = 5,
     NVJ_FLAGS_DEFAULT = 0,
+    NVJ_FLAGS_BITSTREAM_STRICT = 1 << 2,   /* refuse a bitstream with errors instead of decoding past them */
 };
 
 typedef struct {

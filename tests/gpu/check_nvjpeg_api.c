@@ -14,6 +14,7 @@ _Static_assert((int)NVJ_BACKEND_GPU_HYBRID == (int)NVJPEG_BACKEND_GPU_HYBRID, "b
 _Static_assert((int)NVJ_BACKEND_HARDWARE == (int)NVJPEG_BACKEND_HARDWARE, "backend hardware");
 _Static_assert((int)NVJ_OUTPUT_RGBI == (int)NVJPEG_OUTPUT_RGBI, "output rgbi");
 _Static_assert(NVJ_FLAGS_DEFAULT == NVJPEG_FLAGS_DEFAULT, "flags");
+_Static_assert(NVJ_FLAGS_BITSTREAM_STRICT == NVJPEG_FLAGS_BITSTREAM_STRICT, "strict flag");
 _Static_assert(sizeof(nvj_image_t) == sizeof(nvjpegImage_t), "image size");
 _Static_assert(offsetof(nvj_image_t, pitch) == offsetof(nvjpegImage_t, pitch), "image pitch");
 _Static_assert(sizeof(nvjpegBackend_t) == sizeof(int) && sizeof(nvjpegOutputFormat_t) == sizeof(int) &&

@@ -179,6 +179,9 @@ static void test_decode(const char *backend) {
         int rc = g->decode(g, 0, 4, f, S, err, sizeof err);
         ok(rc == 0, "%s: a corrupt file in a batch is not a device failure (frames decoded: %d %d %d %d)%s%s", g->name,
            f[0].ok, f[1].ok, f[2].ok, f[3].ok, rc ? ": " : "", rc ? err : "");
+        /* strict (the default): the corrupt frame is not decoded past — refused, so the CPU names it */
+        if (!strstr(g->name, "not strict"))
+            ok(f[2].ok == 0, "%s: the corrupt frame comes back refused (it goes to the CPU decoder)", g->name);
         /* and the decoder still works after it */
         for (int i = 0; i < 4; i++) f[i].data = jpg[i], f[i].len = len[i], region(fr[i].w, fr[i].h, 0, &f[i]);
         rc = g->decode(g, 0, 4, f, S, err, sizeof err);
