@@ -12,7 +12,9 @@
  * slot still holds an earlier shard waits for it to be written. The thread
  * that finishes a shard's last frame compacts it (skipped frames out),
  * writes it and hands the slot to shard + R. At most R shards of host
- * memory are in flight, whatever the dataset's size.
+ * memory are in flight, whatever the dataset's size. A thread feeding a GPU
+ * decoder takes up to a batch from the same counter (compare-and-swap,
+ * never past its shard's end), so it waits for one slot as a frame does.
  */
 #define _GNU_SOURCE
 #include "gpu/import.h"

@@ -11,6 +11,12 @@
  * is fsynced and renamed into place, with import.json describing the result.
  * A sink (import_opts_t) may take each shard's frames as soon as it is
  * written: the daemon puts them on the devices then (fail mode, replicated).
+ * A GPU decoder (opts.gpu, gpu/jpeg_gpu.h) adds gpu->threads pool threads
+ * that take batches of consecutive frames within a shard and hand the plain
+ * JPEGs among them (imgdec_jpeg_plain) to it, decoding the rest — and any
+ * frame it refuses — on the CPU as the other threads do: same slots, same
+ * shards, same errors; a frame it decoded was resized from its full size
+ * (K' below with s = 1).
  * Nothing half-written survives a failure, a cancel or a crash (a crash
  * leaves only a ".<key>.tmp.*" directory, which the daemon sweeps at start).
  *
