@@ -532,12 +532,17 @@ static int tc_wait_dataset(const char *name, int bar) {
             else tc_dataset_row(d);
             const json_t *imp = json_object_get(d, "import");
             if (!g_opt.json && json_is_object(imp)) {
-                printf("import: %lld of %lld frames%s, %lld skipped, %.0f images/s\n",
+                const char *dec = json_string_value(json_object_get(imp, "decoder"));
+                printf("import: %lld of %lld frames%s, %lld skipped, %.0f images/s",
                        (long long)json_integer_value(json_object_get(imp, "imported")),
                        (long long)json_integer_value(json_object_get(imp, "frames")),
                        json_is_true(json_object_get(imp, "cache_hit")) ? " (from the cache)" : "",
                        (long long)json_integer_value(json_object_get(imp, "skipped")),
                        jnum(imp, "images_per_s"));
+                if (dec && strcmp(dec, "cpu") != 0)   /* a GPU decoder beside the CPU's */
+                    printf(", %lld decoded by %s", (long long)json_integer_value(json_object_get(imp, "gpu_frames")),
+                           dec);
+                printf("\n");
                 size_t i;
                 const json_t *r;
                 json_array_foreach(json_object_get(imp, "skip_reasons"), i, r) printf("  skipped: %s\n", json_string_value(r));
