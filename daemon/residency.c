@@ -85,8 +85,8 @@ struct residency {
     int stop;
     char (*rm_keys)[65];         /* import caches to remove once unused (done by the loader) */
     int n_rm;
-    jpeg_gpu_t *jpeg;            /* the imports' GPU JPEG decoder, opened by the loader on first use */
-    int jpeg_tried;
+    jpeg_gpu_t *jpeg;            /* the imports' GPU JPEG decoder (import_gpu), loader thread only */
+    int jpeg_tried;              /* import_gpu ran: it opens (or gives up) once */
 };
 
 static res_ds_t *find(residency_t *r, const char *name) {

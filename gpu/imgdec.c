@@ -91,7 +91,7 @@ static int exif_orientation(const uint8_t *t, size_t n) {
  * the frame header (SOF) and the first scan's component count. */
 typedef struct {
     int orientation, adobe;
-    int sof;                  /* the SOF marker's low byte (0xC0 baseline), -1 none */
+    int sof;                  /* the first SOF marker (0xC0: baseline), -1 none */
     int precision, w, h, ncomp;
     uint8_t id[4], hv[4];     /* component ids and sampling factors (H << 4 | V) */
     int scan_ncomp;           /* components of the first scan, 0 when none was reached */
