@@ -6,7 +6,9 @@
  *   0 mod 3: manifest_parse (JSON Lines)
  *   1 mod 3: imgdec_decode (JPEG/PNG; need from the byte, at most 4 M source
  *            pixels) and, when it decodes, a crop + resize to 28 x 28 as the
- *            importer does; then imgdec_jpeg_markers
+ *            importer does; then imgdec_jpeg_markers and imgdec_jpeg_plain
+ *            (a file it takes reads as the CPU decoder reads it: the same
+ *            size, no rotation)
  *   2 mod 3: manifest_parse_freihand (xyz and K split at the first NUL)
  * Invariants that must hold are asserted (abort = a finding).
  */
@@ -70,6 +72,13 @@ __attribute__((unused)) static int fuzz_import_one(imgdec_t *dec, const uint8_t 
         int o, a;
         imgdec_jpeg_markers(p, n, &o, &a);
         assert(o >= 1 && o <= 8);
+        int pw, ph;
+        if (imgdec_jpeg_plain(p, n, &pw, &ph)) {   /* its header agrees with the decoder's reading */
+            assert(pw >= 1 && ph >= 1 && o == 1 && !a);
+            imgdec_out_t full;
+            if (imgdec_decode(dec, p, n, 0, 1, &full, err, sizeof err) == 0)
+                assert(full.w == pw && full.h == ph && full.orientation == 1);
+        }
     } else if (data[0] % 3 == 0) {
         manifest_t m;
         memset(&m, 0, sizeof m);

@@ -1253,6 +1253,22 @@ static void test_gpu_decoder(void) {
         }
         ok(right, "imgdec_jpeg_plain: baseline 4:2:0 JPEGs yes (with their size); PNG, EXIF-rotated, grayscale and "
            "truncated JPEGs no");
+        /* the other subsamplings the engines take, and a progressive file (several scans) */
+        static const struct { int samp, flags, want; const char *what; } v[] = {
+            {TJSAMP_444, 0, 1, "4:4:4"}, {TJSAMP_422, 0, 1, "4:2:2"}, {TJSAMP_440, 0, 1, "4:4:0"},
+            {TJSAMP_411, 0, 0, "4:1:1"}, {TJSAMP_420, TJFLAG_PROGRESSIVE, 0, "progressive 4:2:0"}};
+        tjhandle tj = tjInitCompress();
+        for (size_t q = 0; q < sizeof v / sizeof v[0]; q++) {
+            unsigned char *b = NULL;
+            unsigned long len = 0;
+            int w = 0, h = 0, p = -1;
+            if (tjCompress2(tj, fr[0].rgb, fr[0].w, 0, fr[0].h, TJPF_RGB, &b, &len, v[q].samp, 90, v[q].flags) == 0)
+                p = imgdec_jpeg_plain(b, len, &w, &h);
+            ok(p == v[q].want && (!p || (w == fr[0].w && h == fr[0].h)), "imgdec_jpeg_plain: %s %s", v[q].what,
+               v[q].want ? "yes" : "no");
+            tjFree(b);
+        }
+        tjDestroy(tj);
     }
 
     for (int crop = 0; crop < 2; crop++) {
