@@ -540,6 +540,7 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
     log_info(NULL, "dataset %s: importing %s (%dx%d, %s, on_error %s)", x->name, manifest, o.image_size,
              o.image_size, resize, on_error);
     int rc = import_cached(manifest, r->imports_root, &o, &res, msg, msglen);
+    if (o.gpu && o.gpu->trim) o.gpu->trim(o.gpu);   /* its batch buffers back to the jobs */
     pthread_mutex_destroy(&u.put_mu);
     if (rc) {
         pthread_mutex_lock(&r->mu);

@@ -39,6 +39,11 @@ struct jpeg_gpu {
      * device, regions as above, into dst (the same bytes as image_resizer_run). */
     int (*resize)(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, const uint8_t *const *src, int S, char *err,
                   size_t errlen);
+    /* Gives back the buffers the calls grew (device and pinned memory, ~70 MB a
+     * caller at 640x480, batch 64) while keeping the decoder open: the daemon
+     * calls it after each import, so a running job does not share the device
+     * with idle import buffers. May be NULL. */
+    void (*trim)(jpeg_gpu_t *g);
     void (*close)(jpeg_gpu_t *g);
     void *impl;
 };

@@ -199,6 +199,20 @@ static int jg_grow(void **p, size_t *cap, size_t n, int pinned, char *err, size_
     return 0;
 }
 
+static void jg_trim(jpeg_gpu_t *g) {
+    jg_t *j = (jg_t *)g->impl;
+    if (cudaSetDevice(g->device) != cudaSuccess) return;
+    for (int t = 0; t < g->threads; t++) {
+        jg_thread_t *s = &j->th[t];
+        cudaStreamSynchronize(s->stream);
+        cudaFree(s->dimg);
+        cudaFree(s->dout);
+        cudaFreeHost(s->hout);
+        s->dimg = s->dout = s->hout = NULL;
+        s->dimg_cap = s->dout_cap = s->hout_cap = 0;
+    }
+}
+
 static void jg_close(jpeg_gpu_t *g) {
     if (!g) return;
     jg_t *j = (jg_t *)g->impl;
@@ -370,6 +384,7 @@ extern "C" jpeg_gpu_t *jpeg_gpu_cuda_open(int device, const char *backend, int t
     g->batch = batch;
     g->decode = jg_decode;
     g->resize = jg_resize;
+    g->trim = jg_trim;
     g->close = jg_close;
     g->impl = j;
     if (jg_load(&j->nv, why, len) || jg_cuda(cudaSetDevice(device), "device", why, len)) {
