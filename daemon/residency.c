@@ -86,7 +86,7 @@ struct residency {
     char (*rm_keys)[65];         /* import caches to remove once unused (done by the loader) */
     int n_rm;
     jpeg_gpu_t *jpeg;            /* the imports' GPU JPEG decoder (import_gpu), loader thread only */
-    int jpeg_tried;              /* import_gpu ran: it opens (or gives up) once */
+    int jpeg_tried;              /* import_gpu ran: it opens (or gives up) once; loader thread only */
 };
 
 static res_ds_t *find(residency_t *r, const char *name) {
@@ -449,9 +449,9 @@ static int import_streamed_ok(residency_t *r, res_ds_t *x, const imp_ud_t *u) {
 }
 
 /* The GPU JPEG decoder imports use beside the CPU's (--import-decoder),
- * opened on the first device by the loader when it starts (the loader alone
- * uses it); NULL when there is none (the cpu backend, no nvJPEG: said once
- * in the log). */
+ * opened on the first device by the loader at its first idle moment, or by
+ * the first import if that comes sooner (the loader alone uses it); NULL
+ * when there is none (the cpu backend, no nvJPEG: said once in the log). */
 #define IMPORT_GPU_THREADS 4
 #define IMPORT_GPU_BATCH 64
 /* Benchmark knobs (bench/import_device.sh), not configuration: an integer
@@ -466,8 +466,9 @@ static int env_int(const char *name, int lo, int hi, int def) {
 static jpeg_gpu_t *import_gpu(residency_t *r) {
     daemon_t *d = r->d;
     const char *want = d->cfg.import_decoder;
-    if (r->jpeg_tried || strcmp(want, "cpu") == 0) return r->jpeg;
+    if (r->jpeg_tried) return r->jpeg;
     r->jpeg_tried = 1;
+    if (strcmp(want, "cpu") == 0) return NULL;
     if (strcmp(d->be[0]->name, "cuda") != 0) {
         if (strcmp(want, "auto") != 0)
             log_warn(NULL, "imports: --import-decoder %s needs the cuda backend; decoding on the CPU only", want);
@@ -734,13 +735,20 @@ static void load_gate(residency_t *r, res_ds_t *x) {
 
 static void *loader_main(void *arg) {
     residency_t *r = arg;
-    import_gpu(r);   /* nvJPEG's start-up (~1 s) is paid here, not by the first import */
     pthread_mutex_lock(&r->mu);
     while (!r->stop) {
         remove_unused_caches(r);
         res_ds_t *x = NULL;
         for (res_ds_t *y = r->list; y; y = y->next)
             if (y->phase == RS_QUEUED && !y->cancel) { x = y; break; }
+        if (!x && !r->jpeg_tried) {
+            /* the first idle moment (after a restart's reloads): nvJPEG's start-up (~1 s) is
+             * paid here rather than by the first import */
+            pthread_mutex_unlock(&r->mu);
+            import_gpu(r);
+            pthread_mutex_lock(&r->mu);
+            continue;
+        }
         if (!x) { pthread_cond_wait(&r->cv, &r->mu); continue; }
         x->busy = 1;
         pthread_mutex_unlock(&r->mu);
