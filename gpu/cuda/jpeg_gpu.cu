@@ -240,6 +240,14 @@ static void jg_close(jpeg_gpu_t *g) {
     free(j);
 }
 
+/* Dynamic shared memory the resize kernel needs for this frame's region:
+ * its row ([rw*3] floats) and the vertical weights (at most kv). */
+static size_t jg_smem_bytes(const jpeg_gpu_frame_t *x, int S) {
+    double fs = (double)x->rh / S;
+    size_t kv = (size_t)ceil(2 * (fs > 1 ? fs : 1)) + 1;
+    return ((size_t)x->rw * 3 + kv) * sizeof(float);
+}
+
 /* The resize of frames idx[0..m) whose source pixels are at s->src[q]
  * (device, row stride s->stride[q]), then the copy back. 0 or -1 with err. */
 static int jg_resize_run(jg_thread_t *s, jpeg_gpu_frame_t *f, int m, int S, char *err, size_t errlen) {
@@ -249,16 +257,12 @@ static int jg_resize_run(jg_thread_t *s, jpeg_gpu_frame_t *f, int m, int S, char
     size_t smem = 0;
     for (int q = 0; q < m; q++) {
         const jpeg_gpu_frame_t *x = &f[s->idx[q]];
-        double fs = (double)x->rh / S;
-        size_t kv = (size_t)ceil(2 * (fs > 1 ? fs : 1)) + 1;
-        size_t need = ((size_t)x->rw * 3 + kv) * sizeof(float);
+        size_t need = jg_smem_bytes(x, S);
         if (need > smem) smem = need;
         s->hpar[q] = (jg_param_t){src[q] + (size_t)x->y0 * stride[q] + (size_t)x->x0 * 3, (long long)stride[q],
                                   x->rw, x->rh, s->dout + (size_t)q * fb};
     }
-    if (jg_cuda(cudaFuncSetAttribute(jg_resize_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-                "shared memory", err, errlen) ||
-        jg_cuda(cudaMemcpyAsync(s->dpar, s->hpar, (size_t)m * sizeof(jg_param_t), cudaMemcpyHostToDevice, s->stream),
+    if (jg_cuda(cudaMemcpyAsync(s->dpar, s->hpar, (size_t)m * sizeof(jg_param_t), cudaMemcpyHostToDevice, s->stream),
                 "copy", err, errlen))
         return -1;
     jg_resize_kernel<<<dim3((unsigned)S, (unsigned)m), JG_BLOCK, smem, s->stream>>>(s->dpar, S);
@@ -276,10 +280,8 @@ static int jg_resize_run(jg_thread_t *s, jpeg_gpu_frame_t *f, int m, int S, char
 
 /* Can this frame's region be resized by one block (its row in shared memory)? */
 static int jg_fits(const jpeg_gpu_frame_t *x, int S) {
-    double fs = (double)x->rh / S;
-    size_t kv = (size_t)ceil(2 * (fs > 1 ? fs : 1)) + 1;
     return x->rw >= 1 && x->rh >= 1 && x->x0 >= 0 && x->y0 >= 0 && x->x0 + x->rw <= x->w && x->y0 + x->rh <= x->h &&
-           ((size_t)x->rw * 3 + kv) * sizeof(float) <= JG_MAX_SMEM;
+           jg_smem_bytes(x, S) <= JG_MAX_SMEM;
 }
 
 /* What a call does first: checks its arguments, binds the device, picks the
@@ -387,7 +389,10 @@ extern "C" jpeg_gpu_t *jpeg_gpu_cuda_open(int device, const char *backend, int t
     g->trim = jg_trim;
     g->close = jg_close;
     g->impl = j;
-    if (jg_load(&j->nv, why, len) || jg_cuda(cudaSetDevice(device), "device", why, len)) {
+    /* the kernel may use up to JG_MAX_SMEM (jg_fits), set once: callers at once would race on a per-call value */
+    if (jg_load(&j->nv, why, len) || jg_cuda(cudaSetDevice(device), "device", why, len) ||
+        jg_cuda(cudaFuncSetAttribute(jg_resize_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, JG_MAX_SMEM),
+                "shared memory", why, len)) {
         jg_close(g);
         return NULL;
     }
