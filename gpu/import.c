@@ -331,7 +331,7 @@ typedef struct {
     int gpu;                        /* -1: decodes frames on the CPU; else feeds o->gpu as its caller `gpu` */
     uint8_t **fbuf;                 /* gpu: [batch] files of a batch, and their capacities */
     size_t *fcap;
-    jpeg_gpu_frame_t *gf;           /* gpu: [batch] */
+    jpeg_gpu_frame_t *gf;           /* gpu: [batch] the frames of a batch handed to the decoder */
     pthread_t th;
 } imp_thread_t;
 
@@ -562,59 +562,45 @@ static void imp_gpu_batch(imp_thread_t *t, int64_t i0, int64_t i1) {
     const int S = c->S;
     const int64_t k = i0 / c->M;
     imp_slot_t *s = &c->slots[k % c->R];
+    const long long maxp = c->o->max_pixels > 0 ? c->o->max_pixels : IMGDEC_MAX_PIXELS;
     char why[1536];
-    int n = (int)(i1 - i0), rc[n > 0 ? n : 1];
+    int n = (int)(i1 - i0), rc[n > 0 ? n : 1], at[n > 0 ? n : 1], np = 0;
     char *whys[n > 0 ? n : 1];
     size_t len[n > 0 ? n : 1];
     memset(whys, 0, sizeof whys);
-    int m = 0;
+    /* read every file; the plain JPEGs go to t->gf[np] (at[q] = np, else -1) */
     for (int q = 0; q < n; q++) {
         int64_t i = i0 + q, j = i - k * c->M;
-        jpeg_gpu_frame_t *x = &t->gf[q];
-        memset(x, 0, sizeof *x);
-        x->ok = -1;   /* not handed to the decoder */
+        at[q] = -1;
         rc[q] = imp_read_frame(c, i, &t->fbuf[q], &t->fcap[q], &len[q], why, sizeof why);
         if (rc[q]) {
             whys[q] = strdup(why);
             continue;
         }
         int w, h;
-        long long maxp = c->o->max_pixels > 0 ? c->o->max_pixels : IMGDEC_MAX_PIXELS;
         if (!imgdec_jpeg_plain(t->fbuf[q], len[q], &w, &h) || w < IMPORT_MIN_SIDE || h < IMPORT_MIN_SIDE ||
             (long long)w * h > maxp)
             continue;
+        jpeg_gpu_frame_t *x = &t->gf[np];
         *x = (jpeg_gpu_frame_t){.data = t->fbuf[q], .len = len[q], .w = w, .h = h,
                                 .dst = s->img + (size_t)j * S * S * 3};
         imp_region(c, w, h, &x->x0, &x->y0, &x->rw, &x->rh);
-        m++;
+        at[q] = np++;
     }
-    /* the handed frames, packed at the front of a second array */
-    jpeg_gpu_frame_t *pk = t->gf + g->batch;
-    int at[n > 0 ? n : 1], np = 0;
-    for (int q = 0; q < n; q++)
-        if (t->gf[q].ok == 0) {
-            at[np] = q;
-            pk[np++] = t->gf[q];
-        }
-    assert(np == m);
-    if (np > 0 && g->decode(g, t->gpu, np, pk, S, why, sizeof why)) {
-        imp_fatal(c, why);
-        np = 0;
-    }
-    for (int p = 0; p < np; p++) t->gf[at[p]].ok = pk[p].ok;
+    if (np > 0 && g->decode(g, t->gpu, np, t->gf, S, why, sizeof why)) imp_fatal(c, why);
     int64_t on_gpu = 0;
     for (int q = 0; q < n; q++) {
         int64_t i = i0 + q, j = i - k * c->M;
-        const jpeg_gpu_frame_t *x = &t->gf[q];
         int r = rc[q];
         if (atomic_load(&c->abort)) {   /* the import fails with another frame's error: these are not done */
             free(whys[q]);
             continue;
         }
-        if (r == 0 && x->ok == 1) {
+        const jpeg_gpu_frame_t *x = at[q] >= 0 ? &t->gf[at[q]] : NULL;
+        if (r == 0 && x && x->ok == 1) {
             on_gpu++;
             r = imp_labels(c, i, s, j, 1.0, x->x0, x->y0, x->rw, x->rh, why, sizeof why);
-        } else if (r == 0) {
+        } else if (r == 0) {   /* not handed over, or refused */
             r = imp_frame_cpu(c, t, i, t->fbuf[q], len[q], s, j, why, sizeof why);
         } else {
             snprintf(why, sizeof why, "%s", whys[q] ? whys[q] : "out of memory");
@@ -930,7 +916,7 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
             size_t b = (size_t)o->gpu->batch;
             th[i].fbuf = calloc(b, sizeof *th[i].fbuf);
             th[i].fcap = calloc(b, sizeof *th[i].fcap);
-            th[i].gf = calloc(2 * b, sizeof *th[i].gf);   /* the batch, and its frames handed over */
+            th[i].gf = calloc(b, sizeof *th[i].gf);
             if (!th[i].fbuf || !th[i].fcap || !th[i].gf) {
                 errbuf_set(err, errlen, "out of memory for the decoders");
                 goto out;
