@@ -310,6 +310,7 @@ typedef struct {
     char outdir[PATH_MAX];
     imp_slot_t *slots;
     atomic_llong next, done, checked, gpu_frames;
+    atomic_llong feed_ns[3];        /* the feeding threads' time: reading files, the decoder's calls, the rest */
     atomic_int abort, running;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -568,6 +569,7 @@ static void imp_gpu_batch(imp_thread_t *t, int64_t i0, int64_t i1) {
     char *whys[n > 0 ? n : 1];
     size_t len[n > 0 ? n : 1];
     memset(whys, 0, sizeof whys);
+    double t0 = mono_now();
     /* read every file; the plain JPEGs go to t->gf[np] (at[q] = np, else -1) */
     for (int q = 0; q < n; q++) {
         int64_t i = i0 + q, j = i - k * c->M;
@@ -587,7 +589,9 @@ static void imp_gpu_batch(imp_thread_t *t, int64_t i0, int64_t i1) {
         imp_region(c, w, h, &x->x0, &x->y0, &x->rw, &x->rh);
         at[q] = np++;
     }
+    double t1 = mono_now();
     if (np > 0 && g->decode(g, t->gpu, np, t->gf, S, why, sizeof why)) imp_fatal(c, why);
+    double t2 = mono_now();
     int64_t on_gpu = 0;
     for (int q = 0; q < n; q++) {
         int64_t i = i0 + q, j = i - k * c->M;
@@ -609,6 +613,10 @@ static void imp_gpu_batch(imp_thread_t *t, int64_t i0, int64_t i1) {
         imp_frame_end(c, i, k, j, r, why);
     }
     atomic_fetch_add(&c->gpu_frames, on_gpu);
+    double t3 = mono_now();
+    atomic_fetch_add(&c->feed_ns[0], (long long)((t1 - t0) * 1e9));
+    atomic_fetch_add(&c->feed_ns[1], (long long)((t2 - t1) * 1e9));
+    atomic_fetch_add(&c->feed_ns[2], (long long)((t3 - t2) * 1e9));
 }
 
 static void *imp_decode_main(void *arg) {
@@ -1043,6 +1051,7 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
     res->seconds = el;
     res->images_per_s = el > 0 ? (double)c.n / el : 0;
     res->gpu_frames = atomic_load(&c.gpu_frames);
+    for (int q = 0; q < 3; q++) res->feed_s[q] = atomic_load(&c.feed_ns[q]) / 1e9;
     snprintf(res->decoder, sizeof res->decoder, "%s", o->gpu ? o->gpu->name : "cpu");
     {
         json_t *j = import_result_json(res);
@@ -1223,6 +1232,9 @@ int import_main(int argc, char **argv) {
            "%lld frames on it)\n", (long long)res.imported, (long long)res.frames, (long long)res.skipped,
            o.image_size, o.image_size, o.crop ? "crop" : "stretch", out, res.seconds, res.images_per_s, res.decoder,
            (long long)res.gpu_frames);
+    if (res.gpu_frames > 0)
+        printf("the decoder's feeding threads' seconds: reading %.3f, in the decoder %.3f, the rest %.3f\n",
+               res.feed_s[0], res.feed_s[1], res.feed_s[2]);
     for (int i = 0; i < res.n_reasons; i++) printf("  skipped: %s\n", res.reasons[i]);
     return 0;
 }

@@ -116,6 +116,9 @@ typedef struct {
     double prepare_s;                /* before the decoding: manifest, stat pass, key, cache lookup */
     char decoder[64];                /* "cpu", or the GPU decoder's name (gpu_frames of the frames) */
     int64_t gpu_frames;
+    double feed_s[3];                /* the GPU feeding threads' seconds, summed: reading the files, in the
+                                      * decoder's calls, the rest (relabelling, CPU fallbacks, shard writes);
+                                      * for the log, not recorded */
 } import_result_t;
 
 /* Is the resolved path rp one of the roots or beneath one? */

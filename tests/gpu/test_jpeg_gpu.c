@@ -8,10 +8,14 @@
  *     full-size decode (TurboJPEG) resized the same way: within a few levels
  *     (two decoders' IDCT and chroma upsampling);
  *   - a corrupt file in a batch is not a device failure (the call returns 0;
- *     the frames it does not decode come back refused).
+ *     the frames it does not decode come back refused);
+ *   - (printed, not asserted) frames/s of 1, 2 and 4 callers at once at
+ *     batches of 24, 64 and 128, and of the resize alone: what the engines
+ *     give against what the importer's feeding threads get.
  * Runs where nvJPEG is installed (the GPU machine); without it, it says so
  * and fails, since this binary runs only there. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +101,95 @@ static void test_resize(jpeg_gpu_t *g) {
                rc ? ": " : "", rc ? err : "");
         }
     image_resizer_free(rz);
+}
+
+
+/* ---- throughput (printed, never asserted) ----------------------------------------- */
+
+typedef struct {
+    jpeg_gpu_t *g;
+    int t, batch, reps, resize_only;
+    const uint8_t *const *jpg;       /* [n] files */
+    const size_t *len;
+    const frame_t *fr;
+    const uint8_t *const *rgb;       /* [n] full-size decoded (resize_only) */
+    int n;
+    int rc;
+    char err[256];
+} sweep_t;
+
+static void *sweep_main(void *arg) {
+    sweep_t *w = arg;
+    const int S = 224;
+    jpeg_gpu_frame_t *f = calloc((size_t)w->batch, sizeof *f);
+    const uint8_t **src = calloc((size_t)w->batch, sizeof *src);
+    uint8_t *dst = malloc((size_t)w->batch * S * S * 3);
+    for (int r = 0; r < w->reps && w->rc == 0; r++) {
+        for (int q = 0; q < w->batch; q++) {
+            int i = (q + r + w->t * 7) % w->n;
+            memset(&f[q], 0, sizeof f[q]);
+            f[q].data = w->jpg[i];
+            f[q].len = w->len[i];
+            region(w->fr[i].w, w->fr[i].h, 0, &f[q]);
+            f[q].dst = dst + (size_t)q * S * S * 3;
+            src[q] = w->resize_only ? w->rgb[i] : NULL;
+        }
+        w->rc = w->resize_only ? w->g->resize(w->g, w->t, w->batch, f, src, S, w->err, sizeof w->err)
+                               : w->g->decode(w->g, w->t, w->batch, f, S, w->err, sizeof w->err);
+    }
+    free(dst);
+    free(src);
+    free(f);
+    return NULL;
+}
+
+/* frames/s of `callers` threads at once, each `reps` calls of `batch` frames */
+static double sweep_run(jpeg_gpu_t *g, int callers, int batch, int resize_only, const uint8_t *const *jpg,
+                        const size_t *len, const frame_t *fr, const uint8_t *const *rgb, int n) {
+    sweep_t w[8];
+    pthread_t th[8];
+    const int reps = 2048 / batch + 2;
+    for (int t = 0; t < callers; t++) {   /* one call first: buffers grown, states initialized */
+        w[t] = (sweep_t){g, t, batch, 1, resize_only, jpg, len, fr, rgb, n, 0, ""};
+        sweep_main(&w[t]);
+    }
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (int t = 0; t < callers; t++) {
+        w[t].reps = reps;
+        pthread_create(&th[t], NULL, sweep_main, &w[t]);
+    }
+    int rc = 0;
+    for (int t = 0; t < callers; t++) {
+        pthread_join(th[t], NULL);
+        if (w[t].rc) {
+            rc = 1;
+            diag("%s: caller %d: %s", g->name, t, w[t].err);
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double s = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
+    return rc ? 0 : (double)callers * reps * batch / s;
+}
+
+static void test_sweep(const char *backend, const uint8_t *const *jpg, const size_t *len, const frame_t *fr,
+                       const uint8_t *const *rgb, int n) {
+    char why[512];
+    jpeg_gpu_t *g = jpeg_gpu_open(0, backend, 4, 128, why, sizeof why);
+    if (!g) {
+        diag("sweep: jpeg_gpu_open(%s): %s", backend, why);
+        return;
+    }
+    static const int batches[] = {24, 64, 128}, callers[] = {1, 2, 4};
+    for (int b = 0; b < 3; b++)
+        for (int c = 0; c < 3; c++)
+            diag("%s: %d caller%s at once, batches of %d 640x480 frames: %.0f frames/s (decode + resize + copy "
+                 "back)", g->name, callers[c], callers[c] > 1 ? "s" : "", batches[b],
+                 sweep_run(g, callers[c], batches[b], 0, jpg, len, fr, rgb, n));
+    for (int c = 0; c < 3; c++)
+        diag("%s: %d caller%s at once, batches of 64: %.0f frames/s (the resize alone: put, resize, copy back)",
+             g->name, callers[c], callers[c] > 1 ? "s" : "", sweep_run(g, callers[c], 64, 1, jpg, len, fr, rgb, n));
+    g->close(g);
 }
 
 static void test_decode(const char *backend) {
@@ -214,6 +307,21 @@ static void test_decode(const char *backend) {
         for (int i = 0; i < n; i++) done += f[i].ok == 1;
         ok(rc == 0 && done == n, "%s: after trim, a batch decodes (%d of %d)", g->name, done, n);
         for (int i = 0; i < n; i++) free(f[i].dst);
+    }
+    if (strcmp(backend, "auto") == 0) {   /* the hardware decoder where there is one */
+        const uint8_t *rgb[24];
+        for (int i = 0; i < n; i++) {
+            imgdec_out_t o;
+            char e[256];
+            rgb[i] = NULL;
+            if (imgdec_decode(dec, jpg[i], len[i], 0, 1, &o, e, sizeof e) == 0) {
+                uint8_t *c = malloc((size_t)o.w * o.h * 3);
+                memcpy(c, o.rgb, (size_t)o.w * o.h * 3);
+                rgb[i] = c;
+            }
+        }
+        test_sweep(backend, (const uint8_t *const *)jpg, len, fr, rgb, n);
+        for (int i = 0; i < n; i++) free((void *)rgb[i]);
     }
     image_resizer_free(rz);
     imgdec_free(dec);
