@@ -315,6 +315,9 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* guarded by mu */
+    int64_t *wq;                    /* [R] shards whose frames are all done, to be written by a CPU thread */
+    int wq_n;
+    int64_t shards, shards_done;    /* shards in all, and written (or given up) so far */
     int64_t err_idx;                /* fail mode: the lowest failing frame seen, -1 none */
     char err[1024];
     int64_t skipped, imported, left, right;
@@ -525,30 +528,70 @@ static void imp_thread_done(imp_ctx_t *c) {
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Shard k's frames are all done: writes it and hands its slot to shard k + R. */
+static void imp_shard_finish(imp_ctx_t *c, int64_t k) {
+    imp_slot_t *s = &c->slots[k % c->R];
+    char err[512];
+    if (!atomic_load(&c->abort) && imp_write_shard(c, s, k, err, sizeof err)) imp_fatal(c, err);
+    pthread_mutex_lock(&c->mu);
+    s->shard = k + c->R;
+    atomic_store(&s->remaining, imp_shard_count(c, k + c->R));
+    c->shards_done++;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 /* Frame i (slot position j of shard k) is done, imported (r == 0) or not
- * (why): the thread that finishes a shard's last frame writes it and hands
- * its slot to shard k + R. */
-static void imp_frame_end(imp_ctx_t *c, int64_t i, int64_t k, int64_t j, int r, const char *why) {
+ * (why). The thread that finishes a shard's last frame writes it — unless it
+ * feeds the GPU decoder (defer): a shard write (~64 MB to the file and to the
+ * devices, tens of ms) would leave the decoder unfed, so the shard is queued
+ * for the CPU decoding threads (imp_decode_main), which always exist. */
+static void imp_frame_end(imp_ctx_t *c, int64_t i, int64_t k, int64_t j, int r, const char *why, int defer) {
     imp_slot_t *s = &c->slots[k % c->R];
     s->ok[j] = r == 0;
     if (r) imp_frame_error(c, i, why);
     atomic_fetch_add(&c->done, 1);
-    if (atomic_fetch_sub(&s->remaining, 1) == 1) {   /* the shard's last frame */
-        char err[512];
-        if (!atomic_load(&c->abort) && imp_write_shard(c, s, k, err, sizeof err)) imp_fatal(c, err);
-        pthread_mutex_lock(&c->mu);
-        s->shard = k + c->R;
-        atomic_store(&s->remaining, imp_shard_count(c, k + c->R));
-        pthread_cond_broadcast(&c->cv);
-        pthread_mutex_unlock(&c->mu);
+    if (atomic_fetch_sub(&s->remaining, 1) != 1) return;   /* not the shard's last frame */
+    if (!defer) {
+        imp_shard_finish(c, k);
+        return;
     }
+    pthread_mutex_lock(&c->mu);
+    assert(c->wq_n < c->R);   /* a queued shard holds its slot: at most R */
+    c->wq[c->wq_n++] = k;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
 }
 
-/* Waits until shard k's slot holds it: 0, or -1 when the import aborts. */
-static int imp_wait_slot(imp_ctx_t *c, int64_t k) {
+/* A CPU decoding thread's next shard to write: 1 with *k, or 0 when none is
+ * queued. With wait, it waits for one until every shard is written or the
+ * import aborts (the frames are all taken: what is left is the feeding
+ * threads' shards). */
+static int imp_next_write(imp_ctx_t *c, int wait, int64_t *k) {
+    pthread_mutex_lock(&c->mu);
+    while (wait && c->wq_n == 0 && c->shards_done < c->shards && !atomic_load(&c->abort)) pthread_cond_wait(&c->cv, &c->mu);
+    int got = c->wq_n > 0 && !atomic_load(&c->abort);
+    if (got) *k = c->wq[--c->wq_n];
+    pthread_mutex_unlock(&c->mu);
+    return got;
+}
+
+/* Waits until shard k's slot holds it: 0, or -1 when the import aborts. A
+ * CPU decoding thread (serve) writes queued shards meanwhile: the one that
+ * holds the slot may be among them. */
+static int imp_wait_slot(imp_ctx_t *c, int64_t k, int serve) {
     imp_slot_t *s = &c->slots[k % c->R];
     pthread_mutex_lock(&c->mu);
-    while (s->shard != k && !atomic_load(&c->abort)) pthread_cond_wait(&c->cv, &c->mu);
+    while (s->shard != k && !atomic_load(&c->abort)) {
+        if (serve && c->wq_n > 0) {
+            int64_t q = c->wq[--c->wq_n];
+            pthread_mutex_unlock(&c->mu);
+            imp_shard_finish(c, q);
+            pthread_mutex_lock(&c->mu);
+            continue;
+        }
+        pthread_cond_wait(&c->cv, &c->mu);
+    }
     pthread_mutex_unlock(&c->mu);
     return atomic_load(&c->abort) ? -1 : 0;
 }
@@ -610,7 +653,7 @@ static void imp_gpu_batch(imp_thread_t *t, int64_t i0, int64_t i1) {
             snprintf(why, sizeof why, "%s", whys[q] ? whys[q] : "out of memory");
         }
         free(whys[q]);
-        imp_frame_end(c, i, k, j, r, why);
+        imp_frame_end(c, i, k, j, r, why, 1);
     }
     atomic_fetch_add(&c->gpu_frames, on_gpu);
     double t3 = mono_now();
@@ -635,16 +678,28 @@ static void *imp_decode_main(void *arg) {
                 if (i1 > c->n) i1 = c->n;
             } while (!atomic_compare_exchange_weak(&c->next, &i0, i1));
             if (i0 >= c->n) break;
-            if (imp_wait_slot(c, i0 / c->M)) break;
+            if (imp_wait_slot(c, i0 / c->M, 0)) break;
             imp_gpu_batch(t, i0, i1);
             continue;
         }
+        int64_t k;
+        if (c->G > 0 && imp_next_write(c, 0, &k)) {   /* a feeding thread's shard first */
+            imp_shard_finish(c, k);
+            continue;
+        }
         int64_t i = atomic_fetch_add(&c->next, 1);
-        if (i >= c->n) break;
-        int64_t k = i / c->M, j = i - k * c->M;
-        if (imp_wait_slot(c, k)) break;
+        if (i >= c->n) {
+            if (c->G > 0 && imp_next_write(c, 1, &k)) {
+                imp_shard_finish(c, k);
+                continue;
+            }
+            break;
+        }
+        k = i / c->M;
+        int64_t j = i - k * c->M;
+        if (imp_wait_slot(c, k, 1)) break;
         int r = imp_frame(c, t, i, &c->slots[k % c->R], j, why, sizeof why);
-        imp_frame_end(c, i, k, j, r, why);
+        imp_frame_end(c, i, k, j, r, why, 0);
     }
     imp_thread_done(c);
     return NULL;
@@ -822,6 +877,7 @@ static void imp_ctx_free(imp_ctx_t *c, imp_thread_t *th) {
             free(s->ok);
         }
     free(c->slots);
+    free(c->wq);
     if (c->ferr)
         for (int64_t i = 0; i < c->n; i++) free(c->ferr[i]);
     free(c->ferr);
@@ -999,7 +1055,9 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
         }
     }
     c.slots = calloc((size_t)c.R, sizeof *c.slots);
-    if (!c.slots) {
+    c.wq = calloc((size_t)c.R, sizeof *c.wq);
+    c.shards = (c.n + c.M - 1) / c.M;
+    if (!c.slots || !c.wq) {
         errbuf_set(err, errlen, "out of memory");
         goto out;
     }
