@@ -95,6 +95,7 @@ typedef struct {
     int precision, w, h, ncomp;
     uint8_t id[4], hv[4];     /* component ids and sampling factors (H << 4 | V) */
     int scan_ncomp;           /* components of the first scan, 0 when none was reached */
+    int dri;                  /* restart interval in MCUs (DRI before the scan), 0 none */
     size_t scan_data;         /* offset of the first scan's entropy-coded data */
 } jpeg_hdr_t;
 
@@ -125,6 +126,8 @@ static int jpeg_walk(const uint8_t *buf, size_t len, jpeg_hdr_t *j) {
             have_exif = 1;
         } else if (m == 0xEE && pn >= 5 && memcmp(pl, "Adobe", 5) == 0) {
             j->adobe = 1;
+        } else if (m == 0xDD && pn >= 2) {
+            j->dri = (int)rd16(pl, 0);
         } else if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC && j->sof < 0 && pn >= 6) {
             j->sof = m;
             j->precision = pl[0];
@@ -158,8 +161,25 @@ int imgdec_jpeg_plain(const uint8_t *buf, size_t len, int *w, int *h) {
     if (j.hv[1] != 0x11 || j.hv[2] != 0x11) return 0;
     if (j.hv[0] != 0x11 && j.hv[0] != 0x21 && j.hv[0] != 0x22 && j.hv[0] != 0x12) return 0;
     if (len < j.scan_data + 2 || buf[len - 2] != 0xFF || buf[len - 1] != 0xD9) return 0;   /* EOI last */
-    /* one scan: no further SOS in the entropy-coded data (a 0xFF there is stuffed or a marker) */
-    if (memmem(buf + j.scan_data, len - j.scan_data, "\xFF\xDA", 2)) return 0;
+    /* The entropy-coded data up to the EOI holds stuffed bytes (FF 00) and, with a restart interval,
+     * RST0..RST7 in turn, as many as the MCUs need — nothing else: another marker (a second scan, a
+     * DNL, bytes overwritten) is not plain, and the CPU path, stricter than nvJPEG (which decodes
+     * past corrupt data), names it. What no marker shows (wrong Huffman codes) nvJPEG may decode. */
+    const int hmax = j.hv[0] >> 4, vmax = j.hv[0] & 15;
+    const long long mcus = (long long)((j.w + 8 * hmax - 1) / (8 * hmax)) * ((j.h + 8 * vmax - 1) / (8 * vmax));
+    long long rst = 0;
+    const uint8_t *p = buf + j.scan_data, *end = buf + len - 2;
+    while (p < end && (p = memchr(p, 0xFF, (size_t)(end - p))) != NULL) {
+        if (++p >= end) return 0;
+        uint8_t b = *p++;
+        if (b == 0x00) continue;
+        if (j.dri > 0 && b == 0xD0 + (rst & 7)) {
+            rst++;
+            continue;
+        }
+        return 0;
+    }
+    if (rst != (j.dri > 0 ? (mcus + j.dri - 1) / j.dri - 1 : 0)) return 0;
     *w = j.w;
     *h = j.h;
     return 1;

@@ -42,6 +42,10 @@
 #include "tests/fuzz/fuzz_import.h"
 #include "tests/tap.h"
 
+#ifndef FIXTURES
+#define FIXTURES "tests/fixtures"
+#endif
+
 static char root[256];
 
 /* ---- reading an imported directory back --------------------------------------------- */
@@ -1192,6 +1196,71 @@ static void fake_gpu_free(fake_gpu_t *x) {
     pthread_mutex_destroy(&x->mu);
 }
 
+
+/* A whole file into memory (NULL when it cannot be read). */
+static uint8_t *slurp(const char *path, size_t *len) {
+    FILE *fh = fopen(path, "rb");
+    if (!fh) return NULL;
+    uint8_t *b = malloc(1 << 20);
+    *len = fread(b, 1, 1 << 20, fh);
+    fclose(fh);
+    return b;
+}
+
+/* imgdec_jpeg_plain reads the entropy-coded data's markers: restart markers in
+ * turn and as many as the MCUs need (fixtures from cjpeg -restart), nothing
+ * else — a marker written into the data, a restart out of turn or missing
+ * sends the file to the CPU path, which refuses it by name. */
+static void test_plain_markers(const uint8_t *rgb, int w, int h) {
+    static const char *const fx[] = {FIXTURES "/jpeg/restart_rows.jpg", FIXTURES "/jpeg/restart_blocks.jpg"};
+    imgdec_t *d = imgdec_new();
+    for (int q = 0; q < 2; q++) {
+        size_t len = 0;
+        uint8_t *b = slurp(fx[q], &len);
+        int pw = 0, ph = 0, p = b ? imgdec_jpeg_plain(b, len, &pw, &ph) : -1;
+        ok(p == 1 && pw == 200 && ph == 150, "imgdec_jpeg_plain: %s (restart interval) yes, 200x150 (%d, %dx%d)",
+           fx[q], p, pw, ph);
+        /* the markers: RSTn at i (FF Dn), in the entropy-coded data */
+        size_t at[64];
+        int nr = 0;
+        for (size_t i = 0; b && i + 1 < len && nr < 64; i++)
+            if (b[i] == 0xFF && b[i + 1] >= 0xD0 && b[i + 1] <= 0xD7) at[nr++] = i;
+        if (nr >= 3) {
+            uint8_t *c = malloc(len);
+            memcpy(c, b, len);
+            c[at[1] + 1] = (uint8_t)(0xD0 + ((c[at[1] + 1] - 0xD0 + 1) & 7));   /* out of turn */
+            ok(imgdec_jpeg_plain(c, len, &pw, &ph) == 0, "imgdec_jpeg_plain: %s with a restart out of turn: no",
+               fx[q]);
+            memcpy(c, b, at[2]);   /* the third restart marker taken out */
+            memcpy(c + at[2], b + at[2] + 2, len - at[2] - 2);
+            ok(imgdec_jpeg_plain(c, len - 2, &pw, &ph) == 0, "imgdec_jpeg_plain: %s without one restart: no", fx[q]);
+            free(c);
+        } else {
+            ok(0, "%s: %d restart markers found", fx[q], nr);
+        }
+        free(b);
+    }
+    /* a marker written mid-data (a corrupt file): not plain, and the CPU names it */
+    uint8_t *jpg;
+    size_t len;
+    frames_jpeg(rgb, w, h, TJPF_RGB, 90, &jpg, &len);
+    size_t sos = 0;
+    for (size_t i = 2; i + 1 < len && !sos; i++)
+        if (jpg[i] == 0xFF && jpg[i + 1] == 0xDA) sos = i;
+    size_t mid = sos + (len - sos) / 2;
+    while (jpg[mid] == 0xFF || jpg[mid + 1] == 0xFF) mid++;   /* not inside a stuffed pair */
+    jpg[mid] = 0xFF;
+    jpg[mid + 1] = 0x42;
+    int pw, ph;
+    ok(imgdec_jpeg_plain(jpg, len, &pw, &ph) == 0, "imgdec_jpeg_plain: a marker (FF 42) inside the data: no");
+    imgdec_out_t o;
+    char e[256];
+    int r = imgdec_decode(d, jpg, len, 224, 1, &o, e, sizeof e);
+    ok(r == -1 && strstr(e, "corrupt"), "... and the CPU path refuses it: %s", r ? e : "decoded");
+    tjFree(jpg);
+    imgdec_free(d);
+}
+
 static void test_gpu_decoder(void) {
     char dir[512], path[700], man[700], out[700], out2[700], err[2048];
     snprintf(dir, sizeof dir, "%s/gpu", root);
@@ -1269,6 +1338,7 @@ static void test_gpu_decoder(void) {
             tjFree(b);
         }
         tjDestroy(tj);
+        test_plain_markers(fr[0].rgb, fr[0].w, fr[0].h);
     }
 
     for (int crop = 0; crop < 2; crop++) {
