@@ -1123,6 +1123,25 @@ static void test_markers(void) {
 }
 
 /* ---- 9. a GPU decoder (gpu/jpeg_gpu.h): batches, refusals, failure --------------------------------- */
+/* A sink that notes which thread wrote each shard and which rows it put. */
+typedef struct {
+    pthread_mutex_t mu;
+    int calls;
+    pthread_t th[64];
+    int seen[64];
+} feed_sink_t;
+
+static int feed_sink(void *ud, int64_t first, const import_rows_t *rows, char *msg, size_t msglen) {
+    feed_sink_t *k = ud;
+    pthread_mutex_lock(&k->mu);
+    if (k->calls < 64) k->th[k->calls] = pthread_self();
+    k->calls++;
+    for (int64_t j = 0; j < rows->n; j++)
+        if (first + j >= 0 && first + j < 64) k->seen[first + j]++;
+    pthread_mutex_unlock(&k->mu);
+    return 0;
+}
+
 /* A stand-in with the decoder's contract, on the host: each frame decoded at
  * full size (imgdec, no DCT scaling) and its region resized with
  * image_resizer_run — what gpu/cuda/jpeg_gpu.cu computes on the device (its
@@ -1135,6 +1154,7 @@ typedef struct {
     pthread_mutex_t mu;
     int calls, frames, refused, bad_t, bad_n, busy[4], overlap;
     int refuse_mod, fail_at;
+    pthread_t caller[4];             /* the thread that called as t (the importer's feeding thread t) */
 } fake_gpu_t;
 
 static int fake_gpu_decode(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, int S, char *err, size_t errlen) {
@@ -1148,6 +1168,7 @@ static int fake_gpu_decode(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, int
         return -1;
     }
     x->overlap += x->busy[t]++ != 0;   /* one caller per t at a time */
+    x->caller[t] = pthread_self();
     pthread_mutex_unlock(&x->mu);
     int rc = 0;
     if (x->fail_at && call == x->fail_at) {
@@ -1456,6 +1477,37 @@ static void test_gpu_decoder(void) {
         int rc = import_to_dir(man, out, &o, &r, err, sizeof err);
         ok(rc == -1 && strstr(err, "g50.jpg") && strstr(err, "line 51"), "fail mode with a GPU decoder: the "
            "truncated frame is named: %s", err);
+        fake_gpu_free(&x);
+    }
+    /* fail mode, plain JPEGs only, with a sink: every shard written and put once, its rows in place, and
+     * never by a thread that feeds the decoder (those queue their shards for the CPU threads) */
+    {
+        char *pn[64];
+        const frame_t *pf[64];
+        int np = 0;
+        for (int i = 0; i < n && np < 64; i++)
+            if (kind[i] == K_PLAIN) {
+                pn[np] = names[i];
+                pf[np++] = fp[i];
+            }
+        write_manifest(dir, "plain.jsonl", np, pn, pf, NULL);
+        snprintf(path, sizeof path, "%s/plain.jsonl", dir);
+        fake_gpu_t x;
+        fake_gpu_init(&x, 2, 3);
+        feed_sink_t k = {.mu = PTHREAD_MUTEX_INITIALIZER};
+        import_opts_t o = {.image_size = S, .threads = 2, .shard_frames = 4, .gpu = &x.g, .sink = feed_sink, .ud = &k};
+        import_result_t r;
+        snprintf(out, sizeof out, "%s/out-gpu-sink", root);
+        fs_rm_rf(out, NULL, 0);
+        int rc = import_to_dir(path, out, &o, &r, err, sizeof err);
+        int by_feeder = 0, rows_ok = 1;
+        for (int c = 0; c < k.calls && c < 64; c++)
+            for (int t = 0; t < x.g.threads; t++) by_feeder += x.calls && pthread_equal(k.th[c], x.caller[t]);
+        for (int i = 0; i < np; i++) rows_ok &= k.seen[i] == 1;
+        ok(rc == 0 && r.gpu_frames > 0 && k.calls == (np + 3) / 4 && rows_ok && by_feeder == 0,
+           "with a decoder and a sink: %d shards written and put once each (%d calls), every row once, %lld frames "
+           "decoded by it, no shard written by a feeding thread (%d)%s%s", (np + 3) / 4, k.calls,
+           (long long)r.gpu_frames, by_feeder, rc ? ": " : "", rc ? err : "");
         fake_gpu_free(&x);
     }
     for (int i = 0; i < n; i++) free(names[i]);
