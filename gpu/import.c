@@ -194,8 +194,7 @@ static int imp_exists(const char *fmt, long idx, const import_opts_t *o) {
     return 1;
 }
 
-/* Loads the manifest at path (JSON Lines file, or FreiHAND directory / *_xyz.json).
- * 0, IMPORT_FORBIDDEN or -1 with err. */
+/* The manifest's hash, computed on a thread of its own beside the parse. */
 typedef struct {
     const char *text;
     size_t len;
@@ -210,6 +209,8 @@ static void *imp_hash_main(void *arg) {
     return NULL;
 }
 
+/* Loads the manifest at path (JSON Lines file, or FreiHAND directory / *_xyz.json).
+ * 0, IMPORT_FORBIDDEN or -1 with err. */
 static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_t *m, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     char rp[PATH_MAX];
@@ -588,7 +589,8 @@ static void imp_frame_end(imp_ctx_t *c, int64_t i, int64_t k, int64_t j, int r, 
  * threads' shards). */
 static int imp_next_write(imp_ctx_t *c, int wait, int64_t *k) {
     pthread_mutex_lock(&c->mu);
-    while (wait && c->wq_n == 0 && c->shards_done < c->shards && !atomic_load(&c->abort)) pthread_cond_wait(&c->cv, &c->mu);
+    while (wait && c->wq_n == 0 && c->shards_done < c->shards && !atomic_load(&c->abort))
+        pthread_cond_wait(&c->cv, &c->mu);
     int got = c->wq_n > 0 && !atomic_load(&c->abort);
     if (got) *k = c->wq[--c->wq_n];
     pthread_mutex_unlock(&c->mu);
