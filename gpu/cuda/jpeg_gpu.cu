@@ -155,7 +155,6 @@ static int jg_load(jg_nvjpeg_t *nv, char *why, size_t len) {
 /* ---- the decoder ------------------------------------------------------------------- */
 
 typedef struct {                 /* one calling thread's */
-    nvj_handle_t h;              /* its own handle (TRAIND_NVJPEG_HANDLES=per-caller), else NULL: the shared one */
     nvj_state_t state;
     int init_n;                  /* the batch size the state was initialized for (0: none) */
     cudaStream_t stream;
@@ -222,7 +221,6 @@ static void jg_close(jpeg_gpu_t *g) {
         jg_thread_t *s = &j->th[t];
         if (s->stream) cudaStreamSynchronize(s->stream);
         if (s->state) j->nv.state_destroy(s->state);
-        if (s->h) j->nv.destroy(s->h);
         if (s->stream) cudaStreamDestroy(s->stream);
         cudaFree(s->dimg);
         cudaFree(s->dout);
@@ -327,7 +325,6 @@ static int jg_decode(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, int S, ch
     int m;
     jg_thread_t *s = jg_begin(g, t, n, f, S, &m, err, errlen);
     if (m <= 0) return m;
-    nvj_handle_t h = s->h ? s->h : j->h;
     for (int q = 0; q < m; q++) {
         s->data[q] = f[s->idx[q]].data;
         s->lens[q] = f[s->idx[q]].len;
@@ -336,12 +333,12 @@ static int jg_decode(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, int S, ch
         s->dest[q].pitch[0] = s->stride[q];
     }
     if (s->init_n != m) {
-        int st = j->nv.batched_init(h, s->state, m, 1, NVJ_OUTPUT_RGBI);
+        int st = j->nv.batched_init(j->h, s->state, m, 1, NVJ_OUTPUT_RGBI);
         if (st != NVJ_STATUS_SUCCESS)
             return errbuf_set(err, errlen, "GPU JPEG decoder: nvjpegDecodeBatchedInitialize(%d): status %d", m, st);
         s->init_n = m;
     }
-    int st = j->nv.batched(h, s->state, s->data, s->lens, s->dest, s->stream);
+    int st = j->nv.batched(j->h, s->state, s->data, s->lens, s->dest, s->stream);
     if (st != NVJ_STATUS_SUCCESS) {
         /* a frame nvJPEG refuses: the whole batch goes to the CPU decoder, which
          * names the bad frame; a device fault shows in the stream */
@@ -399,18 +396,17 @@ extern "C" jpeg_gpu_t *jpeg_gpu_cuda_open(int device, const char *backend, int t
         jg_close(g);
         return NULL;
     }
-    /* strict: a bitstream with errors is refused (the batch goes to the CPU decoder, which names the
-     * frame) rather than decoded past, as nvJPEG does by default; a library that refuses the flag
-     * gets a handle without it, said in the name */
-    int st = -1, nvb = 0;
-    unsigned flags = 0;
+    /* strict: nvJPEG refuses the bitstream errors it checks for (the batch goes to the CPU decoder,
+     * which names the frame) — not every corruption: on the H100 a file with 64 bytes of its entropy
+     * data overwritten still decodes, so imgdec_jpeg_plain's marker check stands before this; a
+     * library that refuses the flag gets a handle without it, said in the name */
+    int st = -1;
     for (int k = 0; k < 4 && st != NVJ_STATUS_SUCCESS; k++) {
         int hw = k < 2, strict = k % 2 == 0;
         if ((hw && !want_hw) || (!hw && !want_cuda)) continue;
         j->h = NULL;
-        nvb = hw ? NVJ_BACKEND_HARDWARE : NVJ_BACKEND_GPU_HYBRID;
-        flags = strict ? NVJ_FLAGS_BITSTREAM_STRICT : NVJ_FLAGS_DEFAULT;
-        st = j->nv.create_ex(nvb, NULL, NULL, flags, &j->h);
+        st = j->nv.create_ex(hw ? NVJ_BACKEND_HARDWARE : NVJ_BACKEND_GPU_HYBRID, NULL, NULL,
+                             strict ? NVJ_FLAGS_BITSTREAM_STRICT : NVJ_FLAGS_DEFAULT, &j->h);
         if (st == NVJ_STATUS_SUCCESS)
             snprintf(j->name, sizeof j->name, "nvjpeg %s%s", hw ? "hardware" : "cuda", strict ? "" : " (not strict)");
     }
@@ -427,13 +423,9 @@ extern "C" jpeg_gpu_t *jpeg_gpu_cuda_open(int device, const char *backend, int t
         jg_close(g);
         return NULL;
     }
-    /* a benchmark knob, not configuration: does nvJPEG serialize the callers of one handle? */
-    const char *hv = getenv("TRAIND_NVJPEG_HANDLES");
-    int per_caller = hv && strcmp(hv, "per-caller") == 0;
     for (int t = 0; t < threads; t++) {
         jg_thread_t *s = &j->th[t];
         size_t pb = (size_t)batch * sizeof(jg_param_t);
-        if (per_caller && j->nv.create_ex(nvb, NULL, NULL, flags, &s->h) != NVJ_STATUS_SUCCESS) s->h = NULL;
         s->dest = (nvj_image_t *)calloc((size_t)batch, sizeof *s->dest);
         s->data = (const unsigned char **)calloc((size_t)batch, sizeof *s->data);
         s->lens = (size_t *)calloc((size_t)batch, sizeof *s->lens);
@@ -445,27 +437,20 @@ extern "C" jpeg_gpu_t *jpeg_gpu_cuda_open(int device, const char *backend, int t
             jg_close(g);
             return NULL;
         }
-        nvj_handle_t h = s->h ? s->h : j->h;
-        if (j->nv.state_create(h, &s->state) != NVJ_STATUS_SUCCESS) {
+        if (j->nv.state_create(j->h, &s->state) != NVJ_STATUS_SUCCESS) {
             s->state = NULL;
             errbuf_set(why, len, "nvJPEG: cannot create a decode state");
             jg_close(g);
             return NULL;
         }
         /* initialized for a full batch now, the size most calls have (another size initializes again) */
-        if (j->nv.batched_init(h, s->state, batch, 1, NVJ_OUTPUT_RGBI) == NVJ_STATUS_SUCCESS) s->init_n = batch;
+        if (j->nv.batched_init(j->h, s->state, batch, 1, NVJ_OUTPUT_RGBI) == NVJ_STATUS_SUCCESS) s->init_n = batch;
         if (jg_cuda(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "stream", why, len) ||
             jg_cuda(cudaMalloc((void **)&s->dpar, pb), "device memory", why, len) ||
             jg_cuda(cudaMallocHost((void **)&s->hpar, pb), "pinned memory", why, len)) {
             jg_close(g);
             return NULL;
         }
-    }
-    if (per_caller) {
-        int own = 0;
-        for (int t = 0; t < threads; t++) own += j->th[t].h != NULL;
-        size_t l = strlen(j->name);
-        snprintf(j->name + l, sizeof j->name - l, ", %d own handle%s", own, own == 1 ? "" : "s");
     }
     return g;
 }

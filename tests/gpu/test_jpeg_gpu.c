@@ -323,9 +323,6 @@ static void test_decode(const char *backend) {
             }
         }
         test_sweep(backend, (const uint8_t *const *)jpg, len, fr, rgb, n);
-        setenv("TRAIND_NVJPEG_HANDLES", "per-caller", 1);   /* does one handle serialize its callers? */
-        test_sweep(backend, (const uint8_t *const *)jpg, len, fr, rgb, n);
-        unsetenv("TRAIND_NVJPEG_HANDLES");
         for (int i = 0; i < n; i++) free((void *)rgb[i]);
     }
     image_resizer_free(rz);
