@@ -1154,6 +1154,8 @@ typedef struct {
     pthread_mutex_t mu;
     int calls, frames, refused, bad_t, bad_n, busy[4], overlap;
     int refuse_mod, fail_at;
+    int cancel_at;                   /* the call that sets *cancel (0: none) */
+    volatile int *cancel;
     pthread_t caller[4];             /* the thread that called as t (the importer's feeding thread t) */
 } fake_gpu_t;
 
@@ -1171,6 +1173,7 @@ static int fake_gpu_decode(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, int
     x->caller[t] = pthread_self();
     pthread_mutex_unlock(&x->mu);
     int rc = 0;
+    if (x->cancel_at && call == x->cancel_at) *x->cancel = 1;
     if (x->fail_at && call == x->fail_at) {
         snprintf(err, errlen, "GPU JPEG decoder: the device fell off the bus");
         rc = -1;
@@ -1508,6 +1511,23 @@ static void test_gpu_decoder(void) {
            "with a decoder and a sink: %d shards written and put once each (%d calls), every row once, %lld frames "
            "decoded by it, no shard written by a feeding thread (%d)%s%s", (np + 3) / 4, k.calls,
            (long long)r.gpu_frames, by_feeder, rc ? ": " : "", rc ? err : "");
+        fake_gpu_free(&x);
+        /* cancelled from the decoder's second call: the threads that wait for slots or queued shards all
+         * leave, nothing is written */
+        fake_gpu_init(&x, 2, 3);
+        cancel_flag = 0;
+        x.cancel_at = 2;
+        x.cancel = &cancel_flag;
+        feed_sink_t k2 = {.mu = PTHREAD_MUTEX_INITIALIZER};
+        import_opts_t oc = {.image_size = S, .threads = 2, .shard_frames = 4, .gpu = &x.g, .sink = feed_sink,
+                            .ud = &k2, .cancel = &cancel_flag};
+        snprintf(out, sizeof out, "%s/out-gpu-cancel", root);
+        fs_rm_rf(out, NULL, 0);
+        rc = import_to_dir(path, out, &oc, &r, err, sizeof err);
+        struct stat st;
+        ok(rc == IMPORT_CANCELLED && stat(out, &st) != 0 && x.calls >= 2,
+           "cancelled during a decoder's batch: IMPORT_CANCELLED, no output (%s)", err);
+        cancel_flag = 0;
         fake_gpu_free(&x);
     }
     for (int i = 0; i < n; i++) free(names[i]);
