@@ -585,6 +585,14 @@ static void imp_frame_end(imp_ctx_t *c, int64_t i, int64_t k, int64_t j, int r, 
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Takes a queued shard, mu held: 1 with *k, or 0 when none is queued or the
+ * import aborts. */
+static int imp_pop_write(imp_ctx_t *c, int64_t *k) {
+    if (c->wq_n == 0 || atomic_load(&c->abort)) return 0;
+    *k = c->wq[--c->wq_n];
+    return 1;
+}
+
 /* A CPU decoding thread's next shard to write: 1 with *k, or 0 when none is
  * queued. With wait, it waits for one until every shard is written or the
  * import aborts (the frames are all taken: what is left is the feeding
@@ -593,8 +601,7 @@ static int imp_next_write(imp_ctx_t *c, int wait, int64_t *k) {
     pthread_mutex_lock(&c->mu);
     while (wait && c->wq_n == 0 && c->shards_done < c->shards && !atomic_load(&c->abort))
         pthread_cond_wait(&c->cv, &c->mu);
-    int got = c->wq_n > 0 && !atomic_load(&c->abort);
-    if (got) *k = c->wq[--c->wq_n];
+    int got = imp_pop_write(c, k);
     pthread_mutex_unlock(&c->mu);
     return got;
 }
@@ -606,8 +613,8 @@ static int imp_wait_slot(imp_ctx_t *c, int64_t k, int serve) {
     imp_slot_t *s = &c->slots[k % c->R];
     pthread_mutex_lock(&c->mu);
     while (s->shard != k && !atomic_load(&c->abort)) {
-        if (serve && c->wq_n > 0) {
-            int64_t q = c->wq[--c->wq_n];
+        int64_t q;
+        if (serve && imp_pop_write(c, &q)) {
             pthread_mutex_unlock(&c->mu);
             imp_shard_finish(c, q);
             pthread_mutex_lock(&c->mu);
@@ -690,9 +697,10 @@ static void *imp_decode_main(void *arg) {
     imp_ctx_t *c = t->c;
     char why[1536];
     if (t->gpu < 0 && c->G > 0 && c->o->cpu_nice > 0) {   /* this thread only (Linux: a nice value per thread) */
+        const id_t tid = (id_t)syscall(SYS_gettid);
         errno = 0;
-        int now = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
-        if (errno == 0) setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), now + c->o->cpu_nice);
+        int now = getpriority(PRIO_PROCESS, tid);
+        if (errno == 0) setpriority(PRIO_PROCESS, tid, now + c->o->cpu_nice);
     }
     for (;;) {
         if (atomic_load(&c->abort) || imp_cancelled(c)) break;
