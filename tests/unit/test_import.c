@@ -712,6 +712,42 @@ static void test_bad_frames(void) {
         ok(r == -1 && strstr(err, "is not under a dataset root") && strstr(err, "line 1"),
            "%s beneath a root's manifest: refused the same whether or not it exists: %s", outs[i], err);
     }
+    /* inside the root, paths the short way (opened beneath the root, no link followed) refuses
+     * and the resolving way allows: a link to a file of the root, a '..' that stays inside,
+     * a './'; with a plain file beside them, each imported with the same pixels */
+    char inside[600], inlink[600], sub[600];
+    snprintf(inside, sizeof inside, "%s/in.jpg", dir);
+    frames_jpeg(fr[0].rgb, 640, 480, TJPF_RGB, 90, &jpg, &jl);
+    write_file(inside, jpg, jl);
+    tjFree(jpg);
+    snprintf(inlink, sizeof inlink, "%s/inlink.jpg", dir);
+    unlink(inlink);
+    if (symlink("in.jpg", inlink)) diag("symlink: %s", strerror(errno));
+    snprintf(sub, sizeof sub, "%s/sub", dir);
+    fs_mkdir_p(sub, 0755, NULL, 0);
+    const char *ins[] = {"in.jpg", "inlink.jpg", "sub/../in.jpg", "./sub/../in.jpg"};
+    for (int i = 0; i < 4; i++) {
+        images[i] = (char *)ins[i];
+        fp[i] = &fr[0];
+    }
+    write_manifest(dir, "in.jsonl", 4, images, fp, NULL);
+    snprintf(man, sizeof man, "%s/in.jsonl", dir);
+    {
+        import_opts_t o = {.image_size = 28, .roots = roots, .n_roots = 1, .threads = 2};
+        fs_rm_rf(out, NULL, 0);
+        r = import_to_dir(man, out, &o, &res, err, sizeof err);
+        int same = 0;
+        shards_t sh;
+        if (r == 0 && shards_read(out, &sh) == 0) {
+            size_t one = (size_t)sh.S * sh.S * 3;
+            same = sh.n == 4;
+            for (int i = 1; same && i < 4; i++) same = memcmp(sh.img + (size_t)i * one, sh.img, one) == 0;
+            shards_free(&sh);
+        }
+        ok(r == 0 && res.imported == 4 && same,
+           "beneath the root: a plain path, a link to a file of the root, '..' and './' inside it: all 4 imported, "
+           "the same pixels (%s)", r ? err : "ok");
+    }
     /* the manifest itself outside the roots */
     snprintf(man, sizeof man, "%s/../bad/one.jsonl", outside);
     const char *roots2[1] = {outside};
