@@ -577,9 +577,10 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
         log_info(NULL, "dataset %s: import cache hit (%s): %lld frames, %lld skipped", x->name, res.key,
                  (long long)res.imported, (long long)res.skipped);
     else
-        log_info(NULL, "dataset %s: imported %lld of %lld frames (%lld skipped) in %.2f s (%.0f images/s; %.2f s "
-                 "before: manifest, files, key)", x->name, (long long)res.imported, (long long)res.frames,
-                 (long long)res.skipped, res.seconds, res.images_per_s, res.prepare_s);
+        log_info(NULL, "dataset %s: imported %lld of %lld frames (%lld skipped) in %.2f s (%.0f images/s; %.3f s "
+                 "before: manifest %.3f, files %.3f, key %.3f)", x->name, (long long)res.imported,
+                 (long long)res.frames, (long long)res.skipped, res.seconds, res.images_per_s, res.prepare_s,
+                 res.prepare_parts[0], res.prepare_parts[1], res.prepare_parts[2]);
     if (res.gpu_frames > 0 && !res.cache_hit)
         log_info(NULL, "dataset %s: %lld frames decoded by %s; its feeding threads' seconds: reading %.3f, in the "
                  "decoder %.3f, the rest %.3f", x->name, (long long)res.gpu_frames, res.decoder, res.feed_s[0],

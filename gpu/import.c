@@ -999,6 +999,7 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
         manifest_free(&m);
         return rc;
     }
+    const double t_manifest = mono_now();
     imp_ctx_t c;
     memset(&c, 0, sizeof c);
     pthread_mutex_init(&c.mu, NULL);
@@ -1056,6 +1057,9 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
     rc = imp_run_threads(&c, th, c.T, imp_check_main, "checking", t_start, err, errlen);
     if (rc) goto out;
     rc = -1;
+    const double t_files = mono_now();
+    res->prepare_parts[0] = t_manifest - t_start;
+    res->prepare_parts[1] = t_files - t_manifest;
     if (!o->skip) {   /* fail mode: the first bad frame, before anything is decoded */
         for (int64_t i = 0; i < c.n; i++) {
             const mf_frame_t *f = &m.frames[i];
@@ -1151,6 +1155,7 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
     /* 4. decode, resize, write shards */
     double t0 = mono_now();
     res->prepare_s = t0 - t_start;
+    res->prepare_parts[2] = t0 - t_files;
     rc = imp_run_threads(&c, th, c.T + c.G, imp_decode_main, "decoding", t0, err, errlen);
     if (rc) goto out;
     rc = -1;
@@ -1351,9 +1356,10 @@ int import_main(int argc, char **argv) {
         return 1;
     }
     printf("imported %lld of %lld frames (%lld skipped) as %dx%d (%s) into %s in %.2f s (%.0f images/s; decoder %s, "
-           "%lld frames on it; %.2f s before: manifest, files, key)\n", (long long)res.imported, (long long)res.frames,
-           (long long)res.skipped, o.image_size, o.image_size, o.crop ? "crop" : "stretch", out, res.seconds,
-           res.images_per_s, res.decoder, (long long)res.gpu_frames, res.prepare_s);
+           "%lld frames on it; %.3f s before: manifest %.3f, files %.3f, key %.3f)\n", (long long)res.imported,
+           (long long)res.frames, (long long)res.skipped, o.image_size, o.image_size, o.crop ? "crop" : "stretch", out,
+           res.seconds, res.images_per_s, res.decoder, (long long)res.gpu_frames, res.prepare_s,
+           res.prepare_parts[0], res.prepare_parts[1], res.prepare_parts[2]);
     if (res.gpu_frames > 0)
         printf("the decoder's feeding threads' seconds: reading %.3f, in the decoder %.3f, the rest %.3f\n",
                res.feed_s[0], res.feed_s[1], res.feed_s[2]);
