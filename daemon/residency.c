@@ -583,8 +583,9 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
                  res.prepare_parts[0], res.prepare_parts[1], res.prepare_parts[2]);
     if (res.gpu_frames > 0 && !res.cache_hit)
         log_info(NULL, "dataset %s: %lld frames decoded by %s; its feeding threads' seconds: reading %.3f, in the "
-                 "decoder %.3f, the rest %.3f", x->name, (long long)res.gpu_frames, res.decoder, res.feed_s[0],
-                 res.feed_s[1], res.feed_s[2]);
+                 "decoder %.3f (its calls %.3f, waiting for the resize and copy back %.3f, copying out %.3f), the "
+                 "rest %.3f", x->name, (long long)res.gpu_frames, res.decoder, res.feed_s[0], res.feed_s[1],
+                 res.decoder_s[0], res.decoder_s[1], res.decoder_s[2], res.feed_s[2]);
     return 0;
 }
 

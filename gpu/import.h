@@ -123,6 +123,7 @@ typedef struct {
     double feed_s[3];                /* the GPU feeding threads' seconds, summed: reading the files, in the
                                       * decoder's calls, the rest (relabelling, CPU fallbacks, shard writes);
                                       * for the log, not recorded */
+    double decoder_s[3];             /* of "in the decoder": jpeg_gpu_t.spent's three, this import's */
 } import_result_t;
 
 /* Is the resolved path rp one of the roots or beneath one? */

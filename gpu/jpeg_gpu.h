@@ -44,6 +44,11 @@ struct jpeg_gpu {
      * calls it after each import, so a running job does not share the device
      * with idle import buffers. May be NULL. */
     void (*trim)(jpeg_gpu_t *g);
+    /* The callers' seconds so far, summed (for the log; read with no call in flight):
+     * [0] in nvJPEG's calls (parsing, handing to the engines, and whatever it waits
+     * for), [1] waiting for the resize and the copy back, [2] copying frames out to
+     * dst. May be NULL. */
+    void (*spent)(jpeg_gpu_t *g, double out[3]);
     void (*close)(jpeg_gpu_t *g);
     void *impl;
 };

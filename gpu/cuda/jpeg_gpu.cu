@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <dlfcn.h>
 #include <cuda_runtime.h>
 
@@ -170,7 +171,14 @@ typedef struct {                 /* one calling thread's */
     int *idx;                    /* [batch]: which frame each decoded image is */
     const uint8_t **src;         /* [batch]: its full-size pixels, device */
     size_t *stride;              /* [batch]: their row stride in bytes */
+    double spent[3];             /* seconds: in nvJPEG's calls, the resize and copy back waited for, copying out */
 } jg_thread_t;
+
+static double jg_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
 
 typedef struct {
     jpeg_gpu_t pub;
@@ -212,6 +220,13 @@ static void jg_trim(jpeg_gpu_t *g) {
         s->dimg = s->dout = s->hout = NULL;
         s->dimg_cap = s->dout_cap = s->hout_cap = 0;
     }
+}
+
+static void jg_spent(jpeg_gpu_t *g, double out[3]) {
+    jg_t *j = (jg_t *)g->impl;
+    out[0] = out[1] = out[2] = 0;
+    for (int t = 0; t < g->threads; t++)
+        for (int k = 0; k < 3; k++) out[k] += j->th[t].spent[k];
 }
 
 static void jg_close(jpeg_gpu_t *g) {
@@ -267,6 +282,7 @@ static int jg_resize_run(jg_thread_t *s, jpeg_gpu_frame_t *f, int m, int S, char
     if (jg_cuda(cudaMemcpyAsync(s->dpar, s->hpar, (size_t)m * sizeof(jg_param_t), cudaMemcpyHostToDevice, s->stream),
                 "copy", err, errlen))
         return -1;
+    const double t0 = jg_now();
     jg_resize_kernel<<<dim3((unsigned)S, (unsigned)m), JG_BLOCK, smem, s->stream>>>(s->dpar, S);
     if (jg_cuda(cudaGetLastError(), "resize kernel", err, errlen) ||
         jg_cuda(cudaMemcpyAsync(s->hout, s->dout, (size_t)m * fb, cudaMemcpyDeviceToHost, s->stream), "copy", err,
@@ -275,10 +291,13 @@ static int jg_resize_run(jg_thread_t *s, jpeg_gpu_frame_t *f, int m, int S, char
                        jg_cuda(cudaEventSynchronize(s->done), "resize", err, errlen)
                  : jg_cuda(cudaStreamSynchronize(s->stream), "resize", err, errlen)))
         return -1;
+    const double t1 = jg_now();
     for (int q = 0; q < m; q++) {
         memcpy(f[s->idx[q]].dst, s->hout + (size_t)q * fb, fb);
         f[s->idx[q]].ok = 1;
     }
+    s->spent[1] += t1 - t0;
+    s->spent[2] += jg_now() - t1;
     return 0;
 }
 
@@ -327,6 +346,7 @@ static jg_thread_t *jg_begin(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, i
 static int jg_decode(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, int S, char *err, size_t errlen) {
     jg_t *j = (jg_t *)g->impl;
     int m;
+    const double t0 = jg_now();
     jg_thread_t *s = jg_begin(g, t, n, f, S, &m, err, errlen);
     if (m <= 0) return m;
     for (int q = 0; q < m; q++) {
@@ -343,6 +363,7 @@ static int jg_decode(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, int S, ch
         s->init_n = m;
     }
     int st = j->nv.batched(j->h, s->state, s->data, s->lens, s->dest, s->stream);
+    s->spent[0] += jg_now() - t0;
     if (st != NVJ_STATUS_SUCCESS) {
         /* a frame nvJPEG refuses: the whole batch goes to the CPU decoder, which
          * names the bad frame; a device fault shows in the stream */
@@ -391,6 +412,7 @@ extern "C" jpeg_gpu_t *jpeg_gpu_cuda_open(int device, const char *backend, int t
     g->decode = jg_decode;
     g->resize = jg_resize;
     g->trim = jg_trim;
+    g->spent = jg_spent;
     g->close = jg_close;
     g->impl = j;
     /* the kernel may use up to JG_MAX_SMEM (jg_fits), set once: callers at once would race on a per-call value */
