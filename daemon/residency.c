@@ -527,8 +527,7 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
                        .crop = strcmp(resize, "crop") == 0, .skip = strcmp(on_error, "skip") == 0,
                        .roots = roots, .n_roots = d->cfg.n_roots, .cancel = &x->cancel,
                        .progress = on_import_progress, .admit = on_import_admit, .ud = &u,
-                       .threads = env_int("TRAIND_IMPORT_THREADS", 1, 256, 0),
-                       .cpu_nice = env_int("TRAIND_IMPORT_CPU_NICE", 0, 19, 0)};
+                       .threads = env_int("TRAIND_IMPORT_THREADS", 1, 256, 0)};
     if (!o.skip) o.sink = on_import_rows;
     o.gpu = import_gpu(r);
     if (o.n_roots == 0) {

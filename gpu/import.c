@@ -31,9 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -719,12 +717,6 @@ static void *imp_decode_main(void *arg) {
     imp_thread_t *t = arg;
     imp_ctx_t *c = t->c;
     char why[1536];
-    if (t->gpu < 0 && c->G > 0 && c->o->cpu_nice > 0) {   /* this thread only (Linux: a nice value per thread) */
-        const id_t tid = (id_t)syscall(SYS_gettid);
-        errno = 0;
-        int now = getpriority(PRIO_PROCESS, tid);
-        if (errno == 0) setpriority(PRIO_PROCESS, tid, now + c->o->cpu_nice);
-    }
     for (;;) {
         if (atomic_load(&c->abort) || imp_cancelled(c)) break;
         if (t->gpu >= 0) {   /* a batch: up to o->gpu->batch frames, within one shard */

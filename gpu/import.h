@@ -101,8 +101,6 @@ typedef struct {
     int64_t shard_frames;            /* frames per shard; 0: as many as fill 64 MB */
     jpeg_gpu_t *gpu;                 /* may be NULL; else gpu->threads more pool threads hand it batches of
                                       * plain JPEGs (imgdec_jpeg_plain), the other frames decoded on the CPU */
-    int cpu_nice;                    /* with gpu: the CPU decoding threads' nice increment (0..19; 0: as the
-                                      * process), so that the threads feeding the decoder get the cores first */
     void *ud;
 } import_opts_t;
 

@@ -159,7 +159,6 @@ typedef struct {                 /* one calling thread's */
     nvj_state_t state;
     int init_n;                  /* the batch size the state was initialized for (0: none) */
     cudaStream_t stream;
-    cudaEvent_t done;            /* TRAIND_NVJPEG_WAIT=block: a blocking-sync event the caller sleeps on */
     uint8_t *dimg;               /* full-size decoded frames, device */
     size_t dimg_cap;
     uint8_t *dout, *hout;        /* resized frames, device and pinned host [n][S][S][3] */
@@ -237,7 +236,6 @@ static void jg_close(jpeg_gpu_t *g) {
         jg_thread_t *s = &j->th[t];
         if (s->stream) cudaStreamSynchronize(s->stream);
         if (s->state) j->nv.state_destroy(s->state);
-        if (s->done) cudaEventDestroy(s->done);
         if (s->stream) cudaStreamDestroy(s->stream);
         cudaFree(s->dimg);
         cudaFree(s->dout);
@@ -287,9 +285,7 @@ static int jg_resize_run(jg_thread_t *s, jpeg_gpu_frame_t *f, int m, int S, char
     if (jg_cuda(cudaGetLastError(), "resize kernel", err, errlen) ||
         jg_cuda(cudaMemcpyAsync(s->hout, s->dout, (size_t)m * fb, cudaMemcpyDeviceToHost, s->stream), "copy", err,
                 errlen) ||
-        (s->done ? jg_cuda(cudaEventRecord(s->done, s->stream), "event", err, errlen) ||
-                       jg_cuda(cudaEventSynchronize(s->done), "resize", err, errlen)
-                 : jg_cuda(cudaStreamSynchronize(s->stream), "resize", err, errlen)))
+        jg_cuda(cudaStreamSynchronize(s->stream), "resize", err, errlen))
         return -1;
     const double t1 = jg_now();
     for (int q = 0; q < m; q++) {
@@ -449,19 +445,9 @@ extern "C" jpeg_gpu_t *jpeg_gpu_cuda_open(int device, const char *backend, int t
         jg_close(g);
         return NULL;
     }
-    /* a benchmark knob, not configuration (to be kept or dropped by an A/B in one call): a stream sync
-     * spins where the machine has more cores than contexts, taking a core from the CPU decoding threads
-     * for each waiting caller; "block" waits on a blocking-sync event instead */
-    const char *wv = getenv("TRAIND_NVJPEG_WAIT");
-    int block = wv && strcmp(wv, "block") == 0;
     for (int t = 0; t < threads; t++) {
         jg_thread_t *s = &j->th[t];
         size_t pb = (size_t)batch * sizeof(jg_param_t);
-        if (block && jg_cuda(cudaEventCreateWithFlags(&s->done, cudaEventBlockingSync | cudaEventDisableTiming),
-                             "event", why, len)) {
-            jg_close(g);
-            return NULL;
-        }
         s->dest = (nvj_image_t *)calloc((size_t)batch, sizeof *s->dest);
         s->data = (const unsigned char **)calloc((size_t)batch, sizeof *s->data);
         s->lens = (size_t *)calloc((size_t)batch, sizeof *s->lens);

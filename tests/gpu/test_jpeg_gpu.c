@@ -336,12 +336,6 @@ static void test_decode(const char *backend) {
 
 int main(void) {
     test_decode("auto");
-    /* the same with each caller waiting on a blocking-sync event (TRAIND_NVJPEG_WAIT=block, a benchmark
-     * knob): the same bytes, and the sweep's frames/s beside the spinning wait's */
-    diag("with TRAIND_NVJPEG_WAIT=block:");
-    setenv("TRAIND_NVJPEG_WAIT", "block", 1);
-    test_decode("auto");
-    unsetenv("TRAIND_NVJPEG_WAIT");
     test_decode("hardware");
     test_decode("cuda");
     return tap_done();

@@ -25,9 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -1166,17 +1164,13 @@ typedef struct {
     pthread_mutex_t mu;
     int calls;
     pthread_t th[64];
-    int nice[64];                    /* the writing thread's nice value */
     int seen[64];
 } feed_sink_t;
 
 static int feed_sink(void *ud, int64_t first, const import_rows_t *rows, char *msg, size_t msglen) {
     feed_sink_t *k = ud;
     pthread_mutex_lock(&k->mu);
-    if (k->calls < 64) {
-        k->th[k->calls] = pthread_self();
-        k->nice[k->calls] = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
-    }
+    if (k->calls < 64) k->th[k->calls] = pthread_self();
     k->calls++;
     for (int64_t j = 0; j < rows->n; j++)
         if (first + j >= 0 && first + j < 64) k->seen[first + j]++;
@@ -1540,25 +1534,19 @@ static void test_gpu_decoder(void) {
         fake_gpu_t x;
         fake_gpu_init(&x, 2, 3);
         feed_sink_t k = {.mu = PTHREAD_MUTEX_INITIALIZER};
-        import_opts_t o = {.image_size = S, .threads = 2, .shard_frames = 4, .gpu = &x.g, .sink = feed_sink, .ud = &k,
-                           .cpu_nice = 3};
-        const int base = getpriority(PRIO_PROCESS, 0), want = base + 3 > 19 ? 19 : base + 3;
+        import_opts_t o = {.image_size = S, .threads = 2, .shard_frames = 4, .gpu = &x.g, .sink = feed_sink, .ud = &k};
         import_result_t r;
         snprintf(out, sizeof out, "%s/out-gpu-sink", root);
         fs_rm_rf(out, NULL, 0);
         int rc = import_to_dir(path, out, &o, &r, err, sizeof err);
-        int by_feeder = 0, rows_ok = 1, niced = 0;
-        for (int c = 0; c < k.calls && c < 64; c++) {
+        int by_feeder = 0, rows_ok = 1;
+        for (int c = 0; c < k.calls && c < 64; c++)
             for (int t = 0; t < x.g.threads; t++) by_feeder += x.calls && pthread_equal(k.th[c], x.caller[t]);
-            niced += k.nice[c] == want;
-        }
         for (int i = 0; i < np; i++) rows_ok &= k.seen[i] == 1;
         ok(rc == 0 && r.gpu_frames > 0 && k.calls == (np + 3) / 4 && rows_ok && by_feeder == 0,
            "with a decoder and a sink: %d shards written and put once each (%d calls), every row once, %lld frames "
            "decoded by it, no shard written by a feeding thread (%d)%s%s", (np + 3) / 4, k.calls,
            (long long)r.gpu_frames, by_feeder, rc ? ": " : "", rc ? err : "");
-        ok(niced == k.calls && getpriority(PRIO_PROCESS, 0) == base, "cpu_nice 3: the CPU decoding threads (which "
-           "wrote the shards) ran at nice %d (%d of %d), the process's own nice unchanged", want, niced, k.calls);
         fake_gpu_free(&x);
         /* cancelled from the decoder's second call: the threads that wait for slots or queued shards all
          * leave, nothing is written */
