@@ -479,10 +479,14 @@ static jpeg_gpu_t *import_gpu(residency_t *r) {
     double t0 = mono_now();
     r->jpeg = jpeg_gpu_open(d->be[0]->device, want, env_int("TRAIND_IMPORT_GPU_THREADS", 1, 64, IMPORT_GPU_THREADS),
                             env_int("TRAIND_IMPORT_GPU_BATCH", 1, 4096, IMPORT_GPU_BATCH), why, sizeof why);
-    if (r->jpeg)
+    if (r->jpeg) {
+        double t1 = mono_now();
+        int pinned = import_gpu_reserve(r->jpeg);   /* the slots pinned now, not in the first import */
         log_info(NULL, "imports: JPEG frames decoded by %s on device %d (%d threads, batches of %d) beside the CPU "
-                 "decoders; opened in %.2f s", r->jpeg->name, r->jpeg->device, r->jpeg->threads, r->jpeg->batch,
-                 mono_now() - t0);
+                 "decoders; opened in %.2f s, %d shard slots of pinned host memory (%.0f MB) in %.2f s",
+                 r->jpeg->name, r->jpeg->device, r->jpeg->threads, r->jpeg->batch, t1 - t0, pinned,
+                 pinned * (double)JPEG_GPU_HOST_BLOCK / 1e6, mono_now() - t1);
+    }
     else if (strcmp(want, "auto") == 0)
         log_info(NULL, "imports: JPEG frames decoded on the CPU only (%s)", why);
     else

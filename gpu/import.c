@@ -314,6 +314,7 @@ typedef struct {
     int64_t shard;                  /* the shard this slot holds now (guarded by ctx mu) */
     atomic_llong remaining;         /* frames of it not yet done */
     uint8_t *img;                   /* [M][S][S][3] */
+    int pinned;                     /* img came from o->gpu->host_alloc (else malloc) */
     float *joints, *K;              /* [M][63], [M][9] */
     uint8_t *valid, *hh, *ok;       /* [M][21], [M], [M] */
 } imp_slot_t;
@@ -679,7 +680,7 @@ static void imp_gpu_batch(imp_thread_t *t, int64_t i0, int64_t i1) {
             continue;
         jpeg_gpu_frame_t *x = &t->gf[np];
         *x = (jpeg_gpu_frame_t){.data = t->fbuf[q], .len = len[q], .w = w, .h = h,
-                                .dst = s->img + (size_t)j * S * S * 3};
+                                .dst = s->img + (size_t)j * S * S * 3, .pinned = s->pinned};
         imp_region(c, w, h, &x->x0, &x->y0, &x->rw, &x->rh);
         at[q] = np++;
     }
@@ -920,7 +921,8 @@ static void imp_ctx_free(imp_ctx_t *c, imp_thread_t *th) {
     if (c->slots)
         for (int r = 0; r < c->R; r++) {
             imp_slot_t *s = &c->slots[r];
-            free(s->img);
+            if (s->pinned) c->o->gpu->host_free(c->o->gpu, s->img);
+            else free(s->img);
             free(s->joints);
             free(s->K);
             free(s->valid);
@@ -939,6 +941,15 @@ static void imp_ctx_free(imp_ctx_t *c, imp_thread_t *th) {
     free(c->fmtime);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
+}
+
+int import_gpu_reserve(jpeg_gpu_t *gpu) {
+    if (!gpu || !gpu->host_alloc || !gpu->host_free) return 0;
+    void *p[IMPORT_GPU_MIN_SLOTS];
+    int n = 0;
+    while (n < IMPORT_GPU_MIN_SLOTS && (p[n] = gpu->host_alloc(gpu, JPEG_GPU_HOST_BLOCK))) n++;
+    for (int i = 0; i < n; i++) gpu->host_free(gpu, p[i]);
+    return n;
 }
 
 /* The cache key (gpu/import.h) of a loaded and checked manifest. */
@@ -1098,7 +1109,7 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
         c.R = 2 + (int)((flight + c.M - 1) / c.M);
         /* and room for shards being written and put while the next fill: with a GPU decoder the
          * frames come faster than one thread writes a shard */
-        if (c.G && c.R < 6) c.R = 6;
+        if (c.G && c.R < IMPORT_GPU_MIN_SLOTS) c.R = IMPORT_GPU_MIN_SLOTS;
     }
     if (c.R < 3) c.R = 3;
     {
@@ -1124,7 +1135,10 @@ static int imp_run(const char *manifest, const char *cache_root, const char *fin
     for (int r = 0; r < c.R; r++) {
         imp_slot_t *s = &c.slots[r];
         size_t M = (size_t)c.M;
-        s->img = malloc(M * c.S * c.S * 3);
+        /* with a decoder that lends pinned memory, the frames come back straight into the slot */
+        if (c.G && o->gpu->host_alloc && o->gpu->host_free)
+            s->pinned = (s->img = o->gpu->host_alloc(o->gpu, M * c.S * c.S * 3)) != NULL;
+        if (!s->img) s->img = malloc(M * c.S * c.S * 3);
         s->joints = malloc(M * HAND_COORDS * sizeof(float));
         s->K = malloc(M * 9 * sizeof(float));
         s->valid = malloc(M * HAND_JOINTS);
@@ -1343,6 +1357,7 @@ int import_main(int argc, char **argv) {
             fprintf(stderr, "traind import: --decoder %s: %s\n", decoder, err);
             return 1;
         }
+        import_gpu_reserve(o.gpu);
     }
     int rc = import_to_dir(manifest, out, &o, &res, err, sizeof err);
     if (o.gpu) o.gpu->close(o.gpu);

@@ -54,6 +54,7 @@
 #define IMPORT_MAX_REASONS 5                     /* skipped frames' reasons kept (the first by frame order) */
 #define IMPORT_CANCELLED (-2)
 #define IMPORT_FORBIDDEN (-3)                    /* a path outside the dataset roots */
+#define IMPORT_GPU_MIN_SLOTS 6                   /* shard slots at least, with a GPU decoder (~64 MB each) */
 
 typedef struct {
     const char *phase;       /* "checking" (manifest, files, key) | "decoding" */
@@ -148,6 +149,12 @@ int import_cached(const char *manifest, const char *cache_root, const import_opt
 /* `traind import`: into outdir (replaced atomically when it exists). */
 int import_to_dir(const char *manifest, const char *outdir, const import_opts_t *o, import_result_t *res,
                   char *err, size_t errlen);
+
+/* Has gpu's host_alloc pin the shard slots an import will ask for
+ * (IMPORT_GPU_MIN_SLOTS of at most 64 MB) and keep them in its pool, so that
+ * the first import does not pay the pinning (~tens of ms a slot): called once
+ * the decoder is open. How many it holds now (0: none, or no pool). */
+int import_gpu_reserve(jpeg_gpu_t *gpu);
 
 /* The result as JSON (import.json, the dataset record's "import"). */
 json_t *import_result_json(const import_result_t *r);

@@ -23,8 +23,12 @@ typedef struct {
     int w, h;                /* its size (imgdec_jpeg_plain) */
     int x0, y0, rw, rh;      /* the region resized: within w x h */
     uint8_t *dst;            /* host u8 [S][S][3] */
+    int pinned;              /* dst lies in memory from host_alloc: copied back straight into it */
     int ok;                  /* out: 1 decoded into dst, 0 refused (dst untouched) */
 } jpeg_gpu_frame_t;
+
+#define JPEG_GPU_HOST_BLOCK ((size_t)64 << 20)
+#define JPEG_GPU_HOST_BLOCKS 16
 
 typedef struct jpeg_gpu jpeg_gpu_t;
 struct jpeg_gpu {
@@ -42,8 +46,17 @@ struct jpeg_gpu {
     /* Gives back the buffers the calls grew (device and pinned memory, ~70 MB a
      * caller at 640x480, batch 64) while keeping the decoder open: the daemon
      * calls it after each import, so a running job does not share the device
-     * with idle import buffers. May be NULL. */
+     * with idle import buffers. The host_alloc pool stays. May be NULL. */
     void (*trim)(jpeg_gpu_t *g);
+    /* Pinned host memory for the importer's shard slots, so that frames are
+     * copied back straight into their slot (pinned = 1) and a slot's device
+     * put needs no staging copy: blocks of at least JPEG_GPU_HOST_BLOCK bytes,
+     * kept in a pool of at most JPEG_GPU_HOST_BLOCKS for the next import when
+     * host_free hands them back (pinning 64 MB costs tens of ms), given back to
+     * the system at close. NULL when the pool is full or pinning fails (the
+     * importer then uses malloc). Both may be NULL. Thread-safe. */
+    void *(*host_alloc)(jpeg_gpu_t *g, size_t bytes);
+    void (*host_free)(jpeg_gpu_t *g, void *p);
     /* The callers' seconds so far, summed (for the log; read with no call in flight):
      * [0] in nvJPEG's calls (parsing, handing to the engines, and whatever it waits
      * for), [1] waiting for the resize and the copy back, [2] copying frames out to

@@ -16,12 +16,14 @@
  *
  * Failures here never end the process (the import runs inside the daemon):
  * every call is checked and reported through err. */
+#include <cassert>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <dlfcn.h>
+#include <pthread.h>
 #include <cuda_runtime.h>
 
 extern "C" {
@@ -179,12 +181,21 @@ static double jg_now(void) {
     return (double)t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+typedef struct {                 /* a pinned block of the host_alloc pool */
+    void *p;
+    size_t bytes;
+    int used;
+} jg_block_t;
+
 typedef struct {
     jpeg_gpu_t pub;
     jg_nvjpeg_t nv;
     nvj_handle_t h;
     jg_thread_t *th;
     char name[64];
+    pthread_mutex_t pool_mu;
+    jg_block_t pool[JPEG_GPU_HOST_BLOCKS];
+    int pool_n;
 } jg_t;
 
 static int jg_cuda(cudaError_t e, const char *what, char *err, size_t errlen) {
@@ -221,6 +232,44 @@ static void jg_trim(jpeg_gpu_t *g) {
     }
 }
 
+/* The host_alloc pool: a free block large enough, else a new one pinned. */
+static void *jg_host_alloc(jpeg_gpu_t *g, size_t bytes) {
+    jg_t *j = (jg_t *)g->impl;
+    void *p = NULL;
+    pthread_mutex_lock(&j->pool_mu);
+    for (int i = 0; i < j->pool_n && !p; i++)
+        if (!j->pool[i].used && j->pool[i].bytes >= bytes) {
+            j->pool[i].used = 1;
+            p = j->pool[i].p;
+        }
+    if (!p && j->pool_n < JPEG_GPU_HOST_BLOCKS && cudaSetDevice(g->device) == cudaSuccess) {
+        size_t b = bytes > JPEG_GPU_HOST_BLOCK ? bytes : JPEG_GPU_HOST_BLOCK;
+        if (cudaHostAlloc(&p, b, cudaHostAllocPortable) == cudaSuccess)
+            j->pool[j->pool_n++] = (jg_block_t){p, b, 1};
+        else {
+            cudaGetLastError();   /* not sticky; the importer falls back to malloc */
+            p = NULL;
+        }
+    }
+    pthread_mutex_unlock(&j->pool_mu);
+    return p;
+}
+
+static void jg_host_free(jpeg_gpu_t *g, void *p) {
+    jg_t *j = (jg_t *)g->impl;
+    if (!p) return;
+    pthread_mutex_lock(&j->pool_mu);
+    int found = 0;
+    for (int i = 0; i < j->pool_n && !found; i++)
+        if (j->pool[i].p == p) {
+            assert(j->pool[i].used);
+            j->pool[i].used = 0;
+            found = 1;
+        }
+    assert(found);   /* only blocks of this pool come back */
+    pthread_mutex_unlock(&j->pool_mu);
+}
+
 static void jg_spent(jpeg_gpu_t *g, double out[3]) {
     jg_t *j = (jg_t *)g->impl;
     out[0] = out[1] = out[2] = 0;
@@ -250,6 +299,11 @@ static void jg_close(jpeg_gpu_t *g) {
         free(s->stride);
     }
     free(j->th);
+    for (int i = 0; i < j->pool_n; i++) {
+        assert(!j->pool[i].used);   /* every import handed its slots back */
+        cudaFreeHost(j->pool[i].p);
+    }
+    pthread_mutex_destroy(&j->pool_mu);
     if (j->h) j->nv.destroy(j->h);
     if (j->nv.lib) dlclose(j->nv.lib);
     free(j);
@@ -282,15 +336,33 @@ static int jg_resize_run(jg_thread_t *s, jpeg_gpu_frame_t *f, int m, int S, char
         return -1;
     const double t0 = jg_now();
     jg_resize_kernel<<<dim3((unsigned)S, (unsigned)m), JG_BLOCK, smem, s->stream>>>(s->dpar, S);
-    if (jg_cuda(cudaGetLastError(), "resize kernel", err, errlen) ||
-        jg_cuda(cudaMemcpyAsync(s->hout, s->dout, (size_t)m * fb, cudaMemcpyDeviceToHost, s->stream), "copy", err,
-                errlen) ||
+    if (jg_cuda(cudaGetLastError(), "resize kernel", err, errlen)) return -1;
+    /* back to the host: straight into pinned destinations (the importer's slots), a run of frames
+     * whose destinations follow one another in one copy; the others through hout */
+    int via_hout = 0;
+    for (int q = 0; q < m;) {
+        const jpeg_gpu_frame_t *x = &f[s->idx[q]];
+        if (!x->pinned) {
+            via_hout = 1;
+            q++;
+            continue;
+        }
+        int e = q + 1;
+        while (e < m && f[s->idx[e]].pinned && f[s->idx[e]].dst == x->dst + (size_t)(e - q) * fb) e++;
+        if (jg_cuda(cudaMemcpyAsync(x->dst, s->dout + (size_t)q * fb, (size_t)(e - q) * fb, cudaMemcpyDeviceToHost,
+                                    s->stream), "copy", err, errlen))
+            return -1;
+        q = e;
+    }
+    if ((via_hout && jg_cuda(cudaMemcpyAsync(s->hout, s->dout, (size_t)m * fb, cudaMemcpyDeviceToHost, s->stream),
+                             "copy", err, errlen)) ||
         jg_cuda(cudaStreamSynchronize(s->stream), "resize", err, errlen))
         return -1;
     const double t1 = jg_now();
     for (int q = 0; q < m; q++) {
-        memcpy(f[s->idx[q]].dst, s->hout + (size_t)q * fb, fb);
-        f[s->idx[q]].ok = 1;
+        jpeg_gpu_frame_t *x = &f[s->idx[q]];
+        if (!x->pinned) memcpy(x->dst, s->hout + (size_t)q * fb, fb);
+        x->ok = 1;
     }
     s->spent[1] += t1 - t0;
     s->spent[2] += jg_now() - t1;
@@ -401,6 +473,7 @@ extern "C" jpeg_gpu_t *jpeg_gpu_cuda_open(int device, const char *backend, int t
         errbuf_set(why, len, "out of memory");
         return NULL;
     }
+    pthread_mutex_init(&j->pool_mu, NULL);
     jpeg_gpu_t *g = &j->pub;
     g->device = device;
     g->threads = threads;
@@ -409,6 +482,8 @@ extern "C" jpeg_gpu_t *jpeg_gpu_cuda_open(int device, const char *backend, int t
     g->resize = jg_resize;
     g->trim = jg_trim;
     g->spent = jg_spent;
+    g->host_alloc = jg_host_alloc;
+    g->host_free = jg_host_free;
     g->close = jg_close;
     g->impl = j;
     /* the kernel may use up to JG_MAX_SMEM (jg_fits), set once: callers at once would race on a per-call value */

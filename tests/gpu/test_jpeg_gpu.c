@@ -256,6 +256,48 @@ static void test_decode(const char *backend) {
            "than 8, max %d%s%s", g->name, crop ? "crop" : "stretch", done, n, mean, 100 * frac, mx, rc ? ": " : "",
            rc ? err : "");
     }
+    /* destinations in the decoder's pinned pool (the importer's slots), copied back straight into them:
+     * two runs of consecutive frames (a gap after frame 7) and two frames left pageable among them — the
+     * same bytes as pageable destinations */
+    {
+        const size_t fb = (size_t)S * S * 3;
+        uint8_t *pool = g->host_alloc ? g->host_alloc(g, (size_t)(n + 1) * fb) : NULL;
+        uint8_t *ref = malloc((size_t)n * fb);
+        int rc = -1, rc2 = -1, pinned = 0, same = 0;
+        char err[512] = "";
+        if (pool && ref) {
+            for (int i = 0; i < n; i++) {
+                memset(&f[i], 0, sizeof f[i]);
+                f[i].data = jpg[i];
+                f[i].len = len[i];
+                region(fr[i].w, fr[i].h, 0, &f[i]);
+                f[i].dst = ref + (size_t)i * fb;
+            }
+            rc = g->decode(g, 0, n, f, S, err, sizeof err);
+            for (int i = 0; i < n; i++) {
+                f[i].ok = 0;
+                f[i].pinned = i != 12 && i != 13;
+                f[i].dst = f[i].pinned ? pool + (size_t)(i + (i > 7)) * fb : malloc(fb);
+                pinned += f[i].pinned;
+            }
+            memset(pool, 0, (size_t)(n + 1) * fb);
+            if (rc == 0) rc2 = g->decode(g, 0, n, f, S, err, sizeof err);
+            for (int i = 0; i < n; i++) {
+                same += f[i].ok == 1 && memcmp(f[i].dst, ref + (size_t)i * fb, fb) == 0;
+                if (!f[i].pinned) free(f[i].dst);
+            }
+        }
+        ok(pool && rc == 0 && rc2 == 0 && same == n, "%s: %d of %d frames copied back straight into pinned "
+           "destinations (2 runs, 2 pageable among them): %d of %d the same bytes as pageable ones%s%s", g->name,
+           pinned, n, same, n, err[0] ? ": " : "", err);
+        if (pool) {
+            g->host_free(g, pool);
+            void *again = g->host_alloc(g, fb);
+            ok(again == pool, "%s: a block handed back is lent again (the pool keeps it)", g->name);
+            if (again) g->host_free(g, again);
+        }
+        free(ref);
+    }
     /* a corrupt frame (entropy data overwritten mid-file) among good ones */
     {
         uint8_t *bad = malloc(len[0]);

@@ -1193,7 +1193,49 @@ typedef struct {
     int cancel_at;                   /* the call that sets *cancel (0: none) */
     volatile int *cancel;
     pthread_t caller[4];             /* the thread that called as t (the importer's feeding thread t) */
+    /* host_alloc's pool, when lend: blocks of plain memory standing in for pinned ones */
+    int lend, lend_max;              /* lend_max: blocks at most (then NULL, as a full pool) */
+    struct { uint8_t *p; size_t bytes; int used; } block[16];
+    int blocks, out, pinned_frames, bad_pinned, bad_free;
 } fake_gpu_t;
+
+static void *fake_host_alloc(jpeg_gpu_t *g, size_t bytes) {
+    fake_gpu_t *x = g->impl;
+    void *p = NULL;
+    pthread_mutex_lock(&x->mu);
+    for (int i = 0; i < x->blocks && !p; i++)
+        if (!x->block[i].used && x->block[i].bytes >= bytes) {
+            x->block[i].used = 1;
+            p = x->block[i].p;
+        }
+    if (!p && x->blocks < x->lend_max && x->blocks < 16 && (p = malloc(bytes)))
+        x->block[x->blocks++] = (typeof(x->block[0])){p, bytes, 1};
+    x->out += p != NULL;
+    pthread_mutex_unlock(&x->mu);
+    return p;
+}
+
+static void fake_host_free(jpeg_gpu_t *g, void *p) {
+    fake_gpu_t *x = g->impl;
+    pthread_mutex_lock(&x->mu);
+    int found = 0;
+    for (int i = 0; i < x->blocks; i++)
+        if (x->block[i].p == p && x->block[i].used) {
+            x->block[i].used = 0;
+            found = 1;
+            x->out--;
+            break;
+        }
+    x->bad_free += !found;
+    pthread_mutex_unlock(&x->mu);
+}
+
+/* Is [p, p + n) inside a block lent out now? (mu held) */
+static int fake_lent(const fake_gpu_t *x, const uint8_t *p, size_t n) {
+    for (int i = 0; i < x->blocks; i++)
+        if (x->block[i].used && p >= x->block[i].p && p + n <= x->block[i].p + x->block[i].bytes) return 1;
+    return 0;
+}
 
 static int fake_gpu_decode(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, int S, char *err, size_t errlen) {
     fake_gpu_t *x = g->impl;
@@ -1207,6 +1249,13 @@ static int fake_gpu_decode(jpeg_gpu_t *g, int t, int n, jpeg_gpu_frame_t *f, int
     }
     x->overlap += x->busy[t]++ != 0;   /* one caller per t at a time */
     x->caller[t] = pthread_self();
+    for (int i = 0; i < n; i++)   /* pinned: exactly the frames whose slot the pool lent */
+        if (f[i].pinned) {
+            x->pinned_frames++;
+            x->bad_pinned += !fake_lent(x, f[i].dst, (size_t)S * S * 3);
+        } else {
+            x->bad_pinned += fake_lent(x, f[i].dst, (size_t)S * S * 3);
+        }
     pthread_mutex_unlock(&x->mu);
     int rc = 0;
     if (x->cancel_at && call == x->cancel_at) *x->cancel = 1;
@@ -1248,7 +1297,16 @@ static void fake_gpu_init(fake_gpu_t *x, int threads, int batch) {
     }
 }
 
+/* Lends host memory from now on: at most max blocks. */
+static void fake_gpu_lend(fake_gpu_t *x, int max) {
+    x->lend = 1;
+    x->lend_max = max;
+    x->g.host_alloc = fake_host_alloc;
+    x->g.host_free = fake_host_free;
+}
+
 static void fake_gpu_free(fake_gpu_t *x) {
+    for (int i = 0; i < x->blocks; i++) free(x->block[i].p);
     for (int t = 0; t < 4; t++) {
         imgdec_free(x->dec[t]);
         image_resizer_free(x->rz[t]);
@@ -1413,8 +1471,19 @@ static void test_gpu_decoder(void) {
         fake_gpu_t x;
         fake_gpu_init(&x, 2, 5);
         x.refuse_mod = 4;   /* every 4th frame handed over comes back refused: the CPU decodes it */
+        /* the slots from the decoder's pool: crop 0 all of them (reserved first), crop 1 two of six (the
+         * others malloc'd, as when pinning fails) */
+        fake_gpu_lend(&x, crop ? 2 : 16);
+        int reserved = crop ? -1 : import_gpu_reserve(&x.g);
+        int blocks_before = x.blocks;
         o.gpu = &x.g;
         int rc1 = import_to_dir(man, out2, &o, &r1, err, sizeof err);
+        ok(x.out == 0 && x.bad_free == 0 && x.pinned_frames > 0 && x.bad_pinned == 0 &&
+           (crop ? x.blocks == 2 : reserved == IMPORT_GPU_MIN_SLOTS && x.blocks == blocks_before),
+           "crop %d: shard slots %s: %d frames handed over with pinned slots, each flag right (%d wrong), every "
+           "block handed back (%d out, %d bad frees), %d blocks", crop,
+           crop ? "2 of 6 from the decoder's pool, the rest malloc'd" : "from the pool import_gpu_reserve filled (6), "
+           "none pinned anew", x.pinned_frames, x.bad_pinned, x.out, x.bad_free, x.blocks);
         ok(rc0 == 0 && rc1 == 0 && r1.imported == n - 1 && r1.skipped == 1, "crop %d: imported with a GPU decoder: "
            "%lld of %d, %lld skipped (%s)", crop, (long long)r1.imported, n, (long long)r1.skipped, rc1 ? err : "ok");
         /* its two threads take batches beside the two decoding on the CPU: some of the plain JPEGs */
