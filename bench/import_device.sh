@@ -97,10 +97,19 @@ cat "$WORK"/frames/img/* >/dev/null   # the page cache holds them (tmpfs does an
 # e.g. IMPORT_DECODERS="auto auto:2:128: auto:4:64:8 cpu"; later entries' tags
 # then carry the knobs. Each daemon's start-up (opening nvJPEG) is waited out
 # before the import is asked for: what is timed is an import to a running daemon.
+# An entry given again runs again, its tag and state directory numbered (_2, _3...).
 first=1
+seen=" "
 for entry in ${IMPORT_DECODERS:-auto cpu}; do
     IFS=: read -r dec gth gba cth <<<"$entry"
     name=$(tr -c 'a-z0-9\n' _ <<<"$entry")
+    base=$name
+    k=1
+    while [[ "$seen" == *" $name "* ]]; do
+        k=$((k + 1))
+        name=${base}_$k
+    done
+    seen="$seen$name "
     tag=import_traind
     [ $first = 1 ] || tag=import_traind_$name
     PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -113,7 +122,7 @@ for entry in ${IMPORT_DECODERS:-auto cpu}; do
     fi
     # POST -> "ready", then the same manifest under another name (the cache hit);
     # Python's urllib, polling every 5 ms, with a time limit per import
-    log "# traind --import-decoder $dec (GPU threads ${gth:-default}, batch ${gba:-default}, CPU threads ${cth:-default}, wait ${wt:-spin}, CPU nice +${nc:-0})"
+    log "# traind --import-decoder $dec (GPU threads ${gth:-default}, batch ${gba:-default}, CPU threads ${cth:-default})"
     "$PY" bench/import_http.py "http://127.0.0.1:$PORT" "$MAN" "$S" "$RESIZE" first second 2>&1 |
         sed "s/^RESULT import_traind /RESULT $tag /" | tee -a "$LOG" ||
         tail -20 "$OUT/import_traind_$name.log" | sed 's/^/# traind: /' | tee -a "$LOG"
