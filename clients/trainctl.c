@@ -556,6 +556,23 @@ static int tc_wait_dataset(const char *name, int bar) {
     }
 }
 
+/* POST /v1/datasets with req (taken): then waits (with a progress bar for an
+ * import) or prints the new record. The exit status. */
+static int tc_dataset_post(const char *what, json_t *req, const char *name, int wait, int importing) {
+    int ec;
+    json_t *d = tc_call(what, "POST", "/v1/datasets", req, NULL, &ec);
+    json_decref(req);
+    if (!d) return ec;
+    if (wait) {
+        json_decref(d);
+        return tc_wait_dataset(name, importing);
+    }
+    if (g_opt.json) tc_print_json(d);
+    else if (!g_opt.quiet) printf("dataset %s: %s (trainctl datasets show %s)\n", name, js(d, "state"), name);
+    json_decref(d);
+    return 0;
+}
+
 /* A path the daemon resolves itself: a relative one is made absolute here. */
 static json_t *tc_abs_path(const char *p) {
     char abs[4096];
@@ -612,14 +629,7 @@ static int cmd_datasets(tc_argv_t *av) {
             json_object_set_new(req, "synthetic", json_pack("{s:I,s:I,s:I}", "samples", (json_int_t)n,
                                                              "image_size", (json_int_t)s, "seed", (json_int_t)seed));
         }
-        json_t *d = tc_call("load dataset", "POST", "/v1/datasets", req, NULL, &ec);
-        json_decref(req);
-        if (!d) return ec;
-        if (wait) { json_decref(d); return tc_wait_dataset(name, 0); }
-        if (g_opt.json) tc_print_json(d);
-        else if (!g_opt.quiet) printf("dataset %s: %s (trainctl datasets show %s)\n", name, js(d, "state"), name);
-        json_decref(d);
-        return 0;
+        return tc_dataset_post("load dataset", req, name, wait, 0);
     }
     if (!strcmp(sub, "import")) {
         const char *usage = "usage: datasets import NAME MANIFEST [--image-size S] [--resize stretch|crop] "
@@ -645,14 +655,7 @@ static int cmd_datasets(tc_argv_t *av) {
         if (resize) json_object_set_new(imp, "resize", json_string(resize));
         if (on_error) json_object_set_new(imp, "on_error", json_string(on_error));
         json_t *req = json_pack("{s:s, s:o}", "name", name, "import", imp);
-        json_t *d = tc_call("import dataset", "POST", "/v1/datasets", req, NULL, &ec);
-        json_decref(req);
-        if (!d) return ec;
-        if (wait) { json_decref(d); return tc_wait_dataset(name, 1); }
-        if (g_opt.json) tc_print_json(d);
-        else if (!g_opt.quiet) printf("dataset %s: %s (trainctl datasets show %s)\n", name, js(d, "state"), name);
-        json_decref(d);
-        return 0;
+        return tc_dataset_post("import dataset", req, name, wait, 1);
     }
     tc_die_usage("datasets: unknown subcommand '%s' (load, import, rm, show)", sub);
 }

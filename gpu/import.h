@@ -116,7 +116,7 @@ typedef struct {
     double seconds, images_per_s;    /* of the decoding (the original import's on a cache hit) */
     double prepare_s;                /* before the decoding: manifest, stat pass, key, cache lookup */
     double prepare_parts[3];         /* of it: the manifest (read, parsed, hashed), the stat pass, the rest
-                                      * (key, cache lookup, the temporary directory); for the log */
+                                      * (key, cache lookup, shard slots, the temporary directory); for the log */
     char decoder[64];                /* "cpu", or the GPU decoder's name (gpu_frames of the frames) */
     int64_t gpu_frames;
     double feed_s[3];                /* the GPU feeding threads' seconds, summed: reading the files, in the
