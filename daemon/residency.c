@@ -544,7 +544,9 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
     pthread_mutex_unlock(&r->mu);
     log_info(NULL, "dataset %s: importing %s (%dx%d, %s, on_error %s)", x->name, manifest, o.image_size,
              o.image_size, resize, on_error);
+    const double t_import = mono_now();
     int rc = import_cached(manifest, r->imports_root, &o, &res, msg, msglen);
+    const double import_s = mono_now() - t_import;
     if (o.gpu && o.gpu->trim) o.gpu->trim(o.gpu);   /* its batch buffers back to the jobs */
     pthread_mutex_destroy(&u.put_mu);
     if (rc) {
@@ -577,8 +579,9 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
         log_error(NULL, "dataset %s: cannot record the import: %s", x->name, upd ? e : "out of memory");
     json_decref(upd);
     if (res.cache_hit)
-        log_info(NULL, "dataset %s: import cache hit (%s): %lld frames, %lld skipped", x->name, res.key,
-                 (long long)res.imported, (long long)res.skipped);
+        log_info(NULL, "dataset %s: import cache hit (%s): %lld frames, %lld skipped; found in %.3f s (%s)", x->name,
+                 res.key, (long long)res.imported, (long long)res.skipped, import_s,
+                 res.listed ? "the frames from its list, the manifest not parsed" : "the manifest parsed");
     else
         log_info(NULL, "dataset %s: imported %lld of %lld frames (%lld skipped) in %.2f s (%.0f images/s; %.3f s "
                  "before: manifest %.3f, files %.3f, key %.3f)", x->name, (long long)res.imported,

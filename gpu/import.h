@@ -109,6 +109,7 @@ typedef struct {
     char key[65];
     char dir[PATH_MAX];              /* the shard directory */
     int cache_hit;
+    int listed;                      /* a hit found from the entry's frames.list, the manifest not parsed */
     int64_t frames, imported, skipped;
     int n_reasons;
     char reasons[IMPORT_MAX_REASONS][512];

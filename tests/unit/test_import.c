@@ -939,6 +939,7 @@ static void test_cache_and_cancel(void) {
     int r2 = import_cached(man, cache, &o, &b, err, sizeof err);
     ok(r1 == 0 && r2 == 0 && !a.cache_hit && b.cache_hit && strcmp(a.key, b.key) == 0 && strcmp(a.dir, b.dir) == 0 &&
        b.imported == NF, "the same manifest again: a cache hit (%.12s...)", a.key);
+    ok(!a.listed && b.listed, "the hit found from the entry's frame list, the manifest not parsed");
     o.crop = 1;
     int r3 = import_cached(man, cache, &o, &c, err, sizeof err);
     ok(r3 == 0 && !c.cache_hit && strcmp(a.key, c.key) != 0, "another resize mode: another key");
@@ -948,9 +949,71 @@ static void test_cache_and_cancel(void) {
     struct timeval tv[2] = {{1000000000, 0}, {1000000000, 0}};
     utimes(img, tv);
     int r4 = import_cached(man, cache, &o, &d, err, sizeof err);
-    ok(r4 == 0 && !d.cache_hit && strcmp(a.key, d.key) != 0, "an image's mtime changed: another key");
+    ok(r4 == 0 && !d.cache_hit && !d.listed && strcmp(a.key, d.key) != 0,
+       "an image's mtime changed: the list's key no longer matches, the full way: another key");
     ok(count_entries(cache) == 3, "three complete cache directories, no temporary ones (%d entries)",
        count_entries(cache));
+    {   /* the newest of two lists of one manifest; a damaged list; the manifest's content changed */
+        import_result_t e1, e2, e3;
+        int r5 = import_cached(man, cache, &o, &e1, err, sizeof err);
+        ok(r5 == 0 && e1.cache_hit && e1.listed && strcmp(e1.key, d.key) == 0,
+           "again: a listed hit on the newer entry (two lists of this manifest)");
+        /* both lists of this manifest (a's, of files since changed, gives the same frames: a hit too) */
+        char list[2][PATH_MAX + 32];
+        size_t ll[2] = {0, 0};
+        char *keep[2];
+        for (int q = 0; q < 2; q++) {
+            snprintf(list[q], sizeof list[q], "%s/frames.list", q ? d.dir : a.dir);
+            keep[q] = fs_read_file(list[q], 1 << 20, &ll[q], err, sizeof err);
+        }
+        static const char *damage[] = {"garbage\n", "traind-frames 1 x y 3\n-\n", NULL};
+        for (int k = 0; damage[k]; k++) {
+            for (int q = 0; q < 2; q++) write_file(list[q], damage[k], strlen(damage[k]));
+            int r = import_cached(man, cache, &o, &e2, err, sizeof err);
+            ok(r == 0 && e2.cache_hit && !e2.listed && strcmp(e2.key, d.key) == 0,
+               "a damaged frame list (%d): the manifest parsed, still the hit%s%s", k, r ? ": " : "", r ? err : "");
+        }
+        if (keep[0] && keep[1]) {   /* lists cut short; a path length that runs past its line */
+            for (int q = 0; q < 2; q++) write_file(list[q], keep[q], ll[q] - 10);
+            int r = import_cached(man, cache, &o, &e2, err, sizeof err);
+            ok(r == 0 && e2.cache_hit && !e2.listed, "a frame list cut short: the manifest parsed, still the hit");
+            for (int q = 0; q < 2; q++) {
+                char *sp = strchr(strchr(keep[q], '\n') + 1, ' ');
+                if (sp) sp[-1] = '9';
+                write_file(list[q], keep[q], ll[q]);
+            }
+            r = import_cached(man, cache, &o, &e2, err, sizeof err);
+            ok(r == 0 && e2.cache_hit && !e2.listed, "a path length that runs past its line: the manifest parsed");
+        }
+        for (int q = 0; q < 2; q++) free(keep[q]);
+        e2.listed = 0;
+        int r7 = import_cached(man, cache, &o, &e2, err, sizeof err);
+        ok(r7 == 0 && e2.cache_hit && !e2.listed, "and the damaged lists stay unused (%d)", e2.listed);
+        FILE *mf = fopen(man, "a");
+        fputs("\n", mf);   /* a blank line: the same frames, another content hash */
+        fclose(mf);
+        int r6 = import_cached(man, cache, &o, &e3, err, sizeof err);
+        ok(r6 == 0 && !e3.listed && !e3.cache_hit && strcmp(e3.key, d.key) != 0,
+           "the manifest's content changed: its list not used, another key");
+    }
+    {   /* skip mode: a malformed line and a missing file listed as such; the hit the same */
+        char sm[600], line[8192];
+        snprintf(sm, sizeof sm, "%s/main/skiplist.jsonl", root);
+        FILE *f = fopen(sm, "w");
+        for (int i = 0; i < 4; i++) {
+            frames_manifest_line(line, sizeof line, i == 2 ? "nothing-here.jpg" : img_jpg[i], &fr[i], fr[i].K);
+            fprintf(f, "%s\n%s", line, i == 1 ? "{\"image\":\n" : "");
+        }
+        fclose(f);
+        import_opts_t os = {.image_size = 28, .threads = 2, .skip = 1};
+        import_result_t s1, s2;
+        int q1 = import_cached(sm, cache, &os, &s1, err, sizeof err);
+        int q2 = import_cached(sm, cache, &os, &s2, err, sizeof err);
+        ok(q1 == 0 && q2 == 0 && !s1.cache_hit && s2.cache_hit && s2.listed && strcmp(s1.key, s2.key) == 0 &&
+           s1.imported == 3 && s1.skipped == 2 && s2.imported == 3 && s2.skipped == 2,
+           "skip mode, a malformed line and a missing file: the second import a listed hit, 3 imported, 2 skipped "
+           "(%lld, %lld)%s%s", (long long)s2.imported, (long long)s2.skipped, q1 || q2 ? ": " : "", q1 || q2 ? err : "");
+    }
 
     /* cancel during the decoding (60 frames, cancelled at the first progress report): nothing left */
     char out[600], path[600];
