@@ -350,14 +350,18 @@ static int jg_resize_run(jg_thread_t *s, jpeg_gpu_frame_t *f, int m, int S, char
         int e = q + 1;
         while (e < m && f[s->idx[e]].pinned && f[s->idx[e]].dst == x->dst + (size_t)(e - q) * fb) e++;
         if (jg_cuda(cudaMemcpyAsync(x->dst, s->dout + (size_t)q * fb, (size_t)(e - q) * fb, cudaMemcpyDeviceToHost,
-                                    s->stream), "copy", err, errlen))
+                                    s->stream), "copy", err, errlen)) {
+            cudaStreamSynchronize(s->stream);   /* no copy still writing into a slot the importer hands back */
             return -1;
+        }
         q = e;
     }
-    if ((via_hout && jg_cuda(cudaMemcpyAsync(s->hout, s->dout, (size_t)m * fb, cudaMemcpyDeviceToHost, s->stream),
-                             "copy", err, errlen)) ||
-        jg_cuda(cudaStreamSynchronize(s->stream), "resize", err, errlen))
+    if (via_hout && jg_cuda(cudaMemcpyAsync(s->hout, s->dout, (size_t)m * fb, cudaMemcpyDeviceToHost, s->stream),
+                            "copy", err, errlen)) {
+        cudaStreamSynchronize(s->stream);
         return -1;
+    }
+    if (jg_cuda(cudaStreamSynchronize(s->stream), "resize", err, errlen)) return -1;
     const double t1 = jg_now();
     for (int q = 0; q < m; q++) {
         jpeg_gpu_frame_t *x = &f[s->idx[q]];
