@@ -153,7 +153,7 @@ int import_to_dir(const char *manifest, const char *outdir, const import_opts_t 
 
 /* Has gpu's host_alloc pin the shard slots an import will ask for
  * (IMPORT_GPU_MIN_SLOTS of at most 64 MB) and keep them in its pool, so that
- * the first import does not pay the pinning (~tens of ms a slot): called once
+ * the first import does not pay the pinning (not yet timed on a card): called once
  * the decoder is open. How many it holds now (0: none, or no pool). */
 int import_gpu_reserve(jpeg_gpu_t *gpu);
 

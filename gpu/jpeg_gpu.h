@@ -52,7 +52,7 @@ struct jpeg_gpu {
      * copied back straight into their slot (pinned = 1) and a slot's device
      * put needs no staging copy: blocks of at least JPEG_GPU_HOST_BLOCK bytes,
      * kept in a pool of at most JPEG_GPU_HOST_BLOCKS for the next import when
-     * host_free hands them back (pinning 64 MB costs tens of ms), given back to
+     * host_free hands them back (pinning takes time in proportion to the bytes), given back to
      * the system at close. NULL when the pool is full or pinning fails (the
      * importer then uses malloc). Both may be NULL. Thread-safe. */
     void *(*host_alloc)(jpeg_gpu_t *g, size_t bytes);
