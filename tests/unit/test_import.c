@@ -1536,17 +1536,20 @@ static void test_gpu_decoder(void) {
         x.refuse_mod = 4;   /* every 4th frame handed over comes back refused: the CPU decodes it */
         /* the slots from the decoder's pool: crop 0 all of them (reserved first), crop 1 two of six (the
          * others malloc'd, as when pinning fails) */
+        int no_pool = import_gpu_reserve(NULL) + import_gpu_reserve(&x.g);   /* no decoder; one that lends nothing */
         fake_gpu_lend(&x, crop ? 2 : 16);
-        int reserved = crop ? -1 : import_gpu_reserve(&x.g);
+        int reserved = import_gpu_reserve(&x.g);   /* crop 1: the pool lends 2 blocks at most */
         int blocks_before = x.blocks;
         o.gpu = &x.g;
         int rc1 = import_to_dir(man, out2, &o, &r1, err, sizeof err);
         ok(x.out == 0 && x.bad_free == 0 && x.pinned_frames > 0 && x.bad_pinned == 0 &&
-           (crop ? x.blocks == 2 : reserved == IMPORT_GPU_MIN_SLOTS && x.blocks == blocks_before),
+           no_pool == 0 && (crop ? reserved == 2 && x.blocks == 2 : reserved == IMPORT_GPU_MIN_SLOTS &&
+                                                                      x.blocks == blocks_before),
            "crop %d: shard slots %s: %d frames handed over with pinned slots, each flag right (%d wrong), every "
            "block handed back (%d out, %d bad frees), %d blocks", crop,
-           crop ? "2 of 6 from the decoder's pool, the rest malloc'd" : "from the pool import_gpu_reserve filled (6), "
-           "none pinned anew", x.pinned_frames, x.bad_pinned, x.out, x.bad_free, x.blocks);
+           crop ? "2 of 6 from the decoder's pool (all import_gpu_reserve got), the rest malloc'd"
+                : "from the pool import_gpu_reserve filled (6; 0 without a decoder or a pool), none pinned anew",
+           x.pinned_frames, x.bad_pinned, x.out, x.bad_free, x.blocks);
         ok(rc0 == 0 && rc1 == 0 && r1.imported == n - 1 && r1.skipped == 1, "crop %d: imported with a GPU decoder: "
            "%lld of %d, %lld skipped (%s)", crop, (long long)r1.imported, n, (long long)r1.skipped, rc1 ? err : "ok");
         /* its two threads take batches beside the two decoding on the CPU: some of the plain JPEGs */
