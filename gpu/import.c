@@ -1118,6 +1118,64 @@ static int imp_key(const imp_ctx_t *c, char key[65], char *err, size_t errlen) {
     return r;
 }
 
+/* Sets c up for manifest m under o: its counts, the per-frame arrays, the
+ * roots' directories held open, and *thp, a decoder and a resizer for each of
+ * the T + G threads (the feeding threads' batch buffers too). 0, or -1 with
+ * err; imp_ctx_free(c, *thp) undoes it either way. */
+static int imp_ctx_init(imp_ctx_t *c, const import_opts_t *o, const manifest_t *m, imp_thread_t **thp, char *err,
+                        size_t errlen) {
+    memset(c, 0, sizeof *c);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t ca;   /* timed waits on the monotonic clock (imp_run_threads) */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    c->o = o;
+    c->m = m;
+    c->n = (int64_t)m->n;
+    c->S = o->image_size;
+    c->err_idx = -1;
+    /* the decoder's feeding threads need little CPU but must get it: one core each off the default */
+    c->G = o->gpu ? o->gpu->threads : 0;
+    c->T = o->threads > 0 ? o->threads : imp_cpus() - c->G;
+    if (c->T < 1) c->T = 1;
+    if (c->T > 256) c->T = 256;
+    if (c->T > c->n) c->T = (int)c->n;
+    imp_thread_t *th = *thp = calloc((size_t)(c->T + c->G), sizeof *th);
+    c->fsize = calloc((size_t)c->n, sizeof *c->fsize);
+    c->fmtime = calloc((size_t)c->n, sizeof *c->fmtime);
+    c->ferr = calloc((size_t)c->n, sizeof *c->ferr);
+    if (o->roots && o->n_roots > 0 && (c->rootfd = malloc((size_t)o->n_roots * sizeof *c->rootfd)))
+        for (int i = 0; i < o->n_roots; i++) c->rootfd[i] = open(o->roots[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (!th || !c->fsize || !c->fmtime || !c->ferr || (o->roots && o->n_roots > 0 && !c->rootfd)) {
+        errbuf_set(err, errlen, "out of memory for %lld frames", (long long)c->n);
+        return -1;
+    }
+    for (int i = 0; i < c->T + c->G; i++) {
+        th[i].c = c;
+        th[i].gpu = i < c->T ? -1 : i - c->T;
+        th[i].dec = imgdec_new();
+        th[i].rz = image_resizer_new();
+        if (!th[i].dec || !th[i].rz) {
+            errbuf_set(err, errlen, "out of memory for the decoders");
+            return -1;
+        }
+        imgdec_set_max_pixels(th[i].dec, o->max_pixels);
+        if (th[i].gpu >= 0) {
+            size_t b = (size_t)o->gpu->batch;
+            th[i].fbuf = calloc(b, sizeof *th[i].fbuf);
+            th[i].fcap = calloc(b, sizeof *th[i].fcap);
+            th[i].gf = calloc(b, sizeof *th[i].gf);
+            if (!th[i].fbuf || !th[i].fcap || !th[i].gf) {
+                errbuf_set(err, errlen, "out of memory for the decoders");
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Loads the manifest and stats the images; then either stops at a cache hit
  * (cache_root given and cache_root/<key> complete) or converts into
  * final_dir (cache_root/<key> when final_dir is NULL). */
@@ -1142,57 +1200,10 @@ static int imp_run_once(const char *manifest, const char *cache_root, const char
     }
     const double t_manifest = mono_now();
     imp_ctx_t c;
-    memset(&c, 0, sizeof c);
-    pthread_mutex_init(&c.mu, NULL);
-    pthread_condattr_t ca;   /* timed waits on the monotonic clock (imp_run_threads) */
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c.cv, &ca);
-    pthread_condattr_destroy(&ca);
-    c.o = o;
-    c.m = &m;
-    c.n = (int64_t)m.n;
-    c.S = o->image_size;
-    c.err_idx = -1;
-    /* the decoder's feeding threads need little CPU but must get it: one core each off the default */
-    c.G = o->gpu ? o->gpu->threads : 0;
-    c.T = o->threads > 0 ? o->threads : imp_cpus() - c.G;
-    if (c.T < 1) c.T = 1;
-    if (c.T > 256) c.T = 256;
-    if (c.T > c.n) c.T = (int)c.n;
-    imp_thread_t *th = calloc((size_t)(c.T + c.G), sizeof *th);
-    c.fsize = calloc((size_t)c.n, sizeof *c.fsize);
-    c.fmtime = calloc((size_t)c.n, sizeof *c.fmtime);
-    c.ferr = calloc((size_t)c.n, sizeof *c.ferr);
-    if (o->roots && o->n_roots > 0 && (c.rootfd = malloc((size_t)o->n_roots * sizeof *c.rootfd)))
-        for (int i = 0; i < o->n_roots; i++) c.rootfd[i] = open(o->roots[i], O_PATH | O_DIRECTORY | O_CLOEXEC);
+    imp_thread_t *th = NULL;
     char tmpdir[PATH_MAX] = "";
     rc = -1;
-    if (!th || !c.fsize || !c.fmtime || !c.ferr || (o->roots && o->n_roots > 0 && !c.rootfd)) {
-        errbuf_set(err, errlen, "out of memory for %lld frames", (long long)c.n);
-        goto out;
-    }
-    for (int i = 0; i < c.T + c.G; i++) {
-        th[i].c = &c;
-        th[i].gpu = i < c.T ? -1 : i - c.T;
-        th[i].dec = imgdec_new();
-        th[i].rz = image_resizer_new();
-        if (!th[i].dec || !th[i].rz) {
-            errbuf_set(err, errlen, "out of memory for the decoders");
-            goto out;
-        }
-        imgdec_set_max_pixels(th[i].dec, o->max_pixels);
-        if (th[i].gpu >= 0) {
-            size_t b = (size_t)o->gpu->batch;
-            th[i].fbuf = calloc(b, sizeof *th[i].fbuf);
-            th[i].fcap = calloc(b, sizeof *th[i].fcap);
-            th[i].gf = calloc(b, sizeof *th[i].gf);
-            if (!th[i].fbuf || !th[i].fcap || !th[i].gf) {
-                errbuf_set(err, errlen, "out of memory for the decoders");
-                goto out;
-            }
-        }
-    }
+    if (imp_ctx_init(&c, o, &m, &th, err, errlen)) goto out;
 
     /* 1. every image opened and fstat'ed; 2. the key */
     rc = imp_run_threads(&c, th, c.T, imp_check_main, "checking", t_start, err, errlen);
