@@ -209,6 +209,14 @@ static void *imp_hash_main(void *arg) {
     return NULL;
 }
 
+/* A JSON Lines manifest's own path (resolved) and the base of its relative image paths. */
+static void imp_manifest_at(manifest_t *m, const char *rp) {
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", rp);
+    snprintf(m->dir, sizeof m->dir, "%s", dirname(tmp));
+    snprintf(m->path, sizeof m->path, "%s", rp);
+}
+
 /* Loads the manifest at path (JSON Lines file, or FreiHAND directory / *_xyz.json).
  * 0, IMPORT_FORBIDDEN or -1 with err. */
 static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_t *m, char *err, size_t errlen) {
@@ -235,10 +243,7 @@ static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_
     }
     size_t len = 0, klen = 0;
     if (!freihand) {
-        char tmp[PATH_MAX];
-        snprintf(tmp, sizeof tmp, "%s", rp);
-        snprintf(m->dir, sizeof m->dir, "%s", dirname(tmp));
-        snprintf(m->path, sizeof m->path, "%s", rp);
+        imp_manifest_at(m, rp);
         char *text = imp_read_file(rp, o, MF_MAX_BYTES, &len, &r, err, errlen);
         if (!text) return r;
         /* the hash beside the parse (each ~30 ms for 8000 frames on the GPU machine) */
@@ -420,7 +425,7 @@ static int imp_open_image(const imp_ctx_t *c, const char *path, struct stat *st,
         char e[64];
         int fd = fs_open_beneath(c->rootfd[i], rel, FS_REG, path, e, sizeof e);
         if (fd < 0) break;
-        if (fstat(fd, st) == 0 && S_ISREG(st->st_mode)) return fd;
+        if (fstat(fd, st) == 0) return fd;   /* FS_REG: a regular file, fs_open_beneath checked */
         close(fd);
         break;
     }
@@ -972,21 +977,17 @@ static int imp_list_read(const char *text, size_t len, size_t n, const char *rp,
         p = q + 2 + l;
     }
     if (p != end) return -1;
-    snprintf(m->path, sizeof m->path, "%s", rp);
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", rp);
-    snprintf(m->dir, sizeof m->dir, "%s", dirname(tmp));
+    imp_manifest_at(m, rp);
     for (size_t i = 0; i < n; i++) m->n_errors += m->frames[i].error != NULL;
     return 0;
 }
 
 /* The listed way's start: the manifest resolved beneath the roots, a list in
  * cache_root made with the same lookup, the manifest's content hash the
- * list's. 1 with m built from the list and lookup set; 0 when there is none
+ * list's. 1 with m built from the list; 0 when there is none
  * (the full way; nothing reported: it reports what is wrong itself). */
-static int imp_list_load(const char *manifest, const char *cache_root, const import_opts_t *o, manifest_t *m,
-                         char lookup[65]) {
-    char rp[PATH_MAX], e[512];
+static int imp_list_load(const char *manifest, const char *cache_root, const import_opts_t *o, manifest_t *m) {
+    char rp[PATH_MAX], e[512], lookup[65];
     struct stat st;
     memset(m, 0, sizeof *m);
     if (import_resolve(manifest, o->roots, o->n_roots, rp, sizeof rp, &st, e, sizeof e) || !S_ISREG(st.st_mode) ||
@@ -1191,8 +1192,7 @@ static int imp_run_once(const char *manifest, const char *cache_root, const char
         o->progress(o->ud, &p);
     }
     manifest_t m;
-    char lookup[65] = "";
-    const int listed = try_list && cache_root && !final_dir && imp_list_load(manifest, cache_root, o, &m, lookup) == 1;
+    const int listed = try_list && cache_root && !final_dir && imp_list_load(manifest, cache_root, o, &m) == 1;
     int rc = listed ? 0 : imp_load_manifest(manifest, o, &m, err, errlen);
     if (rc) {
         manifest_free(&m);
@@ -1360,8 +1360,9 @@ static int imp_run_once(const char *manifest, const char *cache_root, const char
         free(text);
         if (w) goto out;
     }
+    char lookup[65];
     if (cache_root && !final_dir && !m.freihand &&
-        (imp_list_lookup(m.path, o, lookup) ? errbuf_set(err, errlen, "out of memory")
+        (imp_list_lookup(m.path, o, lookup) ? errbuf_set(err, errlen, "%s: cannot key its frame list", m.path)
                                             : imp_list_write(tmpdir, &m, lookup, err, errlen)))
         goto out;
     if (imp_cancelled(&c)) {
