@@ -317,6 +317,13 @@ static void pw_matmul_fwd(backend_t *b, void *out, dtype_t odt, const void *inp,
     PROF_BEGIN(b) bench_orig.matmul_fwd(b, out, odt, inp, w, bias, cdt, M, N, K);
     PROF_END(b, nm, 2.0 * M * N * K)
 }
+static void pw_matmul_gelu_fwd(backend_t *b, void *out, dtype_t odt, void *tmp, const void *inp, const void *w,
+                               const float *bias, dtype_t cdt, int M, int N, int K) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "matmul_gelu_fwd %dx%dx%d", M, N, K);
+    PROF_BEGIN(b) bench_orig.matmul_gelu_fwd(b, out, odt, tmp, inp, w, bias, cdt, M, N, K);
+    PROF_END(b, nm, 2.0 * M * N * K)
+}
 static void pw_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const void *dout, dtype_t gdt,
                           const void *inp, const void *w, dtype_t cdt, int M, int N, int K) {
     char nm[64];
@@ -420,6 +427,7 @@ static void bench_prof_install(backend_t *be) {
     be->aug_joints = pw_aug_joints;
     be->gather_rows = pw_gather_rows;
     be->matmul_fwd = pw_matmul_fwd;
+    be->matmul_gelu_fwd = pw_matmul_gelu_fwd;
     be->matmul_bwd = pw_matmul_bwd;
     be->layernorm_fwd = pw_layernorm_fwd;
     be->layernorm_bwd = pw_layernorm_bwd;

@@ -118,6 +118,14 @@ struct backend {
     /* out[M,N] (odt) = inp[M,K] (cdt) @ w[N,K]^T (cdt) + bias[N] (f32, may be NULL). */
     void (*matmul_fwd)(backend_t *b, void *out, dtype_t odt, const void *inp, const void *w,
                        const float *bias, dtype_t cdt, int M, int N, int K);
+    /* The MLP's first product when its pre-activation is not kept (a frozen block,
+     * eval, inference): out[M,N] (odt) = gelu(inp @ w^T + bias), exact (erf) GELU.
+     * tmp[M,N] (odt) may be written: the reference is matmul_fwd into tmp, then
+     * gelu_fwd (the product rounded to odt before the GELU); the CUDA backend may
+     * instead apply the GELU to the f32 sum in the product's epilogue (cuDNN,
+     * gpu/cuda/matmul_gelu.cu: one rounding, about one bf16 step from the reference). */
+    void (*matmul_gelu_fwd)(backend_t *b, void *out, dtype_t odt, void *tmp, const void *inp, const void *w,
+                            const float *bias, dtype_t cdt, int M, int N, int K);
     /* dinp[M,K] = dout @ w; dw[N,K] += dout^T @ inp; dbias[N] += sum_m dout.
      * dout[M,N] in gdt: f32, or bf16 when cdt is bf16 (the gradient already rounded
      * for the products by the op that made it, which then also made the bias

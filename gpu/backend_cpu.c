@@ -841,6 +841,14 @@ static void cpu_gelu_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, 
     }
 }
 
+/* The reference of the fused op: the product into tmp (rounded to odt), then the GELU. */
+static void cpu_matmul_gelu_fwd(backend_t *b, void *out, dtype_t odt, void *tmp, const void *inp, const void *w,
+                                const float *bias, dtype_t cdt, int M, int N, int K) {
+    if (!tmp) cpu_fatal("matmul_gelu_fwd", "no tmp buffer");
+    cpu_matmul_fwd(b, tmp, odt, inp, w, bias, cdt, M, N, K);
+    cpu_gelu_fwd(b, out, odt, tmp, odt, (size_t)M * N);
+}
+
 /* g = dout * gelu'(inp) row by row; stored in ddt, its f32 column sums into dbias. */
 static void cpu_gelu_bwd(backend_t *b, void *dinp, dtype_t ddt, float *dbias, const float *dout,
                          const void *inp, dtype_t idt, int M, int N) {
@@ -1124,6 +1132,7 @@ backend_t *backend_cpu_create(char *err, size_t errlen) {
     b->im2col = cpu_im2col;
     b->aug_joints = cpu_aug_joints;
     b->matmul_fwd = cpu_matmul_fwd;
+    b->matmul_gelu_fwd = cpu_matmul_gelu_fwd;
     b->matmul_bwd = cpu_matmul_bwd;
     b->layernorm_fwd = cpu_layernorm_fwd;
     b->layernorm_bwd = cpu_layernorm_bwd;

@@ -1172,8 +1172,12 @@ int model_forward_aug(model_t *m, const void *images, dtype_t idt, const int32_t
         be->layerscale_layernorm_fwd(be, a->x_mid, x, a->proj, cdt, pm(m, bi->ls1), a->ln2, cdt, a->mean2,
                                      a->rstd2, pm(m, bi->norm2_w), pm(m, bi->norm2_b), BT, D, c->layer_norm_eps);
         /* MLP half: x_out = x_mid + ls2 * fc2(gelu(fc1(LN2(x_mid)))) */
-        be->matmul_fwd(be, a->fc1, cdt, a->ln2, wc(m, bi->fc1_w), pm(m, bi->fc1_b), cdt, BT, F, D);
-        be->gelu_fwd(be, a->gelu, cdt, a->fc1, cdt, (size_t)BT * F);
+        if (keep) {   /* the backward reads the pre-activation: kept in fc1 */
+            be->matmul_fwd(be, a->fc1, cdt, a->ln2, wc(m, bi->fc1_w), pm(m, bi->fc1_b), cdt, BT, F, D);
+            be->gelu_fwd(be, a->gelu, cdt, a->fc1, cdt, (size_t)BT * F);
+        } else {      /* only the GELU's output is read: one pass where the backend fuses it */
+            be->matmul_gelu_fwd(be, a->gelu, cdt, a->fc1, a->ln2, wc(m, bi->fc1_w), pm(m, bi->fc1_b), cdt, BT, F, D);
+        }
         be->matmul_fwd(be, a->fc2, cdt, a->gelu, wc(m, bi->fc2_w), pm(m, bi->fc2_b), cdt, BT, D, F);
         if (l + 1 < L) {
             /* x_out and the next block's LN1 (its ln1 buffer is free: a shared

@@ -94,6 +94,8 @@ static void cu_destroy(backend_t *b) {
         cudaStreamSynchronize(c->stream);
         cu_lt_destroy(b);
         cu_sdpa_destroy(b);
+        cu_matmul_gelu_destroy(b);
+        cu_dnn_destroy(b);
         if (c->blas) cublasDestroy(c->blas);
         for (int i = 0; i < CU_NSCRATCH; i++) if (c->scratch[i]) cudaFree(c->scratch[i]);
         for (int i = 0; i < 2; i++) {
@@ -384,6 +386,13 @@ static void matmul_fwd_op(backend_t *b, void *out, dtype_t odt, const void *inp,
     if (c->fault_path[0] && ++c->fault_ops == CU_FAULT_AFTER) cu_fault_check(b);
     cu_matmul_fwd(b, out, odt, inp, w, bias, cdt, M, N, K);
 }
+static void matmul_gelu_fwd_op(backend_t *b, void *out, dtype_t odt, void *tmp, const void *inp, const void *w,
+                               const float *bias, dtype_t cdt, int M, int N, int K) {
+    cu_enter(b);
+    cu_impl_t *c = cu_impl(b);
+    if (c->fault_path[0] && ++c->fault_ops == CU_FAULT_AFTER) cu_fault_check(b);
+    cu_matmul_gelu_fwd(b, out, odt, tmp, inp, w, bias, cdt, M, N, K);
+}
 CU_WRAP(matmul_bwd, (backend_t *b, float *dinp, float *dw, float *dbias, const void *dout, dtype_t gdt,
                      const void *inp, const void *w, dtype_t cdt, int M, int N, int K),
         (b, dinp, dw, dbias, dout, gdt, inp, w, cdt, M, N, K))
@@ -523,6 +532,7 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t errlen) 
     b->im2col = im2col_op;
     b->aug_joints = aug_joints_op;
     b->matmul_fwd = matmul_fwd_op;
+    b->matmul_gelu_fwd = matmul_gelu_fwd_op;
     b->matmul_bwd = matmul_bwd_op;
     b->layernorm_fwd = layernorm_fwd_op;
     b->layernorm_bwd = layernorm_bwd_op;

@@ -14,7 +14,9 @@
  *   images.cu           u8 normalization, im2col with augmentation (no FMA contraction)
  *   kernels_optim.cu    hand loss, sumsq, scale, AdamW, stats
  *   attention.cu        fused attention kernels and the cuBLAS fallback
+ *   cudnn.cu            cuDNN loaded at run time, its handle, graph/plan helpers (dnn.h)
  *   sdpa_cudnn.cu       attention forward through cuDNN's fused SDPA (bf16)
+ *   matmul_gelu.cu      the fc1 product + bias + GELU in one cuDNN pass where faster
  */
 #ifndef TRAIND_CUDA_COMMON_H
 #define TRAIND_CUDA_COMMON_H
@@ -114,7 +116,9 @@ typedef struct {
 
     cu_attn_mode_t attn_mode;
     int attn_cudnn;                     /* bf16 forward through cuDNN first (TRAIND_ATTENTION=own: no) */
-    void *sdpa;                         /* cuDNN state (sdpa_cudnn.cu), made on first use */
+    void *dnn;                          /* cuDNN library and handle (cudnn.cu), made on first use */
+    void *sdpa;                         /* fused attention plans (sdpa_cudnn.cu) */
+    void *mmgelu;                       /* product + bias + GELU plans (matmul_gelu.cu) */
     char name[256];
 
     /* Test hook TRAIND_TEST_GPU_FAULT=FILE: see cu_fault_check(). */
@@ -245,4 +249,12 @@ void cu_attention_bwd(backend_t *b, void *dqkv, dtype_t ddt, float *dbias, const
  * 0 when done, -1 when cuDNN is unavailable or refuses (nothing written). */
 int cu_sdpa_fwd(backend_t *b, void *out, float *lse, const void *qkv, int Bn, int T, int NH, int HS);
 void cu_sdpa_destroy(backend_t *b);
+
+/* matmul_gelu.cu: out[M,N] (odt) = gelu(inp[M,K] @ w[N,K]^T + bias[N]); tmp[M,N]
+ * (odt) may be written (the two-pass way's product). */
+void cu_matmul_gelu_fwd(backend_t *b, void *out, dtype_t odt, void *tmp, const void *inp, const void *w,
+                        const float *bias, dtype_t cdt, int M, int N, int K);
+void cu_matmul_gelu_destroy(backend_t *b);
+/* cudnn.cu (after the users' destroys above) */
+void cu_dnn_destroy(backend_t *b);
 #endif

@@ -179,6 +179,68 @@ static void t_matmul(int M, int N, int K, dtype_t cdt, dtype_t odt, int with_bia
     t_matmul_off(M, N, K, cdt, odt, with_bias, 0);
 }
 
+/* The MLP's first product with its bias and GELU (matmul_gelu_fwd) on a fresh
+ * backend per way (the way is chosen per shape at its first call):
+ * TRAIND_CUDNN_GELU=1 (cuDNN fused wherever it builds a plan), =0 (two passes),
+ * unset (the faster, timed). Each against the CPU reference (the product
+ * rounded to odt, then the GELU); the two-pass way exactly as the GPU's own
+ * matmul_fwd + gelu_fwd. off: operands `off` elements into their buffers
+ * (16: the model's alignment; 1: too little for cuDNN, the two-pass way). */
+static void t_matmul_gelu(int M, int N, int K, dtype_t cdt, int off) {
+    static const char *const ways[3] = {"1", "0", NULL};
+    static const char *const names[3] = {"fused (forced)", "two passes", "timed"};
+    float *fi = randf((size_t)M * K, -1, 1), *fw = randf((size_t)N * K, -0.1f, 0.1f), *fb = randf(N, -1, 1);
+    void *hi = as_dt(fi, cdt, (size_t)M * K), *hw = as_dt(fw, cdt, (size_t)N * K);
+    size_t es = dtype_size(cdt), MN = (size_t)M * N;
+    void *co = malloc(MN * es + 4), *ct = malloc(MN * es + 4);
+    C->matmul_gelu_fwd(C, co, cdt, ct, hi, hw, fb, cdt, M, N, K);
+    /* the reference is what it says: the product, then the GELU */
+    void *r1 = malloc(MN * es + 4), *r2 = malloc(MN * es + 4);
+    C->matmul_fwd(C, r1, cdt, hi, hw, fb, cdt, M, N, K);
+    C->gelu_fwd(C, r2, cdt, r1, cdt, MN);
+    ok(!memcmp(co, r2, MN * es), "matmul_gelu M=%d N=%d K=%d %s: the CPU op = matmul_fwd then gelu_fwd, bitwise",
+       M, N, K, dtype_name(cdt));
+    char err[256];
+    backend_t *save = G;
+    for (int wi = 0; wi < 3; wi++) {
+        if (ways[wi]) setenv("TRAIND_CUDNN_GELU", ways[wi], 1);
+        else unsetenv("TRAIND_CUDNN_GELU");
+        backend_t *g = backend_cuda_create(0, err, sizeof err);
+        if (!g) { ok(0, "cuda backend: %s", err); continue; }
+        G = g;
+        char *gi0 = gpoison(((size_t)M * K + off) * es), *gw0 = gpoison(((size_t)N * K + off) * es);
+        char *gb0 = gpoison((N + off) * 4), *go0 = gpoison((MN + off) * es), *gt = gpoison(MN * es);
+        void *gi = gi0 + off * es, *gw = gw0 + off * es, *gb = gb0 + off * 4, *go = go0 + off * es;
+        G->upload(G, gi, hi, (size_t)M * K * es);
+        G->upload(G, gw, hw, (size_t)N * K * es);
+        G->upload(G, gb, fb, N * 4);
+        for (int rep = 0; rep < 2; rep++) {   /* the deciding call, then a call of the cached way */
+            G->matmul_gelu_fwd(G, go, cdt, gt, gi, gw, gb, cdt, M, N, K);
+            char w[200];
+            snprintf(w, sizeof w, "matmul_gelu M=%d N=%d K=%d %s%s, %s, call %d", M, N, K, dtype_name(cdt),
+                     off ? " (offset operands)" : "", names[wi], rep + 1);
+            check_dev(w, go, cdt, co, cdt, MN, cdt == DT_BF16 ? 1e-2 : 1e-5);
+        }
+        if (wi == 1) {   /* two passes: exactly the GPU's own product then GELU */
+            void *gp = gpoison(MN * es), *gq = gpoison(MN * es);
+            G->matmul_fwd(G, gp, cdt, gi, gw, gb, cdt, M, N, K);
+            G->gelu_fwd(G, gq, cdt, gp, cdt, MN);
+            uint8_t *a = malloc(MN * es), *bb = malloc(MN * es);
+            G->download(G, a, go, MN * es);
+            G->download(G, bb, gq, MN * es);
+            ok(!memcmp(a, bb, MN * es), "matmul_gelu M=%d N=%d K=%d %s two passes = matmul_fwd + gelu_fwd, bitwise",
+               M, N, K, dtype_name(cdt));
+            free(a); free(bb);
+            G->free(G, gp); G->free(G, gq);
+        }
+        G->free(G, gi0); G->free(G, gw0); G->free(G, gb0); G->free(G, go0); G->free(G, gt);
+        g->destroy(g);
+    }
+    unsetenv("TRAIND_CUDNN_GELU");
+    G = save;
+    free(fi); free(fw); free(fb); free(hi); free(hw); free(co); free(ct); free(r1); free(r2);
+}
+
 static void t_layernorm(int N, int Cc, dtype_t odt) {
     char w[160];
     size_t n = (size_t)N * Cc;
@@ -794,6 +856,42 @@ static void bench_matmul(int M, int N, int K, dtype_t cdt) {
     free(fa); free(fw); free(ha); free(hw);
 }
 
+/* The MLP's first product + bias + GELU, each way on its own backend (forced). */
+static void bench_matmul_gelu(int M, int N, int K) {
+    static const char *const ways[2] = {"1", "0"};
+    static const char *const names[2] = {"cuDNN fused", "two passes"};
+    float *fa = randf((size_t)M * K, -1, 1), *fw = randf((size_t)N * K, -0.05f, 0.05f), *fb = randf(N, -1, 1);
+    void *ha = as_dt(fa, DT_BF16, (size_t)M * K), *hw = as_dt(fw, DT_BF16, (size_t)N * K);
+    char err[256];
+    double ms[2] = {0, 0};
+    backend_t *save = G;
+    for (int wi = 0; wi < 2; wi++) {
+        setenv("TRAIND_CUDNN_GELU", ways[wi], 1);
+        backend_t *g = backend_cuda_create(0, err, sizeof err);
+        if (!g) continue;
+        G = g;
+        void *a = gpoison((size_t)M * K * 2), *w = gpoison((size_t)N * K * 2), *b = gdup(fb, (size_t)N * 4);
+        void *o = gpoison((size_t)M * N * 2), *t = gpoison((size_t)M * N * 2);
+        G->upload(G, a, ha, (size_t)M * K * 2);
+        G->upload(G, w, hw, (size_t)N * K * 2);
+        for (int i = 0; i < 3; i++) G->matmul_gelu_fwd(G, o, DT_BF16, t, a, w, b, DT_BF16, M, N, K);
+        G->sync(G);
+        int it = 20;
+        double t0 = now_s();
+        for (int i = 0; i < it; i++) G->matmul_gelu_fwd(G, o, DT_BF16, t, a, w, b, DT_BF16, M, N, K);
+        G->sync(G);
+        ms[wi] = (now_s() - t0) / it * 1e3;
+        G->free(G, a); G->free(G, w); G->free(G, b); G->free(G, o); G->free(G, t);
+        g->destroy(g);
+    }
+    unsetenv("TRAIND_CUDNN_GELU");
+    G = save;
+    diag("bench matmul_gelu M=%d N=%d K=%d bf16: %s %.3f ms (%.1f TFLOP/s), %s %.3f ms (%.1f TFLOP/s)", M, N, K,
+         names[0], ms[0], ms[0] > 0 ? 2.0 * M * N * K / (ms[0] * 1e-3) / 1e12 : 0.0, names[1], ms[1],
+         ms[1] > 0 ? 2.0 * M * N * K / (ms[1] * 1e-3) / 1e12 : 0.0);
+    free(fa); free(fw); free(fb); free(ha); free(hw);
+}
+
 /* ---- memory, IPC ------------------------------------------------------------------- */
 
 static uint64_t fnv(const uint8_t *p, size_t n) {
@@ -935,6 +1033,13 @@ int main(int argc, char **argv) {
         t_matmul_off(514, 768, 384, cdt, cdt, 1, 16);   /* model-like 16-element offsets */
         t_matmul_off(65, 40, 24, cdt, DT_F32, 1, 1);     /* one element off: minimal alignment */
     }
+    t_matmul_gelu(2 * 257, 4096, 1024, DT_BF16, 0);   /* fc1 of dinov2-large, 2 images */
+    t_matmul_gelu(2 * 257, 4096, 1024, DT_BF16, 16);  /* at the model's 16-element alignment */
+    t_matmul_gelu(3 * 257, 1536, 384, DT_BF16, 0);    /* dinov2-small */
+    t_matmul_gelu(37, 24, 16, DT_BF16, 0);            /* small, odd M */
+    t_matmul_gelu(65, 40, 24, DT_BF16, 1);            /* misaligned: the two-pass way */
+    t_matmul_gelu(33, 20, 12, DT_BF16, 0);            /* N, K not multiples of 8: the two-pass way */
+    t_matmul_gelu(2 * 257, 4096, 1024, DT_F32, 0);    /* fp32: the two-pass way */
     t_layernorm(2 * 257, 1024, DT_BF16);
     t_layernorm(2 * 257, 1024, DT_F32);
     t_layernorm(37, 77, DT_F32);
@@ -1021,6 +1126,9 @@ int main(int argc, char **argv) {
         bench_matmul(32 * 257, 3 * 1024, 1024, DT_BF16);
         bench_matmul(32 * 257, 4096, 1024, DT_BF16);
         bench_matmul(8192, 8192, 8192, DT_BF16);
+        bench_matmul_gelu(32 * 257, 4096, 1024);    /* fc1, train b32 (frozen blocks) */
+        bench_matmul_gelu(128 * 257, 4096, 1024);   /* train b128 */
+        bench_matmul_gelu(256 * 257, 4096, 1024);   /* eval b256 */
         bench_matmul(4096, 4096, 4096, DT_F32);
     }
 
