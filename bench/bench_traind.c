@@ -324,6 +324,13 @@ static void pw_matmul_gelu_fwd(backend_t *b, void *out, dtype_t odt, void *tmp, 
     PROF_BEGIN(b) bench_orig.matmul_gelu_fwd(b, out, odt, tmp, inp, w, bias, cdt, M, N, K);
     PROF_END(b, nm, 2.0 * M * N * K)
 }
+static void pw_matmul_dgelu(backend_t *b, void *g, dtype_t gdt, float *dbias, float *tmp, const void *dout,
+                            const void *w, const void *x, dtype_t cdt, int M, int N, int K) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "matmul_dgelu %dx%dx%d", M, N, K);
+    PROF_BEGIN(b) bench_orig.matmul_dgelu(b, g, gdt, dbias, tmp, dout, w, x, cdt, M, N, K);
+    PROF_END(b, nm, 2.0 * M * N * K)
+}
 static void pw_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const void *dout, dtype_t gdt,
                           const void *inp, const void *w, dtype_t cdt, int M, int N, int K) {
     char nm[64];
@@ -428,6 +435,7 @@ static void bench_prof_install(backend_t *be) {
     be->gather_rows = pw_gather_rows;
     be->matmul_fwd = pw_matmul_fwd;
     be->matmul_gelu_fwd = pw_matmul_gelu_fwd;
+    be->matmul_dgelu = pw_matmul_dgelu;
     be->matmul_bwd = pw_matmul_bwd;
     be->layernorm_fwd = pw_layernorm_fwd;
     be->layernorm_bwd = pw_layernorm_bwd;

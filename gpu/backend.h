@@ -126,6 +126,15 @@ struct backend {
      * gpu/cuda/matmul_gelu.cu: one rounding, about one bf16 step from the reference). */
     void (*matmul_gelu_fwd)(backend_t *b, void *out, dtype_t odt, void *tmp, const void *inp, const void *w,
                             const float *bias, dtype_t cdt, int M, int N, int K);
+    /* The backward through a product and the GELU before it (fc2's input gradient,
+     * then GELU'): g[M,K] (gdt) = (dout[M,N] @ w[N,K]) * gelu'(x[M,K]), dout, w and x
+     * (the GELU's input) in cdt; dbias[K] += the column sums of g (may be NULL).
+     * tmp[M,K] f32 may be written; g aliases none of dout, x, tmp. The reference is
+     * matmul_bwd (dinp = tmp) then gelu_bwd; the CUDA backend may instead apply
+     * gelu' to the f32 product in its epilogue (cuDNN, gpu/cuda/matmul_gelu.cu) and
+     * sum the bias gradient from the stored bf16 g. */
+    void (*matmul_dgelu)(backend_t *b, void *g, dtype_t gdt, float *dbias, float *tmp, const void *dout,
+                         const void *w, const void *x, dtype_t cdt, int M, int N, int K);
     /* dinp[M,K] = dout @ w; dw[N,K] += dout^T @ inp; dbias[N] += sum_m dout.
      * dout[M,N] in gdt: f32, or bf16 when cdt is bf16 (the gradient already rounded
      * for the products by the op that made it, which then also made the bias

@@ -866,6 +866,14 @@ static void cpu_gelu_bwd(backend_t *b, void *dinp, dtype_t ddt, float *dbias, co
     }
 }
 
+/* The reference of the fused op: the input gradient of the product into tmp, then GELU'. */
+static void cpu_matmul_dgelu(backend_t *b, void *g, dtype_t gdt, float *dbias, float *tmp, const void *dout,
+                             const void *w, const void *x, dtype_t cdt, int M, int N, int K) {
+    if (!tmp) cpu_fatal("matmul_dgelu", "no tmp buffer");
+    cpu_matmul_bwd(b, tmp, NULL, NULL, dout, cdt, NULL, w, cdt, M, N, K);
+    cpu_gelu_bwd(b, g, gdt, dbias, tmp, x, cdt, M, K);
+}
+
 static void cpu_layerscale_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
                                const float *gamma, int N, int C) {
     cpu_check_fdt("layerscale_fwd", xdt);
@@ -1133,6 +1141,7 @@ backend_t *backend_cpu_create(char *err, size_t errlen) {
     b->aug_joints = cpu_aug_joints;
     b->matmul_fwd = cpu_matmul_fwd;
     b->matmul_gelu_fwd = cpu_matmul_gelu_fwd;
+    b->matmul_dgelu = cpu_matmul_dgelu;
     b->matmul_bwd = cpu_matmul_bwd;
     b->layernorm_fwd = cpu_layernorm_fwd;
     b->layernorm_bwd = cpu_layernorm_bwd;

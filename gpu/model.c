@@ -1279,10 +1279,13 @@ void model_backward(model_t *m, const float *dpred, const float *dconf) {
                            BT, D);                                                                        /* d fc2 */
         /* GELU output: recomputed from fc1 into the one shared buffer (not kept per block) */
         be->gelu_fwd(be, a->gelu, cdt, a->fc1, cdt, (size_t)BT * F);
-        be->matmul_bwd(be, db, gr(m, bi->fc2_w), NULL, da, cdt, a->gelu, wc(m, bi->fc2_w), cdt,
-                       BT, D, F);                                                                         /* d gelu */
-        be->gelu_bwd(be, da, cdt, gr(m, bi->fc1_b), db, a->fc1, cdt, BT, F);                            /* d fc1 */
-        be->matmul_bwd(be, db, gr(m, bi->fc1_w), NULL, da, cdt, a->ln2, wc(m, bi->fc1_w), cdt,
+        be->matmul_bwd(be, NULL, gr(m, bi->fc2_w), NULL, da, cdt, a->gelu, wc(m, bi->fc2_w), cdt,
+                       BT, D, F);                                                                         /* d fc2_w */
+        /* d fc1 = (d fc2 @ fc2_w) * gelu'(fc1), into the GELU output's buffer (read
+         * for the last time just above); db may hold the f32 product on the way */
+        void *dfc1 = a->gelu;
+        be->matmul_dgelu(be, dfc1, cdt, gr(m, bi->fc1_b), db, da, wc(m, bi->fc2_w), a->fc1, cdt, BT, D, F);
+        be->matmul_bwd(be, db, gr(m, bi->fc1_w), NULL, dfc1, cdt, a->ln2, wc(m, bi->fc1_w), cdt,
                        BT, F, D);                                                                         /* d ln2 */
         be->layernorm_bwd(be, dres, gr(m, bi->norm2_w), gr(m, bi->norm2_b), db, a->x_in, a->proj, cdt,
                           pm(m, bi->ls1), pm(m, bi->norm2_w), a->mean2, a->rstd2, BT, D);               /* dres = dL/dx_mid */

@@ -393,6 +393,9 @@ static void matmul_gelu_fwd_op(backend_t *b, void *out, dtype_t odt, void *tmp, 
     if (c->fault_path[0] && ++c->fault_ops == CU_FAULT_AFTER) cu_fault_check(b);
     cu_matmul_gelu_fwd(b, out, odt, tmp, inp, w, bias, cdt, M, N, K);
 }
+CU_WRAP(matmul_dgelu, (backend_t *b, void *g, dtype_t gdt, float *dbias, float *tmp, const void *dout,
+                       const void *w, const void *x, dtype_t cdt, int M, int N, int K),
+        (b, g, gdt, dbias, tmp, dout, w, x, cdt, M, N, K))
 CU_WRAP(matmul_bwd, (backend_t *b, float *dinp, float *dw, float *dbias, const void *dout, dtype_t gdt,
                      const void *inp, const void *w, dtype_t cdt, int M, int N, int K),
         (b, dinp, dw, dbias, dout, gdt, inp, w, cdt, M, N, K))
@@ -533,6 +536,7 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t errlen) 
     b->aug_joints = aug_joints_op;
     b->matmul_fwd = matmul_fwd_op;
     b->matmul_gelu_fwd = matmul_gelu_fwd_op;
+    b->matmul_dgelu = matmul_dgelu_op;
     b->matmul_bwd = matmul_bwd_op;
     b->layernorm_fwd = layernorm_fwd_op;
     b->layernorm_bwd = layernorm_bwd_op;

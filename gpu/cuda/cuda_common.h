@@ -189,6 +189,8 @@ void cu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const voi
  * in chunk order by cu_colsum_finish (which kernels that make partials themselves call). */
 #define CU_COLSUM_ROWS 256
 void cu_colsum(backend_t *b, float *acc, const float *a, const void *x, dtype_t xdt, int N, int C);
+/* acc[C] += the column sums of a[N,C] (adt), deterministic (cu_colsum's order) */
+void cu_colsum_dt(backend_t *b, float *acc, const void *a, dtype_t adt, int N, int C);
 void cu_colsum_finish(backend_t *b, float *acc, const float *part, int nchunk, int C);
 /* dst[M,N] (ddt) = src[M,N] f32 (rounded for bf16; dst may be src when f32) and
  * acc[N] += its column sums (acc may be NULL), in one pass over src for bf16. */
@@ -254,6 +256,9 @@ void cu_sdpa_destroy(backend_t *b);
  * (odt) may be written (the two-pass way's product). */
 void cu_matmul_gelu_fwd(backend_t *b, void *out, dtype_t odt, void *tmp, const void *inp, const void *w,
                         const float *bias, dtype_t cdt, int M, int N, int K);
+/* g[M,K] (gdt) = (dout[M,N] @ w[N,K]) * gelu'(x[M,K]); dbias[K] += sum_m g; tmp[M,K] f32 may be written. */
+void cu_matmul_dgelu(backend_t *b, void *g, dtype_t gdt, float *dbias, float *tmp, const void *dout, const void *w,
+                     const void *x, dtype_t cdt, int M, int N, int K);
 void cu_matmul_gelu_destroy(backend_t *b);
 /* cudnn.cu (after the users' destroys above) */
 void cu_dnn_destroy(backend_t *b);

@@ -195,7 +195,7 @@ void cu_matmul_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, const 
  * also stored rounded to bf16 on the way (one read of dout for both the bias
  * gradient and the bf16 operand of the products). */
 
-__global__ void cu_colsum_part_kernel(float *part, __nv_bfloat16 *g16, const float *a, const void *x,
+__global__ void cu_colsum_part_kernel(float *part, __nv_bfloat16 *g16, const void *a, dtype_t adt, const void *x,
                                       dtype_t xdt, int N, int C) {
     __shared__ float sh[16][33];
     int col = blockIdx.x * 32 + threadIdx.x;
@@ -204,7 +204,7 @@ __global__ void cu_colsum_part_kernel(float *part, __nv_bfloat16 *g16, const flo
     if (col < C) {
         for (int n = r0 + threadIdx.y; n < r1; n += 16) {
             size_t i = (size_t)n * C + col;
-            float v = a[i];
+            float v = cu_ld(a, adt, i);
             if (g16) g16[i] = __float2bfloat16_rn(v);
             if (x) v *= cu_ld(x, xdt, i);
             s += v;
@@ -234,13 +234,13 @@ void cu_colsum_finish(backend_t *b, float *acc, const float *part, int nchunk, i
 
 /* The two passes: partial sums of each chunk (a also stored as bf16 into g16
  * when not NULL), then the chunks added in order into acc. */
-static void cu_colsum_run(backend_t *b, float *acc, __nv_bfloat16 *g16, const float *a, const void *x, dtype_t xdt,
-                          int N, int C) {
+static void cu_colsum_run(backend_t *b, float *acc, __nv_bfloat16 *g16, const void *a, dtype_t adt, const void *x,
+                          dtype_t xdt, int N, int C) {
     int nchunk = (N + CU_COLSUM_ROWS - 1) / CU_COLSUM_ROWS;
     CU_ASSERT(nchunk <= 65535, "N=%d", N);
     float *part = (float *)cu_scratch(b, 3, (size_t)nchunk * C * sizeof(float));
     dim3 blk(32, 16), grid((C + 31) / 32, nchunk);
-    cu_colsum_part_kernel<<<grid, blk, 0, cu_impl(b)->stream>>>(part, g16, a, x, xdt, N, C);
+    cu_colsum_part_kernel<<<grid, blk, 0, cu_impl(b)->stream>>>(part, g16, a, adt, x, xdt, N, C);
     CU_LAUNCH_CHECK();
     cu_colsum_finish(b, acc, part, nchunk, C);
 }
@@ -248,7 +248,7 @@ static void cu_colsum_run(backend_t *b, float *acc, __nv_bfloat16 *g16, const fl
 void cu_store_colsum(backend_t *b, void *dst, dtype_t ddt, float *acc, const float *src, int M, int N) {
     if (M <= 0 || N <= 0) return;
     if (ddt == DT_BF16 && acc) {   /* one pass over src for both */
-        cu_colsum_run(b, acc, (__nv_bfloat16 *)dst, src, NULL, DT_F32, M, N);
+        cu_colsum_run(b, acc, (__nv_bfloat16 *)dst, src, DT_F32, NULL, DT_F32, M, N);
         return;
     }
     if (acc) cu_colsum(b, acc, src, NULL, DT_F32, M, N);
@@ -257,7 +257,12 @@ void cu_store_colsum(backend_t *b, void *dst, dtype_t ddt, float *acc, const flo
 
 void cu_colsum(backend_t *b, float *acc, const float *a, const void *x, dtype_t xdt, int N, int C) {
     if (N <= 0 || C <= 0) return;
-    cu_colsum_run(b, acc, NULL, a, x, xdt, N, C);
+    cu_colsum_run(b, acc, NULL, a, DT_F32, x, xdt, N, C);
+}
+
+void cu_colsum_dt(backend_t *b, float *acc, const void *a, dtype_t adt, int N, int C) {
+    if (N <= 0 || C <= 0) return;
+    cu_colsum_run(b, acc, NULL, a, adt, NULL, DT_F32, N, C);
 }
 
 void cu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const void *dout_g, dtype_t gdt,

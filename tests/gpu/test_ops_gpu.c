@@ -241,6 +241,72 @@ static void t_matmul_gelu(int M, int N, int K, dtype_t cdt, int off) {
     free(fi); free(fw); free(fb); free(hi); free(hw); free(co); free(ct); free(r1); free(r2);
 }
 
+/* The backward through fc2's input product and GELU' (matmul_dgelu), each way
+ * on a fresh backend as t_matmul_gelu: g and the bias gradient (+= onto random
+ * values) against the CPU reference; the two-pass way exactly as the GPU's own
+ * matmul_bwd + gelu_bwd. */
+static void t_matmul_dgelu(int M, int N, int K, dtype_t cdt, int off) {
+    static const char *const ways[3] = {"1", "0", NULL};
+    static const char *const names[3] = {"fused (forced)", "two passes", "timed"};
+    size_t es = dtype_size(cdt), MK = (size_t)M * K;
+    float *fd = randf((size_t)M * N, -1, 1), *fw = randf((size_t)N * K, -0.1f, 0.1f), *fx = randf(MK, -3, 3);
+    float *db0 = randf(K, -1, 1);
+    void *hd = as_dt(fd, cdt, (size_t)M * N), *hw = as_dt(fw, cdt, (size_t)N * K), *hx = as_dt(fx, cdt, MK);
+    void *cg = malloc(MK * es + 4);
+    float *ct = malloc(MK * 4 + 4), *cdb = malloc(K * 4 + 4);
+    memcpy(cdb, db0, K * 4);
+    C->matmul_dgelu(C, cg, cdt, cdb, ct, hd, hw, hx, cdt, M, N, K);
+    char err[256];
+    backend_t *save = G;
+    for (int wi = 0; wi < 3; wi++) {
+        if (ways[wi]) setenv("TRAIND_CUDNN_GELU", ways[wi], 1);
+        else unsetenv("TRAIND_CUDNN_GELU");
+        backend_t *g = backend_cuda_create(0, err, sizeof err);
+        if (!g) { ok(0, "cuda backend: %s", err); continue; }
+        G = g;
+        char *gd0 = gpoison(((size_t)M * N + off) * es), *gw0 = gpoison(((size_t)N * K + off) * es);
+        char *gx0 = gpoison((MK + off) * es), *gg0 = gpoison((MK + off) * es);
+        void *gd = gd0 + off * es, *gw = gw0 + off * es, *gx = gx0 + off * es, *gg = gg0 + off * es;
+        void *gt = gpoison(MK * 4);
+        G->upload(G, gd, hd, (size_t)M * N * es);
+        G->upload(G, gw, hw, (size_t)N * K * es);
+        G->upload(G, gx, hx, MK * es);
+        for (int rep = 0; rep < 2; rep++) {   /* the deciding call, then a call of the cached way */
+            void *gdb = gdup(db0, K * 4);
+            G->matmul_dgelu(G, gg, cdt, gdb, gt, gd, gw, gx, cdt, M, N, K);
+            char w[200];
+            snprintf(w, sizeof w, "matmul_dgelu M=%d N=%d K=%d %s%s, %s, call %d", M, N, K, dtype_name(cdt),
+                     off ? " (offset operands)" : "", names[wi], rep + 1);
+            check_dev(w, gg, cdt, cg, cdt, MK, cdt == DT_BF16 ? 1e-2 : 1e-5);
+            snprintf(w, sizeof w, "matmul_dgelu M=%d N=%d K=%d %s, %s, call %d: dbias+=", M, N, K, dtype_name(cdt),
+                     names[wi], rep + 1);
+            check_dev(w, gdb, DT_F32, cdb, DT_F32, K, cdt == DT_BF16 ? 1e-2 : 1e-5);
+            G->free(G, gdb);
+        }
+        if (wi == 1) {   /* two passes: exactly the GPU's own product then GELU' */
+            void *gp = gpoison(MK * 4), *gq = gpoison(MK * es), *gdb1 = gdup(db0, K * 4), *gdb2 = gdup(db0, K * 4);
+            G->matmul_dgelu(G, gg, cdt, gdb1, gt, gd, gw, gx, cdt, M, N, K);
+            G->matmul_bwd(G, gp, NULL, NULL, gd, cdt, NULL, gw, cdt, M, N, K);
+            G->gelu_bwd(G, gq, cdt, gdb2, gp, gx, cdt, M, K);
+            uint8_t *a = malloc(MK * es), *bb = malloc(MK * es);
+            float *d1 = malloc(K * 4), *d2 = malloc(K * 4);
+            G->download(G, a, gg, MK * es);
+            G->download(G, bb, gq, MK * es);
+            G->download(G, d1, gdb1, K * 4);
+            G->download(G, d2, gdb2, K * 4);
+            ok(!memcmp(a, bb, MK * es) && !memcmp(d1, d2, K * 4),
+               "matmul_dgelu M=%d N=%d K=%d %s two passes = matmul_bwd + gelu_bwd, bitwise", M, N, K, dtype_name(cdt));
+            free(a); free(bb); free(d1); free(d2);
+            G->free(G, gp); G->free(G, gq); G->free(G, gdb1); G->free(G, gdb2);
+        }
+        G->free(G, gd0); G->free(G, gw0); G->free(G, gx0); G->free(G, gg0); G->free(G, gt);
+        g->destroy(g);
+    }
+    unsetenv("TRAIND_CUDNN_GELU");
+    G = save;
+    free(fd); free(fw); free(fx); free(db0); free(hd); free(hw); free(hx); free(cg); free(ct); free(cdb);
+}
+
 static void t_layernorm(int N, int Cc, dtype_t odt) {
     char w[160];
     size_t n = (size_t)N * Cc;
@@ -856,12 +922,16 @@ static void bench_matmul(int M, int N, int K, dtype_t cdt) {
     free(fa); free(fw); free(ha); free(hw);
 }
 
-/* The MLP's first product + bias + GELU, each way on its own backend (forced). */
-static void bench_matmul_gelu(int M, int N, int K) {
+/* The MLP's product + GELU, forward (fc1: M x N=4D x K=D) or backward (fc2's
+ * input gradient + GELU': M x N=D x K=4D), each way on its own backend (forced). */
+static void bench_matmul_gelu(int bwd, int M, int N, int K) {
     static const char *const ways[2] = {"1", "0"};
     static const char *const names[2] = {"cuDNN fused", "two passes"};
-    float *fa = randf((size_t)M * K, -1, 1), *fw = randf((size_t)N * K, -0.05f, 0.05f), *fb = randf(N, -1, 1);
-    void *ha = as_dt(fa, DT_BF16, (size_t)M * K), *hw = as_dt(fw, DT_BF16, (size_t)N * K);
+    size_t MK = (size_t)M * K, NK = (size_t)N * K, MN = (size_t)M * N;
+    size_t na = bwd ? MN : MK, no = bwd ? MK : MN;   /* the product's left operand, the output */
+    float *fa = randf(na, -1, 1), *fw = randf(NK, -0.05f, 0.05f), *fb = randf(bwd ? K : N, -1, 1);
+    void *ha = as_dt(fa, DT_BF16, na), *hw = as_dt(fw, DT_BF16, NK), *hx = as_dt(fa, DT_BF16, bwd ? MK : 1);
+    if (bwd) { free(fa); fa = randf(MK, -3, 3); free(hx); hx = as_dt(fa, DT_BF16, MK); }
     char err[256];
     double ms[2] = {0, 0};
     backend_t *save = G;
@@ -870,26 +940,27 @@ static void bench_matmul_gelu(int M, int N, int K) {
         backend_t *g = backend_cuda_create(0, err, sizeof err);
         if (!g) continue;
         G = g;
-        void *a = gpoison((size_t)M * K * 2), *w = gpoison((size_t)N * K * 2), *b = gdup(fb, (size_t)N * 4);
-        void *o = gpoison((size_t)M * N * 2), *t = gpoison((size_t)M * N * 2);
-        G->upload(G, a, ha, (size_t)M * K * 2);
-        G->upload(G, w, hw, (size_t)N * K * 2);
-        for (int i = 0; i < 3; i++) G->matmul_gelu_fwd(G, o, DT_BF16, t, a, w, b, DT_BF16, M, N, K);
-        G->sync(G);
+        void *a = gdup(ha, na * 2), *w = gdup(hw, NK * 2), *bias = gdup(fb, (size_t)(bwd ? K : N) * 4);
+        void *o = gpoison(no * 2), *t = gpoison(no * 4), *x = bwd ? gdup(hx, MK * 2) : NULL;
         int it = 20;
-        double t0 = now_s();
-        for (int i = 0; i < it; i++) G->matmul_gelu_fwd(G, o, DT_BF16, t, a, w, b, DT_BF16, M, N, K);
+        double t0 = 0;
+        for (int i = 0; i < 3 + it; i++) {
+            if (i == 3) { G->sync(G); t0 = now_s(); }
+            if (bwd) G->matmul_dgelu(G, o, DT_BF16, bias, t, a, w, x, DT_BF16, M, N, K);
+            else G->matmul_gelu_fwd(G, o, DT_BF16, t, a, w, bias, DT_BF16, M, N, K);
+        }
         G->sync(G);
         ms[wi] = (now_s() - t0) / it * 1e3;
-        G->free(G, a); G->free(G, w); G->free(G, b); G->free(G, o); G->free(G, t);
+        G->free(G, a); G->free(G, w); G->free(G, bias); G->free(G, o); G->free(G, t);
+        if (x) G->free(G, x);
         g->destroy(g);
     }
     unsetenv("TRAIND_CUDNN_GELU");
     G = save;
-    diag("bench matmul_gelu M=%d N=%d K=%d bf16: %s %.3f ms (%.1f TFLOP/s), %s %.3f ms (%.1f TFLOP/s)", M, N, K,
-         names[0], ms[0], ms[0] > 0 ? 2.0 * M * N * K / (ms[0] * 1e-3) / 1e12 : 0.0, names[1], ms[1],
-         ms[1] > 0 ? 2.0 * M * N * K / (ms[1] * 1e-3) / 1e12 : 0.0);
-    free(fa); free(fw); free(fb); free(ha); free(hw);
+    diag("bench matmul_%s M=%d N=%d K=%d bf16: %s %.3f ms (%.1f TFLOP/s), %s %.3f ms (%.1f TFLOP/s)",
+         bwd ? "dgelu" : "gelu", M, N, K, names[0], ms[0], ms[0] > 0 ? 2.0 * M * N * K / (ms[0] * 1e-3) / 1e12 : 0.0,
+         names[1], ms[1], ms[1] > 0 ? 2.0 * M * N * K / (ms[1] * 1e-3) / 1e12 : 0.0);
+    free(fa); free(fw); free(fb); free(ha); free(hw); free(hx);
 }
 
 /* ---- memory, IPC ------------------------------------------------------------------- */
@@ -1040,6 +1111,13 @@ int main(int argc, char **argv) {
     t_matmul_gelu(65, 40, 24, DT_BF16, 1);            /* misaligned: the two-pass way */
     t_matmul_gelu(33, 20, 12, DT_BF16, 0);            /* N, K not multiples of 8: the two-pass way */
     t_matmul_gelu(2 * 257, 4096, 1024, DT_F32, 0);    /* fp32: the two-pass way */
+    t_matmul_dgelu(2 * 257, 1024, 4096, DT_BF16, 0);  /* fc2's input gradient, dinov2-large */
+    t_matmul_dgelu(2 * 257, 1024, 4096, DT_BF16, 16);
+    t_matmul_dgelu(3 * 257, 384, 1536, DT_BF16, 0);   /* dinov2-small */
+    t_matmul_dgelu(37, 16, 24, DT_BF16, 0);
+    t_matmul_dgelu(65, 24, 40, DT_BF16, 1);           /* misaligned: the two-pass way */
+    t_matmul_dgelu(33, 12, 20, DT_BF16, 0);           /* N, K not multiples of 8 */
+    t_matmul_dgelu(2 * 257, 1024, 4096, DT_F32, 0);   /* fp32: the two-pass way */
     t_layernorm(2 * 257, 1024, DT_BF16);
     t_layernorm(2 * 257, 1024, DT_F32);
     t_layernorm(37, 77, DT_F32);
@@ -1126,9 +1204,11 @@ int main(int argc, char **argv) {
         bench_matmul(32 * 257, 3 * 1024, 1024, DT_BF16);
         bench_matmul(32 * 257, 4096, 1024, DT_BF16);
         bench_matmul(8192, 8192, 8192, DT_BF16);
-        bench_matmul_gelu(32 * 257, 4096, 1024);    /* fc1, train b32 (frozen blocks) */
-        bench_matmul_gelu(128 * 257, 4096, 1024);   /* train b128 */
-        bench_matmul_gelu(256 * 257, 4096, 1024);   /* eval b256 */
+        bench_matmul_gelu(0, 32 * 257, 4096, 1024);    /* fc1, train b32 (frozen blocks) */
+        bench_matmul_gelu(0, 128 * 257, 4096, 1024);   /* train b128 */
+        bench_matmul_gelu(0, 256 * 257, 4096, 1024);   /* eval b256 */
+        bench_matmul_gelu(1, 32 * 257, 1024, 4096);    /* fc2's input gradient + GELU', train b32 */
+        bench_matmul_gelu(1, 128 * 257, 1024, 4096);   /* train b128 */
         bench_matmul(4096, 4096, 4096, DT_F32);
     }
 
