@@ -179,6 +179,20 @@ static void t_matmul(int M, int N, int K, dtype_t cdt, dtype_t odt, int with_bia
     t_matmul_off(M, N, K, cdt, odt, with_bias, 0);
 }
 
+/* A fresh CUDA backend whose MLP product + GELU ops go one way: TRAIND_CUDNN_GELU
+ * = way ("1" fused where cuDNN builds a plan, "0" two passes; NULL: timed), read
+ * when a shape's way is decided, so each way needs a backend of its own. */
+static const char *const mg_ways[3] = {"1", "0", NULL};
+static const char *const mg_names[3] = {"fused (forced)", "two passes", "timed"};
+static backend_t *mg_backend(int wi) {
+    char err[256];
+    if (mg_ways[wi]) setenv("TRAIND_CUDNN_GELU", mg_ways[wi], 1);
+    else unsetenv("TRAIND_CUDNN_GELU");
+    backend_t *g = backend_cuda_create(0, err, sizeof err);
+    if (!g) ok(0, "cuda backend: %s", err);
+    return g;
+}
+
 /* The MLP's first product with its bias and GELU (matmul_gelu_fwd) on a fresh
  * backend per way (the way is chosen per shape at its first call):
  * TRAIND_CUDNN_GELU=1 (cuDNN fused wherever it builds a plan), =0 (two passes),
@@ -187,8 +201,6 @@ static void t_matmul(int M, int N, int K, dtype_t cdt, dtype_t odt, int with_bia
  * matmul_fwd + gelu_fwd. off: operands `off` elements into their buffers
  * (16: the model's alignment; 1: too little for cuDNN, the two-pass way). */
 static void t_matmul_gelu(int M, int N, int K, dtype_t cdt, int off) {
-    static const char *const ways[3] = {"1", "0", NULL};
-    static const char *const names[3] = {"fused (forced)", "two passes", "timed"};
     float *fi = randf((size_t)M * K, -1, 1), *fw = randf((size_t)N * K, -0.1f, 0.1f), *fb = randf(N, -1, 1);
     void *hi = as_dt(fi, cdt, (size_t)M * K), *hw = as_dt(fw, cdt, (size_t)N * K);
     size_t es = dtype_size(cdt), MN = (size_t)M * N;
@@ -200,13 +212,10 @@ static void t_matmul_gelu(int M, int N, int K, dtype_t cdt, int off) {
     C->gelu_fwd(C, r2, cdt, r1, cdt, MN);
     ok(!memcmp(co, r2, MN * es), "matmul_gelu M=%d N=%d K=%d %s: the CPU op = matmul_fwd then gelu_fwd, bitwise",
        M, N, K, dtype_name(cdt));
-    char err[256];
     backend_t *save = G;
     for (int wi = 0; wi < 3; wi++) {
-        if (ways[wi]) setenv("TRAIND_CUDNN_GELU", ways[wi], 1);
-        else unsetenv("TRAIND_CUDNN_GELU");
-        backend_t *g = backend_cuda_create(0, err, sizeof err);
-        if (!g) { ok(0, "cuda backend: %s", err); continue; }
+        backend_t *g = mg_backend(wi);
+        if (!g) continue;
         G = g;
         char *gi0 = gpoison(((size_t)M * K + off) * es), *gw0 = gpoison(((size_t)N * K + off) * es);
         char *gb0 = gpoison((N + off) * 4), *go0 = gpoison((MN + off) * es), *gt = gpoison(MN * es);
@@ -218,7 +227,7 @@ static void t_matmul_gelu(int M, int N, int K, dtype_t cdt, int off) {
             G->matmul_gelu_fwd(G, go, cdt, gt, gi, gw, gb, cdt, M, N, K);
             char w[200];
             snprintf(w, sizeof w, "matmul_gelu M=%d N=%d K=%d %s%s, %s, call %d", M, N, K, dtype_name(cdt),
-                     off ? " (offset operands)" : "", names[wi], rep + 1);
+                     off ? " (offset operands)" : "", mg_names[wi], rep + 1);
             check_dev(w, go, cdt, co, cdt, MN, cdt == DT_BF16 ? 1e-2 : 1e-5);
         }
         if (wi == 1) {   /* two passes: exactly the GPU's own product then GELU */
@@ -246,8 +255,6 @@ static void t_matmul_gelu(int M, int N, int K, dtype_t cdt, int off) {
  * values) against the CPU reference; the two-pass way exactly as the GPU's own
  * matmul_bwd + gelu_bwd. */
 static void t_matmul_dgelu(int M, int N, int K, dtype_t cdt, int off) {
-    static const char *const ways[3] = {"1", "0", NULL};
-    static const char *const names[3] = {"fused (forced)", "two passes", "timed"};
     size_t es = dtype_size(cdt), MK = (size_t)M * K;
     float *fd = randf((size_t)M * N, -1, 1), *fw = randf((size_t)N * K, -0.1f, 0.1f), *fx = randf(MK, -3, 3);
     float *db0 = randf(K, -1, 1);
@@ -256,13 +263,10 @@ static void t_matmul_dgelu(int M, int N, int K, dtype_t cdt, int off) {
     float *ct = malloc(MK * 4 + 4), *cdb = malloc(K * 4 + 4);
     memcpy(cdb, db0, K * 4);
     C->matmul_dgelu(C, cg, cdt, cdb, ct, hd, hw, hx, cdt, M, N, K);
-    char err[256];
     backend_t *save = G;
     for (int wi = 0; wi < 3; wi++) {
-        if (ways[wi]) setenv("TRAIND_CUDNN_GELU", ways[wi], 1);
-        else unsetenv("TRAIND_CUDNN_GELU");
-        backend_t *g = backend_cuda_create(0, err, sizeof err);
-        if (!g) { ok(0, "cuda backend: %s", err); continue; }
+        backend_t *g = mg_backend(wi);
+        if (!g) continue;
         G = g;
         char *gd0 = gpoison(((size_t)M * N + off) * es), *gw0 = gpoison(((size_t)N * K + off) * es);
         char *gx0 = gpoison((MK + off) * es), *gg0 = gpoison((MK + off) * es);
@@ -276,10 +280,10 @@ static void t_matmul_dgelu(int M, int N, int K, dtype_t cdt, int off) {
             G->matmul_dgelu(G, gg, cdt, gdb, gt, gd, gw, gx, cdt, M, N, K);
             char w[200];
             snprintf(w, sizeof w, "matmul_dgelu M=%d N=%d K=%d %s%s, %s, call %d", M, N, K, dtype_name(cdt),
-                     off ? " (offset operands)" : "", names[wi], rep + 1);
+                     off ? " (offset operands)" : "", mg_names[wi], rep + 1);
             check_dev(w, gg, cdt, cg, cdt, MK, cdt == DT_BF16 ? 1e-2 : 1e-5);
             snprintf(w, sizeof w, "matmul_dgelu M=%d N=%d K=%d %s, %s, call %d: dbias+=", M, N, K, dtype_name(cdt),
-                     names[wi], rep + 1);
+                     mg_names[wi], rep + 1);
             check_dev(w, gdb, DT_F32, cdb, DT_F32, K, cdt == DT_BF16 ? 1e-2 : 1e-5);
             G->free(G, gdb);
         }
@@ -925,19 +929,16 @@ static void bench_matmul(int M, int N, int K, dtype_t cdt) {
 /* The MLP's product + GELU, forward (fc1: M x N=4D x K=D) or backward (fc2's
  * input gradient + GELU': M x N=D x K=4D), each way on its own backend (forced). */
 static void bench_matmul_gelu(int bwd, int M, int N, int K) {
-    static const char *const ways[2] = {"1", "0"};
     static const char *const names[2] = {"cuDNN fused", "two passes"};
     size_t MK = (size_t)M * K, NK = (size_t)N * K, MN = (size_t)M * N;
     size_t na = bwd ? MN : MK, no = bwd ? MK : MN;   /* the product's left operand, the output */
     float *fa = randf(na, -1, 1), *fw = randf(NK, -0.05f, 0.05f), *fb = randf(bwd ? K : N, -1, 1);
     void *ha = as_dt(fa, DT_BF16, na), *hw = as_dt(fw, DT_BF16, NK), *hx = as_dt(fa, DT_BF16, bwd ? MK : 1);
     if (bwd) { free(fa); fa = randf(MK, -3, 3); free(hx); hx = as_dt(fa, DT_BF16, MK); }
-    char err[256];
     double ms[2] = {0, 0};
     backend_t *save = G;
     for (int wi = 0; wi < 2; wi++) {
-        setenv("TRAIND_CUDNN_GELU", ways[wi], 1);
-        backend_t *g = backend_cuda_create(0, err, sizeof err);
+        backend_t *g = mg_backend(wi);
         if (!g) continue;
         G = g;
         void *a = gdup(ha, na * 2), *w = gdup(hw, NK * 2), *bias = gdup(fb, (size_t)(bwd ? K : N) * 4);
