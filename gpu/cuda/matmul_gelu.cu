@@ -25,7 +25,8 @@
  * from the bf16 g, the two-pass one from the f32 values. Either differs from
  * the other by about one bf16 step where it differs.
  *
- * Which way: at a shape's first call both are timed on the call's own tensors
+ * Which way: products under CU_MG_MIN_WORK take two passes; for the others,
+ * at a shape's first call both ways are timed on the call's own tensors
  * (a warm-up and 3 runs each; the bias gradient into a scratch vector) and the
  * faster is kept; one line on stderr gives the times and the choice.
  * Environment: TRAIND_CUDNN_GELU=0 never fuses, =1 fuses wherever cuDNN builds
@@ -36,6 +37,11 @@
 
 #define CU_MG_PLANS 8
 #define CU_MG_TUNE 3       /* cuDNN engine configurations timed per shape */
+/* Smaller products (M x N x K) always take two passes: the gain is in proportion
+ * to the product, a plan's build (cuDNN may compile its kernels) and timing is
+ * not, and inference's many batch sizes would each build one. 2^32: from about
+ * 4 images of dinov2-large up. TRAIND_CUDNN_GELU=1 lifts it (tests). */
+#define CU_MG_MIN_WORK 4294967296.0
 enum { CU_MG_FWD = 0, CU_MG_BWD = 1 };
 /* tensor uids: forward A, B, bias, out; backward A (dout), B (w), x, g */
 enum { CU_MG_UID_A = 1, CU_MG_UID_B = 2, CU_MG_UID_BIAS = 3, CU_MG_UID_OUT = 4, CU_MG_UID_X = 5,
@@ -312,6 +318,8 @@ static int cu_mg_try(backend_t *b, const cu_mg_call_t *k) {
     if (!c->mmgelu) c->mmgelu = calloc(1, sizeof(cu_mg_t));
     cu_mg_t *s = (cu_mg_t *)c->mmgelu;
     if (!s || s->failed) return -1;
+    const char *env = getenv("TRAIND_CUDNN_GELU");
+    if ((double)k->M * k->N * k->K < CU_MG_MIN_WORK && !(env && strcmp(env, "1") == 0)) return -1;
     cu_dnn_t *d = cu_dnn(b, "the MLP's product + GELU");
     if (!d) return -1;
     cu_mg_plan_t *p = cu_mg_plan(b, d, s, k);

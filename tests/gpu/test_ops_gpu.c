@@ -1105,14 +1105,14 @@ int main(int argc, char **argv) {
         t_matmul_off(514, 768, 384, cdt, cdt, 1, 16);   /* model-like 16-element offsets */
         t_matmul_off(65, 40, 24, cdt, DT_F32, 1, 1);     /* one element off: minimal alignment */
     }
-    t_matmul_gelu(2 * 257, 4096, 1024, DT_BF16, 0);   /* fc1 of dinov2-large, 2 images */
+    t_matmul_gelu(8 * 257, 4096, 1024, DT_BF16, 0);   /* fc1 of dinov2-large, 8 images (timed: above CU_MG_MIN_WORK) */
     t_matmul_gelu(2 * 257, 4096, 1024, DT_BF16, 16);  /* at the model's 16-element alignment */
     t_matmul_gelu(3 * 257, 1536, 384, DT_BF16, 0);    /* dinov2-small */
     t_matmul_gelu(37, 24, 16, DT_BF16, 0);            /* small, odd M */
     t_matmul_gelu(65, 40, 24, DT_BF16, 1);            /* misaligned: the two-pass way */
     t_matmul_gelu(33, 20, 12, DT_BF16, 0);            /* N, K not multiples of 8: the two-pass way */
     t_matmul_gelu(2 * 257, 4096, 1024, DT_F32, 0);    /* fp32: the two-pass way */
-    t_matmul_dgelu(2 * 257, 1024, 4096, DT_BF16, 0);  /* fc2's input gradient, dinov2-large */
+    t_matmul_dgelu(8 * 257, 1024, 4096, DT_BF16, 0);  /* fc2's input gradient, dinov2-large, 8 images */
     t_matmul_dgelu(2 * 257, 1024, 4096, DT_BF16, 16);
     t_matmul_dgelu(3 * 257, 384, 1536, DT_BF16, 0);   /* dinov2-small */
     t_matmul_dgelu(37, 16, 24, DT_BF16, 0);
