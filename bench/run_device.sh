@@ -68,6 +68,9 @@ IMAGE=${BENCH_IMAGE:-224}
 read -r SECOND_BB SECOND_FREEZE <<<"${BENCH_SECOND:-dinov2-small 0}"
 START=$(date +%s)
 export LD_LIBRARY_PATH="$ROOT/.devlibs/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
+# cuDNN and NVRTC (cuDNN's runtime-compiled engines: the fused MLP GELU) from PyTorch's packages
+nv=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null)
+for d in ${nv:+$nv/*/lib}; do LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"; done
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1
 BIN=${BENCH_BIN_DIR:-}

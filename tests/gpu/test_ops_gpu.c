@@ -1066,7 +1066,9 @@ int main(int argc, char **argv) {
     unsetenv("TRAIND_ATTENTION");
     if (!Gcublas || !Gown) { printf("Bail out! second cuda backend: %s\n", err); return 1; }
     diag("device: %s", G->device_name(G));
-    const char *quick = getenv("TEST_QUICK");
+    const char *quick = getenv("TEST_QUICK"), *bench = getenv("TEST_BENCH");
+    dtype_t dts[2] = {DT_F32, DT_BF16};
+    if (bench && strcmp(bench, "only") == 0) goto benches;   /* TEST_BENCH=only: the timings alone */
 
     t_memory("/proc/self/exe");
     t_cast_gather(100003);   /* scalar kernels */
@@ -1093,7 +1095,6 @@ int main(int argc, char **argv) {
         t_im2col_aug("identity", &none, 5, 3, 56, 56, 14, DT_BF16, DT_BF16, 1, 1);
     }
 
-    dtype_t dts[2] = {DT_F32, DT_BF16};
     for (int k = 0; k < 2; k++) {
         dtype_t cdt = dts[k];
         t_matmul(2 * 257, 3 * 1024, 1024, cdt, cdt, 1);          /* qkv projection, large */
@@ -1177,7 +1178,8 @@ int main(int argc, char **argv) {
     t_adamw(DT_BF16);
     t_adamw(DT_F32);
 
-    if (getenv("TEST_BENCH")) {
+benches:
+    if (bench) {
         for (int k = 0; k < 2; k++) {
             bench_attention(G, "default", 32, 257, 16, 64, dts[k]);
             bench_attention(Gown, "own", 32, 257, 16, 64, dts[k]);
