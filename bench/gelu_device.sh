@@ -22,6 +22,6 @@ grep -E '^not ok' "$OUT/test_ops_gpu.log" | head -20
 grep -E 'matmul_d?gelu' "$OUT/test_ops_gpu.log" | head -40
 echo "== A/B steps"
 OUT=$OUT/bench BENCH_BUDGET_S="${AB_S:-120}" \
-    BENCH_ONLY="${AB_STEPS:-traind_eval256_twopass traind_eval256 traind_train128 traind_train128_twopass}" \
+    BENCH_ONLY="${AB_STEPS:-traind_eval256_fused traind_eval256 traind_train128 traind_train128_fused}" \
     bench/run_device.sh 2>&1 | grep -E '^==|^!!|^RESULT' | cut -c1-400
 grep -hE 'product \+|cuDNN' "$OUT/bench/bench.log" 2>/dev/null | sort | uniq -c | head -20

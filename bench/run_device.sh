@@ -179,10 +179,10 @@ step traind_train32   90 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch
 step traind_train128 120 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 128 --freeze "$FREEZE" --profile 3
 step traind_augment32  90 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 32 --freeze "$FREEZE" --augment --iters 30
 step traind_eval256   90 "${B[@]}" eval --size "$SIZE" --image "$IMAGE" --batch 256
-# A/B of the fc1 product + bias + GELU in one cuDNN pass (gpu/cuda/matmul_gelu.cu): the same
-# steps with the two-pass way forced; a second eval after them (order effects)
-step traind_eval256_twopass 90 env TRAIND_CUDNN_GELU=0 "${B[@]}" eval --size "$SIZE" --image "$IMAGE" --batch 256
-step traind_train128_twopass 120 env TRAIND_CUDNN_GELU=0 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 128 --freeze "$FREEZE" --profile 3
+# A/B of the MLP's GELU inside the products beside it (cuDNN graphs, gpu/cuda/matmul_gelu.cu;
+# off by default until measured): the same steps with TRAIND_CUDNN_GELU=auto; a second eval after them
+step traind_eval256_fused 90 env TRAIND_CUDNN_GELU=auto "${B[@]}" eval --size "$SIZE" --image "$IMAGE" --batch 256
+step traind_train128_fused 120 env TRAIND_CUDNN_GELU=auto "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 128 --freeze "$FREEZE" --profile 3
 step traind_eval256_again 90 "${B[@]}" eval --size "$SIZE" --image "$IMAGE" --batch 256
 step traind_load     120 "${B[@]}" load --image "$IMAGE" --gb "$LOAD_GB"
 step traind_second    90 "$ROOT/bench/run_device.sh" --second-job "$SECOND_BB" "$SECOND_FREEZE"

@@ -189,6 +189,8 @@ void cu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const voi
  * in chunk order by cu_colsum_finish (which kernels that make partials themselves call). */
 #define CU_COLSUM_ROWS 256
 void cu_colsum(backend_t *b, float *acc, const float *a, const void *x, dtype_t xdt, int N, int C);
+/* ||x - ref|| / ||ref|| of n elements of dt (kernels_optim.cu; synchronizes); NaN if x has one */
+double cu_rel_diff(backend_t *b, const void *x, const void *ref, dtype_t dt, size_t n);
 /* acc[C] += the column sums of a[N,C] (adt), deterministic (cu_colsum's order) */
 void cu_colsum_dt(backend_t *b, float *acc, const void *a, dtype_t adt, int N, int C);
 void cu_colsum_finish(backend_t *b, float *acc, const float *part, int nchunk, int C);

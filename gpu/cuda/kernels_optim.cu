@@ -163,6 +163,40 @@ __device__ __forceinline__ double cu_ld_any(const void *x, dtype_t dt, size_t i)
     }
 }
 
+/* ||x - ref|| / ||ref|| over n elements of dt (sums in double): parts of the
+ * two sums in red_dev[0, g) and red_dev[CU_RED_BLOCKS, +g). */
+__global__ void __launch_bounds__(CU_RT) cu_rel_diff_part_kernel(double *part, const void *x, const void *ref,
+                                                                  dtype_t dt, size_t n) {
+    __shared__ double sh[CU_RT];
+    double d = 0, r = 0;
+    for (size_t i = blockIdx.x * (size_t)CU_RT + threadIdx.x; i < n; i += (size_t)gridDim.x * CU_RT) {
+        double a = cu_ld_any(x, dt, i), b = cu_ld_any(ref, dt, i);
+        d += (a - b) * (a - b);
+        r += b * b;
+    }
+    d = cu_block_reduce(d, sh, cu_add());
+    r = cu_block_reduce(r, sh, cu_add());
+    if (threadIdx.x == 0) {
+        part[blockIdx.x] = d;
+        part[CU_RED_BLOCKS + blockIdx.x] = r;
+    }
+}
+
+double cu_rel_diff(backend_t *b, const void *x, const void *ref, dtype_t dt, size_t n) {
+    cu_impl_t *c = cu_impl(b);
+    if (!n) return 0.0;
+    unsigned g = cu_red_grid(n);
+    cu_rel_diff_part_kernel<<<g, CU_RT, 0, c->stream>>>(c->red_dev, x, ref, dt, n);
+    CU_LAUNCH_CHECK();
+    cu_sum_final_kernel<<<1, CU_RT, 0, c->stream>>>(c->red_dev, (int)g);
+    CU_LAUNCH_CHECK();
+    cu_sum_final_kernel<<<1, CU_RT, 0, c->stream>>>(c->red_dev + CU_RED_BLOCKS, (int)g);
+    CU_LAUNCH_CHECK();
+    double d = cu_red_fetch(c, c->red_dev, 1)[0];
+    double r = cu_red_fetch(c, c->red_dev + CU_RED_BLOCKS, 1)[0];
+    return r > 0 ? sqrt(d / r) : sqrt(d);   /* NaN when x holds one */
+}
+
 /* part[blk*7 + k]: {sum, sumsq, min, max, nan, inf, zero} of the block's share. */
 __global__ void __launch_bounds__(CU_RT) cu_stats_part_kernel(double *part, const void *x, dtype_t dt, size_t n) {
     __shared__ double sh[CU_RT];

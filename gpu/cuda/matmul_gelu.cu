@@ -27,11 +27,16 @@
  *
  * Which way: products under CU_MG_MIN_WORK take two passes; for the others,
  * at a shape's first call both ways are timed on the call's own tensors
- * (a warm-up and 3 runs each; the bias gradient into a scratch vector) and the
- * faster is kept; one line on stderr gives the times and the choice.
- * Environment: TRAIND_CUDNN_GELU=0 never fuses, =1 fuses wherever cuDNN builds
- * a plan, without timing (tests, A/B benches). A cuDNN failure at run time is
+ * (a warm-up and 3 runs each; the bias gradient into a scratch vector), each
+ * plan's output is checked against the two passes' (CU_MG_AGREE: a plan that
+ * disagrees is never used), and the faster is kept; one line on stderr gives
+ * the times and the choice.
+ * Environment (cu_mg_mode): TRAIND_CUDNN_GELU=auto decides per shape as above,
+ * =1 fuses wherever cuDNN builds an agreeing plan, without timing or the size
+ * limit (tests); unset or anything else: two passes. Off by default while the
+ * fused way has not been run on a card (built and tested on the CPU only). A cuDNN failure at run time is
  * reported once and the two-pass way used from then on; nothing here is fatal. */
+#include <cmath>
 #include <cstring>
 #include "gpu/cuda/dnn.h"
 
@@ -42,6 +47,11 @@
  * not, and inference's many batch sizes would each build one. 2^32: from about
  * 4 images of dinov2-large up. TRAIND_CUDNN_GELU=1 lifts it (tests). */
 #define CU_MG_MIN_WORK 4294967296.0
+/* A plan is used only if its output on the deciding call's own tensors is within
+ * this relative (L2) difference of the two passes' (they differ by rounding:
+ * ~1e-3); a wrong graph (a stride, a mode) is off by order 1. */
+#define CU_MG_AGREE 1e-2
+#define CU_MG_MAX_WS (64 << 20)   /* bytes of cuDNN workspace a plan may want */
 enum { CU_MG_FWD = 0, CU_MG_BWD = 1 };
 /* tensor uids: forward A, B, bias, out; backward A (dout), B (w), x, g */
 enum { CU_MG_UID_A = 1, CU_MG_UID_B = 2, CU_MG_UID_BIAS = 3, CU_MG_UID_OUT = 4, CU_MG_UID_X = 5,
@@ -241,6 +251,16 @@ static float cu_mg_time(backend_t *b, cu_dnn_t *d, cudnnBackendDescriptor_t plan
 
 static const char *cu_mg_name(int kind) { return kind == CU_MG_FWD ? "product + bias + GELU" : "product + GELU'"; }
 
+/* TRAIND_CUDNN_GELU: 1 fused wherever cuDNN builds an agreeing plan (no timing,
+ * no size limit), "auto" timed per shape (-1), anything else or unset: two
+ * passes (0) — the default until the fused way has been measured on a card. */
+static int cu_mg_mode(void) {
+    const char *env = getenv("TRAIND_CUDNN_GELU");
+    if (!env) return 0;
+    if (strcmp(env, "1") == 0) return 1;
+    return strcmp(env, "auto") == 0 ? -1 : 0;
+}
+
 /* The way for this call's shape: cached, else decided (see the header). */
 static cu_mg_plan_t *cu_mg_plan(backend_t *b, cu_dnn_t *d, cu_mg_t *s, const cu_mg_call_t *k) {
     cu_mg_plan_t *victim = &s->plans[0];
@@ -260,8 +280,7 @@ static cu_mg_plan_t *cu_mg_plan(backend_t *b, cu_dnn_t *d, cu_mg_t *s, const cu_
     victim->M = k->M; victim->N = k->N; victim->K = k->K;
     victim->last_use = ++s->clock;
 
-    const char *env = getenv("TRAIND_CUDNN_GELU");
-    int force = env && env[0] ? (strcmp(env, "0") != 0) : -1;
+    int force = cu_mg_mode();
     if (force == 0) return victim;   /* two passes, no message */
     double t0 = cu_dnn_now_ms();
     cu_dnn_bag_t bag;
@@ -273,36 +292,62 @@ static cu_mg_plan_t *cu_mg_plan(backend_t *b, cu_dnn_t *d, cu_mg_t *s, const cu_
     int nops = cu_mg_graph(d, &bag, k->kind, k->M, k->N, k->K, ops, why, sizeof why);
     if (nops > 0) nplans = cu_dnn_plans(d, &bag, ops, nops, force == 1 ? 1 : CU_MG_TUNE, plans, ws, &ncfg, why, sizeof why);
     cu_dnn_bag_free(d, &bag);
+    int kept = 0;   /* a plan wanting more workspace than CU_MG_MAX_WS would cost the memory the pass saves */
+    for (int i = 0; i < nplans; i++) {
+        if (ws[i] > CU_MG_MAX_WS) {
+            d->api.DestroyDesc(plans[i]);
+            snprintf(why, sizeof why, "the plans want more than %d MiB of workspace", CU_MG_MAX_WS >> 20);
+            continue;
+        }
+        plans[kept] = plans[i];
+        ws[kept++] = ws[i];
+    }
+    nplans = kept;
     double plan_ms = cu_dnn_now_ms() - t0;
     if (nplans == 0) {
         fprintf(stderr, "traind: cuDNN %s unavailable for M=%d N=%d K=%d (%s); two passes\n", cu_mg_name(k->kind),
                 k->M, k->N, k->K, why);
         return victim;
     }
-    int best = 0;
-    float best_ms = 0, two_ms = 0;
-    char times[96] = "";
-    if (force != 1) {
-        best_ms = 1e30f;
-        size_t tl = 0;
-        for (int i = 0; i < nplans; i++) {
-            float ms = cu_mg_time(b, d, plans[i], ws[i], k);
-            if (tl < sizeof times) tl += (size_t)snprintf(times + tl, sizeof times - tl, "%s%.3f", i ? "/" : "", ms);
-            if (ms < best_ms) { best_ms = ms; best = i; }
+    /* the two passes first: their output, kept in tmp, is what every plan's must agree with */
+    float two_ms = 0, best_ms = 1e30f;
+    if (force == 1) cu_mg_two_pass(b, k, NULL);
+    else two_ms = cu_mg_time(b, d, NULL, 0, k);
+    const size_t nout = (size_t)k->M * (k->kind == CU_MG_FWD ? k->N : k->K);
+    CU_CHECK(cudaMemcpyAsync(k->tmp, k->out, nout * 2, cudaMemcpyDeviceToDevice, cu_impl(b)->stream));
+    int best = -1;
+    char times[160] = "";
+    size_t tl = 0;
+    for (int i = 0; i < nplans; i++) {
+        float ms = 1e30f;
+        if (force == 1) ms = cu_mg_fused(b, d, plans[i], ws[i], k, NULL) == CUDNN_STATUS_SUCCESS ? 0.0f : 1e30f;
+        else ms = cu_mg_time(b, d, plans[i], ws[i], k);
+        double rel = ms < 1e30f ? cu_rel_diff(b, k->out, k->tmp, DT_BF16, nout) : NAN;
+        bool agrees = rel <= CU_MG_AGREE;
+        if (tl < sizeof times && ms < 1e30f)
+            tl += (size_t)snprintf(times + tl, sizeof times - tl, "%s%.3f%s", i ? "/" : "", ms,
+                                   agrees ? "" : " (disagrees)");
+        else if (tl < sizeof times)
+            tl += (size_t)snprintf(times + tl, sizeof times - tl, "%sfailed", i ? "/" : "");
+        if (!agrees) {
+            fprintf(stderr, "traind: cuDNN %s M=%d N=%d K=%d: engine config %d of %d %s (relative difference %.3g "
+                    "from the two passes, limit %.0e); not used\n", cu_mg_name(k->kind), k->M, k->N, k->K, i + 1,
+                    ncfg, ms < 1e30f ? "disagrees" : "failed to run", rel, CU_MG_AGREE);
+            continue;
         }
-        two_ms = cu_mg_time(b, d, NULL, 0, k);
+        if (ms < best_ms) { best_ms = ms; best = i; }
     }
     for (int i = 0; i < nplans; i++) if (i != best) d->api.DestroyDesc(plans[i]);
-    if (force == 1 || best_ms < two_ms) {
+    if (best >= 0 && (force == 1 || best_ms < two_ms)) {
         victim->fused = 1;
         victim->plan = plans[best];
         victim->ws = ws[best];
-    } else {
+    } else if (best >= 0) {
         d->api.DestroyDesc(plans[best]);
     }
     if (force == 1)
-        fprintf(stderr, "traind: %s M=%d N=%d K=%d: cuDNN fused (forced), engine config 1 of %d, planned in %.0f ms\n",
-                cu_mg_name(k->kind), k->M, k->N, k->K, ncfg, plan_ms);
+        fprintf(stderr, "traind: %s M=%d N=%d K=%d: cuDNN fused (forced)%s, engine config 1 of %d, planned in %.0f ms\n",
+                cu_mg_name(k->kind), k->M, k->N, k->K, victim->fused ? "" : " refused: two passes", ncfg, plan_ms);
     else
         fprintf(stderr, "traind: %s M=%d N=%d K=%d: cuDNN fused %s ms (engine configs 1-%d of %d, planned in %.0f ms) "
                 "vs two passes %.3f ms: %s\n", cu_mg_name(k->kind), k->M, k->N, k->K, times, nplans, ncfg, plan_ms,
@@ -318,8 +363,8 @@ static int cu_mg_try(backend_t *b, const cu_mg_call_t *k) {
     if (!c->mmgelu) c->mmgelu = calloc(1, sizeof(cu_mg_t));
     cu_mg_t *s = (cu_mg_t *)c->mmgelu;
     if (!s || s->failed) return -1;
-    const char *env = getenv("TRAIND_CUDNN_GELU");
-    if ((double)k->M * k->N * k->K < CU_MG_MIN_WORK && !(env && strcmp(env, "1") == 0)) return -1;
+    const int mode = cu_mg_mode();
+    if (mode == 0 || ((double)k->M * k->N * k->K < CU_MG_MIN_WORK && mode != 1)) return -1;
     cu_dnn_t *d = cu_dnn(b, "the MLP's product + GELU");
     if (!d) return -1;
     cu_mg_plan_t *p = cu_mg_plan(b, d, s, k);

@@ -180,14 +180,13 @@ static void t_matmul(int M, int N, int K, dtype_t cdt, dtype_t odt, int with_bia
 }
 
 /* A fresh CUDA backend whose MLP product + GELU ops go one way: TRAIND_CUDNN_GELU
- * = way ("1" fused where cuDNN builds a plan, "0" two passes; NULL: timed), read
+ * = way ("1" fused where cuDNN builds a plan, "0" two passes, "auto" timed), read
  * when a shape's way is decided, so each way needs a backend of its own. */
-static const char *const mg_ways[3] = {"1", "0", NULL};
+static const char *const mg_ways[3] = {"1", "0", "auto"};
 static const char *const mg_names[3] = {"fused (forced)", "two passes", "timed"};
 static backend_t *mg_backend(int wi) {
     char err[256];
-    if (mg_ways[wi]) setenv("TRAIND_CUDNN_GELU", mg_ways[wi], 1);
-    else unsetenv("TRAIND_CUDNN_GELU");
+    setenv("TRAIND_CUDNN_GELU", mg_ways[wi], 1);
     backend_t *g = backend_cuda_create(0, err, sizeof err);
     if (!g) ok(0, "cuda backend: %s", err);
     return g;
@@ -196,7 +195,7 @@ static backend_t *mg_backend(int wi) {
 /* The MLP's first product with its bias and GELU (matmul_gelu_fwd) on a fresh
  * backend per way (the way is chosen per shape at its first call):
  * TRAIND_CUDNN_GELU=1 (cuDNN fused wherever it builds a plan), =0 (two passes),
- * unset (the faster, timed). Each against the CPU reference (the product
+ * =auto (the faster, timed). Each against the CPU reference (the product
  * rounded to odt, then the GELU); the two-pass way exactly as the GPU's own
  * matmul_fwd + gelu_fwd. off: operands `off` elements into their buffers
  * (16: the model's alignment; 1: too little for cuDNN, the two-pass way). */
