@@ -1297,6 +1297,73 @@ static void test_backend_open(void) {
 #endif
 }
 
+/* ---- the MLP's fused ops: matmul_gelu_fwd, matmul_dgelu ------------------------- */
+
+/* The objective through fc2 and the GELU before it: sum(R * (gelu(x + bias) @ w^T)),
+ * x [M,K], bias [K], w [N,K]: its gradient w.r.t. x (and bias, summed over rows) is
+ * matmul_dgelu(dout = R, w, x + bias). */
+typedef struct {
+    int M, N, K;
+    float *x, *bias, *w, *R, *pre, *act, *out;
+} mg_ctx;
+
+static double mg_obj(void *p) {
+    mg_ctx *c = p;
+    for (int m = 0; m < c->M; m++)
+        for (int k = 0; k < c->K; k++) c->pre[m * c->K + k] = c->x[m * c->K + k] + c->bias[k];
+    be->gelu_fwd(be, c->act, DT_F32, c->pre, DT_F32, (size_t)c->M * c->K);
+    be->matmul_fwd(be, c->out, DT_F32, c->act, c->w, NULL, DT_F32, c->M, c->N, c->K);
+    return obj_dot(c->out, c->R, (size_t)c->M * c->N);
+}
+
+static void test_matmul_gelu(void) {
+    /* forward: the product, then the GELU, into tmp and out — the same bits as the two ops */
+    const int M = 19, N = 24, K = 33;
+    float *inp = rnew((size_t)M * K, -1, 1), *w = rnew((size_t)N * K, -0.5f, 0.5f), *bias = rnew(N, -1, 1);
+    float *tmp = tf((size_t)M * N), *out = tf((size_t)M * N), *r1 = tf((size_t)M * N), *r2 = tf((size_t)M * N);
+    be->matmul_gelu_fwd(be, out, DT_F32, tmp, inp, w, bias, DT_F32, M, N, K);
+    be->matmul_fwd(be, r1, DT_F32, inp, w, bias, DT_F32, M, N, K);
+    be->gelu_fwd(be, r2, DT_F32, r1, DT_F32, (size_t)M * N);
+    ok(!memcmp(out, r2, (size_t)M * N * 4) && !memcmp(tmp, r1, (size_t)M * N * 4),
+       "matmul_gelu_fwd fp32 = matmul_fwd into tmp, then gelu_fwd, bitwise");
+    bf16 *ih = to_bf16(inp, (size_t)M * K), *wh = to_bf16(w, (size_t)N * K);
+    bf16 *o16 = th((size_t)M * N), *t16 = th((size_t)M * N), *q1 = th((size_t)M * N), *q2 = th((size_t)M * N);
+    be->matmul_gelu_fwd(be, o16, DT_BF16, t16, ih, wh, bias, DT_BF16, M, N, K);
+    be->matmul_fwd(be, q1, DT_BF16, ih, wh, bias, DT_BF16, M, N, K);
+    be->gelu_fwd(be, q2, DT_BF16, q1, DT_BF16, (size_t)M * N);
+    ok(!memcmp(o16, q2, (size_t)M * N * 2), "matmul_gelu_fwd bf16 = matmul_fwd (rounded) then gelu_fwd, bitwise");
+
+    /* backward: g = (dout @ w) * gelu'(x) and the bias gradient, against central differences */
+    mg_ctx c = {.M = 5, .N = 4, .K = 7};
+    size_t mk = (size_t)c.M * c.K, mn = (size_t)c.M * c.N;
+    c.x = rnew(mk, -2, 2);
+    c.bias = rnew(c.K, -0.5f, 0.5f);
+    c.w = rnew((size_t)c.N * c.K, -1, 1);
+    c.R = rnew(mn, -1, 1);
+    c.pre = tf(mk);
+    c.act = tf(mk);
+    c.out = tf(mn);
+    mg_obj(&c);   /* pre = x + bias */
+    float *g = rnew(mk, 50, 60), *t = rnew(mk, 50, 60);   /* overwritten */
+    float *db0 = rnew(c.K, -1, 1), *db = copy_of(db0, c.K);  /* accumulated */
+    float *xpre = copy_of(c.pre, mk);
+    be->matmul_dgelu(be, g, DT_F32, db, t, c.R, c.w, xpre, DT_F32, c.M, c.N, c.K);
+    for (int k = 0; k < c.K; k++) db[k] -= db0[k];
+    fd_check("matmul_dgelu g = d/dx of sum(R * (gelu(x) @ w^T))", mg_obj, &c, c.x, mk, g, 1e-2, 2e-3, NULL);
+    fd_check("matmul_dgelu dbias += (the bias before the GELU)", mg_obj, &c, c.bias, c.K, db, 1e-2, 2e-3, NULL);
+    /* bf16 operands, bf16 g: the fp32 values of the bf16 operands, g rounded once */
+    bf16 *dh = to_bf16(c.R, mn), *wh2 = to_bf16(c.w, (size_t)c.N * c.K), *xh = to_bf16(xpre, mk), *g16 = th(mk);
+    float *dr = copy_of(c.R, mn), *wr = copy_of(c.w, (size_t)c.N * c.K), *xr = copy_of(xpre, mk);
+    round_bf16_inplace(dr, mn);
+    round_bf16_inplace(wr, (size_t)c.N * c.K);
+    round_bf16_inplace(xr, mk);
+    float *gref = tf(mk), *db1 = copy_of(db0, c.K), *db2 = copy_of(db0, c.K);
+    be->matmul_dgelu(be, g16, DT_BF16, db1, t, dh, wh2, xh, DT_BF16, c.M, c.N, c.K);
+    be->matmul_dgelu(be, gref, DT_F32, db2, t, dr, wr, xr, DT_F32, c.M, c.N, c.K);
+    check_bf16_of("matmul_dgelu bf16 g", g16, gref, mk);
+    ok(!memcmp(db1, db2, (size_t)c.K * 4), "matmul_dgelu bf16: the bias gradient of the f32 values, as fp32's");
+}
+
 int main(void) {
     char err[BACKEND_ERR_MAX];
     be = backend_cpu_create(err, sizeof err);
@@ -1309,6 +1376,7 @@ int main(void) {
     test_layernorm();
     test_attention();
     test_gelu();
+    test_matmul_gelu();
     test_layerscale();
     test_layerscale_layernorm();
     test_embed();
