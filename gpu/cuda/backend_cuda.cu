@@ -50,6 +50,27 @@ void *cu_dlopen_lib(const char *env, const char *soname, const char *pkg, char *
     return NULL;
 }
 
+float cu_time_ms(backend_t *b, int (*run)(backend_t *b, void *ctx), void *ctx) {
+    cudaStream_t st = cu_impl(b)->stream;
+    if (run(b, ctx)) return 1e30f;   /* warm-up */
+    cudaEvent_t e0, e1;
+    CU_CHECK(cudaEventCreate(&e0));
+    CU_CHECK(cudaEventCreate(&e1));
+    CU_CHECK(cudaEventRecord(e0, st));
+    int ok = 1;
+    for (int r = 0; r < 3 && ok; r++) ok = run(b, ctx) == 0;
+    CU_CHECK(cudaEventRecord(e1, st));
+    CU_CHECK(cudaEventSynchronize(e1));
+    float ms = 1e30f;
+    if (ok) {
+        CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        ms /= 3;
+    }
+    CU_CHECK(cudaEventDestroy(e0));
+    CU_CHECK(cudaEventDestroy(e1));
+    return ms;
+}
+
 void *cu_scratch(backend_t *b, int slot, size_t bytes) {
     cu_impl_t *c = cu_impl(b);
     CU_ASSERT(slot >= 0 && slot < CU_NSCRATCH, "slot %d", slot);

@@ -159,6 +159,12 @@ void *cu_scratch(backend_t *b, int slot, size_t bytes);
  * PyTorch's nvidia/<pkg>/lib (pkg: "cudnn", "nccl"). NULL with why[] on failure. */
 void *cu_dlopen_lib(const char *env, const char *soname, const char *pkg, char *why, size_t whylen);
 
+/* Milliseconds one run of run(b, ctx) takes on the backend's stream: a warm-up,
+ * then the mean of 3 runs timed with events; 1e30 when a run returns nonzero
+ * (a failure: whatever it enqueued is not timed). For choosing between ways of
+ * doing an op on the call's own tensors. */
+float cu_time_ms(backend_t *b, int (*run)(backend_t *b, void *ctx), void *ctx);
+
 static inline unsigned cu_blocks(size_t n, unsigned threads) {
     size_t g = (n + threads - 1) / threads;
     if (g > 65535u * 32u) g = 65535u * 32u;   /* grid-stride loops cover the rest */

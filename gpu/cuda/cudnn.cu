@@ -212,24 +212,23 @@ cudnnStatus_t cu_dnn_exec(backend_t *b, cu_dnn_t *d, cudnnBackendDescriptor_t pl
     return st;
 }
 
+/* cu_time_ms's run: one execution of a plan. */
+typedef struct {
+    cu_dnn_t *d;
+    cudnnBackendDescriptor_t plan;
+    int64_t wsb;
+    int n;
+    const int64_t *uids;
+    void *const *ptrs;
+} cu_dnn_run_t;
+
+static int cu_dnn_run(backend_t *b, void *ctx) {
+    const cu_dnn_run_t *r = (const cu_dnn_run_t *)ctx;
+    return cu_dnn_exec(b, r->d, r->plan, r->wsb, r->n, r->uids, r->ptrs) == CUDNN_STATUS_SUCCESS ? 0 : -1;
+}
+
 float cu_dnn_time(backend_t *b, cu_dnn_t *d, cudnnBackendDescriptor_t plan, int64_t wsb, int n,
                   const int64_t *uids, void *const *ptrs) {
-    cudaStream_t st = cu_impl(b)->stream;
-    if (cu_dnn_exec(b, d, plan, wsb, n, uids, ptrs) != CUDNN_STATUS_SUCCESS) return 1e30f;   /* warm-up */
-    cudaEvent_t e0, e1;
-    CU_CHECK(cudaEventCreate(&e0));
-    CU_CHECK(cudaEventCreate(&e1));
-    CU_CHECK(cudaEventRecord(e0, st));
-    int ok = 1;
-    for (int r = 0; r < 3 && ok; r++) ok = cu_dnn_exec(b, d, plan, wsb, n, uids, ptrs) == CUDNN_STATUS_SUCCESS;
-    CU_CHECK(cudaEventRecord(e1, st));
-    CU_CHECK(cudaEventSynchronize(e1));
-    float ms = 1e30f;
-    if (ok) {
-        CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-        ms /= 3;
-    }
-    CU_CHECK(cudaEventDestroy(e0));
-    CU_CHECK(cudaEventDestroy(e1));
-    return ms;
+    cu_dnn_run_t r = {d, plan, wsb, n, uids, ptrs};
+    return cu_time_ms(b, cu_dnn_run, &r);
 }

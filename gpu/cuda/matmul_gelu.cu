@@ -218,34 +218,34 @@ static cudnnStatus_t cu_mg_fused(backend_t *b, cu_dnn_t *d, cudnnBackendDescript
     return st;
 }
 
-/* Milliseconds of one way (plan NULL: two passes): a warm-up, then the mean of 3
- * runs; the bias gradient into a scratch vector. 1e30 when cuDNN fails. */
+/* cu_time_ms's run: one call of one way (plan NULL: two passes), the bias gradient into sink. */
+typedef struct {
+    cu_dnn_t *d;
+    cudnnBackendDescriptor_t plan;
+    int64_t ws;
+    const cu_mg_call_t *k;
+    float *sink;
+} cu_mg_run_t;
+
+static int cu_mg_run(backend_t *b, void *ctx) {
+    const cu_mg_run_t *r = (const cu_mg_run_t *)ctx;
+    if (!r->plan) {
+        cu_mg_two_pass(b, r->k, r->sink);
+        return 0;
+    }
+    return cu_mg_fused(b, r->d, r->plan, r->ws, r->k, r->sink) == CUDNN_STATUS_SUCCESS ? 0 : -1;
+}
+
+/* Milliseconds of one way (plan NULL: two passes), cu_time_ms; the bias gradient
+ * into a scratch vector, so the caller's is untouched. 1e30 when cuDNN fails. */
 static float cu_mg_time(backend_t *b, cu_dnn_t *d, cudnnBackendDescriptor_t plan, int64_t ws, const cu_mg_call_t *k) {
-    cudaStream_t st = cu_impl(b)->stream;
-    float *sink = NULL;
-    if (k->kind == CU_MG_BWD && k->dbias && cudaMalloc(&sink, (size_t)k->K * sizeof(float)) != cudaSuccess) {
+    cu_mg_run_t r = {d, plan, ws, k, NULL};
+    if (k->kind == CU_MG_BWD && k->dbias && cudaMalloc(&r.sink, (size_t)k->K * sizeof(float)) != cudaSuccess) {
         (void)cudaGetLastError();
-        sink = NULL;
+        r.sink = NULL;
     }
-    float ms = 1e30f;
-    cudaEvent_t e0, e1;
-    CU_CHECK(cudaEventCreate(&e0));
-    CU_CHECK(cudaEventCreate(&e1));
-    int ok = 1;
-    for (int r = 0; r < 4 && ok; r++) {
-        if (r == 1) CU_CHECK(cudaEventRecord(e0, st));
-        if (plan) ok = cu_mg_fused(b, d, plan, ws, k, sink) == CUDNN_STATUS_SUCCESS;
-        else cu_mg_two_pass(b, k, sink);
-    }
-    CU_CHECK(cudaEventRecord(e1, st));
-    CU_CHECK(cudaEventSynchronize(e1));
-    if (ok) {
-        CU_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-        ms /= 3;
-    }
-    CU_CHECK(cudaEventDestroy(e0));
-    CU_CHECK(cudaEventDestroy(e1));
-    if (sink) CU_CHECK(cudaFree(sink));
+    float ms = cu_time_ms(b, cu_mg_run, &r);
+    if (r.sink) CU_CHECK(cudaFree(r.sink));
     return ms;
 }
 
