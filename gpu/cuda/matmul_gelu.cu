@@ -66,6 +66,7 @@ typedef struct {
 } cu_mg_plan_t;
 
 typedef struct {
+    int mode;                       /* cu_mg_mode(), read when the backend first multiplies this way */
     int failed;                     /* cuDNN failed to run once: two-pass from then on */
     cu_mg_plan_t plans[CU_MG_PLANS];
     long clock;
@@ -251,9 +252,10 @@ static float cu_mg_time(backend_t *b, cu_dnn_t *d, cudnnBackendDescriptor_t plan
 
 static const char *cu_mg_name(int kind) { return kind == CU_MG_FWD ? "product + bias + GELU" : "product + GELU'"; }
 
-/* TRAIND_CUDNN_GELU: 1 fused wherever cuDNN builds an agreeing plan (no timing,
- * no size limit), "auto" timed per shape (-1), anything else or unset: two
- * passes (0) — the default until the fused way has been measured on a card. */
+/* TRAIND_CUDNN_GELU, read once per backend: 1 fused wherever cuDNN builds an
+ * agreeing plan (no timing, no size limit), "auto" timed per shape (-1),
+ * anything else or unset: two passes (0) — the default until the fused way has
+ * been measured on a card. */
 static int cu_mg_mode(void) {
     const char *env = getenv("TRAIND_CUDNN_GELU");
     if (!env) return 0;
@@ -280,7 +282,7 @@ static cu_mg_plan_t *cu_mg_plan(backend_t *b, cu_dnn_t *d, cu_mg_t *s, const cu_
     victim->M = k->M; victim->N = k->N; victim->K = k->K;
     victim->last_use = ++s->clock;
 
-    int force = cu_mg_mode();
+    const int force = s->mode;
     if (force == 0) return victim;   /* two passes, no message */
     double t0 = cu_dnn_now_ms();
     cu_dnn_bag_t bag;
@@ -360,11 +362,10 @@ static bool cu_al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 /* Runs one call the fused way where it may and was chosen; 0 when done, -1 for the two-pass way. */
 static int cu_mg_try(backend_t *b, const cu_mg_call_t *k) {
     cu_impl_t *c = cu_impl(b);
-    if (!c->mmgelu) c->mmgelu = calloc(1, sizeof(cu_mg_t));
+    if (!c->mmgelu && (c->mmgelu = calloc(1, sizeof(cu_mg_t)))) ((cu_mg_t *)c->mmgelu)->mode = cu_mg_mode();
     cu_mg_t *s = (cu_mg_t *)c->mmgelu;
-    if (!s || s->failed) return -1;
-    const int mode = cu_mg_mode();
-    if (mode == 0 || ((double)k->M * k->N * k->K < CU_MG_MIN_WORK && mode != 1)) return -1;
+    if (!s || s->failed || s->mode == 0) return -1;
+    if ((double)k->M * k->N * k->K < CU_MG_MIN_WORK && s->mode != 1) return -1;
     cu_dnn_t *d = cu_dnn(b, "the MLP's product + GELU");
     if (!d) return -1;
     cu_mg_plan_t *p = cu_mg_plan(b, d, s, k);
