@@ -181,7 +181,7 @@ static void t_matmul(int M, int N, int K, dtype_t cdt, dtype_t odt, int with_bia
 
 /* A fresh CUDA backend whose MLP product + GELU ops go one way: TRAIND_CUDNN_GELU
  * = way ("1" fused where cuDNN builds a plan, "0" two passes, "auto" timed), read
- * once per backend (its first product + GELU), so each way needs a backend of its own. *
+ * once per backend (its first product + GELU), so each way needs a backend of its own. */
 static const char *const mg_ways[3] = {"1", "0", "auto"};
 static const char *const mg_names[3] = {"fused (forced)", "two passes", "timed"};
 static backend_t *mg_backend(int wi) {
