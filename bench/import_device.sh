@@ -92,8 +92,8 @@ cat "$WORK"/frames/img/* >/dev/null   # the page cache holds them (tmpfs does an
 # once per --import-decoder in IMPORT_DECODERS ("auto cpu": nvJPEG beside the
 # CPU decoders, then the CPU alone), each daemon with its own state dir (no
 # cache shared); the first's lines are import_traind, the others' import_traind_<decoder>
-# An entry may carry benchmark knobs, DECODER:GPU_THREADS:GPU_BATCH:CPU_THREADS
-# (traind's TRAIND_IMPORT_GPU_THREADS/_GPU_BATCH/_THREADS; empty: its default),
+# An entry may carry benchmark knobs, DECODER:GPU_THREADS:GPU_BATCH:CPU_THREADS:PINNED
+# (traind's TRAIND_IMPORT_GPU_THREADS/_GPU_BATCH/_THREADS/_PINNED; empty: its default),
 # e.g. IMPORT_DECODERS="auto auto:2:128: auto:4:64:8 cpu"; later entries' tags
 # then carry the knobs. Each daemon's start-up (opening nvJPEG) is waited out
 # before the import is asked for: what is timed is an import to a running daemon.
@@ -101,7 +101,7 @@ cat "$WORK"/frames/img/* >/dev/null   # the page cache holds them (tmpfs does an
 first=1
 seen=" "
 for entry in ${IMPORT_DECODERS:-auto cpu}; do
-    IFS=: read -r dec gth gba cth <<<"$entry"
+    IFS=: read -r dec gth gba cth pin <<<"$entry"
     name=$(tr -c 'a-z0-9\n' _ <<<"$entry")
     base=$name
     k=1
@@ -113,7 +113,7 @@ for entry in ${IMPORT_DECODERS:-auto cpu}; do
     tag=import_traind
     [ $first = 1 ] || tag=import_traind_$name
     PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    TRAIND_IMPORT_GPU_THREADS=$gth TRAIND_IMPORT_GPU_BATCH=$gba TRAIND_IMPORT_THREADS=$cth \
+    TRAIND_IMPORT_GPU_THREADS=$gth TRAIND_IMPORT_GPU_BATCH=$gba TRAIND_IMPORT_THREADS=$cth TRAIND_IMPORT_PINNED=$pin \
         "$TRAIND" --state-dir "$WORK/state-$name" --backend "$BACKEND" --listen "127.0.0.1:$PORT" --dataset-root "$WORK" \
         --import-decoder "$dec" >"$OUT/import_traind_$name.log" 2>&1 &
     DPID=$!

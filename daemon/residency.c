@@ -481,7 +481,8 @@ static jpeg_gpu_t *import_gpu(residency_t *r) {
                             env_int("TRAIND_IMPORT_GPU_BATCH", 1, 4096, IMPORT_GPU_BATCH), why, sizeof why);
     if (r->jpeg) {
         double t1 = mono_now();
-        int pinned = import_gpu_reserve(r->jpeg);   /* the slots pinned now, not in the first import */
+        /* the slots pinned now, not in the first import (only when imports use them) */
+        int pinned = env_int("TRAIND_IMPORT_PINNED", 0, 1, 0) ? import_gpu_reserve(r->jpeg) : 0;
         log_info(NULL, "imports: JPEG frames decoded by %s on device %d (%d threads, batches of %d) beside the CPU "
                  "decoders; opened in %.2f s, %d shard slots of pinned host memory (%.0f MB) in %.2f s",
                  r->jpeg->name, r->jpeg->device, r->jpeg->threads, r->jpeg->batch, t1 - t0, pinned,
@@ -531,7 +532,8 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
                        .crop = strcmp(resize, "crop") == 0, .skip = strcmp(on_error, "skip") == 0,
                        .roots = roots, .n_roots = d->cfg.n_roots, .cancel = &x->cancel,
                        .progress = on_import_progress, .admit = on_import_admit, .ud = &u,
-                       .threads = env_int("TRAIND_IMPORT_THREADS", 1, 256, 0)};
+                       .threads = env_int("TRAIND_IMPORT_THREADS", 1, 256, 0),
+                       .pinned_slots = env_int("TRAIND_IMPORT_PINNED", 0, 1, 0)};
     if (!o.skip) o.sink = on_import_rows;
     o.gpu = import_gpu(r);
     if (o.n_roots == 0) {

@@ -1290,7 +1290,7 @@ static int imp_run_once(const char *manifest, const char *cache_root, const char
         imp_slot_t *s = &c.slots[r];
         size_t M = (size_t)c.M;
         /* with a decoder that lends pinned memory, the frames come back straight into the slot */
-        if (c.G && o->gpu->host_alloc && o->gpu->host_free)
+        if (c.G && o->pinned_slots && o->gpu->host_alloc && o->gpu->host_free)
             s->pinned = (s->img = o->gpu->host_alloc(o->gpu, M * c.S * c.S * 3)) != NULL;
         if (!s->img) s->img = malloc(M * c.S * c.S * 3);
         s->joints = malloc(M * HAND_COORDS * sizeof(float));
@@ -1518,7 +1518,9 @@ int import_main(int argc, char **argv) {
             fprintf(stderr, "traind import: --decoder %s: %s\n", decoder, err);
             return 1;
         }
-        import_gpu_reserve(o.gpu);
+        const char *pe = getenv("TRAIND_IMPORT_PINNED");
+        o.pinned_slots = pe && strcmp(pe, "1") == 0;
+        if (o.pinned_slots) import_gpu_reserve(o.gpu);
     }
     int rc = import_to_dir(manifest, out, &o, &res, err, sizeof err);
     if (o.gpu) o.gpu->close(o.gpu);

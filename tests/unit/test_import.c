@@ -1541,6 +1541,26 @@ static void test_gpu_decoder(void) {
         int reserved = import_gpu_reserve(&x.g);   /* crop 1: the pool lends 2 blocks at most */
         int blocks_before = x.blocks;
         o.gpu = &x.g;
+        if (crop == 0) {   /* slots from the pool only when asked: not by default */
+            fake_gpu_t y;
+            fake_gpu_init(&y, 2, 5);
+            fake_gpu_lend(&y, 16);
+            import_gpu_reserve(&y.g);
+            int yblocks = y.blocks;
+            import_opts_t on = o;
+            on.gpu = &y.g;
+            import_result_t rn;
+            char out3[760];
+            snprintf(out3, sizeof out3, "%s/out-gpu-nopin", root);
+            fs_rm_rf(out3, NULL, 0);
+            int rcn = import_to_dir(man, out3, &on, &rn, err, sizeof err);
+            ok(rcn == 0 && y.frames > 0 && y.pinned_frames == 0 && y.out == 0 && y.blocks == yblocks,
+               "without pinned_slots no shard slot comes from the decoder's pool (%d frames handed over, %d with a "
+               "pinned slot, %d blocks out)", y.frames, y.pinned_frames, y.out);
+            fs_rm_rf(out3, NULL, 0);
+            fake_gpu_free(&y);
+        }
+        o.pinned_slots = 1;
         int rc1 = import_to_dir(man, out2, &o, &r1, err, sizeof err);
         ok(x.out == 0 && x.bad_free == 0 && x.pinned_frames > 0 && x.bad_pinned == 0 &&
            no_pool == 0 && (crop ? reserved == 2 && x.blocks == 2 : reserved == IMPORT_GPU_MIN_SLOTS &&
