@@ -179,8 +179,9 @@ static int cu_mg_graph(cu_dnn_t *d, cu_dnn_bag_t *g, int kind, int M, int N, int
 /* One call's operands, for either kind. */
 typedef struct {
     int kind, M, N, K;
+    dtype_t cdt, odt;               /* operands; out (forward) or g (backward) — bf16 both, to be fused */
     void *out;                      /* forward: out; backward: g */
-    void *tmp;                      /* forward: bf16 product; backward: f32 product */
+    void *tmp;                      /* forward: the product in odt; backward: the f32 product */
     const void *a, *w;              /* forward: inp, w; backward: dout, w */
     const void *x;                  /* backward: the GELU's input */
     const float *bias;              /* forward: bias */
@@ -196,14 +197,15 @@ static int cu_mg_pack(const cu_mg_call_t *k, int64_t uids[4], void *ptrs[4]) {
     return 4;
 }
 
-/* The two-pass way (the reference's order). */
+/* The two-pass way (the reference's order), any dtypes: the op's fallback and
+ * what the fused way is timed and checked against. */
 static void cu_mg_two_pass(backend_t *b, const cu_mg_call_t *k, float *dbias) {
     if (k->kind == CU_MG_FWD) {
-        cu_matmul_fwd(b, k->tmp, DT_BF16, k->a, k->w, k->bias, DT_BF16, k->M, k->N, k->K);
-        cu_gelu_fwd(b, k->out, DT_BF16, k->tmp, DT_BF16, (size_t)k->M * k->N);
+        cu_matmul_fwd(b, k->tmp, k->odt, k->a, k->w, k->bias, k->cdt, k->M, k->N, k->K);
+        cu_gelu_fwd(b, k->out, k->odt, k->tmp, k->odt, (size_t)k->M * k->N);
     } else {
-        cu_matmul_bwd(b, (float *)k->tmp, NULL, NULL, k->a, DT_BF16, NULL, k->w, DT_BF16, k->M, k->N, k->K);
-        cu_gelu_bwd(b, k->out, DT_BF16, dbias, (const float *)k->tmp, k->x, DT_BF16, k->M, k->K);
+        cu_matmul_bwd(b, (float *)k->tmp, NULL, NULL, k->a, k->cdt, NULL, k->w, k->cdt, k->M, k->N, k->K);
+        cu_gelu_bwd(b, k->out, k->odt, dbias, (const float *)k->tmp, k->x, k->cdt, k->M, k->K);
     }
 }
 
@@ -385,27 +387,23 @@ void cu_matmul_gelu_fwd(backend_t *b, void *out, dtype_t odt, void *tmp, const v
                         const float *bias, dtype_t cdt, int M, int N, int K) {
     if (M <= 0 || N <= 0) return;
     CU_ASSERT(K > 0 && tmp, "K=%d tmp=%p", K, tmp);
+    cu_mg_call_t k = {CU_MG_FWD, M, N, K, cdt, odt, out, tmp, inp, w, NULL, bias, NULL};
     /* fusable: bf16 in and out with a bias, every tensor 16-byte aligned, rows of whole 16 bytes */
     if (cdt == DT_BF16 && odt == DT_BF16 && bias && N % 8 == 0 && K % 8 == 0 && cu_al16(out) && cu_al16(inp) &&
-        cu_al16(w) && cu_al16(bias)) {
-        cu_mg_call_t k = {CU_MG_FWD, M, N, K, out, tmp, inp, w, NULL, bias, NULL};
-        if (cu_mg_try(b, &k) == 0) return;
-    }
-    cu_matmul_fwd(b, tmp, odt, inp, w, bias, cdt, M, N, K);
-    cu_gelu_fwd(b, out, odt, tmp, odt, (size_t)M * N);
+        cu_al16(w) && cu_al16(bias) && cu_mg_try(b, &k) == 0)
+        return;
+    cu_mg_two_pass(b, &k, NULL);
 }
 
 void cu_matmul_dgelu(backend_t *b, void *g, dtype_t gdt, float *dbias, float *tmp, const void *dout, const void *w,
                      const void *x, dtype_t cdt, int M, int N, int K) {
     if (M <= 0 || K <= 0) return;
     CU_ASSERT(N > 0 && tmp, "N=%d tmp=%p", N, tmp);
+    cu_mg_call_t k = {CU_MG_BWD, M, N, K, cdt, gdt, g, tmp, dout, w, x, NULL, dbias};
     if (cdt == DT_BF16 && gdt == DT_BF16 && N % 8 == 0 && K % 8 == 0 && cu_al16(g) && cu_al16(dout) && cu_al16(w) &&
-        cu_al16(x)) {
-        cu_mg_call_t k = {CU_MG_BWD, M, N, K, g, tmp, dout, w, x, NULL, dbias};
-        if (cu_mg_try(b, &k) == 0) return;
-    }
-    cu_matmul_bwd(b, tmp, NULL, NULL, dout, cdt, NULL, w, cdt, M, N, K);
-    cu_gelu_bwd(b, g, gdt, dbias, tmp, x, cdt, M, K);
+        cu_al16(x) && cu_mg_try(b, &k) == 0)
+        return;
+    cu_mg_two_pass(b, &k, dbias);
 }
 
 /* Before cu_dnn_destroy: the plans belong to the backend's cuDNN. */
