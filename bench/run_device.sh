@@ -184,6 +184,11 @@ step traind_eval256   90 "${B[@]}" eval --size "$SIZE" --image "$IMAGE" --batch 
 step traind_eval256_fused 90 env TRAIND_CUDNN_GELU=auto "${B[@]}" eval --size "$SIZE" --image "$IMAGE" --batch 256
 step traind_train128_fused 120 env TRAIND_CUDNN_GELU=auto "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 128 --freeze "$FREEZE" --profile 3
 step traind_eval256_again 90 "${B[@]}" eval --size "$SIZE" --image "$IMAGE" --batch 256
+# A/B of each backward product's dW on a second stream beside its dX (TRAIND_MATMUL_STREAMS=2,
+# gpu/cuda/matmul.cu; off by default until measured), alone and with the fused GELU
+step traind_train32_streams  90 env TRAIND_MATMUL_STREAMS=2 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 32 --freeze "$FREEZE" --profile 3
+step traind_train128_streams 120 env TRAIND_MATMUL_STREAMS=2 "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 128 --freeze "$FREEZE" --profile 3
+step traind_train128_both 120 env TRAIND_MATMUL_STREAMS=2 TRAIND_CUDNN_GELU=auto "${B[@]}" train --size "$SIZE" --image "$IMAGE" --batch 128 --freeze "$FREEZE" --profile 3
 step traind_load     120 "${B[@]}" load --image "$IMAGE" --gb "$LOAD_GB"
 step traind_second    90 "$ROOT/bench/run_device.sh" --second-job "$SECOND_BB" "$SECOND_FREEZE"
 # torch reference (bench/torch_ref.py), in the order of the goals' need:

@@ -98,6 +98,13 @@ typedef struct {
     cu_lt_plan_t plans[CU_LT_CACHE];    /* cached matmul descriptors and algos */
     long plan_clock;
     int lt_tune;                        /* TRAIND_LT_AUTOTUNE */
+    /* A product's dW beside its dX (TRAIND_MATMUL_STREAMS=2; matmul.cu): a second
+     * stream with its own cuBLASLt workspace and the fork/join events, made at the
+     * first such product (side_state 0 off, 1 on but not made yet, 2 made, -1 failed). */
+    int side_state;
+    cudaStream_t side;
+    void *side_ws;
+    cudaEvent_t side_fork, side_join;
 
     /* Scratch slots (device memory, grown on demand; contents undefined). */
 #define CU_NSCRATCH 5

@@ -179,6 +179,69 @@ static void t_matmul(int M, int N, int K, dtype_t cdt, dtype_t odt, int with_bia
     t_matmul_off(M, N, K, cdt, odt, with_bias, 0);
 }
 
+/* matmul_bwd with dW on a second stream beside dX (TRAIND_MATMUL_STREAMS=2, read
+ * when a backend is made): the same plans on both ways, so dinp, dw (+= onto
+ * random values) and dbias bitwise equal to the one-stream backend G's; done
+ * three times back to back (the second stream's work must be joined before the
+ * next call's dout overwrites the shared bf16 copy). */
+static void t_matmul_streams(int M, int N, int K, dtype_t cdt, int with_bias) {
+    char err[256];
+    setenv("TRAIND_MATMUL_STREAMS", "2", 1);
+    backend_t *g2 = backend_cuda_create(0, err, sizeof err);
+    unsetenv("TRAIND_MATMUL_STREAMS");
+    if (!g2) {
+        ok(0, "cuda backend with two streams: %s", err);
+        return;
+    }
+    size_t es = dtype_size(cdt), ni = (size_t)M * K, nw = (size_t)N * K, no = (size_t)M * N;
+    float *fi = randf(ni, -1, 1), *fw = randf(nw, -0.1f, 0.1f), *dw0 = randf(nw, -1, 1), *db0 = randf(N, -1, 1);
+    void *hi = as_dt(fi, cdt, ni), *hw = as_dt(fw, cdt, nw);
+    backend_t *bk[2] = {G, g2};
+    float *res[2][3];
+    for (int w = 0; w < 2; w++) {
+        backend_t *g = bk[w];
+        void *gi = g->alloc(g, ni * es), *gw = g->alloc(g, nw * es), *gdo = g->alloc(g, no * 4);
+        void *gdi = g->alloc(g, ni * 4), *gdw = g->alloc(g, nw * 4), *gdb = g->alloc(g, N * 4);
+        g->upload(g, gi, hi, ni * es);
+        g->upload(g, gw, hw, nw * es);
+        g->upload(g, gdw, dw0, nw * 4);
+        g->upload(g, gdb, db0, N * 4);
+        rng = 0x51f15e;   /* the same douts on both backends */
+        for (int r = 0; r < 3; r++) {
+            float *dout = randf(no, -1, 1);
+            g->upload(g, gdo, dout, no * 4);
+            g->matmul_bwd(g, gdi, gdw, with_bias ? gdb : NULL, gdo, DT_F32, gi, gw, cdt, M, N, K);
+            free(dout);
+        }
+        res[w][0] = malloc(ni * 4);
+        res[w][1] = malloc(nw * 4);
+        res[w][2] = malloc(N * 4);
+        g->download(g, res[w][0], gdi, ni * 4);
+        g->download(g, res[w][1], gdw, nw * 4);
+        g->download(g, res[w][2], gdb, N * 4);
+        g->free(g, gi); g->free(g, gw); g->free(g, gdo); g->free(g, gdi); g->free(g, gdw); g->free(g, gdb);
+    }
+    float *cdi = malloc(ni * 4);   /* and the last call's dinp against the CPU reference */
+    rng = 0x51f15e;
+    float *dout = NULL;
+    for (int r = 0; r < 3; r++) {
+        free(dout);
+        dout = randf(no, -1, 1);
+    }
+    C->matmul_bwd(C, cdi, NULL, NULL, dout, DT_F32, hi, hw, cdt, M, N, K);
+    char nm[160];
+    snprintf(nm, sizeof nm, "matmul_bwd M=%d N=%d K=%d %s%s, dW on a second stream", M, N, K, dtype_name(cdt),
+             with_bias ? " +bias" : "");
+    ok(!memcmp(res[0][0], res[1][0], ni * 4) && !memcmp(res[0][1], res[1][1], nw * 4) &&
+           !memcmp(res[0][2], res[1][2], (size_t)N * 4),
+       "%s: dinp, dw, dbias bitwise as on one stream (3 calls)", nm);
+    check(nm, res[1][0], cdi, ni, tol_of(cdt));
+    for (int w = 0; w < 2; w++)
+        for (int k = 0; k < 3; k++) free(res[w][k]);
+    free(cdi); free(dout); free(fi); free(fw); free(dw0); free(db0); free(hi); free(hw);
+    g2->destroy(g2);
+}
+
 /* A fresh CUDA backend whose MLP product + GELU ops go one way: TRAIND_CUDNN_GELU
  * = way ("1" fused where cuDNN builds a plan, "0" two passes, "auto" timed), read
  * once per backend (its first product + GELU), so each way needs a backend of its own. */
@@ -1105,6 +1168,9 @@ int main(int argc, char **argv) {
         t_matmul_off(514, 768, 384, cdt, cdt, 1, 16);   /* model-like 16-element offsets */
         t_matmul_off(65, 40, 24, cdt, DT_F32, 1, 1);     /* one element off: minimal alignment */
     }
+    t_matmul_streams(8 * 257, 4096, 1024, DT_BF16, 1);   /* fc1 of dinov2-large, 8 images */
+    t_matmul_streams(2 * 257, 1024, 1024, DT_BF16, 0);   /* proj */
+    t_matmul_streams(37, 19, 23, DT_F32, 1);             /* odd, fp32 */
     t_matmul_gelu(8 * 257, 4096, 1024, DT_BF16, 0);   /* fc1 of dinov2-large, 8 images (timed: above CU_MG_MIN_WORK) */
     t_matmul_gelu(2 * 257, 4096, 1024, DT_BF16, 16);  /* at the model's 16-element alignment */
     t_matmul_gelu(3 * 257, 1536, 384, DT_BF16, 0);    /* dinov2-small */
