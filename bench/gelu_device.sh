@@ -2,8 +2,9 @@
 # bench/gelu_device.sh — run ON the GPU machine: the fused MLP GELU (gpu/cuda/matmul_gelu.cu)
 # in one short call: the op timings (test_ops_gpu TEST_BENCH=only: fused vs two passes at the
 # train b32/b128 and eval b256 shapes, with the decision lines), then test_ops_gpu's cases, then
-# bench/run_device.sh's A/B steps (eval b256 and train b128 each way; train b128 and b32 with each
-# product's dW on a second stream, TRAIND_MATMUL_STREAMS=2; b128 with both). ~7 minutes. Carry build/carry.
+# bench/run_device.sh's A/B steps: eval b256 with and without the fused GELU; train b128 plain, fused
+# GELU, two streams (TRAIND_MATMUL_STREAMS=2), the attention's dQ through dS^T (TRAIND_ATTN_BWD=ds), all
+# three; b32 plain and all three. ~9 minutes (within one call's 10). Carry build/carry.
 #   tar -xJf build/carry/all.tar.xz && export OUT && bench/gelu_device.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,15 +15,16 @@ nv=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null)
 for d in ${nv:+$nv/*/lib}; do LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"; done
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 echo "== op timings"
-TEST_BENCH=only timeout -k 5 "${OPS_S:-70}" build/release/gpu-tests/test_ops_gpu >"$OUT/ops_bench.log" 2>&1
-grep -E '^# bench matmul|product \+|cuDNN' "$OUT/ops_bench.log" | sort | uniq -c | sort -rn | head -30
+TEST_BENCH=only timeout -k 5 "${OPS_S:-90}" build/release/gpu-tests/test_ops_gpu >"$OUT/ops_bench.log" 2>&1
+grep -E '^# bench matmul|^# bench attention\[(ds bwd|default)\] Bn=(32|128) T=257 NH=16 HS=64 bf16|product \+|cuDNN' \
+    "$OUT/ops_bench.log" | sort | uniq -c | sort -rn | head -30
 echo "== test_ops_gpu"
 timeout -k 5 "${TESTS_S:-100}" build/release/gpu-tests/test_ops_gpu >"$OUT/test_ops_gpu.log" 2>&1
 echo "test_ops_gpu: exit $?, $(grep -c '^ok' "$OUT/test_ops_gpu.log") ok, $(grep -c '^not ok' "$OUT/test_ops_gpu.log") not ok"
 grep -E '^not ok' "$OUT/test_ops_gpu.log" | head -20
-grep -E 'matmul_d?gelu|second stream' "$OUT/test_ops_gpu.log" | head -40
+grep -E 'matmul_d?gelu|second stream|\[ds bwd\]' "$OUT/test_ops_gpu.log" | head -60
 echo "== A/B steps"
-OUT=$OUT/bench BENCH_BUDGET_S="${AB_S:-300}" \
-    BENCH_ONLY="${AB_STEPS:-traind_eval256_fused traind_eval256 traind_train128 traind_train128_fused traind_train128_streams traind_train128_both traind_train32 traind_train32_streams}" \
+OUT=$OUT/bench BENCH_BUDGET_S="${AB_S:-330}" \
+    BENCH_ONLY="${AB_STEPS:-traind_eval256_fused traind_eval256 traind_train128 traind_train128_fused traind_train128_streams traind_train128_dsbwd traind_train128_all traind_train32 traind_train32_all}" \
     bench/run_device.sh 2>&1 | grep -E '^==|^!!|^RESULT' | cut -c1-400
 grep -hE 'product \+|cuDNN' "$OUT/bench/bench.log" 2>/dev/null | sort | uniq -c | head -20

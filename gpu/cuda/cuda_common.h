@@ -123,6 +123,7 @@ typedef struct {
 
     cu_attn_mode_t attn_mode;
     int attn_cudnn;                     /* bf16 forward through cuDNN first (TRAIND_ATTENTION=own: no) */
+    int attn_bwd_ds;                    /* TRAIND_ATTN_BWD=ds: dS^T stored, dQ by cuBLAS (attention.cu) */
     void *dnn;                          /* cuDNN library and handle (cudnn.cu), made on first use */
     void *sdpa;                         /* fused attention plans (sdpa_cudnn.cu) */
     void *mmgelu;                       /* product + bias + GELU plans (matmul_gelu.cu) */
@@ -154,7 +155,7 @@ static inline void cu_enter(backend_t *b) { CU_CHECK(cudaSetDevice(cu_impl(b)->d
  * Growing a slot frees the old buffer (cudaFree synchronizes the device), so
  * earlier queued work is never left reading freed memory. One op never uses
  * a slot twice for different things:
- *   0  matmul: bf16 copy of dout, fp32 intermediate, bf16 bias
+ *   0  matmul: bf16 copy of dout, fp32 intermediate, bf16 bias; attention backward: dS^T (TRAIND_ATTN_BWD=ds)
  *   1  attention: score chunks (cuBLAS path), D and bf16 dO (tensor-core
  *      backward); AdamW run/tile tables
  *   2  attention (cuBLAS path): permuted q, k, v, dO; LayerNorm dw/db partials

@@ -1126,7 +1126,10 @@ int main(int argc, char **argv) {
     setenv("TRAIND_ATTENTION", "own", 1);
     backend_t *Gown = backend_cuda_create(0, err, sizeof err);
     unsetenv("TRAIND_ATTENTION");
-    if (!Gcublas || !Gown) { printf("Bail out! second cuda backend: %s\n", err); return 1; }
+    setenv("TRAIND_ATTN_BWD", "ds", 1);   /* the backward's dQ through dS^T and cuBLAS */
+    backend_t *Gds = backend_cuda_create(0, err, sizeof err);
+    unsetenv("TRAIND_ATTN_BWD");
+    if (!Gcublas || !Gown || !Gds) { printf("Bail out! second cuda backend: %s\n", err); return 1; }
     diag("device: %s", G->device_name(G));
     const char *quick = getenv("TEST_QUICK"), *bench = getenv("TEST_BENCH");
     dtype_t dts[2] = {DT_F32, DT_BF16};
@@ -1193,10 +1196,11 @@ int main(int argc, char **argv) {
     t_layernorm(9, 768, DT_F32);
     for (int k = 0; k < 2; k++) {
         dtype_t cdt = dts[k];
-        /* default (bf16 forward through cuDNN where it loads), own fused kernels, cuBLAS */
-        backend_t *impls[3] = {G, Gown, Gcublas};
-        const char *names[3] = {"default", "own", "cublas"};
-        for (int im = 0; im < 3; im++) {
+        /* default (bf16 forward through cuDNN where it loads), own fused kernels, cuBLAS,
+         * the backward's dQ from a stored dS^T (TRAIND_ATTN_BWD=ds) */
+        backend_t *impls[4] = {G, Gown, Gcublas, Gds};
+        const char *names[4] = {"default", "own", "cublas", "ds bwd"};
+        for (int im = 0; im < 4; im++) {
             t_attention(impls[im], names[im], 2, 257, 16, 64, cdt);
             t_attention(impls[im], names[im], 3, 50, 2, 32, cdt);
             t_attention(impls[im], names[im], 1, 7, 3, 64, cdt);
@@ -1245,6 +1249,16 @@ int main(int argc, char **argv) {
 
 benches:
     if (bench) {
+        /* the newest ways first (a device call may cut the list short) */
+        bench_matmul_gelu(0, 32 * 257, 4096, 1024);    /* fc1, train b32 (frozen blocks) */
+        bench_matmul_gelu(0, 128 * 257, 4096, 1024);   /* train b128 */
+        bench_matmul_gelu(0, 256 * 257, 4096, 1024);   /* eval b256 */
+        bench_matmul_gelu(1, 32 * 257, 1024, 4096);    /* fc2's input gradient + GELU', train b32 */
+        bench_matmul_gelu(1, 128 * 257, 1024, 4096);   /* train b128 */
+        bench_attention(G, "default", 32, 257, 16, 64, DT_BF16);
+        bench_attention(Gds, "ds bwd", 32, 257, 16, 64, DT_BF16);
+        bench_attention(Gds, "ds bwd", 128, 257, 16, 64, DT_BF16);   /* train b128 */
+        bench_attention(G, "default", 128, 257, 16, 64, DT_BF16);
         for (int k = 0; k < 2; k++) {
             bench_attention(G, "default", 32, 257, 16, 64, dts[k]);
             bench_attention(Gown, "own", 32, 257, 16, 64, dts[k]);
@@ -1272,16 +1286,12 @@ benches:
         bench_matmul(32 * 257, 3 * 1024, 1024, DT_BF16);
         bench_matmul(32 * 257, 4096, 1024, DT_BF16);
         bench_matmul(8192, 8192, 8192, DT_BF16);
-        bench_matmul_gelu(0, 32 * 257, 4096, 1024);    /* fc1, train b32 (frozen blocks) */
-        bench_matmul_gelu(0, 128 * 257, 4096, 1024);   /* train b128 */
-        bench_matmul_gelu(0, 256 * 257, 4096, 1024);   /* eval b256 */
-        bench_matmul_gelu(1, 32 * 257, 1024, 4096);    /* fc2's input gradient + GELU', train b32 */
-        bench_matmul_gelu(1, 128 * 257, 1024, 4096);   /* train b128 */
         bench_matmul(4096, 4096, 4096, DT_F32);
     }
 
     Gcublas->destroy(Gcublas);
     Gown->destroy(Gown);
+    Gds->destroy(Gds);
     G->destroy(G);
     C->destroy(C);
     return tap_done();
