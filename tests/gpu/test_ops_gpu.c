@@ -1208,6 +1208,10 @@ int main(int argc, char **argv) {
             if (!quick) t_attention(impls[im], names[im], 1, 261, 4, 64, cdt);
         }
     }
+    /* the dS way at T a multiple of 8 (dS^T rows without padding), of the 64-row tiles, and one past */
+    t_attention(Gds, "ds bwd", 2, 256, 4, 64, DT_BF16);
+    t_attention(Gds, "ds bwd", 3, 64, 2, 64, DT_BF16);
+    t_attention(Gds, "ds bwd", 1, 129, 2, 64, DT_BF16);
     /* the cuDNN path with its tail rows split off (automatic only at large batch x heads) */
     setenv("TRAIND_CUDNN_SPLIT", "1", 1);
     t_attention(G, "default, split", 2, 257, 16, 64, DT_BF16);   /* 1 tail row */
