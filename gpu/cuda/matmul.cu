@@ -13,6 +13,8 @@
 #include <cstring>
 #include "gpu/cuda/cuda_common.h"
 
+static void cu_side_release(cu_impl_t *c);
+
 void cu_lt_init(backend_t *b) {
     cu_impl_t *c = cu_impl(b);
     CUBLAS_CHECK(cublasLtCreate(&c->lt));
@@ -33,14 +35,8 @@ static void cu_lt_plan_release(cu_lt_plan_t *p) {
 
 void cu_lt_destroy(backend_t *b) {
     cu_impl_t *c = cu_impl(b);
-    if (c->side_state == 2) {
-        cudaStreamSynchronize(c->side);
-        cudaEventDestroy(c->side_fork);
-        cudaEventDestroy(c->side_join);
-        cudaStreamDestroy(c->side);
-        cudaFree(c->side_ws);
-        c->side_state = 0;
-    }
+    cu_side_release(c);
+    c->side_state = 0;
     for (int i = 0; i < CU_LT_CACHE; i++) cu_lt_plan_release(&c->plans[i]);
     if (c->lt) cublasLtDestroy(c->lt);
     c->lt = NULL;
@@ -182,31 +178,32 @@ static void cu_lt_matmul(backend_t *b, int transa, int transb, int m, int n, int
     cu_lt_matmul_on(b, c->stream, c->lt_ws, transa, transb, m, n, k, A, lda, B, ldb, D, ldc, ab, dt, bias, beta1);
 }
 
+/* The second stream's resources, whichever exist (cudaStream_t and cudaEvent_t are pointers). */
+static void cu_side_release(cu_impl_t *c) {
+    if (c->side) cudaStreamSynchronize(c->side);
+    if (c->side_fork) cudaEventDestroy(c->side_fork);
+    if (c->side_join) cudaEventDestroy(c->side_join);
+    if (c->side) cudaStreamDestroy(c->side);
+    if (c->side_ws) cudaFree(c->side_ws);
+    c->side = NULL;
+    c->side_ws = NULL;
+    c->side_fork = c->side_join = NULL;
+}
+
 /* The second stream for dW products (TRAIND_MATMUL_STREAMS=2), made on first use;
  * 0 when off or when it cannot be made (then everything stays on one stream). */
 static int cu_side_ready(backend_t *b) {
     cu_impl_t *c = cu_impl(b);
     if (c->side_state != 1) return c->side_state == 2;
-    if (cudaStreamCreateWithFlags(&c->side, cudaStreamNonBlocking) != cudaSuccess) goto fail;
-    if (cudaMalloc(&c->side_ws, CU_LT_WORKSPACE) != cudaSuccess) {
-        cudaStreamDestroy(c->side);
-        goto fail;
+    if (cudaStreamCreateWithFlags(&c->side, cudaStreamNonBlocking) == cudaSuccess &&
+        cudaMalloc(&c->side_ws, CU_LT_WORKSPACE) == cudaSuccess &&
+        cudaEventCreateWithFlags(&c->side_fork, cudaEventDisableTiming) == cudaSuccess &&
+        cudaEventCreateWithFlags(&c->side_join, cudaEventDisableTiming) == cudaSuccess) {
+        c->side_state = 2;
+        return 1;
     }
-    if (cudaEventCreateWithFlags(&c->side_fork, cudaEventDisableTiming) != cudaSuccess) {
-        cudaFree(c->side_ws);
-        cudaStreamDestroy(c->side);
-        goto fail;
-    }
-    if (cudaEventCreateWithFlags(&c->side_join, cudaEventDisableTiming) != cudaSuccess) {
-        cudaEventDestroy(c->side_fork);
-        cudaFree(c->side_ws);
-        cudaStreamDestroy(c->side);
-        goto fail;
-    }
-    c->side_state = 2;
-    return 1;
-fail:
     (void)cudaGetLastError();
+    cu_side_release(c);
     fprintf(stderr, "traind: no second stream for the dW products (TRAIND_MATMUL_STREAMS=2); one stream\n");
     c->side_state = -1;
     return 0;
