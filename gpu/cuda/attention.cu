@@ -844,9 +844,11 @@ static void cu_attn_tc_bwd(backend_t *b, void *dqkv, dtype_t ddt, float *dbias, 
 
 /* ======================= C. cuBLAS fallback ======================= */
 
-/* dst[(b*NH+h), t, d] (ddt) = src[b, t, part, h, d] (sdt), part-stride NH*HS, token stride ld. */
-__global__ void cu_attn_gather_kernel(void *dst, dtype_t ddt, const void *src, dtype_t sdt, int Bn, int T,
-                                      int NH, int HS, size_t ld, size_t part_off) {
+/* Between the token-major layout [b, t, part, h, d] (token stride ld, the part at
+ * part_off) and the head-major [(b*NH+h), t, d]: gather (to_bh) dst[(b*NH+h), t, d]
+ * (ddt) = src[b, t, part, h, d] (sdt); scatter (!to_bh) the inverse. */
+__global__ void cu_attn_permute_kernel(void *dst, dtype_t ddt, const void *src, dtype_t sdt, int Bn, int T,
+                                       int NH, int HS, size_t ld, size_t part_off, bool to_bh) {
     size_t n = (size_t)Bn * NH * T * HS;
     for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
         int d = (int)(e % HS);
@@ -854,38 +856,28 @@ __global__ void cu_attn_gather_kernel(void *dst, dtype_t ddt, const void *src, d
         int t = (int)(r % T);
         size_t bh = r / T;
         int h = (int)(bh % NH), bi = (int)(bh / NH);
-        size_t s = ((size_t)bi * T + t) * ld + part_off + (size_t)h * HS + d;
-        cu_st(dst, ddt, e, cu_ld(src, sdt, s));
+        size_t tok = ((size_t)bi * T + t) * ld + part_off + (size_t)h * HS + d;
+        if (to_bh) cu_st(dst, ddt, e, cu_ld(src, sdt, tok));
+        else cu_st(dst, ddt, tok, cu_ld(src, sdt, e));
     }
 }
 
-/* Inverse: dst[b, t, part, h, d] = src[(b*NH+h), t, d]. */
-__global__ void cu_attn_scatter_kernel(void *dst, dtype_t ddt, const void *src, dtype_t sdt, int Bn, int T,
-                                       int NH, int HS, size_t ld, size_t part_off) {
+static void cu_attn_permute(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, int Bn, int T,
+                            int NH, int HS, size_t ld, size_t part_off, bool to_bh) {
     size_t n = (size_t)Bn * NH * T * HS;
-    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
-        int d = (int)(e % HS);
-        size_t r = e / HS;
-        int t = (int)(r % T);
-        size_t bh = r / T;
-        int h = (int)(bh % NH), bi = (int)(bh / NH);
-        size_t o = ((size_t)bi * T + t) * ld + part_off + (size_t)h * HS + d;
-        cu_st(dst, ddt, o, cu_ld(src, sdt, e));
-    }
+    cu_attn_permute_kernel<<<cu_blocks(n, 256), 256, 0, cu_st(b)>>>(dst, ddt, src, sdt, Bn, T, NH, HS, ld, part_off,
+                                                                   to_bh);
+    CU_LAUNCH_CHECK();
 }
 
 static void cu_attn_gather(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, int Bn, int T,
                            int NH, int HS, size_t ld, size_t part_off) {
-    size_t n = (size_t)Bn * NH * T * HS;
-    cu_attn_gather_kernel<<<cu_blocks(n, 256), 256, 0, cu_st(b)>>>(dst, ddt, src, sdt, Bn, T, NH, HS, ld, part_off);
-    CU_LAUNCH_CHECK();
+    cu_attn_permute(b, dst, ddt, src, sdt, Bn, T, NH, HS, ld, part_off, true);
 }
 
 static void cu_attn_scatter(backend_t *b, void *dst, dtype_t ddt, const void *src, dtype_t sdt, int Bn, int T,
                             int NH, int HS, size_t ld, size_t part_off) {
-    size_t n = (size_t)Bn * NH * T * HS;
-    cu_attn_scatter_kernel<<<cu_blocks(n, 256), 256, 0, cu_st(b)>>>(dst, ddt, src, sdt, Bn, T, NH, HS, ld, part_off);
-    CU_LAUNCH_CHECK();
+    cu_attn_permute(b, dst, ddt, src, sdt, Bn, T, NH, HS, ld, part_off, false);
 }
 
 /* Row softmax of S[rows, T] (fp32, already scaled): P (pdt) and lse. A warp per row. */

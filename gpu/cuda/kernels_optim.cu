@@ -197,6 +197,18 @@ double cu_rel_diff(backend_t *b, const void *x, const void *ref, dtype_t dt, siz
     return r > 0 ? sqrt(d / r) : sqrt(d);   /* NaN when x holds one */
 }
 
+/* The block's {sum, sumsq, min, max, nan, inf, zero} from each thread's, into r (all threads). */
+__device__ void cu_stats_block(double r[7], double s, double q, double mn, double mx, double nn, double ni,
+                               double nz, double *sh) {
+    r[0] = cu_block_reduce(s, sh, cu_add());
+    r[1] = cu_block_reduce(q, sh, cu_add());
+    r[2] = cu_block_reduce(mn, sh, cu_min());
+    r[3] = cu_block_reduce(mx, sh, cu_max());
+    r[4] = cu_block_reduce(nn, sh, cu_add());
+    r[5] = cu_block_reduce(ni, sh, cu_add());
+    r[6] = cu_block_reduce(nz, sh, cu_add());
+}
+
 /* part[blk*7 + k]: {sum, sumsq, min, max, nan, inf, zero} of the block's share. */
 __global__ void __launch_bounds__(CU_RT) cu_stats_part_kernel(double *part, const void *x, dtype_t dt, size_t n) {
     __shared__ double sh[CU_RT];
@@ -212,13 +224,7 @@ __global__ void __launch_bounds__(CU_RT) cu_stats_part_kernel(double *part, cons
         mx = v > mx ? v : mx;
     }
     double r[7];
-    r[0] = cu_block_reduce(s, sh, cu_add());
-    r[1] = cu_block_reduce(q, sh, cu_add());
-    r[2] = cu_block_reduce(mn, sh, cu_min());
-    r[3] = cu_block_reduce(mx, sh, cu_max());
-    r[4] = cu_block_reduce(nn, sh, cu_add());
-    r[5] = cu_block_reduce(ni, sh, cu_add());
-    r[6] = cu_block_reduce(nz, sh, cu_add());
+    cu_stats_block(r, s, q, mn, mx, nn, ni, nz, sh);
     if (threadIdx.x == 0)
         for (int k = 0; k < 7; k++) part[(size_t)blockIdx.x * 7 + k] = r[k];
 }
@@ -234,13 +240,7 @@ __global__ void __launch_bounds__(CU_RT) cu_stats_final_kernel(double *part, int
         nn += p[4]; ni += p[5]; nz += p[6];
     }
     double r[7];
-    r[0] = cu_block_reduce(s, sh, cu_add());
-    r[1] = cu_block_reduce(q, sh, cu_add());
-    r[2] = cu_block_reduce(mn, sh, cu_min());
-    r[3] = cu_block_reduce(mx, sh, cu_max());
-    r[4] = cu_block_reduce(nn, sh, cu_add());
-    r[5] = cu_block_reduce(ni, sh, cu_add());
-    r[6] = cu_block_reduce(nz, sh, cu_add());
+    cu_stats_block(r, s, q, mn, mx, nn, ni, nz, sh);
     if (threadIdx.x == 0) {
         if (r[2] > r[3]) r[2] = r[3] = 0;   /* no finite value */
         for (int k = 0; k < 7; k++) part[CU_RED_BLOCKS * 7 + k] = r[k];
