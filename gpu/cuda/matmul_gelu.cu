@@ -96,6 +96,20 @@ static int cu_mg_apply(cu_dnn_t *d, const cu_mg_step_t *steps, size_t n, char *w
 #define CU_MG_SET(desc, attr, type, ptr, what) {desc, attr, type, ptr, what}
 #define CU_MG_DESC(desc, attr, ptr, what) {desc, attr, CUDNN_TYPE_BACKEND_DESCRIPTOR, ptr, what}
 
+/* A finalized pointwise descriptor of mode, computing in f32; NULL with why[]. */
+static cudnnBackendDescriptor_t cu_mg_pointwise(cu_dnn_t *d, cu_dnn_bag_t *g, cudnnPointwiseMode_t mode,
+                                                const char *what, char *why, size_t whylen) {
+    cudnnBackendDescriptor_t pw = cu_dnn_new(d, g, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, why, whylen);
+    if (!pw) return NULL;
+    const cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
+    const cu_mg_step_t st[] = {
+        CU_MG_SET(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, &mode, what),
+        CU_MG_SET(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, &f32, what),
+        CU_MG_FIN(pw, what),
+    };
+    return cu_mg_apply(d, st, sizeof st / sizeof st[0], why, whylen) ? NULL : pw;
+}
+
 /* The graph of one kind, its operations finalized into ops[]; how many (0 with why[]). */
 static int cu_mg_graph(cu_dnn_t *d, cu_dnn_bag_t *g, int kind, int M, int N, int K, cudnnBackendDescriptor_t ops[3],
                        char *why, size_t whylen) {
@@ -131,19 +145,13 @@ static int cu_mg_graph(cu_dnn_t *d, cu_dnn_bag_t *g, int kind, int M, int N, int
                                                          why, whylen) : NULL;
         cudnnBackendDescriptor_t tO = tS ? cu_dnn_tensor(d, g, CU_MG_UID_OUT, CUDNN_DATA_BFLOAT16, 3, dp, sp, 0, why,
                                                          whylen) : NULL;
-        cudnnBackendDescriptor_t add = tO ? cu_dnn_new(d, g, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, why, whylen) : NULL;
-        cudnnBackendDescriptor_t gelu = add ? cu_dnn_new(d, g, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, why, whylen) : NULL;
+        cudnnBackendDescriptor_t add = tO ? cu_mg_pointwise(d, g, CUDNN_POINTWISE_ADD, "add", why, whylen) : NULL;
+        cudnnBackendDescriptor_t gelu = add ? cu_mg_pointwise(d, g, CUDNN_POINTWISE_GELU_FWD, "gelu", why, whylen)
+                                            : NULL;
         ops[1] = gelu ? cu_dnn_new(d, g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, why, whylen) : NULL;
         ops[2] = ops[1] ? cu_dnn_new(d, g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, why, whylen) : NULL;
         if (!ops[2]) return 0;
-        const cudnnPointwiseMode_t m_add = CUDNN_POINTWISE_ADD, m_gelu = CUDNN_POINTWISE_GELU_FWD;
         const cu_mg_step_t st[] = {
-            CU_MG_SET(add, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, &m_add, "add mode"),
-            CU_MG_SET(add, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, &f32, "add precision"),
-            CU_MG_FIN(add, "add finalize"),
-            CU_MG_SET(gelu, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, &m_gelu, "gelu mode"),
-            CU_MG_SET(gelu, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, &f32, "gelu precision"),
-            CU_MG_FIN(gelu, "gelu finalize"),
             CU_MG_DESC(ops[1], CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, &add, "add descriptor"),
             CU_MG_DESC(ops[1], CUDNN_ATTR_OPERATION_POINTWISE_XDESC, &tP, "add x"),
             CU_MG_DESC(ops[1], CUDNN_ATTR_OPERATION_POINTWISE_BDESC, &tb, "add bias"),
@@ -159,14 +167,10 @@ static int cu_mg_graph(cu_dnn_t *d, cu_dnn_bag_t *g, int kind, int M, int N, int
     cudnnBackendDescriptor_t tX = cu_dnn_tensor(d, g, CU_MG_UID_X, CUDNN_DATA_BFLOAT16, 3, dp, sp, 0, why, whylen);
     cudnnBackendDescriptor_t tG = tX ? cu_dnn_tensor(d, g, CU_MG_UID_OUT, CUDNN_DATA_BFLOAT16, 3, dp, sp, 0, why,
                                                      whylen) : NULL;
-    cudnnBackendDescriptor_t dgelu = tG ? cu_dnn_new(d, g, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, why, whylen) : NULL;
+    cudnnBackendDescriptor_t dgelu = tG ? cu_mg_pointwise(d, g, CUDNN_POINTWISE_GELU_BWD, "gelu'", why, whylen) : NULL;
     ops[1] = dgelu ? cu_dnn_new(d, g, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, why, whylen) : NULL;
     if (!ops[1]) return 0;
-    const cudnnPointwiseMode_t m_dgelu = CUDNN_POINTWISE_GELU_BWD;
     const cu_mg_step_t st[] = {
-        CU_MG_SET(dgelu, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, &m_dgelu, "gelu' mode"),
-        CU_MG_SET(dgelu, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, &f32, "gelu' precision"),
-        CU_MG_FIN(dgelu, "gelu' finalize"),
         CU_MG_DESC(ops[1], CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, &dgelu, "gelu' descriptor"),
         CU_MG_DESC(ops[1], CUDNN_ATTR_OPERATION_POINTWISE_XDESC, &tX, "gelu' x"),
         CU_MG_DESC(ops[1], CUDNN_ATTR_OPERATION_POINTWISE_DYDESC, &tP, "gelu' dy"),
