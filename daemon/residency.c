@@ -586,9 +586,10 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
                  res.listed ? "the frames from its list, the manifest not parsed" : "the manifest parsed");
     else
         log_info(NULL, "dataset %s: imported %lld of %lld frames (%lld skipped) in %.2f s (%.0f images/s; %.3f s "
-                 "before: manifest %.3f, files %.3f, key %.3f)", x->name, (long long)res.imported,
-                 (long long)res.frames, (long long)res.skipped, res.seconds, res.images_per_s, res.prepare_s,
-                 res.prepare_parts[0], res.prepare_parts[1], res.prepare_parts[2]);
+                 "before: manifest %.3f (read %.3f, parse %.3f, hash %.3f beside), files %.3f, key %.3f)", x->name,
+                 (long long)res.imported, (long long)res.frames, (long long)res.skipped, res.seconds,
+                 res.images_per_s, res.prepare_s, res.prepare_parts[0], res.manifest_parts[0], res.manifest_parts[1],
+                 res.manifest_parts[2], res.prepare_parts[1], res.prepare_parts[2]);
     if (res.gpu_frames > 0 && !res.cache_hit)
         log_info(NULL, "dataset %s: %lld frames decoded by %s; its feeding threads' seconds: reading %.3f, in the "
                  "decoder %.3f (its calls %.3f, waiting for the resize and copy back %.3f, copying out %.3f), the "

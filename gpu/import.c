@@ -201,12 +201,15 @@ typedef struct {
     size_t len;
     char *out;                      /* [65] */
     int rc;
+    double seconds;
     char err[256];
 } imp_hash_t;
 
 static void *imp_hash_main(void *arg) {
     imp_hash_t *h = arg;
+    double t = mono_now();
     h->rc = sha256_buf(h->text, h->len, h->out, h->err, sizeof h->err);
+    h->seconds = mono_now() - t;
     return NULL;
 }
 
@@ -218,9 +221,11 @@ static void imp_manifest_at(manifest_t *m, const char *rp) {
     snprintf(m->path, sizeof m->path, "%s", rp);
 }
 
-/* Loads the manifest at path (JSON Lines file, or FreiHAND directory / *_xyz.json).
+/* Loads the manifest at path (JSON Lines file, or FreiHAND directory / *_xyz.json),
+ * with the seconds of reading, parsing and hashing a JSON Lines one in times[3].
  * 0, IMPORT_FORBIDDEN or -1 with err. */
-static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_t *m, char *err, size_t errlen) {
+static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_t *m, double times[3], char *err,
+                             size_t errlen) {
     memset(m, 0, sizeof *m);
     char rp[PATH_MAX];
     struct stat st;
@@ -245,17 +250,22 @@ static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_
     size_t len = 0, klen = 0;
     if (!freihand) {
         imp_manifest_at(m, rp);
+        double t0 = mono_now();
         char *text = imp_read_file(rp, o, MF_MAX_BYTES, &len, &r, err, errlen);
         if (!text) return r;
+        double t1 = mono_now();
         /* the hash beside the parse (each ~30 ms for 8000 frames on the GPU machine) */
-        imp_hash_t hj = {text, len, m->sha256, -1, ""};
+        imp_hash_t hj = {text, len, m->sha256, -1, 0.0, ""};
         pthread_t ht;
         int threaded = pthread_create(&ht, NULL, imp_hash_main, &hj) == 0;
         char dcopy[PATH_MAX];
         snprintf(dcopy, sizeof dcopy, "%s", m->dir);
         r = manifest_parse(text, len, rp, dcopy, o->threads > 0 ? o->threads : imp_cpus(), m, err, errlen);
+        times[0] = t1 - t0;
+        times[1] = mono_now() - t1;
         if (threaded) pthread_join(ht, NULL);
         else imp_hash_main(&hj);
+        times[2] = hj.seconds;
         free(text);
         if (r == 0 && hj.rc) {
             manifest_free(m);
@@ -1206,7 +1216,7 @@ static int imp_run_once(const char *manifest, const char *cache_root, const char
     }
     manifest_t m;
     const int listed = try_list && cache_root && !final_dir && imp_list_load(manifest, cache_root, o, &m) == 1;
-    int rc = listed ? 0 : imp_load_manifest(manifest, o, &m, err, errlen);
+    int rc = listed ? 0 : imp_load_manifest(manifest, o, &m, res->manifest_parts, err, errlen);
     if (rc) {
         manifest_free(&m);
         return rc;
@@ -1543,10 +1553,11 @@ int import_main(int argc, char **argv) {
         return 1;
     }
     printf("imported %lld of %lld frames (%lld skipped) as %dx%d (%s) into %s in %.2f s (%.0f images/s; decoder %s, "
-           "%lld frames on it; %.3f s before: manifest %.3f, files %.3f, key %.3f)\n", (long long)res.imported,
-           (long long)res.frames, (long long)res.skipped, o.image_size, o.image_size, o.crop ? "crop" : "stretch", out,
-           res.seconds, res.images_per_s, res.decoder, (long long)res.gpu_frames, res.prepare_s,
-           res.prepare_parts[0], res.prepare_parts[1], res.prepare_parts[2]);
+           "%lld frames on it; %.3f s before: manifest %.3f (read %.3f, parse %.3f, hash %.3f beside), files %.3f, "
+           "key %.3f)\n", (long long)res.imported, (long long)res.frames, (long long)res.skipped, o.image_size,
+           o.image_size, o.crop ? "crop" : "stretch", out, res.seconds, res.images_per_s, res.decoder,
+           (long long)res.gpu_frames, res.prepare_s, res.prepare_parts[0], res.manifest_parts[0],
+           res.manifest_parts[1], res.manifest_parts[2], res.prepare_parts[1], res.prepare_parts[2]);
     if (res.gpu_frames > 0)
         printf("the decoder's feeding threads' seconds: reading %.3f, in the decoder %.3f (its calls %.3f, waiting "
                "for the resize and copy back %.3f, copying out %.3f), the rest %.3f\n", res.feed_s[0], res.feed_s[1],
