@@ -19,12 +19,12 @@ TEST_BENCH=only timeout -k 5 "${OPS_S:-90}" build/release/gpu-tests/test_ops_gpu
 grep -E '^# bench matmul|^# bench attention\[(ds bwd|default)\] Bn=(32|128) T=257 NH=16 HS=64 bf16|product \+|cuDNN' \
     "$OUT/ops_bench.log" | sort | uniq -c | sort -rn | head -30
 echo "== test_ops_gpu"
-timeout -k 5 "${TESTS_S:-100}" build/release/gpu-tests/test_ops_gpu >"$OUT/test_ops_gpu.log" 2>&1
+timeout -k 5 "${TESTS_S:-150}" build/release/gpu-tests/test_ops_gpu >"$OUT/test_ops_gpu.log" 2>&1
 echo "test_ops_gpu: exit $?, $(grep -c '^ok' "$OUT/test_ops_gpu.log") ok, $(grep -c '^not ok' "$OUT/test_ops_gpu.log") not ok"
 grep -E '^not ok' "$OUT/test_ops_gpu.log" | head -20
 grep -E 'matmul_d?gelu|second stream|\[ds bwd\]' "$OUT/test_ops_gpu.log" | head -60
 echo "== A/B steps"
-OUT=$OUT/bench BENCH_BUDGET_S="${AB_S:-330}" \
+OUT=$OUT/bench BENCH_BUDGET_S="${AB_S:-300}" \
     BENCH_ONLY="${AB_STEPS:-traind_eval256_fused traind_eval256 traind_train128 traind_train128_fused traind_train128_streams traind_train128_dsbwd traind_train128_all traind_train32 traind_train32_all}" \
     bench/run_device.sh 2>&1 | grep -E '^==|^!!|^RESULT' | cut -c1-400
 grep -hE 'product \+|cuDNN' "$OUT/bench/bench.log" 2>/dev/null | sort | uniq -c | head -20
