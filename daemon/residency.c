@@ -454,6 +454,7 @@ static int import_streamed_ok(residency_t *r, res_ds_t *x, const imp_ud_t *u) {
  * when there is none (the cpu backend, no nvJPEG: said once in the log). */
 #define IMPORT_GPU_THREADS 4
 #define IMPORT_GPU_BATCH 64
+#define IMPORT_PINNED 1   /* shard slots in pinned memory lent by the decoder: +5 % end to end on an H100 */
 /* Benchmark knobs (bench/import_device.sh), not configuration: an integer
  * environment variable in lo..hi, else def. */
 static int env_int(const char *name, int lo, int hi, int def) {
@@ -482,7 +483,7 @@ static jpeg_gpu_t *import_gpu(residency_t *r) {
     if (r->jpeg) {
         double t1 = mono_now();
         /* the slots pinned now, not in the first import (only when imports use them) */
-        int pinned = env_int("TRAIND_IMPORT_PINNED", 0, 1, 0) ? import_gpu_reserve(r->jpeg) : 0;
+        int pinned = env_int("TRAIND_IMPORT_PINNED", 0, 1, IMPORT_PINNED) ? import_gpu_reserve(r->jpeg) : 0;
         log_info(NULL, "imports: JPEG frames decoded by %s on device %d (%d threads, batches of %d) beside the CPU "
                  "decoders; opened in %.2f s, %d shard slots of pinned host memory (%.0f MB) in %.2f s",
                  r->jpeg->name, r->jpeg->device, r->jpeg->threads, r->jpeg->batch, t1 - t0, pinned,
@@ -533,7 +534,7 @@ static int import_one(residency_t *r, res_ds_t *x, int *resident, char *msg, siz
                        .roots = roots, .n_roots = d->cfg.n_roots, .cancel = &x->cancel,
                        .progress = on_import_progress, .admit = on_import_admit, .ud = &u,
                        .threads = env_int("TRAIND_IMPORT_THREADS", 1, 256, 0),
-                       .pinned_slots = env_int("TRAIND_IMPORT_PINNED", 0, 1, 0)};
+                       .pinned_slots = env_int("TRAIND_IMPORT_PINNED", 0, 1, IMPORT_PINNED)};
     if (!o.skip) o.sink = on_import_rows;
     o.gpu = import_gpu(r);
     if (o.n_roots == 0) {

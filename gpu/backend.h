@@ -120,19 +120,15 @@ struct backend {
                        const float *bias, dtype_t cdt, int M, int N, int K);
     /* The MLP's first product when its pre-activation is not kept (a frozen block,
      * eval, inference): out[M,N] (odt) = gelu(inp @ w^T + bias), exact (erf) GELU.
-     * tmp[M,N] (odt) may be written: the reference is matmul_fwd into tmp, then
-     * gelu_fwd (the product rounded to odt before the GELU); the CUDA backend may
-     * instead apply the GELU to the f32 sum in the product's epilogue (cuDNN,
-     * gpu/cuda/matmul_gelu.cu: one rounding, about one bf16 step from the reference). */
+     * tmp[M,N] (odt) may be written: matmul_fwd into tmp, then gelu_fwd (the
+     * product rounded to odt before the GELU). */
     void (*matmul_gelu_fwd)(backend_t *b, void *out, dtype_t odt, void *tmp, const void *inp, const void *w,
                             const float *bias, dtype_t cdt, int M, int N, int K);
     /* The backward through a product and the GELU before it (fc2's input gradient,
      * then GELU'): g[M,K] (gdt) = (dout[M,N] @ w[N,K]) * gelu'(x[M,K]), dout, w and x
      * (the GELU's input) in cdt; dbias[K] += the column sums of g (may be NULL).
-     * tmp[M,K] f32 may be written; g aliases none of dout, x, tmp. The reference is
-     * matmul_bwd (dinp = tmp) then gelu_bwd; the CUDA backend may instead apply
-     * gelu' to the f32 product in its epilogue (cuDNN, gpu/cuda/matmul_gelu.cu) and
-     * sum the bias gradient from the stored bf16 g. */
+     * tmp[M,K] f32 may be written; g aliases none of dout, x, tmp: matmul_bwd
+     * (dinp = tmp) then gelu_bwd. */
     void (*matmul_dgelu)(backend_t *b, void *g, dtype_t gdt, float *dbias, float *tmp, const void *dout,
                          const void *w, const void *x, dtype_t cdt, int M, int N, int K);
     /* dinp[M,K] = dout @ w; dw[N,K] += dout^T @ inp; dbias[N] += sum_m dout.

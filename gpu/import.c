@@ -1542,7 +1542,7 @@ int import_main(int argc, char **argv) {
             return 1;
         }
         const char *pe = getenv("TRAIND_IMPORT_PINNED");
-        o.pinned_slots = pe && strcmp(pe, "1") == 0;
+        o.pinned_slots = o.gpu && !(pe && strcmp(pe, "0") == 0);   /* pinned unless asked not to */
         if (o.pinned_slots) import_gpu_reserve(o.gpu);
     }
     int rc = import_to_dir(manifest, out, &o, &res, err, sizeof err);

@@ -103,8 +103,8 @@ typedef struct {
     jpeg_gpu_t *gpu;                 /* may be NULL; else gpu->threads more pool threads hand it batches of
                                       * plain JPEGs (imgdec_jpeg_plain), the other frames decoded on the CPU */
     int pinned_slots;                /* with gpu: the shard slots from gpu->host_alloc (pinned), its frames
-                                      * copied back straight into them; 0: malloc'd slots. Off unless asked
-                                      * (TRAIND_IMPORT_PINNED=1) until it has been measured on a card */
+                                      * copied back straight into them; 0: malloc'd slots (the daemon and
+                                      * `traind import` pin them unless TRAIND_IMPORT_PINNED=0) */
     void *ud;
 } import_opts_t;
 

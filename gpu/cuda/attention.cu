@@ -562,20 +562,15 @@ __device__ __forceinline__ void tc_store2(void *p, bool bf, size_t i, float x, f
     else *(float2 *)((float *)p + i) = make_float2(x, y);
 }
 
-template <bool DS>
 __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(void *dqkv, bool out_bf16, float *part,
-                                                              __nv_bfloat16 *dsT, int Tpad,
                                                               const __nv_bfloat16 *gb16,
                                                               const __nv_bfloat16 *qkv, const float *Dg_all,
                                                               const float *lse, int T, int NH, float scale) {
     __shared__ __align__(128) __nv_bfloat16 X[2][TC_TILE], Y[2][TC_TILE];
     __shared__ float csum[2][4][TC_HS];   /* epilogue: per warp, the column sums of acc1, acc2 */
-    __shared__ float kcs[TC_ROWS];        /* epilogue (dsT): each own key's sum of dS over the queries */
     const float log2e = 1.4426950408889634f, sl2 = scale * log2e;
     __shared__ __align__(8) float Ls[2][TC_ROWS], Ds[2][TC_ROWS];
-    /* DS (dsT given): every block takes role 1 (blockIdx.z = batch) */
-    int bi = DS ? blockIdx.z : blockIdx.z >> 1, role = DS ? 1 : blockIdx.z & 1, h = blockIdx.y;
-    int r0 = blockIdx.x * TC_ROWS;
+    int bi = blockIdx.z >> 1, role = blockIdx.z & 1, h = blockIdx.y, r0 = blockIdx.x * TC_ROWS;
     int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     size_t ld3 = (size_t)3 * NH * TC_HS, ldo = (size_t)NH * TC_HS;
     const __nv_bfloat16 *qb = qkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
@@ -587,8 +582,6 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(void *dqkv, bool o
     int nown = min(TC_ROWS, T - r0), ntiles = (T + TC_ROWS - 1) / TC_ROWS;
     bool active = w * 16 < nown;
     float s[4][4], dp[4][4], acc1[8][4], acc2[8][4];
-    float kc0 = 0.0f, kc1 = 0.0f;   /* dsT: this lane's part of its two keys' sums of dS over the queries */
-    __nv_bfloat16 *dsb = DS ? dsT + ((size_t)bi * NH + h) * T * Tpad : NULL;   /* [key][Tpad] of this (batch, head) */
     uint32_t fa[4][4], fb[4][4];
 #pragma unroll
     for (int n = 0; n < 8; n++)
@@ -665,21 +658,6 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(void *dqkv, bool o
                             dp[n][2 + e] = p1 * (dp[n][2 + e] - Dq);
                         }
                     }
-                    if (DS) {
-                        /* dS^T rounded to bf16 (as the products below round it) into
-                         * dsT[key][q] for the dQ product; queries >= T are zero */
-                        int k0 = r0 + w * 16 + g, k1 = k0 + 8;
-#pragma unroll
-                        for (int n = 0; n < 4; n++) {
-                            int q = j0 + hh * 32 + n * 8 + 2 * t;   /* even; Tpad even: q < T keeps q+1 in the row */
-                            __nv_bfloat162 v0 = __floats2bfloat162_rn(dp[n][0], dp[n][1]);
-                            __nv_bfloat162 v1 = __floats2bfloat162_rn(dp[n][2], dp[n][3]);
-                            if (q < T && k0 < T) *(__nv_bfloat162 *)(dsb + (size_t)k0 * Tpad + q) = v0;
-                            if (q < T && k1 < T) *(__nv_bfloat162 *)(dsb + (size_t)k1 * Tpad + q) = v1;
-                            kc0 += __low2float(v0) + __high2float(v0);
-                            kc1 += __low2float(v1) + __high2float(v1);
-                        }
-                    }
                     mma_pb<4>(acc1, s, Yh, lane, nkc);    /* dV += P^T dO */
                     mma_pb<4>(acc2, dp, Xh, lane, nkc);   /* dK += dS^T Q */
                 } else {
@@ -733,16 +711,6 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(void *dqkv, bool o
         }
     }
     if (!part) return;   /* uniform over the grid */
-    if (DS) {   /* each own key's sum of dS over the queries: the quad's lanes, in a fixed order */
-        kc0 += __shfl_xor_sync(0xffffffffu, kc0, 1);
-        kc1 += __shfl_xor_sync(0xffffffffu, kc1, 1);
-        kc0 += __shfl_xor_sync(0xffffffffu, kc0, 2);
-        kc1 += __shfl_xor_sync(0xffffffffu, kc1, 2);
-        if (active && t == 0) {
-            kcs[w * 16 + g] = kc0;
-            kcs[w * 16 + g + 8] = kc1;
-        }
-    }
     /* column sums of the f32 values: rows g and g+8 of each lane, then the 8
      * row groups (lanes that differ in bits 2..4) by a fixed butterfly */
 #pragma unroll
@@ -770,12 +738,6 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(void *dqkv, bool o
         float *pr = part + ((size_t)bi * gridDim.x + blockIdx.x) * ld3 + (size_t)h * TC_HS + c;
         if (role == 0) pr[0] = s1;               /* dQ */
         else { pr[ldo] = s2; pr[2 * ldo] = s1; } /* dK, dV */
-        if (DS) {
-            /* dQ's column sums over these keys' share: sum_i dQ[i] = scale sum_j (sum_i dS[i,j]) k_j */
-            float s0 = 0.0f;
-            for (int j = 0; j < nown; j++) s0 += kcs[j] * __bfloat162float(kb[(size_t)(r0 + j) * ld3 + c]);
-            pr[0] = s0 * scale;
-        }
     }
 }
 
@@ -796,16 +758,6 @@ static void cu_attn_tc_fwd(backend_t *b, void *out, float *lse, const void *qkv,
     cu_attn_tc_fwd_nw<4>(b, out, lse, qkv, Bn, T, NH);
 }
 
-static void cu_gemm_sb(backend_t *b, int ta, int tb, int m, int n, int k, float alpha,
-                       const void *A, int lda, long long sa, const void *B, int ldb, long long sb,
-                       void *C, dtype_t cdt_out, int ldc, long long sc, dtype_t ab, int batch);
-
-/* The backward: by default one launch of both roles (dQ blocks recompute S and
- * dP). With TRAIND_ATTN_BWD=ds, only the key role runs and also stores dS^T in
- * bf16 (Bn*NH*T*Tpad, scratch slot 0); dQ = scale * dS K is then a strided-batched
- * cuBLAS product per head (batch = Bn) straight into dqkv's q part: five
- * products of T x T x 64 per head instead of seven, for one write and one read
- * of dS. */
 static void cu_attn_tc_bwd(backend_t *b, void *dqkv, dtype_t ddt, float *dbias, const float *dout, const void *qkv,
                            const void *out, const float *lse, int Bn, int T, int NH) {
     size_t rows = (size_t)Bn * T * NH;
@@ -818,27 +770,10 @@ static void cu_attn_tc_bwd(backend_t *b, void *dqkv, dtype_t ddt, float *dbias, 
     int nrb = (T + TC_ROWS - 1) / TC_ROWS;
     size_t ld3 = (size_t)3 * NH * TC_HS;
     float *part = dbias ? (float *)cu_scratch(b, 3, (size_t)Bn * nrb * ld3 * sizeof(float)) : NULL;
-    bool ds = cu_impl(b)->attn_bwd_ds;
-    int Tpad = (T + 7) & ~7;   /* 16-byte rows for the product */
-    __nv_bfloat16 *dsT = ds ? (__nv_bfloat16 *)cu_scratch(b, 0, (size_t)Bn * NH * T * Tpad * 2) : NULL;
-    float scale = 1.0f / sqrtf((float)TC_HS);
-    dim3 grid(nrb, NH, ds ? Bn : 2 * Bn);
-    if (ds)
-        cu_attn_bwd_mma_kernel<true><<<grid, 128, 0, cu_st(b)>>>(dqkv, ddt == DT_BF16, part, dsT, Tpad, gb16,
-                                                                (const __nv_bfloat16 *)qkv, Dg, lse, T, NH, scale);
-    else
-        cu_attn_bwd_mma_kernel<false><<<grid, 128, 0, cu_st(b)>>>(dqkv, ddt == DT_BF16, part, NULL, 0, gb16,
-                                                                 (const __nv_bfloat16 *)qkv, Dg, lse, T, NH, scale);
+    dim3 grid(nrb, NH, 2 * Bn);
+    cu_attn_bwd_mma_kernel<<<grid, 128, 0, cu_st(b)>>>(dqkv, ddt == DT_BF16, part, gb16, (const __nv_bfloat16 *)qkv,
+                                                      Dg, lse, T, NH, 1.0f / sqrtf((float)TC_HS));
     CU_LAUNCH_CHECK();
-    if (ds) {
-        /* per head, batch = Bn: dQ^T[64, T] = K^T[64, T(keys)] * op_T(dS[T(q), T(keys)]) in column-major
-         * terms: K^T is qkv's k part (ld ld3), dS (q fastest) is dsT[key][Tpad], dQ^T is dqkv's q part */
-        size_t ldo = (size_t)NH * TC_HS, es = ddt == DT_BF16 ? 2 : 4;
-        for (int h = 0; h < NH; h++)
-            cu_gemm_sb(b, 0, 1, TC_HS, T, T, scale, (const __nv_bfloat16 *)qkv + ldo + (size_t)h * TC_HS, (int)ld3,
-                       (long long)T * ld3, dsT + (size_t)h * T * Tpad, Tpad, (long long)NH * T * Tpad,
-                       (char *)dqkv + (size_t)h * TC_HS * es, ddt, (int)ld3, (long long)T * ld3, DT_BF16, Bn);
-    }
     if (dbias) cu_colsum_finish(b, dbias, part, Bn * nrb, (int)ld3);
 }
 

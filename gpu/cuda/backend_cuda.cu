@@ -115,7 +115,6 @@ static void cu_destroy(backend_t *b) {
         cudaStreamSynchronize(c->stream);
         cu_lt_destroy(b);
         cu_sdpa_destroy(b);
-        cu_matmul_gelu_destroy(b);
         cu_dnn_destroy(b);
         if (c->blas) cublasDestroy(c->blas);
         for (int i = 0; i < CU_NSCRATCH; i++) if (c->scratch[i]) cudaFree(c->scratch[i]);
@@ -533,8 +532,6 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t errlen) 
     const char *am = getenv("TRAIND_ATTENTION");
     c->attn_mode = (am && strcmp(am, "cublas") == 0) ? CU_ATTN_CUBLAS : CU_ATTN_FUSED;
     c->attn_cudnn = !(am && (strcmp(am, "own") == 0 || strcmp(am, "cublas") == 0));
-    const char *ab = getenv("TRAIND_ATTN_BWD");
-    c->attn_bwd_ds = ab && strcmp(ab, "ds") == 0;
 
     b->destroy = cu_destroy;
     b->alloc = cu_alloc;

@@ -9,14 +9,13 @@
  *
  * Files of the backend:
  *   backend_cuda.cu     lifetime, memory, IPC sharing, data ops, the op table
- *   matmul.cu           matrix products through cuBLASLt (+ bias gradient)
+ *   matmul.cu           matrix products through cuBLASLt (+ bias gradient), the MLP's product + GELU
  *   kernels_layers.cu   LayerNorm, GELU, LayerScale, embed, token slice
  *   images.cu           u8 normalization, im2col with augmentation (no FMA contraction)
  *   kernels_optim.cu    hand loss, sumsq, scale, AdamW, stats
  *   attention.cu        fused attention kernels and the cuBLAS fallback
  *   cudnn.cu            cuDNN loaded at run time, its handle, graph/plan helpers (dnn.h)
  *   sdpa_cudnn.cu       attention forward through cuDNN's fused SDPA (bf16)
- *   matmul_gelu.cu      the fc1 product + bias + GELU in one cuDNN pass where faster
  */
 #ifndef TRAIND_CUDA_COMMON_H
 #define TRAIND_CUDA_COMMON_H
@@ -98,13 +97,6 @@ typedef struct {
     cu_lt_plan_t plans[CU_LT_CACHE];    /* cached matmul descriptors and algos */
     long plan_clock;
     int lt_tune;                        /* TRAIND_LT_AUTOTUNE */
-    /* A product's dW beside its dX (TRAIND_MATMUL_STREAMS=2; matmul.cu): a second
-     * stream with its own cuBLASLt workspace and the fork/join events, made at the
-     * first such product (side_state 0 off, 1 on but not made yet, 2 made, -1 failed). */
-    int side_state;
-    cudaStream_t side;
-    void *side_ws;
-    cudaEvent_t side_fork, side_join;
 
     /* Scratch slots (device memory, grown on demand; contents undefined). */
 #define CU_NSCRATCH 5
@@ -123,10 +115,8 @@ typedef struct {
 
     cu_attn_mode_t attn_mode;
     int attn_cudnn;                     /* bf16 forward through cuDNN first (TRAIND_ATTENTION=own: no) */
-    int attn_bwd_ds;                    /* TRAIND_ATTN_BWD=ds: dS^T stored, dQ by cuBLAS (attention.cu) */
     void *dnn;                          /* cuDNN library and handle (cudnn.cu), made on first use */
     void *sdpa;                         /* fused attention plans (sdpa_cudnn.cu) */
-    void *mmgelu;                       /* product + bias + GELU plans (matmul_gelu.cu) */
     char name[256];
 
     /* Test hook TRAIND_TEST_GPU_FAULT=FILE: see cu_fault_check(). */
@@ -155,7 +145,7 @@ static inline void cu_enter(backend_t *b) { CU_CHECK(cudaSetDevice(cu_impl(b)->d
  * Growing a slot frees the old buffer (cudaFree synchronizes the device), so
  * earlier queued work is never left reading freed memory. One op never uses
  * a slot twice for different things:
- *   0  matmul: bf16 copy of dout, fp32 intermediate, bf16 bias; attention backward: dS^T (TRAIND_ATTN_BWD=ds)
+ *   0  matmul: bf16 copy of dout, fp32 intermediate, bf16 bias
  *   1  attention: score chunks (cuBLAS path), D and bf16 dO (tensor-core
  *      backward); AdamW run/tile tables
  *   2  attention (cuBLAS path): permuted q, k, v, dO; LayerNorm dw/db partials
@@ -268,14 +258,13 @@ void cu_attention_bwd(backend_t *b, void *dqkv, dtype_t ddt, float *dbias, const
 int cu_sdpa_fwd(backend_t *b, void *out, float *lse, const void *qkv, int Bn, int T, int NH, int HS);
 void cu_sdpa_destroy(backend_t *b);
 
-/* matmul_gelu.cu: out[M,N] (odt) = gelu(inp[M,K] @ w[N,K]^T + bias[N]); tmp[M,N]
- * (odt) may be written (the two-pass way's product). */
+/* matmul.cu: out[M,N] (odt) = gelu(inp[M,K] @ w[N,K]^T + bias[N]); tmp[M,N]
+ * (odt) is written (the product). */
 void cu_matmul_gelu_fwd(backend_t *b, void *out, dtype_t odt, void *tmp, const void *inp, const void *w,
                         const float *bias, dtype_t cdt, int M, int N, int K);
-/* g[M,K] (gdt) = (dout[M,N] @ w[N,K]) * gelu'(x[M,K]); dbias[K] += sum_m g; tmp[M,K] f32 may be written. */
+/* g[M,K] (gdt) = (dout[M,N] @ w[N,K]) * gelu'(x[M,K]); dbias[K] += sum_m g; tmp[M,K] f32 is written. */
 void cu_matmul_dgelu(backend_t *b, void *g, dtype_t gdt, float *dbias, float *tmp, const void *dout, const void *w,
                      const void *x, dtype_t cdt, int M, int N, int K);
-void cu_matmul_gelu_destroy(backend_t *b);
 /* cudnn.cu (after the users' destroys above) */
 void cu_dnn_destroy(backend_t *b);
 #endif

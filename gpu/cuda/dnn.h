@@ -2,10 +2,9 @@
  *
  * cuDNN is loaded at run time (dlopen): a machine without it runs traind on
  * its own kernels and cuBLASLt. One cu_dnn_t per backend (its handle on the
- * backend's stream), made on first use by cu_dnn(); the users (sdpa_cudnn.cu:
- * fused attention; matmul_gelu.cu: the fc1 product with its bias and GELU)
- * build graphs of a few operations with the helpers below and keep their own
- * caches of execution plans. Nothing here is fatal: a cuDNN failure is a
+ * backend's stream), made on first use by cu_dnn(); its user (sdpa_cudnn.cu:
+ * fused attention) builds graphs of a few operations with the helpers below
+ * and keeps its own cache of execution plans. Nothing here is fatal: a cuDNN failure is a
  * status or NULL with a reason, and the caller takes its own path. */
 #ifndef TRAIND_CUDA_DNN_H
 #define TRAIND_CUDA_DNN_H

@@ -13,15 +13,11 @@
 #include <cstring>
 #include "gpu/cuda/cuda_common.h"
 
-static void cu_side_release(cu_impl_t *c);
-
 void cu_lt_init(backend_t *b) {
     cu_impl_t *c = cu_impl(b);
     CUBLAS_CHECK(cublasLtCreate(&c->lt));
     const char *tune = getenv("TRAIND_LT_AUTOTUNE");
     c->lt_tune = tune && strcmp(tune, "0") != 0;
-    const char *streams = getenv("TRAIND_MATMUL_STREAMS");
-    c->side_state = streams && strcmp(streams, "2") == 0;
 }
 
 static void cu_lt_plan_release(cu_lt_plan_t *p) {
@@ -35,8 +31,6 @@ static void cu_lt_plan_release(cu_lt_plan_t *p) {
 
 void cu_lt_destroy(backend_t *b) {
     cu_impl_t *c = cu_impl(b);
-    cu_side_release(c);
-    c->side_state = 0;
     for (int i = 0; i < CU_LT_CACHE; i++) cu_lt_plan_release(&c->plans[i]);
     if (c->lt) cublasLtDestroy(c->lt);
     c->lt = NULL;
@@ -96,9 +90,9 @@ static int cu_align_of(const void *p) {
     return al;
 }
 
-static void cu_lt_matmul_on(backend_t *b, cudaStream_t st, void *ws, int transa, int transb, int m, int n, int k,
-                            const void *A, int lda, const void *B, int ldb, void *D, int ldc,
-                            dtype_t ab, dtype_t dt, const float *bias, int beta1) {
+static void cu_lt_matmul(backend_t *b, int transa, int transb, int m, int n, int k,
+                         const void *A, int lda, const void *B, int ldb, void *D, int ldc,
+                         dtype_t ab, dtype_t dt, const float *bias, int beta1) {
     cu_impl_t *c = cu_impl(b);
     int epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
     int alA = cu_align_of(A), alB = cu_align_of(B), alD = cu_align_of(D), alE = bias ? cu_align_of(bias) : 256;
@@ -167,46 +161,7 @@ static void cu_lt_matmul_on(backend_t *b, cudaStream_t st, void *ws, int transa,
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     float alpha = 1.0f, beta = beta1 ? 1.0f : 0.0f;
     CUBLAS_CHECK(cublasLtMatmul(c->lt, p->desc, &alpha, A, p->la, B, p->lb, &beta, D, p->lc, D, p->lc,
-                                &p->algo, ws, CU_LT_WORKSPACE, st));
-}
-
-/* On the backend's stream, with its workspace. */
-static void cu_lt_matmul(backend_t *b, int transa, int transb, int m, int n, int k,
-                         const void *A, int lda, const void *B, int ldb, void *D, int ldc,
-                         dtype_t ab, dtype_t dt, const float *bias, int beta1) {
-    cu_impl_t *c = cu_impl(b);
-    cu_lt_matmul_on(b, c->stream, c->lt_ws, transa, transb, m, n, k, A, lda, B, ldb, D, ldc, ab, dt, bias, beta1);
-}
-
-/* The second stream's resources, whichever exist (cudaStream_t and cudaEvent_t are pointers). */
-static void cu_side_release(cu_impl_t *c) {
-    if (c->side) cudaStreamSynchronize(c->side);
-    if (c->side_fork) cudaEventDestroy(c->side_fork);
-    if (c->side_join) cudaEventDestroy(c->side_join);
-    if (c->side) cudaStreamDestroy(c->side);
-    if (c->side_ws) cudaFree(c->side_ws);
-    c->side = NULL;
-    c->side_ws = NULL;
-    c->side_fork = c->side_join = NULL;
-}
-
-/* The second stream for dW products (TRAIND_MATMUL_STREAMS=2), made on first use;
- * 0 when off or when it cannot be made (then everything stays on one stream). */
-static int cu_side_ready(backend_t *b) {
-    cu_impl_t *c = cu_impl(b);
-    if (c->side_state != 1) return c->side_state == 2;
-    if (cudaStreamCreateWithFlags(&c->side, cudaStreamNonBlocking) == cudaSuccess &&
-        cudaMalloc(&c->side_ws, CU_LT_WORKSPACE) == cudaSuccess &&
-        cudaEventCreateWithFlags(&c->side_fork, cudaEventDisableTiming) == cudaSuccess &&
-        cudaEventCreateWithFlags(&c->side_join, cudaEventDisableTiming) == cudaSuccess) {
-        c->side_state = 2;
-        return 1;
-    }
-    (void)cudaGetLastError();
-    cu_side_release(c);
-    fprintf(stderr, "traind: no second stream for the dW products (TRAIND_MATMUL_STREAMS=2); one stream\n");
-    c->side_state = -1;
-    return 0;
+                                &p->algo, c->lt_ws, CU_LT_WORKSPACE, c->stream));
 }
 
 void cu_matmul_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, const void *w,
@@ -331,24 +286,33 @@ void cu_matmul_bwd(backend_t *b, float *dinp, float *dw, float *dbias, const voi
         cu_cast(b, gb, DT_BF16, dout, DT_F32, (size_t)M * N);
         g = gb;
     }
-    /* With a second stream, dW runs beside dX (the same plans and algorithms, so the
-     * same bits; each stream its own workspace) and the backend's stream waits for
-     * it before returning: whatever comes next may overwrite g, inp or dw. */
-    cu_impl_t *c = cu_impl(b);
-    int two = dinp && dw && cu_side_ready(b);
-    if (two) {
-        CU_CHECK(cudaEventRecord(c->side_fork, c->stream));
-        CU_CHECK(cudaStreamWaitEvent(c->side, c->side_fork, 0));
-    }
-    /* dw[N,K] += dout^T[N,M] @ inp[M,K]:  dw^T[K,N] += inp^T[K,M] * (dout^T[N,M])^T */
-    if (dw)
-        cu_lt_matmul_on(b, two ? c->side : c->stream, two ? c->side_ws : c->lt_ws, 0, 1, K, N, M, inp, K, g, N,
-                        dw, K, cdt, DT_F32, NULL, 1);
     /* dinp[M,K] = dout[M,N] @ w[N,K]:  dinp^T[K,M] = w^T[K,N] * dout^T[N,M] */
     if (dinp) cu_lt_matmul(b, 0, 0, K, M, N, w, K, g, N, dinp, K, cdt, DT_F32, NULL, 0);
-    if (two) {
-        CU_CHECK(cudaEventRecord(c->side_join, c->side));
-        CU_CHECK(cudaStreamWaitEvent(c->stream, c->side_join, 0));
-    }
+    /* dw[N,K] += dout^T[N,M] @ inp[M,K]:  dw^T[K,N] += inp^T[K,M] * (dout^T[N,M])^T */
+    if (dw) cu_lt_matmul(b, 0, 1, K, N, M, inp, K, g, N, dw, K, cdt, DT_F32, NULL, 1);
     if (dbias) cu_colsum(b, dbias, dout, NULL, DT_F32, M, N);
+}
+
+/* ---- the MLP's product + GELU, forward and backward ------------------------------------
+ * Two passes each, the reference's order (cuDNN graphs with the erf GELU in the
+ * product's epilogue were timed on an H100: a tie, its products slower than
+ * cuBLASLt's by what the epilogue saves — bench/RESULTS.md, ninth session). */
+
+/* out[M,N] (odt) = gelu(inp[M,K] @ w[N,K]^T + bias[N]); tmp[M,N] (odt) holds the product. */
+void cu_matmul_gelu_fwd(backend_t *b, void *out, dtype_t odt, void *tmp, const void *inp, const void *w,
+                        const float *bias, dtype_t cdt, int M, int N, int K) {
+    if (M <= 0 || N <= 0) return;
+    CU_ASSERT(K > 0 && tmp, "K=%d tmp=%p", K, tmp);
+    cu_matmul_fwd(b, tmp, odt, inp, w, bias, cdt, M, N, K);
+    cu_gelu_fwd(b, out, odt, tmp, odt, (size_t)M * N);
+}
+
+/* g[M,K] (gdt) = (dout[M,N] @ w[N,K]) * gelu'(x[M,K]); dbias[K] += sum_m g (the f32
+ * values); tmp[M,K] f32 holds the product. */
+void cu_matmul_dgelu(backend_t *b, void *g, dtype_t gdt, float *dbias, float *tmp, const void *dout, const void *w,
+                     const void *x, dtype_t cdt, int M, int N, int K) {
+    if (M <= 0 || K <= 0) return;
+    CU_ASSERT(N > 0 && tmp, "N=%d tmp=%p", N, tmp);
+    cu_matmul_bwd(b, tmp, NULL, NULL, dout, cdt, NULL, w, cdt, M, N, K);
+    cu_gelu_bwd(b, g, gdt, dbias, tmp, x, cdt, M, K);
 }

@@ -179,89 +179,10 @@ static void t_matmul(int M, int N, int K, dtype_t cdt, dtype_t odt, int with_bia
     t_matmul_off(M, N, K, cdt, odt, with_bias, 0);
 }
 
-/* matmul_bwd with dW on a second stream beside dX (TRAIND_MATMUL_STREAMS=2, read
- * when a backend is made): the same plans on both ways, so dinp, dw (+= onto
- * random values) and dbias bitwise equal to the one-stream backend G's; done
- * three times back to back (the second stream's work must be joined before the
- * next call's dout overwrites the shared bf16 copy). */
-static void t_matmul_streams(int M, int N, int K, dtype_t cdt, int with_bias) {
-    char err[256];
-    setenv("TRAIND_MATMUL_STREAMS", "2", 1);
-    backend_t *g2 = backend_cuda_create(0, err, sizeof err);
-    unsetenv("TRAIND_MATMUL_STREAMS");
-    if (!g2) {
-        ok(0, "cuda backend with two streams: %s", err);
-        return;
-    }
-    size_t es = dtype_size(cdt), ni = (size_t)M * K, nw = (size_t)N * K, no = (size_t)M * N;
-    float *fi = randf(ni, -1, 1), *fw = randf(nw, -0.1f, 0.1f), *dw0 = randf(nw, -1, 1), *db0 = randf(N, -1, 1);
-    void *hi = as_dt(fi, cdt, ni), *hw = as_dt(fw, cdt, nw);
-    backend_t *bk[2] = {G, g2};
-    float *res[2][3];
-    for (int w = 0; w < 2; w++) {
-        backend_t *g = bk[w];
-        void *gi = g->alloc(g, ni * es), *gw = g->alloc(g, nw * es), *gdo = g->alloc(g, no * 4);
-        void *gdi = g->alloc(g, ni * 4), *gdw = g->alloc(g, nw * 4), *gdb = g->alloc(g, N * 4);
-        g->upload(g, gi, hi, ni * es);
-        g->upload(g, gw, hw, nw * es);
-        g->upload(g, gdw, dw0, nw * 4);
-        g->upload(g, gdb, db0, N * 4);
-        rng = 0x51f15e;   /* the same douts on both backends */
-        for (int r = 0; r < 3; r++) {
-            float *dout = randf(no, -1, 1);
-            g->upload(g, gdo, dout, no * 4);
-            g->matmul_bwd(g, gdi, gdw, with_bias ? gdb : NULL, gdo, DT_F32, gi, gw, cdt, M, N, K);
-            free(dout);
-        }
-        res[w][0] = malloc(ni * 4);
-        res[w][1] = malloc(nw * 4);
-        res[w][2] = malloc(N * 4);
-        g->download(g, res[w][0], gdi, ni * 4);
-        g->download(g, res[w][1], gdw, nw * 4);
-        g->download(g, res[w][2], gdb, N * 4);
-        g->free(g, gi); g->free(g, gw); g->free(g, gdo); g->free(g, gdi); g->free(g, gdw); g->free(g, gdb);
-    }
-    float *cdi = malloc(ni * 4);   /* and the last call's dinp against the CPU reference */
-    rng = 0x51f15e;
-    float *dout = NULL;
-    for (int r = 0; r < 3; r++) {
-        free(dout);
-        dout = randf(no, -1, 1);
-    }
-    C->matmul_bwd(C, cdi, NULL, NULL, dout, DT_F32, hi, hw, cdt, M, N, K);
-    char nm[160];
-    snprintf(nm, sizeof nm, "matmul_bwd M=%d N=%d K=%d %s%s, dW on a second stream", M, N, K, dtype_name(cdt),
-             with_bias ? " +bias" : "");
-    ok(!memcmp(res[0][0], res[1][0], ni * 4) && !memcmp(res[0][1], res[1][1], nw * 4) &&
-           !memcmp(res[0][2], res[1][2], (size_t)N * 4),
-       "%s: dinp, dw, dbias bitwise as on one stream (3 calls)", nm);
-    check(nm, res[1][0], cdi, ni, tol_of(cdt));
-    for (int w = 0; w < 2; w++)
-        for (int k = 0; k < 3; k++) free(res[w][k]);
-    free(cdi); free(dout); free(fi); free(fw); free(dw0); free(db0); free(hi); free(hw);
-    g2->destroy(g2);
-}
-
-/* A fresh CUDA backend whose MLP product + GELU ops go one way: TRAIND_CUDNN_GELU
- * = way ("1" fused where cuDNN builds a plan, "0" two passes, "auto" timed), read
- * once per backend (its first product + GELU), so each way needs a backend of its own. */
-static const char *const mg_ways[3] = {"1", "0", "auto"};
-static const char *const mg_names[3] = {"fused (forced)", "two passes", "timed"};
-static backend_t *mg_backend(int wi) {
-    char err[256];
-    setenv("TRAIND_CUDNN_GELU", mg_ways[wi], 1);
-    backend_t *g = backend_cuda_create(0, err, sizeof err);
-    if (!g) ok(0, "cuda backend: %s", err);
-    return g;
-}
-
-/* The MLP's first product with its bias and GELU (matmul_gelu_fwd) on a fresh
- * backend per way (the way is chosen per shape at its first call):
- * TRAIND_CUDNN_GELU=1 (cuDNN fused wherever it builds a plan), =0 (two passes),
- * =auto (the faster, timed). Each against the CPU reference (the product
- * rounded to odt, then the GELU); the two-pass way exactly as the GPU's own
- * matmul_fwd + gelu_fwd. off: operands `off` elements into their buffers
- * (16: the model's alignment; 1: too little for cuDNN, the two-pass way). */
+/* The MLP's first product with its bias and GELU (matmul_gelu_fwd) against the
+ * CPU reference (the product rounded to odt, then the GELU), twice, and exactly
+ * as the GPU's own matmul_fwd + gelu_fwd. off: operands `off` elements into their
+ * buffers (16: the model's alignment; 1: one element off). */
 static void t_matmul_gelu(int M, int N, int K, dtype_t cdt, int off) {
     float *fi = randf((size_t)M * K, -1, 1), *fw = randf((size_t)N * K, -0.1f, 0.1f), *fb = randf(N, -1, 1);
     void *hi = as_dt(fi, cdt, (size_t)M * K), *hw = as_dt(fw, cdt, (size_t)N * K);
@@ -274,48 +195,36 @@ static void t_matmul_gelu(int M, int N, int K, dtype_t cdt, int off) {
     C->gelu_fwd(C, r2, cdt, r1, cdt, MN);
     ok(!memcmp(co, r2, MN * es), "matmul_gelu M=%d N=%d K=%d %s: the CPU op = matmul_fwd then gelu_fwd, bitwise",
        M, N, K, dtype_name(cdt));
-    backend_t *save = G;
-    for (int wi = 0; wi < 3; wi++) {
-        backend_t *g = mg_backend(wi);
-        if (!g) continue;
-        G = g;
-        char *gi0 = gpoison(((size_t)M * K + off) * es), *gw0 = gpoison(((size_t)N * K + off) * es);
-        char *gb0 = gpoison((N + off) * 4), *go0 = gpoison((MN + off) * es), *gt = gpoison(MN * es);
-        void *gi = gi0 + off * es, *gw = gw0 + off * es, *gb = gb0 + off * 4, *go = go0 + off * es;
-        G->upload(G, gi, hi, (size_t)M * K * es);
-        G->upload(G, gw, hw, (size_t)N * K * es);
-        G->upload(G, gb, fb, N * 4);
-        for (int rep = 0; rep < 2; rep++) {   /* the deciding call, then a call of the cached way */
-            G->matmul_gelu_fwd(G, go, cdt, gt, gi, gw, gb, cdt, M, N, K);
-            char w[200];
-            snprintf(w, sizeof w, "matmul_gelu M=%d N=%d K=%d %s%s, %s, call %d", M, N, K, dtype_name(cdt),
-                     off ? " (offset operands)" : "", mg_names[wi], rep + 1);
-            check_dev(w, go, cdt, co, cdt, MN, cdt == DT_BF16 ? 1e-2 : 1e-5);
-        }
-        if (wi == 1) {   /* two passes: exactly the GPU's own product then GELU */
-            void *gp = gpoison(MN * es), *gq = gpoison(MN * es);
-            G->matmul_fwd(G, gp, cdt, gi, gw, gb, cdt, M, N, K);
-            G->gelu_fwd(G, gq, cdt, gp, cdt, MN);
-            uint8_t *a = malloc(MN * es), *bb = malloc(MN * es);
-            G->download(G, a, go, MN * es);
-            G->download(G, bb, gq, MN * es);
-            ok(!memcmp(a, bb, MN * es), "matmul_gelu M=%d N=%d K=%d %s two passes = matmul_fwd + gelu_fwd, bitwise",
-               M, N, K, dtype_name(cdt));
-            free(a); free(bb);
-            G->free(G, gp); G->free(G, gq);
-        }
-        G->free(G, gi0); G->free(G, gw0); G->free(G, gb0); G->free(G, go0); G->free(G, gt);
-        g->destroy(g);
+    char *gi0 = gpoison(((size_t)M * K + off) * es), *gw0 = gpoison(((size_t)N * K + off) * es);
+    char *gb0 = gpoison((N + off) * 4), *go0 = gpoison((MN + off) * es), *gt = gpoison(MN * es);
+    void *gi = gi0 + off * es, *gw = gw0 + off * es, *gb = gb0 + off * 4, *go = go0 + off * es;
+    G->upload(G, gi, hi, (size_t)M * K * es);
+    G->upload(G, gw, hw, (size_t)N * K * es);
+    G->upload(G, gb, fb, N * 4);
+    for (int rep = 0; rep < 2; rep++) {
+        G->matmul_gelu_fwd(G, go, cdt, gt, gi, gw, gb, cdt, M, N, K);
+        char w[200];
+        snprintf(w, sizeof w, "matmul_gelu M=%d N=%d K=%d %s%s, call %d", M, N, K, dtype_name(cdt),
+                 off ? " (offset operands)" : "", rep + 1);
+        check_dev(w, go, cdt, co, cdt, MN, cdt == DT_BF16 ? 1e-2 : 1e-5);
     }
-    unsetenv("TRAIND_CUDNN_GELU");
-    G = save;
+    void *gp = gpoison(MN * es), *gq = gpoison(MN * es);
+    G->matmul_fwd(G, gp, cdt, gi, gw, gb, cdt, M, N, K);
+    G->gelu_fwd(G, gq, cdt, gp, cdt, MN);
+    uint8_t *a = malloc(MN * es), *bb = malloc(MN * es);
+    G->download(G, a, go, MN * es);
+    G->download(G, bb, gq, MN * es);
+    ok(!memcmp(a, bb, MN * es), "matmul_gelu M=%d N=%d K=%d %s = matmul_fwd + gelu_fwd, bitwise", M, N, K,
+       dtype_name(cdt));
+    free(a); free(bb);
+    G->free(G, gp); G->free(G, gq);
+    G->free(G, gi0); G->free(G, gw0); G->free(G, gb0); G->free(G, go0); G->free(G, gt);
     free(fi); free(fw); free(fb); free(hi); free(hw); free(co); free(ct); free(r1); free(r2);
 }
 
-/* The backward through fc2's input product and GELU' (matmul_dgelu), each way
- * on a fresh backend as t_matmul_gelu: g and the bias gradient (+= onto random
- * values) against the CPU reference; the two-pass way exactly as the GPU's own
- * matmul_bwd + gelu_bwd. */
+/* The backward through fc2's input product and GELU' (matmul_dgelu): g and the
+ * bias gradient (+= onto random values) against the CPU reference, twice, and
+ * exactly as the GPU's own matmul_bwd + gelu_bwd. */
 static void t_matmul_dgelu(int M, int N, int K, dtype_t cdt, int off) {
     size_t es = dtype_size(cdt), MK = (size_t)M * K;
     float *fd = randf((size_t)M * N, -1, 1), *fw = randf((size_t)N * K, -0.1f, 0.1f), *fx = randf(MK, -3, 3);
@@ -325,51 +234,39 @@ static void t_matmul_dgelu(int M, int N, int K, dtype_t cdt, int off) {
     float *ct = malloc(MK * 4 + 4), *cdb = malloc(K * 4 + 4);
     memcpy(cdb, db0, K * 4);
     C->matmul_dgelu(C, cg, cdt, cdb, ct, hd, hw, hx, cdt, M, N, K);
-    backend_t *save = G;
-    for (int wi = 0; wi < 3; wi++) {
-        backend_t *g = mg_backend(wi);
-        if (!g) continue;
-        G = g;
-        char *gd0 = gpoison(((size_t)M * N + off) * es), *gw0 = gpoison(((size_t)N * K + off) * es);
-        char *gx0 = gpoison((MK + off) * es), *gg0 = gpoison((MK + off) * es);
-        void *gd = gd0 + off * es, *gw = gw0 + off * es, *gx = gx0 + off * es, *gg = gg0 + off * es;
-        void *gt = gpoison(MK * 4);
-        G->upload(G, gd, hd, (size_t)M * N * es);
-        G->upload(G, gw, hw, (size_t)N * K * es);
-        G->upload(G, gx, hx, MK * es);
-        for (int rep = 0; rep < 2; rep++) {   /* the deciding call, then a call of the cached way */
-            void *gdb = gdup(db0, K * 4);
-            G->matmul_dgelu(G, gg, cdt, gdb, gt, gd, gw, gx, cdt, M, N, K);
-            char w[200];
-            snprintf(w, sizeof w, "matmul_dgelu M=%d N=%d K=%d %s%s, %s, call %d", M, N, K, dtype_name(cdt),
-                     off ? " (offset operands)" : "", mg_names[wi], rep + 1);
-            check_dev(w, gg, cdt, cg, cdt, MK, cdt == DT_BF16 ? 1e-2 : 1e-5);
-            snprintf(w, sizeof w, "matmul_dgelu M=%d N=%d K=%d %s, %s, call %d: dbias+=", M, N, K, dtype_name(cdt),
-                     mg_names[wi], rep + 1);
-            check_dev(w, gdb, DT_F32, cdb, DT_F32, K, cdt == DT_BF16 ? 1e-2 : 1e-5);
-            G->free(G, gdb);
-        }
-        if (wi == 1) {   /* two passes: exactly the GPU's own product then GELU' */
-            void *gp = gpoison(MK * 4), *gq = gpoison(MK * es), *gdb1 = gdup(db0, K * 4), *gdb2 = gdup(db0, K * 4);
-            G->matmul_dgelu(G, gg, cdt, gdb1, gt, gd, gw, gx, cdt, M, N, K);
-            G->matmul_bwd(G, gp, NULL, NULL, gd, cdt, NULL, gw, cdt, M, N, K);
-            G->gelu_bwd(G, gq, cdt, gdb2, gp, gx, cdt, M, K);
-            uint8_t *a = malloc(MK * es), *bb = malloc(MK * es);
-            float *d1 = malloc(K * 4), *d2 = malloc(K * 4);
-            G->download(G, a, gg, MK * es);
-            G->download(G, bb, gq, MK * es);
-            G->download(G, d1, gdb1, K * 4);
-            G->download(G, d2, gdb2, K * 4);
-            ok(!memcmp(a, bb, MK * es) && !memcmp(d1, d2, K * 4),
-               "matmul_dgelu M=%d N=%d K=%d %s two passes = matmul_bwd + gelu_bwd, bitwise", M, N, K, dtype_name(cdt));
-            free(a); free(bb); free(d1); free(d2);
-            G->free(G, gp); G->free(G, gq); G->free(G, gdb1); G->free(G, gdb2);
-        }
-        G->free(G, gd0); G->free(G, gw0); G->free(G, gx0); G->free(G, gg0); G->free(G, gt);
-        g->destroy(g);
+    char *gd0 = gpoison(((size_t)M * N + off) * es), *gw0 = gpoison(((size_t)N * K + off) * es);
+    char *gx0 = gpoison((MK + off) * es), *gg0 = gpoison((MK + off) * es);
+    void *gd = gd0 + off * es, *gw = gw0 + off * es, *gx = gx0 + off * es, *gg = gg0 + off * es;
+    void *gt = gpoison(MK * 4);
+    G->upload(G, gd, hd, (size_t)M * N * es);
+    G->upload(G, gw, hw, (size_t)N * K * es);
+    G->upload(G, gx, hx, MK * es);
+    for (int rep = 0; rep < 2; rep++) {
+        void *gdb = gdup(db0, K * 4);
+        G->matmul_dgelu(G, gg, cdt, gdb, gt, gd, gw, gx, cdt, M, N, K);
+        char w[200];
+        snprintf(w, sizeof w, "matmul_dgelu M=%d N=%d K=%d %s%s, call %d", M, N, K, dtype_name(cdt),
+                 off ? " (offset operands)" : "", rep + 1);
+        check_dev(w, gg, cdt, cg, cdt, MK, cdt == DT_BF16 ? 1e-2 : 1e-5);
+        snprintf(w, sizeof w, "matmul_dgelu M=%d N=%d K=%d %s, call %d: dbias+=", M, N, K, dtype_name(cdt), rep + 1);
+        check_dev(w, gdb, DT_F32, cdb, DT_F32, K, cdt == DT_BF16 ? 1e-2 : 1e-5);
+        G->free(G, gdb);
     }
-    unsetenv("TRAIND_CUDNN_GELU");
-    G = save;
+    void *gp = gpoison(MK * 4), *gq = gpoison(MK * es), *gdb1 = gdup(db0, K * 4), *gdb2 = gdup(db0, K * 4);
+    G->matmul_dgelu(G, gg, cdt, gdb1, gt, gd, gw, gx, cdt, M, N, K);
+    G->matmul_bwd(G, gp, NULL, NULL, gd, cdt, NULL, gw, cdt, M, N, K);
+    G->gelu_bwd(G, gq, cdt, gdb2, gp, gx, cdt, M, K);
+    uint8_t *a = malloc(MK * es), *bb = malloc(MK * es);
+    float *d1 = malloc(K * 4), *d2 = malloc(K * 4);
+    G->download(G, a, gg, MK * es);
+    G->download(G, bb, gq, MK * es);
+    G->download(G, d1, gdb1, K * 4);
+    G->download(G, d2, gdb2, K * 4);
+    ok(!memcmp(a, bb, MK * es) && !memcmp(d1, d2, K * 4),
+       "matmul_dgelu M=%d N=%d K=%d %s = matmul_bwd + gelu_bwd, bitwise", M, N, K, dtype_name(cdt));
+    free(a); free(bb); free(d1); free(d2);
+    G->free(G, gp); G->free(G, gq); G->free(G, gdb1); G->free(G, gdb2);
+    G->free(G, gd0); G->free(G, gw0); G->free(G, gx0); G->free(G, gg0); G->free(G, gt);
     free(fd); free(fw); free(fx); free(db0); free(hd); free(hw); free(hx); free(cg); free(ct); free(cdb);
 }
 
@@ -988,44 +885,6 @@ static void bench_matmul(int M, int N, int K, dtype_t cdt) {
     free(fa); free(fw); free(ha); free(hw);
 }
 
-/* The MLP's product + GELU, forward (fc1: M x N=4D x K=D) or backward (fc2's
- * input gradient + GELU': M x N=D x K=4D), each way on its own backend (forced). */
-static void bench_matmul_gelu(int bwd, int M, int N, int K) {
-    static const char *const names[2] = {"cuDNN fused", "two passes"};
-    size_t MK = (size_t)M * K, NK = (size_t)N * K, MN = (size_t)M * N;
-    size_t na = bwd ? MN : MK, no = bwd ? MK : MN;   /* the product's left operand, the output */
-    float *fa = randf(na, -1, 1), *fw = randf(NK, -0.05f, 0.05f), *fb = randf(bwd ? K : N, -1, 1);
-    void *ha = as_dt(fa, DT_BF16, na), *hw = as_dt(fw, DT_BF16, NK), *hx = as_dt(fa, DT_BF16, bwd ? MK : 1);
-    if (bwd) { free(fa); fa = randf(MK, -3, 3); free(hx); hx = as_dt(fa, DT_BF16, MK); }
-    double ms[2] = {0, 0};
-    backend_t *save = G;
-    for (int wi = 0; wi < 2; wi++) {
-        backend_t *g = mg_backend(wi);
-        if (!g) continue;
-        G = g;
-        void *a = gdup(ha, na * 2), *w = gdup(hw, NK * 2), *bias = gdup(fb, (size_t)(bwd ? K : N) * 4);
-        void *o = gpoison(no * 2), *t = gpoison(no * 4), *x = bwd ? gdup(hx, MK * 2) : NULL;
-        int it = 20;
-        double t0 = 0;
-        for (int i = 0; i < 3 + it; i++) {
-            if (i == 3) { G->sync(G); t0 = now_s(); }
-            if (bwd) G->matmul_dgelu(G, o, DT_BF16, bias, t, a, w, x, DT_BF16, M, N, K);
-            else G->matmul_gelu_fwd(G, o, DT_BF16, t, a, w, bias, DT_BF16, M, N, K);
-        }
-        G->sync(G);
-        ms[wi] = (now_s() - t0) / it * 1e3;
-        G->free(G, a); G->free(G, w); G->free(G, bias); G->free(G, o); G->free(G, t);
-        if (x) G->free(G, x);
-        g->destroy(g);
-    }
-    unsetenv("TRAIND_CUDNN_GELU");
-    G = save;
-    diag("bench matmul_%s M=%d N=%d K=%d bf16: %s %.3f ms (%.1f TFLOP/s), %s %.3f ms (%.1f TFLOP/s)",
-         bwd ? "dgelu" : "gelu", M, N, K, names[0], ms[0], ms[0] > 0 ? 2.0 * M * N * K / (ms[0] * 1e-3) / 1e12 : 0.0,
-         names[1], ms[1], ms[1] > 0 ? 2.0 * M * N * K / (ms[1] * 1e-3) / 1e12 : 0.0);
-    free(fa); free(fw); free(fb); free(ha); free(hw); free(hx);
-}
-
 /* ---- memory, IPC ------------------------------------------------------------------- */
 
 static uint64_t fnv(const uint8_t *p, size_t n) {
@@ -1126,10 +985,7 @@ int main(int argc, char **argv) {
     setenv("TRAIND_ATTENTION", "own", 1);
     backend_t *Gown = backend_cuda_create(0, err, sizeof err);
     unsetenv("TRAIND_ATTENTION");
-    setenv("TRAIND_ATTN_BWD", "ds", 1);   /* the backward's dQ through dS^T and cuBLAS */
-    backend_t *Gds = backend_cuda_create(0, err, sizeof err);
-    unsetenv("TRAIND_ATTN_BWD");
-    if (!Gcublas || !Gown || !Gds) { printf("Bail out! second cuda backend: %s\n", err); return 1; }
+    if (!Gcublas || !Gown) { printf("Bail out! second cuda backend: %s\n", err); return 1; }
     diag("device: %s", G->device_name(G));
     const char *quick = getenv("TEST_QUICK"), *bench = getenv("TEST_BENCH");
     dtype_t dts[2] = {DT_F32, DT_BF16};
@@ -1171,23 +1027,20 @@ int main(int argc, char **argv) {
         t_matmul_off(514, 768, 384, cdt, cdt, 1, 16);   /* model-like 16-element offsets */
         t_matmul_off(65, 40, 24, cdt, DT_F32, 1, 1);     /* one element off: minimal alignment */
     }
-    t_matmul_streams(8 * 257, 4096, 1024, DT_BF16, 1);   /* fc1 of dinov2-large, 8 images */
-    t_matmul_streams(2 * 257, 1024, 1024, DT_BF16, 0);   /* proj */
-    t_matmul_streams(37, 19, 23, DT_F32, 1);             /* odd, fp32 */
-    t_matmul_gelu(8 * 257, 4096, 1024, DT_BF16, 0);   /* fc1 of dinov2-large, 8 images (timed: above CU_MG_MIN_WORK) */
+    t_matmul_gelu(8 * 257, 4096, 1024, DT_BF16, 0);   /* fc1 of dinov2-large, 8 images */
     t_matmul_gelu(2 * 257, 4096, 1024, DT_BF16, 16);  /* at the model's 16-element alignment */
     t_matmul_gelu(3 * 257, 1536, 384, DT_BF16, 0);    /* dinov2-small */
     t_matmul_gelu(37, 24, 16, DT_BF16, 0);            /* small, odd M */
-    t_matmul_gelu(65, 40, 24, DT_BF16, 1);            /* misaligned: the two-pass way */
-    t_matmul_gelu(33, 20, 12, DT_BF16, 0);            /* N, K not multiples of 8: the two-pass way */
-    t_matmul_gelu(2 * 257, 4096, 1024, DT_F32, 0);    /* fp32: the two-pass way */
+    t_matmul_gelu(65, 40, 24, DT_BF16, 1);            /* one element off */
+    t_matmul_gelu(33, 20, 12, DT_BF16, 0);            /* N, K not multiples of 8 */
+    t_matmul_gelu(2 * 257, 4096, 1024, DT_F32, 0);    /* fp32 */
     t_matmul_dgelu(8 * 257, 1024, 4096, DT_BF16, 0);  /* fc2's input gradient, dinov2-large, 8 images */
     t_matmul_dgelu(2 * 257, 1024, 4096, DT_BF16, 16);
     t_matmul_dgelu(3 * 257, 384, 1536, DT_BF16, 0);   /* dinov2-small */
     t_matmul_dgelu(37, 16, 24, DT_BF16, 0);
-    t_matmul_dgelu(65, 24, 40, DT_BF16, 1);           /* misaligned: the two-pass way */
+    t_matmul_dgelu(65, 24, 40, DT_BF16, 1);           /* one element off */
     t_matmul_dgelu(33, 12, 20, DT_BF16, 0);           /* N, K not multiples of 8 */
-    t_matmul_dgelu(2 * 257, 1024, 4096, DT_F32, 0);   /* fp32: the two-pass way */
+    t_matmul_dgelu(2 * 257, 1024, 4096, DT_F32, 0);   /* fp32 */
     t_layernorm(2 * 257, 1024, DT_BF16);
     t_layernorm(2 * 257, 1024, DT_F32);
     t_layernorm(37, 77, DT_F32);
@@ -1196,11 +1049,10 @@ int main(int argc, char **argv) {
     t_layernorm(9, 768, DT_F32);
     for (int k = 0; k < 2; k++) {
         dtype_t cdt = dts[k];
-        /* default (bf16 forward through cuDNN where it loads), own fused kernels, cuBLAS,
-         * the backward's dQ from a stored dS^T (TRAIND_ATTN_BWD=ds) */
-        backend_t *impls[4] = {G, Gown, Gcublas, Gds};
-        const char *names[4] = {"default", "own", "cublas", "ds bwd"};
-        for (int im = 0; im < 4; im++) {
+        /* default (bf16 forward through cuDNN where it loads), own fused kernels, cuBLAS */
+        backend_t *impls[3] = {G, Gown, Gcublas};
+        const char *names[3] = {"default", "own", "cublas"};
+        for (int im = 0; im < 3; im++) {
             t_attention(impls[im], names[im], 2, 257, 16, 64, cdt);
             t_attention(impls[im], names[im], 3, 50, 2, 32, cdt);
             t_attention(impls[im], names[im], 1, 7, 3, 64, cdt);
@@ -1208,10 +1060,10 @@ int main(int argc, char **argv) {
             if (!quick) t_attention(impls[im], names[im], 1, 261, 4, 64, cdt);
         }
     }
-    /* the dS way at T a multiple of 8 (dS^T rows without padding), of the 64-row tiles, and one past */
-    t_attention(Gds, "ds bwd", 2, 256, 4, 64, DT_BF16);
-    t_attention(Gds, "ds bwd", 3, 64, 2, 64, DT_BF16);
-    t_attention(Gds, "ds bwd", 1, 129, 2, 64, DT_BF16);
+    /* T a multiple of 8 and of the 64-row tiles, and one past a tile */
+    t_attention(G, "default", 2, 256, 4, 64, DT_BF16);
+    t_attention(G, "default", 3, 64, 2, 64, DT_BF16);
+    t_attention(G, "default", 1, 129, 2, 64, DT_BF16);
     /* the cuDNN path with its tail rows split off (automatic only at large batch x heads) */
     setenv("TRAIND_CUDNN_SPLIT", "1", 1);
     t_attention(G, "default, split", 2, 257, 16, 64, DT_BF16);   /* 1 tail row */
@@ -1253,16 +1105,6 @@ int main(int argc, char **argv) {
 
 benches:
     if (bench) {
-        /* the newest ways first (a device call may cut the list short) */
-        bench_matmul_gelu(0, 32 * 257, 4096, 1024);    /* fc1, train b32 (frozen blocks) */
-        bench_matmul_gelu(0, 128 * 257, 4096, 1024);   /* train b128 */
-        bench_matmul_gelu(0, 256 * 257, 4096, 1024);   /* eval b256 */
-        bench_matmul_gelu(1, 32 * 257, 1024, 4096);    /* fc2's input gradient + GELU', train b32 */
-        bench_matmul_gelu(1, 128 * 257, 1024, 4096);   /* train b128 */
-        bench_attention(G, "default", 32, 257, 16, 64, DT_BF16);
-        bench_attention(Gds, "ds bwd", 32, 257, 16, 64, DT_BF16);
-        bench_attention(Gds, "ds bwd", 128, 257, 16, 64, DT_BF16);   /* train b128 */
-        bench_attention(G, "default", 128, 257, 16, 64, DT_BF16);
         for (int k = 0; k < 2; k++) {
             bench_attention(G, "default", 32, 257, 16, 64, dts[k]);
             bench_attention(Gown, "own", 32, 257, 16, 64, dts[k]);
@@ -1295,7 +1137,6 @@ benches:
 
     Gcublas->destroy(Gcublas);
     Gown->destroy(Gown);
-    Gds->destroy(Gds);
     G->destroy(G);
     C->destroy(C);
     return tap_done();
