@@ -4,11 +4,18 @@
  * every check of a label (shape, finiteness, units, K), and the messages
  * that name the manifest line. No file is opened here: gpu/import.c reads
  * the files beneath the dataset roots and hands the bytes over.
+ * Also the process's localeconv() (below): jansson calls it for every real
+ * number it reads, and glibc's rewrites one static struct on each call, which
+ * the parse threads then fight over.
  */
+#define _GNU_SOURCE   /* RTLD_NEXT */
 #include "gpu/manifest.h"
 #include "store/errbuf.h"
 
+#include <dlfcn.h>
 #include <jansson.h>
+#include <limits.h>
+#include <locale.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -17,6 +24,44 @@
 #include <string.h>
 
 #define MF_MAX_LINE ((size_t)1 << 20)
+
+/* ---- localeconv ---------------------------------------------------------------------
+ * jansson converts each real number with strtod after asking localeconv() for the
+ * decimal point; glibc's localeconv() fills one static struct lconv on every call,
+ * so parse threads writing it at once bounce its cache lines between cores: on this
+ * project's 2-core machine an 8000-line manifest parsed in 0.110-0.164 s on two
+ * threads against 0.090-0.097 s with the definition below (one thread: 0.17-0.20 s
+ * either way). This definition, in the executable, is the one every library's call
+ * binds to: glibc's answer, copied once and then only read. It stays right as long
+ * as the process's locale does not change after the first call — traind never calls
+ * setlocale (the C locale throughout), and the struct is the C locale's. */
+static struct lconv mf_lconv;
+static pthread_once_t mf_lconv_once = PTHREAD_ONCE_INIT;
+
+static void mf_lconv_fill(void) {
+    struct lconv *(*libc)(void) = (struct lconv *(*)(void))dlsym(RTLD_NEXT, "localeconv");
+    struct lconv *l = libc ? libc() : NULL;
+    if (l) {
+        mf_lconv = *l;
+        return;
+    }
+    /* no C library's to ask (not with glibc): the C locale's, as POSIX gives them */
+    static char dot[] = ".", none[] = "";
+    mf_lconv = (struct lconv){.decimal_point = dot, .thousands_sep = none, .grouping = none,
+                              .int_curr_symbol = none, .currency_symbol = none, .mon_decimal_point = none,
+                              .mon_thousands_sep = none, .mon_grouping = none, .positive_sign = none,
+                              .negative_sign = none, .int_frac_digits = CHAR_MAX, .frac_digits = CHAR_MAX,
+                              .p_cs_precedes = CHAR_MAX, .p_sep_by_space = CHAR_MAX, .n_cs_precedes = CHAR_MAX,
+                              .n_sep_by_space = CHAR_MAX, .p_sign_posn = CHAR_MAX, .n_sign_posn = CHAR_MAX,
+                              .int_p_cs_precedes = CHAR_MAX, .int_p_sep_by_space = CHAR_MAX,
+                              .int_n_cs_precedes = CHAR_MAX, .int_n_sep_by_space = CHAR_MAX,
+                              .int_p_sign_posn = CHAR_MAX, .int_n_sign_posn = CHAR_MAX};
+}
+
+struct lconv *localeconv(void) {
+    pthread_once(&mf_lconv_once, mf_lconv_fill);
+    return &mf_lconv;
+}
 
 void manifest_free(manifest_t *m) {
     if (!m) return;

@@ -19,7 +19,9 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -28,6 +30,8 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "gpu/backend.h"
 #include "gpu/dataset.h"
@@ -1724,6 +1728,37 @@ static void test_gpu_decoder(void) {
     for (int i = 0; i < n; i++) free(names[i]);
 }
 
+/* gpu/manifest.c's localeconv (jansson asks it for the decimal point of every real
+ * number): the definition every call binds to, not the C library's; the C
+ * library's answer (the C locale); one struct, the same from any thread. */
+static void *lc_thread(void *arg) {
+    (void)arg;
+    return localeconv();
+}
+
+static void test_localeconv(void) {
+    struct lconv *(*libc)(void) = (struct lconv *(*)(void))dlsym(RTLD_NEXT, "localeconv");
+    void *bound = dlsym(RTLD_DEFAULT, "localeconv");
+    ok(bound == (void *)localeconv && libc && (void *)libc != bound,
+       "localeconv: the process's is gpu/manifest.c's, the C library's behind it");
+    struct lconv *a = localeconv(), *g = libc ? libc() : a;
+    ok(strcmp(a->decimal_point, ".") == 0 && strcmp(a->decimal_point, g->decimal_point) == 0 &&
+           strcmp(a->thousands_sep, g->thousands_sep) == 0 && strcmp(a->grouping, g->grouping) == 0 &&
+           strcmp(a->currency_symbol, g->currency_symbol) == 0 && a->frac_digits == g->frac_digits &&
+           a->n_sign_posn == g->n_sign_posn,
+       "localeconv: the C library's answer (decimal point '%s')", a->decimal_point);
+    pthread_t th;
+    void *b = NULL;
+    ok(pthread_create(&th, NULL, lc_thread, NULL) == 0 && pthread_join(th, &b) == 0 && b == a && localeconv() == a,
+       "localeconv: one struct for every call and thread");
+    /* and jansson still reads real numbers through it */
+    json_error_t je;
+    json_t *v = json_loads("[0.5, -1.25e-3]", 0, &je);
+    ok(v && json_real_value(json_array_get(v, 0)) == 0.5 && json_real_value(json_array_get(v, 1)) == -1.25e-3,
+       "localeconv: jansson parses real numbers");
+    json_decref(v);
+}
+
 int main(void) {
     snprintf(root, sizeof root, "/tmp/traind-test-import-XXXXXX");
     if (!mkdtemp(root)) {
@@ -1734,6 +1769,7 @@ int main(void) {
     test_variants();
     test_markers();
     test_manifest_lines();
+    test_localeconv();
     test_bad_frames();
     test_freihand();
     test_cache_and_cancel();
