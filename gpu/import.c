@@ -1542,7 +1542,9 @@ int import_main(int argc, char **argv) {
             return 1;
         }
         const char *pe = getenv("TRAIND_IMPORT_PINNED");
-        o.pinned_slots = o.gpu && !(pe && strcmp(pe, "0") == 0);   /* pinned unless asked not to */
+        /* pinning the slots (~400 MB) takes ~0.2 s and saves ~3 ms per 1000 frames (H100): a one-shot
+         * import pins them only when asked, the daemon once at its start */
+        o.pinned_slots = o.gpu && pe && strcmp(pe, "1") == 0;
         if (o.pinned_slots) import_gpu_reserve(o.gpu);
     }
     int rc = import_to_dir(manifest, out, &o, &res, err, sizeof err);

@@ -103,8 +103,9 @@ typedef struct {
     jpeg_gpu_t *gpu;                 /* may be NULL; else gpu->threads more pool threads hand it batches of
                                       * plain JPEGs (imgdec_jpeg_plain), the other frames decoded on the CPU */
     int pinned_slots;                /* with gpu: the shard slots from gpu->host_alloc (pinned), its frames
-                                      * copied back straight into them; 0: malloc'd slots (the daemon and
-                                      * `traind import` pin them unless TRAIND_IMPORT_PINNED=0) */
+                                      * copied back straight into them; 0: malloc'd slots (the daemon pins
+                                      * them at its start unless TRAIND_IMPORT_PINNED=0; `traind import`
+                                      * only with TRAIND_IMPORT_PINNED=1) */
     void *ud;
 } import_opts_t;
 
