@@ -304,7 +304,8 @@ static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_
         return errbuf_set(err, errlen, "%s: %s", xyz, e);
     }
     imp_probe_t probe = {fmt, o};
-    r = manifest_parse_freihand(tx, len, tk, klen, xyz, fmt, imp_exists_cb, &probe, m, err, errlen);
+    r = manifest_parse_freihand(tx, len, tk, klen, xyz, fmt, imp_exists_cb, &probe,
+                                o->threads > 0 ? o->threads : imp_cpus(), m, err, errlen);
     /* the versions found are part of the key through the frame count (imp_key) */
     snprintf(meta, sizeof meta, "freihand %s %s %s", set, h1, h2);
     sha256_buf(meta, strlen(meta), m->sha256, e, sizeof e);

@@ -76,12 +76,16 @@ int manifest_parse(const char *text, size_t len, const char *name, const char *d
  * (N x 3 x 3); image_fmt: a printf format with one %08ld for the image index
  * (e.g. "/data/FreiHAND/training/rgb/%08ld.jpg"). exists(ud, index) (may be
  * NULL) says whether an image index exists: while image v*N does (v <
- * MF_MAX_VERSIONS), frames v*N+i are added with the labels of sample i. */
+ * MF_MAX_VERSIONS), frames v*N+i are added with the labels of sample i. The
+ * samples are parsed element by element by up to `threads` threads; threads <= 1
+ * parses each file whole on this thread (the reference: the same frames and
+ * messages). */
 #define MF_MAX_VERSIONS 16
 int manifest_parse_freihand(const char *xyz, size_t xyz_len, const char *K, size_t K_len, const char *name,
-                            const char *image_fmt, int (*exists)(void *ud, long index), void *ud, manifest_t *m,
-                            char *err, size_t errlen);
+                            const char *image_fmt, int (*exists)(void *ud, long index), void *ud, int threads,
+                            manifest_t *m, char *err, size_t errlen);
 void manifest_free(manifest_t *m);
+
 
 /* Checks a 3x3 K (finite, not singular): 0, or -1 with why. */
 int manifest_check_K(const double K[9], char *why, size_t len);

@@ -9,7 +9,8 @@
  *            importer does; then imgdec_jpeg_markers and imgdec_jpeg_plain
  *            (a file it takes reads as the CPU decoder reads it: the same
  *            size, no rotation)
- *   2 mod 3: manifest_parse_freihand (xyz and K split at the first NUL)
+ *   2 mod 3: manifest_parse_freihand (xyz and K split at the first NUL), element
+ *            by element on two threads and whole (threads 0): the same result
  * Invariants that must hold are asserted (abort = a finding).
  */
 #ifndef TRAIND_FUZZ_IMPORT_H
@@ -41,6 +42,40 @@ static int fuzz_versions(void *ud, long index) {
     if (index < 0 || *left <= 1) return 0;
     --*left;
     return 1;
+}
+
+/* FreiHAND parsed element by element on two threads and whole (threads 0): 1
+ * when both give the same frames (which hold the invariants) or the same error. */
+static int fuzz_freihand_same(const char *x, size_t xl, const char *k, size_t kl, int versions) {
+    manifest_t m, w;
+    char err[1024], werr[1024];
+    memset(&m, 0, sizeof m);
+    memset(&w, 0, sizeof w);
+    err[0] = werr[0] = 0;
+    int v1 = versions, v2 = versions, same;
+    int r = manifest_parse_freihand(x, xl, k, kl, "fuzz_xyz.json", "/fuzz/rgb/%08ld.jpg", fuzz_versions, &v1, 2, &m,
+                                    err, sizeof err);
+    int rw = manifest_parse_freihand(x, xl, k, kl, "fuzz_xyz.json", "/fuzz/rgb/%08ld.jpg", fuzz_versions, &v2, 0, &w,
+                                     werr, sizeof werr);
+    if (r != rw) {
+        same = 0;
+    } else if (r) {
+        same = err[0] && strcmp(err, werr) == 0;
+    } else {
+        assert(m.n >= 1);
+        fuzz_check_manifest(&m);
+        same = m.n == w.n && m.n_errors == w.n_errors;
+        for (size_t i = 0; same && i < m.n; i++) {
+            const mf_frame_t *a = &m.frames[i], *b = &w.frames[i];
+            same = a->line == b->line && a->has_hand == b->has_hand && a->side == b->side &&
+                   !memcmp(a->joints, b->joints, sizeof a->joints) && !memcmp(a->K, b->K, sizeof a->K) &&
+                   !memcmp(a->valid, b->valid, sizeof a->valid) && strcmp(a->image, b->image) == 0 &&
+                   (a->error == NULL) == (b->error == NULL) && (!a->error || strcmp(a->error, b->error) == 0);
+        }
+    }
+    manifest_free(&m);
+    manifest_free(&w);
+    return same;
 }
 
 __attribute__((unused)) static int fuzz_import_one(imgdec_t *dec, const uint8_t *data, size_t size) {
@@ -92,17 +127,7 @@ __attribute__((unused)) static int fuzz_import_one(imgdec_t *dec, const uint8_t 
     } else {
         const uint8_t *z = memchr(p, 0, n);
         size_t xl = z ? (size_t)(z - p) : n, kl = z ? n - xl - 1 : 0;
-        manifest_t m;
-        memset(&m, 0, sizeof m);
-        int versions = 1 + data[0] % 4;
-        if (manifest_parse_freihand((const char *)p, xl, z ? (const char *)z + 1 : "", kl, "fuzz_xyz.json",
-                                    "/fuzz/rgb/%08ld.jpg", fuzz_versions, &versions, &m, err, sizeof err) == 0) {
-            assert(m.n >= 1);
-            fuzz_check_manifest(&m);
-        } else {
-            assert(err[0]);
-        }
-        manifest_free(&m);
+        assert(fuzz_freihand_same((const char *)p, xl, z ? (const char *)z + 1 : "", kl, 1 + data[0] % 4));
     }
     return 0;
 }

@@ -857,7 +857,7 @@ static void test_manifest_lines(void) {
         manifest_free(&m);
     }
     /* FreiHAND: sizes must agree */
-    r = manifest_parse_freihand("[]", 2, "[]", 2, "x_xyz.json", "/r/%08ld.jpg", NULL, NULL, &m, err, sizeof err);
+    r = manifest_parse_freihand("[]", 2, "[]", 2, "x_xyz.json", "/r/%08ld.jpg", NULL, NULL, 1, &m, err, sizeof err);
     ok(r == -1 && strstr(err, "0 samples"), "FreiHAND with no samples refused: %s", err);
     manifest_free(&m);
 }
@@ -1194,6 +1194,81 @@ static void replay_dir(const char *dir, int *n) {
     }
     imgdec_free(dec);
     closedir(d);
+}
+
+/* FreiHAND's files parsed element by element on several threads give what the whole
+ * parse gives: the frames, a frame's error, or the whole file's error (the scan
+ * hands anything odd to the whole parse). */
+static char *fh_samples(int n, int bad_at, const char *bad) {
+    size_t cap = (size_t)n * 700 + 256, o = 0;
+    char *t = malloc(cap);
+    o += (size_t)snprintf(t + o, cap - o, " [");
+    for (int i = 0; i < n; i++) {
+        if (i == bad_at) {
+            o += (size_t)snprintf(t + o, cap - o, "%s%s", i ? "," : "", bad);
+            continue;
+        }
+        o += (size_t)snprintf(t + o, cap - o, "%s\n [", i ? "," : "");
+        for (int j = 0; j < 21; j++)
+            o += (size_t)snprintf(t + o, cap - o, "%s[%.9g, %.9g, %.9g]", j ? "," : "", 0.001 * i - 0.05 + 0.002 * j,
+                                  0.03 - 0.0005 * j, 0.4 + 0.001 * i);
+        o += (size_t)snprintf(t + o, cap - o, "]");
+    }
+    snprintf(t + o, cap - o, "]\n");
+    return t;
+}
+
+static char *fh_Ks(int n) {
+    size_t cap = (size_t)n * 64 + 16, o = 0;
+    char *t = malloc(cap);
+    o += (size_t)snprintf(t + o, cap - o, "[");
+    for (int i = 0; i < n; i++)
+        o += (size_t)snprintf(t + o, cap - o, "%s[[%d,0,112],[0,%d,112],[0,0,1]]", i ? "," : "", 500 + i % 50,
+                              500 + i % 50);
+    snprintf(t + o, cap - o, "]");
+    return t;
+}
+
+static void test_freihand_split(void) {
+    static const struct { int n, bad_at; const char *bad, *what; } cases[] = {
+        {700, -1, NULL, "700 samples (two threads' worth)"},
+        {700, 400, "[[1,2,3]]", "a sample with one joint (a frame's error)"},
+        {700, 123, "{\"a\": [1, \"],[\"]}", "an object with brackets in a string"},
+        {700, 650, "[[1.2.3, 0, 0]]", "a number jansson refuses (the whole file's error)"},
+        {700, 5, "", "an empty element (1,,2)"},
+        {600, 599, "5", "a number for a sample"},
+        {3, 1, "\"x\\\"],[\"", "an escaped quote in a string"},
+        {512, 0, "[[0,0,0]]]", "a bracket too many"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char *x = fh_samples(cases[c].n, cases[c].bad_at, cases[c].bad ? cases[c].bad : ""), *k = fh_Ks(cases[c].n);
+        ok(fuzz_freihand_same(x, strlen(x), k, strlen(k), 1 + (int)c % 3), "FreiHAND split = whole: %s", cases[c].what);
+        free(x);
+        free(k);
+    }
+    /* whole files refused the same way: trailing bytes, an unclosed array, a K count off by one, nesting deeper than
+     * jansson takes (the scan stops short of it) */
+    char *k700 = fh_Ks(700), *k699 = fh_Ks(699), *x = fh_samples(700, -1, NULL);
+    size_t xl = strlen(x);
+    char *tail = malloc(xl + 8);
+    snprintf(tail, xl + 8, "%s x", x);
+    ok(fuzz_freihand_same(tail, strlen(tail), k700, strlen(k700), 1), "FreiHAND split = whole: bytes after the array");
+    ok(fuzz_freihand_same(x, xl - 2, k700, strlen(k700), 1), "FreiHAND split = whole: the array not closed");
+    ok(fuzz_freihand_same(x, xl, k699, strlen(k699), 1), "FreiHAND split = whole: one K fewer");
+    size_t dn = 5000;
+    char *deep = malloc(2 * dn + 3);
+    memset(deep, '[', dn);
+    memset(deep + dn, ']', dn);
+    deep[2 * dn] = 0;
+    ok(fuzz_freihand_same(deep, 2 * dn, "[[[1,0,0],[0,1,0],[0,0,1]]]", 27, 1), "FreiHAND split = whole: 5000 deep");
+    manifest_t m;
+    char err[512];
+    int v = 1;
+    ok(manifest_parse_freihand(x, xl, k700, strlen(k700), "x", "/r/%08ld.jpg", fuzz_versions, &v, 4, &m, err,
+                               sizeof err) == 0 && m.n == 700 && m.n_errors == 0 && fabsf(m.frames[699].joints[20][2] - 1.099f) < 1e-6f,
+       "FreiHAND on 4 threads: 700 frames, the last one's labels");
+    manifest_free(&m);
+    free(deep); free(tail); free(x); free(k700); free(k699);
 }
 
 static void test_fuzz_replay(void) {
@@ -1772,6 +1847,7 @@ int main(void) {
     test_localeconv();
     test_bad_frames();
     test_freihand();
+    test_freihand_split();
     test_cache_and_cancel();
     test_sink();
     test_fuzz_replay();
