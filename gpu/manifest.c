@@ -12,6 +12,7 @@
 #include "gpu/manifest.h"
 #include "store/errbuf.h"
 
+#include <assert.h>
 #include <dlfcn.h>
 #include <jansson.h>
 #include <limits.h>
@@ -29,8 +30,8 @@
  * jansson converts each real number with strtod after asking localeconv() for the
  * decimal point; glibc's localeconv() fills one static struct lconv on every call,
  * so parse threads writing it at once bounce its cache lines between cores: on this
- * project's 2-core machine an 8000-line manifest parsed in 0.110-0.164 s on two
- * threads against 0.090-0.097 s with the definition below (one thread: 0.17-0.20 s
+ * project's 2-core machine an 8000-line manifest parsed in 0.111-0.114 s on two
+ * threads against 0.092-0.100 s with the definition below (one thread: 0.17-0.22 s
  * either way). This definition, in the executable, is the one every library's call
  * binds to: glibc's answer, copied once and then only read. It stays right as long
  * as the process's locale does not change after the first call — traind never calls
@@ -261,6 +262,29 @@ static void mf_parse_line(const char *p, size_t l, long line, const char *name, 
     json_decref(o);
 }
 
+/* Threads for n items, at least MF_MIN_PER_THREAD each (~10 ms of parsing): 1 to
+ * min(threads, 64). */
+#define MF_MIN_PER_THREAD 256
+static int mf_threads(int threads, size_t n) {
+    int T = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+    if ((size_t)T > n / MF_MIN_PER_THREAD) T = n >= MF_MIN_PER_THREAD ? (int)(n / MF_MIN_PER_THREAD) : 1;
+    return T;
+}
+
+/* fn over jobs[0..T), each job `size` bytes: jobs 1.. on threads of their own, job 0
+ * — and any whose thread could not be started — on this one. */
+static void mf_run(void *(*fn)(void *), void *jobs, size_t size, int T) {
+    pthread_t th[64];
+    int running[64] = {0};
+    assert(T >= 1 && T <= 64);
+    for (int t = 1; t < T; t++) running[t] = pthread_create(&th[t], NULL, fn, (char *)jobs + (size_t)t * size) == 0;
+    fn(jobs);
+    for (int t = 1; t < T; t++) {
+        if (running[t]) pthread_join(th[t], NULL);
+        else fn((char *)jobs + (size_t)t * size);   /* no thread: this one does it */
+    }
+}
+
 typedef struct { const char *p; size_t len; long line; } mf_line_t;
 
 typedef struct {
@@ -364,22 +388,14 @@ int manifest_parse(const char *text, size_t len, const char *name, const char *d
     }
     m->n = n;
     /* 3. the frames, in parallel for large manifests (jansson has no shared mutable state once seeded) */
-    int T = threads < 1 ? 1 : threads > 64 ? 64 : threads;
-    if ((size_t)T > n / 256) T = n / 256 > 0 ? (int)(n / 256) : 1;   /* ~45 us a line: 256 are ~10 ms */
+    int T = mf_threads(threads, n);
     json_object_seed(0);
     mf_job_t jobs[64];
-    pthread_t th[64];
-    int running[64] = {0};
     for (int t = 0; t < T; t++) {
         size_t a = n * (size_t)t / (size_t)T, b = n * (size_t)(t + 1) / (size_t)T;
         jobs[t] = (mf_job_t){lines + first, m->frames, a, b - a, name, dir, unit, have_defK ? defK : NULL};
     }
-    for (int t = 1; t < T; t++) running[t] = pthread_create(&th[t], NULL, mf_parse_range, &jobs[t]) == 0;
-    mf_parse_range(&jobs[0]);
-    for (int t = 1; t < T; t++) {
-        if (running[t]) pthread_join(th[t], NULL);
-        else mf_parse_range(&jobs[t]);   /* no thread: this one does it */
-    }
+    mf_run(mf_parse_range, jobs, sizeof jobs[0], T);
     free(lines);
     mf_count_errors(m);
     return 0;
@@ -397,7 +413,6 @@ int manifest_parse(const char *text, size_t len, const char *name, const char *d
  * jansson refuses make the files parsed whole instead, so the frames and the
  * messages are always those of the whole parse (the fuzz target holds the two
  * ways to it). */
-#define MF_ARRAY_MIN_PER_THREAD 256
 #define MF_JSON_MAX_DEPTH 2048   /* jansson's JSON_PARSER_MAX_DEPTH; the scan stops well short of it */
 
 typedef struct { size_t a, b; } mf_span_t;
@@ -508,22 +523,13 @@ static void *mf_fh_range(void *arg) {
  * threads: 0, or -1 when jansson refused an element (the frames then zeroed). */
 static int mf_fh_parallel(const char *xyz, const mf_span_t *sx, const char *K, const mf_span_t *sk, size_t n,
                           const char *name, int threads, mf_frame_t *frames) {
-    int T = threads > 64 ? 64 : threads;
-    if ((size_t)T > n / MF_ARRAY_MIN_PER_THREAD)
-        T = n >= MF_ARRAY_MIN_PER_THREAD ? (int)(n / MF_ARRAY_MIN_PER_THREAD) : 1;
+    int T = mf_threads(threads, n), bad = 0;
     mf_fh_job_t jobs[64];
-    pthread_t th[64];
-    int running[64] = {0}, bad = 0;
     for (int t = 0; t < T; t++) {
         size_t a = n * (size_t)t / (size_t)T, b = n * (size_t)(t + 1) / (size_t)T;
         jobs[t] = (mf_fh_job_t){xyz, K, name, sx, sk, frames, a, b - a, 0};
     }
-    for (int t = 1; t < T; t++) running[t] = pthread_create(&th[t], NULL, mf_fh_range, &jobs[t]) == 0;
-    mf_fh_range(&jobs[0]);
-    for (int t = 1; t < T; t++) {
-        if (running[t]) pthread_join(th[t], NULL);
-        else mf_fh_range(&jobs[t]);   /* no thread: this one does it */
-    }
+    mf_run(mf_fh_range, jobs, sizeof jobs[0], T);
     for (int t = 0; t < T; t++) bad |= jobs[t].bad;
     if (!bad) return 0;
     for (size_t i = 0; i < n; i++) free(frames[i].error);
