@@ -213,6 +213,14 @@ static void *imp_hash_main(void *arg) {
     return NULL;
 }
 
+/* Starts h's hash on a thread of its own (1), or runs it on this one when none
+ * starts (0: nothing to join). */
+static int imp_hash_start(imp_hash_t *h, pthread_t *t) {
+    if (pthread_create(t, NULL, imp_hash_main, h) == 0) return 1;
+    imp_hash_main(h);
+    return 0;
+}
+
 /* A JSON Lines manifest's own path (resolved) and the base of its relative image paths. */
 static void imp_manifest_at(manifest_t *m, const char *rp) {
     char tmp[PATH_MAX];
@@ -222,7 +230,7 @@ static void imp_manifest_at(manifest_t *m, const char *rp) {
 }
 
 /* Loads the manifest at path (JSON Lines file, or FreiHAND directory / *_xyz.json),
- * with the seconds of reading, parsing and hashing a JSON Lines one in times[3].
+ * with the seconds of reading, parsing and hashing (beside the parse) in times[3].
  * 0, IMPORT_FORBIDDEN or -1 with err. */
 static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_t *m, double times[3], char *err,
                              size_t errlen) {
@@ -257,14 +265,13 @@ static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_
         /* the hash beside the parse (each ~30 ms for 8000 frames on the GPU machine) */
         imp_hash_t hj = {text, len, m->sha256, -1, 0.0, ""};
         pthread_t ht;
-        int threaded = pthread_create(&ht, NULL, imp_hash_main, &hj) == 0;
+        int threaded = imp_hash_start(&hj, &ht);
         char dcopy[PATH_MAX];
         snprintf(dcopy, sizeof dcopy, "%s", m->dir);
         r = manifest_parse(text, len, rp, dcopy, o->threads > 0 ? o->threads : imp_cpus(), m, err, errlen);
         times[0] = t1 - t0;
         times[1] = mono_now() - t1;
         if (threaded) pthread_join(ht, NULL);
-        else imp_hash_main(&hj);
         times[2] = hj.seconds;
         free(text);
         if (r == 0 && hj.rc) {
@@ -288,6 +295,7 @@ static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_
         return errbuf_set(err, errlen, "%s: path too long", dir);
     if (!imp_exists(fmt, 0, o) && snprintf(fmt, sizeof fmt, "%s/rgb/%%08ld.jpg", esc) >= (int)sizeof fmt)
         return errbuf_set(err, errlen, "%s: path too long", dir);
+    double t0 = mono_now();
     char *tx = imp_read_file(xyz, o, MF_MAX_BYTES, &len, &r, err, errlen);
     if (!tx) return r;
     char *tk = imp_read_file(kf, o, MF_MAX_BYTES, &klen, &r, err, errlen);
@@ -295,20 +303,33 @@ static int imp_load_manifest(const char *path, const import_opts_t *o, manifest_
         free(tx);
         return r;
     }
+    double t1 = mono_now();
     char h1[65], h2[65], e[256], meta[256];
     imp_copy(m->path, sizeof m->path, xyz);
     imp_copy(m->dir, sizeof m->dir, dir);
-    if (sha256_buf(tx, len, h1, e, sizeof e) || sha256_buf(tk, klen, h2, e, sizeof e)) {
-        free(tx);
-        free(tk);
-        return errbuf_set(err, errlen, "%s: %s", xyz, e);
-    }
+    /* the two files' hashes beside the parse, as a JSON Lines manifest's */
+    imp_hash_t hx = {tx, len, h1, -1, 0.0, ""}, hk = {tk, klen, h2, -1, 0.0, ""};
+    pthread_t thx, thk;
+    int jx = imp_hash_start(&hx, &thx), jk = imp_hash_start(&hk, &thk);
     imp_probe_t probe = {fmt, o};
     r = manifest_parse_freihand(tx, len, tk, klen, xyz, fmt, imp_exists_cb, &probe,
                                 o->threads > 0 ? o->threads : imp_cpus(), m, err, errlen);
-    /* the versions found are part of the key through the frame count (imp_key) */
-    snprintf(meta, sizeof meta, "freihand %s %s %s", set, h1, h2);
-    sha256_buf(meta, strlen(meta), m->sha256, e, sizeof e);
+    times[0] = t1 - t0;
+    times[1] = mono_now() - t1;
+    if (jx) pthread_join(thx, NULL);
+    if (jk) pthread_join(thk, NULL);
+    times[2] = hx.seconds + hk.seconds;
+    if (r == 0 && (hx.rc || hk.rc)) {
+        manifest_free(m);
+        r = errbuf_set(err, errlen, "%s: %s", xyz, hx.rc ? hx.err : hk.err);
+    } else if (r == 0) {
+        /* the versions found are part of the key through the frame count (imp_key) */
+        snprintf(meta, sizeof meta, "freihand %s %s %s", set, h1, h2);
+        if (sha256_buf(meta, strlen(meta), m->sha256, e, sizeof e)) {
+            manifest_free(m);
+            r = errbuf_set(err, errlen, "%s: %s", xyz, e);
+        }
+    }
     free(tx);
     free(tk);
     return r;
