@@ -122,9 +122,9 @@ typedef struct {
     double prepare_s;                /* before the decoding: manifest, stat pass, key, cache lookup */
     double prepare_parts[3];         /* of it: the manifest (read, parsed, hashed), the stat pass, the rest
                                       * (key, cache lookup, shard slots, the temporary directory); for the log */
-    double manifest_parts[3];        /* of a JSON Lines manifest's: reading it, parsing it, and hashing it (a
-                                      * thread of its own beside the parse, so not added); 0 for FreiHAND and
-                                      * for a hit found from the frames' list */
+    double manifest_parts[3];        /* of the manifest's: reading it, parsing it, and hashing it (threads of
+                                      * their own beside the parse, so not added); 0 for a hit found from the
+                                      * frames' list */
     char decoder[64];                /* "cpu", or the GPU decoder's name (gpu_frames of the frames) */
     int64_t gpu_frames;
     double feed_s[3];                /* the GPU feeding threads' seconds, summed: reading the files, in the

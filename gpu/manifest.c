@@ -574,7 +574,9 @@ int manifest_parse_freihand(const char *xyz, size_t xyz_len, const char *K, size
     int versions = 1;   /* image v*N+i shows sample i again (FreiHAND's versions) */
     while (exists && versions < MF_MAX_VERSIONS && exists(ud, (long)((size_t)versions * n))) versions++;
     if ((size_t)versions > (size_t)MF_MAX_FRAMES / n) {
-        errbuf_set(err, errlen, "%s: %d versions of %zu samples: too many frames", name, versions, n);
+        /* split: the elements are not parsed yet; a file the whole parse refuses is said first, as it says it */
+        if (!(split && mf_fh_load(xyz, xyz_len, K, K_len, name, &jx, &jk, &nk, err, errlen)))
+            errbuf_set(err, errlen, "%s: %d versions of %zu samples: too many frames", name, versions, n);
         goto out;
     }
     m->frames = calloc(n * (size_t)versions, sizeof *m->frames);

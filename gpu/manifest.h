@@ -86,7 +86,6 @@ int manifest_parse_freihand(const char *xyz, size_t xyz_len, const char *K, size
                             manifest_t *m, char *err, size_t errlen);
 void manifest_free(manifest_t *m);
 
-
 /* Checks a 3x3 K (finite, not singular): 0, or -1 with why. */
 int manifest_check_K(const double K[9], char *why, size_t len);
 
