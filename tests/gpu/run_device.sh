@@ -10,7 +10,7 @@
 # the GPU against HF Dinov2Model (tests/hf/check_forward.py) and a train
 # step's gradients against PyTorch autograd (tests/gpu/check_grads_torch.py);
 # bench = the op
-# timings (and bench/run_device.sh when it exists); multi = only the jobs over
+# timings (and bench/run_device.sh when it exists); ops = the op timings alone; multi = only the jobs over
 # several GPUs (tests/gpu/test_multigpu.sh, then bench/run_device.sh's step
 # traind_dp) — on a machine of 2+ GPUs: run(kind="nvidia-h100-x2",
 # command="tests/gpu/run_device.sh multi", carry=[as above]). Several modes may
@@ -94,6 +94,9 @@ if has hf; then
     rc=$?
     tail -20 "$OUT/grads_torch.log"
     [ $rc -eq 0 ] || fail=1
+fi
+if has ops; then   # the op timings alone (test_ops_gpu TEST_BENCH=only)
+    TEST_BENCH=only build/release/gpu-tests/test_ops_gpu 2>&1 | grep '^# bench' | tee "$OUT/bench_ops.txt"
 fi
 if has bench; then
     TEST_BENCH=1 TEST_QUICK=1 build/release/gpu-tests/test_ops_gpu 2>&1 | grep '^# bench' | tee "$OUT/bench_ops.txt"
