@@ -859,12 +859,14 @@ static void cu_attn_tc_fwd_tile(backend_t *b, void *out, float *lse, const void 
 }
 
 /* The block shape, warps x query tiles per warp (TRAIND_ATTN_FWD_TILE, read at
- * backend creation: 4x1 by default, 4x2, 8x1, 2x2). */
+ * backend creation: 4x1 by default, 4x2, 8x1, 2x2, 17x1; the last holds
+ * a whole head of T = 257 in one block). */
 static void cu_attn_tc_fwd(backend_t *b, void *out, float *lse, const void *qkv, int Bn, int T, int NH) {
     switch (cu_impl(b)->attn_fwd_tile) {
     case 42: cu_attn_tc_fwd_tile<4, 2>(b, out, lse, qkv, Bn, T, NH); break;
     case 81: cu_attn_tc_fwd_tile<8, 1>(b, out, lse, qkv, Bn, T, NH); break;
     case 22: cu_attn_tc_fwd_tile<2, 2>(b, out, lse, qkv, Bn, T, NH); break;
+    case 171: cu_attn_tc_fwd_tile<17, 1>(b, out, lse, qkv, Bn, T, NH); break;   /* T <= 272: a head a block */
     default: cu_attn_tc_fwd_tile<4, 1>(b, out, lse, qkv, Bn, T, NH); break;
     }
 }
