@@ -657,22 +657,20 @@ __global__ void cu_attn_bwd_prep_kernel(float *Dg, __nv_bfloat16 *gb16, const fl
  * S, dP, dS, dQ += dS K. Tiles double-buffered with cp.async. P in the log2
  * domain, as in the forward: P = exp2(S * scale * log2 e - lse * log2 e), one
  * FFMA and one MUFU.EX2 per score (sl2 = scale * log2 e, ex2_ftz).
- * Own rows are those below Tm (T less the tail rows cu_attn_bwd_tail_kernel
- * takes); streamed rows all T.
  * Epilogue: the gradients stored in f32 or (out_bf16) rounded to bf16 — the
  * operand of the qkv products — and, with part, the block's column sums of
  * them (its rows; the warps' 16-row sums added in warp order) into
- * part[batch * pstride + blockIdx.x][3*NH*64]: the q/k/v bias gradients
+ * part[batch * gridDim.x + blockIdx.x][3*NH*64]: the q/k/v bias gradients
  * without another pass over dqkv. */
 __device__ __forceinline__ void tc_store2(void *p, bool bf, size_t i, float x, float y) {
     if (bf) *(__nv_bfloat162 *)((__nv_bfloat16 *)p + i) = __floats2bfloat162_rn(x, y);
     else *(float2 *)((float *)p + i) = make_float2(x, y);
 }
 
-__global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(void *dqkv, bool out_bf16, float *part, int pstride,
+__global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(void *dqkv, bool out_bf16, float *part,
                                                               const __nv_bfloat16 *gb16,
                                                               const __nv_bfloat16 *qkv, const float *Dg_all,
-                                                              const float *lse, int T, int Tm, int NH, float scale) {
+                                                              const float *lse, int T, int NH, float scale) {
     __shared__ __align__(128) __nv_bfloat16 X[2][TC_TILE], Y[2][TC_TILE];
     __shared__ float csum[2][4][TC_HS];   /* epilogue: per warp, the column sums of acc1, acc2 */
     const float log2e = 1.4426950408889634f, sl2 = scale * log2e;
@@ -686,7 +684,7 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(void *dqkv, bool o
     const float *L = lse + ((size_t)bi * NH + h) * T;
     const float *Dg = Dg_all + ((size_t)bi * NH + h) * T;
     const size_t dqb = (size_t)bi * T * ld3 + (size_t)h * TC_HS;   /* element offset of (batch, token 0, q, head) */
-    int nown = min(TC_ROWS, Tm - r0), ntiles = (T + TC_ROWS - 1) / TC_ROWS;   /* own rows < Tm, streamed < T */
+    int nown = min(TC_ROWS, T - r0), ntiles = (T + TC_ROWS - 1) / TC_ROWS;
     bool active = w * 16 < nown;
     float s[4][4], dp[4][4], acc1[8][4], acc2[8][4];
     uint32_t fa[4][4], fb[4][4];
@@ -790,7 +788,7 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(void *dqkv, bool o
     /* the final values (role 1: dK = acc2 * scale, dV = acc1; role 0: dQ = acc1 * scale),
      * rows past T (and inactive warps) zero for the column sums */
     int i0 = r0 + w * 16 + g, i1 = i0 + 8;
-    const bool ok0 = active && i0 < Tm, ok1 = active && i1 < Tm;
+    const bool ok0 = active && i0 < T, ok1 = active && i1 < T;
 #pragma unroll
     for (int n = 0; n < 8; n++)
 #pragma unroll
@@ -842,133 +840,9 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(void *dqkv, bool o
         int c = threadIdx.x;
         float s1 = ((csum[0][0][c] + csum[0][1][c]) + csum[0][2][c]) + csum[0][3][c];
         float s2 = ((csum[1][0][c] + csum[1][1][c]) + csum[1][2][c]) + csum[1][3][c];
-        float *pr = part + ((size_t)bi * pstride + blockIdx.x) * ld3 + (size_t)h * TC_HS + c;
+        float *pr = part + ((size_t)bi * gridDim.x + blockIdx.x) * ld3 + (size_t)h * TC_HS + c;
         if (role == 0) pr[0] = s1;               /* dQ */
         else { pr[ldo] = s2; pr[2 * ldo] = s1; } /* dK, dV */
-    }
-}
-
-/* The backward's tail rows. At T = 64k + r (1 <= r <= TC_BWD_TAIL; a ViT's
- * 16 x 16 patches + CLS: T = 257, r = 1) a 64-row block for the last r own
- * rows would stream every tile for one warp's worth of rows, a fifth of the
- * grid at T = 257. So the main kernel owns rows [0, Tm = T - r) in both roles
- * (streaming all T) and this kernel the last r queries and keys: a block per
- * (batch, head), warp 0 the queries (dQ), warp 1 the keys (dK, dV), a row at a
- * time in two phases:
- *   1. lanes over the streamed rows j (fp32 64-dots): s = own . x_j and
- *      dp = own' . y_j, P = exp2(s * scale log2 e - lse log2 e), dS = P (dp - D),
- *      into shared memory;
- *   2. lanes over the dimensions (two each), the rows in order:
- *      dQ = scale sum_j dS_j k_j; dV = sum_i P_i dO_i, dK = scale sum_i dS_i q_i.
- * The operands are the tensor-core kernel's (dO rounded to bf16: gb16). With
- * part, the rows' column sums (added in row order) go to part row
- * [batch * pstride + pstride - 1]. Dynamic shared memory: 2 warps x 2 x T floats. */
-#define TC_BWD_TAIL 8
-
-/* 64 bf16 of a row into fp32 registers */
-__device__ __forceinline__ void tc_row_f32(float x[TC_HS], const __nv_bfloat16 *row) {
-    const uint4 *v = (const uint4 *)row;
-#pragma unroll
-    for (int c = 0; c < TC_HS / 8; c++) {
-        uint4 u = v[c];
-        const __nv_bfloat162 *hp = (const __nv_bfloat162 *)&u;
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            float2 f = __bfloat1622float2(hp[k]);
-            x[8 * c + 2 * k] = f.x;
-            x[8 * c + 2 * k + 1] = f.y;
-        }
-    }
-}
-
-/* a . row (64 bf16), fp32 */
-__device__ __forceinline__ float tc_dot_row(const float a[TC_HS], const __nv_bfloat16 *row) {
-    const uint4 *v = (const uint4 *)row;
-    float acc = 0.0f;
-#pragma unroll
-    for (int c = 0; c < TC_HS / 8; c++) {
-        uint4 u = v[c];
-        const __nv_bfloat162 *hp = (const __nv_bfloat162 *)&u;
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            float2 f = __bfloat1622float2(hp[k]);
-            acc = fmaf(a[8 * c + 2 * k], f.x, acc);
-            acc = fmaf(a[8 * c + 2 * k + 1], f.y, acc);
-        }
-    }
-    return acc;
-}
-
-__global__ void __launch_bounds__(64) cu_attn_bwd_tail_kernel(void *dqkv, bool out_bf16, float *part, int pstride,
-                                                             const __nv_bfloat16 *gb16, const __nv_bfloat16 *qkv,
-                                                             const float *Dg_all, const float *lse, int T, int Tm,
-                                                             int NH, float scale) {
-    extern __shared__ float tsm[];   /* [2 warps][2][T]: P, dS */
-    const float log2e = 1.4426950408889634f, sl2 = scale * log2e;
-    int bi = blockIdx.x / NH, h = blockIdx.x % NH, role = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float *P = tsm + (size_t)role * 2 * T, *dS = P + T;
-    size_t ld3 = (size_t)3 * NH * TC_HS, ldo = (size_t)NH * TC_HS;
-    const __nv_bfloat16 *qb = qkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
-    const __nv_bfloat16 *kb = qb + ldo, *vb = qb + 2 * ldo;
-    const __nv_bfloat16 *gb = gb16 + (size_t)bi * T * ldo + (size_t)h * TC_HS;
-    const float *L = lse + ((size_t)bi * NH + h) * T, *Dg = Dg_all + ((size_t)bi * NH + h) * T;
-    const size_t dqb = (size_t)bi * T * ld3 + (size_t)h * TC_HS;
-    int d = 2 * lane;
-    float cs[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};   /* column sums: role 0 dQ; role 1 dK, dV */
-    for (int r = Tm; r < T; r++) {
-        float a[TC_HS], c[TC_HS];   /* role 0: q_r, dO_r; role 1: k_r, v_r */
-        tc_row_f32(a, (role == 0 ? qb : kb) + (size_t)r * ld3);
-        tc_row_f32(c, role == 0 ? gb + (size_t)r * ldo : vb + (size_t)r * ld3);
-        float Lr = role == 0 ? L[r] * log2e : 0.0f, Dr = role == 0 ? Dg[r] : 0.0f;
-        for (int j = lane; j < T; j += 32) {
-            float sj, dpj, Lj = Lr, Dj = Dr;
-            if (role == 0) {                       /* query r against key j */
-                sj = tc_dot_row(a, kb + (size_t)j * ld3);
-                dpj = tc_dot_row(c, vb + (size_t)j * ld3);
-            } else {                               /* key r against query j */
-                sj = tc_dot_row(a, qb + (size_t)j * ld3);
-                dpj = tc_dot_row(c, gb + (size_t)j * ldo);
-                Lj = L[j] * log2e;
-                Dj = Dg[j];
-            }
-            float p = ex2_ftz(fmaf(sj, sl2, -Lj));
-            P[j] = p;
-            dS[j] = p * (dpj - Dj);
-        }
-        __syncwarp();
-        float x0 = 0.0f, x1 = 0.0f, y0 = 0.0f, y1 = 0.0f;
-        for (int j = 0; j < T; j++) {
-            if (role == 0) {
-                float2 k2 = __bfloat1622float2(*(const __nv_bfloat162 *)(kb + (size_t)j * ld3 + d));
-                x0 = fmaf(dS[j], k2.x, x0);
-                x1 = fmaf(dS[j], k2.y, x1);
-            } else {
-                float2 q2 = __bfloat1622float2(*(const __nv_bfloat162 *)(qb + (size_t)j * ld3 + d));
-                float2 g2 = __bfloat1622float2(*(const __nv_bfloat162 *)(gb + (size_t)j * ldo + d));
-                x0 = fmaf(dS[j], q2.x, x0);
-                x1 = fmaf(dS[j], q2.y, x1);
-                y0 = fmaf(P[j], g2.x, y0);
-                y1 = fmaf(P[j], g2.y, y1);
-            }
-        }
-        __syncwarp();   /* P, dS are rewritten for the next row */
-        x0 *= scale;
-        x1 *= scale;
-        if (role == 0) {
-            tc_store2(dqkv, out_bf16, dqb + (size_t)r * ld3 + d, x0, x1);
-        } else {
-            tc_store2(dqkv, out_bf16, dqb + (size_t)r * ld3 + ldo + d, x0, x1);
-            tc_store2(dqkv, out_bf16, dqb + (size_t)r * ld3 + 2 * ldo + d, y0, y1);
-        }
-        cs[0][0] += x0; cs[0][1] += x1; cs[1][0] += y0; cs[1][1] += y1;
-    }
-    if (!part) return;
-    float *pr = part + ((size_t)bi * pstride + pstride - 1) * ld3 + (size_t)h * TC_HS + d;
-    if (role == 0) {
-        pr[0] = cs[0][0]; pr[1] = cs[0][1];
-    } else {
-        pr[ldo] = cs[0][0]; pr[ldo + 1] = cs[0][1];
-        pr[2 * ldo] = cs[1][0]; pr[2 * ldo + 1] = cs[1][1];
     }
 }
 
@@ -1006,27 +880,14 @@ static void cu_attn_tc_bwd(backend_t *b, void *dqkv, dtype_t ddt, float *dbias, 
     cu_attn_bwd_prep_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, cu_st(b)>>>(Dg, gb16, dout, (const __nv_bfloat16 *)out,
                                                                             Bn, T, NH);
     CU_LAUNCH_CHECK();
-    int r = T % TC_ROWS;
-    int tail = cu_impl(b)->attn_bwd_tail && T > TC_ROWS && r >= 1 && r <= TC_BWD_TAIL ? r : 0;
-    int Tm = T - tail, nrb = (Tm + TC_ROWS - 1) / TC_ROWS, pstride = nrb + (tail ? 1 : 0);
+    int nrb = (T + TC_ROWS - 1) / TC_ROWS;
     size_t ld3 = (size_t)3 * NH * TC_HS;
-    float *part = dbias ? (float *)cu_scratch(b, 3, (size_t)Bn * pstride * ld3 * sizeof(float)) : NULL;
+    float *part = dbias ? (float *)cu_scratch(b, 3, (size_t)Bn * nrb * ld3 * sizeof(float)) : NULL;
     dim3 grid(nrb, NH, 2 * Bn);
-    cu_attn_bwd_mma_kernel<<<grid, 128, 0, cu_st(b)>>>(dqkv, ddt == DT_BF16, part, pstride, gb16,
-                                                      (const __nv_bfloat16 *)qkv, Dg, lse, T, Tm, NH,
-                                                      1.0f / sqrtf((float)TC_HS));
+    cu_attn_bwd_mma_kernel<<<grid, 128, 0, cu_st(b)>>>(dqkv, ddt == DT_BF16, part, gb16, (const __nv_bfloat16 *)qkv,
+                                                      Dg, lse, T, NH, 1.0f / sqrtf((float)TC_HS));
     CU_LAUNCH_CHECK();
-    if (tail) {
-        size_t smem = (size_t)4 * T * sizeof(float);
-        if (smem > 48 * 1024)
-            CU_CHECK(cudaFuncSetAttribute(cu_attn_bwd_tail_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          (int)smem));
-        cu_attn_bwd_tail_kernel<<<(unsigned)(Bn * NH), 64, smem, cu_st(b)>>>(dqkv, ddt == DT_BF16, part, pstride, gb16,
-                                                                             (const __nv_bfloat16 *)qkv, Dg, lse, T,
-                                                                             Tm, NH, 1.0f / sqrtf((float)TC_HS));
-        CU_LAUNCH_CHECK();
-    }
-    if (dbias) cu_colsum_finish(b, dbias, part, Bn * pstride, (int)ld3);
+    if (dbias) cu_colsum_finish(b, dbias, part, Bn * nrb, (int)ld3);
 }
 
 /* ======================= C. cuBLAS fallback ======================= */

@@ -11,8 +11,7 @@
  * TRAIND_ATTENTION=own keeps the bf16 forward on traind's own fused kernel
  * rather than cuDNN's fused attention (sdpa_cudnn.cu, the default where
  * cuDNN loads); TRAIND_ATTN_FWD_TILE=4x1|4x2|8x1|2x2|17x1 shapes that kernel's
- * blocks (warps x 16-query tiles per warp; attention.cu); TRAIND_ATTN_BWD_TAIL=0
- * gives the backward's last T % 64 rows a 64-row block again instead of the tail kernel;
+ * blocks (warps x 16-query tiles per warp; attention.cu);
  * TRAIND_LT_AUTOTUNE=1 times cuBLASLt candidates per shape (matmul.cu);
  * TRAIND_TEST_GPU_FAULT=FILE is a test hook that makes one process fault on
  * the GPU (cuda_common.h). */
@@ -534,8 +533,6 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t errlen) 
     const char *am = getenv("TRAIND_ATTENTION");
     c->attn_mode = (am && strcmp(am, "cublas") == 0) ? CU_ATTN_CUBLAS : CU_ATTN_FUSED;
     c->attn_cudnn = !(am && (strcmp(am, "own") == 0 || strcmp(am, "cublas") == 0));
-    const char *bt = getenv("TRAIND_ATTN_BWD_TAIL");
-    c->attn_bwd_tail = !(bt && strcmp(bt, "0") == 0);
     const char *ft = getenv("TRAIND_ATTN_FWD_TILE");
     static const char *tiles[] = {"4x2", "8x1", "2x2", "17x1"};
     static const int tile_ids[] = {42, 81, 22, 171};

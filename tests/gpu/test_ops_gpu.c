@@ -1083,16 +1083,6 @@ int main(int argc, char **argv) {
             Gt->destroy(Gt);
         }
     }
-    /* the backward without its tail kernel (every own row in the 64-row blocks) */
-    setenv("TRAIND_ATTN_BWD_TAIL", "0", 1);
-    {
-        backend_t *Gnt = backend_cuda_create(0, err, sizeof err);
-        unsetenv("TRAIND_ATTN_BWD_TAIL");
-        if (!Gnt) { printf("Bail out! cuda backend without the tail kernel: %s\n", err); return 1; }
-        t_attention(Gnt, "default, bwd without tail kernel", 2, 257, 16, 64, DT_BF16);
-        t_attention(Gnt, "default, bwd without tail kernel", 1, 261, 4, 64, DT_BF16);
-        Gnt->destroy(Gnt);
-    }
     /* the cuDNN path with its tail rows split off (automatic only at large batch x heads) */
     setenv("TRAIND_CUDNN_SPLIT", "1", 1);
     t_attention(G, "default, split", 2, 257, 16, 64, DT_BF16);   /* 1 tail row */
@@ -1161,16 +1151,6 @@ benches:
             Gt->destroy(Gt);
         }
         bench_attention(G, "default", 128, 257, 16, 64, DT_BF16);
-        /* the backward's tail rows in 64-row blocks of their own (as before the tail kernel) */
-        setenv("TRAIND_ATTN_BWD_TAIL", "0", 1);
-        backend_t *Gnt = backend_cuda_create(0, err, sizeof err);
-        unsetenv("TRAIND_ATTN_BWD_TAIL");
-        if (Gnt) {
-            bench_attention(Gnt, "default, bwd without tail kernel", 32, 257, 16, 64, DT_BF16);
-            bench_attention(Gnt, "default, bwd without tail kernel", 128, 257, 16, 64, DT_BF16);
-            bench_attention(Gnt, "default, bwd without tail kernel", 256, 257, 16, 64, DT_BF16);
-            Gnt->destroy(Gnt);
-        }
         setenv("TRAIND_CUDNN_SPLIT", "0", 1);   /* cuDNN on all T rows, no tail kernel */
         bench_attention(G, "default, no split", 32, 257, 16, 64, DT_BF16);
         bench_attention(G, "default, no split", 256, 257, 16, 64, DT_BF16);
