@@ -11,7 +11,7 @@
  *  A'. bf16, HS = 64 (every DINOv2 size): fused tensor-core kernels, one
  *     launch per direction (plus a small row-dot kernel for D in backward), no
  *     score matrix in memory. FA2 style with mma.sync: forward = online
- *     softmax over 64-key tiles; backward = one launch with two block roles,
+ *     softmax over 64-key tiles (the last taking up to 16 keys more); backward = one launch with two block roles,
  *     dQ blocks (stream key tiles) and dK/dV blocks (stream query tiles), both
  *     recomputing P = exp(S - lse), with D = rowsum(dO * O).
  *  A. other dtypes (fp32: the debug stage) with HS in {32, 64}: the same
@@ -423,14 +423,15 @@ __device__ __forceinline__ void mma_pb(float acc[8][4], const float p[NB][4], co
     }
 }
 
-/* Forward: NW warps per block, each owning MT tiles of 16 queries (16*NW*MT
- * per block; MT = 2 loads each K/V fragment once for two query tiles, halving
- * shared-memory reads per product). K/V tiles of 64 keys in two stages; a
- * remainder of at most 16 keys (T = 257: one) joins the last tile instead of
- * costing a tile of its own (tiles hold up to TF_KMAX rows). Dynamic shared
- * memory: Q [16*NW*MT][TC_LD], K[2], V[2] [TF_KMAX][TC_LD]. Scores in the
- * log2 domain: P = exp2(S * scale*log2 e - m), one FFMA and one MUFU.EX2 per
- * score (ex2_ftz); lse is returned as a natural log. */
+/* Forward: NW warps (16*NW queries) per block, a warp owning 16 query rows; K/V
+ * tiles of 64 keys in two stages; a remainder of at most 16 keys (T = 257: one)
+ * joins the last tile instead of costing a tile of its own (tiles hold up to
+ * TF_KMAX rows). Dynamic shared memory: Q [16*NW][TC_LD], K[2], V[2]
+ * [TF_KMAX][TC_LD]. Scores in the log2 domain: P = exp2(S * scale*log2 e - m),
+ * one FFMA and one MUFU.EX2 per score (ex2_ftz); lse is returned as a natural
+ * log. (Measured on H100, Bn=256 T=257: two query tiles per warp, sharing each
+ * K/V fragment, 0.98 ms and a whole head per 17-warp block 0.68 ms, against
+ * 0.63 ms for this shape.) */
 #define TF_FOLD 16                      /* keys a last tile may take beyond its 64 */
 #define TF_KMAX (TC_ROWS + TF_FOLD)
 #define TF_NB (TF_KMAX / 8)             /* 8-key column blocks of a score tile */
@@ -452,11 +453,11 @@ __device__ __forceinline__ void tc_async_rows_upto(__nv_bfloat16 *dst, const __n
     }
 }
 
-template <int NW, int MT>
+template <int NW>
 __global__ void __launch_bounds__(32 * NW) cu_attn_fwd_mma_kernel(__nv_bfloat16 *out, float *lse,
                                                                   const __nv_bfloat16 *qkv, int T, int NH, float scale) {
     extern __shared__ __align__(128) __nv_bfloat16 fsm[];
-    constexpr int QB = 16 * NW * MT, KTILE = TF_KMAX * TC_LD;
+    constexpr int QB = 16 * NW, KTILE = TF_KMAX * TC_LD;
     __nv_bfloat16 *Qs = fsm, *Kst = fsm + QB * TC_LD, *Vst = Kst + 2 * KTILE;   /* stage s at + s*KTILE */
     int bi = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * QB;
     const float sl2 = scale * 1.4426950408889634f;
@@ -465,7 +466,7 @@ __global__ void __launch_bounds__(32 * NW) cu_attn_fwd_mma_kernel(__nv_bfloat16 
     const __nv_bfloat16 *base = qkv + (size_t)bi * T * ld3 + (size_t)h * TC_HS;
     const __nv_bfloat16 *kb = base + (size_t)NH * TC_HS, *vb = base + (size_t)2 * NH * TC_HS;
     int ntiles = tf_tiles(T);
-    /* key tile it: keys [64 it, 64 it + nk), rows loaded rounded up to 16 */
+    /* key tile it: keys [64 it, 64 it + nk), its rows loaded rounded up to 16 */
 #define TF_NK(it) ((it) + 1 == ntiles ? T - (it) * TC_ROWS : TC_ROWS)
     tc_async_rows_upto(Qs, base + (size_t)q0 * ld3, ld3, min(QB, T - q0), QB);
     {
@@ -474,18 +475,11 @@ __global__ void __launch_bounds__(32 * NW) cu_attn_fwd_mma_kernel(__nv_bfloat16 
         tc_async_rows_upto(Vst, vb, ld3, nk, (nk + 15) & ~15);
     }
     cp_async_commit();
-    bool act[MT];                       /* this warp's query tile mt has a row < T */
-    uint32_t qa[MT][4][4];
-    float o[MT][8][4], m[MT][2], l[MT][2];
+    bool active = q0 + w * 16 < T;   /* warp has at least one query row */
+    uint32_t qa[4][4];
+    float o[8][4], m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-        act[mt] = q0 + (w * MT + mt) * 16 < T;
-        m[mt][0] = m[mt][1] = -INFINITY;
-        l[mt][0] = l[mt][1] = 0.0f;
-#pragma unroll
-        for (int n = 0; n < 8; n++) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.0f;
-    }
-    bool any = act[0];                  /* tiles are in order: the first is live if any is */
+    for (int n = 0; n < 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     for (int it = 0; it < ntiles; it++) {
         int nk = TF_NK(it), st = it & 1;
         if (it + 1 < ntiles) {   /* prefetch the next tile into the other stage */
@@ -498,132 +492,75 @@ __global__ void __launch_bounds__(32 * NW) cu_attn_fwd_mma_kernel(__nv_bfloat16 
             cp_async_wait<0>();
         }
         __syncthreads();
-        if (it == 0) {
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) mma_load_a(qa[mt], Qs + (w * MT + mt) * 16 * TC_LD, lane);
-        }
-        if (any) {
-            int nn = (nk + 7) >> 3, nkc = (nk + 15) >> 4;
-            /* S = Q K^T: each K fragment loaded once for the MT query tiles */
-            float s[MT][TF_NB][4];
-            const __nv_bfloat16 *pk = Kst + st * KTILE + (lane & 7) * TC_LD + (lane >> 3) * 8;
+        if (it == 0) mma_load_a(qa, Qs + w * 16 * TC_LD, lane);
+        if (active) {
+            int nn = (nk + 7) >> 3;
+            float s[TF_NB][4];
+            mma_abt<TF_NB>(s, qa, Kst + st * KTILE, lane, nn);   /* S = Q K^T over the tile's nn 8-key blocks */
+            /* online softmax; columns >= nk masked (P = 0) */
+            float r0 = -INFINITY, r1 = -INFINITY;
 #pragma unroll
             for (int n = 0; n < TF_NB; n++) {
-#pragma unroll
-                for (int mt = 0; mt < MT; mt++) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
                 if (n < nn) {
 #pragma unroll
-                    for (int kk = 0; kk < 4; kk += 2) {
-                        uint32_t bk[4];
-                        ldsm_x4(bk, pk + n * 8 * TC_LD + kk * 16);
-#pragma unroll
-                        for (int mt = 0; mt < MT; mt++) {
-                            if (MT > 1 && !act[mt]) continue;
-                            mma_bf16(s[mt][n], qa[mt][kk], bk[0], bk[1]);
-                            mma_bf16(s[mt][n], qa[mt][kk + 1], bk[2], bk[3]);
+                    for (int e = 0; e < 2; e++) {
+                        if (n * 8 + 2 * t + e < nk) {
+                            r0 = fmaxf(r0, s[n][e]);
+                            r1 = fmaxf(r1, s[n][2 + e]);
                         }
                     }
                 }
             }
-            /* online softmax per query tile; columns >= nk are masked (P = 0) */
+            r0 = fmaxf(r0, __shfl_xor_sync(0xffffffffu, r0, 1));
+            r0 = fmaxf(r0, __shfl_xor_sync(0xffffffffu, r0, 2));
+            r1 = fmaxf(r1, __shfl_xor_sync(0xffffffffu, r1, 1));
+            r1 = fmaxf(r1, __shfl_xor_sync(0xffffffffu, r1, 2));
+            float mx0 = fmaxf(m0, r0 * sl2), mx1 = fmaxf(m1, r1 * sl2);
+            float c0 = ex2_ftz(m0 - mx0), c1 = ex2_ftz(m1 - mx1), sum0 = 0.0f, sum1 = 0.0f;
+            m0 = mx0;
+            m1 = mx1;
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                float r0 = -INFINITY, r1 = -INFINITY;
+            for (int n = 0; n < TF_NB; n++) {
+                if (n < nn) {
 #pragma unroll
-                for (int n = 0; n < TF_NB; n++) {
-                    if (n < nn) {
-#pragma unroll
-                        for (int e = 0; e < 2; e++) {
-                            if (n * 8 + 2 * t + e < nk) {
-                                r0 = fmaxf(r0, s[mt][n][e]);
-                                r1 = fmaxf(r1, s[mt][n][2 + e]);
-                            }
-                        }
-                    }
-                }
-                r0 = fmaxf(r0, __shfl_xor_sync(0xffffffffu, r0, 1));
-                r0 = fmaxf(r0, __shfl_xor_sync(0xffffffffu, r0, 2));
-                r1 = fmaxf(r1, __shfl_xor_sync(0xffffffffu, r1, 1));
-                r1 = fmaxf(r1, __shfl_xor_sync(0xffffffffu, r1, 2));
-                float mx0 = fmaxf(m[mt][0], r0 * sl2), mx1 = fmaxf(m[mt][1], r1 * sl2);
-                float c0 = ex2_ftz(m[mt][0] - mx0), c1 = ex2_ftz(m[mt][1] - mx1), sum0 = 0.0f, sum1 = 0.0f;
-                m[mt][0] = mx0;
-                m[mt][1] = mx1;
-#pragma unroll
-                for (int n = 0; n < TF_NB; n++) {
-                    if (n < nn) {
-#pragma unroll
-                        for (int e = 0; e < 2; e++) {
-                            bool ok_ = n * 8 + 2 * t + e < nk;
-                            s[mt][n][e] = ok_ ? ex2_ftz(fmaf(s[mt][n][e], sl2, -mx0)) : 0.0f;
-                            s[mt][n][2 + e] = ok_ ? ex2_ftz(fmaf(s[mt][n][2 + e], sl2, -mx1)) : 0.0f;
-                            sum0 += s[mt][n][e];
-                            sum1 += s[mt][n][2 + e];
-                        }
-                    }
-                }
-#pragma unroll
-                for (int n = 0; n < 8; n++) {
-                    o[mt][n][0] *= c0; o[mt][n][1] *= c0; o[mt][n][2] *= c1; o[mt][n][3] *= c1;
-                }
-                sum0 += __shfl_xor_sync(0xffffffffu, sum0, 1);
-                sum0 += __shfl_xor_sync(0xffffffffu, sum0, 2);
-                sum1 += __shfl_xor_sync(0xffffffffu, sum1, 1);
-                sum1 += __shfl_xor_sync(0xffffffffu, sum1, 2);
-                l[mt][0] = l[mt][0] * c0 + sum0;
-                l[mt][1] = l[mt][1] * c1 + sum1;
-            }
-            /* O += P V: each V fragment loaded once for the MT query tiles */
-            const __nv_bfloat16 *pv = Vst + st * KTILE + ((lane & 7) + ((lane >> 3) & 1) * 8) * TC_LD + (lane >> 4) * 8;
-#pragma unroll
-            for (int kc = 0; kc < TF_NB / 2; kc++) {
-                if (kc < nkc) {
-                    uint32_t pa[MT][4];
-#pragma unroll
-                    for (int mt = 0; mt < MT; mt++) {
-                        pa[mt][0] = pack_bf16(s[mt][2 * kc][0], s[mt][2 * kc][1]);
-                        pa[mt][1] = pack_bf16(s[mt][2 * kc][2], s[mt][2 * kc][3]);
-                        pa[mt][2] = pack_bf16(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
-                        pa[mt][3] = pack_bf16(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
-                    }
-#pragma unroll
-                    for (int n = 0; n < 8; n += 2) {
-                        uint32_t bv[4];
-                        ldsm_x4_t(bv, pv + kc * 16 * TC_LD + n * 8);
-#pragma unroll
-                        for (int mt = 0; mt < MT; mt++) {
-                            if (MT > 1 && !act[mt]) continue;
-                            mma_bf16(o[mt][n], pa[mt], bv[0], bv[1]);
-                            mma_bf16(o[mt][n + 1], pa[mt], bv[2], bv[3]);
-                        }
+                    for (int e = 0; e < 2; e++) {
+                        bool ok_ = n * 8 + 2 * t + e < nk;
+                        s[n][e] = ok_ ? ex2_ftz(fmaf(s[n][e], sl2, -mx0)) : 0.0f;
+                        s[n][2 + e] = ok_ ? ex2_ftz(fmaf(s[n][2 + e], sl2, -mx1)) : 0.0f;
+                        sum0 += s[n][e];
+                        sum1 += s[n][2 + e];
                     }
                 }
             }
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                o[n][0] *= c0; o[n][1] *= c0; o[n][2] *= c1; o[n][3] *= c1;
+            }
+            sum0 += __shfl_xor_sync(0xffffffffu, sum0, 1);
+            sum0 += __shfl_xor_sync(0xffffffffu, sum0, 2);
+            sum1 += __shfl_xor_sync(0xffffffffu, sum1, 1);
+            sum1 += __shfl_xor_sync(0xffffffffu, sum1, 2);
+            l0 = l0 * c0 + sum0;
+            l1 = l1 * c1 + sum1;
+            mma_pb<TF_NB>(o, s, Vst + st * KTILE, lane, (nk + 15) >> 4);   /* O += P V */
         }
         __syncthreads();   /* this stage is refilled two iterations on */
     }
 #undef TF_NK
+    if (!active) return;
+    int i0 = q0 + w * 16 + g, i1 = i0 + 8;
+    float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
     size_t ldo = (size_t)NH * TC_HS;
+    __nv_bfloat16 *ob = out + (size_t)bi * T * ldo + (size_t)h * TC_HS + 2 * t;
 #pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-        if (!act[mt]) continue;
-        int i0 = q0 + (w * MT + mt) * 16 + g, i1 = i0 + 8;
-        float inv0 = 1.0f / l[mt][0], inv1 = 1.0f / l[mt][1];
-        __nv_bfloat16 *ob = out + (size_t)bi * T * ldo + (size_t)h * TC_HS + 2 * t;
-#pragma unroll
-        for (int n = 0; n < 8; n++) {
-            if (i0 < T)
-                *(__nv_bfloat162 *)(ob + (size_t)i0 * ldo + n * 8) =
-                    __floats2bfloat162_rn(o[mt][n][0] * inv0, o[mt][n][1] * inv0);
-            if (i1 < T)
-                *(__nv_bfloat162 *)(ob + (size_t)i1 * ldo + n * 8) =
-                    __floats2bfloat162_rn(o[mt][n][2] * inv1, o[mt][n][3] * inv1);
-        }
-        if (lse && t == 0) {
-            float *lb = lse + ((size_t)bi * NH + h) * T;
-            if (i0 < T) lb[i0] = (m[mt][0] + log2f(l[mt][0])) * 0.6931471805599453f;
-            if (i1 < T) lb[i1] = (m[mt][1] + log2f(l[mt][1])) * 0.6931471805599453f;
-        }
+    for (int n = 0; n < 8; n++) {
+        if (i0 < T) *(__nv_bfloat162 *)(ob + (size_t)i0 * ldo + n * 8) = __floats2bfloat162_rn(o[n][0] * inv0, o[n][1] * inv0);
+        if (i1 < T) *(__nv_bfloat162 *)(ob + (size_t)i1 * ldo + n * 8) = __floats2bfloat162_rn(o[n][2] * inv1, o[n][3] * inv1);
+    }
+    if (lse && t == 0) {
+        float *lb = lse + ((size_t)bi * NH + h) * T;
+        if (i0 < T) lb[i0] = (m0 + log2f(l0)) * 0.6931471805599453f;
+        if (i1 < T) lb[i1] = (m1 + log2f(l1)) * 0.6931471805599453f;
     }
 }
 
@@ -846,29 +783,17 @@ __global__ void __launch_bounds__(128) cu_attn_bwd_mma_kernel(void *dqkv, bool o
     }
 }
 
-template <int NW, int MT>
-static void cu_attn_tc_fwd_tile(backend_t *b, void *out, float *lse, const void *qkv, int Bn, int T, int NH) {
-    size_t smem = (size_t)(16 * NW * MT * TC_LD + 4 * TF_KMAX * TC_LD) * sizeof(__nv_bfloat16);
-    CU_CHECK(cudaFuncSetAttribute(cu_attn_fwd_mma_kernel<NW, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)smem));
-    dim3 grid((T + 16 * NW * MT - 1) / (16 * NW * MT), NH, Bn);
-    cu_attn_fwd_mma_kernel<NW, MT><<<grid, 32 * NW, smem, cu_st(b)>>>((__nv_bfloat16 *)out, lse,
-                                                                      (const __nv_bfloat16 *)qkv, T, NH,
-                                                                      1.0f / sqrtf((float)TC_HS));
-    CU_LAUNCH_CHECK();
-}
-
-/* The block shape, warps x query tiles per warp (TRAIND_ATTN_FWD_TILE, read at
- * backend creation: 4x1 by default, 4x2, 8x1, 2x2, 17x1; the last holds
- * a whole head of T = 257 in one block). */
+/* 4 warps (64 queries) per block: measured on H100 (T=257) against 8 warps
+ * (0.090 vs 0.098 ms at Bn=32, 0.632 vs 0.703 at Bn=256). */
 static void cu_attn_tc_fwd(backend_t *b, void *out, float *lse, const void *qkv, int Bn, int T, int NH) {
-    switch (cu_impl(b)->attn_fwd_tile) {
-    case 42: cu_attn_tc_fwd_tile<4, 2>(b, out, lse, qkv, Bn, T, NH); break;
-    case 81: cu_attn_tc_fwd_tile<8, 1>(b, out, lse, qkv, Bn, T, NH); break;
-    case 22: cu_attn_tc_fwd_tile<2, 2>(b, out, lse, qkv, Bn, T, NH); break;
-    case 171: cu_attn_tc_fwd_tile<17, 1>(b, out, lse, qkv, Bn, T, NH); break;   /* T <= 272: a head a block */
-    default: cu_attn_tc_fwd_tile<4, 1>(b, out, lse, qkv, Bn, T, NH); break;
-    }
+    constexpr int NW = 4;
+    size_t smem = (size_t)(16 * NW * TC_LD + 4 * TF_KMAX * TC_LD) * sizeof(__nv_bfloat16);
+    CU_CHECK(cudaFuncSetAttribute(cu_attn_fwd_mma_kernel<NW>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid((T + 16 * NW - 1) / (16 * NW), NH, Bn);
+    cu_attn_fwd_mma_kernel<NW><<<grid, 32 * NW, smem, cu_st(b)>>>((__nv_bfloat16 *)out, lse,
+                                                                  (const __nv_bfloat16 *)qkv, T, NH,
+                                                                  1.0f / sqrtf((float)TC_HS));
+    CU_LAUNCH_CHECK();
 }
 
 static void cu_attn_tc_bwd(backend_t *b, void *dqkv, dtype_t ddt, float *dbias, const float *dout, const void *qkv,

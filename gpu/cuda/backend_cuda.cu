@@ -10,8 +10,7 @@
  * (cuBLAS batched products + softmax kernel) instead of the fused kernels;
  * TRAIND_ATTENTION=own keeps the bf16 forward on traind's own fused kernel
  * rather than cuDNN's fused attention (sdpa_cudnn.cu, the default where
- * cuDNN loads); TRAIND_ATTN_FWD_TILE=4x1|4x2|8x1|2x2|17x1 shapes that kernel's
- * blocks (warps x 16-query tiles per warp; attention.cu);
+ * cuDNN loads);
  * TRAIND_LT_AUTOTUNE=1 times cuBLASLt candidates per shape (matmul.cu);
  * TRAIND_TEST_GPU_FAULT=FILE is a test hook that makes one process fault on
  * the GPU (cuda_common.h). */
@@ -533,12 +532,6 @@ extern "C" backend_t *backend_cuda_create(int device, char *err, size_t errlen) 
     const char *am = getenv("TRAIND_ATTENTION");
     c->attn_mode = (am && strcmp(am, "cublas") == 0) ? CU_ATTN_CUBLAS : CU_ATTN_FUSED;
     c->attn_cudnn = !(am && (strcmp(am, "own") == 0 || strcmp(am, "cublas") == 0));
-    const char *ft = getenv("TRAIND_ATTN_FWD_TILE");
-    static const char *tiles[] = {"4x2", "8x1", "2x2", "17x1"};
-    static const int tile_ids[] = {42, 81, 22, 171};
-    c->attn_fwd_tile = 41;
-    for (int i = 0; ft && i < 4; i++)
-        if (strcmp(ft, tiles[i]) == 0) c->attn_fwd_tile = tile_ids[i];
 
     b->destroy = cu_destroy;
     b->alloc = cu_alloc;

@@ -115,7 +115,6 @@ typedef struct {
 
     cu_attn_mode_t attn_mode;
     int attn_cudnn;                     /* bf16 forward through cuDNN first (TRAIND_ATTENTION=own: no) */
-    int attn_fwd_tile;                  /* own forward's block: warps*10 + query tiles per warp (41 42 81 22 171) */
     void *dnn;                          /* cuDNN library and handle (cudnn.cu), made on first use */
     void *sdpa;                         /* fused attention plans (sdpa_cudnn.cu) */
     char name[256];

@@ -1064,24 +1064,11 @@ int main(int argc, char **argv) {
     t_attention(G, "default", 2, 256, 4, 64, DT_BF16);
     t_attention(G, "default", 3, 64, 2, 64, DT_BF16);
     t_attention(G, "default", 1, 129, 2, 64, DT_BF16);
-    /* the own forward's block shapes (TRAIND_ATTN_FWD_TILE) at the key-tile edges: a last tile
-     * taking up to 16 keys more (80, 144, 257), one key past that (81), a single short tile (16, 1),
-     * and a query block left almost empty (4x2 holds 128 queries, 17x1 272) */
+    /* the own forward at its key-tile edges: a last tile taking up to 16 keys more (80, 144,
+     * 257), one key past that (81), a single short tile (16, 1), 8 keys over (200) */
     {
-        static const char *tiles[5] = {"4x1", "4x2", "8x1", "2x2", "17x1"};
         static const int Ts[8] = {257, 80, 81, 16, 144, 129, 1, 200};
-        for (int k = 0; k < 5; k++) {
-            setenv("TRAIND_ATTENTION", "own", 1);
-            setenv("TRAIND_ATTN_FWD_TILE", tiles[k], 1);
-            backend_t *Gt = backend_cuda_create(0, err, sizeof err);
-            unsetenv("TRAIND_ATTENTION");
-            unsetenv("TRAIND_ATTN_FWD_TILE");
-            if (!Gt) { printf("Bail out! cuda backend for tile %s: %s\n", tiles[k], err); return 1; }
-            char nm[32];
-            snprintf(nm, sizeof nm, "own %s", tiles[k]);
-            for (int i = 0; i < (quick ? 3 : 8); i++) t_attention(Gt, nm, 2, Ts[i], 4, 64, DT_BF16);
-            Gt->destroy(Gt);
-        }
+        for (int i = 0; i < (quick ? 3 : 8); i++) t_attention(Gown, "own", 2, Ts[i], 4, 64, DT_BF16);
     }
     /* the cuDNN path with its tail rows split off (automatic only at large batch x heads) */
     setenv("TRAIND_CUDNN_SPLIT", "1", 1);
@@ -1133,23 +1120,7 @@ benches:
         bench_attention(Gown, "own", 256, 257, 16, 64, DT_BF16);
         bench_attention(G, "default", 256, 256, 16, 64, DT_BF16);   /* T a multiple of the tiles */
         bench_attention(Gown, "own", 256, 256, 16, 64, DT_BF16);
-        /* the own forward's block shapes at train b32, b128 and eval b256 (T = 257, and 256) */
-        static const char *btiles[5] = {"4x1", "4x2", "8x1", "2x2", "17x1"};
-        for (int k = 0; k < 5; k++) {
-            setenv("TRAIND_ATTENTION", "own", 1);
-            setenv("TRAIND_ATTN_FWD_TILE", btiles[k], 1);
-            backend_t *Gt = backend_cuda_create(0, err, sizeof err);
-            unsetenv("TRAIND_ATTENTION");
-            unsetenv("TRAIND_ATTN_FWD_TILE");
-            if (!Gt) continue;
-            char nm[32];
-            snprintf(nm, sizeof nm, "own %s", btiles[k]);
-            bench_attention(Gt, nm, 32, 257, 16, 64, DT_BF16);
-            bench_attention(Gt, nm, 128, 257, 16, 64, DT_BF16);
-            bench_attention(Gt, nm, 256, 257, 16, 64, DT_BF16);
-            bench_attention(Gt, nm, 256, 256, 16, 64, DT_BF16);
-            Gt->destroy(Gt);
-        }
+        bench_attention(Gown, "own", 128, 257, 16, 64, DT_BF16);   /* train b128 */
         bench_attention(G, "default", 128, 257, 16, 64, DT_BF16);
         setenv("TRAIND_CUDNN_SPLIT", "0", 1);   /* cuDNN on all T rows, no tail kernel */
         bench_attention(G, "default, no split", 32, 257, 16, 64, DT_BF16);
