@@ -128,7 +128,9 @@ struct backend {
      * then GELU'): g[M,K] (gdt) = (dout[M,N] @ w[N,K]) * gelu'(x[M,K]), dout, w and x
      * (the GELU's input) in cdt; dbias[K] += the column sums of g (may be NULL).
      * tmp[M,K] f32 may be written; g aliases none of dout, x, tmp: matmul_bwd
-     * (dinp = tmp) then gelu_bwd. */
+     * (dinp = tmp) then gelu_bwd, the product rounded to bf16 in between when cdt
+     * is bf16 (PyTorch autocast's order: the linear's bf16 output, then GELU's
+     * backward). */
     void (*matmul_dgelu)(backend_t *b, void *g, dtype_t gdt, float *dbias, float *tmp, const void *dout,
                          const void *w, const void *x, dtype_t cdt, int M, int N, int K);
     /* dinp[M,K] = dout @ w; dw[N,K] += dout^T @ inp; dbias[N] += sum_m dout.

@@ -871,6 +871,8 @@ static void cpu_matmul_dgelu(backend_t *b, void *g, dtype_t gdt, float *dbias, f
                              const void *w, const void *x, dtype_t cdt, int M, int N, int K) {
     if (!tmp) cpu_fatal("matmul_dgelu", "no tmp buffer");
     cpu_matmul_bwd(b, tmp, NULL, NULL, dout, cdt, NULL, w, cdt, M, N, K);
+    if (cdt == DT_BF16)   /* the product's bf16 output, as the CUDA backend (and autocast) has it */
+        for (size_t i = 0; i < (size_t)M * K; i++) tmp[i] = bf16_to_f32(f32_to_bf16(tmp[i]));
     cpu_gelu_bwd(b, g, gdt, dbias, tmp, x, cdt, M, K);
 }
 

@@ -434,7 +434,7 @@ CU_WRAP(attention_bwd, (backend_t *b, void *dqkv, dtype_t ddt, float *dbias, con
 CU_WRAP(gelu_fwd, (backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n),
         (b, out, odt, inp, idt, n))
 CU_WRAP(gelu_bwd, (backend_t *b, void *dinp, dtype_t ddt, float *dbias, const float *dout, const void *inp,
-                   dtype_t idt, int M, int N), (b, dinp, ddt, dbias, dout, inp, idt, M, N))
+                   dtype_t idt, int M, int N), (b, dinp, ddt, dbias, dout, DT_F32, inp, idt, M, N))
 CU_WRAP(layerscale_fwd, (backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
                          const float *gamma, int N, int C), (b, out, res, x, xdt, gamma, N, C))
 CU_WRAP(layerscale_layernorm_fwd, (backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,

@@ -219,7 +219,8 @@ void cu_layernorm_bwd(backend_t *b, float *dinp, float *dw, float *db, const flo
                       const float *inp, const void *x, dtype_t xdt, const float *gamma,
                       const float *w, const float *mean, const float *rstd, int N, int C);
 void cu_gelu_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t idt, size_t n);
-void cu_gelu_bwd(backend_t *b, void *dinp, dtype_t ddt, float *dbias, const float *dout,
+/* dinp (ddt) = dout (odt: f32, or bf16 from matmul_dgelu) * gelu'(inp); dbias += its column sums */
+void cu_gelu_bwd(backend_t *b, void *dinp, dtype_t ddt, float *dbias, const void *dout, dtype_t odt,
                  const void *inp, dtype_t idt, int M, int N);
 void cu_layerscale_fwd(backend_t *b, float *out, const float *res, const void *x, dtype_t xdt,
                        const float *gamma, int N, int C);

@@ -460,7 +460,7 @@ void cu_gelu_fwd(backend_t *b, void *out, dtype_t odt, const void *inp, dtype_t 
 
 /* ---- backward epilogues: GELU', LayerScale, with their column sums ------------------ */
 
-/* Over dout[M,N] f32 (and x[M,N] in xdt): g = dout * gelu'(x) (CU_EPI_GELU) or
+/* Over dout[M,N] in ddt (and x[M,N] in xdt): g = dout * gelu'(x) (CU_EPI_GELU) or
  * g = dout * gamma (CU_EPI_SCALE), computed in f32 and stored in gdt — the bf16
  * operand of the products that follow, so dout is read once and no f32 copy of
  * g is written and read again. In the same pass, deterministic column sums:
@@ -472,7 +472,7 @@ enum { CU_EPI_GELU = 0, CU_EPI_SCALE = 1 };
 #define CU_EPI_LANES 8
 
 template <int OP, int VEC>
-__global__ void cu_bwd_epilogue_kernel(void *g, dtype_t gdt, float *pa, float *pb, const float *dout,
+__global__ void cu_bwd_epilogue_kernel(void *g, dtype_t gdt, float *pa, float *pb, const void *dout, dtype_t ddt,
                                        const void *x, dtype_t xdt, const float *gamma, int M, int N) {
     __shared__ float sha[CU_EPI_LANES][32 * VEC];
     __shared__ float shb[CU_EPI_LANES][32 * VEC];
@@ -490,8 +490,8 @@ __global__ void cu_bwd_epilogue_kernel(void *g, dtype_t gdt, float *pa, float *p
     for (int r = r0 + threadIdx.y; in && r < r1; r += CU_EPI_LANES) {
         size_t i = (size_t)r * N + c0;
         float d[VEC], xv[VEC], v[VEC];
-        if (VEC == 8) cu_ld8(d, dout, DT_F32, i);
-        else d[0] = dout[i];
+        if (VEC == 8) cu_ld8(d, dout, ddt, i);
+        else d[0] = cu_ld(dout, ddt, i);
         if (want_x) {
             if (VEC == 8) cu_ld8(xv, x, xdt, i);
             else xv[0] = cu_ld(x, xdt, i);
@@ -537,7 +537,8 @@ __global__ void cu_bwd_epilogue_kernel(void *g, dtype_t gdt, float *pa, float *p
 /* The launch: g (may be NULL) in gdt; sum_g[N] += column sums of g, sum_dx[N] +=
  * column sums of dout * x (each may be NULL). */
 static void cu_bwd_epilogue(backend_t *b, int op, void *g, dtype_t gdt, float *sum_g, float *sum_dx,
-                            const float *dout, const void *x, dtype_t xdt, const float *gamma, int M, int N) {
+                            const void *dout, dtype_t ddt, const void *x, dtype_t xdt, const float *gamma, int M,
+                            int N) {
     if (M <= 0 || N <= 0) return;
     int nchunk = (M + CU_COLSUM_ROWS - 1) / CU_COLSUM_ROWS;
     CU_ASSERT(nchunk <= 65535, "M=%d", M);
@@ -550,24 +551,24 @@ static void cu_bwd_epilogue(backend_t *b, int op, void *g, dtype_t gdt, float *s
     if (v8) {
         dim3 grid((N + 255) / 256, nchunk);
         if (op == CU_EPI_GELU)
-            cu_bwd_epilogue_kernel<CU_EPI_GELU, 8><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, x, xdt, gamma, M, N);
+            cu_bwd_epilogue_kernel<CU_EPI_GELU, 8><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, ddt, x, xdt, gamma, M, N);
         else
-            cu_bwd_epilogue_kernel<CU_EPI_SCALE, 8><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, x, xdt, gamma, M, N);
+            cu_bwd_epilogue_kernel<CU_EPI_SCALE, 8><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, ddt, x, xdt, gamma, M, N);
     } else {
         dim3 grid((N + 31) / 32, nchunk);
         if (op == CU_EPI_GELU)
-            cu_bwd_epilogue_kernel<CU_EPI_GELU, 1><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, x, xdt, gamma, M, N);
+            cu_bwd_epilogue_kernel<CU_EPI_GELU, 1><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, ddt, x, xdt, gamma, M, N);
         else
-            cu_bwd_epilogue_kernel<CU_EPI_SCALE, 1><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, x, xdt, gamma, M, N);
+            cu_bwd_epilogue_kernel<CU_EPI_SCALE, 1><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, ddt, x, xdt, gamma, M, N);
     }
     CU_LAUNCH_CHECK();
     if (sum_g) cu_colsum_finish(b, sum_g, pa, nchunk, N);
     if (sum_dx) cu_colsum_finish(b, sum_dx, pb, nchunk, N);
 }
 
-void cu_gelu_bwd(backend_t *b, void *dinp, dtype_t ddt, float *dbias, const float *dout,
+void cu_gelu_bwd(backend_t *b, void *dinp, dtype_t ddt, float *dbias, const void *dout, dtype_t odt,
                  const void *inp, dtype_t idt, int M, int N) {
-    cu_bwd_epilogue(b, CU_EPI_GELU, dinp, ddt, dbias, NULL, dout, inp, idt, NULL, M, N);
+    cu_bwd_epilogue(b, CU_EPI_GELU, dinp, ddt, dbias, NULL, dout, odt, inp, idt, NULL, M, N);
 }
 
 /* ---- residual + LayerScale ------------------------------------------------------------ */
@@ -605,7 +606,7 @@ void cu_layerscale_fwd(backend_t *b, float *out, const float *res, const void *x
 
 void cu_layerscale_bwd(backend_t *b, void *dx, dtype_t ddt, float *dgamma, float *dbias, const float *dout,
                        const void *x, dtype_t xdt, const float *gamma, int N, int C) {
-    cu_bwd_epilogue(b, CU_EPI_SCALE, dx, ddt, dbias, dgamma, dout, x, xdt, gamma, N, C);
+    cu_bwd_epilogue(b, CU_EPI_SCALE, dx, ddt, dbias, dgamma, dout, DT_F32, x, xdt, gamma, N, C);
 }
 
 /* ---- token assembly ----------------------------------------------------------------------- */

@@ -313,6 +313,14 @@ void cu_matmul_dgelu(backend_t *b, void *g, dtype_t gdt, float *dbias, float *tm
                      const void *x, dtype_t cdt, int M, int N, int K) {
     if (M <= 0 || K <= 0) return;
     CU_ASSERT(N > 0 && tmp, "N=%d tmp=%p", N, tmp);
+    if (cdt == DT_BF16) {
+        /* the product rounded to bf16 (PyTorch autocast's order: the linear's
+         * bf16 output, then GELU's backward), half the bytes of an f32 tmp
+         * written and read: d tmp[M,K] = dout[M,N] @ w[N,K] */
+        cu_lt_matmul(b, 0, 0, K, M, N, w, K, dout, N, tmp, K, cdt, DT_BF16, NULL, 0);
+        cu_gelu_bwd(b, g, gdt, dbias, tmp, DT_BF16, x, cdt, M, K);
+        return;
+    }
     cu_matmul_bwd(b, tmp, NULL, NULL, dout, cdt, NULL, w, cdt, M, N, K);
-    cu_gelu_bwd(b, g, gdt, dbias, tmp, x, cdt, M, K);
+    cu_gelu_bwd(b, g, gdt, dbias, tmp, DT_F32, x, cdt, M, K);
 }

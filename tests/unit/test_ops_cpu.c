@@ -1351,7 +1351,8 @@ static void test_matmul_gelu(void) {
     for (int k = 0; k < c.K; k++) db[k] -= db0[k];
     fd_check("matmul_dgelu g = d/dx of sum(R * (gelu(x) @ w^T))", mg_obj, &c, c.x, mk, g, 1e-2, 2e-3, NULL);
     fd_check("matmul_dgelu dbias += (the bias before the GELU)", mg_obj, &c, c.bias, c.K, db, 1e-2, 2e-3, NULL);
-    /* bf16 operands, bf16 g: the fp32 values of the bf16 operands, g rounded once */
+    /* bf16 operands, bf16 g: the fp32 values of the bf16 operands, the product rounded to
+     * bf16 (autocast's linear output), then GELU' in fp32 and g rounded once */
     bf16 *dh = to_bf16(c.R, mn), *wh2 = to_bf16(c.w, (size_t)c.N * c.K), *xh = to_bf16(xpre, mk), *g16 = th(mk);
     float *dr = copy_of(c.R, mn), *wr = copy_of(c.w, (size_t)c.N * c.K), *xr = copy_of(xpre, mk);
     round_bf16_inplace(dr, mn);
@@ -1359,7 +1360,10 @@ static void test_matmul_gelu(void) {
     round_bf16_inplace(xr, mk);
     float *gref = tf(mk), *db1 = copy_of(db0, c.K), *db2 = copy_of(db0, c.K);
     be->matmul_dgelu(be, g16, DT_BF16, db1, t, dh, wh2, xh, DT_BF16, c.M, c.N, c.K);
-    be->matmul_dgelu(be, gref, DT_F32, db2, t, dr, wr, xr, DT_F32, c.M, c.N, c.K);
+    float *p = tf(mk);
+    be->matmul_bwd(be, p, NULL, NULL, dr, DT_F32, NULL, wr, DT_F32, c.M, c.N, c.K);
+    round_bf16_inplace(p, mk);
+    be->gelu_bwd(be, gref, DT_F32, db2, p, xr, DT_F32, c.M, c.K);
     check_bf16_of("matmul_dgelu bf16 g", g16, gref, mk);
     ok(!memcmp(db1, db2, (size_t)c.K * 4), "matmul_dgelu bf16: the bias gradient of the f32 values, as fp32's");
 }
