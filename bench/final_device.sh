@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/final_device.sh — the closing device call of a session, ON the GPU machine,
-# for whichever card came: on an H200 the 100 GB headline (bench/headline.sh) then
-# test_grad_gpu, test_ops_gpu and test_train_gpu; on an H100 test_grad_gpu, test_ops_gpu, test_train_gpu and the traind
-# train steps (the headline at 60 GB has run there). Carry build/carry (tests/gpu/pack_carry.sh):
+# for whichever card came: test_grad_gpu, test_ops_gpu and test_train_gpu, after the
+# 100 GB headline (bench/headline.sh) on an H200, before the traind train steps on an
+# H100 (the headline at 60 GB has run there). Carry build/carry (tests/gpu/pack_carry.sh):
 #   run(command="tar -xJf build/carry/all.tar.xz && export OUT && bench/final_device.sh",
 #       carry=["build/carry"], timeout_s=320)
 set -uo pipefail
