@@ -7,13 +7,13 @@
 #       carry=["build/carry"], timeout_s=320)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export OUT=${OUT:-$PWD/bench-out}
+export OUT=${OUT:-$PWD/bench-out} TEST_QUICK=1
 if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
     HEADLINE_GB=${HEADLINE_GB:-100} bench/headline.sh 2>&1 | grep -E '^RESULT|^==|^#' | cut -c1-330
     GPU_TEST_ONLY='test_[got]*' SUITE_S=150 GPU_MODES=tests tests/gpu/device_batch.sh 2>&1 |
         grep -E 'not ok|ok,|passed|FAILED' | cut -c1-300
 else
-    GPU_TEST_ONLY='test_[got]*' SUITE_S=170 GPU_MODES=tests BENCH_BUDGET_S=100 \
-        BENCH_ONLY="traind_train32 traind_train128 traind_base128" tests/gpu/device_batch.sh 2>&1 |
+    GPU_TEST_ONLY='test_[got]*' SUITE_S=170 GPU_MODES=tests BENCH_BUDGET_S=80 \
+        BENCH_ONLY="traind_train32 traind_train128" tests/gpu/device_batch.sh 2>&1 |
         grep -E '^RESULT|not ok|ok,|passed|FAILED' | cut -c1-300
 fi
