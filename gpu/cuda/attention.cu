@@ -11,9 +11,10 @@
  *  A'. bf16, HS = 64 (every DINOv2 size): fused tensor-core kernels, one
  *     launch per direction (plus a small row-dot kernel for D in backward), no
  *     score matrix in memory. FA2 style with mma.sync: forward = online
- *     softmax over 64-key tiles (the last taking up to 16 keys more); backward = one launch with two block roles,
- *     dQ blocks (stream key tiles) and dK/dV blocks (stream query tiles), both
- *     recomputing P = exp(S - lse), with D = rowsum(dO * O).
+ *     softmax over 64-key tiles (the last taking up to 16 keys more);
+ *     backward = one launch with two block roles, dQ blocks (stream key
+ *     tiles) and dK/dV blocks (stream query tiles), both recomputing
+ *     P = exp(S - lse), with D = rowsum(dO * O).
  *  A. other dtypes (fp32: the debug stage) with HS in {32, 64}: the same
  *     algorithms on CUDA cores in fp32 (a thread or a thread pair per row),
  *     which keeps fp32 within 1e-5 of the reference.
@@ -360,15 +361,6 @@ template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile(
  * rows >= nrows are zero. src points at row 0. */
 __device__ __forceinline__ void tc_async_rows(__nv_bfloat16 *dst, const __nv_bfloat16 *src, size_t ld, int nrows) {
     for (int e = threadIdx.x; e < TC_ROWS * 8; e += blockDim.x) {
-        int r = e >> 3, c = (e & 7) * 8;
-        bool in = r < nrows;
-        cp_async16(dst + r * TC_LD + c, src + (size_t)(in ? r : 0) * ld + c, in ? 16 : 0);
-    }
-}
-
-template <int ROWS>
-__device__ __forceinline__ void tc_async_rows_n(__nv_bfloat16 *dst, const __nv_bfloat16 *src, size_t ld, int nrows) {
-    for (int e = threadIdx.x; e < ROWS * 8; e += blockDim.x) {
         int r = e >> 3, c = (e & 7) * 8;
         bool in = r < nrows;
         cp_async16(dst + r * TC_LD + c, src + (size_t)(in ? r : 0) * ld + c, in ? 16 : 0);
