@@ -548,19 +548,18 @@ static void cu_bwd_epilogue(backend_t *b, int op, void *g, dtype_t gdt, float *s
                     (op != CU_EPI_SCALE || ((uintptr_t)gamma & 15) == 0);
     dim3 blk(32, CU_EPI_LANES);
     cudaStream_t st = cu_st(b);
+#define CU_EPI_LAUNCH(OP, VEC) \
+    cu_bwd_epilogue_kernel<OP, VEC><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, ddt, x, xdt, gamma, M, N)
     if (v8) {
         dim3 grid((N + 255) / 256, nchunk);
-        if (op == CU_EPI_GELU)
-            cu_bwd_epilogue_kernel<CU_EPI_GELU, 8><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, ddt, x, xdt, gamma, M, N);
-        else
-            cu_bwd_epilogue_kernel<CU_EPI_SCALE, 8><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, ddt, x, xdt, gamma, M, N);
+        if (op == CU_EPI_GELU) CU_EPI_LAUNCH(CU_EPI_GELU, 8);
+        else CU_EPI_LAUNCH(CU_EPI_SCALE, 8);
     } else {
         dim3 grid((N + 31) / 32, nchunk);
-        if (op == CU_EPI_GELU)
-            cu_bwd_epilogue_kernel<CU_EPI_GELU, 1><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, ddt, x, xdt, gamma, M, N);
-        else
-            cu_bwd_epilogue_kernel<CU_EPI_SCALE, 1><<<grid, blk, 0, st>>>(g, gdt, pa, pb, dout, ddt, x, xdt, gamma, M, N);
+        if (op == CU_EPI_GELU) CU_EPI_LAUNCH(CU_EPI_GELU, 1);
+        else CU_EPI_LAUNCH(CU_EPI_SCALE, 1);
     }
+#undef CU_EPI_LAUNCH
     CU_LAUNCH_CHECK();
     if (sum_g) cu_colsum_finish(b, sum_g, pa, nchunk, N);
     if (sum_dx) cu_colsum_finish(b, sum_dx, pb, nchunk, N);

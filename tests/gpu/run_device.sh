@@ -9,10 +9,9 @@
 # runs, by mode: tests = every GPU test binary (TAP); hf = traind forward on
 # the GPU against HF Dinov2Model (tests/hf/check_forward.py) and a train
 # step's gradients against PyTorch autograd (tests/gpu/check_grads_torch.py);
-# bench = the op
-# timings (and bench/run_device.sh when it exists); ops = the op timings alone; multi = only the jobs over
-# several GPUs (tests/gpu/test_multigpu.sh, then bench/run_device.sh's step
-# traind_dp) — on a machine of 2+ GPUs: run(kind="nvidia-h100-x2",
+# bench = the op timings (and bench/run_device.sh when it exists); ops = the op
+# timings alone; multi = only the jobs over several GPUs (tests/gpu/test_multigpu.sh,
+# then bench/run_device.sh's step traind_dp) — on a machine of 2+ GPUs: run(kind="nvidia-h100-x2",
 # command="tests/gpu/run_device.sh multi", carry=[as above]). Several modes may
 # be given; "all" is tests, hf and bench. Logs go to $OUT (or /tmp/traind-gpu-out).
 set -uo pipefail
