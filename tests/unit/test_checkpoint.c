@@ -263,6 +263,36 @@ static void test_lifecycle(const char *dir) {
         json_decref(m);
     }
     ok(sums_ok, "five checkpoints recorded with the SHA-256 of every file, sorted by name");
+    {   /* more files than the others (each summed on a thread of its own): every sum, in name order */
+        static const char *fn[6] = {"z.bin", "state.json", "optimizer.safetensors", "model.safetensors",
+                                    "config.json", "a.txt"};
+        static const char *sorted[6] = {"a.txt", "config.json", "model.safetensors", "optimizer.safetensors",
+                                        "state.json", "z.bin"};
+        snprintf(d, sizeof d, "%s/%d", jd, 55);
+        for (int i = 0; i < 6; i++) put_file(d, fn[i], fn[i]);   /* each file holds its own name */
+        json_t *rec6 = NULL;
+        int good = ckpt_record(s, cr, jid, d, 55, NULL, &rec6, warn, sizeof warn, err, sizeof err) == STORE_OK &&
+                   !warn[0];
+        const json_t *files = json_object_get(rec6, "files");
+        good = good && json_array_size(files) == 6;
+        for (int i = 0; good && i < 6; i++) {
+            char hex[65];
+            sha256_buf(sorted[i], strlen(sorted[i]), hex, NULL, 0);
+            const json_t *f = json_array_get(files, i);
+            good = strcmp(json_string_value(json_object_get(f, "name")), sorted[i]) == 0 &&
+                   strcmp(json_string_value(json_object_get(f, "sha256")), hex) == 0 &&
+                   json_integer_value(json_object_get(f, "bytes")) == (json_int_t)strlen(sorted[i]);
+        }
+        char mh[65];
+        sha256_buf("model.safetensors", strlen("model.safetensors"), mh, NULL, 0);
+        ok(good && strcmp(json_string_value(json_object_get(rec6, "sha256")), mh) == 0,
+           "a checkpoint of six files: each file's SHA-256 and size, in name order, the model's as the record's");
+        const char *id6 = json_string_value(json_object_get(rec6, "id"));
+        if (id6) store_checkpoint_delete(s, id6, err, sizeof err);
+        json_decref(rec6);
+        char e2[256];
+        fs_rm_rf(d, e2, sizeof e2);
+    }
     json_t *rec = NULL;
     snprintf(d, sizeof d, "%s/%d", jd, 50);
     ok(ckpt_record(s, cr, jid, d, 50, NULL, &rec, warn, sizeof warn, err, sizeof err) == STORE_OK &&
