@@ -42,6 +42,8 @@ static void warn_clear(char *warn, size_t warnlen) {
 /* One file's sum, on a thread of its own: a checkpoint is a few files of
  * ~1 GB each (dinov2-large: model and optimizer, 1.2 GB apiece), and one
  * thread hashes ~1.4 GB/s, so the files are summed side by side. */
+#define CKPT_HASH_THREADS 8
+
 typedef struct {
     char path[PATH_MAX + 260];
     const char *name;
@@ -75,8 +77,9 @@ static json_t *ckpt_hash_files(const char *dir, long long *total, char model_sha
         if (names[i]->d_name[0] != '.' && fs_join(f->path, sizeof f->path, dir, names[i]->d_name) == 0 &&
             lstat(f->path, &st) == 0 && S_ISREG(st.st_mode)) {   /* links: not followed */
             f->name = names[i]->d_name;
-            f->started = pthread_create(&f->th, NULL, ckpt_hash_main, f) == 0;
-            if (!f->started) ckpt_hash_main(f);   /* no thread to be had: here, in turn */
+            /* the first CKPT_HASH_THREADS files on threads; any more (or with no thread to be had) here */
+            f->started = nh < CKPT_HASH_THREADS && pthread_create(&f->th, NULL, ckpt_hash_main, f) == 0;
+            if (!f->started) ckpt_hash_main(f);
             nh++;
         }
     }

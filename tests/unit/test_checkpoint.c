@@ -263,19 +263,19 @@ static void test_lifecycle(const char *dir) {
         json_decref(m);
     }
     ok(sums_ok, "five checkpoints recorded with the SHA-256 of every file, sorted by name");
-    {   /* more files than the others (each summed on a thread of its own): every sum, in name order */
-        static const char *fn[6] = {"z.bin", "state.json", "optimizer.safetensors", "model.safetensors",
-                                    "config.json", "a.txt"};
-        static const char *sorted[6] = {"a.txt", "config.json", "model.safetensors", "optimizer.safetensors",
-                                        "state.json", "z.bin"};
+    {   /* more files than the summing threads (8; the rest summed in turn): every sum, in name order */
+        static const char *fn[10] = {"z.bin", "state.json", "optimizer.safetensors", "model.safetensors",
+                                     "config.json", "a.txt", "b.txt", "c.txt", "d.txt", "e.txt"};
+        static const char *sorted[10] = {"a.txt", "b.txt", "c.txt", "config.json", "d.txt", "e.txt",
+                                         "model.safetensors", "optimizer.safetensors", "state.json", "z.bin"};
         snprintf(d, sizeof d, "%s/%d", jd, 55);
-        for (int i = 0; i < 6; i++) put_file(d, fn[i], fn[i]);   /* each file holds its own name */
+        for (int i = 0; i < 10; i++) put_file(d, fn[i], fn[i]);   /* each file holds its own name */
         json_t *rec6 = NULL;
         int good = ckpt_record(s, cr, jid, d, 55, NULL, &rec6, warn, sizeof warn, err, sizeof err) == STORE_OK &&
                    !warn[0];
         const json_t *files = json_object_get(rec6, "files");
-        good = good && json_array_size(files) == 6;
-        for (int i = 0; good && i < 6; i++) {
+        good = good && json_array_size(files) == 10;
+        for (int i = 0; good && i < 10; i++) {
             char hex[65];
             sha256_buf(sorted[i], strlen(sorted[i]), hex, NULL, 0);
             const json_t *f = json_array_get(files, i);
@@ -286,7 +286,7 @@ static void test_lifecycle(const char *dir) {
         char mh[65];
         sha256_buf("model.safetensors", strlen("model.safetensors"), mh, NULL, 0);
         ok(good && strcmp(json_string_value(json_object_get(rec6, "sha256")), mh) == 0,
-           "a checkpoint of six files: each file's SHA-256 and size, in name order, the model's as the record's");
+           "a checkpoint of ten files: each file's SHA-256 and size, in name order, the model's as the record's");
         const char *id6 = json_string_value(json_object_get(rec6, "id"));
         if (id6) store_checkpoint_delete(s, id6, err, sizeof err);
         json_decref(rec6);
