@@ -17,6 +17,7 @@
 
 #include "store/errbuf.h"
 #include "store/fsutil.h"
+#include "store/par.h"
 #include "store/safetensors.h"
 
 void dataset_view(dataset_t *out, void *base, const ds_layout_t *l) {
@@ -101,19 +102,14 @@ static int ds_read_parallel(st_file_t *f, const st_tensor_t *t, uint64_t off, si
     if (k > DS_READERS) k = DS_READERS;
     if (k <= 1) return st_read_range(f, t, off, n, dst, err, errlen);
     ds_slice_t sl[DS_READERS];
-    pthread_t th[DS_READERS];
-    int started[DS_READERS] = {0};
     size_t per = (n + (size_t)k - 1) / (size_t)k;
     for (int i = 0; i < k; i++) {
         size_t b = (size_t)i * per, e = b + per < n ? b + per : n;
         sl[i] = (ds_slice_t){.f = f, .t = t, .off = off + b, .n = e - b, .dst = dst + b};
-        if (i > 0) started[i] = pthread_create(&th[i], NULL, ds_slice_main, &sl[i]) == 0;
-        if (i > 0 && !started[i]) ds_slice_main(&sl[i]);    /* no thread: read it here */
     }
-    ds_slice_main(&sl[0]);
+    par_run(ds_slice_main, sl, sizeof sl[0], k);
     int rc = 0;
     for (int i = 0; i < k; i++) {
-        if (i > 0 && started[i]) pthread_join(th[i], NULL);
         if (sl[i].rc != 0 && rc == 0) {
             rc = -1;
             snprintf(err, errlen, "%s", sl[i].err);

@@ -11,8 +11,8 @@
 #define _GNU_SOURCE   /* RTLD_NEXT */
 #include "gpu/manifest.h"
 #include "store/errbuf.h"
+#include "store/par.h"
 
-#include <assert.h>
 #include <dlfcn.h>
 #include <jansson.h>
 #include <limits.h>
@@ -263,26 +263,12 @@ static void mf_parse_line(const char *p, size_t l, long line, const char *name, 
 }
 
 /* Threads for n items, at least MF_MIN_PER_THREAD each (~10 ms of parsing): 1 to
- * min(threads, 64). */
+ * min(threads, PAR_MAX). */
 #define MF_MIN_PER_THREAD 256
 static int mf_threads(int threads, size_t n) {
-    int T = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+    int T = threads < 1 ? 1 : threads > PAR_MAX ? PAR_MAX : threads;
     if ((size_t)T > n / MF_MIN_PER_THREAD) T = n >= MF_MIN_PER_THREAD ? (int)(n / MF_MIN_PER_THREAD) : 1;
     return T;
-}
-
-/* fn over jobs[0..T), each job `size` bytes: jobs 1.. on threads of their own, job 0
- * — and any whose thread could not be started — on this one. */
-static void mf_run(void *(*fn)(void *), void *jobs, size_t size, int T) {
-    pthread_t th[64];
-    int running[64] = {0};
-    assert(T >= 1 && T <= 64);
-    for (int t = 1; t < T; t++) running[t] = pthread_create(&th[t], NULL, fn, (char *)jobs + (size_t)t * size) == 0;
-    fn(jobs);
-    for (int t = 1; t < T; t++) {
-        if (running[t]) pthread_join(th[t], NULL);
-        else fn((char *)jobs + (size_t)t * size);   /* no thread: this one does it */
-    }
 }
 
 typedef struct { const char *p; size_t len; long line; } mf_line_t;
@@ -390,12 +376,12 @@ int manifest_parse(const char *text, size_t len, const char *name, const char *d
     /* 3. the frames, in parallel for large manifests (jansson has no shared mutable state once seeded) */
     int T = mf_threads(threads, n);
     json_object_seed(0);
-    mf_job_t jobs[64];
+    mf_job_t jobs[PAR_MAX];
     for (int t = 0; t < T; t++) {
         size_t a = n * (size_t)t / (size_t)T, b = n * (size_t)(t + 1) / (size_t)T;
         jobs[t] = (mf_job_t){lines + first, m->frames, a, b - a, name, dir, unit, have_defK ? defK : NULL};
     }
-    mf_run(mf_parse_range, jobs, sizeof jobs[0], T);
+    par_run(mf_parse_range, jobs, sizeof jobs[0], T);
     free(lines);
     mf_count_errors(m);
     return 0;
@@ -524,12 +510,12 @@ static void *mf_fh_range(void *arg) {
 static int mf_fh_parallel(const char *xyz, const mf_span_t *sx, const char *K, const mf_span_t *sk, size_t n,
                           const char *name, int threads, mf_frame_t *frames) {
     int T = mf_threads(threads, n), bad = 0;
-    mf_fh_job_t jobs[64];
+    mf_fh_job_t jobs[PAR_MAX];
     for (int t = 0; t < T; t++) {
         size_t a = n * (size_t)t / (size_t)T, b = n * (size_t)(t + 1) / (size_t)T;
         jobs[t] = (mf_fh_job_t){xyz, K, name, sx, sk, frames, a, b - a, 0};
     }
-    mf_run(mf_fh_range, jobs, sizeof jobs[0], T);
+    par_run(mf_fh_range, jobs, sizeof jobs[0], T);
     for (int t = 0; t < T; t++) bad |= jobs[t].bad;
     if (!bad) return 0;
     for (size_t i = 0; i < n; i++) free(frames[i].error);

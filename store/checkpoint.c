@@ -7,7 +7,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +16,7 @@
 
 #include "store/errbuf.h"
 #include "store/fsutil.h"
+#include "store/par.h"
 #include "store/sha256.h"
 
 int ckpt_path_under(const char *root, const char *path) {
@@ -39,9 +39,9 @@ static void warn_clear(char *warn, size_t warnlen) {
 }
 
 /* ---- recording ----------------------------------------------------------------------- */
-/* One file's sum, on a thread of its own: a checkpoint is a few files of
- * ~1 GB each (dinov2-large: model and optimizer, 1.2 GB apiece), and one
- * thread hashes ~1.4 GB/s, so the files are summed side by side. */
+/* One file's sum. A checkpoint is a few files of ~1 GB each (dinov2-large:
+ * model and optimizer, 1.2 GB apiece) and one thread hashes ~1.4 GB/s, so the
+ * files are summed side by side, up to CKPT_HASH_THREADS at a time (par_run). */
 #define CKPT_HASH_THREADS 8
 
 typedef struct {
@@ -50,8 +50,6 @@ typedef struct {
     char hex[65], err[512];
     long long bytes;
     int rc;
-    pthread_t th;
-    int started;
 } ckpt_hash_t;
 
 static void *ckpt_hash_main(void *arg) {
@@ -77,15 +75,13 @@ static json_t *ckpt_hash_files(const char *dir, long long *total, char model_sha
         if (names[i]->d_name[0] != '.' && fs_join(f->path, sizeof f->path, dir, names[i]->d_name) == 0 &&
             lstat(f->path, &st) == 0 && S_ISREG(st.st_mode)) {   /* links: not followed */
             f->name = names[i]->d_name;
-            /* the first CKPT_HASH_THREADS files on threads; any more (or with no thread to be had) here */
-            f->started = nh < CKPT_HASH_THREADS && pthread_create(&f->th, NULL, ckpt_hash_main, f) == 0;
-            if (!f->started) ckpt_hash_main(f);
             nh++;
         }
     }
+    for (int b = 0; b < nh; b += CKPT_HASH_THREADS)   /* CKPT_HASH_THREADS files at a time */
+        par_run(ckpt_hash_main, h + b, sizeof *h, nh - b < CKPT_HASH_THREADS ? nh - b : CKPT_HASH_THREADS);
     for (int i = 0; i < nh; i++) {   /* in name order, as listed */
         ckpt_hash_t *f = &h[i];
-        if (f->started) pthread_join(f->th, NULL);
         if (f->rc == 0) {
             json_array_append_new(files, json_pack("{s:s, s:I, s:s}", "name", f->name, "bytes", (json_int_t)f->bytes,
                                                    "sha256", f->hex));

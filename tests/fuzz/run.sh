@@ -20,7 +20,7 @@ command -v clang >/dev/null || { echo "fuzz: clang not found (apt-get install cl
 # shellcheck disable=SC2046
 clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -I. -I/usr/include/x86_64-linux-gnu \
-    tests/fuzz/fuzz_import.c gpu/imgdec.c gpu/manifest.c gpu/image.c store/errbuf.c \
+    tests/fuzz/fuzz_import.c gpu/imgdec.c gpu/manifest.c gpu/image.c store/errbuf.c store/par.c \
     $(pkg-config --cflags --libs jansson libturbojpeg libpng) -lm -o "$OUT/fuzz_import"
 echo "fuzz: running for ${SECONDS_TO_RUN}s on one core (corpus $OUT/corpus + tests/fuzz/corpus)"
 exec "$OUT/fuzz_import" -max_total_time="$SECONDS_TO_RUN" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \

@@ -263,7 +263,7 @@ static void test_lifecycle(const char *dir) {
         json_decref(m);
     }
     ok(sums_ok, "five checkpoints recorded with the SHA-256 of every file, sorted by name");
-    {   /* more files than the summing threads (8; the rest summed in turn): every sum, in name order */
+    {   /* more files than are summed at a time (8; then the other 2): every sum, in name order */
         static const char *fn[10] = {"z.bin", "state.json", "optimizer.safetensors", "model.safetensors",
                                      "config.json", "a.txt", "b.txt", "c.txt", "d.txt", "e.txt"};
         static const char *sorted[10] = {"a.txt", "b.txt", "c.txt", "config.json", "d.txt", "e.txt",
