@@ -6,6 +6,7 @@
  * (store/fsutil.h), and loading them back with every file validated. The
  * model tensors go through model_load_hf_dir, so a traind checkpoint and a HF
  * directory are loaded by the same code. */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "store/hand.h"
 #include "store/errbuf.h"
 #include "store/fsutil.h"
+#include "store/par.h"
 #include "store/safetensors.h"
 
 #define CKPT_JSON_MAX (16u << 20)
@@ -90,83 +92,164 @@ static int ckpt_write_json(const char *dir, const char *name, const json_t *j, s
     return rc;
 }
 
-int ckpt_save(const char *dir, model_t *m, const ckpt_meta_t *meta, const json_t *state,
-              char *err, size_t errlen) {
+/* What a checkpoint holds, in host memory: the tensors (fp32, one buffer:
+ * parameters, then the moments m and v of the trainable ones), the two
+ * safetensors writers referencing them, config.json and state.json. The
+ * buffer is the backend's staging memory (pinned on cuda: the downloads run
+ * at the bus's speed) and is kept from one take to the next, so a run's
+ * later checkpoints touch no new pages. */
+struct ckpt_snap {
+    backend_t *be;
+    float *buf;                   /* [cap]; from be->host_alloc, or malloc when staging memory ran out */
+    size_t cap;                   /* floats */
+    int staged;                   /* buf is be->host_alloc's */
+    st_writer_t *model, *optim;   /* optim NULL without moments */
+    json_t *config, *state;
+    size_t bytes;                 /* tensor bytes of the last take */
+};
+
+/* Drops what a take built; keeps the buffer. */
+static void ckpt_snap_clear(ckpt_snap_t *s) {
+    st_writer_free(s->model);
+    st_writer_free(s->optim);
+    json_decref(s->config);
+    json_decref(s->state);
+    s->model = s->optim = NULL;
+    s->config = s->state = NULL;
+    s->bytes = 0;
+}
+
+static void ckpt_snap_release(ckpt_snap_t *s) {
+    if (s->staged) s->be->host_free(s->be, s->buf);
+    else free(s->buf);
+    s->buf = NULL;
+    s->cap = 0;
+    s->staged = 0;
+}
+
+ckpt_snap_t *ckpt_snap_new(backend_t *be) {
+    ckpt_snap_t *s = calloc(1, sizeof *s);
+    if (s) s->be = be;
+    return s;
+}
+
+void ckpt_snap_free(ckpt_snap_t *s) {
+    if (!s) return;
+    ckpt_snap_clear(s);
+    ckpt_snap_release(s);
+    free(s);
+}
+
+size_t ckpt_snap_bytes(const ckpt_snap_t *s) { return s->bytes; }
+
+int ckpt_snap_take(ckpt_snap_t *s, model_t *m, const ckpt_meta_t *meta, const json_t *state, char *err,
+                   size_t errlen) {
     if (errlen) err[0] = '\0';
-    if (m->gh != m->gw) {
-        snprintf(err, errlen, "the working image size %dx%d is not square; a HF position table needs a square grid",
-                 m->gh * m->cfg.patch, m->gw * m->cfg.patch);
-        return -1;
-    }
-    if (state && !json_is_object(state)) {
-        snprintf(err, errlen, "state must be a JSON object");
-        return -1;
-    }
+    assert(s->be == m->be);
+    ckpt_snap_clear(s);
+    if (m->gh != m->gw)
+        return errbuf_set(err, errlen,
+                          "the working image size %dx%d is not square; a HF position table needs a square grid",
+                          m->gh * m->cfg.patch, m->gw * m->cfg.patch);
+    if (state && !json_is_object(state)) return errbuf_set(err, errlen, "state must be a JSON object");
     backend_t *be = m->be;
-    char tmp[4096], path[4096];
-    if (fs_make_tmpdir_for(dir, tmp, sizeof tmp, err, errlen) < 0) return -1;
-    float *hp = NULL, *hm = NULL, *hv = NULL;
-    st_writer_t *w = NULL;
-    json_t *cfgj = NULL;
-    int rc = -1;
+    const int moments = m->adam_m && m->adam_v;
+    const size_t nt = m->n_params - m->train_off;
+    const size_t need = m->n_params + (moments ? 2 * nt : 0);
+    if (need > s->cap) {
+        ckpt_snap_release(s);
+        s->buf = be->host_alloc(be, need * sizeof *s->buf);
+        s->staged = s->buf != NULL;
+        if (!s->buf) s->buf = malloc(need * sizeof *s->buf);
+        if (!s->buf) goto oom;
+        s->cap = need;
+    }
+    /* a copy of its own: the snapshot may be written on another thread */
+    s->state = state ? json_deep_copy(state) : json_object();
+    s->config = ckpt_config_json(m, meta);
+    s->model = st_writer_new();
+    if (!s->state || !s->config || !s->model) goto oom;
 
     /* model.safetensors: every tensor under its HF / heads.* name, fp32 */
-    hp = malloc(m->n_params * sizeof *hp);
-    if (!hp) { snprintf(err, errlen, "out of memory (%zu parameters)", m->n_params); goto out; }
+    float *hp = s->buf;
     be->download(be, hp, m->params, m->n_params * 4);
-    w = st_writer_new();
-    if (!w) { snprintf(err, errlen, "out of memory"); goto out; }
+    s->bytes = m->n_params * 4;
     for (int i = 0; i < m->n_tensors; i++) {
         const model_param_t *p = &m->table[i];
-        st_writer_add_ref(w, p->name, ST_F32, p->ndim, p->shape, hp + p->off);
+        st_writer_add_ref(s->model, p->name, ST_F32, p->ndim, p->shape, hp + p->off);
     }
-    st_writer_meta(w, "format", "pt");
-    if (fs_join(path, sizeof path, tmp, "model.safetensors") < 0 || st_writer_write(w, path, err, errlen) < 0) {
-        if (!err[0]) snprintf(err, errlen, "%s: path too long", tmp);
-        goto out;
-    }
-    st_writer_free(w);
-    w = NULL;
+    st_writer_meta(s->model, "format", "pt");
 
     /* optimizer.safetensors: AdamW moments of the trainable tensors */
-    if (m->adam_m && m->adam_v) {
-        const size_t nt = m->n_params - m->train_off;
-        hm = malloc((nt + 1) * sizeof *hm);
-        hv = malloc((nt + 1) * sizeof *hv);
-        if (!hm || !hv) { snprintf(err, errlen, "out of memory"); goto out; }
+    if (moments) {
+        float *hm = s->buf + m->n_params, *hv = hm + nt;
+        s->optim = st_writer_new();
+        if (!s->optim) goto oom;
         be->download(be, hm, m->adam_m, nt * 4);
         be->download(be, hv, m->adam_v, nt * 4);
-        w = st_writer_new();
-        if (!w) { snprintf(err, errlen, "out of memory"); goto out; }
+        s->bytes += 2 * nt * 4;
         char nm[MODEL_NAME_MAX + 4];
         for (int i = 0; i < m->n_tensors; i++) {
             const model_param_t *p = &m->table[i];
             if (p->frozen) continue;
             snprintf(nm, sizeof nm, "m.%s", p->name);
-            st_writer_add_ref(w, nm, ST_F32, p->ndim, p->shape, hm + (p->off - m->train_off));
+            st_writer_add_ref(s->optim, nm, ST_F32, p->ndim, p->shape, hm + (p->off - m->train_off));
             snprintf(nm, sizeof nm, "v.%s", p->name);
-            st_writer_add_ref(w, nm, ST_F32, p->ndim, p->shape, hv + (p->off - m->train_off));
+            st_writer_add_ref(s->optim, nm, ST_F32, p->ndim, p->shape, hv + (p->off - m->train_off));
         }
         char step[32];
         snprintf(step, sizeof step, "%ld", m->adam_step);
-        st_writer_meta(w, "step", step);
-        if (fs_join(path, sizeof path, tmp, "optimizer.safetensors") < 0 ||
-            st_writer_write(w, path, err, errlen) < 0) {
-            if (!err[0]) snprintf(err, errlen, "%s: path too long", tmp);
+        st_writer_meta(s->optim, "step", step);
+    }
+    return 0;
+oom:
+    ckpt_snap_clear(s);
+    return errbuf_set(err, errlen, "out of memory (a checkpoint of %zu parameters)", m->n_params);
+}
+
+/* One safetensors file of a snapshot, written on a thread of its own. */
+typedef struct {
+    st_writer_t *w;
+    char path[4096];
+    int rc;
+    char err[512];
+} ckpt_file_job_t;
+
+static void *ckpt_file_job_run(void *arg) {
+    ckpt_file_job_t *j = arg;
+    j->err[0] = 0;
+    j->rc = st_writer_write(j->w, j->path, j->err, sizeof j->err);
+    return NULL;
+}
+
+int ckpt_snap_write(ckpt_snap_t *s, const char *dir, char *err, size_t errlen) {
+    if (errlen) err[0] = '\0';
+    assert(s->model && s->config && s->state);   /* taken */
+    char tmp[4096];
+    if (fs_make_tmpdir_for(dir, tmp, sizeof tmp, err, errlen) < 0) return -1;
+    int rc = -1;
+    /* the two tensor files side by side (each fsync'd by its writer) */
+    ckpt_file_job_t jobs[2];
+    int nj = 0;
+    st_writer_t *ws[2] = {s->model, s->optim};
+    const char *names[2] = {"model.safetensors", "optimizer.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        if (!ws[i]) continue;
+        jobs[nj].w = ws[i];
+        if (fs_join(jobs[nj].path, sizeof jobs[nj].path, tmp, names[i]) < 0) {
+            snprintf(err, errlen, "%s: path too long", tmp);
             goto out;
         }
+        nj++;
     }
-
-    cfgj = ckpt_config_json(m, meta);
-    if (ckpt_write_json(tmp, "config.json", cfgj, JSON_REAL_PRECISION(10), err, errlen) < 0) goto out;
-    if (state) {
-        if (ckpt_write_json(tmp, "state.json", state, 0, err, errlen) < 0) goto out;
-    } else {
-        json_t *empty = json_object();
-        int r = ckpt_write_json(tmp, "state.json", empty, 0, err, errlen);
-        json_decref(empty);
-        if (r < 0) goto out;
-    }
+    par_run(ckpt_file_job_run, jobs, sizeof jobs[0], nj);
+    for (int i = 0; i < nj; i++)
+        if (jobs[i].rc < 0) {
+            snprintf(err, errlen, "%s", jobs[i].err[0] ? jobs[i].err : "write failed");
+            goto out;
+        }
+    if (ckpt_write_json(tmp, "config.json", s->config, JSON_REAL_PRECISION(10), err, errlen) < 0) goto out;
+    if (ckpt_write_json(tmp, "state.json", s->state, 0, err, errlen) < 0) goto out;
     if (fs_rename_dir_atomic(tmp, dir, err, errlen) < 0) goto out;
     rc = 0;
 out:
@@ -174,11 +257,16 @@ out:
         char e2[256];
         fs_rm_rf(tmp, e2, sizeof e2);
     }
-    st_writer_free(w);
-    json_decref(cfgj);
-    free(hp);
-    free(hm);
-    free(hv);
+    return rc;
+}
+
+int ckpt_save(const char *dir, model_t *m, const ckpt_meta_t *meta, const json_t *state,
+              char *err, size_t errlen) {
+    ckpt_snap_t *s = ckpt_snap_new(m->be);
+    if (!s) return errbuf_set(err, errlen, "out of memory");
+    int rc = ckpt_snap_take(s, m, meta, state, err, errlen);
+    if (rc == 0) rc = ckpt_snap_write(s, dir, err, errlen);
+    ckpt_snap_free(s);
     return rc;
 }
 

@@ -20,9 +20,24 @@ typedef struct {
 /* Save model (+ optimizer moments when m->adam_m is set) and state (may be
  * NULL: "{}") atomically as directory dir. 0, or -1 with err (the caller names
  * the checkpoint). The position table is saved at the working grid, which
- * must be square for HF. */
+ * must be square for HF. A snapshot taken and written (below). */
 int ckpt_save(const char *dir, model_t *m, const ckpt_meta_t *meta, const json_t *state,
               char *err, size_t errlen);
+
+/* A checkpoint in two halves, so the files can be written while the model
+ * trains on: ckpt_snap_take copies everything a checkpoint holds into host
+ * memory (the backend's downloads; on the model's thread), then
+ * ckpt_snap_write writes it as directory dir, atomically, on any one thread
+ * (files only: no backend, no callbacks). A snapshot keeps its host buffer
+ * (the backend's staging memory) from one take to the next. 0 / -1 with err;
+ * after a failed take there is nothing to write. */
+typedef struct ckpt_snap ckpt_snap_t;
+ckpt_snap_t *ckpt_snap_new(backend_t *be);      /* NULL only when out of memory */
+int ckpt_snap_take(ckpt_snap_t *s, model_t *m, const ckpt_meta_t *meta, const json_t *state, char *err,
+                   size_t errlen);
+int ckpt_snap_write(ckpt_snap_t *s, const char *dir, char *err, size_t errlen);
+size_t ckpt_snap_bytes(const ckpt_snap_t *s);   /* tensor bytes of the last take */
+void ckpt_snap_free(ckpt_snap_t *s);            /* NULL is fine */
 
 /* Read config.json of a checkpoint (or HF) directory: the model config and,
  * when present, traind's fields (meta may be NULL; without a "traind" object

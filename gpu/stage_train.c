@@ -54,18 +54,35 @@
  * lr_backbone, grad_norm (every step up to 2000 steps, else at step 1, every
  * total/2000 and the last), val_mpjpe, val_pa_mpjpe, val_auc, val_mean_predictor_mpjpe
  * (mm) at every eval_every and at the end; progress at most twice a second;
- * checkpoints every checkpoint_every, at the end, and when *ctx->stop is set
- * (the step in flight finishes, a checkpoint is written, return 1). Resume:
+ * checkpoints every checkpoint_every (written beside training: see save_ckpt),
+ * at the end, and when *ctx->stop is set (the step in flight finishes, a
+ * checkpoint is written in place, return 1). Resume:
  * ctx->checkpoint_path (for train the resume_from / requeue checkpoint).
  */
 #include "gpu/stage_common.h"
 #include "store/fsutil.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+/* A checkpoint being written by a thread of its own (see save_ckpt). */
+typedef struct {
+    pthread_t th;
+    int active;                     /* started, not yet joined */
+    atomic_int done;                /* set by the thread when it returns */
+    ckpt_snap_t *snap;              /* the run's one snapshot (its host buffer kept between checkpoints) */
+    json_t *metrics;                /* for on_checkpoint (NULL: none) */
+    char dir[1024];
+    long step;
+    double snap_s, write_s;         /* copying out (training thread), writing (its thread) */
+    int rc;
+    char err[512];
+} ckpt_bg_t;
 
 typedef struct {
     stage_ctx_t *ctx;
@@ -82,7 +99,8 @@ typedef struct {
     double best_val;
     float mean_pose[HAND_COORDS];
     json_t *last_val;               /* metrics JSON of the last eval */
-    char last_ckpt_dir[1024];
+    char last_ckpt_dir[1024];       /* the last checkpoint reported */
+    ckpt_bg_t bg;                   /* the checkpoint being written beside training */
     /* data parallelism */
     int W, R, sharded;
     int local_B;                    /* sharded: samples this rank takes per step */
@@ -229,12 +247,62 @@ static int run_val(train_t *T, char *err, size_t errlen) {
     return 0;
 }
 
-static int save_ckpt(train_t *T, int with_val, char *err, size_t errlen) {
+/* ---- checkpoints ----------------------------------------------------------------
+ * A checkpoint in the middle of a run is copied out on the training thread
+ * (ckpt_snap_take: the downloads) and written by a thread of its own while
+ * training goes on (ckpt_snap_write: files, fsyncs, the rename); it is
+ * reported (on_checkpoint, from the training thread) once it is in place:
+ * at the first step after that, at the next checkpoint, or at the end. At
+ * most one is in flight, so one snapshot serves the run, its host buffer
+ * allocated at the first checkpoint and freed at the end. The last one (end
+ * of the run, stop) is written in place, so the result names a written
+ * checkpoint. */
+
+/* Tells the daemon about checkpoint dir of step (written, renamed into place). */
+static void ckpt_report(train_t *T, long step, const char *dir, const json_t *metrics) {
+    snprintf(T->last_ckpt_dir, sizeof T->last_ckpt_dir, "%s", dir);
+    if (T->ctx->on_checkpoint) T->ctx->on_checkpoint(T->ctx->ud, step, dir, metrics);
+}
+
+static void *ckpt_bg_main(void *arg) {
+    ckpt_bg_t *g = arg;
+    double t0 = mono_now();
+    g->rc = ckpt_snap_write(g->snap, g->dir, g->err, sizeof g->err);
+    g->write_s = mono_now() - t0;
+    atomic_store(&g->done, 1);
+    return NULL;
+}
+
+/* Joins the checkpoint in flight, if any (when wait, or when it is written
+ * already) and reports it. -1 with err when its write failed. */
+static int ckpt_bg_finish(train_t *T, int wait, char *err, size_t errlen) {
+    ckpt_bg_t *g = &T->bg;
+    if (!g->active || (!wait && !atomic_load(&g->done))) return 0;
+    pthread_join(g->th, NULL);
+    g->active = 0;
+    int rc = 0;
+    if (g->rc) {
+        rc = errbuf_set(err, errlen, "checkpoint at step %ld: %s", g->step, g->err);
+    } else {
+        stage_log(T->ctx, "step %ld: checkpoint %s (%.1f MB copied out in %.2f s, written beside training in %.2f s)",
+                  g->step, g->dir, ckpt_snap_bytes(g->snap) / 1e6, g->snap_s, g->write_s);
+        ckpt_report(T, g->step, g->dir, g->metrics);
+    }
+    json_decref(g->metrics);
+    g->metrics = NULL;
+    return rc;
+}
+
+/* Checkpoints the current step; the last one (final) in place, the others
+ * beside training. */
+static int save_ckpt(train_t *T, int with_val, int final, char *err, size_t errlen) {
     stage_ctx_t *ctx = T->ctx;
     if (!ctx->checkpoint_root) {
         stage_log(ctx, "step %ld: no checkpoint root configured; checkpoint skipped", T->step);
         return 0;
     }
+    /* the one in flight first: reports stay in step order */
+    if (ckpt_bg_finish(T, 1, err, errlen)) return -1;
     if (T->step == T->last_ckpt_step) return 0;
     /* every rank must hold the same parameters; rank 0 writes them */
     if (stage_check_same_params(ctx, T->m, T->step, err, errlen)) return -1;
@@ -246,6 +314,14 @@ static int save_ckpt(train_t *T, int with_val, char *err, size_t errlen) {
     int w = snprintf(dir, sizeof dir, "%s/%s/%ld", ctx->checkpoint_root, ctx->job_id ? ctx->job_id : "job",
                      T->step);
     if (w < 0 || (size_t)w >= sizeof dir) return errbuf_set(err, errlen, "checkpoint path too long");
+    json_t *mj = NULL;
+    if (with_val && T->last_val) {
+        mj = json_object();
+        json_object_set(mj, "val_mpjpe", json_object_get(T->last_val, "mpjpe_mm"));
+        json_object_set(mj, "val_pa_mpjpe", json_object_get(T->last_val, "pa_mpjpe_mm"));
+        json_object_set(mj, "val_auc", json_object_get(T->last_val, "auc_0_50mm"));
+    }
+    T->last_ckpt_step = T->step;
     struct stat st;
     if (stat(dir, &st) == 0) {
         /* written (renamed into place, so complete) by an earlier run of this job
@@ -253,30 +329,46 @@ static int save_ckpt(train_t *T, int with_val, char *err, size_t errlen) {
          * It is reported like a new one: if that run died before the daemon
          * recorded it, it is recorded now (and pruned like any other). */
         stage_log(ctx, "step %ld: checkpoint %s exists already (an earlier run of this job); kept", T->step, dir);
-    } else {
-        char parent[1024], e2[512];
-        snprintf(parent, sizeof parent, "%s/%s", ctx->checkpoint_root, ctx->job_id ? ctx->job_id : "job");
-        if (fs_mkdir_p(parent, FS_DIR_MODE, e2, sizeof e2)) return errbuf_set(err, errlen, "checkpoint: %s", e2);
-        json_t *state = state_json(T);
-        int r = ckpt_save(dir, T->m, &T->meta, state, e2, sizeof e2);
-        json_decref(state);
-        if (r) return errbuf_set(err, errlen, "checkpoint at step %ld: %s", T->step, e2);
-        stage_log(ctx, "step %ld: checkpoint %s", T->step, dir);
-    }
-    T->last_ckpt_step = T->step;
-    snprintf(T->last_ckpt_dir, sizeof T->last_ckpt_dir, "%s", dir);
-    if (ctx->on_checkpoint) {
-        json_t *mj = NULL;
-        if (with_val && T->last_val) {
-            mj = json_object();
-            json_object_set(mj, "val_mpjpe", json_object_get(T->last_val, "mpjpe_mm"));
-            json_object_set(mj, "val_pa_mpjpe", json_object_get(T->last_val, "pa_mpjpe_mm"));
-            json_object_set(mj, "val_auc", json_object_get(T->last_val, "auc_0_50mm"));
-        }
-        ctx->on_checkpoint(ctx->ud, T->step, dir, mj);
+        ckpt_report(T, T->step, dir, mj);
         json_decref(mj);
+        return 0;
     }
-    return 0;
+    char parent[1024], e2[512];
+    snprintf(parent, sizeof parent, "%s/%s", ctx->checkpoint_root, ctx->job_id ? ctx->job_id : "job");
+    ckpt_bg_t *g = &T->bg;
+    double t0 = mono_now();
+    int took = -1;
+    if (!g->snap && !(g->snap = ckpt_snap_new(T->m->be))) {
+        snprintf(e2, sizeof e2, "out of memory");
+    } else if (fs_mkdir_p(parent, FS_DIR_MODE, e2, sizeof e2) == 0) {
+        json_t *state = state_json(T);
+        took = ckpt_snap_take(g->snap, T->m, &T->meta, state, e2, sizeof e2);
+        json_decref(state);
+    }
+    if (took) {
+        json_decref(mj);
+        return errbuf_set(err, errlen, "checkpoint at step %ld: %s", T->step, e2);
+    }
+    g->metrics = mj;
+    g->step = T->step;
+    g->snap_s = mono_now() - t0;
+    snprintf(g->dir, sizeof g->dir, "%s", dir);
+    atomic_store(&g->done, 0);
+    if (!final && pthread_create(&g->th, NULL, ckpt_bg_main, g) == 0) {
+        g->active = 1;
+        return 0;
+    }
+    /* in place: the last one, or no thread to be had */
+    g->rc = ckpt_snap_write(g->snap, dir, g->err, sizeof g->err);
+    int rc = g->rc ? errbuf_set(err, errlen, "checkpoint at step %ld: %s", T->step, g->err) : 0;
+    if (!rc) {
+        stage_log(ctx, "step %ld: checkpoint %s (%.1f MB in %.2f s)", T->step, dir, ckpt_snap_bytes(g->snap) / 1e6,
+                  mono_now() - t0);
+        ckpt_report(T, T->step, dir, mj);
+    }
+    json_decref(mj);
+    g->metrics = NULL;
+    return rc;
 }
 
 int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
@@ -511,8 +603,9 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         }
         if (t < T.total && spec->checkpoint_every > 0 && t % spec->checkpoint_every == 0) {
             int with_val = spec->eval_every > 0 && t % spec->eval_every == 0;
-            if (save_ckpt(&T, with_val, err, errlen)) goto done;
+            if (save_ckpt(&T, with_val, 0, err, errlen)) goto done;
         }
+        if (ckpt_bg_finish(&T, 0, err, errlen)) goto done;
     }
 
     if (!stopped) {
@@ -520,7 +613,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         if (r < 0) goto done;
         if (r == 1) stopped = 1;
     }
-    if (save_ckpt(&T, !stopped, err, errlen)) goto done;
+    if (save_ckpt(&T, !stopped, 1, err, errlen)) goto done;
     if (stopped) stage_log(ctx, "stopped at step %ld; checkpointed", T.step);
 
     json_t *res = json_object();
@@ -550,6 +643,12 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     *result = res;
     rc = stopped ? 1 : 0;
 done:
+    if (T.bg.active) {
+        /* failed with a checkpoint in flight: it is still a checkpoint of this run */
+        char e3[640];
+        if (ckpt_bg_finish(&T, 1, e3, sizeof e3)) stage_log(ctx, "%s", e3);
+    }
+    ckpt_snap_free(T.bg.snap);
     json_decref(aug_plan);
     json_decref(T.last_val);
     model_free(T.m);

@@ -18,7 +18,8 @@
  * records one.
  *
  * Crash safety — the invariants, and what the sweeps remove:
- *  1. Whole or absent. The worker (ckpt_save) writes into
+ *  1. Whole or absent. The worker (ckpt_snap_write, beside training or in
+ *     place) writes into
  *     "<root>/<job>/.<step>.tmp.XXXXXX", fsyncs every file, renames the
  *     directory to <root>/<job>/<step> and fsyncs the parent (store/fsutil.h);
  *     only then does it report the checkpoint to the daemon.

@@ -7,10 +7,13 @@
  * a checkpoint saved and loaded gives the eval the training run saw; infer
  * from inline u8 images equals infer from the same dataset samples; bad
  * inputs give errors, not crashes. */
+#include <dirent.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -356,6 +359,72 @@ int main(void) {
     if (!same)
         for (int i = 0; i < 16; i++) diag("  step %d: %.9g vs %.9g", i + 1, lf[i], lp[i]);
     ok(lf[15] < lf[0], "the loss went down (%.4f -> %.4f)", lf[0], lf[15]);
+
+    /* ---- checkpoints written beside training: each holds its own step ---- */
+    const char *mid_spec =
+        "{\"type\":\"train\",\"dataset\":\"syn\",\"seed\":11,\"model\":{\"backbone\":\"dinov2-tiny\"},"
+        "\"batch_size\":16,\"steps\":16,\"eval_every\":0,\"checkpoint_every\":4,"
+        "\"optim\":{\"lr\":{\"backbone\":2e-3,\"heads\":2e-3},\"warmup_steps\":3}}";
+    rec_t mid = {0}, mrest = {0};
+    r = run(mid_spec, "j-mid", NULL, &mid, &res, err, sizeof err);
+    ok(r == 0 && mid.nckpt == 4 && mid.ckpt_step[0] == 4 && mid.ckpt_step[1] == 8 && mid.ckpt_step[2] == 12 &&
+       mid.ckpt_step[3] == 16, "checkpoints at 4, 8, 12 (beside training) and 16, reported in order (%d; %s)",
+       mid.nckpt, r ? err : "ok");
+    ok(res && strcmp(str(res, "checkpoint"), mid.ckpt[3]) == 0, "the result names the last one");
+    json_decref(res);
+    double lm[16] = {0};
+    int nm = losses(&mid, lm, 16);
+    same = nm == 16;
+    for (int i = 0; i < 16 && same; i++) same = lf[i] == lm[i];
+    ok(same, "losses with checkpoints written beside training are exactly the uninterrupted ones");
+    int whole = 1;
+    for (int i = 0; i < 4 && i < mid.nckpt; i++) {
+        char f[1200];
+        const char *names[] = {"model.safetensors", "optimizer.safetensors", "config.json", "state.json"};
+        for (int k = 0; k < 4; k++) {
+            snprintf(f, sizeof f, "%s/%s", mid.ckpt[i], names[k]);
+            whole &= access(f, R_OK) == 0;
+        }
+    }
+    ok(whole, "each holds its four files");
+    /* resumed from step 8 under the same job: steps 12 and 16 are found written and reported again */
+    snprintf(ck, sizeof ck, "%s", mid.ckpt[1]);
+    r = run(mid_spec, "j-mid", ck, &mrest, &res, err, sizeof err);
+    ok(r == 0 && mrest.nckpt == 2 && mrest.ckpt_step[0] == 12 && mrest.ckpt_step[1] == 16 &&
+       strcmp(mrest.ckpt[0], mid.ckpt[2]) == 0, "resumed from the step-8 checkpoint: 12 and 16 kept and reported (%s)",
+       r ? err : "ok");
+    json_decref(res);
+    double lr8[16] = {0};
+    int n8 = losses(&mrest, lr8, 16);
+    same = n8 == 8;
+    for (int i = 8; i < 16 && same; i++) same = lr8[i] == lf[i];
+    ok(same, "resumed from the checkpoint written beside training: steps 9-16 exactly the uninterrupted ones (%d)", n8);
+    /* a write that fails beside training fails the job, naming its step, and leaves no directory */
+    {
+        rec_t bad = {0};
+        struct rlimit old, small = {.rlim_cur = 1 << 20, .rlim_max = RLIM_INFINITY};
+        getrlimit(RLIMIT_FSIZE, &old);
+        small.rlim_max = old.rlim_max;
+        signal(SIGXFSZ, SIG_IGN);   /* past the limit, write() fails with EFBIG */
+        setrlimit(RLIMIT_FSIZE, &small);
+        r = run(mid_spec, "j-bad", NULL, &bad, &res, err, sizeof err);
+        setrlimit(RLIMIT_FSIZE, &old);
+        signal(SIGXFSZ, SIG_DFL);
+        ok(r == -1 && !res && strstr(err, "checkpoint at step 4") && bad.nckpt == 0,
+           "a checkpoint write that fails beside training fails the job: %s", err);
+        char jd[1024];
+        snprintf(jd, sizeof jd, "%s/ckpt/j-bad", root);
+        DIR *d = opendir(jd);
+        int left = 0;
+        struct dirent *de;
+        while (d && (de = readdir(d)))
+            left += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+        if (d) closedir(d);
+        ok(left == 0, "and leaves nothing in the job's checkpoint directory (%d entries)", left);
+        rec_free(&bad);
+    }
+    rec_free(&mid);
+    rec_free(&mrest);
     rec_free(&full);
     rec_free(&part);
     rec_free(&rest);
