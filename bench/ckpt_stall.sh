@@ -10,7 +10,7 @@ PORT=18571
 $BIN/traind --listen 127.0.0.1:$PORT --state-dir $ST --backend cpu > $ST/log 2>&1 &
 PID=$!
 export TRAIND_URL=http://127.0.0.1:$PORT
-sleep 1
+for _ in $(seq 100); do curl -sf $TRAIND_URL/v1/health >/dev/null && break; sleep 0.1; done
 $BIN/trainctl datasets load syn --synthetic 32,224,1 --wait >/dev/null
 J=$(curl -s -X POST $TRAIND_URL/v1/jobs -H 'Content-Type: application/json' -d '{"type":"train","dataset":"syn","model":{"backbone":"dinov2-base"},"batch_size":1,"steps":4,"eval_every":0,"checkpoint_every":1,"split":{"train":[0,0.9],"val":[0.9,1]}}' | jq -r .id)
 while :; do s=$(curl -s $TRAIND_URL/v1/jobs/$J | jq -r .state); case $s in succeeded|failed|cancelled) break;; esac; sleep 1; done

@@ -164,9 +164,13 @@ static void cb_checkpoint(void *ud, long step, const char *dir, const json_t *me
 }
 
 static void cb_log(void *ud, const char *msg) {
-    emit("log", json_pack("{s:o}", "message", errbuf_json_string(msg)));
-    if (w_rank == 0) log_info(w_job, "%s", msg);
-    else log_debug(w_job, "rank %d: %s", w_rank, msg);
+    int warning = strncmp(msg, "warning: ", 9) == 0;   /* a stage's warning */
+    json_t *ev = json_pack("{s:o}", "message", errbuf_json_string(msg));
+    if (warning) json_object_set_new(ev, "level", json_string("warning"));
+    emit("log", ev);
+    if (w_rank != 0) log_debug(w_job, "rank %d: %s", w_rank, msg);
+    else if (warning) log_warn(w_job, "%s", msg + 9);
+    else log_info(w_job, "%s", msg);
 }
 
 static void fault_setup(void) {

@@ -101,6 +101,8 @@ typedef struct {
     json_t *last_val;               /* metrics JSON of the last eval */
     char last_ckpt_dir[1024];       /* the last checkpoint reported */
     ckpt_bg_t bg;                   /* the checkpoint being written beside training */
+    int ckpt_failures;              /* checkpoints not written (warned; the run went on) */
+    int ending;                     /* the run failed: no more steps */
     /* data parallelism */
     int W, R, sharded;
     int local_B;                    /* sharded: samples this rank takes per step */
@@ -273,16 +275,35 @@ static void *ckpt_bg_main(void *arg) {
     return NULL;
 }
 
+/* A checkpoint of step that could not be written (why). In the middle of a
+ * run that is a warning: the run goes on and the next checkpoint tries again
+ * (a disk that filled up for a while should not cost days of training). The
+ * last one's failure fails the job: -1 with err. */
+static int ckpt_failed(train_t *T, long step, const char *why, int final, char *err, size_t errlen) {
+    if (T->last_ckpt_step == step) T->last_ckpt_step = -1;   /* the last one tries this step again */
+    T->ckpt_failures++;
+    if (final) return errbuf_set(err, errlen, "checkpoint at step %ld: %s", step, why);
+    if (T->ending) {
+        stage_log(T->ctx, "warning: checkpoint at step %ld not written: %s", step, why);
+        return 0;
+    }
+    long next = step + T->ctx->spec->checkpoint_every;
+    char when[48] = "at the end";
+    if (next < T->total) snprintf(when, sizeof when, "at step %ld", next);
+    stage_log(T->ctx, "warning: checkpoint at step %ld not written: %s; training goes on (the next one %s)", step,
+              why, when);
+    return 0;
+}
+
 /* Joins the checkpoint in flight, if any (when wait, or when it is written
- * already) and reports it. -1 with err when its write failed. */
-static int ckpt_bg_finish(train_t *T, int wait, char *err, size_t errlen) {
+ * already) and reports it, or warns that it failed. */
+static void ckpt_bg_finish(train_t *T, int wait) {
     ckpt_bg_t *g = &T->bg;
-    if (!g->active || (!wait && !atomic_load(&g->done))) return 0;
+    if (!g->active || (!wait && !atomic_load(&g->done))) return;
     pthread_join(g->th, NULL);
     g->active = 0;
-    int rc = 0;
     if (g->rc) {
-        rc = errbuf_set(err, errlen, "checkpoint at step %ld: %s", g->step, g->err);
+        ckpt_failed(T, g->step, g->err, 0, NULL, 0);
     } else {
         stage_log(T->ctx, "step %ld: checkpoint %s (%.1f MB copied out in %.2f s, written beside training in %.2f s)",
                   g->step, g->dir, ckpt_snap_bytes(g->snap) / 1e6, g->snap_s, g->write_s);
@@ -290,11 +311,11 @@ static int ckpt_bg_finish(train_t *T, int wait, char *err, size_t errlen) {
     }
     json_decref(g->metrics);
     g->metrics = NULL;
-    return rc;
 }
 
 /* Checkpoints the current step; the last one (final) in place, the others
- * beside training. */
+ * beside training. -1 with err only for the last one's failure and for
+ * ranks that disagree. */
 static int save_ckpt(train_t *T, int with_val, int final, char *err, size_t errlen) {
     stage_ctx_t *ctx = T->ctx;
     if (!ctx->checkpoint_root) {
@@ -302,7 +323,7 @@ static int save_ckpt(train_t *T, int with_val, int final, char *err, size_t errl
         return 0;
     }
     /* the one in flight first: reports stay in step order */
-    if (ckpt_bg_finish(T, 1, err, errlen)) return -1;
+    ckpt_bg_finish(T, 1);
     if (T->step == T->last_ckpt_step) return 0;
     /* every rank must hold the same parameters; rank 0 writes them */
     if (stage_check_same_params(ctx, T->m, T->step, err, errlen)) return -1;
@@ -347,7 +368,7 @@ static int save_ckpt(train_t *T, int with_val, int final, char *err, size_t errl
     }
     if (took) {
         json_decref(mj);
-        return errbuf_set(err, errlen, "checkpoint at step %ld: %s", T->step, e2);
+        return ckpt_failed(T, T->step, e2, final, err, errlen);
     }
     g->metrics = mj;
     g->step = T->step;
@@ -360,8 +381,8 @@ static int save_ckpt(train_t *T, int with_val, int final, char *err, size_t errl
     }
     /* in place: the last one, or no thread to be had */
     g->rc = ckpt_snap_write(g->snap, dir, g->err, sizeof g->err);
-    int rc = g->rc ? errbuf_set(err, errlen, "checkpoint at step %ld: %s", T->step, g->err) : 0;
-    if (!rc) {
+    int rc = g->rc ? ckpt_failed(T, T->step, g->err, final, err, errlen) : 0;
+    if (!g->rc) {
         stage_log(ctx, "step %ld: checkpoint %s (%.1f MB in %.2f s)", T->step, dir, ckpt_snap_bytes(g->snap) / 1e6,
                   mono_now() - t0);
         ckpt_report(T, T->step, dir, mj);
@@ -605,7 +626,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
             int with_val = spec->eval_every > 0 && t % spec->eval_every == 0;
             if (save_ckpt(&T, with_val, 0, err, errlen)) goto done;
         }
-        if (ckpt_bg_finish(&T, 0, err, errlen)) goto done;
+        ckpt_bg_finish(&T, 0);
     }
 
     if (!stopped) {
@@ -630,6 +651,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     json_object_set_new(res, "best_val_mpjpe", stage_real(T.best_val));
     json_object_set_new(res, "best_step", json_integer(T.best_step));
     json_object_set_new(res, "checkpoint", T.last_ckpt_dir[0] ? json_string(T.last_ckpt_dir) : json_null());
+    json_object_set_new(res, "checkpoint_failures", json_integer(T.ckpt_failures));
     json_object_set_new(res, "images_per_s", stage_real(t_train > 0 ? images_run / t_train : NAN));
     json_object_set_new(res, "wall_s", json_real(mono_now() - t_start));
     json_object_set_new(res, "model", stage_model_json(T.m, T.meta.backbone,
@@ -643,11 +665,8 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
     *result = res;
     rc = stopped ? 1 : 0;
 done:
-    if (T.bg.active) {
-        /* failed with a checkpoint in flight: it is still a checkpoint of this run */
-        char e3[640];
-        if (ckpt_bg_finish(&T, 1, e3, sizeof e3)) stage_log(ctx, "%s", e3);
-    }
+    T.ending = 1;
+    ckpt_bg_finish(&T, 1);   /* failed with one in flight: it is still a checkpoint of this run */
     ckpt_snap_free(T.bg.snap);
     json_decref(aug_plan);
     json_decref(T.last_val);

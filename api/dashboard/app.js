@@ -384,7 +384,8 @@
         text = 'checkpoint ' + d.id + ' at step ' + d.step + (typeof m.val_mpjpe === 'number' ? ' · val MPJPE ' + ui.fixed(m.val_mpjpe, 1) + ' mm' : '');
       } else text = JSON.stringify(d);
       const atEnd = logList.scrollTop + logList.clientHeight >= logList.scrollHeight - 8;
-      logList.append(h('li', { dataset: { id: ev.id, type: ev.type }, class: 'ev-' + ev.type.replace(/[^a-z]/g, '') },
+      const level = d.level === 'warning' || d.level === 'error' ? ' lvl-' + d.level : '';
+      logList.append(h('li', { dataset: { id: ev.id, type: ev.type }, class: 'ev-' + ev.type.replace(/[^a-z]/g, '') + level },
         h('span', { class: 'ev-id mono' }, String(ev.id)), h('span', { class: 'ev-type' }, ev.type), h('span', { class: 'ev-text' }, text)));
       while (logList.childElementCount > 1000) logList.firstElementChild.remove();
       if (atEnd) logList.scrollTop = logList.scrollHeight;

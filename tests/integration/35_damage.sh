@@ -2,7 +2,8 @@
 # tests/integration/35_damage.sh — files under a running (or restarting)
 # daemon get damaged: a checkpoint's weights truncated or its directory
 # removed, a dataset's shard truncated or its directory removed, the database
-# replaced by garbage. Each gives a clear error where it is used (the job
+# replaced by garbage, checkpoints that cannot be written (a file size
+# limit standing in for a full disk). Each gives a clear error where it is used (the job
 # fails naming the file, the dataset reload fails naming the shard, the
 # daemon refuses to start naming the database) and loses nothing else: the
 # daemon keeps serving, other datasets and jobs are unaffected, and a
@@ -91,6 +92,36 @@ api POST /v1/datasets "{\"name\":\"c\",\"path\":\"$ROOT/c\"}"
 is "$(wait_dataset c 120)" ready "a new dataset loads beside the failed ones"
 expect_error 422 unprocessable "a job on a failed dataset is refused, with the load error" POST /v1/jobs "$(train_spec a 1)"
 stop_daemon TERM
+
+# ---- checkpoints that cannot be written (files limited to 1 MB, as a full disk refuses them) --
+# in the middle of a run a warning (a log event with level "warning"), and training goes on; the
+# last one's failure fails the job naming its step; no directory is left and no record made
+STATE0=$STATE PORT0=$PORT
+STATE=$TDIR/state-fsize PORT=
+fsize0=$(ulimit -S -f)
+trap '' XFSZ                 # inherited: past the limit write() fails with EFBIG instead of a signal
+ulimit -S -f 1024
+start_daemon || bail "daemon (file size limit) did not start"
+ulimit -S -f "$fsize0"
+trap - XFSZ
+load_synth f 16 "$IMG" 35
+ok $? "dataset ready under the file size limit"
+submit "$(train_spec f 6 '"checkpoint_every":2')"
+is "$(wait_job "$JOB" 300)" failed "a train job whose checkpoints cannot be written fails at its last one"
+api GET "/v1/jobs/$JOB"
+check "its error names the last step ($(jb .error | head -c 120))" grep -q 'checkpoint at step 6' <<<"$(jb .error)"
+nwarn=$(sql "SELECT count(*) FROM job_events WHERE job = '$JOB' AND type = 'log' AND json_extract(data, '\$.level') = 'warning' AND json_extract(data, '\$.message') GLOB 'warning: checkpoint at step [24] not written*'")
+is "$nwarn" 2 "the checkpoints at steps 2 and 4 are warnings in its log (level warning); training went on"
+api GET "/v1/jobs/$JOB/metrics?name=loss"
+check "it trained all 6 steps" jq -e '[.[] | .step] | max == 6' <<<"$BODY"
+api GET "/v1/checkpoints?job=$JOB"
+is "$(jb '.checkpoints | length')" 0 "no checkpoint recorded"
+left=$(find "$STATE/checkpoints" -mindepth 2 2>/dev/null | wc -l)
+is "$left" 0 "nothing left under the checkpoint root"
+check "the daemon logged them as warnings" grep -q 'WARN .*checkpoint at step 2 not written' "$DLOG"
+daemon_alive; ok $? "the daemon keeps serving"
+stop_daemon TERM
+STATE=$STATE0 PORT=$PORT0
 
 # ---- the database replaced by garbage: refused, never overwritten -------------------------
 head -c 65536 /dev/urandom >"$STATE/traind.db"
