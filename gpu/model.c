@@ -7,6 +7,7 @@
  * backward and the AdamW segment table. Everything numerical runs through
  * the backend; only loading and initialization touch host memory.
  */
+#define _GNU_SOURCE   /* sincos */
 #include <assert.h>
 #include <math.h>
 #include <pthread.h>
@@ -713,12 +714,18 @@ void model_set_stats_hook(model_t *m, model_stats_fn fn, void *ud) {
 /* ------------------------------------------------------------------------ */
 /* initialization                                                             */
 
-/* Normal(0, std) truncated to [-2, 2] (absolute bounds, as torch's trunc_normal_ defaults). */
-static float rng_trunc_normal(uint64_t *s, double std) {
-    for (;;) {
+/* h[0..n) = Normal(0, std) truncated to [-2, 2] (absolute bounds, as torch's
+ * trunc_normal_ defaults): Box-Muller, both values of each pair used; a value
+ * outside the bounds is dropped and the next one drawn takes its place. */
+static void rng_trunc_normal_fill(uint64_t *s, double std, float *h, size_t n) {
+    size_t k = 0;
+    while (k < n) {
         double u1 = rng_splitmix_uniform(s), u2 = rng_splitmix_uniform(s);
-        double z = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2) * std;
-        if (z >= -2.0 && z <= 2.0) return (float)z;
+        double r = sqrt(-2.0 * log(u1)) * std, sn, cs;
+        sincos(2.0 * M_PI * u2, &sn, &cs);
+        double z0 = r * cs, z1 = r * sn;   /* u1 = 0: r = inf, both dropped */
+        if (z0 >= -2.0 && z0 <= 2.0) h[k++] = (float)z0;
+        if (k < n && z1 >= -2.0 && z1 <= 2.0) h[k++] = (float)z1;
     }
 }
 
@@ -755,7 +762,7 @@ static void model_init_tensor(const model_t *m, int i, uint64_t seed, const floa
     for (const char *c = p->name; *c; c++) s = (s ^ (uint8_t)*c) * 0x100000001b3ull;
     switch (pv->extra[i].init) {
     case INIT_TRUNC:
-        for (size_t k = 0; k < p->n; k++) h[k] = rng_trunc_normal(&s, m->cfg.initializer_range);
+        rng_trunc_normal_fill(&s, m->cfg.initializer_range, h, p->n);
         break;
     case INIT_ZERO: memset(h, 0, p->n * sizeof *h); break;
     case INIT_ONE: for (size_t k = 0; k < p->n; k++) h[k] = 1.0f; break;
