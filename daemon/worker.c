@@ -23,6 +23,7 @@
 #include "store/dataset.h"
 #include "store/errbuf.h"
 #include "store/fsutil.h"
+#include "store/mono.h"
 
 /* ---- daemon side ---------------------------------------------------------------- */
 int worker_env_allowed(const char *entry) {
@@ -213,6 +214,7 @@ int worker_main(int argc, char **argv) {
             return 2;
         }
     }
+    const double t_w0 = mono_now();   /* start-up phases, for the log line below */
     if (!job_file || w_fd < 0 || w_rank < 0 || w_rank >= COLL_MAX_WORLD) {
         fprintf(stderr, "usage: traind worker --job FILE [--rank R] [--events-fd N]\n");
         return 2;
@@ -260,6 +262,7 @@ int worker_main(int argc, char **argv) {
     int device = (int)json_integer_value(json_object_get(me, "device"));
     be = backend_open(bname ? bname : "cpu", device, err, sizeof err);
     if (!be) { rc = fail("%s", err); goto out; }   /* backend_open names the backend */
+    const double t_be = mono_now();
     if (!strcmp(be->name, "cpu")) backend_cpu_share_cores(world);   /* the ranks share the host's cores */
     w_coll = world > 1 ? coll_open(be, opt_str(job, "collective"), w_rank, world, err, sizeof err) : coll_open_single(be);
     if (!w_coll) { rc = fail("rank %d of %d: %s", w_rank, world, err); goto out; }
@@ -278,6 +281,7 @@ int worker_main(int argc, char **argv) {
     if (first < 0 || total < layout.n || first > total - layout.n) { rc = fail("dataset share: bad shard bounds"); goto out; }
     base = be->shared_open(be, handle, bytes);
     if (!base) { rc = fail("cannot open the resident dataset: %s", be->err); goto out; }
+    const double t_ds = mono_now();
     dataset_t ds;
     dataset_view(&ds, base, &layout);
     ds.n = total;          /* the dataset's samples; this share holds [first, first + held) */
@@ -295,12 +299,13 @@ int worker_main(int argc, char **argv) {
     };
     if (ctx.result_dir && fs_mkdir_p(ctx.result_dir, FS_DIR_MODE, err, sizeof err)) { rc = fail("%s", err); goto out; }
     if (world > 1)
-        log_info(w_job, "worker %d: rank %d of %d, %s on %s device %d, dataset %lld samples %dx%d (holding %lld from %lld)",
-                 (int)getpid(), w_rank, world, job_type_name(spec.type), be->name, device, (long long)ds.n, ds.h, ds.w,
-                 (long long)ds.held, (long long)ds.first);
+        log_info(w_job, "worker %d: rank %d of %d, %s on %s device %d, dataset %lld samples %dx%d (holding %lld from %lld); "
+                 "backend %.2f s, dataset opened %.2f s", (int)getpid(), w_rank, world, job_type_name(spec.type), be->name,
+                 device, (long long)ds.n, ds.h, ds.w, (long long)ds.held, (long long)ds.first, t_be - t_w0, t_ds - t_be);
     else
-        log_info(w_job, "worker %d: %s on %s device %d, dataset %lld samples %dx%d", (int)getpid(),
-                 job_type_name(spec.type), be->name, device, (long long)ds.n, ds.h, ds.w);
+        log_info(w_job, "worker %d: %s on %s device %d, dataset %lld samples %dx%d; backend %.2f s, dataset opened %.2f s",
+                 (int)getpid(), job_type_name(spec.type), be->name, device, (long long)ds.n, ds.h, ds.w, t_be - t_w0,
+                 t_ds - t_be);
     json_t *result = NULL;
     err[0] = 0;
     int s = stage_run(&ctx, &result, err, sizeof err);

@@ -31,6 +31,7 @@ static void split_from_state(const json_t *state, double tr[2], double va[2]) {
 }
 
 int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
+    const double t_enter = mono_now();
     const jobspec_t *spec = ctx->spec;
     const dataset_t *ds = ctx->ds;
     dtype_plan_t plan = jobspec_plan(spec);
@@ -86,8 +87,8 @@ int stage_eval(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         mp = mean_pose;
     }
     if (stage_batch_init(&b, ctx->be, B, err, errlen)) goto done;
-    stage_log(ctx, "eval: %lld samples (%s) in batches of %d, compute %s", (long long)n, what, B,
-              dtype_name(plan.compute));
+    stage_log(ctx, "eval: %lld samples (%s) in batches of %d, compute %s; set up in %.2f s", (long long)n, what, B,
+              dtype_name(plan.compute), mono_now() - t_enter);
     metrics_t mt;
     double t1 = mono_now();
     int r = stage_eval_indices(ctx, m, &b, idx, n, B, mp, 1, 1, &mt, err, errlen);

@@ -393,6 +393,7 @@ static int save_ckpt(train_t *T, int with_val, int final, char *err, size_t errl
 }
 
 int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
+    const double t_enter = mono_now();
     const jobspec_t *spec = ctx->spec;
     const dataset_t *ds = ctx->ds;
     backend_t *be = ctx->be;
@@ -492,8 +493,8 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         new_epoch_order(&T);
     }
     stage_log(ctx, "train: %s, %zu parameters (%zu trainable), %lld train / %lld val samples, batch %d, %ld steps, "
-              "compute %s", T.meta.backbone, model_num_params(T.m), model_num_trainable(T.m),
-              (long long)T.n_train, (long long)T.n_val, B, T.total, dtype_name(plan.compute));
+              "compute %s; set up in %.2f s", T.meta.backbone, model_num_params(T.m), model_num_trainable(T.m),
+              (long long)T.n_train, (long long)T.n_val, B, T.total, dtype_name(plan.compute), mono_now() - t_enter);
     if (T.W > 1)
         stage_log(ctx, "data parallel on %d devices (%s dataset): %d samples per device per step at most, gradients "
                   "summed in buckets during the backward", T.W, T.sharded ? "sharded" : "replicated",
@@ -600,6 +601,7 @@ int stage_train(stage_ctx_t *ctx, json_t **result, char *err, size_t errlen) {
         images_run += Bn;
         double t1 = mono_now();
         t_train += t1 - t0;
+        if (steps_run == 1) stage_log(ctx, "step %ld: the run's first, %.2f s", t, t1 - t0);
 
         if (ctx->on_metric && (t % metric_every == 0 || t == 1 || t == T.total)) {
             ctx->on_metric(ctx->ud, t, "loss", hl.total);

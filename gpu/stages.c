@@ -488,6 +488,7 @@ int stage_eval_indices(stage_ctx_t *ctx, model_t *m, stage_batch_t *b, const int
             metrics_acc_add(&acc, b->h_pred, b->h_joints, b->h_valid, b->h_has, c);
         }
         double t = mono_now();
+        if (progress && k == 0) stage_log(ctx, "batch 1: the first, %.2f s", t - t0);
         if (progress && ctx->on_progress && (t - t_last >= 0.5 || k + 1 == nb)) {
             int64_t done = off + c;
             stage_progress_t p = {.step = k + 1, .total_steps = nb, .epoch = 0};
