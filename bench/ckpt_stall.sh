@@ -1,20 +1,33 @@
 #!/bin/bash
-# bench/ckpt_stall.sh — what checkpoints cost a run: a dinov2-base full fine-tune on the
-# CPU backend (4 steps of batch 1, 224 px, a checkpoint every step: ~1 GB each) through
-# the daemon; prints the job's wall time and the worker's checkpoint lines. BIN=DIR picks
-# the build (default build/release) so two builds can be compared.
+# bench/ckpt_stall.sh — what checkpoints cost a run, through the daemon: a train job
+# with a checkpoint every EVERY steps; prints the job's wall time, its images/s over
+# the steps, and the worker's checkpoint lines (how long training stopped for each).
+#   BIN=DIR      the build (default build/release), so two builds can be compared
+#   BACKEND      cpu (default) | cuda
+#   BB FREEZE BATCH STEPS EVERY SAMPLES IMG   the job (default: dinov2-base, 0 frozen,
+#                batch 1, 4 steps, every step, 32 samples of 224 px: ~1 GB checkpoints)
+# On the GPU machine, e.g.:
+#   BACKEND=cuda BB=dinov2-large FREEZE=12 BATCH=32 STEPS=60 EVERY=20 SAMPLES=2048 bench/ckpt_stall.sh
 set -e
 BIN=${BIN:-build/release}
+BACKEND=${BACKEND:-cpu} BB=${BB:-dinov2-base} FREEZE=${FREEZE:-0} BATCH=${BATCH:-1} STEPS=${STEPS:-4}
+EVERY=${EVERY:-1} SAMPLES=${SAMPLES:-32} IMG=${IMG:-224}
 ST=$(mktemp -d /tmp/ckb.XXXXXX)
-PORT=18571
-$BIN/traind --listen 127.0.0.1:$PORT --state-dir $ST --backend cpu > $ST/log 2>&1 &
+PORT=${PORT:-18571}
+"$BIN/traind" --listen 127.0.0.1:$PORT --state-dir "$ST" --backend "$BACKEND" >"$ST/log" 2>&1 &
 PID=$!
+trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$ST"' EXIT
 export TRAIND_URL=http://127.0.0.1:$PORT
-for _ in $(seq 100); do curl -sf $TRAIND_URL/v1/health >/dev/null && break; sleep 0.1; done
-$BIN/trainctl datasets load syn --synthetic 32,224,1 --wait >/dev/null
-J=$(curl -s -X POST $TRAIND_URL/v1/jobs -H 'Content-Type: application/json' -d '{"type":"train","dataset":"syn","model":{"backbone":"dinov2-base"},"batch_size":1,"steps":4,"eval_every":0,"checkpoint_every":1,"split":{"train":[0,0.9],"val":[0.9,1]}}' | jq -r .id)
-while :; do s=$(curl -s $TRAIND_URL/v1/jobs/$J | jq -r .state); case $s in succeeded|failed|cancelled) break;; esac; sleep 1; done
-echo "job $s"; curl -s $TRAIND_URL/v1/jobs/$J | jq -c '{wall: .result.wall_s, ips: .result.images_per_s, err: .error}'
-grep -E "checkpoint|step [0-9]+:" $ST/log | sed 's/.*\(step [0-9]*: checkpoint\)/\1/' | head -20
-kill $PID; wait $PID 2>/dev/null || true
-rm -rf $ST
+for _ in $(seq 300); do curl -sf $TRAIND_URL/v1/health >/dev/null && break; sleep 0.1; done
+"$BIN/trainctl" datasets load syn --synthetic "$SAMPLES,$IMG,1" --wait >/dev/null
+J=$(curl -s -X POST $TRAIND_URL/v1/jobs -H 'Content-Type: application/json' -d "{\"type\":\"train\",\"dataset\":\"syn\",
+  \"model\":{\"backbone\":\"$BB\",\"freeze_layers\":$FREEZE},\"batch_size\":$BATCH,\"steps\":$STEPS,\"eval_every\":0,
+  \"checkpoint_every\":$EVERY,\"keep_checkpoints\":2,\"split\":{\"train\":[0,0.9],\"val\":[0.9,1]}}" | jq -r .id)
+while :; do
+    s=$(curl -s $TRAIND_URL/v1/jobs/$J | jq -r .state)
+    case $s in succeeded|failed|cancelled) break ;; esac
+    sleep 0.2
+done
+echo "== $BIN ($BACKEND, $BB, $FREEZE frozen, batch $BATCH, $STEPS steps, a checkpoint every $EVERY): job $s"
+curl -s $TRAIND_URL/v1/jobs/$J | jq -c '{wall_s: .result.wall_s, images_per_s: .result.images_per_s, error: .error}'
+grep -E "checkpoint /|step 1: the run" "$ST/log" | sed 's/.*\] //'

@@ -101,11 +101,13 @@ SHARDED_INFER=$(curl -s "$URL/v1/jobs/$IS/result")
 check "in input order" jq -e '[.predictions[].index] == [44,45,46,47,48,49,50,51,52,95,0,47,48,10,11]' <<<"$SHARDED_INFER"
 
 # ---- SIGKILL of the daemon mid-run: the sharded job resumes exactly ---------------------------------
+# (40 steps: the kill must land mid-run, after the step-5 checkpoint is recorded, and that record
+# comes a step or more after step 5 now that checkpoints are written beside training)
 R='"checkpoint_every":5,"eval_every":0'
-submit "$(tspec 20 "$R")"; REF=$JOB
-is "$(wait_job "$REF" 600)" succeeded "uninterrupted sharded run (20 steps)"
-submit "$(tspec 20 "$R")"; CR=$JOB
-killed_resumes "$CR" "$REF" 20 '.devices == [0,1]' "${SHARD2[@]}"
+submit "$(tspec 40 "$R")"; REF=$JOB
+is "$(wait_job "$REF" 600)" succeeded "uninterrupted sharded run (40 steps)"
+submit "$(tspec 40 "$R")"; CR=$JOB
+killed_resumes "$CR" "$REF" 40 '.devices == [0,1]' "${SHARD2[@]}"
 api GET "/v1/checkpoints?job=$CR"; CKR=$(jb '.checkpoints[-1].id')
 
 # ---- at start: the placement was not known at submission (a restart reloads the dataset) ---------
