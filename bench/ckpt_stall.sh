@@ -9,7 +9,13 @@
 # On the GPU machine, e.g.:
 #   BACKEND=cuda BB=dinov2-large FREEZE=12 BATCH=32 STEPS=60 EVERY=20 SAMPLES=2048 bench/ckpt_stall.sh
 set -e
+cd "$(dirname "$0")/.."
 BIN=${BIN:-build/release}
+if [ "${BACKEND:-cpu}" != cpu ]; then   # the GPU machine: microhttpd from .devlibs, cuDNN from the toolkit or PyTorch's wheels
+    export LD_LIBRARY_PATH="$PWD/.devlibs/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
+    nv=$(python3 -c 'import nvidia; print(list(nvidia.__path__)[0])' 2>/dev/null || true)
+    for d in ${nv:+$nv/*/lib}; do LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"; done
+fi
 BACKEND=${BACKEND:-cpu} BB=${BB:-dinov2-base} FREEZE=${FREEZE:-0} BATCH=${BATCH:-1} STEPS=${STEPS:-4}
 EVERY=${EVERY:-1} SAMPLES=${SAMPLES:-32} IMG=${IMG:-224}
 ST=$(mktemp -d /tmp/ckb.XXXXXX)
