@@ -39,6 +39,7 @@
 
 #define LINE_MAX_BYTES (64u << 20)
 #define PROGRESS_STORE_S 0.5
+#define FINAL_RETRY_S 5          /* a final state the store refused is tried again this often */
 
 /* A running job: one worker process per rank, each on its device slot. */
 typedef struct run {
@@ -306,6 +307,36 @@ static void describe_exit(int status, const char *last_error, char *out, size_t 
         snprintf(out, len, "worker ended with status 0x%x", status);
 }
 
+/* Records a run's final state. A store that cannot be written (a full disk,
+ * say) must not leave the job "running" for good: the write is tried again
+ * every FINAL_RETRY_S until it succeeds or the daemon stops (sched_stop_all
+ * marks the run shut down; the next start then finds the job running and
+ * requeues it, as after a crash). The run's
+ * devices stay taken meanwhile: nothing of a next job could be recorded
+ * either. STORE_OK, or the last error. */
+static int record_final_state(run_t *rn, job_state_t to, const json_t *extra, char *err, size_t errlen) {
+    daemon_t *d = rn->s->d;
+    for (int attempt = 0;; attempt++) {
+        int rc = store_job_set_state(d->store, rn->job, JOB_STATE_ANY, to, extra, err, errlen);
+        if (rc != STORE_ERR) {   /* recorded, or refused for good (the job is gone) */
+            if (rc == STORE_OK && attempt > 0)
+                log_info(rn->job, "final state %s recorded after %d attempts", job_state_name(to), attempt + 1);
+            return rc;
+        }
+        if (attempt == 0)
+            log_error(rn->job, "cannot record the final state %s: %s; trying again every %d s", job_state_name(to), err,
+                      FINAL_RETRY_S);
+        pthread_mutex_lock(&rn->s->mu);
+        struct timespec ts;
+        mono_deadline(&ts, FINAL_RETRY_S * 1000);
+        while (!rn->s->stop && !rn->shutdown && pthread_cond_timedwait(&rn->s->cv, &rn->s->mu, &ts) != ETIMEDOUT) {
+        }
+        int stop = rn->s->stop || rn->shutdown;
+        pthread_mutex_unlock(&rn->s->mu);
+        if (stop) return rc;
+    }
+}
+
 /* The job's final state from the status of rank `rank` (rank 0, or the rank
  * that failed first when one did). */
 static void finish_job(run_t *rn, int status, int rank, int spawned) {
@@ -365,7 +396,7 @@ static void finish_job(run_t *rn, int status, int rank, int spawned) {
     if (result) json_object_set_new(extra, "result", result);
     if (to == JOB_FAILED) json_object_set_new(extra, "error", errbuf_json_string(reason[0] ? reason : "failed"));
     else if (reason[0]) json_object_set_new(extra, "reason", errbuf_json_string(reason));
-    int rc = store_job_set_state(d->store, rn->job, JOB_STATE_ANY, to, extra, err, sizeof err);
+    int rc = record_final_state(rn, to, extra, err, sizeof err);
     json_decref(extra);
     if (rc) log_error(rn->job, "cannot record the final state %s: %s", job_state_name(to), err);
     else if (to == JOB_FAILED) log_error(rn->job, "job failed: %s", reason);
@@ -836,6 +867,7 @@ void sched_stop_all(sched_t *s) {
                  rn->world > 1 ? " and the other ranks" : "");
     }
     if (running) notify_extend_timeout(d->cfg.cancel_grace_s + 15);
+    pthread_cond_broadcast(&s->cv);   /* a run retrying its final state gives up (record_final_state) */
     for (;;) {
         int busy = 0;
         for (int i = 0; i < CFG_MAX_DEVICES; i++) busy += s->runs[i] && !s->runs[i]->done;

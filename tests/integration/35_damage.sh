@@ -2,8 +2,9 @@
 # tests/integration/35_damage.sh — files under a running (or restarting)
 # daemon get damaged: a checkpoint's weights truncated or its directory
 # removed, a dataset's shard truncated or its directory removed, the database
-# replaced by garbage, checkpoints that cannot be written (a file size
-# limit standing in for a full disk). Each gives a clear error where it is used (the job
+# replaced by garbage, checkpoints and then the database itself that cannot
+# be written (a file size limit standing in for a full disk: a job's final
+# state is retried until it is recorded). Each gives a clear error where it is used (the job
 # fails naming the file, the dataset reload fails naming the shard, the
 # daemon refuses to start naming the database) and loses nothing else: the
 # daemon keeps serving, other datasets and jobs are unaffected, and a
@@ -121,6 +122,46 @@ is "$left" 0 "nothing left under the checkpoint root"
 check "the daemon logged them as warnings" grep -q 'WARN .*checkpoint at step 2 not written' "$DLOG"
 daemon_alive; ok $? "the daemon keeps serving"
 stop_daemon TERM
+
+# ---- the database itself cannot grow (the same limit, reached by a job's events) ------------------
+# the job's final state is tried again until it is recorded: once the limit is lifted the job
+# ends as it did, and the next job runs; a daemon stopped while it retries stops at once, and the
+# next start finds the job interrupted (as after a crash)
+fill_db() {   # a train job whose events outgrow the limit; waits for the refused final state
+    submit "$(train_spec f 60 '"checkpoint_every":0,"eval_every":5')"
+    wait_for 300 grep -q "\[$JOB\] cannot record the final state" "$DLOG"
+}
+for round in lift stop; do
+    STATE=$TDIR/state-dbfull-$round PORT=
+    trap '' XFSZ
+    ulimit -S -f 1024
+    start_daemon || bail "daemon (file size limit) did not start"
+    ulimit -S -f "$fsize0"
+    trap - XFSZ
+    load_synth f 64 "$IMG" 36
+    ok $? "$round: dataset ready under the file size limit"
+    fill_db
+    ok $? "$round: the store refused the job's final state ($(grep -o 'cannot record the final state [a-z]*: [^;]*' "$DLOG" | head -1))"
+    J0=$JOB
+    if [ $round = lift ]; then
+        is "$(job_state "$J0")" running "lift: meanwhile the record still says running"
+        prlimit --pid "$DAEMON_PID" --fsize=unlimited:unlimited
+        is "$(wait_job "$J0" 60)" failed "lift: with the limit lifted the final state is recorded (its last checkpoint failed)"
+        check "lift: the daemon says after how many attempts" grep -q "\[$J0\] final state failed recorded after" "$DLOG"
+        submit "$(train_spec f 2 '"checkpoint_every":0')"
+        is "$(wait_job "$JOB" 120)" succeeded "lift: the next job runs and is recorded"
+        stop_daemon TERM
+    else
+        t0=$(date +%s)
+        stop_daemon TERM
+        t1=$(date +%s)
+        [ $((t1 - t0)) -le 10 ] && [ "$DAEMON_RC" = 0 ]
+        ok $? "stop: a daemon retrying a final state stops at once ($((t1 - t0)) s, rc $DAEMON_RC)"
+        start_daemon || bail "daemon did not restart"
+        is "$(job_state "$J0")" interrupted "stop: the next start finds the job interrupted"
+        stop_daemon TERM
+    fi
+done
 STATE=$STATE0 PORT=$PORT0
 
 # ---- the database replaced by garbage: refused, never overwritten -------------------------
