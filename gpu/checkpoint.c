@@ -245,7 +245,11 @@ int ckpt_snap_write(ckpt_snap_t *s, const char *dir, char *err, size_t errlen) {
     par_run(ckpt_file_job_run, jobs, sizeof jobs[0], nj);
     for (int i = 0; i < nj; i++)
         if (jobs[i].rc < 0) {
-            snprintf(err, errlen, "%s", jobs[i].err[0] ? jobs[i].err : "write failed");
+            /* named by its place in the checkpoint, not in the temporary directory */
+            const char *e = jobs[i].err[0] ? jobs[i].err : "write failed";
+            size_t tl = strlen(tmp);
+            if (strncmp(e, tmp, tl) == 0 && e[tl] == '/') snprintf(err, errlen, "%s%s", dir, e + tl);
+            else snprintf(err, errlen, "%s", e);
             goto out;
         }
     if (ckpt_write_json(tmp, "config.json", s->config, JSON_REAL_PRECISION(10), err, errlen) < 0) goto out;

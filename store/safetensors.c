@@ -735,23 +735,24 @@ int st_writer_write(st_writer_t *w, const char *path, char *err, size_t errlen) 
         tmp[0] = 0;
         goto out;
     }
+    /* errors name the file asked for: its temporary name is gone with it */
     if (st_write_all(fd, lb, 8) != 0 || st_write_all(fd, hdr, padded) != 0) {
-        errbuf_set(err, errlen, "%s: write: %s", tmp, strerror(errno));
+        errbuf_set(err, errlen, "%s: write: %s", path, strerror(errno));
         goto out;
     }
     for (int i = 0; i < w->n; i++) {
         if (bydata[i]->nbytes && st_write_all(fd, bydata[i]->data, bydata[i]->nbytes) != 0) {
-            errbuf_set(err, errlen, "%s: write tensor \"%s\": %s", tmp, bydata[i]->name, strerror(errno));
+            errbuf_set(err, errlen, "%s: write tensor \"%s\": %s", path, bydata[i]->name, strerror(errno));
             goto out;
         }
     }
     if (fsync(fd) != 0) {
-        errbuf_set(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
+        errbuf_set(err, errlen, "%s: fsync: %s", path, strerror(errno));
         goto out;
     }
     if (close(fd) != 0) {
         fd = -1;
-        errbuf_set(err, errlen, "%s: close: %s", tmp, strerror(errno));
+        errbuf_set(err, errlen, "%s: close: %s", path, strerror(errno));
         goto out;
     }
     fd = -1;
