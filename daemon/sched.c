@@ -40,6 +40,7 @@
 #define LINE_MAX_BYTES (64u << 20)
 #define PROGRESS_STORE_S 0.5
 #define FINAL_RETRY_S 5          /* a final state the store refused is tried again this often */
+#define STORE_WARN_S 10          /* events the store refuses: one log line at most this often */
 
 /* A running job: one worker process per rank, each on its device slot. */
 typedef struct run {
@@ -64,6 +65,8 @@ typedef struct run {
     json_t *result;
     char last_error[COLL_MAX_WORLD][1024];   /* each rank's last "error" event */
     int done;                  /* the supervisor has recorded the outcome and freed the slots */
+    double store_warn_t;       /* when an event the store refused was last logged (supervisor only) */
+    long store_warn_held;      /* refused events not logged since */
     pthread_t thr;
 } run_t;
 
@@ -153,6 +156,23 @@ static void record_checkpoint(run_t *rn, const json_t *data) {
     json_decref(pruned);
 }
 
+/* An event the store refused (a full disk refuses every one: at most one
+ * log line per STORE_WARN_S, counting the rest). Supervisor thread only. */
+static void store_refused(run_t *rn, const char *what, const char *err) {
+    double now = mono_now();
+    if (rn->store_warn_t > 0 && now - rn->store_warn_t < STORE_WARN_S) {
+        rn->store_warn_held++;
+        return;
+    }
+    if (rn->store_warn_held > 0)
+        log_warn(rn->job, "%s not recorded: %s (and %ld more events not recorded in the last %.0f s)", what, err,
+                 rn->store_warn_held, now - rn->store_warn_t);
+    else
+        log_warn(rn->job, "%s not recorded: %s", what, err);
+    rn->store_warn_t = now;
+    rn->store_warn_held = 0;
+}
+
 /* One event line of rank `rank`. Rank 0 speaks for the job (progress,
  * metrics, checkpoints, logs, the result); the other ranks' lines matter only
  * when they fail: their "error" is kept (the job's error when that rank failed
@@ -196,8 +216,7 @@ static void handle_line(run_t *rn, int rank, const char *line) {
         pthread_mutex_unlock(&rn->s->mu);
         if (step > prev) atomic_fetch_add(&d->steps_total, step - prev);
         if (store_it) {
-            if (store_job_set_progress(d->store, rn->job, data, 1, err, sizeof err))
-                log_warn(rn->job, "progress: %s", err);
+            if (store_job_set_progress(d->store, rn->job, data, 1, err, sizeof err)) store_refused(rn, "progress", err);
             notify_status("job %s: step %ld/%ld", rn->job, step, total);
         }
     } else if (!strcmp(type, "metric")) {
@@ -205,11 +224,11 @@ static void handle_line(run_t *rn, int rank, const char *line) {
         json_t *v = json_object_get(data, "value");
         if (name && store_metric_append(d->store, rn->job, name, (long)json_integer_value(json_object_get(data, "step")),
                                         json_is_number(v) ? json_number_value(v) : NAN, 1, err, sizeof err))
-            log_warn(rn->job, "metric: %s", err);
+            store_refused(rn, "metric", err);
     } else if (!strcmp(type, "checkpoint")) {
         record_checkpoint(rn, data);
     } else if (!strcmp(type, "log")) {
-        if (store_event_append(d->store, rn->job, "log", data, NULL, err, sizeof err)) log_warn(rn->job, "log: %s", err);
+        if (store_event_append(d->store, rn->job, "log", data, NULL, err, sizeof err)) store_refused(rn, "log event", err);
     } else if (!strcmp(type, "result")) {
         pthread_mutex_lock(&rn->s->mu);
         json_decref(rn->result);

@@ -143,6 +143,9 @@ for round in lift stop; do
     fill_db
     ok $? "$round: the store refused the job's final state ($(grep -o 'cannot record the final state [a-z]*: [^;]*' "$DLOG" | head -1))"
     J0=$JOB
+    nref=$(grep -c "\[$J0\] .* not recorded: " "$DLOG")
+    [ "$nref" -ge 1 ] && [ "$nref" -le 3 ]
+    ok $? "$round: the events it refused are logged at most once per 10 s ($nref lines)"
     if [ $round = lift ]; then
         is "$(job_state "$J0")" running "lift: meanwhile the record still says running"
         prlimit --pid "$DAEMON_PID" --fsize=unlimited:unlimited
