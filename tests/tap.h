@@ -4,13 +4,16 @@
  *   is_close(a, b, tol, "name");   |a-b| <= tol*max(1,|b|)
  *   diag("text");                  a '#' line
  *   return tap_done();             plan line and exit status
+ *   count_entries(dir);            entries of a directory but . and .. (0 when unreadable)
  */
 #ifndef TRAIND_TAP_H
 #define TRAIND_TAP_H
 
+#include <dirent.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static int tap_n, tap_failed;
 
@@ -44,6 +47,17 @@ static int is_close(double a, double b, double tol, const char *name) {
     int r = ok(isfinite(a) && fabs(a - b) <= tol * m, "%s", name);
     if (!r) diag("  got %.9g, want %.9g (tol %.3g)", a, b, tol);
     return r;
+}
+
+__attribute__((unused))
+static int count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+    if (d) closedir(d);
+    return n;
 }
 
 __attribute__((unused))

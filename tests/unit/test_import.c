@@ -923,16 +923,6 @@ static void cancel_soon(void *ud, const import_progress_t *p) {
     if (strcmp(p->phase, "decoding") == 0) cancel_flag = 1;
 }
 
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    struct dirent *de;
-    while (d && (de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) n++;
-    if (d) closedir(d);
-    return n;
-}
-
 static void test_cache_and_cancel(void) {
     char man[600], cache[600], err[2048];
     snprintf(man, sizeof man, "%s/main/jpg.jsonl", root);

@@ -131,17 +131,6 @@ static int losses(const rec_t *r, double *out, int max) {
     return n;
 }
 
-/* entries of a directory but . and .. (0 when it cannot be read) */
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    struct dirent *de;
-    while (d && (de = readdir(d)))
-        n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
-    if (d) closedir(d);
-    return n;
-}
-
 static int has_num(const json_t *o, const char *k) { return json_is_number(json_object_get(o, k)); }
 static const char *str(const json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
 
