@@ -330,9 +330,9 @@ static void describe_exit(int status, const char *last_error, char *out, size_t 
  * say) must not leave the job "running" for good: the write is tried again
  * every FINAL_RETRY_S until it succeeds or the daemon stops (sched_stop_all
  * marks the run shut down; the next start then finds the job running and
- * requeues it, as after a crash). The run's
- * devices stay taken meanwhile: nothing of a next job could be recorded
- * either. STORE_OK, or the last error. */
+ * marks it interrupted, as after a crash). The run's devices stay taken
+ * meanwhile: nothing of a next job could be recorded either. STORE_OK, or
+ * the last error. */
 static int record_final_state(run_t *rn, job_state_t to, const json_t *extra, char *err, size_t errlen) {
     daemon_t *d = rn->s->d;
     for (int attempt = 0;; attempt++) {

@@ -28,6 +28,8 @@
 
 /* ---- misc ----------------------------------------------------------------------- */
 void stage_split(int64_t n, const double frac[2], int64_t *begin, int64_t *end);
+/* A line for the job's log (ctx->on_log). One that begins "warning: " is a
+ * warning: the worker logs it at WARN and marks its event "level":"warning". */
 __attribute__((format(printf, 2, 3))) void stage_log(stage_ctx_t *ctx, const char *fmt, ...);
 json_t *stage_real(double x);                                    /* NaN/Inf -> null */
 
